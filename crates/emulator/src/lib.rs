@@ -1,0 +1,285 @@
+//! paywarden-emulator: an offline HTTP server that speaks ACI's Open Payment Platform (OPP)
+//! server-to-server API (the real one lives at `https://eu-test.oppwa.com`), with real state
+//! in a SQLite file, so that paywarden's OPP connector runs unchanged against it in demos and
+//! tests.
+//!
+//! Endpoints (all form-encoded requests, JSON responses, `Authorization: Bearer <token>` plus
+//! `entityId` on every call; see `docs/emulator.md` for every field, result code and status):
+//!
+//! | endpoint | OPP operation |
+//! |---|---|
+//! | `POST /v1/payments` | initial card payment, `paymentType` PA or DB |
+//! | `POST /v1/payments/{id}` | back-office operation CP, RV, RF, RB, CB, CR on `{id}` |
+//! | `GET /v1/query/{id}` | one transaction, or its whole payment with `includeLinkedTransactions=true` |
+//! | `GET /v1/query` | by `merchantTransactionId`, or a paged `date.from`/`date.to` report |
+//!
+//! The state rules (what may be captured, refunded, reversed, ...) are
+//! [`paywarden_domain::ledger::evaluate`]'s; the emulator only stores and serves transactions.
+//! Every response carries the header `X-Paywarden-Sandbox: true`.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), paywarden_emulator::EmulatorError> {
+//! use paywarden_emulator::{Emulator, EmulatorConfig};
+//! let emulator = Emulator::open(EmulatorConfig::demo("emulator.sqlite".into())).await?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let running = emulator.spawn(listener).await?;
+//! println!("OPP emulator at {}", running.base_url);
+//! # Ok(()) }
+//! ```
+
+mod card;
+mod codes;
+mod error;
+mod handlers;
+mod params;
+mod store;
+mod wire;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use error::EmulatorError;
+
+/// The demo entity's OPP `entityId` (32 hex characters, like OPP's entity ids).
+pub const DEMO_ENTITY_ID: &str = "8ac7a4c9000000000000000000000001";
+
+/// The demo entity's bearer token (`Authorization: Bearer <DEMO_TOKEN>`). It is only valid
+/// against the emulator; it is public on purpose.
+pub const DEMO_TOKEN: &str = "pw_demo_sandbox_token_only_valid_against_the_paywarden_emulator";
+
+/// A second demo entity's OPP `entityId`, used to show (and test) that entities are isolated.
+pub const SECOND_ENTITY_ID: &str = "8ac7a4c9000000000000000000000002";
+
+/// The second demo entity's bearer token.
+pub const SECOND_TOKEN: &str = "pw_demo_second_entity_sandbox_token";
+
+/// One OPP entity the emulator accepts: its `entityId` and the bearer token that authorises it.
+///
+/// A request is authenticated by `Authorization: Bearer <token>` (HTTP 401, result
+/// `800.900.300` when the token is missing or unknown) and must name this entity in `entityId`
+/// (HTTP 403, result `800.900.301` when the token belongs to another entity).
+///
+/// `Debug` redacts the token; the emulator never logs it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EntityCredential {
+    /// OPP `entityId`, e.g. [`DEMO_ENTITY_ID`]. Non-empty.
+    pub entity_id: String,
+    /// The bearer token for this entity. Non-empty and unique across the configured entities.
+    pub token: String,
+}
+
+impl fmt::Debug for EntityCredential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EntityCredential")
+            .field("entity_id", &self.entity_id)
+            .field("token", &"[redacted]")
+            .finish()
+    }
+}
+
+/// How to run an [`Emulator`].
+#[derive(Debug, Clone)]
+pub struct EmulatorConfig {
+    /// The SQLite file holding all transactions. Created (with its schema) when missing; its
+    /// parent directory must exist. Opened in WAL mode; state survives restarts.
+    pub database_path: PathBuf,
+    /// The entities (entityId + bearer token) the emulator accepts. At least one; entity ids and
+    /// tokens must be non-empty and unique.
+    pub entities: Vec<EntityCredential>,
+    /// An artificial delay applied to every request before it is handled (used to prove client
+    /// timeouts). `Duration::ZERO` for none.
+    pub latency: Duration,
+}
+
+impl EmulatorConfig {
+    /// The demo configuration: both demo entities ([`DEMO_ENTITY_ID`]/[`DEMO_TOKEN`] and
+    /// [`SECOND_ENTITY_ID`]/[`SECOND_TOKEN`]), no latency, state in `database_path`.
+    pub fn demo(database_path: PathBuf) -> Self {
+        Self {
+            database_path,
+            entities: vec![
+                EntityCredential {
+                    entity_id: DEMO_ENTITY_ID.to_string(),
+                    token: DEMO_TOKEN.to_string(),
+                },
+                EntityCredential {
+                    entity_id: SECOND_ENTITY_ID.to_string(),
+                    token: SECOND_TOKEN.to_string(),
+                },
+            ],
+            latency: Duration::ZERO,
+        }
+    }
+
+    fn validate(&self) -> Result<(), EmulatorError> {
+        if self.entities.is_empty() {
+            return Err(EmulatorError::Config(
+                "at least one entity (entityId + bearer token) is required".into(),
+            ));
+        }
+        for (i, entity) in self.entities.iter().enumerate() {
+            if entity.entity_id.trim().is_empty() {
+                return Err(EmulatorError::Config(format!(
+                    "entity #{} has an empty entityId",
+                    i + 1
+                )));
+            }
+            if entity.token.trim().is_empty() {
+                return Err(EmulatorError::Config(format!(
+                    "entity {} has an empty bearer token",
+                    entity.entity_id
+                )));
+            }
+            for other in &self.entities[..i] {
+                if other.entity_id == entity.entity_id {
+                    return Err(EmulatorError::Config(format!(
+                        "entity {} is configured twice",
+                        entity.entity_id
+                    )));
+                }
+                if other.token == entity.token {
+                    return Err(EmulatorError::Config(format!(
+                        "entities {} and {} share a bearer token; each token must identify one entity",
+                        other.entity_id, entity.entity_id
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A running-or-ready OPP emulator: its SQLite state and accepted entities. Cheap to clone
+/// (shared state behind an `Arc`); every clone serves the same state.
+#[derive(Clone)]
+pub struct Emulator {
+    inner: Arc<handlers::Shared>,
+}
+
+impl fmt::Debug for Emulator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Emulator")
+            .field("entities", &self.inner.entities)
+            .field("latency", &self.inner.latency)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Emulator {
+    /// Opens (creating when missing) the SQLite file at `config.database_path`, applies the
+    /// embedded migrations and enables WAL.
+    ///
+    /// # Errors
+    /// [`EmulatorError::Config`] for an invalid entity list, [`EmulatorError::Open`] when the
+    /// file cannot be opened or created, [`EmulatorError::Migrate`] when the schema cannot be
+    /// applied.
+    pub async fn open(config: EmulatorConfig) -> Result<Emulator, EmulatorError> {
+        config.validate()?;
+        let store = store::Store::open(&config.database_path).await?;
+        tracing::info!(
+            path = %config.database_path.display(),
+            entities = config.entities.len(),
+            "paywarden OPP emulator state opened"
+        );
+        Ok(Emulator {
+            inner: Arc::new(handlers::Shared {
+                store,
+                entities: config.entities,
+                latency: config.latency,
+            }),
+        })
+    }
+
+    /// The axum router serving OPP's server-to-server API (`/v1/payments`,
+    /// `/v1/payments/{id}`, `/v1/query`, `/v1/query/{id}`), with the configured latency and the
+    /// `X-Paywarden-Sandbox: true` header on every response.
+    pub fn router(&self) -> axum::Router {
+        handlers::router(self.inner.clone())
+    }
+
+    /// Serves the API on `listener` until the task is cancelled or the listener fails.
+    ///
+    /// # Errors
+    /// [`EmulatorError::Io`] when accepting connections fails.
+    pub async fn serve(self, listener: tokio::net::TcpListener) -> Result<(), EmulatorError> {
+        axum::serve(listener, self.router()).await?;
+        Ok(())
+    }
+
+    /// Serves the API on `listener` in a background tokio task and returns at once.
+    /// The returned [`RunningEmulator`] stops the server when dropped.
+    ///
+    /// # Errors
+    /// [`EmulatorError::Io`] when the listener's local address cannot be read.
+    pub async fn spawn(
+        self,
+        listener: tokio::net::TcpListener,
+    ) -> Result<RunningEmulator, EmulatorError> {
+        let addr = listener.local_addr()?;
+        let base_url = format!("http://{addr}");
+        let task = tokio::spawn(async move {
+            if let Err(error) = self.serve(listener).await {
+                tracing::error!(%error, "paywarden OPP emulator stopped");
+            }
+        });
+        Ok(RunningEmulator { base_url, task })
+    }
+}
+
+/// A background emulator started by [`Emulator::spawn`]. Dropping it aborts the server task
+/// (in-flight requests are cut off; committed state stays in the SQLite file).
+#[derive(Debug)]
+pub struct RunningEmulator {
+    /// Where it listens: `http://IP:PORT` (e.g. `http://127.0.0.1:40123`), no trailing slash.
+    pub base_url: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for RunningEmulator {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credential_debug_redacts_the_token() {
+        let c = EntityCredential {
+            entity_id: "e1".into(),
+            token: "super-secret-token".into(),
+        };
+        let shown = format!("{c:?}");
+        assert!(shown.contains("e1"));
+        assert!(!shown.contains("super-secret-token"));
+        let config = EmulatorConfig {
+            database_path: "x".into(),
+            entities: vec![c],
+            latency: Duration::ZERO,
+        };
+        assert!(!format!("{config:?}").contains("super-secret-token"));
+    }
+
+    #[test]
+    fn config_validation() {
+        let mut config = EmulatorConfig::demo("x".into());
+        assert!(config.validate().is_ok());
+        config.entities[1].token = DEMO_TOKEN.into();
+        assert!(matches!(config.validate(), Err(EmulatorError::Config(_))));
+        config.entities.clear();
+        assert!(matches!(config.validate(), Err(EmulatorError::Config(_))));
+        let config = EmulatorConfig {
+            database_path: "x".into(),
+            entities: vec![EntityCredential {
+                entity_id: "e".into(),
+                token: " ".into(),
+            }],
+            latency: Duration::ZERO,
+        };
+        assert!(matches!(config.validate(), Err(EmulatorError::Config(_))));
+    }
+}

@@ -1,0 +1,359 @@
+//! The SQLite state: one row per transaction (successful or not), in minor units with the
+//! currency, never a full card number or CVV.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::NaiveDateTime;
+use paywarden_domain::{Currency, Money, PaymentType, TxRecord};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Row, Sqlite};
+
+use crate::error::EmulatorError;
+
+/// How stored times are written: UTC, second precision, sorts chronologically as text.
+pub(crate) const DB_TIME_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
+
+/// How long a writer waits for SQLite's write lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The card data kept for an initial payment (OPP's `card` object, never the PAN or CVV).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CardSummary {
+    /// First 6 digits.
+    pub bin: String,
+    /// Last 4 digits.
+    pub last4: String,
+    pub holder: Option<String>,
+    /// `MM`.
+    pub expiry_month: String,
+    /// `YYYY`.
+    pub expiry_year: String,
+}
+
+/// One stored transaction.
+#[derive(Debug, Clone)]
+pub(crate) struct Tx {
+    /// 32 lowercase hex characters.
+    pub id: String,
+    pub entity_id: String,
+    /// The id of the payment's initial (PA/DB) transaction; its own id for an initial payment.
+    pub root_id: String,
+    /// The transaction a back-office operation referenced (OPP `referencedId`).
+    pub referenced_id: Option<String>,
+    pub payment_type: PaymentType,
+    pub payment_brand: String,
+    pub amount: Money,
+    pub descriptor: String,
+    pub merchant_transaction_id: Option<String>,
+    pub succeeded: bool,
+    pub result_code: String,
+    pub result_description: String,
+    /// Why a rejection happened, in words (OPP `resultDetails.ExtendedDescription`).
+    pub result_reason: Option<String>,
+    pub card: Option<CardSummary>,
+    /// OPP `resultDetails.ConnectorTxID1`.
+    pub connector_tx_id: String,
+    pub ndc: String,
+    /// UTC.
+    pub created_at: NaiveDateTime,
+}
+
+impl Tx {
+    /// The ledger's view of this transaction.
+    pub(crate) fn record(&self) -> TxRecord {
+        TxRecord {
+            id: self.id.clone(),
+            payment_type: self.payment_type,
+            amount: self.amount,
+            referenced_id: self.referenced_id.clone(),
+            succeeded: self.succeeded,
+        }
+    }
+}
+
+/// What a search matches (always within one entity).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Filter {
+    pub merchant_transaction_id: Option<String>,
+    /// Inclusive, UTC.
+    pub from: Option<NaiveDateTime>,
+    /// Inclusive, UTC.
+    pub to: Option<NaiveDateTime>,
+    /// `None` = every type.
+    pub payment_types: Option<Vec<PaymentType>>,
+    /// False when a `paymentMethods` filter excludes cards (every emulator payment is `CC`).
+    pub methods_match: bool,
+}
+
+/// One page: 1-based `page_no`, `limit` rows per page.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Page {
+    pub limit: u32,
+    pub page_no: u32,
+}
+
+/// The emulator's SQLite database.
+#[derive(Debug, Clone)]
+pub(crate) struct Store {
+    pool: SqlitePool,
+}
+
+const COLUMNS: &str = "id, entity_id, root_id, referenced_id, payment_type, payment_brand, \
+     amount_minor, currency, descriptor, merchant_transaction_id, succeeded, result_code, \
+     result_description, result_reason, card_bin, card_last4, card_holder, card_expiry_month, \
+     card_expiry_year, connector_tx_id, ndc, created_at";
+
+impl Store {
+    /// Opens (creating) the file, in WAL mode, and applies the embedded migrations.
+    pub(crate) async fn open(path: &Path) -> Result<Store, EmulatorError> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await
+            .map_err(|source| EmulatorError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Store { pool })
+    }
+
+    /// Stores an initial payment (PA/DB) in its own transaction.
+    pub(crate) async fn insert(&self, tx: &Tx) -> Result<(), EmulatorError> {
+        let mut conn = self.pool.acquire().await?;
+        insert(&mut conn, tx).await
+    }
+
+    /// One transaction of `entity_id` by id (another entity's id is `None`).
+    pub(crate) async fn find(&self, entity_id: &str, id: &str) -> Result<Option<Tx>, EmulatorError> {
+        let mut conn = self.pool.acquire().await?;
+        find(&mut conn, entity_id, id).await
+    }
+
+    /// Every transaction of the payment rooted at `root_id`, oldest first.
+    pub(crate) async fn tree(&self, entity_id: &str, root_id: &str) -> Result<Vec<Tx>, EmulatorError> {
+        let mut conn = self.pool.acquire().await?;
+        tree(&mut conn, entity_id, root_id).await
+    }
+
+    /// A back-office operation on `id`, atomically: inside one `BEGIN IMMEDIATE` write
+    /// transaction it loads the referenced transaction and its whole payment tree, asks `build`
+    /// for the new transaction (or a refusal, which stores nothing), stores it and commits.
+    /// Concurrent operations on the same payment are therefore evaluated one after another.
+    ///
+    /// `Ok(None)` when `id` is not a transaction of `entity_id`.
+    pub(crate) async fn backoffice<R>(
+        &self,
+        entity_id: &str,
+        id: &str,
+        build: impl FnOnce(&Tx, &[Tx]) -> Result<Tx, R>,
+    ) -> Result<Option<Result<Tx, R>>, EmulatorError> {
+        let mut db_tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let Some(target) = find(&mut db_tx, entity_id, id).await? else {
+            db_tx.rollback().await?;
+            return Ok(None);
+        };
+        let tree = tree(&mut db_tx, entity_id, &target.root_id).await?;
+        match build(&target, &tree) {
+            Ok(new_tx) => {
+                insert(&mut db_tx, &new_tx).await?;
+                db_tx.commit().await?;
+                Ok(Some(Ok(new_tx)))
+            }
+            Err(refusal) => {
+                db_tx.rollback().await?;
+                Ok(Some(Err(refusal)))
+            }
+        }
+    }
+
+    /// The transactions of `entity_id` matching `filter`, oldest first (by time, then by the
+    /// order they were stored), with the total match count. Without `page`, all of them.
+    pub(crate) async fn search(
+        &self,
+        entity_id: &str,
+        filter: &Filter,
+        page: Option<Page>,
+    ) -> Result<(Vec<Tx>, u64), EmulatorError> {
+        let mut conn = self.pool.acquire().await?;
+
+        let mut count = QueryBuilder::<Sqlite>::new("SELECT COUNT(*) FROM transactions");
+        push_filter(&mut count, entity_id, filter);
+        let total: i64 = count.build_query_scalar().fetch_one(&mut *conn).await?;
+
+        let mut select = QueryBuilder::<Sqlite>::new(format!("SELECT {COLUMNS} FROM transactions"));
+        push_filter(&mut select, entity_id, filter);
+        select.push(" ORDER BY created_at, seq");
+        if let Some(page) = page {
+            let offset = i64::from(page.page_no.saturating_sub(1)) * i64::from(page.limit);
+            select.push(" LIMIT ");
+            select.push_bind(i64::from(page.limit));
+            select.push(" OFFSET ");
+            select.push_bind(offset);
+        }
+        let rows = select.build().fetch_all(&mut *conn).await?;
+        let txs = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
+        Ok((txs, u64::try_from(total).unwrap_or(0)))
+    }
+}
+
+fn push_filter(q: &mut QueryBuilder<'_, Sqlite>, entity_id: &str, filter: &Filter) {
+    q.push(" WHERE entity_id = ");
+    q.push_bind(entity_id.to_string());
+    if !filter.methods_match {
+        q.push(" AND 0");
+    }
+    if let Some(m) = &filter.merchant_transaction_id {
+        q.push(" AND merchant_transaction_id = ");
+        q.push_bind(m.clone());
+    }
+    if let Some(from) = filter.from {
+        q.push(" AND created_at >= ");
+        q.push_bind(from.format(DB_TIME_FORMAT).to_string());
+    }
+    if let Some(to) = filter.to {
+        q.push(" AND created_at <= ");
+        q.push_bind(to.format(DB_TIME_FORMAT).to_string());
+    }
+    if let Some(types) = &filter.payment_types {
+        if types.is_empty() {
+            q.push(" AND 0");
+        } else {
+            q.push(" AND payment_type IN (");
+            let mut separated = q.separated(", ");
+            for t in types {
+                separated.push_bind(t.code());
+            }
+            separated.push_unseparated(")");
+        }
+    }
+}
+
+async fn insert(conn: &mut sqlx::SqliteConnection, tx: &Tx) -> Result<(), EmulatorError> {
+    let card = tx.card.as_ref();
+    sqlx::query(&format!(
+        "INSERT INTO transactions ({COLUMNS}) VALUES \
+         (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    ))
+    .bind(&tx.id)
+    .bind(&tx.entity_id)
+    .bind(&tx.root_id)
+    .bind(&tx.referenced_id)
+    .bind(tx.payment_type.code())
+    .bind(&tx.payment_brand)
+    .bind(tx.amount.minor_units())
+    .bind(tx.amount.currency().code())
+    .bind(&tx.descriptor)
+    .bind(&tx.merchant_transaction_id)
+    .bind(tx.succeeded)
+    .bind(&tx.result_code)
+    .bind(&tx.result_description)
+    .bind(&tx.result_reason)
+    .bind(card.map(|c| c.bin.as_str()))
+    .bind(card.map(|c| c.last4.as_str()))
+    .bind(card.and_then(|c| c.holder.as_deref()))
+    .bind(card.map(|c| c.expiry_month.as_str()))
+    .bind(card.map(|c| c.expiry_year.as_str()))
+    .bind(&tx.connector_tx_id)
+    .bind(&tx.ndc)
+    .bind(tx.created_at.format(DB_TIME_FORMAT).to_string())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+async fn find(
+    conn: &mut sqlx::SqliteConnection,
+    entity_id: &str,
+    id: &str,
+) -> Result<Option<Tx>, EmulatorError> {
+    let row = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM transactions WHERE entity_id = ? AND id = ?"
+    ))
+    .bind(entity_id)
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.as_ref().map(from_row).transpose()
+}
+
+async fn tree(
+    conn: &mut sqlx::SqliteConnection,
+    entity_id: &str,
+    root_id: &str,
+) -> Result<Vec<Tx>, EmulatorError> {
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM transactions WHERE entity_id = ? AND root_id = ? \
+         ORDER BY created_at, seq"
+    ))
+    .bind(entity_id)
+    .bind(root_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter().map(from_row).collect()
+}
+
+fn from_row(row: &SqliteRow) -> Result<Tx, EmulatorError> {
+    let id: String = row.try_get("id")?;
+    let corrupt = |what: String| EmulatorError::Corrupt(format!("transaction {id}: {what}"));
+
+    let raw_type: String = row.try_get("payment_type")?;
+    let payment_type = PaymentType::from_str(&raw_type)
+        .map_err(|_| corrupt(format!("unknown payment type {raw_type:?}")))?;
+    let raw_currency: String = row.try_get("currency")?;
+    let currency = Currency::from_code(&raw_currency).map_err(|e| corrupt(e.to_string()))?;
+    let minor: i64 = row.try_get("amount_minor")?;
+    let amount = Money::from_minor(minor, currency).map_err(|e| corrupt(e.to_string()))?;
+    let raw_time: String = row.try_get("created_at")?;
+    let created_at = NaiveDateTime::parse_from_str(&raw_time, DB_TIME_FORMAT)
+        .map_err(|e| corrupt(format!("bad time {raw_time:?}: {e}")))?;
+
+    let bin: Option<String> = row.try_get("card_bin")?;
+    let last4: Option<String> = row.try_get("card_last4")?;
+    let card = match (bin, last4) {
+        (Some(bin), Some(last4)) => Some(CardSummary {
+            bin,
+            last4,
+            holder: row.try_get("card_holder")?,
+            expiry_month: row
+                .try_get::<Option<String>, _>("card_expiry_month")?
+                .unwrap_or_default(),
+            expiry_year: row
+                .try_get::<Option<String>, _>("card_expiry_year")?
+                .unwrap_or_default(),
+        }),
+        _ => None,
+    };
+
+    Ok(Tx {
+        entity_id: row.try_get("entity_id")?,
+        root_id: row.try_get("root_id")?,
+        referenced_id: row.try_get("referenced_id")?,
+        payment_type,
+        payment_brand: row.try_get("payment_brand")?,
+        amount,
+        descriptor: row.try_get("descriptor")?,
+        merchant_transaction_id: row.try_get("merchant_transaction_id")?,
+        succeeded: row.try_get("succeeded")?,
+        result_code: row.try_get("result_code")?,
+        result_description: row.try_get("result_description")?,
+        result_reason: row.try_get("result_reason")?,
+        card,
+        connector_tx_id: row.try_get("connector_tx_id")?,
+        ndc: row.try_get("ndc")?,
+        created_at,
+        id,
+    })
+}

@@ -1,0 +1,242 @@
+//! Assembling a running paywarden: storage, the OPP connector (or the in-process emulator
+//! standing in for OPP), demo data, the MCP handler and the HTTP router.
+//!
+//! The caller binds the listener (like tokio-rs/mini-redis), so tests start the real server on
+//! port 0.
+
+use std::{sync::Arc, time::Duration};
+
+use indicatif::ProgressBar;
+use paywarden_emulator::{Emulator, EmulatorConfig, RunningEmulator, DEMO_ENTITY_ID, DEMO_TOKEN};
+use secrecy::{ExposeSecret, SecretString};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::Config,
+    connectors::opp::{OppClient, OppCredentials, OppError},
+    mcp::McpState,
+    seed,
+    service::{opp::OppService, Caller, Pipeline},
+    store::{Store, StoreError},
+};
+
+/// Errors while starting paywarden.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The data directory could not be created.
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// paywarden's database failed to open or migrate.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The emulator failed to start.
+    #[error("the OPP emulator failed to start: {0}")]
+    Emulator(String),
+    /// The OPP connector failed (client set-up or demo seeding).
+    #[error(transparent)]
+    Opp(#[from] OppError),
+    /// Serving HTTP failed.
+    #[error("HTTP server failed: {0}")]
+    Serve(#[from] std::io::Error),
+    /// Seeding was asked for against a real provider.
+    #[error("refusing to create demo payments at a real provider ({0}); seeding only runs against the offline emulator")]
+    SeedRealProvider(String),
+}
+
+/// How demo data should be handled at start-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeedMode {
+    /// Never seed.
+    Off,
+    /// Seed when the emulator has no demo data yet (the default for `serve` and `stdio`).
+    IfEmpty,
+}
+
+/// A built paywarden, ready to serve.
+pub struct App {
+    config: Config,
+    store: Store,
+    state: Arc<McpState>,
+    opp_client: OppClient,
+    // Keeps the in-process emulator running as long as the app lives.
+    emulator: Option<RunningEmulator>,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("listen", &self.config.listen)
+            .field("data_dir", &self.config.data_dir)
+            .field("opp_base_url", &self.opp_client.base_url())
+            .field("sandbox", &self.emulator.is_some())
+            .finish()
+    }
+}
+
+/// Starts the emulator in-process on a loopback port with its state in `data_dir`.
+///
+/// # Errors
+/// [`AppError::Emulator`].
+pub async fn start_emulator(config: &Config) -> Result<RunningEmulator, AppError> {
+    let emulator = Emulator::open(EmulatorConfig::demo(config.data_dir.join("emulator.db")))
+        .await
+        .map_err(|e| AppError::Emulator(e.to_string()))?;
+    let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+    emulator
+        .spawn(listener)
+        .await
+        .map_err(|e| AppError::Emulator(e.to_string()))
+}
+
+impl App {
+    /// Builds paywarden from `config`: opens the database, starts the emulator when no OPP base
+    /// URL is configured, and seeds demo data per `seed` (ticking `progress`).
+    ///
+    /// # Errors
+    /// [`AppError`] for any part that fails to start.
+    pub async fn build(
+        config: Config,
+        seed: SeedMode,
+        progress: &ProgressBar,
+    ) -> Result<Self, AppError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| AppError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+        let store = Store::open(&config.data_dir.join("paywarden.db")).await?;
+        let emulator = if config.uses_emulator() {
+            Some(start_emulator(&config).await?)
+        } else {
+            None
+        };
+        let base_url = match (&emulator, &config.opp.base_url) {
+            (Some(e), _) => e.base_url.clone(),
+            (None, Some(url)) => url.clone(),
+            (None, None) => return Err(AppError::Emulator("no OPP base URL".into())),
+        };
+        let opp_client = OppClient::new(&base_url, Duration::from_millis(config.opp.timeout_ms))?;
+        let sandbox = emulator.is_some();
+        let local_caller = local_caller(&config, sandbox);
+        let pipeline = Pipeline::new(store.clone(), sandbox);
+        let state = Arc::new(McpState {
+            opp: OppService::new(pipeline, opp_client.clone()),
+            local_caller,
+            sandbox,
+        });
+        let app = Self {
+            config,
+            store,
+            state,
+            opp_client,
+            emulator,
+        };
+        if seed == SeedMode::IfEmpty && app.config.demo.seed && sandbox {
+            app.seed_if_empty(progress).await?;
+        }
+        Ok(app)
+    }
+
+    /// Seeds demo data unless it exists. Returns what was created (`None` when it existed).
+    ///
+    /// # Errors
+    /// [`AppError::SeedRealProvider`] against a real provider; [`AppError::Opp`].
+    pub async fn seed_if_empty(
+        &self,
+        progress: &ProgressBar,
+    ) -> Result<Option<seed::SeedSummary>, AppError> {
+        let credentials = self.demo_credentials()?;
+        if seed::is_seeded(&self.opp_client, &credentials).await? {
+            return Ok(None);
+        }
+        let summary = seed::seed_demo(
+            &self.opp_client,
+            &credentials,
+            self.config.demo.payments,
+            progress,
+        )
+        .await?;
+        Ok(Some(summary))
+    }
+
+    fn demo_credentials(&self) -> Result<OppCredentials, AppError> {
+        if self.emulator.is_none() {
+            return Err(AppError::SeedRealProvider(
+                self.opp_client.base_url().to_string(),
+            ));
+        }
+        let caller = local_caller(&self.config, true).unwrap_or_else(|| Caller {
+            entity_id: DEMO_ENTITY_ID.into(),
+            token: SecretString::from(DEMO_TOKEN.to_string()),
+            client_name: None,
+        });
+        Ok(OppCredentials {
+            entity_id: caller.entity_id,
+            token: SecretString::from(caller.token.expose_secret().to_string()),
+        })
+    }
+
+    /// The shared MCP state (for the stdio transport).
+    pub fn mcp_state(&self) -> Arc<McpState> {
+        self.state.clone()
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The in-process emulator's base URL, when the emulator stands in for OPP.
+    pub fn emulator_url(&self) -> Option<&str> {
+        self.emulator.as_ref().map(|e| e.base_url.as_str())
+    }
+
+    /// Serves HTTP on `listener` until `shutdown` completes.
+    ///
+    /// # Errors
+    /// [`AppError::Serve`].
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), AppError> {
+        let cancel = CancellationToken::new();
+        let router = crate::http::router(self.state.clone(), &self.config.http, cancel.clone());
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                cancel.cancel();
+            })
+            .await?;
+        drop(self.emulator);
+        Ok(())
+    }
+}
+
+/// The caller for transports without headers: the configured entity, or the emulator's demo
+/// entity in sandbox mode.
+pub fn local_caller(config: &Config, sandbox: bool) -> Option<Caller> {
+    match (&config.entity_id, &config.token) {
+        (Some(entity_id), Some(token)) => Some(Caller {
+            entity_id: entity_id.clone(),
+            token: token.clone(),
+            client_name: None,
+        }),
+        _ if sandbox => Some(Caller {
+            entity_id: DEMO_ENTITY_ID.into(),
+            token: SecretString::from(DEMO_TOKEN.to_string()),
+            client_name: None,
+        }),
+        _ => None,
+    }
+}

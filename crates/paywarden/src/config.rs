@@ -1,0 +1,181 @@
+//! Configuration: defaults, then a TOML file, then `PAYWARDEN_*` environment variables, then
+//! command-line flags (each later source wins).
+//!
+//! Environment variables use `__` for nesting: `PAYWARDEN_OPP__BASE_URL`,
+//! `PAYWARDEN_HTTP__ALLOWED_HOSTS`; top-level keys are plain: `PAYWARDEN_LISTEN`,
+//! `PAYWARDEN_DATA_DIR`, `PAYWARDEN_ENTITY_ID`, `PAYWARDEN_TOKEN`.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use figment::{
+    providers::{Env, Format, Serialized, Toml},
+    Figment,
+};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+/// Errors while loading configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A source (file, environment, flag) had a value of the wrong shape.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+    /// The configuration file named with `--config` does not exist.
+    #[error("configuration file {0} does not exist; create it or drop --config")]
+    MissingFile(PathBuf),
+}
+
+/// paywarden's whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Address `serve` listens on (default `127.0.0.1:8080`).
+    pub listen: SocketAddr,
+    /// Directory for paywarden's SQLite database and the emulator's state
+    /// (default `./paywarden-data`).
+    pub data_dir: PathBuf,
+    /// The OPP entity that `stdio` and `seed` act as (`X-Entity-Id` for HTTP callers comes from
+    /// their headers instead). Defaults to the emulator's demo entity when the emulator is used.
+    pub entity_id: Option<String>,
+    /// The bearer token of [`Config::entity_id`]. Never logged.
+    #[serde(skip_serializing)]
+    pub token: Option<SecretString>,
+    /// The Open Payment Platform connector.
+    pub opp: OppConfig,
+    /// HTTP transport settings.
+    pub http: HttpConfig,
+    /// Demo data.
+    pub demo: DemoConfig,
+}
+
+/// OPP connector settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct OppConfig {
+    /// OPP base URL, e.g. `https://eu-test.oppwa.com`. When unset, paywarden starts its offline
+    /// emulator in-process on a loopback port and every result is marked as sandbox.
+    pub base_url: Option<String>,
+    /// Timeout of one OPP HTTP request, in milliseconds (default 10 000).
+    pub timeout_ms: u64,
+}
+
+/// HTTP transport settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HttpConfig {
+    /// Accepted `Host` header values (hostname or `host:port`); others get 403.
+    /// Default: `localhost`, `127.0.0.1`, `::1`.
+    pub allowed_hosts: Vec<String>,
+    /// Accepted browser `Origin` values (`scheme://host[:port|:*]`); a request with another
+    /// `Origin` gets 403. Requests without `Origin` (non-browser clients) pass.
+    pub allowed_origins: Vec<String>,
+    /// Largest accepted request body, in bytes (default 1 MiB).
+    pub max_body_bytes: usize,
+}
+
+/// Demo data settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DemoConfig {
+    /// Seed the emulator with demo transactions when its data dir is empty (default true;
+    /// only ever applies to the emulator).
+    pub seed: bool,
+    /// How many initial payments the demo data has (default 50).
+    pub payments: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("paywarden-data"),
+            entity_id: None,
+            token: None,
+            opp: OppConfig::default(),
+            http: HttpConfig::default(),
+            demo: DemoConfig::default(),
+        }
+    }
+}
+
+impl Default for OppConfig {
+    fn default() -> Self {
+        Self {
+            base_url: None,
+            timeout_ms: 10_000,
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
+            allowed_origins: vec![
+                "http://localhost:*".into(),
+                "http://127.0.0.1:*".into(),
+                "https://localhost:*".into(),
+                "https://127.0.0.1:*".into(),
+            ],
+            max_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+impl Default for DemoConfig {
+    fn default() -> Self {
+        Self {
+            seed: true,
+            payments: 50,
+        }
+    }
+}
+
+/// Values given on the command line; `None` means "not given", so lower sources apply.
+#[derive(Debug, Default, Serialize)]
+pub struct Overrides {
+    /// `--listen`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    /// `--data-dir`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// `--entity-id`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entity_id: Option<String>,
+    /// `--token`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+impl Config {
+    /// Loads configuration from defaults, `file` (TOML, optional), the `PAYWARDEN_*`
+    /// environment, and `overrides`, in that order of precedence (last wins).
+    ///
+    /// # Errors
+    /// [`ConfigError::MissingFile`] when `file` is given and absent; [`ConfigError::Invalid`]
+    /// when a value has the wrong shape (the message names the key and the source).
+    pub fn load(
+        file: Option<&std::path::Path>,
+        overrides: &Overrides,
+    ) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(ConfigError::MissingFile(file.to_path_buf()));
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        figment = figment
+            .merge(Env::prefixed("PAYWARDEN_").split("__").ignore(&["config"]))
+            .merge(Serialized::globals(overrides));
+        figment
+            .extract()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))
+    }
+
+    /// Whether the offline emulator stands in for OPP (no base URL configured).
+    pub fn uses_emulator(&self) -> bool {
+        self.opp.base_url.is_none()
+    }
+}

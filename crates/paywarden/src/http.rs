@@ -1,0 +1,115 @@
+//! The HTTP surface: Streamable HTTP MCP endpoints (rmcp) at `/mcp` and `/agentic/v1/mcp`,
+//! `GET /healthz`, credential checks, and request body bounds.
+
+use std::sync::Arc;
+
+use axum::{
+    body::Body,
+    extract::Request,
+    http::{Method, StatusCode},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::get,
+    Json, Router,
+};
+use rmcp::transport::streamable_http_server::{
+    session::local::LocalSessionManager, StreamableHttpServerConfig, StreamableHttpService,
+};
+use tokio_util::sync::CancellationToken;
+use tower_http::limit::RequestBodyLimitLayer;
+
+use crate::{
+    config::HttpConfig,
+    mcp::{McpState, PaywardenMcp, HEADER_ENTITY_ID, HEADER_TOKEN},
+};
+
+/// Builds the router. `cancel` ends open MCP sessions and streams on shutdown.
+pub fn router(state: Arc<McpState>, http: &HttpConfig, cancel: CancellationToken) -> Router {
+    let sandbox = state.sandbox;
+    let config = StreamableHttpServerConfig::default()
+        .with_allowed_hosts(http.allowed_hosts.clone())
+        .with_allowed_origins(http.allowed_origins.clone())
+        .enforce_origin_validation()
+        .with_max_request_body_bytes(http.max_body_bytes)
+        .with_cancellation_token(cancel);
+    let mcp = StreamableHttpService::new(
+        move || Ok(PaywardenMcp::new(state.clone())),
+        LocalSessionManager::default().into(),
+        config,
+    );
+    let endpoints = Router::new()
+        .route_service("/mcp", mcp.clone())
+        .route_service("/agentic/v1/mcp", mcp)
+        .route_layer(middleware::from_fn(reject_malformed_json))
+        .route_layer(middleware::from_fn(require_credentials));
+    Router::new()
+        .route(
+            "/healthz",
+            get(move || async move {
+                Json(serde_json::json!({ "status": "ok", "sandbox": sandbox }))
+            }),
+        )
+        .merge(endpoints)
+        .layer(RequestBodyLimitLayer::new(http.max_body_bytes))
+}
+
+/// A POST whose body is not JSON gets JSON-RPC's parse error (-32700) with HTTP 400, before
+/// it reaches the MCP service. The body is already bounded by the body-limit layer.
+async fn reject_malformed_json(request: Request<Body>, next: Next) -> Response {
+    if request.method() != Method::POST {
+        return next.run(request).await;
+    }
+    let (parts, body) = request.into_parts();
+    let bytes = match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(b) => b,
+        Err(e) => return (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Json(serde_json::json!({
+                "jsonrpc": "2.0", "id": null,
+                "error": {"code": -32600, "message": format!("request body could not be read: {e}")}
+            })),
+        )
+            .into_response(),
+    };
+    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(serde_json::json!({
+                "jsonrpc": "2.0", "id": null,
+                "error": {"code": -32700, "message": format!("Parse error: the request body is not valid JSON ({e}); send one JSON-RPC 2.0 message")}
+            })),
+        )
+            .into_response();
+    }
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
+}
+
+/// Every MCP request must carry `X-Entity-Id` and `X-Token`: they are the caller's OPP
+/// credentials, passed on to OPP. A request missing either gets HTTP 401 naming the header.
+async fn require_credentials(request: Request<Body>, next: Next) -> Response {
+    if request.method() == Method::OPTIONS {
+        return next.run(request).await;
+    }
+    for (header, display) in [(HEADER_ENTITY_ID, "X-Entity-Id"), (HEADER_TOKEN, "X-Token")] {
+        let present = request
+            .headers()
+            .get(header)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| !v.trim().is_empty());
+        if !present {
+            return (
+                StatusCode::UNAUTHORIZED,
+                Json(serde_json::json!({
+                    "error": "missing_credentials",
+                    "message": format!(
+                        "missing {display} header: every request must carry X-Entity-Id and X-Token (your OPP entity id and access token; the demo credentials are printed by `paywarden serve` and listed in the README)"
+                    ),
+                    "header": display,
+                })),
+            )
+                .into_response();
+        }
+    }
+    next.run(request).await
+}

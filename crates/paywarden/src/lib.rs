@@ -1,0 +1,34 @@
+//! # paywarden
+//!
+//! A payments MCP (Model Context Protocol) server. AI agents connect to it to capture, reverse,
+//! refund, rebill, charge back and search payments at real providers, and the server, not the
+//! model, guarantees that no money moves wrongly.
+//!
+//! ## Map of the crate
+//!
+//! - [`config`]: defaults, TOML file, `PAYWARDEN_*` environment, flags.
+//! - [`app`]: assembles a running server; the caller binds the listener.
+//! - [`http`]: the HTTP surface (`/mcp`, `/agentic/v1/mcp`, `/healthz`), credential checks,
+//!   body bounds; Host/Origin validation comes from rmcp's Streamable HTTP service.
+//! - [`mcp`]: rmcp adapters, one module per toolset; thin: parameters in, outcome out.
+//! - [`service`]: the one pipeline every tool call goes through (validate, idempotency,
+//!   pre-check, connector call, audit).
+//! - [`connectors`]: real HTTP clients of each provider; provider wire types stay inside.
+//! - [`store`]: paywarden's own records (audit log, idempotency keys) in SQLite via sqlx.
+//! - [`model`]: the payment model connectors return and tools answer with.
+//! - [`seed`]: demo data, created through the connector against the emulator.
+//!
+//! The payments domain (money, currencies, payment types, result codes, the state machine) is
+//! the I/O-free crate [`paywarden_domain`]; the offline OPP stand-in is
+//! [`paywarden_emulator`].
+
+pub mod app;
+pub mod canonical;
+pub mod config;
+pub mod connectors;
+pub mod http;
+pub mod mcp;
+pub mod model;
+pub mod seed;
+pub mod service;
+pub mod store;

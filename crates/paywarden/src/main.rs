@@ -1,0 +1,274 @@
+//! The `paywarden` command line.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use paywarden::{
+    app::{App, SeedMode},
+    config::{Config, Overrides},
+    mcp::PaywardenMcp,
+};
+use paywarden_emulator::{Emulator, EmulatorConfig, DEMO_ENTITY_ID, DEMO_TOKEN};
+use rmcp::ServiceExt;
+use tokio::net::TcpListener;
+
+/// paywarden: a payments MCP server whose safety the server, not the model, enforces.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// TOML configuration file (also PAYWARDEN_CONFIG).
+    #[arg(long, global = true, env = "PAYWARDEN_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, clap::Args)]
+struct Common {
+    /// Directory for paywarden's database and the emulator's state [default: ./paywarden-data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve MCP over Streamable HTTP at /mcp and /agentic/v1/mcp.
+    Serve {
+        /// Address to listen on [default: 127.0.0.1:8080].
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        #[command(flatten)]
+        common: Common,
+        /// Do not create demo data in an empty emulator.
+        #[arg(long)]
+        no_seed: bool,
+    },
+    /// Serve MCP over stdin/stdout (Claude Desktop style); the entity comes from
+    /// PAYWARDEN_ENTITY_ID / PAYWARDEN_TOKEN (default: the emulator's demo entity).
+    Stdio {
+        #[command(flatten)]
+        common: Common,
+        /// OPP entity id to act as.
+        #[arg(long)]
+        entity_id: Option<String>,
+        /// That entity's token.
+        #[arg(long)]
+        token: Option<String>,
+    },
+    /// Run the offline OPP emulator on its own.
+    Emulator {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        listen: SocketAddr,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Create the demo data in the emulator (if it is not there yet).
+    Seed {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// The audit log.
+    Audit {
+        #[command(subcommand)]
+        action: AuditAction,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditAction {
+    /// Check the hash chain; exits 1 and names the first broken entry if it was edited.
+    Verify,
+    /// Write every entry as JSON Lines to stdout.
+    Export,
+}
+
+fn progress_bar() -> ProgressBar {
+    let bar = ProgressBar::new(0);
+    if let Ok(style) = ProgressStyle::with_template("seeding demo payments {bar:40} {pos}/{len}") {
+        bar.set_style(style);
+    }
+    bar
+}
+
+fn load(cli_config: Option<&std::path::Path>, overrides: Overrides) -> anyhow::Result<Config> {
+    Ok(Config::load(cli_config, &overrides)?)
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PAYWARDEN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging();
+    let file = cli.config.as_deref();
+    match cli.command {
+        Command::Serve {
+            listen,
+            common,
+            no_seed,
+        } => {
+            let config = load(
+                file,
+                Overrides {
+                    listen,
+                    data_dir: common.data_dir,
+                    ..Overrides::default()
+                },
+            )?;
+            let listen = config.listen;
+            let seed = if no_seed {
+                SeedMode::Off
+            } else {
+                SeedMode::IfEmpty
+            };
+            let app = App::build(config, seed, &progress_bar()).await?;
+            let listener = TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
+            let addr = listener.local_addr()?;
+            print_banner(&app, addr);
+            app.serve(listener, async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await?;
+        }
+        Command::Stdio {
+            common,
+            entity_id,
+            token,
+        } => {
+            let config = load(
+                file,
+                Overrides {
+                    data_dir: common.data_dir,
+                    entity_id,
+                    token,
+                    ..Overrides::default()
+                },
+            )?;
+            let app = App::build(config, SeedMode::IfEmpty, &ProgressBar::hidden()).await?;
+            let server = PaywardenMcp::new(app.mcp_state())
+                .serve(rmcp::transport::io::stdio())
+                .await
+                .context("MCP stdio handshake failed")?;
+            server.waiting().await?;
+            drop(app);
+        }
+        Command::Emulator { listen, common } => {
+            let config = load(
+                file,
+                Overrides {
+                    data_dir: common.data_dir,
+                    ..Overrides::default()
+                },
+            )?;
+            std::fs::create_dir_all(&config.data_dir)?;
+            let emulator =
+                Emulator::open(EmulatorConfig::demo(config.data_dir.join("emulator.db")))
+                    .await
+                    .context("emulator failed to open its database")?;
+            let listener = TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
+            println!(
+                "paywarden OPP emulator (SANDBOX, no real money) on http://{}\n  entityId: {DEMO_ENTITY_ID}\n  Authorization: Bearer {DEMO_TOKEN}",
+                listener.local_addr()?
+            );
+            emulator.serve(listener).await.context("emulator failed")?;
+        }
+        Command::Seed { common } => {
+            let config = load(
+                file,
+                Overrides {
+                    data_dir: common.data_dir,
+                    ..Overrides::default()
+                },
+            )?;
+            let app = App::build(config, SeedMode::Off, &ProgressBar::hidden()).await?;
+            match app.seed_if_empty(&progress_bar()).await? {
+                Some(summary) => println!(
+                    "created {} demo payments ({} transactions) for entity {DEMO_ENTITY_ID}",
+                    summary.payments, summary.transactions
+                ),
+                None => println!("demo data already present for entity {DEMO_ENTITY_ID}"),
+            }
+        }
+        Command::Audit { action, common } => {
+            let config = load(
+                file,
+                Overrides {
+                    data_dir: common.data_dir,
+                    ..Overrides::default()
+                },
+            )?;
+            let store =
+                paywarden::store::Store::open(&config.data_dir.join("paywarden.db")).await?;
+            match action {
+                AuditAction::Verify => match store.verify_audit().await? {
+                    None => println!(
+                        "audit chain intact: {} entries",
+                        store.audit_records(None).await?.len()
+                    ),
+                    Some(b) => {
+                        eprintln!("audit chain BROKEN at entry {}: {}", b.seq, b.reason);
+                        std::process::exit(1);
+                    }
+                },
+                AuditAction::Export => {
+                    for record in store.audit_records(None).await? {
+                        println!("{}", serde_json::to_string(&record)?);
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_banner(app: &App, addr: SocketAddr) {
+    let base = format!("http://{addr}");
+    println!(
+        "paywarden {} listening on {base}",
+        env!("CARGO_PKG_VERSION")
+    );
+    println!("  MCP endpoints: {base}/mcp   {base}/agentic/v1/mcp   (health: {base}/healthz)");
+    if let Some(emulator) = app.emulator_url() {
+        println!(
+            "  SANDBOX: OPP is paywarden's offline emulator at {emulator}; no real money moves."
+        );
+        println!("  Demo credentials (valid only against the emulator):");
+        println!("    X-Entity-Id: {DEMO_ENTITY_ID}");
+        println!("    X-Token:     {DEMO_TOKEN}");
+        let config = serde_json::json!({
+            "servers": {
+                "paywarden": {
+                    "type": "http",
+                    "url": format!("{base}/agentic/v1/mcp"),
+                    "headers": { "X-Entity-Id": DEMO_ENTITY_ID, "X-Token": DEMO_TOKEN }
+                }
+            }
+        });
+        println!("  Client configuration (paste into your MCP client):");
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&config).unwrap_or_default()
+        );
+    } else {
+        println!(
+            "  OPP: {} (callers' X-Entity-Id/X-Token are passed on to OPP)",
+            app.config().opp.base_url.as_deref().unwrap_or_default()
+        );
+    }
+}

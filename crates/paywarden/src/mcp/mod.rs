@@ -1,0 +1,249 @@
+//! The MCP adapters (rmcp): one module per toolset, thin. A tool turns its JSON arguments into
+//! a typed request, hands it to [`crate::service`], and renders the [`ToolOutcome`] as a
+//! `CallToolResult` (`structuredContent` plus a text block; `isError` for tool errors).
+//! Malformed arguments are JSON-RPC invalid-params errors (-32602).
+
+pub mod opp;
+
+use std::sync::Arc;
+
+use rmcp::{
+    handler::server::{router::tool::ToolRouter, tool::ToolCallContext},
+    model::{
+        CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
+        JsonObject, ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig,
+    },
+    service::RequestContext,
+    ErrorData as McpError, RoleServer, ServerHandler,
+};
+use secrecy::SecretString;
+
+use crate::service::{opp::OppService, Caller, ServiceError, ToolOutcome};
+
+/// HTTP header carrying the caller's entity id (OPP `entityId`).
+pub const HEADER_ENTITY_ID: &str = "x-entity-id";
+/// HTTP header carrying the caller's token (passed on as OPP's bearer token).
+pub const HEADER_TOKEN: &str = "x-token";
+
+/// What every MCP session shares.
+#[derive(Debug)]
+pub struct McpState {
+    /// The OPP toolset's service.
+    pub opp: OppService,
+    /// The caller for transports without headers (stdio): from configuration.
+    pub local_caller: Option<Caller>,
+    /// Whether the offline emulator stands in for the providers.
+    pub sandbox: bool,
+}
+
+/// paywarden's MCP server handler: the enabled toolsets' tools on one pipeline.
+#[derive(Clone)]
+pub struct PaywardenMcp {
+    state: Arc<McpState>,
+    tool_router: ToolRouter<PaywardenMcp>,
+}
+
+impl PaywardenMcp {
+    /// A handler serving the OPP toolset.
+    pub fn new(state: Arc<McpState>) -> Self {
+        Self {
+            state,
+            tool_router: Self::opp_tools(),
+        }
+    }
+
+    /// The caller of the current request: `X-Entity-Id`/`X-Token` headers over HTTP, the
+    /// configured local caller over stdio.
+    fn caller(&self, context: &RequestContext<RoleServer>) -> Result<Caller, McpError> {
+        let client_name = context
+            .peer
+            .peer_info()
+            .map(|info| info.client_info.name.clone());
+        if let Some(parts) = context.extensions.get::<http::request::Parts>() {
+            let header = |name: &str| {
+                parts
+                    .headers
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::trim)
+                    .filter(|v| !v.is_empty())
+                    .map(String::from)
+            };
+            return match (header(HEADER_ENTITY_ID), header(HEADER_TOKEN)) {
+                (Some(entity_id), Some(token)) => Ok(Caller {
+                    entity_id,
+                    token: SecretString::from(token),
+                    client_name,
+                }),
+                (None, _) => Err(McpError::invalid_request(
+                    "missing X-Entity-Id header: every request must carry X-Entity-Id and X-Token",
+                    None,
+                )),
+                (_, None) => Err(McpError::invalid_request(
+                    "missing X-Token header: every request must carry X-Entity-Id and X-Token",
+                    None,
+                )),
+            };
+        }
+        match &self.state.local_caller {
+            Some(caller) => Ok(Caller {
+                client_name,
+                ..caller.clone()
+            }),
+            None => Err(McpError::invalid_request(
+                "no entity configured for this transport: set PAYWARDEN_ENTITY_ID and PAYWARDEN_TOKEN",
+                None,
+            )),
+        }
+    }
+}
+
+impl PaywardenMcp {
+    /// Resolves the caller and parses the arguments; malformed arguments are audited and
+    /// answered with a JSON-RPC invalid-params error.
+    pub(crate) async fn parse<T: serde::de::DeserializeOwned>(
+        &self,
+        tool: &str,
+        arguments: &JsonObject,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<(T, Caller), McpError> {
+        let caller = self.caller(context)?;
+        match parse_args::<T>(tool, arguments) {
+            Ok(parsed) => Ok((parsed, caller)),
+            Err(error) => {
+                let message = error.message.to_string();
+                let audited = self
+                    .state
+                    .opp
+                    .pipeline()
+                    .read(
+                        &caller,
+                        crate::service::opp::TOOLSET,
+                        tool,
+                        &serde_json::Value::Object(arguments.clone()),
+                        || async { Err(ServiceError::InvalidArguments(message)) },
+                    )
+                    .await;
+                render(audited).and(Err(error))
+            }
+        }
+    }
+}
+
+/// Parses tool arguments into `T`, as a JSON-RPC invalid-params error when they don't fit.
+pub(crate) fn parse_args<T: serde::de::DeserializeOwned>(
+    tool: &str,
+    arguments: &JsonObject,
+) -> Result<T, McpError> {
+    serde_json::from_value(serde_json::Value::Object(arguments.clone())).map_err(|e| {
+        McpError::invalid_params(
+            format!("invalid arguments for {tool}: {e}; see the tool's inputSchema"),
+            None,
+        )
+    })
+}
+
+/// Renders a service result as a tool result.
+pub(crate) fn render(
+    result: Result<ToolOutcome, ServiceError>,
+) -> Result<CallToolResult, McpError> {
+    match result {
+        Ok(outcome) => {
+            let mut rendered = if outcome.is_error {
+                CallToolResult::error(vec![ContentBlock::text(outcome.text)])
+            } else {
+                CallToolResult::success(vec![ContentBlock::text(outcome.text)])
+            };
+            if !outcome.is_error {
+                rendered.structured_content = Some(outcome.structured);
+            }
+            Ok(rendered)
+        }
+        Err(ServiceError::InvalidArguments(message)) => {
+            Err(McpError::invalid_params(message, None))
+        }
+        Err(e @ ServiceError::Store(_)) => {
+            tracing::error!(error = %e, "store failure");
+            Err(McpError::internal_error(
+                "paywarden's database failed; nothing was sent to the provider. Retry later.",
+                None,
+            ))
+        }
+    }
+}
+
+/// The input schema of parameter type `T` (an object schema).
+pub(crate) fn input_schema<T: schemars::JsonSchema + 'static>() -> Arc<JsonObject> {
+    rmcp::handler::server::common::schema_for_input::<T>()
+        .unwrap_or_else(|_| rmcp::handler::server::common::schema_for_type::<T>())
+}
+
+impl ServerHandler for PaywardenMcp {
+    fn get_info(&self) -> ServerConfig {
+        let mut instructions = String::from(
+            "paywarden: payment back-office and reporting tools for ACI's Open Payment Platform (OPP). \
+             Money-moving tools (perform_*) act on a referenced transaction id; amounts are decimal strings \
+             in the currency's minor-unit precision (\"10.00\" EUR, \"1000\" JPY) and always go with an ISO 4217 currency. \
+             Capture and refund default to the full remaining amount. Pass an idempotencyKey on every money-moving call \
+             and reuse it when retrying: a retry then returns the first outcome and moves no money twice. \
+             Look transactions up with get_transactions (by id or merchantTransactionId) and search_transactions (date range and filters).",
+        );
+        if self.state.sandbox {
+            instructions.push_str(
+                " SANDBOX: this server is connected to paywarden's offline OPP emulator; no real money moves and no real provider is contacted.",
+            );
+        }
+        let mut implementation = Implementation::from_build_env();
+        implementation.name = "paywarden".into();
+        implementation.version = env!("CARGO_PKG_VERSION").into();
+        implementation.title = Some(if self.state.sandbox {
+            "paywarden (SANDBOX: offline emulator)".into()
+        } else {
+            "paywarden".into()
+        });
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(implementation)
+            .with_instructions(instructions)
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        if !self.tool_router.has_route(&request.name) {
+            let mut names: Vec<String> = self
+                .tool_router
+                .list_all()
+                .into_iter()
+                .map(|t| t.name.to_string())
+                .collect();
+            names.sort();
+            return Err(McpError::invalid_params(
+                format!(
+                    "unknown tool {:?}: this server has {}",
+                    request.name,
+                    names.join(", ")
+                ),
+                None,
+            ));
+        }
+        let tcc = ToolCallContext::new(self, request, context);
+        self.tool_router.call(tcc).await
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, McpError> {
+        Ok(ListToolsResult {
+            tools: self.tool_router.list_all(),
+            ..Default::default()
+        })
+    }
+
+    fn get_tool(&self, name: &str) -> Option<rmcp::model::Tool> {
+        self.tool_router.get(name).cloned()
+    }
+}

@@ -1,0 +1,418 @@
+//! The one pipeline every tool call goes through, whichever toolset asked for it:
+//!
+//! ```text
+//! authenticate (caller) → validate (typed request) → idempotency → provider pre-check
+//!   → connector call → outcome → audit
+//! ```
+//!
+//! A toolset module (in [`crate::mcp`]) only translates its tool's parameters into a typed
+//! request and the [`ToolOutcome`] back into its seed's output shape.
+
+pub mod opp;
+
+use std::time::Instant;
+
+use secrecy::SecretString;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::store::{AuditEntry, Begin, IdempotencyError, Store};
+
+/// Who is calling: the entity (tenant) and the credentials it presented.
+#[derive(Clone)]
+pub struct Caller {
+    /// The entity id (OPP `entityId`).
+    pub entity_id: String,
+    /// The caller's token, passed on to the provider; never logged.
+    pub token: SecretString,
+    /// The MCP client's declared name, when known.
+    pub client_name: Option<String>,
+}
+
+impl std::fmt::Debug for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caller")
+            .field("entity_id", &self.entity_id)
+            .field("token", &"[redacted]")
+            .field("client_name", &self.client_name)
+            .finish()
+    }
+}
+
+/// What a tool call produced, ready for any toolset to render.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolOutcome {
+    /// Structured result (the tool's output schema) for successes; for tool errors a JSON
+    /// object describing the error.
+    pub structured: serde_json::Value,
+    /// Whether this is a tool error (`isError: true`).
+    pub is_error: bool,
+    /// Text for `content[0]`: what happened, and for errors what to do.
+    pub text: String,
+    /// Facts for the audit log.
+    pub audit: AuditFacts,
+}
+
+/// The audit-relevant facts of an outcome.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct AuditFacts {
+    /// `ok`, `rejected`, `error`.
+    pub outcome: String,
+    /// Provider result code.
+    pub result_code: Option<String>,
+    /// Provider request id.
+    pub provider_request_id: Option<String>,
+    /// Transaction created or read.
+    pub transaction_id: Option<String>,
+}
+
+/// Why a call could not run at all (as opposed to a [`ToolOutcome`] with `is_error`).
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// Arguments are malformed: a JSON-RPC invalid-params error for the client.
+    #[error("{0}")]
+    InvalidArguments(String),
+    /// paywarden's own storage failed; nothing was sent to the provider.
+    #[error("paywarden's database failed: {0}")]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// The pipeline's shared parts.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    store: Store,
+    sandbox: bool,
+}
+
+/// Keys whose values never reach the audit log, a result or an error.
+const SECRET_KEYS: &[&str] = &[
+    "token",
+    "xtoken",
+    "secret",
+    "password",
+    "apikey",
+    "authorization",
+    "cardnumber",
+    "number",
+    "cvv",
+    "pan",
+];
+
+/// Removes secret values from tool arguments before they are stored or echoed.
+pub fn redact(value: &serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::Object(map) => serde_json::Value::Object(
+            map.iter()
+                .map(|(k, v)| {
+                    let normalized: String = k
+                        .chars()
+                        .filter(|c| c.is_ascii_alphanumeric())
+                        .collect::<String>()
+                        .to_ascii_lowercase();
+                    if SECRET_KEYS.iter().any(|s| normalized.ends_with(s)) {
+                        (k.clone(), serde_json::Value::String("[redacted]".into()))
+                    } else {
+                        (k.clone(), redact(v))
+                    }
+                })
+                .collect(),
+        ),
+        serde_json::Value::Array(items) => {
+            serde_json::Value::Array(items.iter().map(redact).collect())
+        }
+        other => other.clone(),
+    }
+}
+
+/// SHA-256 (hex) of canonical JSON (object keys sorted), used to bind an idempotency key to
+/// one request.
+pub fn request_hash(tool: &str, arguments: &serde_json::Value) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(tool.as_bytes());
+    hasher.update(b"\n");
+    hasher.update(crate::canonical::canonical_json(arguments).as_bytes());
+    hex::encode(hasher.finalize())
+}
+
+impl Pipeline {
+    /// A pipeline over `store`; `sandbox` marks every result as coming from the emulator.
+    pub fn new(store: Store, sandbox: bool) -> Self {
+        Self { store, sandbox }
+    }
+
+    /// Whether results come from the offline emulator.
+    pub fn sandbox(&self) -> bool {
+        self.sandbox
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Runs a read-only call: `run` produces the outcome, which is audited.
+    ///
+    /// # Errors
+    /// [`ServiceError`] when the arguments are malformed (audited too) or the store fails.
+    pub async fn read<F, Fut>(
+        &self,
+        caller: &Caller,
+        toolset: &str,
+        tool: &str,
+        arguments: &serde_json::Value,
+        run: F,
+    ) -> Result<ToolOutcome, ServiceError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<ToolOutcome, ServiceError>>,
+    {
+        let started = Instant::now();
+        let result = run().await;
+        self.audit(caller, toolset, tool, arguments, &result, started, false)
+            .await?;
+        result
+    }
+
+    /// Runs a money-moving call under an optional idempotency key: a new key proceeds, a retry
+    /// returns the first outcome (marked as a replay) without calling `run`, the same key with
+    /// other arguments is a tool error. `run` returns the outcome and whether the provider's
+    /// answer is unknown (a timeout), in which case the key is kept blocked.
+    ///
+    /// # Errors
+    /// [`ServiceError`] when the store fails.
+    pub async fn write<F, Fut>(
+        &self,
+        caller: &Caller,
+        toolset: &str,
+        tool: &str,
+        arguments: &serde_json::Value,
+        idempotency_key: Option<&str>,
+        run: F,
+    ) -> Result<ToolOutcome, ServiceError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<(ToolOutcome, Settlement), ServiceError>>,
+    {
+        let started = Instant::now();
+        let Some(key) = idempotency_key else {
+            let result = run().await.map(|(outcome, _)| outcome);
+            self.audit(caller, toolset, tool, arguments, &result, started, false)
+                .await?;
+            return result;
+        };
+        let hash = request_hash(tool, arguments);
+        let begin = self
+            .store
+            .begin_idempotent(&caller.entity_id, key, tool, &hash)
+            .await;
+        let result = match begin {
+            Ok(Begin::Proceed) => match run().await {
+                Ok((outcome, settlement)) => {
+                    match settlement {
+                        Settlement::Final => {
+                            self.store
+                                .complete_idempotent(
+                                    &caller.entity_id,
+                                    key,
+                                    &serde_json::json!({
+                                        "structured": outcome.structured,
+                                        "text": outcome.text,
+                                        "audit": outcome.audit,
+                                    }),
+                                    outcome.is_error,
+                                )
+                                .await?
+                        }
+                        Settlement::Unknown => {
+                            self.store
+                                .mark_idempotent_unknown(&caller.entity_id, key)
+                                .await?
+                        }
+                        Settlement::NotSent => {
+                            self.store
+                                .abandon_idempotent(&caller.entity_id, key)
+                                .await?
+                        }
+                    }
+                    Ok(outcome)
+                }
+                Err(e) => {
+                    self.store
+                        .abandon_idempotent(&caller.entity_id, key)
+                        .await?;
+                    Err(e)
+                }
+            },
+            Ok(Begin::Replay { response, is_error }) => {
+                let mut structured = response
+                    .get("structured")
+                    .cloned()
+                    .unwrap_or(serde_json::Value::Null);
+                if let serde_json::Value::Object(map) = &mut structured {
+                    map.insert("idempotentReplay".into(), serde_json::Value::Bool(true));
+                }
+                let text = response
+                    .get("text")
+                    .and_then(|t| t.as_str())
+                    .unwrap_or_default();
+                let mut audit: AuditFacts = AuditFacts {
+                    outcome: "replay".into(),
+                    ..AuditFacts::default()
+                };
+                if let Some(a) = response.get("audit") {
+                    audit.result_code = a
+                        .get("result_code")
+                        .and_then(|v| v.as_str())
+                        .map(String::from);
+                    audit.provider_request_id = a
+                        .get("provider_request_id")
+                        .and_then(|v| v.as_str())
+                        .map(String::from);
+                    audit.transaction_id = a
+                        .get("transaction_id")
+                        .and_then(|v| v.as_str())
+                        .map(String::from);
+                }
+                Ok(ToolOutcome {
+                    structured,
+                    is_error,
+                    text: format!(
+                        "Idempotent replay of key {key:?}: this is the first call's outcome; no money moved again.\n{text}"
+                    ),
+                    audit,
+                })
+            }
+            Err(IdempotencyError::Store(e)) => Err(ServiceError::Store(e)),
+            Err(e) => Ok(self.error_outcome("idempotency_key_conflict", &e.to_string(), None)),
+        };
+        self.audit(caller, toolset, tool, arguments, &result, started, true)
+            .await?;
+        result
+    }
+
+    /// A tool-error outcome with a machine-readable `kind` and a message.
+    pub fn error_outcome(
+        &self,
+        kind: &str,
+        message: &str,
+        result_code: Option<&str>,
+    ) -> ToolOutcome {
+        ToolOutcome {
+            structured: serde_json::json!({
+                "error": { "kind": kind, "message": message, "resultCode": result_code },
+                "sandbox": self.sandbox,
+            }),
+            is_error: true,
+            text: self.decorate(message),
+            audit: AuditFacts {
+                outcome: "error".into(),
+                result_code: result_code.map(String::from),
+                ..AuditFacts::default()
+            },
+        }
+    }
+
+    /// Prefixes text with the sandbox banner when the provider is the emulator.
+    pub fn decorate(&self, text: &str) -> String {
+        if self.sandbox {
+            format!(
+                "[SANDBOX: paywarden's offline OPP emulator answered; no real money moved]\n{text}"
+            )
+        } else {
+            text.to_string()
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn audit(
+        &self,
+        caller: &Caller,
+        toolset: &str,
+        tool: &str,
+        arguments: &serde_json::Value,
+        result: &Result<ToolOutcome, ServiceError>,
+        started: Instant,
+        _money_moving: bool,
+    ) -> Result<(), ServiceError> {
+        let (facts, message) = match result {
+            Ok(outcome) => (
+                outcome.audit.clone(),
+                outcome.is_error.then(|| first_line(&outcome.text)),
+            ),
+            Err(e) => (
+                AuditFacts {
+                    outcome: "error".into(),
+                    ..AuditFacts::default()
+                },
+                Some(e.to_string()),
+            ),
+        };
+        let entry = AuditEntry {
+            entity_id: caller.entity_id.clone(),
+            client_name: caller.client_name.clone(),
+            toolset: toolset.to_string(),
+            tool: tool.to_string(),
+            arguments: redact(arguments),
+            outcome: facts.outcome,
+            result_code: facts.result_code,
+            provider_request_id: facts.provider_request_id,
+            transaction_id: facts.transaction_id,
+            message,
+            duration_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
+            sandbox: self.sandbox,
+        };
+        self.store.append_audit(&entry).await?;
+        Ok(())
+    }
+}
+
+fn first_line(text: &str) -> String {
+    text.lines()
+        .find(|l| !l.starts_with("[SANDBOX"))
+        .unwrap_or_default()
+        .chars()
+        .take(500)
+        .collect()
+}
+
+/// Whether a money-moving call's outcome is final (and may be replayed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settlement {
+    /// The provider answered (success or rejection), or paywarden refused before sending:
+    /// replay this outcome on retry.
+    Final,
+    /// Nothing was sent to the provider (it was unreachable): a retry may run.
+    NotSent,
+    /// The provider may or may not have acted (timeout): block the key.
+    Unknown,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redaction_removes_secrets_at_any_depth() {
+        let v = serde_json::json!({
+            "referenceId": "abc", "token": "t", "X-Token": "x",
+            "card": {"number": "4200000000000000", "cvv": "123", "holder": "J"},
+            "list": [{"apiKey": "k"}]
+        });
+        let r = redact(&v);
+        let s = r.to_string();
+        for secret in ["\"t\"", "\"x\"", "4200000000000000", "123", "\"k\""] {
+            assert!(!s.contains(secret), "{secret} leaked in {s}");
+        }
+        assert_eq!(r["referenceId"], "abc");
+        assert_eq!(r["card"]["holder"], "J");
+    }
+
+    #[test]
+    fn request_hash_depends_on_arguments_and_tool() {
+        let a = serde_json::json!({"amount": "1.00", "referenceId": "x"});
+        let b = serde_json::json!({"amount": "2.00", "referenceId": "x"});
+        assert_ne!(request_hash("t", &a), request_hash("t", &b));
+        assert_ne!(request_hash("t", &a), request_hash("u", &a));
+        assert_eq!(request_hash("t", &a), request_hash("t", &a.clone()));
+    }
+}

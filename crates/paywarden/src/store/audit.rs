@@ -1,0 +1,208 @@
+//! The audit log: one row per tool call, hash-chained.
+//!
+//! `hash = hex(SHA-256(prev_hash || "\n" || canonical_json(entry)))`, with `prev_hash` of the
+//! first row = 64 zeros. Canonical JSON ([`crate::canonical`]) sorts keys, so the same entry
+//! always hashes the same.
+
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+
+use super::{Store, StoreError};
+
+/// The chain's first `prev_hash`.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// What a caller appends: one tool call and its outcome. Arguments must already be redacted.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AuditEntry {
+    /// The entity that made the call.
+    pub entity_id: String,
+    /// The MCP client's declared name, when known.
+    pub client_name: Option<String>,
+    /// Toolset, e.g. `opp`.
+    pub toolset: String,
+    /// Tool name.
+    pub tool: String,
+    /// Arguments as JSON, secrets removed.
+    pub arguments: serde_json::Value,
+    /// `ok`, `rejected`, `error` or `replay`.
+    pub outcome: String,
+    /// Provider result code, when there was one.
+    pub result_code: Option<String>,
+    /// Provider request id (OPP `ndc`).
+    pub provider_request_id: Option<String>,
+    /// The transaction created or read.
+    pub transaction_id: Option<String>,
+    /// A short message (the error, for failures).
+    pub message: Option<String>,
+    /// How long the call took, in milliseconds.
+    pub duration_ms: i64,
+    /// Whether the provider was the offline emulator.
+    pub sandbox: bool,
+}
+
+/// A stored audit row.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AuditRecord {
+    /// Position in the chain, from 1.
+    pub seq: i64,
+    /// When it was appended (UTC, RFC 3339).
+    pub at: String,
+    /// The entry.
+    #[serde(flatten)]
+    pub entry: AuditEntry,
+    /// The previous row's hash.
+    pub prev_hash: String,
+    /// This row's hash.
+    pub hash: String,
+}
+
+/// Where `verify` found the chain broken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainBreak {
+    /// The first row whose hash or link does not match.
+    pub seq: i64,
+    /// What does not match.
+    pub reason: String,
+}
+
+fn chain_hash(prev_hash: &str, at: &str, entry: &AuditEntry) -> Result<String, StoreError> {
+    let mut value = serde_json::to_value(entry)?;
+    if let serde_json::Value::Object(map) = &mut value {
+        map.insert("at".into(), serde_json::Value::String(at.to_string()));
+    }
+    let canonical = crate::canonical::canonical_json(&value);
+    let mut hasher = Sha256::new();
+    hasher.update(prev_hash.as_bytes());
+    hasher.update(b"\n");
+    hasher.update(canonical.as_bytes());
+    Ok(hex::encode(hasher.finalize()))
+}
+
+impl Store {
+    /// Appends an entry to the audit chain, atomically with reading the chain's head.
+    ///
+    /// # Errors
+    /// [`StoreError`] on database failure.
+    pub async fn append_audit(&self, entry: &AuditEntry) -> Result<i64, StoreError> {
+        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
+        let prev: Option<String> =
+            sqlx::query_scalar("SELECT hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(&mut *tx)
+                .await?;
+        let prev_hash = prev.unwrap_or_else(|| GENESIS.to_string());
+        let at = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        let hash = chain_hash(&prev_hash, &at, entry)?;
+        let seq = sqlx::query(
+            "INSERT INTO audit_log (at, entity_id, client_name, toolset, tool, arguments, outcome, \
+             result_code, provider_request_id, transaction_id, message, duration_ms, sandbox, prev_hash, hash) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&at)
+        .bind(&entry.entity_id)
+        .bind(&entry.client_name)
+        .bind(&entry.toolset)
+        .bind(&entry.tool)
+        .bind(serde_json::to_string(&entry.arguments)?)
+        .bind(&entry.outcome)
+        .bind(&entry.result_code)
+        .bind(&entry.provider_request_id)
+        .bind(&entry.transaction_id)
+        .bind(&entry.message)
+        .bind(entry.duration_ms)
+        .bind(entry.sandbox)
+        .bind(&prev_hash)
+        .bind(&hash)
+        .execute(&mut *tx)
+        .await?
+        .last_insert_rowid();
+        tx.commit().await?;
+        Ok(seq)
+    }
+
+    /// Every audit row, oldest first; `entity_id` limits it to one entity.
+    ///
+    /// # Errors
+    /// [`StoreError`] on database failure or unreadable stored JSON.
+    pub async fn audit_records(
+        &self,
+        entity_id: Option<&str>,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let rows = match entity_id {
+            Some(e) => {
+                sqlx::query("SELECT * FROM audit_log WHERE entity_id = ? ORDER BY seq")
+                    .bind(e)
+                    .fetch_all(self.pool())
+                    .await?
+            }
+            None => {
+                sqlx::query("SELECT * FROM audit_log ORDER BY seq")
+                    .fetch_all(self.pool())
+                    .await?
+            }
+        };
+        rows.into_iter()
+            .map(|row| {
+                let arguments: String = row.try_get("arguments")?;
+                Ok(AuditRecord {
+                    seq: row.try_get("seq")?,
+                    at: row.try_get("at")?,
+                    entry: AuditEntry {
+                        entity_id: row.try_get("entity_id")?,
+                        client_name: row.try_get("client_name")?,
+                        toolset: row.try_get("toolset")?,
+                        tool: row.try_get("tool")?,
+                        arguments: serde_json::from_str(&arguments)?,
+                        outcome: row.try_get("outcome")?,
+                        result_code: row.try_get("result_code")?,
+                        provider_request_id: row.try_get("provider_request_id")?,
+                        transaction_id: row.try_get("transaction_id")?,
+                        message: row.try_get("message")?,
+                        duration_ms: row.try_get("duration_ms")?,
+                        sandbox: row.try_get("sandbox")?,
+                    },
+                    prev_hash: row.try_get("prev_hash")?,
+                    hash: row.try_get("hash")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Checks the whole chain; `Ok(None)` when intact, else the first broken row.
+    ///
+    /// # Errors
+    /// [`StoreError`] on database failure.
+    pub async fn verify_audit(&self) -> Result<Option<ChainBreak>, StoreError> {
+        let mut expected_prev = GENESIS.to_string();
+        let mut expected_seq = 1;
+        for record in self.audit_records(None).await? {
+            if record.seq != expected_seq {
+                return Ok(Some(ChainBreak {
+                    seq: expected_seq,
+                    reason: format!(
+                        "entry {expected_seq} is missing (the next entry is {})",
+                        record.seq
+                    ),
+                }));
+            }
+            if record.prev_hash != expected_prev {
+                return Ok(Some(ChainBreak {
+                    seq: record.seq,
+                    reason: "its prev_hash does not match the previous entry's hash".into(),
+                }));
+            }
+            let hash = chain_hash(&record.prev_hash, &record.at, &record.entry)?;
+            if hash != record.hash {
+                return Ok(Some(ChainBreak {
+                    seq: record.seq,
+                    reason: "its content does not match its hash (edited)".into(),
+                }));
+            }
+            expected_prev = record.hash;
+            expected_seq += 1;
+        }
+        Ok(None)
+    }
+}

@@ -1,0 +1,264 @@
+//! Test helpers: start the real paywarden on port 0 with the emulator behind it, and talk to it
+//! with rmcp's Streamable HTTP client.
+#![allow(dead_code)]
+
+use std::{collections::HashMap, time::Duration};
+
+use indicatif::ProgressBar;
+use paywarden::{
+    app::{App, SeedMode},
+    config::Config,
+    connectors::opp::{InitialPaymentRequest, OppClient, OppCredentials},
+    store::Store,
+};
+use paywarden_domain::{Currency, Money, PaymentType};
+use paywarden_emulator::{DEMO_ENTITY_ID, DEMO_TOKEN, SECOND_ENTITY_ID, SECOND_TOKEN};
+use rmcp::{
+    model::{
+        CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, Implementation,
+        ProtocolVersion,
+    },
+    service::RunningService,
+    transport::{
+        streamable_http_client::StreamableHttpClientTransportConfig, StreamableHttpClientTransport,
+    },
+    ClientLifecycleMode, ClientServiceExt, RoleClient, ServiceError,
+};
+use secrecy::SecretString;
+
+pub type Client = RunningService<RoleClient, ClientConfig>;
+
+/// The protocol era a client speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Era {
+    /// 2025-11-25 with sessions.
+    Legacy,
+    /// 2026-07-28, stateless.
+    Stateless,
+}
+
+pub struct TestApp {
+    pub base_url: String,
+    pub emulator_url: Option<String>,
+    pub store: Store,
+    pub data_dir: tempfile::TempDir,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+pub fn test_config(dir: &std::path::Path) -> Config {
+    let mut config = Config::default();
+    config.data_dir = dir.to_path_buf();
+    config.demo.seed = false;
+    config.opp.timeout_ms = 5_000;
+    config
+}
+
+/// Starts paywarden (emulator behind it, no demo data) on 127.0.0.1:0.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Starts paywarden with a configuration adjusted by `adjust`.
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = test_config(dir.path());
+    adjust(&mut config);
+    let seed = if config.demo.seed {
+        SeedMode::IfEmpty
+    } else {
+        SeedMode::Off
+    };
+    let app = App::build(config, seed, &ProgressBar::hidden())
+        .await
+        .expect("app builds");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let store = app.store().clone();
+    let emulator_url = app.emulator_url().map(String::from);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        app.serve(listener, async {
+            let _ = rx.await;
+        })
+        .await
+        .expect("serve");
+    });
+    TestApp {
+        base_url: format!("http://{addr}"),
+        emulator_url,
+        store,
+        data_dir: dir,
+        shutdown: Some(tx),
+    }
+}
+
+pub fn demo_credentials() -> OppCredentials {
+    OppCredentials {
+        entity_id: DEMO_ENTITY_ID.into(),
+        token: SecretString::from(DEMO_TOKEN.to_string()),
+    }
+}
+
+pub fn second_credentials() -> OppCredentials {
+    OppCredentials {
+        entity_id: SECOND_ENTITY_ID.into(),
+        token: SecretString::from(SECOND_TOKEN.to_string()),
+    }
+}
+
+impl TestApp {
+    pub fn opp(&self) -> OppClient {
+        OppClient::new(
+            self.emulator_url.as_deref().expect("emulator"),
+            Duration::from_secs(5),
+        )
+        .expect("client")
+    }
+
+    /// Creates an initial payment directly in the emulator (as a shopper's checkout would).
+    pub async fn create_payment(
+        &self,
+        credentials: &OppCredentials,
+        payment_type: PaymentType,
+        amount: &str,
+        currency: Currency,
+    ) -> String {
+        let request = InitialPaymentRequest {
+            payment_type,
+            amount: Money::parse(amount, currency).expect("amount"),
+            payment_brand: "VISA".into(),
+            card_number: SecretString::from("4200000000000000".to_string()),
+            card_holder: "Jane Jones".into(),
+            expiry_month: "05".into(),
+            expiry_year: "2034".into(),
+            cvv: SecretString::from("123".to_string()),
+            merchant_transaction_id: None,
+            custom_parameters: vec![],
+        };
+        self.opp()
+            .create_payment(credentials, &request)
+            .await
+            .expect("payment created")
+            .id
+    }
+
+    pub async fn client(&self, path: &str, era: Era) -> Client {
+        self.client_as(path, era, DEMO_ENTITY_ID, DEMO_TOKEN).await
+    }
+
+    pub async fn client_as(&self, path: &str, era: Era, entity: &str, token: &str) -> Client {
+        let mut headers = HashMap::new();
+        headers.insert(
+            http::HeaderName::from_static("x-entity-id"),
+            http::HeaderValue::from_str(entity).expect("header"),
+        );
+        headers.insert(
+            http::HeaderName::from_static("x-token"),
+            http::HeaderValue::from_str(token).expect("header"),
+        );
+        let transport = StreamableHttpClientTransport::from_config(
+            StreamableHttpClientTransportConfig::with_uri(format!("{}{}", self.base_url, path))
+                .custom_headers(headers),
+        );
+        let (version, lifecycle) = match era {
+            Era::Legacy => (
+                ProtocolVersion::V_2025_11_25,
+                ClientLifecycleMode::Initialize,
+            ),
+            Era::Stateless => (
+                ProtocolVersion::V_2026_07_28,
+                ClientLifecycleMode::Discover {
+                    preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+                },
+            ),
+        };
+        let mut info = Implementation::default();
+        info.name = "paywarden-tests".into();
+        info.version = "1".into();
+        let config =
+            ClientConfig::new(ClientCapabilities::default(), info).with_protocol_version(version);
+        config
+            .serve_with_lifecycle(transport, lifecycle)
+            .await
+            .expect("client connects")
+    }
+}
+
+/// Calls a tool with JSON arguments.
+pub async fn call(
+    client: &Client,
+    tool: &str,
+    args: serde_json::Value,
+) -> Result<CallToolResult, ServiceError> {
+    let serde_json::Value::Object(args) = args else {
+        panic!("arguments must be an object");
+    };
+    client
+        .call_tool(CallToolRequestParams::new(tool.to_string()).with_arguments(args))
+        .await
+}
+
+/// Calls a tool that must succeed and returns its structured content.
+pub async fn call_ok(client: &Client, tool: &str, args: serde_json::Value) -> serde_json::Value {
+    let result = call(client, tool, args.clone())
+        .await
+        .expect("tool call answered");
+    assert_eq!(
+        result.is_error,
+        Some(false),
+        "{tool}({args}) failed: {}",
+        text(&result)
+    );
+    result
+        .structured_content
+        .clone()
+        .expect("structured content")
+}
+
+/// Calls a tool that must fail as a tool error, and returns its text.
+pub async fn call_err(client: &Client, tool: &str, args: serde_json::Value) -> String {
+    let result = call(client, tool, args.clone())
+        .await
+        .expect("tool call answered");
+    assert_eq!(
+        result.is_error,
+        Some(true),
+        "{tool}({args}) unexpectedly succeeded: {}",
+        text(&result)
+    );
+    text(&result)
+}
+
+/// Calls a tool whose arguments are malformed: must be a JSON-RPC invalid-params error.
+pub async fn call_invalid(client: &Client, tool: &str, args: serde_json::Value) -> String {
+    match call(client, tool, args.clone()).await {
+        Err(ServiceError::McpError(e)) => {
+            assert_eq!(
+                e.code,
+                rmcp::model::ErrorCode::INVALID_PARAMS,
+                "{tool}({args}): {e:?}"
+            );
+            e.message.to_string()
+        }
+        other => panic!("{tool}({args}) should be invalid params, got {other:?}"),
+    }
+}
+
+pub fn text(result: &CallToolResult) -> String {
+    result
+        .content
+        .iter()
+        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
