@@ -51,7 +51,7 @@ pub(crate) fn luhn_valid(number: &str) -> bool {
             }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// `card.number` with every digit but the last four replaced by `*` (for echoing a bad value in

@@ -98,31 +98,52 @@ async fn around(State(latency): State<Duration>, request: Request, next: Next) -
 // ---------------------------------------------------------------------------------------------
 // Authentication
 
-/// The entity whose token is in `Authorization: Bearer <token>`; HTTP 401 `800.900.300`
-/// otherwise.
-fn authenticate<'a>(shared: &'a Shared, headers: &HeaderMap) -> Result<&'a EntityCredential, Response> {
-    let unauthorized = || {
-        wire::error(
-            StatusCode::UNAUTHORIZED,
-            codes::INVALID_AUTHENTICATION,
-            None,
-        )
-    };
+/// Why a request is refused before any endpoint logic runs.
+enum Refusal {
+    /// HTTP 401 `800.900.300`: missing or unknown bearer token.
+    Unauthenticated,
+    /// HTTP 403 `800.900.301`: the token belongs to another entity.
+    Forbidden,
+    /// HTTP 400 `200.300.404`: undecodable body/query, wrong content type, missing `entityId`.
+    Parameters(Vec<ParamError>),
+}
+
+impl Refusal {
+    fn into_response(self) -> Response {
+        match self {
+            Refusal::Unauthenticated => wire::error(
+                StatusCode::UNAUTHORIZED,
+                codes::INVALID_AUTHENTICATION,
+                None,
+            ),
+            Refusal::Forbidden => {
+                wire::error(StatusCode::FORBIDDEN, codes::INSUFFICIENT_RIGHTS, None)
+            }
+            Refusal::Parameters(errors) => wire::parameter_errors(errors, None),
+        }
+    }
+}
+
+/// The entity whose token is in `Authorization: Bearer <token>`.
+fn authenticate<'a>(
+    shared: &'a Shared,
+    headers: &HeaderMap,
+) -> Result<&'a EntityCredential, Refusal> {
     let Some(value) = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
-        return Err(unauthorized());
+        return Err(Refusal::Unauthenticated);
     };
     let Some((scheme, token)) = value.trim().split_once(' ') else {
-        return Err(unauthorized());
+        return Err(Refusal::Unauthenticated);
     };
     if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(unauthorized());
+        return Err(Refusal::Unauthenticated);
     }
     let token = token.trim();
     shared
         .entities
         .iter()
         .find(|e| constant_time_eq(e.token.as_bytes(), token.as_bytes()))
-        .ok_or_else(unauthorized)
+        .ok_or(Refusal::Unauthenticated)
 }
 
 /// Compares without an early exit on the first differing byte.
@@ -133,24 +154,16 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// `entityId` must be present (HTTP 400 `200.300.404`) and be the token's entity (HTTP 403
-/// `800.900.301`).
-fn authorize(credential: &EntityCredential, params: &Params) -> Result<(), Response> {
+/// `entityId` must be present and be the token's entity.
+fn authorize(credential: &EntityCredential, params: &Params) -> Result<(), Refusal> {
     match params.get("entityId") {
-        Err(e) => Err(wire::parameter_errors(vec![e], None)),
-        Ok(None) => Err(wire::parameter_errors(
-            vec![ParamError::missing(
-                "entityId",
-                "the OPP entity id the bearer token belongs to",
-            )],
-            None,
-        )),
+        Err(e) => Err(Refusal::Parameters(vec![e])),
+        Ok(None) => Err(Refusal::Parameters(vec![ParamError::missing(
+            "entityId",
+            "the OPP entity id the bearer token belongs to",
+        )])),
         Ok(Some(entity)) if entity == credential.entity_id => Ok(()),
-        Ok(Some(_)) => Err(wire::error(
-            StatusCode::FORBIDDEN,
-            codes::INSUFFICIENT_RIGHTS,
-            None,
-        )),
+        Ok(Some(_)) => Err(Refusal::Forbidden),
     }
 }
 
@@ -159,7 +172,7 @@ fn post_prelude<'a>(
     shared: &'a Shared,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<(&'a EntityCredential, Params), Response> {
+) -> Result<(&'a EntityCredential, Params), Refusal> {
     let credential = authenticate(shared, headers)?;
     if let Some(content_type) = headers.get(CONTENT_TYPE) {
         let essence = content_type
@@ -170,17 +183,14 @@ fn post_prelude<'a>(
             .unwrap_or("")
             .trim();
         if !essence.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
-            return Err(wire::parameter_errors(
-                vec![ParamError::new(
-                    "Content-Type",
-                    essence,
-                    "OPP takes form-encoded requests: send Content-Type: application/x-www-form-urlencoded",
-                )],
-                None,
-            ));
+            return Err(Refusal::Parameters(vec![ParamError::new(
+                "Content-Type",
+                essence,
+                "OPP takes form-encoded requests: send Content-Type: application/x-www-form-urlencoded",
+            )]));
         }
     }
-    let params = Params::decode(body).map_err(|e| wire::parameter_errors(vec![e], None))?;
+    let params = Params::decode(body).map_err(|e| Refusal::Parameters(vec![e]))?;
     authorize(credential, &params)?;
     Ok((credential, params))
 }
@@ -190,10 +200,10 @@ fn get_prelude<'a>(
     shared: &'a Shared,
     headers: &HeaderMap,
     query: Option<&str>,
-) -> Result<(&'a EntityCredential, Params), Response> {
+) -> Result<(&'a EntityCredential, Params), Refusal> {
     let credential = authenticate(shared, headers)?;
-    let params = Params::decode(query.unwrap_or("").as_bytes())
-        .map_err(|e| wire::parameter_errors(vec![e], None))?;
+    let params =
+        Params::decode(query.unwrap_or("").as_bytes()).map_err(|e| Refusal::Parameters(vec![e]))?;
     authorize(credential, &params)?;
     Ok((credential, params))
 }
@@ -281,7 +291,9 @@ fn parse_query_time(name: &str, value: &str) -> Result<NaiveDateTime, ParamError
         ParamError::new(
             name,
             value,
-            format!("{name} must be a UTC time formatted YYYY-MM-DD HH:MM:SS, e.g. 2026-01-31 23:59:59"),
+            format!(
+                "{name} must be a UTC time formatted YYYY-MM-DD HH:MM:SS, e.g. 2026-01-31 23:59:59"
+            ),
         )
     })
 }
@@ -558,7 +570,7 @@ async fn create_payment(
 ) -> Response {
     let (credential, params) = match post_prelude(&shared, &headers, &body) {
         Ok(ok) => ok,
-        Err(response) => return response,
+        Err(refusal) => return refusal.into_response(),
     };
     let entity_id = credential.entity_id.as_str();
     let request = match InitialPayment::read(&params, wire::now()) {
@@ -582,9 +594,7 @@ async fn create_payment(
         payment_type: request.payment_type,
         payment_brand: request.brand,
         amount: request.amount,
-        descriptor: request
-            .descriptor
-            .unwrap_or_else(wire::default_descriptor),
+        descriptor: request.descriptor.unwrap_or_else(wire::default_descriptor),
         merchant_transaction_id: request.merchant_transaction_id,
         succeeded,
         result_code: code.to_string(),
@@ -592,7 +602,10 @@ async fn create_payment(
         result_reason: None,
         card: Some(CardSummary {
             bin: number.chars().take(6).collect(),
-            last4: number.chars().skip(number.len().saturating_sub(4)).collect(),
+            last4: number
+                .chars()
+                .skip(number.len().saturating_sub(4))
+                .collect(),
             holder: request.holder,
             expiry_month: request.expiry_month,
             expiry_year: request.expiry_year,
@@ -664,7 +677,9 @@ impl BackofficeRequest {
                 c.push(ParamError::new(
                     "amount",
                     "",
-                    format!("amount is required when currency ({cur}) is given: send both or neither"),
+                    format!(
+                        "amount is required when currency ({cur}) is given: send both or neither"
+                    ),
                 ));
                 None
             }
@@ -726,7 +741,12 @@ fn build_backoffice(
         None => now.max(target.created_at),
     };
     let records: Vec<_> = tree.iter().map(Tx::record).collect();
-    let verdict = ledger::evaluate(request.operation, &target.record(), &records, request.amount);
+    let verdict = ledger::evaluate(
+        request.operation,
+        &target.record(),
+        &records,
+        request.amount,
+    );
     let (amount, succeeded, code, description, reason) = match verdict {
         Ok(amount) => (
             amount,
@@ -776,7 +796,7 @@ async fn backoffice(
 ) -> Response {
     let (credential, params) = match post_prelude(&shared, &headers, &body) {
         Ok(ok) => ok,
-        Err(response) => return response,
+        Err(refusal) => return refusal.into_response(),
     };
     let entity_id = credential.entity_id.as_str();
     let now = wire::now();
@@ -853,7 +873,7 @@ async fn query_by_id(
 ) -> Response {
     let (credential, params) = match get_prelude(&shared, &headers, query.as_deref()) {
         Ok(ok) => ok,
-        Err(response) => return response,
+        Err(refusal) => return refusal.into_response(),
     };
     let entity_id = credential.entity_id.as_str();
     let mut c = Collector::default();
@@ -904,7 +924,7 @@ async fn query(
 ) -> Response {
     let (credential, params) = match get_prelude(&shared, &headers, query.as_deref()) {
         Ok(ok) => ok,
-        Err(response) => return response,
+        Err(refusal) => return refusal.into_response(),
     };
     let entity_id = credential.entity_id.as_str();
     let mut c = Collector::default();
@@ -914,12 +934,12 @@ async fn query(
     let from = raw_from.and_then(|v| c.check(parse_query_time("date.from", v)));
     let to = raw_to.and_then(|v| c.check(parse_query_time("date.to", v)));
     let filters = Filters::read(&mut c, &params);
-    let limit = c
-        .get(&params, "limit")
-        .map_or(Some(MAX_LIMIT), |v| c.check(parse_bounded("limit", v, 1, MAX_LIMIT)));
-    let page_no = c
-        .get(&params, "pageNo")
-        .map_or(Some(1), |v| c.check(parse_bounded("pageNo", v, 1, u32::MAX)));
+    let limit = c.get(&params, "limit").map_or(Some(MAX_LIMIT), |v| {
+        c.check(parse_bounded("limit", v, 1, MAX_LIMIT))
+    });
+    let page_no = c.get(&params, "pageNo").map_or(Some(1), |v| {
+        c.check(parse_bounded("pageNo", v, 1, u32::MAX))
+    });
 
     if merchant_transaction_id.is_none() {
         match (raw_from, raw_to) {

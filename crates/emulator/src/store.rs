@@ -137,13 +137,21 @@ impl Store {
     }
 
     /// One transaction of `entity_id` by id (another entity's id is `None`).
-    pub(crate) async fn find(&self, entity_id: &str, id: &str) -> Result<Option<Tx>, EmulatorError> {
+    pub(crate) async fn find(
+        &self,
+        entity_id: &str,
+        id: &str,
+    ) -> Result<Option<Tx>, EmulatorError> {
         let mut conn = self.pool.acquire().await?;
         find(&mut conn, entity_id, id).await
     }
 
     /// Every transaction of the payment rooted at `root_id`, oldest first.
-    pub(crate) async fn tree(&self, entity_id: &str, root_id: &str) -> Result<Vec<Tx>, EmulatorError> {
+    pub(crate) async fn tree(
+        &self,
+        entity_id: &str,
+        root_id: &str,
+    ) -> Result<Vec<Tx>, EmulatorError> {
         let mut conn = self.pool.acquire().await?;
         tree(&mut conn, entity_id, root_id).await
     }

@@ -155,7 +155,9 @@ mod tests {
         assert_eq!(opp_time(t), "2026-11-21 14:03:22+0000");
         let id = new_id();
         assert_eq!(id.len(), 32);
-        assert!(id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+        assert!(id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
         assert!(new_ndc(Some("e")).starts_with("e_"));
         let d = default_descriptor();
         assert_eq!(d.len(), "0000.0000.0000 PAYWARDEN_SANDBOX".len());

@@ -58,7 +58,10 @@ async fn unknown_or_missing_token_is_401() {
         .http
         .get(h.url("/v1/query"))
         .header("authorization", format!("bearer {}", MAIN.1))
-        .query(&[("entityId", MAIN.0), ("merchantTransactionId", "whatever-1")])
+        .query(&[
+            ("entityId", MAIN.0),
+            ("merchantTransactionId", "whatever-1"),
+        ])
         .send()
         .await
         .unwrap();

@@ -42,7 +42,15 @@ async fn capture_flow_with_partial_captures_and_defaults() {
 
     // Nothing left: rejected, stored, with an id.
     let cp3 = h
-        .op(MAIN, &pa, &[("paymentType", "CP"), ("amount", "0.01"), ("currency", "EUR")])
+        .op(
+            MAIN,
+            &pa,
+            &[
+                ("paymentType", "CP"),
+                ("amount", "0.01"),
+                ("currency", "EUR"),
+            ],
+        )
         .await;
     assert_eq!(cp3.status, StatusCode::BAD_REQUEST);
     assert_eq!(cp3.code(), "700.400.100");
@@ -68,7 +76,9 @@ async fn capture_flow_with_partial_captures_and_defaults() {
 #[tokio::test]
 async fn reversal_and_capture_after_reversal() {
     let h = start().await;
-    let pa = h.paid(MAIN, &[("paymentType", "PA"), ("amount", "25.50")]).await;
+    let pa = h
+        .paid(MAIN, &[("paymentType", "PA"), ("amount", "25.50")])
+        .await;
     let rv = h.op(MAIN, &pa, &[("paymentType", "RV")]).await;
     assert_eq!(rv.status, StatusCode::OK, "{}", rv.body);
     assert_eq!(rv.body["amount"], "25.50");
@@ -91,17 +101,41 @@ async fn refunds_chargebacks_and_rebills() {
     let h = start().await;
     let db = h.paid(MAIN, &[]).await;
     let rf = h
-        .op(MAIN, &db, &[("paymentType", "RF"), ("amount", "40.00"), ("currency", "EUR")])
+        .op(
+            MAIN,
+            &db,
+            &[
+                ("paymentType", "RF"),
+                ("amount", "40.00"),
+                ("currency", "EUR"),
+            ],
+        )
         .await;
     assert_eq!(rf.status, StatusCode::OK);
     let over = h
-        .op(MAIN, &db, &[("paymentType", "RF"), ("amount", "60.01"), ("currency", "EUR")])
+        .op(
+            MAIN,
+            &db,
+            &[
+                ("paymentType", "RF"),
+                ("amount", "60.01"),
+                ("currency", "EUR"),
+            ],
+        )
         .await;
     assert_eq!(over.status, StatusCode::BAD_REQUEST);
     assert_eq!(over.code(), "700.400.200");
     assert_eq!(over.body["amount"], "60.01");
     let mismatch = h
-        .op(MAIN, &db, &[("paymentType", "RF"), ("amount", "1.00"), ("currency", "USD")])
+        .op(
+            MAIN,
+            &db,
+            &[
+                ("paymentType", "RF"),
+                ("amount", "1.00"),
+                ("currency", "USD"),
+            ],
+        )
         .await;
     assert_eq!(mismatch.status, StatusCode::BAD_REQUEST);
     assert_eq!(mismatch.code(), "700.100.500");
@@ -126,7 +160,15 @@ async fn refunds_chargebacks_and_rebills() {
     assert_eq!(rb.code(), "200.300.404");
     assert_eq!(rb.param_names(), vec!["amount".to_string()]);
     let rb = h
-        .op(MAIN, &db, &[("paymentType", "RB"), ("amount", "5.00"), ("currency", "EUR")])
+        .op(
+            MAIN,
+            &db,
+            &[
+                ("paymentType", "RB"),
+                ("amount", "5.00"),
+                ("currency", "EUR"),
+            ],
+        )
         .await;
     assert_eq!(rb.status, StatusCode::OK, "{}", rb.body);
     assert_eq!(rb.body["paymentType"], "RB");
@@ -144,15 +186,27 @@ async fn backoffice_parameter_errors() {
         (&[("paymentType", "RF"), ("amount", "1.00")], "currency"),
         (&[("paymentType", "RF"), ("currency", "EUR")], "amount"),
         (
-            &[("paymentType", "RF"), ("amount", "1.001"), ("currency", "EUR")],
+            &[
+                ("paymentType", "RF"),
+                ("amount", "1.001"),
+                ("currency", "EUR"),
+            ],
             "amount",
         ),
         (
-            &[("paymentType", "RF"), ("amount", "0.00"), ("currency", "EUR")],
+            &[
+                ("paymentType", "RF"),
+                ("amount", "0.00"),
+                ("currency", "EUR"),
+            ],
             "amount",
         ),
         (
-            &[("paymentType", "RF"), ("amount", "1.00"), ("currency", "ABC")],
+            &[
+                ("paymentType", "RF"),
+                ("amount", "1.00"),
+                ("currency", "ABC"),
+            ],
             "currency",
         ),
         (
@@ -170,7 +224,10 @@ async fn backoffice_parameter_errors() {
         (
             &[
                 ("paymentType", "RF"),
-                ("customParameters[SANDBOX_TIMESTAMP]", "2001-01-01T00:00:00Z"),
+                (
+                    "customParameters[SANDBOX_TIMESTAMP]",
+                    "2001-01-01T00:00:00Z",
+                ),
             ],
             "customParameters[SANDBOX_TIMESTAMP]",
         ),
@@ -221,7 +278,13 @@ async fn unknown_and_foreign_references_are_not_found() {
 async fn backdated_backoffice_operations() {
     let h = start().await;
     let db = h
-        .paid(MAIN, &[("customParameters[SANDBOX_TIMESTAMP]", "2026-01-10T10:00:00Z")])
+        .paid(
+            MAIN,
+            &[(
+                "customParameters[SANDBOX_TIMESTAMP]",
+                "2026-01-10T10:00:00Z",
+            )],
+        )
         .await;
     let rf = h
         .op(
@@ -231,7 +294,10 @@ async fn backdated_backoffice_operations() {
                 ("paymentType", "RF"),
                 ("amount", "10.00"),
                 ("currency", "EUR"),
-                ("customParameters[SANDBOX_TIMESTAMP]", "2026-01-12T08:00:00Z"),
+                (
+                    "customParameters[SANDBOX_TIMESTAMP]",
+                    "2026-01-12T08:00:00Z",
+                ),
             ],
         )
         .await;
@@ -246,7 +312,10 @@ async fn backdated_backoffice_operations() {
                 ("paymentType", "RF"),
                 ("amount", "10.00"),
                 ("currency", "EUR"),
-                ("customParameters[SANDBOX_TIMESTAMP]", "2026-01-10T10:00:00Z"),
+                (
+                    "customParameters[SANDBOX_TIMESTAMP]",
+                    "2026-01-10T10:00:00Z",
+                ),
             ],
         )
         .await;
@@ -265,7 +334,11 @@ async fn twenty_concurrent_refunds_never_exceed_the_refundable_amount() {
             h.op(
                 MAIN,
                 &db,
-                &[("paymentType", "RF"), ("amount", "10.00"), ("currency", "EUR")],
+                &[
+                    ("paymentType", "RF"),
+                    ("amount", "10.00"),
+                    ("currency", "EUR"),
+                ],
             )
             .await
         }));
@@ -289,7 +362,10 @@ async fn twenty_concurrent_refunds_never_exceed_the_refundable_amount() {
         .query_id(
             MAIN,
             &db,
-            &[("includeLinkedTransactions", "true"), ("paymentTypes", "RF")],
+            &[
+                ("includeLinkedTransactions", "true"),
+                ("paymentTypes", "RF"),
+            ],
         )
         .await;
     let refunds = linked.body["payments"].as_array().unwrap();

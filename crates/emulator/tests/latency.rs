@@ -34,7 +34,10 @@ async fn latency_delays_every_request_and_trips_client_timeouts() {
     let err = impatient
         .get(h.url("/v1/query"))
         .bearer_auth(MAIN.1)
-        .query(&[("entityId", MAIN.0), ("merchantTransactionId", "slow-query")])
+        .query(&[
+            ("entityId", MAIN.0),
+            ("merchantTransactionId", "slow-query"),
+        ])
         .send()
         .await
         .unwrap_err();

@@ -6,7 +6,9 @@ use common::{start, MAIN};
 use reqwest::StatusCode;
 
 fn is_hex32(s: &str) -> bool {
-    s.len() == 32 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 32
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 #[tokio::test]
@@ -92,9 +94,7 @@ async fn preauthorization_defaults_and_other_currencies() {
         .await;
     assert_eq!(jpy.status, StatusCode::OK);
     assert_eq!(jpy.body["amount"], "1000");
-    let kwd = h
-        .pay(MAIN, &[("amount", "1.5"), ("currency", "KWD")])
-        .await;
+    let kwd = h.pay(MAIN, &[("amount", "1.5"), ("currency", "KWD")]).await;
     assert_eq!(kwd.status, StatusCode::OK);
     assert_eq!(kwd.body["amount"], "1.500", "formatted with the exponent");
     let amex = h
@@ -162,7 +162,12 @@ async fn assert_param_error(
     name: &str,
 ) -> common::Reply {
     let r = h.pay(MAIN, overrides).await;
-    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{overrides:?}: {}", r.body);
+    assert_eq!(
+        r.status,
+        StatusCode::BAD_REQUEST,
+        "{overrides:?}: {}",
+        r.body
+    );
     assert_eq!(r.code(), "200.300.404", "{overrides:?}");
     assert_eq!(
         r.body["result"]["description"],
@@ -190,7 +195,9 @@ async fn amount_and_currency_validation() {
     let e = &r.body["result"]["parameterErrors"][0];
     assert_eq!(e["value"], "10.001");
     assert!(e["message"].as_str().unwrap().contains("10.00"), "{e}");
-    for bad in ["0", "0.00", "-1.00", "+1.00", "1e3", "1.", ".5", "1,00", " 1.00", "abc", "NaN"] {
+    for bad in [
+        "0", "0.00", "-1.00", "+1.00", "1e3", "1.", ".5", "1,00", " 1.00", "abc", "NaN",
+    ] {
         assert_param_error(&h, &[("amount", bad)], "amount").await;
     }
     assert_param_error(&h, &[("amount", "10.5"), ("currency", "JPY")], "amount").await;
@@ -225,9 +232,19 @@ async fn field_validation() {
     assert_param_error(&h, &[("card.expiryYear", "2001")], "card.expiryYear").await;
     let r = assert_param_error(&h, &[("card.cvv", "12")], "card.cvv").await;
     assert_eq!(r.body["result"]["parameterErrors"][0]["value"], "**");
-    assert_param_error(&h, &[("merchantTransactionId", "short")], "merchantTransactionId").await;
+    assert_param_error(
+        &h,
+        &[("merchantTransactionId", "short")],
+        "merchantTransactionId",
+    )
+    .await;
     let long = "x".repeat(256);
-    assert_param_error(&h, &[("merchantTransactionId", &long)], "merchantTransactionId").await;
+    assert_param_error(
+        &h,
+        &[("merchantTransactionId", &long)],
+        "merchantTransactionId",
+    )
+    .await;
     let long = "d".repeat(128);
     assert_param_error(&h, &[("descriptor", &long)], "descriptor").await;
 
@@ -235,7 +252,11 @@ async fn field_validation() {
     let r = h
         .pay(
             MAIN,
-            &[("amount", "1.234"), ("card.expiryMonth", "00"), ("paymentType", "RF")],
+            &[
+                ("amount", "1.234"),
+                ("card.expiryMonth", "00"),
+                ("paymentType", "RF"),
+            ],
         )
         .await;
     let names = r.param_names();
@@ -250,7 +271,10 @@ async fn nothing_is_stored_on_parameter_errors() {
     let r = h
         .pay(
             MAIN,
-            &[("amount", "10.001"), ("merchantTransactionId", "never-stored-1")],
+            &[
+                ("amount", "10.001"),
+                ("merchantTransactionId", "never-stored-1"),
+            ],
         )
         .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
@@ -313,7 +337,10 @@ async fn card_expiry_is_checked_against_the_transaction_time() {
             &[
                 ("card.expiryMonth", "12"),
                 ("card.expiryYear", "2020"),
-                ("customParameters[SANDBOX_TIMESTAMP]", "2020-06-01T10:00:00Z"),
+                (
+                    "customParameters[SANDBOX_TIMESTAMP]",
+                    "2020-06-01T10:00:00Z",
+                ),
             ],
         )
         .await;
@@ -326,7 +353,10 @@ async fn sandbox_timestamp_backdates() {
     let r = h
         .pay(
             MAIN,
-            &[("customParameters[SANDBOX_TIMESTAMP]", "2025-03-04T05:06:07+02:00")],
+            &[(
+                "customParameters[SANDBOX_TIMESTAMP]",
+                "2025-03-04T05:06:07+02:00",
+            )],
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
@@ -342,7 +372,10 @@ async fn sandbox_timestamp_backdates() {
     .await;
     assert_param_error(
         &h,
-        &[("customParameters[SANDBOX_TIMESTAMP]", "2999-01-01T00:00:00Z")],
+        &[(
+            "customParameters[SANDBOX_TIMESTAMP]",
+            "2999-01-01T00:00:00Z",
+        )],
         "customParameters[SANDBOX_TIMESTAMP]",
     )
     .await;

@@ -22,7 +22,15 @@ async fn state_survives_a_restart() {
         .paid(MAIN, &[("merchantTransactionId", "persist-0001")])
         .await;
     let rf = h
-        .op(MAIN, &db, &[("paymentType", "RF"), ("amount", "30.00"), ("currency", "EUR")])
+        .op(
+            MAIN,
+            &db,
+            &[
+                ("paymentType", "RF"),
+                ("amount", "30.00"),
+                ("currency", "EUR"),
+            ],
+        )
         .await;
     assert_eq!(rf.status, StatusCode::OK);
     let before = h.query_id(MAIN, &db, &[]).await.body;
@@ -42,7 +50,15 @@ async fn state_survives_a_restart() {
     assert_eq!(common::ids(&q.body["payments"]), vec![db.clone()]);
     // The ledger sees the stored refund: only 70.00 is left.
     let over = h
-        .op(MAIN, &db, &[("paymentType", "RF"), ("amount", "70.01"), ("currency", "EUR")])
+        .op(
+            MAIN,
+            &db,
+            &[
+                ("paymentType", "RF"),
+                ("amount", "70.01"),
+                ("currency", "EUR"),
+            ],
+        )
         .await;
     assert_eq!(over.code(), "700.400.200");
     let rest = h.op(MAIN, &db, &[("paymentType", "RF")]).await;
@@ -100,12 +116,16 @@ async fn custom_entities_and_router_without_spawn() {
     assert!(!debug.contains("my-token"), "{debug}");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(axum::serve(listener, emulator.router()).into_future());
+    let router = emulator.router();
+    let server = tokio::spawn(async move { axum::serve(listener, router).await });
     let client = reqwest::Client::new();
     let r = client
         .get(format!("http://{addr}/v1/query"))
         .bearer_auth("my-token")
-        .query(&[("entityId", "my-entity"), ("merchantTransactionId", "nothing-here")])
+        .query(&[
+            ("entityId", "my-entity"),
+            ("merchantTransactionId", "nothing-here"),
+        ])
         .send()
         .await
         .unwrap();

@@ -11,7 +11,9 @@ const TS: &str = "customParameters[SANDBOX_TIMESTAMP]";
 #[tokio::test]
 async fn query_one_transaction() {
     let h = start().await;
-    let pay = h.pay(MAIN, &[("merchantTransactionId", "order-1234")]).await;
+    let pay = h
+        .pay(MAIN, &[("merchantTransactionId", "order-1234")])
+        .await;
     let id = pay.id();
     let q = h.query_id(MAIN, &id, &[]).await;
     assert_eq!(q.status, StatusCode::OK);
@@ -37,7 +39,10 @@ async fn query_one_transaction() {
         .await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
     assert_eq!(missing.code(), "700.400.580");
-    assert_eq!(missing.body["result"]["description"], "cannot find transaction");
+    assert_eq!(
+        missing.body["result"]["description"],
+        "cannot find transaction"
+    );
     let bad = h.query_id(MAIN, "bad%20id", &[]).await;
     assert_eq!(bad.status, StatusCode::NOT_FOUND);
 }
@@ -74,7 +79,17 @@ async fn linked_transactions_oldest_first_with_filters() {
         )
         .await
         .id();
-    let failed = h.op(MAIN, &cp, &[("paymentType", "RF"), ("amount", "50.00"), ("currency", "EUR")]).await;
+    let failed = h
+        .op(
+            MAIN,
+            &cp,
+            &[
+                ("paymentType", "RF"),
+                ("amount", "50.00"),
+                ("currency", "EUR"),
+            ],
+        )
+        .await;
     assert_eq!(failed.status, StatusCode::BAD_REQUEST);
     let unrelated = h.paid(MAIN, &[]).await;
 
@@ -96,7 +111,10 @@ async fn linked_transactions_oldest_first_with_filters() {
         .query_id(
             MAIN,
             &rf,
-            &[("includeLinkedTransactions", "true"), ("paymentTypes", "PA,CP")],
+            &[
+                ("includeLinkedTransactions", "true"),
+                ("paymentTypes", "PA,CP"),
+            ],
         )
         .await;
     assert_eq!(types(&q.body["payments"]), vec!["PA", "CP"]);
@@ -104,7 +122,10 @@ async fn linked_transactions_oldest_first_with_filters() {
         .query_id(
             MAIN,
             &pa,
-            &[("includeLinkedTransactions", "true"), ("paymentMethods", "CC")],
+            &[
+                ("includeLinkedTransactions", "true"),
+                ("paymentMethods", "CC"),
+            ],
         )
         .await;
     assert_eq!(q.body["payments"].as_array().unwrap().len(), 4);
@@ -112,7 +133,10 @@ async fn linked_transactions_oldest_first_with_filters() {
         .query_id(
             MAIN,
             &pa,
-            &[("includeLinkedTransactions", "true"), ("paymentMethods", "DD,VA")],
+            &[
+                ("includeLinkedTransactions", "true"),
+                ("paymentMethods", "DD,VA"),
+            ],
         )
         .await;
     assert_eq!(q.status, StatusCode::OK);
@@ -129,7 +153,11 @@ async fn linked_transactions_oldest_first_with_filters() {
         ("paymentMethods", "credit"),
     ] {
         let q = h
-            .query_id(MAIN, &pa, &[("includeLinkedTransactions", "true"), (name, value)])
+            .query_id(
+                MAIN,
+                &pa,
+                &[("includeLinkedTransactions", "true"), (name, value)],
+            )
             .await;
         assert_eq!(q.status, StatusCode::BAD_REQUEST, "{name}={value}");
         assert_eq!(q.code(), "200.300.404");
@@ -140,16 +168,31 @@ async fn linked_transactions_oldest_first_with_filters() {
 #[tokio::test]
 async fn by_merchant_transaction_id() {
     let h = start().await;
-    let a = h.paid(MAIN, &[("merchantTransactionId", "order-shared")]).await;
-    let b = h.paid(MAIN, &[("merchantTransactionId", "order-shared")]).await;
+    let a = h
+        .paid(MAIN, &[("merchantTransactionId", "order-shared")])
+        .await;
+    let b = h
+        .paid(MAIN, &[("merchantTransactionId", "order-shared")])
+        .await;
     let rf = h
-        .op(MAIN, &a, &[("paymentType", "RF"), ("merchantTransactionId", "order-shared")])
+        .op(
+            MAIN,
+            &a,
+            &[
+                ("paymentType", "RF"),
+                ("merchantTransactionId", "order-shared"),
+            ],
+        )
         .await
         .id();
-    h.paid(MAIN, &[("merchantTransactionId", "order-other")]).await;
-    h.paid(SECOND, &[("merchantTransactionId", "order-shared")]).await;
+    h.paid(MAIN, &[("merchantTransactionId", "order-other")])
+        .await;
+    h.paid(SECOND, &[("merchantTransactionId", "order-shared")])
+        .await;
 
-    let q = h.query(MAIN, &[("merchantTransactionId", "order-shared")]).await;
+    let q = h
+        .query(MAIN, &[("merchantTransactionId", "order-shared")])
+        .await;
     assert_eq!(q.status, StatusCode::OK);
     assert_eq!(q.code(), "000.000.100");
     assert_eq!(ids(&q.body["payments"]), vec![a, b, rf]);
@@ -157,12 +200,17 @@ async fn by_merchant_transaction_id() {
     let q = h
         .query(
             MAIN,
-            &[("merchantTransactionId", "order-shared"), ("paymentTypes", "RF")],
+            &[
+                ("merchantTransactionId", "order-shared"),
+                ("paymentTypes", "RF"),
+            ],
         )
         .await;
     assert_eq!(types(&q.body["payments"]), vec!["RF"]);
 
-    let none = h.query(MAIN, &[("merchantTransactionId", "order-nowhere")]).await;
+    let none = h
+        .query(MAIN, &[("merchantTransactionId", "order-nowhere")])
+        .await;
     assert_eq!(none.status, StatusCode::NOT_FOUND);
     assert_eq!(none.code(), "700.400.580");
 }
@@ -181,7 +229,10 @@ async fn date_range_report_pages_oldest_first() {
     h.paid(MAIN, &[(TS, "2026-04-01T00:00:00Z")]).await;
     h.paid(SECOND, &[(TS, "2026-03-10T12:00:00Z")]).await;
 
-    let range = [("date.from", "2026-03-01 00:00:00"), ("date.to", "2026-03-31 23:59:59")];
+    let range = [
+        ("date.from", "2026-03-01 00:00:00"),
+        ("date.to", "2026-03-31 23:59:59"),
+    ];
     let mut seen = Vec::new();
     for page in 1..=3 {
         let page_s = page.to_string();
@@ -218,7 +269,10 @@ async fn date_range_report_pages_oldest_first() {
     let q = h
         .query(
             MAIN,
-            &[("date.from", "2026-03-05 12:00:00"), ("date.to", "2026-03-06 12:00:00")],
+            &[
+                ("date.from", "2026-03-05 12:00:00"),
+                ("date.to", "2026-03-06 12:00:00"),
+            ],
         )
         .await;
     assert_eq!(ids(&q.body["records"]), created[4..6].to_vec());
@@ -252,17 +306,29 @@ async fn report_parameter_errors() {
         (vec![good_to], "date.from"),
         (vec![good_from], "date.to"),
         (vec![("date.from", "2026-03-01"), good_to], "date.from"),
-        (vec![good_from, ("date.to", "2026-03-31T23:59:59Z")], "date.to"),
-        (vec![("date.from", "2026-13-01 00:00:00"), good_to], "date.from"),
         (
-            vec![("date.from", "2026-04-01 00:00:00"), ("date.to", "2026-03-01 00:00:00")],
+            vec![good_from, ("date.to", "2026-03-31T23:59:59Z")],
+            "date.to",
+        ),
+        (
+            vec![("date.from", "2026-13-01 00:00:00"), good_to],
+            "date.from",
+        ),
+        (
+            vec![
+                ("date.from", "2026-04-01 00:00:00"),
+                ("date.to", "2026-03-01 00:00:00"),
+            ],
             "date.from",
         ),
         (vec![good_from, good_to, ("limit", "0")], "limit"),
         (vec![good_from, good_to, ("limit", "101")], "limit"),
         (vec![good_from, good_to, ("limit", "ten")], "limit"),
         (vec![good_from, good_to, ("pageNo", "0")], "pageNo"),
-        (vec![good_from, good_to, ("paymentTypes", "db")], "paymentTypes"),
+        (
+            vec![good_from, good_to, ("paymentTypes", "db")],
+            "paymentTypes",
+        ),
     ];
     for (params, name) in cases {
         let q = h.query(MAIN, &params).await;
@@ -283,7 +349,9 @@ async fn report_parameter_errors() {
 #[tokio::test]
 async fn entities_are_isolated() {
     let h = start().await;
-    let mine = h.paid(MAIN, &[("merchantTransactionId", "isolation-1")]).await;
+    let mine = h
+        .paid(MAIN, &[("merchantTransactionId", "isolation-1")])
+        .await;
     let q = h.query_id(SECOND, &mine, &[]).await;
     assert_eq!(q.status, StatusCode::NOT_FOUND);
     assert_eq!(q.code(), "700.400.580");
@@ -291,7 +359,9 @@ async fn entities_are_isolated() {
         .query_id(SECOND, &mine, &[("includeLinkedTransactions", "true")])
         .await;
     assert_eq!(q.status, StatusCode::NOT_FOUND);
-    let q = h.query(SECOND, &[("merchantTransactionId", "isolation-1")]).await;
+    let q = h
+        .query(SECOND, &[("merchantTransactionId", "isolation-1")])
+        .await;
     assert_eq!(q.status, StatusCode::NOT_FOUND);
     let r = h.op(SECOND, &mine, &[("paymentType", "RF")]).await;
     assert_eq!(r.code(), "700.100.100");

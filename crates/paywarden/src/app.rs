@@ -66,6 +66,7 @@ pub struct App {
     opp_client: OppClient,
     // Keeps the in-process emulator running as long as the app lives.
     emulator: Option<RunningEmulator>,
+    seeded: Option<seed::SeedSummary>,
 }
 
 impl std::fmt::Debug for App {
@@ -129,15 +130,16 @@ impl App {
             local_caller,
             sandbox,
         });
-        let app = Self {
+        let mut app = Self {
             config,
             store,
             state,
             opp_client,
             emulator,
+            seeded: None,
         };
         if seed == SeedMode::IfEmpty && app.config.demo.seed && sandbox {
-            app.seed_if_empty(progress).await?;
+            app.seeded = app.seed_if_empty(progress).await?;
         }
         Ok(app)
     }
@@ -179,6 +181,11 @@ impl App {
             entity_id: caller.entity_id,
             token: SecretString::from(caller.token.expose_secret().to_string()),
         })
+    }
+
+    /// The demo data created while building, if any.
+    pub fn seeded(&self) -> Option<&seed::SeedSummary> {
+        self.seeded.as_ref()
     }
 
     /// The shared MCP state (for the stdio transport).

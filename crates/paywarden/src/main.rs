@@ -248,6 +248,12 @@ fn print_banner(app: &App, addr: SocketAddr) {
         println!(
             "  SANDBOX: OPP is paywarden's offline emulator at {emulator}; no real money moves."
         );
+        if let Some(seeded) = app.seeded() {
+            println!(
+                "  Demo data: created {} payments ({} transactions) over the last 120 days for the demo entity.",
+                seeded.payments, seeded.transactions
+            );
+        }
         println!("  Demo credentials (valid only against the emulator):");
         println!("    X-Entity-Id: {DEMO_ENTITY_ID}");
         println!("    X-Token:     {DEMO_TOKEN}");

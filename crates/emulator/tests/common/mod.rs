@@ -4,9 +4,7 @@
 
 use std::time::Duration;
 
-use paywarden_emulator::{
-    Emulator, EmulatorConfig, RunningEmulator, DEMO_ENTITY_ID, DEMO_TOKEN,
-};
+use paywarden_emulator::{Emulator, EmulatorConfig, RunningEmulator, DEMO_ENTITY_ID, DEMO_TOKEN};
 use reqwest::StatusCode;
 use serde_json::Value;
 use tempfile::TempDir;

@@ -176,8 +176,7 @@ impl Store {
     /// [`StoreError`] on database failure.
     pub async fn verify_audit(&self) -> Result<Option<ChainBreak>, StoreError> {
         let mut expected_prev = GENESIS.to_string();
-        let mut expected_seq = 1;
-        for record in self.audit_records(None).await? {
+        for (expected_seq, record) in (1..).zip(self.audit_records(None).await?) {
             if record.seq != expected_seq {
                 return Ok(Some(ChainBreak {
                     seq: expected_seq,
@@ -201,7 +200,6 @@ impl Store {
                 }));
             }
             expected_prev = record.hash;
-            expected_seq += 1;
         }
         Ok(None)
     }

@@ -54,8 +54,10 @@ impl Drop for TestApp {
 }
 
 pub fn test_config(dir: &std::path::Path) -> Config {
-    let mut config = Config::default();
-    config.data_dir = dir.to_path_buf();
+    let mut config = Config {
+        data_dir: dir.to_path_buf(),
+        ..Config::default()
+    };
     config.demo.seed = false;
     config.opp.timeout_ms = 5_000;
     config
