@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -206,6 +207,12 @@ fn get_prelude<'a>(
         Params::decode(query.unwrap_or("").as_bytes()).map_err(|e| Refusal::Parameters(vec![e]))?;
     authorize(credential, &params)?;
     Ok((credential, params))
+}
+
+/// The `{id}` path segment; one axum cannot decode (invalid percent-encoding or UTF-8) is
+/// returned empty, which no transaction has, so it is answered like an unknown id.
+fn path_id(path: Result<Path<String>, PathRejection>) -> String {
+    path.map(|Path(id)| id).unwrap_or_default()
 }
 
 /// HTTP 500 `999.999.999` for a storage failure (logged; the request may not have been stored).
@@ -790,7 +797,7 @@ fn build_backoffice(
 /// reversal of transaction `{id}`.
 async fn backoffice(
     State(shared): State<Arc<Shared>>,
-    Path(id): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -799,6 +806,7 @@ async fn backoffice(
         Err(refusal) => return refusal.into_response(),
     };
     let entity_id = credential.entity_id.as_str();
+    let id = path_id(path);
     let now = wire::now();
     let request = match BackofficeRequest::read(&params, now) {
         Ok(r) => r,
@@ -867,7 +875,7 @@ fn successful_list(key: &str, txs: &[Tx], extra: Map<String, Value>, entity_id: 
 /// transaction of its payment (oldest first), optionally filtered.
 async fn query_by_id(
     State(shared): State<Arc<Shared>>,
-    Path(id): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
@@ -876,6 +884,7 @@ async fn query_by_id(
         Err(refusal) => return refusal.into_response(),
     };
     let entity_id = credential.entity_id.as_str();
+    let id = path_id(path);
     let mut c = Collector::default();
     let linked = match c.get(&params, "includeLinkedTransactions") {
         None | Some("false") => false,

@@ -258,6 +258,7 @@ async fn unknown_and_foreign_references_are_not_found() {
         foreign.as_str(),
         "00000000000000000000000000000000",
         "not%20an%20id",
+        "%FF%FE",
     ] {
         let r = h.op(MAIN, id, &[("paymentType", "RF")]).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{id}");

@@ -43,8 +43,11 @@ async fn query_one_transaction() {
         missing.body["result"]["description"],
         "cannot find transaction"
     );
-    let bad = h.query_id(MAIN, "bad%20id", &[]).await;
-    assert_eq!(bad.status, StatusCode::NOT_FOUND);
+    for bad in ["bad%20id", "%FF%FE"] {
+        let q = h.query_id(MAIN, bad, &[]).await;
+        assert_eq!(q.status, StatusCode::NOT_FOUND, "{bad}");
+        assert_eq!(q.code(), "700.400.580");
+    }
 }
 
 #[tokio::test]

@@ -179,3 +179,83 @@ impl Config {
         self.opp.base_url.is_none()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_then_file_then_environment_then_flags() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "paywarden.toml",
+                r#"
+                listen = "127.0.0.1:9000"
+                data_dir = "from-file"
+                [opp]
+                timeout_ms = 1234
+                [http]
+                allowed_hosts = ["pay.example.com"]
+                "#,
+            )?;
+            let path = jail.directory().join("paywarden.toml");
+            let config =
+                Config::load(Some(&path), &Overrides::default()).map_err(|e| e.to_string())?;
+            assert_eq!(config.listen.port(), 9000);
+            assert_eq!(config.data_dir, PathBuf::from("from-file"));
+            assert_eq!(config.opp.timeout_ms, 1234);
+            assert_eq!(
+                config.http.allowed_hosts,
+                vec!["pay.example.com".to_string()]
+            );
+            assert!(config.uses_emulator());
+
+            jail.set_env("PAYWARDEN_DATA_DIR", "from-env");
+            jail.set_env("PAYWARDEN_OPP__BASE_URL", "https://eu-test.oppwa.com");
+            let config =
+                Config::load(Some(&path), &Overrides::default()).map_err(|e| e.to_string())?;
+            assert_eq!(config.data_dir, PathBuf::from("from-env"));
+            assert!(!config.uses_emulator());
+
+            let flags = Overrides {
+                data_dir: Some(PathBuf::from("from-flag")),
+                ..Overrides::default()
+            };
+            let config = Config::load(Some(&path), &flags).map_err(|e| e.to_string())?;
+            assert_eq!(config.data_dir, PathBuf::from("from-flag"));
+            assert_eq!(config.listen.port(), 9000);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_values_and_missing_files_are_clear_errors() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("PAYWARDEN_LISTEN", "not-an-address");
+            let err = Config::load(None, &Overrides::default())
+                .map(|_| ())
+                .unwrap_err();
+            assert!(err.to_string().to_lowercase().contains("listen"), "{err}");
+            Ok(())
+        });
+        let err = Config::load(
+            Some(std::path::Path::new("/no/such/paywarden.toml")),
+            &Overrides::default(),
+        )
+        .map(|_| ())
+        .unwrap_err();
+        assert!(err.to_string().contains("/no/such/paywarden.toml"), "{err}");
+    }
+
+    #[test]
+    fn the_token_is_never_serialised_or_debug_printed() {
+        let config = Config {
+            token: Some(SecretString::from("s3cr3t-token".to_string())),
+            ..Config::default()
+        };
+        assert!(!format!("{config:?}").contains("s3cr3t-token"));
+        assert!(!serde_json::to_string(&config)
+            .unwrap_or_default()
+            .contains("s3cr3t-token"));
+    }
+}

@@ -74,17 +74,21 @@ enum Command {
     Audit {
         #[command(subcommand)]
         action: AuditAction,
-        #[command(flatten)]
-        common: Common,
     },
 }
 
 #[derive(Debug, Subcommand)]
 enum AuditAction {
     /// Check the hash chain; exits 1 and names the first broken entry if it was edited.
-    Verify,
+    Verify {
+        #[command(flatten)]
+        common: Common,
+    },
     /// Write every entry as JSON Lines to stdout.
-    Export,
+    Export {
+        #[command(flatten)]
+        common: Common,
+    },
 }
 
 fn progress_bar() -> ProgressBar {
@@ -205,18 +209,19 @@ async fn main() -> anyhow::Result<()> {
                 None => println!("demo data already present for entity {DEMO_ENTITY_ID}"),
             }
         }
-        Command::Audit { action, common } => {
+        Command::Audit { action } => {
+            let (AuditAction::Verify { common } | AuditAction::Export { common }) = &action;
             let config = load(
                 file,
                 Overrides {
-                    data_dir: common.data_dir,
+                    data_dir: common.data_dir.clone(),
                     ..Overrides::default()
                 },
             )?;
             let store =
                 paywarden::store::Store::open(&config.data_dir.join("paywarden.db")).await?;
             match action {
-                AuditAction::Verify => match store.verify_audit().await? {
+                AuditAction::Verify { .. } => match store.verify_audit().await? {
                     None => println!(
                         "audit chain intact: {} entries",
                         store.audit_records(None).await?.len()
@@ -226,7 +231,7 @@ async fn main() -> anyhow::Result<()> {
                         std::process::exit(1);
                     }
                 },
-                AuditAction::Export => {
+                AuditAction::Export { .. } => {
                     for record in store.audit_records(None).await? {
                         println!("{}", serde_json::to_string(&record)?);
                     }
