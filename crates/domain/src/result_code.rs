@@ -638,6 +638,11 @@ pub mod codes {
         "800.100.155",
         "transaction declined (amount exceeds credit)",
     );
+    /// `100.100.101`: the card number fails the Luhn check (AccountValidation).
+    pub const INVALID_CARD_NUMBER: (&str, &str) = (
+        "100.100.101",
+        "invalid creditcard, bank account number or bank name",
+    );
     /// `999.999.999`: undefined connector or acquirer error (SystemError).
     pub const SYSTEM_ERROR: (&str, &str) = ("999.999.999", "UNDEFINED CONNECTOR/ACQUIRER ERROR");
     /// `900.100.300`: timeout, the outcome is uncertain (CommunicationError).
@@ -670,6 +675,7 @@ pub mod codes {
         CANNOT_FIND_TRANSACTION,
         DECLINED_INVALID_CARD,
         DECLINED_INSUFFICIENT_FUNDS,
+        INVALID_CARD_NUMBER,
         INVALID_AUTHENTICATION,
         INSUFFICIENT_RIGHTS,
         COMMUNICATION_TIMEOUT,
@@ -913,6 +919,7 @@ mod tests {
             (INSUFFICIENT_RIGHTS, FormatValidation),
             (DECLINED_INVALID_CARD, RejectedByExternalBank),
             (DECLINED_INSUFFICIENT_FUNDS, RejectedByExternalBank),
+            (INVALID_CARD_NUMBER, AccountValidation),
             (SYSTEM_ERROR, SystemError),
             (COMMUNICATION_TIMEOUT, CommunicationError),
         ];

@@ -243,25 +243,33 @@ async fn main() -> anyhow::Result<()> {
 }
 
 fn print_banner(app: &App, addr: SocketAddr) {
+    use std::fmt::Write as _;
     let base = format!("http://{addr}");
-    println!(
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
         "paywarden {} listening on {base}",
         env!("CARGO_PKG_VERSION")
     );
-    println!("  MCP endpoints: {base}/mcp   {base}/agentic/v1/mcp   (health: {base}/healthz)");
+    let _ = writeln!(
+        out,
+        "  MCP endpoints: {base}/mcp   {base}/agentic/v1/mcp   (health: {base}/healthz)"
+    );
     if let Some(emulator) = app.emulator_url() {
-        println!(
+        let _ = writeln!(
+            out,
             "  SANDBOX: OPP is paywarden's offline emulator at {emulator}; no real money moves."
         );
         if let Some(seeded) = app.seeded() {
-            println!(
+            let _ = writeln!(
+                out,
                 "  Demo data: created {} payments ({} transactions) over the last 120 days for the demo entity.",
                 seeded.payments, seeded.transactions
             );
         }
-        println!("  Demo credentials (valid only against the emulator):");
-        println!("    X-Entity-Id: {DEMO_ENTITY_ID}");
-        println!("    X-Token:     {DEMO_TOKEN}");
+        let _ = writeln!(out, "  Demo credentials (valid only against the emulator):");
+        let _ = writeln!(out, "    X-Entity-Id: {DEMO_ENTITY_ID}");
+        let _ = writeln!(out, "    X-Token:     {DEMO_TOKEN}");
         let config = serde_json::json!({
             "servers": {
                 "paywarden": {
@@ -271,15 +279,21 @@ fn print_banner(app: &App, addr: SocketAddr) {
                 }
             }
         });
-        println!("  Client configuration (paste into your MCP client):");
-        println!(
+        let _ = writeln!(out, "  Client configuration (paste into your MCP client):");
+        let _ = writeln!(
+            out,
             "{}",
             serde_json::to_string_pretty(&config).unwrap_or_default()
         );
     } else {
-        println!(
+        let _ = writeln!(
+            out,
             "  OPP: {} (callers' X-Entity-Id/X-Token are passed on to OPP)",
             app.config().opp.base_url.as_deref().unwrap_or_default()
         );
     }
+    // A closed stdout (a supervisor that stopped reading) must not take the server down.
+    let mut stdout = std::io::stdout().lock();
+    let _ = std::io::Write::write_all(&mut stdout, out.as_bytes());
+    let _ = std::io::Write::flush(&mut stdout);
 }

@@ -41,10 +41,12 @@ fn serve(data_dir: &std::path::Path) -> (Server, String, String) {
         if let Some(rest) = line.split("listening on ").nth(1) {
             url = Some(rest.trim().to_string());
         }
-        if line.trim() == "}" && url.is_some() {
+        if line == "}" && url.is_some() {
             break;
         }
     }
+    // Keep draining stdout so the server never writes into a closed pipe.
+    std::thread::spawn(move || for _ in lines {});
     (server, url.expect("banner names the URL"), banner)
 }
 

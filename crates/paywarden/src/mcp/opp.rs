@@ -29,7 +29,7 @@ pub struct CaptureParams {
     pub amount: Option<String>,
     /// ISO 4217 currency of `amount`; must be the PA's currency.
     pub currency: Option<String>,
-    /// Your reference for this capture (1-255 characters).
+    /// Your reference for this capture (8-255 characters).
     pub merchant_transaction_id: Option<String>,
     /// Idempotency key: a retry with the same key returns the first outcome and moves no money
     /// again; the same key with other arguments is refused.
@@ -42,7 +42,7 @@ pub struct CaptureParams {
 pub struct ReversalParams {
     /// Id of the uncaptured pre-authorization (PA) to void in full.
     pub reference_id: String,
-    /// Your reference for this reversal (1-255 characters).
+    /// Your reference for this reversal (8-255 characters).
     pub merchant_transaction_id: Option<String>,
     /// Idempotency key (see perform_capture).
     pub idempotency_key: Option<String>,
@@ -59,7 +59,7 @@ pub struct RefundParams {
     pub amount: Option<String>,
     /// ISO 4217 currency of `amount`; must be the referenced transaction's currency.
     pub currency: Option<String>,
-    /// Your reference for this refund (1-255 characters).
+    /// Your reference for this refund (8-255 characters).
     pub merchant_transaction_id: Option<String>,
     /// Idempotency key (see perform_capture).
     pub idempotency_key: Option<String>,
@@ -75,7 +75,7 @@ pub struct RebillParams {
     pub amount: String,
     /// ISO 4217 currency of `amount`, the debit's currency. Required.
     pub currency: String,
-    /// Your reference for this rebill (1-255 characters).
+    /// Your reference for this rebill (8-255 characters).
     pub merchant_transaction_id: Option<String>,
     /// Idempotency key (see perform_capture).
     pub idempotency_key: Option<String>,
@@ -91,7 +91,7 @@ pub struct ChargebackParams {
     pub amount: Option<String>,
     /// ISO 4217 currency of `amount`.
     pub currency: Option<String>,
-    /// Your reference (1-255 characters).
+    /// Your reference (8-255 characters).
     pub merchant_transaction_id: Option<String>,
     /// Idempotency key (see perform_capture).
     pub idempotency_key: Option<String>,
@@ -103,7 +103,7 @@ pub struct ChargebackParams {
 pub struct ChargebackReversalParams {
     /// Id of the chargeback (CB) to reverse after successful representment.
     pub reference_id: String,
-    /// Your reference (1-255 characters).
+    /// Your reference (8-255 characters).
     pub merchant_transaction_id: Option<String>,
     /// Idempotency key (see perform_capture).
     pub idempotency_key: Option<String>,
