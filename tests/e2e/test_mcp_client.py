@@ -416,6 +416,30 @@ async def test_idempotent_replay_text_starts_with_sandbox_banner(base_url: str, 
         assert result_text(replay).startswith(SANDBOX_PREFIX), describe(replay)
 
 
+async def test_idempotency_key_outlives_the_connection_and_the_era(base_url: str, claim_pa) -> None:
+    """A client that lost its connection retries on a new one, possibly speaking the other era:
+    the key still replays the first capture instead of capturing again."""
+    demo_mtid = claim_pa("pw-demo-0041")
+    async with connect(base_url, "/mcp", "legacy") as conn:
+        pa = await find_demo_pa(conn, demo_mtid)
+        args = {
+            "referenceId": pa["id"],
+            "amount": fmt_minor(pa["amountMinor"] // 2, exponent_of(pa["amount"])),
+            "currency": pa["currency"],
+            "idempotencyKey": str(uuid.uuid4()),
+        }
+        first = assert_ok(await conn.client.call_tool("perform_capture", args))
+        assert first["idempotentReplay"] is False
+    for era, endpoint in (("modern", "/agentic/v1/mcp"), ("legacy", "/agentic/v1/mcp")):
+        async with connect(base_url, endpoint, era) as conn:
+            retry = await conn.client.call_tool("perform_capture", args)
+            assert retry.is_error is not True, describe(retry)
+            assert retry.structured_content["id"] == first["id"], (era, retry.structured_content)
+            assert retry.structured_content["idempotentReplay"] is True, (era, retry.structured_content)
+            tree = assert_ok(await conn.client.call_tool("get_transactions", {"id": pa["id"], "paymentTypes": ["CP"]}))
+            assert [p["id"] for p in tree["payments"]] == [first["id"]], tree
+
+
 async def test_reversal_then_capture_is_rejected(base_url: str, claim_pa) -> None:
     demo_mtid = claim_pa("pw-demo-0031")
     async with connect(base_url, "/agentic/v1/mcp", "modern") as conn:
