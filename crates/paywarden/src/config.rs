@@ -46,6 +46,54 @@ pub struct Config {
     pub http: HttpConfig,
     /// Demo data.
     pub demo: DemoConfig,
+    /// The safety layer: policy, confirmation, approval, refund window, least privilege.
+    pub safety: SafetyConfig,
+    /// People who may approve or deny `human` operations (approval page, HTTP Basic auth).
+    pub operators: Vec<OperatorConfig>,
+}
+
+/// Safety settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SafetyConfig {
+    /// Policy file (TOML). Unset: the built-in default policy (`policy/default.toml`).
+    pub policy_file: Option<PathBuf>,
+    /// Toolsets served (`opp`, later `ops`, `ifthenpay`). Default: all.
+    pub toolsets: Vec<String>,
+    /// Hide and refuse every tool that moves money.
+    pub read_only: bool,
+    /// Refunds of payments older than this many days are refused (default 90).
+    pub refund_window_days: i64,
+    /// How long a confirmation token stays valid, in seconds (default 300).
+    pub confirmation_ttl_secs: i64,
+    /// How long an approval request stays open, in seconds (default 86 400).
+    pub approval_ttl_secs: i64,
+    /// Public base URL of this server, used in approval links (default: the listen address).
+    pub public_url: Option<String>,
+}
+
+impl Default for SafetyConfig {
+    fn default() -> Self {
+        Self {
+            policy_file: None,
+            toolsets: vec!["opp".into()],
+            read_only: false,
+            refund_window_days: 90,
+            confirmation_ttl_secs: 300,
+            approval_ttl_secs: 86_400,
+            public_url: None,
+        }
+    }
+}
+
+/// An operator: a person who decides approval requests. The token is stored as its SHA-256
+/// (hex), never in clear.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OperatorConfig {
+    /// The operator's name, recorded with each decision (the HTTP Basic user name).
+    pub name: String,
+    /// Hex SHA-256 of the operator's token (the HTTP Basic password).
+    pub token_sha256: String,
 }
 
 /// OPP connector settings.
@@ -94,6 +142,8 @@ impl Default for Config {
             opp: OppConfig::default(),
             http: HttpConfig::default(),
             demo: DemoConfig::default(),
+            safety: SafetyConfig::default(),
+            operators: Vec::new(),
         }
     }
 }

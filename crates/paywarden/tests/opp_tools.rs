@@ -305,12 +305,25 @@ async fn get_transactions_by_merchant_reference_and_linked() {
     let found = call_ok(
         &client,
         "get_transactions",
-        json!({"merchantTransactionId": "pw-demo-0002"}),
+        json!({"merchantTransactionId": "pw-demo-0002", "includeLinkedTransactions": false}),
     )
     .await;
     let payments = found["payments"].as_array().unwrap();
     assert_eq!(payments.len(), 1);
     assert_eq!(payments[0]["paymentType"], "PA");
+    let with_linked = call_ok(
+        &client,
+        "get_transactions",
+        json!({"merchantTransactionId": "pw-demo-0002"}),
+    )
+    .await;
+    let types: Vec<_> = with_linked["payments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["paymentType"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(types, ["PA", "CP"]);
     let linked = call_ok(
         &client,
         "get_transactions",

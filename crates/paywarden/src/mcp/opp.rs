@@ -117,8 +117,8 @@ pub struct GetTransactionsParams {
     pub id: Option<String>,
     /// Your merchant reference / order id; returns every transaction carrying it.
     pub merchant_transaction_id: Option<String>,
-    /// With `id`: also return every transaction linked to it (its payment's PA/DB, captures,
-    /// refunds, chargebacks...). Default true.
+    /// Also return every transaction linked to the ones found (their payment's PA/DB,
+    /// captures, refunds, chargebacks...). Default true.
     pub include_linked_transactions: Option<bool>,
     /// Only these OPP payment types (PA, DB, CP, RV, RF, RB, CB, CR).
     #[serde(default)]
@@ -153,8 +153,10 @@ pub struct SearchTransactionsParams {
     /// Only transactions with this merchant reference.
     pub merchant_transaction_id: Option<String>,
     /// Page size, 1-100 (default 20).
+    #[schemars(range(min = 1, max = 100))]
     pub limit: Option<u32>,
     /// Page number from 1 (default 1).
+    #[schemars(range(min = 1))]
     pub page_no: Option<u32>,
 }
 

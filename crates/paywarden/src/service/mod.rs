@@ -84,6 +84,10 @@ pub struct Pipeline {
     sandbox: bool,
 }
 
+/// The first line of every result's text when the offline emulator answered.
+pub const SANDBOX_BANNER: &str =
+    "[SANDBOX: paywarden's offline OPP emulator answered; no real money moved]";
+
 /// Keys whose values never reach the audit log, a result or an error.
 const SECRET_KEYS: &[&str] = &[
     "token",
@@ -273,12 +277,16 @@ impl Pipeline {
                         .and_then(|v| v.as_str())
                         .map(String::from);
                 }
+                let text = text
+                    .strip_prefix(SANDBOX_BANNER)
+                    .map(|t| t.trim_start_matches('\n'))
+                    .unwrap_or(text);
                 Ok(ToolOutcome {
                     structured,
                     is_error,
-                    text: format!(
+                    text: self.decorate(&format!(
                         "Idempotent replay of key {key:?}: this is the first call's outcome; no money moved again.\n{text}"
-                    ),
+                    )),
                     audit,
                 })
             }

@@ -702,17 +702,47 @@ impl OppService {
                             .await
                     }
                     (None, Some(m)) => {
-                        self.client
-                            .query_by_merchant_transaction_id(&credentials, m)
-                            .await
-                            .map(|txs| {
-                                txs.into_iter()
-                                    .filter(|t| {
-                                        query.payment_types.is_empty()
-                                            || query.payment_types.contains(&t.payment_type)
-                                    })
-                                    .collect()
-                            })
+                        match self.client.query_by_merchant_transaction_id(&credentials, m).await {
+                            Ok(found) if query.include_linked => {
+                                // OPP links by id only: expand each match to its payment.
+                                let mut all: Vec<Transaction> = Vec::new();
+                                let mut failure = None;
+                                for tx in &found {
+                                    if all.iter().any(|t| t.id == tx.id) {
+                                        continue;
+                                    }
+                                    match self
+                                        .client
+                                        .query_by_id(&credentials, &tx.id, true, &query.payment_types)
+                                        .await
+                                    {
+                                        Ok(linked) => {
+                                            for l in linked {
+                                                if !all.iter().any(|t| t.id == l.id) {
+                                                    all.push(l);
+                                                }
+                                            }
+                                        }
+                                        Err(e) => {
+                                            failure = Some(e);
+                                            break;
+                                        }
+                                    }
+                                }
+                                match failure {
+                                    Some(e) => Err(e),
+                                    None => Ok(all),
+                                }
+                            }
+                            Ok(found) => Ok(found
+                                .into_iter()
+                                .filter(|t| {
+                                    query.payment_types.is_empty()
+                                        || query.payment_types.contains(&t.payment_type)
+                                })
+                                .collect()),
+                            Err(e) => Err(e),
+                        }
                     }
                     (Some(_), Some(_)) => {
                         return Err(invalid(
