@@ -51,7 +51,16 @@ DESTRUCTIVE_TOOLS = frozenset(
     }
 )
 READ_ONLY_TOOLS = frozenset({"get_transactions", "search_transactions"})
-ALL_TOOLS = DESTRUCTIVE_TOOLS | READ_ONLY_TOOLS
+# The OPP seed's eight tools: exactly what the OPP compat endpoint serves.
+OPP_TOOLS = DESTRUCTIVE_TOOLS | READ_ONLY_TOOLS
+# paywarden's own tools, served only on the unified endpoint (and stdio).
+PAYWARDEN_TOOLS = frozenset({"get_approval"})
+# Every tool each endpoint serves; stdio serves what /mcp serves.
+ALL_TOOLS = {
+    "/mcp": OPP_TOOLS | PAYWARDEN_TOOLS,
+    "/agentic/v1/mcp": OPP_TOOLS,
+}
+STDIO_TOOLS = ALL_TOOLS["/mcp"]
 
 # Protocol eras. "legacy" is the initialize handshake (Mcp-Session-Id sessions); "modern" is the
 # 2026-07-28 per-request envelope, reached by the SDK's `mode="auto"` server/discover probe.
@@ -75,6 +84,11 @@ STARTUP_TIMEOUT_S = 90.0
 # Demo data: the uncaptured pre-authorizations the seed creates (i % 10 in {0, 1}). Each test that
 # moves money claims its own one through `claim_pa`, so tests sharing a server never interfere.
 UNCAPTURED_DEMO_PAS = tuple(f"pw-demo-{i:04d}" for i in range(50) if i % 10 in (0, 1))
+# The demo debits (DB) with nothing on them yet (i % 10 in {5, 6}); claim them with `claim_db`.
+UNTOUCHED_DEMO_DBS = tuple(f"pw-demo-{i:04d}" for i in range(50) if i % 10 in (5, 6))
+
+# The approval page's demo operator (HTTP Basic), configured only when the emulator is the provider.
+DEMO_OPERATOR = ("demo-operator", "pw_demo_operator_token_sandbox_only")
 
 
 def paywarden_bin() -> Path:
@@ -135,8 +149,14 @@ class ServerProcess:
             self.proc.stdout.close()
 
 
-def start_server(data_dir: Path, *extra_args: str) -> ServerProcess:
-    """Start `paywarden serve` on an ephemeral port and wait for its banner and /healthz."""
+ALLOW_ALL_POLICY = REPO_ROOT / "tests" / "policies" / "allow-all.toml"
+
+
+def start_server(data_dir: Path, *extra_args: str, policy: Path | None = ALLOW_ALL_POLICY) -> ServerProcess:
+    """Start `paywarden serve` on an ephemeral port and wait for its banner and /healthz.
+
+    The provider-mechanics tests run under a permissive policy (`policy`); pass `policy=None`
+    for the built-in default policy (confirmation and human approval)."""
     binary = paywarden_bin()
     if not binary.is_file():
         raise RuntimeError(f"{binary} not found: build it first (`cargo build -p paywarden`; scripts/test.sh does)")
@@ -149,7 +169,7 @@ def start_server(data_dir: Path, *extra_args: str) -> ServerProcess:
             stdout=subprocess.PIPE,
             stderr=stderr_file,
             cwd=data_dir,  # no stray ./paywarden.toml or ./paywarden-data from the caller's directory
-            env=child_env(),
+            env=child_env(**({"PAYWARDEN_SAFETY__POLICY_FILE": str(policy)} if policy else {})),
             text=True,
             bufsize=1,
         )
@@ -293,6 +313,14 @@ def assert_ok(result: CallToolResult) -> dict[str, Any]:
     return result.structured_content
 
 
+def assert_status(result: CallToolResult, status: str) -> dict[str, Any]:
+    """A successful back-office result whose structuredContent has `status` (executed,
+    confirmation_required, approval_pending, approval_denied, approval_expired)."""
+    body = assert_ok(result)
+    assert body.get("status") == status, f"expected status {status!r}\n{describe(result)}"
+    return body
+
+
 def assert_tool_error(result: CallToolResult, *needles: str) -> str:
     """An isError tool result whose text names every needle (e.g. an OPP result code)."""
     text = result_text(result)
@@ -351,3 +379,59 @@ async def search_all(call, arguments: dict[str, Any], *, max_pages: int = 20) ->
         if page >= body["totalPages"] or page >= max_pages:
             return records
         page += 1
+
+
+# ---------------------------------------------------------------------------------------------
+# The paywarden CLI (operators' side: approvals, audit) and stdio.
+
+CLI_TIMEOUT_S = 60
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `paywarden ARGS...` to completion (stdout/stderr captured, never raising on exit code)."""
+    return subprocess.run(
+        [str(paywarden_bin()), *args],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        cwd=cwd,
+        timeout=CLI_TIMEOUT_S,
+    )
+
+
+def describe_cli(completed: subprocess.CompletedProcess[str]) -> str:
+    return f"$ {' '.join(map(str, completed.args))}\nexit {completed.returncode}\n--- stdout ---\n{completed.stdout}--- stderr ---\n{completed.stderr}"
+
+
+def approvals_cli(data_dir: Path, action: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`paywarden approvals --data-dir DIR ACTION ARGS...` against a server's data directory.
+
+    `--data-dir` is placed before the action because that is the only place the CLI accepts it
+    (see test_safety_flows.test_approvals_cli_accepts_data_dir_after_the_action)."""
+    return run_cli("approvals", "--data-dir", str(data_dir), action, *args, cwd=data_dir)
+
+
+def audit_export(data_dir: Path) -> list[dict[str, Any]]:
+    """`paywarden audit export --data-dir DIR`: every audit entry (JSON Lines), oldest first."""
+    completed = run_cli("audit", "export", "--data-dir", str(data_dir), cwd=data_dir)
+    assert completed.returncode == 0, describe_cli(completed)
+    return [json.loads(line) for line in completed.stdout.splitlines() if line.strip()]
+
+
+def stdio_params(binary: Path, data_dir: Path, *, policy: Path | None = ALLOW_ALL_POLICY, **env: str):
+    """Launch parameters for `paywarden stdio` on `data_dir` under `policy` (None: the built-in one).
+
+    stdio_client passes only a safe subset of our environment plus `env`; child_env() leaves out
+    any PAYWARDEN_* configuration of the caller."""
+    from mcp import StdioServerParameters
+
+    extra = {"PAYWARDEN_LOG": "warn", **env}
+    if policy is not None:
+        extra["PAYWARDEN_SAFETY__POLICY_FILE"] = str(policy)
+    return StdioServerParameters(
+        command=str(binary),
+        args=["stdio", "--data-dir", str(data_dir)],
+        env=child_env(**extra),
+        cwd=str(data_dir),
+    )

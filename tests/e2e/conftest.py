@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from _support import UNCAPTURED_DEMO_PAS, ServerProcess, paywarden_bin, start_server
+from _support import UNCAPTURED_DEMO_PAS, UNTOUCHED_DEMO_DBS, ServerProcess, paywarden_bin, start_server
 
 
 @pytest.fixture(scope="session")
@@ -73,21 +73,33 @@ def server_factory(paywarden_binary: Path, tmp_path: Path) -> Iterator[Callable[
 
 # --- demo payment allocation ------------------------------------------------------------------
 
-_claimed: dict[str, str] = {}
+# (server data directory, merchantTransactionId) -> the test that claimed it.
+_claimed: dict[tuple[str, str], str] = {}
 
 
-@pytest.fixture
-def claim_pa(request: pytest.FixtureRequest) -> Callable[[str], str]:
-    """claim_pa("pw-demo-0010") reserves that uncaptured demo PA for the calling test.
-
-    Each money-moving test on the shared server names its own PA; claiming one twice in a session
-    is a bug in the tests (they would interfere), so it fails loudly.
-    """
-
-    def claim(merchant_transaction_id: str) -> str:
-        assert merchant_transaction_id in UNCAPTURED_DEMO_PAS, merchant_transaction_id
-        owner = _claimed.setdefault(merchant_transaction_id, request.node.nodeid)
-        assert owner == request.node.nodeid, f"{merchant_transaction_id} already used by {owner}"
+def _claimer(request: pytest.FixtureRequest, pool: tuple[str, ...], kind: str) -> Callable[..., str]:
+    def claim(merchant_transaction_id: str, *, server: ServerProcess | None = None) -> str:
+        assert merchant_transaction_id in pool, f"{merchant_transaction_id} is not one of the {kind}: {pool}"
+        where = str(server.data_dir) if server is not None else "<session server>"
+        owner = _claimed.setdefault((where, merchant_transaction_id), request.node.nodeid)
+        assert owner == request.node.nodeid, f"{merchant_transaction_id} on {where} already used by {owner}"
         return merchant_transaction_id
 
     return claim
+
+
+@pytest.fixture
+def claim_pa(request: pytest.FixtureRequest) -> Callable[..., str]:
+    """claim_pa("pw-demo-0010") reserves that uncaptured demo PA for the calling test.
+
+    Each money-moving test names its own PA; claiming one twice on the same server is a bug in
+    the tests (they would interfere), so it fails loudly. Tests on a server of their own (a
+    module server) pass it: claim_pa("pw-demo-0010", server=server).
+    """
+    return _claimer(request, UNCAPTURED_DEMO_PAS, "uncaptured demo PAs")
+
+
+@pytest.fixture
+def claim_db(request: pytest.FixtureRequest) -> Callable[..., str]:
+    """claim_db("pw-demo-0016", server=server) reserves an untouched demo debit (DB), like claim_pa."""
+    return _claimer(request, UNTOUCHED_DEMO_DBS, "untouched demo DBs")

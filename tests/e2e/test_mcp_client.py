@@ -28,6 +28,8 @@ from _support import (
     INVALID_PARAMS,
     LEGACY_VERSION,
     MODERN_VERSION,
+    OPP_TOOLS,
+    PAYWARDEN_TOOLS,
     READ_ONLY_TOOLS,
     SANDBOX_PREFIX,
     SECOND_HEADERS,
@@ -112,7 +114,7 @@ async def test_negotiated_protocol_era(base_url: str, era: str, endpoint: str) -
         assert conn.protocol_version == ERAS[era]["version"]
         assert conn.client.server_info is not None and conn.client.server_info.name == "paywarden"
         # Some real traffic after the negotiation.
-        assert {t.name for t in (await conn.client.list_tools()).tools} == ALL_TOOLS
+        assert {t.name for t in (await conn.client.list_tools()).tools} == ALL_TOOLS[endpoint]
         assert_ok(await conn.client.call_tool("get_transactions", {"merchantTransactionId": "pw-demo-0005"}))
         wire = list(conn.wire)
 
@@ -145,7 +147,7 @@ async def test_pinned_modern_version_without_probe(base_url: str, endpoint: str)
     async with mcp_http(base_url + endpoint, mode=MODERN_VERSION) as conn:
         assert conn.protocol_version == MODERN_VERSION
         tools = (await conn.client.list_tools()).tools
-        assert {t.name for t in tools} == ALL_TOOLS
+        assert {t.name for t in tools} == ALL_TOOLS[endpoint]
         body = assert_ok(await conn.client.call_tool("get_transactions", {"merchantTransactionId": "pw-demo-0000"}))
         assert [p["merchantTransactionId"] for p in body["payments"]][:1] == ["pw-demo-0000"]
         wire = list(conn.wire)
@@ -222,12 +224,21 @@ def test_raw_server_discover_is_stateless(base_url: str, endpoint: str) -> None:
 async def test_list_tools(base_url: str, era: str, endpoint: str) -> None:
     async with connect(base_url, endpoint, era) as conn:
         tools = {t.name: t for t in (await conn.client.list_tools()).tools}
-    assert set(tools) == ALL_TOOLS, sorted(tools)
+    assert set(tools) == ALL_TOOLS[endpoint], sorted(tools)
+    if endpoint == "/mcp":
+        assert PAYWARDEN_TOOLS <= set(tools), sorted(tools)
+    else:
+        assert set(tools) == OPP_TOOLS and not PAYWARDEN_TOOLS & set(tools), sorted(tools)
     for name, tool in tools.items():
         assert tool.annotations is not None, name
         if name in DESTRUCTIVE_TOOLS:
             assert tool.annotations.destructive_hint is True, (name, tool.annotations)
             assert tool.annotations.read_only_hint is False, (name, tool.annotations)
+        elif name == "get_approval":
+            # It can execute an approved operation (once), so it is not read-only.
+            assert tool.annotations.read_only_hint is False, (name, tool.annotations)
+            assert tool.annotations.destructive_hint is True, (name, tool.annotations)
+            assert tool.annotations.idempotent_hint is True, (name, tool.annotations)
         else:
             assert name in READ_ONLY_TOOLS
             assert tool.annotations.read_only_hint is True, (name, tool.annotations)
@@ -237,11 +248,19 @@ async def test_list_tools(base_url: str, era: str, endpoint: str) -> None:
         assert tool.input_schema.get("type") == "object", name
         assert tool.description, name
 
-    back_office = {"referenceId", "idempotencyKey", "merchantTransactionId"}
+    back_office = {"referenceId", "idempotencyKey", "merchantTransactionId", "confirmationToken", "approvalId"}
     for name in DESTRUCTIVE_TOOLS:
         props = set(tools[name].input_schema["properties"])
         assert back_office <= props, (name, props)
         assert "referenceId" in tools[name].input_schema.get("required", []), name
+        assert not {"confirmationToken", "approvalId"} & set(tools[name].input_schema.get("required", [])), name
+        assert {"status", "confirmation", "approval", "sandbox"} <= set(tools[name].output_schema["properties"]), name
+        assert "status" in tools[name].output_schema.get("required", []), name
+    if "get_approval" in tools:
+        get_approval = tools["get_approval"]
+        assert set(get_approval.input_schema["properties"]) == {"approvalId"}, get_approval.input_schema
+        assert get_approval.input_schema.get("required") == ["approvalId"], get_approval.input_schema
+        assert {"status", "approval", "id", "paymentType", "balances", "sandbox"} <= set(get_approval.output_schema["properties"])
     for name in ("perform_capture", "perform_refund", "perform_rebill"):
         assert {"amount", "currency"} <= set(tools[name].input_schema["properties"]), name
     assert {"referenceId", "amount", "currency"} <= set(tools["perform_rebill"].input_schema["required"])

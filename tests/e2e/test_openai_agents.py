@@ -58,7 +58,7 @@ async def test_connect_and_list_tools(base_url: str, endpoint: str) -> None:
         assert server.session.protocol_version == MODERN_VERSION
         assert server.session.discover_result is not None
         tools = await server.list_tools()
-        assert {t.name for t in tools} == ALL_TOOLS
+        assert {t.name for t in tools} == ALL_TOOLS[endpoint]
         by_name = {t.name: t for t in tools}
         assert by_name["perform_capture"].annotations.destructive_hint is True
         assert by_name["search_transactions"].annotations.read_only_hint is True
@@ -119,7 +119,7 @@ async def test_agent_function_tools(base_url: str, claim_pa) -> None:
         agent = Agent(name="payments-ops", mcp_servers=[server])
         context = RunContextWrapper(context=None)
         function_tools = {t.name: t for t in await MCPUtil.get_function_tools(server, True, context, agent)}
-        assert set(function_tools) == ALL_TOOLS
+        assert set(function_tools) == ALL_TOOLS["/mcp"]
         assert all(t.strict_json_schema for t in function_tools.values()), {
             n: t.strict_json_schema for n, t in function_tools.items()
         }

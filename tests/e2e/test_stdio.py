@@ -1,7 +1,9 @@
 """`paywarden stdio` driven by the MCP SDK's stdio_client (the Claude-Desktop style transport).
 
 With no PAYWARDEN_ENTITY_ID/PAYWARDEN_TOKEN the server acts as the emulator's demo entity, so
-no headers are involved. Each test launches its own process on its own data directory.
+no headers are involved. Each test launches its own process on its own data directory, under
+the permissive test policy (stdio_params' default); test_safety_flows covers stdio under the
+built-in policy.
 """
 
 from __future__ import annotations
@@ -11,30 +13,19 @@ from pathlib import Path
 
 import pytest
 from _support import (
-    ALL_TOOLS,
     ERAS,
+    STDIO_TOOLS,
     assert_ok,
     assert_success_transaction,
     assert_tool_error,
-    child_env,
     exponent_of,
     fmt_minor,
+    stdio_params,
 )
-from mcp import Client, StdioServerParameters
+from mcp import Client
 from mcp.client.stdio import stdio_client
 
 pytestmark = pytest.mark.anyio
-
-
-def stdio_params(binary: Path, data_dir: Path) -> StdioServerParameters:
-    # stdio_client passes only a safe subset of our environment plus `env`; child_env() leaves out
-    # any PAYWARDEN_* configuration of the caller.
-    return StdioServerParameters(
-        command=str(binary),
-        args=["stdio", "--data-dir", str(data_dir)],
-        env=child_env(PAYWARDEN_LOG="warn"),
-        cwd=str(data_dir),
-    )
 
 
 @pytest.mark.parametrize("era", list(ERAS))
@@ -45,7 +36,7 @@ async def test_stdio_list_tools_and_get_transactions(paywarden_binary: Path, tmp
         async with Client(stdio_client(stdio_params(paywarden_binary, data_dir), errlog=errlog), mode=ERAS[era]["mode"], read_timeout_seconds=60) as client:
             assert client.protocol_version == ERAS[era]["version"]
             tools = (await client.list_tools()).tools
-            assert {t.name for t in tools} == ALL_TOOLS
+            assert {t.name for t in tools} == STDIO_TOOLS
             body = assert_ok(await client.call_tool("get_transactions", {"merchantTransactionId": "pw-demo-0000"}))
             payments = body["payments"]
             assert payments and payments[0]["merchantTransactionId"] == "pw-demo-0000", payments

@@ -59,11 +59,12 @@ pub(crate) struct Shared {
     pub store: Store,
     pub entities: Vec<EntityCredential>,
     pub latency: Duration,
+    pub write_latency: Duration,
 }
 
 /// The OPP API router with latency, the sandbox header and request logging.
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
-    let latency = shared.latency;
+    let latency = (shared.latency, shared.write_latency);
     Router::new()
         .route("/v1/payments", post(create_payment))
         .route("/v1/payments/{id}", post(backoffice))
@@ -73,9 +74,13 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .layer(middleware::from_fn_with_state(latency, around))
 }
 
-/// Applies the configured latency, stamps `X-Paywarden-Sandbox: true` and logs method, path
+/// Applies the configured latencies, stamps `X-Paywarden-Sandbox: true` and logs method, path
 /// and status (never headers, query strings or bodies: they carry tokens and card data).
-async fn around(State(latency): State<Duration>, request: Request, next: Next) -> Response {
+async fn around(
+    State((latency, write_latency)): State<(Duration, Duration)>,
+    request: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_string();
@@ -83,6 +88,10 @@ async fn around(State(latency): State<Duration>, request: Request, next: Next) -
         tokio::time::sleep(latency).await;
     }
     let mut response = next.run(request).await;
+    // The write is done; only the answer is late (a lost or slow response).
+    if method == axum::http::Method::POST && !write_latency.is_zero() {
+        tokio::time::sleep(write_latency).await;
+    }
     response
         .headers_mut()
         .insert(SANDBOX_HEADER, HeaderValue::from_static("true"));

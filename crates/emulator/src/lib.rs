@@ -93,6 +93,10 @@ pub struct EmulatorConfig {
     /// An artificial delay applied to every request before it is handled (used to prove client
     /// timeouts). `Duration::ZERO` for none.
     pub latency: Duration,
+    /// An artificial delay applied to the answer of every POST *after* it was processed: the
+    /// operation happened, but the caller hears of it late (used to prove that paywarden treats a
+    /// timed-out write as an unknown outcome). `Duration::ZERO` for none.
+    pub write_latency: Duration,
 }
 
 impl EmulatorConfig {
@@ -112,6 +116,7 @@ impl EmulatorConfig {
                 },
             ],
             latency: Duration::ZERO,
+            write_latency: Duration::ZERO,
         }
     }
 
@@ -165,6 +170,7 @@ impl fmt::Debug for Emulator {
         f.debug_struct("Emulator")
             .field("entities", &self.inner.entities)
             .field("latency", &self.inner.latency)
+            .field("write_latency", &self.inner.write_latency)
             .finish_non_exhaustive()
     }
 }
@@ -190,6 +196,7 @@ impl Emulator {
                 store,
                 entities: config.entities,
                 latency: config.latency,
+                write_latency: config.write_latency,
             }),
         })
     }
@@ -262,6 +269,7 @@ mod tests {
             database_path: "x".into(),
             entities: vec![c],
             latency: Duration::ZERO,
+            write_latency: Duration::ZERO,
         };
         assert!(!format!("{config:?}").contains("super-secret-token"));
     }
@@ -281,6 +289,7 @@ mod tests {
                 token: " ".into(),
             }],
             latency: Duration::ZERO,
+            write_latency: Duration::ZERO,
         };
         assert!(matches!(config.validate(), Err(EmulatorError::Config(_))));
     }

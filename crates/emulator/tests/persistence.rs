@@ -88,6 +88,7 @@ async fn open_reports_configuration_and_path_errors() {
             },
         ],
         latency: std::time::Duration::ZERO,
+        write_latency: std::time::Duration::ZERO,
     };
     assert!(matches!(
         Emulator::open(config).await,
@@ -110,6 +111,7 @@ async fn custom_entities_and_router_without_spawn() {
             token: "my-token".into(),
         }],
         latency: std::time::Duration::ZERO,
+        write_latency: std::time::Duration::ZERO,
     };
     let emulator = Emulator::open(config).await.unwrap();
     let debug = format!("{emulator:?}");

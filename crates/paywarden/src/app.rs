@@ -17,7 +17,7 @@ use crate::{
     connectors::opp::{OppClient, OppCredentials, OppError},
     mcp::McpState,
     seed,
-    service::{opp::OppService, Caller, Pipeline},
+    service::{opp::OppService, safety::Safety, Caller, Pipeline},
     store::{Store, StoreError},
 };
 
@@ -44,10 +44,21 @@ pub enum AppError {
     /// Serving HTTP failed.
     #[error("HTTP server failed: {0}")]
     Serve(#[from] std::io::Error),
+    /// The policy file is invalid (the message names the line and the reason).
+    #[error("{0}")]
+    Policy(#[from] crate::policy::PolicyError),
+    /// A configured toolset does not exist.
+    #[error("unknown toolset {0:?} in safety.toolsets; known toolsets: {1}")]
+    UnknownToolset(String, String),
     /// Seeding was asked for against a real provider.
     #[error("refusing to create demo payments at a real provider ({0}); seeding only runs against the offline emulator")]
     SeedRealProvider(String),
 }
+
+/// The demo operator's name (only with the emulator and no operators configured).
+pub const DEMO_OPERATOR: &str = "demo-operator";
+/// The demo operator's token (HTTP Basic password on the approval page); sandbox only.
+pub const DEMO_OPERATOR_TOKEN: &str = "pw_demo_operator_token_sandbox_only";
 
 /// How demo data should be handled at start-up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,11 +135,34 @@ impl App {
         let opp_client = OppClient::new(&base_url, Duration::from_millis(config.opp.timeout_ms))?;
         let sandbox = emulator.is_some();
         let local_caller = local_caller(&config, sandbox);
-        let pipeline = Pipeline::new(store.clone(), sandbox);
+        for toolset in &config.safety.toolsets {
+            if !crate::mcp::KNOWN_TOOLSETS.contains(&toolset.as_str()) {
+                return Err(AppError::UnknownToolset(
+                    toolset.clone(),
+                    crate::mcp::KNOWN_TOOLSETS.join(", "),
+                ));
+            }
+        }
+        let policy = match &config.safety.policy_file {
+            Some(path) => crate::policy::Policy::load(path)?,
+            None => crate::policy::Policy::builtin(),
+        };
+        let public_url = Arc::new(std::sync::OnceLock::new());
+        if let Some(url) = &config.safety.public_url {
+            let _ = public_url.set(url.clone());
+        }
+        let safety = Safety {
+            policy: Arc::new(policy),
+            config: config.safety.clone(),
+            public_url,
+        };
+        let pipeline = Pipeline::new(store.clone(), sandbox, safety);
         let state = Arc::new(McpState {
             opp: OppService::new(pipeline, opp_client.clone()),
             local_caller,
             sandbox,
+            toolsets: config.safety.toolsets.clone(),
+            read_only: config.safety.read_only,
         });
         let mut app = Self {
             config,
@@ -188,6 +222,19 @@ impl App {
         self.seeded.as_ref()
     }
 
+    /// The operators who may decide approvals: the configured ones; with the emulator and none
+    /// configured, the demo operator.
+    pub fn operators(&self) -> Vec<crate::config::OperatorConfig> {
+        if self.config.operators.is_empty() && self.emulator.is_some() {
+            vec![crate::config::OperatorConfig {
+                name: DEMO_OPERATOR.into(),
+                token_sha256: crate::service::safety::token_hash(DEMO_OPERATOR_TOKEN),
+            }]
+        } else {
+            self.config.operators.clone()
+        }
+    }
+
     /// The shared MCP state (for the stdio transport).
     pub fn mcp_state(&self) -> Arc<McpState> {
         self.state.clone()
@@ -218,7 +265,22 @@ impl App {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), AppError> {
         let cancel = CancellationToken::new();
-        let router = crate::http::router(self.state.clone(), &self.config.http, cancel.clone());
+        if let Ok(addr) = listener.local_addr() {
+            let _ = self
+                .state
+                .opp
+                .pipeline()
+                .safety()
+                .public_url
+                .set(format!("http://{addr}"));
+        }
+        let router = crate::http::router(
+            self.state.clone(),
+            &self.config.http,
+            self.store.clone(),
+            self.operators(),
+            cancel.clone(),
+        );
         axum::serve(listener, router)
             .with_graceful_shutdown(async move {
                 shutdown.await;

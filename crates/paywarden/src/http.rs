@@ -1,5 +1,6 @@
 //! The HTTP surface: Streamable HTTP MCP endpoints (rmcp) at `/mcp` and `/agentic/v1/mcp`,
-//! `GET /healthz`, credential checks, and request body bounds.
+//! `GET /healthz`, the operators' approval page (`/approvals`), credential checks, and
+//! request body bounds.
 
 use std::sync::Arc;
 
@@ -20,11 +21,17 @@ use tower_http::limit::RequestBodyLimitLayer;
 
 use crate::{
     config::HttpConfig,
-    mcp::{McpState, PaywardenMcp, HEADER_ENTITY_ID, HEADER_TOKEN},
+    mcp::{Endpoint, McpState, PaywardenMcp, HEADER_ENTITY_ID, HEADER_TOKEN},
 };
 
 /// Builds the router. `cancel` ends open MCP sessions and streams on shutdown.
-pub fn router(state: Arc<McpState>, http: &HttpConfig, cancel: CancellationToken) -> Router {
+pub fn router(
+    state: Arc<McpState>,
+    http: &HttpConfig,
+    store: crate::store::Store,
+    operators: Vec<crate::config::OperatorConfig>,
+    cancel: CancellationToken,
+) -> Router {
     let sandbox = state.sandbox;
     let config = StreamableHttpServerConfig::default()
         .with_allowed_hosts(http.allowed_hosts.clone())
@@ -32,14 +39,30 @@ pub fn router(state: Arc<McpState>, http: &HttpConfig, cancel: CancellationToken
         .enforce_origin_validation()
         .with_max_request_body_bytes(http.max_body_bytes)
         .with_cancellation_token(cancel);
+    let unified_state = state.clone();
     let mcp = StreamableHttpService::new(
-        move || Ok(PaywardenMcp::new(state.clone())),
+        move || {
+            Ok(PaywardenMcp::for_endpoint(
+                unified_state.clone(),
+                Endpoint::Unified,
+            ))
+        },
+        LocalSessionManager::default().into(),
+        config.clone(),
+    );
+    let opp = StreamableHttpService::new(
+        move || {
+            Ok(PaywardenMcp::for_endpoint(
+                state.clone(),
+                Endpoint::OppCompat,
+            ))
+        },
         LocalSessionManager::default().into(),
         config,
     );
     let endpoints = Router::new()
-        .route_service("/mcp", mcp.clone())
-        .route_service("/agentic/v1/mcp", mcp)
+        .route_service("/mcp", mcp)
+        .route_service("/agentic/v1/mcp", opp)
         .route_layer(middleware::from_fn(reject_malformed_json))
         .route_layer(middleware::from_fn(require_credentials));
     Router::new()
@@ -50,6 +73,7 @@ pub fn router(state: Arc<McpState>, http: &HttpConfig, cancel: CancellationToken
             }),
         )
         .merge(endpoints)
+        .merge(crate::approvals_http::router(store, operators))
         .layer(RequestBodyLimitLayer::new(http.max_body_bytes))
 }
 

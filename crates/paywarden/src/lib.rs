@@ -23,12 +23,15 @@
 //! [`paywarden_emulator`].
 
 pub mod app;
+pub mod approvals_http;
 pub mod canonical;
+pub mod cli_approvals;
 pub mod config;
 pub mod connectors;
 pub mod http;
 pub mod mcp;
 pub mod model;
+pub mod policy;
 pub mod seed;
 pub mod service;
 pub mod store;

@@ -75,6 +75,52 @@ enum Command {
         #[command(subcommand)]
         action: AuditAction,
     },
+    /// Approval requests that the policy sent to a person: list, show, approve, deny.
+    Approvals {
+        #[command(subcommand)]
+        action: paywarden::cli_approvals::ApprovalsAction,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// The policy.
+    Policy {
+        #[command(subcommand)]
+        action: PolicyAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyAction {
+    /// Evaluate the policy against a sample call and say which rule matched and why.
+    Check {
+        /// Policy file [default: the configured one, else the built-in policy].
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// Tool, e.g. perform_refund.
+        #[arg(long)]
+        tool: String,
+        /// Toolset.
+        #[arg(long, default_value = "opp")]
+        toolset: String,
+        /// Amount as a decimal string in --currency, e.g. 10.00.
+        #[arg(long, requires = "currency")]
+        amount: Option<String>,
+        /// ISO 4217 currency of --amount.
+        #[arg(long)]
+        currency: Option<String>,
+        /// Entity id.
+        #[arg(long, default_value = DEMO_ENTITY_ID)]
+        entity: String,
+        /// Age of the referenced transaction, in days.
+        #[arg(long)]
+        age_days: Option<i64>,
+        /// Already moved today by this entity, decimal string in --currency.
+        #[arg(long, default_value = "0")]
+        moved_today: String,
+        /// The MCP client's name.
+        #[arg(long)]
+        client: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -208,6 +254,68 @@ async fn main() -> anyhow::Result<()> {
                 ),
                 None => println!("demo data already present for entity {DEMO_ENTITY_ID}"),
             }
+        }
+        Command::Approvals { action, common } => {
+            let config = load(
+                file,
+                Overrides {
+                    data_dir: common.data_dir,
+                    ..Overrides::default()
+                },
+            )?;
+            let store =
+                paywarden::store::Store::open(&config.data_dir.join("paywarden.db")).await?;
+            let code = paywarden::cli_approvals::run(&store, action).await?;
+            if code != 0 {
+                std::process::exit(code);
+            }
+        }
+        Command::Policy {
+            action:
+                PolicyAction::Check {
+                    policy,
+                    tool,
+                    toolset,
+                    amount,
+                    currency,
+                    entity,
+                    age_days,
+                    moved_today,
+                    client,
+                },
+        } => {
+            let config = load(file, Overrides::default())?;
+            let policy = match policy.or(config.safety.policy_file) {
+                Some(path) => paywarden::policy::Policy::load(&path)?,
+                None => paywarden::policy::Policy::builtin(),
+            };
+            let (amount_minor, moved_today_minor) = match &currency {
+                Some(code) => {
+                    let currency = paywarden_domain::Currency::from_code(code)?;
+                    let amount = amount
+                        .as_deref()
+                        .map(|a| paywarden_domain::Money::parse(a, currency))
+                        .transpose()?
+                        .map(|m| m.minor_units());
+                    let moved = paywarden_domain::Money::parse(&moved_today, currency)?;
+                    (amount, moved.minor_units())
+                }
+                None => (None, 0),
+            };
+            let moves_money = paywarden::mcp::MONEY_MOVING_TOOLS.contains(&tool.as_str());
+            let input = paywarden::policy::PolicyInput {
+                toolset,
+                tool,
+                entity,
+                moves_money,
+                amount_minor,
+                currency,
+                transaction_age_days: age_days,
+                moved_today_minor,
+                client,
+            };
+            let explanation = policy.explain(&input)?;
+            print!("{}", paywarden::policy::render_check(&explanation));
         }
         Command::Audit { action } => {
             let (AuditAction::Verify { common } | AuditAction::Export { common }) = &action;

@@ -34,7 +34,34 @@ pub struct McpState {
     pub local_caller: Option<Caller>,
     /// Whether the offline emulator stands in for the providers.
     pub sandbox: bool,
+    /// Toolsets served.
+    pub toolsets: Vec<String>,
+    /// Hide every tool that moves money.
+    pub read_only: bool,
 }
+
+/// Tools that move money (or complete an operation that does); hidden in read-only mode.
+pub const MONEY_MOVING_TOOLS: &[&str] = &[
+    "perform_capture",
+    "perform_reversal",
+    "perform_refund",
+    "perform_rebill",
+    "perform_chargeback",
+    "perform_chargeback_reversal",
+    "get_approval",
+];
+
+/// Which endpoint a handler serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/mcp` and stdio: every enabled toolset and paywarden's own tools.
+    Unified,
+    /// `/agentic/v1/mcp`: exactly the OPP seed's eight tools.
+    OppCompat,
+}
+
+/// The toolsets paywarden knows.
+pub const KNOWN_TOOLSETS: &[&str] = &["opp"];
 
 /// paywarden's MCP server handler: the enabled toolsets' tools on one pipeline.
 #[derive(Clone)]
@@ -44,12 +71,28 @@ pub struct PaywardenMcp {
 }
 
 impl PaywardenMcp {
-    /// A handler serving the OPP toolset.
+    /// A handler for `/mcp` (and stdio): every enabled toolset plus paywarden's own tools
+    /// (`get_approval`); in read-only mode without money-moving tools.
     pub fn new(state: Arc<McpState>) -> Self {
-        Self {
-            state,
-            tool_router: Self::opp_tools(),
+        Self::for_endpoint(state, Endpoint::Unified)
+    }
+
+    /// A handler for `endpoint`: the unified one, or a seed's compat endpoint with exactly
+    /// that seed's tools.
+    pub fn for_endpoint(state: Arc<McpState>, endpoint: Endpoint) -> Self {
+        let mut tool_router = ToolRouter::new();
+        if state.toolsets.iter().any(|t| t == "opp") {
+            tool_router.merge(Self::opp_tools());
         }
+        if endpoint == Endpoint::Unified {
+            tool_router.merge(Self::paywarden_tools());
+        }
+        if state.read_only {
+            for name in MONEY_MOVING_TOOLS {
+                tool_router.remove_route(name);
+            }
+        }
+        Self { state, tool_router }
     }
 
     /// The caller of the current request: `X-Entity-Id`/`X-Token` headers over HTTP, the

@@ -34,6 +34,11 @@ pub struct CaptureParams {
     /// Idempotency key: a retry with the same key returns the first outcome and moves no money
     /// again; the same key with other arguments is refused.
     pub idempotency_key: Option<String>,
+    /// The token from a `confirmation_required` preview, sent with the same arguments to
+    /// execute the previewed operation.
+    pub confirmation_token: Option<String>,
+    /// The id of an approved approval request, sent with the same arguments to execute it.
+    pub approval_id: Option<String>,
 }
 
 /// Parameters of `perform_reversal`.
@@ -46,6 +51,10 @@ pub struct ReversalParams {
     pub merchant_transaction_id: Option<String>,
     /// Idempotency key (see perform_capture).
     pub idempotency_key: Option<String>,
+    /// Confirmation token from a preview (see perform_capture).
+    pub confirmation_token: Option<String>,
+    /// Approved approval request id (see perform_capture).
+    pub approval_id: Option<String>,
 }
 
 /// Parameters of `perform_refund`.
@@ -63,6 +72,10 @@ pub struct RefundParams {
     pub merchant_transaction_id: Option<String>,
     /// Idempotency key (see perform_capture).
     pub idempotency_key: Option<String>,
+    /// Confirmation token from a preview (see perform_capture).
+    pub confirmation_token: Option<String>,
+    /// Approved approval request id (see perform_capture).
+    pub approval_id: Option<String>,
 }
 
 /// Parameters of `perform_rebill`.
@@ -79,6 +92,10 @@ pub struct RebillParams {
     pub merchant_transaction_id: Option<String>,
     /// Idempotency key (see perform_capture).
     pub idempotency_key: Option<String>,
+    /// Confirmation token from a preview (see perform_capture).
+    pub confirmation_token: Option<String>,
+    /// Approved approval request id (see perform_capture).
+    pub approval_id: Option<String>,
 }
 
 /// Parameters of `perform_chargeback`.
@@ -95,6 +112,10 @@ pub struct ChargebackParams {
     pub merchant_transaction_id: Option<String>,
     /// Idempotency key (see perform_capture).
     pub idempotency_key: Option<String>,
+    /// Confirmation token from a preview (see perform_capture).
+    pub confirmation_token: Option<String>,
+    /// Approved approval request id (see perform_capture).
+    pub approval_id: Option<String>,
 }
 
 /// Parameters of `perform_chargeback_reversal`.
@@ -107,6 +128,18 @@ pub struct ChargebackReversalParams {
     pub merchant_transaction_id: Option<String>,
     /// Idempotency key (see perform_capture).
     pub idempotency_key: Option<String>,
+    /// Confirmation token from a preview (see perform_capture).
+    pub confirmation_token: Option<String>,
+    /// Approved approval request id (see perform_capture).
+    pub approval_id: Option<String>,
+}
+
+/// Parameters of `get_approval`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GetApprovalParams {
+    /// The approval request's id (`apr_...`), as a money-moving tool returned it.
+    pub approval_id: String,
 }
 
 /// Parameters of `get_transactions`.
@@ -204,6 +237,8 @@ impl PaywardenMcp {
             currency: p.currency,
             merchant_transaction_id: p.merchant_transaction_id,
             idempotency_key: p.idempotency_key,
+            confirmation_token: p.confirmation_token,
+            approval_id: p.approval_id,
         };
         self.backoffice(caller, Operation::Capture, arguments, params)
             .await
@@ -227,6 +262,8 @@ impl PaywardenMcp {
             reference_id: p.reference_id,
             merchant_transaction_id: p.merchant_transaction_id,
             idempotency_key: p.idempotency_key,
+            confirmation_token: p.confirmation_token,
+            approval_id: p.approval_id,
             ..BackofficeParams::default()
         };
         self.backoffice(caller, Operation::Reversal, arguments, params)
@@ -253,6 +290,8 @@ impl PaywardenMcp {
             currency: p.currency,
             merchant_transaction_id: p.merchant_transaction_id,
             idempotency_key: p.idempotency_key,
+            confirmation_token: p.confirmation_token,
+            approval_id: p.approval_id,
         };
         self.backoffice(caller, Operation::Refund, arguments, params)
             .await
@@ -278,6 +317,8 @@ impl PaywardenMcp {
             currency: Some(p.currency),
             merchant_transaction_id: p.merchant_transaction_id,
             idempotency_key: p.idempotency_key,
+            confirmation_token: p.confirmation_token,
+            approval_id: p.approval_id,
         };
         self.backoffice(caller, Operation::Rebill, arguments, params)
             .await
@@ -303,6 +344,8 @@ impl PaywardenMcp {
             currency: p.currency,
             merchant_transaction_id: p.merchant_transaction_id,
             idempotency_key: p.idempotency_key,
+            confirmation_token: p.confirmation_token,
+            approval_id: p.approval_id,
         };
         self.backoffice(caller, Operation::Chargeback, arguments, params)
             .await
@@ -326,6 +369,8 @@ impl PaywardenMcp {
             reference_id: p.reference_id,
             merchant_transaction_id: p.merchant_transaction_id,
             idempotency_key: p.idempotency_key,
+            confirmation_token: p.confirmation_token,
+            approval_id: p.approval_id,
             ..BackofficeParams::default()
         };
         self.backoffice(caller, Operation::ChargebackReversal, arguments, params)
@@ -392,6 +437,35 @@ impl PaywardenMcp {
             self.state
                 .opp
                 .search_transactions(&caller, &serde_json::Value::Object(arguments), params)
+                .await,
+        )
+    }
+}
+
+#[tool_router(router = paywarden_tools, vis = "pub(crate)")]
+impl PaywardenMcp {
+    #[tool(
+        description = "Check an approval request that a money-moving tool created (status approval_pending). Only a person can approve it, on the approval page or the CLI; you cannot. Once approved, this runs the operation exactly once and returns its result (status executed); afterwards it returns that same result. Denied or expired requests never move money.",
+        input_schema = input_schema::<GetApprovalParams>(),
+        output_schema = schema_for_output::<BackofficeOutput>(),
+        annotations(title = "Check or complete an approval", read_only_hint = false, destructive_hint = true, idempotent_hint = true, open_world_hint = true)
+    )]
+    async fn get_approval(
+        &self,
+        Parameters(arguments): Parameters<JsonObject>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, McpError> {
+        let (p, caller) = self
+            .parse::<GetApprovalParams>("get_approval", &arguments, &context)
+            .await?;
+        render(
+            self.state
+                .opp
+                .get_approval(
+                    &caller,
+                    &serde_json::Value::Object(arguments),
+                    p.approval_id,
+                )
                 .await,
         )
     }

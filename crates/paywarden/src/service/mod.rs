@@ -9,6 +9,7 @@
 //! request and the [`ToolOutcome`] back into its seed's output shape.
 
 pub mod opp;
+pub mod safety;
 
 use std::time::Instant;
 
@@ -82,6 +83,7 @@ pub enum ServiceError {
 pub struct Pipeline {
     store: Store,
     sandbox: bool,
+    safety: std::sync::Arc<safety::Safety>,
 }
 
 /// The first line of every result's text when the offline emulator answered.
@@ -139,9 +141,19 @@ pub fn request_hash(tool: &str, arguments: &serde_json::Value) -> String {
 }
 
 impl Pipeline {
-    /// A pipeline over `store`; `sandbox` marks every result as coming from the emulator.
-    pub fn new(store: Store, sandbox: bool) -> Self {
-        Self { store, sandbox }
+    /// A pipeline over `store` applying `safety`; `sandbox` marks every result as coming from
+    /// the emulator.
+    pub fn new(store: Store, sandbox: bool, safety: safety::Safety) -> Self {
+        Self {
+            store,
+            sandbox,
+            safety: std::sync::Arc::new(safety),
+        }
+    }
+
+    /// The safety settings and policy.
+    pub fn safety(&self) -> &safety::Safety {
+        &self.safety
     }
 
     /// Whether results come from the offline emulator.
@@ -204,7 +216,7 @@ impl Pipeline {
                 .await?;
             return result;
         };
-        let hash = request_hash(tool, arguments);
+        let hash = safety::binding_hash(tool, arguments);
         let begin = self
             .store
             .begin_idempotent(&caller.entity_id, key, tool, &hash)

@@ -17,10 +17,21 @@ use schemars::JsonSchema;
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 
-use super::{AuditFacts, Caller, Pipeline, ServiceError, Settlement, ToolOutcome};
+use super::{
+    redact,
+    safety::{
+        binding_hash, new_token, token_hash, ApprovalView, ConfirmationView, PreviewView,
+        CONTROL_ARGUMENTS,
+    },
+    AuditFacts, Caller, Pipeline, ServiceError, Settlement, ToolOutcome,
+};
 use crate::{
     connectors::opp::{BackofficeRequest, OppClient, OppCredentials, OppError, ReportQuery},
     model::{serde_label, ResultInfo, Transaction, TransactionView},
+    policy::{Decision, PolicyInput, Verdict},
+    store::{
+        Approval, ApprovalError, ApprovalStatus, Confirmation, ConfirmationError, NewApproval,
+    },
 };
 
 /// The toolset's name in configuration and the audit log.
@@ -43,6 +54,10 @@ pub struct BackofficeCommand {
     pub merchant_transaction_id: Option<String>,
     /// The caller's idempotency key.
     pub idempotency_key: Option<String>,
+    /// A confirmation token from an earlier preview.
+    pub confirmation_token: Option<String>,
+    /// An approval id from an earlier `human` decision.
+    pub approval_id: Option<String>,
 }
 
 /// Raw back-office parameters as a tool receives them (OPP's camelCase names), before
@@ -59,6 +74,10 @@ pub struct BackofficeParams {
     pub merchant_transaction_id: Option<String>,
     /// `idempotencyKey`.
     pub idempotency_key: Option<String>,
+    /// `confirmationToken`.
+    pub confirmation_token: Option<String>,
+    /// `approvalId`.
+    pub approval_id: Option<String>,
 }
 
 /// Balances of the referenced transaction after an operation, in its currency.
@@ -85,15 +104,24 @@ pub struct BalancesView {
     pub reversed: bool,
 }
 
-/// The output of the six back-office tools: the new transaction in OPP's shape, plus balances.
+/// The output of the six back-office tools (and `get_approval`): the new transaction in OPP's
+/// shape plus balances when executed; a preview and token when confirmation is required; the
+/// approval request when a person must decide.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BackofficeOutput {
-    /// The transaction OPP created.
+    /// `executed`, `confirmation_required`, `approval_pending`, `approval_denied` or
+    /// `approval_expired`.
+    pub status: String,
+    /// The transaction OPP created (when executed).
     #[serde(flatten)]
-    pub transaction: TransactionView,
-    /// The referenced transaction's balances after this operation.
+    pub transaction: Option<TransactionView>,
+    /// The referenced transaction's balances after this operation (when executed).
     pub balances: Option<BalancesView>,
+    /// The confirmation request (when `confirmation_required`).
+    pub confirmation: Option<ConfirmationView>,
+    /// The approval request (when a person decides).
+    pub approval: Option<ApprovalView>,
     /// True when the offline emulator answered (no real money moved).
     pub sandbox: bool,
     /// True when this is the stored first outcome of a retried idempotency key.
@@ -278,6 +306,14 @@ pub fn parse_payment_types(field: &str, raw: &[String]) -> Result<Vec<PaymentTyp
         .collect()
 }
 
+/// The merchant reference paywarden sends to OPP for an idempotency key: `pw` + 30 hex
+/// characters of SHA-256(entity, key), stable across retries and within OPP's 8-255 limit.
+pub fn derived_merchant_reference(entity_id: &str, key: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("{entity_id}\n{key}").as_bytes());
+    format!("pw{}", &hex::encode(digest)[..30])
+}
+
 fn money_text(m: Money) -> String {
     format!("{} {}", m.to_decimal_string(), m.currency().code())
 }
@@ -352,21 +388,42 @@ impl OppService {
             }
             other => other,
         };
+        let confirmation_token = match params.confirmation_token {
+            Some(t) if t.trim().is_empty() || t.len() > 100 => {
+                return Err(invalid(
+                    "confirmationToken must be the token a preview returned (pwc_...)",
+                ))
+            }
+            other => other,
+        };
+        let approval_id = match params.approval_id {
+            Some(a) if a.trim().is_empty() || a.len() > 100 => {
+                return Err(invalid(
+                    "approvalId must be the id an approval request returned (apr_...)",
+                ))
+            }
+            other => other,
+        };
         Ok(BackofficeCommand {
             operation,
             reference_id,
             amount,
             merchant_transaction_id: validate_merchant_reference(params.merchant_transaction_id)?,
             idempotency_key,
+            confirmation_token,
+            approval_id,
         })
     }
 
-    /// Runs a back-office tool: validation, idempotency, the pre-check, the OPP call, audit.
+    /// Runs a back-office tool through the whole pipeline: validation, idempotency (a retry
+    /// replays the first outcome), OPP's state rules and the refund window, policy
+    /// (allow / confirm / human / deny), then, under a per-transaction lease, the rules again
+    /// on fresh provider state and the OPP call, then audit.
     ///
     /// # Errors
     /// [`ServiceError::InvalidArguments`] for malformed arguments (audited);
-    /// [`ServiceError::Store`] when paywarden's database fails. Provider rejections are
-    /// tool-error outcomes, not errors.
+    /// [`ServiceError::Store`] when paywarden's database fails. Rejections, previews and
+    /// approval requests are outcomes, not errors.
     pub async fn backoffice(
         &self,
         caller: &Caller,
@@ -384,22 +441,184 @@ impl OppService {
                     .await
             }
         };
-        let key = command.idempotency_key.clone();
+        if self.pipeline.safety().config.read_only {
+            let outcome = self.pipeline.error_outcome(
+                "read_only",
+                &format!("{tool} is refused: this paywarden runs in read-only mode, where no tool moves money."),
+                None,
+            );
+            return self
+                .pipeline
+                .read(caller, TOOLSET, tool, arguments, || async { Ok(outcome) })
+                .await;
+        }
+        let binding = binding_hash(tool, arguments);
+        // With no key of its own, a confirmed or approved call is keyed by its token or
+        // approval, so a retry of it can never move money twice.
+        let key = command.idempotency_key.clone().or_else(|| {
+            command
+                .confirmation_token
+                .as_deref()
+                .map(|t| format!("confirm:{}", token_hash(t)))
+                .or_else(|| {
+                    command
+                        .approval_id
+                        .as_ref()
+                        .map(|a| format!("approval:{a}"))
+                })
+        });
+        let mut command = command;
+        if let Some(key) = &key {
+            // The key reaches OPP in OPP's own form, the merchant reference, unless the caller
+            // chose one: that is how an unknown outcome is looked up before any retry.
+            if command.merchant_transaction_id.is_none() {
+                command.merchant_transaction_id =
+                    Some(derived_merchant_reference(&caller.entity_id, key));
+            }
+            self.resolve_unknown(caller, &command, key, &binding)
+                .await?;
+        }
         self.pipeline
             .write(caller, TOOLSET, tool, arguments, key.as_deref(), || {
-                self.execute_backoffice(caller, command)
+                self.decide(caller, command, arguments, binding)
             })
             .await
     }
 
-    async fn execute_backoffice(
+    /// A key whose first call timed out at OPP has an unknown outcome. Before anything is sent
+    /// again, ask OPP for the transaction carrying the key's merchant reference: if OPP has it,
+    /// that is the outcome (replayed from now on); if OPP has none, the operation never
+    /// happened and the retry may run; if OPP cannot be asked, the key stays blocked.
+    async fn resolve_unknown(
         &self,
         caller: &Caller,
-        command: BackofficeCommand,
-    ) -> Result<(ToolOutcome, Settlement), ServiceError> {
+        command: &BackofficeCommand,
+        key: &str,
+        binding: &str,
+    ) -> Result<(), ServiceError> {
+        let store = self.pipeline.store();
+        let Some((state, hash)) = store.idempotency_state(&caller.entity_id, key).await? else {
+            return Ok(());
+        };
+        if state != "unknown" || hash != binding {
+            return Ok(());
+        }
+        let Some(reference) = &command.merchant_transaction_id else {
+            return Ok(());
+        };
         let tool = tool_of(command.operation);
         let credentials = Self::credentials(caller);
-        // 1. Pre-check against the referenced transaction and its payment.
+        match self
+            .client
+            .query_by_merchant_transaction_id(&credentials, reference)
+            .await
+        {
+            Ok(found) => {
+                let happened = found.into_iter().find(|t| {
+                    t.referenced_id.as_deref() == Some(command.reference_id.as_str())
+                        && t.payment_type == command.operation.payment_type()
+                });
+                match happened {
+                    Some(tx) if tx.result.is_success() => {
+                        store
+                            .record_movement(
+                                &caller.entity_id,
+                                TOOLSET,
+                                tool,
+                                &command.reference_id,
+                                &tx.id,
+                                tx.amount.minor_units(),
+                                tx.amount.currency().code(),
+                            )
+                            .await?;
+                        let output = BackofficeOutput {
+                            status: "executed".into(),
+                            transaction: Some(tx.view()),
+                            balances: None,
+                            confirmation: None,
+                            approval: None,
+                            sandbox: self.pipeline.sandbox(),
+                            idempotent_replay: false,
+                        };
+                        let structured = serde_json::to_value(&output)
+                            .map_err(crate::store::StoreError::from)?;
+                        let text = self.pipeline.decorate(&format!(
+                            "{tool} had timed out, and OPP confirms it went through: {} {} {} -> transaction {} (result {} {}).\n{structured}",
+                            tx.payment_type.description(),
+                            tx.amount.to_decimal_string(),
+                            tx.amount.currency().code(),
+                            tx.id,
+                            tx.result.code,
+                            tx.result.description
+                        ));
+                        store
+                            .settle_unknown_idempotent(
+                                &caller.entity_id,
+                                key,
+                                &serde_json::json!({
+                                    "structured": structured,
+                                    "text": text,
+                                    "audit": AuditFacts {
+                                        outcome: "ok".into(),
+                                        result_code: Some(tx.result.code.clone()),
+                                        provider_request_id: tx.ndc.clone(),
+                                        transaction_id: Some(tx.id.clone()),
+                                    },
+                                }),
+                                false,
+                            )
+                            .await?;
+                    }
+                    Some(tx) => {
+                        let outcome = self.rejection_outcome(
+                            tool,
+                            &tx.result,
+                            "OPP refused the operation (found after a timeout)",
+                            Some(&tx),
+                            true,
+                        );
+                        store
+                            .settle_unknown_idempotent(
+                                &caller.entity_id,
+                                key,
+                                &serde_json::json!({
+                                    "structured": outcome.structured,
+                                    "text": outcome.text,
+                                    "audit": outcome.audit,
+                                }),
+                                true,
+                            )
+                            .await?;
+                    }
+                    None => {
+                        store
+                            .forget_unknown_idempotent(&caller.entity_id, key)
+                            .await?
+                    }
+                }
+            }
+            Err(OppError::NotFound { .. }) => {
+                store
+                    .forget_unknown_idempotent(&caller.entity_id, key)
+                    .await?
+            }
+            Err(e) => tracing::warn!(error = %e, "could not resolve an unknown outcome yet"),
+        }
+        Ok(())
+    }
+
+    /// Reads the referenced transaction's payment from OPP and applies OPP's state rules and
+    /// the refund window. `Ok(Err(outcome))` is a refusal to return as is.
+    async fn check(
+        &self,
+        caller: &Caller,
+        command: &BackofficeCommand,
+    ) -> Result<
+        Result<(Transaction, Vec<Transaction>, Money), (ToolOutcome, Settlement)>,
+        ServiceError,
+    > {
+        let tool = tool_of(command.operation);
+        let credentials = Self::credentials(caller);
         let linked = match self
             .client
             .query_by_id(&credentials, &command.reference_id, true, &[])
@@ -409,7 +628,7 @@ impl OppService {
             Err(OppError::NotFound { .. }) => {
                 let (code, description) =
                     paywarden_domain::result_code::codes::REFERENCE_NOT_EXISTING;
-                return Ok((
+                return Ok(Err((
                     self.rejection_outcome(
                         tool,
                         &ResultInfo::new(code, description),
@@ -421,9 +640,9 @@ impl OppService {
                         false,
                     ),
                     Settlement::Final,
-                ));
+                )));
             }
-            Err(e) => return Ok(self.provider_failure(tool, e, true)),
+            Err(e) => return Ok(Err(self.provider_failure(tool, e, true))),
         };
         let Some(target) = linked
             .iter()
@@ -431,7 +650,7 @@ impl OppService {
             .cloned()
         else {
             let (code, description) = paywarden_domain::result_code::codes::REFERENCE_NOT_EXISTING;
-            return Ok((
+            return Ok(Err((
                 self.rejection_outcome(
                     tool,
                     &ResultInfo::new(code, description),
@@ -443,7 +662,7 @@ impl OppService {
                     false,
                 ),
                 Settlement::Final,
-            ));
+            )));
         };
         let tree: Vec<_> = linked.iter().map(Transaction::ledger_record).collect();
         let amount = match ledger::evaluate(
@@ -454,7 +673,7 @@ impl OppService {
         ) {
             Ok(amount) => amount,
             Err(rejection) => {
-                return Ok((
+                return Ok(Err((
                     self.rejection_outcome(
                         tool,
                         &ResultInfo::new(rejection.code, rejection.description),
@@ -463,11 +682,450 @@ impl OppService {
                         false,
                     ),
                     Settlement::Final,
+                )))
+            }
+        };
+        if command.operation == Operation::Refund {
+            let window = self.pipeline.safety().config.refund_window_days;
+            if let Some(at) = target.timestamp {
+                let age = Utc::now() - at;
+                if age > ChronoDuration::days(window) {
+                    return Ok(Err((
+                        self.pipeline.error_outcome(
+                            "refund_window",
+                            &format!(
+                                "{tool} is refused: {} {} was made {} days ago, past the {window}-day refund window. paywarden refuses refunds of older payments whatever is asked; handle this case outside the agent.",
+                                target.payment_type.code(),
+                                target.id,
+                                age.num_days()
+                            ),
+                            None,
+                        ),
+                        Settlement::Final,
+                    )));
+                }
+            }
+        }
+        Ok(Ok((target, linked, amount)))
+    }
+
+    fn preview(
+        &self,
+        caller: &Caller,
+        command: &BackofficeCommand,
+        target: &Transaction,
+        linked: &[Transaction],
+        amount: Money,
+    ) -> PreviewView {
+        // The card of the payment's initial transaction names the shopper.
+        let card = linked
+            .iter()
+            .filter(|t| t.card.is_some())
+            .find(|t| {
+                matches!(
+                    t.payment_type,
+                    PaymentType::Preauthorization | PaymentType::Debit
+                )
+            })
+            .and_then(|t| t.card.clone());
+        let shopper = match card {
+            Some(c) => format!(
+                "the shopper's card {}****{}{}",
+                c.bin.as_deref().unwrap_or(""),
+                c.last4_digits.as_deref().unwrap_or("????"),
+                c.holder.map(|h| format!(" ({h})")).unwrap_or_default()
+            ),
+            None => "the shopper".to_string(),
+        };
+        let merchant = format!("merchant entity {}", caller.entity_id);
+        let (from, to) = match command.operation {
+            Operation::Capture | Operation::Rebill => (shopper, merchant),
+            Operation::Refund | Operation::Chargeback => (merchant, shopper),
+            Operation::ChargebackReversal => (shopper, merchant),
+            Operation::Reversal => (
+                format!("{shopper} (the authorisation hold is released)"),
+                "nobody: nothing is settled".to_string(),
+            ),
+        };
+        PreviewView {
+            tool: tool_of(command.operation).to_string(),
+            operation: format!(
+                "{} ({})",
+                command.operation.payment_type().description(),
+                command.operation.payment_type().code()
+            ),
+            entity: caller.entity_id.clone(),
+            reference_id: target.id.clone(),
+            reference_payment_type: target.payment_type.code().to_string(),
+            amount: amount.to_decimal_string(),
+            amount_minor: amount.minor_units(),
+            currency: amount.currency().code().to_string(),
+            from,
+            to,
+            sandbox: self.pipeline.sandbox(),
+        }
+    }
+
+    async fn decide(
+        &self,
+        caller: &Caller,
+        command: BackofficeCommand,
+        arguments: &serde_json::Value,
+        binding: String,
+    ) -> Result<(ToolOutcome, Settlement), ServiceError> {
+        let tool = tool_of(command.operation);
+        let (target, linked, amount) = match self.check(caller, &command).await? {
+            Ok(checked) => checked,
+            Err(refusal) => return Ok(refusal),
+        };
+        let moved_today = self
+            .pipeline
+            .store()
+            .moved_today(&caller.entity_id, amount.currency().code())
+            .await?;
+        let input = PolicyInput {
+            toolset: TOOLSET.into(),
+            tool: tool.into(),
+            entity: caller.entity_id.clone(),
+            moves_money: true,
+            amount_minor: Some(amount.minor_units()),
+            currency: Some(amount.currency().code().to_string()),
+            transaction_age_days: target.timestamp.map(|t| (Utc::now() - t).num_days()),
+            moved_today_minor: moved_today,
+            client: caller.client_name.clone(),
+        };
+        let verdict = match self.pipeline.safety().policy.evaluate(&input) {
+            Ok(v) => v,
+            // Fail closed: a rule that cannot be evaluated never lets money move.
+            Err(e) => {
+                return Ok((
+                    self.pipeline.error_outcome(
+                        "policy_error",
+                        &format!("{tool} is refused: the policy could not be evaluated ({e}); nothing was sent."),
+                        None,
+                    ),
+                    Settlement::NotSent,
                 ))
             }
         };
-        // 2. The operation itself, with an explicit amount (OPP requires one) except for a
-        //    reversal, which voids the whole authorisation.
+        let preview = self.preview(caller, &command, &target, &linked, amount);
+        if verdict.decision == Decision::Deny {
+            let mut outcome = self.pipeline.error_outcome(
+                "denied_by_policy",
+                &format!(
+                    "{tool} is denied by policy rule {:?}: {}. Nothing was sent; do not retry.",
+                    verdict.rule, verdict.message
+                ),
+                None,
+            );
+            outcome.audit.outcome = "denied".into();
+            return Ok((outcome, Settlement::Final));
+        }
+        // An approval id is the strongest authority: a person said yes to exactly this.
+        if let Some(approval_id) = &command.approval_id {
+            return self
+                .execute_approved(caller, &command, approval_id, &binding)
+                .await;
+        }
+        match verdict.decision {
+            Decision::Allow | Decision::Deny => {}
+            Decision::Confirm => match &command.confirmation_token {
+                None => {
+                    return self
+                        .issue_confirmation(caller, tool, &binding, &verdict, preview)
+                        .await
+                }
+                Some(token) => {
+                    if let Err(e) = self
+                        .pipeline
+                        .store()
+                        .use_confirmation(&token_hash(token), &caller.entity_id, tool, &binding)
+                        .await
+                    {
+                        return match e {
+                            ConfirmationError::Store(e) => Err(ServiceError::Store(e)),
+                            refused => Ok((
+                                self.pipeline.error_outcome(
+                                    "confirmation_refused",
+                                    &format!("{tool} is refused: {refused}. Nothing was sent."),
+                                    None,
+                                ),
+                                Settlement::NotSent,
+                            )),
+                        };
+                    }
+                }
+            },
+            Decision::Human => {
+                return self
+                    .request_approval(caller, tool, arguments, &binding, &verdict, preview)
+                    .await
+            }
+        }
+        self.execute_locked(caller, &command).await
+    }
+
+    async fn issue_confirmation(
+        &self,
+        caller: &Caller,
+        tool: &str,
+        binding: &str,
+        verdict: &Verdict,
+        preview: PreviewView,
+    ) -> Result<(ToolOutcome, Settlement), ServiceError> {
+        let (token, hash) = new_token();
+        let expires_at = Utc::now()
+            + ChronoDuration::seconds(self.pipeline.safety().config.confirmation_ttl_secs);
+        let preview_json =
+            serde_json::to_value(&preview).map_err(crate::store::StoreError::from)?;
+        self.pipeline
+            .store()
+            .create_confirmation(
+                &hash,
+                &Confirmation {
+                    entity_id: caller.entity_id.clone(),
+                    tool: tool.to_string(),
+                    request_hash: binding.to_string(),
+                    preview: preview_json,
+                    rule: verdict.rule.clone(),
+                    expires_at,
+                },
+            )
+            .await?;
+        let output = BackofficeOutput {
+            status: "confirmation_required".into(),
+            transaction: None,
+            balances: None,
+            confirmation: Some(ConfirmationView {
+                token: token.clone(),
+                expires_at: expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                rule: verdict.rule.clone(),
+                message: verdict.message.clone(),
+                preview: preview.clone(),
+            }),
+            approval: None,
+            sandbox: self.pipeline.sandbox(),
+            idempotent_replay: false,
+        };
+        let structured = serde_json::to_value(&output).map_err(crate::store::StoreError::from)?;
+        let text = format!(
+            "CONFIRMATION REQUIRED (policy rule {:?}: {}). Nothing has moved yet. Preview: {} {} {} from {} to {} (reference {} {}). Show this to the user; only if they agree, call {tool} again with exactly the same arguments plus confirmationToken {:?} (valid until {}, single use).\n{}",
+            verdict.rule,
+            verdict.message,
+            preview.operation,
+            preview.amount,
+            preview.currency,
+            preview.from,
+            preview.to,
+            preview.reference_payment_type,
+            preview.reference_id,
+            token,
+            expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            structured
+        );
+        Ok((
+            ToolOutcome {
+                structured,
+                is_error: false,
+                text: self.pipeline.decorate(&text),
+                audit: AuditFacts {
+                    outcome: "confirmation_required".into(),
+                    ..AuditFacts::default()
+                },
+            },
+            Settlement::NotSent,
+        ))
+    }
+
+    async fn request_approval(
+        &self,
+        caller: &Caller,
+        tool: &str,
+        arguments: &serde_json::Value,
+        binding: &str,
+        verdict: &Verdict,
+        preview: PreviewView,
+    ) -> Result<(ToolOutcome, Settlement), ServiceError> {
+        let mut bound = redact(arguments);
+        if let serde_json::Value::Object(map) = &mut bound {
+            for control in CONTROL_ARGUMENTS {
+                map.remove(*control);
+            }
+        }
+        let approval = self
+            .pipeline
+            .store()
+            .create_approval(NewApproval {
+                entity_id: caller.entity_id.clone(),
+                client_name: caller.client_name.clone(),
+                toolset: TOOLSET.into(),
+                tool: tool.into(),
+                arguments: bound,
+                request_hash: binding.to_string(),
+                preview: serde_json::to_value(&preview).map_err(crate::store::StoreError::from)?,
+                rule: verdict.rule.clone(),
+                message: verdict.message.clone(),
+                ttl: ChronoDuration::seconds(self.pipeline.safety().config.approval_ttl_secs),
+            })
+            .await?;
+        let view = self.approval_view(&approval);
+        let output = BackofficeOutput {
+            status: "approval_pending".into(),
+            transaction: None,
+            balances: None,
+            confirmation: None,
+            approval: Some(view.clone()),
+            sandbox: self.pipeline.sandbox(),
+            idempotent_replay: false,
+        };
+        let structured = serde_json::to_value(&output).map_err(crate::store::StoreError::from)?;
+        let text = format!(
+            "APPROVAL REQUIRED (policy rule {:?}: {}). Nothing has moved. A person must approve {} {} {} from {} to {} at {} (or with `paywarden approvals approve {}`); you cannot approve it yourself. Then call {tool} again with the same arguments plus approvalId {:?}, or poll get_approval.\n{}",
+            verdict.rule,
+            verdict.message,
+            preview.operation,
+            preview.amount,
+            preview.currency,
+            preview.from,
+            preview.to,
+            view.url,
+            approval.id,
+            approval.id,
+            structured
+        );
+        Ok((
+            ToolOutcome {
+                structured,
+                is_error: false,
+                text: self.pipeline.decorate(&text),
+                audit: AuditFacts {
+                    outcome: "approval_requested".into(),
+                    transaction_id: Some(approval.id.clone()),
+                    ..AuditFacts::default()
+                },
+            },
+            Settlement::NotSent,
+        ))
+    }
+
+    fn approval_view(&self, approval: &Approval) -> ApprovalView {
+        ApprovalView {
+            id: approval.id.clone(),
+            status: approval.status.as_str().to_string(),
+            url: format!(
+                "{}/approvals/{}",
+                self.pipeline.safety().public_url().trim_end_matches('/'),
+                approval.id
+            ),
+            expires_at: approval
+                .expires_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            rule: approval.rule.clone(),
+            message: approval.message.clone(),
+            decided_by: approval.decided_by.clone(),
+            decided_at: approval
+                .decided_at
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+            preview: approval.preview.clone(),
+        }
+    }
+
+    async fn execute_approved(
+        &self,
+        caller: &Caller,
+        command: &BackofficeCommand,
+        approval_id: &str,
+        binding: &str,
+    ) -> Result<(ToolOutcome, Settlement), ServiceError> {
+        let tool = tool_of(command.operation);
+        match self
+            .pipeline
+            .store()
+            .claim_approval(approval_id, &caller.entity_id, binding)
+            .await
+        {
+            Ok(_) => {}
+            Err(ApprovalError::Store(e)) => return Err(ServiceError::Store(e)),
+            Err(refused) => {
+                return Ok((
+                    self.pipeline.error_outcome(
+                        "approval_refused",
+                        &format!("{tool} is refused: {refused}. Nothing was sent."),
+                        None,
+                    ),
+                    Settlement::NotSent,
+                ))
+            }
+        }
+        let (outcome, settlement) = self.execute_locked(caller, command).await?;
+        let record = serde_json::json!({
+            "structured": outcome.structured,
+            "text": outcome.text,
+            "isError": outcome.is_error,
+        });
+        self.pipeline
+            .store()
+            .finish_approval(approval_id, &record)
+            .await?;
+        Ok((outcome, settlement))
+    }
+
+    /// Holds the per-transaction lease, re-checks OPP's rules on fresh provider state, and
+    /// sends the operation. Concurrent operations on one transaction run one after another,
+    /// across processes sharing the database.
+    async fn execute_locked(
+        &self,
+        caller: &Caller,
+        command: &BackofficeCommand,
+    ) -> Result<(ToolOutcome, Settlement), ServiceError> {
+        let tool = tool_of(command.operation);
+        let store = self.pipeline.store();
+        let holder = uuid::Uuid::new_v4().to_string();
+        // The lease outlives the provider timeout, so a crashed holder cannot block forever.
+        let lease = ChronoDuration::milliseconds(
+            i64::try_from(self.client.timeout().as_millis()).unwrap_or(i64::MAX / 4) * 3 + 5_000,
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            if store
+                .try_lock_transaction(&caller.entity_id, &command.reference_id, &holder, lease)
+                .await?
+            {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                return Ok((
+                    self.pipeline.error_outcome(
+                        "busy",
+                        &format!("{tool}: another operation on {} has been running for 30 s; nothing was sent. Retry with the same idempotencyKey.", command.reference_id),
+                        None,
+                    ),
+                    Settlement::NotSent,
+                ));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(15)).await;
+        }
+        let result = self.execute_unlocked(caller, command).await;
+        store
+            .unlock_transaction(&caller.entity_id, &command.reference_id, &holder)
+            .await?;
+        result
+    }
+
+    async fn execute_unlocked(
+        &self,
+        caller: &Caller,
+        command: &BackofficeCommand,
+    ) -> Result<(ToolOutcome, Settlement), ServiceError> {
+        let tool = tool_of(command.operation);
+        let (target, linked, amount) = match self.check(caller, command).await? {
+            Ok(checked) => checked,
+            Err(refusal) => return Ok(refusal),
+        };
+        let tree: Vec<_> = linked.iter().map(Transaction::ledger_record).collect();
+        let credentials = Self::credentials(caller);
+        // An explicit amount (OPP requires one) except for a reversal, which voids the whole
+        // authorisation.
         let request = BackofficeRequest {
             payment_type: command.operation.payment_type(),
             amount: (command.operation != Operation::Reversal).then_some(amount),
@@ -480,13 +1138,27 @@ impl OppService {
             .await
         {
             Ok(created) => {
+                self.pipeline
+                    .store()
+                    .record_movement(
+                        &caller.entity_id,
+                        TOOLSET,
+                        tool,
+                        &target.id,
+                        &created.id,
+                        created.amount.minor_units(),
+                        created.amount.currency().code(),
+                    )
+                    .await?;
                 let mut after = tree.clone();
                 after.push(created.ledger_record());
                 let balances = balances_view(&target, &after);
-                let view = created.view();
                 let output = BackofficeOutput {
-                    transaction: view,
+                    status: "executed".into(),
+                    transaction: Some(created.view()),
                     balances: Some(balances.clone()),
+                    confirmation: None,
+                    approval: None,
                     sandbox: self.pipeline.sandbox(),
                     idempotent_replay: false,
                 };
@@ -541,6 +1213,118 @@ impl OppService {
             )),
             Err(e) => Ok(self.provider_failure(tool, e, false)),
         }
+    }
+
+    /// `get_approval`: the state of an approval request; once approved, runs the operation
+    /// (exactly once) and returns its outcome; once executed, returns that outcome again.
+    ///
+    /// # Errors
+    /// [`ServiceError::InvalidArguments`] for a malformed id; [`ServiceError::Store`].
+    pub async fn get_approval(
+        &self,
+        caller: &Caller,
+        arguments: &serde_json::Value,
+        approval_id: String,
+    ) -> Result<ToolOutcome, ServiceError> {
+        self.pipeline
+            .read(caller, TOOLSET, "get_approval", arguments, || async {
+                let store = self.pipeline.store();
+                let approval = match store.approval(&approval_id).await? {
+                    Some(a) if a.entity_id == caller.entity_id => a,
+                    _ => {
+                        return Ok(self.pipeline.error_outcome(
+                            "not_found",
+                            &format!("no approval request {approval_id:?} exists for this entity"),
+                            None,
+                        ))
+                    }
+                };
+                match approval.status {
+                    ApprovalStatus::Approved => {
+                        let operation = match approval.tool.as_str() {
+                            "perform_capture" => Operation::Capture,
+                            "perform_reversal" => Operation::Reversal,
+                            "perform_refund" => Operation::Refund,
+                            "perform_rebill" => Operation::Rebill,
+                            "perform_chargeback" => Operation::Chargeback,
+                            "perform_chargeback_reversal" => Operation::ChargebackReversal,
+                            other => {
+                                return Ok(self.pipeline.error_outcome(
+                                    "not_executable",
+                                    &format!("approval {approval_id} is for {other}, which get_approval cannot run; call that tool with approvalId"),
+                                    None,
+                                ))
+                            }
+                        };
+                        let args = &approval.arguments;
+                        let field = |name: &str| args.get(name).and_then(|v| v.as_str()).map(String::from);
+                        let params = BackofficeParams {
+                            reference_id: field("referenceId").unwrap_or_default(),
+                            amount: field("amount"),
+                            currency: field("currency"),
+                            merchant_transaction_id: field("merchantTransactionId"),
+                            idempotency_key: None,
+                            confirmation_token: None,
+                            approval_id: Some(approval.id.clone()),
+                        };
+                        let command = Self::validate_backoffice(operation, params)?;
+                        let key = format!("approval:{}", approval.id);
+                        let binding = approval.request_hash.clone();
+                        // Under the approval's own idempotency key: a concurrent follow-up
+                        // call with approvalId replays instead of running twice.
+                        let mut bound = args.clone();
+                        if let serde_json::Value::Object(map) = &mut bound {
+                            map.insert("approvalId".into(), approval.id.clone().into());
+                        }
+                        self.pipeline
+                            .write(caller, TOOLSET, &approval.tool, &bound, Some(&key), || async {
+                                self.execute_approved(caller, &command, &approval.id, &binding).await
+                            })
+                            .await
+                    }
+                    ApprovalStatus::Executed => {
+                        let outcome = approval.outcome.clone().unwrap_or_default();
+                        let structured = outcome.get("structured").cloned().unwrap_or_default();
+                        let text = outcome.get("text").and_then(|t| t.as_str()).unwrap_or_default();
+                        Ok(ToolOutcome {
+                            structured,
+                            is_error: outcome.get("isError").and_then(|v| v.as_bool()).unwrap_or(false),
+                            text: format!("Approval {} was executed; this is its outcome (no money moved again).\n{text}", approval.id),
+                            audit: AuditFacts { outcome: "ok".into(), transaction_id: Some(approval.id.clone()), ..AuditFacts::default() },
+                        })
+                    }
+                    status => {
+                        let label = match status {
+                            ApprovalStatus::Denied => "approval_denied",
+                            ApprovalStatus::Expired => "approval_expired",
+                            _ => "approval_pending",
+                        };
+                        let view = self.approval_view(&approval);
+                        let output = BackofficeOutput {
+                            status: label.into(),
+                            transaction: None,
+                            balances: None,
+                            confirmation: None,
+                            approval: Some(view.clone()),
+                            sandbox: self.pipeline.sandbox(),
+                            idempotent_replay: false,
+                        };
+                        let structured = serde_json::to_value(&output).map_err(crate::store::StoreError::from)?;
+                        let text = match status {
+                            ApprovalStatus::Denied => format!("Approval {} was DENIED by {}: nothing will move. Do not retry this operation.", approval.id, view.decided_by.as_deref().unwrap_or("an operator")),
+                            ApprovalStatus::Expired => format!("Approval {} EXPIRED without a decision: nothing moved. Ask again only if the user still wants it.", approval.id),
+                            _ => format!("Approval {} is {}: waiting for a person at {}.", approval.id, view.status, view.url),
+                        };
+                        Ok(ToolOutcome {
+                            text: self.pipeline.decorate(&format!("{text}\n{structured}")),
+                            structured,
+                            is_error: false,
+                            audit: AuditFacts { outcome: "ok".into(), transaction_id: Some(approval.id.clone()), ..AuditFacts::default() },
+                        })
+                    }
+                }
+            })
+            .await
     }
 
     fn rejection_outcome(

@@ -39,8 +39,9 @@ pub enum IdempotencyError {
         /// The key.
         key: String,
     },
-    /// The first call's outcome is unknown (the provider timed out).
-    #[error("the call with idempotency key {key:?} timed out at the provider and its outcome is unknown; look the transaction up with get_transactions before doing anything else")]
+    /// The first call's outcome is unknown (the provider timed out) and the provider could not
+    /// be asked yet.
+    #[error("the call with idempotency key {key:?} timed out at the provider and its outcome is still unknown (the provider could not be asked); nothing was sent again. Retry later with the same key, or look the transaction up with get_transactions")]
     Unknown {
         /// The key.
         key: String,
@@ -176,6 +177,71 @@ impl Store {
             .bind(key)
             .execute(self.pool())
             .await?;
+        Ok(())
+    }
+
+    /// The state (`in_progress`, `completed`, `unknown`) and request hash of `key`, if used.
+    ///
+    /// # Errors
+    /// [`StoreError`] on database failure.
+    pub async fn idempotency_state(
+        &self,
+        entity_id: &str,
+        key: &str,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT state, request_hash FROM idempotency_keys WHERE entity_id = ? AND idempotency_key = ?",
+        )
+        .bind(entity_id)
+        .bind(key)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(match row {
+            Some(row) => Some((row.try_get("state")?, row.try_get("request_hash")?)),
+            None => None,
+        })
+    }
+
+    /// Forgets a key whose outcome was unknown, once the provider said the operation never
+    /// happened, so a retry runs it.
+    ///
+    /// # Errors
+    /// [`StoreError`] on database failure.
+    pub async fn forget_unknown_idempotent(
+        &self,
+        entity_id: &str,
+        key: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM idempotency_keys WHERE entity_id = ? AND idempotency_key = ? AND state = 'unknown'")
+            .bind(entity_id)
+            .bind(key)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Settles a key whose outcome was unknown with the outcome the provider reported.
+    ///
+    /// # Errors
+    /// [`StoreError`] on database failure.
+    pub async fn settle_unknown_idempotent(
+        &self,
+        entity_id: &str,
+        key: &str,
+        response: &serde_json::Value,
+        is_error: bool,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE idempotency_keys SET state = 'completed', response = ?, is_error = ?, completed_at = ? \
+             WHERE entity_id = ? AND idempotency_key = ? AND state = 'unknown'",
+        )
+        .bind(serde_json::to_string(response)?)
+        .bind(is_error)
+        .bind(Utc::now().to_rfc3339())
+        .bind(entity_id)
+        .bind(key)
+        .execute(self.pool())
+        .await?;
         Ok(())
     }
 }

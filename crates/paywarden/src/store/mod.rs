@@ -1,15 +1,19 @@
 //! paywarden's own storage (sqlx; an SQLite file by default): the audit log, idempotency keys
 //! and small metadata. Provider state lives with the provider (or the emulator), not here.
 
+mod approvals;
 mod audit;
 mod idempotency;
+mod safety;
 
 use std::{path::Path, str::FromStr, time::Duration};
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
+pub use approvals::{Approval, ApprovalError, ApprovalStatus, NewApproval, UnknownApprovalStatus};
 pub use audit::{AuditEntry, AuditRecord, ChainBreak};
 pub use idempotency::{Begin, IdempotencyError};
+pub use safety::{Confirmation, ConfirmationError};
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]

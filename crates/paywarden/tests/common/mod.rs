@@ -60,7 +60,15 @@ pub fn test_config(dir: &std::path::Path) -> Config {
     };
     config.demo.seed = false;
     config.opp.timeout_ms = 5_000;
+    // The provider-mechanics tests run under a permissive policy; safety tests use
+    // `spawn_app_with` and the built-in policy.
+    config.safety.policy_file = Some(allow_all_policy());
     config
+}
+
+/// The permissive test policy (`tests/policies/allow-all.toml`).
+pub fn allow_all_policy() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/policies/allow-all.toml")
 }
 
 /// Starts paywarden (emulator behind it, no demo data) on 127.0.0.1:0.

@@ -201,6 +201,11 @@ impl OppClient {
         &self.base_url
     }
 
+    /// The timeout of one request.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// `POST /v1/payments`: an initial PA or DB card payment.
     ///
     /// # Errors

@@ -1,0 +1,253 @@
+//! Storage for the safety layer: single-use confirmation tokens, per-transaction leases that
+//! serialise money-moving operations across processes, and the movements ledger.
+
+use chrono::{DateTime, Duration, Utc};
+use sqlx::Row;
+
+use super::{Store, StoreError};
+
+/// A stored confirmation token's binding.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Confirmation {
+    /// Entity the token was issued to.
+    pub entity_id: String,
+    /// Tool it confirms.
+    pub tool: String,
+    /// Hash of the canonical arguments it is bound to.
+    pub request_hash: String,
+    /// The preview shown when it was issued.
+    pub preview: serde_json::Value,
+    /// The policy rule that asked for confirmation.
+    pub rule: String,
+    /// Expiry (UTC).
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Why a confirmation token is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfirmationError {
+    /// Unknown token (never issued, or made up).
+    #[error("this confirmationToken was never issued by paywarden; call the tool without it to get a preview and a real token")]
+    Unknown,
+    /// Issued to another entity.
+    #[error("this confirmationToken belongs to another entity")]
+    WrongEntity,
+    /// Issued for other arguments or another tool.
+    #[error("this confirmationToken was issued for different arguments (or another tool); it confirms exactly the previewed operation. Call without a token to preview the new one")]
+    Mismatch,
+    /// Already used once.
+    #[error("this confirmationToken was already used; each token confirms one operation once")]
+    Used,
+    /// Past its expiry.
+    #[error(
+        "this confirmationToken expired at {0}; call the tool without it to get a new preview"
+    )]
+    Expired(DateTime<Utc>),
+    /// Database failure.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for ConfirmationError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Store(StoreError::Database(e))
+    }
+}
+
+fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+fn parse_ts(raw: &str) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::parse_from_rfc3339(raw)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| StoreError::Database(sqlx::Error::Decode(Box::new(e))))
+}
+
+impl Store {
+    /// Stores a confirmation token (by hash) bound to `binding`.
+    ///
+    /// # Errors
+    /// [`StoreError`] on database failure.
+    pub async fn create_confirmation(
+        &self,
+        token_hash: &str,
+        binding: &Confirmation,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO confirmations (token_hash, entity_id, tool, request_hash, preview, rule, created_at, expires_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(token_hash)
+        .bind(&binding.entity_id)
+        .bind(&binding.tool)
+        .bind(&binding.request_hash)
+        .bind(serde_json::to_string(&binding.preview)?)
+        .bind(&binding.rule)
+        .bind(ts(Utc::now()))
+        .bind(ts(binding.expires_at))
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Uses a confirmation token: checks entity, tool, arguments and expiry, and marks it used,
+    /// atomically (two concurrent uses: one succeeds).
+    ///
+    /// # Errors
+    /// [`ConfirmationError`] naming why the token is refused.
+    pub async fn use_confirmation(
+        &self,
+        token_hash: &str,
+        entity_id: &str,
+        tool: &str,
+        request_hash: &str,
+    ) -> Result<Confirmation, ConfirmationError> {
+        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
+        let row = sqlx::query(
+            "SELECT entity_id, tool, request_hash, preview, rule, expires_at, used_at FROM confirmations WHERE token_hash = ?",
+        )
+        .bind(token_hash)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(ConfirmationError::Unknown)?;
+        let stored_entity: String = row.try_get("entity_id")?;
+        if stored_entity != entity_id {
+            return Err(ConfirmationError::WrongEntity);
+        }
+        let stored_tool: String = row.try_get("tool")?;
+        let stored_hash: String = row.try_get("request_hash")?;
+        if stored_tool != tool || stored_hash != request_hash {
+            return Err(ConfirmationError::Mismatch);
+        }
+        let used: Option<String> = row.try_get("used_at")?;
+        if used.is_some() {
+            return Err(ConfirmationError::Used);
+        }
+        let expires_at = parse_ts(&row.try_get::<String, _>("expires_at")?)?;
+        if expires_at <= Utc::now() {
+            return Err(ConfirmationError::Expired(expires_at));
+        }
+        sqlx::query(
+            "UPDATE confirmations SET used_at = ? WHERE token_hash = ? AND used_at IS NULL",
+        )
+        .bind(ts(Utc::now()))
+        .bind(token_hash)
+        .execute(&mut *tx)
+        .await?;
+        let preview: String = row.try_get("preview")?;
+        let confirmation = Confirmation {
+            entity_id: stored_entity,
+            tool: stored_tool,
+            request_hash: stored_hash,
+            preview: serde_json::from_str(&preview).map_err(StoreError::from)?,
+            rule: row.try_get("rule")?,
+            expires_at,
+        };
+        tx.commit().await?;
+        Ok(confirmation)
+    }
+
+    /// Tries once to take the lease on (`entity_id`, `reference_id`) for `holder` until `lease`
+    /// from now; an expired lease is taken over. Returns whether it was taken.
+    ///
+    /// # Errors
+    /// [`StoreError`] on database failure.
+    pub async fn try_lock_transaction(
+        &self,
+        entity_id: &str,
+        reference_id: &str,
+        holder: &str,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
+        let now = Utc::now();
+        let taken = sqlx::query(
+            "INSERT INTO transaction_locks (entity_id, reference_id, holder, expires_at) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (entity_id, reference_id) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at \
+             WHERE transaction_locks.expires_at < ?",
+        )
+        .bind(entity_id)
+        .bind(reference_id)
+        .bind(holder)
+        .bind(ts(now + lease))
+        .bind(ts(now))
+        .execute(self.pool())
+        .await?
+        .rows_affected();
+        Ok(taken == 1)
+    }
+
+    /// Releases a lease held by `holder`.
+    ///
+    /// # Errors
+    /// [`StoreError`] on database failure.
+    pub async fn unlock_transaction(
+        &self,
+        entity_id: &str,
+        reference_id: &str,
+        holder: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "DELETE FROM transaction_locks WHERE entity_id = ? AND reference_id = ? AND holder = ?",
+        )
+        .bind(entity_id)
+        .bind(reference_id)
+        .bind(holder)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Records money paywarden moved.
+    ///
+    /// # Errors
+    /// [`StoreError`] on database failure.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn record_movement(
+        &self,
+        entity_id: &str,
+        toolset: &str,
+        tool: &str,
+        reference_id: &str,
+        transaction_id: &str,
+        amount_minor: i64,
+        currency: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO movements (entity_id, toolset, tool, reference_id, transaction_id, amount_minor, currency, at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(entity_id)
+        .bind(toolset)
+        .bind(tool)
+        .bind(reference_id)
+        .bind(transaction_id)
+        .bind(amount_minor)
+        .bind(currency)
+        .bind(ts(Utc::now()))
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Minor units of `currency` this entity moved through paywarden since 00:00 UTC today.
+    ///
+    /// # Errors
+    /// [`StoreError`] on database failure.
+    pub async fn moved_today(&self, entity_id: &str, currency: &str) -> Result<i64, StoreError> {
+        let midnight = Utc::now()
+            .date_naive()
+            .and_hms_opt(0, 0, 0)
+            .map(|t| t.and_utc())
+            .unwrap_or_else(Utc::now);
+        let total: Option<i64> = sqlx::query_scalar(
+            "SELECT SUM(amount_minor) FROM movements WHERE entity_id = ? AND currency = ? AND at >= ?",
+        )
+        .bind(entity_id)
+        .bind(currency)
+        .bind(ts(midnight))
+        .fetch_one(self.pool())
+        .await?;
+        Ok(total.unwrap_or(0))
+    }
+}

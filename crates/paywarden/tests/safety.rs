@@ -1,0 +1,523 @@
+//! The safety layer through the real server and the built-in policy: confirmation tokens,
+//! human approval, concurrency of refunds and retries, read-only mode, policy errors.
+
+mod common;
+
+use common::*;
+use paywarden_domain::{Currency, PaymentType};
+use serde_json::json;
+
+/// A server with the built-in policy (small operations confirmed, large ones human).
+async fn guarded_app() -> TestApp {
+    spawn_app_with(|c| c.safety.policy_file = None).await
+}
+
+#[tokio::test]
+async fn confirm_returns_a_preview_and_only_the_token_executes_it() {
+    let app = guarded_app().await;
+    let pa = app
+        .create_payment(
+            &demo_credentials(),
+            PaymentType::Preauthorization,
+            "80.00",
+            Currency::EUR,
+        )
+        .await;
+    let client = app.client("/mcp", Era::Legacy).await;
+    let args = json!({"referenceId": pa, "amount": "30.00", "currency": "EUR"});
+
+    // First call: a preview, nothing moves.
+    let preview = call_ok(&client, "perform_capture", args.clone()).await;
+    assert_eq!(preview["status"], "confirmation_required", "{preview}");
+    let confirmation = &preview["confirmation"];
+    let token = confirmation["token"].as_str().unwrap().to_string();
+    assert!(token.starts_with("pwc_"));
+    assert_eq!(confirmation["preview"]["amount"], "30.00");
+    assert_eq!(confirmation["preview"]["currency"], "EUR");
+    assert_eq!(confirmation["preview"]["referenceId"], pa.as_str());
+    assert!(confirmation["preview"]["from"]
+        .as_str()
+        .unwrap()
+        .contains("card"));
+    assert!(!confirmation["rule"].as_str().unwrap().is_empty());
+    let linked = call_ok(&client, "get_transactions", json!({"id": pa})).await;
+    assert_eq!(
+        linked["payments"].as_array().unwrap().len(),
+        1,
+        "nothing moved yet"
+    );
+
+    // A made-up token, or the model's own `confirmed: true`, do nothing.
+    let mut fake = args.clone();
+    fake["confirmationToken"] =
+        json!("pwc_0000000000000000000000000000000000000000000000000000000000000000");
+    let text = call_err(&client, "perform_capture", fake).await;
+    assert!(text.contains("never issued"), "{text}");
+    let mut boolean = args.clone();
+    boolean["confirmed"] = json!(true);
+    call_invalid(&client, "perform_capture", boolean).await;
+
+    // The token with a higher amount is refused.
+    let mut higher = args.clone();
+    higher["amount"] = json!("70.00");
+    higher["confirmationToken"] = json!(token);
+    let text = call_err(&client, "perform_capture", higher).await;
+    assert!(text.contains("different arguments"), "{text}");
+
+    // Another entity cannot use it.
+    let other = app
+        .client_as(
+            "/mcp",
+            Era::Legacy,
+            paywarden_emulator::SECOND_ENTITY_ID,
+            paywarden_emulator::SECOND_TOKEN,
+        )
+        .await;
+    let mut theirs = args.clone();
+    theirs["confirmationToken"] = json!(token);
+    let text = call_err(&other, "perform_capture", theirs).await;
+    assert!(
+        text.contains("700.100.100") || text.contains("another entity"),
+        "{text}"
+    );
+
+    // The right token executes exactly the previewed operation.
+    let mut confirmed = args.clone();
+    confirmed["confirmationToken"] = json!(token);
+    let done = call_ok(&client, "perform_capture", confirmed.clone()).await;
+    assert_eq!(done["status"], "executed");
+    assert_eq!(done["amount"], "30.00");
+    assert_eq!(done["paymentType"], "CP");
+
+    // A retry with the same token replays the outcome (its derived idempotency key); it never
+    // captures twice.
+    let again = call_ok(&client, "perform_capture", confirmed).await;
+    assert_eq!(again["id"], done["id"]);
+    assert_eq!(again["idempotentReplay"], true);
+    let linked = call_ok(
+        &client,
+        "get_transactions",
+        json!({"id": pa, "paymentTypes": ["CP"]}),
+    )
+    .await;
+    assert_eq!(linked["payments"].as_array().unwrap().len(), 1);
+
+    // A used token cannot confirm a new operation (new key).
+    let mut reuse = args.clone();
+    reuse["confirmationToken"] = json!(token);
+    reuse["idempotencyKey"] = json!("a-fresh-key");
+    let text = call_err(&client, "perform_capture", reuse).await;
+    assert!(text.contains("already used"), "{text}");
+
+    // The audit log records the decisions.
+    let outcomes: Vec<_> = app
+        .store
+        .audit_records(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.entry.outcome)
+        .collect();
+    assert!(
+        outcomes.contains(&"confirmation_required".to_string()),
+        "{outcomes:?}"
+    );
+}
+
+#[tokio::test]
+async fn expired_tokens_are_refused() {
+    let app = spawn_app_with(|c| {
+        c.safety.policy_file = None;
+        c.safety.confirmation_ttl_secs = 0;
+    })
+    .await;
+    let db = app
+        .create_payment(
+            &demo_credentials(),
+            PaymentType::Debit,
+            "20.00",
+            Currency::EUR,
+        )
+        .await;
+    let client = app.client("/mcp", Era::Stateless).await;
+    let args = json!({"referenceId": db, "amount": "5.00", "currency": "EUR"});
+    let preview = call_ok(&client, "perform_refund", args.clone()).await;
+    let mut confirmed = args.clone();
+    confirmed["confirmationToken"] = preview["confirmation"]["token"].clone();
+    let text = call_err(&client, "perform_refund", confirmed).await;
+    assert!(text.contains("expired"), "{text}");
+}
+
+#[tokio::test]
+async fn human_approval_is_decided_by_a_person_and_executes_once() {
+    let app = guarded_app().await;
+    let db = app
+        .create_payment(
+            &demo_credentials(),
+            PaymentType::Debit,
+            "900.00",
+            Currency::EUR,
+        )
+        .await;
+    let client = app.client("/mcp", Era::Legacy).await;
+    let args = json!({"referenceId": db, "amount": "750.00", "currency": "EUR"});
+    let pending = call_ok(&client, "perform_refund", args.clone()).await;
+    assert_eq!(pending["status"], "approval_pending", "{pending}");
+    let approval = &pending["approval"];
+    let id = approval["id"].as_str().unwrap().to_string();
+    assert!(id.starts_with("apr_"));
+    assert!(approval["url"]
+        .as_str()
+        .unwrap()
+        .ends_with(&format!("/approvals/{id}")));
+    assert_eq!(approval["preview"]["amount"], "750.00");
+
+    // The model cannot get past it: follow-up and polling before a decision move nothing.
+    let mut follow_up = args.clone();
+    follow_up["approvalId"] = json!(id);
+    let text = call_err(&client, "perform_refund", follow_up.clone()).await;
+    assert!(text.contains("waiting for an operator"), "{text}");
+    let polled = call_ok(&client, "get_approval", json!({"approvalId": id})).await;
+    assert_eq!(polled["status"], "approval_pending");
+    // A token does not replace a person.
+    let mut with_token = args.clone();
+    with_token["confirmationToken"] = json!("pwc_made_up");
+    let still = call(&client, "perform_refund", with_token).await.unwrap();
+    assert_ne!(
+        still
+            .structured_content
+            .as_ref()
+            .map(|s| s["status"].clone()),
+        Some(json!("executed"))
+    );
+
+    // A person approves (the CLI's store call), then the agent's polling executes it once.
+    app.store
+        .decide_approval(&id, true, "alice", Some("customer called"))
+        .await
+        .unwrap();
+    let done = call_ok(&client, "get_approval", json!({"approvalId": id})).await;
+    assert_eq!(done["status"], "executed", "{done}");
+    assert_eq!(done["amount"], "750.00");
+    // The follow-up call and another poll return the same outcome; one refund only.
+    let again = call(&client, "perform_refund", follow_up).await.unwrap();
+    let again_text = text_of(&again);
+    assert!(
+        again
+            .structured_content
+            .as_ref()
+            .is_some_and(|s| s["id"] == done["id"])
+            || again_text.contains("already"),
+        "{again_text}"
+    );
+    let polled = call_ok(&client, "get_approval", json!({"approvalId": id})).await;
+    assert_eq!(polled["id"], done["id"]);
+    let linked = call_ok(
+        &client,
+        "get_transactions",
+        json!({"id": db, "paymentTypes": ["RF"]}),
+    )
+    .await;
+    assert_eq!(linked["payments"].as_array().unwrap().len(), 1, "{linked}");
+    let approval = app.store.approval(&id).await.unwrap().unwrap();
+    assert_eq!(approval.decided_by.as_deref(), Some("alice"));
+    assert!(approval.executed_at.is_some());
+}
+
+#[tokio::test]
+async fn a_denied_approval_never_moves_money() {
+    let app = guarded_app().await;
+    let db = app
+        .create_payment(
+            &demo_credentials(),
+            PaymentType::Debit,
+            "50.00",
+            Currency::EUR,
+        )
+        .await;
+    let client = app.client("/mcp", Era::Stateless).await;
+    // Chargebacks always go to a person in the built-in policy.
+    let pending = call_ok(&client, "perform_chargeback", json!({"referenceId": db})).await;
+    assert_eq!(pending["status"], "approval_pending");
+    let id = pending["approval"]["id"].as_str().unwrap().to_string();
+    app.store
+        .decide_approval(&id, false, "bob", None)
+        .await
+        .unwrap();
+    let polled = call_ok(&client, "get_approval", json!({"approvalId": id})).await;
+    assert_eq!(polled["status"], "approval_denied");
+    let text = call_err(
+        &client,
+        "perform_chargeback",
+        json!({"referenceId": db, "approvalId": id}),
+    )
+    .await;
+    assert!(text.contains("denied"), "{text}");
+    let linked = call_ok(&client, "get_transactions", json!({"id": db})).await;
+    assert_eq!(linked["payments"].as_array().unwrap().len(), 1);
+    // Another entity cannot see it.
+    let other = app
+        .client_as(
+            "/mcp",
+            Era::Legacy,
+            paywarden_emulator::SECOND_ENTITY_ID,
+            paywarden_emulator::SECOND_TOKEN,
+        )
+        .await;
+    let text = call_err(&other, "get_approval", json!({"approvalId": id})).await;
+    assert!(text.contains("no approval request"), "{text}");
+}
+
+#[tokio::test]
+async fn fifty_concurrent_refunds_never_exceed_the_refundable_amount() {
+    let app = spawn_app().await; // allow-all: the invariants hold without any confirmation
+    let db = app
+        .create_payment(
+            &demo_credentials(),
+            PaymentType::Debit,
+            "100.00",
+            Currency::EUR,
+        )
+        .await;
+    let mut clients = Vec::new();
+    for _ in 0..5 {
+        clients.push(std::sync::Arc::new(
+            app.client("/mcp", Era::Stateless).await,
+        ));
+    }
+    let mut handles = Vec::new();
+    for i in 0..50 {
+        let client = clients[i % clients.len()].clone();
+        let db = db.clone();
+        handles.push(tokio::spawn(async move {
+            call(
+                &client,
+                "perform_refund",
+                json!({"referenceId": db, "amount": "5.00", "currency": "EUR"}),
+            )
+            .await
+            .map(|r| r.is_error == Some(false))
+            .unwrap_or(false)
+        }));
+    }
+    let mut ok = 0;
+    for h in handles {
+        ok += usize::from(h.await.unwrap());
+    }
+    assert_eq!(ok, 20, "exactly 100.00 / 5.00 refunds succeed");
+    let linked = call_ok(
+        &clients[0],
+        "get_transactions",
+        json!({"id": db, "paymentTypes": ["RF"]}),
+    )
+    .await;
+    let refunds = linked["payments"].as_array().unwrap();
+    // paywarden serialised them and refused the rest before sending: OPP saw no refused refund.
+    assert_eq!(refunds.len(), 20, "{linked}");
+    assert!(refunds.iter().all(|r| r["resultCategory"] == "success"));
+    let total: i64 = refunds
+        .iter()
+        .map(|r| r["amountMinor"].as_i64().unwrap())
+        .sum();
+    assert_eq!(total, 10_000);
+}
+
+#[tokio::test]
+async fn fifty_concurrent_retries_with_one_key_make_one_provider_call() {
+    let app = spawn_app().await;
+    let pa = app
+        .create_payment(
+            &demo_credentials(),
+            PaymentType::Preauthorization,
+            "100.00",
+            Currency::EUR,
+        )
+        .await;
+    let client = std::sync::Arc::new(app.client("/mcp", Era::Stateless).await);
+    let mut handles = Vec::new();
+    for _ in 0..50 {
+        let client = client.clone();
+        let pa = pa.clone();
+        handles.push(tokio::spawn(async move {
+            call(
+                &client,
+                "perform_capture",
+                json!({"referenceId": pa, "amount": "1.00", "currency": "EUR", "idempotencyKey": "one-key"}),
+            )
+            .await
+        }));
+    }
+    for h in handles {
+        let _ = h.await.unwrap();
+    }
+    let linked = call_ok(
+        &client,
+        "get_transactions",
+        json!({"id": pa, "paymentTypes": ["CP"]}),
+    )
+    .await;
+    assert_eq!(linked["payments"].as_array().unwrap().len(), 1, "{linked}");
+}
+
+#[tokio::test]
+async fn read_only_mode_hides_and_refuses_money_moving_tools() {
+    let app = spawn_app_with(|c| c.safety.read_only = true).await;
+    let client = app.client("/mcp", Era::Legacy).await;
+    let tools = client.list_all_tools().await.unwrap();
+    let names: Vec<_> = tools.iter().map(|t| t.name.to_string()).collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(names
+        .iter()
+        .all(|n| n == "get_transactions" || n == "search_transactions"));
+    let err = call(
+        &client,
+        "perform_refund",
+        json!({"referenceId": "abcdefgh"}),
+    )
+    .await
+    .unwrap_err();
+    assert!(format!("{err:?}").contains("unknown tool"), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_policy_with_a_syntax_error_stops_start_up_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "default = \"confirm\"\n\n[[rule]]\nname = \"ok\"\nwhen = \"!moves_money\"\naction = \"allow\"\nmessage = \"reads\"\n\n[[rule]]\nname = \"broken\"\nwhen = \"amount_minor > \"\naction = \"human\"\nmessage = \"x\"\n",
+    )
+    .unwrap();
+    let mut config = test_config(dir.path());
+    config.safety.policy_file = Some(path.clone());
+    let err = paywarden::app::App::build(
+        config,
+        paywarden::app::SeedMode::Off,
+        &indicatif::ProgressBar::hidden(),
+    )
+    .await
+    .map(|_| ())
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("bad.toml"), "{err}");
+    assert!(err.contains("11"), "the line of the broken `when`: {err}");
+    assert!(err.contains("broken"), "{err}");
+
+    let mut config = test_config(dir.path());
+    config.safety.toolsets = vec!["payouts".into()];
+    let err = paywarden::app::App::build(
+        config,
+        paywarden::app::SeedMode::Off,
+        &indicatif::ProgressBar::hidden(),
+    )
+    .await
+    .map(|_| ())
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("payouts"), "{err}");
+}
+
+fn text_of(result: &rmcp::model::CallToolResult) -> String {
+    text(result)
+}
+
+#[tokio::test]
+async fn a_timed_out_write_is_looked_up_at_the_provider_before_any_retry() {
+    // An emulator that processes writes but answers them 1.5 s late; paywarden waits 500 ms.
+    let dir = tempfile::tempdir().unwrap();
+    let mut emulator_config = paywarden_emulator::EmulatorConfig::demo(dir.path().join("late.db"));
+    emulator_config.write_latency = std::time::Duration::from_millis(1_500);
+    let emulator = paywarden_emulator::Emulator::open(emulator_config)
+        .await
+        .unwrap();
+    let running = emulator
+        .spawn(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap())
+        .await
+        .unwrap();
+    let url = running.base_url.clone();
+    let app = spawn_app_with(|c| {
+        c.opp.base_url = Some(url.clone());
+        c.opp.timeout_ms = 500;
+    })
+    .await;
+    let direct =
+        paywarden::connectors::opp::OppClient::new(&url, std::time::Duration::from_secs(10))
+            .unwrap();
+    let request = paywarden::connectors::opp::InitialPaymentRequest {
+        payment_type: PaymentType::Preauthorization,
+        amount: paywarden_domain::Money::parse("40.00", Currency::EUR).unwrap(),
+        payment_brand: "VISA".into(),
+        card_number: secrecy::SecretString::from("4200000000000000".to_string()),
+        card_holder: "Jane Jones".into(),
+        expiry_month: "05".into(),
+        expiry_year: "2034".into(),
+        cvv: secrecy::SecretString::from("123".to_string()),
+        merchant_transaction_id: None,
+        custom_parameters: vec![],
+    };
+    let pa = direct
+        .create_payment(&demo_credentials(), &request)
+        .await
+        .unwrap()
+        .id;
+    let client = app.client("/mcp", Era::Legacy).await;
+    let args = json!({"referenceId": pa, "amount": "10.00", "currency": "EUR", "idempotencyKey": "slow-1"});
+    let text = call_err(&client, "perform_capture", args.clone()).await;
+    assert!(text.contains("UNKNOWN"), "{text}");
+    // Let the late answer arrive at the emulator side; the capture happened.
+    tokio::time::sleep(std::time::Duration::from_millis(1_200)).await;
+
+    // The retry asks OPP first, finds the capture by the key's merchant reference, and replays
+    // it instead of capturing again.
+    let replay = call_ok(&client, "perform_capture", args.clone()).await;
+    assert_eq!(replay["status"], "executed", "{replay}");
+    assert_eq!(replay["idempotentReplay"], true);
+    assert_eq!(replay["amount"], "10.00");
+    let captures = direct
+        .query_by_id(&demo_credentials(), &pa, true, &[PaymentType::Capture])
+        .await
+        .unwrap();
+    assert_eq!(captures.len(), 1, "{captures:?}");
+    assert_eq!(replay["id"], captures[0].id.as_str());
+    assert_eq!(
+        captures[0].merchant_transaction_id.as_deref(),
+        Some(
+            paywarden::service::opp::derived_merchant_reference(
+                paywarden_emulator::DEMO_ENTITY_ID,
+                "slow-1"
+            )
+            .as_str()
+        )
+    );
+
+    // When OPP has nothing under the key, the operation never happened: the retry runs it, once.
+    let hash = paywarden::service::safety::binding_hash(
+        "perform_capture",
+        &json!({"referenceId": pa, "amount": "5.00", "currency": "EUR"}),
+    );
+    app.store
+        .begin_idempotent(
+            paywarden_emulator::DEMO_ENTITY_ID,
+            "never-sent",
+            "perform_capture",
+            &hash,
+        )
+        .await
+        .unwrap();
+    app.store
+        .mark_idempotent_unknown(paywarden_emulator::DEMO_ENTITY_ID, "never-sent")
+        .await
+        .unwrap();
+    let fresh = call(&client, "perform_capture", json!({"referenceId": pa, "amount": "5.00", "currency": "EUR", "idempotencyKey": "never-sent"}))
+        .await
+        .unwrap();
+    // It was sent again (and, with this slow emulator, timed out again: still at most once).
+    assert!(text_of(&fresh).contains("UNKNOWN"), "{}", text_of(&fresh));
+    tokio::time::sleep(std::time::Duration::from_millis(1_200)).await;
+    let captures = direct
+        .query_by_id(&demo_credentials(), &pa, true, &[PaymentType::Capture])
+        .await
+        .unwrap();
+    assert_eq!(captures.len(), 2, "{captures:?}");
+    drop(running);
+}
