@@ -270,18 +270,19 @@ async fn list_page(
         });
     } else {
         body.push_str(
-            "<div class=\"scroll\"><table><thead><tr><th>Request</th><th>Tool</th><th>Entity</th><th>What will move</th>\
-             <th>Created</th><th>Expires</th></tr></thead><tbody>",
+            "<div class=\"scroll\"><table class=\"list\"><thead><tr><th>Request</th>\
+             <th>What will move</th><th>Tool</th><th>Entity</th><th>Created</th><th>Expires</th>\
+             </tr></thead><tbody>",
         );
         for a in &approvals {
             let _ = write!(
                 body,
-                "<tr><td><a href=\"/approvals/{id}\"><code>{id}</code></a>{sandbox}{status}</td>\
-                 <td><code>{toolset}/{tool}</code></td><td><code>{entity}</code></td>\
-                 <td>{moves}</td><td>{created}</td><td>{expires}</td></tr>",
+                "<tr><td class=\"id\"><a href=\"/approvals/{id}\"><code>{id}</code></a>{sandbox}{status}</td>\
+                 <td>{moves}</td><td><code>{toolset}/{tool}</code></td>\
+                 <td class=\"id\"><code>{entity}</code></td><td>{created}</td><td>{expires}</td></tr>",
                 id = esc(&a.id),
                 sandbox = if is_sandbox(&a.preview) {
-                    " <span class=\"tag sandbox-tag\">SANDBOX</span>"
+                    "<br><span class=\"tag sandbox-tag\">SANDBOX</span>"
                 } else {
                     ""
                 },
@@ -893,6 +894,8 @@ header a{color:#fff;text-decoration:none;font-weight:600}\
 header .who{opacity:.85;font-size:.9rem}\
 main{max-width:1040px;margin:1.5rem auto;padding:0 1rem}\
 .scroll{overflow-x:auto}\
+table.list td.id{max-width:12rem;word-break:break-all}\
+table.list td.id code{font-size:.8rem}\
 h1{font-size:1.35rem;margin:.2rem 0 1rem}\
 h2{font-size:1.05rem;margin:0 0 .6rem}\
 h3{font-size:.95rem;margin:1rem 0 .4rem}\

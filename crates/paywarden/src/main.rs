@@ -378,6 +378,14 @@ fn print_banner(app: &App, addr: SocketAddr) {
         let _ = writeln!(out, "  Demo credentials (valid only against the emulator):");
         let _ = writeln!(out, "    X-Entity-Id: {DEMO_ENTITY_ID}");
         let _ = writeln!(out, "    X-Token:     {DEMO_TOKEN}");
+        if app.config().operators.is_empty() {
+            let _ = writeln!(
+                out,
+                "  Approval page: {base}/approvals  (demo operator {}, password {}; sandbox only)",
+                paywarden::app::DEMO_OPERATOR,
+                paywarden::app::DEMO_OPERATOR_TOKEN
+            );
+        }
         let config = serde_json::json!({
             "servers": {
                 "paywarden": {
@@ -394,6 +402,10 @@ fn print_banner(app: &App, addr: SocketAddr) {
             serde_json::to_string_pretty(&config).unwrap_or_default()
         );
     } else {
+        let _ = writeln!(
+            out,
+            "  Approval page: {base}/approvals (operators from the configuration)"
+        );
         let _ = writeln!(
             out,
             "  OPP: {} (callers' X-Entity-Id/X-Token are passed on to OPP)",

@@ -521,3 +521,190 @@ async fn a_timed_out_write_is_looked_up_at_the_provider_before_any_retry() {
     assert_eq!(captures.len(), 2, "{captures:?}");
     drop(running);
 }
+
+#[tokio::test]
+async fn the_policy_decides_reads_and_denials_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("strict.toml");
+    std::fs::write(
+        &path,
+        r#"
+default = "deny"
+
+[[rule]]
+name = "no-bulk-search"
+when = "tool == 'search_transactions'"
+action = "deny"
+message = "Searching is not allowed for agents here."
+
+[[rule]]
+name = "reads"
+when = "!moves_money"
+action = "allow"
+message = "Reads are allowed."
+
+[[rule]]
+name = "no-refunds-in-gbp"
+when = "tool == 'perform_refund' && currency == 'GBP'"
+action = "deny"
+message = "GBP refunds go through finance."
+"#,
+    )
+    .unwrap();
+    let app = spawn_app_with(|c| c.safety.policy_file = Some(path.clone())).await;
+    let db = app
+        .create_payment(
+            &demo_credentials(),
+            PaymentType::Debit,
+            "10.00",
+            Currency::GBP,
+        )
+        .await;
+    let client = app.client("/mcp", Era::Legacy).await;
+    let text = call_err(&client, "search_transactions", json!({})).await;
+    assert!(
+        text.contains("no-bulk-search") && text.contains("not allowed"),
+        "{text}"
+    );
+    call_ok(&client, "get_transactions", json!({"id": db})).await;
+    let text = call_err(&client, "perform_refund", json!({"referenceId": db})).await;
+    assert!(
+        text.contains("no-refunds-in-gbp") && text.contains("finance"),
+        "{text}"
+    );
+    // Nothing matched: the file's default (deny).
+    let text = call_err(
+        &client,
+        "perform_rebill",
+        json!({"referenceId": db, "amount": "1.00", "currency": "GBP"}),
+    )
+    .await;
+    assert!(text.contains("denied by policy"), "{text}");
+    let linked = call_ok(&client, "get_transactions", json!({"id": db})).await;
+    assert_eq!(linked["payments"].as_array().unwrap().len(), 1);
+    let outcomes: Vec<_> = app
+        .store
+        .audit_records(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.entry.outcome)
+        .collect();
+    assert_eq!(
+        outcomes.iter().filter(|o| *o == "denied").count(),
+        3,
+        "{outcomes:?}"
+    );
+}
+
+/// A session client whose user answers paywarden's approval question.
+#[derive(Clone)]
+struct UserWhoAnswers {
+    approve: bool,
+    config: rmcp::model::ClientConfig,
+}
+
+impl rmcp::ClientHandler for UserWhoAnswers {
+    fn get_info(&self) -> rmcp::model::ClientConfig {
+        self.config.clone()
+    }
+
+    async fn create_elicitation(
+        &self,
+        request: rmcp::model::ElicitRequestParams,
+        _context: rmcp::service::RequestContext<rmcp::RoleClient>,
+    ) -> Result<rmcp::model::ElicitResult, rmcp::ErrorData> {
+        let shown = format!("{request:?}");
+        assert!(shown.contains("750.00") && shown.contains("EUR"), "{shown}");
+        Ok(
+            rmcp::model::ElicitResult::new(rmcp::model::ElicitationAction::Accept).with_content(
+                json!({"approve": self.approve, "note": "checked with the customer"}),
+            ),
+        )
+    }
+}
+
+async fn eliciting_client(
+    app: &TestApp,
+    approve: bool,
+) -> rmcp::service::RunningService<rmcp::RoleClient, UserWhoAnswers> {
+    use rmcp::ClientServiceExt;
+    let mut headers = std::collections::HashMap::new();
+    headers.insert(
+        http::HeaderName::from_static("x-entity-id"),
+        http::HeaderValue::from_static(paywarden_emulator::DEMO_ENTITY_ID),
+    );
+    headers.insert(
+        http::HeaderName::from_static("x-token"),
+        http::HeaderValue::from_static(paywarden_emulator::DEMO_TOKEN),
+    );
+    let transport = rmcp::transport::StreamableHttpClientTransport::from_config(
+        rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig::with_uri(
+            format!("{}/mcp", app.base_url),
+        )
+        .custom_headers(headers),
+    );
+    let mut capabilities = rmcp::model::ClientCapabilities::default();
+    capabilities.elicitation = Some(rmcp::model::ElicitationCapability::default());
+    let mut info = rmcp::model::Implementation::default();
+    info.name = "desk-app".into();
+    info.version = "1".into();
+    let config = rmcp::model::ClientConfig::new(capabilities, info)
+        .with_protocol_version(rmcp::model::ProtocolVersion::V_2025_11_25);
+    UserWhoAnswers { approve, config }
+        .serve_with_lifecycle(transport, rmcp::ClientLifecycleMode::Initialize)
+        .await
+        .expect("client connects")
+}
+
+#[tokio::test]
+async fn a_session_clients_user_approves_or_denies_through_elicitation() {
+    let app = guarded_app().await;
+    let db = app
+        .create_payment(
+            &demo_credentials(),
+            PaymentType::Debit,
+            "900.00",
+            Currency::EUR,
+        )
+        .await;
+    let args = json!({"referenceId": db, "amount": "750.00", "currency": "EUR"});
+
+    let denying = eliciting_client(&app, false).await;
+    let result = denying
+        .call_tool(
+            rmcp::model::CallToolRequestParams::new("perform_refund")
+                .with_arguments(args.as_object().unwrap().clone()),
+        )
+        .await
+        .unwrap();
+    let denied = result.structured_content.clone().unwrap();
+    assert_eq!(denied["status"], "approval_denied", "{denied}");
+    assert!(denied["approval"]["decidedBy"]
+        .as_str()
+        .unwrap()
+        .contains("desk-app user via MCP elicitation"));
+
+    let approving = eliciting_client(&app, true).await;
+    let result = approving
+        .call_tool(
+            rmcp::model::CallToolRequestParams::new("perform_refund")
+                .with_arguments(args.as_object().unwrap().clone()),
+        )
+        .await
+        .unwrap();
+    let done = result.structured_content.clone().unwrap();
+    assert_eq!(done["status"], "executed", "{done}");
+    assert_eq!(done["amount"], "750.00");
+    let approvals = app.store.list_approvals(None).await.unwrap();
+    assert_eq!(approvals.len(), 2);
+    assert!(approvals.iter().any(|a| a.decision_note.as_deref()
+        == Some("checked with the customer")
+        && a.executed_at.is_some()));
+    let refunds = app
+        .opp()
+        .query_by_id(&demo_credentials(), &db, true, &[PaymentType::Refund])
+        .await
+        .unwrap();
+    assert_eq!(refunds.len(), 1);
+}

@@ -10,7 +10,7 @@ use rmcp::{
     tool, tool_router, ErrorData as McpError, RoleServer,
 };
 use schemars::JsonSchema;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{input_schema, render, PaywardenMcp};
 use crate::service::{
@@ -200,20 +200,106 @@ impl PaywardenMcp {
         operation: Operation,
         arguments: JsonObject,
         params: BackofficeParams,
+        context: &RequestContext<RoleServer>,
     ) -> Result<CallToolResult, McpError> {
-        render(
-            self.state
-                .opp
-                .backoffice(
-                    &caller,
-                    operation,
-                    &serde_json::Value::Object(arguments),
-                    params,
-                )
-                .await,
-        )
+        let outcome = self
+            .state
+            .opp
+            .backoffice(
+                &caller,
+                operation,
+                &serde_json::Value::Object(arguments.clone()),
+                params,
+            )
+            .await;
+        if let Ok(pending) = &outcome {
+            if pending.structured["status"] == "approval_pending" {
+                if let Some(decided) = self.ask_the_user(&caller, pending, context).await {
+                    return render(decided);
+                }
+            }
+        }
+        render(outcome)
+    }
+
+    /// Human approval through MCP elicitation: when the session client declared form
+    /// elicitation, its user (a person, never the model) is asked to approve or deny the
+    /// pending request; the answer is recorded as the decision ("<client> user via MCP
+    /// elicitation") and an approval executes at once, exactly once. Clients without
+    /// elicitation, stateless (2026-07-28) clients, and a user who dismisses the question leave
+    /// the request pending for the approval page or the CLI.
+    async fn ask_the_user(
+        &self,
+        caller: &Caller,
+        pending: &crate::service::ToolOutcome,
+        context: &RequestContext<RoleServer>,
+    ) -> Option<Result<crate::service::ToolOutcome, crate::service::ServiceError>> {
+        let legacy = context
+            .protocol_version()
+            .is_none_or(|v| v < rmcp::model::ProtocolVersion::V_2026_07_28);
+        if !legacy
+            || !context
+                .peer
+                .supported_elicitation_modes()
+                .contains(&rmcp::service::ElicitationMode::Form)
+        {
+            return None;
+        }
+        let approval = &pending.structured["approval"];
+        let id = approval["id"].as_str()?.to_string();
+        let preview = &approval["preview"];
+        let message = format!(
+            "paywarden needs a person to approve this (policy rule {}: {}).\n{} {} {} from {} to {}, on {} {}, for entity {}.\nApprove it?",
+            approval["rule"].as_str().unwrap_or_default(),
+            approval["message"].as_str().unwrap_or_default(),
+            preview["operation"].as_str().unwrap_or_default(),
+            preview["amount"].as_str().unwrap_or_default(),
+            preview["currency"].as_str().unwrap_or_default(),
+            preview["from"].as_str().unwrap_or_default(),
+            preview["to"].as_str().unwrap_or_default(),
+            preview["referencePaymentType"].as_str().unwrap_or_default(),
+            preview["referenceId"].as_str().unwrap_or_default(),
+            preview["entity"].as_str().unwrap_or_default(),
+        );
+        let answer = context
+            .peer
+            .elicit_with_timeout::<ApprovalAnswer>(message, Some(ELICITATION_TIMEOUT))
+            .await;
+        let (approve, note) = match answer {
+            Ok(Some(a)) => (a.approve, a.note),
+            Err(rmcp::service::ElicitationError::UserDeclined) => (false, None),
+            // Dismissed, timed out, unsupported, malformed: leave it to an operator.
+            _ => return None,
+        };
+        let who = format!(
+            "{} user via MCP elicitation",
+            caller.client_name.as_deref().unwrap_or("MCP client")
+        );
+        let store = self.state.opp.pipeline().store();
+        if let Err(e) = store
+            .decide_approval(&id, approve, &who, note.as_deref())
+            .await
+        {
+            tracing::warn!(error = %e, approval = %id, "elicited decision not recorded");
+            return None;
+        }
+        let arguments = serde_json::json!({ "approvalId": id });
+        Some(self.state.opp.get_approval(caller, &arguments, id).await)
     }
 }
+
+/// How long paywarden waits for a client's user to answer an approval question.
+const ELICITATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// What a client's user answers when asked to approve an operation.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct ApprovalAnswer {
+    /// True to approve the operation exactly as shown, false to deny it.
+    pub approve: bool,
+    /// An optional note recorded with the decision.
+    pub note: Option<String>,
+}
+rmcp::elicit_safe!(ApprovalAnswer);
 
 #[tool_router(router = opp_tools, vis = "pub(crate)")]
 impl PaywardenMcp {
@@ -240,7 +326,7 @@ impl PaywardenMcp {
             confirmation_token: p.confirmation_token,
             approval_id: p.approval_id,
         };
-        self.backoffice(caller, Operation::Capture, arguments, params)
+        self.backoffice(caller, Operation::Capture, arguments, params, &context)
             .await
     }
 
@@ -266,7 +352,7 @@ impl PaywardenMcp {
             approval_id: p.approval_id,
             ..BackofficeParams::default()
         };
-        self.backoffice(caller, Operation::Reversal, arguments, params)
+        self.backoffice(caller, Operation::Reversal, arguments, params, &context)
             .await
     }
 
@@ -293,7 +379,7 @@ impl PaywardenMcp {
             confirmation_token: p.confirmation_token,
             approval_id: p.approval_id,
         };
-        self.backoffice(caller, Operation::Refund, arguments, params)
+        self.backoffice(caller, Operation::Refund, arguments, params, &context)
             .await
     }
 
@@ -320,7 +406,7 @@ impl PaywardenMcp {
             confirmation_token: p.confirmation_token,
             approval_id: p.approval_id,
         };
-        self.backoffice(caller, Operation::Rebill, arguments, params)
+        self.backoffice(caller, Operation::Rebill, arguments, params, &context)
             .await
     }
 
@@ -347,7 +433,7 @@ impl PaywardenMcp {
             confirmation_token: p.confirmation_token,
             approval_id: p.approval_id,
         };
-        self.backoffice(caller, Operation::Chargeback, arguments, params)
+        self.backoffice(caller, Operation::Chargeback, arguments, params, &context)
             .await
     }
 
@@ -373,8 +459,14 @@ impl PaywardenMcp {
             approval_id: p.approval_id,
             ..BackofficeParams::default()
         };
-        self.backoffice(caller, Operation::ChargebackReversal, arguments, params)
-            .await
+        self.backoffice(
+            caller,
+            Operation::ChargebackReversal,
+            arguments,
+            params,
+            &context,
+        )
+        .await
     }
 
     #[tool(

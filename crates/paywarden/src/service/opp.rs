@@ -1456,6 +1456,39 @@ impl OppService {
         (outcome, settlement)
     }
 
+    /// The policy's word on a read: `None` to go ahead, or the refusal. Reads cannot be
+    /// confirmed or approved; a policy that says anything but `allow` for one refuses it.
+    fn read_refusal(&self, caller: &Caller, tool: &str) -> Option<ToolOutcome> {
+        let input = PolicyInput {
+            toolset: TOOLSET.into(),
+            tool: tool.into(),
+            entity: caller.entity_id.clone(),
+            moves_money: false,
+            client: caller.client_name.clone(),
+            ..PolicyInput::default()
+        };
+        match self.pipeline.safety().policy.evaluate(&input) {
+            Ok(v) if v.decision == Decision::Allow => None,
+            Ok(v) => {
+                let mut outcome = self.pipeline.error_outcome(
+                    "denied_by_policy",
+                    &format!(
+                        "{tool} is refused by policy rule {:?}: {}",
+                        v.rule, v.message
+                    ),
+                    None,
+                );
+                outcome.audit.outcome = "denied".into();
+                Some(outcome)
+            }
+            Err(e) => Some(self.pipeline.error_outcome(
+                "policy_error",
+                &format!("{tool} is refused: the policy could not be evaluated ({e})"),
+                None,
+            )),
+        }
+    }
+
     /// `get_transactions`: by id (with linked transactions) or by merchant reference.
     ///
     /// # Errors
@@ -1472,6 +1505,9 @@ impl OppService {
     ) -> Result<ToolOutcome, ServiceError> {
         self.pipeline
             .read(caller, TOOLSET, "get_transactions", arguments, || async {
+                if let Some(refusal) = self.read_refusal(caller, "get_transactions") {
+                    return Ok(refusal);
+                }
                 let query = LookupQuery {
                     id: id.as_deref().map(|i| validate_id("id", i)).transpose()?,
                     merchant_transaction_id: validate_merchant_reference(merchant_transaction_id)?,
@@ -1594,6 +1630,9 @@ impl OppService {
     ) -> Result<ToolOutcome, ServiceError> {
         self.pipeline
             .read(caller, TOOLSET, "search_transactions", arguments, || async {
+                if let Some(refusal) = self.read_refusal(caller, "search_transactions") {
+                    return Ok(refusal);
+                }
                 let now = Utc::now();
                 let to = match &params.date_to {
                     Some(raw) => parse_date("dateTo", raw, true)?,
