@@ -31,6 +31,8 @@ step "cargo build -p paywarden"
 cargo build -p paywarden
 
 if [ "$run_cargo_test" = 1 ]; then
+    step "browser test prerequisites (scripts/setup-browser.sh)"
+    bash "$ROOT/scripts/setup-browser.sh"
     step "cargo test --workspace"
     cargo test --workspace
 fi

@@ -660,6 +660,7 @@ async def test_audit_log_records_every_call(safety_server: ServerProcess, claim_
         ("perform_capture", "ok"),
         ("perform_chargeback", "approval_requested"),
         ("get_approval", "ok"),
+        ("perform_chargeback", "denied"),  # the operator's decision, made with the CLI
         ("get_approval", "ok"),
         ("perform_chargeback", "error"),
         ("perform_capture", "error"),
@@ -669,9 +670,11 @@ async def test_audit_log_records_every_call(safety_server: ServerProcess, claim_
     assert mine[1]["arguments"]["confirmationToken"] == "[redacted]", mine[1]
     assert mine[1]["transaction_id"] == cp["id"] and mine[1]["result_code"] == cp["result"]["code"], mine[1]
     assert mine[2]["transaction_id"] == approval_id, mine[2]
-    assert mine[3]["arguments"] == {"approvalId": approval_id} == mine[4]["arguments"], mine[3:5]
-    assert "denied" in (mine[5]["message"] or ""), mine[5]
-    assert "confirmed" in (mine[6]["message"] or ""), mine[6]
+    assert mine[3]["arguments"] == {"approvalId": approval_id} == mine[5]["arguments"], mine[3:6]
+    assert mine[4]["client_name"] == "operator:bob" and mine[4]["transaction_id"] == approval_id, mine[4]
+    assert mine[4]["arguments"]["decision"] == "deny", mine[4]
+    assert "denied" in (mine[6]["message"] or ""), mine[6]
+    assert "confirmed" in (mine[7]["message"] or ""), mine[7]
     # The whole log (every test on this server) holds both safety outcomes, in a chain intact.
     outcomes = {e["outcome"] for e in entries}
     assert {"confirmation_required", "approval_requested", "ok"} <= outcomes, outcomes

@@ -18,8 +18,10 @@
 //!
 //! The page renders these fields of an approval's `preview` by name, and any others as a
 //! list: `operation`; `amount` (decimal string) with `currency`, or `amount_minor` with
-//! `currency`; `reference_id` (or `reference`, `referenceId`); `from`; `to`; and
-//! `sandbox: true`, which shows a SANDBOX banner.
+//! `currency`; `reference_id` (or `reference`) with `reference_payment_type`; `from`; `to`;
+//! `tool` and `entity` (shown once, under "Request", when they match the request); and
+//! `sandbox: true`, which shows a SANDBOX banner. camelCase spellings (`amountMinor`,
+//! `referenceId`, `referencePaymentType`) work too, as in `service::safety::PreviewView`.
 
 use std::{borrow::Cow, fmt::Write as _, sync::Arc};
 
@@ -569,6 +571,7 @@ const REFERENCE_KEYS: &[&str] = &[
     "referenceTransaction",
     "referenced_id",
 ];
+const REFERENCE_TYPE_KEYS: &[&str] = &["reference_payment_type", "referencePaymentType"];
 const FROM_KEYS: &[&str] = &["from", "payer"];
 const TO_KEYS: &[&str] = &["to", "payee", "recipient"];
 
@@ -727,6 +730,13 @@ fn detail_html(a: &Approval, csrf: &str, now: DateTime<Utc>) -> String {
     // What will move.
     out.push_str("<section class=\"card\"><h2>What will move</h2><dl class=\"kv\">");
     let mut shown: Vec<&str> = vec!["sandbox"];
+    // The preview may repeat the tool and entity; shown under "Request" unless they differ.
+    if preview.get("tool").and_then(Value::as_str) == Some(a.tool.as_str()) {
+        shown.push("tool");
+    }
+    if preview.get("entity").and_then(Value::as_str) == Some(a.entity_id.as_str()) {
+        shown.push("entity");
+    }
     if let Some((key, op)) = pick(preview, OPERATION_KEYS) {
         row(
             &mut out,
@@ -744,10 +754,18 @@ fn detail_html(a: &Approval, csrf: &str, now: DateTime<Utc>) -> String {
         shown.extend_from_slice(AMOUNT_KEYS);
     }
     if let Some((key, reference)) = pick(preview, REFERENCE_KEYS) {
-        let html = match reference {
+        let mut html = match reference {
             Value::String(id) => format!("<code>{}</code>", esc(id)),
             other => value_text(other),
         };
+        if let Some((type_key, Value::String(payment_type))) = pick(preview, REFERENCE_TYPE_KEYS) {
+            let _ = write!(
+                html,
+                " <span class=\"muted\">(payment type {})</span>",
+                esc(payment_type)
+            );
+            shown.push(type_key);
+        }
         row(&mut out, "Reference transaction", &html);
         shown.push(key);
     }

@@ -73,8 +73,48 @@ pub fn router(
             }),
         )
         .merge(endpoints)
-        .merge(crate::approvals_http::router(store, operators))
+        .merge(
+            crate::approvals_http::router(store, operators).layer(middleware::from_fn_with_state(
+                Arc::new(http.allowed_hosts.clone()),
+                check_host,
+            )),
+        )
         .layer(RequestBodyLimitLayer::new(http.max_body_bytes))
+}
+
+/// The approval page answers only under the allowed `Host` names (as rmcp does for the MCP
+/// endpoints), so a DNS-rebinding page cannot reach it through the operator's browser.
+async fn check_host(
+    axum::extract::State(allowed): axum::extract::State<Arc<Vec<String>>>,
+    request: Request<Body>,
+    next: Next,
+) -> Response {
+    let host = request
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let name = match host.strip_prefix('[') {
+        // [::1]:8080
+        Some(rest) => rest.split(']').next().unwrap_or_default().to_string(),
+        None => host
+            .rsplit_once(':')
+            .map_or(host.clone(), |(h, _)| h.to_string()),
+    };
+    if allowed.is_empty()
+        || allowed
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case(&name) || a.eq_ignore_ascii_case(&host))
+    {
+        next.run(request).await
+    } else {
+        (
+            StatusCode::FORBIDDEN,
+            "Forbidden: Host header is not allowed",
+        )
+            .into_response()
+    }
 }
 
 /// A POST whose body is not JSON gets JSON-RPC's parse error (-32700) with HTTP 400, before

@@ -28,7 +28,8 @@ struct Cli {
 #[derive(Debug, clap::Args)]
 struct Common {
     /// Directory for paywarden's database and the emulator's state [default: ./paywarden-data].
-    #[arg(long)]
+    /// Accepted before or after a sub-command's own arguments.
+    #[arg(long, global = true)]
     data_dir: Option<PathBuf>,
 }
 
@@ -316,6 +317,9 @@ async fn main() -> anyhow::Result<()> {
             };
             let explanation = policy.explain(&input)?;
             print!("{}", paywarden::policy::render_check(&explanation));
+            if explanation.outcome.is_err() {
+                std::process::exit(1);
+            }
         }
         Command::Audit { action } => {
             let (AuditAction::Verify { common } | AuditAction::Export { common }) = &action;

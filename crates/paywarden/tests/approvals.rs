@@ -607,6 +607,58 @@ async fn the_page_shows_exactly_what_will_move() {
 }
 
 #[tokio::test]
+async fn the_service_preview_shape_renders() {
+    let (store, _dir) = open_store().await;
+    let mut new = new_approval(ENTITY, chrono::Duration::hours(1));
+    new.preview = serde_json::json!({
+        "tool": "refund",
+        "operation": "refund (RF)",
+        "entity": ENTITY,
+        "referenceId": REFERENCE,
+        "referencePaymentType": "DB",
+        "amount": "0.500",
+        "amountMinor": 500,
+        "currency": "KWD",
+        "from": "the merchant",
+        "to": "the card holder",
+        "sandbox": false,
+        "riskScore": 7,
+    });
+    let a = store.create_approval(new).await.expect("create");
+    let base = serve(store, operators()).await;
+    let page = get(&base, &format!("/approvals/{}", a.id), ALICE).await;
+    for text in [
+        "<strong>refund (RF)</strong>",
+        "0.500 KWD",
+        "(payment type DB)",
+        "<dt>Risk score</dt><dd>7</dd>",
+    ] {
+        assert!(
+            page.body.contains(text),
+            "page lacks {text}:\n{}",
+            page.body
+        );
+    }
+    for hidden in [
+        "SANDBOX",
+        "<dt>Amount minor</dt>",
+        "<dt>Entity</dt><dd>8ac",
+        "<dt>Tool</dt><dd>refund",
+    ] {
+        assert!(!page.body.contains(hidden), "page shows {hidden}");
+    }
+    let list = get(&base, "/approvals", ALICE).await;
+    assert!(
+        list.body.contains("<strong>refund (RF)</strong>"),
+        "{}",
+        list.body
+    );
+    assert!(list
+        .body
+        .contains(&format!("0.500 KWD</span> of <code>{REFERENCE}</code>")));
+}
+
+#[tokio::test]
 async fn every_dynamic_value_is_escaped() {
     let (store, _dir) = open_store().await;
     let mut new = new_approval(ENTITY, chrono::Duration::hours(1));

@@ -674,6 +674,24 @@ async fn malformed_json_and_foreign_hosts_are_refused() {
         .unwrap();
     assert_eq!(resp.status(), 403);
 
+    let resp = http
+        .get(format!("{}/approvals", app.base_url))
+        .header("Host", "evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    let resp = http
+        .get(format!("{}/approvals", app.base_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        401,
+        "the page itself still needs an operator"
+    );
+
     let big = "x".repeat(2 * 1024 * 1024);
     let resp = http
         .post(format!("{}/mcp", app.base_url))

@@ -266,6 +266,16 @@ async fn a_denied_approval_never_moves_money() {
         .await;
     let text = call_err(&other, "get_approval", json!({"approvalId": id})).await;
     assert!(text.contains("no approval request"), "{text}");
+    // The operator's decision is in the audit chain.
+    let records = app.store.audit_records(None).await.unwrap();
+    let decision = records
+        .iter()
+        .find(|r| {
+            r.entry.outcome == "denied" && r.entry.transaction_id.as_deref() == Some(id.as_str())
+        })
+        .expect("the decision is audited");
+    assert_eq!(decision.entry.client_name.as_deref(), Some("operator:bob"));
+    assert!(app.store.verify_audit().await.unwrap().is_none());
 }
 
 #[tokio::test]

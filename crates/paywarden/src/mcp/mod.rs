@@ -98,10 +98,8 @@ impl PaywardenMcp {
     /// The caller of the current request: `X-Entity-Id`/`X-Token` headers over HTTP, the
     /// configured local caller over stdio.
     fn caller(&self, context: &RequestContext<RoleServer>) -> Result<Caller, McpError> {
-        let client_name = context
-            .peer
-            .peer_info()
-            .map(|info| info.client_info.name.clone());
+        // Per request in the 2026-07-28 era (request `_meta`), from the handshake before it.
+        let client_name = context.client_info().map(|info| info.name);
         if let Some(parts) = context.extensions.get::<http::request::Parts>() {
             let header = |name: &str| {
                 parts

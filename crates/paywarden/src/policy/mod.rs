@@ -613,7 +613,7 @@ pub struct Explanation {
 
 /// A human-readable report of an [`Explanation`], for `paywarden policy check`: the policy's
 /// origin, the bound variables, each rule tried with its line and result, then the decision
-/// with the deciding rule and its message (or "no rule matched; default <x>", or the
+/// with the deciding rule and its message (or "no rule matched; default `<x>`", or the
 /// evaluation error). Ends with a newline.
 pub fn render_check(explanation: &Explanation) -> String {
     use std::fmt::Write as _;

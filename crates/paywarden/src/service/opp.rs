@@ -1284,12 +1284,19 @@ impl OppService {
                     }
                     ApprovalStatus::Executed => {
                         let outcome = approval.outcome.clone().unwrap_or_default();
-                        let structured = outcome.get("structured").cloned().unwrap_or_default();
+                        let mut structured = outcome.get("structured").cloned().unwrap_or_default();
+                        if let serde_json::Value::Object(map) = &mut structured {
+                            map.insert("idempotentReplay".into(), serde_json::Value::Bool(true));
+                        }
                         let text = outcome.get("text").and_then(|t| t.as_str()).unwrap_or_default();
+                        let text = text
+                            .strip_prefix(super::SANDBOX_BANNER)
+                            .map(|t| t.trim_start_matches('\n'))
+                            .unwrap_or(text);
                         Ok(ToolOutcome {
                             structured,
                             is_error: outcome.get("isError").and_then(|v| v.as_bool()).unwrap_or(false),
-                            text: format!("Approval {} was executed; this is its outcome (no money moved again).\n{text}", approval.id),
+                            text: self.pipeline.decorate(&format!("Approval {} was executed; this is its outcome (no money moved again).\n{text}", approval.id)),
                             audit: AuditFacts { outcome: "ok".into(), transaction_id: Some(approval.id.clone()), ..AuditFacts::default() },
                         })
                     }

@@ -23,6 +23,9 @@ use sqlx::{sqlite::SqliteRow, Row, Sqlite};
 
 use super::{Store, StoreError};
 
+/// How long after an approval the agent may still execute it, even past the request's expiry.
+pub const EXECUTION_GRACE: chrono::Duration = chrono::Duration::hours(1);
+
 /// Where an approval request stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -491,6 +494,33 @@ impl Store {
             .await?
             .ok_or_else(|| ApprovalError::NotFound { id: id.to_string() })?;
         tx.commit().await?;
+        // The decision joins the audit chain, whichever way it was made (page, CLI, elicitation).
+        self.append_audit(&super::AuditEntry {
+            entity_id: decided.entity_id.clone(),
+            client_name: Some(format!("operator:{decided_by}")),
+            toolset: decided.toolset.clone(),
+            tool: decided.tool.clone(),
+            arguments: serde_json::json!({
+                "approvalId": decided.id,
+                "decision": if approve { "approve" } else { "deny" },
+                "note": note,
+            }),
+            outcome: if approve { "approved" } else { "denied" }.into(),
+            result_code: None,
+            provider_request_id: None,
+            transaction_id: Some(decided.id.clone()),
+            message: Some(format!(
+                "{} by {decided_by}",
+                if approve { "approved" } else { "denied" }
+            )),
+            duration_ms: 0,
+            sandbox: decided
+                .preview
+                .get("sandbox")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false),
+        })
+        .await?;
         Ok(decided)
     }
 
@@ -518,12 +548,24 @@ impl Store {
         if current.request_hash != request_hash {
             return Err(ApprovalError::Mismatch { id: id.to_string() });
         }
-        let current = current.seen_at(Utc::now());
+        let now = Utc::now();
+        let current = current.seen_at(now);
         if current.status != ApprovalStatus::Approved {
             return Err(ApprovalError::NotApproved {
                 id: id.to_string(),
                 status: current.status,
             });
+        }
+        // An approval is acted on soon or not at all: until the request's expiry, and at least
+        // an hour after the decision.
+        let deadline = current.expires_at.max(
+            current
+                .decided_at
+                .map(|d| d + EXECUTION_GRACE)
+                .unwrap_or(current.expires_at),
+        );
+        if now > deadline {
+            return Err(ApprovalError::Expired { id: id.to_string() });
         }
         let claimed = sqlx::query(
             "UPDATE approvals SET status = 'executing' WHERE id = ? AND status = 'approved'",
