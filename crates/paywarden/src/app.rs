@@ -44,6 +44,9 @@ pub enum AppError {
     /// Serving HTTP failed.
     #[error("HTTP server failed: {0}")]
     Serve(#[from] std::io::Error),
+    /// Another part failed to start.
+    #[error("start-up failed: {0}")]
+    Startup(String),
     /// The policy file is invalid (the message names the line and the reason).
     #[error("{0}")]
     Policy(#[from] crate::policy::PolicyError),
@@ -163,6 +166,7 @@ impl App {
             sandbox,
             toolsets: config.safety.toolsets.clone(),
             read_only: config.safety.read_only,
+            approval_questions: approval_question_codec()?,
         });
         let mut app = Self {
             config,
@@ -290,6 +294,15 @@ impl App {
         drop(self.emulator);
         Ok(())
     }
+}
+
+/// A codec with a fresh random key for sealing approval questions' request state.
+fn approval_question_codec() -> Result<rmcp::model::RequestStateCodec, AppError> {
+    use rand::RngCore;
+    let mut key = vec![0u8; 32];
+    rand::thread_rng().fill_bytes(&mut key);
+    rmcp::model::RequestStateCodec::try_new(key)
+        .map_err(|e| AppError::Startup(format!("request-state codec: {e}")))
 }
 
 /// The caller for transports without headers: the configured entity, or the emulator's demo

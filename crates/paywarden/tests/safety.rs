@@ -638,6 +638,14 @@ async fn eliciting_client(
     app: &TestApp,
     approve: bool,
 ) -> rmcp::service::RunningService<rmcp::RoleClient, UserWhoAnswers> {
+    eliciting_client_in(app, approve, Era::Legacy).await
+}
+
+async fn eliciting_client_in(
+    app: &TestApp,
+    approve: bool,
+    era: Era,
+) -> rmcp::service::RunningService<rmcp::RoleClient, UserWhoAnswers> {
     use rmcp::ClientServiceExt;
     let mut headers = std::collections::HashMap::new();
     headers.insert(
@@ -659,10 +667,21 @@ async fn eliciting_client(
     let mut info = rmcp::model::Implementation::default();
     info.name = "desk-app".into();
     info.version = "1".into();
-    let config = rmcp::model::ClientConfig::new(capabilities, info)
-        .with_protocol_version(rmcp::model::ProtocolVersion::V_2025_11_25);
+    let (version, lifecycle) = match era {
+        Era::Legacy => (
+            rmcp::model::ProtocolVersion::V_2025_11_25,
+            rmcp::ClientLifecycleMode::Initialize,
+        ),
+        Era::Stateless => (
+            rmcp::model::ProtocolVersion::V_2026_07_28,
+            rmcp::ClientLifecycleMode::Discover {
+                preferred_versions: vec![rmcp::model::ProtocolVersion::V_2026_07_28],
+            },
+        ),
+    };
+    let config = rmcp::model::ClientConfig::new(capabilities, info).with_protocol_version(version);
     UserWhoAnswers { approve, config }
-        .serve_with_lifecycle(transport, rmcp::ClientLifecycleMode::Initialize)
+        .serve_with_lifecycle(transport, lifecycle)
         .await
         .expect("client connects")
 }
@@ -717,4 +736,61 @@ async fn a_session_clients_user_approves_or_denies_through_elicitation() {
         .await
         .unwrap();
     assert_eq!(refunds.len(), 1);
+}
+
+#[tokio::test]
+async fn a_stateless_clients_user_answers_through_an_input_required_round_trip() {
+    let app = guarded_app().await;
+    let db = app
+        .create_payment(
+            &demo_credentials(),
+            PaymentType::Debit,
+            "900.00",
+            Currency::EUR,
+        )
+        .await;
+    let args = json!({"referenceId": db, "amount": "750.00", "currency": "EUR"});
+    for approve in [false, true] {
+        let client = eliciting_client_in(&app, approve, Era::Stateless).await;
+        assert_eq!(
+            client.peer_info().unwrap().protocol_version.as_str(),
+            "2026-07-28"
+        );
+        // rmcp's client answers input_required through its handler and retries by itself.
+        let result = client
+            .call_tool(
+                rmcp::model::CallToolRequestParams::new("perform_refund")
+                    .with_arguments(args.as_object().unwrap().clone()),
+            )
+            .await
+            .unwrap();
+        let out = result.structured_content.clone().unwrap();
+        if approve {
+            assert_eq!(out["status"], "executed", "{out}");
+            assert_eq!(out["amount"], "750.00");
+        } else {
+            assert_eq!(out["status"], "approval_denied", "{out}");
+        }
+    }
+    let refunds = app
+        .opp()
+        .query_by_id(&demo_credentials(), &db, true, &[PaymentType::Refund])
+        .await
+        .unwrap();
+    assert_eq!(refunds.len(), 1);
+
+    // A forged requestState is refused.
+    let client = app.client("/mcp", Era::Stateless).await;
+    let mut forged = rmcp::model::CallToolRequestParams::new("perform_refund")
+        .with_arguments(args.as_object().unwrap().clone())
+        .with_request_state("forged-state");
+    forged.input_responses = Some(
+        [(
+            "approval".to_string(),
+            json!({"action": "accept", "content": {"approve": true}}),
+        )]
+        .into(),
+    );
+    let err = client.call_tool(forged).await.unwrap_err();
+    assert!(format!("{err:?}").contains("requestState"), "{err:?}");
 }

@@ -38,6 +38,8 @@ pub struct McpState {
     pub toolsets: Vec<String>,
     /// Hide every tool that moves money.
     pub read_only: bool,
+    /// Seals the `requestState` of approval questions (a per-process random key).
+    pub approval_questions: rmcp::model::RequestStateCodec,
 }
 
 /// Tools that move money (or complete an operation that does); hidden in read-only mode.
@@ -171,6 +173,139 @@ impl PaywardenMcp {
     }
 }
 
+impl PaywardenMcp {
+    /// Whether this request comes from a 2026-07-28 client that declared elicitation, which
+    /// can be asked a human-approval question with an `input_required` round trip.
+    fn can_ask_statelessly(&self, context: &RequestContext<RoleServer>) -> bool {
+        context
+            .protocol_version()
+            .is_some_and(|v| v >= rmcp::model::ProtocolVersion::V_2026_07_28)
+            && context
+                .client_capabilities()
+                .is_some_and(|c| c.elicitation.is_some())
+    }
+
+    /// The retry of an `input_required` approval question: open the sealed state, record the
+    /// user's answer as the decision, and complete the operation (once) or report the denial.
+    async fn finish_approval_question(
+        &self,
+        sealed: &str,
+        request: &CallToolRequestParams,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        let caller = self.caller(context)?;
+        let state: ApprovalQuestionState = self
+            .state
+            .approval_questions
+            .open_json(sealed)
+            .map_err(|_| McpError::invalid_params("unknown or tampered requestState", None))?;
+        if state.entity_id != caller.entity_id || state.tool != request.name {
+            return Err(McpError::invalid_params(
+                "this requestState belongs to another call",
+                None,
+            ));
+        }
+        let answer = request
+            .input_responses
+            .as_ref()
+            .and_then(|r| r.get(APPROVAL_QUESTION))
+            .and_then(|v| serde_json::from_value::<rmcp::model::ElicitResult>(v.clone()).ok());
+        let decision = match answer {
+            Some(r) if r.action == rmcp::model::ElicitationAction::Accept => r
+                .content
+                .and_then(|c| serde_json::from_value::<opp::ApprovalAnswer>(c).ok())
+                .map(|a| (a.approve, a.note)),
+            Some(r) if r.action == rmcp::model::ElicitationAction::Decline => Some((false, None)),
+            _ => None,
+        };
+        if let Some((approve, note)) = decision {
+            let who = format!(
+                "{} user via MCP elicitation",
+                caller.client_name.as_deref().unwrap_or("MCP client")
+            );
+            if let Err(e) = self
+                .state
+                .opp
+                .pipeline()
+                .store()
+                .decide_approval(&state.approval_id, approve, &who, note.as_deref())
+                .await
+            {
+                tracing::warn!(error = %e, "elicited decision not recorded");
+            }
+        }
+        // Whatever was answered, report where the approval stands now (executing it once if
+        // it was approved); a dismissed question leaves it pending for an operator.
+        let arguments = serde_json::json!({ "approvalId": state.approval_id });
+        render(
+            self.state
+                .opp
+                .get_approval(&caller, &arguments, state.approval_id.clone())
+                .await,
+        )
+        .map(CallToolResponse::from)
+    }
+}
+
+/// The input-request key of the approval question.
+const APPROVAL_QUESTION: &str = "approval";
+
+/// What the sealed `requestState` of an approval question carries.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct ApprovalQuestionState {
+    approval_id: String,
+    entity_id: String,
+    tool: String,
+}
+
+/// Turns an `approval_pending` result into an `input_required` question for the client's user.
+fn approval_question(
+    result: &CallToolResult,
+    codec: &rmcp::model::RequestStateCodec,
+) -> Option<rmcp::model::InputRequiredResult> {
+    let structured = result.structured_content.as_ref()?;
+    if structured["status"] != "approval_pending" {
+        return None;
+    }
+    let approval = &structured["approval"];
+    let preview = &approval["preview"];
+    let state = ApprovalQuestionState {
+        approval_id: approval["id"].as_str()?.to_string(),
+        entity_id: preview["entity"].as_str()?.to_string(),
+        tool: preview["tool"].as_str()?.to_string(),
+    };
+    let sealed = codec.seal_json(&state).ok()?;
+    let message = format!(
+        "paywarden needs a person to approve this (policy rule {}: {}).\n{} {} {} from {} to {}, on {} {}, for entity {}.\nApprove it?",
+        approval["rule"].as_str().unwrap_or_default(),
+        approval["message"].as_str().unwrap_or_default(),
+        preview["operation"].as_str().unwrap_or_default(),
+        preview["amount"].as_str().unwrap_or_default(),
+        preview["currency"].as_str().unwrap_or_default(),
+        preview["from"].as_str().unwrap_or_default(),
+        preview["to"].as_str().unwrap_or_default(),
+        preview["referencePaymentType"].as_str().unwrap_or_default(),
+        preview["referenceId"].as_str().unwrap_or_default(),
+        preview["entity"].as_str().unwrap_or_default(),
+    );
+    let schema = rmcp::model::ElicitationSchema::from_type::<opp::ApprovalAnswer>().ok()?;
+    let mut requests = rmcp::model::InputRequests::new();
+    requests.insert(
+        APPROVAL_QUESTION.to_string(),
+        rmcp::model::InputRequest::Elicitation(rmcp::model::ElicitRequest::new(
+            rmcp::model::ElicitRequestParams::FormElicitationParams {
+                meta: None,
+                message,
+                requested_schema: schema,
+            },
+        )),
+    );
+    Some(rmcp::model::InputRequiredResult::new(
+        Some(requests),
+        Some(sealed),
+    ))
+}
+
 /// Parses tool arguments into `T`, as a JSON-RPC invalid-params error when they don't fit.
 pub(crate) fn parse_args<T: serde::de::DeserializeOwned>(
     tool: &str,
@@ -269,8 +404,25 @@ impl ServerHandler for PaywardenMcp {
                 None,
             ));
         }
+        // The 2026-07-28 answer to a human-approval question (SEP-2322 input_required).
+        if let Some(sealed) = request.request_state.clone() {
+            return self
+                .finish_approval_question(&sealed, &request, &context)
+                .await;
+        }
+        let wants_question = self.can_ask_statelessly(&context);
+        let caller_context = wants_question.then(|| self.caller(&context));
         let tcc = ToolCallContext::new(self, request, context);
-        self.tool_router.call(tcc).await
+        let response = self.tool_router.call(tcc).await?;
+        match (response, caller_context) {
+            (CallToolResponse::Complete(result), Some(Ok(_))) => {
+                match approval_question(&result, &self.state.approval_questions) {
+                    Some(question) => Ok(question.into()),
+                    None => Ok(CallToolResponse::Complete(result)),
+                }
+            }
+            (response, _) => Ok(response),
+        }
     }
 
     async fn list_tools(
