@@ -794,3 +794,97 @@ async fn a_stateless_clients_user_answers_through_an_input_required_round_trip()
     let err = client.call_tool(forged).await.unwrap_err();
     assert!(format!("{err:?}").contains("requestState"), "{err:?}");
 }
+
+/// A session client that can only open URLs: its user goes to the approval page, where an
+/// operator (here, the store call the page makes) approves.
+#[derive(Clone)]
+struct UserWhoOpensTheApprovalPage {
+    store: paywarden::store::Store,
+    config: rmcp::model::ClientConfig,
+}
+
+impl rmcp::ClientHandler for UserWhoOpensTheApprovalPage {
+    fn get_info(&self) -> rmcp::model::ClientConfig {
+        self.config.clone()
+    }
+
+    async fn create_elicitation(
+        &self,
+        request: rmcp::model::ElicitRequestParams,
+        _context: rmcp::service::RequestContext<rmcp::RoleClient>,
+    ) -> Result<rmcp::model::ElicitResult, rmcp::ErrorData> {
+        let rmcp::model::ElicitRequestParams::UrlElicitationParams { url, .. } = request else {
+            panic!("a URL-only client must be sent a URL");
+        };
+        let id = url.rsplit('/').next().unwrap().to_string();
+        assert!(url.contains("/approvals/apr_"), "{url}");
+        self.store
+            .decide_approval(&id, true, "carol", Some("on the page"))
+            .await
+            .unwrap();
+        Ok(rmcp::model::ElicitResult::new(
+            rmcp::model::ElicitationAction::Accept,
+        ))
+    }
+}
+
+#[tokio::test]
+async fn a_url_mode_client_sends_its_user_to_the_approval_page() {
+    use rmcp::ClientServiceExt;
+    let app = guarded_app().await;
+    let db = app
+        .create_payment(
+            &demo_credentials(),
+            PaymentType::Debit,
+            "2000.00",
+            Currency::USD,
+        )
+        .await;
+    let mut headers = std::collections::HashMap::new();
+    headers.insert(
+        http::HeaderName::from_static("x-entity-id"),
+        http::HeaderValue::from_static(paywarden_emulator::DEMO_ENTITY_ID),
+    );
+    headers.insert(
+        http::HeaderName::from_static("x-token"),
+        http::HeaderValue::from_static(paywarden_emulator::DEMO_TOKEN),
+    );
+    let transport = rmcp::transport::StreamableHttpClientTransport::from_config(
+        rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig::with_uri(
+            format!("{}/mcp", app.base_url),
+        )
+        .custom_headers(headers),
+    );
+    let mut capabilities = rmcp::model::ClientCapabilities::default();
+    let mut elicitation = rmcp::model::ElicitationCapability::default();
+    elicitation.url = Some(rmcp::model::UrlElicitationCapability::default());
+    capabilities.elicitation = Some(elicitation);
+    let mut info = rmcp::model::Implementation::default();
+    info.name = "browser-app".into();
+    info.version = "1".into();
+    let config = rmcp::model::ClientConfig::new(capabilities, info)
+        .with_protocol_version(rmcp::model::ProtocolVersion::V_2025_11_25);
+    let client = UserWhoOpensTheApprovalPage {
+        store: app.store.clone(),
+        config,
+    }
+    .serve_with_lifecycle(transport, rmcp::ClientLifecycleMode::Initialize)
+    .await
+    .unwrap();
+    let result = client
+        .call_tool(
+            rmcp::model::CallToolRequestParams::new("perform_refund").with_arguments(
+                json!({"referenceId": db, "amount": "1500.00", "currency": "USD"})
+                    .as_object()
+                    .unwrap()
+                    .clone(),
+            ),
+        )
+        .await
+        .unwrap();
+    let out = result.structured_content.clone().unwrap();
+    assert_eq!(out["status"], "executed", "{out}");
+    assert_eq!(out["amount"], "1500.00");
+    let approvals = app.store.list_approvals(None).await.unwrap();
+    assert_eq!(approvals[0].decided_by.as_deref(), Some("carol"));
+}

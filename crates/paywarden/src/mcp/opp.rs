@@ -237,16 +237,42 @@ impl PaywardenMcp {
         let legacy = context
             .protocol_version()
             .is_none_or(|v| v < rmcp::model::ProtocolVersion::V_2026_07_28);
-        if !legacy
-            || !context
-                .peer
-                .supported_elicitation_modes()
-                .contains(&rmcp::service::ElicitationMode::Form)
-        {
+        if !legacy {
             return None;
         }
+        let modes = context.peer.supported_elicitation_modes();
         let approval = &pending.structured["approval"];
         let id = approval["id"].as_str()?.to_string();
+        if !modes.contains(&rmcp::service::ElicitationMode::Form) {
+            // URL mode: the client shows the user paywarden's approval page, where an operator
+            // decides with their own credentials; paywarden then reads the stored decision.
+            if !modes.contains(&rmcp::service::ElicitationMode::Url) {
+                return None;
+            }
+            let url = approval["url"].as_str()?.parse::<url::Url>().ok()?;
+            let action = context
+                .peer
+                .elicit_url_with_timeout(
+                    format!(
+                        "paywarden needs an operator to approve {} {} {} on its approval page.",
+                        approval["preview"]["operation"]
+                            .as_str()
+                            .unwrap_or_default(),
+                        approval["preview"]["amount"].as_str().unwrap_or_default(),
+                        approval["preview"]["currency"].as_str().unwrap_or_default()
+                    ),
+                    url,
+                    id.clone(),
+                    Some(ELICITATION_TIMEOUT),
+                )
+                .await
+                .ok()?;
+            if action != rmcp::model::ElicitationAction::Accept {
+                return None;
+            }
+            let arguments = serde_json::json!({ "approvalId": id });
+            return Some(self.state.opp.get_approval(caller, &arguments, id).await);
+        }
         let preview = &approval["preview"];
         let message = format!(
             "paywarden needs a person to approve this (policy rule {}: {}).\n{} {} {} from {} to {}, on {} {}, for entity {}.\nApprove it?",
