@@ -3,3 +3,4 @@
 //! ([`crate::model`]).
 
 pub mod opp;
+pub mod stripe;
