@@ -57,6 +57,11 @@ pub const SECOND_ENTITY_ID: &str = "8ac7a4c9000000000000000000000002";
 /// The second demo entity's bearer token.
 pub const SECOND_TOKEN: &str = "pw_demo_second_entity_sandbox_token";
 
+/// The demo Stripe account's secret key (`Authorization: Bearer <DEMO_STRIPE_KEY>`). A
+/// test-mode-shaped key that is only valid against the emulator (real Stripe refuses it); it is
+/// public on purpose.
+pub const DEMO_STRIPE_KEY: &str = "sk_test_paywarden_demo_key_only_valid_against_the_emulator";
+
 /// One OPP entity the emulator accepts: its `entityId` and the bearer token that authorises it.
 ///
 /// A request is authenticated by `Authorization: Bearer <token>` (HTTP 401, result
