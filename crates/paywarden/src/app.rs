@@ -100,6 +100,7 @@ pub struct App {
     // Keeps the in-process emulator running as long as the app lives.
     emulator: Option<RunningEmulator>,
     seeded: Option<seed::SeedSummary>,
+    seeded_ops: Option<usize>,
 }
 
 impl std::fmt::Debug for App {
@@ -226,13 +227,14 @@ impl App {
             stripe_client,
             emulator,
             seeded: None,
+            seeded_ops: None,
         };
         if seed == SeedMode::IfEmpty && app.config.demo.seed && app.emulator.is_some() {
             if sandbox {
                 app.seeded = app.seed_if_empty(progress).await?;
             }
             if stripe_sandbox {
-                app.seed_ops_if_empty(progress).await?;
+                app.seeded_ops = app.seed_ops_if_empty(progress).await?;
             }
         }
         Ok(app)
@@ -296,6 +298,16 @@ impl App {
             entity_id: caller.entity_id,
             token: SecretString::from(caller.token.expose_secret().to_string()),
         })
+    }
+
+    /// How many ops demo charges were created while building, if any.
+    pub fn seeded_ops(&self) -> Option<usize> {
+        self.seeded_ops
+    }
+
+    /// Whether the offline emulator stands in for Stripe.
+    pub fn stripe_sandbox(&self) -> bool {
+        self.config.uses_stripe_emulator()
     }
 
     /// The demo data created while building, if any.
