@@ -327,16 +327,22 @@ pub struct IssueRefundOutput {
     /// `approval_expired`.
     pub status: String,
     /// The refund (when executed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refund: Option<RefundView>,
     /// The order after the refund (when executed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub order: Option<OrderView>,
     /// The refund_log row id (when executed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refund_log_id: Option<String>,
     /// Who the log says refunded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refunded_by: Option<String>,
     /// The confirmation request (when `confirmation_required`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub confirmation: Option<serde_json::Value>,
     /// The approval request (when a person decides).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<serde_json::Value>,
     /// True when the offline emulator stands in for Stripe.
     pub sandbox: bool,
