@@ -234,6 +234,20 @@ async fn customers_create_list_search_retrieve_update() {
         "No such customer: 'cus_nope'"
     );
 
+    // An empty filter is refused rather than dropped (it would list every customer).
+    for (path, name) in [
+        ("/v1/customers", "email"),
+        ("/v1/payment_intents", "customer"),
+        ("/v1/refunds", "payment_intent"),
+        ("/v1/refunds", "charge"),
+        ("/v1/customers", "starting_after"),
+    ] {
+        let r = s.get(path, &[(name, "")]).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{path}?{name}=");
+        assert_eq!(r.error().1, "parameter_invalid_empty");
+        assert_eq!(r.body["error"]["param"], name);
+    }
+
     let bad_email = s.post("/v1/customers", &[("email", "not-an-email")]).await;
     assert_eq!(bad_email.status, StatusCode::BAD_REQUEST);
     assert_eq!(bad_email.error().1, "email_invalid");
