@@ -232,7 +232,7 @@ impl EmulatorConfig {
             let secret = ["sk_test_", "rk_test_"]
                 .iter()
                 .find_map(|p| credential.key.strip_prefix(p));
-            if !secret.is_some_and(|s| s.len() >= 8) {
+            if secret.is_none_or(|s| s.len() < 8) {
                 return Err(EmulatorError::Config(format!(
                     "Stripe key #{} of account {} is not a test-mode key (sk_test_... or rk_test_... with at least 8 characters after the prefix); the emulator only accepts test-mode keys",
                     i + 1,

@@ -234,6 +234,20 @@ async fn customers_create_list_search_retrieve_update() {
         "No such customer: 'cus_nope'"
     );
 
+    // An empty filter is refused rather than dropped (it would list every customer).
+    for (path, name) in [
+        ("/v1/customers", "email"),
+        ("/v1/payment_intents", "customer"),
+        ("/v1/refunds", "payment_intent"),
+        ("/v1/refunds", "charge"),
+        ("/v1/customers", "starting_after"),
+    ] {
+        let r = s.get(path, &[(name, "")]).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{path}?{name}=");
+        assert_eq!(r.error().1, "parameter_invalid_empty");
+        assert_eq!(r.body["error"]["param"], name);
+    }
+
     let bad_email = s.post("/v1/customers", &[("email", "not-an-email")]).await;
     assert_eq!(bad_email.status, StatusCode::BAD_REQUEST);
     assert_eq!(bad_email.error().1, "email_invalid");
@@ -614,7 +628,26 @@ async fn idempotent_replay_and_idempotency_error() {
     assert_eq!(fixed.status, StatusCode::OK);
     assert!(!fixed.replayed);
 
-    // Keys are per account: another account's identical key is a fresh request.
+    // A decline (402) is an execution result: stored and replayed, no second PaymentIntent.
+    let decline = [
+        ("amount", "700"),
+        ("currency", "usd"),
+        ("confirm", "true"),
+        ("payment_method", "pm_card_chargeDeclined"),
+    ];
+    let d1 = s
+        .post_with("/v1/payment_intents", &decline, Some("key-4"))
+        .await;
+    assert_eq!(d1.status, StatusCode::PAYMENT_REQUIRED);
+    let d2 = s
+        .post_with("/v1/payment_intents", &decline, Some("key-4"))
+        .await;
+    assert_eq!(d2.status, StatusCode::PAYMENT_REQUIRED);
+    assert!(d2.replayed);
+    assert_eq!(d2.body, d1.body);
+    let all = s.get("/v1/payment_intents", &[("limit", "100")]).await;
+    assert_eq!(all.body["data"].as_array().unwrap().len(), 2);
+
     let too_long = s
         .post_with("/v1/customers", &[], Some(&"k".repeat(256)))
         .await;
@@ -925,6 +958,27 @@ async fn accounts_are_isolated() {
     assert!(list.body["data"].as_array().unwrap().is_empty());
     let refund = a.post("/v1/refunds", &[("payment_intent", &pi_id)]).await;
     assert_eq!(refund.error().1, "resource_missing");
+
+    // Idempotency keys are per account: the same key in another account is a fresh request.
+    a.key = DEMO_STRIPE_KEY.into();
+    let mine = a
+        .post_with(
+            "/v1/customers",
+            &[("email", "k@example.com")],
+            Some("shared-key"),
+        )
+        .await;
+    a.key = "sk_test_other_account_key_0001".into();
+    let theirs = a
+        .post_with(
+            "/v1/customers",
+            &[("email", "k@example.com")],
+            Some("shared-key"),
+        )
+        .await;
+    assert_eq!(theirs.status, StatusCode::OK);
+    assert!(!theirs.replayed);
+    assert_ne!(theirs.id(), mine.id());
 }
 
 #[tokio::test]

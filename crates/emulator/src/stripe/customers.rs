@@ -108,7 +108,7 @@ pub(crate) async fn list(
 ) -> Result<Value, ApiError> {
     form.only(&["email", "limit", "starting_after", "ending_before"])?;
     let mut filters = Vec::new();
-    if let Some(email) = form.get("email") {
+    if let Some(email) = form.filter("email")? {
         filters.push(("email", email));
     }
     let (data, has_more) =

@@ -81,6 +81,22 @@ impl Form {
         self.pairs.iter().any(|(k, _)| k == name)
     }
 
+    /// A filter parameter that cannot be unset: `None` when not sent, Stripe's 400
+    /// `parameter_invalid_empty` when sent empty (`email=`), so an empty filter can never widen
+    /// a list to every object.
+    pub(crate) fn filter(&self, name: &str) -> Result<Option<&str>, ApiError> {
+        if self.get(name).is_none() && self.sent(name) {
+            return Err(ApiError::invalid(
+                Some("parameter_invalid_empty"),
+                format!(
+                    "You passed an empty string for '{name}'. We assume empty values are an attempt to unset a parameter; however '{name}' cannot be unset. You should remove '{name}' from your request or supply a non-empty value."
+                ),
+                Some(name),
+            ));
+        }
+        Ok(self.get(name))
+    }
+
     /// A required parameter.
     pub(crate) fn required(&self, name: &str) -> Result<&str, ApiError> {
         self.get(name).ok_or_else(|| ApiError::missing(name))

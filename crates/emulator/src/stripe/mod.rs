@@ -153,8 +153,8 @@ pub(crate) fn list_query<'a>(
     kind: &'static str,
     filters: Vec<(&'static str, &'a str)>,
 ) -> Result<ListQuery<'a>, ApiError> {
-    let starting_after = form.get("starting_after");
-    let ending_before = form.get("ending_before");
+    let starting_after = form.filter("starting_after")?;
+    let ending_before = form.filter("ending_before")?;
     if starting_after.is_some() && ending_before.is_some() {
         return Err(ApiError::invalid(
             None,

@@ -467,7 +467,7 @@ pub(crate) async fn list_payment_intents(
 ) -> Result<Value, ApiError> {
     form.only(&["customer", "limit", "starting_after", "ending_before"])?;
     let mut filters = Vec::new();
-    if let Some(c) = form.get("customer") {
+    if let Some(c) = form.filter("customer")? {
         filters.push(("customer", c));
     }
     let (data, has_more) = store::list(
@@ -667,10 +667,10 @@ pub(crate) async fn list_refunds(
         "ending_before",
     ])?;
     let mut filters = Vec::new();
-    if let Some(pi) = form.get("payment_intent") {
+    if let Some(pi) = form.filter("payment_intent")? {
         filters.push(("payment_intent", pi));
     }
-    if let Some(c) = form.get("charge") {
+    if let Some(c) = form.filter("charge")? {
         filters.push(("charge", c));
     }
     let (data, has_more) =
