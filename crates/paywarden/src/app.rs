@@ -22,8 +22,8 @@ use crate::{
     mcp::McpState,
     seed,
     service::{
-        ops::{KnownEntity, OpsService},
         opp::OppService,
+        ops::{KnownEntity, OpsService},
         safety::Safety,
         Caller, Pipeline,
     },
@@ -52,10 +52,10 @@ pub enum AppError {
     Opp(#[from] OppError),
     /// The Stripe connector could not be set up (a missing, invalid or refused live key).
     #[error("Stripe connector: {0}")]
-    Stripe(#[from] StripeError),
+    Stripe(#[from] Box<StripeError>),
     /// The ops demo data could not be created.
     #[error(transparent)]
-    SeedOps(#[from] crate::seed_ops::SeedOpsError),
+    SeedOps(#[from] Box<crate::seed_ops::SeedOpsError>),
     /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
@@ -161,18 +161,21 @@ impl App {
         let stripe_client = match (&config.stripe.api_key, &emulator) {
             (Some(key), _) => StripeClient::new(
                 config.stripe.base_url.as_deref().unwrap_or(STRIPE_API_BASE),
-                StripeKey::parse(key.expose_secret(), config.stripe.allow_live_keys)?,
+                StripeKey::parse(key.expose_secret(), config.stripe.allow_live_keys)
+                    .map_err(Box::new)?,
                 stripe_timeout,
-            )?,
+            )
+            .map_err(Box::new)?,
             (None, Some(e)) if config.uses_stripe_emulator() => StripeClient::new(
                 &e.base_url,
-                StripeKey::parse(DEMO_STRIPE_KEY, false)?,
+                StripeKey::parse(DEMO_STRIPE_KEY, false).map_err(Box::new)?,
                 stripe_timeout,
-            )?,
+            )
+            .map_err(Box::new)?,
             (None, _) => {
-                return Err(AppError::Stripe(StripeError::InvalidKey {
+                return Err(AppError::Stripe(Box::new(StripeError::InvalidKey {
                     reason: "stripe.base_url is set but no key: set STRIPE_API_KEY (sk_test_... or rk_test_...)".into(),
-                }))
+                })))
             }
         };
         let sandbox = config.uses_emulator();
@@ -267,7 +270,10 @@ impl App {
     ///
     /// # Errors
     /// [`AppError::SeedRealProvider`] against a real Stripe; [`AppError::SeedOps`].
-    pub async fn seed_ops_if_empty(&self, progress: &ProgressBar) -> Result<Option<usize>, AppError> {
+    pub async fn seed_ops_if_empty(
+        &self,
+        progress: &ProgressBar,
+    ) -> Result<Option<usize>, AppError> {
         if !self.config.uses_stripe_emulator() {
             return Err(AppError::SeedRealProvider(
                 self.stripe_client.base_url().to_string(),
@@ -279,7 +285,8 @@ impl App {
         }
         let created =
             crate::seed_ops::seed_ops_demo(&self.store, &self.stripe_client, &entity, progress)
-                .await?;
+                .await
+                .map_err(Box::new)?;
         Ok(Some(created))
     }
 
@@ -388,13 +395,16 @@ impl App {
 /// The emulator's demo entities, which paywarden accepts for toolsets where it holds the
 /// provider credentials when no `[[entities]]` are configured and the emulator runs.
 pub fn demo_entities() -> Vec<KnownEntity> {
-    [(DEMO_ENTITY_ID, DEMO_TOKEN), (SECOND_ENTITY_ID, SECOND_TOKEN)]
-        .into_iter()
-        .map(|(id, token)| KnownEntity {
-            id: id.into(),
-            token_sha256: crate::service::safety::token_hash(token),
-        })
-        .collect()
+    [
+        (DEMO_ENTITY_ID, DEMO_TOKEN),
+        (SECOND_ENTITY_ID, SECOND_TOKEN),
+    ]
+    .into_iter()
+    .map(|(id, token)| KnownEntity {
+        id: id.into(),
+        token_sha256: crate::service::safety::token_hash(token),
+    })
+    .collect()
 }
 
 /// A codec with a fresh random key for sealing approval questions' request state.

@@ -31,15 +31,30 @@ pub enum SeedOpsError {
     Money(#[from] paywarden_domain::MoneyError),
 }
 
-/// The seed's customers: e-mail, name, and charges as (cents, days ago).
-pub const DEMO_CUSTOMERS: &[(&str, &str, &[(i64, i64)])] = &[
+/// One demo customer: e-mail, name, and charges as (cents, days ago).
+pub type DemoCustomer = (&'static str, &'static str, &'static [(i64, i64)]);
+
+/// The seed's customers.
+pub const DEMO_CUSTOMERS: &[DemoCustomer] = &[
     // The seed's demo: a duplicate $49.99 charge, minutes apart.
-    ("sarah@example.com", "Sarah Test", &[(4999, 3), (4999, 3), (2999, 20)]),
+    (
+        "sarah@example.com",
+        "Sarah Test",
+        &[(4999, 3), (4999, 3), (2999, 20)],
+    ),
     ("james@example.com", "James Demo", &[(9999, 12), (4999, 40)]),
-    ("alice@example.com", "Alice Sample", &[(1999, 5), (4999, 33), (7999, 61)]),
+    (
+        "alice@example.com",
+        "Alice Sample",
+        &[(1999, 5), (4999, 33), (7999, 61)],
+    ),
     // 120 days old: past the 90-day refund window.
     ("bob@example.com", "Bob Tester", &[(4999, 9), (9999, 120)]),
-    ("carol@example.com", "Carol Mock", &[(2999, 2), (4999, 15), (4999, 75)]),
+    (
+        "carol@example.com",
+        "Carol Mock",
+        &[(2999, 2), (4999, 15), (4999, 75)],
+    ),
 ];
 
 /// How many charges [`seed_ops_demo`] creates.
@@ -96,7 +111,11 @@ pub async fn seed_ops_demo(
                     Some(&key(&format!("charge-{i}"))),
                 )
                 .await?;
-            if store.order_by_charge(entity_id, &intent.id).await?.is_none() {
+            if store
+                .order_by_charge(entity_id, &intent.id)
+                .await?
+                .is_none()
+            {
                 store
                     .insert_order(&NewOrder {
                         entity_id,

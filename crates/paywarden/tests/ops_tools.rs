@@ -24,15 +24,25 @@ fn stripe(app: &TestApp) -> StripeClient {
 /// paywarden with the emulator and the ops demo data (the seed's five customers).
 async fn ops_app(adjust: impl FnOnce(&mut paywarden::config::Config)) -> TestApp {
     let app = spawn_app_with(adjust).await;
-    paywarden::seed_ops::seed_ops_demo(&app.store, &stripe(&app), DEMO_ENTITY_ID, &ProgressBar::hidden())
-        .await
-        .expect("ops demo seeded");
+    paywarden::seed_ops::seed_ops_demo(
+        &app.store,
+        &stripe(&app),
+        DEMO_ENTITY_ID,
+        &ProgressBar::hidden(),
+    )
+    .await
+    .expect("ops demo seeded");
     app
 }
 
 /// Sarah's two $49.99 charges (the seed's duplicate), newest first.
 async fn sarahs_duplicates(client: &Client) -> (String, String) {
-    let listed = call_ok(client, "list_payments", json!({"email": SARAH, "limit": 10})).await;
+    let listed = call_ok(
+        client,
+        "list_payments",
+        json!({"email": SARAH, "limit": 10}),
+    )
+    .await;
     let dupes: Vec<String> = listed["payments"]
         .as_array()
         .unwrap()
@@ -48,7 +58,10 @@ async fn sarahs_duplicates(client: &Client) -> (String, String) {
 async fn refund_confirmed(client: &Client, args: serde_json::Value) -> serde_json::Value {
     let preview = call_ok(client, "issue_refund", args.clone()).await;
     assert_eq!(preview["status"], "confirmation_required", "{preview}");
-    let token = preview["confirmation"]["token"].as_str().unwrap().to_string();
+    let token = preview["confirmation"]["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let mut confirmed = args;
     confirmed["confirmation_token"] = json!(token);
     let done = call_ok(client, "issue_refund", confirmed).await;
@@ -65,19 +78,31 @@ async fn the_seeds_demo_looks_up_previews_confirms_and_records_the_refund() {
     assert_eq!(profile["customer"]["name"], "Sarah Test");
     assert_eq!(profile["order_count"], 3);
     assert_eq!(profile["stripe"]["status"], "ok", "{profile}");
-    assert_eq!(profile["lifetime_value"][0]["amount_cents"], 4999 + 4999 + 2999);
+    assert_eq!(
+        profile["lifetime_value"][0]["amount_cents"],
+        4999 + 4999 + 2999
+    );
 
     let (newest, _older) = sarahs_duplicates(&client).await;
-    let args = json!({"email": SARAH, "charge_id": newest, "reason": "duplicate", "confirmed": true});
+    let args =
+        json!({"email": SARAH, "charge_id": newest, "reason": "duplicate", "confirmed": true});
 
     // The model's `confirmed: true` is a preview, not a refund.
     let preview = call_ok(&client, "issue_refund", args.clone()).await;
     assert_eq!(preview["status"], "confirmation_required", "{preview}");
     assert_eq!(preview["confirmation"]["preview"]["amountMinor"], 4999);
     assert_eq!(preview["confirmation"]["preview"]["currency"], "USD");
-    assert!(stripe(&app).refunds_for(&newest).await.unwrap().data.is_empty());
+    assert!(stripe(&app)
+        .refunds_for(&newest)
+        .await
+        .unwrap()
+        .data
+        .is_empty());
 
-    let token = preview["confirmation"]["token"].as_str().unwrap().to_string();
+    let token = preview["confirmation"]["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let mut confirmed = args.clone();
     confirmed["confirmation_token"] = json!(token);
     let done = call_ok(&client, "issue_refund", confirmed.clone()).await;
@@ -85,7 +110,10 @@ async fn the_seeds_demo_looks_up_previews_confirms_and_records_the_refund() {
     assert_eq!(done["refund"]["amount_cents"], 4999);
     assert_eq!(done["refund"]["status"], "succeeded");
     assert_eq!(done["order"]["status"], "refunded");
-    assert!(done["refunded_by"].as_str().unwrap().contains("paywarden-tests"));
+    assert!(done["refunded_by"]
+        .as_str()
+        .unwrap()
+        .contains("paywarden-tests"));
 
     // In Stripe (the emulator)...
     let refunds = stripe(&app).refunds_for(&newest).await.unwrap().data;
@@ -99,22 +127,33 @@ async fn the_seeds_demo_looks_up_previews_confirms_and_records_the_refund() {
         .unwrap()
         .unwrap();
     assert_eq!(order.status, paywarden::store::OrderStatus::Refunded);
-    let log = app.store.refund_log(DEMO_ENTITY_ID, &order.id).await.unwrap();
+    let log = app
+        .store
+        .refund_log(DEMO_ENTITY_ID, &order.id)
+        .await
+        .unwrap();
     assert_eq!(log.len(), 1);
     assert_eq!(log[0].reason, "duplicate");
     assert_eq!(log[0].id, done["refund_log_id"]);
     // ...and in the audit log.
     let audit = app.store.audit_records(None).await.unwrap();
-    let refund_rows: Vec<_> = audit.iter().filter(|r| r.entry.tool == "issue_refund").collect();
-    assert!(refund_rows.iter().any(|r| r.entry.outcome == "confirmation_required"));
+    let refund_rows: Vec<_> = audit
+        .iter()
+        .filter(|r| r.entry.tool == "issue_refund")
+        .collect();
     assert!(refund_rows
         .iter()
-        .any(|r| r.entry.outcome == "ok" && r.entry.transaction_id.as_deref() == Some(refunds[0].id.as_str())));
+        .any(|r| r.entry.outcome == "confirmation_required"));
+    assert!(refund_rows.iter().any(|r| r.entry.outcome == "ok"
+        && r.entry.transaction_id.as_deref() == Some(refunds[0].id.as_str())));
 
     // A retry of the confirmed call replays; Stripe still has one refund.
     let again = call_ok(&client, "issue_refund", confirmed).await;
     assert_eq!(again["idempotentReplay"], true, "{again}");
-    assert_eq!(stripe(&app).refunds_for(&newest).await.unwrap().data.len(), 1);
+    assert_eq!(
+        stripe(&app).refunds_for(&newest).await.unwrap().data.len(),
+        1
+    );
 
     // The order history shows it.
     let history = call_ok(&client, "get_order_history", json!({"email": SARAH})).await;
@@ -134,14 +173,21 @@ async fn two_partial_refunds_of_one_order_both_work_and_a_retry_duplicates_neith
     let app = ops_app(|_| {}).await;
     let client = app.client("/mcp", Era::Stateless).await;
     let (_, older) = sarahs_duplicates(&client).await;
-    let args = json!({"email": SARAH, "charge_id": older, "amount_cents": 1000, "reason": "partial"});
+    let args =
+        json!({"email": SARAH, "charge_id": older, "amount_cents": 1000, "reason": "partial"});
     let first = refund_confirmed(&client, args.clone()).await;
     let second = refund_confirmed(&client, args.clone()).await;
-    assert_ne!(first["refund"]["stripe_refund_id"], second["refund"]["stripe_refund_id"]);
+    assert_ne!(
+        first["refund"]["stripe_refund_id"],
+        second["refund"]["stripe_refund_id"]
+    );
     assert_eq!(second["order"]["status"], "partially_refunded");
     assert_eq!(second["order"]["refunded_cents"], 2000);
     assert_eq!(second["order"]["refundable_cents"], 2999);
-    assert_eq!(stripe(&app).refunds_for(&older).await.unwrap().data.len(), 2);
+    assert_eq!(
+        stripe(&app).refunds_for(&older).await.unwrap().data.len(),
+        2
+    );
 
     // A caller's own idempotency key: the retry replays, no third refund.
     let keyed = json!({"email": SARAH, "charge_id": older, "amount_cents": 500, "idempotency_key": "ticket-4711"});
@@ -151,7 +197,10 @@ async fn two_partial_refunds_of_one_order_both_work_and_a_retry_duplicates_neith
     let replay = call_ok(&client, "issue_refund", retry).await;
     assert_eq!(replay["idempotentReplay"], true);
     assert_eq!(replay["refund"], done["refund"]);
-    assert_eq!(stripe(&app).refunds_for(&older).await.unwrap().data.len(), 3);
+    assert_eq!(
+        stripe(&app).refunds_for(&older).await.unwrap().data.len(),
+        3
+    );
 }
 
 #[tokio::test]
@@ -160,25 +209,61 @@ async fn bad_refunds_are_refused_and_change_nothing() {
     let client = app.client("/mcp", Era::Legacy).await;
     let (newest, older) = sarahs_duplicates(&client).await;
 
-    let err = call_err(&client, "issue_refund", json!({"email": "nobody@example.com"})).await;
+    let err = call_err(
+        &client,
+        "issue_refund",
+        json!({"email": "nobody@example.com"}),
+    )
+    .await;
     assert!(err.contains("No customer found"), "{err}");
 
     // A charge of another customer than the one named.
-    let james = call_ok(&client, "list_payments", json!({"email": "james@example.com"})).await;
-    let james_charge = james["payments"][0]["payment_intent_id"].as_str().unwrap().to_string();
-    let err = call_err(&client, "issue_refund", json!({"email": SARAH, "charge_id": james_charge})).await;
+    let james = call_ok(
+        &client,
+        "list_payments",
+        json!({"email": "james@example.com"}),
+    )
+    .await;
+    let james_charge = james["payments"][0]["payment_intent_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let err = call_err(
+        &client,
+        "issue_refund",
+        json!({"email": SARAH, "charge_id": james_charge}),
+    )
+    .await;
     assert!(err.contains("belongs to another customer"), "{err}");
 
     // Unknown charge.
-    let err = call_err(&client, "issue_refund", json!({"email": SARAH, "charge_id": "pi_doesnotexist"})).await;
+    let err = call_err(
+        &client,
+        "issue_refund",
+        json!({"email": SARAH, "charge_id": "pi_doesnotexist"}),
+    )
+    .await;
     assert!(err.contains("No order found"), "{err}");
 
     // Beyond the refundable remainder: the error names it.
-    let err = call_err(&client, "issue_refund", json!({"email": SARAH, "charge_id": newest, "amount_cents": 5000})).await;
-    assert!(err.contains("refundable remainder") && err.contains("4999") && err.contains("49.99"), "{err}");
+    let err = call_err(
+        &client,
+        "issue_refund",
+        json!({"email": SARAH, "charge_id": newest, "amount_cents": 5000}),
+    )
+    .await;
+    assert!(
+        err.contains("refundable remainder") && err.contains("4999") && err.contains("49.99"),
+        "{err}"
+    );
 
     // Older than 90 days: the error names the rule.
-    let bob = call_ok(&client, "get_order_history", json!({"email": "bob@example.com"})).await;
+    let bob = call_ok(
+        &client,
+        "get_order_history",
+        json!({"email": "bob@example.com"}),
+    )
+    .await;
     let old = bob["orders"]
         .as_array()
         .unwrap()
@@ -188,12 +273,22 @@ async fn bad_refunds_are_refused_and_change_nothing() {
         .as_str()
         .unwrap()
         .to_string();
-    let err = call_err(&client, "issue_refund", json!({"email": "bob@example.com", "charge_id": old})).await;
+    let err = call_err(
+        &client,
+        "issue_refund",
+        json!({"email": "bob@example.com", "charge_id": old}),
+    )
+    .await;
     assert!(err.contains("90-day refund rule"), "{err}");
 
     // An already refunded order.
     refund_confirmed(&client, json!({"email": SARAH, "charge_id": older})).await;
-    let err = call_err(&client, "issue_refund", json!({"email": SARAH, "charge_id": older})).await;
+    let err = call_err(
+        &client,
+        "issue_refund",
+        json!({"email": SARAH, "charge_id": older}),
+    )
+    .await;
     assert!(err.contains("already refunded"), "{err}");
 
     // A made-up token moves nothing.
@@ -207,14 +302,44 @@ async fn bad_refunds_are_refused_and_change_nothing() {
 
     // Malformed arguments are invalid params.
     call_invalid(&client, "issue_refund", json!({"email": "not-an-email"})).await;
-    call_invalid(&client, "issue_refund", json!({"email": SARAH, "amount_cents": 0})).await;
-    call_invalid(&client, "issue_refund", json!({"email": SARAH, "amount_cents": "10.00"})).await;
-    call_invalid(&client, "issue_refund", json!({"email": SARAH, "surprise": 1})).await;
+    call_invalid(
+        &client,
+        "issue_refund",
+        json!({"email": SARAH, "amount_cents": 0}),
+    )
+    .await;
+    call_invalid(
+        &client,
+        "issue_refund",
+        json!({"email": SARAH, "amount_cents": "10.00"}),
+    )
+    .await;
+    call_invalid(
+        &client,
+        "issue_refund",
+        json!({"email": SARAH, "surprise": 1}),
+    )
+    .await;
 
     // Nothing moved on `newest`: no refund at Stripe, no refund_log row.
-    assert!(stripe(&app).refunds_for(&newest).await.unwrap().data.is_empty());
-    let order = app.store.order_by_charge(DEMO_ENTITY_ID, &newest).await.unwrap().unwrap();
-    assert!(app.store.refund_log(DEMO_ENTITY_ID, &order.id).await.unwrap().is_empty());
+    assert!(stripe(&app)
+        .refunds_for(&newest)
+        .await
+        .unwrap()
+        .data
+        .is_empty());
+    let order = app
+        .store
+        .order_by_charge(DEMO_ENTITY_ID, &newest)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(app
+        .store
+        .refund_log(DEMO_ENTITY_ID, &order.id)
+        .await
+        .unwrap()
+        .is_empty());
     assert_eq!(order.status, paywarden::store::OrderStatus::Paid);
 }
 
@@ -223,9 +348,17 @@ async fn payment_links_revenue_and_review_flags() {
     let app = ops_app(|_| {}).await;
     let client = app.client("/mcp", Era::Legacy).await;
 
-    let link = call_ok(&client, "create_payment_link", json!({"amount_cents": 4999, "description": "Pro plan", "quantity": 2})).await;
+    let link = call_ok(
+        &client,
+        "create_payment_link",
+        json!({"amount_cents": 4999, "description": "Pro plan", "quantity": 2}),
+    )
+    .await;
     assert!(link["url"].as_str().unwrap().starts_with("http"), "{link}");
-    assert!(link["payment_link_id"].as_str().unwrap().starts_with("plink_"));
+    assert!(link["payment_link_id"]
+        .as_str()
+        .unwrap()
+        .starts_with("plink_"));
     assert_eq!(link["amount"], "49.99");
     let keyed = json!({"amount_cents": 1500, "description": "Gift card", "currency": "eur", "idempotency_key": "link-1"});
     let first = call_ok(&client, "create_payment_link", keyed.clone()).await;
@@ -234,14 +367,39 @@ async fn payment_links_revenue_and_review_flags() {
     assert_eq!(first["currency"], "EUR");
     // No amount, a zero amount, a zero quantity, an unknown currency: invalid params.
     call_invalid(&client, "create_payment_link", json!({"description": "x"})).await;
-    call_invalid(&client, "create_payment_link", json!({"amount_cents": 0, "description": "x"})).await;
-    call_invalid(&client, "create_payment_link", json!({"amount_cents": 100, "description": "x", "quantity": 0})).await;
-    call_invalid(&client, "create_payment_link", json!({"amount_cents": 100, "description": "x", "currency": "XYZ"})).await;
-    call_invalid(&client, "create_payment_link", json!({"amount_cents": 100, "description": "  "})).await;
+    call_invalid(
+        &client,
+        "create_payment_link",
+        json!({"amount_cents": 0, "description": "x"}),
+    )
+    .await;
+    call_invalid(
+        &client,
+        "create_payment_link",
+        json!({"amount_cents": 100, "description": "x", "quantity": 0}),
+    )
+    .await;
+    call_invalid(
+        &client,
+        "create_payment_link",
+        json!({"amount_cents": 100, "description": "x", "currency": "XYZ"}),
+    )
+    .await;
+    call_invalid(
+        &client,
+        "create_payment_link",
+        json!({"amount_cents": 100, "description": "  "}),
+    )
+    .await;
 
     let today = chrono::Utc::now().date_naive();
     let start = (today - chrono::Duration::days(200)).to_string();
-    let revenue = call_ok(&client, "revenue_summary", json!({"start_date": start, "end_date": today.to_string()})).await;
+    let revenue = call_ok(
+        &client,
+        "revenue_summary",
+        json!({"start_date": start, "end_date": today.to_string()}),
+    )
+    .await;
     let total = &revenue["totals"][0];
     assert_eq!(total["currency"], "USD");
     assert_eq!(total["orders"], 13);
@@ -250,28 +408,60 @@ async fn payment_links_revenue_and_review_flags() {
         .flat_map(|(_, _, c)| c.iter().map(|(cents, _)| *cents))
         .sum();
     assert_eq!(total["net_cents"], seeded);
-    call_invalid(&client, "revenue_summary", json!({"start_date": "2026-02-30", "end_date": "2026-03-01"})).await;
-    call_invalid(&client, "revenue_summary", json!({"start_date": "2026-03-02", "end_date": "2026-03-01"})).await;
+    call_invalid(
+        &client,
+        "revenue_summary",
+        json!({"start_date": "2026-02-30", "end_date": "2026-03-01"}),
+    )
+    .await;
+    call_invalid(
+        &client,
+        "revenue_summary",
+        json!({"start_date": "2026-03-02", "end_date": "2026-03-01"}),
+    )
+    .await;
 
     let (newest, _) = sarahs_duplicates(&client).await;
-    let flag = call_ok(&client, "flag_for_review", json!({"charge_id": newest, "note": "customer says duplicate"})).await;
+    let flag = call_ok(
+        &client,
+        "flag_for_review",
+        json!({"charge_id": newest, "note": "customer says duplicate"}),
+    )
+    .await;
     assert_eq!(flag["status"], "open");
-    assert_eq!(app.store.review_flags(DEMO_ENTITY_ID).await.unwrap().len(), 1);
-    let err = call_err(&client, "flag_for_review", json!({"charge_id": "pi_unknown", "note": "x"})).await;
+    assert_eq!(
+        app.store.review_flags(DEMO_ENTITY_ID).await.unwrap().len(),
+        1
+    );
+    let err = call_err(
+        &client,
+        "flag_for_review",
+        json!({"charge_id": "pi_unknown", "note": "x"}),
+    )
+    .await;
     assert!(err.contains("No order found"), "{err}");
-    call_invalid(&client, "flag_for_review", json!({"charge_id": newest, "note": ""})).await;
+    call_invalid(
+        &client,
+        "flag_for_review",
+        json!({"charge_id": newest, "note": ""}),
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn entities_are_isolated_and_unknown_tokens_refused() {
     let app = ops_app(|_| {}).await;
-    let second = app.client_as("/mcp", Era::Legacy, SECOND_ENTITY_ID, SECOND_TOKEN).await;
+    let second = app
+        .client_as("/mcp", Era::Legacy, SECOND_ENTITY_ID, SECOND_TOKEN)
+        .await;
     let err = call_err(&second, "lookup_customer", json!({"email": SARAH})).await;
     assert!(err.contains("No customer found"), "{err}");
     let err = call_err(&second, "issue_refund", json!({"email": SARAH})).await;
     assert!(err.contains("No customer found"), "{err}");
 
-    let stranger = app.client_as("/mcp", Era::Legacy, DEMO_ENTITY_ID, "not-the-token").await;
+    let stranger = app
+        .client_as("/mcp", Era::Legacy, DEMO_ENTITY_ID, "not-the-token")
+        .await;
     let err = call_err(&stranger, "lookup_customer", json!({"email": SARAH})).await;
     assert!(err.contains("does not know this entity"), "{err}");
     assert!(!err.contains("not-the-token"));
@@ -302,12 +492,18 @@ async fn a_person_approves_a_large_refund_and_it_runs_once() {
     with_id["approval_id"] = json!(id);
     let err = call_err(&client, "issue_refund", with_id.clone()).await;
     assert!(err.contains("refused"), "{err}");
-    app.store.decide_approval(&id, true, "alice", Some("ok")).await.unwrap();
+    app.store
+        .decide_approval(&id, true, "alice", Some("ok"))
+        .await
+        .unwrap();
     let done = call_ok(&client, "get_approval", json!({"approvalId": id})).await;
     assert_eq!(done["status"], "executed", "{done}");
     let again = call_ok(&client, "get_approval", json!({"approvalId": id})).await;
     assert_eq!(again["refund"], done["refund"]);
-    assert_eq!(stripe(&app).refunds_for(&newest).await.unwrap().data.len(), 1);
+    assert_eq!(
+        stripe(&app).refunds_for(&newest).await.unwrap().data.len(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -323,7 +519,9 @@ async fn resources_prompts_and_completions() {
     assert_eq!(uris, vec!["customer://{email}", "payment://{charge_id}"]);
 
     let read = client
-        .read_resource(ReadResourceRequestParams::new("customer://sarah@example.com"))
+        .read_resource(ReadResourceRequestParams::new(
+            "customer://sarah@example.com",
+        ))
         .await
         .unwrap();
     let text = match &read.contents[0] {
@@ -335,21 +533,31 @@ async fn resources_prompts_and_completions() {
 
     let (newest, _) = sarahs_duplicates(&client).await;
     let read = client
-        .read_resource(ReadResourceRequestParams::new(format!("payment://{newest}")))
+        .read_resource(ReadResourceRequestParams::new(format!(
+            "payment://{newest}"
+        )))
         .await
         .unwrap();
     let rmcp::model::ResourceContents::TextResourceContents { text, .. } = &read.contents[0] else {
         panic!("text");
     };
-    assert!(text.contains(&newest) && text.contains("\"amount_cents\":4999"), "{text}");
+    assert!(
+        text.contains(&newest) && text.contains("\"amount_cents\":4999"),
+        "{text}"
+    );
     assert!(client
-        .read_resource(ReadResourceRequestParams::new("customer://nobody@example.com"))
+        .read_resource(ReadResourceRequestParams::new(
+            "customer://nobody@example.com"
+        ))
         .await
         .is_err());
 
     let prompts = client.list_all_prompts().await.unwrap();
     let names: Vec<_> = prompts.iter().map(|p| p.name.as_str()).collect();
-    assert_eq!(names, vec!["daily_revenue_report", "find_refund_candidates"]);
+    assert_eq!(
+        names,
+        vec!["daily_revenue_report", "find_refund_candidates"]
+    );
     let mut request = GetPromptRequestParams::new("daily_revenue_report");
     request.arguments = Some(json!({"date": "2026-03-01"}).as_object().unwrap().clone());
     let prompt = client.get_prompt(request).await.unwrap();
@@ -417,13 +625,28 @@ async fn stripe_failures_are_clear_and_nothing_is_written() {
             .await
             .unwrap();
         let client = app.client("/mcp", Era::Legacy).await;
-        let err = call_err(&client, "issue_refund", json!({"email": SARAH, "charge_id": "pi_1"})).await;
+        let err = call_err(
+            &client,
+            "issue_refund",
+            json!({"email": SARAH, "charge_id": "pi_1"}),
+        )
+        .await;
         assert!(err.contains(needle), "{err}");
         assert!(!err.contains(key), "the key leaked: {err}");
         let profile = call_ok(&client, "lookup_customer", json!({"email": SARAH})).await;
         assert_eq!(profile["stripe"]["status"], "unavailable");
-        assert!(app.store.refund_log(DEMO_ENTITY_ID, &order.id).await.unwrap().is_empty());
-        let order = app.store.order(DEMO_ENTITY_ID, &order.id).await.unwrap().unwrap();
+        assert!(app
+            .store
+            .refund_log(DEMO_ENTITY_ID, &order.id)
+            .await
+            .unwrap()
+            .is_empty());
+        let order = app
+            .store
+            .order(DEMO_ENTITY_ID, &order.id)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(order.status, paywarden::store::OrderStatus::Paid);
     }
 }
@@ -435,7 +658,9 @@ async fn an_invalid_stripe_key_is_a_clear_error_and_a_live_key_stops_start_up() 
     let emulator = emulator_app.emulator_url.clone().unwrap();
     let app = spawn_app_with(|c| {
         c.stripe.base_url = Some(emulator.clone());
-        c.stripe.api_key = Some(secrecy::SecretString::from("sk_test_not_a_key_of_the_emulator".to_string()));
+        c.stripe.api_key = Some(secrecy::SecretString::from(
+            "sk_test_not_a_key_of_the_emulator".to_string(),
+        ));
     })
     .await;
     app.store
@@ -445,19 +670,33 @@ async fn an_invalid_stripe_key_is_a_clear_error_and_a_live_key_stops_start_up() 
     let client = app.client("/mcp", Era::Legacy).await;
     let profile = call_ok(&client, "lookup_customer", json!({"email": SARAH})).await;
     assert_eq!(profile["stripe"]["status"], "unavailable");
-    assert!(profile["stripe"]["error"].as_str().unwrap().contains("API key"), "{profile}");
-    assert!(!profile.to_string().contains("sk_test_not_a_key_of_the_emulator"));
+    assert!(
+        profile["stripe"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("API key"),
+        "{profile}"
+    );
+    assert!(!profile
+        .to_string()
+        .contains("sk_test_not_a_key_of_the_emulator"));
     let err = call_err(&client, "list_payments", json!({"email": SARAH})).await;
     assert!(err.contains("key"), "{err}");
 
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path());
-    config.stripe.api_key = Some(secrecy::SecretString::from("sk_live_0123456789abcdef".to_string()));
-    let err = paywarden::app::App::build(config, paywarden::app::SeedMode::Off, &ProgressBar::hidden())
-        .await
-        .map(|_| ())
-        .unwrap_err()
-        .to_string();
+    config.stripe.api_key = Some(secrecy::SecretString::from(
+        "sk_live_0123456789abcdef".to_string(),
+    ));
+    let err = paywarden::app::App::build(
+        config,
+        paywarden::app::SeedMode::Off,
+        &ProgressBar::hidden(),
+    )
+    .await
+    .map(|_| ())
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("LIVE"), "{err}");
     assert!(!err.contains("0123456789abcdef"), "{err}");
 }

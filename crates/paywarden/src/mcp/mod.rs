@@ -3,8 +3,8 @@
 //! `CallToolResult` (`structuredContent` plus a text block; `isError` for tool errors).
 //! Malformed arguments are JSON-RPC invalid-params errors (-32602).
 
-pub mod ops;
 pub mod opp;
+pub mod ops;
 
 use std::sync::Arc;
 
@@ -19,7 +19,7 @@ use rmcp::{
 };
 use secrecy::SecretString;
 
-use crate::service::{ops::OpsService, opp::OppService, Caller, ServiceError, ToolOutcome};
+use crate::service::{opp::OppService, ops::OpsService, Caller, ServiceError, ToolOutcome};
 
 /// HTTP header carrying the caller's entity id (OPP `entityId`).
 pub const HEADER_ENTITY_ID: &str = "x-entity-id";
@@ -200,7 +200,14 @@ impl PaywardenMcp {
         arguments: &serde_json::Value,
         approval_id: String,
     ) -> Result<ToolOutcome, ServiceError> {
-        if let Ok(Some(approval)) = self.state.ops.pipeline().store().approval(&approval_id).await {
+        if let Ok(Some(approval)) = self
+            .state
+            .ops
+            .pipeline()
+            .store()
+            .approval(&approval_id)
+            .await
+        {
             if approval.toolset == crate::service::ops::TOOLSET
                 && approval.entity_id == caller.entity_id
                 && approval.status == crate::store::ApprovalStatus::Approved
@@ -208,7 +215,10 @@ impl PaywardenMcp {
                 return self.state.ops.execute_approval(caller, &approval).await;
             }
         }
-        self.state.opp.get_approval(caller, arguments, approval_id).await
+        self.state
+            .opp
+            .get_approval(caller, arguments, approval_id)
+            .await
     }
 
     /// Renders an outcome; a pending approval is first put to the client's user through
@@ -476,7 +486,10 @@ impl ServerHandler for PaywardenMcp {
     ) -> Result<rmcp::model::ReadResourceResponse, McpError> {
         if !self.serves_ops() {
             return Err(McpError::resource_not_found(
-                format!("unknown resource {:?}: this endpoint serves no resources", request.uri),
+                format!(
+                    "unknown resource {:?}: this endpoint serves no resources",
+                    request.uri
+                ),
                 None,
             ));
         }
@@ -505,7 +518,10 @@ impl ServerHandler for PaywardenMcp {
     ) -> Result<rmcp::model::GetPromptResponse, McpError> {
         if !self.serves_ops() {
             return Err(McpError::invalid_params(
-                format!("unknown prompt {:?}: this endpoint serves no prompts", request.name),
+                format!(
+                    "unknown prompt {:?}: this endpoint serves no prompts",
+                    request.name
+                ),
                 None,
             ));
         }

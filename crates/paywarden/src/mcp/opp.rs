@@ -577,8 +577,12 @@ impl PaywardenMcp {
             .parse::<GetApprovalParams>("get_approval", &arguments, &context)
             .await?;
         render(
-            self.resolve_approval(&caller, &serde_json::Value::Object(arguments), p.approval_id)
-                .await,
+            self.resolve_approval(
+                &caller,
+                &serde_json::Value::Object(arguments),
+                p.approval_id,
+            )
+            .await,
         )
     }
 }

@@ -7,8 +7,7 @@ use rmcp::{
     handler::server::{common::schema_for_output, wrapper::Parameters},
     model::{
         CallToolResult, CompletionInfo, GetPromptResult, JsonObject, Prompt, PromptArgument,
-        PromptMessage, ReadResourceResult, Role,
-        ResourceContents, ResourceTemplate,
+        PromptMessage, ReadResourceResult, ResourceContents, ResourceTemplate, Role,
     },
     service::RequestContext,
     tool, tool_router, ErrorData as McpError, RoleServer,
@@ -222,7 +221,8 @@ pub fn prompts() -> Vec<Prompt> {
     date.description = Some("The day to report on, YYYY-MM-DD (default: today, UTC).".into());
     date.required = Some(false);
     let mut email = PromptArgument::new("email");
-    email.description = Some("Only look at this customer (e-mail); default: every customer.".into());
+    email.description =
+        Some("Only look at this customer (e-mail); default: every customer.".into());
     email.required = Some(false);
     vec![
         Prompt::new(
@@ -394,7 +394,8 @@ impl PaywardenMcp {
                         "email" => values.push(c.email),
                         "charge_id" => {
                             if let Ok(orders) = store.orders_of(&caller.entity_id, &c.id).await {
-                                values.extend(orders.into_iter().filter_map(|o| o.stripe_charge_id));
+                                values
+                                    .extend(orders.into_iter().filter_map(|o| o.stripe_charge_id));
                             }
                         }
                         _ => {}
@@ -408,7 +409,11 @@ impl PaywardenMcp {
         let total = values.len();
         values.truncate(CompletionInfo::MAX_VALUES);
         let has_more = total > values.len();
-        CompletionInfo::with_pagination(values, Some(u32::try_from(total).unwrap_or(u32::MAX)), has_more)
-            .unwrap_or_default()
+        CompletionInfo::with_pagination(
+            values,
+            Some(u32::try_from(total).unwrap_or(u32::MAX)),
+            has_more,
+        )
+        .unwrap_or_default()
     }
 }

@@ -11,7 +11,9 @@ use chrono::{Duration as ChronoDuration, Utc};
 
 use super::{
     redact,
-    safety::{new_token, token_hash, ApprovalView, ConfirmationView, PreviewView, CONTROL_ARGUMENTS},
+    safety::{
+        new_token, token_hash, ApprovalView, ConfirmationView, PreviewView, CONTROL_ARGUMENTS,
+    },
     AuditFacts, Caller, Pipeline, ServiceError, Settlement, ToolOutcome,
 };
 use crate::{

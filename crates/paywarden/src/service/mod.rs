@@ -9,8 +9,8 @@
 //! request and the [`ToolOutcome`] back into its seed's output shape.
 
 pub mod gate;
-pub mod ops;
 pub mod opp;
+pub mod ops;
 pub mod safety;
 
 use std::time::Instant;

@@ -28,8 +28,7 @@ use super::{
 };
 use crate::{
     connectors::stripe::{
-        PaymentIntent, PaymentIntentStatus, RefundReason, RefundRequest, StripeClient,
-        StripeError,
+        PaymentIntent, PaymentIntentStatus, RefundReason, RefundRequest, StripeClient, StripeError,
     },
     policy::{Decision, PolicyInput},
     store::{CustomerRecord, OrderRecord, OrderStatus},
@@ -459,8 +458,7 @@ fn validate_email(raw: &str) -> Result<String, ServiceError> {
 /// A Stripe object id: 3-255 characters of `[A-Za-z0-9_]`.
 fn validate_stripe_id(field: &str, raw: &str) -> Result<String, ServiceError> {
     let id = raw.trim();
-    if (3..=255).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-    {
+    if (3..=255).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
         Ok(id.to_string())
     } else {
         Err(invalid(format!(
@@ -633,7 +631,12 @@ impl OpsService {
     }
 
     /// A Stripe failure as a tool error; `write` says whether money might have moved.
-    fn stripe_failure(&self, tool: &str, error: &StripeError, write: bool) -> (ToolOutcome, Settlement) {
+    fn stripe_failure(
+        &self,
+        tool: &str,
+        error: &StripeError,
+        write: bool,
+    ) -> (ToolOutcome, Settlement) {
         let (kind, advice, settlement) = match error {
             StripeError::Timeout(_) if write => (
                 "provider_timeout",
@@ -731,7 +734,8 @@ impl OpsService {
                 Ok(found) => found,
                 Err(outcome) => return Ok(outcome),
             };
-            let structured = serde_json::to_value(&output).map_err(crate::store::StoreError::from)?;
+            let structured =
+                serde_json::to_value(&output).map_err(crate::store::StoreError::from)?;
             Ok(self.ok(structured, text, AuditFacts::default()))
         })
         .await
@@ -855,7 +859,9 @@ impl OpsService {
                 Err(o) => return Ok(o),
             };
             let Some(stripe_id) = customer.stripe_customer_id.clone() else {
-                return Ok(self.not_found(&format!("Customer '{email}' has no linked Stripe account.")));
+                return Ok(
+                    self.not_found(&format!("Customer '{email}' has no linked Stripe account."))
+                );
             };
             let page = match self
                 .stripe
@@ -887,16 +893,22 @@ impl OpsService {
                         p.created,
                         p.payment_intent_id,
                         p.charge_id.as_deref().unwrap_or("-"),
-                        p.amount_refunded_cents.map_or("?".into(), |c| money(c, &p.currency).0)
+                        p.amount_refunded_cents
+                            .map_or("?".into(), |c| money(c, &p.currency).0)
                     )
                 })
                 .collect();
             let text = format!(
                 "Recent payments for {} ({email}), newest first:\n{}",
                 customer.name,
-                if lines.is_empty() { "(none)".to_string() } else { lines.join("\n") }
+                if lines.is_empty() {
+                    "(none)".to_string()
+                } else {
+                    lines.join("\n")
+                }
             );
-            let structured = serde_json::to_value(&output).map_err(crate::store::StoreError::from)?;
+            let structured =
+                serde_json::to_value(&output).map_err(crate::store::StoreError::from)?;
             Ok(self.ok(structured, text, AuditFacts::default()))
         })
         .await
@@ -993,9 +1005,14 @@ impl OpsService {
             let text = format!(
                 "Order history for {} ({email}), newest first:\n{}",
                 customer.name,
-                if lines.is_empty() { "(none)".to_string() } else { lines.join("\n") }
+                if lines.is_empty() {
+                    "(none)".to_string()
+                } else {
+                    lines.join("\n")
+                }
             );
-            let structured = serde_json::to_value(&output).map_err(crate::store::StoreError::from)?;
+            let structured =
+                serde_json::to_value(&output).map_err(crate::store::StoreError::from)?;
             Ok(self.ok(structured, text, AuditFacts::default()))
         })
         .await
@@ -1014,7 +1031,9 @@ impl OpsService {
         let Some(order) = store.order_by_charge(&caller.entity_id, charge_id).await? else {
             return Ok(None);
         };
-        let customer = store.customer(&caller.entity_id, &order.customer_id).await?;
+        let customer = store
+            .customer(&caller.entity_id, &order.customer_id)
+            .await?;
         let refunds: Vec<serde_json::Value> = store
             .refund_log(&caller.entity_id, &order.id)
             .await?
@@ -1059,11 +1078,19 @@ impl OpsService {
                 )));
             }
             if (end - start).num_days() > 3660 {
-                return Err(invalid("the range is longer than 10 years; ask for a shorter one"));
+                return Err(invalid(
+                    "the range is longer than 10 years; ask for a shorter one",
+                ));
             }
             let from = start.and_time(chrono::NaiveTime::MIN).and_utc();
-            let to = (end + ChronoDuration::days(1)).and_time(chrono::NaiveTime::MIN).and_utc();
-            let lines = self.pipeline.store().revenue(&caller.entity_id, from, to).await?;
+            let to = (end + ChronoDuration::days(1))
+                .and_time(chrono::NaiveTime::MIN)
+                .and_utc();
+            let lines = self
+                .pipeline
+                .store()
+                .revenue(&caller.entity_id, from, to)
+                .await?;
             let day = |day: String, currency: &str, orders: i64, gross: i64, refunded: i64| {
                 let (net, code) = money(gross - refunded, currency);
                 RevenueDay {
@@ -1078,7 +1105,15 @@ impl OpsService {
             };
             let days: Vec<RevenueDay> = lines
                 .iter()
-                .map(|l| day(l.day.to_string(), &l.currency, l.orders, l.gross_cents, l.refunded_cents))
+                .map(|l| {
+                    day(
+                        l.day.to_string(),
+                        &l.currency,
+                        l.orders,
+                        l.gross_cents,
+                        l.refunded_cents,
+                    )
+                })
                 .collect();
             let mut per_currency: BTreeMap<String, (i64, i64, i64)> = BTreeMap::new();
             for l in &lines {
@@ -1109,7 +1144,8 @@ impl OpsService {
                 days,
                 totals,
             };
-            let structured = serde_json::to_value(&output).map_err(crate::store::StoreError::from)?;
+            let structured =
+                serde_json::to_value(&output).map_err(crate::store::StoreError::from)?;
             Ok(self.ok(structured, text, AuditFacts::default()))
         })
         .await
@@ -1188,11 +1224,15 @@ impl OpsService {
                 .map_err(|e| invalid(e.to_string()))?;
             let quantity = params.quantity.unwrap_or(1);
             if !(1..=999).contains(&quantity) {
-                return Err(invalid(format!("quantity {quantity} must be between 1 and 999")));
+                return Err(invalid(format!(
+                    "quantity {quantity} must be between 1 and 999"
+                )));
             }
             let description = params.description.trim().to_string();
             if description.is_empty() || description.chars().count() > 250 {
-                return Err(invalid("description must name what is sold, 1 to 250 characters"));
+                return Err(invalid(
+                    "description must name what is sold, 1 to 250 characters",
+                ));
             }
             if let Some(k) = &params.idempotency_key {
                 if k.trim().is_empty() || k.len() > 200 {
@@ -1203,11 +1243,19 @@ impl OpsService {
         })();
         let (amount, quantity, description) = match validated {
             Ok(v) => v,
-            Err(e) => return self.pipeline.read(caller, TOOLSET, tool, arguments, || async { Err(e) }).await,
+            Err(e) => {
+                return self
+                    .pipeline
+                    .read(caller, TOOLSET, tool, arguments, || async { Err(e) })
+                    .await
+            }
         };
         if !self.authenticates(caller) {
             let outcome = self.unauthenticated(tool);
-            return self.pipeline.read(caller, TOOLSET, tool, arguments, || async { Ok(outcome) }).await;
+            return self
+                .pipeline
+                .read(caller, TOOLSET, tool, arguments, || async { Ok(outcome) })
+                .await;
         }
         if self.pipeline.safety().config.read_only {
             let outcome = self.pipeline.error_outcome(
@@ -1215,7 +1263,10 @@ impl OpsService {
                 &format!("{tool} is refused: this paywarden runs in read-only mode."),
                 None,
             );
-            return self.pipeline.read(caller, TOOLSET, tool, arguments, || async { Ok(outcome) }).await;
+            return self
+                .pipeline
+                .read(caller, TOOLSET, tool, arguments, || async { Ok(outcome) })
+                .await;
         }
         let key = params.idempotency_key.clone();
         self.pipeline
@@ -1298,11 +1349,19 @@ impl OpsService {
         let tool = "issue_refund";
         let command = match validate_refund(params) {
             Ok(c) => c,
-            Err(e) => return self.pipeline.read(caller, TOOLSET, tool, arguments, || async { Err(e) }).await,
+            Err(e) => {
+                return self
+                    .pipeline
+                    .read(caller, TOOLSET, tool, arguments, || async { Err(e) })
+                    .await
+            }
         };
         if !self.authenticates(caller) {
             let outcome = self.unauthenticated(tool);
-            return self.pipeline.read(caller, TOOLSET, tool, arguments, || async { Ok(outcome) }).await;
+            return self
+                .pipeline
+                .read(caller, TOOLSET, tool, arguments, || async { Ok(outcome) })
+                .await;
         }
         if self.pipeline.safety().config.read_only {
             let outcome = self.pipeline.error_outcome(
@@ -1310,7 +1369,10 @@ impl OpsService {
                 &format!("{tool} is refused: this paywarden runs in read-only mode, where no tool moves money."),
                 None,
             );
-            return self.pipeline.read(caller, TOOLSET, tool, arguments, || async { Ok(outcome) }).await;
+            return self
+                .pipeline
+                .read(caller, TOOLSET, tool, arguments, || async { Ok(outcome) })
+                .await;
         }
         let binding = binding_hash(tool, arguments);
         // With no key of its own, a confirmed or approved call is keyed by its token or
@@ -1321,14 +1383,21 @@ impl OpsService {
                 .confirmation_token
                 .as_deref()
                 .map(|t| format!("confirm:{}", token_hash(t)))
-                .or_else(|| command.approval_id.as_ref().map(|a| format!("approval:{a}")))
+                .or_else(|| {
+                    command
+                        .approval_id
+                        .as_ref()
+                        .map(|a| format!("approval:{a}"))
+                })
         });
         if let Some(key) = &key {
-            self.resolve_unknown(caller, &command, key, &binding).await?;
+            self.resolve_unknown(caller, &command, key, &binding)
+                .await?;
         }
         self.pipeline
             .write(caller, TOOLSET, tool, arguments, key.as_deref(), || async {
-                self.decide_refund(caller, &command, arguments, &binding, key.as_deref()).await
+                self.decide_refund(caller, &command, arguments, &binding, key.as_deref())
+                    .await
             })
             .await
     }
@@ -1346,8 +1415,12 @@ impl OpsService {
         if let serde_json::Value::Object(map) = &mut arguments {
             map.insert("approval_id".into(), approval.id.clone().into());
         }
-        let params: IssueRefundParams = serde_json::from_value(arguments.clone())
-            .map_err(|e| invalid(format!("approval {} holds unreadable arguments: {e}", approval.id)))?;
+        let params: IssueRefundParams = serde_json::from_value(arguments.clone()).map_err(|e| {
+            invalid(format!(
+                "approval {} holds unreadable arguments: {e}",
+                approval.id
+            ))
+        })?;
         self.issue_refund(caller, &arguments, params).await
     }
 
@@ -1365,12 +1438,18 @@ impl OpsService {
             Ok(Err((o, Settlement::Final)))
         };
         let store = self.pipeline.store();
-        let customer = match store.customer_by_email(&caller.entity_id, &command.email).await? {
+        let customer = match store
+            .customer_by_email(&caller.entity_id, &command.email)
+            .await?
+        {
             Some(c) => c,
             None => {
                 return refuse(
                     "not_found",
-                    format!("No customer found with email '{}'. Nothing was refunded.", command.email),
+                    format!(
+                        "No customer found with email '{}'. Nothing was refunded.",
+                        command.email
+                    ),
                 )
             }
         };
@@ -1435,7 +1514,10 @@ impl OpsService {
             );
         }
         let Some(pi_id) = order.stripe_charge_id.clone() else {
-            return refuse("not_found", format!("Order {} has no Stripe payment to refund.", order.id));
+            return refuse(
+                "not_found",
+                format!("Order {} has no Stripe payment to refund.", order.id),
+            );
         };
         let pi = match self.stripe.payment_intent(&pi_id).await {
             Ok(pi) => pi,
@@ -1511,7 +1593,11 @@ impl OpsService {
         };
         let currency = checked.order.currency.to_ascii_uppercase();
         let (amount, _) = money(checked.amount_cents, &currency);
-        let moved_today = self.pipeline.store().moved_today(&caller.entity_id, &currency).await?;
+        let moved_today = self
+            .pipeline
+            .store()
+            .moved_today(&caller.entity_id, &currency)
+            .await?;
         let preview = PreviewView {
             tool: tool.into(),
             operation: "Stripe refund".into(),
@@ -1561,12 +1647,20 @@ impl OpsService {
             // Unreachable in practice: execution needs a token or an approval, each of which
             // keys the call. Refuse rather than refund without a key.
             return Ok((
-                self.pipeline.error_outcome("internal", "issue_refund needs an idempotency key to execute; nothing was sent.", None),
+                self.pipeline.error_outcome(
+                    "internal",
+                    "issue_refund needs an idempotency key to execute; nothing was sent.",
+                    None,
+                ),
                 Settlement::NotSent,
             ));
         };
-        let (outcome, settlement) = self.execute_refund(caller, command, &checked.order.id, key).await?;
-        self.pipeline.finish_gated(approval_id.as_deref(), &outcome).await?;
+        let (outcome, settlement) = self
+            .execute_refund(caller, command, &checked.order.id, key)
+            .await?;
+        self.pipeline
+            .finish_gated(approval_id.as_deref(), &outcome)
+            .await?;
         Ok((outcome, settlement))
     }
 
@@ -1588,7 +1682,10 @@ impl OpsService {
         );
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         let resource = format!("order:{order_id}");
-        while !store.try_lock_transaction(&caller.entity_id, &resource, &holder, lease).await? {
+        while !store
+            .try_lock_transaction(&caller.entity_id, &resource, &holder, lease)
+            .await?
+        {
             if std::time::Instant::now() > deadline {
                 return Ok((
                     self.pipeline.error_outcome(
@@ -1602,7 +1699,9 @@ impl OpsService {
             tokio::time::sleep(std::time::Duration::from_millis(15)).await;
         }
         let result = self.execute_refund_locked(caller, command, key).await;
-        store.unlock_transaction(&caller.entity_id, &resource, &holder).await?;
+        store
+            .unlock_transaction(&caller.entity_id, &resource, &holder)
+            .await?;
         result
     }
 
@@ -1630,14 +1729,24 @@ impl OpsService {
         let by = refunded_by(caller);
         let mut metadata = BTreeMap::new();
         metadata.insert("order_id".to_string(), checked.order.id.clone());
-        metadata.insert("paywarden_key".to_string(), token_hash(key)[..32].to_string());
+        metadata.insert(
+            "paywarden_key".to_string(),
+            token_hash(key)[..32].to_string(),
+        );
         metadata.insert("refunded_by".to_string(), by.chars().take(500).collect());
-        metadata.insert("reason".to_string(), command.reason.chars().take(500).collect());
+        metadata.insert(
+            "reason".to_string(),
+            command.reason.chars().take(500).collect(),
+        );
         let reason = RefundReason::from_wire(&command.reason);
         let request = RefundRequest {
             payment_intent: checked.payment_intent.clone(),
             amount: Some(checked.amount_cents),
-            reason: Some(if reason.is_requestable() { reason } else { RefundReason::RequestedByCustomer }),
+            reason: Some(if reason.is_requestable() {
+                reason
+            } else {
+                RefundReason::RequestedByCustomer
+            }),
             metadata,
         };
         let (refund, replayed) = match self
@@ -1648,7 +1757,9 @@ impl OpsService {
             Ok(r) => r,
             Err(e) => return Ok(self.stripe_failure(tool, &e, true)),
         };
-        let outcome = self.record_refund(caller, command, checked, &refund, replayed.request_id, &by).await?;
+        let outcome = self
+            .record_refund(caller, command, checked, &refund, replayed.request_id, &by)
+            .await?;
         Ok((outcome, Settlement::Final))
     }
 
@@ -1665,7 +1776,15 @@ impl OpsService {
         let amount = refund.amount.minor_units();
         let total = (checked.refunded_before + amount).min(checked.charge_amount);
         let log = store
-            .record_refund(&caller.entity_id, &checked.order.id, &refund.id, amount, total, &command.reason, by)
+            .record_refund(
+                &caller.entity_id,
+                &checked.order.id,
+                &refund.id,
+                amount,
+                total,
+                &command.reason,
+                by,
+            )
             .await?;
         store
             .record_movement(
@@ -1746,18 +1865,30 @@ impl OpsService {
             return Ok(());
         }
         let marker = token_hash(key)[..32].to_string();
-        let Some(customer) = store.customer_by_email(&caller.entity_id, &command.email).await? else {
+        let Some(customer) = store
+            .customer_by_email(&caller.entity_id, &command.email)
+            .await?
+        else {
             return Ok(());
         };
         // The charge named, or (when none was) any of the customer's orders.
         let orders: Vec<OrderRecord> = match &command.charge_id {
-            Some(id) => store.order_by_charge(&caller.entity_id, id).await?.into_iter().collect(),
+            Some(id) => store
+                .order_by_charge(&caller.entity_id, id)
+                .await?
+                .into_iter()
+                .collect(),
             None => store.orders_of(&caller.entity_id, &customer.id).await?,
         };
         for order in orders {
-            let Some(pi_id) = order.stripe_charge_id.clone() else { continue };
+            let Some(pi_id) = order.stripe_charge_id.clone() else {
+                continue;
+            };
             let found = match self.stripe.refunds_for(&pi_id).await {
-                Ok(r) => r.data.into_iter().find(|r| r.metadata.get("paywarden_key") == Some(&marker)),
+                Ok(r) => r
+                    .data
+                    .into_iter()
+                    .find(|r| r.metadata.get("paywarden_key") == Some(&marker)),
                 Err(e) => {
                     tracing::warn!(error = %e, "could not resolve an unknown refund outcome yet");
                     return Ok(());
@@ -1775,13 +1906,22 @@ impl OpsService {
             let checked = CheckedRefund {
                 customer,
                 amount_cents: refund.amount.minor_units(),
-                refunded_before: (charge.amount_refunded.minor_units() - refund.amount.minor_units()).max(0),
+                refunded_before: (charge.amount_refunded.minor_units()
+                    - refund.amount.minor_units())
+                .max(0),
                 charge_amount: charge.amount.minor_units(),
                 payment_intent: pi_id,
                 order,
             };
             let outcome = self
-                .record_refund(caller, command, &checked, &refund, None, &refunded_by(caller))
+                .record_refund(
+                    caller,
+                    command,
+                    &checked,
+                    &refund,
+                    None,
+                    &refunded_by(caller),
+                )
                 .await?;
             store
                 .settle_unknown_idempotent(
@@ -1797,7 +1937,9 @@ impl OpsService {
                 .await?;
             return Ok(());
         }
-        store.forget_unknown_idempotent(&caller.entity_id, key).await?;
+        store
+            .forget_unknown_idempotent(&caller.entity_id, key)
+            .await?;
         Ok(())
     }
 }
@@ -1858,7 +2000,14 @@ mod tests {
     #[test]
     fn emails_and_ids_are_validated() {
         assert!(validate_email("sarah@example.com").is_ok());
-        for bad in ["", "sarah", "a@b", "a b@example.com", "@example.com", "a@@example.com"] {
+        for bad in [
+            "",
+            "sarah",
+            "a@b",
+            "a b@example.com",
+            "@example.com",
+            "a@@example.com",
+        ] {
             assert!(validate_email(bad).is_err(), "{bad}");
         }
         assert!(validate_stripe_id("charge_id", "pi_123abc").is_ok());
@@ -1889,8 +2038,20 @@ mod tests {
         };
         let c = validate_refund(base.clone()).unwrap();
         assert_eq!(c.reason, "requested_by_customer");
-        assert!(validate_refund(IssueRefundParams { amount_cents: Some(0), ..base.clone() }).is_err());
-        assert!(validate_refund(IssueRefundParams { amount_cents: Some(-5), ..base.clone() }).is_err());
-        assert!(validate_refund(IssueRefundParams { idempotency_key: Some(" ".into()), ..base }).is_err());
+        assert!(validate_refund(IssueRefundParams {
+            amount_cents: Some(0),
+            ..base.clone()
+        })
+        .is_err());
+        assert!(validate_refund(IssueRefundParams {
+            amount_cents: Some(-5),
+            ..base.clone()
+        })
+        .is_err());
+        assert!(validate_refund(IssueRefundParams {
+            idempotency_key: Some(" ".into()),
+            ..base
+        })
+        .is_err());
     }
 }
