@@ -700,3 +700,93 @@ async fn an_invalid_stripe_key_is_a_clear_error_and_a_live_key_stops_start_up() 
     assert!(err.contains("LIVE"), "{err}");
     assert!(!err.contains("0123456789abcdef"), "{err}");
 }
+
+#[tokio::test]
+async fn a_refund_that_times_out_is_resolved_at_stripe_before_any_retry() {
+    // A Stripe emulator that answers every POST 1.5 s after doing it; paywarden waits 1 s.
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = paywarden_emulator::EmulatorConfig::demo(dir.path().join("slow.db"));
+    config.write_latency = Duration::from_millis(1_500);
+    let emulator = paywarden_emulator::Emulator::open(config).await.unwrap();
+    let running = emulator
+        .spawn(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap())
+        .await
+        .unwrap();
+    let slow_url = running.base_url.clone();
+    let app = spawn_app_with(|c| {
+        c.stripe.base_url = Some(slow_url.clone());
+        c.stripe.api_key = Some(secrecy::SecretString::from(DEMO_STRIPE_KEY.to_string()));
+        c.stripe.timeout_ms = 1_000;
+    })
+    .await;
+    // One customer and charge, created with a patient client.
+    let patient = StripeClient::new(
+        &slow_url,
+        StripeKey::parse(DEMO_STRIPE_KEY, false).unwrap(),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    let customer = patient
+        .create_customer(SARAH, Some("Sarah Test"), &Default::default(), None)
+        .await
+        .unwrap();
+    let pi = patient
+        .create_payment_intent(
+            &customer.id,
+            paywarden_domain::Money::from_minor(4999, paywarden_domain::Currency::USD).unwrap(),
+            &Default::default(),
+            None,
+        )
+        .await
+        .unwrap();
+    let record = app
+        .store
+        .ensure_customer(DEMO_ENTITY_ID, SARAH, "Sarah Test", Some(&customer.id))
+        .await
+        .unwrap();
+    app.store
+        .insert_order(&paywarden::store::NewOrder {
+            entity_id: DEMO_ENTITY_ID,
+            customer_id: &record.id,
+            stripe_charge_id: &pi.id,
+            amount_cents: 4999,
+            currency: "usd",
+            created_at: chrono::Utc::now(),
+        })
+        .await
+        .unwrap();
+
+    let client = app.client("/mcp", Era::Legacy).await;
+    let args = json!({"email": SARAH, "charge_id": pi.id, "amount_cents": 1000});
+    let preview = call_ok(&client, "issue_refund", args.clone()).await;
+    let mut confirmed = args;
+    confirmed["confirmation_token"] = preview["confirmation"]["token"].clone();
+    let err = call_err(&client, "issue_refund", confirmed.clone()).await;
+    assert!(err.contains("UNKNOWN"), "{err}");
+    tokio::time::sleep(Duration::from_millis(800)).await; // Stripe has done it by now
+                                                          // The retry asks Stripe first, finds the refund it made, records it, and sends nothing.
+    let resolved = call_ok(&client, "issue_refund", confirmed.clone()).await;
+    assert_eq!(resolved["status"], "executed", "{resolved}");
+    assert_eq!(resolved["refund"]["amount_cents"], 1000);
+    let refunds = patient.refunds_for(&pi.id).await.unwrap().data;
+    assert_eq!(refunds.len(), 1, "one refund at Stripe");
+    let order = app
+        .store
+        .order_by_charge(DEMO_ENTITY_ID, &pi.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(order.refunded_cents, 1000);
+    assert_eq!(
+        app.store
+            .refund_log(DEMO_ENTITY_ID, &order.id)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    // And again: a replay.
+    let replay = call_ok(&client, "issue_refund", confirmed).await;
+    assert_eq!(replay["idempotentReplay"], true);
+    assert_eq!(patient.refunds_for(&pi.id).await.unwrap().data.len(), 1);
+}
