@@ -145,7 +145,7 @@ impl App {
             path: config.data_dir.clone(),
             source,
         })?;
-        let store = Store::open(&config.database_path()?).await?;
+        let store = Store::connect(&config.database()?).await?;
         let emulator = if config.uses_emulator() || config.uses_stripe_emulator() {
             Some(start_emulator(&config).await?)
         } else {

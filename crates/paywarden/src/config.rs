@@ -40,8 +40,9 @@ pub struct Config {
     /// The bearer token of [`Config::entity_id`]. Never logged.
     #[serde(skip_serializing)]
     pub token: Option<SecretString>,
-    /// paywarden's database as a URL (`DATABASE_URL`, e.g. `sqlite:///abs/path/paywarden.db`).
-    /// Unset: `paywarden.db` in [`Config::data_dir`].
+    /// paywarden's database as a URL (`DATABASE_URL`): `sqlite:///abs/path/paywarden.db`, or
+    /// `postgres://user[:password]@host:5432/dbname` for several processes sharing one
+    /// database. Unset: the SQLite file `paywarden.db` in [`Config::data_dir`].
     pub database_url: Option<String>,
     /// The Open Payment Platform connector.
     pub opp: OppConfig,
@@ -286,34 +287,46 @@ impl Config {
         self.stripe.api_key.is_none() && self.stripe.base_url.is_none()
     }
 
-    /// The SQLite file of paywarden's database: from [`Config::database_url`]
-    /// (`sqlite://PATH`, `sqlite:PATH`; `sqlite:///abs` is the absolute `/abs`), else
-    /// `paywarden.db` in the data directory.
+    /// paywarden's database as a URL the store opens: [`Config::database_url`] when set
+    /// (`sqlite://PATH`, `sqlite:PATH`, `sqlite:///abs`, `postgres://user@host:5432/db`,
+    /// `postgresql://...`), else the SQLite file `paywarden.db` in the data directory.
     ///
     /// # Errors
-    /// [`ConfigError::Invalid`] for another scheme (PostgreSQL is not supported yet).
-    pub fn database_path(&self) -> Result<PathBuf, ConfigError> {
+    /// [`ConfigError::Invalid`] for another scheme, or an `sqlite:` URL that names no file.
+    pub fn database(&self) -> Result<String, ConfigError> {
         match &self.database_url {
-            None => Ok(self.data_dir.join("paywarden.db")),
+            None => Ok(format!(
+                "sqlite://{}",
+                self.data_dir.join("paywarden.db").to_string_lossy()
+            )),
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Ok(url.clone())
+            }
             Some(url) => {
                 let path = url
                     .strip_prefix("sqlite://")
                     .or_else(|| url.strip_prefix("sqlite:"))
                     .ok_or_else(|| {
                         ConfigError::Invalid(format!(
-                            "database_url / DATABASE_URL {:?}: only sqlite: URLs are supported (e.g. sqlite:///abs/path/paywarden.db)",
+                            "database_url / DATABASE_URL {:?}: use sqlite:///abs/path/paywarden.db or postgres://user@host:5432/dbname",
                             url.split('@').next_back().unwrap_or_default()
                         ))
                     })?;
-                let path = path.split('?').next().unwrap_or_default();
-                if path.is_empty() {
+                if path.split('?').next().unwrap_or_default().is_empty() {
                     return Err(ConfigError::Invalid(format!(
                         "database_url {url:?} names no file"
                     )));
                 }
-                Ok(PathBuf::from(path))
+                Ok(format!("sqlite://{path}"))
             }
         }
+    }
+
+    /// Whether paywarden's own database is PostgreSQL.
+    pub fn uses_postgres(&self) -> bool {
+        self.database_url
+            .as_deref()
+            .is_some_and(|u| u.starts_with("postgres://") || u.starts_with("postgresql://"))
     }
 }
 

@@ -83,6 +83,16 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Apply paywarden's database migrations (SQLite or PostgreSQL, from database_url /
+    /// DATABASE_URL) and print the schema versions. Refuses a database migrated by a newer
+    /// paywarden.
+    Migrate {
+        #[command(flatten)]
+        common: Common,
+        /// Only print the applied and pending versions; change nothing.
+        #[arg(long)]
+        check: bool,
+    },
     /// The policy.
     Policy {
         #[command(subcommand)]
@@ -148,6 +158,50 @@ fn progress_bar() -> ProgressBar {
 
 fn load(cli_config: Option<&std::path::Path>, overrides: Overrides) -> anyhow::Result<Config> {
     Ok(Config::load(cli_config, &overrides)?)
+}
+
+/// Opens paywarden's configured database (migrating it when needed).
+async fn open_store(config: &Config) -> anyhow::Result<paywarden::store::Store> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
+    Ok(paywarden::store::Store::connect(&config.database()?).await?)
+}
+
+/// `paywarden migrate`: applies (or with `check`, lists) migrations.
+async fn migrate(config: &Config, check: bool) -> anyhow::Result<()> {
+    use paywarden::store::{redact_url, Store};
+    let url = config.database()?;
+    if !config.uses_postgres() {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
+    }
+    let store = Store::connect_unmigrated(&url).await?;
+    let before = store.schema_status().await?;
+    let versions = |v: &[i64]| {
+        if v.is_empty() {
+            "none".to_string()
+        } else {
+            v.iter().map(i64::to_string).collect::<Vec<_>>().join(", ")
+        }
+    };
+    println!(
+        "database: {} ({})\n  applied: {}\n  known to this paywarden: {}",
+        redact_url(&url),
+        before.engine,
+        versions(&before.applied),
+        versions(&before.known)
+    );
+    if check {
+        println!("  pending: {}", versions(&before.pending()));
+        return Ok(());
+    }
+    let applied = store.migrate().await?;
+    if applied.is_empty() {
+        println!("  up to date; nothing to apply");
+    } else {
+        println!("  applied now: {}", versions(&applied));
+    }
+    Ok(())
 }
 
 fn init_logging() {
@@ -274,12 +328,21 @@ async fn main() -> anyhow::Result<()> {
                     ..Overrides::default()
                 },
             )?;
-            let store =
-                paywarden::store::Store::open(&config.data_dir.join("paywarden.db")).await?;
+            let store = open_store(&config).await?;
             let code = paywarden::cli_approvals::run(&store, action).await?;
             if code != 0 {
                 std::process::exit(code);
             }
+        }
+        Command::Migrate { common, check } => {
+            let config = load(
+                file,
+                Overrides {
+                    data_dir: common.data_dir,
+                    ..Overrides::default()
+                },
+            )?;
+            migrate(&config, check).await?;
         }
         Command::Policy {
             action:
@@ -340,8 +403,7 @@ async fn main() -> anyhow::Result<()> {
                     ..Overrides::default()
                 },
             )?;
-            let store =
-                paywarden::store::Store::open(&config.data_dir.join("paywarden.db")).await?;
+            let store = open_store(&config).await?;
             match action {
                 AuditAction::Verify { .. } => match store.verify_audit().await? {
                     None => println!(

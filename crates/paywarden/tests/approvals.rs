@@ -2,6 +2,8 @@
 //! isolation, concurrency), the operator page over real HTTP (authentication, CSRF, Origin,
 //! rendering, decisions), and the `paywarden approvals` CLI functions.
 
+mod common;
+
 use clap::Parser;
 use paywarden::{
     approvals_http,
@@ -17,12 +19,13 @@ const OTHER_ENTITY: &str = "8ac7a4c9000000000000000000000002";
 const REFERENCE: &str = "8ac7a4c98f0c4b1a9b1e2d3c4b5a6978";
 const HASH: &str = "5d41402abc4b2a76b9719d911017c592a1b2c3d4e5f60718293a4b5c6d7e8f90";
 
-async fn open_store() -> (Store, tempfile::TempDir) {
+/// A fresh store: SQLite in a temporary directory, or a fresh PostgreSQL database when
+/// `PAYWARDEN_TEST_DATABASE=postgres`.
+async fn open_store() -> (Store, (tempfile::TempDir, common::TestDatabase)) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(&dir.path().join("paywarden.db"))
-        .await
-        .expect("store opens");
-    (store, dir)
+    let database = common::TestDatabase::fresh().await;
+    let store = database.store(dir.path()).await;
+    (store, (dir, database))
 }
 
 fn new_approval(entity: &str, ttl: chrono::Duration) -> NewApproval {

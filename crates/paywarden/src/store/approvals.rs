@@ -11,7 +11,8 @@
 //! ```
 //!
 //! Every transition that depends on the current state reads and writes in one
-//! `BEGIN IMMEDIATE` transaction, so two operators (or two retries of the model) cannot both
+//! write transaction (SQLite `BEGIN IMMEDIATE`; PostgreSQL `SELECT ... FOR UPDATE` on the
+//! request's row), so two operators, or two paywarden processes, (or two retries of the model) cannot both
 //! win. A pending request whose `expires_at` has passed reads as [`ApprovalStatus::Expired`]
 //! everywhere, and is stored as expired the next time it is read.
 
@@ -19,7 +20,7 @@ use std::{fmt, str::FromStr};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::{sqlite::SqliteRow, Row, Sqlite};
+use sqlx::{any::AnyRow, Any, Row};
 
 use super::{Store, StoreError};
 
@@ -250,13 +251,13 @@ fn parse_time(column: &str, raw: &str) -> Result<DateTime<Utc>, StoreError> {
         .map_err(|e| decode_error(column, format!("{raw:?} is not an RFC 3339 time ({e})")))
 }
 
-fn parse_optional_time(row: &SqliteRow, column: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+fn parse_optional_time(row: &AnyRow, column: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
     let raw: Option<String> = row.try_get(column)?;
     raw.map(|raw| parse_time(column, &raw)).transpose()
 }
 
 /// Maps a row as stored (no expiry applied).
-fn from_row(row: &SqliteRow) -> Result<Approval, StoreError> {
+fn from_row(row: &AnyRow) -> Result<Approval, StoreError> {
     let status: String = row.try_get("status")?;
     let arguments: String = row.try_get("arguments")?;
     let preview: String = row.try_get("preview")?;
@@ -302,11 +303,13 @@ impl Approval {
     }
 }
 
-async fn fetch<'e, E>(executor: E, id: &str) -> Result<Option<Approval>, StoreError>
+/// The approval `id`; `lock` is appended to the query (` FOR UPDATE` inside a write
+/// transaction on PostgreSQL, see [`Store::for_update`]).
+async fn fetch<'e, E>(executor: E, id: &str, lock: &str) -> Result<Option<Approval>, StoreError>
 where
-    E: sqlx::Executor<'e, Database = Sqlite>,
+    E: sqlx::Executor<'e, Database = Any>,
 {
-    sqlx::query("SELECT * FROM approvals WHERE id = ?")
+    sqlx::query(&format!("SELECT * FROM approvals WHERE id = $1{lock}"))
         .bind(id)
         .fetch_optional(executor)
         .await?
@@ -332,7 +335,7 @@ impl Store {
         sqlx::query(
             "INSERT INTO approvals (id, entity_id, client_name, toolset, tool, arguments, request_hash, \
              preview, rule, message, status, created_at, expires_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         )
         .bind(&id)
         .bind(&new.entity_id)
@@ -377,11 +380,11 @@ impl Store {
         let now = stamp(Utc::now());
         let query = match id {
             Some(id) => sqlx::query(
-                "UPDATE approvals SET status = 'expired' WHERE id = ? AND status = 'pending' AND expires_at <= ?",
+                "UPDATE approvals SET status = 'expired' WHERE id = $1 AND status = 'pending' AND expires_at <= $2",
             )
             .bind(id),
             None => sqlx::query(
-                "UPDATE approvals SET status = 'expired' WHERE status = 'pending' AND expires_at <= ?",
+                "UPDATE approvals SET status = 'expired' WHERE status = 'pending' AND expires_at <= $1",
             ),
         };
         query.bind(now).execute(self.pool()).await?;
@@ -396,7 +399,7 @@ impl Store {
     pub async fn approval(&self, id: &str) -> Result<Option<Approval>, StoreError> {
         self.expire_overdue(Some(id)).await?;
         let now = Utc::now();
-        Ok(fetch(self.pool(), id).await?.map(|a| a.seen_at(now)))
+        Ok(fetch(self.pool(), id, "").await?.map(|a| a.seen_at(now)))
     }
 
     /// Approval requests with `status` (all of them when `None`), newest first. Pending
@@ -411,7 +414,7 @@ impl Store {
         self.expire_overdue(None).await?;
         let rows = match status {
             Some(status) => {
-                sqlx::query("SELECT * FROM approvals WHERE status = ? ORDER BY created_at DESC, id")
+                sqlx::query("SELECT * FROM approvals WHERE status = $1 ORDER BY created_at DESC, id")
                     .bind(status.as_str())
                     .fetch_all(self.pool())
                     .await?
@@ -449,14 +452,14 @@ impl Store {
         note: Option<&str>,
     ) -> Result<Approval, ApprovalError> {
         let note = note.map(str::trim).filter(|n| !n.is_empty());
-        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
-        let Some(current) = fetch(&mut *tx, id).await? else {
+        let mut tx = self.begin_write().await?;
+        let Some(current) = fetch(&mut *tx, id, self.for_update()).await? else {
             return Err(ApprovalError::NotFound { id: id.to_string() });
         };
         let now = Utc::now();
         if current.overdue(now) {
             sqlx::query(
-                "UPDATE approvals SET status = 'expired' WHERE id = ? AND status = 'pending'",
+                "UPDATE approvals SET status = 'expired' WHERE id = $1 AND status = 'pending'",
             )
             .bind(id)
             .execute(&mut *tx)
@@ -480,8 +483,8 @@ impl Store {
             ApprovalStatus::Denied
         };
         sqlx::query(
-            "UPDATE approvals SET status = ?, decided_by = ?, decided_at = ?, decision_note = ? \
-             WHERE id = ? AND status = 'pending'",
+            "UPDATE approvals SET status = $1, decided_by = $2, decided_at = $3, decision_note = $4 \
+             WHERE id = $5 AND status = 'pending'",
         )
         .bind(status.as_str())
         .bind(decided_by)
@@ -490,7 +493,7 @@ impl Store {
         .bind(id)
         .execute(&mut *tx)
         .await?;
-        let decided = fetch(&mut *tx, id)
+        let decided = fetch(&mut *tx, id, "")
             .await?
             .ok_or_else(|| ApprovalError::NotFound { id: id.to_string() })?;
         tx.commit().await?;
@@ -538,8 +541,8 @@ impl Store {
         entity_id: &str,
         request_hash: &str,
     ) -> Result<Approval, ApprovalError> {
-        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
-        let Some(current) = fetch(&mut *tx, id).await? else {
+        let mut tx = self.begin_write().await?;
+        let Some(current) = fetch(&mut *tx, id, self.for_update()).await? else {
             return Err(ApprovalError::NotFound { id: id.to_string() });
         };
         if current.entity_id != entity_id {
@@ -568,7 +571,7 @@ impl Store {
             return Err(ApprovalError::Expired { id: id.to_string() });
         }
         let claimed = sqlx::query(
-            "UPDATE approvals SET status = 'executing' WHERE id = ? AND status = 'approved'",
+            "UPDATE approvals SET status = 'executing' WHERE id = $1 AND status = 'approved'",
         )
         .bind(id)
         .execute(&mut *tx)
@@ -598,8 +601,8 @@ impl Store {
         outcome: &serde_json::Value,
     ) -> Result<(), StoreError> {
         let updated = sqlx::query(
-            "UPDATE approvals SET status = 'executed', outcome = ?, executed_at = ? \
-             WHERE id = ? AND status = 'executing'",
+            "UPDATE approvals SET status = 'executed', outcome = $1, executed_at = $2 \
+             WHERE id = $3 AND status = 'executing'",
         )
         .bind(serde_json::to_string(outcome)?)
         .bind(stamp(Utc::now()))
@@ -622,7 +625,7 @@ impl Store {
     /// [`StoreError`] on database failure.
     pub async fn release_approval(&self, id: &str) -> Result<bool, StoreError> {
         let updated = sqlx::query(
-            "UPDATE approvals SET status = 'approved' WHERE id = ? AND status = 'executing'",
+            "UPDATE approvals SET status = 'approved' WHERE id = $1 AND status = 'executing'",
         )
         .bind(id)
         .execute(self.pool())

@@ -11,6 +11,10 @@ use sqlx::Row;
 
 use super::{Store, StoreError};
 
+/// The PostgreSQL advisory lock key that serialises audit appends across processes
+/// (an arbitrary constant: "pwaudit" in ASCII).
+const AUDIT_CHAIN_LOCK: i64 = 0x0070_7761_7564_6974;
+
 /// The chain's first `prev_hash`.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -82,24 +86,41 @@ fn chain_hash(prev_hash: &str, at: &str, entry: &AuditEntry) -> Result<String, S
 }
 
 impl Store {
-    /// Appends an entry to the audit chain, atomically with reading the chain's head.
+    /// Appends an entry to the audit chain, atomically with reading the chain's head; returns
+    /// its `seq`. Appends from every process on the database are serialised (SQLite: the
+    /// write transaction; PostgreSQL: a transaction-scoped advisory lock), and `seq` is the
+    /// head's plus one, so the chain stays one gap-free chain.
     ///
     /// # Errors
     /// [`StoreError`] on database failure.
     pub async fn append_audit(&self, entry: &AuditEntry) -> Result<i64, StoreError> {
-        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
-        let prev: Option<String> =
-            sqlx::query_scalar("SELECT hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-                .fetch_optional(&mut *tx)
+        let mut tx = self.begin_write().await?;
+        if self.engine() == super::Engine::Postgres {
+            // One appender at a time across every process on this database: the lock is held
+            // until this transaction commits or rolls back.
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(AUDIT_CHAIN_LOCK)
+                .execute(&mut *tx)
                 .await?;
-        let prev_hash = prev.unwrap_or_else(|| GENESIS.to_string());
+        }
+        let head = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&mut *tx)
+            .await?;
+        let (seq, prev_hash) = match head {
+            Some(row) => (
+                row.try_get::<i64, _>("seq")? + 1,
+                row.try_get::<String, _>("hash")?,
+            ),
+            None => (1, GENESIS.to_string()),
+        };
         let at = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
         let hash = chain_hash(&prev_hash, &at, entry)?;
-        let seq = sqlx::query(
-            "INSERT INTO audit_log (at, entity_id, client_name, toolset, tool, arguments, outcome, \
+        sqlx::query(
+            "INSERT INTO audit_log (seq, at, entity_id, client_name, toolset, tool, arguments, outcome, \
              result_code, provider_request_id, transaction_id, message, duration_ms, sandbox, prev_hash, hash) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
         )
+        .bind(seq)
         .bind(&at)
         .bind(&entry.entity_id)
         .bind(&entry.client_name)
@@ -116,8 +137,7 @@ impl Store {
         .bind(&prev_hash)
         .bind(&hash)
         .execute(&mut *tx)
-        .await?
-        .last_insert_rowid();
+        .await?;
         tx.commit().await?;
         Ok(seq)
     }
@@ -132,7 +152,7 @@ impl Store {
     ) -> Result<Vec<AuditRecord>, StoreError> {
         let rows = match entity_id {
             Some(e) => {
-                sqlx::query("SELECT * FROM audit_log WHERE entity_id = ? ORDER BY seq")
+                sqlx::query("SELECT * FROM audit_log WHERE entity_id = $1 ORDER BY seq")
                     .bind(e)
                     .fetch_all(self.pool())
                     .await?
@@ -161,7 +181,7 @@ impl Store {
                         transaction_id: row.try_get("transaction_id")?,
                         message: row.try_get("message")?,
                         duration_ms: row.try_get("duration_ms")?,
-                        sandbox: row.try_get("sandbox")?,
+                        sandbox: super::get_bool(&row, "sandbox")?.unwrap_or(false),
                     },
                     prev_hash: row.try_get("prev_hash")?,
                     hash: row.try_get("hash")?,

@@ -73,7 +73,7 @@ impl Store {
         let now = Utc::now().to_rfc3339();
         let inserted = sqlx::query(
             "INSERT INTO idempotency_keys (entity_id, idempotency_key, tool, request_hash, state, created_at) \
-             VALUES (?, ?, ?, ?, 'in_progress', ?) ON CONFLICT (entity_id, idempotency_key) DO NOTHING",
+             VALUES ($1, $2, $3, $4, 'in_progress', $5) ON CONFLICT (entity_id, idempotency_key) DO NOTHING",
         )
         .bind(entity_id)
         .bind(key)
@@ -88,7 +88,7 @@ impl Store {
         }
         let row = sqlx::query(
             "SELECT tool, request_hash, state, response, is_error FROM idempotency_keys \
-             WHERE entity_id = ? AND idempotency_key = ?",
+             WHERE entity_id = $1 AND idempotency_key = $2",
         )
         .bind(entity_id)
         .bind(key)
@@ -106,7 +106,7 @@ impl Store {
         match state.as_str() {
             "completed" => {
                 let response: Option<String> = row.try_get("response")?;
-                let is_error: Option<bool> = row.try_get("is_error")?;
+                let is_error = super::get_bool(&row, "is_error")?;
                 let response = serde_json::from_str(response.as_deref().unwrap_or("null"))
                     .map_err(StoreError::from)?;
                 Ok(Begin::Replay {
@@ -135,8 +135,8 @@ impl Store {
         is_error: bool,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE idempotency_keys SET state = 'completed', response = ?, is_error = ?, completed_at = ? \
-             WHERE entity_id = ? AND idempotency_key = ?",
+            "UPDATE idempotency_keys SET state = 'completed', response = $1, is_error = $2, completed_at = $3 \
+             WHERE entity_id = $4 AND idempotency_key = $5",
         )
         .bind(serde_json::to_string(response)?)
         .bind(is_error)
@@ -158,7 +158,7 @@ impl Store {
         entity_id: &str,
         key: &str,
     ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE idempotency_keys SET state = 'unknown' WHERE entity_id = ? AND idempotency_key = ?")
+        sqlx::query("UPDATE idempotency_keys SET state = 'unknown' WHERE entity_id = $1 AND idempotency_key = $2")
             .bind(entity_id)
             .bind(key)
             .execute(self.pool())
@@ -172,7 +172,7 @@ impl Store {
     /// # Errors
     /// [`StoreError`] on database failure.
     pub async fn abandon_idempotent(&self, entity_id: &str, key: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM idempotency_keys WHERE entity_id = ? AND idempotency_key = ? AND state = 'in_progress'")
+        sqlx::query("DELETE FROM idempotency_keys WHERE entity_id = $1 AND idempotency_key = $2 AND state = 'in_progress'")
             .bind(entity_id)
             .bind(key)
             .execute(self.pool())
@@ -190,7 +190,7 @@ impl Store {
         key: &str,
     ) -> Result<Option<(String, String)>, StoreError> {
         let row = sqlx::query(
-            "SELECT state, request_hash FROM idempotency_keys WHERE entity_id = ? AND idempotency_key = ?",
+            "SELECT state, request_hash FROM idempotency_keys WHERE entity_id = $1 AND idempotency_key = $2",
         )
         .bind(entity_id)
         .bind(key)
@@ -212,7 +212,7 @@ impl Store {
         entity_id: &str,
         key: &str,
     ) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM idempotency_keys WHERE entity_id = ? AND idempotency_key = ? AND state = 'unknown'")
+        sqlx::query("DELETE FROM idempotency_keys WHERE entity_id = $1 AND idempotency_key = $2 AND state = 'unknown'")
             .bind(entity_id)
             .bind(key)
             .execute(self.pool())
@@ -232,8 +232,8 @@ impl Store {
         is_error: bool,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE idempotency_keys SET state = 'completed', response = ?, is_error = ?, completed_at = ? \
-             WHERE entity_id = ? AND idempotency_key = ? AND state = 'unknown'",
+            "UPDATE idempotency_keys SET state = 'completed', response = $1, is_error = $2, completed_at = $3 \
+             WHERE entity_id = $4 AND idempotency_key = $5 AND state = 'unknown'",
         )
         .bind(serde_json::to_string(response)?)
         .bind(is_error)

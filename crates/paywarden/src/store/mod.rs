@@ -1,5 +1,19 @@
-//! paywarden's own storage (sqlx; an SQLite file by default): the audit log, idempotency keys
-//! and small metadata. Provider state lives with the provider (or the emulator), not here.
+//! paywarden's own storage: the audit log, idempotency keys, confirmations, approvals,
+//! transaction leases, movements, the orders database and small metadata. Provider state lives
+//! with the provider (or the emulator), not here.
+//!
+//! Two engines behind one code path (sqlx's `Any` driver):
+//!
+//! - **SQLite** (the default): one file, `paywarden.db` in the data directory, WAL mode.
+//!   Cross-process exclusion comes from `BEGIN IMMEDIATE` write transactions.
+//! - **PostgreSQL** (`DATABASE_URL=postgres://...`): for several paywarden processes sharing
+//!   one database. Cross-process exclusion comes from the database's own locks: row locks
+//!   (`SELECT ... FOR UPDATE`) on the approval, confirmation and order being changed, and a
+//!   transaction-scoped advisory lock serialising appends to the audit chain.
+//!
+//! SQL is written once with `$N` placeholders (SQLite accepts them too); the few places where
+//! the engines differ ask [`Engine`]. Migrations live in `migrations/sqlite` and
+//! `migrations/postgres`, with the same versions and the same meaning.
 
 mod approvals;
 mod audit;
@@ -7,9 +21,13 @@ mod idempotency;
 mod orders;
 mod safety;
 
-use std::{path::Path, str::FromStr, time::Duration};
+use std::{fmt, path::Path};
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::{
+    any::{AnyConnectOptions, AnyPoolOptions, AnyRow},
+    migrate::Migrator,
+    AnyPool, Executor, Row,
+};
 
 pub use approvals::{Approval, ApprovalError, ApprovalStatus, NewApproval, UnknownApprovalStatus};
 pub use audit::{AuditEntry, AuditRecord, ChainBreak};
@@ -19,43 +37,260 @@ pub use orders::{
 };
 pub use safety::{Confirmation, ConfirmationError};
 
+/// The SQLite migrations (the files of `migrations/sqlite`, embedded at build time).
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
+/// The PostgreSQL migrations (the files of `migrations/postgres`, embedded at build time).
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
+
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The database could not be opened, migrated or queried.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
-    /// Migrations failed (for example, a database written by a newer paywarden).
+    /// Migrations failed.
     #[error("database migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
+    /// The database was migrated by a newer paywarden than this one; this binary refuses to
+    /// touch it rather than misread it.
+    #[error("the database schema is at version {database}, newer than this paywarden knows (up to version {binary}); run the newer paywarden, or restore a backup made before it migrated")]
+    SchemaTooNew {
+        /// The highest migration version applied to the database.
+        database: i64,
+        /// The highest migration version this binary carries.
+        binary: i64,
+    },
+    /// The database URL is not one paywarden can use.
+    #[error("unsupported database URL {0:?}: use sqlite:///path/to/paywarden.db or postgres://user@host:5432/dbname")]
+    UnsupportedUrl(String),
     /// A stored JSON value could not be read back.
     #[error("stored JSON is unreadable: {0}")]
     Json(#[from] serde_json::Error),
 }
 
+/// Which database engine a [`Store`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// An SQLite file (single machine; several processes may share the file).
+    Sqlite,
+    /// A PostgreSQL server (any number of paywarden processes and machines).
+    Postgres,
+}
+
+impl Engine {
+    /// `sqlite` or `postgres`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Engine::Sqlite => "sqlite",
+            Engine::Postgres => "postgres",
+        }
+    }
+
+    /// The engine of a database URL (`sqlite:...`, `postgres://...`, `postgresql://...`).
+    ///
+    /// # Errors
+    /// [`StoreError::UnsupportedUrl`] for any other scheme.
+    pub fn of_url(url: &str) -> Result<Self, StoreError> {
+        if url.starts_with("sqlite:") {
+            Ok(Engine::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Engine::Postgres)
+        } else {
+            Err(StoreError::UnsupportedUrl(redact_url(url)))
+        }
+    }
+
+    fn migrator(self) -> &'static Migrator {
+        match self {
+            Engine::Sqlite => &SQLITE_MIGRATIONS,
+            Engine::Postgres => &POSTGRES_MIGRATIONS,
+        }
+    }
+}
+
+impl fmt::Display for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A database URL with any password replaced by `***`, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Where the schema of a database stands relative to this binary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaStatus {
+    /// The engine.
+    pub engine: Engine,
+    /// Versions applied to the database, ascending.
+    pub applied: Vec<i64>,
+    /// Versions this binary carries, ascending.
+    pub known: Vec<i64>,
+}
+
+impl SchemaStatus {
+    /// Versions this binary carries that the database does not have yet.
+    pub fn pending(&self) -> Vec<i64> {
+        self.known
+            .iter()
+            .copied()
+            .filter(|v| !self.applied.contains(v))
+            .collect()
+    }
+}
+
 /// A handle to paywarden's database; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    pool: AnyPool,
+    engine: Engine,
+}
+
+/// A file path as an `sqlite://` URL that creates the file when missing (`?` and `#` in the
+/// path are percent-encoded, as sqlx decodes them).
+fn sqlite_url(path: &Path) -> String {
+    let raw = path.to_string_lossy();
+    let mut encoded = String::with_capacity(raw.len());
+    for c in raw.chars() {
+        match c {
+            '%' => encoded.push_str("%25"),
+            '?' => encoded.push_str("%3F"),
+            '#' => encoded.push_str("%23"),
+            c => encoded.push(c),
+        }
+    }
+    format!("sqlite://{encoded}?mode=rwc")
 }
 
 impl Store {
     /// Opens (creating if needed) the SQLite database at `path` and applies migrations.
     ///
     /// # Errors
-    /// [`StoreError`] when the file cannot be created or migrated.
+    /// [`StoreError`] when the file cannot be created or migrated, or
+    /// [`StoreError::SchemaTooNew`] when a newer paywarden migrated it.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
-        let options = SqliteConnectOptions::from_str("sqlite://")?
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
+        Self::connect(&sqlite_url(path)).await
+    }
+
+    /// Connects to the database at `url` (`sqlite://PATH[?mode=rwc]`, `postgres://...`) and
+    /// applies pending migrations (on PostgreSQL under sqlx's migration lock, so replicas
+    /// starting together migrate once).
+    ///
+    /// # Errors
+    /// [`StoreError::UnsupportedUrl`]; [`StoreError::Database`] when it cannot connect;
+    /// [`StoreError::SchemaTooNew`]; [`StoreError::Migration`].
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let store = Self::connect_unmigrated(url).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Connects to the database at `url` without touching its schema.
+    ///
+    /// # Errors
+    /// [`StoreError::UnsupportedUrl`]; [`StoreError::Database`] when it cannot connect.
+    pub async fn connect_unmigrated(url: &str) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let engine = Engine::of_url(url)?;
+        let url = match engine {
+            Engine::Sqlite if !url.contains('?') => format!("{url}?mode=rwc"),
+            _ => url.to_string(),
+        };
+        let options: AnyConnectOptions = url.parse()?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(match engine {
+                Engine::Sqlite => 8,
+                Engine::Postgres => 16,
+            })
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if engine == Engine::Sqlite {
+                        conn.execute("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;")
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
             .connect_with(options)
             .await?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self { pool, engine })
+    }
+
+    /// The engine this store talks to.
+    pub fn engine(&self) -> Engine {
+        self.engine
+    }
+
+    /// The schema versions applied to the database and known to this binary.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn schema_status(&self) -> Result<SchemaStatus, StoreError> {
+        let exists: i64 = match self.engine {
+            Engine::Sqlite => sqlx::query_scalar(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+            )
+            .fetch_one(&self.pool)
+            .await?,
+            Engine::Postgres => sqlx::query_scalar(
+                "SELECT count(*) FROM information_schema.tables \
+                 WHERE table_schema = current_schema() AND table_name = '_sqlx_migrations'",
+            )
+            .fetch_one(&self.pool)
+            .await?,
+        };
+        let applied = if exists > 0 {
+            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+                .fetch_all(&self.pool)
+                .await?
+        } else {
+            Vec::new()
+        };
+        Ok(SchemaStatus {
+            engine: self.engine,
+            applied,
+            known: self.engine.migrator().iter().map(|m| m.version).collect(),
+        })
+    }
+
+    /// Applies pending migrations; returns the versions it applied.
+    ///
+    /// # Errors
+    /// [`StoreError::SchemaTooNew`] when the database has a version this binary does not know
+    /// (nothing is changed then); [`StoreError::Migration`]; [`StoreError::Database`].
+    pub async fn migrate(&self) -> Result<Vec<i64>, StoreError> {
+        let before = self.schema_status().await?;
+        let binary = before.known.iter().copied().max().unwrap_or(0);
+        if let Some(&database) = before.applied.iter().max() {
+            if database > binary || before.applied.iter().any(|v| !before.known.contains(v)) {
+                return Err(StoreError::SchemaTooNew { database, binary });
+            }
+        }
+        let pending = before.pending();
+        if !pending.is_empty() {
+            self.engine.migrator().run(&self.pool).await?;
+        }
+        Ok(pending)
+    }
+
+    /// Checks the database answers a trivial query (for readiness probes).
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] when it does not.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let one: i64 = sqlx::query_scalar("SELECT CAST(1 AS BIGINT)")
+            .fetch_one(&self.pool)
+            .await?;
+        debug_assert_eq!(one, 1);
+        Ok(())
     }
 
     /// Reads a metadata value.
@@ -63,7 +298,7 @@ impl Store {
     /// # Errors
     /// [`StoreError::Database`].
     pub async fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
-        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = ?")
+        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
             .bind(key)
             .fetch_optional(&self.pool)
             .await?)
@@ -74,7 +309,7 @@ impl Store {
     /// # Errors
     /// [`StoreError::Database`].
     pub async fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value")
+        sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT(key) DO UPDATE SET value = excluded.value")
             .bind(key)
             .bind(value)
             .execute(&self.pool)
@@ -82,7 +317,36 @@ impl Store {
         Ok(())
     }
 
-    pub(crate) fn pool(&self) -> &SqlitePool {
+    pub(crate) fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// Begins a transaction that will write rows it first reads: `BEGIN IMMEDIATE` on SQLite
+    /// (the write lock up front, so two processes cannot both read-then-write); a plain
+    /// transaction on PostgreSQL, where the reads take row locks ([`Store::for_update`]).
+    pub(crate) async fn begin_write(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        match self.engine {
+            Engine::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Engine::Postgres => self.pool.begin().await,
+        }
+    }
+
+    /// The row-locking suffix of a `SELECT` inside [`Store::begin_write`]: ` FOR UPDATE` on
+    /// PostgreSQL, nothing on SQLite (whose write transaction already excludes other writers).
+    pub(crate) fn for_update(&self) -> &'static str {
+        match self.engine {
+            Engine::Sqlite => "",
+            Engine::Postgres => " FOR UPDATE",
+        }
+    }
+}
+
+/// Reads a boolean column: PostgreSQL stores `BOOLEAN`, SQLite `INTEGER` 0/1.
+pub(crate) fn get_bool(row: &AnyRow, column: &str) -> Result<Option<bool>, sqlx::Error> {
+    match row.try_get::<Option<bool>, _>(column) {
+        Ok(value) => Ok(value),
+        Err(_) => Ok(row.try_get::<Option<i64>, _>(column)?.map(|v| v != 0)),
     }
 }

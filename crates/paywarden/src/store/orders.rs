@@ -6,7 +6,7 @@
 //! refunded total and status, and its `refund_log` row) are written in one transaction.
 
 use chrono::{DateTime, NaiveDate, Utc};
-use sqlx::{sqlite::SqliteRow, Row};
+use sqlx::{any::AnyRow, Row};
 
 use super::{Store, StoreError};
 
@@ -183,7 +183,7 @@ fn stamp(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
-fn time(row: &SqliteRow, column: &str) -> Result<DateTime<Utc>, StoreError> {
+fn time(row: &AnyRow, column: &str) -> Result<DateTime<Utc>, StoreError> {
     let raw: String = row.try_get(column)?;
     DateTime::parse_from_rfc3339(&raw)
         .map(|t| t.with_timezone(&Utc))
@@ -194,7 +194,7 @@ fn time(row: &SqliteRow, column: &str) -> Result<DateTime<Utc>, StoreError> {
         })
 }
 
-fn customer_row(row: &SqliteRow) -> Result<CustomerRecord, StoreError> {
+fn customer_row(row: &AnyRow) -> Result<CustomerRecord, StoreError> {
     Ok(CustomerRecord {
         id: row.try_get("id")?,
         entity_id: row.try_get("entity_id")?,
@@ -205,7 +205,7 @@ fn customer_row(row: &SqliteRow) -> Result<CustomerRecord, StoreError> {
     })
 }
 
-fn order_row(row: &SqliteRow) -> Result<OrderRecord, StoreError> {
+fn order_row(row: &AnyRow) -> Result<OrderRecord, StoreError> {
     let status: String = row.try_get("status")?;
     Ok(OrderRecord {
         id: row.try_get("id")?,
@@ -220,7 +220,7 @@ fn order_row(row: &SqliteRow) -> Result<OrderRecord, StoreError> {
     })
 }
 
-fn refund_row(row: &SqliteRow) -> Result<RefundLogRecord, StoreError> {
+fn refund_row(row: &AnyRow) -> Result<RefundLogRecord, StoreError> {
     Ok(RefundLogRecord {
         id: row.try_get("id")?,
         order_id: row.try_get("order_id")?,
@@ -250,7 +250,7 @@ impl Store {
     ) -> Result<CustomerRecord, StoreError> {
         sqlx::query(
             "INSERT INTO customers (id, entity_id, email, name, stripe_customer_id, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (entity_id, email) DO NOTHING",
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (entity_id, email) DO NOTHING",
         )
         .bind(uuid::Uuid::new_v4().to_string())
         .bind(entity_id)
@@ -275,7 +275,7 @@ impl Store {
         email: &str,
     ) -> Result<Option<CustomerRecord>, StoreError> {
         let row = sqlx::query(
-            "SELECT * FROM customers WHERE entity_id = ? AND lower(email) = lower(?) LIMIT 1",
+            "SELECT * FROM customers WHERE entity_id = $1 AND lower(email) = lower($2) LIMIT 1",
         )
         .bind(entity_id)
         .bind(email)
@@ -293,7 +293,7 @@ impl Store {
         entity_id: &str,
         id: &str,
     ) -> Result<Option<CustomerRecord>, StoreError> {
-        let row = sqlx::query("SELECT * FROM customers WHERE entity_id = ? AND id = ?")
+        let row = sqlx::query("SELECT * FROM customers WHERE entity_id = $1 AND id = $2")
             .bind(entity_id)
             .bind(id)
             .fetch_optional(self.pool())
@@ -306,7 +306,7 @@ impl Store {
     /// # Errors
     /// [`StoreError::Database`].
     pub async fn customers(&self, entity_id: &str) -> Result<Vec<CustomerRecord>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM customers WHERE entity_id = ? ORDER BY email")
+        let rows = sqlx::query("SELECT * FROM customers WHERE entity_id = $1 ORDER BY email")
             .bind(entity_id)
             .fetch_all(self.pool())
             .await?;
@@ -321,7 +321,7 @@ impl Store {
         let id = uuid::Uuid::new_v4().to_string();
         sqlx::query(
             "INSERT INTO orders (id, entity_id, customer_id, stripe_charge_id, amount_cents, \
-             refunded_cents, currency, status, created_at) VALUES (?, ?, ?, ?, ?, 0, ?, 'paid', ?)",
+             refunded_cents, currency, status, created_at) VALUES ($1, $2, $3, $4, $5, 0, $6, 'paid', $7)",
         )
         .bind(&id)
         .bind(new.entity_id)
@@ -355,7 +355,7 @@ impl Store {
         customer_id: &str,
     ) -> Result<Vec<OrderRecord>, StoreError> {
         let rows = sqlx::query(&format!(
-            "SELECT {ORDER_COLUMNS} FROM orders WHERE entity_id = ? AND customer_id = ? \
+            "SELECT {ORDER_COLUMNS} FROM orders WHERE entity_id = $1 AND customer_id = $2 \
              ORDER BY created_at DESC, id"
         ))
         .bind(entity_id)
@@ -375,7 +375,7 @@ impl Store {
         stripe_charge_id: &str,
     ) -> Result<Option<OrderRecord>, StoreError> {
         let row = sqlx::query(&format!(
-            "SELECT {ORDER_COLUMNS} FROM orders WHERE entity_id = ? AND stripe_charge_id = ?"
+            "SELECT {ORDER_COLUMNS} FROM orders WHERE entity_id = $1 AND stripe_charge_id = $2"
         ))
         .bind(entity_id)
         .bind(stripe_charge_id)
@@ -394,7 +394,7 @@ impl Store {
         id: &str,
     ) -> Result<Option<OrderRecord>, StoreError> {
         let row = sqlx::query(&format!(
-            "SELECT {ORDER_COLUMNS} FROM orders WHERE entity_id = ? AND id = ?"
+            "SELECT {ORDER_COLUMNS} FROM orders WHERE entity_id = $1 AND id = $2"
         ))
         .bind(entity_id)
         .bind(id)
@@ -421,8 +421,18 @@ impl Store {
         reason: &str,
         refunded_by: &str,
     ) -> Result<RefundLogRecord, StoreError> {
-        let mut tx = self.pool().begin().await?;
-        if let Some(row) = sqlx::query("SELECT * FROM refund_log WHERE stripe_refund_id = ?")
+        let mut tx = self.begin_write().await?;
+        // The order's row lock (PostgreSQL) or the write transaction (SQLite): one refund's
+        // effects at a time per order, across processes.
+        sqlx::query(&format!(
+            "SELECT id FROM orders WHERE entity_id = $1 AND id = $2{}",
+            self.for_update()
+        ))
+        .bind(entity_id)
+        .bind(order_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(row) = sqlx::query("SELECT * FROM refund_log WHERE stripe_refund_id = $1")
             .bind(stripe_refund_id)
             .fetch_optional(&mut *tx)
             .await?
@@ -430,13 +440,12 @@ impl Store {
             return refund_row(&row);
         }
         sqlx::query(
-            "UPDATE orders SET refunded_cents = max(refunded_cents, ?), \
-             status = CASE WHEN max(refunded_cents, ?) >= amount_cents THEN 'refunded' \
-                           WHEN max(refunded_cents, ?) > 0 THEN 'partially_refunded' ELSE 'paid' END \
-             WHERE entity_id = ? AND id = ?",
+            "UPDATE orders SET \
+             refunded_cents = CASE WHEN refunded_cents > $1 THEN refunded_cents ELSE $1 END, \
+             status = CASE WHEN (CASE WHEN refunded_cents > $1 THEN refunded_cents ELSE $1 END) >= amount_cents THEN 'refunded' \
+                           WHEN (CASE WHEN refunded_cents > $1 THEN refunded_cents ELSE $1 END) > 0 THEN 'partially_refunded' ELSE 'paid' END \
+             WHERE entity_id = $2 AND id = $3",
         )
-        .bind(refunded_total_cents)
-        .bind(refunded_total_cents)
         .bind(refunded_total_cents)
         .bind(entity_id)
         .bind(order_id)
@@ -453,7 +462,7 @@ impl Store {
         };
         sqlx::query(
             "INSERT INTO refund_log (id, entity_id, order_id, stripe_refund_id, amount_cents, \
-             reason, refunded_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+             reason, refunded_by, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(&record.id)
         .bind(entity_id)
@@ -479,7 +488,7 @@ impl Store {
         order_id: &str,
     ) -> Result<Vec<RefundLogRecord>, StoreError> {
         let rows = sqlx::query(
-            "SELECT * FROM refund_log WHERE entity_id = ? AND order_id = ? ORDER BY created_at, id",
+            "SELECT * FROM refund_log WHERE entity_id = $1 AND order_id = $2 ORDER BY created_at, id",
         )
         .bind(entity_id)
         .bind(order_id)
@@ -510,7 +519,7 @@ impl Store {
         };
         sqlx::query(
             "INSERT INTO review_flags (id, entity_id, order_id, stripe_charge_id, note, \
-             flagged_by, status, created_at) VALUES (?, ?, ?, ?, ?, ?, 'open', ?)",
+             flagged_by, status, created_at) VALUES ($1, $2, $3, $4, $5, $6, 'open', $7)",
         )
         .bind(&flag.id)
         .bind(entity_id)
@@ -530,7 +539,7 @@ impl Store {
     /// [`StoreError::Database`].
     pub async fn review_flags(&self, entity_id: &str) -> Result<Vec<ReviewFlag>, StoreError> {
         let rows = sqlx::query(
-            "SELECT * FROM review_flags WHERE entity_id = ? ORDER BY created_at DESC, id",
+            "SELECT * FROM review_flags WHERE entity_id = $1 ORDER BY created_at DESC, id",
         )
         .bind(entity_id)
         .fetch_all(self.pool())
@@ -562,9 +571,10 @@ impl Store {
         to: DateTime<Utc>,
     ) -> Result<Vec<RevenueLine>, StoreError> {
         let rows = sqlx::query(
-            "SELECT substr(created_at, 1, 10) AS day, currency, count(*) AS orders, \
-             sum(amount_cents) AS gross, sum(refunded_cents) AS refunded FROM orders \
-             WHERE entity_id = ? AND created_at >= ? AND created_at < ? \
+            "SELECT substr(created_at, 1, 10) AS day, currency, CAST(count(*) AS BIGINT) AS orders, \
+             CAST(sum(amount_cents) AS BIGINT) AS gross, \
+             CAST(sum(refunded_cents) AS BIGINT) AS refunded FROM orders \
+             WHERE entity_id = $1 AND created_at >= $2 AND created_at < $3 \
              GROUP BY day, currency ORDER BY day, currency",
         )
         .bind(entity_id)

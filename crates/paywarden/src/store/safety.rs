@@ -76,7 +76,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO confirmations (token_hash, entity_id, tool, request_hash, preview, rule, created_at, expires_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(token_hash)
         .bind(&binding.entity_id)
@@ -103,10 +103,11 @@ impl Store {
         tool: &str,
         request_hash: &str,
     ) -> Result<Confirmation, ConfirmationError> {
-        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
-        let row = sqlx::query(
-            "SELECT entity_id, tool, request_hash, preview, rule, expires_at, used_at FROM confirmations WHERE token_hash = ?",
-        )
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query(&format!(
+            "SELECT entity_id, tool, request_hash, preview, rule, expires_at, used_at FROM confirmations WHERE token_hash = $1{}",
+            self.for_update()
+        ))
         .bind(token_hash)
         .fetch_optional(&mut *tx)
         .await?
@@ -129,7 +130,7 @@ impl Store {
             return Err(ConfirmationError::Expired(expires_at));
         }
         sqlx::query(
-            "UPDATE confirmations SET used_at = ? WHERE token_hash = ? AND used_at IS NULL",
+            "UPDATE confirmations SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL",
         )
         .bind(ts(Utc::now()))
         .bind(token_hash)
@@ -162,9 +163,9 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let now = Utc::now();
         let taken = sqlx::query(
-            "INSERT INTO transaction_locks (entity_id, reference_id, holder, expires_at) VALUES (?, ?, ?, ?) \
+            "INSERT INTO transaction_locks (entity_id, reference_id, holder, expires_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (entity_id, reference_id) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at \
-             WHERE transaction_locks.expires_at < ?",
+             WHERE transaction_locks.expires_at < $5",
         )
         .bind(entity_id)
         .bind(reference_id)
@@ -188,7 +189,7 @@ impl Store {
         holder: &str,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "DELETE FROM transaction_locks WHERE entity_id = ? AND reference_id = ? AND holder = ?",
+            "DELETE FROM transaction_locks WHERE entity_id = $1 AND reference_id = $2 AND holder = $3",
         )
         .bind(entity_id)
         .bind(reference_id)
@@ -215,7 +216,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO movements (entity_id, toolset, tool, reference_id, transaction_id, amount_minor, currency, at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(entity_id)
         .bind(toolset)
@@ -241,7 +242,7 @@ impl Store {
             .map(|t| t.and_utc())
             .unwrap_or_else(Utc::now);
         let total: Option<i64> = sqlx::query_scalar(
-            "SELECT SUM(amount_minor) FROM movements WHERE entity_id = ? AND currency = ? AND at >= ?",
+            "SELECT CAST(SUM(amount_minor) AS BIGINT) FROM movements WHERE entity_id = $1 AND currency = $2 AND at >= $3",
         )
         .bind(entity_id)
         .bind(currency)

@@ -43,6 +43,8 @@ pub struct TestApp {
     pub store: Store,
     pub data_dir: tempfile::TempDir,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    // Declared last: dropped after the server was told to stop.
+    pub database: TestDatabase,
 }
 
 impl Drop for TestApp {
@@ -50,6 +52,100 @@ impl Drop for TestApp {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+    }
+}
+
+/// The PostgreSQL server the tests use when `PAYWARDEN_TEST_DATABASE=postgres`
+/// (`PAYWARDEN_TEST_PG_URL`, default `postgres://postgres@127.0.0.1:5432`; trust auth).
+pub fn pg_server_url() -> String {
+    std::env::var("PAYWARDEN_TEST_PG_URL")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432".to_string())
+        .trim_end_matches('/')
+        .to_string()
+}
+
+/// Whether this run tests on PostgreSQL (`PAYWARDEN_TEST_DATABASE=postgres`) rather than SQLite.
+pub fn on_postgres() -> bool {
+    matches!(
+        std::env::var("PAYWARDEN_TEST_DATABASE").as_deref(),
+        Ok("postgres") | Ok("postgresql")
+    )
+}
+
+/// A test's own database: on PostgreSQL a fresh `pw_test_<random>` database, dropped when this
+/// value is dropped; on SQLite nothing (the app uses `paywarden.db` in its temporary data dir).
+pub struct TestDatabase {
+    /// The `database_url` to configure (`None`: SQLite in the data directory).
+    pub url: Option<String>,
+    name: Option<String>,
+}
+
+impl TestDatabase {
+    /// A fresh database for one test, per `PAYWARDEN_TEST_DATABASE`.
+    pub async fn fresh() -> Self {
+        if !on_postgres() {
+            return Self {
+                url: None,
+                name: None,
+            };
+        }
+        Self::fresh_postgres().await
+    }
+
+    /// A fresh PostgreSQL database, whatever `PAYWARDEN_TEST_DATABASE` says.
+    pub async fn fresh_postgres() -> Self {
+        use sqlx::Connection;
+        let name = format!("pw_test_{}", hex::encode(rand::random::<[u8; 8]>()));
+        let mut admin = sqlx::PgConnection::connect(&format!("{}/postgres", pg_server_url()))
+            .await
+            .expect("PostgreSQL for the tests (PAYWARDEN_TEST_PG_URL) is reachable");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .expect("create the test database");
+        let _ = admin.close().await;
+        Self {
+            url: Some(format!("{}/{name}", pg_server_url())),
+            name: Some(name),
+        }
+    }
+
+    /// Opens this database's store (SQLite: `paywarden.db` in `dir`).
+    pub async fn store(&self, dir: &std::path::Path) -> Store {
+        match &self.url {
+            Some(url) => Store::connect(url).await.expect("store opens"),
+            None => Store::open(&dir.join("paywarden.db"))
+                .await
+                .expect("store opens"),
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let Some(name) = self.name.take() else { return };
+        // Dropped from inside the test's runtime: a thread of its own with a runtime of its own.
+        let admin_url = format!("{}/postgres", pg_server_url());
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async move {
+                use sqlx::Connection;
+                if let Ok(mut admin) = sqlx::PgConnection::connect(&admin_url).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&mut admin)
+                        .await;
+                    let _ = admin.close().await;
+                }
+            });
+        })
+        .join();
     }
 }
 
@@ -79,7 +175,9 @@ pub async fn spawn_app() -> TestApp {
 /// Starts paywarden with a configuration adjusted by `adjust`.
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     let dir = tempfile::tempdir().expect("tempdir");
+    let database = TestDatabase::fresh().await;
     let mut config = test_config(dir.path());
+    config.database_url = database.url.clone();
     adjust(&mut config);
     let seed = if config.demo.seed {
         SeedMode::IfEmpty
@@ -109,6 +207,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
         store,
         data_dir: dir,
         shutdown: Some(tx),
+        database,
     }
 }
 
