@@ -380,7 +380,8 @@ impl App {
             self.store.clone(),
             self.operators(),
             cancel.clone(),
-        );
+        )
+        .merge(crate::http::readiness_router(self.readiness()));
         axum::serve(listener, router)
             .with_graceful_shutdown(async move {
                 shutdown.await;
@@ -389,6 +390,26 @@ impl App {
             .await?;
         drop(self.emulator);
         Ok(())
+    }
+}
+
+impl App {
+    /// What `GET /readyz` checks: the database, OPP and Stripe at their configured base URLs.
+    pub fn readiness(&self) -> crate::http::Readiness {
+        crate::http::Readiness {
+            store: self.store.clone(),
+            providers: vec![
+                crate::http::ProviderProbe {
+                    name: "opp".into(),
+                    base_url: self.opp_client.base_url().to_string(),
+                },
+                crate::http::ProviderProbe {
+                    name: "stripe".into(),
+                    base_url: self.stripe_client.base_url().to_string(),
+                },
+            ],
+            timeout: Duration::from_secs(3),
+        }
     }
 }
 

@@ -177,3 +177,135 @@ async fn require_credentials(request: Request<Body>, next: Next) -> Response {
     }
     next.run(request).await
 }
+
+/// A provider `GET /readyz` checks: any HTTP answer from `base_url` counts as reachable (the
+/// probe sends no credentials, so 401 or 404 is the normal answer); a connection failure or a
+/// timeout does not.
+#[derive(Debug, Clone)]
+pub struct ProviderProbe {
+    /// The name in the report (`opp`, `stripe`).
+    pub name: String,
+    /// The provider's API base URL, as configured.
+    pub base_url: String,
+}
+
+/// What `GET /readyz` checks: paywarden's database and the providers.
+#[derive(Debug, Clone)]
+pub struct Readiness {
+    /// paywarden's database (`SELECT 1`).
+    pub store: crate::store::Store,
+    /// The providers' base URLs.
+    pub providers: Vec<ProviderProbe>,
+    /// The time each check may take.
+    pub timeout: std::time::Duration,
+}
+
+/// `GET /readyz` for orchestrators: HTTP 200 `{"status":"ready","checks":{...}}` when the
+/// database answers and every provider is reachable; else HTTP 503
+/// `{"status":"not_ready","failed":[names],"checks":{name:{"ok":false,"error":...}}}`.
+/// Each check is bounded by [`Readiness::timeout`]; the checks run concurrently.
+pub fn readiness_router(readiness: Readiness) -> Router {
+    let client = reqwest::Client::builder()
+        .timeout(readiness.timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap_or_default();
+    let readiness = Arc::new((readiness, client));
+    Router::new().route(
+        "/readyz",
+        get(move || {
+            let readiness = readiness.clone();
+            async move { readyz(&readiness.0, &readiness.1).await }
+        }),
+    )
+}
+
+async fn readyz(readiness: &Readiness, client: &reqwest::Client) -> Response {
+    let database = async {
+        let engine = readiness.store.engine().as_str();
+        let outcome = tokio::time::timeout(readiness.timeout, readiness.store.ping()).await;
+        let error = match outcome {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some(format!(
+                "no answer within {} ms",
+                readiness.timeout.as_millis()
+            )),
+        };
+        (
+            "database".to_string(),
+            check_json(error, serde_json::json!({ "engine": engine })),
+        )
+    };
+    let providers = readiness.providers.iter().map(|probe| async move {
+        let error = match client.get(&probe.base_url).send().await {
+            Ok(_) => None,
+            Err(e) if e.is_timeout() => Some(format!(
+                "{} did not answer within {} ms",
+                probe.base_url,
+                readiness.timeout.as_millis()
+            )),
+            Err(e) => Some(format!("{} is unreachable: {e}", probe.base_url)),
+        };
+        (
+            probe.name.clone(),
+            check_json(error, serde_json::json!({ "url": probe.base_url })),
+        )
+    });
+    let (database, providers) =
+        tokio::join!(database, futures_join_all(providers.collect::<Vec<_>>()));
+    let mut checks = serde_json::Map::new();
+    let mut failed = Vec::new();
+    for (name, check) in std::iter::once(database).chain(providers) {
+        if check["ok"] != serde_json::Value::Bool(true) {
+            failed.push(name.clone());
+        }
+        checks.insert(name, check);
+    }
+    if failed.is_empty() {
+        (
+            StatusCode::OK,
+            Json(serde_json::json!({ "status": "ready", "checks": checks })),
+        )
+            .into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({ "status": "not_ready", "failed": failed, "checks": checks })),
+        )
+            .into_response()
+    }
+}
+
+fn check_json(error: Option<String>, mut extra: serde_json::Value) -> serde_json::Value {
+    if let serde_json::Value::Object(map) = &mut extra {
+        map.insert("ok".into(), serde_json::Value::Bool(error.is_none()));
+        if let Some(error) = error {
+            map.insert("error".into(), serde_json::Value::String(error));
+        }
+    }
+    extra
+}
+
+/// Awaits every future concurrently; outputs in input order (a handful of probes, so no
+/// extra dependency for a `join_all`).
+async fn futures_join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut pending: Vec<_> = futures.into_iter().map(Box::pin).enumerate().collect();
+    let mut results: Vec<Option<F::Output>> = (0..pending.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        pending.retain_mut(|(i, f)| match f.as_mut().poll(cx) {
+            std::task::Poll::Ready(v) => {
+                results[*i] = Some(v);
+                false
+            }
+            std::task::Poll::Pending => true,
+        });
+        if pending.is_empty() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    results.into_iter().flatten().collect()
+}

@@ -293,6 +293,11 @@ impl Store {
         Ok(())
     }
 
+    /// Closes every connection of this store (and of its clones); later queries fail.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
     /// Reads a metadata value.
     ///
     /// # Errors

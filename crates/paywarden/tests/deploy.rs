@@ -1,0 +1,161 @@
+//! What a deployment relies on: `GET /readyz` (database and providers), `paywarden migrate`,
+//! and the refusal of a database migrated by a newer paywarden. Runs on SQLite, or on
+//! PostgreSQL with `PAYWARDEN_TEST_DATABASE=postgres`.
+
+mod common;
+
+use std::process::Command;
+
+use common::{spawn_app, spawn_app_with, TestDatabase};
+use paywarden::store::{Store, StoreError};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_paywarden");
+
+async fn readyz(base_url: &str) -> (u16, Value) {
+    let resp = reqwest::get(format!("{base_url}/readyz"))
+        .await
+        .expect("readyz answers");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.expect("readyz is JSON"))
+}
+
+#[tokio::test]
+async fn readyz_is_ready_when_the_database_and_providers_answer() {
+    let app = spawn_app().await;
+    let (status, body) = readyz(&app.base_url).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "ready");
+    for check in ["database", "opp", "stripe"] {
+        assert_eq!(body["checks"][check]["ok"], true, "{check}: {body}");
+    }
+    let engine = if common::on_postgres() {
+        "postgres"
+    } else {
+        "sqlite"
+    };
+    assert_eq!(body["checks"]["database"]["engine"], engine);
+    // /healthz stays a plain liveness answer.
+    let health = reqwest::get(format!("{}/healthz", app.base_url))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+}
+
+#[tokio::test]
+async fn readyz_names_an_unreachable_provider_with_503() {
+    // Port 9 on loopback: nothing listens there.
+    let app = spawn_app_with(|c| c.opp.base_url = Some("http://127.0.0.1:9".into())).await;
+    let (status, body) = readyz(&app.base_url).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["status"], "not_ready");
+    assert_eq!(body["failed"], serde_json::json!(["opp"]));
+    assert_eq!(body["checks"]["opp"]["ok"], false);
+    assert!(body["checks"]["opp"]["error"]
+        .as_str()
+        .unwrap()
+        .contains("127.0.0.1:9"));
+    assert_eq!(body["checks"]["database"]["ok"], true);
+    assert_eq!(body["checks"]["stripe"]["ok"], true);
+}
+
+#[tokio::test]
+async fn readyz_names_an_unreachable_database_with_503() {
+    let app = spawn_app().await;
+    app.store.close().await;
+    let (status, body) = readyz(&app.base_url).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["failed"], serde_json::json!(["database"]));
+    assert_eq!(body["checks"]["database"]["ok"], false);
+    assert!(body["checks"]["database"]["error"].is_string());
+}
+
+/// The database URL the binary should use for `database`, and its environment.
+fn database_env(database: &TestDatabase, dir: &std::path::Path) -> String {
+    database
+        .url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", dir.join("paywarden.db").display()))
+}
+
+#[tokio::test]
+async fn migrate_applies_every_version_once_then_reports_up_to_date() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = TestDatabase::fresh().await;
+    let url = database_env(&database, dir.path());
+    let run = |args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .env("DATABASE_URL", &url)
+            .env_remove("PAYWARDEN_CONFIG")
+            .output()
+            .expect("paywarden runs")
+    };
+    let check = run(&["migrate", "--check"]);
+    let out = String::from_utf8_lossy(&check.stdout);
+    assert!(check.status.success(), "{out}");
+    assert!(out.contains("applied: none"), "{out}");
+    assert!(out.contains("pending: 1, 2, 3, 4"), "{out}");
+
+    let first = run(&["migrate"]);
+    let out = String::from_utf8_lossy(&first.stdout);
+    assert!(first.status.success(), "{out}");
+    assert!(out.contains("applied now: 1, 2, 3, 4"), "{out}");
+
+    let second = run(&["migrate"]);
+    let out = String::from_utf8_lossy(&second.stdout);
+    assert!(second.status.success(), "{out}");
+    assert!(out.contains("up to date"), "{out}");
+
+    let store = database.store(dir.path()).await;
+    let status = store.schema_status().await.unwrap();
+    assert_eq!(status.applied, vec![1, 2, 3, 4]);
+    assert!(status.pending().is_empty());
+}
+
+#[tokio::test]
+async fn a_database_migrated_by_a_newer_paywarden_is_refused_with_both_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = TestDatabase::fresh().await;
+    let store = database.store(dir.path()).await;
+    // What a later paywarden would leave behind: a migration this binary does not carry.
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, installed_on, success, checksum, execution_time) \
+         SELECT 99, 'from the future', installed_on, success, checksum, execution_time \
+         FROM _sqlx_migrations WHERE version = 1",
+    )
+    .execute(&sqlx_pool(&database, dir.path()).await)
+    .await
+    .unwrap();
+    store.close().await;
+
+    let url = database_env(&database, dir.path());
+    match Store::connect(&url).await {
+        Err(StoreError::SchemaTooNew { database, binary }) => {
+            assert_eq!((database, binary), (99, 4));
+        }
+        other => panic!("expected SchemaTooNew, got {other:?}"),
+    }
+    let serve = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--no-seed", "--data-dir"])
+        .arg(dir.path())
+        .env("DATABASE_URL", &url)
+        .env_remove("PAYWARDEN_CONFIG")
+        .output()
+        .expect("paywarden runs");
+    assert!(!serve.status.success());
+    let err = String::from_utf8_lossy(&serve.stderr);
+    assert!(
+        err.contains("version 99") && err.contains("up to version 4"),
+        "{err}"
+    );
+}
+
+async fn sqlx_pool(database: &TestDatabase, dir: &std::path::Path) -> sqlx::AnyPool {
+    sqlx::any::install_default_drivers();
+    sqlx::AnyPool::connect(&database_env(database, dir))
+        .await
+        .expect("raw pool")
+}
