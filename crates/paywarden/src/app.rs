@@ -220,7 +220,7 @@ impl App {
             sandbox,
             toolsets: config.safety.toolsets.clone(),
             read_only: config.safety.read_only,
-            approval_questions: approval_question_codec()?,
+            approval_questions: approval_question_codec(&store).await?,
         });
         let mut app = Self {
             config,
@@ -379,6 +379,10 @@ impl App {
             &self.config.http,
             self.store.clone(),
             self.operators(),
+            self.store
+                .shared_secret("approvals_csrf_key")
+                .await
+                .map_err(|e| AppError::Startup(format!("approval page key: {e}")))?,
             cancel.clone(),
         )
         .merge(crate::http::readiness_router(self.readiness()));
@@ -428,12 +432,17 @@ pub fn demo_entities() -> Vec<KnownEntity> {
     .collect()
 }
 
-/// A codec with a fresh random key for sealing approval questions' request state.
-fn approval_question_codec() -> Result<rmcp::model::RequestStateCodec, AppError> {
-    use rand::RngCore;
-    let mut key = vec![0u8; 32];
-    rand::thread_rng().fill_bytes(&mut key);
-    rmcp::model::RequestStateCodec::try_new(key)
+/// The codec sealing approval questions' request state (2026-07-28 multi-round-trip
+/// requests). Its key is shared by every process on the database, so a state sealed by one
+/// replica opens at another: the stateless era needs no session affinity.
+async fn approval_question_codec(
+    store: &Store,
+) -> Result<rmcp::model::RequestStateCodec, AppError> {
+    let key = store
+        .shared_secret("approval_questions_key")
+        .await
+        .map_err(|e| AppError::Startup(format!("request-state key: {e}")))?;
+    rmcp::model::RequestStateCodec::try_new(key.to_vec())
         .map_err(|e| AppError::Startup(format!("request-state codec: {e}")))
 }
 

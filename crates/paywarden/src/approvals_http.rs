@@ -72,6 +72,18 @@ pub fn approval_url(public_base: &str, id: &str) -> String {
 /// not 64 hex digits can never sign in (a warning is logged); with none usable, every route
 /// answers 503.
 pub fn router(store: Store, operators: Vec<OperatorConfig>) -> Router {
+    router_with_csrf_key(store, operators, rand::random())
+}
+
+/// [`router`] with the key its CSRF tokens are MACed with. Replicas behind one load balancer
+/// must share it (paywarden keeps it in the shared database, see
+/// [`Store::shared_secret`](crate::store::Store::shared_secret)), so a page served by one
+/// replica can be submitted to another.
+pub fn router_with_csrf_key(
+    store: Store,
+    operators: Vec<OperatorConfig>,
+    csrf_key: [u8; 32],
+) -> Router {
     let mut usable = Vec::new();
     let mut unusable = Vec::new();
     for operator in operators {
@@ -94,7 +106,7 @@ pub fn router(store: Store, operators: Vec<OperatorConfig>) -> Router {
         store,
         operators: usable,
         unusable,
-        csrf_key: rand::random(),
+        csrf_key,
     });
     Router::new()
         .route("/approvals", get(list_page))

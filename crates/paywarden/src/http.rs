@@ -24,12 +24,14 @@ use crate::{
     mcp::{Endpoint, McpState, PaywardenMcp, HEADER_ENTITY_ID, HEADER_TOKEN},
 };
 
-/// Builds the router. `cancel` ends open MCP sessions and streams on shutdown.
+/// Builds the router. `csrf_key` keys the approval page's CSRF tokens (shared by replicas);
+/// `cancel` ends open MCP sessions and streams on shutdown.
 pub fn router(
     state: Arc<McpState>,
     http: &HttpConfig,
     store: crate::store::Store,
     operators: Vec<crate::config::OperatorConfig>,
+    csrf_key: [u8; 32],
     cancel: CancellationToken,
 ) -> Router {
     let sandbox = state.sandbox;
@@ -74,7 +76,7 @@ pub fn router(
         )
         .merge(endpoints)
         .merge(
-            crate::approvals_http::router(store, operators).layer(middleware::from_fn_with_state(
+            crate::approvals_http::router_with_csrf_key(store, operators, csrf_key).layer(middleware::from_fn_with_state(
                 Arc::new(http.allowed_hosts.clone()),
                 check_host,
             )),

@@ -139,7 +139,13 @@ async fn a_database_migrated_by_a_newer_paywarden_is_refused_with_both_versions(
         other => panic!("expected SchemaTooNew, got {other:?}"),
     }
     let serve = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--no-seed", "--data-dir"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-seed",
+            "--data-dir",
+        ])
         .arg(dir.path())
         .env("DATABASE_URL", &url)
         .env_remove("PAYWARDEN_CONFIG")

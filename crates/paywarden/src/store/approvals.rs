@@ -414,10 +414,12 @@ impl Store {
         self.expire_overdue(None).await?;
         let rows = match status {
             Some(status) => {
-                sqlx::query("SELECT * FROM approvals WHERE status = $1 ORDER BY created_at DESC, id")
-                    .bind(status.as_str())
-                    .fetch_all(self.pool())
-                    .await?
+                sqlx::query(
+                    "SELECT * FROM approvals WHERE status = $1 ORDER BY created_at DESC, id",
+                )
+                .bind(status.as_str())
+                .fetch_all(self.pool())
+                .await?
             }
             None => {
                 sqlx::query("SELECT * FROM approvals ORDER BY created_at DESC, id")

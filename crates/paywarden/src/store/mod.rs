@@ -248,9 +248,11 @@ impl Store {
             .await?,
         };
         let applied = if exists > 0 {
-            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
-                .fetch_all(&self.pool)
-                .await?
+            sqlx::query_scalar(
+                "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version",
+            )
+            .fetch_all(&self.pool)
+            .await?
         } else {
             Vec::new()
         };
@@ -307,6 +309,30 @@ impl Store {
             .bind(key)
             .fetch_optional(&self.pool)
             .await?)
+    }
+
+    /// A 32-byte secret named `name`, created at random the first time any process asks and
+    /// the same for every process on this database afterwards (stored hex-encoded in `meta`).
+    /// Replicas use it for what must verify across them (the approval page's CSRF tokens).
+    ///
+    /// # Errors
+    /// [`StoreError::Database`]; [`StoreError::Json`] when the stored value is not 64 hex
+    /// digits.
+    pub async fn shared_secret(&self, name: &str) -> Result<[u8; 32], StoreError> {
+        let key = format!("secret:{name}");
+        sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
+            .bind(&key)
+            .bind(hex::encode(rand::random::<[u8; 32]>()))
+            .execute(&self.pool)
+            .await?;
+        let stored = self.meta(&key).await?.unwrap_or_default();
+        let mut secret = [0u8; 32];
+        hex::decode_to_slice(&stored, &mut secret).map_err(|e| {
+            StoreError::Json(serde::de::Error::custom(format!(
+                "meta {key:?} is not 64 hex digits: {e}"
+            )))
+        })?;
+        Ok(secret)
     }
 
     /// Writes a metadata value.

@@ -266,6 +266,19 @@ impl TestApp {
     }
 
     pub async fn client_as(&self, path: &str, era: Era, entity: &str, token: &str) -> Client {
+        connect_client(&self.base_url, path, era, entity, token).await
+    }
+}
+
+/// An MCP client of the paywarden at `base_url` (e.g. `http://127.0.0.1:8080`), as `entity`.
+pub async fn connect_client(
+    base_url: &str,
+    path: &str,
+    era: Era,
+    entity: &str,
+    token: &str,
+) -> Client {
+    {
         let mut headers = HashMap::new();
         headers.insert(
             http::HeaderName::from_static("x-entity-id"),
@@ -276,7 +289,7 @@ impl TestApp {
             http::HeaderValue::from_str(token).expect("header"),
         );
         let transport = StreamableHttpClientTransport::from_config(
-            StreamableHttpClientTransportConfig::with_uri(format!("{}{}", self.base_url, path))
+            StreamableHttpClientTransportConfig::with_uri(format!("{base_url}{path}"))
                 .custom_headers(headers),
         );
         let (version, lifecycle) = match era {
