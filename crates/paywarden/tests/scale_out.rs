@@ -1,0 +1,597 @@
+//! Scale-out: two real `paywarden serve` processes on ONE database and ONE shared emulator
+//! (a third process, `paywarden emulator`), with concurrent calls sent to both.
+//!
+//! On PostgreSQL (`PAYWARDEN_TEST_DATABASE=postgres`, each test on a fresh `pw_test_*`
+//! database) this is the deployment of docs/deploy.md; on SQLite both processes share one
+//! `paywarden.db` file (the single-machine case). Each test checks one guarantee:
+//!
+//! - concurrent OPP refunds of one payment never exceed its refundable amount;
+//! - concurrent ops `issue_refund`s of one order never exceed it (Stripe, orders database);
+//! - concurrent retries with one idempotency key execute once;
+//! - an approval granted through one server executes once, whichever server is asked;
+//! - the audit chain stays one valid chain (`paywarden audit verify`) under concurrent writes.
+
+mod common;
+
+use std::{
+    io::{BufRead, BufReader},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use common::{call, connect_client, text, Client, Era, TestDatabase};
+use indicatif::ProgressBar;
+use paywarden::{
+    connectors::{
+        opp::{InitialPaymentRequest, OppClient},
+        stripe::{StripeClient, StripeKey},
+    },
+    store::Store,
+};
+use paywarden_domain::{Currency, Money, PaymentType};
+use paywarden_emulator::{DEMO_ENTITY_ID, DEMO_STRIPE_KEY, DEMO_TOKEN};
+use secrecy::SecretString;
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_paywarden");
+
+/// A child process, killed when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Spawns `command`, waits for the stdout line containing `marker` and returns the text after
+/// it up to the next whitespace (the URL), then keeps draining stdout.
+fn spawn_until(mut command: Command, marker: &str) -> (Proc, String) {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("paywarden starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let proc = Proc(child);
+    let mut lines = BufReader::new(stdout).lines();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut found = None;
+    while Instant::now() < deadline {
+        let Some(Ok(line)) = lines.next() else { break };
+        if let Some(rest) = line.split(marker).nth(1) {
+            found = rest.split_whitespace().next().map(str::to_string);
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    (
+        proc,
+        found.unwrap_or_else(|| panic!("no line with {marker:?}")),
+    )
+}
+
+/// The emulator, two servers and their shared configuration.
+struct Cluster {
+    servers: Vec<String>,
+    emulator_url: String,
+    database_url: String,
+    config: PathBuf,
+    _procs: Vec<Proc>,
+    _dir: tempfile::TempDir,
+    // Last: the database is dropped after the processes are gone.
+    _database: TestDatabase,
+}
+
+fn toml_string(s: &str) -> String {
+    serde_json::to_string(s).expect("string")
+}
+
+impl Cluster {
+    /// Starts `paywarden emulator`, runs `paywarden migrate`, then starts two
+    /// `paywarden serve` on the same database. `policy` is a policy file's text (default:
+    /// tests/policies/allow-all.toml).
+    async fn start(policy: Option<&str>) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let database = TestDatabase::fresh().await;
+        let database_url = database
+            .url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("paywarden.db").display()));
+        let mut emulator = Command::new(BIN);
+        emulator
+            .args(["emulator", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path().join("emulator"))
+            .env_remove("PAYWARDEN_CONFIG")
+            .env_remove("DATABASE_URL");
+        let (emulator, emulator_url) = spawn_until(emulator, " on ");
+        let policy_file = match policy {
+            Some(text) => {
+                let path = dir.path().join("policy.toml");
+                std::fs::write(&path, text).expect("policy written");
+                path
+            }
+            None => common::allow_all_policy(),
+        };
+        let entities: String = [
+            (DEMO_ENTITY_ID, DEMO_TOKEN),
+            (
+                paywarden_emulator::SECOND_ENTITY_ID,
+                paywarden_emulator::SECOND_TOKEN,
+            ),
+        ]
+        .iter()
+        .map(|(id, token)| {
+            format!(
+                "\n[[entities]]\nid = {}\ntoken_sha256 = {}\n",
+                toml_string(id),
+                toml_string(&paywarden::service::safety::token_hash(token))
+            )
+        })
+        .collect();
+        let operators = format!(
+            "\n[[operators]]\nname = {}\ntoken_sha256 = {}\n",
+            toml_string(OPERATOR),
+            toml_string(&paywarden::service::safety::token_hash(OPERATOR_TOKEN))
+        );
+        let config = dir.path().join("paywarden.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "database_url = {db}\ndata_dir = {data}\n\n[opp]\nbase_url = {emu}\n\n\
+                 [stripe]\nbase_url = {emu}\napi_key = {key}\n\n[safety]\npolicy_file = {policy}\n\n\
+                 [demo]\nseed = false\n{entities}{operators}",
+                db = toml_string(&database_url),
+                data = toml_string(&dir.path().join("data").to_string_lossy()),
+                emu = toml_string(&emulator_url),
+                key = toml_string(DEMO_STRIPE_KEY),
+                policy = toml_string(&policy_file.to_string_lossy()),
+            ),
+        )
+        .expect("config written");
+        // As docs/deploy.md says: migrate once, then start the replicas.
+        let migrate = Command::new(BIN)
+            .arg("--config")
+            .arg(&config)
+            .arg("migrate")
+            .env_remove("DATABASE_URL")
+            .output()
+            .expect("paywarden migrate runs");
+        assert!(
+            migrate.status.success(),
+            "migrate: {}",
+            String::from_utf8_lossy(&migrate.stderr)
+        );
+        let mut procs = vec![emulator];
+        let mut servers = Vec::new();
+        for _ in 0..2 {
+            let mut serve = Command::new(BIN);
+            serve
+                .arg("--config")
+                .arg(&config)
+                .args(["serve", "--listen", "127.0.0.1:0", "--no-seed"])
+                .env_remove("DATABASE_URL")
+                .env("PAYWARDEN_LOG", "warn");
+            let (proc, url) = spawn_until(serve, "listening on ");
+            procs.push(proc);
+            servers.push(url);
+        }
+        Cluster {
+            servers,
+            emulator_url,
+            database_url,
+            config,
+            _procs: procs,
+            _dir: dir,
+            _database: database,
+        }
+    }
+
+    /// `per_server` stateless MCP clients of each server, interleaved (A, B, A, B, ...).
+    async fn clients(&self, per_server: usize) -> Vec<Arc<Client>> {
+        let mut clients = Vec::new();
+        for _ in 0..per_server {
+            for server in &self.servers {
+                clients.push(Arc::new(
+                    connect_client(server, "/mcp", Era::Stateless, DEMO_ENTITY_ID, DEMO_TOKEN)
+                        .await,
+                ));
+            }
+        }
+        clients
+    }
+
+    /// A store on the shared database (what an operator's CLI would open).
+    async fn store(&self) -> Store {
+        Store::connect(&self.database_url).await.expect("store")
+    }
+
+    fn stripe(&self) -> StripeClient {
+        StripeClient::new(
+            &self.emulator_url,
+            StripeKey::parse(DEMO_STRIPE_KEY, false).expect("key"),
+            Duration::from_secs(5),
+        )
+        .expect("stripe client")
+    }
+
+    /// A captured debit of `amount` EUR at the shared emulator (a shopper's checkout).
+    async fn debit(&self, amount: &str) -> String {
+        let opp = OppClient::new(&self.emulator_url, Duration::from_secs(5)).expect("opp");
+        let request = InitialPaymentRequest {
+            payment_type: PaymentType::Debit,
+            amount: Money::parse(amount, Currency::EUR).expect("amount"),
+            payment_brand: "VISA".into(),
+            card_number: SecretString::from("4200000000000000".to_string()),
+            card_holder: "Jane Jones".into(),
+            expiry_month: "05".into(),
+            expiry_year: "2034".into(),
+            cvv: SecretString::from("123".to_string()),
+            merchant_transaction_id: None,
+            custom_parameters: vec![],
+        };
+        opp.create_payment(&common::demo_credentials(), &request)
+            .await
+            .expect("payment created")
+            .id
+    }
+
+    /// `paywarden audit verify` on the shared database: must pass; returns the entry count.
+    fn audit_verify(&self) -> usize {
+        let out = Command::new(BIN)
+            .arg("--config")
+            .arg(&self.config)
+            .args(["audit", "verify"])
+            .env_remove("DATABASE_URL")
+            .output()
+            .expect("paywarden audit verify runs");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "audit verify failed: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+            .split("intact: ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected output: {stdout}"))
+    }
+}
+
+/// Runs every call at once: `(client index, tool, arguments)`; returns
+/// `(client index, is_error, structured content, text)` in the same order.
+async fn all_at_once(
+    clients: &[Arc<Client>],
+    calls: Vec<(usize, &'static str, Value)>,
+) -> Vec<(usize, bool, Value, String)> {
+    let barrier = Arc::new(tokio::sync::Barrier::new(calls.len()));
+    let mut handles = Vec::new();
+    for (i, tool, args) in calls {
+        let client = clients[i % clients.len()].clone();
+        let barrier = barrier.clone();
+        handles.push(tokio::spawn(async move {
+            barrier.wait().await;
+            let result = call(&client, tool, args).await.expect("tool call answered");
+            (
+                i,
+                result.is_error != Some(false),
+                result.structured_content.clone().unwrap_or(Value::Null),
+                text(&result),
+            )
+        }));
+    }
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.expect("task"));
+    }
+    out
+}
+
+/// The refunds (RF) of `id` as OPP reports them, through `client`.
+async fn opp_refunds(client: &Client, id: &str) -> Vec<Value> {
+    let linked = common::call_ok(
+        client,
+        "get_transactions",
+        json!({"id": id, "paymentTypes": ["RF"]}),
+    )
+    .await;
+    linked["payments"].as_array().cloned().unwrap_or_default()
+}
+
+const OPP_REFUNDS: usize = 24;
+
+#[tokio::test]
+async fn concurrent_opp_refunds_sent_to_both_servers_never_exceed_the_refundable_amount() {
+    let cluster = Cluster::start(None).await;
+    let db = cluster.debit("100.00").await;
+    let clients = cluster.clients(2).await;
+    // 24 refunds of 7.00 EUR at once, alternating servers: 14 fit into 100.00 (98.00).
+    let calls = (0..OPP_REFUNDS)
+        .map(|i| {
+            (
+                i,
+                "perform_refund",
+                json!({"referenceId": db, "amount": "7.00", "currency": "EUR"}),
+            )
+        })
+        .collect();
+    let results = all_at_once(&clients, calls).await;
+    let ok: Vec<_> = results.iter().filter(|r| !r.1).collect();
+    let per_server = |s: usize| ok.iter().filter(|r| r.0 % 2 == s).count();
+    eprintln!(
+        "opp refunds: {} succeeded ({} via server A, {} via server B), {} refused",
+        ok.len(),
+        per_server(0),
+        per_server(1),
+        results.len() - ok.len()
+    );
+    assert_eq!(ok.len(), 14, "exactly 100.00 / 7.00 refunds succeed");
+    for refused in results.iter().filter(|r| r.1) {
+        assert!(
+            refused.3.contains("refund") || refused.3.contains("exceed"),
+            "{}",
+            refused.3
+        );
+    }
+    let refunds = opp_refunds(&clients[1], &db).await;
+    assert_eq!(refunds.len(), 14);
+    assert!(refunds.iter().all(|r| r["resultCategory"] == "success"));
+    let total: i64 = refunds
+        .iter()
+        .map(|r| r["amountMinor"].as_i64().unwrap_or(0))
+        .sum();
+    assert_eq!(total, 9800);
+    assert!(total <= 10000);
+    // Every call and nothing else is in one intact chain.
+    assert_eq!(cluster.audit_verify(), OPP_REFUNDS + 1);
+}
+
+#[tokio::test]
+async fn concurrent_ops_refunds_of_one_order_sent_to_both_servers_never_exceed_it() {
+    let cluster = Cluster::start(None).await;
+    let store = cluster.store().await;
+    paywarden::seed_ops::seed_ops_demo(
+        &store,
+        &cluster.stripe(),
+        DEMO_ENTITY_ID,
+        &ProgressBar::hidden(),
+    )
+    .await
+    .expect("ops demo seeded");
+    let clients = cluster.clients(2).await;
+    let listed = common::call_ok(
+        &clients[0],
+        "list_payments",
+        json!({"email": "sarah@example.com", "limit": 10}),
+    )
+    .await;
+    let charge = listed["payments"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["amount_cents"] == 4999))
+        .and_then(|p| p["payment_intent_id"].as_str())
+        .expect("sarah's $49.99 charge")
+        .to_string();
+    // 10 refunds of $10.00: each previewed through one server (its token is in the shared
+    // database), then all confirmed at once through the OTHER server. $40.00 fit into $49.99.
+    let mut calls = Vec::new();
+    for i in 0..10usize {
+        let args = json!({
+            "email": "sarah@example.com", "charge_id": charge, "amount_cents": 1000,
+            "reason": "concurrency", "idempotency_key": format!("scale-out-{i}"),
+        });
+        let preview =
+            common::call_ok(&clients[i % clients.len()], "issue_refund", args.clone()).await;
+        assert_eq!(preview["status"], "confirmation_required", "{preview}");
+        let mut confirmed = args;
+        confirmed["confirmation_token"] = preview["confirmation"]["token"].clone();
+        calls.push((i + 1, "issue_refund", confirmed));
+    }
+    let results = all_at_once(&clients, calls).await;
+    let executed: Vec<_> = results
+        .iter()
+        .filter(|r| !r.1 && r.2["status"] == "executed")
+        .collect();
+    eprintln!(
+        "ops refunds: {} executed, {} refused",
+        executed.len(),
+        results.len() - executed.len()
+    );
+    assert_eq!(executed.len(), 4, "{results:?}");
+    let at_stripe = cluster
+        .stripe()
+        .refunds_for(&charge)
+        .await
+        .expect("refunds")
+        .data;
+    assert_eq!(at_stripe.len(), 4);
+    let total: i64 = at_stripe.iter().map(|r| r.amount.minor_units()).sum();
+    assert_eq!(total, 4000);
+    let order = store
+        .order_by_charge(DEMO_ENTITY_ID, &charge)
+        .await
+        .expect("order")
+        .expect("order exists");
+    assert_eq!(order.refunded_cents, 4000);
+    assert_eq!(
+        store
+            .refund_log(DEMO_ENTITY_ID, &order.id)
+            .await
+            .expect("log")
+            .len(),
+        4
+    );
+    assert_eq!(cluster.audit_verify(), 1 + 10 + 10);
+}
+
+const RETRIES: usize = 16;
+
+#[tokio::test]
+async fn concurrent_retries_with_one_idempotency_key_sent_to_both_servers_execute_once() {
+    let cluster = Cluster::start(None).await;
+    let db = cluster.debit("50.00").await;
+    let clients = cluster.clients(2).await;
+    let args = json!({"referenceId": db, "amount": "5.00", "currency": "EUR", "idempotencyKey": "order-4711-refund"});
+    let calls = (0..RETRIES)
+        .map(|i| (i, "perform_refund", args.clone()))
+        .collect();
+    let results = all_at_once(&clients, calls).await;
+    let ok: Vec<_> = results.iter().filter(|r| !r.1).collect();
+    assert!(!ok.is_empty());
+    // Every success names the one refund; every other answer says the first is in progress.
+    let ids: std::collections::BTreeSet<String> = ok
+        .iter()
+        .map(|r| r.2["id"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(ids.len(), 1, "{ok:?}");
+    for other in results.iter().filter(|r| r.1) {
+        assert!(other.3.contains("in progress"), "{}", other.3);
+    }
+    // Then a retry through each server replays the first outcome.
+    for client in &clients[..2] {
+        let replay = common::call_ok(client, "perform_refund", args.clone()).await;
+        assert_eq!(replay["idempotentReplay"], true, "{replay}");
+        assert_eq!(replay["id"].as_str(), ids.iter().next().map(String::as_str));
+    }
+    let refunds = opp_refunds(&clients[0], &db).await;
+    eprintln!(
+        "retries: {} answered with the result, {} in progress; OPP has {} refund",
+        ok.len(),
+        results.len() - ok.len(),
+        refunds.len()
+    );
+    assert_eq!(refunds.len(), 1, "one key, one provider call");
+    assert_eq!(cluster.audit_verify(), RETRIES + 2 + 1);
+}
+
+const EXECUTIONS: usize = 12;
+
+#[tokio::test]
+async fn an_approval_granted_through_one_server_executes_once_through_either() {
+    let policy = "default = \"allow\"\n\n[[rule]]\nname = \"refunds-need-a-person\"\n\
+                  when = \"tool == 'perform_refund'\"\naction = \"human\"\n\
+                  message = \"A person decides refunds.\"\n";
+    let cluster = Cluster::start(Some(policy)).await;
+    let db = cluster.debit("80.00").await;
+    let clients = cluster.clients(2).await;
+    let args = json!({"referenceId": db, "amount": "30.00", "currency": "EUR"});
+    let pending = common::call_ok(&clients[0], "perform_refund", args.clone()).await;
+    assert_eq!(pending["status"], "approval_pending", "{pending}");
+    let id = pending["approval"]["id"]
+        .as_str()
+        .expect("approval id")
+        .to_string();
+
+    // The operator decides on server A's approval page.
+    approve_on_page(&cluster.servers[0], &id).await;
+
+    // Twelve executions at once, through both servers.
+    let mut follow_up = args.clone();
+    follow_up["approvalId"] = json!(id);
+    let calls = (0..EXECUTIONS)
+        .map(|i| (i, "perform_refund", follow_up.clone()))
+        .collect();
+    let results = all_at_once(&clients, calls).await;
+    // One call executes; calls that come after it finished replay its outcome (same refund).
+    let executed: Vec<_> = results
+        .iter()
+        .filter(|r| !r.1 && r.2["status"] == "executed" && r.2["idempotentReplay"] == false)
+        .collect();
+    let replays: Vec<_> = results
+        .iter()
+        .filter(|r| !r.1 && r.2["idempotentReplay"] == true)
+        .collect();
+    eprintln!(
+        "approval executions: {} executed, {} replayed its outcome, {} refused (in progress / already executed)",
+        executed.len(),
+        replays.len(),
+        results.len() - executed.len() - replays.len()
+    );
+    assert_eq!(executed.len(), 1, "{results:?}");
+    assert!(replays.iter().all(|r| r.2["id"] == executed[0].2["id"]));
+    for other in results.iter().filter(|r| r.1) {
+        assert!(
+            other.3.contains("being executed")
+                || other.3.contains("already executed")
+                || other.3.contains("in progress"),
+            "{}",
+            other.3
+        );
+    }
+    let refunds = opp_refunds(&clients[1], &db).await;
+    assert_eq!(refunds.len(), 1, "one approval, one refund");
+    let store = cluster.store().await;
+    let approval = store.approval(&id).await.expect("read").expect("exists");
+    assert_eq!(approval.status, paywarden::store::ApprovalStatus::Executed);
+    assert_eq!(approval.decided_by.as_deref(), Some(OPERATOR));
+    // Polling through server B sees the same outcome.
+    let polled = common::call_ok(&clients[1], "get_approval", json!({"approvalId": id})).await;
+    assert_eq!(polled["status"], "executed", "{polled}");
+    cluster.audit_verify();
+}
+
+const OPERATOR: &str = "alice";
+const OPERATOR_TOKEN: &str = "alice-token-for-scale-out-tests";
+
+/// Approves `id` through the approval page of `server` (HTTP Basic, CSRF token from the page).
+async fn approve_on_page(server: &str, id: &str) {
+    let http = reqwest::Client::new();
+    let page = http
+        .get(format!("{server}/approvals/{id}"))
+        .basic_auth(OPERATOR, Some(OPERATOR_TOKEN))
+        .send()
+        .await
+        .expect("page");
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.expect("html");
+    let marker = "name=\"csrf\" value=\"";
+    let csrf = html
+        .split(marker)
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("csrf token on the page")
+        .to_string();
+    let decided = http
+        .post(format!("{server}/approvals/{id}/decision"))
+        .basic_auth(OPERATOR, Some(OPERATOR_TOKEN))
+        .header("Origin", server)
+        .form(&[("decision", "approve"), ("csrf", &csrf)])
+        .send()
+        .await
+        .expect("decision");
+    assert!(
+        decided.status().is_success() || decided.status().is_redirection(),
+        "{}",
+        decided.status()
+    );
+}
+
+const BURST: usize = 40;
+
+#[tokio::test]
+async fn the_audit_chain_stays_one_valid_chain_under_concurrent_writes_from_both_servers() {
+    let cluster = Cluster::start(None).await;
+    let db = cluster.debit("10.00").await;
+    let clients = cluster.clients(4).await;
+    let before = cluster.audit_verify();
+    let calls = (0..BURST)
+        .map(|i| (i, "get_transactions", json!({"id": db})))
+        .collect();
+    let results = all_at_once(&clients, calls).await;
+    assert!(results.iter().all(|r| !r.1));
+    let after = cluster.audit_verify();
+    assert_eq!(after, before + BURST, "every call appended exactly once");
+    let store = cluster.store().await;
+    let records = store.audit_records(None).await.expect("records");
+    let seqs: Vec<i64> = records.iter().map(|r| r.seq).collect();
+    assert_eq!(
+        seqs,
+        (1..=after as i64).collect::<Vec<_>>(),
+        "no gaps, no forks"
+    );
+    assert!(store.verify_audit().await.expect("verify").is_none());
+}
