@@ -6,8 +6,13 @@
 #   scripts/test.sh --e2e-only      skip `cargo test --workspace` (still builds the binary)
 #   scripts/test.sh -- -k stdio     anything after `--` goes to pytest
 #
+# The Rust integration tests run twice: on SQLite, then on PostgreSQL (each test on a fresh
+# pw_test_* database of the server at 127.0.0.1:5432, started here when it is not running).
+#
 # Environment: PYTHON (interpreter for the venv, default python3, needs >= 3.10),
-# CARGO_TARGET_DIR (honoured), E2E_VENV (default .venv-e2e in the repository root).
+# CARGO_TARGET_DIR (honoured), E2E_VENV (default .venv-e2e in the repository root),
+# PAYWARDEN_TEST_ENGINES (default "sqlite postgres"), PAYWARDEN_TEST_PG_URL (default
+# postgres://postgres@127.0.0.1:5432, trust auth; the tests create and drop databases there).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -19,7 +24,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --e2e-only) run_cargo_test=0 ;;
         --) shift; pytest_args+=("$@"); break ;;
-        -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
         *) echo "scripts/test.sh: unknown argument '$1' (pytest arguments go after --)" >&2; exit 2 ;;
     esac
     shift
@@ -27,14 +32,62 @@ done
 
 step() { printf '\n==> %s\n' "$*"; }
 
+PG_URL="${PAYWARDEN_TEST_PG_URL:-postgres://postgres@127.0.0.1:5432}"
+export PAYWARDEN_TEST_PG_URL="$PG_URL"
+# This run's test databases are pw_test_<run>_*: the clean-up below touches only them.
+export PAYWARDEN_TEST_RUN_ID="r$$"
+
+# Starts the machine's PostgreSQL cluster when nothing answers at $PG_URL.
+ensure_postgres() {
+    if pg_isready -q -d "$PG_URL/postgres" 2>/dev/null; then return 0; fi
+    step "starting PostgreSQL"
+    local sudo="" version
+    if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+    version="$(ls /etc/postgresql 2>/dev/null | sort -V | tail -n1)"
+    if [ -z "$version" ]; then
+        echo "scripts/test.sh: no PostgreSQL answers at $PG_URL and none is installed (/etc/postgresql)" >&2
+        exit 1
+    fi
+    $sudo pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+    for _ in $(seq 1 30); do
+        if pg_isready -q -d "$PG_URL/postgres"; then return 0; fi
+        sleep 1
+    done
+    echo "scripts/test.sh: PostgreSQL did not come up at $PG_URL" >&2
+    exit 1
+}
+
+# Drops this run's test databases that a crashed test may have left behind.
+drop_test_databases() {
+    local name
+    for name in $(psql -d "$PG_URL/postgres" -Atc "SELECT datname FROM pg_database WHERE datname LIKE 'pw\_test\_${PAYWARDEN_TEST_RUN_ID}\_%'" 2>/dev/null); do
+        psql -d "$PG_URL/postgres" -qc "DROP DATABASE IF EXISTS \"$name\" WITH (FORCE)" >/dev/null 2>&1 || true
+    done
+}
+
 step "cargo build -p paywarden"
 cargo build -p paywarden
 
 if [ "$run_cargo_test" = 1 ]; then
     step "browser test prerequisites (scripts/setup-browser.sh)"
     bash "$ROOT/scripts/setup-browser.sh"
-    step "cargo test --workspace"
-    cargo test --workspace
+    for engine in ${PAYWARDEN_TEST_ENGINES:-sqlite postgres}; do
+        case "$engine" in
+            sqlite)
+                step "cargo test --workspace (SQLite)"
+                PAYWARDEN_TEST_DATABASE=sqlite cargo test --workspace
+                ;;
+            postgres)
+                ensure_postgres
+                step "cargo test -p paywarden --tests (PostgreSQL: PAYWARDEN_TEST_DATABASE=postgres)"
+                pg_status=0
+                PAYWARDEN_TEST_DATABASE=postgres cargo test -p paywarden --tests || pg_status=$?
+                drop_test_databases
+                [ "$pg_status" -eq 0 ] || exit "$pg_status"
+                ;;
+            *) echo "scripts/test.sh: unknown engine '$engine' in PAYWARDEN_TEST_ENGINES" >&2; exit 2 ;;
+        esac
+    done
 fi
 
 target_dir="${CARGO_TARGET_DIR:-$ROOT/target}"

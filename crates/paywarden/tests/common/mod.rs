@@ -97,7 +97,14 @@ impl TestDatabase {
     /// A fresh PostgreSQL database, whatever `PAYWARDEN_TEST_DATABASE` says.
     pub async fn fresh_postgres() -> Self {
         use sqlx::Connection;
-        let name = format!("pw_test_{}", hex::encode(rand::random::<[u8; 8]>()));
+        // pw_test_[<run>_]<random>: scripts/test.sh sets the run id so that its clean-up drops
+        // only its own leftovers.
+        let run = std::env::var("PAYWARDEN_TEST_RUN_ID")
+            .ok()
+            .filter(|r| !r.is_empty() && r.chars().all(|c| c.is_ascii_alphanumeric()))
+            .map(|r| format!("{}_", r.to_ascii_lowercase()))
+            .unwrap_or_default();
+        let name = format!("pw_test_{run}{}", hex::encode(rand::random::<[u8; 8]>()));
         let mut admin = sqlx::PgConnection::connect(&format!("{}/postgres", pg_server_url()))
             .await
             .expect("PostgreSQL for the tests (PAYWARDEN_TEST_PG_URL) is reachable");
