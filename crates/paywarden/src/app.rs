@@ -101,6 +101,8 @@ pub struct App {
     emulator: Option<RunningEmulator>,
     seeded: Option<seed::SeedSummary>,
     seeded_ops: Option<usize>,
+    // The approval page's CSRF key, shared by every replica on the database.
+    csrf_key: [u8; 32],
 }
 
 impl std::fmt::Debug for App {
@@ -222,6 +224,10 @@ impl App {
             read_only: config.safety.read_only,
             approval_questions: approval_question_codec(&store).await?,
         });
+        let csrf_key = store
+            .shared_secret("approvals_csrf_key")
+            .await
+            .map_err(|e| AppError::Startup(format!("approval page key: {e}")))?;
         let mut app = Self {
             config,
             store,
@@ -231,6 +237,7 @@ impl App {
             emulator,
             seeded: None,
             seeded_ops: None,
+            csrf_key,
         };
         if seed == SeedMode::IfEmpty && app.config.demo.seed && app.emulator.is_some() {
             if sandbox {
@@ -379,10 +386,7 @@ impl App {
             &self.config.http,
             self.store.clone(),
             self.operators(),
-            self.store
-                .shared_secret("approvals_csrf_key")
-                .await
-                .map_err(|e| AppError::Startup(format!("approval page key: {e}")))?,
+            self.csrf_key,
             cancel.clone(),
         )
         .merge(crate::http::readiness_router(self.readiness()));
