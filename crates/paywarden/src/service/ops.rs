@@ -1757,10 +1757,29 @@ impl OpsService {
             Ok(r) => r,
             Err(e) => return Ok(self.stripe_failure(tool, &e, true)),
         };
-        let outcome = self
+        match self
             .record_refund(caller, command, checked, &refund, replayed.request_id, &by)
-            .await?;
-        Ok((outcome, Settlement::Final))
+            .await
+        {
+            Ok(outcome) => Ok((outcome, Settlement::Final)),
+            // Stripe refunded but paywarden could not record it: keep the key blocked as an
+            // unknown outcome, so the retry finds the refund at Stripe (by its marker) and
+            // records it instead of refunding again.
+            Err(e) => {
+                tracing::error!(error = %e, refund = %refund.id, "refund made at Stripe but not recorded yet");
+                Ok((
+                    self.pipeline.error_outcome(
+                        "not_recorded",
+                        &format!(
+                            "issue_refund: Stripe made refund {} but paywarden could not record it ({e}). Retry this exact call: paywarden finds the refund at Stripe and records it; it never refunds twice.",
+                            refund.id
+                        ),
+                        None,
+                    ),
+                    Settlement::Unknown,
+                ))
+            }
+        }
     }
 
     async fn record_refund(
