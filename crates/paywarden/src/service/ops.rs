@@ -1637,6 +1637,8 @@ impl OpsService {
                 floor: Decision::Confirm,
                 confirmation_token: command.confirmation_token.as_deref(),
                 approval_id: command.approval_id.as_deref(),
+                argument_names: ("confirmation_token", "approval_id"),
+                output_defaults: serde_json::json!({}),
             })
             .await?;
         let approval_id = match gate {
