@@ -68,6 +68,21 @@ pub struct GateRequest<'a> {
     pub output_defaults: serde_json::Value,
 }
 
+/// The idempotency key of a money-moving call: the caller's own, else one derived from its
+/// confirmation token (`confirm:` + the token's SHA-256) or approval (`approval:` + id), so a
+/// confirmed or approved call can never execute twice, and two separately confirmed calls never
+/// share a key. `None` for a first call without a key (it only previews or asks).
+pub fn derived_key(
+    idempotency_key: Option<&str>,
+    confirmation_token: Option<&str>,
+    approval_id: Option<&str>,
+) -> Option<String> {
+    idempotency_key
+        .map(String::from)
+        .or_else(|| confirmation_token.map(|t| format!("confirm:{}", token_hash(t))))
+        .or_else(|| approval_id.map(|a| format!("approval:{a}")))
+}
+
 fn strength(d: Decision) -> u8 {
     match d {
         Decision::Allow => 0,

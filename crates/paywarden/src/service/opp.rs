@@ -18,8 +18,8 @@ use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    gate::{Gate, GateRequest},
-    safety::{binding_hash, token_hash, ApprovalView, ConfirmationView, PreviewView},
+    gate::{derived_key, Gate, GateRequest},
+    safety::{binding_hash, ApprovalView, ConfirmationView, PreviewView},
     AuditFacts, Caller, Pipeline, ServiceError, Settlement, ToolOutcome,
 };
 use crate::{
@@ -450,18 +450,11 @@ impl OppService {
         let binding = binding_hash(tool, arguments);
         // With no key of its own, a confirmed or approved call is keyed by its token or
         // approval, so a retry of it can never move money twice.
-        let key = command.idempotency_key.clone().or_else(|| {
-            command
-                .confirmation_token
-                .as_deref()
-                .map(|t| format!("confirm:{}", token_hash(t)))
-                .or_else(|| {
-                    command
-                        .approval_id
-                        .as_ref()
-                        .map(|a| format!("approval:{a}"))
-                })
-        });
+        let key = derived_key(
+            command.idempotency_key.as_deref(),
+            command.confirmation_token.as_deref(),
+            command.approval_id.as_deref(),
+        );
         let mut command = command;
         if let Some(key) = &key {
             // The key reaches OPP in OPP's own form, the merchant reference, unless the caller
