@@ -60,6 +60,27 @@ pub struct GateRequest<'a> {
     pub confirmation_token: Option<&'a str>,
     /// The caller's approval id, if any.
     pub approval_id: Option<&'a str>,
+    /// How this toolset names the control arguments in its tools: `("confirmationToken",
+    /// "approvalId")` for `opp`, `("confirmation_token", "approval_id")` for the others.
+    pub argument_names: (&'a str, &'a str),
+    /// Fields every stop output carries as well (e.g. `{"balances": null}`), so it matches the
+    /// tool's output schema.
+    pub output_defaults: serde_json::Value,
+}
+
+/// The idempotency key of a money-moving call: the caller's own, else one derived from its
+/// confirmation token (`confirm:` + the token's SHA-256) or approval (`approval:` + id), so a
+/// confirmed or approved call can never execute twice, and two separately confirmed calls never
+/// share a key. `None` for a first call without a key (it only previews or asks).
+pub fn derived_key(
+    idempotency_key: Option<&str>,
+    confirmation_token: Option<&str>,
+    approval_id: Option<&str>,
+) -> Option<String> {
+    idempotency_key
+        .map(String::from)
+        .or_else(|| confirmation_token.map(|t| format!("confirm:{}", token_hash(t))))
+        .or_else(|| approval_id.map(|a| format!("approval:{a}")))
 }
 
 fn strength(d: Decision) -> u8 {
@@ -89,6 +110,8 @@ impl Pipeline {
             floor,
             confirmation_token,
             approval_id,
+            argument_names,
+            output_defaults,
         } = request;
         let mut verdict = match self.safety().policy.evaluate(&policy) {
             Ok(v) => v,
@@ -152,7 +175,15 @@ impl Pipeline {
             Decision::Allow | Decision::Deny => Ok(Gate::Execute { approval_id: None }),
             Decision::Confirm => match confirmation_token {
                 None => self
-                    .issue_confirmation(caller, tool, binding, &verdict, preview)
+                    .issue_confirmation(
+                        caller,
+                        tool,
+                        binding,
+                        &verdict,
+                        preview,
+                        argument_names.0,
+                        output_defaults,
+                    )
                     .await
                     .map(|(o, s)| Gate::Stop(o, s)),
                 Some(token) => match self
@@ -173,7 +204,19 @@ impl Pipeline {
                 },
             },
             Decision::Human => self
-                .request_approval(caller, toolset, tool, arguments, binding, &verdict, preview)
+                .request_approval(
+                    ApprovalAsk {
+                        caller,
+                        toolset,
+                        tool,
+                        arguments,
+                        binding,
+                        verdict: &verdict,
+                        preview,
+                        argument: argument_names.1,
+                    },
+                    output_defaults,
+                )
                 .await
                 .map(|(o, s)| Gate::Stop(o, s)),
         }
@@ -219,6 +262,7 @@ impl Pipeline {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn issue_confirmation(
         &self,
         caller: &Caller,
@@ -226,6 +270,8 @@ impl Pipeline {
         binding: &str,
         verdict: &Verdict,
         preview: PreviewView,
+        argument: &str,
+        defaults: serde_json::Value,
     ) -> Result<(ToolOutcome, Settlement), ServiceError> {
         let (token, hash) = new_token();
         let expires_at =
@@ -251,15 +297,18 @@ impl Pipeline {
             message: verdict.message.clone(),
             preview: preview.clone(),
         };
-        let structured = serde_json::json!({
-            "status": "confirmation_required",
-            "confirmation": view,
-            "approval": null,
-            "sandbox": self.sandbox(),
-            "idempotentReplay": false,
-        });
+        let structured = with_defaults(
+            serde_json::json!({
+                "status": "confirmation_required",
+                "confirmation": view,
+                "approval": null,
+                "sandbox": self.sandbox(),
+                "idempotentReplay": false,
+            }),
+            defaults,
+        );
         let text = format!(
-            "CONFIRMATION REQUIRED (policy rule {:?}: {}). Nothing has moved yet. Preview: {} {} {} from {} to {} (reference {} {}). Show this to the user; only if they agree, call {tool} again with exactly the same arguments plus the confirmation token {token:?} (valid until {expires}, single use).\n{structured}",
+            "CONFIRMATION REQUIRED (policy rule {:?}: {}). Nothing has moved yet. Preview: {} {} {} from {} to {} (reference {} {}). Show this to the user; only if they agree, call {tool} again with exactly the same arguments plus {argument} {token:?} (valid until {expires}, single use).\n{structured}",
             verdict.rule,
             verdict.message,
             preview.operation,
@@ -284,17 +333,21 @@ impl Pipeline {
         ))
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn request_approval(
         &self,
-        caller: &Caller,
-        toolset: &str,
-        tool: &str,
-        arguments: &serde_json::Value,
-        binding: &str,
-        verdict: &Verdict,
-        preview: PreviewView,
+        ask: ApprovalAsk<'_>,
+        defaults: serde_json::Value,
     ) -> Result<(ToolOutcome, Settlement), ServiceError> {
+        let ApprovalAsk {
+            caller,
+            toolset,
+            tool,
+            arguments,
+            binding,
+            verdict,
+            preview,
+            argument,
+        } = ask;
         let mut bound = redact(arguments);
         if let serde_json::Value::Object(map) = &mut bound {
             for control in CONTROL_ARGUMENTS {
@@ -317,15 +370,18 @@ impl Pipeline {
             })
             .await?;
         let view = self.approval_view(&approval);
-        let structured = serde_json::json!({
-            "status": "approval_pending",
-            "confirmation": null,
-            "approval": view,
-            "sandbox": self.sandbox(),
-            "idempotentReplay": false,
-        });
+        let structured = with_defaults(
+            serde_json::json!({
+                "status": "approval_pending",
+                "confirmation": null,
+                "approval": view,
+                "sandbox": self.sandbox(),
+                "idempotentReplay": false,
+            }),
+            defaults,
+        );
         let text = format!(
-            "APPROVAL REQUIRED (policy rule {:?}: {}). Nothing has moved. A person must approve {} {} {} from {} to {} at {} (or with `paywarden approvals approve {}`); you cannot approve it yourself. Then call {tool} again with the same arguments plus the approval id {:?}, or poll get_approval.\n{structured}",
+            "APPROVAL REQUIRED (policy rule {:?}: {}). Nothing has moved. A person must approve {} {} {} from {} to {} at {} (or with `paywarden approvals approve {}`); you cannot approve it yourself. Then call {tool} again with the same arguments plus {argument} {:?}, or poll get_approval.\n{structured}",
             verdict.rule,
             verdict.message,
             preview.operation,
@@ -351,4 +407,28 @@ impl Pipeline {
             Settlement::NotSent,
         ))
     }
+}
+
+/// What an approval request is made of.
+struct ApprovalAsk<'a> {
+    caller: &'a Caller,
+    toolset: &'a str,
+    tool: &'a str,
+    arguments: &'a serde_json::Value,
+    binding: &'a str,
+    verdict: &'a Verdict,
+    preview: PreviewView,
+    argument: &'a str,
+}
+
+/// `output` with every field of `defaults` it lacks.
+fn with_defaults(mut output: serde_json::Value, defaults: serde_json::Value) -> serde_json::Value {
+    if let (serde_json::Value::Object(out), serde_json::Value::Object(extra)) =
+        (&mut output, defaults)
+    {
+        for (k, v) in extra {
+            out.entry(k).or_insert(v);
+        }
+    }
+    output
 }

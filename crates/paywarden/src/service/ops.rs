@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::{
-    gate::{Gate, GateRequest},
+    gate::{derived_key, Gate, GateRequest},
     safety::{binding_hash, token_hash, PreviewView},
     AuditFacts, Caller, Pipeline, ServiceError, Settlement, ToolOutcome,
 };
@@ -610,6 +610,31 @@ impl OpsService {
                 run().await
             })
             .await
+    }
+
+    /// Admission of a write tool: malformed arguments, an unknown caller and read-only mode are
+    /// answered (and audited) here; `Ok` carries the validated request on.
+    async fn admit_write<T>(
+        &self,
+        caller: &Caller,
+        tool: &str,
+        arguments: &serde_json::Value,
+        validated: Result<T, ServiceError>,
+    ) -> Result<T, Result<ToolOutcome, ServiceError>> {
+        let refusal = match validated {
+            Err(e) => Err(e),
+            Ok(_) if !self.authenticates(caller) => Ok(self.unauthenticated(tool)),
+            Ok(_) if self.pipeline.safety().config.read_only => Ok(self.pipeline.error_outcome(
+                "read_only",
+                &format!("{tool} is refused: this paywarden runs in read-only mode, where no tool moves money or writes to a provider."),
+                None,
+            )),
+            Ok(v) => return Ok(v),
+        };
+        Err(self
+            .pipeline
+            .read(caller, TOOLSET, tool, arguments, || async { refusal })
+            .await)
     }
 
     fn ok(&self, structured: serde_json::Value, text: String, facts: AuditFacts) -> ToolOutcome {
@@ -1241,33 +1266,11 @@ impl OpsService {
             }
             Ok((amount, quantity, description))
         })();
-        let (amount, quantity, description) = match validated {
-            Ok(v) => v,
-            Err(e) => {
-                return self
-                    .pipeline
-                    .read(caller, TOOLSET, tool, arguments, || async { Err(e) })
-                    .await
-            }
-        };
-        if !self.authenticates(caller) {
-            let outcome = self.unauthenticated(tool);
-            return self
-                .pipeline
-                .read(caller, TOOLSET, tool, arguments, || async { Ok(outcome) })
-                .await;
-        }
-        if self.pipeline.safety().config.read_only {
-            let outcome = self.pipeline.error_outcome(
-                "read_only",
-                &format!("{tool} is refused: this paywarden runs in read-only mode."),
-                None,
-            );
-            return self
-                .pipeline
-                .read(caller, TOOLSET, tool, arguments, || async { Ok(outcome) })
-                .await;
-        }
+        let (amount, quantity, description) =
+            match self.admit_write(caller, tool, arguments, validated).await {
+                Ok(v) => v,
+                Err(refused) => return refused,
+            };
         let key = params.idempotency_key.clone();
         self.pipeline
             .write(caller, TOOLSET, tool, arguments, key.as_deref(), || async {
@@ -1347,49 +1350,22 @@ impl OpsService {
         params: IssueRefundParams,
     ) -> Result<ToolOutcome, ServiceError> {
         let tool = "issue_refund";
-        let command = match validate_refund(params) {
+        let command = match self
+            .admit_write(caller, tool, arguments, validate_refund(params))
+            .await
+        {
             Ok(c) => c,
-            Err(e) => {
-                return self
-                    .pipeline
-                    .read(caller, TOOLSET, tool, arguments, || async { Err(e) })
-                    .await
-            }
+            Err(refused) => return refused,
         };
-        if !self.authenticates(caller) {
-            let outcome = self.unauthenticated(tool);
-            return self
-                .pipeline
-                .read(caller, TOOLSET, tool, arguments, || async { Ok(outcome) })
-                .await;
-        }
-        if self.pipeline.safety().config.read_only {
-            let outcome = self.pipeline.error_outcome(
-                "read_only",
-                &format!("{tool} is refused: this paywarden runs in read-only mode, where no tool moves money."),
-                None,
-            );
-            return self
-                .pipeline
-                .read(caller, TOOLSET, tool, arguments, || async { Ok(outcome) })
-                .await;
-        }
         let binding = binding_hash(tool, arguments);
         // With no key of its own, a confirmed or approved call is keyed by its token or
         // approval: a retry of it can never refund twice, and two separately confirmed partial
         // refunds never share a key.
-        let key = command.idempotency_key.clone().or_else(|| {
-            command
-                .confirmation_token
-                .as_deref()
-                .map(|t| format!("confirm:{}", token_hash(t)))
-                .or_else(|| {
-                    command
-                        .approval_id
-                        .as_ref()
-                        .map(|a| format!("approval:{a}"))
-                })
-        });
+        let key = derived_key(
+            command.idempotency_key.as_deref(),
+            command.confirmation_token.as_deref(),
+            command.approval_id.as_deref(),
+        );
         if let Some(key) = &key {
             self.resolve_unknown(caller, &command, key, &binding)
                 .await?;
@@ -1637,6 +1613,8 @@ impl OpsService {
                 floor: Decision::Confirm,
                 confirmation_token: command.confirmation_token.as_deref(),
                 approval_id: command.approval_id.as_deref(),
+                argument_names: ("confirmation_token", "approval_id"),
+                output_defaults: serde_json::json!({}),
             })
             .await?;
         let approval_id = match gate {
@@ -1757,10 +1735,29 @@ impl OpsService {
             Ok(r) => r,
             Err(e) => return Ok(self.stripe_failure(tool, &e, true)),
         };
-        let outcome = self
+        match self
             .record_refund(caller, command, checked, &refund, replayed.request_id, &by)
-            .await?;
-        Ok((outcome, Settlement::Final))
+            .await
+        {
+            Ok(outcome) => Ok((outcome, Settlement::Final)),
+            // Stripe refunded but paywarden could not record it: keep the key blocked as an
+            // unknown outcome, so the retry finds the refund at Stripe (by its marker) and
+            // records it instead of refunding again.
+            Err(e) => {
+                tracing::error!(error = %e, refund = %refund.id, "refund made at Stripe but not recorded yet");
+                Ok((
+                    self.pipeline.error_outcome(
+                        "not_recorded",
+                        &format!(
+                            "issue_refund: Stripe made refund {} but paywarden could not record it ({e}). Retry this exact call: paywarden finds the refund at Stripe and records it; it never refunds twice.",
+                            refund.id
+                        ),
+                        None,
+                    ),
+                    Settlement::Unknown,
+                ))
+            }
+        }
     }
 
     async fn record_refund(
