@@ -295,9 +295,8 @@ impl Config {
     /// [`ConfigError::Invalid`] for another scheme, or an `sqlite:` URL that names no file.
     pub fn database(&self) -> Result<String, ConfigError> {
         match &self.database_url {
-            None => Ok(format!(
-                "sqlite://{}",
-                self.data_dir.join("paywarden.db").to_string_lossy()
+            None => Ok(crate::store::sqlite_url(
+                &self.data_dir.join("paywarden.db"),
             )),
             Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
                 Ok(url.clone())
@@ -335,6 +334,36 @@ impl Config {
 #[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_database_url_picks_the_engine() {
+        let mut config = Config {
+            data_dir: PathBuf::from("/srv/pw data"),
+            ..Config::default()
+        };
+        assert_eq!(
+            config.database().unwrap(),
+            "sqlite:///srv/pw data/paywarden.db?mode=rwc"
+        );
+        assert!(!config.uses_postgres());
+        for (url, expected) in [
+            ("sqlite:///abs/p.db", "sqlite:///abs/p.db"),
+            ("sqlite:rel.db", "sqlite://rel.db"),
+            (
+                "postgres://pw:secret@db:5432/paywarden",
+                "postgres://pw:secret@db:5432/paywarden",
+            ),
+            ("postgresql://db/paywarden", "postgresql://db/paywarden"),
+        ] {
+            config.database_url = Some(url.into());
+            assert_eq!(config.database().unwrap(), expected, "{url}");
+        }
+        assert!(config.uses_postgres());
+        for bad in ["mysql://db/x", "sqlite://", "sqlite:?mode=ro"] {
+            config.database_url = Some(bad.into());
+            assert!(config.database().is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn defaults_then_file_then_environment_then_flags() {

@@ -154,9 +154,9 @@ pub struct Store {
     engine: Engine,
 }
 
-/// A file path as an `sqlite://` URL that creates the file when missing (`?` and `#` in the
-/// path are percent-encoded, as sqlx decodes them).
-fn sqlite_url(path: &Path) -> String {
+/// A file path as an `sqlite://` URL that creates the file when missing (`%`, `?` and `#` in
+/// the path are percent-encoded, as sqlx decodes them), e.g. `sqlite:///data/paywarden.db?mode=rwc`.
+pub fn sqlite_url(path: &Path) -> String {
     let raw = path.to_string_lossy();
     let mut encoded = String::with_capacity(raw.len());
     for c in raw.chars() {
@@ -379,5 +379,54 @@ pub(crate) fn get_bool(row: &AnyRow, column: &str) -> Result<Option<bool>, sqlx:
     match row.try_get::<Option<bool>, _>(column) {
         Ok(value) => Ok(value),
         Err(_) => Ok(row.try_get::<Option<i64>, _>(column)?.map(|v| v != 0)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_migrations_keep_the_checksums_of_databases_made_before_the_move() {
+        // SHA-384 of migrations/000N_*.sql as they were before they moved to migrations/sqlite:
+        // databases created then must keep opening.
+        let before = [
+            "6bf1bb71cbefcef1194dff6e7b1c05b08b492fec4dd7915fe0dad0668fbe1d5d883f559afc332c95a060a38a5b98dbba",
+            "fce70b18923f2f32c2751094e560e7b695afa5b644cb4e1c207b4bcc7bbfcd8c41ee54f68cb2a931eea68c275d572bc7",
+            "a9e01e9bdc124141441b52ae2ae3a88500976d81865d5acedf853d27e176e3578061727086b4c11d4ba2e0f5e8c504cd",
+            "f3b9601c53adf43032de7a7a5df72fc916b29024f3f74d6a54708fdf5b9028fb3d7a7f53b48193eb4aa77409286cb6e7",
+        ];
+        let now: Vec<(i64, String)> = SQLITE_MIGRATIONS
+            .iter()
+            .map(|m| (m.version, hex::encode(&m.checksum)))
+            .collect();
+        assert_eq!(now.len(), before.len());
+        for ((version, checksum), (expected_version, old)) in now.iter().zip((1..).zip(before)) {
+            assert_eq!(*version, expected_version);
+            assert_eq!(checksum, old, "migration {version} changed");
+        }
+        // Both engines know the same versions.
+        let pg: Vec<i64> = POSTGRES_MIGRATIONS.iter().map(|m| m.version).collect();
+        assert_eq!(pg, now.iter().map(|(v, _)| *v).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn urls_name_their_engine_and_never_show_a_password() {
+        assert_eq!(Engine::of_url("sqlite:///x.db").unwrap(), Engine::Sqlite);
+        assert_eq!(Engine::of_url("postgres://h/db").unwrap(), Engine::Postgres);
+        assert_eq!(
+            Engine::of_url("postgresql://h/db").unwrap(),
+            Engine::Postgres
+        );
+        let err = Engine::of_url("mysql://u:hunter2@h/db").unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        assert_eq!(
+            redact_url("postgres://pw:hunter2@db:5432/p"),
+            "postgres://pw:***@db:5432/p"
+        );
+        assert_eq!(
+            sqlite_url(Path::new("/a?b#c%d.db")),
+            "sqlite:///a%3Fb%23c%25d.db?mode=rwc"
+        );
     }
 }
