@@ -165,3 +165,47 @@ async fn sqlx_pool(database: &TestDatabase, dir: &std::path::Path) -> sqlx::AnyP
         .await
         .expect("raw pool")
 }
+
+/// A paywarden (not serving) on `url`, with its emulator state in `dir`.
+async fn replica(dir: &std::path::Path, url: String) -> paywarden::app::App {
+    let mut config = common::test_config(dir);
+    config.database_url = Some(url);
+    paywarden::app::App::build(
+        config,
+        paywarden::app::SeedMode::Off,
+        &indicatif::ProgressBar::hidden(),
+    )
+    .await
+    .expect("paywarden builds")
+}
+
+#[tokio::test]
+async fn replicas_on_one_database_open_each_others_approval_question_state() {
+    // Two paywardens built on one database (in one process here; the key comes from the
+    // database, not the process): a 2026-07-28 approval question sealed by one is answered
+    // at the other, so stateless clients need no affinity.
+    let dir = tempfile::tempdir().unwrap();
+    let database = TestDatabase::fresh().await;
+    let a = replica(dir.path(), database_env(&database, dir.path())).await;
+    let b = replica(dir.path(), database_env(&database, dir.path())).await;
+    let sealed = a
+        .mcp_state()
+        .approval_questions
+        .seal_json(&serde_json::json!({"approval": "apr_x"}))
+        .unwrap();
+    let opened: Value = b.mcp_state().approval_questions.open_json(&sealed).unwrap();
+    assert_eq!(opened["approval"], "apr_x");
+    // Another deployment (another database) has a key of its own.
+    let other_dir = tempfile::tempdir().unwrap();
+    let other_database = TestDatabase::fresh().await;
+    let c = replica(
+        other_dir.path(),
+        database_env(&other_database, other_dir.path()),
+    )
+    .await;
+    assert!(c
+        .mcp_state()
+        .approval_questions
+        .open_json::<Value>(&sealed)
+        .is_err());
+}

@@ -106,7 +106,8 @@ impl Cluster {
             .args(["emulator", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir.path().join("emulator"))
             .env_remove("PAYWARDEN_CONFIG")
-            .env_remove("DATABASE_URL");
+            .env_remove("DATABASE_URL")
+            .env("PAYWARDEN_LOG", "warn");
         let (emulator, emulator_url) = spawn_until(emulator, " on ");
         let policy_file = match policy {
             Some(text) => {
@@ -486,8 +487,9 @@ async fn an_approval_granted_through_one_server_executes_once_through_either() {
         .expect("approval id")
         .to_string();
 
-    // The operator decides on server A's approval page.
-    approve_on_page(&cluster.servers[0], &id).await;
+    // The operator opens the approval page on server A and the decision is posted to server
+    // B (a load balancer without affinity): the CSRF key is shared through the database.
+    approve_on_page(&cluster.servers[0], &cluster.servers[1], &id).await;
 
     // Twelve executions at once, through both servers.
     let mut follow_up = args.clone();
@@ -537,11 +539,12 @@ async fn an_approval_granted_through_one_server_executes_once_through_either() {
 const OPERATOR: &str = "alice";
 const OPERATOR_TOKEN: &str = "alice-token-for-scale-out-tests";
 
-/// Approves `id` through the approval page of `server` (HTTP Basic, CSRF token from the page).
-async fn approve_on_page(server: &str, id: &str) {
+/// Approves `id`: the approval page is read from `page_server` (HTTP Basic, CSRF token from
+/// the page), the decision form posted to `decision_server`.
+async fn approve_on_page(page_server: &str, decision_server: &str, id: &str) {
     let http = reqwest::Client::new();
     let page = http
-        .get(format!("{server}/approvals/{id}"))
+        .get(format!("{page_server}/approvals/{id}"))
         .basic_auth(OPERATOR, Some(OPERATOR_TOKEN))
         .send()
         .await
@@ -556,9 +559,9 @@ async fn approve_on_page(server: &str, id: &str) {
         .expect("csrf token on the page")
         .to_string();
     let decided = http
-        .post(format!("{server}/approvals/{id}/decision"))
+        .post(format!("{decision_server}/approvals/{id}/decision"))
         .basic_auth(OPERATOR, Some(OPERATOR_TOKEN))
-        .header("Origin", server)
+        .header("Origin", decision_server)
         .form(&[("decision", "approve"), ("csrf", &csrf)])
         .send()
         .await
