@@ -209,3 +209,36 @@ async fn replicas_on_one_database_open_each_others_approval_question_state() {
         .open_json::<Value>(&sealed)
         .is_err());
 }
+
+#[tokio::test]
+async fn postgres_connections_can_require_tls() {
+    if !common::on_postgres() {
+        return; // PostgreSQL only
+    }
+    let database = TestDatabase::fresh().await;
+    let url = database.url.clone().expect("postgres url");
+    let plain = Store::connect(&url).await.expect("store");
+    let pool = sqlx_pool(&database, std::path::Path::new("/")).await;
+    let ssl_on: String = sqlx::query_scalar("SHOW ssl")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    if ssl_on != "on" {
+        eprintln!("skipped: this PostgreSQL server has ssl = {ssl_on}");
+        return;
+    }
+    plain.close().await;
+    let store = Store::connect(&format!("{url}?sslmode=require"))
+        .await
+        .expect("a TLS connection");
+    store.ping().await.expect("answers over TLS");
+    // paywarden's own connections to this database are all encrypted now.
+    let encrypted: i64 = sqlx::query_scalar(
+        "SELECT CAST(count(*) AS BIGINT) FROM pg_stat_ssl s JOIN pg_stat_activity a ON a.pid = s.pid \
+         WHERE a.datname = current_database() AND s.ssl AND a.pid <> pg_backend_pid()",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(encrypted >= 1, "no encrypted connection seen");
+}
