@@ -377,7 +377,7 @@ impl ServerHandler for PaywardenMcp {
         } else {
             "paywarden".into()
         });
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+        ServerConfig::new(server_capabilities())
             .with_server_info(implementation)
             .with_instructions(instructions)
     }
@@ -439,4 +439,57 @@ impl ServerHandler for PaywardenMcp {
     fn get_tool(&self, name: &str) -> Option<rmcp::model::Tool> {
         self.tool_router.get(name).cloned()
     }
+
+    // rmcp answers `prompts/list`, `resources/list` and `completion/complete` with empty
+    // results whether or not the capability is declared, so paywarden declares them (see
+    // `server_capabilities`) and answers a name or URI it doesn't serve with invalid params,
+    // not "method not found" (MCP conformance: SEP-2575 and SEP-2164).
+    async fn get_prompt(
+        &self,
+        request: rmcp::model::GetPromptRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::GetPromptResponse, McpError> {
+        Err(McpError::invalid_params(
+            format!("unknown prompt {:?}: this endpoint serves no prompts", request.name),
+            Some(serde_json::json!({ "name": request.name })),
+        ))
+    }
+
+    async fn read_resource(
+        &self,
+        request: rmcp::model::ReadResourceRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ReadResourceResponse, McpError> {
+        // rmcp turns -32002 into -32602 for 2026-07-28 peers (SEP-2164); `data.uri` names it.
+        Err(McpError::resource_not_found(
+            format!("resource not found: {:?}", request.uri),
+            Some(serde_json::json!({ "uri": request.uri })),
+        ))
+    }
+
+    /// `logging/setLevel` (2025 era): accepted. paywarden sends no log notifications (its logs
+    /// go to stderr and the audit trail), so there is nothing to filter.
+    #[allow(deprecated)] // logging: deprecated by SEP-2577, still part of 2025-11-25
+    async fn set_level(
+        &self,
+        request: rmcp::model::SetLevelRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        tracing::debug!(level = ?request.level, "logging/setLevel");
+        Ok(())
+    }
+}
+
+/// What paywarden declares: tools; prompts and resources (none served yet, but rmcp answers
+/// their list methods, so they are declared rather than answered undeclared); completions
+/// (rmcp answers `completion/complete` with no values); logging (2025 era `logging/setLevel`).
+pub fn server_capabilities() -> ServerCapabilities {
+    #[allow(deprecated)] // logging: deprecated by SEP-2577, still part of 2025-11-25
+    ServerCapabilities::builder()
+        .enable_logging()
+        .enable_completions()
+        .enable_prompts()
+        .enable_resources()
+        .enable_tools()
+        .build()
 }
