@@ -39,6 +39,13 @@ pub fn router(
         .enforce_origin_validation()
         .with_max_request_body_bytes(http.max_body_bytes)
         .with_cancellation_token(cancel);
+    let sessions = || {
+        let mut manager = LocalSessionManager::default();
+        manager.session_config.keep_alive = Some(std::time::Duration::from_secs(
+            http.session_idle_timeout_secs.max(1),
+        ));
+        Arc::new(manager)
+    };
     let unified_state = state.clone();
     let mcp = StreamableHttpService::new(
         move || {
@@ -47,7 +54,7 @@ pub fn router(
                 Endpoint::Unified,
             ))
         },
-        LocalSessionManager::default().into(),
+        sessions(),
         config.clone(),
     );
     let opp = StreamableHttpService::new(
@@ -57,7 +64,7 @@ pub fn router(
                 Endpoint::OppCompat,
             ))
         },
-        LocalSessionManager::default().into(),
+        sessions(),
         config,
     );
     let endpoints = Router::new()

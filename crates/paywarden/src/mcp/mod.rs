@@ -450,7 +450,10 @@ impl ServerHandler for PaywardenMcp {
         _context: RequestContext<RoleServer>,
     ) -> Result<rmcp::model::GetPromptResponse, McpError> {
         Err(McpError::invalid_params(
-            format!("unknown prompt {:?}: this endpoint serves no prompts", request.name),
+            format!(
+                "unknown prompt {:?}: this endpoint serves no prompts",
+                request.name
+            ),
             Some(serde_json::json!({ "name": request.name })),
         ))
     }
