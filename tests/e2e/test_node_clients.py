@@ -153,7 +153,9 @@ def test_inspector_cli(node: str, node_server: ServerProcess, era: str, endpoint
     pa_mtid = claim_pa(INSPECTOR_PAS[(era, endpoint)], server=node_server)
     inspector = Inspector(node, node_server.url(endpoint), era, tmp_path / "home")
 
-    tools = inspector.run("--method", "tools/list")["tools"]
+    # --strict: the Inspector's tool-schema portability check fails (exit 6) on any error-severity
+    # problem; warnings (nullable `type` arrays, non-standard `format`s) are only counted.
+    tools = inspector.run("--method", "tools/list", "--strict")["tools"]
     check_tools(t["name"] for t in tools)
 
     payments = inspector.call("get_transactions", merchantTransactionId=pa_mtid)["payments"]
