@@ -41,22 +41,33 @@ const DEMO_HEADERS = {
     "X-Token": "pw_demo_sandbox_token_only_valid_against_the_paywarden_emulator",
 };
 
-// The two protocol eras: which pinned line of the suite runs them, and how. The suite's own
-// notion of what is scored decides what is gated: for 2025-11-25 the stable line's active
-// suite; for 2026-07-28 exactly the scenarios that revision requires (`--requirements`), the
-// extension (tasks) and pending scenarios it also runs being reported but never scored.
-const ERAS = {
-    "2025-11-25": {
+// The suite runs, per protocol era: which pinned line of the suite, and how. The suite's own
+// notion of what is scored decides what is gated: for 2025-11-25 the stable line's active suite,
+// and, as a cross-check with the newer line's stricter wire-schema validation, exactly the
+// scenarios the 0.2 line requires for 2025-11-25; for 2026-07-28 exactly the scenarios that
+// revision requires (`--requirements`), the extension (tasks) and pending scenarios it also runs
+// being reported but never scored. Every run of an era shares that era's expected failures.
+const RUNS = [
+    {
+        era: "2025-11-25",
         pkg: "conformance-2025-11-25",
         args: (url) => ["server", "--url", url, "--suite", "active"],
         scored: null, // all it runs
     },
-    "2026-07-28": {
+    {
+        era: "2025-11-25",
+        pkg: "conformance-2026-07-28",
+        args: (url) => ["server", "--url", url, "--requirements", "2025-11-25"],
+        scored: (cli) => requiredScenarios(cli, "2025-11-25"),
+    },
+    {
+        era: "2026-07-28",
         pkg: "conformance-2026-07-28",
         args: (url) => ["server", "--url", url, "--requirements", "2026-07-28"],
         scored: (cli) => requiredScenarios(cli, "2026-07-28"),
     },
-};
+];
+const ERAS = [...new Set(RUNS.map((r) => r.era))];
 
 const SUITE_TIMEOUT_MS = 10 * 60 * 1000;
 
@@ -77,9 +88,9 @@ function parseArgs(argv) {
         else if (a === "-h" || a === "--help") usage();
         else usage(`unknown argument ${a}`);
     }
-    if (opts.eras.length === 0) opts.eras = Object.keys(ERAS);
+    if (opts.eras.length === 0) opts.eras = ERAS;
     if (opts.endpoints.length === 0) opts.endpoints = ENDPOINTS;
-    for (const era of opts.eras) if (!ERAS[era]) usage(`unknown era ${era} (known: ${Object.keys(ERAS).join(", ")})`);
+    for (const era of opts.eras) if (!ERAS.includes(era)) usage(`unknown era ${era} (known: ${ERAS.join(", ")})`);
     return opts;
 }
 
@@ -193,7 +204,7 @@ function loadExpected(file) {
     const problems = [];
     const fixture = /\b(test_\w+|test:\/\/\S+|json_schema_2020_12_tool)/;
     for (const [era, scenarios] of Object.entries(doc)) {
-        if (!ERAS[era]) problems.push(`unknown era ${era}`);
+        if (!ERAS.includes(era)) problems.push(`unknown era ${era}`);
         for (const [scenario, entry] of Object.entries(scenarios ?? {})) {
             const reasons = typeof entry === "string" ? { "": entry } : entry ?? {};
             for (const [check, reason] of Object.entries(reasons)) {
@@ -276,18 +287,18 @@ async function main() {
     let failed = false;
     try {
         console.log(`paywarden at ${server.baseUrl}; the suite reaches it through the credential proxy on 127.0.0.1:${proxy.port}`);
-        for (const era of opts.eras) {
-            const { pkg, args, scored: scoredOf } = ERAS[era];
+        for (const { era, pkg, args, scored: scoredOf } of RUNS.filter((r) => opts.eras.includes(r.era))) {
             const cli = cliPath(pkg);
             const version = JSON.parse(fs.readFileSync(path.join(HERE, "node_modules", pkg, "package.json"), "utf8")).version;
             const scored = scoredOf ? await scoredOf(cli) : null;
             for (const endpoint of opts.endpoints) {
                 const url = `http://127.0.0.1:${proxy.port}${endpoint}`;
                 const tag = `${era} ${endpoint}`;
-                const outDir = path.join(work, `${era}${endpoint.replace(/\W+/g, "_")}`);
+                const slug = `${era}_suite-${version}${endpoint.replace(/\W+/g, "_")}`;
+                const outDir = path.join(work, slug);
                 const started = Date.now();
                 const { code, signal, out } = await run(process.execPath, [cli, ...args(url), "-o", outDir]);
-                const logFile = path.join(resultsDir, `${era}${endpoint.replace(/\W+/g, "_")}.log`);
+                const logFile = path.join(resultsDir, `${slug}.log`);
                 fs.writeFileSync(logFile, out);
                 const results = fs.existsSync(outDir) ? readResults(outDir) : new Map();
                 if (signal || results.size === 0) {
@@ -311,7 +322,7 @@ async function main() {
                     seconds: Math.round((Date.now() - started) / 100) / 10,
                 };
                 summary.push(s);
-                fs.writeFileSync(path.join(resultsDir, `${era}${endpoint.replace(/\W+/g, "_")}.json`), JSON.stringify(rows, null, 2));
+                fs.writeFileSync(path.join(resultsDir, `${slug}.json`), JSON.stringify(rows, null, 2));
                 console.log(`\n== ${tag} (@modelcontextprotocol/conformance@${version}, ${s.seconds} s)`);
                 for (const r of rows) {
                     const mark = { pass: "✓", expected: "~", FAIL: "✗", STALE: "!", "unscored-pass": "·", "unscored-fail": "·" }[r.verdict];
