@@ -117,6 +117,17 @@ def test_default_host_and_origin_allow_lists(base_url: str, endpoint: str) -> No
 
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS)
+def test_foreign_host_or_origin_is_403_before_credentials(base_url: str, endpoint: str) -> None:
+    """A foreign name or page is refused as such (403), not told how to authenticate (401)."""
+    url = base_url + endpoint
+    for headers in ({"Host": "evil.example"}, {"Origin": "https://evil.example"}):
+        response = post(url, initialize_body(), headers=headers, credentials=False)
+        assert response.status_code == 403, (headers, response.status_code, response.text)
+        assert "X-Token" not in response.text, response.text
+    assert post(url, initialize_body(), credentials=False).status_code == 401  # a local caller without credentials
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
 def test_configured_domain_behind_a_proxy(domain_server: ServerProcess, endpoint: str) -> None:
     """`[http] allowed_hosts/allowed_origins` for a real domain: a proxy forwarding the public
     Host and a browser on the public origin get through; everything else is 403."""
