@@ -80,7 +80,7 @@ def write_config(path: Path, http_section: str) -> Path:
 
 @pytest.fixture(scope="module")
 def domain_server(paywarden_binary: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """Configured as it would be behind a reverse proxy on its own domain, with a 1-second
+    """Configured as it would be behind a reverse proxy on its own domain, with a 2-second
     session idle timeout and a small body bound."""
     data_dir = tmp_path_factory.mktemp("paywarden-domain")
     config = write_config(
@@ -88,7 +88,7 @@ def domain_server(paywarden_binary: Path, tmp_path_factory: pytest.TempPathFacto
         f'allowed_hosts = ["{DOMAIN}", "127.0.0.1"]\n'
         f'allowed_origins = ["https://{DOMAIN}"]\n'
         "max_body_bytes = 4096\n"
-        "session_idle_timeout_secs = 1\n",
+        "session_idle_timeout_secs = 2\n",
     )
     server = start_server(data_dir, "--config", str(config))
     try:
@@ -171,13 +171,13 @@ def test_session_delete(base_url: str, endpoint: str) -> None:
 
 
 def test_idle_session_expires(domain_server: ServerProcess) -> None:
-    """`session_idle_timeout_secs = 1`: a used session stays, an idle one is closed (404)."""
+    """`session_idle_timeout_secs = 2`: a used session stays, an idle one is closed (404)."""
     url = domain_server.url("/mcp")
     session = open_session(url)
-    for _ in range(3):  # activity keeps it alive past the timeout
+    for _ in range(6):  # activity keeps it alive past the timeout
         time.sleep(0.5)
         assert list_tools_in(url, session).status_code == 200
-    time.sleep(2.5)
+    time.sleep(4.5)
     expired = list_tools_in(url, session)
     assert expired.status_code == 404, (expired.status_code, expired.text)
     assert list_tools_in(url, open_session(url)).status_code == 200  # a new session works
@@ -188,7 +188,7 @@ async def test_modern_clients_are_not_affected_by_session_expiry(domain_server: 
     async with mcp_http(domain_server.url("/mcp"), mode="auto") as conn:
         assert conn.protocol_version == MODERN_VERSION
         await conn.client.list_tools()
-        time.sleep(2.5)
+        time.sleep(3)
         await conn.client.list_tools()
 
 

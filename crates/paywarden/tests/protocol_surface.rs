@@ -149,12 +149,12 @@ async fn logging_set_level_is_accepted_by_session_clients() {
 
 #[tokio::test]
 async fn idle_sessions_expire_after_the_configured_timeout() {
-    let app = spawn_app_with(|c| c.http.session_idle_timeout_secs = 1).await;
+    let app = spawn_app_with(|c| c.http.session_idle_timeout_secs = 2).await;
     let http = raw_client();
     let url = format!("{}/agentic/v1/mcp", app.base_url);
     let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"});
     let session = open_session(&http, &url).await;
-    for _ in 0..3 {
+    for _ in 0..6 {
         // Traffic keeps it alive past the timeout.
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         assert_eq!(
@@ -164,7 +164,7 @@ async fn idle_sessions_expire_after_the_configured_timeout() {
             200
         );
     }
-    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(4500)).await;
     assert_eq!(in_session(&http, &url, &session, list).await.status(), 404);
 }
 
