@@ -24,6 +24,7 @@ import pytest
 from _client_flows import CLIENT_PAS, CONFIRMATION_TOKEN, check_tools
 from _support import (
     DEMO_HEADERS,
+    STDIO_TOOLS,
     ENDPOINTS,
     REPO_ROOT,
     SANDBOX_PREFIX,
@@ -32,6 +33,7 @@ from _support import (
     client_config_from_banner,
     exponent_of,
     fmt_minor,
+    paywarden_bin,
     start_server,
 )
 
@@ -112,14 +114,19 @@ def test_typescript_sdk_client(node: str, node_server: ServerProcess, endpoint: 
 
 
 class Inspector:
-    """`mcp-inspector --cli URL --transport http --header ... --protocol-era ERA --method ...`"""
+    """`mcp-inspector --cli TARGET... --format json -q --method ...`: TARGET is a URL with
+    `--transport http --header ... --protocol-era ERA`, or `--config FILE --server NAME`."""
 
-    def __init__(self, node: str, url: str, era: str, home: Path) -> None:
-        self.node, self.url, self.era, self.home = node, url, era, home
+    def __init__(self, node: str, target: list[str], home: Path) -> None:
+        self.node, self.target, self.home = node, target, home
+
+    @classmethod
+    def http(cls, node: str, url: str, era: str, home: Path) -> Inspector:
+        headers = [arg for name, value in DEMO_HEADERS.items() for arg in ("--header", f"{name}: {value}")]
+        return cls(node, [url, "--transport", "http", *headers, "--protocol-era", era], home)
 
     def run(self, *method_args: str) -> dict[str, Any]:
-        headers = [arg for name, value in DEMO_HEADERS.items() for arg in ("--header", f"{name}: {value}")]
-        args = [str(INSPECTOR), "--cli", self.url, "--transport", "http", *headers, "--protocol-era", self.era, "--format", "json", "-q", *method_args]
+        args = [str(INSPECTOR), "--cli", *self.target, "--format", "json", "-q", *method_args]
         done = run_node(self.node, args, self.home)
         assert done.returncode == 0, describe(done)
         out = json.loads(done.stdout)
@@ -151,8 +158,11 @@ def _looks_like_json(value: str) -> bool:
 @pytest.mark.parametrize("era", ["legacy", "modern"])
 def test_inspector_cli(node: str, node_server: ServerProcess, era: str, endpoint: str, claim_pa, tmp_path: Path) -> None:
     pa_mtid = claim_pa(INSPECTOR_PAS[(era, endpoint)], server=node_server)
-    inspector = Inspector(node, node_server.url(endpoint), era, tmp_path / "home")
+    inspector_flow(Inspector.http(node, node_server.url(endpoint), era, tmp_path / "home"), pa_mtid, tag=era)
 
+
+def inspector_flow(inspector: Inspector, pa_mtid: str, *, tag: str) -> None:
+    """tools/list, get_transactions, then perform_capture: preview with a token, then confirmed."""
     # --strict: the Inspector's tool-schema portability check fails (exit 6) on any error-severity
     # problem; warnings (nullable `type` arrays, non-standard `format`s) are only counted.
     tools = inspector.run("--method", "tools/list", "--strict")["tools"]
@@ -163,7 +173,7 @@ def test_inspector_cli(node: str, node_server: ServerProcess, era: str, endpoint
     pa = payments[0]
 
     exponent = exponent_of(pa["amount"])
-    args = {"referenceId": pa["id"], "amount": fmt_minor(10**exponent, exponent), "currency": pa["currency"], "idempotencyKey": f"inspector-{era}-{pa['id']}"}
+    args = {"referenceId": pa["id"], "amount": fmt_minor(10**exponent, exponent), "currency": pa["currency"], "idempotencyKey": f"inspector-{tag}-{pa['id']}"}
     preview = inspector.call("perform_capture", **args)
     assert preview["status"] == "confirmation_required", preview
     token = preview["confirmation"]["token"]
@@ -187,3 +197,20 @@ def test_inspector_with_the_config_serve_prints(node: str, node_server: ServerPr
     done = run_node(node, args, tmp_path / "home")
     assert done.returncode == 0, describe(done)
     check_tools(t["name"] for t in json.loads(done.stdout)["result"]["tools"])
+
+
+def test_inspector_with_the_claude_desktop_stdio_config(node: str, tmp_path: Path) -> None:
+    """docs/clients/claude-desktop-stdio.json as an Inspector config: the Inspector spawns the
+    documented command and args (this checkout's binary, a fresh data directory) over stdio.
+    Each CLI call is a new process on the same data directory, as a restarted desktop app is:
+    the confirmation token of the first survives into the second."""
+    config = json.loads((REPO_ROOT / "docs" / "clients" / "claude-desktop-stdio.json").read_text())
+    entry = config["mcpServers"]["paywarden"]
+    entry["command"] = str(paywarden_bin())
+    entry["args"] = [str(tmp_path / "paywarden-data") if a == "/absolute/path/to/paywarden-data" else a for a in entry["args"]]
+    entry["env"] = {"PAYWARDEN_LOG": "warn"}
+    path = tmp_path / "claude_desktop_config.json"
+    path.write_text(json.dumps(config))
+    inspector = Inspector(node, ["--config", str(path), "--server", "paywarden", "--cwd", str(tmp_path)], tmp_path / "home")
+    assert {t["name"] for t in inspector.run("--method", "tools/list")["tools"]} == STDIO_TOOLS
+    inspector_flow(inspector, CLIENT_PAS[0], tag="stdio")
