@@ -55,9 +55,21 @@ READ_ONLY_TOOLS = frozenset({"get_transactions", "search_transactions"})
 OPP_TOOLS = DESTRUCTIVE_TOOLS | READ_ONLY_TOOLS
 # paywarden's own tools, served only on the unified endpoint (and stdio).
 PAYWARDEN_TOOLS = frozenset({"get_approval"})
+# The Payment Ops seed's seven tools (Stripe + orders database), on the unified endpoint.
+OPS_TOOLS = frozenset(
+    {
+        "lookup_customer",
+        "list_payments",
+        "get_order_history",
+        "issue_refund",
+        "create_payment_link",
+        "revenue_summary",
+        "flag_for_review",
+    }
+)
 # Every tool each endpoint serves; stdio serves what /mcp serves.
 ALL_TOOLS = {
-    "/mcp": OPP_TOOLS | PAYWARDEN_TOOLS,
+    "/mcp": OPP_TOOLS | PAYWARDEN_TOOLS | OPS_TOOLS,
     "/agentic/v1/mcp": OPP_TOOLS,
 }
 STDIO_TOOLS = ALL_TOOLS["/mcp"]

@@ -4,6 +4,7 @@
 //! Malformed arguments are JSON-RPC invalid-params errors (-32602).
 
 pub mod opp;
+pub mod ops;
 
 use std::sync::Arc;
 
@@ -18,7 +19,7 @@ use rmcp::{
 };
 use secrecy::SecretString;
 
-use crate::service::{opp::OppService, Caller, ServiceError, ToolOutcome};
+use crate::service::{opp::OppService, ops::OpsService, Caller, ServiceError, ToolOutcome};
 
 /// HTTP header carrying the caller's entity id (OPP `entityId`).
 pub const HEADER_ENTITY_ID: &str = "x-entity-id";
@@ -30,6 +31,8 @@ pub const HEADER_TOKEN: &str = "x-token";
 pub struct McpState {
     /// The OPP toolset's service.
     pub opp: OppService,
+    /// The ops toolset's service (Stripe + orders database).
+    pub ops: OpsService,
     /// The caller for transports without headers (stdio): from configuration.
     pub local_caller: Option<Caller>,
     /// Whether the offline emulator stands in for the providers.
@@ -51,6 +54,8 @@ pub const MONEY_MOVING_TOOLS: &[&str] = &[
     "perform_chargeback",
     "perform_chargeback_reversal",
     "get_approval",
+    "issue_refund",
+    "create_payment_link",
 ];
 
 /// Which endpoint a handler serves.
@@ -63,13 +68,14 @@ pub enum Endpoint {
 }
 
 /// The toolsets paywarden knows.
-pub const KNOWN_TOOLSETS: &[&str] = &["opp"];
+pub const KNOWN_TOOLSETS: &[&str] = &["opp", "ops"];
 
 /// paywarden's MCP server handler: the enabled toolsets' tools on one pipeline.
 #[derive(Clone)]
 pub struct PaywardenMcp {
     state: Arc<McpState>,
     tool_router: ToolRouter<PaywardenMcp>,
+    ops_enabled: bool,
 }
 
 impl PaywardenMcp {
@@ -87,6 +93,9 @@ impl PaywardenMcp {
             tool_router.merge(Self::opp_tools());
         }
         if endpoint == Endpoint::Unified {
+            if state.toolsets.iter().any(|t| t == "ops") {
+                tool_router.merge(Self::ops_tools());
+            }
             tool_router.merge(Self::paywarden_tools());
         }
         if state.read_only {
@@ -94,7 +103,13 @@ impl PaywardenMcp {
                 tool_router.remove_route(name);
             }
         }
-        Self { state, tool_router }
+        let ops_enabled =
+            endpoint == Endpoint::Unified && state.toolsets.iter().any(|t| t == "ops");
+        Self {
+            state,
+            tool_router,
+            ops_enabled,
+        }
     }
 
     /// The caller of the current request: `X-Entity-Id`/`X-Token` headers over HTTP, the
@@ -155,13 +170,15 @@ impl PaywardenMcp {
             Ok(parsed) => Ok((parsed, caller)),
             Err(error) => {
                 let message = error.message.to_string();
-                let audited = self
-                    .state
-                    .opp
-                    .pipeline()
+                let (pipeline, toolset) = if ops::OPS_TOOLS.contains(&tool) {
+                    (self.state.ops.pipeline(), crate::service::ops::TOOLSET)
+                } else {
+                    (self.state.opp.pipeline(), crate::service::opp::TOOLSET)
+                };
+                let audited = pipeline
                     .read(
                         &caller,
-                        crate::service::opp::TOOLSET,
+                        toolset,
                         tool,
                         &serde_json::Value::Object(arguments.clone()),
                         || async { Err(ServiceError::InvalidArguments(message)) },
@@ -174,6 +191,59 @@ impl PaywardenMcp {
 }
 
 impl PaywardenMcp {
+    /// `get_approval` for any toolset: an approved request of the ops toolset is executed by
+    /// its service (exactly once); everything else (OPP operations, and the status of any
+    /// request) by the OPP service's generic handling.
+    pub(crate) async fn resolve_approval(
+        &self,
+        caller: &Caller,
+        arguments: &serde_json::Value,
+        approval_id: String,
+    ) -> Result<ToolOutcome, ServiceError> {
+        if let Ok(Some(approval)) = self
+            .state
+            .ops
+            .pipeline()
+            .store()
+            .approval(&approval_id)
+            .await
+        {
+            if approval.toolset == crate::service::ops::TOOLSET
+                && approval.entity_id == caller.entity_id
+                && approval.status == crate::store::ApprovalStatus::Approved
+            {
+                return self.state.ops.execute_approval(caller, &approval).await;
+            }
+        }
+        self.state
+            .opp
+            .get_approval(caller, arguments, approval_id)
+            .await
+    }
+
+    /// Renders an outcome; a pending approval is first put to the client's user through
+    /// elicitation when the client supports it.
+    pub(crate) async fn render_with_approval(
+        &self,
+        caller: &Caller,
+        outcome: Result<ToolOutcome, ServiceError>,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, McpError> {
+        if let Ok(pending) = &outcome {
+            if pending.structured["status"] == "approval_pending" {
+                if let Some(decided) = self.ask_the_user(caller, pending, context).await {
+                    return render(decided);
+                }
+            }
+        }
+        render(outcome)
+    }
+
+    /// Whether the ops toolset's resources and prompts are served here.
+    fn serves_ops(&self) -> bool {
+        self.ops_enabled
+    }
+
     /// Whether this request comes from a 2026-07-28 client that declared elicitation, which
     /// can be asked a human-approval question with an `input_required` round trip.
     fn can_ask_statelessly(&self, context: &RequestContext<RoleServer>) -> bool {
@@ -238,9 +308,7 @@ impl PaywardenMcp {
         // it was approved); a dismissed question leaves it pending for an operator.
         let arguments = serde_json::json!({ "approvalId": state.approval_id });
         render(
-            self.state
-                .opp
-                .get_approval(&caller, &arguments, state.approval_id.clone())
+            self.resolve_approval(&caller, &arguments, state.approval_id.clone())
                 .await,
         )
         .map(CallToolResponse::from)
@@ -377,9 +445,93 @@ impl ServerHandler for PaywardenMcp {
         } else {
             "paywarden".into()
         });
+        if self.serves_ops() {
+            instructions.push_str(
+                " Payment ops (Stripe + the merchant's orders database): lookup_customer, list_payments and get_order_history by customer e-mail; \
+                 issue_refund always previews first and refunds only when called again with the preview's confirmation_token (after the user agrees); \
+                 create_payment_link, revenue_summary, flag_for_review. Resources customer://{email} and payment://{charge_id}; prompts daily_revenue_report and find_refund_candidates.",
+            );
+        }
         ServerConfig::new(server_capabilities())
             .with_server_info(implementation)
             .with_instructions(instructions)
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ListResourceTemplatesResult, McpError> {
+        let mut result = rmcp::model::ListResourceTemplatesResult::default();
+        if self.serves_ops() {
+            result.resource_templates = ops::resource_templates();
+        }
+        Ok(result)
+    }
+
+    async fn read_resource(
+        &self,
+        request: rmcp::model::ReadResourceRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ReadResourceResponse, McpError> {
+        if !self.serves_ops() {
+            // rmcp turns -32002 into -32602 for 2026-07-28 peers (SEP-2164); `data.uri` names it.
+            return Err(McpError::resource_not_found(
+                format!(
+                    "unknown resource {:?}: this endpoint serves no resources",
+                    request.uri
+                ),
+                Some(serde_json::json!({ "uri": request.uri })),
+            ));
+        }
+        let caller = self.caller(&context)?;
+        self.read_ops_resource(&caller, &request.uri)
+            .await
+            .map(Into::into)
+    }
+
+    async fn list_prompts(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ListPromptsResult, McpError> {
+        let mut result = rmcp::model::ListPromptsResult::default();
+        if self.serves_ops() {
+            result.prompts = ops::prompts();
+        }
+        Ok(result)
+    }
+
+    async fn get_prompt(
+        &self,
+        request: rmcp::model::GetPromptRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::GetPromptResponse, McpError> {
+        if !self.serves_ops() {
+            return Err(McpError::invalid_params(
+                format!(
+                    "unknown prompt {:?}: this endpoint serves no prompts",
+                    request.name
+                ),
+                None,
+            ));
+        }
+        ops::prompt(&request.name, request.arguments.as_ref()).map(Into::into)
+    }
+
+    async fn complete(
+        &self,
+        request: rmcp::model::CompleteRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::CompleteResult, McpError> {
+        if !self.serves_ops() {
+            return Ok(rmcp::model::CompleteResult::default());
+        }
+        let caller = self.caller(&context)?;
+        let completion = self
+            .complete_ops(&caller, &request.argument.name, &request.argument.value)
+            .await;
+        Ok(rmcp::model::CompleteResult::new(completion))
     }
 
     async fn call_tool(
@@ -440,36 +592,6 @@ impl ServerHandler for PaywardenMcp {
         self.tool_router.get(name).cloned()
     }
 
-    // rmcp answers `prompts/list`, `resources/list` and `completion/complete` with empty
-    // results whether or not the capability is declared, so paywarden declares them (see
-    // `server_capabilities`) and answers a name or URI it doesn't serve with invalid params,
-    // not "method not found" (MCP conformance: SEP-2575 and SEP-2164).
-    async fn get_prompt(
-        &self,
-        request: rmcp::model::GetPromptRequestParams,
-        _context: RequestContext<RoleServer>,
-    ) -> Result<rmcp::model::GetPromptResponse, McpError> {
-        Err(McpError::invalid_params(
-            format!(
-                "unknown prompt {:?}: this endpoint serves no prompts",
-                request.name
-            ),
-            Some(serde_json::json!({ "name": request.name })),
-        ))
-    }
-
-    async fn read_resource(
-        &self,
-        request: rmcp::model::ReadResourceRequestParams,
-        _context: RequestContext<RoleServer>,
-    ) -> Result<rmcp::model::ReadResourceResponse, McpError> {
-        // rmcp turns -32002 into -32602 for 2026-07-28 peers (SEP-2164); `data.uri` names it.
-        Err(McpError::resource_not_found(
-            format!("resource not found: {:?}", request.uri),
-            Some(serde_json::json!({ "uri": request.uri })),
-        ))
-    }
-
     /// `logging/setLevel` (2025 era): accepted. paywarden sends no log notifications (its logs
     /// go to stderr and the audit trail), so there is nothing to filter.
     #[allow(deprecated)] // logging: deprecated by SEP-2577, still part of 2025-11-25
@@ -483,9 +605,10 @@ impl ServerHandler for PaywardenMcp {
     }
 }
 
-/// What paywarden declares: tools; prompts and resources (none served yet, but rmcp answers
-/// their list methods, so they are declared rather than answered undeclared); completions
-/// (rmcp answers `completion/complete` with no values); logging (2025 era `logging/setLevel`).
+/// What paywarden declares, on every endpoint: tools; prompts, resources and completions (the
+/// ops toolset's, and empty where it isn't served: rmcp answers their list methods anyway, and
+/// answering an undeclared capability fails MCP conformance, SEP-2575); logging (2025-era
+/// `logging/setLevel`).
 pub fn server_capabilities() -> ServerCapabilities {
     #[allow(deprecated)] // logging: deprecated by SEP-2577, still part of 2025-11-25
     ServerCapabilities::builder()

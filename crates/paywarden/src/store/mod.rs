@@ -4,6 +4,7 @@
 mod approvals;
 mod audit;
 mod idempotency;
+mod orders;
 mod safety;
 
 use std::{path::Path, str::FromStr, time::Duration};
@@ -13,6 +14,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 pub use approvals::{Approval, ApprovalError, ApprovalStatus, NewApproval, UnknownApprovalStatus};
 pub use audit::{AuditEntry, AuditRecord, ChainBreak};
 pub use idempotency::{Begin, IdempotencyError};
+pub use orders::{
+    CustomerRecord, NewOrder, OrderRecord, OrderStatus, RefundLogRecord, RevenueLine, ReviewFlag,
+};
 pub use safety::{Confirmation, ConfirmationError};
 
 /// Errors of the store.
