@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# paywarden's test command: builds the server, runs the Rust tests, then the end-to-end suite
-# (tests/e2e: the official Python MCP SDK and the OpenAI Agents SDK against the real binary).
+# paywarden's test command: builds the server, runs the Rust tests, then the official MCP
+# conformance suite (tests/conformance, both protocol eras, every endpoint) and the end-to-end
+# suite (tests/e2e: the official Python MCP SDK, the OpenAI Agents SDK, the TypeScript SDK and
+# the MCP Inspector CLI against the real binary). Node.js 22 is the project's own
+# (scripts/setup-node.sh, from the npm registry).
 #
 #   scripts/test.sh                 everything
 #   scripts/test.sh --e2e-only      skip `cargo test --workspace` (still builds the binary)
@@ -24,7 +27,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --e2e-only) run_cargo_test=0 ;;
         --) shift; pytest_args+=("$@"); break ;;
-        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
         *) echo "scripts/test.sh: unknown argument '$1' (pytest arguments go after --)" >&2; exit 2 ;;
     esac
     shift
@@ -121,11 +124,40 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$want" ]; then
     echo "$want" > "$STAMP"
 fi
 
+# --- the project's own Node.js (>= 22) for the MCP conformance suite and the Node clients ------
+step "Node.js (scripts/setup-node.sh)"
+node_bin="$(bash "$ROOT/scripts/setup-node.sh")"
+export PATH="$node_bin:$PATH"
+echo "node $(node --version) at $(command -v node)"
+# npm ci|install DIR: the versions in DIR/package-lock.json, reinstalled only when it changed.
+npm_deps() {
+    local how="$1" dir="$ROOT/$2" want
+    want="$({ sha256sum "$dir/package-lock.json"; node --version; } | sha256sum | cut -d' ' -f1)"
+    if [ ! -f "$dir/node_modules/.package-lock.sha256" ] || [ "$(cat "$dir/node_modules/.package-lock.sha256")" != "$want" ]; then
+        step "npm $how --prefix $2"
+        npm "$how" --prefix "$dir" --no-audit --no-fund --loglevel=error
+        echo "$want" > "$dir/node_modules/.package-lock.sha256"
+    fi
+}
+npm_deps ci tests/conformance
+# `npm install` (which installs what the lockfile pins) rather than `npm ci`: the Inspector pulls
+# in vite, whose optional Windows-only dependency napi-windows-process-start-time is not on the
+# registry, so the lockfile can't list it and `npm ci` refuses the lockfile as out of sync.
+npm_deps install tests/clients/ts
+
+step "MCP conformance suite, both protocol eras, every endpoint (tests/conformance/run.mjs)"
+conformance_status=0
+node tests/conformance/run.mjs || conformance_status=$?
+
 step "pytest tests/e2e"
 status=0
 "$VENV/bin/python" -m pytest tests/e2e -q ${pytest_args[@]+"${pytest_args[@]}"} || status=$?
 if [ "$status" -eq 5 ]; then
     echo "scripts/test.sh: pytest collected no tests; that is a failure" >&2
     exit 1
+fi
+if [ "$conformance_status" -ne 0 ]; then
+    echo "scripts/test.sh: the MCP conformance suite failed (see above; logs in tests/conformance/results/)" >&2
+    [ "$status" -ne 0 ] || status=$conformance_status
 fi
 exit "$status"

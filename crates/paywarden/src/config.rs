@@ -158,6 +158,9 @@ pub struct HttpConfig {
     pub allowed_origins: Vec<String>,
     /// Largest accepted request body, in bytes (default 1 MiB).
     pub max_body_bytes: usize,
+    /// A Streamable HTTP session (2025-era clients) with no traffic for this long is closed;
+    /// its client gets 404 for the old `Mcp-Session-Id` and starts a new session (default 300).
+    pub session_idle_timeout_secs: u64,
 }
 
 /// Demo data settings.
@@ -210,6 +213,7 @@ impl Default for HttpConfig {
                 "https://127.0.0.1:*".into(),
             ],
             max_body_bytes: 1024 * 1024,
+            session_idle_timeout_secs: 300,
         }
     }
 }

@@ -41,6 +41,13 @@ pub fn router(
         .enforce_origin_validation()
         .with_max_request_body_bytes(http.max_body_bytes)
         .with_cancellation_token(cancel);
+    let sessions = || {
+        let mut manager = LocalSessionManager::default();
+        manager.session_config.keep_alive = Some(std::time::Duration::from_secs(
+            http.session_idle_timeout_secs.max(1),
+        ));
+        Arc::new(manager)
+    };
     let unified_state = state.clone();
     let mcp = StreamableHttpService::new(
         move || {
@@ -49,7 +56,7 @@ pub fn router(
                 Endpoint::Unified,
             ))
         },
-        LocalSessionManager::default().into(),
+        sessions(),
         config.clone(),
     );
     let opp = StreamableHttpService::new(
@@ -59,14 +66,24 @@ pub fn router(
                 Endpoint::OppCompat,
             ))
         },
-        LocalSessionManager::default().into(),
+        sessions(),
         config,
     );
     let endpoints = Router::new()
         .route_service("/mcp", mcp)
         .route_service("/agentic/v1/mcp", opp)
         .route_layer(middleware::from_fn(reject_malformed_json))
-        .route_layer(middleware::from_fn(require_credentials));
+        .route_layer(middleware::from_fn(require_credentials))
+        // Host and Origin before credentials: a foreign name or page gets 403, never a 401
+        // that explains how to authenticate. rmcp checks both again inside.
+        .route_layer(middleware::from_fn_with_state(
+            Arc::new(http.allowed_origins.clone()),
+            check_origin,
+        ))
+        .route_layer(middleware::from_fn_with_state(
+            Arc::new(http.allowed_hosts.clone()),
+            check_host,
+        ));
     Router::new()
         .route(
             "/healthz",
@@ -117,6 +134,68 @@ async fn check_host(
         )
             .into_response()
     }
+}
+
+/// A request with an `Origin` header (a browser page) must come from an allowed origin, as rmcp
+/// judges it: `scheme://host[:port]`, `:*` for any port, an entry without a port matching any
+/// port; with no allowed origins, no page is. Requests without `Origin` pass.
+async fn check_origin(
+    axum::extract::State(allowed): axum::extract::State<Arc<Vec<String>>>,
+    request: Request<Body>,
+    next: Next,
+) -> Response {
+    let allowed_origin = match request.headers().get(http::header::ORIGIN) {
+        None => true,
+        Some(value) => value
+            .to_str()
+            .is_ok_and(|origin| origin_allowed(origin, &allowed)),
+    };
+    if allowed_origin {
+        next.run(request).await
+    } else {
+        (
+            StatusCode::FORBIDDEN,
+            "Forbidden: Origin header is not allowed",
+        )
+            .into_response()
+    }
+}
+
+/// (scheme, host, port) of an origin or an allowed-origin entry; `None` port: none given.
+fn origin_parts(value: &str) -> Option<(String, String, Option<u16>)> {
+    let uri = value.trim().parse::<http::Uri>().ok()?;
+    let authority = uri.authority()?;
+    Some((
+        uri.scheme_str()?.to_ascii_lowercase(),
+        authority
+            .host()
+            .trim_matches(['[', ']'])
+            .to_ascii_lowercase(),
+        authority.port_u16(),
+    ))
+}
+
+fn origin_allowed(origin: &str, allowed: &[String]) -> bool {
+    let Some((scheme, host, port)) = origin_parts(origin) else {
+        return false;
+    };
+    let default_port = match scheme.as_str() {
+        "http" => Some(80),
+        "https" => Some(443),
+        _ => None,
+    };
+    allowed.iter().any(|entry| {
+        let (entry, any_port) = match entry.trim().strip_suffix(":*") {
+            Some(base) => (base, true),
+            None => (entry.trim(), false),
+        };
+        match origin_parts(entry) {
+            Some((s, h, p)) if s == scheme && h == host => {
+                any_port || p.is_none() || p == port.or(default_port)
+            }
+            _ => false,
+        }
+    })
 }
 
 /// A POST whose body is not JSON gets JSON-RPC's parse error (-32700) with HTTP 400, before
@@ -310,4 +389,42 @@ async fn futures_join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Out
     })
     .await;
     results.into_iter().flatten().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::origin_allowed;
+
+    #[test]
+    fn origins_are_matched_as_rmcp_matches_them() {
+        let defaults: Vec<String> = crate::config::HttpConfig::default().allowed_origins;
+        for ok in [
+            "http://localhost:5173",
+            "http://127.0.0.1",
+            "https://localhost:8443",
+            "HTTP://LOCALHOST:1",
+        ] {
+            assert!(origin_allowed(ok, &defaults), "{ok}");
+        }
+        for refused in [
+            "https://evil.example",
+            "http://localhost.evil.example:8080",
+            "null",
+            "",
+            "file://",
+            "http://127.0.0.2:80",
+        ] {
+            assert!(!origin_allowed(refused, &defaults), "{refused}");
+        }
+        let domain = vec![
+            "https://pay.example.com".to_string(),
+            "https://ops.example.com:8443".to_string(),
+        ];
+        assert!(origin_allowed("https://pay.example.com", &domain));
+        assert!(origin_allowed("https://ops.example.com:8443", &domain));
+        assert!(!origin_allowed("https://ops.example.com", &domain)); // default port 443
+        assert!(!origin_allowed("http://pay.example.com", &domain)); // scheme matters
+        assert!(!origin_allowed("https://pay.example.com.evil", &domain));
+        assert!(!origin_allowed("http://localhost:3000", &[])); // no allowed origins: no page
+    }
 }

@@ -452,17 +452,7 @@ impl ServerHandler for PaywardenMcp {
                  create_payment_link, revenue_summary, flag_for_review. Resources customer://{email} and payment://{charge_id}; prompts daily_revenue_report and find_refund_candidates.",
             );
         }
-        let capabilities = if self.serves_ops() {
-            ServerCapabilities::builder()
-                .enable_tools()
-                .enable_resources()
-                .enable_prompts()
-                .enable_completions()
-                .build()
-        } else {
-            ServerCapabilities::builder().enable_tools().build()
-        };
-        ServerConfig::new(capabilities)
+        ServerConfig::new(server_capabilities())
             .with_server_info(implementation)
             .with_instructions(instructions)
     }
@@ -485,12 +475,13 @@ impl ServerHandler for PaywardenMcp {
         context: RequestContext<RoleServer>,
     ) -> Result<rmcp::model::ReadResourceResponse, McpError> {
         if !self.serves_ops() {
+            // rmcp turns -32002 into -32602 for 2026-07-28 peers (SEP-2164); `data.uri` names it.
             return Err(McpError::resource_not_found(
                 format!(
                     "unknown resource {:?}: this endpoint serves no resources",
                     request.uri
                 ),
-                None,
+                Some(serde_json::json!({ "uri": request.uri })),
             ));
         }
         let caller = self.caller(&context)?;
@@ -600,4 +591,31 @@ impl ServerHandler for PaywardenMcp {
     fn get_tool(&self, name: &str) -> Option<rmcp::model::Tool> {
         self.tool_router.get(name).cloned()
     }
+
+    /// `logging/setLevel` (2025 era): accepted. paywarden sends no log notifications (its logs
+    /// go to stderr and the audit trail), so there is nothing to filter.
+    #[allow(deprecated)] // logging: deprecated by SEP-2577, still part of 2025-11-25
+    async fn set_level(
+        &self,
+        request: rmcp::model::SetLevelRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        tracing::debug!(level = ?request.level, "logging/setLevel");
+        Ok(())
+    }
+}
+
+/// What paywarden declares, on every endpoint: tools; prompts, resources and completions (the
+/// ops toolset's, and empty where it isn't served: rmcp answers their list methods anyway, and
+/// answering an undeclared capability fails MCP conformance, SEP-2575); logging (2025-era
+/// `logging/setLevel`).
+pub fn server_capabilities() -> ServerCapabilities {
+    #[allow(deprecated)] // logging: deprecated by SEP-2577, still part of 2025-11-25
+    ServerCapabilities::builder()
+        .enable_logging()
+        .enable_completions()
+        .enable_prompts()
+        .enable_resources()
+        .enable_tools()
+        .build()
 }

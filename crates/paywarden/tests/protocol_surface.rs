@@ -1,0 +1,185 @@
+//! The MCP surface around the tools, as the official conformance suite (tests/conformance)
+//! checks it: declared capabilities match what is answered, unknown prompts and resources are
+//! invalid params / resource-not-found (not "method not found"), `logging/setLevel` is accepted,
+//! and idle sessions expire after `[http] session_idle_timeout_secs`.
+
+mod common;
+
+use common::*;
+use rmcp::{
+    model::{ErrorCode, GetPromptRequestParams, ReadResourceRequestParams},
+    ServiceError,
+};
+use serde_json::json;
+
+const ENDPOINTS: [&str; 2] = ["/mcp", "/agentic/v1/mcp"];
+
+#[tokio::test]
+async fn declared_capabilities_match_what_is_answered_in_both_eras() {
+    let app = spawn_app().await;
+    for path in ENDPOINTS {
+        for era in [Era::Legacy, Era::Stateless] {
+            let client = app.client(path, era).await;
+            let caps = &client.peer_info().expect("server info").capabilities;
+            assert!(caps.tools.is_some(), "{path} {era:?}");
+            // rmcp answers prompts/list and resources/list (empty) and completion/complete, so
+            // they are declared (SEP-2575: answering an undeclared capability is a failure).
+            assert!(caps.prompts.is_some(), "{path} {era:?}: {caps:?}");
+            assert!(caps.resources.is_some(), "{path} {era:?}: {caps:?}");
+            assert!(caps.completions.is_some(), "{path} {era:?}: {caps:?}");
+            let prompts = client.list_all_prompts().await.expect("prompts");
+            let resources = client.list_all_resources().await.expect("resources");
+            if path == "/agentic/v1/mcp" {
+                // The OPP seed's endpoint has tools only: the lists are answered, and empty.
+                assert!(
+                    prompts.is_empty() && resources.is_empty(),
+                    "{prompts:?} {resources:?}"
+                );
+            }
+
+            match client
+                .get_prompt_once(GetPromptRequestParams::new("no_such_prompt"))
+                .await
+            {
+                Err(ServiceError::McpError(e)) => {
+                    assert_eq!(e.code, ErrorCode::INVALID_PARAMS, "{path} {era:?}: {e:?}");
+                    assert!(e.message.contains("no_such_prompt"), "{e:?}");
+                }
+                other => panic!("{path} {era:?}: unknown prompt gave {other:?}"),
+            }
+
+            let uri = "test://no-such-resource";
+            match client
+                .read_resource_once(ReadResourceRequestParams::new(uri))
+                .await
+            {
+                Err(ServiceError::McpError(e)) => {
+                    // -32002 for 2025 peers; rmcp upgrades it to -32602 for 2026-07-28 ones
+                    // (SEP-2164), and `data.uri` names the resource either way.
+                    let expected = match era {
+                        Era::Legacy => ErrorCode::RESOURCE_NOT_FOUND,
+                        Era::Stateless => ErrorCode::INVALID_PARAMS,
+                    };
+                    assert_eq!(e.code, expected, "{path} {era:?}: {e:?}");
+                    assert_eq!(e.data, Some(json!({ "uri": uri })), "{e:?}");
+                }
+                other => panic!("{path} {era:?}: unknown resource gave {other:?}"),
+            }
+        }
+    }
+}
+
+/// initialize + notifications/initialized over raw HTTP; returns the session id.
+async fn open_session(http: &reqwest::Client, url: &str) -> String {
+    let response = http
+        .post(url)
+        .json(
+            &json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {},
+            "clientInfo": {"name": "protocol-surface-test", "version": "1"}}}),
+        )
+        .send()
+        .await
+        .expect("initialize");
+    assert_eq!(response.status(), 200);
+    let session = response.headers()["mcp-session-id"]
+        .to_str()
+        .expect("session id")
+        .to_string();
+    let done = in_session(
+        http,
+        url,
+        &session,
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+    )
+    .await;
+    assert_eq!(done.status(), 202);
+    session
+}
+
+async fn in_session(
+    http: &reqwest::Client,
+    url: &str,
+    session: &str,
+    body: serde_json::Value,
+) -> reqwest::Response {
+    http.post(url)
+        .header("mcp-session-id", session)
+        .header("mcp-protocol-version", "2025-11-25")
+        .json(&body)
+        .send()
+        .await
+        .expect("request")
+}
+
+fn raw_client() -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert("x-entity-id", DEMO_ENTITY.parse().unwrap());
+    headers.insert("x-token", DEMO_SECRET.parse().unwrap());
+    headers.insert(
+        "accept",
+        "application/json, text/event-stream".parse().unwrap(),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}
+
+const DEMO_ENTITY: &str = paywarden_emulator::DEMO_ENTITY_ID;
+const DEMO_SECRET: &str = paywarden_emulator::DEMO_TOKEN;
+
+#[tokio::test]
+async fn logging_set_level_is_accepted_by_session_clients() {
+    let app = spawn_app().await;
+    let http = raw_client();
+    for path in ENDPOINTS {
+        let url = format!("{}{path}", app.base_url);
+        let session = open_session(&http, &url).await;
+        let response = in_session(
+            &http,
+            &url,
+            &session,
+            json!({"jsonrpc": "2.0", "id": 2,
+            "method": "logging/setLevel", "params": {"level": "info"}}),
+        )
+        .await;
+        assert_eq!(response.status(), 200);
+        let body = response.text().await.unwrap();
+        assert!(body.contains(r#""result":{}"#), "{path}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn idle_sessions_expire_after_the_configured_timeout() {
+    let app = spawn_app_with(|c| c.http.session_idle_timeout_secs = 2).await;
+    let http = raw_client();
+    let url = format!("{}/agentic/v1/mcp", app.base_url);
+    let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"});
+    let session = open_session(&http, &url).await;
+    for _ in 0..6 {
+        // Traffic keeps it alive past the timeout.
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        assert_eq!(
+            in_session(&http, &url, &session, list.clone())
+                .await
+                .status(),
+            200
+        );
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(4500)).await;
+    assert_eq!(in_session(&http, &url, &session, list).await.status(), 404);
+}
+
+#[test]
+fn the_session_idle_timeout_is_configurable_and_defaults_to_five_minutes() {
+    assert_eq!(
+        paywarden::config::Config::default()
+            .http
+            .session_idle_timeout_secs,
+        300
+    );
+    let parsed: paywarden::config::Config =
+        toml::from_str("[http]\nsession_idle_timeout_secs = 60\n").expect("config");
+    assert_eq!(parsed.http.session_idle_timeout_secs, 60);
+}
