@@ -410,6 +410,37 @@ mod tests {
         assert_eq!(pg, now.iter().map(|(v, _)| *v).collect::<Vec<_>>());
     }
 
+    #[tokio::test]
+    async fn an_sqlite_database_made_before_the_any_driver_opens_and_keeps_its_data() {
+        // What the SQLite-only paywarden did: SqlitePool, the same migration files (then in
+        // migrations/), a row written.
+        use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("paywarden.db");
+        let old = SqlitePool::connect_with(
+            SqliteConnectOptions::new()
+                .filename(&path)
+                .create_if_missing(true),
+        )
+        .await
+        .unwrap();
+        let legacy = Migrator::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite"))
+            .await
+            .unwrap();
+        legacy.run(&old).await.unwrap();
+        sqlx::query("INSERT INTO meta (key, value) VALUES ('k', 'v')")
+            .execute(&old)
+            .await
+            .unwrap();
+        old.close().await;
+
+        let store = Store::open(&path).await.unwrap();
+        assert_eq!(store.meta("k").await.unwrap().as_deref(), Some("v"));
+        let status = store.schema_status().await.unwrap();
+        assert_eq!(status.applied, vec![1, 2, 3, 4]);
+        assert!(status.pending().is_empty());
+    }
+
     #[test]
     fn urls_name_their_engine_and_never_show_a_password() {
         assert_eq!(Engine::of_url("sqlite:///x.db").unwrap(), Engine::Sqlite);
