@@ -13,6 +13,10 @@
 //! | `GET /v1/query/{id}` | one transaction, or its whole payment with `includeLinkedTransactions=true` |
 //! | `GET /v1/query` | by `merchantTransactionId`, or a paged `date.from`/`date.to` report |
 //!
+//! The same server also speaks ifthenpay's payment API (Multibanco, MB WAY, Payshop, cards,
+//! PinPay, Cofidis Pay, PIX, payments list, callback activation) and plays the shopper; see
+//! [`ifthenpay`].
+//!
 //! The state rules (what may be captured, refunded, reversed, ...) are
 //! [`paywarden_domain::ledger::evaluate`]'s; the emulator only stores and serves transactions.
 //! Every response carries the header `X-Paywarden-Sandbox: true`.
@@ -33,6 +37,7 @@ mod card;
 mod codes;
 mod error;
 mod handlers;
+pub mod ifthenpay;
 mod params;
 mod store;
 mod wire;
@@ -43,6 +48,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use error::EmulatorError;
+pub use ifthenpay::{
+    IFTHENPAY_ANTI_PHISHING_KEY, IFTHENPAY_APPLE_KEY, IFTHENPAY_BACKOFFICE_KEY, IFTHENPAY_CCARD_KEY,
+    IFTHENPAY_COFIDIS_KEY, IFTHENPAY_GATEWAY_KEY, IFTHENPAY_GOOGLE_KEY, IFTHENPAY_MBWAY_KEY,
+    IFTHENPAY_MB_ENTITY, IFTHENPAY_MB_KEY, IFTHENPAY_PAYSHOP_KEY, IFTHENPAY_PIX_KEY,
+};
 
 /// The demo entity's OPP `entityId` (32 hex characters, like OPP's entity ids).
 pub const DEMO_ENTITY_ID: &str = "8ac7a4c9000000000000000000000001";
@@ -163,6 +173,7 @@ impl EmulatorConfig {
 #[derive(Clone)]
 pub struct Emulator {
     inner: Arc<handlers::Shared>,
+    ifthenpay: ifthenpay::State,
 }
 
 impl fmt::Debug for Emulator {
@@ -191,7 +202,9 @@ impl Emulator {
             entities = config.entities.len(),
             "paywarden OPP emulator state opened"
         );
+        let ifthenpay = ifthenpay::State::new(store.pool().clone());
         Ok(Emulator {
+            ifthenpay,
             inner: Arc::new(handlers::Shared {
                 store,
                 entities: config.entities,
@@ -202,10 +215,11 @@ impl Emulator {
     }
 
     /// The axum router serving OPP's server-to-server API (`/v1/payments`,
-    /// `/v1/payments/{id}`, `/v1/query`, `/v1/query/{id}`), with the configured latency and the
+    /// `/v1/payments/{id}`, `/v1/query`, `/v1/query/{id}`) and ifthenpay's API (see
+    /// [`ifthenpay`]), with the configured latency and the
     /// `X-Paywarden-Sandbox: true` header on every response.
     pub fn router(&self) -> axum::Router {
-        handlers::router(self.inner.clone())
+        handlers::router(self.inner.clone()).merge(ifthenpay::router(self.ifthenpay.clone()))
     }
 
     /// Serves the API on `listener` until the task is cancelled or the listener fails.
