@@ -8,6 +8,7 @@
 //! A toolset module (in [`crate::mcp`]) only translates its tool's parameters into a typed
 //! request and the [`ToolOutcome`] back into its seed's output shape.
 
+pub mod ifthenpay;
 pub mod opp;
 pub mod safety;
 

@@ -4,6 +4,7 @@
 mod approvals;
 mod audit;
 mod idempotency;
+mod ifthenpay;
 mod safety;
 
 use std::{path::Path, str::FromStr, time::Duration};
@@ -13,6 +14,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 pub use approvals::{Approval, ApprovalError, ApprovalStatus, NewApproval, UnknownApprovalStatus};
 pub use audit::{AuditEntry, AuditRecord, ChainBreak};
 pub use idempotency::{Begin, IdempotencyError};
+pub use ifthenpay::{IfthenpayCallback, IfthenpayRequest, NewIfthenpayRequest};
 pub use safety::{Confirmation, ConfirmationError};
 
 /// Errors of the store.
