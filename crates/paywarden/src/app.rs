@@ -137,6 +137,12 @@ impl App {
         };
         let opp_client = OppClient::new(&base_url, Duration::from_millis(config.opp.timeout_ms))?;
         let sandbox = emulator.is_some();
+        if let Some(e) = &emulator {
+            // Where `paywarden ifthenpay shopper` finds this server's in-process emulator.
+            if let Err(error) = std::fs::write(config.data_dir.join(EMULATOR_URL_FILE), &e.base_url) {
+                tracing::warn!(%error, "could not record the emulator's address");
+            }
+        }
         let local_caller = local_caller(&config, sandbox);
         for toolset in &config.safety.toolsets {
             if !crate::mcp::KNOWN_TOOLSETS.contains(&toolset.as_str()) {
@@ -160,7 +166,9 @@ impl App {
             public_url,
         };
         let pipeline = Pipeline::new(store.clone(), sandbox, safety);
+        let ifthenpay = ifthenpay_service(&config, &pipeline, emulator.as_ref())?;
         let state = Arc::new(McpState {
+            ifthenpay,
             opp: OppService::new(pipeline, opp_client.clone()),
             local_caller,
             sandbox,
@@ -278,6 +286,13 @@ impl App {
                 .public_url
                 .set(format!("http://{addr}"));
         }
+        if let Ok(addr) = listener.local_addr() {
+            // The emulator calls this server back when a shopper pays.
+            self.state
+                .ifthenpay
+                .activate_demo_callbacks(&format!("http://{addr}"))
+                .await;
+        }
         let router = crate::http::router(
             self.state.clone(),
             &self.config.http,
@@ -294,6 +309,36 @@ impl App {
         drop(self.emulator);
         Ok(())
     }
+}
+
+/// The file in the data directory holding the in-process emulator's base URL, for
+/// `paywarden ifthenpay shopper`.
+pub const EMULATOR_URL_FILE: &str = "emulator.url";
+
+/// The ifthenpay service: against `ifthenpay.base_url`, else the in-process emulator (sandbox),
+/// else unconfigured (its tools then say so).
+fn ifthenpay_service(
+    config: &Config,
+    pipeline: &Pipeline,
+    emulator: Option<&RunningEmulator>,
+) -> Result<crate::service::ifthenpay::IfthenpayService, AppError> {
+    use crate::connectors::ifthenpay::IfthenpayClient;
+    let timeout = Duration::from_millis(config.ifthenpay.timeout_ms);
+    let (base_url, sandbox) = match (&config.ifthenpay.base_url, emulator) {
+        (Some(url), _) => (Some(url.clone()), false),
+        (None, Some(e)) => (Some(e.base_url.clone()), true),
+        (None, None) => (None, false),
+    };
+    let client = base_url
+        .map(|url| IfthenpayClient::new(&url, timeout))
+        .transpose()
+        .map_err(|e| AppError::Startup(format!("ifthenpay client: {e}")))?;
+    Ok(crate::service::ifthenpay::IfthenpayService::new(
+        pipeline.clone(),
+        client,
+        &config.ifthenpay,
+        sandbox,
+    ))
 }
 
 /// A codec with a fresh random key for sealing approval questions' request state.

@@ -3,6 +3,7 @@
 //! `CallToolResult` (`structuredContent` plus a text block; `isError` for tool errors).
 //! Malformed arguments are JSON-RPC invalid-params errors (-32602).
 
+pub mod ifthenpay;
 pub mod opp;
 
 use std::sync::Arc;
@@ -18,7 +19,9 @@ use rmcp::{
 };
 use secrecy::SecretString;
 
-use crate::service::{opp::OppService, Caller, ServiceError, ToolOutcome};
+use crate::service::{
+    ifthenpay::IfthenpayService, opp::OppService, Caller, ServiceError, ToolOutcome,
+};
 
 /// HTTP header carrying the caller's entity id (OPP `entityId`).
 pub const HEADER_ENTITY_ID: &str = "x-entity-id";
@@ -30,6 +33,8 @@ pub const HEADER_TOKEN: &str = "x-token";
 pub struct McpState {
     /// The OPP toolset's service.
     pub opp: OppService,
+    /// The ifthenpay toolset's service.
+    pub ifthenpay: IfthenpayService,
     /// The caller for transports without headers (stdio): from configuration.
     pub local_caller: Option<Caller>,
     /// Whether the offline emulator stands in for the providers.
@@ -51,6 +56,13 @@ pub const MONEY_MOVING_TOOLS: &[&str] = &[
     "perform_chargeback",
     "perform_chargeback_reversal",
     "get_approval",
+    "multibanco_create_reference",
+    "mbway_request_payment",
+    "payshop_create_reference",
+    "creditcard_create_payment",
+    "pinpay_create_payment",
+    "cofidis_create_payment",
+    "pix_create_payment",
 ];
 
 /// Which endpoint a handler serves.
@@ -63,7 +75,7 @@ pub enum Endpoint {
 }
 
 /// The toolsets paywarden knows.
-pub const KNOWN_TOOLSETS: &[&str] = &["opp"];
+pub const KNOWN_TOOLSETS: &[&str] = &["opp", "ifthenpay"];
 
 /// paywarden's MCP server handler: the enabled toolsets' tools on one pipeline.
 #[derive(Clone)]
@@ -87,6 +99,9 @@ impl PaywardenMcp {
             tool_router.merge(Self::opp_tools());
         }
         if endpoint == Endpoint::Unified {
+            if state.toolsets.iter().any(|t| t == "ifthenpay") {
+                tool_router.merge(Self::ifthenpay_tools());
+            }
             tool_router.merge(Self::paywarden_tools());
         }
         if state.read_only {
@@ -364,6 +379,11 @@ impl ServerHandler for PaywardenMcp {
              and reuse it when retrying: a retry then returns the first outcome and moves no money twice. \
              Look transactions up with get_transactions (by id or merchantTransactionId) and search_transactions (date range and filters).",
         );
+        if self.state.toolsets.iter().any(|t| t == "ifthenpay") {
+            instructions.push_str(
+                " ifthenpay tools (multibanco_create_reference, mbway_request_payment, mbway_check_status, payshop_create_reference, creditcard_create_payment, pinpay_create_payment, cofidis_create_payment, pix_create_payment, payments_list) create Portuguese and Brazilian payment requests; amounts are EUR numbers (BRL for PIX) and each result is JSON.",
+            );
+        }
         if self.state.sandbox {
             instructions.push_str(
                 " SANDBOX: this server is connected to paywarden's offline OPP emulator; no real money moves and no real provider is contacted.",
