@@ -1043,11 +1043,12 @@ impl IfthenpayService {
         }
     }
 
-    /// A success outcome: `structured` as `structuredContent` and as the JSON text.
-    fn success(&self, structured: Value, request_id: Option<String>) -> ToolOutcome {
+    /// A success outcome: the output as `structuredContent` and as the JSON text (fields in the
+    /// seed's order).
+    fn success<T: Serialize>(&self, output: &T, request_id: Option<String>) -> ToolOutcome {
         ToolOutcome {
-            text: structured.to_string(),
-            structured,
+            text: serde_json::to_string(output).unwrap_or_default(),
+            structured: to_value(output),
             is_error: false,
             audit: AuditFacts {
                 outcome: "ok".into(),
@@ -1594,12 +1595,11 @@ impl IfthenpayService {
                     .and_then(Value::as_str)
                     .map(String::from)
                     .unwrap_or(outcome.text);
-            } else {
-                let mut shown = outcome.structured.clone();
-                if let Value::Object(map) = &mut shown {
-                    map.remove("idempotentReplay");
-                }
-                outcome.text = shown.to_string();
+            } else if let Some(original) = outcome.text.lines().last() {
+                // The pipeline prefixes the first call's text (one line of JSON) with a replay
+                // note; the text stays the seed's JSON (`structuredContent` says
+                // `idempotentReplay: true`).
+                outcome.text = original.to_string();
             }
         }
         outcome
@@ -1620,8 +1620,8 @@ impl IfthenpayService {
         let method = creation.method();
         let order_id = creation.order_id().to_string();
         let sandbox = self.sandbox;
-        // (structured output, request id, Multibanco entity, reference)
-        let result: Result<(Value, Option<String>, Option<String>, Option<String>), IfthenpayError> =
+        // (output as JSON text, request id, Multibanco entity, reference)
+        let result: Result<(String, Option<String>, Option<String>, Option<String>), IfthenpayError> =
             match creation {
                 Creation::Multibanco {
                     order_id,
@@ -1640,7 +1640,7 @@ impl IfthenpayService {
                             sandbox,
                         };
                         (
-                            to_value(&out),
+                            to_json(&out),
                             Some(r.request_id),
                             Some(r.entity),
                             Some(r.reference),
@@ -1661,7 +1661,7 @@ impl IfthenpayService {
                             message: "Payment request sent".into(),
                             sandbox,
                         };
-                        (to_value(&out), Some(request_id), None, None)
+                        (to_json(&out), Some(request_id), None, None)
                     }),
                 Creation::Payshop {
                     order_id,
@@ -1677,7 +1677,7 @@ impl IfthenpayService {
                             amount: amount_text.clone(),
                             sandbox,
                         };
-                        (to_value(&out), Some(r.request_id), None, Some(r.reference))
+                        (to_json(&out), Some(r.request_id), None, Some(r.reference))
                     }),
                 Creation::Card { body, .. } | Creation::Cofidis { body, .. } => {
                     let checkout = if method == "CCARD" {
@@ -1692,7 +1692,7 @@ impl IfthenpayService {
                             amount: amount_text.clone(),
                             sandbox,
                         };
-                        (to_value(&out), Some(c.request_id), None, None)
+                        (to_json(&out), Some(c.request_id), None, None)
                     })
                 }
                 Creation::Pix { body, .. } => client.pix_init(&key.key, &body).await.map(|c| {
@@ -1703,7 +1703,7 @@ impl IfthenpayService {
                         amount: amount_text.clone(),
                         sandbox,
                     };
-                    (to_value(&out), Some(c.request_id), None, None)
+                    (to_json(&out), Some(c.request_id), None, None)
                 }),
                 Creation::Pinpay { body, .. } => {
                     client.pinpay_init(&key.key, &body).await.map(|l| {
@@ -1714,12 +1714,12 @@ impl IfthenpayService {
                             amount: amount_text.clone(),
                             sandbox,
                         };
-                        (to_value(&out), None, None, l.pin_code)
+                        (to_json(&out), None, None, l.pin_code)
                     })
                 }
             };
         match result {
-            Ok((structured, request_id, mb_entity, reference)) => {
+            Ok((text, request_id, mb_entity, reference)) => {
                 self.pipeline
                     .store()
                     .record_ifthenpay_request(&NewIfthenpayRequest {
@@ -1735,7 +1735,10 @@ impl IfthenpayService {
                         currency: amount.currency().code().to_string(),
                     })
                     .await?;
-                Ok((self.success(structured, request_id), Settlement::Final))
+                let structured: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+                let mut outcome = self.success(&structured, request_id);
+                outcome.text = text;
+                Ok((outcome, Settlement::Final))
             }
             Err(e) => Ok(self.provider_failure(e)),
         }
@@ -1785,7 +1788,7 @@ impl IfthenpayService {
                         .set_ifthenpay_status(&key.entity, request_id, state.as_str())
                         .await?;
                 }
-                let mut outcome = self.success(to_value(&out), Some(request_id.to_string()));
+                let mut outcome = self.success(&out, Some(request_id.to_string()));
                 outcome.audit.result_code = Some(status.code);
                 Ok(outcome)
             }
@@ -1826,7 +1829,7 @@ impl IfthenpayService {
                     payments,
                     sandbox: self.sandbox,
                 };
-                self.success(to_value(&out), None)
+                self.success(&out, None)
             }
             Err(e) => self.provider_failure(e).0,
         }
@@ -1982,6 +1985,10 @@ enum Prepared {
 
 fn to_value<T: Serialize>(value: &T) -> Value {
     serde_json::to_value(value).unwrap_or(Value::Null)
+}
+
+fn to_json<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_default()
 }
 
 #[cfg(test)]
