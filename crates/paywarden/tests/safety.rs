@@ -375,10 +375,11 @@ async fn read_only_mode_hides_and_refuses_money_moving_tools() {
     let client = app.client("/mcp", Era::Legacy).await;
     let tools = client.list_all_tools().await.unwrap();
     let names: Vec<_> = tools.iter().map(|t| t.name.to_string()).collect();
-    assert_eq!(names.len(), 2, "{names:?}");
-    assert!(names
-        .iter()
-        .all(|n| n == "get_transactions" || n == "search_transactions"));
+    assert_eq!(names.len(), 4, "{names:?}");
+    assert!(names.iter().all(|n| n == "get_transactions"
+        || n == "search_transactions"
+        || n == "mbway_check_status"
+        || n == "payments_list"));
     let err = call(
         &client,
         "perform_refund",
