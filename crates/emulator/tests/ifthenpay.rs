@@ -27,7 +27,9 @@ async fn merchant() -> Merchant {
         axum::routing::get(move |uri: axum::http::Uri| {
             let seen = seen.clone();
             async move {
-                seen.lock().unwrap().push(uri.query().unwrap_or("").to_string());
+                seen.lock()
+                    .unwrap()
+                    .push(uri.query().unwrap_or("").to_string());
                 "OK"
             }
         }),
@@ -113,8 +115,16 @@ async fn multibanco_reference_is_valid_and_paying_it_calls_the_merchant_back() {
     assert_eq!(paid["callback"]["status"], 200, "{paid}");
     let calls = m.calls.lock().unwrap().clone();
     assert_eq!(calls.len(), 1);
-    assert!(calls[0].contains(&format!("key={IFTHENPAY_ANTI_PHISHING_KEY}")), "{}", calls[0]);
-    assert!(calls[0].contains("orderId=1001&amount=25.00"), "{}", calls[0]);
+    assert!(
+        calls[0].contains(&format!("key={IFTHENPAY_ANTI_PHISHING_KEY}")),
+        "{}",
+        calls[0]
+    );
+    assert!(
+        calls[0].contains("orderId=1001&amount=25.00"),
+        "{}",
+        calls[0]
+    );
     assert!(calls[0].contains(&format!("reference={reference}")));
     assert!(calls[0].contains(&format!("entity={IFTHENPAY_MB_ENTITY}")));
 
@@ -139,7 +149,10 @@ async fn multibanco_reference_is_valid_and_paying_it_calls_the_merchant_back() {
         json!({"mbKey": "XXX-000000", "orderId": "1", "amount": "1.00"}),
     )
     .await;
-    assert_eq!((r["Status"].as_str(), r["Message"].as_str()), (Some("-1"), Some("Invalid mbKey")));
+    assert_eq!(
+        (r["Status"].as_str(), r["Message"].as_str()),
+        (Some("-1"), Some("Invalid mbKey"))
+    );
     let (_, r) = post(
         &h,
         "/multibanco/reference/init",
@@ -166,9 +179,14 @@ async fn mbway_requests_are_pending_until_the_shopper_pays_rejects_or_lets_them_
         assert_eq!(r["Message"], "Pending");
         ids.push(r["RequestId"].as_str().unwrap().to_string());
     }
-    let status = |id: &str| format!("/spg/payment/mbway/status?mbWayKey={IFTHENPAY_MBWAY_KEY}&requestId={id}");
+    let status = |id: &str| {
+        format!("/spg/payment/mbway/status?mbWayKey={IFTHENPAY_MBWAY_KEY}&requestId={id}")
+    };
     let s = get(&h, &status(&ids[0])).await;
-    assert_eq!((s["Status"].as_str(), s["Message"].as_str()), (Some("123"), Some("Pending")));
+    assert_eq!(
+        (s["Status"].as_str(), s["Message"].as_str()),
+        (Some("123"), Some("Pending"))
+    );
     assert_eq!(s["CreatedAt"].as_str().unwrap().len(), 19);
 
     let (code, paid) = shopper(&h, json!({"action": "pay", "request_id": ids[0]})).await;
@@ -193,7 +211,14 @@ async fn mbway_requests_are_pending_until_the_shopper_pays_rejects_or_lets_them_
     )
     .await;
     assert_eq!(r["Status"], "100");
-    let s = get(&h, &format!("/spg/payment/mbway/status?mbWayKey=nope&requestId={}", ids[0])).await;
+    let s = get(
+        &h,
+        &format!(
+            "/spg/payment/mbway/status?mbWayKey=nope&requestId={}",
+            ids[0]
+        ),
+    )
+    .await;
     assert_eq!(s["Status"], "999");
 }
 
@@ -207,11 +232,15 @@ async fn payshop_card_pinpay_cofidis_and_pix() {
     )
     .await;
     assert_eq!(r["Code"], "0", "{r}");
-    assert!(values::payshop_reference_is_valid(r["Reference"].as_str().unwrap()));
+    assert!(values::payshop_reference_is_valid(
+        r["Reference"].as_str().unwrap()
+    ));
 
     let urls = json!({"successUrl": "https://shop.example/ok", "errorUrl": "https://shop.example/err", "cancelUrl": "https://shop.example/cancel"});
     let mut body = json!({"orderId": "C1", "amount": "12.00", "language": "en"});
-    body.as_object_mut().unwrap().extend(urls.as_object().unwrap().clone());
+    body.as_object_mut()
+        .unwrap()
+        .extend(urls.as_object().unwrap().clone());
     let (_, r) = post(&h, &format!("/creditcard/init/{IFTHENPAY_CCARD_KEY}"), body).await;
     assert_eq!(r["Status"], "0", "{r}");
     let page = r["PaymentUrl"].as_str().unwrap();
@@ -237,7 +266,11 @@ async fn payshop_card_pinpay_cofidis_and_pix() {
     .await;
     assert_eq!(status, 400);
     assert!(r["error"].as_str().unwrap().contains("CCARD"));
-    let (code, paid) = shopper(&h, json!({"action": "pay", "pin_code": pin, "method": "CCARD"})).await;
+    let (code, paid) = shopper(
+        &h,
+        json!({"action": "pay", "pin_code": pin, "method": "CCARD"}),
+    )
+    .await;
     assert_eq!(code, 200);
     assert_eq!(paid["paid_method"], "CCARD");
 
@@ -264,7 +297,9 @@ async fn payshop_card_pinpay_cofidis_and_pix() {
     )
     .await;
     assert_eq!(r["status"], "0", "{r}");
-    assert!(values::pix_brcode_is_valid(r["qrCodeValue"].as_str().unwrap()));
+    assert!(values::pix_brcode_is_valid(
+        r["qrCodeValue"].as_str().unwrap()
+    ));
 }
 
 #[tokio::test]
@@ -294,7 +329,9 @@ async fn payments_read_filters_and_refuses_a_wrong_backoffice_key() {
 
     let read = |filters: Value| {
         let mut body = json!({"boKey": IFTHENPAY_BACKOFFICE_KEY});
-        body.as_object_mut().unwrap().extend(filters.as_object().unwrap().clone());
+        body.as_object_mut()
+            .unwrap()
+            .extend(filters.as_object().unwrap().clone());
         body
     };
     let (_, all) = post(&h, "/v2/payments/read", read(json!({}))).await;
@@ -302,7 +339,12 @@ async fn payments_read_filters_and_refuses_a_wrong_backoffice_key() {
     assert_eq!(all["payments"].as_array().unwrap().len(), 3, "{all}");
     let (_, mb) = post(&h, "/v2/payments/read", read(json!({"entity": "MB"}))).await;
     assert_eq!(mb["payments"].as_array().unwrap().len(), 2);
-    let (_, by_entity) = post(&h, "/v2/payments/read", read(json!({"entity": IFTHENPAY_MB_ENTITY}))).await;
+    let (_, by_entity) = post(
+        &h,
+        "/v2/payments/read",
+        read(json!({"entity": IFTHENPAY_MB_ENTITY})),
+    )
+    .await;
     assert_eq!(by_entity["payments"].as_array().unwrap().len(), 2);
     let (_, w) = post(&h, "/v2/payments/read", read(json!({"entity": "MBWAY"}))).await;
     assert_eq!(w["payments"][0]["orderId"], "W1");
@@ -315,7 +357,12 @@ async fn payments_read_filters_and_refuses_a_wrong_backoffice_key() {
     assert_eq!(rf["payments"].as_array().unwrap().len(), 1);
     let (_, rq) = post(&h, "/v2/payments/read", read(json!({"requestId": mbway}))).await;
     assert_eq!(rq["payments"].as_array().unwrap().len(), 1);
-    let (_, sub) = post(&h, "/v2/payments/read", read(json!({"subEntity": IFTHENPAY_MBWAY_KEY}))).await;
+    let (_, sub) = post(
+        &h,
+        "/v2/payments/read",
+        read(json!({"subEntity": IFTHENPAY_MBWAY_KEY})),
+    )
+    .await;
     assert_eq!(sub["payments"].as_array().unwrap().len(), 1);
     let (_, past) = post(
         &h,
@@ -325,7 +372,10 @@ async fn payments_read_filters_and_refuses_a_wrong_backoffice_key() {
     .await;
     assert_eq!(past["payments"].as_array().unwrap().len(), 0);
     let (_, bad) = post(&h, "/v2/payments/read", json!({"boKey": "nope"})).await;
-    assert_eq!((bad["status"].as_i64(), bad["message"].as_str()), (Some(403), Some("Invalid boKey")));
+    assert_eq!(
+        (bad["status"].as_i64(), bad["message"].as_str()),
+        (Some(403), Some("Invalid boKey"))
+    );
 
     let (_, invalid) = post(
         &h,

@@ -139,7 +139,8 @@ impl App {
         let sandbox = emulator.is_some();
         if let Some(e) = &emulator {
             // Where `paywarden ifthenpay shopper` finds this server's in-process emulator.
-            if let Err(error) = std::fs::write(config.data_dir.join(EMULATOR_URL_FILE), &e.base_url) {
+            if let Err(error) = std::fs::write(config.data_dir.join(EMULATOR_URL_FILE), &e.base_url)
+            {
                 tracing::warn!(%error, "could not record the emulator's address");
             }
         }

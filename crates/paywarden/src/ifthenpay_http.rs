@@ -102,17 +102,19 @@ async fn endpoint(
         Err(e) => {
             return with_cors(json_response(
                 StatusCode::BAD_REQUEST,
-                &error(Value::Null, -32700, format!("Parse error: invalid JSON ({e})")),
+                &error(
+                    Value::Null,
+                    -32700,
+                    format!("Parse error: invalid JSON ({e})"),
+                ),
             ))
         }
     };
     let identity = identity(&headers);
     let answer = match message {
-        Value::Array(batch) if batch.is_empty() => Some(error(
-            Value::Null,
-            -32600,
-            "Invalid Request: empty batch",
-        )),
+        Value::Array(batch) if batch.is_empty() => {
+            Some(error(Value::Null, -32600, "Invalid Request: empty batch"))
+        }
         Value::Array(batch) => {
             let mut answers = Vec::new();
             for item in batch {
@@ -164,8 +166,7 @@ async fn handle(state: &McpState, identity: &Identity, message: Value) -> Option
         None | Some(Value::String(_)) | Some(Value::Number(_)) | Some(Value::Null)
     );
     let method = map.get("method").and_then(Value::as_str);
-    if map.get("jsonrpc").and_then(Value::as_str) != Some("2.0") || method.is_none() || !valid_id
-    {
+    if map.get("jsonrpc").and_then(Value::as_str) != Some("2.0") || method.is_none() || !valid_id {
         return Some(error(
             id.filter(|_| valid_id).unwrap_or(Value::Null),
             -32600,
@@ -230,7 +231,10 @@ async fn call(
         ));
     };
     let Some(name) = params.get("name").and_then(Value::as_str) else {
-        return Err((-32602, "Invalid params: \"name\" (the tool) is required".into()));
+        return Err((
+            -32602,
+            "Invalid params: \"name\" (the tool) is required".into(),
+        ));
     };
     let known = PaywardenMcp::ifthenpay_tool_list()
         .iter()

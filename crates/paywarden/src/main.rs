@@ -410,7 +410,13 @@ fn print_banner(app: &App, addr: SocketAddr) {
         let _ = writeln!(out, "  Demo credentials (valid only against the emulator):");
         let _ = writeln!(out, "    X-Entity-Id: {DEMO_ENTITY_ID}");
         let _ = writeln!(out, "    X-Token:     {DEMO_TOKEN}");
-        if app.config().safety.toolsets.iter().any(|t| t == "ifthenpay") {
+        if app
+            .config()
+            .safety
+            .toolsets
+            .iter()
+            .any(|t| t == "ifthenpay")
+        {
             let _ = writeln!(
                 out,
                 "  ifthenpay: {base}/mcp/payments/ (JSON-RPC, keys as tool arguments); demo keys (emulator only):"

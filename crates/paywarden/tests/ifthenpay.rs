@@ -84,7 +84,10 @@ async fn tool_error(app: &TestApp, name: &str, arguments: Value) -> String {
     let result = tool(app, name, arguments.clone()).await;
     assert_eq!(result["isError"], true, "{name}({arguments}): {result}");
     assert!(result.get("structuredContent").is_none());
-    result["content"][0]["text"].as_str().expect("text").to_string()
+    result["content"][0]["text"]
+        .as_str()
+        .expect("text")
+        .to_string()
 }
 
 /// Invalid arguments: JSON-RPC -32602; returns the message.
@@ -94,9 +97,15 @@ async fn invalid(app: &TestApp, name: &str, arguments: Value) -> String {
         json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": name, "arguments": arguments}}),
     )
     .await;
-    assert_eq!(answer["error"]["code"], -32602, "{name}({arguments}): {answer}");
+    assert_eq!(
+        answer["error"]["code"], -32602,
+        "{name}({arguments}): {answer}"
+    );
     assert_eq!(answer["id"], 9);
-    answer["error"]["message"].as_str().unwrap_or_default().to_string()
+    answer["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 async fn shopper(app: &TestApp, body: Value) -> Value {
@@ -143,7 +152,11 @@ async fn initialize_ping_and_tools_list_follow_the_seed() {
         json!({ "jsonrpc": "2.0", "id": 2, "result": {} })
     );
 
-    let list = rpc(&app, json!({ "jsonrpc": "2.0", "id": 3, "method": "tools/list" })).await;
+    let list = rpc(
+        &app,
+        json!({ "jsonrpc": "2.0", "id": 3, "method": "tools/list" }),
+    )
+    .await;
     assert_eq!(list["id"], 3);
     let tools = list["result"]["tools"].as_array().expect("tools");
     let mut names: Vec<&str> = tools.iter().filter_map(|t| t["name"].as_str()).collect();
@@ -164,7 +177,10 @@ async fn initialize_ping_and_tools_list_follow_the_seed() {
     );
     for t in tools {
         let name = t["name"].as_str().unwrap_or_default();
-        assert!(t["description"].as_str().is_some_and(|d| d.len() > 20), "{name}");
+        assert!(
+            t["description"].as_str().is_some_and(|d| d.len() > 20),
+            "{name}"
+        );
         assert_eq!(t["inputSchema"]["type"], "object", "{name}");
         assert_eq!(t["outputSchema"]["type"], "object", "{name}");
         let read = name == "mbway_check_status" || name == "payments_list";
@@ -186,7 +202,10 @@ async fn initialize_ping_and_tools_list_follow_the_seed() {
         .as_array()
         .map(|r| r.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
-    assert!(required.contains(&"order_id") && required.contains(&"amount"), "{mb}");
+    assert!(
+        required.contains(&"order_id") && required.contains(&"amount"),
+        "{mb}"
+    );
     let pix = schema("pix_create_payment");
     for field in [
         "pix_key",
@@ -220,7 +239,12 @@ async fn initialize_ping_and_tools_list_follow_the_seed() {
 async fn seed_example_multibanco_and_the_tool_error_example() {
     let app = spawn().await;
     // The seed's request: amount 25.00, no expiry.
-    let data = ok(&app, "multibanco_create_reference", mb("1001", json!(25.00))).await;
+    let data = ok(
+        &app,
+        "multibanco_create_reference",
+        mb("1001", json!(25.00)),
+    )
+    .await;
     assert_eq!(data["entity"], IFTHENPAY_MB_ENTITY);
     assert_eq!(data["amount"], "25.00");
     assert_eq!(data["expiry_date"], Value::Null);
@@ -234,7 +258,12 @@ async fn seed_example_multibanco_and_the_tool_error_example() {
     assert!(data["request_id"].as_str().is_some_and(|r| !r.is_empty()));
     assert_eq!(data["sandbox"], true);
     // Field order follows the seed's example text.
-    let result = tool(&app, "multibanco_create_reference", mb("1001", json!(25.00))).await;
+    let result = tool(
+        &app,
+        "multibanco_create_reference",
+        mb("1001", json!(25.00)),
+    )
+    .await;
     let text = result["content"][0]["text"].as_str().unwrap_or_default();
     assert!(
         text.starts_with("{\"entity\":\"11249\",\"reference\":\""),
@@ -297,7 +326,10 @@ async fn seed_example_mbway_request_then_status_polling() {
     // paywarden recorded the callback's payment.
     let requests = app
         .store
-        .ifthenpay_requests(&format!("key:{}", paywarden::service::ifthenpay::key_id(IFTHENPAY_MBWAY_KEY)))
+        .ifthenpay_requests(&format!(
+            "key:{}",
+            paywarden::service::ifthenpay::key_id(IFTHENPAY_MBWAY_KEY)
+        ))
         .await
         .expect("records");
     assert_eq!(requests[0].status, "paid");
@@ -324,7 +356,10 @@ async fn mbway_requests_rejected_and_expired() {
         json!({"mbway_key": IFTHENPAY_MBWAY_KEY, "request_id": ids[0]}),
     )
     .await;
-    assert_eq!((s["status"].as_str(), s["status_code"].as_str()), (Some("rejected"), Some("020")));
+    assert_eq!(
+        (s["status"].as_str(), s["status_code"].as_str()),
+        (Some("rejected"), Some("020"))
+    );
     shopper(&app, json!({"action": "expire", "request_id": ids[1]})).await;
     let s = ok(
         &app,
@@ -332,9 +367,17 @@ async fn mbway_requests_rejected_and_expired() {
         json!({"mbway_key": IFTHENPAY_MBWAY_KEY, "request_id": ids[1]}),
     )
     .await;
-    assert_eq!((s["status"].as_str(), s["status_code"].as_str()), (Some("expired"), Some("101")));
+    assert_eq!(
+        (s["status"].as_str(), s["status_code"].as_str()),
+        (Some("expired"), Some("101"))
+    );
     // Neither was paid, so neither called back.
-    assert!(app.store.ifthenpay_callbacks().await.expect("callbacks").is_empty());
+    assert!(app
+        .store
+        .ifthenpay_callbacks()
+        .await
+        .expect("callbacks")
+        .is_empty());
     // An unknown request id is an API error.
     let text = tool_error(
         &app,
@@ -374,10 +417,14 @@ async fn seed_examples_payshop_pinpay_and_the_other_methods() {
     )
     .await;
     assert_eq!(data["amount"], "99.99");
-    assert!(data["redirect_url"].as_str().is_some_and(|u| u.starts_with("http")));
+    assert!(data["redirect_url"]
+        .as_str()
+        .is_some_and(|u| u.starts_with("http")));
     let pin = data["pin_code"].as_str().expect("pin").to_string();
     assert_eq!(pin.len(), 6);
-    assert!(data["pinpay_url"].as_str().is_some_and(|u| u.ends_with(&pin)));
+    assert!(data["pinpay_url"]
+        .as_str()
+        .is_some_and(|u| u.ends_with(&pin)));
     // Every documented PinPay option reaches ifthenpay.
     ok(
         &app,
@@ -400,7 +447,9 @@ async fn seed_examples_payshop_pinpay_and_the_other_methods() {
     )
     .await;
     assert_eq!(data["amount"], "12.34");
-    assert!(data["payment_url"].as_str().is_some_and(|u| u.starts_with("http")));
+    assert!(data["payment_url"]
+        .as_str()
+        .is_some_and(|u| u.starts_with("http")));
 
     let data = ok(
         &app,
@@ -456,13 +505,41 @@ async fn every_validation_is_invalid_params_with_a_clear_message() {
             json!({"mbway_key": IFTHENPAY_MBWAY_KEY, "order_id": "1234567890123456", "amount": 1, "phone": "351#912345678"}),
             "at most 15",
         ),
-        ("multibanco_create_reference", mb(&"9".repeat(26), json!(1)), "at most 25"),
-        ("multibanco_create_reference", mb("1", json!(0)), "greater than 0"),
-        ("multibanco_create_reference", mb("1", json!(-1.5)), "amount"),
-        ("multibanco_create_reference", mb("1", json!(10.001)), "two decimals"),
-        ("multibanco_create_reference", mb("1", json!("10.00")), "invalid type"),
-        ("multibanco_create_reference", mb("1", json!(1_000_000)), "maximum"),
-        ("multibanco_create_reference", mb("", json!(1)), "order_id must not be empty"),
+        (
+            "multibanco_create_reference",
+            mb(&"9".repeat(26), json!(1)),
+            "at most 25",
+        ),
+        (
+            "multibanco_create_reference",
+            mb("1", json!(0)),
+            "greater than 0",
+        ),
+        (
+            "multibanco_create_reference",
+            mb("1", json!(-1.5)),
+            "amount",
+        ),
+        (
+            "multibanco_create_reference",
+            mb("1", json!(10.001)),
+            "two decimals",
+        ),
+        (
+            "multibanco_create_reference",
+            mb("1", json!("10.00")),
+            "invalid type",
+        ),
+        (
+            "multibanco_create_reference",
+            mb("1", json!(1_000_000)),
+            "maximum",
+        ),
+        (
+            "multibanco_create_reference",
+            mb("", json!(1)),
+            "order_id must not be empty",
+        ),
         (
             "multibanco_create_reference",
             json!({"mb_key": IFTHENPAY_MB_KEY, "order_id": "1", "amount": 1, "expiry_days": 40}),
@@ -590,7 +667,12 @@ async fn every_validation_is_invalid_params_with_a_clear_message() {
 #[tokio::test]
 async fn callbacks_with_a_wrong_key_or_amount_are_refused_and_recorded() {
     let app = spawn().await;
-    let data = ok(&app, "multibanco_create_reference", mb("CB-1", json!(25.00))).await;
+    let data = ok(
+        &app,
+        "multibanco_create_reference",
+        mb("CB-1", json!(25.00)),
+    )
+    .await;
     let reference = data["reference"].as_str().unwrap_or_default().to_string();
     let request_id = data["request_id"].as_str().unwrap_or_default().to_string();
     let get = |key: &str, amount: &str| {
@@ -616,9 +698,19 @@ async fn callbacks_with_a_wrong_key_or_amount_are_refused_and_recorded() {
             (false, Some("bad_amount".to_string())),
         ]
     );
-    let entity = format!("key:{}", paywarden::service::ifthenpay::key_id(IFTHENPAY_MB_KEY));
-    let records = app.store.ifthenpay_requests(&entity).await.expect("records");
-    assert_eq!(records[0].status, "pending", "refused callbacks change nothing");
+    let entity = format!(
+        "key:{}",
+        paywarden::service::ifthenpay::key_id(IFTHENPAY_MB_KEY)
+    );
+    let records = app
+        .store
+        .ifthenpay_requests(&entity)
+        .await
+        .expect("records");
+    assert_eq!(
+        records[0].status, "pending",
+        "refused callbacks change nothing"
+    );
     // Unknown payments are refused too.
     let url = format!(
         "{}/ifthenpay/callback?key={IFTHENPAY_ANTI_PHISHING_KEY}&orderId=NOPE&amount=1.00&requestId=nope",
@@ -629,7 +721,11 @@ async fn callbacks_with_a_wrong_key_or_amount_are_refused_and_recorded() {
     // The shopper pays: the emulator's callback is accepted and the payment recorded.
     let paid = shopper(&app, json!({"action": "pay", "reference": reference})).await;
     assert_eq!(paid["callback"]["status"], 200, "{paid}");
-    let records = app.store.ifthenpay_requests(&entity).await.expect("records");
+    let records = app
+        .store
+        .ifthenpay_requests(&entity)
+        .await
+        .expect("records");
     assert_eq!(records[0].status, "paid");
     assert!(records[0].paid_at.is_some());
     let callbacks = app.store.ifthenpay_callbacks().await.expect("callbacks");
@@ -641,7 +737,11 @@ async fn callbacks_with_a_wrong_key_or_amount_are_refused_and_recorded() {
     let audit = app.store.audit_records(None).await.expect("audit");
     let callback_entries = audit
         .iter()
-        .filter(|r| serde_json::to_string(r).unwrap_or_default().contains("\"callback\""))
+        .filter(|r| {
+            serde_json::to_string(r)
+                .unwrap_or_default()
+                .contains("\"callback\"")
+        })
         .count();
     assert!(callback_entries >= 5, "{callback_entries}");
     let all = serde_json::to_string(&audit).unwrap_or_default();
@@ -653,10 +753,28 @@ async fn callbacks_with_a_wrong_key_or_amount_are_refused_and_recorded() {
 #[tokio::test]
 async fn a_retried_creation_returns_the_first_reference_and_never_a_second() {
     let app = spawn().await;
-    let first = ok(&app, "multibanco_create_reference", mb("IDEM-1", json!(12.5))).await;
-    let replay = tool(&app, "multibanco_create_reference", mb("IDEM-1", json!(12.5))).await;
-    assert_eq!(replay["structuredContent"]["idempotentReplay"], true, "{replay}");
-    let again = ok(&app, "multibanco_create_reference", mb("IDEM-1", json!(12.5))).await;
+    let first = ok(
+        &app,
+        "multibanco_create_reference",
+        mb("IDEM-1", json!(12.5)),
+    )
+    .await;
+    let replay = tool(
+        &app,
+        "multibanco_create_reference",
+        mb("IDEM-1", json!(12.5)),
+    )
+    .await;
+    assert_eq!(
+        replay["structuredContent"]["idempotentReplay"], true,
+        "{replay}"
+    );
+    let again = ok(
+        &app,
+        "multibanco_create_reference",
+        mb("IDEM-1", json!(12.5)),
+    )
+    .await;
     assert_eq!(first["reference"], again["reference"]);
     assert_eq!(first["request_id"], again["request_id"]);
     let text = tool_error(
@@ -665,10 +783,20 @@ async fn a_retried_creation_returns_the_first_reference_and_never_a_second() {
         mb("IDEM-1", json!(13.0)),
     )
     .await;
-    assert!(text.contains("order_id \"IDEM-1\" was already used"), "{text}");
-    let entity = format!("key:{}", paywarden::service::ifthenpay::key_id(IFTHENPAY_MB_KEY));
+    assert!(
+        text.contains("order_id \"IDEM-1\" was already used"),
+        "{text}"
+    );
+    let entity = format!(
+        "key:{}",
+        paywarden::service::ifthenpay::key_id(IFTHENPAY_MB_KEY)
+    );
     assert_eq!(
-        app.store.ifthenpay_requests(&entity).await.expect("records").len(),
+        app.store
+            .ifthenpay_requests(&entity)
+            .await
+            .expect("records")
+            .len(),
         1
     );
 }
@@ -678,7 +806,12 @@ async fn payments_list_seed_example_and_every_filter() {
     let app = spawn().await;
     let mut refs = Vec::new();
     for (order, amount) in [("1001", 25.00), ("1002", 80.00), ("1003", 5.00)] {
-        let d = ok(&app, "multibanco_create_reference", mb(order, json!(amount))).await;
+        let d = ok(
+            &app,
+            "multibanco_create_reference",
+            mb(order, json!(amount)),
+        )
+        .await;
         refs.push(d["reference"].as_str().unwrap_or_default().to_string());
     }
     let w = ok(
@@ -749,13 +882,30 @@ async fn payments_list_seed_example_and_every_filter() {
 
     let count = |v: &Value| v["count"].as_u64().unwrap_or(99);
     assert_eq!(count(&ok(&app, "payments_list", list(json!({}))).await), 3);
-    assert_eq!(count(&ok(&app, "payments_list", list(json!({"entity": "MBWAY"}))).await), 1);
     assert_eq!(
-        count(&ok(&app, "payments_list", list(json!({"entity": IFTHENPAY_MB_ENTITY}))).await),
+        count(&ok(&app, "payments_list", list(json!({"entity": "MBWAY"}))).await),
+        1
+    );
+    assert_eq!(
+        count(
+            &ok(
+                &app,
+                "payments_list",
+                list(json!({"entity": IFTHENPAY_MB_ENTITY}))
+            )
+            .await
+        ),
         2
     );
     assert_eq!(
-        count(&ok(&app, "payments_list", list(json!({"sub_entity": IFTHENPAY_MBWAY_KEY}))).await),
+        count(
+            &ok(
+                &app,
+                "payments_list",
+                list(json!({"sub_entity": IFTHENPAY_MBWAY_KEY}))
+            )
+            .await
+        ),
         1
     );
     let by_order = ok(&app, "payments_list", list(json!({"order_id": "1002"}))).await;
@@ -771,12 +921,23 @@ async fn payments_list_seed_example_and_every_filter() {
     );
     let by_amount = ok(&app, "payments_list", list(json!({"amount": "25.00"}))).await;
     assert_eq!(by_amount["payments"][0]["order_id"], "1001");
-    assert_eq!(count(&ok(&app, "payments_list", list(json!({"order_id": "1003"}))).await), 0);
+    assert_eq!(
+        count(&ok(&app, "payments_list", list(json!({"order_id": "1003"}))).await),
+        0
+    );
     // Results never carry a key.
     let all = ok(&app, "payments_list", list(json!({}))).await.to_string();
-    assert!(!all.contains(IFTHENPAY_MB_KEY) && !all.contains(IFTHENPAY_MBWAY_KEY), "{all}");
+    assert!(
+        !all.contains(IFTHENPAY_MB_KEY) && !all.contains(IFTHENPAY_MBWAY_KEY),
+        "{all}"
+    );
 
-    let text = tool_error(&app, "payments_list", json!({"bo_key": "0000-0000-0000-0000"})).await;
+    let text = tool_error(
+        &app,
+        "payments_list",
+        json!({"bo_key": "0000-0000-0000-0000"}),
+    )
+    .await;
     assert_eq!(text, "Invalid key or API error: Invalid boKey");
 }
 
@@ -797,7 +958,10 @@ async fn cors_preflight_other_methods_and_json_rpc_errors() {
         header(&preflight, "access-control-allow-headers"),
         "Content-Type, Authorization"
     );
-    assert_eq!(header(&preflight, "access-control-allow-methods"), "POST, OPTIONS");
+    assert_eq!(
+        header(&preflight, "access-control-allow-methods"),
+        "POST, OPTIONS"
+    );
     let post = raw(
         &app,
         reqwest::Method::POST,
@@ -832,15 +996,25 @@ async fn cors_preflight_other_methods_and_json_rpc_errors() {
         let a = rpc(&app, bad.clone()).await;
         assert_eq!(a["error"]["code"], -32600, "{bad}: {a}");
     }
-    let a = rpc(&app, json!({"jsonrpc": "2.0", "id": 7, "method": "resources/list"})).await;
-    assert_eq!((a["id"].as_i64(), a["error"]["code"].as_i64()), (Some(7), Some(-32601)));
+    let a = rpc(
+        &app,
+        json!({"jsonrpc": "2.0", "id": 7, "method": "resources/list"}),
+    )
+    .await;
+    assert_eq!(
+        (a["id"].as_i64(), a["error"]["code"].as_i64()),
+        (Some(7), Some(-32601))
+    );
     let a = rpc(
         &app,
         json!({"jsonrpc": "2.0", "id": 8, "method": "tools/call", "params": {"name": "refund_everything", "arguments": {}}}),
     )
     .await;
     assert_eq!(a["error"]["code"], -32602);
-    assert!(a["error"]["message"].as_str().unwrap_or_default().contains("tool not found"));
+    assert!(a["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("tool not found"));
     let a = rpc(
         &app,
         json!({"jsonrpc": "2.0", "id": 8, "method": "tools/call", "params": {"arguments": {}}}),
@@ -917,7 +1091,11 @@ async fn read_only_mode_hides_and_refuses_creations() {
         c.safety.read_only = true;
     })
     .await;
-    let list = rpc(&app, json!({"jsonrpc": "2.0", "id": 3, "method": "tools/list"})).await;
+    let list = rpc(
+        &app,
+        json!({"jsonrpc": "2.0", "id": 3, "method": "tools/list"}),
+    )
+    .await;
     let mut names: Vec<&str> = list["result"]["tools"]
         .as_array()
         .map(|t| t.iter().filter_map(|x| x["name"].as_str()).collect())
@@ -960,16 +1138,32 @@ action = "allow"
     )
     .expect("policy");
     let app = spawn_app_with(move |c| c.safety.policy_file = Some(path)).await;
-    let text = tool_error(&app, "multibanco_create_reference", mb("BIG-1", json!(1000))).await;
-    assert!(text.contains("denied by policy rule \"no-big-references\""), "{text}");
-    ok(&app, "multibanco_create_reference", mb("SMALL-1", json!(999.99))).await;
+    let text = tool_error(
+        &app,
+        "multibanco_create_reference",
+        mb("BIG-1", json!(1000)),
+    )
+    .await;
+    assert!(
+        text.contains("denied by policy rule \"no-big-references\""),
+        "{text}"
+    );
+    ok(
+        &app,
+        "multibanco_create_reference",
+        mb("SMALL-1", json!(999.99)),
+    )
+    .await;
     let text = tool_error(
         &app,
         "mbway_request_payment",
         json!({"mbway_key": IFTHENPAY_MBWAY_KEY, "order_id": "C-1", "amount": 1, "phone": "351#912345678"}),
     )
     .await;
-    assert!(text.contains("mbway-confirm") && text.contains("operator"), "{text}");
+    assert!(
+        text.contains("mbway-confirm") && text.contains("operator"),
+        "{text}"
+    );
     drop(dir);
 }
 

@@ -32,9 +32,7 @@ async fn lists_the_eight_tools_with_annotations_and_output_schemas_in_both_eras(
                 .contains("SANDBOX"));
             let mut tools = client.list_all_tools().await.expect("tools");
             // The unified endpoint also serves the ifthenpay toolset (tests/ifthenpay.rs).
-            tools.retain(|t| {
-                !paywarden::service::ifthenpay::TOOLS.contains(&t.name.as_ref())
-            });
+            tools.retain(|t| !paywarden::service::ifthenpay::TOOLS.contains(&t.name.as_ref()));
             let mut names: Vec<_> = tools.iter().map(|t| t.name.to_string()).collect();
             names.sort();
             // The unified endpoint adds paywarden's own get_approval to the seed's eight.

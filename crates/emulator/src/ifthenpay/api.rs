@@ -98,7 +98,8 @@ fn text(body: &Value, name: &str) -> Option<String> {
 /// Parses an amount field ("10.50" or 10.5) exactly into `currency`'s minor units.
 fn amount(body: &Value, name: &str, currency: Currency) -> Result<Money, String> {
     let raw = text(body, name).ok_or_else(|| format!("{name} is required"))?;
-    let positive = Money::parse_positive(&raw, currency).map_err(|e| format!("invalid {name}: {e}"))?;
+    let positive =
+        Money::parse_positive(&raw, currency).map_err(|e| format!("invalid {name}: {e}"))?;
     if positive.minor_units() > 99_999_999 {
         return Err(format!("invalid {name}: at most 999999.99"));
     }
@@ -257,7 +258,9 @@ pub(crate) async fn multibanco_init(AxumState(state): AxumState<State>, body: By
             .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
         {
             // ifthenpay assigns the closest available duration to values outside 0-31.
-            Some(days) => Some((now().date() + ChronoDuration::days(days.clamp(0, 31))).to_string()),
+            Some(days) => {
+                Some((now().date() + ChronoDuration::days(days.clamp(0, 31))).to_string())
+            }
             None => return fail("invalid expiryDays: a whole number of days".into()),
         },
     };
@@ -408,7 +411,10 @@ pub(crate) async fn mbway_status(
         }))
         .into_response()
     };
-    let key = query.get("mbWayKey").map(String::as_str).unwrap_or_default();
+    let key = query
+        .get("mbWayKey")
+        .map(String::as_str)
+        .unwrap_or_default();
     if Method::of_key(key) != Some(Method::MbWay) {
         return fail("Invalid mbWayKey");
     }
@@ -640,7 +646,12 @@ pub(crate) async fn pix_init(
         let order = order_id(&body, "orderId", 25)?;
         let money = amount(&body, "amount", Currency::BRL)?;
         url_field(&body, "redirectUrl")?;
-        for field in ["customerName", "customerCpf", "customerEmail", "customerPhone"] {
+        for field in [
+            "customerName",
+            "customerCpf",
+            "customerEmail",
+            "customerPhone",
+        ] {
             text(&body, field).ok_or_else(|| format!("{field} is required"))?;
         }
         Ok::<_, String>((order, money))

@@ -172,10 +172,19 @@ pub(crate) fn router(state: State) -> Router {
         .route("/cofidis/init/{key}", post(api::cofidis_init))
         .route("/pix/init/{key}", post(api::pix_init))
         .route("/v2/payments/read", post(api::payments_read))
-        .route("/endpoint/callback/activation", post(api::callback_activation))
-        .route("/endpoint/callback/activation/", post(api::callback_activation))
+        .route(
+            "/endpoint/callback/activation",
+            post(api::callback_activation),
+        )
+        .route(
+            "/endpoint/callback/activation/",
+            post(api::callback_activation),
+        )
         .route("/sandbox/ifthenpay/shopper", post(shopper::act))
-        .route("/sandbox/ifthenpay/checkout/{token}", get(shopper::checkout))
+        .route(
+            "/sandbox/ifthenpay/checkout/{token}",
+            get(shopper::checkout),
+        )
         .route("/sandbox/ifthenpay/pinpay/{pin}", get(shopper::pinpay_page))
         .with_state(state)
         .layer(axum::middleware::map_response(

@@ -292,7 +292,10 @@ pub(crate) async fn pinpay_page(
 mod tests {
     #[test]
     fn encoding() {
-        assert_eq!(super::encode("03-01-2024 15:15:16"), "03-01-2024%2015%3A15%3A16");
+        assert_eq!(
+            super::encode("03-01-2024 15:15:16"),
+            "03-01-2024%2015%3A15%3A16"
+        );
         assert_eq!(super::encode("a&b=c"), "a%26b%3Dc");
     }
 }

@@ -14,7 +14,11 @@ const MB_WEIGHTS: [u32; 20] = [
 /// `entity ‖ reference7 ‖ cents(8)`.
 ///
 /// Returns `None` when a part does not fit its width (a 6-digit entity, more than 999,999.99).
-pub fn multibanco_check_digits(entity: &str, reference7: &str, amount_cents: i64) -> Option<String> {
+pub fn multibanco_check_digits(
+    entity: &str,
+    reference7: &str,
+    amount_cents: i64,
+) -> Option<String> {
     if entity.len() != 5 || reference7.len() != 7 || !(0..=99_999_999).contains(&amount_cents) {
         return None;
     }
@@ -132,7 +136,7 @@ pub fn pix_brcode_is_valid(code: &str) -> bool {
         && code.is_ascii()
         && code[..code.len() - 4].ends_with("6304")
         && u16::from_str_radix(&code[code.len() - 4..], 16).ok()
-            == Some(crc16_ccitt(code[..code.len() - 4].as_bytes()))
+            == Some(crc16_ccitt(&code.as_bytes()[..code.len() - 4]))
 }
 
 #[cfg(test)]

@@ -512,7 +512,9 @@ fn check_text(field: &str, value: &str, max: usize) -> Result<(), ServiceError> 
         )));
     }
     if value.chars().any(char::is_control) {
-        return Err(invalid(format!("{field} must not contain control characters")));
+        return Err(invalid(format!(
+            "{field} must not contain control characters"
+        )));
     }
     Ok(())
 }
@@ -524,7 +526,10 @@ fn check_optional(field: &str, value: Option<&str>, max: usize) -> Result<(), Se
 /// Parses an amount given as a JSON number into exact minor units of `currency`: the number's
 /// shortest round-trip decimal text (25.5 → "25.5") is parsed as a decimal, so no float
 /// arithmetic ever touches it. Above zero, at most two decimals, at most 999,999.99.
-pub fn parse_amount(number: &serde_json::Number, currency: Currency) -> Result<Money, ServiceError> {
+pub fn parse_amount(
+    number: &serde_json::Number,
+    currency: Currency,
+) -> Result<Money, ServiceError> {
     let text = number.to_string();
     if text.contains(['e', 'E']) {
         return Err(invalid(format!(
@@ -541,7 +546,9 @@ pub fn parse_amount(number: &serde_json::Number, currency: Currency) -> Result<M
         return Err(invalid(format!("amount {text} must be greater than 0")));
     }
     if money.minor_units() > MAX_AMOUNT_MINOR {
-        return Err(invalid(format!("amount {text} is above the maximum of 999999.99")));
+        return Err(invalid(format!(
+            "amount {text} is above the maximum of 999999.99"
+        )));
     }
     Ok(money)
 }
@@ -621,7 +628,9 @@ fn check_email(field: &str, value: &str) -> Result<(), ServiceError> {
     if ok {
         Ok(())
     } else {
-        Err(invalid(format!("{field} {value:?} is not an email address")))
+        Err(invalid(format!(
+            "{field} {value:?} is not an email address"
+        )))
     }
 }
 
@@ -855,7 +864,10 @@ pub struct IfthenpayService {
 impl std::fmt::Debug for IfthenpayService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IfthenpayService")
-            .field("base_url", &self.client.as_ref().map(IfthenpayClient::base_url))
+            .field(
+                "base_url",
+                &self.client.as_ref().map(IfthenpayClient::base_url),
+            )
             .field("sandbox", &self.sandbox)
             .finish_non_exhaustive()
     }
@@ -946,8 +958,7 @@ impl IfthenpayService {
         use subtle::ConstantTimeEq;
         let hash = super::safety::token_hash(token);
         self.entities.iter().any(|e| {
-            e.entity_id == entity_id
-                && bool::from(e.token_sha256.as_bytes().ct_eq(hash.as_bytes()))
+            e.entity_id == entity_id && bool::from(e.token_sha256.as_bytes().ct_eq(hash.as_bytes()))
         })
     }
 
@@ -978,18 +989,18 @@ impl IfthenpayService {
     }
 
     /// Resolves the key of a call: the argument, else the configured key for an authenticated
-    /// caller. `Err(Ok(outcome))` is a refusal to return as a tool error, `Err(Err(e))` an
+    /// caller. A [`Refusal`] holds a tool-error outcome or an
     /// invalid-arguments error.
     fn resolve_key(
         &self,
         identity: &Identity,
         kind: KeyKind,
         argument: Option<&str>,
-    ) -> Result<ResolvedKey, Result<ToolOutcome, ServiceError>> {
+    ) -> Result<ResolvedKey, Refusal> {
         let authenticated = self.authenticated_entity(identity);
         if let Some(key) = argument {
             if key.trim().is_empty() || key.len() > 100 || key.chars().any(char::is_control) {
-                return Err(Err(invalid(format!(
+                return Err(bad(invalid(format!(
                     "{} must be the ifthenpay key (letters, digits and '-')",
                     kind.argument()
                 ))));
@@ -1003,7 +1014,7 @@ impl IfthenpayService {
             });
         }
         let Some(configured) = self.keys.get(kind) else {
-            return Err(Err(invalid(format!(
+            return Err(bad(invalid(format!(
                 "{} is required: this server holds no ifthenpay {} of its own",
                 kind.argument(),
                 kind.argument()
@@ -1015,14 +1026,14 @@ impl IfthenpayService {
                 key: configured.clone(),
                 entity,
             }),
-            None => Err(Ok(self.error(
+            None => Err(Box::new(Ok(self.error(
                 "unauthenticated",
                 &format!(
                     "Authentication required: {} was omitted, and this server's own ifthenpay key may only be used by an authenticated entity. Send X-Entity-Id and X-Token headers of an allowed entity, or pass {}.",
                     kind.argument(),
                     kind.argument()
                 ),
-            ))),
+            )))),
         }
     }
 
@@ -1124,11 +1135,12 @@ impl IfthenpayService {
             .unwrap_or_else(|| "anonymous".to_string());
         let prepared = match self.prepare(identity, tool, &args) {
             Ok(p) => p,
-            Err(Ok(outcome)) => return audited_refusal(fallback_entity, Ok(outcome)).await,
-            Err(Err(e)) => return audited_refusal(fallback_entity, Err(e)).await,
+            Err(refusal) => return audited_refusal(fallback_entity, *refusal).await,
         };
         match prepared {
-            Prepared::Create(key, creation) => self.create(identity, tool, &args, key, creation).await,
+            Prepared::Create(key, creation) => {
+                self.create(identity, tool, &args, key, creation).await
+            }
             Prepared::MbwayStatus(key, request_id) => {
                 let caller = Self::pipeline_caller(identity, &key.entity);
                 self.pipeline
@@ -1149,13 +1161,11 @@ impl IfthenpayService {
     }
 
     /// Parses and validates; resolves the key.
-    fn prepare(
-        &self,
-        identity: &Identity,
-        tool: &str,
-        args: &Value,
-    ) -> Result<Prepared, Result<ToolOutcome, ServiceError>> {
-        fn parse<T: serde::de::DeserializeOwned>(tool: &str, args: &Value) -> Result<T, ServiceError> {
+    fn prepare(&self, identity: &Identity, tool: &str, args: &Value) -> Result<Prepared, Refusal> {
+        fn parse<T: serde::de::DeserializeOwned>(
+            tool: &str,
+            args: &Value,
+        ) -> Result<T, ServiceError> {
             serde_json::from_value(args.clone()).map_err(|e| {
                 invalid(format!(
                     "invalid arguments for {tool}: {e}; see the tool's inputSchema"
@@ -1165,14 +1175,14 @@ impl IfthenpayService {
         let eur = Currency::EUR;
         match tool {
             "multibanco_create_reference" => {
-                let p: MultibancoParams = parse(tool, args).map_err(Err)?;
-                check_text("order_id", &p.order_id, 25).map_err(Err)?;
-                let amount = parse_amount(&p.amount, eur).map_err(Err)?;
+                let p: MultibancoParams = parse(tool, args).map_err(bad)?;
+                check_text("order_id", &p.order_id, 25).map_err(bad)?;
+                let amount = parse_amount(&p.amount, eur).map_err(bad)?;
                 let expiry_days = match p.expiry_days {
                     None => None,
                     Some(d) if (0..=31).contains(&d) => Some(d as u32),
                     Some(d) => {
-                        return Err(Err(invalid(format!(
+                        return Err(bad(invalid(format!(
                             "expiry_days {d} must be between 0 and 31 (omit it for no expiry)"
                         ))))
                     }
@@ -1188,11 +1198,11 @@ impl IfthenpayService {
                 ))
             }
             "mbway_request_payment" => {
-                let p: MbwayRequestParams = parse(tool, args).map_err(Err)?;
-                check_text("order_id", &p.order_id, 15).map_err(Err)?;
-                let amount = parse_amount(&p.amount, eur).map_err(Err)?;
-                check_mbway_phone(&p.phone).map_err(Err)?;
-                check_optional("description", p.description.as_deref(), 100).map_err(Err)?;
+                let p: MbwayRequestParams = parse(tool, args).map_err(bad)?;
+                check_text("order_id", &p.order_id, 15).map_err(bad)?;
+                let amount = parse_amount(&p.amount, eur).map_err(bad)?;
+                check_mbway_phone(&p.phone).map_err(bad)?;
+                check_optional("description", p.description.as_deref(), 100).map_err(bad)?;
                 let key = self.resolve_key(identity, KeyKind::Mbway, p.mbway_key.as_deref())?;
                 Ok(Prepared::Create(
                     key,
@@ -1205,21 +1215,21 @@ impl IfthenpayService {
                 ))
             }
             "mbway_check_status" => {
-                let p: MbwayStatusParams = parse(tool, args).map_err(Err)?;
-                check_text("request_id", &p.request_id, 100).map_err(Err)?;
+                let p: MbwayStatusParams = parse(tool, args).map_err(bad)?;
+                check_text("request_id", &p.request_id, 100).map_err(bad)?;
                 let key = self.resolve_key(identity, KeyKind::Mbway, p.mbway_key.as_deref())?;
                 Ok(Prepared::MbwayStatus(key, p.request_id))
             }
             "payshop_create_reference" => {
-                let p: PayshopParams = parse(tool, args).map_err(Err)?;
-                check_text("order_id", &p.order_id, 25).map_err(Err)?;
-                let amount = parse_amount(&p.amount, eur).map_err(Err)?;
+                let p: PayshopParams = parse(tool, args).map_err(bad)?;
+                check_text("order_id", &p.order_id, 25).map_err(bad)?;
+                let amount = parse_amount(&p.amount, eur).map_err(bad)?;
                 let expiry = p
                     .expiry_date
                     .as_deref()
                     .map(|d| parse_yyyymmdd("expiry_date", d))
                     .transpose()
-                    .map_err(Err)?;
+                    .map_err(bad)?;
                 let key = self.resolve_key(identity, KeyKind::Payshop, p.payshop_key.as_deref())?;
                 Ok(Prepared::Create(
                     key,
@@ -1231,13 +1241,13 @@ impl IfthenpayService {
                 ))
             }
             "creditcard_create_payment" => {
-                let p: CreditCardParams = parse(tool, args).map_err(Err)?;
-                check_text("order_id", &p.order_id, 15).map_err(Err)?;
-                let amount = parse_amount(&p.amount, eur).map_err(Err)?;
-                check_url("success_url", &p.success_url).map_err(Err)?;
-                check_url("error_url", &p.error_url).map_err(Err)?;
-                check_url("cancel_url", &p.cancel_url).map_err(Err)?;
-                check_choice("language", p.language.as_deref(), &["pt", "en"]).map_err(Err)?;
+                let p: CreditCardParams = parse(tool, args).map_err(bad)?;
+                check_text("order_id", &p.order_id, 15).map_err(bad)?;
+                let amount = parse_amount(&p.amount, eur).map_err(bad)?;
+                check_url("success_url", &p.success_url).map_err(bad)?;
+                check_url("error_url", &p.error_url).map_err(bad)?;
+                check_url("cancel_url", &p.cancel_url).map_err(bad)?;
+                check_choice("language", p.language.as_deref(), &["pt", "en"]).map_err(bad)?;
                 let key = self.resolve_key(identity, KeyKind::Ccard, p.ccard_key.as_deref())?;
                 let body = json!({
                     "orderId": p.order_id,
@@ -1257,31 +1267,31 @@ impl IfthenpayService {
                 ))
             }
             "pinpay_create_payment" => {
-                let p: PinpayParams = parse(tool, args).map_err(Err)?;
-                check_text("order_id", &p.order_id, 15).map_err(Err)?;
+                let p: PinpayParams = parse(tool, args).map_err(bad)?;
+                check_text("order_id", &p.order_id, 15).map_err(bad)?;
                 let covered = p
                     .accounts
                     .as_deref()
                     .map(check_accounts)
                     .transpose()
-                    .map_err(Err)?;
+                    .map_err(bad)?;
                 check_choice(
                     "selected_method",
                     p.selected_method.as_deref(),
                     &["1", "2", "3", "4", "7", "8"],
                 )
-                .map_err(Err)?;
+                .map_err(bad)?;
                 if let (Some(selected), Some(covered)) = (&p.selected_method, &covered) {
                     if !covered.contains(&selected.as_str()) {
-                        return Err(Err(invalid(format!(
+                        return Err(bad(invalid(format!(
                             "selected_method {selected:?} has no matching entry in accounts (1=MB, 2=MBWAY, 3=PAYSHOP, 4=CCARD/GOOGLE/APPLE, 7=COFIDIS, 8=PIX)"
                         ))));
                     }
                 }
-                check_choice("otp", p.otp.as_deref(), &["true", "false"]).map_err(Err)?;
-                check_choice("lang", p.lang.as_deref(), &["pt", "en", "es", "fr"]).map_err(Err)?;
-                check_optional("description", p.description.as_deref(), 200).map_err(Err)?;
-                check_optional("btn_close_label", p.btn_close_label.as_deref(), 50).map_err(Err)?;
+                check_choice("otp", p.otp.as_deref(), &["true", "false"]).map_err(bad)?;
+                check_choice("lang", p.lang.as_deref(), &["pt", "en", "es", "fr"]).map_err(bad)?;
+                check_optional("description", p.description.as_deref(), 200).map_err(bad)?;
+                check_optional("btn_close_label", p.btn_close_label.as_deref(), 50).map_err(bad)?;
                 for (field, url) in [
                     ("success_url", &p.success_url),
                     ("error_url", &p.error_url),
@@ -1289,7 +1299,7 @@ impl IfthenpayService {
                     ("btn_close_url", &p.btn_close_url),
                 ] {
                     if let Some(u) = url {
-                        check_url(field, u).map_err(Err)?;
+                        check_url(field, u).map_err(bad)?;
                     }
                 }
                 let expiry = p
@@ -1297,12 +1307,12 @@ impl IfthenpayService {
                     .as_deref()
                     .map(|d| parse_yyyymmdd("expiry_date", d))
                     .transpose()
-                    .map_err(Err)?;
+                    .map_err(bad)?;
                 // PIX-only links are in BRL; every other method charges EUR.
                 let pix_only = p.selected_method.as_deref() == Some("8")
                     || covered.as_deref() == Some(&["8"][..]);
                 let currency = if pix_only { Currency::BRL } else { eur };
-                let amount = parse_amount(&p.amount, currency).map_err(Err)?;
+                let amount = parse_amount(&p.amount, currency).map_err(bad)?;
                 let key = self.resolve_key(identity, KeyKind::Gateway, p.gateway_key.as_deref())?;
                 let mut body = json!({ "id": p.order_id, "amount": amount.to_decimal_string() });
                 let optional = [
@@ -1333,17 +1343,17 @@ impl IfthenpayService {
                 ))
             }
             "cofidis_create_payment" => {
-                let p: CofidisParams = parse(tool, args).map_err(Err)?;
-                check_text("order_id", &p.order_id, 15).map_err(Err)?;
-                let amount = parse_amount(&p.amount, eur).map_err(Err)?;
-                check_url("return_url", &p.return_url).map_err(Err)?;
-                check_optional("description", p.description.as_deref(), 200).map_err(Err)?;
-                check_optional("customer_name", p.customer_name.as_deref(), 150).map_err(Err)?;
+                let p: CofidisParams = parse(tool, args).map_err(bad)?;
+                check_text("order_id", &p.order_id, 15).map_err(bad)?;
+                let amount = parse_amount(&p.amount, eur).map_err(bad)?;
+                check_url("return_url", &p.return_url).map_err(bad)?;
+                check_optional("description", p.description.as_deref(), 200).map_err(bad)?;
+                check_optional("customer_name", p.customer_name.as_deref(), 150).map_err(bad)?;
                 if let Some(e) = &p.customer_email {
-                    check_email("customer_email", e).map_err(Err)?;
+                    check_email("customer_email", e).map_err(bad)?;
                 }
                 if let Some(ph) = &p.customer_phone {
-                    check_intl_phone("customer_phone", ph).map_err(Err)?;
+                    check_intl_phone("customer_phone", ph).map_err(bad)?;
                 }
                 let key = self.resolve_key(identity, KeyKind::Cofidis, p.cofidis_key.as_deref())?;
                 let mut body = json!({
@@ -1371,19 +1381,21 @@ impl IfthenpayService {
                 ))
             }
             "pix_create_payment" => {
-                let p: PixParams = parse(tool, args).map_err(Err)?;
-                check_text("order_id", &p.order_id, 25).map_err(Err)?;
-                let amount = parse_amount(&p.amount, Currency::BRL).map_err(Err)?;
-                check_url("redirect_url", &p.redirect_url).map_err(Err)?;
-                check_text("customer_name", &p.customer_name, 150).map_err(Err)?;
-                check_cpf(&p.customer_cpf).map_err(Err)?;
-                check_email("customer_email", &p.customer_email).map_err(Err)?;
-                check_intl_phone("customer_phone", &p.customer_phone).map_err(Err)?;
-                check_optional("description", p.description.as_deref(), 200).map_err(Err)?;
-                check_optional("customer_address", p.customer_address.as_deref(), 250).map_err(Err)?;
-                check_optional("customer_city", p.customer_city.as_deref(), 50).map_err(Err)?;
-                check_optional("customer_state", p.customer_state.as_deref(), 50).map_err(Err)?;
-                check_optional("customer_zip_code", p.customer_zip_code.as_deref(), 20).map_err(Err)?;
+                let p: PixParams = parse(tool, args).map_err(bad)?;
+                check_text("order_id", &p.order_id, 25).map_err(bad)?;
+                let amount = parse_amount(&p.amount, Currency::BRL).map_err(bad)?;
+                check_url("redirect_url", &p.redirect_url).map_err(bad)?;
+                check_text("customer_name", &p.customer_name, 150).map_err(bad)?;
+                check_cpf(&p.customer_cpf).map_err(bad)?;
+                check_email("customer_email", &p.customer_email).map_err(bad)?;
+                check_intl_phone("customer_phone", &p.customer_phone).map_err(bad)?;
+                check_optional("description", p.description.as_deref(), 200).map_err(bad)?;
+                check_optional("customer_address", p.customer_address.as_deref(), 250)
+                    .map_err(bad)?;
+                check_optional("customer_city", p.customer_city.as_deref(), 50).map_err(bad)?;
+                check_optional("customer_state", p.customer_state.as_deref(), 50).map_err(bad)?;
+                check_optional("customer_zip_code", p.customer_zip_code.as_deref(), 20)
+                    .map_err(bad)?;
                 let key = self.resolve_key(identity, KeyKind::Pix, p.pix_key.as_deref())?;
                 let mut body = json!({
                     "orderId": p.order_id,
@@ -1415,14 +1427,14 @@ impl IfthenpayService {
                 ))
             }
             "payments_list" => {
-                let p: PaymentsListParams = parse(tool, args).map_err(Err)?;
+                let p: PaymentsListParams = parse(tool, args).map_err(bad)?;
                 let entity = match p.entity {
                     None => None,
                     Some(e) => {
                         let upper = e.to_ascii_uppercase();
                         let number = upper.len() == 5 && upper.bytes().all(|b| b.is_ascii_digit());
                         if !number && !LIST_METHODS.contains(&upper.as_str()) {
-                            return Err(Err(invalid(format!(
+                            return Err(bad(invalid(format!(
                                 "entity {e:?} must be MB, MBWAY, PAYSHOP, CCARD, COFIDIS, GOOGLE, APPLE, PIX or a 5-digit entity number"
                             ))));
                         }
@@ -1435,7 +1447,7 @@ impl IfthenpayService {
                     ("reference", &p.reference),
                     ("request_id", &p.request_id),
                 ] {
-                    check_optional(field, value.as_deref(), 100).map_err(Err)?;
+                    check_optional(field, value.as_deref(), 100).map_err(bad)?;
                 }
                 let amount = match &p.amount {
                     None => None,
@@ -1446,7 +1458,7 @@ impl IfthenpayService {
                                     "amount {a:?} must be a decimal above 0 with at most two decimals, e.g. \"25.00\""
                                 ))
                             })
-                            .map_err(Err)?,
+                            .map_err(bad)?,
                     ),
                 };
                 let date_start = p
@@ -1454,16 +1466,16 @@ impl IfthenpayService {
                     .as_deref()
                     .map(|d| parse_list_date("date_start", d))
                     .transpose()
-                    .map_err(Err)?;
+                    .map_err(bad)?;
                 let date_end = p
                     .date_end
                     .as_deref()
                     .map(|d| parse_list_date("date_end", d))
                     .transpose()
-                    .map_err(Err)?;
+                    .map_err(bad)?;
                 if let (Some(s), Some(e)) = (date_start, date_end) {
                     if s > e {
-                        return Err(Err(invalid("date_start is after date_end")));
+                        return Err(bad(invalid("date_start is after date_end")));
                     }
                 }
                 let key = self.resolve_key(identity, KeyKind::Backoffice, p.bo_key.as_deref())?;
@@ -1481,7 +1493,7 @@ impl IfthenpayService {
                     },
                 ))
             }
-            other => Err(Err(invalid(format!(
+            other => Err(bad(invalid(format!(
                 "unknown tool {other:?}: this toolset has {}",
                 TOOLS.join(", ")
             )))),
@@ -1545,9 +1557,9 @@ impl IfthenpayService {
                 return refuse(self.error(
                     "denied_by_policy",
                     &format!(
-                        "{tool} is denied by policy rule {:?}: {}. Nothing was created; do not retry.",
-                        verdict.rule, verdict.message
-                    ),
+                    "{tool} is denied by policy rule {:?}: {}. Nothing was created; do not retry.",
+                    verdict.rule, verdict.message
+                ),
                 ))
                 .await
             }
@@ -1563,7 +1575,7 @@ impl IfthenpayService {
                         verdict.message
                     ),
                 ))
-                .await
+                .await;
             }
         }
         let idempotency_key = format!("ifthenpay:{tool}:{}:{}", key.id, creation.order_id());
@@ -1580,7 +1592,10 @@ impl IfthenpayService {
     /// text for results, the plain message for errors.
     fn finish(&self, mut outcome: ToolOutcome, args: &Value) -> ToolOutcome {
         if outcome.structured["error"]["kind"] == "idempotency_key_conflict" {
-            let order = args.get("order_id").and_then(Value::as_str).unwrap_or_default();
+            let order = args
+                .get("order_id")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
             return self.error(
                 "order_id_conflict",
                 &format!("order_id {order:?} was already used with other arguments (a different amount or details); a payment request for this order exists already. Use a new order_id for a new request, or resend the original arguments to get the original result."),
@@ -1621,103 +1636,100 @@ impl IfthenpayService {
         let order_id = creation.order_id().to_string();
         let sandbox = self.sandbox;
         // (output as JSON text, request id, Multibanco entity, reference)
-        let result: Result<(String, Option<String>, Option<String>, Option<String>), IfthenpayError> =
-            match creation {
-                Creation::Multibanco {
-                    order_id,
-                    amount,
-                    expiry_days,
-                } => client
-                    .multibanco_init(&key.key, &order_id, amount, expiry_days)
-                    .await
-                    .map(|r| {
-                        let out = MultibancoOutput {
-                            entity: r.entity.clone(),
-                            reference: r.reference.clone(),
-                            amount: r.amount.to_decimal_string(),
-                            expiry_date: r.expiry_date.map(|d| d.format("%Y%m%d").to_string()),
-                            request_id: r.request_id.clone(),
-                            sandbox,
-                        };
-                        (
-                            to_json(&out),
-                            Some(r.request_id),
-                            Some(r.entity),
-                            Some(r.reference),
-                        )
-                    }),
-                Creation::Mbway {
-                    order_id,
-                    amount,
-                    phone,
-                    description,
-                } => client
-                    .mbway_init(&key.key, &order_id, amount, &phone, description.as_deref())
-                    .await
-                    .map(|request_id| {
-                        let out = MbwayRequestOutput {
-                            request_id: request_id.clone(),
-                            status: "pending".into(),
-                            message: "Payment request sent".into(),
-                            sandbox,
-                        };
-                        (to_json(&out), Some(request_id), None, None)
-                    }),
-                Creation::Payshop {
-                    order_id,
-                    amount,
-                    expiry,
-                } => client
-                    .payshop_init(&key.key, &order_id, amount, expiry)
-                    .await
-                    .map(|r| {
-                        let out = PayshopOutput {
-                            reference: r.reference.clone(),
-                            request_id: r.request_id.clone(),
-                            amount: amount_text.clone(),
-                            sandbox,
-                        };
-                        (to_json(&out), Some(r.request_id), None, Some(r.reference))
-                    }),
-                Creation::Card { body, .. } | Creation::Cofidis { body, .. } => {
-                    let checkout = if method == "CCARD" {
-                        client.creditcard_init(&key.key, &body).await
-                    } else {
-                        client.cofidis_init(&key.key, &body).await
+        let result: Result<Created, IfthenpayError> = match creation {
+            Creation::Multibanco {
+                order_id,
+                amount,
+                expiry_days,
+            } => client
+                .multibanco_init(&key.key, &order_id, amount, expiry_days)
+                .await
+                .map(|r| {
+                    let out = MultibancoOutput {
+                        entity: r.entity.clone(),
+                        reference: r.reference.clone(),
+                        amount: r.amount.to_decimal_string(),
+                        expiry_date: r.expiry_date.map(|d| d.format("%Y%m%d").to_string()),
+                        request_id: r.request_id.clone(),
+                        sandbox,
                     };
-                    checkout.map(|c| {
-                        let out = CheckoutOutput {
-                            payment_url: c.payment_url,
-                            request_id: c.request_id.clone(),
-                            amount: amount_text.clone(),
-                            sandbox,
-                        };
-                        (to_json(&out), Some(c.request_id), None, None)
-                    })
-                }
-                Creation::Pix { body, .. } => client.pix_init(&key.key, &body).await.map(|c| {
-                    let out = PixOutput {
-                        request_id: c.request_id.clone(),
+                    (
+                        to_json(&out),
+                        Some(r.request_id),
+                        Some(r.entity),
+                        Some(r.reference),
+                    )
+                }),
+            Creation::Mbway {
+                order_id,
+                amount,
+                phone,
+                description,
+            } => client
+                .mbway_init(&key.key, &order_id, amount, &phone, description.as_deref())
+                .await
+                .map(|request_id| {
+                    let out = MbwayRequestOutput {
+                        request_id: request_id.clone(),
+                        status: "pending".into(),
+                        message: "Payment request sent".into(),
+                        sandbox,
+                    };
+                    (to_json(&out), Some(request_id), None, None)
+                }),
+            Creation::Payshop {
+                order_id,
+                amount,
+                expiry,
+            } => client
+                .payshop_init(&key.key, &order_id, amount, expiry)
+                .await
+                .map(|r| {
+                    let out = PayshopOutput {
+                        reference: r.reference.clone(),
+                        request_id: r.request_id.clone(),
+                        amount: amount_text.clone(),
+                        sandbox,
+                    };
+                    (to_json(&out), Some(r.request_id), None, Some(r.reference))
+                }),
+            Creation::Card { body, .. } | Creation::Cofidis { body, .. } => {
+                let checkout = if method == "CCARD" {
+                    client.creditcard_init(&key.key, &body).await
+                } else {
+                    client.cofidis_init(&key.key, &body).await
+                };
+                checkout.map(|c| {
+                    let out = CheckoutOutput {
                         payment_url: c.payment_url,
-                        qr_code_value: c.qr_code_value,
+                        request_id: c.request_id.clone(),
                         amount: amount_text.clone(),
                         sandbox,
                     };
                     (to_json(&out), Some(c.request_id), None, None)
-                }),
-                Creation::Pinpay { body, .. } => {
-                    client.pinpay_init(&key.key, &body).await.map(|l| {
-                        let out = PinpayOutput {
-                            redirect_url: l.redirect_url,
-                            pinpay_url: l.pinpay_url,
-                            pin_code: l.pin_code.clone(),
-                            amount: amount_text.clone(),
-                            sandbox,
-                        };
-                        (to_json(&out), None, None, l.pin_code)
-                    })
-                }
-            };
+                })
+            }
+            Creation::Pix { body, .. } => client.pix_init(&key.key, &body).await.map(|c| {
+                let out = PixOutput {
+                    request_id: c.request_id.clone(),
+                    payment_url: c.payment_url,
+                    qr_code_value: c.qr_code_value,
+                    amount: amount_text.clone(),
+                    sandbox,
+                };
+                (to_json(&out), Some(c.request_id), None, None)
+            }),
+            Creation::Pinpay { body, .. } => client.pinpay_init(&key.key, &body).await.map(|l| {
+                let out = PinpayOutput {
+                    redirect_url: l.redirect_url,
+                    pinpay_url: l.pinpay_url,
+                    pin_code: l.pin_code.clone(),
+                    amount: amount_text.clone(),
+                    sandbox,
+                };
+                (to_json(&out), None, None, l.pin_code)
+            }),
+        };
         match result {
             Ok((text, request_id, mb_entity, reference)) => {
                 self.pipeline
@@ -1756,7 +1768,9 @@ impl IfthenpayService {
             Ok(status) => {
                 let state = status.state;
                 let message = match state {
-                    crate::connectors::ifthenpay::MbwayState::Paid => "Payment approved".to_string(),
+                    crate::connectors::ifthenpay::MbwayState::Paid => {
+                        "Payment approved".to_string()
+                    }
                     crate::connectors::ifthenpay::MbwayState::Rejected => {
                         "Payment rejected by the customer".to_string()
                     }
@@ -1771,7 +1785,8 @@ impl IfthenpayService {
                     }
                     crate::connectors::ifthenpay::MbwayState::Unknown => status.message.clone(),
                 };
-                let fmt = |t: Option<NaiveDateTime>| t.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string());
+                let fmt =
+                    |t: Option<NaiveDateTime>| t.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string());
                 let out = MbwayStatusOutput {
                     status: state.as_str().to_string(),
                     status_code: status.code.clone(),
@@ -1805,7 +1820,9 @@ impl IfthenpayService {
                 let payments: Vec<PaymentView> = records
                     .into_iter()
                     .map(|r| {
-                        let method = if r.entity.len() == 5 && r.entity.bytes().all(|b| b.is_ascii_digit()) {
+                        let method = if r.entity.len() == 5
+                            && r.entity.bytes().all(|b| b.is_ascii_digit())
+                        {
                             "MB".to_string()
                         } else {
                             r.entity.to_ascii_uppercase()
@@ -1861,13 +1878,18 @@ impl IfthenpayService {
         let amount_text = get(&["amount", "valor"]);
         let payment_method = get(&["payment_method", "paymentMethod"]);
         let sent_key = get(&["key", "anti_phishing_key", "apk"]).unwrap_or_default();
-        let key_ok = self.anti_phishing_key.as_ref().is_some_and(|k| {
-            bool::from(k.expose_secret().as_bytes().ct_eq(sent_key.as_bytes()))
-        });
+        let key_ok = self
+            .anti_phishing_key
+            .as_ref()
+            .is_some_and(|k| bool::from(k.expose_secret().as_bytes().ct_eq(sent_key.as_bytes())));
         let found = self
             .pipeline
             .store()
-            .find_ifthenpay_request(request_id.as_deref(), reference.as_deref(), order_id.as_deref())
+            .find_ifthenpay_request(
+                request_id.as_deref(),
+                reference.as_deref(),
+                order_id.as_deref(),
+            )
             .await?;
         let currency = found
             .as_ref()
@@ -1877,7 +1899,12 @@ impl IfthenpayService {
             .as_deref()
             .and_then(|a| Money::parse(&a.replace(',', "."), currency).ok());
         let (accepted, reason, status, body) = if !key_ok {
-            (false, Some("wrong_anti_phishing_key"), 403, "invalid anti-phishing key")
+            (
+                false,
+                Some("wrong_anti_phishing_key"),
+                403,
+                "invalid anti-phishing key",
+            )
         } else {
             match (&found, parsed) {
                 (None, _) => (false, Some("unknown_payment"), 404, "unknown payment"),
@@ -1901,7 +1928,10 @@ impl IfthenpayService {
             reason: reason.map(String::from),
             received_at: String::new(),
         };
-        self.pipeline.store().record_ifthenpay_callback(&record).await?;
+        self.pipeline
+            .store()
+            .record_ifthenpay_callback(&record)
+            .await?;
         if accepted {
             if let Some(r) = &found {
                 self.pipeline.store().mark_ifthenpay_paid(r.id).await?;
@@ -1916,7 +1946,11 @@ impl IfthenpayService {
             client_name: Some("ifthenpay callback".into()),
         };
         let facts = AuditFacts {
-            outcome: if accepted { "ok".into() } else { "rejected".into() },
+            outcome: if accepted {
+                "ok".into()
+            } else {
+                "rejected".into()
+            },
             result_code: reason.map(String::from),
             provider_request_id: request_id.clone(),
             transaction_id: found.as_ref().and_then(|r| r.request_id.clone()),
@@ -1937,7 +1971,9 @@ impl IfthenpayService {
             audit: facts,
         };
         self.pipeline
-            .read(&caller, TOOLSET, "callback", &arguments, || async { Ok(audited) })
+            .read(&caller, TOOLSET, "callback", &arguments, || async {
+                Ok(audited)
+            })
             .await?;
         Ok((status, body))
     }
@@ -1946,7 +1982,8 @@ impl IfthenpayService {
     /// with the emulator for every demo key, with the demo backoffice key. Sandbox only: against
     /// the live API the operator activates the callback in ifthenpay's backoffice.
     pub async fn activate_demo_callbacks(&self, base: &str) {
-        let (Some(client), true, Some(ap_key)) = (&self.client, self.sandbox, &self.anti_phishing_key)
+        let (Some(client), true, Some(ap_key)) =
+            (&self.client, self.sandbox, &self.anti_phishing_key)
         else {
             return;
         };
@@ -1962,7 +1999,10 @@ impl IfthenpayService {
             ("PIX", paywarden_emulator::IFTHENPAY_PIX_KEY),
         ] {
             let key = SecretString::from(key.to_string());
-            if let Err(e) = client.activate_callback(&bo, entity, &key, ap_key, &url).await {
+            if let Err(e) = client
+                .activate_callback(&bo, entity, &key, ap_key, &url)
+                .await
+            {
                 tracing::warn!(error = %e, entity, "ifthenpay callback activation failed");
             }
         }
@@ -1976,6 +2016,16 @@ pub fn callback_template(base: &str) -> String {
         base.trim_end_matches('/')
     )
 }
+
+/// Why a call stops before the provider: a tool-error outcome (`Ok`) or invalid arguments.
+type Refusal = Box<Result<ToolOutcome, ServiceError>>;
+
+fn bad(e: ServiceError) -> Refusal {
+    Box::new(Err(e))
+}
+
+/// A creation's result: (output as JSON text, request id, Multibanco entity, reference).
+type Created = (String, Option<String>, Option<String>, Option<String>);
 
 enum Prepared {
     Create(ResolvedKey, Creation),
@@ -2005,12 +2055,33 @@ mod tests {
     #[test]
     fn amounts_are_exact_minor_units() {
         let eur = Currency::EUR;
-        assert_eq!(parse_amount(&num(json!(25.00)), eur).unwrap().minor_units(), 2500);
-        assert_eq!(parse_amount(&num(json!(15.5)), eur).unwrap().minor_units(), 1550);
-        assert_eq!(parse_amount(&num(json!(99.99)), eur).unwrap().minor_units(), 9999);
-        assert_eq!(parse_amount(&num(json!(0.01)), eur).unwrap().minor_units(), 1);
-        assert_eq!(parse_amount(&num(json!(7)), eur).unwrap().minor_units(), 700);
-        for bad in [json!(0), json!(-1.0), json!(10.001), json!(1e30), json!(1000000.0)] {
+        assert_eq!(
+            parse_amount(&num(json!(25.00)), eur).unwrap().minor_units(),
+            2500
+        );
+        assert_eq!(
+            parse_amount(&num(json!(15.5)), eur).unwrap().minor_units(),
+            1550
+        );
+        assert_eq!(
+            parse_amount(&num(json!(99.99)), eur).unwrap().minor_units(),
+            9999
+        );
+        assert_eq!(
+            parse_amount(&num(json!(0.01)), eur).unwrap().minor_units(),
+            1
+        );
+        assert_eq!(
+            parse_amount(&num(json!(7)), eur).unwrap().minor_units(),
+            700
+        );
+        for bad in [
+            json!(0),
+            json!(-1.0),
+            json!(10.001),
+            json!(1e30),
+            json!(1000000.0),
+        ] {
             assert!(parse_amount(&num(bad.clone()), eur).is_err(), "{bad}");
         }
     }
@@ -2039,16 +2110,28 @@ mod tests {
     fn pinpay_accounts() {
         assert_eq!(check_accounts("CCARD|AAA-000001").unwrap(), vec!["4"]);
         assert_eq!(
-            check_accounts("MB|A-1;MBWAY|B-2;PAYSHOP|C-3;CCARD|D-4;COFIDIS|E-5;PIX|F-6;GOOGLE|G-7;APPLE|H-8")
-                .unwrap(),
+            check_accounts(
+                "MB|A-1;MBWAY|B-2;PAYSHOP|C-3;CCARD|D-4;COFIDIS|E-5;PIX|F-6;GOOGLE|G-7;APPLE|H-8"
+            )
+            .unwrap(),
             vec!["1", "2", "3", "4", "7", "8", "4", "4"]
         );
         assert_eq!(check_accounts("11249|999;").unwrap(), vec!["1"]);
-        for bad in ["", "CCARD", "VISA|X-1", "CCARD|", "CCARD|a b", "CCARD|X-1;CCARD|X-2", "11249|99"] {
+        for bad in [
+            "",
+            "CCARD",
+            "VISA|X-1",
+            "CCARD|",
+            "CCARD|a b",
+            "CCARD|X-1;CCARD|X-2",
+            "11249|99",
+        ] {
             assert!(check_accounts(bad).is_err(), "{bad}");
         }
         // Error messages never echo a key.
-        let ServiceError::InvalidArguments(m) = check_accounts("secretkeyvalue-without-pipe").unwrap_err() else {
+        let ServiceError::InvalidArguments(m) =
+            check_accounts("secretkeyvalue-without-pipe").unwrap_err()
+        else {
             panic!()
         };
         assert!(!m.contains("secretkeyvalue"), "{m}");

@@ -451,7 +451,20 @@ mod tests {
             "customer_cpf": "74026594025", "order_id": "1001", "amount": 25.0
         });
         let s = redact(&v).to_string();
-        for secret in ["K1", "K2", "K3", "K4", "K5", "K6", "K7", "K8", "K9", "K10", "K11", "74026594025"] {
+        for secret in [
+            "K1",
+            "K2",
+            "K3",
+            "K4",
+            "K5",
+            "K6",
+            "K7",
+            "K8",
+            "K9",
+            "K10",
+            "K11",
+            "74026594025",
+        ] {
             assert!(!s.contains(secret), "{secret} leaked in {s}");
         }
         assert!(s.contains("1001"), "{s}");

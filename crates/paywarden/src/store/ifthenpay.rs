@@ -186,10 +186,11 @@ impl Store {
         &self,
         entity_id: &str,
     ) -> Result<Vec<IfthenpayRequest>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM ifthenpay_requests WHERE entity_id = ? ORDER BY id DESC")
-            .bind(entity_id)
-            .fetch_all(self.pool())
-            .await?;
+        let rows =
+            sqlx::query("SELECT * FROM ifthenpay_requests WHERE entity_id = ? ORDER BY id DESC")
+                .bind(entity_id)
+                .fetch_all(self.pool())
+                .await?;
         Ok(rows.iter().map(request_of).collect::<Result<_, _>>()?)
     }
 

@@ -246,7 +246,10 @@ impl IfthenpayClient {
         }
     }
 
-    async fn send(&self, request: reqwest::RequestBuilder) -> Result<(u16, String), IfthenpayError> {
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<(u16, String), IfthenpayError> {
         let response = request.send().await.map_err(|e| self.transport(e))?;
         let status = response.status().as_u16();
         let body = response.text().await.map_err(|e| self.transport(e))?;
@@ -259,7 +262,11 @@ impl IfthenpayClient {
         body: &Value,
     ) -> Result<T, IfthenpayError> {
         let (status, text) = self
-            .send(self.http.post(format!("{}{path}", self.base_url)).json(body))
+            .send(
+                self.http
+                    .post(format!("{}{path}", self.base_url))
+                    .json(body),
+            )
             .await?;
         decode(status, &text)
     }
@@ -285,7 +292,8 @@ impl IfthenpayClient {
             body["expiryDays"] = json!(days);
         }
         let wire: WireMultibanco = self.post_json("/multibanco/reference/init", &body).await?;
-        InitStatus::parse(&loose_text(&wire.status).unwrap_or_default()).into_result(&wire.message)?;
+        InitStatus::parse(&loose_text(&wire.status).unwrap_or_default())
+            .into_result(&wire.message)?;
         Ok(MultibancoReference {
             entity: loose_text(&wire.entity).ok_or_else(|| missing("Entity"))?,
             reference: loose_text(&wire.reference).ok_or_else(|| missing("Reference"))?,
@@ -382,7 +390,8 @@ impl IfthenpayClient {
             body["validade"] = json!(d.format("%Y%m%d").to_string());
         }
         let wire: WirePayshop = self.post_json("/payshop/reference/", &body).await?;
-        InitStatus::parse(&loose_text(&wire.code).unwrap_or_default()).into_result(&wire.message)?;
+        InitStatus::parse(&loose_text(&wire.code).unwrap_or_default())
+            .into_result(&wire.message)?;
         Ok(PayshopReference {
             reference: loose_text(&wire.reference).ok_or_else(|| missing("Reference"))?,
             request_id: wire.request_id.ok_or_else(|| missing("RequestId"))?,
@@ -402,7 +411,8 @@ impl IfthenpayClient {
         let wire: WireCard = self
             .post_json(&format!("/creditcard/init/{}", key.expose_secret()), body)
             .await?;
-        InitStatus::parse(&loose_text(&wire.status).unwrap_or_default()).into_result(&wire.message)?;
+        InitStatus::parse(&loose_text(&wire.status).unwrap_or_default())
+            .into_result(&wire.message)?;
         Ok(Checkout {
             payment_url: wire.payment_url.ok_or_else(|| missing("PaymentUrl"))?,
             request_id: wire.request_id.ok_or_else(|| missing("RequestId"))?,
@@ -438,7 +448,8 @@ impl IfthenpayClient {
 
     async fn camel_checkout(&self, path: &str, body: &Value) -> Result<Checkout, IfthenpayError> {
         let wire: WireCheckout = self.post_json(path, body).await?;
-        InitStatus::parse(&loose_text(&wire.status).unwrap_or_default()).into_result(&wire.message)?;
+        InitStatus::parse(&loose_text(&wire.status).unwrap_or_default())
+            .into_result(&wire.message)?;
         Ok(Checkout {
             payment_url: wire.payment_url.ok_or_else(|| missing("paymentUrl"))?,
             request_id: wire.request_id.ok_or_else(|| missing("requestId"))?,
@@ -457,7 +468,11 @@ impl IfthenpayClient {
     ) -> Result<PinpayLink, IfthenpayError> {
         let request = self
             .http
-            .post(format!("{}/gateway/pinpay/{}", self.base_url, key.expose_secret()))
+            .post(format!(
+                "{}/gateway/pinpay/{}",
+                self.base_url,
+                key.expose_secret()
+            ))
             .json(body);
         let (status, text) = self.send(request).await?;
         if !(200..300).contains(&status) {
@@ -478,13 +493,12 @@ impl IfthenpayClient {
         }
         let wire: WirePinpay = decode(status, &text)?;
         Ok(PinpayLink {
-            redirect_url: wire
-                .redirect_url
-                .filter(|u| !u.is_empty())
-                .ok_or_else(|| IfthenpayError::Rejected {
+            redirect_url: wire.redirect_url.filter(|u| !u.is_empty()).ok_or_else(|| {
+                IfthenpayError::Rejected {
                     code: status.to_string(),
                     message: "ifthenpay returned no RedirectUrl".into(),
-                })?,
+                }
+            })?,
             pinpay_url: wire.pinpay_url.filter(|u| !u.is_empty()),
             pin_code: loose_text(&wire.pin_code),
         })
@@ -508,7 +522,10 @@ impl IfthenpayClient {
         set("entity", query.entity.clone());
         set(
             "subEntity",
-            query.sub_entity.as_ref().map(|s| s.expose_secret().to_string()),
+            query
+                .sub_entity
+                .as_ref()
+                .map(|s| s.expose_secret().to_string()),
         );
         set("orderId", query.order_id.clone());
         set("reference", query.reference.clone());

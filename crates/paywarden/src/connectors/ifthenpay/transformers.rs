@@ -282,12 +282,30 @@ mod tests {
 
     #[test]
     fn codes_map_exhaustively() {
-        assert_eq!(MbwayStatusCode::parse("000").state(), Some(MbwayState::Paid));
-        assert_eq!(MbwayStatusCode::parse("020").state(), Some(MbwayState::Rejected));
-        assert_eq!(MbwayStatusCode::parse("101").state(), Some(MbwayState::Expired));
-        assert_eq!(MbwayStatusCode::parse("122").state(), Some(MbwayState::Declined));
-        assert_eq!(MbwayStatusCode::parse("123").state(), Some(MbwayState::Pending));
-        assert_eq!(MbwayStatusCode::parse("777").state(), Some(MbwayState::Unknown));
+        assert_eq!(
+            MbwayStatusCode::parse("000").state(),
+            Some(MbwayState::Paid)
+        );
+        assert_eq!(
+            MbwayStatusCode::parse("020").state(),
+            Some(MbwayState::Rejected)
+        );
+        assert_eq!(
+            MbwayStatusCode::parse("101").state(),
+            Some(MbwayState::Expired)
+        );
+        assert_eq!(
+            MbwayStatusCode::parse("122").state(),
+            Some(MbwayState::Declined)
+        );
+        assert_eq!(
+            MbwayStatusCode::parse("123").state(),
+            Some(MbwayState::Pending)
+        );
+        assert_eq!(
+            MbwayStatusCode::parse("777").state(),
+            Some(MbwayState::Unknown)
+        );
         assert_eq!(MbwayStatusCode::parse("999").state(), None);
         assert_eq!(MbwayInitCode::parse("000"), MbwayInitCode::Sent);
         assert_eq!(InitStatus::parse("0"), InitStatus::Success);
@@ -297,10 +315,22 @@ mod tests {
     #[test]
     fn amounts_are_exact() {
         let eur = Currency::EUR;
-        assert_eq!(parse_amount(&serde_json::json!("25.00"), eur).map(|m| m.minor_units()), Some(2500));
-        assert_eq!(parse_amount(&serde_json::json!(0.01), eur).map(|m| m.minor_units()), Some(1));
-        assert_eq!(parse_amount(&serde_json::json!("63,35"), eur).map(|m| m.minor_units()), Some(6335));
-        assert_eq!(parse_expiry(Some("20-11-2026")), NaiveDate::from_ymd_opt(2026, 11, 20));
+        assert_eq!(
+            parse_amount(&serde_json::json!("25.00"), eur).map(|m| m.minor_units()),
+            Some(2500)
+        );
+        assert_eq!(
+            parse_amount(&serde_json::json!(0.01), eur).map(|m| m.minor_units()),
+            Some(1)
+        );
+        assert_eq!(
+            parse_amount(&serde_json::json!("63,35"), eur).map(|m| m.minor_units()),
+            Some(6335)
+        );
+        assert_eq!(
+            parse_expiry(Some("20-11-2026")),
+            NaiveDate::from_ymd_opt(2026, 11, 20)
+        );
         assert_eq!(parse_expiry(Some("")), None);
     }
 }
