@@ -206,6 +206,14 @@ def test_seed_examples_payshop_and_pinpay(ifthenpay_server: ServerProcess) -> No
     assert paid["paid_method"] == "CCARD" and paid["callback"]["status"] == 200, paid
 
 
+def test_serve_prints_the_endpoint_and_the_demo_keys(ifthenpay_server: ServerProcess) -> None:
+    banner = "".join(ifthenpay_server.stdout_lines)
+    assert ifthenpay_server.url(ENDPOINT) in banner, banner
+    for key in (MB_KEY, MBWAY_KEY, PAYSHOP_KEY, CCARD_KEY, GATEWAY_KEY, BO_KEY):
+        assert key in banner, (key, banner)
+    assert "paywarden ifthenpay shopper" in banner, banner
+
+
 def test_http_contract_cors_405_and_json_rpc_errors(ifthenpay_server: ServerProcess) -> None:
     url = ifthenpay_server.url(ENDPOINT)
     preflight = httpx.options(url, timeout=10)

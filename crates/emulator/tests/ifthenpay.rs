@@ -385,3 +385,35 @@ async fn payments_read_filters_and_refuses_a_wrong_backoffice_key() {
     .await;
     assert_eq!(invalid, json!("INVALID"));
 }
+
+#[tokio::test]
+async fn without_filters_the_list_holds_the_1000_most_recent_payments() {
+    let h = common::start().await;
+    for i in 0..1001 {
+        let (_, r) = post(
+            &h,
+            "/spg/payment/mbway",
+            json!({"mbWayKey": IFTHENPAY_MBWAY_KEY, "orderId": format!("N{i}"), "amount": "1.00", "mobileNumber": "351#912345678"}),
+        )
+        .await;
+        let (code, _) = shopper(&h, json!({"action": "pay", "request_id": r["RequestId"]})).await;
+        assert_eq!(code, 200);
+    }
+    let (_, all) = post(
+        &h,
+        "/v2/payments/read",
+        json!({"boKey": IFTHENPAY_BACKOFFICE_KEY}),
+    )
+    .await;
+    let payments = all["payments"].as_array().unwrap();
+    assert_eq!(payments.len(), 1000);
+    // The oldest one is the one left out.
+    assert!(payments.iter().all(|p| p["orderId"] != "N0"));
+    let (_, filtered) = post(
+        &h,
+        "/v2/payments/read",
+        json!({"boKey": IFTHENPAY_BACKOFFICE_KEY, "entity": "MBWAY"}),
+    )
+    .await;
+    assert_eq!(filtered["payments"].as_array().unwrap().len(), 1001);
+}

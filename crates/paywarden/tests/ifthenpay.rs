@@ -1189,3 +1189,27 @@ async fn the_same_tools_on_the_unified_endpoint() {
         .expect_err("invalid");
     assert!(format!("{err:?}").contains("greater than 0"), "{err:?}");
 }
+
+#[tokio::test]
+async fn a_database_failure_is_an_internal_error() {
+    let app = spawn().await;
+    let path = app.data_dir.path().join("paywarden.db");
+    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&path);
+    let pool = sqlx::SqlitePool::connect_with(options)
+        .await
+        .expect("database");
+    for table in ["ifthenpay_callbacks", "ifthenpay_requests"] {
+        sqlx::query(&format!("DROP TABLE {table}"))
+            .execute(&pool)
+            .await
+            .expect("dropped");
+    }
+    let answer = rpc(
+        &app,
+        json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call",
+               "params": {"name": "multibanco_create_reference", "arguments": mb("DB-1", json!(1))}}),
+    )
+    .await;
+    assert_eq!(answer["error"]["code"], -32603, "{answer}");
+    assert_eq!(answer["id"], 5);
+}
