@@ -68,9 +68,21 @@ IFTHENPAY_TOOLS = IFTHENPAY_READ_TOOLS | frozenset(
         "pix_create_payment",
     }
 )
+# The Payment Ops seed's seven tools (Stripe + orders database), on the unified endpoint.
+OPS_TOOLS = frozenset(
+    {
+        "lookup_customer",
+        "list_payments",
+        "get_order_history",
+        "issue_refund",
+        "create_payment_link",
+        "revenue_summary",
+        "flag_for_review",
+    }
+)
 # Every tool each endpoint serves; stdio serves what /mcp serves.
 ALL_TOOLS = {
-    "/mcp": OPP_TOOLS | PAYWARDEN_TOOLS | IFTHENPAY_TOOLS,
+    "/mcp": OPP_TOOLS | PAYWARDEN_TOOLS | OPS_TOOLS | IFTHENPAY_TOOLS,
     "/agentic/v1/mcp": OPP_TOOLS,
 }
 STDIO_TOOLS = ALL_TOOLS["/mcp"]

@@ -221,6 +221,18 @@ def test_raw_server_discover_is_stateless(base_url: str, endpoint: str) -> None:
 
 # --- tools ------------------------------------------------------------------------------------
 
+# The ops toolset's annotations: (readOnlyHint, destructiveHint). Only issue_refund moves money
+# out; a payment link asks for money and a review flag is a note.
+OPS_ANNOTATIONS = {
+    "lookup_customer": (True, False),
+    "list_payments": (True, False),
+    "get_order_history": (True, False),
+    "revenue_summary": (True, False),
+    "issue_refund": (False, True),
+    "create_payment_link": (False, False),
+    "flag_for_review": (False, False),
+}
+
 
 @era_endpoint_params()
 async def test_list_tools(base_url: str, era: str, endpoint: str) -> None:
@@ -241,6 +253,10 @@ async def test_list_tools(base_url: str, era: str, endpoint: str) -> None:
             assert tool.annotations.read_only_hint is False, (name, tool.annotations)
             assert tool.annotations.destructive_hint is True, (name, tool.annotations)
             assert tool.annotations.idempotent_hint is True, (name, tool.annotations)
+        elif name in OPS_ANNOTATIONS:
+            read_only, destructive = OPS_ANNOTATIONS[name]
+            assert tool.annotations.read_only_hint is read_only, (name, tool.annotations)
+            assert tool.annotations.destructive_hint is destructive, (name, tool.annotations)
         elif name in IFTHENPAY_TOOLS:
             # Payment requests collect money; they destroy nothing (test_ifthenpay.py).
             assert tool.annotations.read_only_hint is (name in IFTHENPAY_READ_TOOLS), (name, tool.annotations)

@@ -63,7 +63,10 @@ pub(crate) struct Shared {
 }
 
 /// The OPP API router with latency, the sandbox header and request logging.
-pub(crate) fn router(shared: Arc<Shared>) -> Router {
+///
+/// `other` (the Stripe API's router) is merged in before the layers, so the latencies, the
+/// sandbox header and the request log apply to it too.
+pub(crate) fn router(shared: Arc<Shared>, other: Router) -> Router {
     let latency = (shared.latency, shared.write_latency);
     Router::new()
         .route("/v1/payments", post(create_payment))
@@ -71,6 +74,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/query", get(query))
         .route("/v1/query/{id}", get(query_by_id))
         .with_state(shared)
+        .merge(other)
         .layer(middleware::from_fn_with_state(latency, around))
 }
 

@@ -1,9 +1,10 @@
 //! paywarden-emulator: an offline HTTP server that speaks ACI's Open Payment Platform (OPP)
-//! server-to-server API (the real one lives at `https://eu-test.oppwa.com`), with real state
-//! in a SQLite file, so that paywarden's OPP connector runs unchanged against it in demos and
-//! tests.
+//! server-to-server API (the real one lives at `https://eu-test.oppwa.com`) and a stateful subset
+//! of Stripe's API v1 (`https://api.stripe.com`), with real state in a SQLite file, so that
+//! paywarden's OPP and Stripe connectors run unchanged against it in demos and tests. Both APIs
+//! share one port: OPP owns `/v1/payments*` and `/v1/query*`, Stripe every other `/v1/...` path.
 //!
-//! Endpoints (all form-encoded requests, JSON responses, `Authorization: Bearer <token>` plus
+//! OPP endpoints (form-encoded requests, JSON responses, `Authorization: Bearer <token>` plus
 //! `entityId` on every call; see `docs/emulator.md` for every field, result code and status):
 //!
 //! | endpoint | OPP operation |
@@ -13,11 +14,26 @@
 //! | `GET /v1/query/{id}` | one transaction, or its whole payment with `includeLinkedTransactions=true` |
 //! | `GET /v1/query` | by `merchantTransactionId`, or a paged `date.from`/`date.to` report |
 //!
+//! Stripe endpoints (Stripe's form encoding with `metadata[k]` / `line_items[0][price]`
+//! nesting, Stripe's JSON objects, ids, list envelopes, error JSON and HTTP codes;
+//! `Authorization: Bearer sk_test_...` with a key of [`EmulatorConfig::stripe_keys`], e.g.
+//! [`DEMO_STRIPE_KEY`]; `Idempotency-Key` on POSTs with Stripe's replay semantics):
+//!
+//! | endpoint | Stripe operation |
+//! |---|---|
+//! | `POST /v1/customers`, `GET /v1/customers?email=` | create a customer; list (exact email) |
+//! | `GET /v1/customers/search?query=email:'...'` | search customers |
+//! | `GET`/`POST /v1/customers/{id}` | retrieve / update a customer |
+//! | `POST /v1/payment_intents`, `GET /v1/payment_intents?customer=&limit=&starting_after=&ending_before=` | create (and confirm with a `pm_card_*` test card); list |
+//! | `GET /v1/payment_intents/{id}`, `GET /v1/charges/{id}` | retrieve (charges carry `amount_refunded`, `refunded`) |
+//! | `POST /v1/refunds`, `GET /v1/refunds?payment_intent=&charge=`, `GET /v1/refunds/{id}` | refund (atomic; `amount_too_large`, `charge_already_refunded`); list; retrieve |
+//! | `POST /v1/products`, `POST /v1/prices`, `POST /v1/payment_links` (+ `GET .../{id}`) | catalog and payment links |
+//!
 //! The same server also speaks ifthenpay's payment API (Multibanco, MB WAY, Payshop, cards,
 //! PinPay, Cofidis Pay, PIX, payments list, callback activation) and plays the shopper; see
 //! [`ifthenpay`].
 //!
-//! The state rules (what may be captured, refunded, reversed, ...) are
+//! The OPP state rules (what may be captured, refunded, reversed, ...) are
 //! [`paywarden_domain::ledger::evaluate`]'s; the emulator only stores and serves transactions.
 //! Every response carries the header `X-Paywarden-Sandbox: true`.
 //!
@@ -27,7 +43,7 @@
 //! let emulator = Emulator::open(EmulatorConfig::demo("emulator.sqlite".into())).await?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 //! let running = emulator.spawn(listener).await?;
-//! println!("OPP emulator at {}", running.base_url);
+//! println!("OPP and Stripe emulator at {}", running.base_url);
 //! # Ok(()) }
 //! ```
 
@@ -40,6 +56,7 @@ mod handlers;
 pub mod ifthenpay;
 mod params;
 mod store;
+mod stripe;
 mod wire;
 
 use std::fmt;
@@ -67,6 +84,42 @@ pub const SECOND_ENTITY_ID: &str = "8ac7a4c9000000000000000000000002";
 
 /// The second demo entity's bearer token.
 pub const SECOND_TOKEN: &str = "pw_demo_second_entity_sandbox_token";
+
+/// The demo Stripe account's secret key (`Authorization: Bearer <DEMO_STRIPE_KEY>`). A
+/// test-mode-shaped key that is only valid against the emulator (real Stripe refuses it); it is
+/// public on purpose.
+pub const DEMO_STRIPE_KEY: &str = "sk_test_paywarden_demo_key_only_valid_against_the_emulator";
+
+/// The demo Stripe account's restricted key (`rk_test_...`), as the ops seed recommends using
+/// (least privilege). Only valid against the emulator, public on purpose. The emulator grants
+/// it every endpoint it serves (it does not model per-resource permissions).
+pub const DEMO_STRIPE_RESTRICTED_KEY: &str =
+    "rk_test_paywarden_demo_restricted_key_only_valid_against_the_emulator";
+
+/// The Stripe account both demo keys belong to (Stripe's `acct_` id shape).
+pub const DEMO_STRIPE_ACCOUNT: &str = "acct_1PaywardenDemo01";
+
+/// One Stripe API key the emulator accepts and the account it belongs to. Every Stripe object is
+/// scoped to the account of the key that created it; keys of one account see the same objects.
+///
+/// A key must be a test-mode key (`sk_test_` or `rk_test_` followed by at least 8 characters):
+/// the emulator never pretends to be live mode. `Debug` redacts the key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StripeCredential {
+    /// The account id, e.g. [`DEMO_STRIPE_ACCOUNT`]. Non-empty.
+    pub account: String,
+    /// The API key, e.g. [`DEMO_STRIPE_KEY`]. Unique across the configured keys.
+    pub key: String,
+}
+
+impl fmt::Debug for StripeCredential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StripeCredential")
+            .field("account", &self.account)
+            .field("key", &"[redacted]")
+            .finish()
+    }
+}
 
 /// One OPP entity the emulator accepts: its `entityId` and the bearer token that authorises it.
 ///
@@ -108,11 +161,16 @@ pub struct EmulatorConfig {
     /// operation happened, but the caller hears of it late (used to prove that paywarden treats a
     /// timed-out write as an unknown outcome). `Duration::ZERO` for none.
     pub write_latency: Duration,
+    /// The Stripe API keys the emulator accepts (see [`StripeCredential`]). May be empty: every
+    /// Stripe request is then refused with HTTP 401.
+    pub stripe_keys: Vec<StripeCredential>,
 }
 
 impl EmulatorConfig {
-    /// The demo configuration: both demo entities ([`DEMO_ENTITY_ID`]/[`DEMO_TOKEN`] and
-    /// [`SECOND_ENTITY_ID`]/[`SECOND_TOKEN`]), no latency, state in `database_path`.
+    /// The demo configuration: both demo OPP entities ([`DEMO_ENTITY_ID`]/[`DEMO_TOKEN`] and
+    /// [`SECOND_ENTITY_ID`]/[`SECOND_TOKEN`]), the demo Stripe account [`DEMO_STRIPE_ACCOUNT`]
+    /// with its keys [`DEMO_STRIPE_KEY`] and [`DEMO_STRIPE_RESTRICTED_KEY`], no latency, state
+    /// in `database_path`.
     pub fn demo(database_path: PathBuf) -> Self {
         Self {
             database_path,
@@ -128,6 +186,16 @@ impl EmulatorConfig {
             ],
             latency: Duration::ZERO,
             write_latency: Duration::ZERO,
+            stripe_keys: vec![
+                StripeCredential {
+                    account: DEMO_STRIPE_ACCOUNT.to_string(),
+                    key: DEMO_STRIPE_KEY.to_string(),
+                },
+                StripeCredential {
+                    account: DEMO_STRIPE_ACCOUNT.to_string(),
+                    key: DEMO_STRIPE_RESTRICTED_KEY.to_string(),
+                },
+            ],
         }
     }
 
@@ -165,6 +233,33 @@ impl EmulatorConfig {
                 }
             }
         }
+        for (i, credential) in self.stripe_keys.iter().enumerate() {
+            if credential.account.trim().is_empty() {
+                return Err(EmulatorError::Config(format!(
+                    "Stripe key #{} has an empty account id",
+                    i + 1
+                )));
+            }
+            let secret = ["sk_test_", "rk_test_"]
+                .iter()
+                .find_map(|p| credential.key.strip_prefix(p));
+            if secret.is_none_or(|s| s.len() < 8) {
+                return Err(EmulatorError::Config(format!(
+                    "Stripe key #{} of account {} is not a test-mode key (sk_test_... or rk_test_... with at least 8 characters after the prefix); the emulator only accepts test-mode keys",
+                    i + 1,
+                    credential.account
+                )));
+            }
+            if self.stripe_keys[..i]
+                .iter()
+                .any(|o| o.key == credential.key)
+            {
+                return Err(EmulatorError::Config(format!(
+                    "Stripe key #{} is configured twice; each key belongs to one account",
+                    i + 1
+                )));
+            }
+        }
         Ok(())
     }
 }
@@ -174,6 +269,7 @@ impl EmulatorConfig {
 #[derive(Clone)]
 pub struct Emulator {
     inner: Arc<handlers::Shared>,
+    stripe: Arc<stripe::StripeShared>,
     ifthenpay: ifthenpay::State,
 }
 
@@ -183,6 +279,7 @@ impl fmt::Debug for Emulator {
             .field("entities", &self.inner.entities)
             .field("latency", &self.inner.latency)
             .field("write_latency", &self.inner.write_latency)
+            .field("stripe_keys", &self.stripe.keys)
             .finish_non_exhaustive()
     }
 }
@@ -198,6 +295,8 @@ impl Emulator {
     pub async fn open(config: EmulatorConfig) -> Result<Emulator, EmulatorError> {
         config.validate()?;
         let store = store::Store::open(&config.database_path).await?;
+        // The same file; the schema (including the Stripe tables) was just migrated.
+        let stripe_store = stripe::StripeStore::open(&config.database_path).await?;
         tracing::info!(
             path = %config.database_path.display(),
             entities = config.entities.len(),
@@ -212,15 +311,20 @@ impl Emulator {
                 latency: config.latency,
                 write_latency: config.write_latency,
             }),
+            stripe: Arc::new(stripe::StripeShared {
+                store: stripe_store,
+                keys: config.stripe_keys,
+            }),
         })
     }
 
     /// The axum router serving OPP's server-to-server API (`/v1/payments`,
-    /// `/v1/payments/{id}`, `/v1/query`, `/v1/query/{id}`) and ifthenpay's API (see
-    /// [`ifthenpay`]), with the configured latency and the
-    /// `X-Paywarden-Sandbox: true` header on every response.
+    /// `/v1/payments/{id}`, `/v1/query`, `/v1/query/{id}`), the Stripe API subset (every
+    /// other `/v1/...` path, see the crate docs) and ifthenpay's API (see [`ifthenpay`]), with
+    /// the configured latencies and the `X-Paywarden-Sandbox: true` header on every response.
     pub fn router(&self) -> axum::Router {
-        handlers::router(self.inner.clone()).merge(ifthenpay::router(self.ifthenpay.clone()))
+        handlers::router(self.inner.clone(), stripe::router(self.stripe.clone()))
+            .merge(ifthenpay::router(self.ifthenpay.clone()))
     }
 
     /// Serves the API on `listener` until the task is cancelled or the listener fails.
@@ -285,8 +389,13 @@ mod tests {
             entities: vec![c],
             latency: Duration::ZERO,
             write_latency: Duration::ZERO,
+            stripe_keys: vec![StripeCredential {
+                account: "acct_1".into(),
+                key: "sk_test_super-secret-stripe".into(),
+            }],
         };
         assert!(!format!("{config:?}").contains("super-secret-token"));
+        assert!(!format!("{config:?}").contains("super-secret-stripe"));
     }
 
     #[test]
@@ -305,7 +414,33 @@ mod tests {
             }],
             latency: Duration::ZERO,
             write_latency: Duration::ZERO,
+            stripe_keys: Vec::new(),
         };
         assert!(matches!(config.validate(), Err(EmulatorError::Config(_))));
+    }
+
+    #[test]
+    fn stripe_key_validation() {
+        let mut config = EmulatorConfig::demo("x".into());
+        assert!(config.validate().is_ok());
+        config.stripe_keys[1].key = DEMO_STRIPE_KEY.into();
+        assert!(matches!(config.validate(), Err(EmulatorError::Config(_))));
+        for bad in [
+            "sk_live_abcdefgh1234",
+            "pk_test_abcdefgh1234",
+            "sk_test_short",
+            "",
+        ] {
+            let mut config = EmulatorConfig::demo("x".into());
+            config.stripe_keys[0].key = bad.into();
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains("test-mode"), "{err}");
+            assert!(bad.is_empty() || !err.contains(bad), "{err}");
+        }
+        let mut config = EmulatorConfig::demo("x".into());
+        config.stripe_keys[0].account = " ".into();
+        assert!(matches!(config.validate(), Err(EmulatorError::Config(_))));
+        config.stripe_keys.clear();
+        assert!(config.validate().is_ok());
     }
 }

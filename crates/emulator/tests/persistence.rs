@@ -89,6 +89,7 @@ async fn open_reports_configuration_and_path_errors() {
         ],
         latency: std::time::Duration::ZERO,
         write_latency: std::time::Duration::ZERO,
+        stripe_keys: Vec::new(),
     };
     assert!(matches!(
         Emulator::open(config).await,
@@ -112,6 +113,7 @@ async fn custom_entities_and_router_without_spawn() {
         }],
         latency: std::time::Duration::ZERO,
         write_latency: std::time::Duration::ZERO,
+        stripe_keys: Vec::new(),
     };
     let emulator = Emulator::open(config).await.unwrap();
     let debug = format!("{emulator:?}");

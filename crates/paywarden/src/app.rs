@@ -7,7 +7,10 @@
 use std::{sync::Arc, time::Duration};
 
 use indicatif::ProgressBar;
-use paywarden_emulator::{Emulator, EmulatorConfig, RunningEmulator, DEMO_ENTITY_ID, DEMO_TOKEN};
+use paywarden_emulator::{
+    Emulator, EmulatorConfig, RunningEmulator, DEMO_ENTITY_ID, DEMO_STRIPE_KEY, DEMO_TOKEN,
+    SECOND_ENTITY_ID, SECOND_TOKEN,
+};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -15,9 +18,15 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     config::Config,
     connectors::opp::{OppClient, OppCredentials, OppError},
+    connectors::stripe::{StripeClient, StripeError, StripeKey, STRIPE_API_BASE},
     mcp::McpState,
     seed,
-    service::{opp::OppService, safety::Safety, Caller, Pipeline},
+    service::{
+        opp::OppService,
+        ops::{KnownEntity, OpsService},
+        safety::Safety,
+        Caller, Pipeline,
+    },
     store::{Store, StoreError},
 };
 
@@ -41,6 +50,15 @@ pub enum AppError {
     /// The OPP connector failed (client set-up or demo seeding).
     #[error(transparent)]
     Opp(#[from] OppError),
+    /// The Stripe connector could not be set up (a missing, invalid or refused live key).
+    #[error("Stripe connector: {0}")]
+    Stripe(#[from] Box<StripeError>),
+    /// The ops demo data could not be created.
+    #[error(transparent)]
+    SeedOps(#[from] Box<crate::seed_ops::SeedOpsError>),
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     /// Serving HTTP failed.
     #[error("HTTP server failed: {0}")]
     Serve(#[from] std::io::Error),
@@ -78,9 +96,11 @@ pub struct App {
     store: Store,
     state: Arc<McpState>,
     opp_client: OppClient,
+    stripe_client: StripeClient,
     // Keeps the in-process emulator running as long as the app lives.
     emulator: Option<RunningEmulator>,
     seeded: Option<seed::SeedSummary>,
+    seeded_ops: Option<usize>,
 }
 
 impl std::fmt::Debug for App {
@@ -89,6 +109,7 @@ impl std::fmt::Debug for App {
             .field("listen", &self.config.listen)
             .field("data_dir", &self.config.data_dir)
             .field("opp_base_url", &self.opp_client.base_url())
+            .field("stripe_base_url", &self.stripe_client.base_url())
             .field("sandbox", &self.emulator.is_some())
             .finish()
     }
@@ -124,19 +145,42 @@ impl App {
             path: config.data_dir.clone(),
             source,
         })?;
-        let store = Store::open(&config.data_dir.join("paywarden.db")).await?;
-        let emulator = if config.uses_emulator() {
+        let store = Store::open(&config.database_path()?).await?;
+        let emulator = if config.uses_emulator() || config.uses_stripe_emulator() {
             Some(start_emulator(&config).await?)
         } else {
             None
         };
-        let base_url = match (&emulator, &config.opp.base_url) {
-            (Some(e), _) => e.base_url.clone(),
-            (None, Some(url)) => url.clone(),
+        let base_url = match (&config.opp.base_url, &emulator) {
+            (Some(url), _) => url.clone(),
+            (None, Some(e)) => e.base_url.clone(),
             (None, None) => return Err(AppError::Emulator("no OPP base URL".into())),
         };
         let opp_client = OppClient::new(&base_url, Duration::from_millis(config.opp.timeout_ms))?;
-        let sandbox = emulator.is_some();
+        let stripe_timeout = Duration::from_millis(config.stripe.timeout_ms);
+        let stripe_client = match (&config.stripe.api_key, &emulator) {
+            (Some(key), _) => StripeClient::new(
+                config.stripe.base_url.as_deref().unwrap_or(STRIPE_API_BASE),
+                StripeKey::parse(key.expose_secret(), config.stripe.allow_live_keys)
+                    .map_err(Box::new)?,
+                stripe_timeout,
+            )
+            .map_err(Box::new)?,
+            (None, Some(e)) if config.uses_stripe_emulator() => StripeClient::new(
+                &e.base_url,
+                StripeKey::parse(DEMO_STRIPE_KEY, false).map_err(Box::new)?,
+                stripe_timeout,
+            )
+            .map_err(Box::new)?,
+            (None, _) => {
+                return Err(AppError::Stripe(Box::new(StripeError::InvalidKey {
+                    reason: "stripe.base_url is set but no key: set STRIPE_API_KEY (sk_test_... or rk_test_...)".into(),
+                })))
+            }
+        };
+        let sandbox = config.uses_emulator();
+        let stripe_sandbox = config.uses_stripe_emulator();
+        let local_caller = local_caller(&config, emulator.is_some());
         if let Some(e) = &emulator {
             // Where `paywarden ifthenpay shopper` finds this server's in-process emulator.
             if let Err(error) = std::fs::write(config.data_dir.join(EMULATOR_URL_FILE), &e.base_url)
@@ -144,7 +188,6 @@ impl App {
                 tracing::warn!(%error, "could not record the emulator's address");
             }
         }
-        let local_caller = local_caller(&config, sandbox);
         for toolset in &config.safety.toolsets {
             if !crate::mcp::KNOWN_TOOLSETS.contains(&toolset.as_str()) {
                 return Err(AppError::UnknownToolset(
@@ -167,10 +210,21 @@ impl App {
             public_url,
         };
         let pipeline = Pipeline::new(store.clone(), sandbox, safety);
-        let ifthenpay = ifthenpay_service(&config, &pipeline, emulator.as_ref())?;
+        let entities = if config.entities.is_empty() && emulator.is_some() {
+            demo_entities()
+        } else {
+            config.entities.clone()
+        };
+        let ifthenpay = ifthenpay_service(&config, &pipeline, emulator.as_ref(), entities.clone())?;
+        let ops = OpsService::new(
+            pipeline.for_provider("Stripe", stripe_sandbox),
+            stripe_client.clone(),
+            entities,
+        );
         let state = Arc::new(McpState {
             ifthenpay,
             opp: OppService::new(pipeline, opp_client.clone()),
+            ops,
             local_caller,
             sandbox,
             toolsets: config.safety.toolsets.clone(),
@@ -182,11 +236,18 @@ impl App {
             store,
             state,
             opp_client,
+            stripe_client,
             emulator,
             seeded: None,
+            seeded_ops: None,
         };
-        if seed == SeedMode::IfEmpty && app.config.demo.seed && sandbox {
-            app.seeded = app.seed_if_empty(progress).await?;
+        if seed == SeedMode::IfEmpty && app.config.demo.seed && app.emulator.is_some() {
+            if sandbox {
+                app.seeded = app.seed_if_empty(progress).await?;
+            }
+            if stripe_sandbox {
+                app.seeded_ops = app.seed_ops_if_empty(progress).await?;
+            }
         }
         Ok(app)
     }
@@ -213,6 +274,31 @@ impl App {
         Ok(Some(summary))
     }
 
+    /// Seeds the ops demo data (customers, orders, Stripe charges) unless it exists. Returns
+    /// how many charges were created (`None` when the data existed).
+    ///
+    /// # Errors
+    /// [`AppError::SeedRealProvider`] against a real Stripe; [`AppError::SeedOps`].
+    pub async fn seed_ops_if_empty(
+        &self,
+        progress: &ProgressBar,
+    ) -> Result<Option<usize>, AppError> {
+        if !self.config.uses_stripe_emulator() {
+            return Err(AppError::SeedRealProvider(
+                self.stripe_client.base_url().to_string(),
+            ));
+        }
+        let entity = self.demo_credentials()?.entity_id;
+        if crate::seed_ops::is_seeded(&self.store, &entity).await? {
+            return Ok(None);
+        }
+        let created =
+            crate::seed_ops::seed_ops_demo(&self.store, &self.stripe_client, &entity, progress)
+                .await
+                .map_err(Box::new)?;
+        Ok(Some(created))
+    }
+
     fn demo_credentials(&self) -> Result<OppCredentials, AppError> {
         if self.emulator.is_none() {
             return Err(AppError::SeedRealProvider(
@@ -228,6 +314,16 @@ impl App {
             entity_id: caller.entity_id,
             token: SecretString::from(caller.token.expose_secret().to_string()),
         })
+    }
+
+    /// How many ops demo charges were created while building, if any.
+    pub fn seeded_ops(&self) -> Option<usize> {
+        self.seeded_ops
+    }
+
+    /// Whether the offline emulator stands in for Stripe.
+    pub fn stripe_sandbox(&self) -> bool {
+        self.config.uses_stripe_emulator()
     }
 
     /// The demo data created while building, if any.
@@ -322,6 +418,7 @@ fn ifthenpay_service(
     config: &Config,
     pipeline: &Pipeline,
     emulator: Option<&RunningEmulator>,
+    entities: Vec<crate::service::ops::KnownEntity>,
 ) -> Result<crate::service::ifthenpay::IfthenpayService, AppError> {
     use crate::connectors::ifthenpay::IfthenpayClient;
     let timeout = Duration::from_millis(config.ifthenpay.timeout_ms);
@@ -335,11 +432,27 @@ fn ifthenpay_service(
         .transpose()
         .map_err(|e| AppError::Startup(format!("ifthenpay client: {e}")))?;
     Ok(crate::service::ifthenpay::IfthenpayService::new(
-        pipeline.clone(),
+        pipeline.for_provider("ifthenpay", sandbox),
         client,
         &config.ifthenpay,
         sandbox,
+        entities,
     ))
+}
+
+/// The emulator's demo entities, which paywarden accepts for toolsets where it holds the
+/// provider credentials when no `[[entities]]` are configured and the emulator runs.
+pub fn demo_entities() -> Vec<KnownEntity> {
+    [
+        (DEMO_ENTITY_ID, DEMO_TOKEN),
+        (SECOND_ENTITY_ID, SECOND_TOKEN),
+    ]
+    .into_iter()
+    .map(|(id, token)| KnownEntity {
+        id: id.into(),
+        token_sha256: crate::service::safety::token_hash(token),
+    })
+    .collect()
 }
 
 /// A codec with a fresh random key for sealing approval questions' request state.

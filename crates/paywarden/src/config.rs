@@ -40,8 +40,17 @@ pub struct Config {
     /// The bearer token of [`Config::entity_id`]. Never logged.
     #[serde(skip_serializing)]
     pub token: Option<SecretString>,
+    /// paywarden's database as a URL (`DATABASE_URL`, e.g. `sqlite:///abs/path/paywarden.db`).
+    /// Unset: `paywarden.db` in [`Config::data_dir`].
+    pub database_url: Option<String>,
     /// The Open Payment Platform connector.
     pub opp: OppConfig,
+    /// The Stripe connector (the `ops` toolset).
+    pub stripe: StripeConfig,
+    /// Entities (tenants) paywarden authenticates itself, for toolsets where it holds the
+    /// provider credentials (`ops`): id and SHA-256 of the token. With the emulator and none
+    /// configured, the emulator's demo entities.
+    pub entities: Vec<crate::service::ops::KnownEntity>,
     /// HTTP transport settings.
     pub http: HttpConfig,
     /// Demo data.
@@ -56,7 +65,7 @@ pub struct Config {
 
 /// ifthenpay settings. Keys set here are used when a tool call omits them, so they need not
 /// pass through the model; callers must then authenticate (`X-Entity-Id`/`X-Token` of one of
-/// [`IfthenpayConfig::entities`], or of the emulator's demo entities in sandbox mode). Keys are
+/// [`Config::entities`], or of the emulator's demo entities in sandbox mode). Keys are
 /// never serialised, logged or returned.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
@@ -94,17 +103,6 @@ pub struct IfthenpayConfig {
     /// Default with the emulator: its demo anti-phishing key.
     #[serde(skip_serializing)]
     pub anti_phishing_key: Option<SecretString>,
-    /// Entities allowed to use the configured keys (token stored as its SHA-256 hex).
-    pub entities: Vec<IfthenpayEntity>,
-}
-
-/// An entity allowed to use paywarden's configured ifthenpay keys.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct IfthenpayEntity {
-    /// The entity id (`X-Entity-Id`).
-    pub entity_id: String,
-    /// Hex SHA-256 of its token (`X-Token`).
-    pub token_sha256: String,
 }
 
 impl Default for IfthenpayConfig {
@@ -121,7 +119,6 @@ impl Default for IfthenpayConfig {
             pix_key: None,
             bo_key: None,
             anti_phishing_key: None,
-            entities: Vec::new(),
         }
     }
 }
@@ -150,7 +147,7 @@ impl Default for SafetyConfig {
     fn default() -> Self {
         Self {
             policy_file: None,
-            toolsets: vec!["opp".into(), "ifthenpay".into()],
+            toolsets: vec!["opp".into(), "ops".into(), "ifthenpay".into()],
             read_only: false,
             refund_window_days: 90,
             confirmation_ttl_secs: 300,
@@ -179,6 +176,35 @@ pub struct OppConfig {
     pub base_url: Option<String>,
     /// Timeout of one OPP HTTP request, in milliseconds (default 10 000).
     pub timeout_ms: u64,
+}
+
+/// Stripe connector settings (the `ops` toolset).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StripeConfig {
+    /// Stripe API base URL (default `https://api.stripe.com` when a key is set). When neither
+    /// this nor a key is set, paywarden uses its offline Stripe emulator and the demo key.
+    pub base_url: Option<String>,
+    /// The Stripe secret (`sk_test_...`) or restricted (`rk_test_...`) key; also read from
+    /// `STRIPE_API_KEY`. Never logged or serialised.
+    #[serde(skip_serializing)]
+    pub api_key: Option<SecretString>,
+    /// Accept live-mode keys (`sk_live_`, `rk_live_`), which move real money. Default false:
+    /// a live key stops start-up.
+    pub allow_live_keys: bool,
+    /// Timeout of one Stripe request, in milliseconds (default 10 000).
+    pub timeout_ms: u64,
+}
+
+impl Default for StripeConfig {
+    fn default() -> Self {
+        Self {
+            base_url: None,
+            api_key: None,
+            allow_live_keys: false,
+            timeout_ms: 10_000,
+        }
+    }
 }
 
 /// HTTP transport settings.
@@ -213,7 +239,10 @@ impl Default for Config {
             data_dir: PathBuf::from("paywarden-data"),
             entity_id: None,
             token: None,
+            database_url: None,
             opp: OppConfig::default(),
+            stripe: StripeConfig::default(),
+            entities: Vec::new(),
             http: HttpConfig::default(),
             demo: DemoConfig::default(),
             safety: SafetyConfig::default(),
@@ -294,14 +323,60 @@ impl Config {
         figment = figment
             .merge(Env::prefixed("PAYWARDEN_").split("__").ignore(&["config"]))
             .merge(Serialized::globals(overrides));
-        figment
+        let mut config: Config = figment
             .extract()
-            .map_err(|e| ConfigError::Invalid(e.to_string()))
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        // The ops seed's own variables, when nothing more specific set these.
+        if config.database_url.is_none() {
+            config.database_url = std::env::var("DATABASE_URL").ok().filter(|v| !v.is_empty());
+        }
+        if config.stripe.api_key.is_none() {
+            config.stripe.api_key = std::env::var("STRIPE_API_KEY")
+                .ok()
+                .filter(|v| !v.is_empty())
+                .map(SecretString::from);
+        }
+        Ok(config)
     }
 
     /// Whether the offline emulator stands in for OPP (no base URL configured).
     pub fn uses_emulator(&self) -> bool {
         self.opp.base_url.is_none()
+    }
+
+    /// Whether the offline emulator stands in for Stripe (no Stripe key or base URL).
+    pub fn uses_stripe_emulator(&self) -> bool {
+        self.stripe.api_key.is_none() && self.stripe.base_url.is_none()
+    }
+
+    /// The SQLite file of paywarden's database: from [`Config::database_url`]
+    /// (`sqlite://PATH`, `sqlite:PATH`; `sqlite:///abs` is the absolute `/abs`), else
+    /// `paywarden.db` in the data directory.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] for another scheme (PostgreSQL is not supported yet).
+    pub fn database_path(&self) -> Result<PathBuf, ConfigError> {
+        match &self.database_url {
+            None => Ok(self.data_dir.join("paywarden.db")),
+            Some(url) => {
+                let path = url
+                    .strip_prefix("sqlite://")
+                    .or_else(|| url.strip_prefix("sqlite:"))
+                    .ok_or_else(|| {
+                        ConfigError::Invalid(format!(
+                            "database_url / DATABASE_URL {:?}: only sqlite: URLs are supported (e.g. sqlite:///abs/path/paywarden.db)",
+                            url.split('@').next_back().unwrap_or_default()
+                        ))
+                    })?;
+                let path = path.split('?').next().unwrap_or_default();
+                if path.is_empty() {
+                    return Err(ConfigError::Invalid(format!(
+                        "database_url {url:?} names no file"
+                    )));
+                }
+                Ok(PathBuf::from(path))
+            }
+        }
     }
 }
 

@@ -18,7 +18,7 @@
 //! - [`connectors`]: real HTTP clients of each provider; provider wire types stay inside.
 //! - [`store`]: paywarden's own records (audit log, idempotency keys) in SQLite via sqlx.
 //! - [`model`]: the payment model connectors return and tools answer with.
-//! - [`seed`]: demo data, created through the connector against the emulator.
+//! - [`seed`], [`seed_ops`]: demo data, created through the connectors against the emulator.
 //!
 //! The payments domain (money, currencies, payment types, result codes, the state machine) is
 //! the I/O-free crate [`paywarden_domain`]; the offline OPP stand-in is
@@ -37,5 +37,6 @@ pub mod mcp;
 pub mod model;
 pub mod policy;
 pub mod seed;
+pub mod seed_ops;
 pub mod service;
 pub mod store;

@@ -263,12 +263,22 @@ async fn main() -> anyhow::Result<()> {
                 },
             )?;
             let app = App::build(config, SeedMode::Off, &ProgressBar::hidden()).await?;
-            match app.seed_if_empty(&progress_bar()).await? {
-                Some(summary) => println!(
-                    "created {} demo payments ({} transactions) for entity {DEMO_ENTITY_ID}",
-                    summary.payments, summary.transactions
-                ),
-                None => println!("demo data already present for entity {DEMO_ENTITY_ID}"),
+            if app.config().uses_emulator() {
+                match app.seed_if_empty(&progress_bar()).await? {
+                    Some(summary) => println!(
+                        "created {} demo payments ({} transactions) for entity {DEMO_ENTITY_ID}",
+                        summary.payments, summary.transactions
+                    ),
+                    None => println!("demo data already present for entity {DEMO_ENTITY_ID}"),
+                }
+            }
+            if app.stripe_sandbox() {
+                match app.seed_ops_if_empty(&progress_bar()).await? {
+                    Some(charges) => println!(
+                        "created the ops demo: 5 customers and {charges} Stripe charges (sarah@example.com has a duplicate $49.99 charge)"
+                    ),
+                    None => println!("ops demo data already present for entity {DEMO_ENTITY_ID}"),
+                }
             }
         }
         Command::Ifthenpay { action, common } => {
@@ -405,6 +415,16 @@ fn print_banner(app: &App, addr: SocketAddr) {
                 out,
                 "  Demo data: created {} payments ({} transactions) over the last 120 days for the demo entity.",
                 seeded.payments, seeded.transactions
+            );
+        }
+        if app.stripe_sandbox() {
+            let _ = writeln!(
+                out,
+                "  SANDBOX: Stripe is paywarden's offline emulator too (key {}); ops demo customers: sarah@example.com (duplicate $49.99 charge), james@, alice@, bob@, carol@example.com{}.",
+                paywarden_emulator::DEMO_STRIPE_KEY,
+                app.seeded_ops()
+                    .map(|n| format!(" ({n} charges created now)"))
+                    .unwrap_or_default()
             );
         }
         let _ = writeln!(out, "  Demo credentials (valid only against the emulator):");

@@ -30,12 +30,17 @@ async fn lists_the_eight_tools_with_annotations_and_output_schemas_in_both_eras(
                 .as_deref()
                 .unwrap_or_default()
                 .contains("SANDBOX"));
-            let mut tools = client.list_all_tools().await.expect("tools");
-            // The unified endpoint also serves the ifthenpay toolset (tests/ifthenpay.rs).
-            tools.retain(|t| !paywarden::service::ifthenpay::TOOLS.contains(&t.name.as_ref()));
+            let all_tools = client.list_all_tools().await.expect("tools");
+            // The unified endpoint adds paywarden's own get_approval, the ops toolset's seven
+            // tools (tested in ops_tools.rs) and the ifthenpay toolset's nine (ifthenpay.rs) to
+            // the OPP seed's eight.
+            let tools: Vec<_> = all_tools
+                .into_iter()
+                .filter(|t| !paywarden::mcp::ops::OPS_TOOLS.contains(&t.name.as_ref()))
+                .filter(|t| !paywarden::service::ifthenpay::TOOLS.contains(&t.name.as_ref()))
+                .collect();
             let mut names: Vec<_> = tools.iter().map(|t| t.name.to_string()).collect();
             names.sort();
-            // The unified endpoint adds paywarden's own get_approval to the seed's eight.
             if path == "/mcp" {
                 assert_eq!(names.remove(0), "get_approval");
             }

@@ -374,12 +374,32 @@ async fn read_only_mode_hides_and_refuses_money_moving_tools() {
     let app = spawn_app_with(|c| c.safety.read_only = true).await;
     let client = app.client("/mcp", Era::Legacy).await;
     let tools = client.list_all_tools().await.unwrap();
-    let names: Vec<_> = tools.iter().map(|t| t.name.to_string()).collect();
-    assert_eq!(names.len(), 4, "{names:?}");
-    assert!(names.iter().all(|n| n == "get_transactions"
-        || n == "search_transactions"
-        || n == "mbway_check_status"
-        || n == "payments_list"));
+    let mut names: Vec<_> = tools.iter().map(|t| t.name.to_string()).collect();
+    names.sort();
+    // Reads of both toolsets, and the ops review flag (a note for a person; it moves nothing).
+    assert_eq!(
+        names,
+        [
+            "flag_for_review",
+            "get_order_history",
+            "get_transactions",
+            "list_payments",
+            "lookup_customer",
+            "mbway_check_status",
+            "payments_list",
+            "revenue_summary",
+            "search_transactions"
+        ]
+    );
+    for refused in [
+        "issue_refund",
+        "create_payment_link",
+        "get_approval",
+        "multibanco_create_reference",
+    ] {
+        let err = call(&client, refused, json!({})).await.unwrap_err();
+        assert!(format!("{err:?}").contains("unknown tool"), "{err:?}");
+    }
     let err = call(
         &client,
         "perform_refund",

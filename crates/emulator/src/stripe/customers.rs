@@ -6,8 +6,8 @@ use sqlx::SqliteConnection;
 
 use super::error::ApiError;
 use super::form::{parse_integer, Form};
-use super::store::{self, kind, CustomerClause, ListQuery, NewObject};
-use super::{list_envelope, new_id, now, parse_limit};
+use super::store::{self, kind, CustomerClause, NewObject};
+use super::{list_envelope, list_query, new_id, now, parse_limit};
 
 /// `POST /v1/customers`: `email`, `name`, `description`, `phone`, `metadata`.
 pub(crate) async fn create(
@@ -106,22 +106,13 @@ pub(crate) async fn list(
     account: &str,
     form: &Form,
 ) -> Result<Value, ApiError> {
-    form.only(&["email", "limit", "starting_after"])?;
+    form.only(&["email", "limit", "starting_after", "ending_before"])?;
     let mut filters = Vec::new();
-    if let Some(email) = form.get("email") {
+    if let Some(email) = form.filter("email")? {
         filters.push(("email", email));
     }
-    let (data, has_more) = store::list(
-        conn,
-        account,
-        &ListQuery {
-            kind: kind::CUSTOMER,
-            filters,
-            starting_after: form.get("starting_after"),
-            limit: parse_limit(form)?,
-        },
-    )
-    .await?;
+    let (data, has_more) =
+        store::list(conn, account, &list_query(form, kind::CUSTOMER, filters)?).await?;
     Ok(list_envelope("/v1/customers", data, has_more))
 }
 
@@ -188,6 +179,61 @@ fn parse_query(query: &str) -> Result<Vec<CustomerClause>, ApiError> {
         }
     }
     Ok(clauses)
+}
+
+/// `POST /v1/customers/{id}`: updates `email`, `name`, `description`, `phone` (an empty value
+/// unsets the field, as on Stripe) and merges `metadata` (`metadata[k]=` removes key `k`).
+/// Unknown id: 404 `resource_missing`.
+pub(crate) async fn update(
+    conn: &mut SqliteConnection,
+    account: &str,
+    id: &str,
+    form: &Form,
+) -> Result<Value, ApiError> {
+    form.only(&["email", "name", "description", "phone", "metadata"])?;
+    let mut body = store::require(conn, account, kind::CUSTOMER, id, "id")
+        .await?
+        .body;
+    for (field, max) in [
+        ("email", 512),
+        ("name", 256),
+        ("description", 350),
+        ("phone", 20),
+    ] {
+        if !form.sent(field) {
+            continue;
+        }
+        let value = form.text(field, max)?;
+        if field == "email" {
+            if let Some(e) = &value {
+                if !valid_email(e) {
+                    return Err(ApiError::invalid(
+                        Some("email_invalid"),
+                        format!("Invalid email address: {e}"),
+                        Some("email"),
+                    ));
+                }
+            }
+        }
+        body[field] = json!(value);
+    }
+    let updates = form.metadata()?;
+    let mut metadata = body["metadata"].as_object().cloned().unwrap_or_default();
+    for (name, value) in form.pairs() {
+        if let Some(key) = name
+            .strip_prefix("metadata[")
+            .and_then(|k| k.strip_suffix(']'))
+        {
+            if value.is_empty() {
+                metadata.remove(key);
+            }
+        }
+    }
+    metadata.extend(updates);
+    body["metadata"] = Value::Object(metadata);
+    let email = body["email"].as_str().map(str::to_string);
+    store::update_customer(conn, account, id, email.as_deref(), &body).await?;
+    Ok(body)
 }
 
 /// `GET /v1/customers/{id}`.

@@ -1,9 +1,8 @@
 //! Stripe's error object (`{"error":{"type","code","message","param",...}}`) with Stripe's HTTP
-//! statuses, as returned by every Stripe endpoint of the emulator.
+//! statuses, as returned by every Stripe endpoint of the emulator (the response itself, with its
+//! `Request-Id` and `WWW-Authenticate` headers, is built by `super::respond_error`).
 
-use axum::http::{HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::http::StatusCode;
 use serde_json::{json, Map, Value};
 
 use crate::error::EmulatorError;
@@ -155,22 +154,5 @@ impl ApiError {
                 }
             }),
         }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        if let ApiError::Internal(error) = &self {
-            tracing::error!(%error, "stripe emulator storage failure");
-        }
-        let status = self.status();
-        let mut response = (status, Json(self.body())).into_response();
-        if status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(
-                "www-authenticate",
-                HeaderValue::from_static("Basic realm=\"Stripe\""),
-            );
-        }
-        response
     }
 }

@@ -59,6 +59,11 @@ impl Form {
         Ok(())
     }
 
+    /// Every decoded `(name, value)` pair, in the order sent.
+    pub(crate) fn pairs(&self) -> &[(String, String)] {
+        &self.pairs
+    }
+
     /// The last value sent for `name`; an empty value counts as not sent (Stripe reads an empty
     /// string as "unset").
     pub(crate) fn get(&self, name: &str) -> Option<&str> {
@@ -68,6 +73,28 @@ impl Form {
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
             .filter(|v| !v.is_empty())
+    }
+
+    /// Whether `name` was sent at all (even with an empty value, which unsets a field on an
+    /// update).
+    pub(crate) fn sent(&self, name: &str) -> bool {
+        self.pairs.iter().any(|(k, _)| k == name)
+    }
+
+    /// A filter parameter that cannot be unset: `None` when not sent, Stripe's 400
+    /// `parameter_invalid_empty` when sent empty (`email=`), so an empty filter can never widen
+    /// a list to every object.
+    pub(crate) fn filter(&self, name: &str) -> Result<Option<&str>, ApiError> {
+        if self.get(name).is_none() && self.sent(name) {
+            return Err(ApiError::invalid(
+                Some("parameter_invalid_empty"),
+                format!(
+                    "You passed an empty string for '{name}'. We assume empty values are an attempt to unset a parameter; however '{name}' cannot be unset. You should remove '{name}' from your request or supply a non-empty value."
+                ),
+                Some(name),
+            ));
+        }
+        Ok(self.get(name))
     }
 
     /// A required parameter.
@@ -136,7 +163,9 @@ impl Form {
             if key.chars().count() > METADATA_MAX_KEY_CHARS {
                 return Err(ApiError::invalid(
                     None,
-                    format!("Metadata keys must be at most {METADATA_MAX_KEY_CHARS} characters long."),
+                    format!(
+                        "Metadata keys must be at most {METADATA_MAX_KEY_CHARS} characters long."
+                    ),
                     Some(name),
                 ));
             }

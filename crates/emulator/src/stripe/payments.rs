@@ -7,8 +7,8 @@ use sqlx::SqliteConnection;
 
 use super::error::ApiError;
 use super::form::{at_least, at_most, parse_integer, Form};
-use super::store::{self, kind, ListQuery, NewObject};
-use super::{list_envelope, new_id, now, parse_currency, parse_limit, SANDBOX_CREATED};
+use super::store::{self, kind, NewObject};
+use super::{list_envelope, list_query, new_id, now, parse_currency, SANDBOX_CREATED};
 use axum::http::StatusCode;
 
 /// Stripe's largest `amount`: eight digits in the smallest currency unit.
@@ -65,7 +65,11 @@ const TEST_CARDS: &[TestCard] = &[
         brand: "visa",
         last4: "0002",
         funding: "credit",
-        decline: Some(("card_declined", "generic_decline", "Your card was declined.")),
+        decline: Some((
+            "card_declined",
+            "generic_decline",
+            "Your card was declined.",
+        )),
     },
     TestCard {
         token: "pm_card_chargeDeclinedInsufficientFunds",
@@ -109,8 +113,10 @@ pub(crate) async fn create_payment_intent(
         "description",
         "receipt_email",
         "payment_method_types",
+        "automatic_payment_methods",
         "metadata",
     ])?;
+    let automatic_payment_methods = automatic_payment_methods(form)?;
     let amount = parse_integer("amount", form.required("amount")?)?;
     let amount = at_most("amount", at_least("amount", amount, 1)?, MAX_AMOUNT)?;
     let currency = parse_currency(form, "currency")?;
@@ -224,7 +230,7 @@ pub(crate) async fn create_payment_intent(
         "amount_received": if succeeded { amount } else { 0 },
         "application": null,
         "application_fee_amount": null,
-        "automatic_payment_methods": null,
+        "automatic_payment_methods": automatic_payment_methods,
         "canceled_at": null,
         "cancellation_reason": null,
         "capture_method": "automatic",
@@ -285,6 +291,52 @@ pub(crate) async fn create_payment_intent(
         });
     }
     Ok(body)
+}
+
+/// `automatic_payment_methods[enabled]` (boolean, required when the hash is sent) and
+/// `automatic_payment_methods[allow_redirects]` (`always` / `never`), as Stripe's
+/// PaymentIntent field of that name; `null` when not sent. The emulator only ever charges the
+/// given test card, so the setting is recorded, not acted on.
+fn automatic_payment_methods(form: &Form) -> Result<Value, ApiError> {
+    let pairs = form_pairs_with_root(form, "automatic_payment_methods");
+    if pairs.is_empty() {
+        return Ok(Value::Null);
+    }
+    let mut enabled = None;
+    let mut allow_redirects = None;
+    for (name, value) in &pairs {
+        match name.as_str() {
+            "automatic_payment_methods[enabled]" => match value.as_str() {
+                "true" => enabled = Some(true),
+                "false" => enabled = Some(false),
+                other => {
+                    return Err(ApiError::invalid(
+                        None,
+                        format!("Invalid boolean: {other}"),
+                        Some(name),
+                    ))
+                }
+            },
+            "automatic_payment_methods[allow_redirects]" => match value.as_str() {
+                "always" | "never" => allow_redirects = Some(value.clone()),
+                other => {
+                    return Err(ApiError::invalid(
+                        None,
+                        format!(
+                            "Invalid automatic_payment_methods[allow_redirects]: must be one of always or never (got {other})"
+                        ),
+                        Some(name),
+                    ))
+                }
+            },
+            _ => return Err(ApiError::unknown_param(name)),
+        }
+    }
+    let enabled = enabled.ok_or_else(|| ApiError::missing("automatic_payment_methods[enabled]"))?;
+    Ok(json!({
+        "allow_redirects": allow_redirects.unwrap_or_else(|| "always".to_string()),
+        "enabled": enabled
+    }))
 }
 
 /// `(name, value)` of every parameter whose name is `root` or `root[...]`.
@@ -413,20 +465,15 @@ pub(crate) async fn list_payment_intents(
     account: &str,
     form: &Form,
 ) -> Result<Value, ApiError> {
-    form.only(&["customer", "limit", "starting_after"])?;
+    form.only(&["customer", "limit", "starting_after", "ending_before"])?;
     let mut filters = Vec::new();
-    if let Some(c) = form.get("customer") {
+    if let Some(c) = form.filter("customer")? {
         filters.push(("customer", c));
     }
     let (data, has_more) = store::list(
         conn,
         account,
-        &ListQuery {
-            kind: kind::PAYMENT_INTENT,
-            filters,
-            starting_after: form.get("starting_after"),
-            limit: parse_limit(form)?,
-        },
+        &list_query(form, kind::PAYMENT_INTENT, filters)?,
     )
     .await?;
     Ok(list_envelope("/v1/payment_intents", data, has_more))
@@ -438,9 +485,11 @@ pub(crate) async fn retrieve_payment_intent(
     account: &str,
     id: &str,
 ) -> Result<Value, ApiError> {
-    Ok(store::require(conn, account, kind::PAYMENT_INTENT, id, "id")
-        .await?
-        .body)
+    Ok(
+        store::require(conn, account, kind::PAYMENT_INTENT, id, "id")
+            .await?
+            .body,
+    )
 }
 
 /// `GET /v1/charges/{id}`.
@@ -610,25 +659,22 @@ pub(crate) async fn list_refunds(
     account: &str,
     form: &Form,
 ) -> Result<Value, ApiError> {
-    form.only(&["payment_intent", "charge", "limit", "starting_after"])?;
+    form.only(&[
+        "payment_intent",
+        "charge",
+        "limit",
+        "starting_after",
+        "ending_before",
+    ])?;
     let mut filters = Vec::new();
-    if let Some(pi) = form.get("payment_intent") {
+    if let Some(pi) = form.filter("payment_intent")? {
         filters.push(("payment_intent", pi));
     }
-    if let Some(c) = form.get("charge") {
+    if let Some(c) = form.filter("charge")? {
         filters.push(("charge", c));
     }
-    let (data, has_more) = store::list(
-        conn,
-        account,
-        &ListQuery {
-            kind: kind::REFUND,
-            filters,
-            starting_after: form.get("starting_after"),
-            limit: parse_limit(form)?,
-        },
-    )
-    .await?;
+    let (data, has_more) =
+        store::list(conn, account, &list_query(form, kind::REFUND, filters)?).await?;
     Ok(list_envelope("/v1/refunds", data, has_more))
 }
 

@@ -80,6 +80,24 @@ pub(crate) struct Stored {
     pub extra: Option<Value>,
 }
 
+/// Replaces a customer's JSON representation and its indexed `email` column.
+pub(crate) async fn update_customer(
+    conn: &mut SqliteConnection,
+    account: &str,
+    id: &str,
+    email: Option<&str>,
+    body: &Value,
+) -> Result<(), ApiError> {
+    sqlx::query("UPDATE stripe_objects SET body = ?, email = ? WHERE account = ? AND id = ?")
+        .bind(body.to_string())
+        .bind(email)
+        .bind(account)
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
 /// Stores a new object.
 pub(crate) async fn insert(
     conn: &mut SqliteConnection,
@@ -149,6 +167,29 @@ pub(crate) async fn get(
     }))
 }
 
+/// One object of type `kind` by id, whatever its account (for the public sandbox payment-link
+/// page, which is reached by its unguessable id, as Stripe's hosted pages are).
+pub(crate) async fn get_any_account(
+    conn: &mut SqliteConnection,
+    kind: &str,
+    id: &str,
+) -> Result<Option<Stored>, ApiError> {
+    let row = sqlx::query("SELECT body, extra FROM stripe_objects WHERE object = ? AND id = ?")
+        .bind(kind)
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let body: String = row.try_get("body")?;
+    let extra: Option<String> = row.try_get("extra")?;
+    Ok(Some(Stored {
+        body: parse_json(id, &body)?,
+        extra: extra.map(|e| parse_json(id, &e)).transpose()?,
+    }))
+}
+
 /// Like [`get`], `resource_missing` when absent (`param` names where the id came from).
 pub(crate) async fn require(
     conn: &mut SqliteConnection,
@@ -170,39 +211,59 @@ fn parse_json(id: &str, text: &str) -> Result<Value, ApiError> {
     })
 }
 
-/// A list request: newest first (`created` descending, then the reverse storage order), after
-/// the `starting_after` cursor, at most `limit` objects.
+/// A list request: newest first (`created` descending, then the reverse storage order), at
+/// most `limit` objects, after the `starting_after` cursor (older objects) or before the
+/// `ending_before` cursor (newer objects); at most one cursor.
 #[derive(Debug, Clone)]
 pub(crate) struct ListQuery<'a> {
     pub kind: &'static str,
     /// Equality filters on the indexed columns: `customer`, `payment_intent`, `charge`, `email`.
     pub filters: Vec<(&'static str, &'a str)>,
     pub starting_after: Option<&'a str>,
+    pub ending_before: Option<&'a str>,
     pub limit: i64,
 }
 
-/// One page of a list: the objects and whether more follow.
+/// The `(created, seq)` sort key of the cursor object `id`; `resource_missing` on `param`.
+async fn cursor(
+    conn: &mut SqliteConnection,
+    account: &str,
+    kind: &'static str,
+    id: &str,
+    param: &str,
+) -> Result<(i64, i64), ApiError> {
+    let row = sqlx::query(
+        "SELECT created, seq FROM stripe_objects WHERE account = ? AND object = ? AND id = ?",
+    )
+    .bind(account)
+    .bind(kind)
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = row else {
+        return Err(ApiError::no_such(kind, id, param));
+    };
+    Ok((
+        row.try_get::<i64, _>("created")?,
+        row.try_get::<i64, _>("seq")?,
+    ))
+}
+
+/// One page of a list: the objects (always newest first) and Stripe's `has_more` (more objects
+/// beyond this page in the paging direction: older ones for `starting_after` or no cursor,
+/// newer ones for `ending_before`).
 pub(crate) async fn list(
     conn: &mut SqliteConnection,
     account: &str,
     q: &ListQuery<'_>,
 ) -> Result<(Vec<Value>, bool), ApiError> {
-    let cursor = match q.starting_after {
+    let after = match q.starting_after {
         None => None,
-        Some(id) => {
-            let row = sqlx::query(
-                "SELECT created, seq FROM stripe_objects WHERE account = ? AND object = ? AND id = ?",
-            )
-            .bind(account)
-            .bind(q.kind)
-            .bind(id)
-            .fetch_optional(&mut *conn)
-            .await?;
-            let Some(row) = row else {
-                return Err(ApiError::no_such(q.kind, id, "starting_after"));
-            };
-            Some((row.try_get::<i64, _>("created")?, row.try_get::<i64, _>("seq")?))
-        }
+        Some(id) => Some(cursor(conn, account, q.kind, id, "starting_after").await?),
+    };
+    let before = match q.ending_before {
+        None => None,
+        Some(id) => Some(cursor(conn, account, q.kind, id, "ending_before").await?),
     };
     let mut select =
         QueryBuilder::<Sqlite>::new("SELECT id, body FROM stripe_objects WHERE account = ");
@@ -214,7 +275,7 @@ pub(crate) async fn list(
         select.push(format!(" AND {column} = "));
         select.push_bind(value.to_string());
     }
-    if let Some((created, seq)) = cursor {
+    if let Some((created, seq)) = after {
         select.push(" AND (created < ");
         select.push_bind(created);
         select.push(" OR (created = ");
@@ -223,7 +284,19 @@ pub(crate) async fn list(
         select.push_bind(seq);
         select.push("))");
     }
-    select.push(" ORDER BY created DESC, seq DESC LIMIT ");
+    if let Some((created, seq)) = before {
+        select.push(" AND (created > ");
+        select.push_bind(created);
+        select.push(" OR (created = ");
+        select.push_bind(created);
+        select.push(" AND seq > ");
+        select.push_bind(seq);
+        select.push("))");
+        // The page nearest the cursor: ascending from it, reversed below.
+        select.push(" ORDER BY created ASC, seq ASC LIMIT ");
+    } else {
+        select.push(" ORDER BY created DESC, seq DESC LIMIT ");
+    }
     select.push_bind(q.limit + 1);
     let rows = select.build().fetch_all(&mut *conn).await?;
     let has_more = rows.len() as i64 > q.limit;
@@ -232,6 +305,9 @@ pub(crate) async fn list(
         let id: String = row.try_get("id")?;
         let body: String = row.try_get("body")?;
         out.push(parse_json(&id, &body)?);
+    }
+    if before.is_some() {
+        out.reverse();
     }
     Ok((out, has_more))
 }

@@ -5,6 +5,7 @@
 
 pub mod ifthenpay;
 pub mod opp;
+pub mod ops;
 
 use std::sync::Arc;
 
@@ -20,7 +21,8 @@ use rmcp::{
 use secrecy::SecretString;
 
 use crate::service::{
-    ifthenpay::IfthenpayService, opp::OppService, Caller, ServiceError, ToolOutcome,
+    ifthenpay::IfthenpayService, opp::OppService, ops::OpsService, Caller, ServiceError,
+    ToolOutcome,
 };
 
 /// HTTP header carrying the caller's entity id (OPP `entityId`).
@@ -33,6 +35,8 @@ pub const HEADER_TOKEN: &str = "x-token";
 pub struct McpState {
     /// The OPP toolset's service.
     pub opp: OppService,
+    /// The ops toolset's service (Stripe + orders database).
+    pub ops: OpsService,
     /// The ifthenpay toolset's service.
     pub ifthenpay: IfthenpayService,
     /// The caller for transports without headers (stdio): from configuration.
@@ -56,6 +60,8 @@ pub const MONEY_MOVING_TOOLS: &[&str] = &[
     "perform_chargeback",
     "perform_chargeback_reversal",
     "get_approval",
+    "issue_refund",
+    "create_payment_link",
     "multibanco_create_reference",
     "mbway_request_payment",
     "payshop_create_reference",
@@ -75,13 +81,14 @@ pub enum Endpoint {
 }
 
 /// The toolsets paywarden knows.
-pub const KNOWN_TOOLSETS: &[&str] = &["opp", "ifthenpay"];
+pub const KNOWN_TOOLSETS: &[&str] = &["opp", "ops", "ifthenpay"];
 
 /// paywarden's MCP server handler: the enabled toolsets' tools on one pipeline.
 #[derive(Clone)]
 pub struct PaywardenMcp {
     state: Arc<McpState>,
     tool_router: ToolRouter<PaywardenMcp>,
+    ops_enabled: bool,
 }
 
 impl PaywardenMcp {
@@ -99,6 +106,9 @@ impl PaywardenMcp {
             tool_router.merge(Self::opp_tools());
         }
         if endpoint == Endpoint::Unified {
+            if state.toolsets.iter().any(|t| t == "ops") {
+                tool_router.merge(Self::ops_tools());
+            }
             if state.toolsets.iter().any(|t| t == "ifthenpay") {
                 tool_router.merge(Self::ifthenpay_tools());
             }
@@ -109,7 +119,13 @@ impl PaywardenMcp {
                 tool_router.remove_route(name);
             }
         }
-        Self { state, tool_router }
+        let ops_enabled =
+            endpoint == Endpoint::Unified && state.toolsets.iter().any(|t| t == "ops");
+        Self {
+            state,
+            tool_router,
+            ops_enabled,
+        }
     }
 
     /// The caller of the current request: `X-Entity-Id`/`X-Token` headers over HTTP, the
@@ -170,13 +186,15 @@ impl PaywardenMcp {
             Ok(parsed) => Ok((parsed, caller)),
             Err(error) => {
                 let message = error.message.to_string();
-                let audited = self
-                    .state
-                    .opp
-                    .pipeline()
+                let (pipeline, toolset) = if ops::OPS_TOOLS.contains(&tool) {
+                    (self.state.ops.pipeline(), crate::service::ops::TOOLSET)
+                } else {
+                    (self.state.opp.pipeline(), crate::service::opp::TOOLSET)
+                };
+                let audited = pipeline
                     .read(
                         &caller,
-                        crate::service::opp::TOOLSET,
+                        toolset,
                         tool,
                         &serde_json::Value::Object(arguments.clone()),
                         || async { Err(ServiceError::InvalidArguments(message)) },
@@ -189,6 +207,59 @@ impl PaywardenMcp {
 }
 
 impl PaywardenMcp {
+    /// `get_approval` for any toolset: an approved request of the ops toolset is executed by
+    /// its service (exactly once); everything else (OPP operations, and the status of any
+    /// request) by the OPP service's generic handling.
+    pub(crate) async fn resolve_approval(
+        &self,
+        caller: &Caller,
+        arguments: &serde_json::Value,
+        approval_id: String,
+    ) -> Result<ToolOutcome, ServiceError> {
+        if let Ok(Some(approval)) = self
+            .state
+            .ops
+            .pipeline()
+            .store()
+            .approval(&approval_id)
+            .await
+        {
+            if approval.toolset == crate::service::ops::TOOLSET
+                && approval.entity_id == caller.entity_id
+                && approval.status == crate::store::ApprovalStatus::Approved
+            {
+                return self.state.ops.execute_approval(caller, &approval).await;
+            }
+        }
+        self.state
+            .opp
+            .get_approval(caller, arguments, approval_id)
+            .await
+    }
+
+    /// Renders an outcome; a pending approval is first put to the client's user through
+    /// elicitation when the client supports it.
+    pub(crate) async fn render_with_approval(
+        &self,
+        caller: &Caller,
+        outcome: Result<ToolOutcome, ServiceError>,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, McpError> {
+        if let Ok(pending) = &outcome {
+            if pending.structured["status"] == "approval_pending" {
+                if let Some(decided) = self.ask_the_user(caller, pending, context).await {
+                    return render(decided);
+                }
+            }
+        }
+        render(outcome)
+    }
+
+    /// Whether the ops toolset's resources and prompts are served here.
+    fn serves_ops(&self) -> bool {
+        self.ops_enabled
+    }
+
     /// Whether this request comes from a 2026-07-28 client that declared elicitation, which
     /// can be asked a human-approval question with an `input_required` round trip.
     fn can_ask_statelessly(&self, context: &RequestContext<RoleServer>) -> bool {
@@ -253,9 +324,7 @@ impl PaywardenMcp {
         // it was approved); a dismissed question leaves it pending for an operator.
         let arguments = serde_json::json!({ "approvalId": state.approval_id });
         render(
-            self.state
-                .opp
-                .get_approval(&caller, &arguments, state.approval_id.clone())
+            self.resolve_approval(&caller, &arguments, state.approval_id.clone())
                 .await,
         )
         .map(CallToolResponse::from)
@@ -397,9 +466,102 @@ impl ServerHandler for PaywardenMcp {
         } else {
             "paywarden".into()
         });
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+        if self.serves_ops() {
+            instructions.push_str(
+                " Payment ops (Stripe + the merchant's orders database): lookup_customer, list_payments and get_order_history by customer e-mail; \
+                 issue_refund always previews first and refunds only when called again with the preview's confirmation_token (after the user agrees); \
+                 create_payment_link, revenue_summary, flag_for_review. Resources customer://{email} and payment://{charge_id}; prompts daily_revenue_report and find_refund_candidates.",
+            );
+        }
+        let capabilities = if self.serves_ops() {
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_resources()
+                .enable_prompts()
+                .enable_completions()
+                .build()
+        } else {
+            ServerCapabilities::builder().enable_tools().build()
+        };
+        ServerConfig::new(capabilities)
             .with_server_info(implementation)
             .with_instructions(instructions)
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ListResourceTemplatesResult, McpError> {
+        let mut result = rmcp::model::ListResourceTemplatesResult::default();
+        if self.serves_ops() {
+            result.resource_templates = ops::resource_templates();
+        }
+        Ok(result)
+    }
+
+    async fn read_resource(
+        &self,
+        request: rmcp::model::ReadResourceRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ReadResourceResponse, McpError> {
+        if !self.serves_ops() {
+            return Err(McpError::resource_not_found(
+                format!(
+                    "unknown resource {:?}: this endpoint serves no resources",
+                    request.uri
+                ),
+                None,
+            ));
+        }
+        let caller = self.caller(&context)?;
+        self.read_ops_resource(&caller, &request.uri)
+            .await
+            .map(Into::into)
+    }
+
+    async fn list_prompts(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ListPromptsResult, McpError> {
+        let mut result = rmcp::model::ListPromptsResult::default();
+        if self.serves_ops() {
+            result.prompts = ops::prompts();
+        }
+        Ok(result)
+    }
+
+    async fn get_prompt(
+        &self,
+        request: rmcp::model::GetPromptRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::GetPromptResponse, McpError> {
+        if !self.serves_ops() {
+            return Err(McpError::invalid_params(
+                format!(
+                    "unknown prompt {:?}: this endpoint serves no prompts",
+                    request.name
+                ),
+                None,
+            ));
+        }
+        ops::prompt(&request.name, request.arguments.as_ref()).map(Into::into)
+    }
+
+    async fn complete(
+        &self,
+        request: rmcp::model::CompleteRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::CompleteResult, McpError> {
+        if !self.serves_ops() {
+            return Ok(rmcp::model::CompleteResult::default());
+        }
+        let caller = self.caller(&context)?;
+        let completion = self
+            .complete_ops(&caller, &request.argument.name, &request.argument.value)
+            .await;
+        Ok(rmcp::model::CompleteResult::new(completion))
     }
 
     async fn call_tool(

@@ -228,7 +228,7 @@ impl PaywardenMcp {
     /// elicitation") and an approval executes at once, exactly once. Clients without
     /// elicitation, stateless (2026-07-28) clients, and a user who dismisses the question leave
     /// the request pending for the approval page or the CLI.
-    async fn ask_the_user(
+    pub(crate) async fn ask_the_user(
         &self,
         caller: &Caller,
         pending: &crate::service::ToolOutcome,
@@ -271,7 +271,7 @@ impl PaywardenMcp {
                 return None;
             }
             let arguments = serde_json::json!({ "approvalId": id });
-            return Some(self.state.opp.get_approval(caller, &arguments, id).await);
+            return Some(self.resolve_approval(caller, &arguments, id).await);
         }
         let preview = &approval["preview"];
         let message = format!(
@@ -310,7 +310,7 @@ impl PaywardenMcp {
             return None;
         }
         let arguments = serde_json::json!({ "approvalId": id });
-        Some(self.state.opp.get_approval(caller, &arguments, id).await)
+        Some(self.resolve_approval(caller, &arguments, id).await)
     }
 }
 
@@ -577,14 +577,12 @@ impl PaywardenMcp {
             .parse::<GetApprovalParams>("get_approval", &arguments, &context)
             .await?;
         render(
-            self.state
-                .opp
-                .get_approval(
-                    &caller,
-                    &serde_json::Value::Object(arguments),
-                    p.approval_id,
-                )
-                .await,
+            self.resolve_approval(
+                &caller,
+                &serde_json::Value::Object(arguments),
+                p.approval_id,
+            )
+            .await,
         )
     }
 }

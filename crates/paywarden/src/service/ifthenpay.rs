@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256};
 
 use super::{AuditFacts, Caller, Pipeline, ServiceError, Settlement, ToolOutcome};
 use crate::{
-    config::{IfthenpayConfig, IfthenpayEntity},
+    config::IfthenpayConfig,
     connectors::ifthenpay::{IfthenpayClient, IfthenpayError, PaymentsQuery},
     policy::{Decision, PolicyInput},
     store::{IfthenpayCallback, NewIfthenpayRequest},
@@ -857,7 +857,7 @@ pub struct IfthenpayService {
     client: Option<IfthenpayClient>,
     keys: Keys,
     anti_phishing_key: Option<SecretString>,
-    entities: Vec<IfthenpayEntity>,
+    entities: Vec<super::ops::KnownEntity>,
     sandbox: bool,
 }
 
@@ -876,12 +876,14 @@ impl std::fmt::Debug for IfthenpayService {
 impl IfthenpayService {
     /// The service over `pipeline`. `client` is `None` when neither a base URL nor the emulator
     /// is available (tools then answer a tool error saying so). `sandbox`: the emulator answers;
-    /// then the demo anti-phishing key and demo entities apply unless configured.
+    /// then the demo anti-phishing key applies unless configured. `entities` may use the keys
+    /// held in `config` (the configured entities, or the demo ones with the emulator).
     pub fn new(
         pipeline: Pipeline,
         client: Option<IfthenpayClient>,
         config: &IfthenpayConfig,
         sandbox: bool,
+        entities: Vec<super::ops::KnownEntity>,
     ) -> Self {
         let keys = Keys {
             mb: config.mb_key.clone(),
@@ -898,24 +900,6 @@ impl IfthenpayService {
                 SecretString::from(paywarden_emulator::IFTHENPAY_ANTI_PHISHING_KEY.to_string())
             })
         });
-        let mut entities = config.entities.clone();
-        if entities.is_empty() && sandbox {
-            for (entity_id, token) in [
-                (
-                    paywarden_emulator::DEMO_ENTITY_ID,
-                    paywarden_emulator::DEMO_TOKEN,
-                ),
-                (
-                    paywarden_emulator::SECOND_ENTITY_ID,
-                    paywarden_emulator::SECOND_TOKEN,
-                ),
-            ] {
-                entities.push(IfthenpayEntity {
-                    entity_id: entity_id.into(),
-                    token_sha256: super::safety::token_hash(token),
-                });
-            }
-        }
         Self {
             pipeline,
             client,
@@ -958,7 +942,7 @@ impl IfthenpayService {
         use subtle::ConstantTimeEq;
         let hash = super::safety::token_hash(token);
         self.entities.iter().any(|e| {
-            e.entity_id == entity_id && bool::from(e.token_sha256.as_bytes().ct_eq(hash.as_bytes()))
+            e.id == entity_id && bool::from(e.token_sha256.as_bytes().ct_eq(hash.as_bytes()))
         })
     }
 

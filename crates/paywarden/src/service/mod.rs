@@ -8,8 +8,10 @@
 //! A toolset module (in [`crate::mcp`]) only translates its tool's parameters into a typed
 //! request and the [`ToolOutcome`] back into its seed's output shape.
 
+pub mod gate;
 pub mod ifthenpay;
 pub mod opp;
+pub mod ops;
 pub mod safety;
 
 use std::time::Instant;
@@ -85,6 +87,7 @@ pub struct Pipeline {
     store: Store,
     sandbox: bool,
     safety: std::sync::Arc<safety::Safety>,
+    banner: std::sync::Arc<str>,
 }
 
 /// The first line of every result's text when the offline emulator answered.
@@ -163,6 +166,22 @@ impl Pipeline {
             store,
             sandbox,
             safety: std::sync::Arc::new(safety),
+            banner: SANDBOX_BANNER.into(),
+        }
+    }
+
+    /// The same pipeline (store, safety) for a toolset whose provider is `provider` (e.g.
+    /// "Stripe"): `sandbox` says whether that provider is the offline emulator, and the banner
+    /// names it.
+    pub fn for_provider(&self, provider: &str, sandbox: bool) -> Self {
+        Self {
+            store: self.store.clone(),
+            sandbox,
+            safety: self.safety.clone(),
+            banner: format!(
+                "[SANDBOX: paywarden's offline {provider} emulator answered; no real money moved]"
+            )
+            .into(),
         }
     }
 
@@ -305,7 +324,7 @@ impl Pipeline {
                         .map(String::from);
                 }
                 let text = text
-                    .strip_prefix(SANDBOX_BANNER)
+                    .strip_prefix(&*self.banner)
                     .map(|t| t.trim_start_matches('\n'))
                     .unwrap_or(text);
                 Ok(ToolOutcome {
@@ -350,9 +369,7 @@ impl Pipeline {
     /// Prefixes text with the sandbox banner when the provider is the emulator.
     pub fn decorate(&self, text: &str) -> String {
         if self.sandbox {
-            format!(
-                "[SANDBOX: paywarden's offline OPP emulator answered; no real money moved]\n{text}"
-            )
+            format!("{}\n{text}", self.banner)
         } else {
             text.to_string()
         }

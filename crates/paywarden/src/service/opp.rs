@@ -18,20 +18,15 @@ use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    redact,
-    safety::{
-        binding_hash, new_token, token_hash, ApprovalView, ConfirmationView, PreviewView,
-        CONTROL_ARGUMENTS,
-    },
+    gate::{derived_key, Gate, GateRequest},
+    safety::{binding_hash, ApprovalView, ConfirmationView, PreviewView},
     AuditFacts, Caller, Pipeline, ServiceError, Settlement, ToolOutcome,
 };
 use crate::{
     connectors::opp::{BackofficeRequest, OppClient, OppCredentials, OppError, ReportQuery},
     model::{serde_label, ResultInfo, Transaction, TransactionView},
-    policy::{Decision, PolicyInput, Verdict},
-    store::{
-        Approval, ApprovalError, ApprovalStatus, Confirmation, ConfirmationError, NewApproval,
-    },
+    policy::{Decision, PolicyInput},
+    store::{Approval, ApprovalError, ApprovalStatus},
 };
 
 /// The toolset's name in configuration and the audit log.
@@ -455,18 +450,11 @@ impl OppService {
         let binding = binding_hash(tool, arguments);
         // With no key of its own, a confirmed or approved call is keyed by its token or
         // approval, so a retry of it can never move money twice.
-        let key = command.idempotency_key.clone().or_else(|| {
-            command
-                .confirmation_token
-                .as_deref()
-                .map(|t| format!("confirm:{}", token_hash(t)))
-                .or_else(|| {
-                    command
-                        .approval_id
-                        .as_ref()
-                        .map(|a| format!("approval:{a}"))
-                })
-        });
+        let key = derived_key(
+            command.idempotency_key.as_deref(),
+            command.confirmation_token.as_deref(),
+            command.approval_id.as_deref(),
+        );
         let mut command = command;
         if let Some(key) = &key {
             // The key reaches OPP in OPP's own form, the merchant reference, unless the caller
@@ -783,7 +771,7 @@ impl OppService {
             .store()
             .moved_today(&caller.entity_id, amount.currency().code())
             .await?;
-        let input = PolicyInput {
+        let policy = PolicyInput {
             toolset: TOOLSET.into(),
             tool: tool.into(),
             entity: caller.entity_id.clone(),
@@ -794,240 +782,38 @@ impl OppService {
             moved_today_minor: moved_today,
             client: caller.client_name.clone(),
         };
-        let verdict = match self.pipeline.safety().policy.evaluate(&input) {
-            Ok(v) => v,
-            // Fail closed: a rule that cannot be evaluated never lets money move.
-            Err(e) => {
-                return Ok((
-                    self.pipeline.error_outcome(
-                        "policy_error",
-                        &format!("{tool} is refused: the policy could not be evaluated ({e}); nothing was sent."),
-                        None,
-                    ),
-                    Settlement::NotSent,
-                ))
-            }
-        };
         let preview = self.preview(caller, &command, &target, &linked, amount);
-        if verdict.decision == Decision::Deny {
-            let mut outcome = self.pipeline.error_outcome(
-                "denied_by_policy",
-                &format!(
-                    "{tool} is denied by policy rule {:?}: {}. Nothing was sent; do not retry.",
-                    verdict.rule, verdict.message
-                ),
-                None,
-            );
-            outcome.audit.outcome = "denied".into();
-            return Ok((outcome, Settlement::Final));
-        }
-        // An approval id is the strongest authority: a person said yes to exactly this.
-        if let Some(approval_id) = &command.approval_id {
-            return self
-                .execute_approved(caller, &command, approval_id, &binding)
-                .await;
-        }
-        match verdict.decision {
-            Decision::Allow | Decision::Deny => {}
-            Decision::Confirm => match &command.confirmation_token {
-                None => {
-                    return self
-                        .issue_confirmation(caller, tool, &binding, &verdict, preview)
-                        .await
-                }
-                Some(token) => {
-                    if let Err(e) = self
-                        .pipeline
-                        .store()
-                        .use_confirmation(&token_hash(token), &caller.entity_id, tool, &binding)
-                        .await
-                    {
-                        return match e {
-                            ConfirmationError::Store(e) => Err(ServiceError::Store(e)),
-                            refused => Ok((
-                                self.pipeline.error_outcome(
-                                    "confirmation_refused",
-                                    &format!("{tool} is refused: {refused}. Nothing was sent."),
-                                    None,
-                                ),
-                                Settlement::NotSent,
-                            )),
-                        };
-                    }
-                }
-            },
-            Decision::Human => {
-                return self
-                    .request_approval(caller, tool, arguments, &binding, &verdict, preview)
-                    .await
-            }
-        }
-        self.execute_locked(caller, &command).await
-    }
-
-    async fn issue_confirmation(
-        &self,
-        caller: &Caller,
-        tool: &str,
-        binding: &str,
-        verdict: &Verdict,
-        preview: PreviewView,
-    ) -> Result<(ToolOutcome, Settlement), ServiceError> {
-        let (token, hash) = new_token();
-        let expires_at = Utc::now()
-            + ChronoDuration::seconds(self.pipeline.safety().config.confirmation_ttl_secs);
-        let preview_json =
-            serde_json::to_value(&preview).map_err(crate::store::StoreError::from)?;
-        self.pipeline
-            .store()
-            .create_confirmation(
-                &hash,
-                &Confirmation {
-                    entity_id: caller.entity_id.clone(),
-                    tool: tool.to_string(),
-                    request_hash: binding.to_string(),
-                    preview: preview_json,
-                    rule: verdict.rule.clone(),
-                    expires_at,
-                },
-            )
-            .await?;
-        let output = BackofficeOutput {
-            status: "confirmation_required".into(),
-            transaction: None,
-            balances: None,
-            confirmation: Some(ConfirmationView {
-                token: token.clone(),
-                expires_at: expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                rule: verdict.rule.clone(),
-                message: verdict.message.clone(),
-                preview: preview.clone(),
-            }),
-            approval: None,
-            sandbox: self.pipeline.sandbox(),
-            idempotent_replay: false,
-        };
-        let structured = serde_json::to_value(&output).map_err(crate::store::StoreError::from)?;
-        let text = format!(
-            "CONFIRMATION REQUIRED (policy rule {:?}: {}). Nothing has moved yet. Preview: {} {} {} from {} to {} (reference {} {}). Show this to the user; only if they agree, call {tool} again with exactly the same arguments plus confirmationToken {:?} (valid until {}, single use).\n{}",
-            verdict.rule,
-            verdict.message,
-            preview.operation,
-            preview.amount,
-            preview.currency,
-            preview.from,
-            preview.to,
-            preview.reference_payment_type,
-            preview.reference_id,
-            token,
-            expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            structured
-        );
-        Ok((
-            ToolOutcome {
-                structured,
-                is_error: false,
-                text: self.pipeline.decorate(&text),
-                audit: AuditFacts {
-                    outcome: "confirmation_required".into(),
-                    ..AuditFacts::default()
-                },
-            },
-            Settlement::NotSent,
-        ))
-    }
-
-    async fn request_approval(
-        &self,
-        caller: &Caller,
-        tool: &str,
-        arguments: &serde_json::Value,
-        binding: &str,
-        verdict: &Verdict,
-        preview: PreviewView,
-    ) -> Result<(ToolOutcome, Settlement), ServiceError> {
-        let mut bound = redact(arguments);
-        if let serde_json::Value::Object(map) = &mut bound {
-            for control in CONTROL_ARGUMENTS {
-                map.remove(*control);
-            }
-        }
-        let approval = self
+        let gate = self
             .pipeline
-            .store()
-            .create_approval(NewApproval {
-                entity_id: caller.entity_id.clone(),
-                client_name: caller.client_name.clone(),
-                toolset: TOOLSET.into(),
-                tool: tool.into(),
-                arguments: bound,
-                request_hash: binding.to_string(),
-                preview: serde_json::to_value(&preview).map_err(crate::store::StoreError::from)?,
-                rule: verdict.rule.clone(),
-                message: verdict.message.clone(),
-                ttl: ChronoDuration::seconds(self.pipeline.safety().config.approval_ttl_secs),
+            .gate(GateRequest {
+                caller,
+                toolset: TOOLSET,
+                tool,
+                arguments,
+                binding: &binding,
+                preview,
+                policy,
+                floor: Decision::Allow,
+                confirmation_token: command.confirmation_token.as_deref(),
+                approval_id: command.approval_id.as_deref(),
+                argument_names: ("confirmationToken", "approvalId"),
+                output_defaults: serde_json::json!({ "balances": null }),
             })
             .await?;
-        let view = self.approval_view(&approval);
-        let output = BackofficeOutput {
-            status: "approval_pending".into(),
-            transaction: None,
-            balances: None,
-            confirmation: None,
-            approval: Some(view.clone()),
-            sandbox: self.pipeline.sandbox(),
-            idempotent_replay: false,
-        };
-        let structured = serde_json::to_value(&output).map_err(crate::store::StoreError::from)?;
-        let text = format!(
-            "APPROVAL REQUIRED (policy rule {:?}: {}). Nothing has moved. A person must approve {} {} {} from {} to {} at {} (or with `paywarden approvals approve {}`); you cannot approve it yourself. Then call {tool} again with the same arguments plus approvalId {:?}, or poll get_approval.\n{}",
-            verdict.rule,
-            verdict.message,
-            preview.operation,
-            preview.amount,
-            preview.currency,
-            preview.from,
-            preview.to,
-            view.url,
-            approval.id,
-            approval.id,
-            structured
-        );
-        Ok((
-            ToolOutcome {
-                structured,
-                is_error: false,
-                text: self.pipeline.decorate(&text),
-                audit: AuditFacts {
-                    outcome: "approval_requested".into(),
-                    transaction_id: Some(approval.id.clone()),
-                    ..AuditFacts::default()
-                },
-            },
-            Settlement::NotSent,
-        ))
+        match gate {
+            Gate::Stop(outcome, settlement) => Ok((outcome, settlement)),
+            Gate::Execute { approval_id } => {
+                let (outcome, settlement) = self.execute_locked(caller, &command).await?;
+                self.pipeline
+                    .finish_gated(approval_id.as_deref(), &outcome)
+                    .await?;
+                Ok((outcome, settlement))
+            }
+        }
     }
 
     fn approval_view(&self, approval: &Approval) -> ApprovalView {
-        ApprovalView {
-            id: approval.id.clone(),
-            status: approval.status.as_str().to_string(),
-            url: format!(
-                "{}/approvals/{}",
-                self.pipeline.safety().public_url().trim_end_matches('/'),
-                approval.id
-            ),
-            expires_at: approval
-                .expires_at
-                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            rule: approval.rule.clone(),
-            message: approval.message.clone(),
-            decided_by: approval.decided_by.clone(),
-            decided_at: approval
-                .decided_at
-                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
-            preview: approval.preview.clone(),
-        }
+        self.pipeline.approval_view(approval)
     }
 
     async fn execute_approved(

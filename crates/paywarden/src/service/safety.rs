@@ -16,7 +16,17 @@ use crate::{config::SafetyConfig, policy::Policy};
 
 /// Argument names that steer the safety layer rather than describe the operation; they are
 /// left out when arguments are bound to a token, an approval or an idempotency key.
-pub const CONTROL_ARGUMENTS: &[&str] = &["confirmationToken", "approvalId", "idempotencyKey"];
+/// (camelCase for the `opp` toolset, snake_case for the others; `confirmed` is the ops seed's
+/// model-set boolean, which never authorises anything on its own.)
+pub const CONTROL_ARGUMENTS: &[&str] = &[
+    "confirmationToken",
+    "approvalId",
+    "idempotencyKey",
+    "confirmation_token",
+    "approval_id",
+    "idempotency_key",
+    "confirmed",
+];
 
 /// The safety settings and policy a pipeline applies.
 #[derive(Debug, Clone)]

@@ -5,6 +5,7 @@ mod approvals;
 mod audit;
 mod idempotency;
 mod ifthenpay;
+mod orders;
 mod safety;
 
 use std::{path::Path, str::FromStr, time::Duration};
@@ -15,6 +16,9 @@ pub use approvals::{Approval, ApprovalError, ApprovalStatus, NewApproval, Unknow
 pub use audit::{AuditEntry, AuditRecord, ChainBreak};
 pub use idempotency::{Begin, IdempotencyError};
 pub use ifthenpay::{IfthenpayCallback, IfthenpayRequest, NewIfthenpayRequest};
+pub use orders::{
+    CustomerRecord, NewOrder, OrderRecord, OrderStatus, RefundLogRecord, RevenueLine, ReviewFlag,
+};
 pub use safety::{Confirmation, ConfirmationError};
 
 /// Errors of the store.

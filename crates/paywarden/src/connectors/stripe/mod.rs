@@ -371,8 +371,10 @@ impl StripeClient {
     /// (Stripe's filter is case-sensitive), newest first, at most 100.
     ///
     /// # Errors
-    /// Any [`StripeError`].
+    /// [`StripeError::InvalidArgument`] for an empty email (refused before sending); any other
+    /// [`StripeError`].
     pub async fn customers_by_email(&self, email: &str) -> Result<Vec<Customer>, StripeError> {
+        non_empty("email", email)?;
         let query = vec![
             ("email".to_string(), email.to_string()),
             ("limit".into(), MAX_PAGE_SIZE.to_string()),
@@ -387,8 +389,10 @@ impl StripeClient {
     /// eventually consistent, new customers can take a minute to appear).
     ///
     /// # Errors
-    /// Any [`StripeError`]; a malformed query is [`StripeError::Api`] (`invalid_request_error`).
+    /// [`StripeError::InvalidArgument`] for an empty query; a malformed query is
+    /// [`StripeError::Api`] (`invalid_request_error`); any other [`StripeError`].
     pub async fn search_customers(&self, query: &str) -> Result<ListPage<Customer>, StripeError> {
+        non_empty("query", query)?;
         let query = vec![
             ("query".to_string(), query.to_string()),
             ("limit".into(), MAX_PAGE_SIZE.to_string()),
@@ -401,10 +405,11 @@ impl StripeClient {
     /// `GET /v1/customers/{id}`.
     ///
     /// # Errors
+    /// [`StripeError::InvalidArgument`] for an empty or dots-only id (refused before sending);
     /// [`StripeError::NotFound`] for an unknown or deleted customer; any other [`StripeError`].
     pub async fn customer(&self, id: &str) -> Result<Customer, StripeError> {
         let answer = self
-            .get(&format!("/v1/customers/{}", path_segment(id)), &[])
+            .get(&format!("/v1/customers/{}", path_segment(id)?), &[])
             .await?;
         let wire: WireCustomer = decode(&answer)?;
         match map(&answer, wire.into_model())? {
@@ -422,8 +427,8 @@ impl StripeClient {
     /// `starting_after` is the id of the last object of the previous page.
     ///
     /// # Errors
-    /// [`StripeError::InvalidArgument`] for a `limit` outside 1..=100; any other
-    /// [`StripeError`].
+    /// [`StripeError::InvalidArgument`] for a `limit` outside 1..=100 or an empty `customer`;
+    /// any other [`StripeError`].
     pub async fn payment_intents(
         &self,
         customer: Option<&str>,
@@ -437,6 +442,7 @@ impl StripeClient {
         }
         let mut query = Vec::new();
         if let Some(c) = customer {
+            non_empty("customer", c)?;
             query.push(("customer".to_string(), c.to_string()));
         }
         query.push(("limit".into(), limit.to_string()));
@@ -475,10 +481,11 @@ impl StripeClient {
     /// `GET /v1/payment_intents/{id}`.
     ///
     /// # Errors
+    /// [`StripeError::InvalidArgument`] for an empty or dots-only id (refused before sending);
     /// [`StripeError::NotFound`] for an unknown id; any other [`StripeError`].
     pub async fn payment_intent(&self, id: &str) -> Result<PaymentIntent, StripeError> {
         let answer = self
-            .get(&format!("/v1/payment_intents/{}", path_segment(id)), &[])
+            .get(&format!("/v1/payment_intents/{}", path_segment(id)?), &[])
             .await?;
         let wire: WirePaymentIntent = decode(&answer)?;
         map(&answer, wire.into_model())
@@ -487,10 +494,11 @@ impl StripeClient {
     /// `GET /v1/charges/{id}`.
     ///
     /// # Errors
+    /// [`StripeError::InvalidArgument`] for an empty or dots-only id (refused before sending);
     /// [`StripeError::NotFound`] for an unknown id; any other [`StripeError`].
     pub async fn charge(&self, id: &str) -> Result<Charge, StripeError> {
         let answer = self
-            .get(&format!("/v1/charges/{}", path_segment(id)), &[])
+            .get(&format!("/v1/charges/{}", path_segment(id)?), &[])
             .await?;
         let wire: WireCharge = decode(&answer)?;
         map(&answer, wire.into_model())
@@ -501,8 +509,8 @@ impl StripeClient {
     /// stored result of an earlier request with the same key.
     ///
     /// # Errors
-    /// [`StripeError::InvalidArgument`] (checked before sending) for a non-positive amount, a
-    /// reason Stripe does not accept in requests, bad metadata or an empty/over-long
+    /// [`StripeError::InvalidArgument`] (checked before sending) for an empty
+    /// `payment_intent`, a non-positive amount, a reason Stripe does not accept in requests, bad metadata or an empty/over-long
     /// idempotency key; [`StripeError::NotFound`] for an unknown PaymentIntent;
     /// [`StripeError::Api`] for what Stripe refuses (e.g. `charge_already_refunded`,
     /// `amount_too_large`, `idempotency_error`); any other [`StripeError`].
@@ -511,6 +519,7 @@ impl StripeClient {
         request: &RefundRequest,
         idempotency_key: &str,
     ) -> Result<(Refund, Replayed), StripeError> {
+        non_empty("payment_intent", &request.payment_intent)?;
         let mut form = Form::new();
         form.push("payment_intent", request.payment_intent.clone());
         if let Some(amount) = request.amount {
@@ -551,8 +560,10 @@ impl StripeClient {
     /// cap cut the list short).
     ///
     /// # Errors
-    /// Any [`StripeError`] of any page.
+    /// [`StripeError::InvalidArgument`] for an empty `payment_intent`; any other
+    /// [`StripeError`] of any page.
     pub async fn refunds_for(&self, payment_intent: &str) -> Result<ListPage<Refund>, StripeError> {
+        non_empty("payment_intent", payment_intent)?;
         let mut data: Vec<Refund> = Vec::new();
         loop {
             let mut query = vec![
@@ -605,9 +616,9 @@ impl StripeClient {
     /// `automatic_payment_methods[allow_redirects]=never`, `metadata[k]`).
     ///
     /// # Errors
-    /// [`StripeError::InvalidArgument`] for a zero amount, a currency whose Stripe unit differs
-    /// from ISO 4217 (ISK, MGA, UGX) or bad metadata; [`StripeError::Api`] with `card_error`
-    /// for a decline; any other [`StripeError`].
+    /// [`StripeError::InvalidArgument`] for a zero amount, an empty customer, a currency whose
+    /// Stripe unit differs from ISO 4217 (ISK, MGA, UGX) or bad metadata; [`StripeError::Api`]
+    /// with `card_error` for a decline; any other [`StripeError`].
     pub async fn create_payment_intent(
         &self,
         customer: &str,
@@ -618,6 +629,7 @@ impl StripeClient {
         if amount.is_zero() {
             return Err(invalid("a payment amount must be positive".into()));
         }
+        non_empty("customer", customer)?;
         let mut form = Form::new();
         form.push("customer", customer)
             .push("amount", amount.minor_units().to_string())
@@ -780,6 +792,17 @@ fn invalid(reason: String) -> StripeError {
     StripeError::InvalidArgument { reason }
 }
 
+/// A list filter must not be empty: Stripe would refuse it, and a client that dropped it
+/// instead would list every object of the account (every customer, every payment).
+fn non_empty(name: &str, value: &str) -> Result<(), StripeError> {
+    if value.trim().is_empty() {
+        return Err(invalid(format!(
+            "`{name}` is empty; an empty filter would match every object"
+        )));
+    }
+    Ok(())
+}
+
 /// Stripe's currency parameter: the lower-case ISO code (`usd`).
 fn wire_currency(amount: Money) -> Result<String, StripeError> {
     let code = amount.currency().code();
@@ -830,8 +853,17 @@ fn check_idempotency_key(key: &str) -> Result<(), StripeError> {
 
 /// Keeps an id from escaping its path segment (Stripe ids are `[A-Za-z0-9_]`; anything else is
 /// percent-encoded, so a crafted id cannot reach another endpoint).
-fn path_segment(id: &str) -> String {
-    id.bytes()
+///
+/// # Errors
+/// [`StripeError::InvalidArgument`] for an empty id or one made only of dots: URL
+/// normalisation would turn `/v1/customers/` (or `/v1/customers/..`, also when the dots are
+/// percent-encoded) into another endpoint, e.g. Stripe's list of all customers.
+fn path_segment(id: &str) -> Result<String, StripeError> {
+    if id.is_empty() || id.bytes().all(|b| b == b'.') {
+        return Err(invalid(format!("{id:?} is not a Stripe object id")));
+    }
+    Ok(id
+        .bytes()
         .map(|b| {
             if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.' {
                 (b as char).to_string()
@@ -839,7 +871,7 @@ fn path_segment(id: &str) -> String {
                 format!("%{b:02X}")
             }
         })
-        .collect()
+        .collect())
 }
 
 /// Applies the paging cap; `Some` when paging is over.
@@ -1159,6 +1191,12 @@ mod tests {
         assert!(wire_currency(Money::from_minor(5, isk).unwrap()).is_err());
         let usd = Money::from_minor(5, paywarden_domain::Currency::USD).unwrap();
         assert_eq!(wire_currency(usd).unwrap(), "usd");
-        assert_eq!(path_segment("pi_1/../x"), "pi_1%2F..%2Fx");
+        assert_eq!(path_segment("pi_1/../x").unwrap(), "pi_1%2F..%2Fx");
+        for bad in ["", ".", ".."] {
+            assert!(matches!(
+                path_segment(bad),
+                Err(StripeError::InvalidArgument { .. })
+            ));
+        }
     }
 }

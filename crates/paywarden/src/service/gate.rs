@@ -1,0 +1,434 @@
+//! The safety gate every toolset's money-moving call passes after its own checks and before
+//! the provider call: the policy verdict (fail closed), then `deny`, a claimed approval,
+//! `confirm` (a preview and a single-use token, or the token's use) and `human` (a stored
+//! approval request only an operator can decide).
+//!
+//! A toolset computes the policy facts and the [`PreviewView`] of its operation, asks
+//! [`Pipeline::gate`], and executes only on [`Gate::Execute`]; after executing an approved
+//! operation it records the outcome with [`Pipeline::finish_gated`].
+
+use chrono::{Duration as ChronoDuration, Utc};
+
+use super::{
+    redact,
+    safety::{
+        new_token, token_hash, ApprovalView, ConfirmationView, PreviewView, CONTROL_ARGUMENTS,
+    },
+    AuditFacts, Caller, Pipeline, ServiceError, Settlement, ToolOutcome,
+};
+use crate::{
+    policy::{Decision, PolicyInput, Verdict},
+    store::{Approval, ApprovalError, Confirmation, ConfirmationError, NewApproval, StoreError},
+};
+
+/// What the gate decided.
+#[derive(Debug)]
+pub enum Gate {
+    /// Run the operation now: the policy allows it, a valid confirmation token was presented
+    /// (and is now used up), or an approved approval was claimed (`approval_id`; record the
+    /// outcome with [`Pipeline::finish_gated`]).
+    Execute {
+        /// The claimed approval, when a person approved this.
+        approval_id: Option<String>,
+    },
+    /// Stop with this outcome: a preview with a confirmation token, an approval request, or a
+    /// refusal (denied by policy, a refused token or approval).
+    Stop(ToolOutcome, Settlement),
+}
+
+/// One money-moving call at the gate.
+#[derive(Debug)]
+pub struct GateRequest<'a> {
+    /// Who calls.
+    pub caller: &'a Caller,
+    /// Toolset (`opp`, `ops`, `ifthenpay`).
+    pub toolset: &'a str,
+    /// Tool name.
+    pub tool: &'a str,
+    /// The call's arguments as sent (control arguments are removed before binding).
+    pub arguments: &'a serde_json::Value,
+    /// [`super::safety::binding_hash`] of the arguments.
+    pub binding: &'a str,
+    /// What will move.
+    pub preview: PreviewView,
+    /// The policy's facts about this call.
+    pub policy: PolicyInput,
+    /// The least the tool itself demands (`Confirm` for the seed's two-step `issue_refund`):
+    /// a weaker verdict is raised to it.
+    pub floor: Decision,
+    /// The caller's confirmation token, if any.
+    pub confirmation_token: Option<&'a str>,
+    /// The caller's approval id, if any.
+    pub approval_id: Option<&'a str>,
+    /// How this toolset names the control arguments in its tools: `("confirmationToken",
+    /// "approvalId")` for `opp`, `("confirmation_token", "approval_id")` for the others.
+    pub argument_names: (&'a str, &'a str),
+    /// Fields every stop output carries as well (e.g. `{"balances": null}`), so it matches the
+    /// tool's output schema.
+    pub output_defaults: serde_json::Value,
+}
+
+/// The idempotency key of a money-moving call: the caller's own, else one derived from its
+/// confirmation token (`confirm:` + the token's SHA-256) or approval (`approval:` + id), so a
+/// confirmed or approved call can never execute twice, and two separately confirmed calls never
+/// share a key. `None` for a first call without a key (it only previews or asks).
+pub fn derived_key(
+    idempotency_key: Option<&str>,
+    confirmation_token: Option<&str>,
+    approval_id: Option<&str>,
+) -> Option<String> {
+    idempotency_key
+        .map(String::from)
+        .or_else(|| confirmation_token.map(|t| format!("confirm:{}", token_hash(t))))
+        .or_else(|| approval_id.map(|a| format!("approval:{a}")))
+}
+
+fn strength(d: Decision) -> u8 {
+    match d {
+        Decision::Allow => 0,
+        Decision::Confirm => 1,
+        Decision::Human => 2,
+        Decision::Deny => 3,
+    }
+}
+
+impl Pipeline {
+    /// Applies policy, confirmation and approval to one money-moving call.
+    ///
+    /// # Errors
+    /// [`ServiceError::Store`] when paywarden's database fails. Refusals are
+    /// [`Gate::Stop`] outcomes.
+    pub async fn gate(&self, request: GateRequest<'_>) -> Result<Gate, ServiceError> {
+        let GateRequest {
+            caller,
+            toolset,
+            tool,
+            arguments,
+            binding,
+            preview,
+            policy,
+            floor,
+            confirmation_token,
+            approval_id,
+            argument_names,
+            output_defaults,
+        } = request;
+        let mut verdict = match self.safety().policy.evaluate(&policy) {
+            Ok(v) => v,
+            // Fail closed: a rule that cannot be evaluated never lets money move.
+            Err(e) => {
+                return Ok(Gate::Stop(
+                    self.error_outcome(
+                        "policy_error",
+                        &format!("{tool} is refused: the policy could not be evaluated ({e}); nothing was sent."),
+                        None,
+                    ),
+                    Settlement::NotSent,
+                ))
+            }
+        };
+        if strength(verdict.decision) < strength(floor) {
+            verdict = Verdict {
+                decision: floor,
+                rule: format!("{tool}-two-step"),
+                message: format!(
+                    "{tool} always shows a preview first; it moves money only after confirmation (policy said: {})",
+                    verdict.message
+                ),
+                explanation: verdict.explanation,
+            };
+        }
+        if verdict.decision == Decision::Deny {
+            let mut outcome = self.error_outcome(
+                "denied_by_policy",
+                &format!(
+                    "{tool} is denied by policy rule {:?}: {}. Nothing was sent; do not retry.",
+                    verdict.rule, verdict.message
+                ),
+                None,
+            );
+            outcome.audit.outcome = "denied".into();
+            return Ok(Gate::Stop(outcome, Settlement::Final));
+        }
+        // An approval id is the strongest authority: a person said yes to exactly this.
+        if let Some(id) = approval_id {
+            return match self
+                .store()
+                .claim_approval(id, &caller.entity_id, binding)
+                .await
+            {
+                Ok(_) => Ok(Gate::Execute {
+                    approval_id: Some(id.to_string()),
+                }),
+                Err(ApprovalError::Store(e)) => Err(ServiceError::Store(e)),
+                Err(refused) => Ok(Gate::Stop(
+                    self.error_outcome(
+                        "approval_refused",
+                        &format!("{tool} is refused: {refused}. Nothing was sent."),
+                        None,
+                    ),
+                    Settlement::NotSent,
+                )),
+            };
+        }
+        match verdict.decision {
+            Decision::Allow | Decision::Deny => Ok(Gate::Execute { approval_id: None }),
+            Decision::Confirm => match confirmation_token {
+                None => self
+                    .issue_confirmation(
+                        caller,
+                        tool,
+                        binding,
+                        &verdict,
+                        preview,
+                        argument_names.0,
+                        output_defaults,
+                    )
+                    .await
+                    .map(|(o, s)| Gate::Stop(o, s)),
+                Some(token) => match self
+                    .store()
+                    .use_confirmation(&token_hash(token), &caller.entity_id, tool, binding)
+                    .await
+                {
+                    Ok(_) => Ok(Gate::Execute { approval_id: None }),
+                    Err(ConfirmationError::Store(e)) => Err(ServiceError::Store(e)),
+                    Err(refused) => Ok(Gate::Stop(
+                        self.error_outcome(
+                            "confirmation_refused",
+                            &format!("{tool} is refused: {refused}. Nothing was sent."),
+                            None,
+                        ),
+                        Settlement::NotSent,
+                    )),
+                },
+            },
+            Decision::Human => self
+                .request_approval(
+                    ApprovalAsk {
+                        caller,
+                        toolset,
+                        tool,
+                        arguments,
+                        binding,
+                        verdict: &verdict,
+                        preview,
+                        argument: argument_names.1,
+                    },
+                    output_defaults,
+                )
+                .await
+                .map(|(o, s)| Gate::Stop(o, s)),
+        }
+    }
+
+    /// Records the outcome of an operation executed on an approval (no-op without one).
+    ///
+    /// # Errors
+    /// [`ServiceError::Store`].
+    pub async fn finish_gated(
+        &self,
+        approval_id: Option<&str>,
+        outcome: &ToolOutcome,
+    ) -> Result<(), ServiceError> {
+        if let Some(id) = approval_id {
+            let record = serde_json::json!({
+                "structured": outcome.structured,
+                "text": outcome.text,
+                "isError": outcome.is_error,
+            });
+            self.store().finish_approval(id, &record).await?;
+        }
+        Ok(())
+    }
+
+    /// The caller-facing view of an approval request, with its page URL.
+    pub fn approval_view(&self, approval: &Approval) -> ApprovalView {
+        let stamp = |t: chrono::DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        ApprovalView {
+            id: approval.id.clone(),
+            status: approval.status.as_str().to_string(),
+            url: format!(
+                "{}/approvals/{}",
+                self.safety().public_url().trim_end_matches('/'),
+                approval.id
+            ),
+            expires_at: stamp(approval.expires_at),
+            rule: approval.rule.clone(),
+            message: approval.message.clone(),
+            decided_by: approval.decided_by.clone(),
+            decided_at: approval.decided_at.map(stamp),
+            preview: approval.preview.clone(),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn issue_confirmation(
+        &self,
+        caller: &Caller,
+        tool: &str,
+        binding: &str,
+        verdict: &Verdict,
+        preview: PreviewView,
+        argument: &str,
+        defaults: serde_json::Value,
+    ) -> Result<(ToolOutcome, Settlement), ServiceError> {
+        let (token, hash) = new_token();
+        let expires_at =
+            Utc::now() + ChronoDuration::seconds(self.safety().config.confirmation_ttl_secs);
+        self.store()
+            .create_confirmation(
+                &hash,
+                &Confirmation {
+                    entity_id: caller.entity_id.clone(),
+                    tool: tool.to_string(),
+                    request_hash: binding.to_string(),
+                    preview: serde_json::to_value(&preview).map_err(StoreError::from)?,
+                    rule: verdict.rule.clone(),
+                    expires_at,
+                },
+            )
+            .await?;
+        let expires = expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let view = ConfirmationView {
+            token: token.clone(),
+            expires_at: expires.clone(),
+            rule: verdict.rule.clone(),
+            message: verdict.message.clone(),
+            preview: preview.clone(),
+        };
+        let structured = with_defaults(
+            serde_json::json!({
+                "status": "confirmation_required",
+                "confirmation": view,
+                "approval": null,
+                "sandbox": self.sandbox(),
+                "idempotentReplay": false,
+            }),
+            defaults,
+        );
+        let text = format!(
+            "CONFIRMATION REQUIRED (policy rule {:?}: {}). Nothing has moved yet. Preview: {} {} {} from {} to {} (reference {} {}). Show this to the user; only if they agree, call {tool} again with exactly the same arguments plus {argument} {token:?} (valid until {expires}, single use).\n{structured}",
+            verdict.rule,
+            verdict.message,
+            preview.operation,
+            preview.amount,
+            preview.currency,
+            preview.from,
+            preview.to,
+            preview.reference_payment_type,
+            preview.reference_id,
+        );
+        Ok((
+            ToolOutcome {
+                structured,
+                is_error: false,
+                text: self.decorate(&text),
+                audit: AuditFacts {
+                    outcome: "confirmation_required".into(),
+                    ..AuditFacts::default()
+                },
+            },
+            Settlement::NotSent,
+        ))
+    }
+
+    async fn request_approval(
+        &self,
+        ask: ApprovalAsk<'_>,
+        defaults: serde_json::Value,
+    ) -> Result<(ToolOutcome, Settlement), ServiceError> {
+        let ApprovalAsk {
+            caller,
+            toolset,
+            tool,
+            arguments,
+            binding,
+            verdict,
+            preview,
+            argument,
+        } = ask;
+        let mut bound = redact(arguments);
+        if let serde_json::Value::Object(map) = &mut bound {
+            for control in CONTROL_ARGUMENTS {
+                map.remove(*control);
+            }
+        }
+        let approval = self
+            .store()
+            .create_approval(NewApproval {
+                entity_id: caller.entity_id.clone(),
+                client_name: caller.client_name.clone(),
+                toolset: toolset.into(),
+                tool: tool.into(),
+                arguments: bound,
+                request_hash: binding.to_string(),
+                preview: serde_json::to_value(&preview).map_err(StoreError::from)?,
+                rule: verdict.rule.clone(),
+                message: verdict.message.clone(),
+                ttl: ChronoDuration::seconds(self.safety().config.approval_ttl_secs),
+            })
+            .await?;
+        let view = self.approval_view(&approval);
+        let structured = with_defaults(
+            serde_json::json!({
+                "status": "approval_pending",
+                "confirmation": null,
+                "approval": view,
+                "sandbox": self.sandbox(),
+                "idempotentReplay": false,
+            }),
+            defaults,
+        );
+        let text = format!(
+            "APPROVAL REQUIRED (policy rule {:?}: {}). Nothing has moved. A person must approve {} {} {} from {} to {} at {} (or with `paywarden approvals approve {}`); you cannot approve it yourself. Then call {tool} again with the same arguments plus {argument} {:?}, or poll get_approval.\n{structured}",
+            verdict.rule,
+            verdict.message,
+            preview.operation,
+            preview.amount,
+            preview.currency,
+            preview.from,
+            preview.to,
+            view.url,
+            approval.id,
+            approval.id,
+        );
+        Ok((
+            ToolOutcome {
+                structured,
+                is_error: false,
+                text: self.decorate(&text),
+                audit: AuditFacts {
+                    outcome: "approval_requested".into(),
+                    transaction_id: Some(approval.id.clone()),
+                    ..AuditFacts::default()
+                },
+            },
+            Settlement::NotSent,
+        ))
+    }
+}
+
+/// What an approval request is made of.
+struct ApprovalAsk<'a> {
+    caller: &'a Caller,
+    toolset: &'a str,
+    tool: &'a str,
+    arguments: &'a serde_json::Value,
+    binding: &'a str,
+    verdict: &'a Verdict,
+    preview: PreviewView,
+    argument: &'a str,
+}
+
+/// `output` with every field of `defaults` it lacks.
+fn with_defaults(mut output: serde_json::Value, defaults: serde_json::Value) -> serde_json::Value {
+    if let (serde_json::Value::Object(out), serde_json::Value::Object(extra)) =
+        (&mut output, defaults)
+    {
+        for (k, v) in extra {
+            out.entry(k).or_insert(v);
+        }
+    }
+    output
+}
