@@ -383,8 +383,15 @@ impl App {
                 .public_url
                 .set(format!("http://{addr}"));
         }
-        if let Ok(addr) = listener.local_addr() {
-            // The emulator calls this server back when a shopper pays.
+        if let Ok(mut addr) = listener.local_addr() {
+            // The in-process emulator calls this server back, over loopback, when a shopper pays.
+            if addr.ip().is_unspecified() {
+                addr.set_ip(if addr.is_ipv4() {
+                    std::net::Ipv4Addr::LOCALHOST.into()
+                } else {
+                    std::net::Ipv6Addr::LOCALHOST.into()
+                });
+            }
             self.state
                 .ifthenpay
                 .activate_demo_callbacks(&format!("http://{addr}"))
