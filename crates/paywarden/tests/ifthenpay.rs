@@ -1213,3 +1213,42 @@ async fn a_database_failure_is_an_internal_error() {
     assert_eq!(answer["error"]["code"], -32603, "{answer}");
     assert_eq!(answer["id"], 5);
 }
+
+#[tokio::test]
+async fn an_unreachable_provider_is_a_clear_api_error_and_nothing_is_recorded() {
+    // A configured base URL (not the emulator) where nothing listens.
+    let app = spawn_app_with(|c| {
+        c.safety.policy_file = None;
+        c.ifthenpay.base_url = Some("http://127.0.0.1:9".into());
+        c.ifthenpay.timeout_ms = 2_000;
+    })
+    .await;
+    let init = rpc(
+        &app,
+        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-03-26"}}),
+    )
+    .await;
+    assert!(
+        init["result"].get("instructions").is_none(),
+        "not a sandbox: {init}"
+    );
+    let text = tool_error(&app, "multibanco_create_reference", mb("NET-1", json!(1))).await;
+    assert!(
+        text.starts_with("API error: ifthenpay could not be reached"),
+        "{text}"
+    );
+    assert!(!text.contains(IFTHENPAY_MB_KEY), "{text}");
+    // Nothing was created, so a retry runs again (and fails the same way) rather than replaying.
+    let again = tool_error(&app, "multibanco_create_reference", mb("NET-1", json!(1))).await;
+    assert!(again.starts_with("API error:"), "{again}");
+    let entity = format!(
+        "key:{}",
+        paywarden::service::ifthenpay::key_id(IFTHENPAY_MB_KEY)
+    );
+    assert!(app
+        .store
+        .ifthenpay_requests(&entity)
+        .await
+        .expect("records")
+        .is_empty());
+}

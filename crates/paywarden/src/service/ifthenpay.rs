@@ -1585,6 +1585,13 @@ impl IfthenpayService {
                 &format!("order_id {order:?} was already used with other arguments (a different amount or details); a payment request for this order exists already. Use a new order_id for a new request, or resend the original arguments to get the original result."),
             );
         }
+        if outcome.is_error && outcome.text.starts_with("[SANDBOX") {
+            // Pipeline-made errors (a key still in progress, an unknown outcome) carry the
+            // sandbox banner line; this toolset's errors are the plain message.
+            if let Some((_, message)) = outcome.text.split_once('\n') {
+                outcome.text = message.to_string();
+            }
+        }
         if outcome.audit.outcome == "replay" {
             if outcome.is_error {
                 outcome.text = outcome
