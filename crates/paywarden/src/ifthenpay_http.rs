@@ -211,13 +211,26 @@ fn hidden(state: &McpState, name: &str) -> bool {
     state.read_only && MONEY_MOVING_TOOLS.contains(&name)
 }
 
+/// The tools in the seed's order; their schemas are declared as JSON Schema Draft 7, as the
+/// seed says (they use no keyword Draft 7 lacks).
 fn tools(state: &McpState) -> Vec<Value> {
-    PaywardenMcp::ifthenpay_tool_list()
+    PaywardenMcp::ifthenpay_tool_list(&state.ifthenpay)
         .into_iter()
         .filter(|t| !hidden(state, &t.name))
         .filter_map(|t| serde_json::to_value(t).ok())
+        .map(|mut t| {
+            for schema in ["inputSchema", "outputSchema"] {
+                if let Some(s) = t.get_mut(schema).and_then(Value::as_object_mut) {
+                    s.insert("$schema".into(), json!(DRAFT_07));
+                }
+            }
+            t
+        })
         .collect()
 }
+
+/// The JSON Schema dialect the seed names for `tools/list`.
+const DRAFT_07: &str = "http://json-schema.org/draft-07/schema#";
 
 async fn call(
     state: &McpState,
@@ -236,9 +249,7 @@ async fn call(
             "Invalid params: \"name\" (the tool) is required".into(),
         ));
     };
-    let known = PaywardenMcp::ifthenpay_tool_list()
-        .iter()
-        .any(|t| t.name == name);
+    let known = crate::service::ifthenpay::TOOLS.contains(&name);
     if !known || hidden(state, name) {
         return Err((-32602, format!("Invalid params: tool not found: {name}")));
     }

@@ -159,7 +159,13 @@ async fn initialize_ping_and_tools_list_follow_the_seed() {
     .await;
     assert_eq!(list["id"], 3);
     let tools = list["result"]["tools"].as_array().expect("tools");
-    let mut names: Vec<&str> = tools.iter().filter_map(|t| t["name"].as_str()).collect();
+    let in_order: Vec<&str> = tools.iter().filter_map(|t| t["name"].as_str()).collect();
+    assert_eq!(
+        in_order,
+        paywarden::service::ifthenpay::TOOLS,
+        "the seed's order"
+    );
+    let mut names = in_order.clone();
     names.sort_unstable();
     assert_eq!(
         names,
@@ -202,10 +208,9 @@ async fn initialize_ping_and_tools_list_follow_the_seed() {
         .as_array()
         .map(|r| r.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
-    assert!(
-        required.contains(&"order_id") && required.contains(&"amount"),
-        "{mb}"
-    );
+    assert_eq!(required, ["mb_key", "order_id", "amount"], "{mb}");
+    assert_eq!(mb["properties"]["mb_key"]["type"], "string");
+    assert_eq!(mb["$schema"], "http://json-schema.org/draft-07/schema#");
     let pix = schema("pix_create_payment");
     for field in [
         "pix_key",
@@ -1044,6 +1049,24 @@ async fn configured_keys_need_an_authenticated_entity() {
         c.ifthenpay.mb_key = Some(secrecy::SecretString::from(IFTHENPAY_MB_KEY.to_string()));
     })
     .await;
+    // The configured key is optional in the schema; the others stay required.
+    let list = rpc(
+        &app,
+        json!({"jsonrpc": "2.0", "id": 3, "method": "tools/list"}),
+    )
+    .await;
+    let required = |name: &str| {
+        list["result"]["tools"]
+            .as_array()
+            .and_then(|t| t.iter().find(|x| x["name"] == name))
+            .map(|t| t["inputSchema"]["required"].clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        required("multibanco_create_reference"),
+        json!(["order_id", "amount"])
+    );
+    assert_eq!(required("payments_list"), json!(["bo_key"]));
     let args = json!({"order_id": "CFG-1", "amount": 3.0});
     let text = tool_error(&app, "multibanco_create_reference", args.clone()).await;
     assert!(text.starts_with("Authentication required"), "{text}");

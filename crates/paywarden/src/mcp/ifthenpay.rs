@@ -4,7 +4,7 @@
 //! `/mcp/payments/`, calls the same service ([`crate::ifthenpay_http`]).
 
 use rmcp::{
-    handler::server::{common::schema_for_output, wrapper::Parameters},
+    handler::server::{common::schema_for_output, router::tool::ToolRouter, wrapper::Parameters},
     model::{CallToolResult, JsonObject},
     service::RequestContext,
     tool, tool_router, ErrorData as McpError, RoleServer,
@@ -14,10 +14,10 @@ use secrecy::SecretString;
 use super::{input_schema, render, PaywardenMcp, HEADER_ENTITY_ID, HEADER_TOKEN};
 use crate::service::{
     ifthenpay::{
-        CheckoutOutput, CofidisParams, CreditCardParams, Identity, MbwayRequestOutput,
-        MbwayRequestParams, MbwayStatusOutput, MbwayStatusParams, MultibancoOutput,
-        MultibancoParams, PaymentsListOutput, PaymentsListParams, PayshopOutput, PayshopParams,
-        PinpayOutput, PinpayParams, PixOutput, PixParams,
+        CheckoutOutput, CofidisParams, CreditCardParams, Identity, IfthenpayService,
+        MbwayRequestOutput, MbwayRequestParams, MbwayStatusOutput, MbwayStatusParams,
+        MultibancoOutput, MultibancoParams, PaymentsListOutput, PaymentsListParams, PayshopOutput,
+        PayshopParams, PinpayOutput, PinpayParams, PixOutput, PixParams, TOOLS,
     },
     Caller,
 };
@@ -204,9 +204,55 @@ impl PaywardenMcp {
 }
 
 impl PaywardenMcp {
-    /// The ifthenpay tools' definitions (names, descriptions, schemas, annotations), for the
-    /// seed's own endpoint.
-    pub fn ifthenpay_tool_list() -> Vec<rmcp::model::Tool> {
-        Self::ifthenpay_tools().list_all()
+    /// The ifthenpay tools' definitions (names, descriptions, schemas, annotations) in the
+    /// seed's order, as this server serves them: a tool's key argument is required (a string,
+    /// as in the seed) unless paywarden holds that key in its configuration.
+    pub fn ifthenpay_tool_list(service: &IfthenpayService) -> Vec<rmcp::model::Tool> {
+        let mut tools = Self::ifthenpay_tools().list_all();
+        tools.sort_by_key(|t| {
+            TOOLS
+                .iter()
+                .position(|n| *n == t.name)
+                .unwrap_or(usize::MAX)
+        });
+        tools.into_iter().map(|t| require_key(t, service)).collect()
     }
+
+    /// The ifthenpay tool router for `/mcp`, with the key arguments required as in
+    /// [`Self::ifthenpay_tool_list`].
+    pub(crate) fn ifthenpay_router(service: &IfthenpayService) -> ToolRouter<PaywardenMcp> {
+        let mut router = Self::ifthenpay_tools();
+        for route in router.map.values_mut() {
+            route.attr = require_key(route.attr.clone(), service);
+        }
+        router
+    }
+}
+
+/// Marks the tool's key argument as a required string unless paywarden holds that key.
+fn require_key(mut tool: rmcp::model::Tool, service: &IfthenpayService) -> rmcp::model::Tool {
+    let Some(argument) = IfthenpayService::key_argument(&tool.name) else {
+        return tool;
+    };
+    if service.holds_key(argument) {
+        return tool;
+    }
+    let mut schema = (*tool.input_schema).clone();
+    if let Some(property) = schema
+        .get_mut("properties")
+        .and_then(|p| p.get_mut(argument))
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        property.insert("type".into(), serde_json::json!("string"));
+    }
+    let required = schema
+        .entry("required")
+        .or_insert_with(|| serde_json::json!([]));
+    if let Some(list) = required.as_array_mut() {
+        if !list.iter().any(|v| v == argument) {
+            list.insert(0, serde_json::json!(argument));
+        }
+    }
+    tool.input_schema = std::sync::Arc::new(schema);
+    tool
 }

@@ -110,7 +110,7 @@ impl PaywardenMcp {
                 tool_router.merge(Self::ops_tools());
             }
             if state.toolsets.iter().any(|t| t == "ifthenpay") {
-                tool_router.merge(Self::ifthenpay_tools());
+                tool_router.merge(Self::ifthenpay_router(&state.ifthenpay));
             }
             tool_router.merge(Self::paywarden_tools());
         }

@@ -936,6 +936,38 @@ impl IfthenpayService {
         .any(|k| self.keys.get(k).is_some())
     }
 
+    /// The key argument of `tool` (`mb_key` for `multibanco_create_reference`, ...).
+    pub fn key_argument(tool: &str) -> Option<&'static str> {
+        let kind = match tool {
+            "multibanco_create_reference" => KeyKind::Mb,
+            "mbway_request_payment" | "mbway_check_status" => KeyKind::Mbway,
+            "payshop_create_reference" => KeyKind::Payshop,
+            "creditcard_create_payment" => KeyKind::Ccard,
+            "pinpay_create_payment" => KeyKind::Gateway,
+            "cofidis_create_payment" => KeyKind::Cofidis,
+            "pix_create_payment" => KeyKind::Pix,
+            "payments_list" => KeyKind::Backoffice,
+            _ => return None,
+        };
+        Some(kind.argument())
+    }
+
+    /// Whether paywarden holds the key that `argument` names (so calls may omit it).
+    pub fn holds_key(&self, argument: &str) -> bool {
+        [
+            KeyKind::Mb,
+            KeyKind::Mbway,
+            KeyKind::Payshop,
+            KeyKind::Ccard,
+            KeyKind::Gateway,
+            KeyKind::Cofidis,
+            KeyKind::Pix,
+            KeyKind::Backoffice,
+        ]
+        .into_iter()
+        .any(|k| k.argument() == argument && self.keys.get(k).is_some())
+    }
+
     /// Whether `entity_id`/`token` is an entity allowed to use the configured keys (constant
     /// time on the token hash).
     pub fn authenticates(&self, entity_id: &str, token: &str) -> bool {
