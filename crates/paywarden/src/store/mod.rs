@@ -4,6 +4,7 @@
 mod approvals;
 mod audit;
 mod idempotency;
+mod ifthenpay;
 mod orders;
 mod safety;
 
@@ -14,6 +15,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 pub use approvals::{Approval, ApprovalError, ApprovalStatus, NewApproval, UnknownApprovalStatus};
 pub use audit::{AuditEntry, AuditRecord, ChainBreak};
 pub use idempotency::{Begin, IdempotencyError};
+pub use ifthenpay::{IfthenpayCallback, IfthenpayRequest, NewIfthenpayRequest};
 pub use orders::{
     CustomerRecord, NewOrder, OrderRecord, OrderStatus, RefundLogRecord, RevenueLine, ReviewFlag,
 };
