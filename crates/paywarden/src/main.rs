@@ -248,6 +248,11 @@ async fn main() -> anyhow::Result<()> {
             println!(
                 "paywarden OPP emulator (SANDBOX, no real money) on {url}\n  entityId: {DEMO_ENTITY_ID}\n  Authorization: Bearer {DEMO_TOKEN}"
             );
+            println!(
+                "  Stripe API (/v1/customers, /v1/payment_intents, /v1/refunds, ...): Authorization: Bearer {} (restricted: {})",
+                paywarden_emulator::DEMO_STRIPE_KEY,
+                paywarden_emulator::DEMO_STRIPE_RESTRICTED_KEY
+            );
             println!("  ifthenpay demo keys (emulator only):");
             for (name, key) in paywarden::cli_ifthenpay::demo_keys() {
                 println!("    {name:<18} {key}");
