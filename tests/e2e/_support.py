@@ -55,6 +55,19 @@ READ_ONLY_TOOLS = frozenset({"get_transactions", "search_transactions"})
 OPP_TOOLS = DESTRUCTIVE_TOOLS | READ_ONLY_TOOLS
 # paywarden's own tools, served only on the unified endpoint (and stdio).
 PAYWARDEN_TOOLS = frozenset({"get_approval"})
+# The ifthenpay seed's nine tools (tests/e2e/test_ifthenpay.py), on /mcp and on /mcp/payments/.
+IFTHENPAY_READ_TOOLS = frozenset({"mbway_check_status", "payments_list"})
+IFTHENPAY_TOOLS = IFTHENPAY_READ_TOOLS | frozenset(
+    {
+        "multibanco_create_reference",
+        "mbway_request_payment",
+        "payshop_create_reference",
+        "creditcard_create_payment",
+        "pinpay_create_payment",
+        "cofidis_create_payment",
+        "pix_create_payment",
+    }
+)
 # The Payment Ops seed's seven tools (Stripe + orders database), on the unified endpoint.
 OPS_TOOLS = frozenset(
     {
@@ -69,7 +82,7 @@ OPS_TOOLS = frozenset(
 )
 # Every tool each endpoint serves; stdio serves what /mcp serves.
 ALL_TOOLS = {
-    "/mcp": OPP_TOOLS | PAYWARDEN_TOOLS | OPS_TOOLS,
+    "/mcp": OPP_TOOLS | PAYWARDEN_TOOLS | OPS_TOOLS | IFTHENPAY_TOOLS,
     "/agentic/v1/mcp": OPP_TOOLS,
 }
 STDIO_TOOLS = ALL_TOOLS["/mcp"]

@@ -25,6 +25,8 @@ from _support import (
     DESTRUCTIVE_TOOLS,
     ENDPOINTS,
     ERAS,
+    IFTHENPAY_READ_TOOLS,
+    IFTHENPAY_TOOLS,
     INVALID_PARAMS,
     LEGACY_VERSION,
     MODERN_VERSION,
@@ -255,6 +257,10 @@ async def test_list_tools(base_url: str, era: str, endpoint: str) -> None:
             read_only, destructive = OPS_ANNOTATIONS[name]
             assert tool.annotations.read_only_hint is read_only, (name, tool.annotations)
             assert tool.annotations.destructive_hint is destructive, (name, tool.annotations)
+        elif name in IFTHENPAY_TOOLS:
+            # Payment requests collect money; they destroy nothing (test_ifthenpay.py).
+            assert tool.annotations.read_only_hint is (name in IFTHENPAY_READ_TOOLS), (name, tool.annotations)
+            assert tool.annotations.destructive_hint is False, (name, tool.annotations)
         else:
             assert name in READ_ONLY_TOOLS
             assert tool.annotations.read_only_hint is True, (name, tool.annotations)

@@ -29,6 +29,10 @@
 //! | `POST /v1/refunds`, `GET /v1/refunds?payment_intent=&charge=`, `GET /v1/refunds/{id}` | refund (atomic; `amount_too_large`, `charge_already_refunded`); list; retrieve |
 //! | `POST /v1/products`, `POST /v1/prices`, `POST /v1/payment_links` (+ `GET .../{id}`) | catalog and payment links |
 //!
+//! The same server also speaks ifthenpay's payment API (Multibanco, MB WAY, Payshop, cards,
+//! PinPay, Cofidis Pay, PIX, payments list, callback activation) and plays the shopper; see
+//! [`ifthenpay`].
+//!
 //! The OPP state rules (what may be captured, refunded, reversed, ...) are
 //! [`paywarden_domain::ledger::evaluate`]'s; the emulator only stores and serves transactions.
 //! Every response carries the header `X-Paywarden-Sandbox: true`.
@@ -49,6 +53,7 @@ mod card;
 mod codes;
 mod error;
 mod handlers;
+pub mod ifthenpay;
 mod params;
 mod store;
 mod stripe;
@@ -60,6 +65,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use error::EmulatorError;
+pub use ifthenpay::{
+    IFTHENPAY_ANTI_PHISHING_KEY, IFTHENPAY_APPLE_KEY, IFTHENPAY_BACKOFFICE_KEY,
+    IFTHENPAY_CCARD_KEY, IFTHENPAY_COFIDIS_KEY, IFTHENPAY_GATEWAY_KEY, IFTHENPAY_GOOGLE_KEY,
+    IFTHENPAY_MBWAY_KEY, IFTHENPAY_MB_ENTITY, IFTHENPAY_MB_KEY, IFTHENPAY_PAYSHOP_KEY,
+    IFTHENPAY_PIX_KEY,
+};
 
 /// The demo entity's OPP `entityId` (32 hex characters, like OPP's entity ids).
 pub const DEMO_ENTITY_ID: &str = "8ac7a4c9000000000000000000000001";
@@ -259,6 +270,7 @@ impl EmulatorConfig {
 pub struct Emulator {
     inner: Arc<handlers::Shared>,
     stripe: Arc<stripe::StripeShared>,
+    ifthenpay: ifthenpay::State,
 }
 
 impl fmt::Debug for Emulator {
@@ -290,7 +302,9 @@ impl Emulator {
             entities = config.entities.len(),
             "paywarden OPP emulator state opened"
         );
+        let ifthenpay = ifthenpay::State::new(store.pool().clone());
         Ok(Emulator {
+            ifthenpay,
             inner: Arc::new(handlers::Shared {
                 store,
                 entities: config.entities,
@@ -305,11 +319,12 @@ impl Emulator {
     }
 
     /// The axum router serving OPP's server-to-server API (`/v1/payments`,
-    /// `/v1/payments/{id}`, `/v1/query`, `/v1/query/{id}`) and the Stripe API subset (every
-    /// other `/v1/...` path, see the crate docs), with the configured latencies and the
-    /// `X-Paywarden-Sandbox: true` header on every response.
+    /// `/v1/payments/{id}`, `/v1/query`, `/v1/query/{id}`), the Stripe API subset (every
+    /// other `/v1/...` path, see the crate docs) and ifthenpay's API (see [`ifthenpay`]), with
+    /// the configured latencies and the `X-Paywarden-Sandbox: true` header on every response.
     pub fn router(&self) -> axum::Router {
         handlers::router(self.inner.clone(), stripe::router(self.stripe.clone()))
+            .merge(ifthenpay::router(self.ifthenpay.clone()))
     }
 
     /// Serves the API on `listener` until the task is cancelled or the listener fails.

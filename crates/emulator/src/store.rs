@@ -130,6 +130,11 @@ impl Store {
         Ok(Store { pool })
     }
 
+    /// The connection pool (the ifthenpay side keeps its tables in the same file).
+    pub(crate) fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
     /// Stores an initial payment (PA/DB) in its own transaction.
     pub(crate) async fn insert(&self, tx: &Tx) -> Result<(), EmulatorError> {
         let mut conn = self.pool.acquire().await?;

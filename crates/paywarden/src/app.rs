@@ -183,6 +183,13 @@ impl App {
         let sandbox = config.uses_emulator();
         let stripe_sandbox = config.uses_stripe_emulator();
         let local_caller = local_caller(&config, emulator.is_some());
+        if let Some(e) = &emulator {
+            // Where `paywarden ifthenpay shopper` finds this server's in-process emulator.
+            if let Err(error) = std::fs::write(config.data_dir.join(EMULATOR_URL_FILE), &e.base_url)
+            {
+                tracing::warn!(%error, "could not record the emulator's address");
+            }
+        }
         for toolset in &config.safety.toolsets {
             if !crate::mcp::KNOWN_TOOLSETS.contains(&toolset.as_str()) {
                 return Err(AppError::UnknownToolset(
@@ -210,12 +217,14 @@ impl App {
         } else {
             config.entities.clone()
         };
+        let ifthenpay = ifthenpay_service(&config, &pipeline, emulator.as_ref(), entities.clone())?;
         let ops = OpsService::new(
             pipeline.for_provider("Stripe", stripe_sandbox),
             stripe_client.clone(),
             entities,
         );
         let state = Arc::new(McpState {
+            ifthenpay,
             opp: OppService::new(pipeline, opp_client.clone()),
             ops,
             local_caller,
@@ -381,6 +390,20 @@ impl App {
                 .public_url
                 .set(format!("http://{addr}"));
         }
+        if let Ok(mut addr) = listener.local_addr() {
+            // The in-process emulator calls this server back, over loopback, when a shopper pays.
+            if addr.ip().is_unspecified() {
+                addr.set_ip(if addr.is_ipv4() {
+                    std::net::Ipv4Addr::LOCALHOST.into()
+                } else {
+                    std::net::Ipv6Addr::LOCALHOST.into()
+                });
+            }
+            self.state
+                .ifthenpay
+                .activate_demo_callbacks(&format!("http://{addr}"))
+                .await;
+        }
         let router = crate::http::router(
             self.state.clone(),
             &self.config.http,
@@ -402,7 +425,8 @@ impl App {
 }
 
 impl App {
-    /// What `GET /readyz` checks: the database, OPP and Stripe at their configured base URLs.
+    /// What `GET /readyz` checks: the database, and OPP, Stripe and (when configured or
+    /// emulated) ifthenpay at their base URLs.
     pub fn readiness(&self) -> crate::http::Readiness {
         crate::http::Readiness {
             store: self.store.clone(),
@@ -415,10 +439,55 @@ impl App {
                     name: "stripe".into(),
                     base_url: self.stripe_client.base_url().to_string(),
                 },
-            ],
+            ]
+            .into_iter()
+            .chain(
+                self.config
+                    .ifthenpay
+                    .base_url
+                    .clone()
+                    .or_else(|| self.emulator.as_ref().map(|e| e.base_url.clone()))
+                    .map(|base_url| crate::http::ProviderProbe {
+                        name: "ifthenpay".into(),
+                        base_url,
+                    }),
+            )
+            .collect(),
             timeout: Duration::from_secs(3),
         }
     }
+}
+
+/// The file in the data directory holding the in-process emulator's base URL, for
+/// `paywarden ifthenpay shopper`.
+pub const EMULATOR_URL_FILE: &str = "emulator.url";
+
+/// The ifthenpay service: against `ifthenpay.base_url`, else the in-process emulator (sandbox),
+/// else unconfigured (its tools then say so).
+fn ifthenpay_service(
+    config: &Config,
+    pipeline: &Pipeline,
+    emulator: Option<&RunningEmulator>,
+    entities: Vec<crate::service::ops::KnownEntity>,
+) -> Result<crate::service::ifthenpay::IfthenpayService, AppError> {
+    use crate::connectors::ifthenpay::IfthenpayClient;
+    let timeout = Duration::from_millis(config.ifthenpay.timeout_ms);
+    let (base_url, sandbox) = match (&config.ifthenpay.base_url, emulator) {
+        (Some(url), _) => (Some(url.clone()), false),
+        (None, Some(e)) => (Some(e.base_url.clone()), true),
+        (None, None) => (None, false),
+    };
+    let client = base_url
+        .map(|url| IfthenpayClient::new(&url, timeout))
+        .transpose()
+        .map_err(|e| AppError::Startup(format!("ifthenpay client: {e}")))?;
+    Ok(crate::service::ifthenpay::IfthenpayService::new(
+        pipeline.for_provider("ifthenpay", sandbox),
+        client,
+        &config.ifthenpay,
+        sandbox,
+        entities,
+    ))
 }
 
 /// The emulator's demo entities, which paywarden accepts for toolsets where it holds the

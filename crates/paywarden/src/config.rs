@@ -60,6 +60,68 @@ pub struct Config {
     pub safety: SafetyConfig,
     /// People who may approve or deny `human` operations (approval page, HTTP Basic auth).
     pub operators: Vec<OperatorConfig>,
+    /// The ifthenpay connector and the keys paywarden may hold for it.
+    pub ifthenpay: IfthenpayConfig,
+}
+
+/// ifthenpay settings. Keys set here are used when a tool call omits them, so they need not
+/// pass through the model; callers must then authenticate (`X-Entity-Id`/`X-Token` of one of
+/// [`Config::entities`], or of the emulator's demo entities in sandbox mode). Keys are
+/// never serialised, logged or returned.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct IfthenpayConfig {
+    /// ifthenpay's API base URL, e.g. `https://api.ifthenpay.com`. When unset, the in-process
+    /// emulator answers (sandbox) whenever it runs.
+    pub base_url: Option<String>,
+    /// Timeout of one ifthenpay HTTP request, in milliseconds (default 10 000).
+    pub timeout_ms: u64,
+    /// Multibanco key (`mb_key`).
+    #[serde(skip_serializing)]
+    pub mb_key: Option<SecretString>,
+    /// MB WAY key (`mbway_key`).
+    #[serde(skip_serializing)]
+    pub mbway_key: Option<SecretString>,
+    /// Payshop key (`payshop_key`).
+    #[serde(skip_serializing)]
+    pub payshop_key: Option<SecretString>,
+    /// Credit card key (`ccard_key`).
+    #[serde(skip_serializing)]
+    pub ccard_key: Option<SecretString>,
+    /// Gateway key for PinPay (`gateway_key`).
+    #[serde(skip_serializing)]
+    pub gateway_key: Option<SecretString>,
+    /// Cofidis Pay key (`cofidis_key`).
+    #[serde(skip_serializing)]
+    pub cofidis_key: Option<SecretString>,
+    /// PIX key (`pix_key`).
+    #[serde(skip_serializing)]
+    pub pix_key: Option<SecretString>,
+    /// Backoffice key (`bo_key`) for `payments_list` and callback activation.
+    #[serde(skip_serializing)]
+    pub bo_key: Option<SecretString>,
+    /// The anti-phishing key ifthenpay puts in every callback; callbacks without it are refused.
+    /// Default with the emulator: its demo anti-phishing key.
+    #[serde(skip_serializing)]
+    pub anti_phishing_key: Option<SecretString>,
+}
+
+impl Default for IfthenpayConfig {
+    fn default() -> Self {
+        Self {
+            base_url: None,
+            timeout_ms: 10_000,
+            mb_key: None,
+            mbway_key: None,
+            payshop_key: None,
+            ccard_key: None,
+            gateway_key: None,
+            cofidis_key: None,
+            pix_key: None,
+            bo_key: None,
+            anti_phishing_key: None,
+        }
+    }
 }
 
 /// Safety settings.
@@ -68,7 +130,7 @@ pub struct Config {
 pub struct SafetyConfig {
     /// Policy file (TOML). Unset: the built-in default policy (`policy/default.toml`).
     pub policy_file: Option<PathBuf>,
-    /// Toolsets served (`opp`, later `ops`, `ifthenpay`). Default: all.
+    /// Toolsets served (`opp`, `ifthenpay`, later `ops`). Default: all.
     pub toolsets: Vec<String>,
     /// Hide and refuse every tool that moves money.
     pub read_only: bool,
@@ -86,7 +148,7 @@ impl Default for SafetyConfig {
     fn default() -> Self {
         Self {
             policy_file: None,
-            toolsets: vec!["opp".into(), "ops".into()],
+            toolsets: vec!["opp".into(), "ops".into(), "ifthenpay".into()],
             read_only: false,
             refund_window_days: 90,
             confirmation_ttl_secs: 300,
@@ -189,6 +251,7 @@ impl Default for Config {
             demo: DemoConfig::default(),
             safety: SafetyConfig::default(),
             operators: Vec::new(),
+            ifthenpay: IfthenpayConfig::default(),
         }
     }
 }
@@ -439,6 +502,11 @@ mod tests {
             ..Config::default()
         };
         assert!(!format!("{config:?}").contains("s3cr3t-token"));
+        let mut config = config;
+        config.ifthenpay.mb_key = Some(SecretString::from("s3cr3t-mb-key".to_string()));
+        config.ifthenpay.anti_phishing_key = Some(SecretString::from("s3cr3t-ap".to_string()));
+        let shown = format!("{config:?}") + &serde_json::to_string(&config).unwrap_or_default();
+        assert!(!shown.contains("s3cr3t-mb-key") && !shown.contains("s3cr3t-ap"));
         assert!(!serde_json::to_string(&config)
             .unwrap_or_default()
             .contains("s3cr3t-token"));

@@ -35,6 +35,11 @@ pub fn router(
     cancel: CancellationToken,
 ) -> Router {
     let sandbox = state.sandbox;
+    let ifthenpay = state
+        .toolsets
+        .iter()
+        .any(|t| t == "ifthenpay")
+        .then(|| crate::ifthenpay_http::router(state.clone()));
     let config = StreamableHttpServerConfig::default()
         .with_allowed_hosts(http.allowed_hosts.clone())
         .with_allowed_origins(http.allowed_origins.clone())
@@ -92,6 +97,10 @@ pub fn router(
             }),
         )
         .merge(endpoints)
+        .merge(ifthenpay.unwrap_or_default().layer(middleware::from_fn_with_state(
+            Arc::new(http.allowed_hosts.clone()),
+            check_host,
+        )))
         .merge(
             crate::approvals_http::router_with_csrf_key(store, operators, csrf_key).layer(middleware::from_fn_with_state(
                 Arc::new(http.allowed_hosts.clone()),

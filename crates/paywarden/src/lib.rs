@@ -8,6 +8,8 @@
 //!
 //! - [`config`]: defaults, TOML file, `PAYWARDEN_*` environment, flags.
 //! - [`app`]: assembles a running server; the caller binds the listener.
+//! - [`ifthenpay_http`]: the ifthenpay seed's `/mcp/payments/` JSON-RPC endpoint and the
+//!   ifthenpay payment callback.
 //! - [`http`]: the HTTP surface (`/mcp`, `/agentic/v1/mcp`, `/healthz`), credential checks,
 //!   body bounds; Host/Origin validation comes from rmcp's Streamable HTTP service.
 //! - [`mcp`]: rmcp adapters, one module per toolset; thin: parameters in, outcome out.
@@ -26,9 +28,11 @@ pub mod app;
 pub mod approvals_http;
 pub mod canonical;
 pub mod cli_approvals;
+pub mod cli_ifthenpay;
 pub mod config;
 pub mod connectors;
 pub mod http;
+pub mod ifthenpay_http;
 pub mod mcp;
 pub mod model;
 pub mod policy;

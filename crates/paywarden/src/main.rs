@@ -93,6 +93,13 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// ifthenpay emulator helpers: play the shopper (pay, reject, let expire).
+    Ifthenpay {
+        #[command(subcommand)]
+        action: paywarden::cli_ifthenpay::IfthenpayAction,
+        #[command(flatten)]
+        common: Common,
+    },
     /// The policy.
     Policy {
         #[command(subcommand)]
@@ -287,10 +294,23 @@ async fn main() -> anyhow::Result<()> {
             let listener = TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
-            println!(
-                "paywarden OPP emulator (SANDBOX, no real money) on http://{}\n  entityId: {DEMO_ENTITY_ID}\n  Authorization: Bearer {DEMO_TOKEN}",
-                listener.local_addr()?
+            let url = format!("http://{}", listener.local_addr()?);
+            let _ = std::fs::write(
+                config.data_dir.join(paywarden::app::EMULATOR_URL_FILE),
+                &url,
             );
+            println!(
+                "paywarden OPP emulator (SANDBOX, no real money) on {url}\n  entityId: {DEMO_ENTITY_ID}\n  Authorization: Bearer {DEMO_TOKEN}"
+            );
+            println!(
+                "  Stripe API (/v1/customers, /v1/payment_intents, /v1/refunds, ...): Authorization: Bearer {} (restricted: {})",
+                paywarden_emulator::DEMO_STRIPE_KEY,
+                paywarden_emulator::DEMO_STRIPE_RESTRICTED_KEY
+            );
+            println!("  ifthenpay demo keys (emulator only):");
+            for (name, key) in paywarden::cli_ifthenpay::demo_keys() {
+                println!("    {name:<18} {key}");
+            }
             emulator.serve(listener).await.context("emulator failed")?;
         }
         Command::Seed { common } => {
@@ -318,6 +338,19 @@ async fn main() -> anyhow::Result<()> {
                     ),
                     None => println!("ops demo data already present for entity {DEMO_ENTITY_ID}"),
                 }
+            }
+        }
+        Command::Ifthenpay { action, common } => {
+            let config = load(
+                file,
+                Overrides {
+                    data_dir: common.data_dir,
+                    ..Overrides::default()
+                },
+            )?;
+            let code = paywarden::cli_ifthenpay::run(action, &config.data_dir).await?;
+            if code != 0 {
+                std::process::exit(code);
             }
         }
         Command::Approvals { action, common } => {
@@ -464,6 +497,25 @@ fn print_banner(app: &App, addr: SocketAddr) {
         let _ = writeln!(out, "  Demo credentials (valid only against the emulator):");
         let _ = writeln!(out, "    X-Entity-Id: {DEMO_ENTITY_ID}");
         let _ = writeln!(out, "    X-Token:     {DEMO_TOKEN}");
+        if app
+            .config()
+            .safety
+            .toolsets
+            .iter()
+            .any(|t| t == "ifthenpay")
+        {
+            let _ = writeln!(
+                out,
+                "  ifthenpay: {base}/mcp/payments/ (JSON-RPC, keys as tool arguments); demo keys (emulator only):"
+            );
+            for (name, key) in paywarden::cli_ifthenpay::demo_keys() {
+                let _ = writeln!(out, "    {name:<18} {key}");
+            }
+            let _ = writeln!(
+                out,
+                "    play the shopper: paywarden ifthenpay shopper pay|reject|expire --request-id ID --data-dir <this data dir>"
+            );
+        }
         if app.config().operators.is_empty() {
             let _ = writeln!(
                 out,

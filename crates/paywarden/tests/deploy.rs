@@ -12,6 +12,11 @@ use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_paywarden");
 
+/// The migration versions this paywarden carries, as `paywarden migrate` lists them.
+const ALL: &str = "1, 2, 3, 4, 5";
+/// The newest of them.
+const LATEST: i64 = 5;
+
 async fn readyz(base_url: &str) -> (u16, Value) {
     let resp = reqwest::get(format!("{base_url}/readyz"))
         .await
@@ -97,12 +102,12 @@ async fn migrate_applies_every_version_once_then_reports_up_to_date() {
     let out = String::from_utf8_lossy(&check.stdout);
     assert!(check.status.success(), "{out}");
     assert!(out.contains("applied: none"), "{out}");
-    assert!(out.contains("pending: 1, 2, 3, 4"), "{out}");
+    assert!(out.contains(&format!("pending: {ALL}")), "{out}");
 
     let first = run(&["migrate"]);
     let out = String::from_utf8_lossy(&first.stdout);
     assert!(first.status.success(), "{out}");
-    assert!(out.contains("applied now: 1, 2, 3, 4"), "{out}");
+    assert!(out.contains(&format!("applied now: {ALL}")), "{out}");
 
     let second = run(&["migrate"]);
     let out = String::from_utf8_lossy(&second.stdout);
@@ -111,7 +116,7 @@ async fn migrate_applies_every_version_once_then_reports_up_to_date() {
 
     let store = database.store(dir.path()).await;
     let status = store.schema_status().await.unwrap();
-    assert_eq!(status.applied, vec![1, 2, 3, 4]);
+    assert_eq!(status.applied, vec![1, 2, 3, 4, 5]);
     assert!(status.pending().is_empty());
 }
 
@@ -134,7 +139,7 @@ async fn a_database_migrated_by_a_newer_paywarden_is_refused_with_both_versions(
     let url = database_env(&database, dir.path());
     match Store::connect(&url).await {
         Err(StoreError::SchemaTooNew { database, binary }) => {
-            assert_eq!((database, binary), (99, 4));
+            assert_eq!((database, binary), (99, LATEST));
         }
         other => panic!("expected SchemaTooNew, got {other:?}"),
     }
@@ -154,7 +159,7 @@ async fn a_database_migrated_by_a_newer_paywarden_is_refused_with_both_versions(
     assert!(!serve.status.success());
     let err = String::from_utf8_lossy(&serve.stderr);
     assert!(
-        err.contains("version 99") && err.contains("up to version 4"),
+        err.contains("version 99") && err.contains(&format!("up to version {LATEST}")),
         "{err}"
     );
 }

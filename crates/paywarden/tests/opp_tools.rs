@@ -31,11 +31,13 @@ async fn lists_the_eight_tools_with_annotations_and_output_schemas_in_both_eras(
                 .unwrap_or_default()
                 .contains("SANDBOX"));
             let all_tools = client.list_all_tools().await.expect("tools");
-            // The unified endpoint adds paywarden's own get_approval and the ops toolset's
-            // seven tools (tested in ops_tools.rs) to the OPP seed's eight.
+            // The unified endpoint adds paywarden's own get_approval, the ops toolset's seven
+            // tools (tested in ops_tools.rs) and the ifthenpay toolset's nine (ifthenpay.rs) to
+            // the OPP seed's eight.
             let tools: Vec<_> = all_tools
                 .into_iter()
                 .filter(|t| !paywarden::mcp::ops::OPS_TOOLS.contains(&t.name.as_ref()))
+                .filter(|t| !paywarden::service::ifthenpay::TOOLS.contains(&t.name.as_ref()))
                 .collect();
             let mut names: Vec<_> = tools.iter().map(|t| t.name.to_string()).collect();
             names.sort();

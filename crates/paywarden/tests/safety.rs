@@ -385,11 +385,18 @@ async fn read_only_mode_hides_and_refuses_money_moving_tools() {
             "get_transactions",
             "list_payments",
             "lookup_customer",
+            "mbway_check_status",
+            "payments_list",
             "revenue_summary",
             "search_transactions"
         ]
     );
-    for refused in ["issue_refund", "create_payment_link", "get_approval"] {
+    for refused in [
+        "issue_refund",
+        "create_payment_link",
+        "get_approval",
+        "multibanco_create_reference",
+    ] {
         let err = call(&client, refused, json!({})).await.unwrap_err();
         assert!(format!("{err:?}").contains("unknown tool"), "{err:?}");
     }

@@ -2,5 +2,6 @@
 //! stay inside `connectors/<provider>/`; what leaves a connector is paywarden's own model
 //! ([`crate::model`]).
 
+pub mod ifthenpay;
 pub mod opp;
 pub mod stripe;

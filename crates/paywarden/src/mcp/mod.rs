@@ -3,6 +3,7 @@
 //! `CallToolResult` (`structuredContent` plus a text block; `isError` for tool errors).
 //! Malformed arguments are JSON-RPC invalid-params errors (-32602).
 
+pub mod ifthenpay;
 pub mod opp;
 pub mod ops;
 
@@ -19,7 +20,10 @@ use rmcp::{
 };
 use secrecy::SecretString;
 
-use crate::service::{opp::OppService, ops::OpsService, Caller, ServiceError, ToolOutcome};
+use crate::service::{
+    ifthenpay::IfthenpayService, opp::OppService, ops::OpsService, Caller, ServiceError,
+    ToolOutcome,
+};
 
 /// HTTP header carrying the caller's entity id (OPP `entityId`).
 pub const HEADER_ENTITY_ID: &str = "x-entity-id";
@@ -33,6 +37,8 @@ pub struct McpState {
     pub opp: OppService,
     /// The ops toolset's service (Stripe + orders database).
     pub ops: OpsService,
+    /// The ifthenpay toolset's service.
+    pub ifthenpay: IfthenpayService,
     /// The caller for transports without headers (stdio): from configuration.
     pub local_caller: Option<Caller>,
     /// Whether the offline emulator stands in for the providers.
@@ -56,6 +62,13 @@ pub const MONEY_MOVING_TOOLS: &[&str] = &[
     "get_approval",
     "issue_refund",
     "create_payment_link",
+    "multibanco_create_reference",
+    "mbway_request_payment",
+    "payshop_create_reference",
+    "creditcard_create_payment",
+    "pinpay_create_payment",
+    "cofidis_create_payment",
+    "pix_create_payment",
 ];
 
 /// Which endpoint a handler serves.
@@ -68,7 +81,7 @@ pub enum Endpoint {
 }
 
 /// The toolsets paywarden knows.
-pub const KNOWN_TOOLSETS: &[&str] = &["opp", "ops"];
+pub const KNOWN_TOOLSETS: &[&str] = &["opp", "ops", "ifthenpay"];
 
 /// paywarden's MCP server handler: the enabled toolsets' tools on one pipeline.
 #[derive(Clone)]
@@ -95,6 +108,9 @@ impl PaywardenMcp {
         if endpoint == Endpoint::Unified {
             if state.toolsets.iter().any(|t| t == "ops") {
                 tool_router.merge(Self::ops_tools());
+            }
+            if state.toolsets.iter().any(|t| t == "ifthenpay") {
+                tool_router.merge(Self::ifthenpay_router(&state.ifthenpay));
             }
             tool_router.merge(Self::paywarden_tools());
         }
@@ -432,6 +448,11 @@ impl ServerHandler for PaywardenMcp {
              and reuse it when retrying: a retry then returns the first outcome and moves no money twice. \
              Look transactions up with get_transactions (by id or merchantTransactionId) and search_transactions (date range and filters).",
         );
+        if self.state.toolsets.iter().any(|t| t == "ifthenpay") {
+            instructions.push_str(
+                " ifthenpay tools (multibanco_create_reference, mbway_request_payment, mbway_check_status, payshop_create_reference, creditcard_create_payment, pinpay_create_payment, cofidis_create_payment, pix_create_payment, payments_list) create Portuguese and Brazilian payment requests; amounts are EUR numbers (BRL for PIX) and each result is JSON.",
+            );
+        }
         if self.state.sandbox {
             instructions.push_str(
                 " SANDBOX: this server is connected to paywarden's offline OPP emulator; no real money moves and no real provider is contacted.",

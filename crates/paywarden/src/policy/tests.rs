@@ -44,6 +44,7 @@ fn builtin_loads_and_is_what_builtin_returns() {
         names,
         [
             "reads-are-free",
+            "ifthenpay-payment-requests",
             "chargebacks-need-a-person",
             "large-amounts-need-a-person",
             "daily-total-needs-a-person",
@@ -79,6 +80,21 @@ fn default_policy_decides_as_documented() {
             },
             Decision::Allow,
             "reads-are-free",
+        ),
+        (
+            "a 5,000.00 EUR Multibanco reference (collects money, pays nothing out)",
+            PolicyInput {
+                toolset: "ifthenpay".into(),
+                ..money("multibanco_create_reference", 500_000, "EUR")
+            },
+            Decision::Allow,
+            "ifthenpay-payment-requests",
+        ),
+        (
+            "an OPP tool named like an ifthenpay one is not covered",
+            money("multibanco_create_reference", 1_000, "EUR"),
+            Decision::Confirm,
+            "money-moves-with-confirmation",
         ),
         (
             "10.00 EUR refund",

@@ -9,6 +9,7 @@
 //! request and the [`ToolOutcome`] back into its seed's output shape.
 
 pub mod gate;
+pub mod ifthenpay;
 pub mod opp;
 pub mod ops;
 pub mod safety;
@@ -105,6 +106,20 @@ const SECRET_KEYS: &[&str] = &[
     "number",
     "cvv",
     "pan",
+    // ifthenpay keys (mb_key, mbway_key, payshop_key, ccard_key, gateway_key, cofidis_key,
+    // pix_key, bo_key, sub_entity, the anti-phishing key) and PinPay `accounts`, which lists keys.
+    "mbkey",
+    "mbwaykey",
+    "payshopkey",
+    "ccardkey",
+    "gatewaykey",
+    "cofidiskey",
+    "pixkey",
+    "bokey",
+    "subentity",
+    "phishingkey",
+    "accounts",
+    "cpf",
 ];
 
 /// Removes secret values from tool arguments before they are stored or echoed.
@@ -442,6 +457,34 @@ mod tests {
         }
         assert_eq!(r["referenceId"], "abc");
         assert_eq!(r["card"]["holder"], "J");
+    }
+
+    #[test]
+    fn redaction_removes_ifthenpay_keys() {
+        let v = serde_json::json!({
+            "mb_key": "K1", "mbway_key": "K2", "payshop_key": "K3", "ccard_key": "K4",
+            "gateway_key": "K5", "cofidis_key": "K6", "pix_key": "K7", "bo_key": "K8",
+            "sub_entity": "K9", "anti_phishing_key": "K10", "accounts": "CCARD|K11",
+            "customer_cpf": "74026594025", "order_id": "1001", "amount": 25.0
+        });
+        let s = redact(&v).to_string();
+        for secret in [
+            "K1",
+            "K2",
+            "K3",
+            "K4",
+            "K5",
+            "K6",
+            "K7",
+            "K8",
+            "K9",
+            "K10",
+            "K11",
+            "74026594025",
+        ] {
+            assert!(!s.contains(secret), "{secret} leaked in {s}");
+        }
+        assert!(s.contains("1001"), "{s}");
     }
 
     #[test]

@@ -1,0 +1,305 @@
+//! The ifthenpay seed's own HTTP surface:
+//!
+//! - `POST /mcp/payments/`: JSON-RPC 2.0 over plain HTTP POST with exactly the seed's contract:
+//!   `initialize` (protocol version 2025-03-26, server `ifthenpay-mcp` 1.0.0, capabilities
+//!   `{"tools": {}}`), `ping`, `tools/list`, `tools/call`; CORS headers on every answer;
+//!   `OPTIONS` → 200 at once; any other HTTP method → 405; JSON-RPC errors -32700 (invalid
+//!   JSON, HTTP 400), -32600 (not a JSON-RPC 2.0 request), -32601 (unknown method), -32602
+//!   (unknown tool or invalid arguments), -32603 (internal error). Notifications (no `id`) get
+//!   HTTP 202 with no body; batches are answered as arrays. No session is kept.
+//!   No credentials are needed when keys come as arguments; a call that relies on keys held in
+//!   paywarden's configuration must carry `X-Entity-Id`/`X-Token` of an allowed entity.
+//! - `GET /ifthenpay/callback`: where ifthenpay (or the emulator) reports a completed payment
+//!   (`key` = anti-phishing key, `orderId`, `amount`, `requestId`, `entity`, `reference`,
+//!   `payment_datetime`, `payment_method`); see
+//!   [`crate::service::ifthenpay::IfthenpayService::callback`].
+
+use std::{collections::HashMap, sync::Arc};
+
+use axum::{
+    body::{Body, Bytes},
+    extract::{Query, State},
+    http::{header, HeaderMap, HeaderValue, Method, StatusCode},
+    response::{IntoResponse, Response},
+    routing::{any, get},
+    Router,
+};
+use secrecy::SecretString;
+use serde_json::{json, Value};
+
+use crate::{
+    mcp::{McpState, PaywardenMcp, HEADER_ENTITY_ID, HEADER_TOKEN, MONEY_MOVING_TOOLS},
+    service::{ifthenpay::Identity, Caller, ServiceError},
+};
+
+/// The seed's protocol version.
+pub const PROTOCOL_VERSION: &str = "2025-03-26";
+/// The seed's server name.
+pub const SERVER_NAME: &str = "ifthenpay-mcp";
+/// The seed's server version.
+pub const SERVER_VERSION: &str = "1.0.0";
+
+/// The routes: `/mcp/payments/` (and without the trailing slash) and `/ifthenpay/callback`.
+pub fn router(state: Arc<McpState>) -> Router {
+    Router::new()
+        .route("/mcp/payments/", any(endpoint))
+        .route("/mcp/payments", any(endpoint))
+        .route("/ifthenpay/callback", get(callback))
+        .with_state(state)
+}
+
+fn with_cors(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("Content-Type, Authorization"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("POST, OPTIONS"),
+    );
+    response
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response {
+    let mut response = (status, body.to_string()).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn error(id: Value, code: i64, message: impl Into<String>) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message.into()}})
+}
+
+async fn endpoint(
+    State(state): State<Arc<McpState>>,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if method == Method::OPTIONS {
+        return with_cors(StatusCode::OK.into_response());
+    }
+    if method != Method::POST {
+        let mut response = json_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &json!({"error": "Method Not Allowed: this endpoint accepts only POST (and OPTIONS)"}),
+        );
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST, OPTIONS"));
+        return with_cors(response);
+    }
+    let message: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            return with_cors(json_response(
+                StatusCode::BAD_REQUEST,
+                &error(
+                    Value::Null,
+                    -32700,
+                    format!("Parse error: invalid JSON ({e})"),
+                ),
+            ))
+        }
+    };
+    let identity = identity(&headers);
+    let answer = match message {
+        Value::Array(batch) if batch.is_empty() => {
+            Some(error(Value::Null, -32600, "Invalid Request: empty batch"))
+        }
+        Value::Array(batch) => {
+            let mut answers = Vec::new();
+            for item in batch {
+                if let Some(a) = handle(&state, &identity, item).await {
+                    answers.push(a);
+                }
+            }
+            (!answers.is_empty()).then_some(Value::Array(answers))
+        }
+        single => handle(&state, &identity, single).await,
+    };
+    with_cors(match answer {
+        Some(body) => json_response(StatusCode::OK, &body),
+        None => StatusCode::ACCEPTED.into_response(),
+    })
+}
+
+fn identity(headers: &HeaderMap) -> Identity {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(String::from)
+    };
+    match (header(HEADER_ENTITY_ID), header(HEADER_TOKEN)) {
+        (Some(entity_id), Some(token)) => Identity::Claimed(Caller {
+            entity_id,
+            token: SecretString::from(token),
+            client_name: None,
+        }),
+        _ => Identity::Anonymous { client_name: None },
+    }
+}
+
+/// One JSON-RPC message; `None` for a notification (no answer).
+async fn handle(state: &McpState, identity: &Identity, message: Value) -> Option<Value> {
+    let Value::Object(map) = message else {
+        return Some(error(
+            Value::Null,
+            -32600,
+            "Invalid Request: a JSON-RPC 2.0 request is an object",
+        ));
+    };
+    let id = map.get("id").cloned();
+    let valid_id = matches!(
+        id,
+        None | Some(Value::String(_)) | Some(Value::Number(_)) | Some(Value::Null)
+    );
+    let method = map.get("method").and_then(Value::as_str);
+    if map.get("jsonrpc").and_then(Value::as_str) != Some("2.0") || method.is_none() || !valid_id {
+        return Some(error(
+            id.filter(|_| valid_id).unwrap_or(Value::Null),
+            -32600,
+            "Invalid Request: \"jsonrpc\": \"2.0\" and a string \"method\" are required",
+        ));
+    }
+    let method = method.unwrap_or_default();
+    // A notification: nothing to answer (notifications/initialized and the like).
+    let id = id?;
+    let params = map.get("params").cloned().unwrap_or(Value::Null);
+    let result = match method {
+        "initialize" => Ok(initialize(state)),
+        "ping" => Ok(json!({})),
+        "tools/list" => Ok(json!({ "tools": tools(state) })),
+        "tools/call" => call(state, identity, params).await,
+        other => Err((-32601, format!("Method not found: {other}"))),
+    };
+    Some(match result {
+        Ok(result) => json!({"jsonrpc": "2.0", "id": id, "result": result}),
+        Err((code, message)) => error(id, code, message),
+    })
+}
+
+fn initialize(state: &McpState) -> Value {
+    let mut server_info = json!({"name": SERVER_NAME, "version": SERVER_VERSION});
+    let mut result = json!({
+        "protocolVersion": PROTOCOL_VERSION,
+        "serverInfo": server_info.clone(),
+        "capabilities": {"tools": {}},
+    });
+    if state.ifthenpay.sandbox() {
+        server_info["title"] = json!("ifthenpay-mcp (paywarden SANDBOX: offline emulator)");
+        result["serverInfo"] = server_info;
+        result["instructions"] = json!(
+            "SANDBOX: paywarden's offline ifthenpay emulator answers; no real money moves and no real provider is contacted. Demo keys are in paywarden's README."
+        );
+    }
+    result
+}
+
+fn hidden(state: &McpState, name: &str) -> bool {
+    state.read_only && MONEY_MOVING_TOOLS.contains(&name)
+}
+
+/// The tools in the seed's order; their schemas are declared as JSON Schema Draft 7, as the
+/// seed says (they use no keyword Draft 7 lacks).
+fn tools(state: &McpState) -> Vec<Value> {
+    PaywardenMcp::ifthenpay_tool_list(&state.ifthenpay)
+        .into_iter()
+        .filter(|t| !hidden(state, &t.name))
+        .filter_map(|t| serde_json::to_value(t).ok())
+        .map(|mut t| {
+            for schema in ["inputSchema", "outputSchema"] {
+                if let Some(s) = t.get_mut(schema).and_then(Value::as_object_mut) {
+                    s.insert("$schema".into(), json!(DRAFT_07));
+                }
+            }
+            t
+        })
+        .collect()
+}
+
+/// The JSON Schema dialect the seed names for `tools/list`.
+const DRAFT_07: &str = "http://json-schema.org/draft-07/schema#";
+
+async fn call(
+    state: &McpState,
+    identity: &Identity,
+    params: Value,
+) -> Result<Value, (i64, String)> {
+    let Value::Object(params) = params else {
+        return Err((
+            -32602,
+            "Invalid params: tools/call needs {\"name\": ..., \"arguments\": {...}}".into(),
+        ));
+    };
+    let Some(name) = params.get("name").and_then(Value::as_str) else {
+        return Err((
+            -32602,
+            "Invalid params: \"name\" (the tool) is required".into(),
+        ));
+    };
+    let known = crate::service::ifthenpay::TOOLS.contains(&name);
+    if !known || hidden(state, name) {
+        return Err((-32602, format!("Invalid params: tool not found: {name}")));
+    }
+    let arguments = match params.get("arguments") {
+        None | Some(Value::Null) => serde_json::Map::new(),
+        Some(Value::Object(a)) => a.clone(),
+        Some(_) => {
+            return Err((
+                -32602,
+                "Invalid params: \"arguments\" must be an object".into(),
+            ))
+        }
+    };
+    match state.ifthenpay.call(identity, name, &arguments).await {
+        Ok(outcome) => {
+            let mut result = json!({
+                "content": [{"type": "text", "text": outcome.text}],
+                "isError": outcome.is_error,
+            });
+            if !outcome.is_error {
+                result["structuredContent"] = outcome.structured;
+            }
+            Ok(result)
+        }
+        Err(ServiceError::InvalidArguments(message)) => {
+            Err((-32602, format!("Invalid params: {message}")))
+        }
+        Err(e @ ServiceError::Store(_)) => {
+            tracing::error!(error = %e, "store failure");
+            Err((
+                -32603,
+                "Internal error: paywarden's database failed; retry later".into(),
+            ))
+        }
+    }
+}
+
+async fn callback(
+    State(state): State<Arc<McpState>>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    match state.ifthenpay.callback(&query).await {
+        Ok((status, body)) => (
+            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            body,
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "ifthenpay callback not recorded");
+            (StatusCode::INTERNAL_SERVER_ERROR, Body::from("error")).into_response()
+        }
+    }
+}

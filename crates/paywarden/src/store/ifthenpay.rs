@@ -1,0 +1,294 @@
+//! paywarden's records of ifthenpay payment requests and the callbacks received about them
+//! (tables `ifthenpay_requests` and `ifthenpay_callbacks`, `migrations/0005_ifthenpay.sql`).
+
+use chrono::{SecondsFormat, Utc};
+use serde::Serialize;
+use sqlx::Row;
+
+use super::{Store, StoreError};
+
+/// A payment request paywarden created at ifthenpay.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct IfthenpayRequest {
+    /// Row id.
+    pub id: i64,
+    /// The entity that created it.
+    pub entity_id: String,
+    /// The tool that created it.
+    pub tool: String,
+    /// `MB`, `MBWAY`, `PAYSHOP`, `CCARD`, `PINPAY`, `COFIDIS` or `PIX`.
+    pub method: String,
+    /// SHA-256 prefix of the method key used (never the key).
+    pub key_id: String,
+    /// The merchant's order id.
+    pub order_id: String,
+    /// ifthenpay's request id (none for PinPay links).
+    pub request_id: Option<String>,
+    /// Multibanco entity.
+    pub mb_entity: Option<String>,
+    /// Multibanco or Payshop reference (the PIN for PinPay).
+    pub reference: Option<String>,
+    /// Amount in minor units of `currency`.
+    pub amount_minor: i64,
+    /// ISO 4217 (EUR, BRL).
+    pub currency: String,
+    /// `pending`, `paid`, `rejected`, `expired`, `declined`.
+    pub status: String,
+    /// UTC RFC 3339.
+    pub created_at: String,
+    /// UTC RFC 3339, once a valid callback arrived.
+    pub paid_at: Option<String>,
+}
+
+/// What to record for a new request (`id`, `status`, times are set by the store).
+#[derive(Debug, Clone)]
+pub struct NewIfthenpayRequest {
+    /// The entity.
+    pub entity_id: String,
+    /// The tool.
+    pub tool: String,
+    /// The method code.
+    pub method: String,
+    /// SHA-256 prefix of the key.
+    pub key_id: String,
+    /// Order id.
+    pub order_id: String,
+    /// ifthenpay request id.
+    pub request_id: Option<String>,
+    /// Multibanco entity.
+    pub mb_entity: Option<String>,
+    /// Reference.
+    pub reference: Option<String>,
+    /// Minor units.
+    pub amount_minor: i64,
+    /// Currency.
+    pub currency: String,
+}
+
+/// One callback as received and judged.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct IfthenpayCallback {
+    /// The request it matched.
+    pub request_row: Option<i64>,
+    /// Its entity, when a request matched.
+    pub entity_id: Option<String>,
+    /// `orderId` (or `id`) as sent.
+    pub order_id: Option<String>,
+    /// `requestId` as sent.
+    pub request_id: Option<String>,
+    /// `reference` as sent.
+    pub reference: Option<String>,
+    /// `payment_method` as sent.
+    pub payment_method: Option<String>,
+    /// `amount` as sent.
+    pub amount_text: Option<String>,
+    /// The amount parsed, in minor units.
+    pub amount_minor: Option<i64>,
+    /// Whether the payment was recorded.
+    pub accepted: bool,
+    /// Why not.
+    pub reason: Option<String>,
+    /// UTC RFC 3339 (set by the store on insert).
+    pub received_at: String,
+}
+
+fn now() -> String {
+    Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+fn request_of(row: &sqlx::any::AnyRow) -> Result<IfthenpayRequest, sqlx::Error> {
+    Ok(IfthenpayRequest {
+        id: row.try_get("id")?,
+        entity_id: row.try_get("entity_id")?,
+        tool: row.try_get("tool")?,
+        method: row.try_get("method")?,
+        key_id: row.try_get("key_id")?,
+        order_id: row.try_get("order_id")?,
+        request_id: row.try_get("request_id")?,
+        mb_entity: row.try_get("mb_entity")?,
+        reference: row.try_get("reference")?,
+        amount_minor: row.try_get("amount_minor")?,
+        currency: row.try_get("currency")?,
+        status: row.try_get("status")?,
+        created_at: row.try_get("created_at")?,
+        paid_at: row.try_get("paid_at")?,
+    })
+}
+
+impl Store {
+    /// Records a created request (status `pending`); returns its row id.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn record_ifthenpay_request(
+        &self,
+        new: &NewIfthenpayRequest,
+    ) -> Result<i64, StoreError> {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO ifthenpay_requests (entity_id, tool, method, key_id, order_id, request_id, \
+             mb_entity, reference, amount_minor, currency, status, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'pending', $11) RETURNING id",
+        )
+        .bind(&new.entity_id)
+        .bind(&new.tool)
+        .bind(&new.method)
+        .bind(&new.key_id)
+        .bind(&new.order_id)
+        .bind(&new.request_id)
+        .bind(&new.mb_entity)
+        .bind(&new.reference)
+        .bind(new.amount_minor)
+        .bind(&new.currency)
+        .bind(now())
+        .fetch_one(self.pool())
+        .await?;
+        Ok(id)
+    }
+
+    /// The request a callback is about: by request id when given, else by reference (Multibanco,
+    /// Payshop), else by order id; the newest match.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn find_ifthenpay_request(
+        &self,
+        request_id: Option<&str>,
+        reference: Option<&str>,
+        order_id: Option<&str>,
+    ) -> Result<Option<IfthenpayRequest>, StoreError> {
+        let candidates = [
+            ("request_id", request_id),
+            ("reference", reference),
+            ("order_id", order_id),
+        ];
+        for (column, value) in candidates {
+            let Some(value) = value.filter(|v| !v.is_empty()) else {
+                continue;
+            };
+            let row = sqlx::query(&format!(
+                "SELECT * FROM ifthenpay_requests WHERE {column} = $1 ORDER BY id DESC LIMIT 1"
+            ))
+            .bind(value)
+            .fetch_optional(self.pool())
+            .await?;
+            if let Some(row) = row {
+                return Ok(Some(request_of(&row)?));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The requests of one entity, newest first.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn ifthenpay_requests(
+        &self,
+        entity_id: &str,
+    ) -> Result<Vec<IfthenpayRequest>, StoreError> {
+        let rows =
+            sqlx::query("SELECT * FROM ifthenpay_requests WHERE entity_id = $1 ORDER BY id DESC")
+                .bind(entity_id)
+                .fetch_all(self.pool())
+                .await?;
+        Ok(rows.iter().map(request_of).collect::<Result<_, _>>()?)
+    }
+
+    /// Marks a request paid (once; a repeated callback changes nothing).
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn mark_ifthenpay_paid(&self, id: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE ifthenpay_requests SET status = 'paid', paid_at = COALESCE(paid_at, $1) WHERE id = $2",
+        )
+        .bind(now())
+        .bind(id)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Updates a pending request's status from a status read (`rejected`, `expired`,
+    /// `declined`; `paid` sets `paid_at` too). Scoped by entity.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn set_ifthenpay_status(
+        &self,
+        entity_id: &str,
+        request_id: &str,
+        status: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE ifthenpay_requests SET status = $1, \
+             paid_at = CASE WHEN $2 = 'paid' THEN COALESCE(paid_at, $3) ELSE paid_at END \
+             WHERE entity_id = $4 AND request_id = $5 AND status = 'pending'",
+        )
+        .bind(status)
+        .bind(status)
+        .bind(now())
+        .bind(entity_id)
+        .bind(request_id)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Records a callback, accepted or refused.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn record_ifthenpay_callback(
+        &self,
+        callback: &IfthenpayCallback,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO ifthenpay_callbacks (request_row, entity_id, order_id, request_id, reference, \
+             payment_method, amount_text, amount_minor, accepted, reason, received_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(callback.request_row)
+        .bind(&callback.entity_id)
+        .bind(&callback.order_id)
+        .bind(&callback.request_id)
+        .bind(&callback.reference)
+        .bind(&callback.payment_method)
+        .bind(&callback.amount_text)
+        .bind(callback.amount_minor)
+        .bind(callback.accepted)
+        .bind(&callback.reason)
+        .bind(now())
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Every callback received, oldest first.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn ifthenpay_callbacks(&self) -> Result<Vec<IfthenpayCallback>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM ifthenpay_callbacks ORDER BY id")
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(IfthenpayCallback {
+                    request_row: row.try_get("request_row")?,
+                    entity_id: row.try_get("entity_id")?,
+                    order_id: row.try_get("order_id")?,
+                    request_id: row.try_get("request_id")?,
+                    reference: row.try_get("reference")?,
+                    payment_method: row.try_get("payment_method")?,
+                    amount_text: row.try_get("amount_text")?,
+                    amount_minor: row.try_get("amount_minor")?,
+                    accepted: super::get_bool(row, "accepted")?.unwrap_or(false),
+                    reason: row.try_get("reason")?,
+                    received_at: row.try_get("received_at")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+}
