@@ -33,6 +33,7 @@ const ROOT = path.resolve(HERE, "..", "..");
 const ENDPOINTS = [
     "/mcp",
     "/agentic/v1/mcp",
+    "/mcp/payments/",
 ];
 
 // The demo entity's credentials (README, "Demo credentials"): valid only against the emulator.

@@ -173,6 +173,23 @@ async def test_mcp_client_requests_an_mbway_payment_and_polls_until_paid(ifthenp
         assert listed["payments"][0]["amount"] == "15.50", listed
 
 
+async def test_mcp_client_in_2026_07_28_mode_creates_a_payshop_reference(ifthenpay_server: ServerProcess) -> None:
+    """The official client's `auto` mode finds the stateless 2026-07-28 protocol (server/discover)
+    on the seed's endpoint, served by rmcp with the same nine tools as `ifthenpay-mcp` 1.0.0."""
+    async with mcp_http(ifthenpay_server.url(ENDPOINT), mode="auto", headers={}) as conn:
+        assert conn.protocol_version == "2026-07-28"
+        assert all(record.response_session_id is None for record in conn.wire), conn.wire
+        tools = [t.name for t in (await conn.client.list_tools()).tools]
+        assert set(tools) == IFTHENPAY_TOOLS
+        result = await conn.client.call_tool(
+            "payshop_create_reference", {"payshop_key": PAYSHOP_KEY, "order_id": order_id("M"), "amount": 7.25}
+        )
+        assert result.is_error is not True, result_text(result)
+        data = json.loads(result_text(result))
+        assert len(data["reference"]) == 13 and data["amount"] == "7.25", data
+        assert result.structured_content == data
+
+
 def test_mbway_rejected_and_expired_through_the_shopper_cli(ifthenpay_server: ServerProcess) -> None:
     client = SeedClient(ifthenpay_server.url(ENDPOINT))
     outcomes = {}

@@ -35,11 +35,6 @@ pub fn router(
     cancel: CancellationToken,
 ) -> Router {
     let sandbox = state.sandbox;
-    let ifthenpay = state
-        .toolsets
-        .iter()
-        .any(|t| t == "ifthenpay")
-        .then(|| crate::ifthenpay_http::router(state.clone()));
     let config = StreamableHttpServerConfig::default()
         .with_allowed_hosts(http.allowed_hosts.clone())
         .with_allowed_origins(http.allowed_origins.clone())
@@ -53,6 +48,11 @@ pub fn router(
         ));
         Arc::new(manager)
     };
+    let ifthenpay = state
+        .toolsets
+        .iter()
+        .any(|t| t == "ifthenpay")
+        .then(|| crate::ifthenpay_http::router(state.clone(), config.clone(), sessions()));
     let unified_state = state.clone();
     let mcp = StreamableHttpService::new(
         move || {

@@ -9,6 +9,15 @@
 //!   HTTP 202 with no body; batches are answered as arrays. No session is kept.
 //!   No credentials are needed when keys come as arguments; a call that relies on keys held in
 //!   paywarden's configuration must carry `X-Entity-Id`/`X-Token` of an allowed entity.
+//!
+//!   That is the endpoint as the seed's clients see it. A client that speaks a later MCP
+//!   revision (see [`speaks_later_mcp`]: an `initialize` asking for a revision after
+//!   2025-03-26, an `Mcp-Session-Id`, a 2026-07-28 request with its `_meta` envelope or
+//!   standard headers) is served by rmcp's Streamable HTTP service with the same nine tools
+//!   ([`crate::mcp::Endpoint::IfthenpayCompat`]): sessions for the handshake era (negotiated at
+//!   the seed's 2025-03-26, with prompts, resources, completions and logging declared, all empty
+//!   but logging), the stateless 2026-07-28 protocol (`server/discover`, caching hints,
+//!   `input_required`). Its answers get the same CORS headers; non-POST methods stay 405.
 //! - `GET /ifthenpay/callback`: where ifthenpay (or the emulator) reports a completed payment
 //!   (`key` = anti-phishing key, `orderId`, `amount`, `requestId`, `entity`, `reference`,
 //!   `payment_datetime`, `payment_method`); see
@@ -17,18 +26,21 @@
 use std::{collections::HashMap, sync::Arc};
 
 use axum::{
-    body::{Body, Bytes},
-    extract::{Query, State},
+    body::Body,
+    extract::{Query, Request, State},
     http::{header, HeaderMap, HeaderValue, Method, StatusCode},
     response::{IntoResponse, Response},
     routing::{any, get},
     Router,
 };
+use rmcp::transport::streamable_http_server::{
+    session::local::LocalSessionManager, StreamableHttpServerConfig, StreamableHttpService,
+};
 use secrecy::SecretString;
 use serde_json::{json, Value};
 
 use crate::{
-    mcp::{McpState, PaywardenMcp, HEADER_ENTITY_ID, HEADER_TOKEN, MONEY_MOVING_TOOLS},
+    mcp::{Endpoint, McpState, PaywardenMcp, HEADER_ENTITY_ID, HEADER_TOKEN, MONEY_MOVING_TOOLS},
     service::{ifthenpay::Identity, Caller, ServiceError},
 };
 
@@ -39,13 +51,54 @@ pub const SERVER_NAME: &str = "ifthenpay-mcp";
 /// The seed's server version.
 pub const SERVER_VERSION: &str = "1.0.0";
 
+/// `serverInfo.title` in the sandbox.
+pub const SANDBOX_TITLE: &str = "ifthenpay-mcp (paywarden SANDBOX: offline emulator)";
+/// `instructions` in the sandbox.
+pub const SANDBOX_INSTRUCTIONS: &str = "SANDBOX: paywarden's offline ifthenpay emulator answers; no real money moves and no real provider is contacted. Demo keys are in paywarden's README.";
+
+/// What the endpoint needs: the toolset's state for the seed's requests, and rmcp's Streamable
+/// HTTP service for clients of later MCP revisions.
+#[derive(Clone)]
+struct Payments {
+    state: Arc<McpState>,
+    mcp: StreamableHttpService<PaywardenMcp, LocalSessionManager>,
+    max_body_bytes: usize,
+}
+
 /// The routes: `/mcp/payments/` (and without the trailing slash) and `/ifthenpay/callback`.
-pub fn router(state: Arc<McpState>) -> Router {
+/// `config` and `sessions` are those of paywarden's other MCP endpoints (allowed hosts and
+/// origins, body limit, shutdown, session idle timeout).
+pub fn router(
+    state: Arc<McpState>,
+    config: StreamableHttpServerConfig,
+    sessions: Arc<LocalSessionManager>,
+) -> Router {
+    let max_body_bytes = config.max_request_body_bytes;
+    let handler_state = state.clone();
+    let mcp = StreamableHttpService::new(
+        move || {
+            Ok(PaywardenMcp::for_endpoint(
+                handler_state.clone(),
+                Endpoint::IfthenpayCompat,
+            ))
+        },
+        sessions,
+        config,
+    );
+    let payments = Payments {
+        state: state.clone(),
+        mcp,
+        max_body_bytes,
+    };
     Router::new()
         .route("/mcp/payments/", any(endpoint))
         .route("/mcp/payments", any(endpoint))
-        .route("/ifthenpay/callback", get(callback))
-        .with_state(state)
+        .with_state(payments)
+        .merge(
+            Router::new()
+                .route("/ifthenpay/callback", get(callback))
+                .with_state(state),
+        )
 }
 
 fn with_cors(mut response: Response) -> Response {
@@ -78,12 +131,9 @@ fn error(id: Value, code: i64, message: impl Into<String>) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message.into()}})
 }
 
-async fn endpoint(
-    State(state): State<Arc<McpState>>,
-    method: Method,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn endpoint(State(payments): State<Payments>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let method = parts.method.clone();
     if method == Method::OPTIONS {
         return with_cors(StatusCode::OK.into_response());
     }
@@ -97,6 +147,22 @@ async fn endpoint(
             .insert(header::ALLOW, HeaderValue::from_static("POST, OPTIONS"));
         return with_cors(response);
     }
+    let body = match axum::body::to_bytes(body, payments.max_body_bytes).await {
+        Ok(body) => body,
+        Err(_) => {
+            return with_cors(json_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &error(
+                    Value::Null,
+                    -32600,
+                    format!(
+                        "Invalid Request: the body is larger than {} bytes",
+                        payments.max_body_bytes
+                    ),
+                ),
+            ))
+        }
+    };
     let message: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(e) => {
@@ -110,7 +176,12 @@ async fn endpoint(
             ))
         }
     };
-    let identity = identity(&headers);
+    if speaks_later_mcp(&parts.headers, &message) {
+        let request = Request::from_parts(parts, Body::from(body));
+        return with_cors(payments.mcp.handle(request).await.map(Body::new));
+    }
+    let state = &payments.state;
+    let identity = identity(&parts.headers);
     let answer = match message {
         Value::Array(batch) if batch.is_empty() => {
             Some(error(Value::Null, -32600, "Invalid Request: empty batch"))
@@ -118,18 +189,61 @@ async fn endpoint(
         Value::Array(batch) => {
             let mut answers = Vec::new();
             for item in batch {
-                if let Some(a) = handle(&state, &identity, item).await {
+                if let Some(a) = handle(state, &identity, item).await {
                     answers.push(a);
                 }
             }
             (!answers.is_empty()).then_some(Value::Array(answers))
         }
-        single => handle(&state, &identity, single).await,
+        single => handle(state, &identity, single).await,
     };
     with_cors(match answer {
         Some(body) => json_response(StatusCode::OK, &body),
         None => StatusCode::ACCEPTED.into_response(),
     })
+}
+
+/// Whether a request comes from a client of an MCP revision after the seed's 2025-03-26, which
+/// rmcp serves: one that carries an `Mcp-Session-Id` (from rmcp's `initialize`), the 2026-07-28
+/// standard header `Mcp-Method`, or an `MCP-Protocol-Version` other than 2025-03-26 (the
+/// revision the MCP specification assumes when the header is absent); a 2026-07-28 request
+/// (`server/discover`, or `io.modelcontextprotocol/*` keys in `params._meta`); or an
+/// `initialize` asking for a later revision than 2025-03-26. Everything else, batches
+/// included, is the seed's, answered exactly as the seed says.
+fn speaks_later_mcp(headers: &HeaderMap, message: &Value) -> bool {
+    if headers.contains_key("mcp-session-id") || headers.contains_key("mcp-method") {
+        return true;
+    }
+    if headers
+        .get("mcp-protocol-version")
+        .is_some_and(|v| v.as_bytes() != PROTOCOL_VERSION.as_bytes())
+    {
+        return true;
+    }
+    let Value::Object(message) = message else {
+        return false;
+    };
+    let method = message.get("method").and_then(Value::as_str);
+    if method == Some("server/discover") {
+        return true;
+    }
+    let params = message.get("params");
+    let envelope = params
+        .and_then(|p| p.get("_meta"))
+        .and_then(Value::as_object)
+        .is_some_and(|meta| {
+            meta.keys()
+                .any(|k| k.starts_with("io.modelcontextprotocol/"))
+        });
+    if envelope {
+        return true;
+    }
+    // Protocol revisions are dates: a later one sorts after the seed's.
+    method == Some("initialize")
+        && params
+            .and_then(|p| p.get("protocolVersion"))
+            .and_then(Value::as_str)
+            .is_some_and(|v| v > PROTOCOL_VERSION)
 }
 
 fn identity(headers: &HeaderMap) -> Identity {
@@ -198,11 +312,9 @@ fn initialize(state: &McpState) -> Value {
         "capabilities": {"tools": {}},
     });
     if state.ifthenpay.sandbox() {
-        server_info["title"] = json!("ifthenpay-mcp (paywarden SANDBOX: offline emulator)");
+        server_info["title"] = json!(SANDBOX_TITLE);
         result["serverInfo"] = server_info;
-        result["instructions"] = json!(
-            "SANDBOX: paywarden's offline ifthenpay emulator answers; no real money moves and no real provider is contacted. Demo keys are in paywarden's README."
-        );
+        result["instructions"] = json!(SANDBOX_INSTRUCTIONS);
     }
     result
 }
@@ -214,23 +326,12 @@ fn hidden(state: &McpState, name: &str) -> bool {
 /// The tools in the seed's order; their schemas are declared as JSON Schema Draft 7, as the
 /// seed says (they use no keyword Draft 7 lacks).
 fn tools(state: &McpState) -> Vec<Value> {
-    PaywardenMcp::ifthenpay_tool_list(&state.ifthenpay)
+    PaywardenMcp::ifthenpay_seed_tool_list(&state.ifthenpay)
         .into_iter()
         .filter(|t| !hidden(state, &t.name))
         .filter_map(|t| serde_json::to_value(t).ok())
-        .map(|mut t| {
-            for schema in ["inputSchema", "outputSchema"] {
-                if let Some(s) = t.get_mut(schema).and_then(Value::as_object_mut) {
-                    s.insert("$schema".into(), json!(DRAFT_07));
-                }
-            }
-            t
-        })
         .collect()
 }
-
-/// The JSON Schema dialect the seed names for `tools/list`.
-const DRAFT_07: &str = "http://json-schema.org/draft-07/schema#";
 
 async fn call(
     state: &McpState,

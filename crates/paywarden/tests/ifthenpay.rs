@@ -1277,3 +1277,151 @@ async fn an_unreachable_provider_is_a_clear_api_error_and_nothing_is_recorded() 
         .expect("records")
         .is_empty());
 }
+
+/// A client of a later MCP revision (the rmcp client, in both eras) gets the same nine tools as
+/// the seed's clients, as the server `ifthenpay-mcp` 1.0.0, from rmcp's Streamable HTTP service:
+/// a session at the seed's 2025-03-26 for the handshake era, the stateless 2026-07-28 protocol,
+/// and every capability it answers declared. The seed's own requests are untouched (see
+/// `initialize_ping_and_tools_list_follow_the_seed`).
+#[tokio::test]
+async fn later_mcp_revisions_get_the_seeds_tools_from_rmcp_in_both_eras() {
+    let app = spawn().await;
+    for era in [Era::Legacy, Era::Stateless] {
+        let client = app.client_as(ENDPOINT, era, "", "").await;
+        let info = client.peer_info().expect("server info").clone();
+        let negotiated = info.protocol_version.as_str().to_string();
+        match era {
+            Era::Legacy => assert_eq!(negotiated, "2025-03-26", "the seed's version"),
+            Era::Stateless => assert_eq!(negotiated, "2026-07-28"),
+        }
+        let server = info.server_info.as_ref().expect("serverInfo");
+        assert_eq!(
+            (server.name.as_str(), server.version.as_str()),
+            ("ifthenpay-mcp", "1.0.0"),
+            "{era:?}"
+        );
+        let caps = &info.capabilities;
+        assert!(caps.tools.is_some(), "{era:?}");
+        assert!(
+            caps.prompts.is_some() && caps.resources.is_some() && caps.completions.is_some(),
+            "{era:?}: {caps:?}"
+        );
+        assert!(client.list_all_prompts().await.expect("prompts").is_empty());
+        assert!(client
+            .list_all_resources()
+            .await
+            .expect("resources")
+            .is_empty());
+
+        let tools = client.list_all_tools().await.expect("tools");
+        let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
+        assert_eq!(
+            names,
+            paywarden::service::ifthenpay::TOOLS,
+            "{era:?}: the seed's order"
+        );
+        for t in &tools {
+            assert_eq!(
+                t.input_schema["$schema"], "http://json-schema.org/draft-07/schema#",
+                "{era:?} {}",
+                t.name
+            );
+        }
+
+        let order = format!("LATER-{era:?}");
+        let data = common::call_ok(
+            &client,
+            "multibanco_create_reference",
+            mb(&order, json!(12.5)),
+        )
+        .await;
+        assert_eq!(data["amount"], "12.50", "{era:?}: {data}");
+        let err =
+            common::call_invalid(&client, "multibanco_create_reference", mb("X", json!(0))).await;
+        assert!(err.contains("greater than 0"), "{era:?}: {err}");
+        let err = call(&client, "refund_everything", json!({}))
+            .await
+            .expect_err("unknown tool");
+        assert!(format!("{err:?}").contains("refund_everything"), "{err:?}");
+    }
+}
+
+/// What routes a request to rmcp, at the HTTP level: an `initialize` asking for a later revision
+/// gets a session and the full capabilities, with the seed's CORS headers; `OPTIONS` and other
+/// methods keep the seed's answers even with MCP headers; a seed request without them keeps
+/// `{"tools": {}}` and -32601 for methods the seed doesn't list.
+#[tokio::test]
+async fn later_revision_requests_keep_the_seeds_cors_and_http_methods() {
+    let app = spawn().await;
+    let url = format!("{}{ENDPOINT}", app.base_url);
+    let http = reqwest::Client::new();
+    let init = http
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(
+            json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                "protocolVersion": "2025-11-25", "capabilities": {},
+                "clientInfo": {"name": "later", "version": "1"}}})
+            .to_string(),
+        )
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(init.status(), 200);
+    let header = |r: &reqwest::Response, name: &str| {
+        r.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(header(&init, "access-control-allow-origin"), "*");
+    assert_eq!(
+        header(&init, "access-control-allow-methods"),
+        "POST, OPTIONS"
+    );
+    let session = header(&init, "mcp-session-id");
+    assert!(!session.is_empty(), "a session for the handshake era");
+    let body = init.text().await.expect("body");
+    let answer: Value = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .chain(std::iter::once(body.as_str()))
+        .find_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
+        .expect("a JSON-RPC answer");
+    assert_eq!(
+        answer["result"]["protocolVersion"], "2025-03-26",
+        "{answer}"
+    );
+    assert_eq!(answer["result"]["serverInfo"]["name"], "ifthenpay-mcp");
+    assert!(
+        answer["result"]["capabilities"]["prompts"].is_object(),
+        "{answer}"
+    );
+
+    for method in [reqwest::Method::GET, reqwest::Method::DELETE] {
+        let r = http
+            .request(method.clone(), &url)
+            .header("mcp-session-id", &session)
+            .header("mcp-protocol-version", "2025-03-26")
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(r.status(), 405, "{method}");
+    }
+
+    let seed = rpc(
+        &app,
+        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+               "params": {"protocolVersion": "2025-03-26", "clientInfo": {"name": "seed", "version": "1"}}}),
+    )
+    .await;
+    assert_eq!(seed["result"]["capabilities"], json!({"tools": {}}));
+    let a = rpc(
+        &app,
+        json!({"jsonrpc": "2.0", "id": 2, "method": "prompts/list"}),
+    )
+    .await;
+    assert_eq!(a["error"]["code"], -32601, "{a}");
+}

@@ -209,15 +209,74 @@ impl PaywardenMcp {
     /// as in the seed) unless paywarden holds that key in its configuration.
     pub fn ifthenpay_tool_list(service: &IfthenpayService) -> Vec<rmcp::model::Tool> {
         let mut tools = Self::ifthenpay_tools().list_all();
-        tools.sort_by_key(|t| {
-            TOOLS
-                .iter()
-                .position(|n| *n == t.name)
-                .unwrap_or(usize::MAX)
-        });
+        seed_order(&mut tools);
         tools.into_iter().map(|t| require_key(t, service)).collect()
     }
 
+    /// The tools as `/mcp/payments/` lists them: [`Self::ifthenpay_tool_list`] with their
+    /// schemas declared as JSON Schema Draft 7, as the seed says (they use no keyword Draft 7
+    /// lacks).
+    pub fn ifthenpay_seed_tool_list(service: &IfthenpayService) -> Vec<rmcp::model::Tool> {
+        Self::ifthenpay_tool_list(service)
+            .into_iter()
+            .map(draft_07)
+            .collect()
+    }
+
+    /// The tool router of `/mcp/payments/` (rmcp): the tools of
+    /// [`Self::ifthenpay_seed_tool_list`].
+    pub(crate) fn ifthenpay_compat_router(service: &IfthenpayService) -> ToolRouter<PaywardenMcp> {
+        let mut router = Self::ifthenpay_router(service);
+        for route in router.map.values_mut() {
+            route.attr = draft_07(route.attr.clone());
+        }
+        router
+    }
+
+    /// What `/mcp/payments/` says of itself to MCP clients: the seed's server name and version,
+    /// and paywarden's capabilities (prompts, resources and completions are empty there).
+    pub(crate) fn ifthenpay_compat_info(&self) -> rmcp::model::ServerConfig {
+        let sandbox = self.state.ifthenpay.sandbox();
+        let mut implementation = rmcp::model::Implementation::new(
+            crate::ifthenpay_http::SERVER_NAME,
+            crate::ifthenpay_http::SERVER_VERSION,
+        );
+        let mut config = rmcp::model::ServerConfig::new(super::server_capabilities());
+        if sandbox {
+            implementation.title = Some(crate::ifthenpay_http::SANDBOX_TITLE.into());
+            config = config.with_instructions(crate::ifthenpay_http::SANDBOX_INSTRUCTIONS);
+        }
+        config.with_server_info(implementation)
+    }
+}
+
+/// Sorts tools into the seed's order.
+pub(crate) fn seed_order(tools: &mut [rmcp::model::Tool]) {
+    tools.sort_by_key(|t| {
+        TOOLS
+            .iter()
+            .position(|n| *n == t.name)
+            .unwrap_or(usize::MAX)
+    });
+}
+
+/// The JSON Schema dialect the seed names for `tools/list`.
+const DRAFT_07: &str = "http://json-schema.org/draft-07/schema#";
+
+/// Declares the tool's input and output schemas as JSON Schema Draft 7.
+fn draft_07(mut tool: rmcp::model::Tool) -> rmcp::model::Tool {
+    let mut input = (*tool.input_schema).clone();
+    input.insert("$schema".into(), serde_json::json!(DRAFT_07));
+    tool.input_schema = std::sync::Arc::new(input);
+    if let Some(output) = &tool.output_schema {
+        let mut output = (**output).clone();
+        output.insert("$schema".into(), serde_json::json!(DRAFT_07));
+        tool.output_schema = Some(std::sync::Arc::new(output));
+    }
+    tool
+}
+
+impl PaywardenMcp {
     /// The ifthenpay tool router for `/mcp`, with the key arguments required as in
     /// [`Self::ifthenpay_tool_list`].
     pub(crate) fn ifthenpay_router(service: &IfthenpayService) -> ToolRouter<PaywardenMcp> {

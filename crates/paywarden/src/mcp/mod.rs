@@ -78,7 +78,19 @@ pub enum Endpoint {
     Unified,
     /// `/agentic/v1/mcp`: exactly the OPP seed's eight tools.
     OppCompat,
+    /// `/mcp/payments/` for every client but the ifthenpay seed's own 2025-03-26 requests
+    /// ([`crate::ifthenpay_http`] routes them): exactly the ifthenpay seed's nine tools, in its
+    /// order and with its Draft 7 schemas, as the server `ifthenpay-mcp` 1.0.0.
+    IfthenpayCompat,
 }
+
+/// The protocol versions `/mcp/payments/` speaks: the seed's 2025-03-26 for every client with
+/// an `initialize` handshake (the seed: "MCP specification version 2025-03-26"), and the
+/// stateless 2026-07-28.
+const IFTHENPAY_COMPAT_VERSIONS: &[rmcp::model::ProtocolVersion] = &[
+    rmcp::model::ProtocolVersion::V_2025_03_26,
+    rmcp::model::ProtocolVersion::V_2026_07_28,
+];
 
 /// The toolsets paywarden knows.
 pub const KNOWN_TOOLSETS: &[&str] = &["opp", "ops", "ifthenpay"];
@@ -89,6 +101,7 @@ pub struct PaywardenMcp {
     state: Arc<McpState>,
     tool_router: ToolRouter<PaywardenMcp>,
     ops_enabled: bool,
+    endpoint: Endpoint,
 }
 
 impl PaywardenMcp {
@@ -102,7 +115,11 @@ impl PaywardenMcp {
     /// that seed's tools.
     pub fn for_endpoint(state: Arc<McpState>, endpoint: Endpoint) -> Self {
         let mut tool_router = ToolRouter::new();
-        if state.toolsets.iter().any(|t| t == "opp") {
+        if endpoint == Endpoint::IfthenpayCompat {
+            if state.toolsets.iter().any(|t| t == "ifthenpay") {
+                tool_router.merge(Self::ifthenpay_compat_router(&state.ifthenpay));
+            }
+        } else if state.toolsets.iter().any(|t| t == "opp") {
             tool_router.merge(Self::opp_tools());
         }
         if endpoint == Endpoint::Unified {
@@ -125,6 +142,7 @@ impl PaywardenMcp {
             state,
             tool_router,
             ops_enabled,
+            endpoint,
         }
     }
 
@@ -440,6 +458,9 @@ pub(crate) fn input_schema<T: schemars::JsonSchema + 'static>() -> Arc<JsonObjec
 
 impl ServerHandler for PaywardenMcp {
     fn get_info(&self) -> ServerConfig {
+        if self.endpoint == Endpoint::IfthenpayCompat {
+            return self.ifthenpay_compat_info();
+        }
         let mut instructions = String::from(
             "paywarden: payment back-office and reporting tools for ACI's Open Payment Platform (OPP). \
              Money-moving tools (perform_*) act on a referenced transaction id; amounts are decimal strings \
@@ -603,10 +624,24 @@ impl ServerHandler for PaywardenMcp {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
+        let mut tools = self.tool_router.list_all();
+        if self.endpoint == Endpoint::IfthenpayCompat {
+            ifthenpay::seed_order(&mut tools);
+        }
         Ok(ListToolsResult {
-            tools: self.tool_router.list_all(),
+            tools,
             ..Default::default()
         })
+    }
+
+    fn supported_protocol_versions(
+        &self,
+    ) -> std::borrow::Cow<'static, [rmcp::model::ProtocolVersion]> {
+        if self.endpoint == Endpoint::IfthenpayCompat {
+            std::borrow::Cow::Borrowed(IFTHENPAY_COMPAT_VERSIONS)
+        } else {
+            std::borrow::Cow::Borrowed(rmcp::model::ProtocolVersion::KNOWN_VERSIONS)
+        }
     }
 
     fn get_tool(&self, name: &str) -> Option<rmcp::model::Tool> {
