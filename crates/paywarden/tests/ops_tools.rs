@@ -790,3 +790,47 @@ async fn a_refund_that_times_out_is_resolved_at_stripe_before_any_retry() {
     assert_eq!(replay["idempotentReplay"], true);
     assert_eq!(patient.refunds_for(&pi.id).await.unwrap().data.len(), 1);
 }
+
+#[tokio::test]
+async fn a_confirmation_never_executes_something_other_than_its_preview() {
+    let app = ops_app(|_| {}).await;
+    let client = app.client("/mcp", Era::Legacy).await;
+    let (newest, older) = sarahs_duplicates(&client).await;
+
+    // "Refund the most recent payment": previewed as `newest`...
+    let vague = json!({"email": SARAH});
+    let preview = call_ok(&client, "issue_refund", vague.clone()).await;
+    assert_eq!(
+        preview["confirmation"]["preview"]["referenceId"],
+        newest.as_str()
+    );
+    // ...which someone refunds meanwhile; the most recent paid order is now `older`.
+    refund_confirmed(&client, json!({"email": SARAH, "charge_id": newest})).await;
+    let mut confirmed = vague;
+    confirmed["confirmation_token"] = preview["confirmation"]["token"].clone();
+    let err = call_err(&client, "issue_refund", confirmed).await;
+    assert!(err.contains("payment changed"), "{err}");
+    assert!(stripe(&app)
+        .refunds_for(&older)
+        .await
+        .unwrap()
+        .data
+        .is_empty());
+
+    // A full refund previewed at 49.99 is not executed at another amount.
+    let full = json!({"email": SARAH, "charge_id": older});
+    let preview = call_ok(&client, "issue_refund", full.clone()).await;
+    assert_eq!(preview["confirmation"]["preview"]["amountMinor"], 4999);
+    refund_confirmed(
+        &client,
+        json!({"email": SARAH, "charge_id": older, "amount_cents": 1000}),
+    )
+    .await;
+    let mut confirmed = full;
+    confirmed["confirmation_token"] = preview["confirmation"]["token"].clone();
+    let err = call_err(&client, "issue_refund", confirmed).await;
+    assert!(err.contains("amount changed"), "{err}");
+    let refunds = stripe(&app).refunds_for(&older).await.unwrap().data;
+    assert_eq!(refunds.len(), 1);
+    assert_eq!(refunds[0].amount.minor_units(), 1000);
+}

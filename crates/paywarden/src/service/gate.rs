@@ -157,9 +157,22 @@ impl Pipeline {
                 .claim_approval(id, &caller.entity_id, binding)
                 .await
             {
-                Ok(_) => Ok(Gate::Execute {
-                    approval_id: Some(id.to_string()),
-                }),
+                Ok(approval) => match stale(&approval.preview, &preview) {
+                    None => Ok(Gate::Execute {
+                        approval_id: Some(id.to_string()),
+                    }),
+                    // What a person approved is not what would move now (the payment changed
+                    // since): the approval is spent, nothing is sent.
+                    Some(change) => {
+                        let outcome = self.error_outcome(
+                            "approval_stale",
+                            &format!("{tool} is refused: {change} since approval {id} was requested, so it no longer matches what would move. Nothing was sent; call {tool} again to request a new approval."),
+                            None,
+                        );
+                        self.finish_gated(Some(id), &outcome).await?;
+                        Ok(Gate::Stop(outcome, Settlement::Final))
+                    }
+                },
                 Err(ApprovalError::Store(e)) => Err(ServiceError::Store(e)),
                 Err(refused) => Ok(Gate::Stop(
                     self.error_outcome(
@@ -191,7 +204,18 @@ impl Pipeline {
                     .use_confirmation(&token_hash(token), &caller.entity_id, tool, binding)
                     .await
                 {
-                    Ok(_) => Ok(Gate::Execute { approval_id: None }),
+                    Ok(confirmation) => match stale(&confirmation.preview, &preview) {
+                        None => Ok(Gate::Execute { approval_id: None }),
+                        // The preview the user agreed to is not what would move now.
+                        Some(change) => Ok(Gate::Stop(
+                            self.error_outcome(
+                                "confirmation_stale",
+                                &format!("{tool} is refused: {change} since the preview, so the confirmation no longer matches what would move. Nothing was sent; call {tool} again for a new preview and show it to the user."),
+                                None,
+                            ),
+                            Settlement::NotSent,
+                        )),
+                    },
                     Err(ConfirmationError::Store(e)) => Err(ServiceError::Store(e)),
                     Err(refused) => Ok(Gate::Stop(
                         self.error_outcome(
@@ -419,6 +443,30 @@ struct ApprovalAsk<'a> {
     verdict: &'a Verdict,
     preview: PreviewView,
     argument: &'a str,
+}
+
+/// What changed between the preview a person saw (`agreed`, as stored with the token or the
+/// approval) and the operation as it would run now: the referenced payment, the amount in minor
+/// units or the currency. `None` when they are the same.
+fn stale(agreed: &serde_json::Value, now: &PreviewView) -> Option<String> {
+    let field = |name: &str| agreed.get(name).cloned().unwrap_or(serde_json::Value::Null);
+    if field("referenceId") != now.reference_id.as_str() {
+        return Some(format!(
+            "the payment changed (previewed {}, now {})",
+            field("referenceId"),
+            now.reference_id
+        ));
+    }
+    if field("amountMinor") != now.amount_minor || field("currency") != now.currency.as_str() {
+        return Some(format!(
+            "the amount changed (previewed {} {}, now {} {})",
+            field("amount").as_str().unwrap_or("?"),
+            field("currency").as_str().unwrap_or("?"),
+            now.amount,
+            now.currency
+        ));
+    }
+    None
 }
 
 /// `output` with every field of `defaults` it lacks.

@@ -1633,8 +1633,15 @@ impl OpsService {
                 Settlement::NotSent,
             ));
         };
+        // Under the lease, the checks run again on exactly the order and amount that were
+        // previewed and agreed to, never on "the most recent paid order" afresh.
+        let pinned = RefundCommand {
+            charge_id: Some(checked.payment_intent.clone()),
+            amount_cents: Some(checked.amount_cents),
+            ..command.clone()
+        };
         let (outcome, settlement) = self
-            .execute_refund(caller, command, &checked.order.id, key)
+            .execute_refund(caller, &pinned, &checked.order.id, key)
             .await?;
         self.pipeline
             .finish_gated(approval_id.as_deref(), &outcome)
