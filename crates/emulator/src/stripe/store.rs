@@ -156,15 +156,17 @@ pub(crate) async fn get(
     .bind(id)
     .fetch_optional(&mut *conn)
     .await?;
-    let Some(row) = row else {
-        return Ok(None);
-    };
+    row.map(|row| stored(&row, id)).transpose()
+}
+
+/// A row's `body` and `extra` JSON, as stored for object `id`.
+fn stored(row: &sqlx::sqlite::SqliteRow, id: &str) -> Result<Stored, ApiError> {
     let body: String = row.try_get("body")?;
     let extra: Option<String> = row.try_get("extra")?;
-    Ok(Some(Stored {
+    Ok(Stored {
         body: parse_json(id, &body)?,
         extra: extra.map(|e| parse_json(id, &e)).transpose()?,
-    }))
+    })
 }
 
 /// One object of type `kind` by id, whatever its account (for the public sandbox payment-link
@@ -179,15 +181,7 @@ pub(crate) async fn get_any_account(
         .bind(id)
         .fetch_optional(&mut *conn)
         .await?;
-    let Some(row) = row else {
-        return Ok(None);
-    };
-    let body: String = row.try_get("body")?;
-    let extra: Option<String> = row.try_get("extra")?;
-    Ok(Some(Stored {
-        body: parse_json(id, &body)?,
-        extra: extra.map(|e| parse_json(id, &e)).transpose()?,
-    }))
+    row.map(|row| stored(&row, id)).transpose()
 }
 
 /// Like [`get`], `resource_missing` when absent (`param` names where the id came from).
