@@ -82,7 +82,14 @@ async def test_the_seeds_double_charge_demo(ops_server: ServerProcess, era: str)
         stripe_id = profile["customer"]["stripe_customer_id"]
         assert stripe_id.startswith("cus_")
 
-        listed = assert_ok(await client.call_tool("list_payments", {"email": SARAH}))
+        # The seed's demo, step 2, verbatim: list_payments(customer="cus_...") with the id
+        # lookup_customer returned.
+        listed = assert_ok(await client.call_tool("list_payments", {"customer": stripe_id}))
+        assert listed["customer"]["email"] == SARAH
+        by_email = assert_ok(await client.call_tool("list_payments", {"email": SARAH}))
+        assert [p["payment_intent_id"] for p in by_email["payments"]] == [
+            p["payment_intent_id"] for p in listed["payments"]
+        ]
         # The duplicate $49.99: each era's run refunds one of the two.
         open_dupes = [
             p for p in listed["payments"] if p["amount_cents"] == 4999 and p["amount_refunded_cents"] == 0
@@ -113,6 +120,8 @@ async def test_the_seeds_double_charge_demo(ops_server: ServerProcess, era: str)
         assert order["status"] == "refunded"
         assert [r["stripe_refund_id"] for r in order["refunds"]] == [done["refund"]["stripe_refund_id"]]
         assert order["refunds"][0]["reason"] == "duplicate"
+        # refund_log as the seed's schema defines it.
+        assert order["refunds"][0]["refunded_by"] == "ai-assistant"
 
         # Beyond the remainder and past the 90-day rule: clear errors.
         assert_tool_error(await client.call_tool("issue_refund", {"email": SARAH, "charge_id": target}), "already refunded")
@@ -148,6 +157,11 @@ async def test_the_readmes_claude_desktop_stdio_configuration(paywarden_binary: 
             assert OPS_TOOLS <= tools
             profile = assert_ok(await client.call_tool("lookup_customer", {"email": SARAH}))
             assert profile["order_count"] == 3 and profile["sandbox"] is True
+            # The seed's demo, step 2, verbatim over stdio.
+            listed = assert_ok(
+                await client.call_tool("list_payments", {"customer": profile["customer"]["stripe_customer_id"]})
+            )
+            assert any(p["amount_cents"] == 4999 for p in listed["payments"]), listed
             preview = assert_status(await client.call_tool("issue_refund", {"email": SARAH}), "confirmation_required")
             assert preview["confirmation"]["preview"]["currency"] == "USD"
     assert database.is_file(), "DATABASE_URL was not used"

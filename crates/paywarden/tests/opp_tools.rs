@@ -462,7 +462,18 @@ async fn bad_arguments_are_invalid_params_and_change_nothing() {
             "not an OPP transaction id",
         ),
         ("perform_rebill", json!({"referenceId": pa}), "amount"),
-        ("get_transactions", json!({}), "give id"),
+        (
+            "get_transactions",
+            json!({"id": pa, "merchantTransactionId": "x"}),
+            "not both",
+        ),
+        (
+            "get_transactions",
+            json!({"id": pa, "limit": 5}),
+            "most recent",
+        ),
+        ("get_transactions", json!({"limit": 0}), "limit"),
+        ("get_transactions", json!({"pageNo": 0}), "pageNo"),
         (
             "search_transactions",
             json!({"dateFrom": "yesterday"}),
@@ -852,4 +863,71 @@ async fn an_unreachable_provider_is_a_clear_error_and_a_slow_one_times_out() {
     .await;
     assert!(text.contains("did not answer"), "{text}");
     drop(running);
+}
+
+/// The OPP seed makes every `get_transactions` parameter optional: `{}` lists the most recent
+/// transactions (the last 30 days), newest first, paged; other entities' never appear.
+#[tokio::test]
+async fn get_transactions_without_arguments_lists_the_most_recent_newest_first() {
+    let app = spawn_app_with(|c| {
+        c.demo.seed = true;
+        c.demo.payments = 12;
+    })
+    .await;
+    let theirs = app
+        .create_payment(
+            &second_credentials(),
+            PaymentType::Debit,
+            "3.21",
+            Currency::EUR,
+        )
+        .await;
+    let mine = app
+        .create_payment(
+            &demo_credentials(),
+            PaymentType::Debit,
+            "1.23",
+            Currency::EUR,
+        )
+        .await;
+    let client = app.client("/agentic/v1/mcp", Era::Legacy).await;
+
+    let recent = call_ok(&client, "get_transactions", json!({})).await;
+    let payments = recent["payments"].as_array().unwrap();
+    assert!(!payments.is_empty(), "{recent}");
+    // The payment just made is the newest.
+    assert_eq!(payments[0]["id"], mine, "{recent}");
+    assert!(payments.iter().all(|p| p["id"] != theirs.as_str()));
+    let stamps: Vec<&str> = payments
+        .iter()
+        .map(|p| p["timestamp"].as_str().unwrap())
+        .collect();
+    let mut sorted = stamps.clone();
+    sorted.sort_by(|a, b| b.cmp(a));
+    assert_eq!(stamps, sorted, "newest first");
+    assert_eq!(recent["recent"]["pageNo"], 1);
+    assert_eq!(recent["recent"]["limit"], 20);
+    let total = recent["recent"]["totalCount"].as_u64().unwrap();
+    assert!(total >= payments.len() as u64);
+
+    // Paged like search_transactions.
+    let first = call_ok(&client, "get_transactions", json!({"limit": 2})).await;
+    let second = call_ok(
+        &client,
+        "get_transactions",
+        json!({"limit": 2, "pageNo": 2}),
+    )
+    .await;
+    assert_eq!(first["payments"].as_array().unwrap().len(), 2);
+    assert_eq!(first["payments"][0]["id"], mine);
+    assert_eq!(first["payments"][1]["id"], recent["payments"][1]["id"]);
+    assert_eq!(second["payments"][0]["id"], recent["payments"][2]["id"]);
+    assert_eq!(
+        first["recent"]["totalPages"].as_u64().unwrap(),
+        total.div_ceil(2)
+    );
+
+    // A lookup by id keeps its shape: no `recent` page.
+    let by_id = call_ok(&client, "get_transactions", json!({"id": mine})).await;
+    assert!(by_id.get("recent").is_none(), "{by_id}");
 }

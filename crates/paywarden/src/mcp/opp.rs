@@ -14,7 +14,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{input_schema, render, PaywardenMcp};
 use crate::service::{
-    opp::{BackofficeOutput, BackofficeParams, LookupOutput, SearchOutput, SearchParams},
+    opp::{
+        BackofficeOutput, BackofficeParams, LookupOutput, LookupParams, SearchOutput, SearchParams,
+    },
     Caller,
 };
 
@@ -156,6 +158,13 @@ pub struct GetTransactionsParams {
     /// Only these OPP payment types (PA, DB, CP, RV, RF, RB, CB, CR).
     #[serde(default)]
     pub payment_types: Vec<String>,
+    /// Without id or merchantTransactionId: page size of the most recent transactions, 1-100
+    /// (default 20).
+    #[schemars(range(min = 1, max = 100))]
+    pub limit: Option<u32>,
+    /// Without id or merchantTransactionId: page number from 1 (default 1).
+    #[schemars(range(min = 1))]
+    pub page_no: Option<u32>,
 }
 
 /// Parameters of `search_transactions`.
@@ -496,7 +505,7 @@ impl PaywardenMcp {
     }
 
     #[tool(
-        description = "Retrieve transaction(s) by OPP transaction id (with every linked transaction of the same payment, by default) or by merchant transaction id (your order id). Give exactly one of id or merchantTransactionId. Read-only.",
+        description = "Retrieve transaction(s) by OPP transaction id (with every linked transaction of the same payment, by default) or by merchant transaction id (your order id); give at most one of the two. With neither, returns the most recent transactions of the last 30 days, newest first, paged (limit 1-100, default 20; pageNo from 1). Read-only.",
         input_schema = input_schema::<GetTransactionsParams>(),
         output_schema = schema_for_output::<LookupOutput>(),
         annotations(title = "Get transactions", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true)
@@ -515,10 +524,14 @@ impl PaywardenMcp {
                 .get_transactions(
                     &caller,
                     &serde_json::Value::Object(arguments),
-                    p.id,
-                    p.merchant_transaction_id,
-                    p.include_linked_transactions,
-                    p.payment_types,
+                    LookupParams {
+                        id: p.id,
+                        merchant_transaction_id: p.merchant_transaction_id,
+                        include_linked: p.include_linked_transactions,
+                        payment_types: p.payment_types,
+                        limit: p.limit,
+                        page_no: p.page_no,
+                    },
                 )
                 .await,
         )

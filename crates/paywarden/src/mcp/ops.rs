@@ -59,7 +59,7 @@ impl PaywardenMcp {
     }
 
     #[tool(
-        description = "List a customer's most recent Stripe PaymentIntents (by e-mail), newest first: amount, status, date, PaymentIntent and charge ids, refunded amount and the internal order. Use it to review payments (e.g. spot a duplicate charge) before any action.",
+        description = "List a customer's most recent Stripe PaymentIntents, newest first, by `email` or by `customer` (the Stripe customer id cus_... that lookup_customer returns, or an e-mail): amount, status, date, PaymentIntent and charge ids, refunded amount and the internal order. Use it to review payments (e.g. spot a duplicate charge) before any action.",
         input_schema = input_schema::<ListPaymentsParams>(),
         output_schema = schema_for_output::<ListPaymentsOutput>(),
         annotations(title = "List a customer's payments", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = true)

@@ -129,10 +129,59 @@ pub struct BackofficeOutput {
 pub struct LookupOutput {
     /// OPP's query result (`000.000.100 successful request`).
     pub result: ResultInfo,
-    /// The transactions found, oldest first (with linked transactions when asked).
+    /// The transactions found: by id or merchant reference, oldest first (with linked
+    /// transactions when asked); with neither, the most recent, newest first.
     pub payments: Vec<TransactionView>,
+    /// Present when neither `id` nor `merchantTransactionId` was given: which page of the most
+    /// recent transactions this is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recent: Option<RecentPage>,
     /// True when the offline emulator answered.
     pub sandbox: bool,
+}
+
+/// The page of most recent transactions `get_transactions` returns when called without `id` or
+/// `merchantTransactionId` (OPP's transaction report over the last
+/// [`RECENT_WINDOW_DAYS`] days, newest first).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecentPage {
+    /// This page's number, from 1.
+    pub page_no: u32,
+    /// Page size.
+    pub limit: u32,
+    /// Transactions in the window across all pages.
+    pub total_count: u64,
+    /// Pages in the window.
+    pub total_pages: u32,
+    /// Start of the window (UTC, `YYYY-MM-DD HH:MM:SS`).
+    pub date_from: String,
+    /// End of the window (now).
+    pub date_to: String,
+    /// True when more transactions than the scan limit fall in the window; older ones were not
+    /// read (use search_transactions with a narrower range).
+    pub truncated: bool,
+}
+
+/// How far back `get_transactions` without an id looks: the same default window as
+/// `search_transactions` (30 days before now).
+pub const RECENT_WINDOW_DAYS: i64 = 30;
+
+/// `get_transactions` parameters, as the OPP seed names them (all optional).
+#[derive(Debug, Clone, Default)]
+pub struct LookupParams {
+    /// OPP transaction id.
+    pub id: Option<String>,
+    /// Merchant reference.
+    pub merchant_transaction_id: Option<String>,
+    /// Include linked transactions (default true).
+    pub include_linked: Option<bool>,
+    /// Only these payment types.
+    pub payment_types: Vec<String>,
+    /// Page size for the most-recent listing, 1-100 (default 20).
+    pub limit: Option<u32>,
+    /// Page number for the most-recent listing, from 1 (default 1).
+    pub page_no: Option<u32>,
 }
 
 /// The output of `search_transactions`.
@@ -1282,19 +1331,63 @@ impl OppService {
         }
     }
 
-    /// `get_transactions`: by id (with linked transactions) or by merchant reference.
+    /// Reads OPP's transaction report for `from..=to` page by page (100 per OPP page), up to
+    /// [`SEARCH_SCAN_LIMIT`] transactions; the flag is true when more matched and were not read.
     ///
     /// # Errors
-    /// [`ServiceError::InvalidArguments`] when neither or both of id and merchantTransactionId
-    /// are given or they are malformed; [`ServiceError::Store`].
+    /// The first [`OppError`] of a report page.
+    async fn scan_report(
+        &self,
+        credentials: &OppCredentials,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        payment_types: &[PaymentType],
+        payment_methods: &[String],
+    ) -> Result<(Vec<Transaction>, bool), OppError> {
+        let mut scanned = Vec::new();
+        let mut opp_page = 1;
+        let mut truncated = false;
+        loop {
+            let report = ReportQuery {
+                from,
+                to,
+                payment_types: payment_types.to_vec(),
+                payment_methods: payment_methods.to_vec(),
+                limit: 100,
+                page_no: opp_page,
+            };
+            let page = self.client.report(credentials, &report).await?;
+            let n = page.transactions.len();
+            scanned.extend(page.transactions);
+            if scanned.len() >= SEARCH_SCAN_LIMIT {
+                truncated = page.total_pages.is_some_and(|t| t > opp_page) || n == 100;
+                scanned.truncate(SEARCH_SCAN_LIMIT);
+                break;
+            }
+            let more = match page.total_pages {
+                Some(total) => opp_page < total,
+                None => n == 100,
+            };
+            if !more || n == 0 {
+                break;
+            }
+            opp_page += 1;
+        }
+        Ok((scanned, truncated))
+    }
+
+    /// `get_transactions`: by id (with linked transactions) or by merchant reference; with
+    /// neither (the OPP seed makes every parameter optional), the most recent transactions of
+    /// the last [`RECENT_WINDOW_DAYS`] days, newest first, paged like `search_transactions`.
+    ///
+    /// # Errors
+    /// [`ServiceError::InvalidArguments`] when both of id and merchantTransactionId are given,
+    /// paging is out of range, or a value is malformed; [`ServiceError::Store`].
     pub async fn get_transactions(
         &self,
         caller: &Caller,
         arguments: &serde_json::Value,
-        id: Option<String>,
-        merchant_transaction_id: Option<String>,
-        include_linked: Option<bool>,
-        payment_types: Vec<String>,
+        params: LookupParams,
     ) -> Result<ToolOutcome, ServiceError> {
         self.pipeline
             .read(caller, TOOLSET, "get_transactions", arguments, || async {
@@ -1302,11 +1395,22 @@ impl OppService {
                     return Ok(refusal);
                 }
                 let query = LookupQuery {
-                    id: id.as_deref().map(|i| validate_id("id", i)).transpose()?,
-                    merchant_transaction_id: validate_merchant_reference(merchant_transaction_id)?,
-                    include_linked: include_linked.unwrap_or(true),
-                    payment_types: parse_payment_types("paymentTypes", &payment_types)?,
+                    id: params.id.as_deref().map(|i| validate_id("id", i)).transpose()?,
+                    merchant_transaction_id: validate_merchant_reference(
+                        params.merchant_transaction_id.clone(),
+                    )?,
+                    include_linked: params.include_linked.unwrap_or(true),
+                    payment_types: parse_payment_types("paymentTypes", &params.payment_types)?,
                 };
+                if query.id.is_some() || query.merchant_transaction_id.is_some() {
+                    if params.limit.is_some() || params.page_no.is_some() {
+                        return Err(invalid(
+                            "limit and pageNo page the most recent transactions (no id or merchantTransactionId); drop them, or drop id/merchantTransactionId",
+                        ));
+                    }
+                } else {
+                    return self.recent_transactions(caller, &query, &params).await;
+                }
                 let credentials = Self::credentials(caller);
                 let found = match (&query.id, &query.merchant_transaction_id) {
                     (Some(id), None) => {
@@ -1362,11 +1466,7 @@ impl OppService {
                             "give either id or merchantTransactionId, not both",
                         ))
                     }
-                    (None, None) => {
-                        return Err(invalid(
-                            "give id (an OPP transaction id) or merchantTransactionId; to list transactions by date, use search_transactions",
-                        ))
-                    }
+                    (None, None) => return self.recent_transactions(caller, &query, &params).await,
                 };
                 match found {
                     Ok(transactions) => {
@@ -1375,6 +1475,7 @@ impl OppService {
                         let output = LookupOutput {
                             result: ResultInfo::new(code, description),
                             payments: transactions.iter().map(Transaction::view).collect(),
+                            recent: None,
                             sandbox: self.pipeline.sandbox(),
                         };
                         let structured =
@@ -1407,6 +1508,77 @@ impl OppService {
                 }
             })
             .await
+    }
+
+    /// `get_transactions` without an id: the last [`RECENT_WINDOW_DAYS`] days of OPP's report,
+    /// newest first, one page of `limit` (default 20).
+    async fn recent_transactions(
+        &self,
+        caller: &Caller,
+        query: &LookupQuery,
+        params: &LookupParams,
+    ) -> Result<ToolOutcome, ServiceError> {
+        let limit = params.limit.unwrap_or(20);
+        if !(1..=100).contains(&limit) {
+            return Err(invalid("limit must be between 1 and 100"));
+        }
+        let page_no = params.page_no.unwrap_or(1);
+        if page_no == 0 {
+            return Err(invalid("pageNo starts at 1"));
+        }
+        let to = Utc::now();
+        let from = to - ChronoDuration::days(RECENT_WINDOW_DAYS);
+        let credentials = Self::credentials(caller);
+        let (mut scanned, truncated) = match self
+            .scan_report(&credentials, from, to, &query.payment_types, &[])
+            .await
+        {
+            Ok(found) => found,
+            Err(e) => return Ok(self.provider_failure("get_transactions", e, true).0),
+        };
+        // Newest first; ties (same second) by id so pages are stable.
+        scanned.sort_by(|a, b| b.timestamp.cmp(&a.timestamp).then_with(|| b.id.cmp(&a.id)));
+        let total_count = scanned.len() as u64;
+        let total_pages = u32::try_from(scanned.len().div_ceil(limit as usize)).unwrap_or(u32::MAX);
+        let start = (page_no as usize - 1).saturating_mul(limit as usize);
+        let payments: Vec<TransactionView> = scanned
+            .iter()
+            .skip(start)
+            .take(limit as usize)
+            .map(Transaction::view)
+            .collect();
+        let (code, description) = paywarden_domain::result_code::codes::SUCCESSFUL_REQUEST;
+        let output = LookupOutput {
+            result: ResultInfo::new(code, description),
+            payments,
+            recent: Some(RecentPage {
+                page_no,
+                limit,
+                total_count,
+                total_pages,
+                date_from: from.format("%Y-%m-%d %H:%M:%S").to_string(),
+                date_to: to.format("%Y-%m-%d %H:%M:%S").to_string(),
+                truncated,
+            }),
+            sandbox: self.pipeline.sandbox(),
+        };
+        let structured = serde_json::to_value(&output).map_err(crate::store::StoreError::from)?;
+        Ok(ToolOutcome {
+            text: self.pipeline.decorate(&format!(
+                "No id or merchantTransactionId given: the most recent transactions of the last {RECENT_WINDOW_DAYS} days, newest first; page {page_no} of {} ({} shown of {total_count}{}).\n{}",
+                total_pages.max(1),
+                output.payments.len(),
+                if truncated { ", older ones not read: narrow the range with search_transactions" } else { "" },
+                structured
+            )),
+            structured,
+            is_error: false,
+            audit: AuditFacts {
+                outcome: "ok".into(),
+                result_code: Some(code.to_string()),
+                ..AuditFacts::default()
+            },
+        })
     }
 
     /// `search_transactions`: a date-range report from OPP (with OPP's own payment type and
@@ -1505,38 +1677,13 @@ impl OppService {
                 }
 
                 let credentials = Self::credentials(caller);
-                let mut scanned = Vec::new();
-                let mut opp_page = 1;
-                let mut truncated = false;
-                loop {
-                    let report = ReportQuery {
-                        from,
-                        to,
-                        payment_types: payment_types.clone(),
-                        payment_methods: params.payment_methods.clone(),
-                        limit: 100,
-                        page_no: opp_page,
-                    };
-                    let page = match self.client.report(&credentials, &report).await {
-                        Ok(p) => p,
-                        Err(e) => return Ok(self.provider_failure("search_transactions", e, true).0),
-                    };
-                    let n = page.transactions.len();
-                    scanned.extend(page.transactions);
-                    if scanned.len() >= SEARCH_SCAN_LIMIT {
-                        truncated = page.total_pages.is_some_and(|t| t > opp_page) || n == 100;
-                        scanned.truncate(SEARCH_SCAN_LIMIT);
-                        break;
-                    }
-                    let more = match page.total_pages {
-                        Some(total) => opp_page < total,
-                        None => n == 100,
-                    };
-                    if !more || n == 0 {
-                        break;
-                    }
-                    opp_page += 1;
-                }
+                let (scanned, truncated) = match self
+                    .scan_report(&credentials, from, to, &payment_types, &params.payment_methods)
+                    .await
+                {
+                    Ok(found) => found,
+                    Err(e) => return Ok(self.provider_failure("search_transactions", e, true).0),
+                };
                 let matches: Vec<&Transaction> = scanned
                     .iter()
                     .filter(|t| {

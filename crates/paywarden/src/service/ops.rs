@@ -66,12 +66,17 @@ pub struct EmailParams {
     pub email: String,
 }
 
-/// `list_payments` parameters.
+/// `list_payments` parameters: the customer by `email` or by `customer` (the seed's demo calls
+/// `list_payments(customer="cus_...")` with the id `lookup_customer` returned); one of the two
+/// is required, and when both are sent they must name the same customer.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListPaymentsParams {
-    /// The customer's e-mail address.
-    pub email: String,
+    /// The customer's e-mail address, e.g. `sarah@example.com`.
+    pub email: Option<String>,
+    /// The customer: a Stripe customer id (`cus_...`, as `lookup_customer` returns it) or an
+    /// e-mail address. Use this or `email`.
+    pub customer: Option<String>,
     /// How many of the most recent PaymentIntents, 1-100 (default 5).
     #[schemars(range(min = 1, max = 100))]
     pub limit: Option<u32>,
@@ -455,6 +460,55 @@ fn validate_email(raw: &str) -> Result<String, ServiceError> {
     }
 }
 
+/// How `list_payments` names its customer: by e-mail, by Stripe customer id, or both.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum CustomerRef {
+    /// An e-mail address (validated).
+    Email(String),
+    /// A Stripe customer id (`cus_...`).
+    StripeCustomer(String),
+    /// Both, which must name the same customer.
+    Both { email: String, stripe: String },
+}
+
+impl CustomerRef {
+    /// From `email` and `customer` (`cus_...` or an e-mail address).
+    ///
+    /// # Errors
+    /// [`ServiceError::InvalidArguments`] when neither is sent, or one is malformed.
+    fn from_params(email: Option<&str>, customer: Option<&str>) -> Result<Self, ServiceError> {
+        let email = email.map(validate_email).transpose()?;
+        let customer = match customer.map(str::trim) {
+            None => None,
+            Some(c) if c.contains('@') => Some(Self::Email(validate_email(c)?)),
+            Some(c) if c.starts_with("cus_") => {
+                Some(Self::StripeCustomer(validate_stripe_id("customer", c)?))
+            }
+            Some(c) => {
+                return Err(invalid(format!(
+                    "customer {c:?} is neither a Stripe customer id (cus_...) nor an e-mail address; send the id lookup_customer returns"
+                )))
+            }
+        };
+        match (email, customer) {
+            (None, None) => Err(invalid(
+                "send the customer as email (e.g. sarah@example.com) or customer (the Stripe customer id cus_... that lookup_customer returns)",
+            )),
+            (Some(e), None) => Ok(Self::Email(e)),
+            (None, Some(c)) => Ok(c),
+            (Some(e), Some(Self::Email(other))) => {
+                if e.eq_ignore_ascii_case(&other) {
+                    Ok(Self::Email(e))
+                } else {
+                    Err(invalid("email and customer name two different customers; send one of them"))
+                }
+            }
+            (Some(e), Some(Self::StripeCustomer(stripe))) => Ok(Self::Both { email: e, stripe }),
+            (Some(_), Some(Self::Both { .. })) => Err(invalid("send email or customer")),
+        }
+    }
+}
+
 /// A Stripe object id: 3-255 characters of `[A-Za-z0-9_]`.
 fn validate_stripe_id(field: &str, raw: &str) -> Result<String, ServiceError> {
     let id = raw.trim();
@@ -739,6 +793,54 @@ impl OpsService {
         )
     }
 
+    /// The customer `who` names, checked against this entity's orders database; a customer
+    /// named both ways must be one customer.
+    async fn customer_ref_or_outcome(
+        &self,
+        caller: &Caller,
+        who: &CustomerRef,
+    ) -> Result<Result<CustomerRecord, ToolOutcome>, ServiceError> {
+        let (by_email, by_stripe) = match who {
+            CustomerRef::Email(e) => (Some(e.as_str()), None),
+            CustomerRef::StripeCustomer(c) => (None, Some(c.as_str())),
+            CustomerRef::Both { email, stripe } => (Some(email.as_str()), Some(stripe.as_str())),
+        };
+        let found_by_stripe = match by_stripe {
+            Some(id) => match self
+                .pipeline
+                .store()
+                .customer_by_stripe_id(&caller.entity_id, id)
+                .await?
+            {
+                Some(c) => Some(c),
+                None => {
+                    return Ok(Err(self.not_found(&format!(
+                        "No customer with Stripe customer id '{id}' in the orders database. Send the id lookup_customer returned (stripe_customer_id), or the customer's e-mail."
+                    ))))
+                }
+            },
+            None => None,
+        };
+        match (by_email, found_by_stripe) {
+            (None, Some(c)) => Ok(Ok(c)),
+            (Some(email), found) => {
+                let by_mail = match self.customer_or_outcome(caller, email).await? {
+                    Ok(c) => c,
+                    Err(o) => return Ok(Err(o)),
+                };
+                match found {
+                    Some(c) if c.id != by_mail.id => Err(invalid(
+                        "email and customer name two different customers; send one of them",
+                    )),
+                    _ => Ok(Ok(by_mail)),
+                }
+            }
+            (None, None) => Err(invalid(
+                "send the customer as email (e.g. sarah@example.com) or customer (the Stripe customer id cus_... that lookup_customer returns)",
+            )),
+        }
+    }
+
     // -----------------------------------------------------------------------------------------
     // Reads
     // -----------------------------------------------------------------------------------------
@@ -874,15 +976,17 @@ impl OpsService {
         params: ListPaymentsParams,
     ) -> Result<ToolOutcome, ServiceError> {
         self.read(caller, "list_payments", arguments, || async {
-            let email = validate_email(&params.email)?;
+            let who =
+                CustomerRef::from_params(params.email.as_deref(), params.customer.as_deref())?;
             let limit = params.limit.unwrap_or(5);
             if !(1..=100).contains(&limit) {
                 return Err(invalid(format!("limit {limit} must be between 1 and 100")));
             }
-            let customer = match self.customer_or_outcome(caller, &email).await? {
+            let customer = match self.customer_ref_or_outcome(caller, &who).await? {
                 Ok(c) => c,
                 Err(o) => return Ok(o),
             };
+            let email = customer.email.clone();
             let Some(stripe_id) = customer.stripe_customer_id.clone() else {
                 return Ok(
                     self.not_found(&format!("Customer '{email}' has no linked Stripe account."))
@@ -1202,7 +1306,7 @@ impl OpsService {
                     "No order found with charge ID `{charge_id}`. Use the PaymentIntent id (pi_...) that list_payments or get_order_history shows."
                 )));
             };
-            let by = refunded_by(caller);
+            let by = actor_label(caller);
             let flag = store.flag_for_review(&caller.entity_id, &order, note, &by).await?;
             let output = FlagOutput {
                 flag_id: flag.id.clone(),
@@ -1711,14 +1815,18 @@ impl OpsService {
         key: &str,
     ) -> Result<(ToolOutcome, Settlement), ServiceError> {
         let tool = "issue_refund";
-        let by = refunded_by(caller);
+        let by = REFUNDED_BY;
         let mut metadata = BTreeMap::new();
         metadata.insert("order_id".to_string(), checked.order.id.clone());
         metadata.insert(
             "paywarden_key".to_string(),
             token_hash(key)[..32].to_string(),
         );
-        metadata.insert("refunded_by".to_string(), by.chars().take(500).collect());
+        metadata.insert("refunded_by".to_string(), by.to_string());
+        metadata.insert(
+            "client".to_string(),
+            actor_label(caller).chars().take(500).collect(),
+        );
         metadata.insert(
             "reason".to_string(),
             command.reason.chars().take(500).collect(),
@@ -1918,14 +2026,7 @@ impl OpsService {
                 order,
             };
             let outcome = self
-                .record_refund(
-                    caller,
-                    command,
-                    &checked,
-                    &refund,
-                    None,
-                    &refunded_by(caller),
-                )
+                .record_refund(caller, command, &checked, &refund, None, REFUNDED_BY)
                 .await?;
             store
                 .settle_unknown_idempotent(
@@ -1948,9 +2049,14 @@ impl OpsService {
     }
 }
 
-/// Who a refund_log row says refunded: the MCP client's name (or `ai-assistant`, the seed's
-/// value) and the entity.
-fn refunded_by(caller: &Caller) -> String {
+/// What `refund_log.refunded_by` says for every refund made through the tools: the Payment Ops
+/// seed's schema defines the column as `"ai-assistant"`. Who called and with which MCP client
+/// (and, for an approval, which operator decided) is in the audit log, keyed by the refund.
+pub const REFUNDED_BY: &str = "ai-assistant";
+
+/// Who a review flag says flagged it (and what Stripe's refund metadata records as `client`):
+/// the MCP client's name (or `ai-assistant`) and the entity.
+fn actor_label(caller: &Caller) -> String {
     format!(
         "{} via paywarden (entity {})",
         caller.client_name.as_deref().unwrap_or("ai-assistant"),

@@ -284,6 +284,26 @@ impl Store {
         row.as_ref().map(customer_row).transpose()
     }
 
+    /// The customer of `entity_id` linked to this Stripe customer id (`cus_...`, the
+    /// `stripe_customer_id` join key of the Payment Ops seed's schema).
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn customer_by_stripe_id(
+        &self,
+        entity_id: &str,
+        stripe_customer_id: &str,
+    ) -> Result<Option<CustomerRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT * FROM customers WHERE entity_id = $1 AND stripe_customer_id = $2 LIMIT 1",
+        )
+        .bind(entity_id)
+        .bind(stripe_customer_id)
+        .fetch_optional(self.pool())
+        .await?;
+        row.as_ref().map(customer_row).transpose()
+    }
+
     /// The customer with this id, if it belongs to `entity_id`.
     ///
     /// # Errors
