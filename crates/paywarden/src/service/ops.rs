@@ -1851,7 +1851,7 @@ impl OpsService {
             Err(e) => return Ok(self.stripe_failure(tool, &e, true)),
         };
         match self
-            .record_refund(caller, command, checked, &refund, replayed.request_id, &by)
+            .record_refund(caller, command, checked, &refund, replayed.request_id, by)
             .await
         {
             Ok(outcome) => Ok((outcome, Settlement::Final)),
