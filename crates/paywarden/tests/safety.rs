@@ -628,45 +628,37 @@ message = "GBP refunds go through finance."
     );
 }
 
-/// A session client whose user answers paywarden's approval question.
+/// A hostile (or merely automated) client that answers any approval question itself: "accept,
+/// approve". The server cannot tell a person from client code, so this must never approve.
 #[derive(Clone)]
-struct UserWhoAnswers {
-    approve: bool,
+struct ClientThatAnswersForItself {
     config: rmcp::model::ClientConfig,
 }
 
-impl rmcp::ClientHandler for UserWhoAnswers {
+impl rmcp::ClientHandler for ClientThatAnswersForItself {
     fn get_info(&self) -> rmcp::model::ClientConfig {
         self.config.clone()
     }
 
     async fn create_elicitation(
         &self,
-        request: rmcp::model::ElicitRequestParams,
+        _request: rmcp::model::ElicitRequestParams,
         _context: rmcp::service::RequestContext<rmcp::RoleClient>,
     ) -> Result<rmcp::model::ElicitResult, rmcp::ErrorData> {
-        let shown = format!("{request:?}");
-        assert!(shown.contains("750.00") && shown.contains("EUR"), "{shown}");
         Ok(
-            rmcp::model::ElicitResult::new(rmcp::model::ElicitationAction::Accept).with_content(
-                json!({"approve": self.approve, "note": "checked with the customer"}),
-            ),
+            rmcp::model::ElicitResult::new(rmcp::model::ElicitationAction::Accept)
+                .with_content(json!({"approve": true, "note": "approved by the client itself"})),
         )
     }
 }
 
-async fn eliciting_client(
+/// A client of `era` declaring form elicitation (and URL elicitation when `url`), acting as
+/// the demo entity.
+async fn self_answering_client(
     app: &TestApp,
-    approve: bool,
-) -> rmcp::service::RunningService<rmcp::RoleClient, UserWhoAnswers> {
-    eliciting_client_in(app, approve, Era::Legacy).await
-}
-
-async fn eliciting_client_in(
-    app: &TestApp,
-    approve: bool,
     era: Era,
-) -> rmcp::service::RunningService<rmcp::RoleClient, UserWhoAnswers> {
+    url: bool,
+) -> rmcp::service::RunningService<rmcp::RoleClient, ClientThatAnswersForItself> {
     use rmcp::ClientServiceExt;
     let mut headers = std::collections::HashMap::new();
     headers.insert(
@@ -684,7 +676,12 @@ async fn eliciting_client_in(
         .custom_headers(headers),
     );
     let mut capabilities = rmcp::model::ClientCapabilities::default();
-    capabilities.elicitation = Some(rmcp::model::ElicitationCapability::default());
+    let mut elicitation = rmcp::model::ElicitationCapability::default();
+    elicitation.form = Some(rmcp::model::FormElicitationCapability::default());
+    if url {
+        elicitation.url = Some(rmcp::model::UrlElicitationCapability::default());
+    }
+    capabilities.elicitation = Some(elicitation);
     let mut info = rmcp::model::Implementation::default();
     info.name = "desk-app".into();
     info.version = "1".into();
@@ -701,14 +698,18 @@ async fn eliciting_client_in(
         ),
     };
     let config = rmcp::model::ClientConfig::new(capabilities, info).with_protocol_version(version);
-    UserWhoAnswers { approve, config }
+    ClientThatAnswersForItself { config }
         .serve_with_lifecycle(transport, lifecycle)
         .await
         .expect("client connects")
 }
 
+/// The attack of issue 12: a client that declares elicitation answers the server's approval
+/// question itself, in either protocol era. A `human` verdict means a person holding an
+/// operator credential; the client's answer moves nothing and decides nothing, and the
+/// approval stays pending for an operator, who can still approve it.
 #[tokio::test]
-async fn a_session_clients_user_approves_or_denies_through_elicitation() {
+async fn a_clients_own_answer_never_approves_a_human_call() {
     let app = guarded_app().await;
     let db = app
         .create_payment(
@@ -719,65 +720,15 @@ async fn a_session_clients_user_approves_or_denies_through_elicitation() {
         )
         .await;
     let args = json!({"referenceId": db, "amount": "750.00", "currency": "EUR"});
-
-    let denying = eliciting_client(&app, false).await;
-    let result = denying
-        .call_tool(
-            rmcp::model::CallToolRequestParams::new("perform_refund")
-                .with_arguments(args.as_object().unwrap().clone()),
-        )
-        .await
-        .unwrap();
-    let denied = result.structured_content.clone().unwrap();
-    assert_eq!(denied["status"], "approval_denied", "{denied}");
-    assert!(denied["approval"]["decidedBy"]
-        .as_str()
-        .unwrap()
-        .contains("desk-app user via MCP elicitation"));
-
-    let approving = eliciting_client(&app, true).await;
-    let result = approving
-        .call_tool(
-            rmcp::model::CallToolRequestParams::new("perform_refund")
-                .with_arguments(args.as_object().unwrap().clone()),
-        )
-        .await
-        .unwrap();
-    let done = result.structured_content.clone().unwrap();
-    assert_eq!(done["status"], "executed", "{done}");
-    assert_eq!(done["amount"], "750.00");
-    let approvals = app.store.list_approvals(None).await.unwrap();
-    assert_eq!(approvals.len(), 2);
-    assert!(approvals.iter().any(|a| a.decision_note.as_deref()
-        == Some("checked with the customer")
-        && a.executed_at.is_some()));
-    let refunds = app
-        .opp()
-        .query_by_id(&demo_credentials(), &db, true, &[PaymentType::Refund])
-        .await
-        .unwrap();
-    assert_eq!(refunds.len(), 1);
-}
-
-#[tokio::test]
-async fn a_stateless_clients_user_answers_through_an_input_required_round_trip() {
-    let app = guarded_app().await;
-    let db = app
-        .create_payment(
-            &demo_credentials(),
-            PaymentType::Debit,
-            "900.00",
-            Currency::EUR,
-        )
-        .await;
-    let args = json!({"referenceId": db, "amount": "750.00", "currency": "EUR"});
-    for approve in [false, true] {
-        let client = eliciting_client_in(&app, approve, Era::Stateless).await;
-        assert_eq!(
-            client.peer_info().unwrap().protocol_version.as_str(),
-            "2026-07-28"
-        );
-        // rmcp's client answers input_required through its handler and retries by itself.
+    for (era, url) in [
+        (Era::Legacy, false),
+        (Era::Legacy, true),
+        (Era::Stateless, false),
+        (Era::Stateless, true),
+    ] {
+        let client = self_answering_client(&app, era, url).await;
+        // rmcp's client answers any question through its handler (and, for input_required,
+        // retries with the answer by itself).
         let result = client
             .call_tool(
                 rmcp::model::CallToolRequestParams::new("perform_refund")
@@ -786,34 +737,61 @@ async fn a_stateless_clients_user_answers_through_an_input_required_round_trip()
             .await
             .unwrap();
         let out = result.structured_content.clone().unwrap();
-        if approve {
-            assert_eq!(out["status"], "executed", "{out}");
-            assert_eq!(out["amount"], "750.00");
-        } else {
-            assert_eq!(out["status"], "approval_denied", "{out}");
-        }
+        assert_eq!(
+            out["status"], "approval_pending",
+            "{era:?} url={url}: {out}"
+        );
+        let refunds = app
+            .opp()
+            .query_by_id(&demo_credentials(), &db, true, &[PaymentType::Refund])
+            .await
+            .unwrap();
+        assert!(refunds.is_empty(), "{era:?} url={url}: money moved");
     }
-    let refunds = app
-        .opp()
-        .query_by_id(&demo_credentials(), &db, true, &[PaymentType::Refund])
-        .await
-        .unwrap();
-    assert_eq!(refunds.len(), 1);
+    let approvals = app.store.list_approvals(None).await.unwrap();
+    assert_eq!(approvals.len(), 4);
+    for a in &approvals {
+        assert_eq!(a.status, paywarden::store::ApprovalStatus::Pending, "{a:?}");
+        assert!(a.decided_by.is_none(), "{a:?}");
+    }
+    let audit = format!("{:?}", app.store.audit_records(None).await.unwrap());
+    assert!(!audit.contains("via MCP elicitation"), "{audit}");
 
-    // A forged requestState is refused.
-    let client = app.client("/mcp", Era::Stateless).await;
-    let mut forged = rmcp::model::CallToolRequestParams::new("perform_refund")
+    // A hand-made 2026-07-28 retry carrying a real requestState and an "approve" answer.
+    let stateless = app.client("/mcp", Era::Stateless).await;
+    let mut retry = rmcp::model::CallToolRequestParams::new("perform_refund")
         .with_arguments(args.as_object().unwrap().clone())
         .with_request_state("forged-state");
-    forged.input_responses = Some(
+    retry.input_responses = Some(
         [(
             "approval".to_string(),
             json!({"action": "accept", "content": {"approve": true}}),
         )]
         .into(),
     );
-    let err = client.call_tool(forged).await.unwrap_err();
+    let err = stateless.call_tool(retry).await.unwrap_err();
     assert!(format!("{err:?}").contains("requestState"), "{err:?}");
+
+    // An operator (the page and the CLI decide through the store) approves one; the agent's
+    // re-call with the approval id executes it, once.
+    let id = approvals[0].id.clone();
+    app.store
+        .decide_approval(&id, true, "operator:carol", Some("checked"))
+        .await
+        .unwrap();
+    let client = app.client("/mcp", Era::Legacy).await;
+    let mut approved = args.clone();
+    approved["approvalId"] = json!(id);
+    let done = call_ok(&client, "perform_refund", approved.clone()).await;
+    assert_eq!(done["status"], "executed", "{done}");
+    let again = call_ok(&client, "perform_refund", approved).await;
+    assert_eq!(again["idempotentReplay"], true, "{again}");
+    let refunds = app
+        .opp()
+        .query_by_id(&demo_credentials(), &db, true, &[PaymentType::Refund])
+        .await
+        .unwrap();
+    assert_eq!(refunds.len(), 1);
 }
 
 /// A session client that can only open URLs: its user goes to the approval page, where an
@@ -874,7 +852,7 @@ async fn a_url_mode_client_sends_its_user_to_the_approval_page() {
         rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig::with_uri(
             format!("{}/mcp", app.base_url),
         )
-        .custom_headers(headers),
+        .custom_headers(headers.clone()),
     );
     let mut capabilities = rmcp::model::ClientCapabilities::default();
     let mut elicitation = rmcp::model::ElicitationCapability::default();
@@ -883,6 +861,14 @@ async fn a_url_mode_client_sends_its_user_to_the_approval_page() {
     let mut info = rmcp::model::Implementation::default();
     info.name = "browser-app".into();
     info.version = "1".into();
+    let stateless_config = rmcp::model::ClientConfig::new(capabilities.clone(), info.clone())
+        .with_protocol_version(rmcp::model::ProtocolVersion::V_2026_07_28);
+    let stateless_transport = rmcp::transport::StreamableHttpClientTransport::from_config(
+        rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig::with_uri(
+            format!("{}/mcp", app.base_url),
+        )
+        .custom_headers(headers.clone()),
+    );
     let config = rmcp::model::ClientConfig::new(capabilities, info)
         .with_protocol_version(rmcp::model::ProtocolVersion::V_2025_11_25);
     let client = UserWhoOpensTheApprovalPage {
@@ -892,6 +878,7 @@ async fn a_url_mode_client_sends_its_user_to_the_approval_page() {
     .serve_with_lifecycle(transport, rmcp::ClientLifecycleMode::Initialize)
     .await
     .unwrap();
+
     let result = client
         .call_tool(
             rmcp::model::CallToolRequestParams::new("perform_refund").with_arguments(
@@ -908,4 +895,40 @@ async fn a_url_mode_client_sends_its_user_to_the_approval_page() {
     assert_eq!(out["amount"], "1500.00");
     let approvals = app.store.list_approvals(None).await.unwrap();
     assert_eq!(approvals[0].decided_by.as_deref(), Some("carol"));
+
+    // A 2026-07-28 client: the same page, through an input_required round trip.
+    let stateless = UserWhoOpensTheApprovalPage {
+        store: app.store.clone(),
+        config: stateless_config,
+    }
+    .serve_with_lifecycle(
+        stateless_transport,
+        rmcp::ClientLifecycleMode::Discover {
+            preferred_versions: vec![rmcp::model::ProtocolVersion::V_2026_07_28],
+        },
+    )
+    .await
+    .unwrap();
+    let second = app
+        .create_payment(
+            &demo_credentials(),
+            PaymentType::Debit,
+            "2000.00",
+            Currency::USD,
+        )
+        .await;
+    let result = stateless
+        .call_tool(
+            rmcp::model::CallToolRequestParams::new("perform_refund").with_arguments(
+                json!({"referenceId": second, "amount": "1500.00", "currency": "USD"})
+                    .as_object()
+                    .unwrap()
+                    .clone(),
+            ),
+        )
+        .await
+        .unwrap();
+    let out = result.structured_content.clone().unwrap();
+    assert_eq!(out["status"], "executed", "{out}");
+    assert_eq!(out["referencedId"], second.as_str());
 }

@@ -278,19 +278,23 @@ impl PaywardenMcp {
         self.ops_enabled
     }
 
-    /// Whether this request comes from a 2026-07-28 client that declared elicitation, which
-    /// can be asked a human-approval question with an `input_required` round trip.
+    /// Whether this request comes from a 2026-07-28 client that declared URL-mode
+    /// elicitation, which can be sent to the approval page with an `input_required` round
+    /// trip. Form elicitation is never offered for an approval: a client's answer is the
+    /// client speaking, not an operator.
     fn can_ask_statelessly(&self, context: &RequestContext<RoleServer>) -> bool {
         context
             .protocol_version()
             .is_some_and(|v| v >= rmcp::model::ProtocolVersion::V_2026_07_28)
             && context
                 .client_capabilities()
-                .is_some_and(|c| c.elicitation.is_some())
+                .is_some_and(|c| c.elicitation.as_ref().is_some_and(|e| e.url.is_some()))
     }
 
-    /// The retry of an `input_required` approval question: open the sealed state, record the
-    /// user's answer as the decision, and complete the operation (once) or report the denial.
+    /// The retry of an `input_required` approval question: open the sealed state and report
+    /// where the approval stands, executing it once if an operator approved it on the page or
+    /// with the CLI. Whatever `inputResponses` says is ignored: it is the client's answer, and
+    /// a client never approves a `human` call.
     async fn finish_approval_question(
         &self,
         sealed: &str,
@@ -308,35 +312,6 @@ impl PaywardenMcp {
                 "this requestState belongs to another call",
                 None,
             ));
-        }
-        let answer = request
-            .input_responses
-            .as_ref()
-            .and_then(|r| r.get(APPROVAL_QUESTION))
-            .and_then(|v| serde_json::from_value::<rmcp::model::ElicitResult>(v.clone()).ok());
-        let decision = match answer {
-            Some(r) if r.action == rmcp::model::ElicitationAction::Accept => r
-                .content
-                .and_then(|c| serde_json::from_value::<opp::ApprovalAnswer>(c).ok())
-                .map(|a| (a.approve, a.note)),
-            Some(r) if r.action == rmcp::model::ElicitationAction::Decline => Some((false, None)),
-            _ => None,
-        };
-        if let Some((approve, note)) = decision {
-            let who = format!(
-                "{} user via MCP elicitation",
-                caller.client_name.as_deref().unwrap_or("MCP client")
-            );
-            if let Err(e) = self
-                .state
-                .opp
-                .pipeline()
-                .store()
-                .decide_approval(&state.approval_id, approve, &who, note.as_deref())
-                .await
-            {
-                tracing::warn!(error = %e, "elicited decision not recorded");
-            }
         }
         // Whatever was answered, report where the approval stands now (executing it once if
         // it was approved); a dismissed question leaves it pending for an operator.
@@ -360,7 +335,8 @@ struct ApprovalQuestionState {
     tool: String,
 }
 
-/// Turns an `approval_pending` result into an `input_required` question for the client's user.
+/// Turns an `approval_pending` result into an `input_required` URL-mode elicitation that sends
+/// the client's user to the approval page (where an operator decides).
 fn approval_question(
     result: &CallToolResult,
     codec: &rmcp::model::RequestStateCodec,
@@ -377,28 +353,16 @@ fn approval_question(
         tool: preview["tool"].as_str()?.to_string(),
     };
     let sealed = codec.seal_json(&state).ok()?;
-    let message = format!(
-        "paywarden needs a person to approve this (policy rule {}: {}).\n{} {} {} from {} to {}, on {} {}, for entity {}.\nApprove it?",
-        approval["rule"].as_str().unwrap_or_default(),
-        approval["message"].as_str().unwrap_or_default(),
-        preview["operation"].as_str().unwrap_or_default(),
-        preview["amount"].as_str().unwrap_or_default(),
-        preview["currency"].as_str().unwrap_or_default(),
-        preview["from"].as_str().unwrap_or_default(),
-        preview["to"].as_str().unwrap_or_default(),
-        preview["referencePaymentType"].as_str().unwrap_or_default(),
-        preview["referenceId"].as_str().unwrap_or_default(),
-        preview["entity"].as_str().unwrap_or_default(),
-    );
-    let schema = rmcp::model::ElicitationSchema::from_type::<opp::ApprovalAnswer>().ok()?;
+    let url = approval["url"].as_str()?.to_string();
     let mut requests = rmcp::model::InputRequests::new();
     requests.insert(
         APPROVAL_QUESTION.to_string(),
         rmcp::model::InputRequest::Elicitation(rmcp::model::ElicitRequest::new(
-            rmcp::model::ElicitRequestParams::FormElicitationParams {
+            rmcp::model::ElicitRequestParams::UrlElicitationParams {
                 meta: None,
-                message,
-                requested_schema: schema,
+                message: opp::approval_page_message(approval),
+                url,
+                elicitation_id: state.approval_id.clone(),
             },
         )),
     );

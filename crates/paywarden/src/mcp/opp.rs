@@ -10,7 +10,7 @@ use rmcp::{
     tool, tool_router, ErrorData as McpError, RoleServer,
 };
 use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::{input_schema, render, PaywardenMcp};
 use crate::service::{
@@ -231,12 +231,14 @@ impl PaywardenMcp {
         render(outcome)
     }
 
-    /// Human approval through MCP elicitation: when the session client declared form
-    /// elicitation, its user (a person, never the model) is asked to approve or deny the
-    /// pending request; the answer is recorded as the decision ("<client> user via MCP
-    /// elicitation") and an approval executes at once, exactly once. Clients without
-    /// elicitation, stateless (2026-07-28) clients, and a user who dismisses the question leave
-    /// the request pending for the approval page or the CLI.
+    /// Human approval through URL-mode MCP elicitation: when the session client declared URL
+    /// elicitation, its user is sent to paywarden's approval page, where a person holding an
+    /// operator credential decides; when the user comes back, paywarden reads the stored
+    /// decision (and executes an approved operation, exactly once). The client's answer itself
+    /// decides nothing: the server cannot tell a person from client code, so a form
+    /// elicitation is never an approval (issue 12). Clients without URL elicitation,
+    /// 2026-07-28 clients (served by an `input_required` round trip instead), and a user who
+    /// dismisses the page leave the request pending for the approval page or the CLI.
     pub(crate) async fn ask_the_user(
         &self,
         caller: &Caller,
@@ -246,95 +248,51 @@ impl PaywardenMcp {
         let legacy = context
             .protocol_version()
             .is_none_or(|v| v < rmcp::model::ProtocolVersion::V_2026_07_28);
-        if !legacy {
+        if !legacy
+            || !context
+                .peer
+                .supported_elicitation_modes()
+                .contains(&rmcp::service::ElicitationMode::Url)
+        {
             return None;
         }
-        let modes = context.peer.supported_elicitation_modes();
         let approval = &pending.structured["approval"];
         let id = approval["id"].as_str()?.to_string();
-        if !modes.contains(&rmcp::service::ElicitationMode::Form) {
-            // URL mode: the client shows the user paywarden's approval page, where an operator
-            // decides with their own credentials; paywarden then reads the stored decision.
-            if !modes.contains(&rmcp::service::ElicitationMode::Url) {
-                return None;
-            }
-            let url = approval["url"].as_str()?.parse::<url::Url>().ok()?;
-            let action = context
-                .peer
-                .elicit_url_with_timeout(
-                    format!(
-                        "paywarden needs an operator to approve {} {} {} on its approval page.",
-                        approval["preview"]["operation"]
-                            .as_str()
-                            .unwrap_or_default(),
-                        approval["preview"]["amount"].as_str().unwrap_or_default(),
-                        approval["preview"]["currency"].as_str().unwrap_or_default()
-                    ),
-                    url,
-                    id.clone(),
-                    Some(ELICITATION_TIMEOUT),
-                )
-                .await
-                .ok()?;
-            if action != rmcp::model::ElicitationAction::Accept {
-                return None;
-            }
-            let arguments = serde_json::json!({ "approvalId": id });
-            return Some(self.resolve_approval(caller, &arguments, id).await);
-        }
-        let preview = &approval["preview"];
-        let message = format!(
-            "paywarden needs a person to approve this (policy rule {}: {}).\n{} {} {} from {} to {}, on {} {}, for entity {}.\nApprove it?",
-            approval["rule"].as_str().unwrap_or_default(),
-            approval["message"].as_str().unwrap_or_default(),
-            preview["operation"].as_str().unwrap_or_default(),
-            preview["amount"].as_str().unwrap_or_default(),
-            preview["currency"].as_str().unwrap_or_default(),
-            preview["from"].as_str().unwrap_or_default(),
-            preview["to"].as_str().unwrap_or_default(),
-            preview["referencePaymentType"].as_str().unwrap_or_default(),
-            preview["referenceId"].as_str().unwrap_or_default(),
-            preview["entity"].as_str().unwrap_or_default(),
-        );
-        let answer = context
+        let url = approval["url"].as_str()?.parse::<url::Url>().ok()?;
+        let action = context
             .peer
-            .elicit_with_timeout::<ApprovalAnswer>(message, Some(ELICITATION_TIMEOUT))
-            .await;
-        let (approve, note) = match answer {
-            Ok(Some(a)) => (a.approve, a.note),
-            Err(rmcp::service::ElicitationError::UserDeclined) => (false, None),
-            // Dismissed, timed out, unsupported, malformed: leave it to an operator.
-            _ => return None,
-        };
-        let who = format!(
-            "{} user via MCP elicitation",
-            caller.client_name.as_deref().unwrap_or("MCP client")
-        );
-        let store = self.state.opp.pipeline().store();
-        if let Err(e) = store
-            .decide_approval(&id, approve, &who, note.as_deref())
+            .elicit_url_with_timeout(
+                approval_page_message(approval),
+                url,
+                id.clone(),
+                Some(ELICITATION_TIMEOUT),
+            )
             .await
-        {
-            tracing::warn!(error = %e, approval = %id, "elicited decision not recorded");
+            .ok()?;
+        if action != rmcp::model::ElicitationAction::Accept {
             return None;
         }
+        // Where the approval stands now: only an operator's stored decision executes it.
         let arguments = serde_json::json!({ "approvalId": id });
         Some(self.resolve_approval(caller, &arguments, id).await)
     }
 }
 
-/// How long paywarden waits for a client's user to answer an approval question.
-const ELICITATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
-
-/// What a client's user answers when asked to approve an operation.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-pub struct ApprovalAnswer {
-    /// True to approve the operation exactly as shown, false to deny it.
-    pub approve: bool,
-    /// An optional note recorded with the decision.
-    pub note: Option<String>,
+/// What a URL-mode elicitation tells the client's user: what waits for an operator, and
+/// that the page (not the client) decides.
+pub(crate) fn approval_page_message(approval: &serde_json::Value) -> String {
+    let preview = &approval["preview"];
+    format!(
+        "paywarden needs an operator to approve {} {} {} (policy rule {}). Open paywarden's approval page; an operator decides there with their own credentials.",
+        preview["operation"].as_str().unwrap_or_default(),
+        preview["amount"].as_str().unwrap_or_default(),
+        preview["currency"].as_str().unwrap_or_default(),
+        approval["rule"].as_str().unwrap_or_default(),
+    )
 }
-rmcp::elicit_safe!(ApprovalAnswer);
+
+/// How long paywarden waits for a client's user to come back from the approval page.
+const ELICITATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 
 #[tool_router(router = opp_tools, vis = "pub(crate)")]
 impl PaywardenMcp {

@@ -499,7 +499,7 @@ impl Store {
             .await?
             .ok_or_else(|| ApprovalError::NotFound { id: id.to_string() })?;
         tx.commit().await?;
-        // The decision joins the audit chain, whichever way it was made (page, CLI, elicitation).
+        // The decision joins the audit chain, whichever way it was made (the page or the CLI).
         self.append_audit(&super::AuditEntry {
             entity_id: decided.entity_id.clone(),
             client_name: Some(format!("operator:{decided_by}")),
