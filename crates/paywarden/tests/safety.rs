@@ -932,3 +932,122 @@ async fn a_url_mode_client_sends_its_user_to_the_approval_page() {
     assert_eq!(out["status"], "executed", "{out}");
     assert_eq!(out["referencedId"], second.as_str());
 }
+
+/// The attack of issue 12: 20 separately confirmed refunds of 450 CHF on 20 different debits,
+/// confirmed at once. The built-in rule wants a person from 2,000 moved today; one at a time it
+/// holds, and it must hold under concurrency too: exactly 4 execute (1,800 CHF) and the rest
+/// become approval requests. The daily total is evaluated and reserved atomically.
+#[tokio::test]
+async fn twenty_concurrent_confirmations_never_race_past_the_daily_cap() {
+    let app = guarded_app().await;
+    let client = std::sync::Arc::new(app.client("/mcp", Era::Stateless).await);
+    let mut confirmed = Vec::new();
+    for _ in 0..20 {
+        let db = app
+            .create_payment(
+                &demo_credentials(),
+                PaymentType::Debit,
+                "450.00",
+                Currency::from_code("CHF").unwrap(),
+            )
+            .await;
+        let args = json!({"referenceId": db, "amount": "450.00", "currency": "CHF"});
+        let preview = call_ok(&client, "perform_refund", args.clone()).await;
+        assert_eq!(preview["status"], "confirmation_required", "{preview}");
+        let mut with_token = args;
+        with_token["confirmationToken"] = preview["confirmation"]["token"].clone();
+        confirmed.push(with_token);
+    }
+    let mut handles = Vec::new();
+    for args in confirmed {
+        let client = client.clone();
+        handles.push(tokio::spawn(async move {
+            call_ok(&client, "perform_refund", args).await["status"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        }));
+    }
+    let mut statuses = Vec::new();
+    for h in handles {
+        statuses.push(h.await.unwrap());
+    }
+    let executed = statuses.iter().filter(|s| *s == "executed").count();
+    assert_eq!(executed, 4, "{statuses:?}");
+    assert_eq!(
+        statuses.iter().filter(|s| *s == "approval_pending").count(),
+        16,
+        "{statuses:?}"
+    );
+    let moved = app
+        .store
+        .moved_today(paywarden_emulator::DEMO_ENTITY_ID, "CHF")
+        .await
+        .unwrap();
+    assert_eq!(moved, 180_000);
+    // Nothing stays reserved once the calls have settled.
+    assert_eq!(
+        app.store
+            .reserved_today(paywarden_emulator::DEMO_ENTITY_ID, "CHF")
+            .await
+            .unwrap(),
+        0
+    );
+}
+
+/// The attack of issue 12: an OPP approval completed through `get_approval` executes only what
+/// the person saw. "Refund the remainder" of 900.00 is approved; meanwhile 100.00 is refunded;
+/// `get_approval` must refuse the approval as stale (the remainder is now 800.00), send nothing,
+/// and spend the approval, exactly as re-calling the tool with `approvalId` does.
+#[tokio::test]
+async fn an_approval_run_through_get_approval_is_checked_for_staleness() {
+    let app = guarded_app().await;
+    let db = app
+        .create_payment(
+            &demo_credentials(),
+            PaymentType::Debit,
+            "900.00",
+            Currency::EUR,
+        )
+        .await;
+    let client = app.client("/mcp", Era::Legacy).await;
+    // No amount: the refundable remainder, 900.00, which needs a person.
+    let pending = call_ok(&client, "perform_refund", json!({"referenceId": db})).await;
+    assert_eq!(pending["status"], "approval_pending", "{pending}");
+    assert_eq!(pending["approval"]["preview"]["amount"], "900.00");
+    let id = pending["approval"]["id"].as_str().unwrap().to_string();
+
+    // Meanwhile a confirmed 100.00 refund of the same payment.
+    let small = json!({"referenceId": db, "amount": "100.00", "currency": "EUR"});
+    let preview = call_ok(&client, "perform_refund", small.clone()).await;
+    let mut confirmed = small;
+    confirmed["confirmationToken"] = preview["confirmation"]["token"].clone();
+    assert_eq!(
+        call_ok(&client, "perform_refund", confirmed).await["status"],
+        "executed"
+    );
+
+    app.store
+        .decide_approval(&id, true, "operator:carol", Some("900 to the customer"))
+        .await
+        .unwrap();
+    let text = call_err(&client, "get_approval", json!({"approvalId": id})).await;
+    assert!(text.contains("stale") || text.contains("changed"), "{text}");
+    let refunds = app
+        .opp()
+        .query_by_id(&demo_credentials(), &db, true, &[PaymentType::Refund])
+        .await
+        .unwrap();
+    assert_eq!(refunds.len(), 1, "only the 100.00 refund: {refunds:?}");
+    assert_eq!(refunds[0].amount.minor_units(), 10_000);
+    // The approval is spent: polling again does not run it either.
+    let again = call(&client, "get_approval", json!({"approvalId": id}))
+        .await
+        .unwrap();
+    let refunds = app
+        .opp()
+        .query_by_id(&demo_credentials(), &db, true, &[PaymentType::Refund])
+        .await
+        .unwrap();
+    assert_eq!(refunds.len(), 1, "{again:?}");
+}

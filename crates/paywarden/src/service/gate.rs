@@ -30,6 +30,9 @@ pub enum Gate {
     Execute {
         /// The claimed approval, when a person approved this.
         approval_id: Option<String>,
+        /// The cumulative-limit reservation taken for this call (see
+        /// [`Pipeline::settle_gated`]); `None` when the call has no amount.
+        reservation: Option<String>,
     },
     /// Stop with this outcome: a preview with a confirmation token, an approval request, or a
     /// refusal (denied by policy, a refused token or approval).
@@ -158,8 +161,11 @@ impl Pipeline {
                 .await
             {
                 Ok(approval) => match stale(&approval.preview, &preview) {
+                    // A person approved exactly this: no cap re-check, but the amount is
+                    // reserved so concurrent calls count it.
                     None => Ok(Gate::Execute {
                         approval_id: Some(id.to_string()),
+                        reservation: self.reserve_unchecked(caller, &policy).await?,
                     }),
                     // What a person approved is not what would move now (the payment changed
                     // since): the approval is spent, nothing is sent.
@@ -184,8 +190,83 @@ impl Pipeline {
                 )),
             };
         }
+        // About to execute (allowed, or confirmed with a token): the daily total is evaluated
+        // again under the entity's limit lease, on moved + reserved, and this call's amount is
+        // reserved in the same step, so concurrent calls can never race past a cumulative rule.
+        let executes_now = verdict.decision == Decision::Allow
+            || (verdict.decision == Decision::Confirm && confirmation_token.is_some());
+        let mut reserved = None;
+        if executes_now {
+            match self
+                .reserve_checked(caller, &policy, floor, &verdict, tool)
+                .await?
+            {
+                Reserve::Reserved(r) => reserved = r,
+                Reserve::Stricter(stricter) => verdict = stricter,
+                Reserve::Stop(outcome) => return Ok(Gate::Stop(outcome, Settlement::NotSent)),
+            }
+        }
+        let gate = self
+            .gate_verdict(
+                GateVerdict {
+                    caller,
+                    toolset,
+                    tool,
+                    arguments,
+                    binding,
+                    preview,
+                    confirmation_token,
+                    argument_names,
+                    output_defaults,
+                },
+                verdict,
+                reserved.clone(),
+            )
+            .await;
+        // A reservation whose call does not execute is released at once.
+        match (&gate, reserved) {
+            (Ok(Gate::Execute { .. }), _) | (_, None) => {}
+            (_, Some(r)) => self.store().release_reservation(&r).await?,
+        }
+        gate
+    }
+
+    /// The gate's answer for a verdict the cumulative limits no longer change: execute (with
+    /// `reservation`), preview with a confirmation token, or request an approval.
+    async fn gate_verdict(
+        &self,
+        request: GateVerdict<'_>,
+        verdict: Verdict,
+        reservation: Option<String>,
+    ) -> Result<Gate, ServiceError> {
+        let GateVerdict {
+            caller,
+            toolset,
+            tool,
+            arguments,
+            binding,
+            preview,
+            confirmation_token,
+            argument_names,
+            output_defaults,
+        } = request;
         match verdict.decision {
-            Decision::Allow | Decision::Deny => Ok(Gate::Execute { approval_id: None }),
+            Decision::Allow => Ok(Gate::Execute {
+                approval_id: None,
+                reservation,
+            }),
+            Decision::Deny => {
+                let mut outcome = self.error_outcome(
+                    "denied_by_policy",
+                    &format!(
+                        "{tool} is denied by policy rule {:?}: {}. Nothing was sent; do not retry.",
+                        verdict.rule, verdict.message
+                    ),
+                    None,
+                );
+                outcome.audit.outcome = "denied".into();
+                Ok(Gate::Stop(outcome, Settlement::Final))
+            }
             Decision::Confirm => match confirmation_token {
                 None => self
                     .issue_confirmation(
@@ -205,7 +286,10 @@ impl Pipeline {
                     .await
                 {
                     Ok(confirmation) => match stale(&confirmation.preview, &preview) {
-                        None => Ok(Gate::Execute { approval_id: None }),
+                        None => Ok(Gate::Execute {
+                            approval_id: None,
+                            reservation,
+                        }),
                         // The preview the user agreed to is not what would move now.
                         Some(change) => Ok(Gate::Stop(
                             self.error_outcome(
@@ -244,6 +328,109 @@ impl Pipeline {
                 .await
                 .map(|(o, s)| Gate::Stop(o, s)),
         }
+    }
+
+    /// Settles what [`Gate::Execute`] handed out once the operation has run: records the
+    /// outcome of an approval (if any), and releases the cumulative-limit reservation unless
+    /// the outcome is [`Settlement::Unknown`] (then the amount may have moved, and it stays
+    /// reserved until the end of its UTC day). Call it after the movement (if any) is
+    /// recorded, so the daily total never drops below what moved.
+    ///
+    /// # Errors
+    /// [`ServiceError::Store`].
+    pub async fn settle_gated(
+        &self,
+        approval_id: Option<&str>,
+        reservation: Option<&str>,
+        outcome: &ToolOutcome,
+        settlement: Settlement,
+    ) -> Result<(), ServiceError> {
+        self.finish_gated(approval_id, outcome).await?;
+        if let (Some(r), Settlement::Final | Settlement::NotSent) = (reservation, settlement) {
+            self.store().release_reservation(r).await?;
+        }
+        Ok(())
+    }
+
+    /// Reserves the call's amount without re-evaluating the policy (a person approved it).
+    async fn reserve_unchecked(
+        &self,
+        caller: &Caller,
+        policy: &PolicyInput,
+    ) -> Result<Option<String>, ServiceError> {
+        let (Some(amount), Some(currency)) = (policy.amount_minor, policy.currency.as_deref())
+        else {
+            return Ok(None);
+        };
+        Ok(Some(
+            self.store()
+                .reserve_limit(&caller.entity_id, currency, amount)
+                .await?,
+        ))
+    }
+
+    /// Under the entity's limit lease for the call's currency: re-evaluates the policy on what
+    /// moved today plus what is reserved, and reserves this call's amount when the verdict is
+    /// no stricter than `verdict` (the one that lets it execute).
+    async fn reserve_checked(
+        &self,
+        caller: &Caller,
+        policy: &PolicyInput,
+        floor: Decision,
+        verdict: &Verdict,
+        tool: &str,
+    ) -> Result<Reserve, ServiceError> {
+        let (Some(amount), Some(currency)) = (policy.amount_minor, policy.currency.clone()) else {
+            return Ok(Reserve::Reserved(None));
+        };
+        let store = self.store();
+        let lease_name = crate::store::limit_lease_name(&currency);
+        let holder = uuid::Uuid::new_v4().to_string();
+        let deadline = std::time::Instant::now() + LIMIT_LEASE_WAIT;
+        while !store
+            .try_lock_transaction(&caller.entity_id, &lease_name, &holder, LIMIT_LEASE)
+            .await?
+        {
+            if std::time::Instant::now() > deadline {
+                return Ok(Reserve::Stop(self.error_outcome(
+                    "busy",
+                    &format!("{tool}: the daily limits of this entity are being decided for other calls; nothing was sent. Retry with the same arguments (and idempotencyKey)."),
+                    None,
+                )));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let result = async {
+            let moved = store.moved_today(&caller.entity_id, &currency).await?;
+            let reserved = store.reserved_today(&caller.entity_id, &currency).await?;
+            let mut fresh = policy.clone();
+            fresh.moved_today_minor = moved.saturating_add(reserved);
+            let now = match self.safety().policy.evaluate(&fresh) {
+                Ok(v) => v,
+                Err(e) => {
+                    return Ok(Reserve::Stop(self.error_outcome(
+                        "policy_error",
+                        &format!("{tool} is refused: the policy could not be evaluated ({e}); nothing was sent."),
+                        None,
+                    )))
+                }
+            };
+            if strength(now.decision) > strength(verdict.decision)
+                && strength(now.decision) > strength(floor)
+            {
+                return Ok(Reserve::Stricter(now));
+            }
+            Ok(Reserve::Reserved(Some(
+                store
+                    .reserve_limit(&caller.entity_id, &currency, amount)
+                    .await?,
+            )))
+        }
+        .await;
+        store
+            .unlock_transaction(&caller.entity_id, &lease_name, &holder)
+            .await?;
+        result
     }
 
     /// Records the outcome of an operation executed on an approval (no-op without one).
@@ -431,6 +618,35 @@ impl Pipeline {
             Settlement::NotSent,
         ))
     }
+}
+
+/// How long a limit lease is held at most (a crashed holder's lease is taken over after it).
+const LIMIT_LEASE: ChronoDuration = ChronoDuration::seconds(10);
+
+/// How long a call waits for its entity's limit lease before answering `busy`.
+const LIMIT_LEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// What re-evaluating the cumulative limits under the lease gave.
+enum Reserve {
+    /// The verdict stands; the reservation (none for a call without an amount).
+    Reserved(Option<String>),
+    /// What moved and is reserved today makes the verdict stricter (e.g. `human`).
+    Stricter(Verdict),
+    /// The policy failed or the lease could not be taken: nothing is sent.
+    Stop(ToolOutcome),
+}
+
+/// The parts of a [`GateRequest`] the verdict step needs.
+struct GateVerdict<'a> {
+    caller: &'a Caller,
+    toolset: &'a str,
+    tool: &'a str,
+    arguments: &'a serde_json::Value,
+    binding: &'a str,
+    preview: PreviewView,
+    confirmation_token: Option<&'a str>,
+    argument_names: (&'a str, &'a str),
+    output_defaults: serde_json::Value,
 }
 
 /// What an approval request is made of.

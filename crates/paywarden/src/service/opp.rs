@@ -26,7 +26,7 @@ use crate::{
     connectors::opp::{BackofficeRequest, OppClient, OppCredentials, OppError, ReportQuery},
     model::{serde_label, ResultInfo, Transaction, TransactionView},
     policy::{Decision, PolicyInput},
-    store::{Approval, ApprovalError, ApprovalStatus},
+    store::{Approval, ApprovalStatus},
 };
 
 /// The toolset's name in configuration and the audit log.
@@ -851,10 +851,18 @@ impl OppService {
             .await?;
         match gate {
             Gate::Stop(outcome, settlement) => Ok((outcome, settlement)),
-            Gate::Execute { approval_id } => {
+            Gate::Execute {
+                approval_id,
+                reservation,
+            } => {
                 let (outcome, settlement) = self.execute_locked(caller, &command).await?;
                 self.pipeline
-                    .finish_gated(approval_id.as_deref(), &outcome)
+                    .settle_gated(
+                        approval_id.as_deref(),
+                        reservation.as_deref(),
+                        &outcome,
+                        settlement,
+                    )
                     .await?;
                 Ok((outcome, settlement))
             }
@@ -863,46 +871,6 @@ impl OppService {
 
     fn approval_view(&self, approval: &Approval) -> ApprovalView {
         self.pipeline.approval_view(approval)
-    }
-
-    async fn execute_approved(
-        &self,
-        caller: &Caller,
-        command: &BackofficeCommand,
-        approval_id: &str,
-        binding: &str,
-    ) -> Result<(ToolOutcome, Settlement), ServiceError> {
-        let tool = tool_of(command.operation);
-        match self
-            .pipeline
-            .store()
-            .claim_approval(approval_id, &caller.entity_id, binding)
-            .await
-        {
-            Ok(_) => {}
-            Err(ApprovalError::Store(e)) => return Err(ServiceError::Store(e)),
-            Err(refused) => {
-                return Ok((
-                    self.pipeline.error_outcome(
-                        "approval_refused",
-                        &format!("{tool} is refused: {refused}. Nothing was sent."),
-                        None,
-                    ),
-                    Settlement::NotSent,
-                ))
-            }
-        }
-        let (outcome, settlement) = self.execute_locked(caller, command).await?;
-        let record = serde_json::json!({
-            "structured": outcome.structured,
-            "text": outcome.text,
-            "isError": outcome.is_error,
-        });
-        self.pipeline
-            .store()
-            .finish_approval(approval_id, &record)
-            .await?;
-        Ok((outcome, settlement))
     }
 
     /// Holds the per-transaction lease, re-checks OPP's rules on fresh provider state, and
@@ -1113,7 +1081,10 @@ impl OppService {
                         }
                         self.pipeline
                             .write(caller, TOOLSET, &approval.tool, &bound, Some(&key), || async {
-                                self.execute_approved(caller, &command, &approval.id, &binding).await
+                                // The same path as re-calling the tool with approvalId: OPP's
+                                // rules on fresh state, the policy, the approval claimed only
+                                // if what would move now is what the person approved.
+                                self.decide(caller, command.clone(), &bound, binding.clone()).await
                             })
                             .await
                     }

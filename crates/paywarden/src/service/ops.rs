@@ -1721,21 +1721,30 @@ impl OpsService {
                 output_defaults: serde_json::json!({}),
             })
             .await?;
-        let approval_id = match gate {
+        let (approval_id, reservation) = match gate {
             Gate::Stop(outcome, settlement) => return Ok((outcome, settlement)),
-            Gate::Execute { approval_id } => approval_id,
+            Gate::Execute {
+                approval_id,
+                reservation,
+            } => (approval_id, reservation),
         };
         let Some(key) = key else {
             // Unreachable in practice: execution needs a token or an approval, each of which
             // keys the call. Refuse rather than refund without a key.
-            return Ok((
-                self.pipeline.error_outcome(
-                    "internal",
-                    "issue_refund needs an idempotency key to execute; nothing was sent.",
-                    None,
-                ),
-                Settlement::NotSent,
-            ));
+            let outcome = self.pipeline.error_outcome(
+                "internal",
+                "issue_refund needs an idempotency key to execute; nothing was sent.",
+                None,
+            );
+            self.pipeline
+                .settle_gated(
+                    approval_id.as_deref(),
+                    reservation.as_deref(),
+                    &outcome,
+                    Settlement::NotSent,
+                )
+                .await?;
+            return Ok((outcome, Settlement::NotSent));
         };
         // Under the lease, the checks run again on exactly the order and amount that were
         // previewed and agreed to, never on "the most recent paid order" afresh.
@@ -1748,7 +1757,12 @@ impl OpsService {
             .execute_refund(caller, &pinned, &checked.order.id, key)
             .await?;
         self.pipeline
-            .finish_gated(approval_id.as_deref(), &outcome)
+            .settle_gated(
+                approval_id.as_deref(),
+                reservation.as_deref(),
+                &outcome,
+                settlement,
+            )
             .await?;
         Ok((outcome, settlement))
     }

@@ -37,7 +37,7 @@ pub use ifthenpay::{IfthenpayCallback, IfthenpayRequest, NewIfthenpayRequest};
 pub use orders::{
     CustomerRecord, NewOrder, OrderRecord, OrderStatus, RefundLogRecord, RevenueLine, ReviewFlag,
 };
-pub use safety::{Confirmation, ConfirmationError};
+pub use safety::{limit_lease_name, Confirmation, ConfirmationError};
 
 /// The SQLite migrations (the files of `migrations/sqlite`, embedded at build time).
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");

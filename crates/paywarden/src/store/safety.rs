@@ -54,6 +54,12 @@ impl From<sqlx::Error> for ConfirmationError {
     }
 }
 
+/// The lease (a `transaction_locks` row of the entity) that serialises cumulative-limit
+/// decisions of one entity in one currency, across processes sharing the database.
+pub fn limit_lease_name(currency: &str) -> String {
+    format!("limits:{currency}")
+}
+
 fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
@@ -229,6 +235,76 @@ impl Store {
         .execute(self.pool())
         .await?;
         Ok(())
+    }
+
+    /// Reserves `amount_minor` of `currency` against this entity's daily total until the end
+    /// of the current UTC day (see migration `0006_limit_reservations`). Call it holding the
+    /// entity's limit lease ([`Store::try_lock_transaction`] on [`limit_lease_name`]), after
+    /// re-evaluating the policy on [`Store::moved_today`] + [`Store::reserved_today`]. Returns
+    /// the reservation's id, for [`Store::release_reservation`].
+    ///
+    /// # Errors
+    /// [`StoreError`] on database failure.
+    pub async fn reserve_limit(
+        &self,
+        entity_id: &str,
+        currency: &str,
+        amount_minor: i64,
+    ) -> Result<String, StoreError> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let now = Utc::now();
+        let end_of_day = (now.date_naive() + chrono::Days::new(1))
+            .and_hms_opt(0, 0, 0)
+            .map_or(now + Duration::days(1), |t| t.and_utc());
+        sqlx::query(
+            "INSERT INTO limit_reservations (id, entity_id, currency, amount_minor, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&id)
+        .bind(entity_id)
+        .bind(currency)
+        .bind(amount_minor.max(0))
+        .bind(ts(now))
+        .bind(ts(end_of_day))
+        .execute(self.pool())
+        .await?;
+        Ok(id)
+    }
+
+    /// Releases a reservation: its call settled (the movement is recorded, or nothing moved).
+    ///
+    /// # Errors
+    /// [`StoreError`] on database failure.
+    pub async fn release_reservation(&self, id: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM limit_reservations WHERE id = $1")
+            .bind(id)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Minor units of `currency` reserved today by this entity's calls still in flight (or of
+    /// unknown outcome), not yet expired.
+    ///
+    /// # Errors
+    /// [`StoreError`] on database failure.
+    pub async fn reserved_today(&self, entity_id: &str, currency: &str) -> Result<i64, StoreError> {
+        let now = Utc::now();
+        let midnight = now
+            .date_naive()
+            .and_hms_opt(0, 0, 0)
+            .map_or(now, |t| t.and_utc());
+        let total: Option<i64> = sqlx::query_scalar(
+            "SELECT CAST(SUM(amount_minor) AS BIGINT) FROM limit_reservations \
+             WHERE entity_id = $1 AND currency = $2 AND created_at >= $3 AND expires_at > $4",
+        )
+        .bind(entity_id)
+        .bind(currency)
+        .bind(ts(midnight))
+        .bind(ts(now))
+        .fetch_one(self.pool())
+        .await?;
+        Ok(total.unwrap_or(0))
     }
 
     /// Minor units of `currency` this entity moved through paywarden since 00:00 UTC today.
