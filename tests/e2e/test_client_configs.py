@@ -120,6 +120,28 @@ async def test_openai_agents_snippet(docs_server: ServerProcess, claim_pa) -> No
         await confirmed_capture(paywarden.call_tool, claim_pa(PAS["openai-agents"], server=docs_server))
 
 
+# The OPP seed's OpenAI Agents SDK example, as the seed prints it (placeholders and all).
+SEED_AGENTS_EXAMPLE = """
+from agents import Agent
+from agents.mcp import MCPServerStreamableHttp
+OPP_server = MCPServerStreamableHttp(
+    url="https://eu-test.OPP.com/agentic/v1/mcp",
+    headers={
+        "X-Entity-Id": "YOUR_ENTITY_ID",
+        "X-Token": "YOUR_ACCESS_TOKEN"
+    }
+)
+"""
+
+
+def test_the_opp_seeds_agents_example_is_refused_by_openai_agents() -> None:
+    """The README says why its snippet differs from the OPP seed's: the seed passes url=/headers=
+    directly, which current openai-agents refuses. If a release accepts them, reword the README."""
+    with pytest.raises(TypeError, match="unexpected keyword argument 'url'"):
+        exec(compile(SEED_AGENTS_EXAMPLE, "<OPP seed example>", "exec"), {"__name__": "opp_seed_example"})
+    assert "`url=` and `headers=`" in README.read_text() and "TypeError" in README.read_text()
+
+
 # --- stdio -------------------------------------------------------------------------------------
 
 
