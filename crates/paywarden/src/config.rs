@@ -627,14 +627,9 @@ mod tests {
             )
         );
         assert_eq!(
-            resolve_data_dir(
-                Path::new(""),
-                Some(Path::new("/x/payments.db")),
-                None,
-                None
-            )
-            .unwrap()
-            .0,
+            resolve_data_dir(Path::new(""), Some(Path::new("/x/payments.db")), None, None)
+                .unwrap()
+                .0,
             PathBuf::from("/x/payments.db-paywarden")
         );
         assert_eq!(

@@ -209,11 +209,24 @@ fn the_data_dir_never_depends_on_where_paywarden_is_started() {
         home.join(".local/share/paywarden")
     };
     assert!(per_user.join("emulator.db").is_file(), "{first:?}");
-    assert!(first.stderr.contains(&per_user.display().to_string()), "the path is logged: {first:?}");
+    assert!(
+        first.stderr.contains(&per_user.display().to_string()),
+        "the path is logged: {first:?}"
+    );
     let again = run_in(&b, &home_env, &["seed"]);
-    assert!(again.ok && again.stdout.contains("already present"), "{again:?}");
-    assert!(again.stdout.contains("ops demo data already present"), "{again:?}");
-    assert_eq!(std::fs::read_dir(&a).unwrap().count(), 0, "nothing in the working directory");
+    assert!(
+        again.ok && again.stdout.contains("already present"),
+        "{again:?}"
+    );
+    assert!(
+        again.stdout.contains("ops demo data already present"),
+        "{again:?}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&a).unwrap().count(),
+        0,
+        "nothing in the working directory"
+    );
 
     // A SQLite DATABASE_URL: the state sits beside it; missing parents are created.
     let database = root.path().join("new/sub/payments.db");
@@ -225,21 +238,40 @@ fn the_data_dir_never_depends_on_where_paywarden_is_started() {
     let seeded = run_in(&a, &db_env, &["seed"]);
     assert!(seeded.ok, "{seeded:?}");
     assert!(database.is_file(), "{seeded:?}");
-    assert!(root.path().join("new/sub/payments.db-paywarden/emulator.db").is_file());
+    assert!(root
+        .path()
+        .join("new/sub/payments.db-paywarden/emulator.db")
+        .is_file());
     let again = run_in(&b, &db_env, &["seed"]);
-    assert!(again.stdout.contains("ops demo data already present"), "{again:?}");
+    assert!(
+        again.stdout.contains("ops demo data already present"),
+        "{again:?}"
+    );
 
     // An explicit relative --data-dir: from the working directory, logged as an absolute path.
-    let explicit = run_in(&b, &home_env, &["audit", "verify", "--data-dir", "./rel/data"]);
+    let explicit = run_in(
+        &b,
+        &home_env,
+        &["audit", "verify", "--data-dir", "./rel/data"],
+    );
     assert!(explicit.ok, "{explicit:?}");
     assert!(b.join("rel/data/paywarden.db").is_file(), "{explicit:?}");
     assert!(
-        explicit.stderr.contains(&b.join("rel/data").display().to_string()),
+        explicit
+            .stderr
+            .contains(&b.join("rel/data").display().to_string()),
         "{explicit:?}"
     );
 
     // A directory that cannot be created (not even by root): the error names it.
-    let refused = run_in(&b, &home_env, &["seed", "--data-dir", "/proc/paywarden-data"]);
+    let refused = run_in(
+        &b,
+        &home_env,
+        &["seed", "--data-dir", "/proc/paywarden-data"],
+    );
     assert!(!refused.ok, "{refused:?}");
-    assert!(refused.stderr.contains("/proc/paywarden-data"), "{refused:?}");
+    assert!(
+        refused.stderr.contains("/proc/paywarden-data"),
+        "{refused:?}"
+    );
 }
