@@ -519,7 +519,7 @@ fn print_banner(app: &App, addr: SocketAddr) {
             }
             let _ = writeln!(
                 out,
-                "    play the shopper: paywarden ifthenpay shopper pay|reject|expire --request-id ID --data-dir {}",
+                "    play the shopper: paywarden ifthenpay shopper pay|reject|expire --request-id ID --data-dir \"{}\"",
                 app.config().data_dir.display()
             );
         }

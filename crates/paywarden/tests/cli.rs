@@ -61,6 +61,10 @@ async fn serve_seeds_demo_data_prints_credentials_and_answers_health() {
     assert!(banner
         .contains("X-Token:     pw_demo_sandbox_token_only_valid_against_the_paywarden_emulator"));
     assert!(banner.contains("created 20 payments"), "{banner}");
+    assert!(
+        banner.contains(&format!("  Data: {}\n", dir.path().display())),
+        "the banner names the data directory: {banner}"
+    );
     assert!(banner.contains("/agentic/v1/mcp"));
     let health: serde_json::Value = reqwest::get(format!("{url}/healthz"))
         .await
