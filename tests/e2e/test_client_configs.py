@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from _support import (
     REPO_ROOT,
     STDIO_TOOLS,
     ServerProcess,
-    child_env,
+    assert_ok,
     mcp_http,
     paywarden_bin,
     start_server,
@@ -120,27 +121,66 @@ async def test_openai_agents_snippet(docs_server: ServerProcess, claim_pa) -> No
         await confirmed_capture(paywarden.call_tool, claim_pa(PAS["openai-agents"], server=docs_server))
 
 
+# The OPP seed's OpenAI Agents SDK example, as the seed prints it (placeholders and all).
+SEED_AGENTS_EXAMPLE = """
+from agents import Agent
+from agents.mcp import MCPServerStreamableHttp
+OPP_server = MCPServerStreamableHttp(
+    url="https://eu-test.OPP.com/agentic/v1/mcp",
+    headers={
+        "X-Entity-Id": "YOUR_ENTITY_ID",
+        "X-Token": "YOUR_ACCESS_TOKEN"
+    }
+)
+"""
+
+
+def test_the_opp_seeds_agents_example_is_refused_by_openai_agents() -> None:
+    """The README says why its snippet differs from the OPP seed's: the seed passes url=/headers=
+    directly, which current openai-agents refuses. If a release accepts them, reword the README."""
+    with pytest.raises(TypeError, match="unexpected keyword argument 'url'"):
+        exec(compile(SEED_AGENTS_EXAMPLE, "<OPP seed example>", "exec"), {"__name__": "opp_seed_example"})
+    assert "`url=` and `headers=`" in README.read_text() and "TypeError" in README.read_text()
+
+
 # --- stdio -------------------------------------------------------------------------------------
 
 
+def per_user_data_dir(home: Path) -> Path:
+    """Where paywarden keeps its data with HOME=home and nothing configured (README, "Where
+    data lives")."""
+    if sys.platform == "darwin":
+        return home / "Library" / "Application Support" / "paywarden"
+    return home / ".local" / "share" / "paywarden"
+
+
 async def test_claude_desktop_stdio_config(tmp_path: Path) -> None:
-    """`claude_desktop_config.json`: the documented command and args spawn the server, with the
-    placeholders for this checkout's binary and a data directory filled in."""
+    """`claude_desktop_config.json`: the documented command and args, launched as Claude Desktop
+    launches them (its env over the SDK's minimal default environment, with HOME a temporary
+    directory here) from a directory nothing can be written to (Claude Desktop uses `/` on
+    macOS; /proc here, which refuses root too), twice. The data lives in the per-user data
+    directory, and the second launch sees what the first one did."""
     entry = load_json("claude-desktop-stdio.json")["mcpServers"]["paywarden"]
-    placeholder_bin, placeholder_data = "/absolute/path/to/paywarden/target/debug/paywarden", "/absolute/path/to/paywarden-data"
-    assert entry["command"] == placeholder_bin and placeholder_data in entry["args"], entry
-    data_dir = tmp_path / "paywarden-data"
-    args = [str(data_dir) if a == placeholder_data else a for a in entry["args"]]
+    placeholder_bin = "/absolute/path/to/paywarden/target/debug/paywarden"
+    assert entry == {"command": placeholder_bin, "args": ["stdio"]}, entry
+    home = tmp_path / "home"
+    home.mkdir()
     params = StdioServerParameters(
         command=str(paywarden_bin()),  # this checkout's target/debug/paywarden
-        args=args,
-        env=child_env(PAYWARDEN_LOG="warn"),  # Claude Desktop passes no PAYWARDEN_* either: the built-in policy, the demo entity
-        cwd=str(tmp_path),
+        args=entry["args"],
+        env={"HOME": str(home)},  # Claude Desktop passes no PAYWARDEN_*: the built-in policy, the demo entity
+        cwd="/proc",
     )
     with open(tmp_path / "stderr.log", "w") as errlog:
         async with Client(stdio_client(params, errlog=errlog), mode="legacy", read_timeout_seconds=60) as client:
             assert client.protocol_version == LEGACY_VERSION
             names = {t.name for t in (await client.list_tools()).tools}
             assert names == STDIO_TOOLS
-            await confirmed_capture(client.call_tool, PAS["stdio"])
-    assert (data_dir / "paywarden.db").exists(), "the documented --data-dir was not used"
+            captured = await confirmed_capture(client.call_tool, PAS["stdio"])
+    data_dir = per_user_data_dir(home)
+    assert (data_dir / "paywarden.db").is_file() and (data_dir / "emulator.db").is_file(), (tmp_path / "stderr.log").read_text()
+    with open(tmp_path / "stderr-2.log", "w") as errlog:
+        async with Client(stdio_client(params.model_copy(update={"cwd": str(tmp_path)}), errlog=errlog), mode="legacy", read_timeout_seconds=60) as client:
+            tree = assert_ok(await client.call_tool("get_transactions", {"merchantTransactionId": PAS["stdio"]}))
+            assert captured["id"] in {p["id"] for p in tree["payments"]}, tree
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home", "stderr-2.log", "stderr.log"]

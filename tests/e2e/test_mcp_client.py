@@ -13,6 +13,7 @@ Every MCP test runs in both protocol eras and on both endpoints:
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from typing import Any
 
@@ -140,6 +141,21 @@ async def test_negotiated_protocol_era(base_url: str, era: str, endpoint: str) -
         assert all(r.method == "POST" for r in wire), wire
         assert all(r.request_protocol_version == MODERN_VERSION for r in wire), wire
         assert all(r.status == 200 for r in wire), wire
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+async def test_session_ends_cleanly_on_exit(base_url: str, endpoint: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Leaving `async with` makes the SDK DELETE its session; it counts only 200/204 as success
+    and logs "Session termination failed: <status>" otherwise."""
+    with caplog.at_level(logging.WARNING, logger="mcp"):
+        async with mcp_http(base_url + endpoint, mode="legacy") as conn:
+            assert conn.protocol_version == LEGACY_VERSION
+            await conn.client.list_tools()
+            wire = conn.wire
+    deletes = [r for r in wire if r.method == "DELETE"]
+    assert [r.status for r in deletes] == [200], wire
+    failures = [r.getMessage() for r in caplog.records if "Session termination failed" in r.getMessage()]
+    assert not failures, failures
 
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS)

@@ -201,16 +201,18 @@ def test_inspector_with_the_config_serve_prints(node: str, node_server: ServerPr
 
 def test_inspector_with_the_claude_desktop_stdio_config(node: str, tmp_path: Path) -> None:
     """docs/clients/claude-desktop-stdio.json as an Inspector config: the Inspector spawns the
-    documented command and args (this checkout's binary, a fresh data directory) over stdio.
+    documented command and args (this checkout's binary, a fresh per-user data directory) over stdio.
     Each CLI call is a new process on the same data directory, as a restarted desktop app is:
     the confirmation token of the first survives into the second."""
     config = json.loads((REPO_ROOT / "docs" / "clients" / "claude-desktop-stdio.json").read_text())
     entry = config["mcpServers"]["paywarden"]
     entry["command"] = str(paywarden_bin())
-    entry["args"] = [str(tmp_path / "paywarden-data") if a == "/absolute/path/to/paywarden-data" else a for a in entry["args"]]
-    entry["env"] = {"PAYWARDEN_LOG": "warn"}
+    # No --data-dir: the per-user data directory, here under a temporary HOME.
+    data_home = tmp_path / "server-home" / ".local" / "share"
+    entry["env"] = {"PAYWARDEN_LOG": "warn", "HOME": str(tmp_path / "server-home"), "XDG_DATA_HOME": str(data_home)}
     path = tmp_path / "claude_desktop_config.json"
     path.write_text(json.dumps(config))
     inspector = Inspector(node, ["--config", str(path), "--server", "paywarden", "--cwd", str(tmp_path)], tmp_path / "home")
     assert {t["name"] for t in inspector.run("--method", "tools/list")["tools"]} == STDIO_TOOLS
     inspector_flow(inspector, CLIENT_PAS[0], tag="stdio")
+    assert (data_home / "paywarden" / "paywarden.db").is_file(), "the per-user data directory was not used"

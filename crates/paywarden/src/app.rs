@@ -133,16 +133,19 @@ pub async fn start_emulator(config: &Config) -> Result<RunningEmulator, AppError
 }
 
 impl App {
-    /// Builds paywarden from `config`: opens the database, starts the emulator when no OPP base
-    /// URL is configured, and seeds demo data per `seed` (ticking `progress`).
+    /// Builds paywarden from `config`: creates the data directory (with its parents; see
+    /// [`crate::config::resolve_data_dir`]), opens the database, starts the emulator when no OPP
+    /// base URL is configured, and seeds demo data per `seed` (ticking `progress`).
     ///
     /// # Errors
     /// [`AppError`] for any part that fails to start.
     pub async fn build(
-        config: Config,
+        mut config: Config,
         seed: SeedMode,
         progress: &ProgressBar,
     ) -> Result<Self, AppError> {
+        // A no-op after Config::load; a Config built in code gets the same directory.
+        config.resolve_data_dir()?;
         std::fs::create_dir_all(&config.data_dir).map_err(|source| AppError::DataDir {
             path: config.data_dir.clone(),
             source,

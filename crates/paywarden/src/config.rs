@@ -4,8 +4,14 @@
 //! Environment variables use `__` for nesting: `PAYWARDEN_OPP__BASE_URL`,
 //! `PAYWARDEN_HTTP__ALLOWED_HOSTS`; top-level keys are plain: `PAYWARDEN_LISTEN`,
 //! `PAYWARDEN_DATA_DIR`, `PAYWARDEN_ENTITY_ID`, `PAYWARDEN_TOKEN`.
+//!
+//! The data directory never depends on the working directory unless a relative one is given
+//! explicitly: see [`resolve_data_dir`].
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::{
+    net::SocketAddr,
+    path::{Component, Path, PathBuf},
+};
 
 use figment::{
     providers::{Env, Format, Serialized, Toml},
@@ -31,8 +37,8 @@ pub enum ConfigError {
 pub struct Config {
     /// Address `serve` listens on (default `127.0.0.1:8080`).
     pub listen: SocketAddr,
-    /// Directory for paywarden's SQLite database and the emulator's state
-    /// (default `./paywarden-data`).
+    /// Directory for paywarden's SQLite database and the emulator's state. Empty (the default)
+    /// until [`Config::load`] resolves it to an absolute path with [`resolve_data_dir`].
     pub data_dir: PathBuf,
     /// The OPP entity that `stdio` and `seed` act as (`X-Entity-Id` for HTTP callers comes from
     /// their headers instead). Defaults to the emulator's demo entity when the emulator is used.
@@ -240,7 +246,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            data_dir: PathBuf::from("paywarden-data"),
+            data_dir: PathBuf::new(),
             entity_id: None,
             token: None,
             database_url: None,
@@ -290,6 +296,88 @@ impl Default for DemoConfig {
     }
 }
 
+/// Where the data directory came from (see [`resolve_data_dir`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataDirSource {
+    /// Given explicitly: `--data-dir`, `PAYWARDEN_DATA_DIR` or `data_dir` in the file.
+    Explicit,
+    /// Beside the SQLite database `database_url` / `DATABASE_URL` names.
+    BesideDatabase,
+    /// The platform's per-user data directory.
+    PerUser,
+}
+
+impl std::fmt::Display for DataDirSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Explicit => "given by --data-dir, PAYWARDEN_DATA_DIR or data_dir",
+            Self::BesideDatabase => "beside the SQLite database named by DATABASE_URL",
+            Self::PerUser => "the per-user data directory",
+        })
+    }
+}
+
+/// The suffix of the data directory kept beside a SQLite database (like SQLite's own `-wal`
+/// and `-shm` files): `DATABASE_URL=sqlite:////x/payments.db` keeps its state in
+/// `/x/payments.db-paywarden/`.
+pub const BESIDE_DATABASE_SUFFIX: &str = "-paywarden";
+
+/// Chooses paywarden's data directory (the emulator's `emulator.db` and `emulator.url`, and
+/// `paywarden.db` when no database is named), always as an absolute path:
+///
+/// 1. `explicit` when not empty (`--data-dir`, `PAYWARDEN_DATA_DIR`, `data_dir`); a relative one
+///    is taken against `cwd`, the working directory at start-up.
+/// 2. Else, when `database_url` names a SQLite file, the directory beside it: that file's path
+///    plus [`BESIDE_DATABASE_SUFFIX`] (`/x/payments.db` -> `/x/payments.db-paywarden`), so the
+///    database and the emulator's state always travel together.
+/// 3. Else `paywarden` in `user_data_dir`, the platform's per-user data directory
+///    (`$XDG_DATA_HOME` or `~/.local/share` on Linux, `~/Library/Application Support` on macOS,
+///    `%APPDATA%` on Windows; from the `dirs` crate).
+///
+/// `.` components are dropped; the directory is not created here.
+///
+/// # Errors
+/// [`ConfigError::Invalid`] when a relative path must be resolved but `cwd` is unknown, or when
+/// step 3 applies and there is no per-user data directory (no home directory).
+pub fn resolve_data_dir(
+    explicit: &Path,
+    sqlite_file: Option<&Path>,
+    cwd: Option<&Path>,
+    user_data_dir: Option<&Path>,
+) -> Result<(PathBuf, DataDirSource), ConfigError> {
+    let absolute = |path: &Path| -> Result<PathBuf, ConfigError> {
+        let joined = if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            cwd.ok_or_else(|| {
+                ConfigError::Invalid(format!(
+                    "cannot resolve the relative path {} (the working directory is unknown); give an absolute --data-dir",
+                    path.display()
+                ))
+            })?
+            .join(path)
+        };
+        Ok(joined
+            .components()
+            .filter(|c| *c != Component::CurDir)
+            .collect())
+    };
+    if !explicit.as_os_str().is_empty() {
+        return Ok((absolute(explicit)?, DataDirSource::Explicit));
+    }
+    if let Some(file) = sqlite_file {
+        let mut beside = absolute(file)?.into_os_string();
+        beside.push(BESIDE_DATABASE_SUFFIX);
+        return Ok((PathBuf::from(beside), DataDirSource::BesideDatabase));
+    }
+    match user_data_dir {
+        Some(dir) => Ok((absolute(&dir.join("paywarden"))?, DataDirSource::PerUser)),
+        None => Err(ConfigError::Invalid(
+            "no data directory: there is no per-user data directory (is HOME set?) and no SQLite DATABASE_URL; pass --data-dir DIR or set PAYWARDEN_DATA_DIR".into(),
+        )),
+    }
+}
+
 /// Values given on the command line; `None` means "not given", so lower sources apply.
 #[derive(Debug, Default, Serialize)]
 pub struct Overrides {
@@ -309,11 +397,13 @@ pub struct Overrides {
 
 impl Config {
     /// Loads configuration from defaults, `file` (TOML, optional), the `PAYWARDEN_*`
-    /// environment, and `overrides`, in that order of precedence (last wins).
+    /// environment, and `overrides`, in that order of precedence (last wins), then resolves
+    /// [`Config::data_dir`] to an absolute path ([`Config::resolve_data_dir`]) and logs it.
     ///
     /// # Errors
     /// [`ConfigError::MissingFile`] when `file` is given and absent; [`ConfigError::Invalid`]
-    /// when a value has the wrong shape (the message names the key and the source).
+    /// when a value has the wrong shape (the message names the key and the source) or no data
+    /// directory can be chosen.
     pub fn load(
         file: Option<&std::path::Path>,
         overrides: &Overrides,
@@ -341,7 +431,38 @@ impl Config {
                 .filter(|v| !v.is_empty())
                 .map(SecretString::from);
         }
+        let source = config.resolve_data_dir()?;
+        tracing::info!(data_dir = %config.data_dir.display(), "data directory ({source})");
         Ok(config)
+    }
+
+    /// Makes [`Config::data_dir`] absolute and independent of the working directory unless it
+    /// was given relative on purpose: see [`resolve_data_dir`] (the working directory and the
+    /// platform's per-user data directory come from the process). Idempotent.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] when no data directory can be chosen.
+    pub fn resolve_data_dir(&mut self) -> Result<DataDirSource, ConfigError> {
+        let cwd = std::env::current_dir().ok();
+        let (dir, source) = resolve_data_dir(
+            &self.data_dir,
+            self.sqlite_file().as_deref(),
+            cwd.as_deref(),
+            dirs::data_dir().as_deref(),
+        )?;
+        self.data_dir = dir;
+        Ok(source)
+    }
+
+    /// The SQLite file [`Config::database_url`] names, as written (`None` for PostgreSQL, an
+    /// unset URL, or an in-memory database).
+    fn sqlite_file(&self) -> Option<PathBuf> {
+        let url = self.database_url.as_deref()?;
+        let path = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))?;
+        let path = path.split('?').next().unwrap_or_default();
+        (!path.is_empty() && path != ":memory:").then(|| PathBuf::from(path))
     }
 
     /// Whether the offline emulator stands in for OPP (no base URL configured).
@@ -450,7 +571,9 @@ mod tests {
             let config =
                 Config::load(Some(&path), &Overrides::default()).map_err(|e| e.to_string())?;
             assert_eq!(config.listen.port(), 9000);
-            assert_eq!(config.data_dir, PathBuf::from("from-file"));
+            // Relative data directories are taken against the working directory (the jail's).
+            let cwd = std::env::current_dir().map_err(|e| e.to_string())?;
+            assert_eq!(config.data_dir, cwd.join("from-file"));
             assert_eq!(config.opp.timeout_ms, 1234);
             assert_eq!(
                 config.http.allowed_hosts,
@@ -462,7 +585,7 @@ mod tests {
             jail.set_env("PAYWARDEN_OPP__BASE_URL", "https://eu-test.oppwa.com");
             let config =
                 Config::load(Some(&path), &Overrides::default()).map_err(|e| e.to_string())?;
-            assert_eq!(config.data_dir, PathBuf::from("from-env"));
+            assert_eq!(config.data_dir, cwd.join("from-env"));
             assert!(!config.uses_emulator());
 
             let flags = Overrides {
@@ -470,8 +593,103 @@ mod tests {
                 ..Overrides::default()
             };
             let config = Config::load(Some(&path), &flags).map_err(|e| e.to_string())?;
-            assert_eq!(config.data_dir, PathBuf::from("from-flag"));
+            assert_eq!(config.data_dir, cwd.join("from-flag"));
             assert_eq!(config.listen.port(), 9000);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_data_dir_is_explicit_or_beside_the_database_or_per_user_never_the_cwd() {
+        let cwd = Path::new("/launched/from");
+        let home_data = Path::new("/home/u/.local/share");
+        let resolve = |explicit: &str, db: Option<&str>, user: Option<&Path>| {
+            resolve_data_dir(Path::new(explicit), db.map(Path::new), Some(cwd), user)
+        };
+        // Explicit wins over everything; relative means from the working directory.
+        for (given, expected) in [
+            ("/srv/pw", "/srv/pw"),
+            ("data", "/launched/from/data"),
+            ("./data/./x", "/launched/from/data/x"),
+        ] {
+            assert_eq!(
+                resolve(given, Some("/x/payments.db"), Some(home_data)).unwrap(),
+                (PathBuf::from(expected), DataDirSource::Explicit),
+                "{given}"
+            );
+        }
+        // A named SQLite database: its sibling, whatever the working directory.
+        assert_eq!(
+            resolve("", Some("/x/payments.db"), Some(home_data)).unwrap(),
+            (
+                PathBuf::from("/x/payments.db-paywarden"),
+                DataDirSource::BesideDatabase
+            )
+        );
+        assert_eq!(
+            resolve_data_dir(Path::new(""), Some(Path::new("/x/payments.db")), None, None)
+                .unwrap()
+                .0,
+            PathBuf::from("/x/payments.db-paywarden")
+        );
+        assert_eq!(
+            resolve("", Some("rel.db"), None).unwrap().0,
+            PathBuf::from("/launched/from/rel.db-paywarden")
+        );
+        // Nothing named: the per-user data directory.
+        assert_eq!(
+            resolve("", None, Some(home_data)).unwrap(),
+            (
+                PathBuf::from("/home/u/.local/share/paywarden"),
+                DataDirSource::PerUser
+            )
+        );
+        // Nowhere to go: a clear error saying what to do.
+        let err = resolve("", None, None).unwrap_err().to_string();
+        assert!(err.contains("--data-dir") && err.contains("HOME"), "{err}");
+        let err = resolve_data_dir(Path::new("rel"), None, None, Some(home_data))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("rel") && err.contains("absolute"), "{err}");
+    }
+
+    #[test]
+    fn load_resolves_the_data_dir_from_database_url_and_home() {
+        figment::Jail::expect_with(|jail| {
+            let root = jail.directory().to_path_buf();
+            jail.set_env("HOME", root.join("home").display());
+            jail.set_env("XDG_DATA_HOME", root.join("xdg").display());
+            jail.set_env("DATABASE_URL", "");
+            let per_user = dirs::data_dir().ok_or("no data dir")?.join("paywarden");
+            #[cfg(target_os = "linux")]
+            assert_eq!(per_user, root.join("xdg/paywarden"));
+            let config = Config::load(None, &Overrides::default()).map_err(|e| e.to_string())?;
+            assert_eq!(config.data_dir, per_user);
+            assert_eq!(
+                config.database().map_err(|e| e.to_string())?,
+                crate::store::sqlite_url(&per_user.join("paywarden.db"))
+            );
+
+            jail.set_env("DATABASE_URL", "sqlite:////abs/path/payments.db");
+            let config = Config::load(None, &Overrides::default()).map_err(|e| e.to_string())?;
+            assert_eq!(
+                config.data_dir,
+                PathBuf::from("/abs/path/payments.db-paywarden")
+            );
+            jail.set_env("DATABASE_URL", "sqlite:///abs/path/payments.db?mode=rwc");
+            let config = Config::load(None, &Overrides::default()).map_err(|e| e.to_string())?;
+            assert_eq!(
+                config.data_dir,
+                PathBuf::from("/abs/path/payments.db-paywarden")
+            );
+            // PostgreSQL names no file: the per-user directory again.
+            jail.set_env("DATABASE_URL", "postgres://pw@db:5432/paywarden");
+            let config = Config::load(None, &Overrides::default()).map_err(|e| e.to_string())?;
+            assert_eq!(config.data_dir, per_user);
+            // An explicit directory still wins.
+            jail.set_env("PAYWARDEN_DATA_DIR", "/srv/pw");
+            let config = Config::load(None, &Overrides::default()).map_err(|e| e.to_string())?;
+            assert_eq!(config.data_dir, PathBuf::from("/srv/pw"));
             Ok(())
         });
     }

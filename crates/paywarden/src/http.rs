@@ -78,6 +78,7 @@ pub fn router(
         .route_service("/mcp", mcp)
         .route_service("/agentic/v1/mcp", opp)
         .route_layer(middleware::from_fn(reject_malformed_json))
+        .route_layer(middleware::from_fn(session_deleted_ok))
         .route_layer(middleware::from_fn(require_credentials))
         // Host and Origin before credentials: a foreign name or page gets 403, never a 401
         // that explains how to authenticate. rmcp checks both again inside.
@@ -237,6 +238,19 @@ async fn reject_malformed_json(request: Request<Body>, next: Next) -> Response {
     }
     next.run(Request::from_parts(parts, Body::from(bytes)))
         .await
+}
+
+/// A session ended by the client's `DELETE` is answered 200 OK, not rmcp's 202 Accepted: the
+/// session is closed by then, and the official SDKs count only 200 and 204 as success (the
+/// Python SDK logs "Session termination failed: 202" on every exit otherwise). The MCP spec
+/// (Streamable HTTP, session management) names no success status. Other answers pass as they are.
+async fn session_deleted_ok(request: Request<Body>, next: Next) -> Response {
+    let delete = request.method() == Method::DELETE;
+    let mut response = next.run(request).await;
+    if delete && response.status() == StatusCode::ACCEPTED {
+        *response.status_mut() = StatusCode::OK;
+    }
+    response
 }
 
 /// Every MCP request must carry `X-Entity-Id` and `X-Token`: they are the caller's OPP

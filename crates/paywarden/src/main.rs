@@ -27,7 +27,9 @@ struct Cli {
 
 #[derive(Debug, clap::Args)]
 struct Common {
-    /// Directory for paywarden's database and the emulator's state [default: ./paywarden-data].
+    /// Directory for paywarden's database and the emulator's state (also PAYWARDEN_DATA_DIR;
+    /// relative: from the working directory) [default: beside the SQLite database DATABASE_URL
+    /// names (FILE-paywarden/), else the per-user data directory, e.g. ~/.local/share/paywarden].
     /// Accepted before or after a sub-command's own arguments.
     #[arg(long, global = true)]
     data_dir: Option<PathBuf>,
@@ -216,6 +218,8 @@ fn init_logging() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        // No colour codes in a file or a desktop app's log (stdio servers' stderr).
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
 }
@@ -286,7 +290,8 @@ async fn main() -> anyhow::Result<()> {
                     ..Overrides::default()
                 },
             )?;
-            std::fs::create_dir_all(&config.data_dir)?;
+            std::fs::create_dir_all(&config.data_dir)
+                .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
             let emulator =
                 Emulator::open(EmulatorConfig::demo(config.data_dir.join("emulator.db")))
                     .await
@@ -472,6 +477,7 @@ fn print_banner(app: &App, addr: SocketAddr) {
         out,
         "  MCP endpoints: {base}/mcp   {base}/agentic/v1/mcp   (health: {base}/healthz)"
     );
+    let _ = writeln!(out, "  Data: {}", app.config().data_dir.display());
     if let Some(emulator) = app.emulator_url() {
         let _ = writeln!(
             out,
@@ -513,7 +519,8 @@ fn print_banner(app: &App, addr: SocketAddr) {
             }
             let _ = writeln!(
                 out,
-                "    play the shopper: paywarden ifthenpay shopper pay|reject|expire --request-id ID --data-dir <this data dir>"
+                "    play the shopper: paywarden ifthenpay shopper pay|reject|expire --request-id ID --data-dir \"{}\"",
+                app.config().data_dir.display()
             );
         }
         if app.config().operators.is_empty() {

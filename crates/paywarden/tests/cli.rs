@@ -1,5 +1,5 @@
 //! The `paywarden` binary as a user runs it: `serve` on port 0 with demo data, `seed`,
-//! `audit verify` (and its failure on a tampered row).
+//! `audit verify` (and its failure on a tampered row), and where each finds its data directory.
 
 use std::{
     io::{BufRead, BufReader},
@@ -61,6 +61,10 @@ async fn serve_seeds_demo_data_prints_credentials_and_answers_health() {
     assert!(banner
         .contains("X-Token:     pw_demo_sandbox_token_only_valid_against_the_paywarden_emulator"));
     assert!(banner.contains("created 20 payments"), "{banner}");
+    assert!(
+        banner.contains(&format!("  Data: {}\n", dir.path().display())),
+        "the banner names the data directory: {banner}"
+    );
     assert!(banner.contains("/agentic/v1/mcp"));
     let health: serde_json::Value = reqwest::get(format!("{url}/healthz"))
         .await
@@ -159,4 +163,119 @@ async fn audit_verify_passes_then_names_an_edited_entry() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
+}
+
+/// `paywarden ARGS` from `cwd` with only `env` (no PAYWARDEN_*, DATABASE_URL or STRIPE_API_KEY
+/// of the caller), as a desktop app starts it.
+fn run_in(cwd: &std::path::Path, env: &[(&str, &std::ffi::OsStr)], args: &[&str]) -> Output {
+    let out = Command::new(BIN)
+        .args(args)
+        .current_dir(cwd)
+        .env_clear()
+        .envs(env.iter().copied())
+        .env("PAYWARDEN_DEMO__PAYMENTS", "3")
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("paywarden runs");
+    Output {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[derive(Debug)]
+struct Output {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+#[test]
+fn the_data_dir_never_depends_on_where_paywarden_is_started() {
+    let root = tempfile::tempdir().unwrap();
+    let (a, b, home) = (
+        root.path().join("a"),
+        root.path().join("b"),
+        root.path().join("home"),
+    );
+    for dir in [&a, &b, &home] {
+        std::fs::create_dir(dir).unwrap();
+    }
+    let home_env = [("HOME", home.as_os_str())];
+
+    // Nothing named: the per-user data directory, found again from another directory.
+    let first = run_in(&a, &home_env, &["seed"]);
+    assert!(first.ok && first.stdout.contains("created"), "{first:?}");
+    let per_user = if cfg!(target_os = "macos") {
+        home.join("Library/Application Support/paywarden")
+    } else {
+        home.join(".local/share/paywarden")
+    };
+    assert!(per_user.join("emulator.db").is_file(), "{first:?}");
+    assert!(
+        first.stderr.contains(&per_user.display().to_string()),
+        "the path is logged: {first:?}"
+    );
+    let again = run_in(&b, &home_env, &["seed"]);
+    assert!(
+        again.ok && again.stdout.contains("already present"),
+        "{again:?}"
+    );
+    assert!(
+        again.stdout.contains("ops demo data already present"),
+        "{again:?}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&a).unwrap().count(),
+        0,
+        "nothing in the working directory"
+    );
+
+    // A SQLite DATABASE_URL: the state sits beside it; missing parents are created.
+    let database = root.path().join("new/sub/payments.db");
+    let url = format!("sqlite:///{}", database.display());
+    let db_env = [
+        ("HOME", home.as_os_str()),
+        ("DATABASE_URL", std::ffi::OsStr::new(&url)),
+    ];
+    let seeded = run_in(&a, &db_env, &["seed"]);
+    assert!(seeded.ok, "{seeded:?}");
+    assert!(database.is_file(), "{seeded:?}");
+    assert!(root
+        .path()
+        .join("new/sub/payments.db-paywarden/emulator.db")
+        .is_file());
+    let again = run_in(&b, &db_env, &["seed"]);
+    assert!(
+        again.stdout.contains("ops demo data already present"),
+        "{again:?}"
+    );
+
+    // An explicit relative --data-dir: from the working directory, logged as an absolute path.
+    let explicit = run_in(
+        &b,
+        &home_env,
+        &["audit", "verify", "--data-dir", "./rel/data"],
+    );
+    assert!(explicit.ok, "{explicit:?}");
+    assert!(b.join("rel/data/paywarden.db").is_file(), "{explicit:?}");
+    assert!(
+        explicit
+            .stderr
+            .contains(&b.join("rel/data").display().to_string()),
+        "{explicit:?}"
+    );
+
+    // A directory that cannot be created (not even by root): the error names it.
+    let refused = run_in(
+        &b,
+        &home_env,
+        &["seed", "--data-dir", "/proc/paywarden-data"],
+    );
+    assert!(!refused.ok, "{refused:?}");
+    assert!(
+        refused.stderr.contains("/proc/paywarden-data"),
+        "{refused:?}"
+    );
 }

@@ -1,7 +1,8 @@
 //! The MCP surface around the tools, as the official conformance suite (tests/conformance)
 //! checks it: declared capabilities match what is answered, unknown prompts and resources are
 //! invalid params / resource-not-found (not "method not found"), `logging/setLevel` is accepted,
-//! and idle sessions expire after `[http] session_idle_timeout_secs`.
+//! idle sessions expire after `[http] session_idle_timeout_secs`, and a client's `DELETE` of its
+//! session is answered 200.
 
 mod common;
 
@@ -169,6 +170,34 @@ async fn idle_sessions_expire_after_the_configured_timeout() {
     }
     tokio::time::sleep(std::time::Duration::from_millis(4500)).await;
     assert_eq!(in_session(&http, &url, &session, list).await.status(), 404);
+}
+
+/// A client ends its session with `DELETE`: the official SDKs count 200 and 204 as success (the
+/// Python SDK logs "Session termination failed: 202" otherwise), and the session is gone after.
+#[tokio::test]
+async fn deleting_a_session_answers_200_and_ends_it() {
+    let app = spawn_app().await;
+    let http = raw_client();
+    let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"});
+    for path in ENDPOINTS {
+        let url = format!("{}{path}", app.base_url);
+        let session = open_session(&http, &url).await;
+        let deleted = http
+            .delete(&url)
+            .header("mcp-session-id", &session)
+            .header("mcp-protocol-version", "2025-11-25")
+            .send()
+            .await
+            .expect("delete");
+        assert_eq!(deleted.status(), 200, "{path}");
+        assert_eq!(
+            in_session(&http, &url, &session, list.clone())
+                .await
+                .status(),
+            404,
+            "{path}: the deleted session still answers"
+        );
+    }
 }
 
 #[test]
