@@ -40,7 +40,7 @@ use secrecy::SecretString;
 use serde_json::{json, Value};
 
 use crate::{
-    mcp::{Endpoint, McpState, PaywardenMcp, HEADER_ENTITY_ID, HEADER_TOKEN, MONEY_MOVING_TOOLS},
+    mcp::{Endpoint, McpState, PaywardenMcp, HEADER_ENTITY_ID, HEADER_TOKEN},
     service::{ifthenpay::Identity, Caller, ServiceError},
 };
 
@@ -320,7 +320,7 @@ fn initialize(state: &McpState) -> Value {
 }
 
 fn hidden(state: &McpState, name: &str) -> bool {
-    state.read_only && MONEY_MOVING_TOOLS.contains(&name)
+    state.read_only && crate::catalog::hidden_in_read_only(name)
 }
 
 /// The tools in the seed's order; their schemas are declared as JSON Schema Draft 7, as the

@@ -6,6 +6,7 @@
 //!
 //! ## Map of the crate
 //!
+//! - [`catalog`]: every tool once, with what it does to money (read-only mode, policy facts).
 //! - [`config`]: defaults, TOML file, `PAYWARDEN_*` environment, flags.
 //! - [`app`]: assembles a running server; the caller binds the listener.
 //! - [`ifthenpay_http`]: the ifthenpay seed's `/mcp/payments/` JSON-RPC endpoint and the
@@ -27,6 +28,7 @@
 pub mod app;
 pub mod approvals_http;
 pub mod canonical;
+pub mod catalog;
 pub mod cli_approvals;
 pub mod cli_ifthenpay;
 pub mod config;

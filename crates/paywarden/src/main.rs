@@ -119,9 +119,9 @@ enum PolicyAction {
         /// Tool, e.g. perform_refund.
         #[arg(long)]
         tool: String,
-        /// Toolset.
-        #[arg(long, default_value = "opp")]
-        toolset: String,
+        /// Toolset [default: the tool's, from the tool catalogue].
+        #[arg(long)]
+        toolset: Option<String>,
         /// Amount as a decimal string in --currency, e.g. 10.00.
         #[arg(long, requires = "currency")]
         amount: Option<String>,
@@ -414,9 +414,17 @@ async fn main() -> anyhow::Result<()> {
                 }
                 None => (None, 0),
             };
-            let moves_money = paywarden::mcp::MONEY_MOVING_TOOLS.contains(&tool.as_str());
+            // The same facts the server gives the policy: from the tool catalogue.
+            let Some(spec) = paywarden::catalog::spec(&tool) else {
+                let names: Vec<&str> = paywarden::catalog::CATALOG.iter().map(|t| t.name).collect();
+                anyhow::bail!(
+                    "unknown tool {tool:?}: paywarden's tools are {}",
+                    names.join(", ")
+                );
+            };
+            let moves_money = spec.effect.moves_money();
             let input = paywarden::policy::PolicyInput {
-                toolset,
+                toolset: toolset.unwrap_or_else(|| spec.toolset.to_string()),
                 tool,
                 entity,
                 moves_money,

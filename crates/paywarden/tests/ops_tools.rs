@@ -905,3 +905,88 @@ async fn list_payments_takes_the_customer_id_lookup_customer_returned() {
     let foreign = call_err(&second, "list_payments", json!({"customer": cus})).await;
     assert!(foreign.contains("No customer"), "{foreign}");
 }
+
+/// Issue 12: `create_payment_link` used to skip the policy, so `paywarden policy check` named a
+/// decision the server never made. Now the policy decides it through the same gate as every
+/// other call: a rule asking for a confirmation gets a preview and a token, and only the token
+/// creates the link; a deny rule creates nothing.
+#[tokio::test]
+async fn the_policy_decides_payment_links_through_the_gate() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("links.toml");
+    std::fs::write(
+        &policy,
+        r#"default = "allow"
+
+[[rule]]
+name = "big-links-confirmed"
+when = "tool == 'create_payment_link' && amount_minor >= 10000"
+action = "confirm"
+message = "Links of 100.00 or more are confirmed."
+
+[[rule]]
+name = "no-gbp-links"
+when = "tool == 'create_payment_link' && currency == 'GBP'"
+action = "deny"
+message = "No GBP links."
+"#,
+    )
+    .unwrap();
+    let app = ops_app(|c| c.safety.policy_file = Some(policy.clone())).await;
+    let client = app.client("/mcp", Era::Legacy).await;
+
+    // Small: allowed, created at once.
+    let small = call_ok(
+        &client,
+        "create_payment_link",
+        json!({"amount_cents": 999, "description": "Socks"}),
+    )
+    .await;
+    assert_eq!(small["status"], "created", "{small}");
+
+    // 3 x 49.99 = 149.97: the rule asks for a confirmation; nothing is created at Stripe yet.
+    let args = json!({"amount_cents": 4999, "description": "Pro plan", "quantity": 3});
+    let preview = call_ok(&client, "create_payment_link", args.clone()).await;
+    assert_eq!(preview["status"], "confirmation_required", "{preview}");
+    assert!(preview.get("url").is_none(), "{preview}");
+    assert_eq!(preview["confirmation"]["preview"]["amountMinor"], 14_997);
+    assert_eq!(preview["confirmation"]["rule"], "big-links-confirmed");
+    let mut confirmed = args.clone();
+    confirmed["confirmation_token"] = preview["confirmation"]["token"].clone();
+    let created = call_ok(&client, "create_payment_link", confirmed.clone()).await;
+    assert_eq!(created["status"], "created", "{created}");
+    assert!(created["url"].as_str().unwrap().starts_with("http"));
+    // The token is single use: the same confirmed call replays, it creates no second link.
+    let again = call_ok(&client, "create_payment_link", confirmed).await;
+    assert_eq!(again["url"], created["url"]);
+    assert_eq!(again["idempotentReplay"], true, "{again}");
+
+    let denied = call_err(
+        &client,
+        "create_payment_link",
+        json!({"amount_cents": 500, "description": "Tea", "currency": "gbp"}),
+    )
+    .await;
+    assert!(denied.contains("no-gbp-links"), "{denied}");
+
+    // `paywarden policy check` names the decision the server made.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_paywarden"))
+        .args([
+            "policy",
+            "check",
+            "--tool",
+            "create_payment_link",
+            "--amount",
+            "149.97",
+        ])
+        .args(["--currency", "USD", "--policy"])
+        .arg(&policy)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("deciding rule: big-links-confirmed")
+            && text.contains("toolset              = \"ops\""),
+        "{text}"
+    );
+}

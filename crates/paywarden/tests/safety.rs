@@ -376,11 +376,10 @@ async fn read_only_mode_hides_and_refuses_money_moving_tools() {
     let tools = client.list_all_tools().await.unwrap();
     let mut names: Vec<_> = tools.iter().map(|t| t.name.to_string()).collect();
     names.sort();
-    // Reads of both toolsets, and the ops review flag (a note for a person; it moves nothing).
+    // Reads only: the tool catalogue's one definition (a review flag writes, so it is hidden too).
     assert_eq!(
         names,
         [
-            "flag_for_review",
             "get_order_history",
             "get_transactions",
             "list_payments",
@@ -394,6 +393,7 @@ async fn read_only_mode_hides_and_refuses_money_moving_tools() {
     for refused in [
         "issue_refund",
         "create_payment_link",
+        "flag_for_review",
         "get_approval",
         "multibanco_create_reference",
     ] {

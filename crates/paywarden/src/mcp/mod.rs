@@ -51,26 +51,6 @@ pub struct McpState {
     pub approval_questions: rmcp::model::RequestStateCodec,
 }
 
-/// Tools that move money (or complete an operation that does); hidden in read-only mode.
-pub const MONEY_MOVING_TOOLS: &[&str] = &[
-    "perform_capture",
-    "perform_reversal",
-    "perform_refund",
-    "perform_rebill",
-    "perform_chargeback",
-    "perform_chargeback_reversal",
-    "get_approval",
-    "issue_refund",
-    "create_payment_link",
-    "multibanco_create_reference",
-    "mbway_request_payment",
-    "payshop_create_reference",
-    "creditcard_create_payment",
-    "pinpay_create_payment",
-    "cofidis_create_payment",
-    "pix_create_payment",
-];
-
 /// Which endpoint a handler serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
@@ -132,7 +112,7 @@ impl PaywardenMcp {
             tool_router.merge(Self::paywarden_tools());
         }
         if state.read_only {
-            for name in MONEY_MOVING_TOOLS {
+            for name in crate::catalog::hidden_in_read_only_tools() {
                 tool_router.remove_route(name);
             }
         }

@@ -45,6 +45,7 @@ fn builtin_loads_and_is_what_builtin_returns() {
         [
             "reads-are-free",
             "ifthenpay-payment-requests",
+            "payment-links",
             "chargebacks-need-a-person",
             "large-amounts-need-a-person",
             "daily-total-needs-a-person",

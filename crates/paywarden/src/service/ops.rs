@@ -124,6 +124,11 @@ pub struct PaymentLinkParams {
     pub quantity: Option<u32>,
     /// Idempotency key, passed to Stripe: a retry creates no second link.
     pub idempotency_key: Option<String>,
+    /// When the policy asks for a confirmation: the token from this tool's preview, sent with
+    /// the same arguments to create the link.
+    pub confirmation_token: Option<String>,
+    /// When the policy asks for a person: the approved approval request's id.
+    pub approval_id: Option<String>,
 }
 
 /// `revenue_summary` parameters.
@@ -355,17 +360,31 @@ pub struct IssueRefundOutput {
     pub idempotent_replay: bool,
 }
 
-/// `create_payment_link` output.
+/// `create_payment_link` output: the link created, or (when the policy asks for it) a
+/// confirmation request or an approval request, with what the link would ask for.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct PaymentLinkOutput {
-    /// The link to send to the customer.
-    pub url: String,
-    /// Stripe payment link id (`plink_...`).
-    pub payment_link_id: String,
-    /// Stripe product id.
-    pub product_id: String,
-    /// Stripe price id.
-    pub price_id: String,
+    /// `created`, `confirmation_required`, `approval_pending`, `approval_denied` or
+    /// `approval_expired`.
+    pub status: String,
+    /// The link to send to the customer (when created).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Stripe payment link id (`plink_...`, when created).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_link_id: Option<String>,
+    /// Stripe product id (when created).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub product_id: Option<String>,
+    /// Stripe price id (when created).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price_id: Option<String>,
+    /// The confirmation request (when `confirmation_required`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirmation: Option<serde_json::Value>,
+    /// The approval request (when a person decides).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<serde_json::Value>,
     /// Unit price, minor units.
     pub amount_cents: i64,
     /// Decimal unit price.
@@ -378,6 +397,9 @@ pub struct PaymentLinkOutput {
     pub description: String,
     /// True when the offline emulator stands in for Stripe.
     pub sandbox: bool,
+    /// True when this is the stored first outcome of a retried call.
+    #[serde(default, rename = "idempotentReplay")]
+    pub idempotent_replay: bool,
 }
 
 /// One day and currency of `revenue_summary`.
@@ -678,11 +700,16 @@ impl OpsService {
         let refusal = match validated {
             Err(e) => Err(e),
             Ok(_) if !self.authenticates(caller) => Ok(self.unauthenticated(tool)),
-            Ok(_) if self.pipeline.safety().config.read_only => Ok(self.pipeline.error_outcome(
+            Ok(_)
+                if self.pipeline.safety().config.read_only
+                    && crate::catalog::hidden_in_read_only(tool) =>
+            {
+                Ok(self.pipeline.error_outcome(
                 "read_only",
                 &format!("{tool} is refused: this paywarden runs in read-only mode, where no tool moves money or writes to a provider."),
                 None,
-            )),
+            ))
+            }
             Ok(v) => return Ok(v),
         };
         Err(self
@@ -1294,12 +1321,23 @@ impl OpsService {
         arguments: &serde_json::Value,
         params: FlagParams,
     ) -> Result<ToolOutcome, ServiceError> {
-        self.read(caller, "flag_for_review", arguments, || async {
-            let charge_id = validate_stripe_id("charge_id", &params.charge_id)?;
-            let note = params.note.trim();
+        let tool = "flag_for_review";
+        let validated = validate_stripe_id("charge_id", &params.charge_id).and_then(|charge_id| {
+            let note = params.note.trim().to_string();
             if note.is_empty() || note.chars().count() > 2000 {
-                return Err(invalid("note must say, in 1 to 2000 characters, what a person should look at"));
+                return Err(invalid(
+                    "note must say, in 1 to 2000 characters, what a person should look at",
+                ));
             }
+            Ok((charge_id, note))
+        });
+        // A write (moves no money): refused in read-only mode, as the catalogue says.
+        let (charge_id, note) = match self.admit_write(caller, tool, arguments, validated).await {
+            Ok(v) => v,
+            Err(refused) => return refused,
+        };
+        let note = note.as_str();
+        self.read(caller, tool, arguments, || async {
             let store = self.pipeline.store();
             let Some(order) = store.order_by_charge(&caller.entity_id, &charge_id).await? else {
                 return Ok(self.not_found(&format!(
@@ -1375,69 +1413,172 @@ impl OpsService {
                 Ok(v) => v,
                 Err(refused) => return refused,
             };
-        let key = params.idempotency_key.clone();
+        // The policy decides a payment link like any call that asks for money (the built-in
+        // rule `payment-links` allows it: the payer approves each payment); a verdict of
+        // confirm or human goes through the gate, as for every other toolset.
+        let binding = binding_hash(tool, arguments);
+        let key = derived_key(
+            params.idempotency_key.as_deref(),
+            params.confirmation_token.as_deref(),
+            params.approval_id.as_deref(),
+        );
+        let total = amount.minor_units().saturating_mul(i64::from(quantity));
+        let (total_text, currency_code) = money(total, amount.currency().code());
+        let defaults = serde_json::json!({
+            "amount_cents": amount.minor_units(),
+            "amount": amount.to_decimal_string(),
+            "currency": amount.currency().code(),
+            "quantity": quantity,
+            "description": description,
+        });
         self.pipeline
             .write(caller, TOOLSET, tool, arguments, key.as_deref(), || async {
-                let stripe_key = |step: &str| {
-                    key.as_ref().map(|k| {
-                        format!("{}-{step}", stripe_idempotency_key(&caller.entity_id, k))
-                    })
-                };
-                let product = match self
-                    .stripe
-                    .create_product(&description, stripe_key("product").as_deref())
-                    .await
-                {
-                    Ok(p) => p,
-                    Err(e) => return Ok(self.stripe_failure(tool, &e, false)),
-                };
-                let price = match self
-                    .stripe
-                    .create_price(&product.id, amount, stripe_key("price").as_deref())
-                    .await
-                {
-                    Ok(p) => p,
-                    Err(e) => return Ok(self.stripe_failure(tool, &e, false)),
-                };
-                let mut metadata = BTreeMap::new();
-                metadata.insert("paywarden_entity".to_string(), caller.entity_id.clone());
-                let link = match self
-                    .stripe
-                    .create_payment_link(
-                        &[(price.id.as_str(), quantity)],
-                        &metadata,
-                        stripe_key("link").as_deref(),
-                    )
-                    .await
-                {
-                    Ok(l) => l,
-                    Err(e) => return Ok(self.stripe_failure(tool, &e, false)),
-                };
-                let output = PaymentLinkOutput {
-                    url: link.url.clone(),
-                    payment_link_id: link.id.clone(),
-                    product_id: product.id,
-                    price_id: price.id,
-                    amount_cents: amount.minor_units(),
-                    amount: amount.to_decimal_string(),
-                    currency: amount.currency().code().to_string(),
-                    quantity,
-                    description: description.clone(),
+                let preview = PreviewView {
+                    tool: tool.into(),
+                    operation: "Stripe payment link (asks a payer for money)".into(),
+                    entity: caller.entity_id.clone(),
+                    reference_id: "new payment link".into(),
+                    reference_payment_type: "payment_link".into(),
+                    amount: total_text.clone(),
+                    amount_minor: total,
+                    currency: currency_code.clone(),
+                    from: "whoever pays through the link".into(),
+                    to: format!("merchant entity {} (Stripe balance)", caller.entity_id),
                     sandbox: self.pipeline.sandbox(),
                 };
-                let text = format!(
-                    "Payment link created: {}\nAmount: {} {} x {quantity} | Description: {description}",
-                    link.url,
-                    amount.to_decimal_string(),
-                    amount.currency().code()
-                );
-                let structured = serde_json::to_value(&output).map_err(crate::store::StoreError::from)?;
-                Ok((
-                    self.ok(structured, text, AuditFacts { transaction_id: Some(link.id), ..AuditFacts::default() }),
-                    Settlement::Final,
-                ))
+                let moved_today = self
+                    .pipeline
+                    .store()
+                    .moved_today(&caller.entity_id, &currency_code)
+                    .await?;
+                let gate = self
+                    .pipeline
+                    .gate(GateRequest {
+                        caller,
+                        toolset: TOOLSET,
+                        tool,
+                        arguments,
+                        binding: &binding,
+                        preview,
+                        policy: PolicyInput {
+                            toolset: TOOLSET.into(),
+                            tool: tool.into(),
+                            entity: caller.entity_id.clone(),
+                            moves_money: crate::catalog::moves_money(tool),
+                            amount_minor: Some(total),
+                            currency: Some(currency_code.clone()),
+                            transaction_age_days: None,
+                            moved_today_minor: moved_today,
+                            client: caller.client_name.clone(),
+                        },
+                        floor: Decision::Allow,
+                        confirmation_token: params.confirmation_token.as_deref(),
+                        approval_id: params.approval_id.as_deref(),
+                        argument_names: ("confirmation_token", "approval_id"),
+                        output_defaults: defaults.clone(),
+                    })
+                    .await?;
+                let (approval_id, reservation) = match gate {
+                    Gate::Stop(outcome, settlement) => return Ok((outcome, settlement)),
+                    Gate::Execute {
+                        approval_id,
+                        reservation,
+                    } => (approval_id, reservation),
+                };
+                let (outcome, settlement) = self
+                    .send_payment_link(caller, key.as_deref(), amount, quantity, &description)
+                    .await?;
+                self.pipeline
+                    .settle_gated(
+                        approval_id.as_deref(),
+                        reservation.as_deref(),
+                        &outcome,
+                        settlement,
+                    )
+                    .await?;
+                Ok((outcome, settlement))
             })
             .await
+    }
+
+    /// Creates the product, the price and the payment link at Stripe, each with its own
+    /// `Idempotency-Key` derived from the call's key.
+    async fn send_payment_link(
+        &self,
+        caller: &Caller,
+        key: Option<&str>,
+        amount: Money,
+        quantity: u32,
+        description: &str,
+    ) -> Result<(ToolOutcome, Settlement), ServiceError> {
+        let tool = "create_payment_link";
+        let stripe_key = |step: &str| {
+            key.map(|k| format!("{}-{step}", stripe_idempotency_key(&caller.entity_id, k)))
+        };
+        let product = match self
+            .stripe
+            .create_product(description, stripe_key("product").as_deref())
+            .await
+        {
+            Ok(p) => p,
+            Err(e) => return Ok(self.stripe_failure(tool, &e, false)),
+        };
+        let price = match self
+            .stripe
+            .create_price(&product.id, amount, stripe_key("price").as_deref())
+            .await
+        {
+            Ok(p) => p,
+            Err(e) => return Ok(self.stripe_failure(tool, &e, false)),
+        };
+        let mut metadata = BTreeMap::new();
+        metadata.insert("paywarden_entity".to_string(), caller.entity_id.clone());
+        let link = match self
+            .stripe
+            .create_payment_link(
+                &[(price.id.as_str(), quantity)],
+                &metadata,
+                stripe_key("link").as_deref(),
+            )
+            .await
+        {
+            Ok(l) => l,
+            Err(e) => return Ok(self.stripe_failure(tool, &e, false)),
+        };
+        let output = PaymentLinkOutput {
+            status: "created".into(),
+            url: Some(link.url.clone()),
+            payment_link_id: Some(link.id.clone()),
+            product_id: Some(product.id),
+            price_id: Some(price.id),
+            confirmation: None,
+            approval: None,
+            amount_cents: amount.minor_units(),
+            amount: amount.to_decimal_string(),
+            currency: amount.currency().code().to_string(),
+            quantity,
+            description: description.to_string(),
+            sandbox: self.pipeline.sandbox(),
+            idempotent_replay: false,
+        };
+        let text = format!(
+            "Payment link created: {}\nAmount: {} {} x {quantity} | Description: {description}",
+            link.url,
+            amount.to_decimal_string(),
+            amount.currency().code()
+        );
+        let structured = serde_json::to_value(&output).map_err(crate::store::StoreError::from)?;
+        Ok((
+            self.ok(
+                structured,
+                text,
+                AuditFacts {
+                    transaction_id: Some(link.id),
+                    ..AuditFacts::default()
+                },
+            ),
+            Settlement::Final,
+        ))
     }
 
     /// `issue_refund`: the seed's preview → confirm → refund, on paywarden's safety pipeline.
