@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+import signal
 from pathlib import Path
 
 import httpx
@@ -19,6 +20,7 @@ from _client_flows import confirmed_capture, read_pa
 from _support import (
     DEMO_ENTITY_ID,
     DEMO_HEADERS,
+    ERAS,
     LEGACY_VERSION,
     OPP_TOOLS,
     OPS_TOOLS,
@@ -48,15 +50,18 @@ def sse_server(paywarden_binary: Path, tmp_path_factory: pytest.TempPathFactory)
 
 
 @asynccontextmanager
-async def mcp_sse(url: str, headers: dict[str, str] = DEMO_HEADERS) -> AsyncIterator[Client]:
-    async with Client(sse_client(url, headers=dict(headers), timeout=30), mode="legacy", read_timeout_seconds=30) as client:
+async def mcp_sse(url: str, headers: dict[str, str] = DEMO_HEADERS, *, mode: str = "legacy") -> AsyncIterator[Client]:
+    async with Client(sse_client(url, headers=dict(headers), timeout=30), mode=mode, read_timeout_seconds=30) as client:
         yield client
 
 
-async def test_opp_family_over_sse(sse_server: ServerProcess, claim_pa) -> None:
-    pa_mtid = claim_pa("pw-demo-0000", server=sse_server)
-    async with mcp_sse(sse_server.url("/agentic/v1/sse")) as client:
-        assert client.protocol_version == LEGACY_VERSION
+# The SDK's default mode ("auto") probes server/discover and speaks 2026-07-28 over the stream;
+# "legacy" is the initialize handshake the 2024-11-05-era clients run.
+@pytest.mark.parametrize(("era", "pa"), [("legacy", "pw-demo-0000"), ("modern", "pw-demo-0010")])
+async def test_opp_family_over_sse(sse_server: ServerProcess, claim_pa, era: str, pa: str) -> None:
+    pa_mtid = claim_pa(pa, server=sse_server)
+    async with mcp_sse(sse_server.url("/agentic/v1/sse"), mode=ERAS[era]["mode"]) as client:
+        assert client.protocol_version == ERAS[era]["version"]
         assert {t.name for t in (await client.list_tools()).tools} == OPP_TOOLS
         # Reads: get_transactions and search_transactions.
         pa = await read_pa(client.call_tool, pa_mtid)
@@ -108,3 +113,16 @@ def test_a_session_is_bound_to_its_streams_credentials(sse_server: ServerProcess
             refused = http.post(sse_server.url(endpoint), json=ping, headers=SECOND_HEADERS)
             assert refused.status_code == 403, refused.text
             assert http.post(sse_server.url(endpoint), json=ping, headers=DEMO_HEADERS).status_code == 202
+
+
+def test_shutdown_ends_open_streams(server_factory) -> None:
+    """Ctrl-C with an SSE stream open: the stream ends and the server exits cleanly, no kill."""
+    server = server_factory()
+    with httpx.Client(timeout=30) as http:
+        with http.stream("GET", server.url("/sse"), headers=DEMO_HEADERS) as stream:
+            lines = stream.iter_lines()
+            assert next(lines) == "event: endpoint"
+            server.proc.send_signal(signal.SIGINT)
+            assert server.proc.wait(timeout=20) == 0, server.diagnostics()
+            rest = list(lines)  # ends without error: the server closed the stream properly
+            assert rest[0].startswith("data: /messages?sessionId="), rest

@@ -188,16 +188,22 @@ async fn the_stream_announces_its_endpoint_and_carries_every_answer() {
         );
 
         let answer = handshake(&mut stream, &url).await;
-        assert_eq!(answer["result"]["serverInfo"]["name"], "paywarden", "{answer}");
+        assert_eq!(
+            answer["result"]["serverInfo"]["name"], "paywarden",
+            "{answer}"
+        );
         assert_eq!(
             answer["result"]["protocolVersion"], "2024-11-05",
             "{answer}"
         );
 
         assert_eq!(
-            post(&url, &json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}))
-                .await
-                .status(),
+            post(
+                &url,
+                &json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"})
+            )
+            .await
+            .status(),
             202
         );
         let tools = stream.expect_message().await;
@@ -267,13 +273,21 @@ async fn messages_with_other_credentials_than_the_streams_are_refused() {
             let response = post_as(&url, &call, entity, token).await;
             assert_eq!(response.status(), 403, "{sse} as {entity}");
             let text = response.text().await.expect("body");
-            assert!(!text.contains(DEMO_TOKEN) && !text.contains(SECOND_TOKEN), "{text}");
+            assert!(
+                !text.contains(DEMO_TOKEN) && !text.contains(SECOND_TOKEN),
+                "{text}"
+            );
         }
         // Without credentials: 401, as on the Streamable HTTP endpoints.
         let bare = http().post(&url).json(&call).send().await.expect("POST");
         assert_eq!(bare.status(), 401, "{sse}");
         // Nothing reached the session: the next answer on the stream is the next good call's.
-        assert_eq!(post(&url, &json!({"jsonrpc": "2.0", "id": 8, "method": "ping"})).await.status(), 202);
+        assert_eq!(
+            post(&url, &json!({"jsonrpc": "2.0", "id": 8, "method": "ping"}))
+                .await
+                .status(),
+            202
+        );
         assert_eq!(stream.expect_message().await["id"], 8);
     }
     for (sse, _) in FAMILIES {
@@ -313,7 +327,11 @@ async fn foreign_hosts_and_origins_are_403() {
                 .send()
                 .await
                 .expect("POST");
-            assert_eq!(response.status(), 403, "POST {messages} with {header}: {value}");
+            assert_eq!(
+                response.status(),
+                403,
+                "POST {messages} with {header}: {value}"
+            );
         }
         // An allowed page is served.
         let allowed = http()
@@ -356,9 +374,12 @@ async fn bodies_are_bounded_and_must_be_json_rpc() {
 async fn gone_within(url: &str, within: Duration) -> bool {
     let deadline = tokio::time::Instant::now() + within;
     while tokio::time::Instant::now() < deadline {
-        let status = post(url, &json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
-            .await
-            .status();
+        let status = post(
+            url,
+            &json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        )
+        .await
+        .status();
         if status == 404 {
             return true;
         }
