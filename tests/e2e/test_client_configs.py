@@ -30,6 +30,7 @@ from _support import (
     start_server,
 )
 from mcp import Client, StdioServerParameters
+from mcp.client.sse import sse_client
 from mcp.client.stdio import stdio_client
 
 pytestmark = pytest.mark.anyio
@@ -39,7 +40,7 @@ README = REPO_ROOT / "README.md"
 MARKER = re.compile(r"<!-- (docs/clients/[\w.-]+) -->\n```[\w-]*\n(.*?)```", re.S)
 
 # Which demo PA each test captures from (on this module's own server).
-PAS = dict(zip(("cursor", "anythingllm", "claude-remote", "openai-agents", "stdio"), CLIENT_PAS))
+PAS = dict(zip(("cursor", "anythingllm", "claude-remote", "openai-agents", "stdio", "cursor-sse"), CLIENT_PAS))
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +87,17 @@ async def test_cursor_config(docs_server: ServerProcess, claim_pa) -> None:
     entry = load_json("cursor.json", docs_server)["mcpServers"]["paywarden"]
     assert set(entry) == {"url", "headers"}, entry
     await run_flow(entry["url"], entry["headers"], mode="legacy", expected_version=LEGACY_VERSION, pa=claim_pa(PAS["cursor"], server=docs_server))
+
+
+async def test_cursor_sse_config(docs_server: ServerProcess, claim_pa) -> None:
+    """Cursor's `~/.cursor/mcp.json` on the 2024-11-05 HTTP+SSE transport (what Cursor and older
+    SDK clients fall back to): the same url + headers shape, the `/agentic/v1/sse` URL."""
+    entry = load_json("cursor-sse.json", docs_server)["mcpServers"]["paywarden"]
+    assert set(entry) == {"url", "headers"} and entry["url"].endswith("/agentic/v1/sse"), entry
+    async with Client(sse_client(entry["url"], headers=entry["headers"], timeout=30), mode="legacy", read_timeout_seconds=30) as client:
+        assert client.protocol_version == LEGACY_VERSION
+        check_tools(t.name for t in (await client.list_tools()).tools)
+        await confirmed_capture(client.call_tool, claim_pa(PAS["cursor-sse"], server=docs_server))
 
 
 async def test_anythingllm_config(docs_server: ServerProcess, claim_pa) -> None:

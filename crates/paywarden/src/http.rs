@@ -1,4 +1,5 @@
 //! The HTTP surface: Streamable HTTP MCP endpoints (rmcp) at `/mcp` and `/agentic/v1/mcp`,
+//! their 2024-11-05 HTTP+SSE twins ([`crate::http_sse`]: `/sse`, `/agentic/v1/sse`),
 //! `GET /healthz`, the operators' approval page (`/approvals`), credential checks, and
 //! request body bounds.
 
@@ -40,7 +41,16 @@ pub fn router(
         .with_allowed_origins(http.allowed_origins.clone())
         .enforce_origin_validation()
         .with_max_request_body_bytes(http.max_body_bytes)
-        .with_cancellation_token(cancel);
+        .with_cancellation_token(cancel.clone());
+    let sse = crate::http_sse::router(
+        state.clone(),
+        crate::http_sse::SseConfig {
+            idle_timeout: std::time::Duration::from_secs(http.session_idle_timeout_secs.max(1)),
+            keep_alive: config.sse_keep_alive,
+            cancel,
+            max_sessions: crate::http_sse::MAX_SESSIONS,
+        },
+    );
     let sessions = || {
         let mut manager = LocalSessionManager::default();
         manager.session_config.keep_alive = Some(std::time::Duration::from_secs(
@@ -77,6 +87,7 @@ pub fn router(
     let endpoints = Router::new()
         .route_service("/mcp", mcp)
         .route_service("/agentic/v1/mcp", opp)
+        .merge(sse)
         .route_layer(middleware::from_fn(reject_malformed_json))
         .route_layer(middleware::from_fn(session_deleted_ok))
         .route_layer(middleware::from_fn(require_credentials))

@@ -13,6 +13,8 @@
 //!   ifthenpay payment callback.
 //! - [`http`]: the HTTP surface (`/mcp`, `/agentic/v1/mcp`, `/healthz`), credential checks,
 //!   body bounds; Host/Origin validation comes from rmcp's Streamable HTTP service.
+//! - [`http_sse`]: the 2024-11-05 HTTP+SSE transport (`/sse`, `/agentic/v1/sse`) for Cursor
+//!   and older SDK clients, on the same handler and middleware as the Streamable HTTP endpoints.
 //! - [`mcp`]: rmcp adapters, one module per toolset; thin: parameters in, outcome out.
 //! - [`service`]: the one pipeline every tool call goes through (validate, idempotency,
 //!   pre-check, connector call, audit).
@@ -34,6 +36,7 @@ pub mod cli_ifthenpay;
 pub mod config;
 pub mod connectors;
 pub mod http;
+pub mod http_sse;
 pub mod ifthenpay_http;
 pub mod mcp;
 pub mod model;
