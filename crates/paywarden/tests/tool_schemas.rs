@@ -246,9 +246,9 @@ async fn an_explicit_null_argument_is_taken_as_absent_on_every_endpoint() {
                 "{path} {era:?}: {nulls} vs {absent}"
             );
             let message =
-                call_invalid(&client, "get_approval", json!({"approvalId": null})).await;
+                call_invalid(&client, "perform_reversal", json!({"referenceId": null})).await;
             assert!(
-                message.contains("missing field `approvalId`"),
+                message.contains("missing field `referenceId`"),
                 "{path} {era:?}: {message}"
             );
         }
