@@ -178,7 +178,7 @@ def test_inspector_cli(node: str, node_server: ServerProcess, era: str, endpoint
 def inspector_flow(inspector: Inspector, pa_mtid: str, *, tag: str) -> None:
     """tools/list, get_transactions, then perform_capture: preview with a token, then confirmed."""
     # --strict: the Inspector's tool-schema portability check fails (exit 6) on any error-severity
-    # problem; warnings (nullable `type` arrays, non-standard `format`s) are only counted.
+    # problem (test_inspector_strict_reports_no_schema_findings requires no warning either).
     tools = inspector.run("--method", "tools/list", "--strict")["tools"]
     check_tools(t["name"] for t in tools)
 

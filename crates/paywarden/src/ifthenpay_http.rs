@@ -2,9 +2,11 @@
 //!
 //! - `POST /mcp/payments/`: JSON-RPC 2.0 over plain HTTP POST with exactly the seed's contract:
 //!   `initialize` (protocol version 2025-03-26, server `ifthenpay-mcp` 1.0.0, capabilities
-//!   `{"tools": {}}`), `ping`, `tools/list`, `tools/call`; CORS headers on every answer;
-//!   `OPTIONS` → 200 at once; any other HTTP method → 405; JSON-RPC errors -32700 (invalid
-//!   JSON, HTTP 400), -32600 (not a JSON-RPC 2.0 request), -32601 (unknown method), -32602
+//!   `{"tools": {}}`), `ping`, `tools/list`, `tools/call`; CORS headers on every answer
+//!   (a refused Host name's 403 included: the endpoint checks Host names itself, inside its
+//!   CORS layer); `OPTIONS` → 200 at once; any other HTTP method → 405; JSON-RPC errors -32700
+//!   (invalid JSON, HTTP 400), -32600 (not a JSON-RPC 2.0 request; with HTTP 413, a body over
+//!   the configured limit, which the endpoint bounds itself), -32601 (unknown method), -32602
 //!   (unknown tool or invalid arguments), -32603 (internal error). Notifications (no `id`) get
 //!   HTTP 202 with no body; batches are answered as arrays. No session is kept.
 //!   No credentials are needed when keys come as arguments; a call that relies on keys held in

@@ -106,7 +106,9 @@ async fn every_answer_carries_the_seeds_cors_headers() {
         "content-type: application/json",
     ] {
         assert!(
-            headers.to_ascii_lowercase().contains(&needed.to_ascii_lowercase()),
+            headers
+                .to_ascii_lowercase()
+                .contains(&needed.to_ascii_lowercase()),
             "chunked 413 lacks {needed:?}: {headers}"
         );
     }
@@ -190,7 +192,7 @@ async fn chunked_post(app: &TestApp, body: &str) -> (u16, String, String) {
                 break;
             }
             out.push_str(&tail[..size]);
-            rest = &tail[size..].trim_start_matches("\r\n");
+            rest = tail[size..].trim_start_matches("\r\n");
         }
         out
     } else {
@@ -218,8 +220,9 @@ async fn a_replayed_creation_says_so_in_the_text_and_in_structured_content() {
             .expect("json");
         let result = answer["result"].clone();
         assert_eq!(result["isError"], false, "{answer}");
-        let text: Value = serde_json::from_str(result["content"][0]["text"].as_str().expect("text"))
-            .expect("content[0].text is JSON");
+        let text: Value =
+            serde_json::from_str(result["content"][0]["text"].as_str().expect("text"))
+                .expect("content[0].text is JSON");
         (text, result["structuredContent"].clone())
     };
     let (first_text, first_structured) = call().await;

@@ -81,7 +81,11 @@ async fn schema_findings(client: &Client, label: &str) -> (usize, Vec<String>) {
     let mut out = Vec::new();
     for tool in &tools {
         let input = Value::Object((*tool.input_schema).clone());
-        findings(&input, &format!("{label} {} inputSchema", tool.name), &mut out);
+        findings(
+            &input,
+            &format!("{label} {} inputSchema", tool.name),
+            &mut out,
+        );
         if let Some(output) = &tool.output_schema {
             let output = Value::Object((**output).clone());
             findings(
@@ -258,9 +262,7 @@ async fn an_explicit_null_argument_is_taken_as_absent_on_every_endpoint() {
         "bo_key": IFTHENPAY_BACKOFFICE_KEY, "entity": null, "sub_entity": null, "order_id": null,
         "reference": null, "request_id": null, "amount": null, "date_start": null, "date_end": null
     });
-    let mb_nulls = |order: &str| {
-        json!({"mb_key": IFTHENPAY_MB_KEY, "order_id": order, "amount": 10.5, "expiry_days": null})
-    };
+    let mb_nulls = |order: &str| json!({"mb_key": IFTHENPAY_MB_KEY, "order_id": order, "amount": 10.5, "expiry_days": null});
     for era in [Era::Legacy, Era::Stateless] {
         let client = app.client("/mcp/payments/", era).await;
         call_ok(&client, "payments_list", list_nulls.clone()).await;

@@ -286,7 +286,10 @@ mod tests {
             out["properties"]["card"],
             json!({"$ref": "#/$defs/Card", "description": "d"})
         );
-        assert_eq!(out["properties"]["tags"]["items"], json!({"type": "string"}));
+        assert_eq!(
+            out["properties"]["tags"]["items"],
+            json!({"type": "string"})
+        );
         assert_eq!(
             out["$defs"]["Card"]["properties"]["n"],
             json!({"type": "integer"})
