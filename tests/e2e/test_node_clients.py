@@ -16,10 +16,13 @@ import json
 import os
 import shutil
 import subprocess
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from _client_flows import CLIENT_PAS, CONFIRMATION_TOKEN, check_tools
 from _support import (
@@ -133,6 +136,17 @@ class Inspector:
         assert "result" in out, describe(done)
         return out["result"]
 
+    def schema_findings(self) -> tuple[list[str], list[dict[str, Any]]]:
+        """`tools/list --strict`: the tool names and every schema-portability finding (errors
+        and warnings) the Inspector reports (`schemaFindings` of its JSON envelope)."""
+        args = [str(INSPECTOR), "--cli", *self.target, "--format", "json", "-q", "--method", "tools/list", "--strict"]
+        done = run_node(self.node, args, self.home)
+        assert done.returncode == 0, describe(done)
+        out = json.loads(done.stdout)
+        names = [t["name"] for t in out["result"]["tools"]]
+        found = [{"tool": t["toolName"], **f} for t in out.get("schemaFindings", []) for f in t["findings"]]
+        return names, found
+
     def call(self, tool: str, **arguments: str) -> dict[str, Any]:
         # --tool-arg values are parsed as JSON when they can be (so 1.00 would become the number
         # 1): strings that look like numbers are passed as JSON strings, e.g. amount="1.00".
@@ -164,7 +178,7 @@ def test_inspector_cli(node: str, node_server: ServerProcess, era: str, endpoint
 def inspector_flow(inspector: Inspector, pa_mtid: str, *, tag: str) -> None:
     """tools/list, get_transactions, then perform_capture: preview with a token, then confirmed."""
     # --strict: the Inspector's tool-schema portability check fails (exit 6) on any error-severity
-    # problem; warnings (nullable `type` arrays, non-standard `format`s) are only counted.
+    # problem (test_inspector_strict_reports_no_schema_findings requires no warning either).
     tools = inspector.run("--method", "tools/list", "--strict")["tools"]
     check_tools(t["name"] for t in tools)
 
@@ -216,3 +230,105 @@ def test_inspector_with_the_claude_desktop_stdio_config(node: str, tmp_path: Pat
     assert {t["name"] for t in inspector.run("--method", "tools/list")["tools"]} == STDIO_TOOLS
     inspector_flow(inspector, CLIENT_PAS[0], tag="stdio")
     assert (data_home / "paywarden" / "paywarden.db").is_file(), "the per-user data directory was not used"
+
+
+# --- schema portability: the Inspector's --strict lint on every endpoint ----------------------
+
+
+class SeedVersionProxy:
+    """Forwards to `/mcp/payments/`, asking in `initialize` for the ifthenpay seed's 2025-03-26
+    instead of the Inspector's latest revision, so that the seed's own JSON-RPC answers (the
+    Inspector has no option to offer an older revision). Everything else passes unchanged."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.initialize_results: list[dict[str, Any]] = []
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *_: Any) -> None:
+                pass
+
+            def forward(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                message = None
+                try:
+                    message = json.loads(body) if body else None
+                except ValueError:
+                    pass
+                is_initialize = isinstance(message, dict) and message.get("method") == "initialize"
+                if is_initialize:
+                    message["params"]["protocolVersion"] = "2025-03-26"
+                    body = json.dumps(message).encode()
+                skip = {"host", "content-length", "connection", "accept-encoding"}
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in skip}
+                answer = httpx.request(self.command, proxy.upstream, content=body, headers=headers, timeout=30)
+                if is_initialize and answer.status_code == 200:
+                    proxy.initialize_results.append(answer.json()["result"])
+                self.send_response(answer.status_code)
+                for name in ("content-type", "mcp-session-id", "allow"):
+                    if name in answer.headers:
+                        self.send_header(name, answer.headers[name])
+                self.send_header("content-length", str(len(answer.content)))
+                self.end_headers()
+                self.wfile.write(answer.content)
+
+            do_POST = do_GET = do_DELETE = forward
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, name="seed-version-proxy", daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/mcp/payments/"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def strict_inspector(target: str, node: str, server: ServerProcess, home: Path) -> tuple[Inspector, SeedVersionProxy | None]:
+    if target == "stdio":
+        config = {
+            "mcpServers": {
+                "paywarden": {
+                    "command": str(paywarden_bin()),
+                    "args": ["stdio", "--data-dir", str(home.parent / "stdio-data")],
+                    "env": {"PAYWARDEN_LOG": "warn"},
+                }
+            }
+        }
+        path = home.parent / "stdio.json"
+        path.write_text(json.dumps(config))
+        return Inspector(node, ["--config", str(path), "--server", "paywarden", "--cwd", str(home.parent)], home), None
+    if target == "/mcp/payments/ seed":
+        proxy = SeedVersionProxy(server.url("/mcp/payments/"))
+        return Inspector.http(node, proxy.url, "legacy", home), proxy
+    endpoint, era = target.rsplit(" ", 1)
+    return Inspector.http(node, server.url(endpoint), era, home), None
+
+
+STRICT_TARGETS = [f"{endpoint} {era}" for endpoint in (*ENDPOINTS, "/mcp/payments/") for era in ("legacy", "modern")] + [
+    "/mcp/payments/ seed",
+    "stdio",
+]
+
+
+@pytest.mark.parametrize("target", STRICT_TARGETS)
+def test_inspector_strict_reports_no_schema_findings(node: str, node_server: ServerProcess, target: str, tmp_path: Path) -> None:
+    """`tools/list --strict` lints every tool's input and output schema for portability (a
+    nullable `type` array, an untyped or boolean schema, a remote `$ref`): none on any endpoint,
+    in either protocol era, at /mcp/payments/ in rmcp's and in the seed's own mode, and over stdio."""
+    inspector, proxy = strict_inspector(target, node, node_server, tmp_path / "home")
+    try:
+        names, found = inspector.schema_findings()
+    finally:
+        if proxy is not None:
+            proxy.close()
+    assert names, target
+    if proxy is not None:
+        # The seed's own answer (capabilities {"tools": {}}), not rmcp's.
+        assert [r["capabilities"] for r in proxy.initialize_results] == [{"tools": {}}], proxy.initialize_results
+        assert len(names) == 9, names
+    report = "\n".join(f"{f['severity']} {f['tool']} {f['schema']}.{f['path']}: {f['rule']}" for f in found)
+    assert len(found) == 0, f"{target}: {len(found)} schema findings\n{report}"

@@ -109,10 +109,6 @@ pub fn router(
             }),
         )
         .merge(endpoints)
-        .merge(ifthenpay.unwrap_or_default().layer(middleware::from_fn_with_state(
-            Arc::new(http.allowed_hosts.clone()),
-            check_host,
-        )))
         .merge(
             crate::approvals_http::router_with_csrf_key(store, operators, csrf_key).layer(middleware::from_fn_with_state(
                 Arc::new(http.allowed_hosts.clone()),
@@ -120,11 +116,15 @@ pub fn router(
             )),
         )
         .layer(RequestBodyLimitLayer::new(http.max_body_bytes))
+        // Outside the body-limit layer: `/mcp/payments/` checks Host names and bounds bodies
+        // itself, so that its 403 and 413 carry the seed's CORS headers and JSON-RPC error.
+        .merge(ifthenpay.unwrap_or_default())
 }
 
 /// The approval page answers only under the allowed `Host` names (as rmcp does for the MCP
 /// endpoints), so a DNS-rebinding page cannot reach it through the operator's browser.
-async fn check_host(
+/// Anything else is HTTP 403 `Forbidden: Host header is not allowed`.
+pub(crate) async fn check_host(
     axum::extract::State(allowed): axum::extract::State<Arc<Vec<String>>>,
     request: Request<Body>,
     next: Next,

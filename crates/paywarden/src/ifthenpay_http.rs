@@ -2,9 +2,11 @@
 //!
 //! - `POST /mcp/payments/`: JSON-RPC 2.0 over plain HTTP POST with exactly the seed's contract:
 //!   `initialize` (protocol version 2025-03-26, server `ifthenpay-mcp` 1.0.0, capabilities
-//!   `{"tools": {}}`), `ping`, `tools/list`, `tools/call`; CORS headers on every answer;
-//!   `OPTIONS` → 200 at once; any other HTTP method → 405; JSON-RPC errors -32700 (invalid
-//!   JSON, HTTP 400), -32600 (not a JSON-RPC 2.0 request), -32601 (unknown method), -32602
+//!   `{"tools": {}}`), `ping`, `tools/list`, `tools/call`; CORS headers on every answer
+//!   (a refused Host name's 403 included: the endpoint checks Host names itself, inside its
+//!   CORS layer); `OPTIONS` → 200 at once; any other HTTP method → 405; JSON-RPC errors -32700
+//!   (invalid JSON, HTTP 400), -32600 (not a JSON-RPC 2.0 request; with HTTP 413, a body over
+//!   the configured limit, which the endpoint bounds itself), -32601 (unknown method), -32602
 //!   (unknown tool or invalid arguments), -32603 (internal error). Notifications (no `id`) get
 //!   HTTP 202 with no body; batches are answered as arrays. No session is kept.
 //!   No credentials are needed when keys come as arguments; a call that relies on keys held in
@@ -29,6 +31,7 @@ use axum::{
     body::Body,
     extract::{Query, Request, State},
     http::{header, HeaderMap, HeaderValue, Method, StatusCode},
+    middleware,
     response::{IntoResponse, Response},
     routing::{any, get},
     Router,
@@ -38,6 +41,7 @@ use rmcp::transport::streamable_http_server::{
 };
 use secrecy::SecretString;
 use serde_json::{json, Value};
+use tower_http::limit::RequestBodyLimitLayer;
 
 use crate::{
     mcp::{Endpoint, McpState, PaywardenMcp, HEADER_ENTITY_ID, HEADER_TOKEN},
@@ -74,6 +78,7 @@ pub fn router(
     sessions: Arc<LocalSessionManager>,
 ) -> Router {
     let max_body_bytes = config.max_request_body_bytes;
+    let hosts = Arc::new(config.allowed_hosts.clone());
     let handler_state = state.clone();
     let mcp = StreamableHttpService::new(
         move || {
@@ -90,18 +95,26 @@ pub fn router(
         mcp,
         max_body_bytes,
     };
+    let check_host = || middleware::from_fn_with_state(hosts.clone(), crate::http::check_host);
     Router::new()
         .route("/mcp/payments/", any(endpoint))
         .route("/mcp/payments", any(endpoint))
         .with_state(payments)
+        .layer(check_host())
+        // Outermost: the seed's CORS headers on every answer, a refused Host's 403 included.
+        .layer(middleware::map_response(cors))
         .merge(
             Router::new()
                 .route("/ifthenpay/callback", get(callback))
-                .with_state(state),
+                .with_state(state)
+                .layer(check_host())
+                .layer(RequestBodyLimitLayer::new(max_body_bytes)),
         )
 }
 
-fn with_cors(mut response: Response) -> Response {
+/// The seed's CORS headers, added to every answer of `/mcp/payments/` (its own, rmcp's, a
+/// refused Host's 403, a too-large body's 413).
+async fn cors(mut response: Response) -> Response {
     let headers = response.headers_mut();
     headers.insert(
         header::ACCESS_CONTROL_ALLOW_ORIGIN,
@@ -135,7 +148,7 @@ async fn endpoint(State(payments): State<Payments>, request: Request) -> Respons
     let (parts, body) = request.into_parts();
     let method = parts.method.clone();
     if method == Method::OPTIONS {
-        return with_cors(StatusCode::OK.into_response());
+        return StatusCode::OK.into_response();
     }
     if method != Method::POST {
         let mut response = json_response(
@@ -145,12 +158,12 @@ async fn endpoint(State(payments): State<Payments>, request: Request) -> Respons
         response
             .headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static("POST, OPTIONS"));
-        return with_cors(response);
+        return response;
     }
     let body = match axum::body::to_bytes(body, payments.max_body_bytes).await {
         Ok(body) => body,
         Err(_) => {
-            return with_cors(json_response(
+            return json_response(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 &error(
                     Value::Null,
@@ -160,25 +173,25 @@ async fn endpoint(State(payments): State<Payments>, request: Request) -> Respons
                         payments.max_body_bytes
                     ),
                 ),
-            ))
+            )
         }
     };
     let message: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(e) => {
-            return with_cors(json_response(
+            return json_response(
                 StatusCode::BAD_REQUEST,
                 &error(
                     Value::Null,
                     -32700,
                     format!("Parse error: invalid JSON ({e})"),
                 ),
-            ))
+            )
         }
     };
     if speaks_later_mcp(&parts.headers, &message) {
         let request = Request::from_parts(parts, Body::from(body));
-        return with_cors(payments.mcp.handle(request).await.map(Body::new));
+        return payments.mcp.handle(request).await.map(Body::new);
     }
     let state = &payments.state;
     let identity = identity(&parts.headers);
@@ -197,10 +210,10 @@ async fn endpoint(State(payments): State<Payments>, request: Request) -> Respons
         }
         single => handle(state, &identity, single).await,
     };
-    with_cors(match answer {
+    match answer {
         Some(body) => json_response(StatusCode::OK, &body),
         None => StatusCode::ACCEPTED.into_response(),
-    })
+    }
 }
 
 /// Whether a request comes from a client of an MCP revision after the seed's 2025-03-26, which
@@ -356,7 +369,12 @@ async fn call(
     }
     let arguments = match params.get("arguments") {
         None | Some(Value::Null) => serde_json::Map::new(),
-        Some(Value::Object(a)) => a.clone(),
+        Some(Value::Object(a)) => {
+            // An explicit null is an absent argument, as on paywarden's other endpoints.
+            let mut a = a.clone();
+            crate::mcp::schema::drop_null_arguments(&mut a);
+            a
+        }
         Some(_) => {
             return Err((
                 -32602,

@@ -70,12 +70,8 @@ async fn ok(app: &TestApp, name: &str, arguments: Value) -> Value {
     assert_eq!(result["content"][0]["type"], "text");
     let text = result["content"][0]["text"].as_str().expect("text");
     let data: Value = serde_json::from_str(text).expect("content[0].text is JSON");
-    // A replayed creation says so in structuredContent only; the text stays the seed's JSON.
-    let mut structured = result["structuredContent"].clone();
-    if let Some(map) = structured.as_object_mut() {
-        map.remove("idempotentReplay");
-    }
-    assert_eq!(data, structured, "{result}");
+    // A replayed creation says `idempotentReplay: true` in both.
+    assert_eq!(data, result["structuredContent"], "{result}");
     data
 }
 

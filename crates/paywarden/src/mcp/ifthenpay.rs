@@ -215,11 +215,12 @@ impl PaywardenMcp {
 
     /// The tools as `/mcp/payments/` lists them: [`Self::ifthenpay_tool_list`] with their
     /// schemas declared as JSON Schema Draft 7, as the seed says (they use no keyword Draft 7
-    /// lacks).
+    /// lacks), made portable as on every endpoint ([`super::schema::portable_tool`]).
     pub fn ifthenpay_seed_tool_list(service: &IfthenpayService) -> Vec<rmcp::model::Tool> {
         Self::ifthenpay_tool_list(service)
             .into_iter()
             .map(draft_07)
+            .map(super::schema::portable_tool)
             .collect()
     }
 

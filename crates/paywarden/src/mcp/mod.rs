@@ -6,6 +6,7 @@
 pub mod ifthenpay;
 pub mod opp;
 pub mod ops;
+pub(crate) mod schema;
 
 use std::sync::Arc;
 
@@ -115,6 +116,9 @@ impl PaywardenMcp {
             for name in crate::catalog::hidden_in_read_only_tools() {
                 tool_router.remove_route(name);
             }
+        }
+        for route in tool_router.map.values_mut() {
+            route.attr = schema::portable_tool(route.attr.clone());
         }
         let ops_enabled =
             endpoint == Endpoint::Unified && state.toolsets.iter().any(|t| t == "ops");
@@ -522,9 +526,12 @@ impl ServerHandler for PaywardenMcp {
 
     async fn call_tool(
         &self,
-        request: CallToolRequestParams,
+        mut request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
+        if let Some(arguments) = request.arguments.as_mut() {
+            schema::drop_null_arguments(arguments);
+        }
         if !self.tool_router.has_route(&request.name) {
             let mut names: Vec<String> = self
                 .tool_router

@@ -1635,9 +1635,9 @@ impl IfthenpayService {
                     .unwrap_or(outcome.text);
             } else if let Some(original) = outcome.text.lines().last() {
                 // The pipeline prefixes the first call's text (one line of JSON) with a replay
-                // note; the text stays the seed's JSON (`structuredContent` says
-                // `idempotentReplay: true`).
-                outcome.text = original.to_string();
+                // note; the text stays the seed's JSON, and says `idempotentReplay: true` as
+                // `structuredContent` does.
+                outcome.text = replay_text(original, &outcome.structured);
             }
         }
         outcome
@@ -2062,6 +2062,24 @@ fn to_value<T: Serialize>(value: &T) -> Value {
 
 fn to_json<T: Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_default()
+}
+
+/// The text of a replayed result: the first call's JSON text (fields in the seed's order) with
+/// `"idempotentReplay":true` appended, so that it and `structured` (which says so too) hold
+/// the same data; `structured` as JSON should the first text not be a JSON object.
+fn replay_text(original: &str, structured: &Value) -> String {
+    let original = original.trim();
+    let spliced = original.strip_suffix('}').map(|head| {
+        let head = head.trim_end();
+        let separator = if head.ends_with('{') { "" } else { "," };
+        format!("{head}{separator}\"idempotentReplay\":true}}")
+    });
+    match spliced {
+        Some(text) if serde_json::from_str::<Value>(&text).ok().as_ref() == Some(structured) => {
+            text
+        }
+        _ => structured.to_string(),
+    }
 }
 
 #[cfg(test)]

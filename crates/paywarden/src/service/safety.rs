@@ -116,7 +116,8 @@ pub struct ApprovalView {
     pub decided_by: Option<String>,
     /// When it was decided (UTC, RFC 3339).
     pub decided_at: Option<String>,
-    /// What will move.
+    /// What will move (an object: operation, amount, currency, reference, entity...).
+    #[schemars(with = "serde_json::Map<String, serde_json::Value>")]
     pub preview: serde_json::Value,
 }
 
