@@ -328,9 +328,7 @@ async fn audit_verify_names_truncation_full_deletion_and_a_recomputed_rewrite() 
     deployment.backup().await;
 
     // 1. The newest rows deleted.
-    deployment
-        .sql("DELETE FROM audit_log WHERE seq > 4")
-        .await;
+    deployment.sql("DELETE FROM audit_log WHERE seq > 4").await;
     assert_fails(&deployment.verify(&[]), &["TRUNCATED", "4 entries", "6"]);
     deployment.restore().await;
     assert_passes(&deployment.verify(&[]), 6);
@@ -351,9 +349,7 @@ async fn audit_verify_names_truncation_full_deletion_and_a_recomputed_rewrite() 
     assert_passes(&deployment.verify(&["--public-key", &public_key]), 6);
 
     // 4. The tail cut and new rows appended in its place.
-    deployment
-        .sql("DELETE FROM audit_log WHERE seq > 3")
-        .await;
+    deployment.sql("DELETE FROM audit_log WHERE seq > 3").await;
     let (server, url) = deployment.serve();
     audited_calls(&url, "C", 3).await;
     stop(server, "-TERM");
@@ -368,14 +364,16 @@ async fn a_forged_checkpoint_is_rejected() {
     audited_calls(&url, "F", 4).await;
     stop(server, "-INT");
     let public_key = deployment.public_key();
-    let real = deployment.checkpoints().last().cloned().expect("checkpoint");
+    let real = deployment
+        .checkpoints()
+        .last()
+        .cloned()
+        .expect("checkpoint");
     assert_eq!(real["seq"], 4);
 
     // The intruder cuts the last two rows and appends a checkpoint of the shorter chain, with
     // the real key id, signed with a key of their own.
-    deployment
-        .sql("DELETE FROM audit_log WHERE seq > 2")
-        .await;
+    deployment.sql("DELETE FROM audit_log WHERE seq > 2").await;
     let store = deployment.store().await;
     let head = store.audit_records(None).await.expect("records")[1]
         .hash
@@ -430,10 +428,7 @@ async fn a_second_replica_with_another_signing_key_refuses_to_start() {
     if deployment.database.url.is_none() {
         replica.env("PAYWARDEN_DATABASE_URL", deployment.database_url());
     }
-    let out = replica
-        .stdin(Stdio::null())
-        .output()
-        .expect("replica runs");
+    let out = replica.stdin(Stdio::null()).output().expect("replica runs");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -461,15 +456,19 @@ async fn stdio_writes_a_checkpoint_when_its_input_closes() {
         writeln!(stdin, "{message}").expect("written");
         stdin.flush().expect("flushed");
     };
-    send(json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+    send(
+        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
         "protocolVersion": "2025-06-18", "capabilities": {},
-        "clientInfo": {"name": "stdio-test", "version": "1"}}}));
+        "clientInfo": {"name": "stdio-test", "version": "1"}}}),
+    );
     let _ = lines.next().expect("initialize answered");
     send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
     for i in 0..2 {
-        send(json!({"jsonrpc": "2.0", "id": 10 + i, "method": "tools/call", "params": {
+        send(
+            json!({"jsonrpc": "2.0", "id": 10 + i, "method": "tools/call", "params": {
             "name": "multibanco_create_reference",
-            "arguments": {"mb_key": IFTHENPAY_MB_KEY, "order_id": format!("S-{i}"), "amount": 5}}}));
+            "arguments": {"mb_key": IFTHENPAY_MB_KEY, "order_id": format!("S-{i}"), "amount": 5}}}),
+        );
         let answer: Value =
             serde_json::from_str(&lines.next().expect("answered").expect("line")).expect("JSON");
         assert_eq!(answer["result"]["isError"], false, "{answer}");
@@ -482,7 +481,11 @@ async fn stdio_writes_a_checkpoint_when_its_input_closes() {
         assert!(Instant::now() < deadline, "stdio did not stop");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let last = deployment.checkpoints().last().cloned().expect("checkpoint");
+    let last = deployment
+        .checkpoints()
+        .last()
+        .cloned()
+        .expect("checkpoint");
     assert_eq!(last["seq"], 2, "{last}");
     assert_passes(&deployment.verify(&[]), 2);
     deployment.sql("DELETE FROM audit_log").await;
@@ -507,7 +510,10 @@ fn key_ids_in_export(deployment: &Deployment) -> Vec<String> {
     let out = deployment.run(&["audit", "export"]);
     assert!(out.status.success(), "{out:?}");
     let export = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(!export.contains(IFTHENPAY_MB_KEY), "the key itself is in the export");
+    assert!(
+        !export.contains(IFTHENPAY_MB_KEY),
+        "the key itself is in the export"
+    );
     let mut ids: Vec<String> = export
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
