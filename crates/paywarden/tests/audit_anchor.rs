@@ -473,7 +473,6 @@ async fn stdio_writes_a_checkpoint_when_its_input_closes() {
             serde_json::from_str(&lines.next().expect("answered").expect("line")).expect("JSON");
         assert_eq!(answer["result"]["isError"], false, "{answer}");
     }
-    drop(send);
     drop(stdin);
     let mut proc = proc;
     let deadline = Instant::now() + Duration::from_secs(30);
