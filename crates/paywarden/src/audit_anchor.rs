@@ -320,7 +320,7 @@ impl AuditSigner {
                     file = %path.display(),
                     key_id = signer.key_id(),
                     public_key = signer.public_key(),
-                    "created the audit checkpoint signing key; keep a copy of its public key off this host to verify checkpoints with (`paywarden audit public-key` prints it)"
+                    "created the audit checkpoint signing key; keep a copy of its public key off this host to verify checkpoints with (`paywarden audit public-key` prints it again)"
                 );
                 Ok(signer)
             }
@@ -1053,6 +1053,20 @@ mod tests {
         let unsalted = hex::encode(Sha256::digest(b"PWD-100001"));
         assert!(!unsalted.starts_with(&a.id("PWD-100001")));
         assert!(!format!("{a:?}").contains(&hex::encode(a.key)));
+    }
+
+    #[test]
+    fn the_signing_key_is_never_serialised_or_debug_printed() {
+        let config = AuditConfig {
+            signing_key: Some(SecretString::from(b64().encode([5u8; 32]))),
+            ..AuditConfig::default()
+        };
+        let shown = format!("{config:?}") + &serde_json::to_string(&config).unwrap();
+        assert!(!shown.contains(&b64().encode([5u8; 32])), "{shown}");
+        let signer = AuditSigner::load(&config, Path::new("/nonexistent"))
+            .unwrap()
+            .unwrap();
+        assert!(!format!("{signer:?}").contains(&b64().encode([5u8; 32])));
     }
 
     #[test]

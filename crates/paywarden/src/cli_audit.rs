@@ -47,8 +47,9 @@ pub enum AuditAction {
         #[arg(long)]
         adopt_key: bool,
     },
-    /// Print the signing key's id and public key (creating the key when absent). Keep the
-    /// public key off this host: `audit verify --public-key` then detects a replaced key.
+    /// Print the signing key's id and public key. Keep the public key off this host:
+    /// `audit verify --public-key` then detects a replaced key. Creates nothing: exits 2 when
+    /// there is no key yet.
     PublicKey,
 }
 
@@ -93,9 +94,8 @@ pub async fn run(store: &Store, config: &Config, action: AuditAction) -> Result<
             );
             (0, format!("{}\n", checkpoint.to_line()), stderr)
         }
-        AuditAction::PublicKey => {
-            let signer = AuditSigner::load_or_create(&config.audit, &config.data_dir)?;
-            (
+        AuditAction::PublicKey => match AuditSigner::load(&config.audit, &config.data_dir)? {
+            Some(signer) => (
                 0,
                 format!(
                     "key id: {}\npublic key: {}\nsigning key: {}\n",
@@ -104,8 +104,16 @@ pub async fn run(store: &Store, config: &Config, action: AuditAction) -> Result<
                     signer.origin()
                 ),
                 String::new(),
-            )
-        }
+            ),
+            None => (
+                EXIT_USAGE,
+                String::new(),
+                format!(
+                    "error: no audit signing key: {} does not exist and PAYWARDEN_AUDIT__SIGNING_KEY is unset; `paywarden serve` (or `paywarden audit checkpoint`) creates the file, or pass the --data-dir / --config of the server\n",
+                    config.audit.key_file(&config.data_dir).display()
+                ),
+            ),
+        },
     };
     // A closed stdout or stderr (e.g. `| head`) is not an error of the command.
     let _ = std::io::stdout().write_all(stdout.as_bytes());
