@@ -798,7 +798,8 @@ impl fmt::Display for Finding {
         match self {
             Finding::Deleted { checkpoint_seq, at } => write!(
                 f,
-                "audit log DELETED: the log is empty, but a checkpoint signed at {at} records {checkpoint_seq} entries"
+                "audit log DELETED: the log is empty, but a checkpoint signed at {at} records {}",
+                entries_text(*checkpoint_seq)
             ),
             Finding::Truncated {
                 entries,
@@ -806,7 +807,9 @@ impl fmt::Display for Finding {
                 at,
             } => write!(
                 f,
-                "audit log TRUNCATED: the log has {entries} entries, but a checkpoint signed at {at} records {checkpoint_seq} entries: entries {} to {checkpoint_seq} were deleted",
+                "audit log TRUNCATED: the log has {}, but a checkpoint signed at {at} records {}: entries {} to {checkpoint_seq} were deleted",
+                entries_text(*entries),
+                entries_text(*checkpoint_seq),
                 entries + 1
             ),
             Finding::Rewritten { seq, at, last_good } => write!(
@@ -838,6 +841,15 @@ impl fmt::Display for Finding {
                 "{checkpoints} checkpoints cannot be checked: no public key; pass --public-key (as `paywarden audit public-key` prints it) or set audit.public_keys"
             ),
         }
+    }
+}
+
+/// `1 entry`, `N entries`.
+pub(crate) fn entries_text(n: i64) -> String {
+    if n == 1 {
+        "1 entry".into()
+    } else {
+        format!("{n} entries")
     }
 }
 
@@ -930,11 +942,17 @@ pub async fn verify(
         });
     }
     let mut trusted = Vec::new();
+    // The same line in several files (the box's and a shipped copy) is checked once.
+    let mut checked: std::collections::HashMap<String, bool> = std::collections::HashMap::new();
     for found in checkpoints {
         if keys.is_empty() {
             continue;
         }
-        if keys.iter().any(|k| found.checkpoint.verifies_with(k)) {
+        let line = found.checkpoint.to_line();
+        let valid = *checked
+            .entry(line)
+            .or_insert_with(|| keys.iter().any(|k| found.checkpoint.verifies_with(k)));
+        if valid {
             trusted.push(found);
         } else {
             findings.push(Finding::Forged {

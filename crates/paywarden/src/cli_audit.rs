@@ -176,8 +176,8 @@ async fn verify(
     if !report.is_ok() {
         let _ = writeln!(
             stderr,
-            "audit log FAILED verification ({} entries):",
-            report.entries
+            "audit log FAILED verification ({}):",
+            audit_anchor::entries_text(report.entries)
         );
         if let Some(b) = &report.chain_break {
             let _ = writeln!(
@@ -201,8 +201,12 @@ async fn verify(
             let c = &latest.checkpoint;
             let _ = writeln!(
                 stdout,
-                "anchored: agrees with {} signed checkpoints in {files_text} (the latest: {} entries at {}, key id {})",
-                report.trusted, c.seq, c.at, c.key_id
+                "anchored: agrees with {} signed checkpoint{} in {files_text} (the latest: {} at {}, key id {})",
+                report.trusted,
+                if report.trusted == 1 { "" } else { "s" },
+                audit_anchor::entries_text(c.seq),
+                c.at,
+                c.key_id
             );
             let _ = writeln!(stdout, "signatures checked with {key_source}");
             Ok((0, stdout, stderr))

@@ -41,6 +41,8 @@ impl Drop for Proc {
 struct Deployment {
     dir: tempfile::TempDir,
     database: TestDatabase,
+    /// Extra environment of every command.
+    env: Vec<(String, String)>,
 }
 
 impl Deployment {
@@ -48,6 +50,7 @@ impl Deployment {
         Self {
             dir: tempfile::tempdir().expect("tempdir"),
             database: TestDatabase::fresh().await,
+            env: Vec::new(),
         }
     }
 
@@ -84,6 +87,7 @@ impl Deployment {
         if let Some(url) = &self.database.url {
             command.env("PAYWARDEN_DATABASE_URL", url);
         }
+        command.envs(self.env.iter().map(|(k, v)| (k, v)));
         command
     }
 
@@ -558,4 +562,54 @@ async fn ifthenpay_keys_cannot_be_recovered_from_the_audit_export() {
     let other_ids = key_ids_in_export(&other);
     assert_eq!(other_ids.len(), 1);
     assert_ne!(&other_ids[0], id);
+}
+
+#[tokio::test]
+async fn checkpoints_reach_the_command_sink_and_the_shipped_copy_still_tells_after_the_box_lost_its_own(
+) {
+    let mut deployment = Deployment::new().await;
+    let shipped = deployment.data_dir().join("offbox").join("shipped.jsonl");
+    std::fs::create_dir_all(shipped.parent().expect("parent")).expect("offbox dir");
+    deployment.env.push((
+        "PAYWARDEN_AUDIT__CHECKPOINT_COMMAND".into(),
+        format!("cat >> '{}'", shipped.display()),
+    ));
+    let (server, url) = deployment.serve();
+    audited_calls(&url, "S", 3).await;
+    stop(server, "-TERM");
+    let local = std::fs::read_to_string(deployment.data_dir().join(CHECKPOINTS)).expect("local");
+    let copy = std::fs::read_to_string(&shipped).expect("the command received the checkpoints");
+    assert_eq!(local, copy);
+    let public_key = deployment.public_key();
+    let shipped_arg = shipped.to_string_lossy().to_string();
+    let from_copy = ["--checkpoints", &shipped_arg, "--public-key", &public_key];
+    assert_passes(&deployment.verify(&from_copy), 3);
+
+    // The intruder deletes the box's checkpoint file and the newest entries.
+    std::fs::remove_file(deployment.data_dir().join(CHECKPOINTS)).expect("removed");
+    deployment.sql("DELETE FROM audit_log WHERE seq > 1").await;
+    let (code, output) = deployment.verify(&[]);
+    assert_eq!(code, Some(0), "{output}");
+    assert!(output.contains("NOT ANCHORED"), "{output}");
+    assert_fails(
+        &deployment.verify(&["--require-checkpoint"]),
+        &["NOT ANCHORED"],
+    );
+    assert_fails(
+        &deployment.verify(&from_copy),
+        &["TRUNCATED", "has 1 entry,", "records 3 entries"],
+    );
+
+    // A sink command that fails is logged; the file still gets the checkpoint.
+    deployment.env.push((
+        "PAYWARDEN_AUDIT__CHECKPOINT_COMMAND".into(),
+        "exit 3".into(),
+    ));
+    let out = deployment.run(&["audit", "checkpoint"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("checkpoint_command failed"),
+        "{out:?}"
+    );
+    assert_eq!(deployment.checkpoints().len(), 1);
 }
