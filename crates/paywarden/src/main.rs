@@ -200,7 +200,7 @@ async fn migrate(config: &Config, check: bool) -> anyhow::Result<()> {
 }
 
 /// Completes at SIGINT (Ctrl-C) or SIGTERM (a supervisor's stop). The handlers are installed
-/// now, so a signal that arrives while the server is still starting is not lost.
+/// now: a signal from here on is not lost, and no longer ends the process by itself.
 fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
     #[cfg(unix)]
     {
@@ -251,7 +251,6 @@ async fn main() -> anyhow::Result<()> {
                 },
             )?;
             let listen = config.listen;
-            let stop = shutdown_signal()?;
             let seed = if no_seed {
                 SeedMode::Off
             } else {
@@ -262,6 +261,9 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
             let addr = listener.local_addr()?;
+            // Before the banner, so a stop right after it is graceful (during start-up, a
+            // signal still ends the process at once).
+            let stop = shutdown_signal()?;
             print_banner(&app, addr);
             app.serve(listener, stop).await?;
         }
@@ -279,8 +281,8 @@ async fn main() -> anyhow::Result<()> {
                     ..Overrides::default()
                 },
             )?;
-            let stop = shutdown_signal()?;
             let app = App::build(config, SeedMode::IfEmpty, &ProgressBar::hidden()).await?;
+            let stop = shutdown_signal()?;
             let checkpoints = app.start_checkpoints();
             let server = PaywardenMcp::new(app.mcp_state())
                 .serve(rmcp::transport::io::stdio())
