@@ -71,6 +71,9 @@ pub enum AppError {
     /// A configured toolset does not exist.
     #[error("unknown toolset {0:?} in safety.toolsets; known toolsets: {1}")]
     UnknownToolset(String, String),
+    /// The audit checkpoint key or sink failed (the message says which and what to do).
+    #[error(transparent)]
+    AuditAnchor(#[from] crate::audit_anchor::AnchorError),
     /// Seeding was asked for against a real provider.
     #[error("refusing to create demo payments at a real provider ({0}); seeding only runs against the offline emulator")]
     SeedRealProvider(String),
@@ -103,6 +106,8 @@ pub struct App {
     seeded_ops: Option<usize>,
     // The approval page's CSRF key, shared by every replica on the database.
     csrf_key: [u8; 32],
+    // Signed checkpoints of the audit chain's head.
+    checkpoints: Arc<crate::audit_anchor::CheckpointWriter>,
 }
 
 impl std::fmt::Debug for App {
@@ -151,6 +156,26 @@ impl App {
             source,
         })?;
         let store = Store::connect(&config.database()?).await?;
+        let signer =
+            crate::audit_anchor::AuditSigner::load_or_create(&config.audit, &config.data_dir)?;
+        signer.check_database(&store, false).await?;
+        let key_ids = signer.key_ids();
+        let checkpoints = Arc::new(
+            crate::audit_anchor::CheckpointWriter::open(
+                store.clone(),
+                signer,
+                &config.audit,
+                &config.data_dir,
+            )
+            .await?,
+        );
+        tracing::info!(
+            file = %checkpoints.path().display(),
+            key_id = checkpoints.signer().key_id(),
+            public_key = checkpoints.signer().public_key(),
+            interval_secs = config.audit.checkpoint_interval_secs,
+            "audit checkpoints"
+        );
         let emulator = if config.uses_emulator() || config.uses_stripe_emulator() {
             Some(start_emulator(&config).await?)
         } else {
@@ -220,7 +245,8 @@ impl App {
         } else {
             config.entities.clone()
         };
-        let ifthenpay = ifthenpay_service(&config, &pipeline, emulator.as_ref(), entities.clone())?;
+        let ifthenpay = ifthenpay_service(&config, &pipeline, emulator.as_ref(), entities.clone())?
+            .with_key_ids(key_ids);
         let ops = OpsService::new(
             pipeline.for_provider("Stripe", stripe_sandbox),
             stripe_client.clone(),
@@ -250,6 +276,7 @@ impl App {
             seeded: None,
             seeded_ops: None,
             csrf_key,
+            checkpoints,
         };
         if seed == SeedMode::IfEmpty && app.config.demo.seed && app.emulator.is_some() {
             if sandbox {
@@ -374,7 +401,20 @@ impl App {
         self.emulator.as_ref().map(|e| e.base_url.as_str())
     }
 
-    /// Serves HTTP on `listener` until `shutdown` completes.
+    /// The keyed ids of provider keys (`key:<id>` entities, stored ifthenpay requests).
+    pub fn key_ids(&self) -> crate::audit_anchor::KeyIds {
+        self.checkpoints.signer().key_ids()
+    }
+
+    /// Starts writing audit checkpoints: one now, then on the configured schedule;
+    /// [`crate::audit_anchor::CheckpointSchedule::finish`] writes the shutdown checkpoint.
+    /// [`App::serve`] does this itself; the stdio transport calls it.
+    pub fn start_checkpoints(&self) -> crate::audit_anchor::CheckpointSchedule {
+        self.checkpoints.start()
+    }
+
+    /// Serves HTTP on `listener` until `shutdown` completes, writing audit checkpoints on
+    /// schedule and once more after the last request finished.
     ///
     /// # Errors
     /// [`AppError::Serve`].
@@ -416,12 +456,15 @@ impl App {
             cancel.clone(),
         )
         .merge(crate::http::readiness_router(self.readiness()));
-        axum::serve(listener, router)
+        let checkpoints = self.start_checkpoints();
+        let served = axum::serve(listener, router)
             .with_graceful_shutdown(async move {
                 shutdown.await;
                 cancel.cancel();
             })
-            .await?;
+            .await;
+        checkpoints.finish().await;
+        served?;
         drop(self.emulator);
         Ok(())
     }

@@ -68,6 +68,8 @@ pub struct Config {
     pub operators: Vec<OperatorConfig>,
     /// The ifthenpay connector and the keys paywarden may hold for it.
     pub ifthenpay: IfthenpayConfig,
+    /// Signed checkpoints of the audit chain: signing key, sinks, schedule.
+    pub audit: crate::audit_anchor::AuditConfig,
 }
 
 /// ifthenpay settings. Keys set here are used when a tool call omits them, so they need not
@@ -258,6 +260,7 @@ impl Default for Config {
             safety: SafetyConfig::default(),
             operators: Vec::new(),
             ifthenpay: IfthenpayConfig::default(),
+            audit: crate::audit_anchor::AuditConfig::default(),
         }
     }
 }

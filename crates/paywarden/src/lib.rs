@@ -19,6 +19,8 @@
 //! - [`service`]: the one pipeline every tool call goes through (validate, idempotency,
 //!   pre-check, connector call, audit).
 //! - [`connectors`]: real HTTP clients of each provider; provider wire types stay inside.
+//! - [`audit_anchor`]: signed checkpoints anchoring the audit chain outside the database, and
+//!   the keyed ids of provider keys.
 //! - [`store`]: paywarden's own records (audit log, idempotency keys) in SQLite via sqlx.
 //! - [`model`]: the payment model connectors return and tools answer with.
 //! - [`seed`], [`seed_ops`]: demo data, created through the connectors against the emulator.
@@ -29,9 +31,11 @@
 
 pub mod app;
 pub mod approvals_http;
+pub mod audit_anchor;
 pub mod canonical;
 pub mod catalog;
 pub mod cli_approvals;
+pub mod cli_audit;
 pub mod cli_ifthenpay;
 pub mod config;
 pub mod connectors;

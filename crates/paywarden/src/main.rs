@@ -73,10 +73,12 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
-    /// The audit log.
+    /// The audit log and its signed checkpoints.
     Audit {
         #[command(subcommand)]
-        action: AuditAction,
+        action: paywarden::cli_audit::AuditAction,
+        #[command(flatten)]
+        common: Common,
     },
     /// Approval requests that the policy sent to a person: list, show, approve, deny.
     Approvals {
@@ -143,20 +145,6 @@ enum PolicyAction {
     },
 }
 
-#[derive(Debug, Subcommand)]
-enum AuditAction {
-    /// Check the hash chain; exits 1 and names the first broken entry if it was edited.
-    Verify {
-        #[command(flatten)]
-        common: Common,
-    },
-    /// Write every entry as JSON Lines to stdout.
-    Export {
-        #[command(flatten)]
-        common: Common,
-    },
-}
-
 fn progress_bar() -> ProgressBar {
     let bar = ProgressBar::new(0);
     if let Ok(style) = ProgressStyle::with_template("seeding demo payments {bar:40} {pos}/{len}") {
@@ -213,6 +201,29 @@ async fn migrate(config: &Config, check: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Completes at SIGINT (Ctrl-C) or SIGTERM (a supervisor's stop). The handlers are installed
+/// now: a signal from here on is not lost, and no longer ends the process by itself.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+        let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+        Ok(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+    }
+}
+
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PAYWARDEN_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -254,11 +265,11 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
             let addr = listener.local_addr()?;
+            // Before the banner, so a stop right after it is graceful (during start-up, a
+            // signal still ends the process at once).
+            let stop = shutdown_signal()?;
             print_banner(&app, addr);
-            app.serve(listener, async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await?;
+            app.serve(listener, stop).await?;
         }
         Command::Stdio {
             common,
@@ -275,11 +286,20 @@ async fn main() -> anyhow::Result<()> {
                 },
             )?;
             let app = App::build(config, SeedMode::IfEmpty, &ProgressBar::hidden()).await?;
+            let stop = shutdown_signal()?;
+            let checkpoints = app.start_checkpoints();
             let server = PaywardenMcp::new(app.mcp_state())
                 .serve(rmcp::transport::io::stdio())
                 .await
                 .context("MCP stdio handshake failed")?;
+            // Until the client closes stdin, or SIGINT/SIGTERM.
+            let cancel = server.cancellation_token();
+            tokio::spawn(async move {
+                stop.await;
+                cancel.cancel();
+            });
             server.waiting().await?;
+            checkpoints.finish().await;
             drop(app);
         }
         Command::Emulator { listen, common } => {
@@ -440,32 +460,18 @@ async fn main() -> anyhow::Result<()> {
                 std::process::exit(1);
             }
         }
-        Command::Audit { action } => {
-            let (AuditAction::Verify { common } | AuditAction::Export { common }) = &action;
+        Command::Audit { action, common } => {
             let config = load(
                 file,
                 Overrides {
-                    data_dir: common.data_dir.clone(),
+                    data_dir: common.data_dir,
                     ..Overrides::default()
                 },
             )?;
             let store = open_store(&config).await?;
-            match action {
-                AuditAction::Verify { .. } => match store.verify_audit().await? {
-                    None => println!(
-                        "audit chain intact: {} entries",
-                        store.audit_records(None).await?.len()
-                    ),
-                    Some(b) => {
-                        eprintln!("audit chain BROKEN at entry {}: {}", b.seq, b.reason);
-                        std::process::exit(1);
-                    }
-                },
-                AuditAction::Export { .. } => {
-                    for record in store.audit_records(None).await? {
-                        println!("{}", serde_json::to_string(&record)?);
-                    }
-                }
+            let code = paywarden::cli_audit::run(&store, &config, action).await?;
+            if code != 0 {
+                std::process::exit(code);
             }
         }
     }

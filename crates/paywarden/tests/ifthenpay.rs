@@ -327,10 +327,7 @@ async fn seed_example_mbway_request_then_status_polling() {
     // paywarden recorded the callback's payment.
     let requests = app
         .store
-        .ifthenpay_requests(&format!(
-            "key:{}",
-            paywarden::service::ifthenpay::key_id(IFTHENPAY_MBWAY_KEY)
-        ))
+        .ifthenpay_requests(&format!("key:{}", app.key_ids.id(IFTHENPAY_MBWAY_KEY)))
         .await
         .expect("records");
     assert_eq!(requests[0].status, "paid");
@@ -699,10 +696,7 @@ async fn callbacks_with_a_wrong_key_or_amount_are_refused_and_recorded() {
             (false, Some("bad_amount".to_string())),
         ]
     );
-    let entity = format!(
-        "key:{}",
-        paywarden::service::ifthenpay::key_id(IFTHENPAY_MB_KEY)
-    );
+    let entity = format!("key:{}", app.key_ids.id(IFTHENPAY_MB_KEY));
     let records = app
         .store
         .ifthenpay_requests(&entity)
@@ -788,10 +782,7 @@ async fn a_retried_creation_returns_the_first_reference_and_never_a_second() {
         text.contains("order_id \"IDEM-1\" was already used"),
         "{text}"
     );
-    let entity = format!(
-        "key:{}",
-        paywarden::service::ifthenpay::key_id(IFTHENPAY_MB_KEY)
-    );
+    let entity = format!("key:{}", app.key_ids.id(IFTHENPAY_MB_KEY));
     assert_eq!(
         app.store
             .ifthenpay_requests(&entity)
@@ -1262,10 +1253,7 @@ async fn an_unreachable_provider_is_a_clear_api_error_and_nothing_is_recorded() 
     // Nothing was created, so a retry runs again (and fails the same way) rather than replaying.
     let again = tool_error(&app, "multibanco_create_reference", mb("NET-1", json!(1))).await;
     assert!(again.starts_with("API error:"), "{again}");
-    let entity = format!(
-        "key:{}",
-        paywarden::service::ifthenpay::key_id(IFTHENPAY_MB_KEY)
-    );
+    let entity = format!("key:{}", app.key_ids.id(IFTHENPAY_MB_KEY));
     assert!(app
         .store
         .ifthenpay_requests(&entity)

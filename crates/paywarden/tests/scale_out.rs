@@ -9,7 +9,8 @@
 //! - concurrent ops `issue_refund`s of one order never exceed it (Stripe, orders database);
 //! - concurrent retries with one idempotency key execute once;
 //! - an approval granted through one server executes once, whichever server is asked;
-//! - the audit chain stays one valid chain (`paywarden audit verify`) under concurrent writes.
+//! - the audit chain stays one valid chain (`paywarden audit verify`) under concurrent writes,
+//!   and checkpoints signed meanwhile each record a head that exists in it.
 
 mod common;
 
@@ -584,9 +585,34 @@ async fn the_audit_chain_stays_one_valid_chain_under_concurrent_writes_from_both
     let calls = (0..BURST)
         .map(|i| (i, "get_transactions", json!({"id": db})))
         .collect();
+    // Checkpoints signed while both servers append: each must record a head of the one chain.
+    let checkpointers: Vec<Child> = (0..4)
+        .map(|_| {
+            Command::new(BIN)
+                .arg("--config")
+                .arg(&cluster.config)
+                .args(["audit", "checkpoint"])
+                .env_remove("DATABASE_URL")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("paywarden audit checkpoint runs")
+        })
+        .collect();
     let results = all_at_once(&clients, calls).await;
     assert!(results.iter().all(|r| !r.1));
+    let mut checkpointed = Vec::new();
+    for child in checkpointers {
+        let out = child.wait_with_output().expect("checkpoint finished");
+        assert!(out.status.success());
+        let line: Value = serde_json::from_slice(out.stdout.trim_ascii()).expect("JSON");
+        checkpointed.push(line["seq"].as_i64().expect("seq"));
+    }
     let after = cluster.audit_verify();
+    assert!(
+        checkpointed.iter().all(|&seq| seq <= after as i64),
+        "{checkpointed:?}"
+    );
     assert_eq!(after, before + BURST, "every call appended exactly once");
     let store = cluster.store().await;
     let records = store.audit_records(None).await.expect("records");

@@ -19,7 +19,6 @@ use schemars::JsonSchema;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 use super::{AuditFacts, Caller, Pipeline, ServiceError, Settlement, ToolOutcome};
 use crate::{
@@ -483,15 +482,11 @@ impl Keys {
 /// A key in use and where it came from.
 struct ResolvedKey {
     key: SecretString,
-    /// 16 hex characters of SHA-256(key): what records and idempotency keys carry.
+    /// The key's keyed id ([`crate::audit_anchor::KeyIds`]): what records, audit entries
+    /// (`key:<id>`) and idempotency keys carry.
     id: String,
     /// The entity the call acts for.
     entity: String,
-}
-
-/// 16 hex characters of SHA-256 of a key: an identifier that reveals nothing of the key.
-pub fn key_id(key: &str) -> String {
-    hex::encode(Sha256::digest(key.as_bytes()))[..16].to_string()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -859,6 +854,7 @@ pub struct IfthenpayService {
     anti_phishing_key: Option<SecretString>,
     entities: Vec<super::ops::KnownEntity>,
     sandbox: bool,
+    key_ids: crate::audit_anchor::KeyIds,
 }
 
 impl std::fmt::Debug for IfthenpayService {
@@ -907,7 +903,22 @@ impl IfthenpayService {
             anti_phishing_key,
             entities,
             sandbox,
+            key_ids: crate::audit_anchor::KeyIds::ephemeral(),
         }
+    }
+
+    /// Names provider keys by `key_ids` (HMAC-SHA-256 under the server's secret) in records,
+    /// audit entries and idempotency keys. Without it, ids are keyed by a secret of this
+    /// process only, and change at every start.
+    #[must_use]
+    pub fn with_key_ids(mut self, key_ids: crate::audit_anchor::KeyIds) -> Self {
+        self.key_ids = key_ids;
+        self
+    }
+
+    /// The keyed id of a provider key, as records and `key:<id>` entities carry it.
+    pub fn key_id(&self, key: &str) -> String {
+        self.key_ids.id(key)
     }
 
     /// The pipeline.
@@ -1021,7 +1032,7 @@ impl IfthenpayService {
                     kind.argument()
                 ))));
             }
-            let id = key_id(key);
+            let id = self.key_id(key);
             let entity = authenticated.unwrap_or_else(|| format!("key:{id}"));
             return Ok(ResolvedKey {
                 key: SecretString::from(key.to_string()),
@@ -1038,7 +1049,7 @@ impl IfthenpayService {
         };
         match authenticated {
             Some(entity) => Ok(ResolvedKey {
-                id: key_id(configured.expose_secret()),
+                id: self.key_id(configured.expose_secret()),
                 key: configured.clone(),
                 entity,
             }),
@@ -2187,12 +2198,5 @@ mod tests {
         assert!(parse_list_date("date_start", "01-06-2026 00:00:00").is_ok());
         assert!(parse_list_date("date_start", "2026-06-01 00:00:00").is_err());
         assert!(parse_list_date("date_start", "01-06-2026").is_err());
-    }
-
-    #[test]
-    fn key_ids_reveal_nothing() {
-        let id = key_id("PWD-100001");
-        assert_eq!(id.len(), 16);
-        assert!(!id.contains("100001"));
     }
 }

@@ -190,6 +190,39 @@ impl Store {
             .collect()
     }
 
+    /// The chain's head as one statement reads it: `(seq, hash)` of the newest entry, or
+    /// `(0, GENESIS)` when the log is empty. `seq` is also the number of entries (the chain is
+    /// gap-free), so a checkpoint of it anchors both the head and the length; every appender
+    /// commits under the chain lock, so a reader never sees a head whose predecessors are
+    /// missing.
+    ///
+    /// # Errors
+    /// [`StoreError`] on database failure.
+    pub async fn audit_head(&self) -> Result<(i64, String), StoreError> {
+        let head = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(match head {
+            Some(row) => (row.try_get("seq")?, row.try_get("hash")?),
+            None => (0, GENESIS.to_string()),
+        })
+    }
+
+    /// The metadata value `key`, first set to `value` when absent (the first process to ask
+    /// wins; every later one reads that value). Used to record which audit signing key this
+    /// database's checkpoints are signed with.
+    ///
+    /// # Errors
+    /// [`StoreError`] on database failure.
+    pub async fn meta_or_insert(&self, key: &str, value: &str) -> Result<String, StoreError> {
+        sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
+            .bind(key)
+            .bind(value)
+            .execute(self.pool())
+            .await?;
+        Ok(self.meta(key).await?.unwrap_or_else(|| value.to_string()))
+    }
+
     /// Checks the whole chain; `Ok(None)` when intact, else the first broken row.
     ///
     /// # Errors

@@ -31,7 +31,7 @@ use sqlx::{
 };
 
 pub use approvals::{Approval, ApprovalError, ApprovalStatus, NewApproval, UnknownApprovalStatus};
-pub use audit::{AuditEntry, AuditRecord, ChainBreak};
+pub use audit::{AuditEntry, AuditRecord, ChainBreak, GENESIS};
 pub use idempotency::{Begin, IdempotencyError};
 pub use ifthenpay::{IfthenpayCallback, IfthenpayRequest, NewIfthenpayRequest};
 pub use orders::{

@@ -42,6 +42,8 @@ pub struct TestApp {
     pub emulator_url: Option<String>,
     pub store: Store,
     pub data_dir: tempfile::TempDir,
+    /// The server's keyed ids of provider keys (`key:<id>` entities).
+    pub key_ids: paywarden::audit_anchor::KeyIds,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     // Declared last: dropped after the server was told to stop.
     pub database: TestDatabase,
@@ -200,6 +202,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     let addr = listener.local_addr().expect("addr");
     let store = app.store().clone();
     let emulator_url = app.emulator_url().map(String::from);
+    let key_ids = app.key_ids();
     let (tx, rx) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
         app.serve(listener, async {
@@ -213,6 +216,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
         emulator_url,
         store,
         data_dir: dir,
+        key_ids,
         shutdown: Some(tx),
         database,
     }
