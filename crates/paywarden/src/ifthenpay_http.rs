@@ -33,13 +33,12 @@ use axum::{
     routing::{any, get},
     Router,
 };
-use rmcp::transport::streamable_http_server::{
-    session::local::LocalSessionManager, StreamableHttpServerConfig, StreamableHttpService,
-};
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use secrecy::SecretString;
 use serde_json::{json, Value};
 
 use crate::{
+    sessions::{BoundedSessions, SessionLimits},
     mcp::{Endpoint, McpState, PaywardenMcp, HEADER_ENTITY_ID, HEADER_TOKEN, MONEY_MOVING_TOOLS},
     service::{ifthenpay::Identity, Caller, ServiceError},
 };
@@ -61,17 +60,19 @@ pub const SANDBOX_INSTRUCTIONS: &str = "SANDBOX: paywarden's offline ifthenpay e
 #[derive(Clone)]
 struct Payments {
     state: Arc<McpState>,
-    mcp: StreamableHttpService<PaywardenMcp, LocalSessionManager>,
+    mcp: StreamableHttpService<PaywardenMcp, BoundedSessions>,
+    limits: Arc<SessionLimits>,
     max_body_bytes: usize,
 }
 
 /// The routes: `/mcp/payments/` (and without the trailing slash) and `/ifthenpay/callback`.
-/// `config` and `sessions` are those of paywarden's other MCP endpoints (allowed hosts and
-/// origins, body limit, shutdown, session idle timeout).
+/// `config`, `sessions` and `limits` are those of paywarden's other MCP endpoints (allowed
+/// hosts and origins, body limit, shutdown, session idle timeout, session limits).
 pub fn router(
     state: Arc<McpState>,
     config: StreamableHttpServerConfig,
-    sessions: Arc<LocalSessionManager>,
+    sessions: Arc<BoundedSessions>,
+    limits: Arc<SessionLimits>,
 ) -> Router {
     let max_body_bytes = config.max_request_body_bytes;
     let handler_state = state.clone();
@@ -88,6 +89,7 @@ pub fn router(
     let payments = Payments {
         state: state.clone(),
         mcp,
+        limits,
         max_body_bytes,
     };
     Router::new()
@@ -177,8 +179,21 @@ async fn endpoint(State(payments): State<Payments>, request: Request) -> Respons
         }
     };
     if speaks_later_mcp(&parts.headers, &message) {
-        let request = Request::from_parts(parts, Body::from(body));
-        return with_cors(payments.mcp.handle(request).await.map(Body::new));
+        // Credentials, when sent, are verified; a session counts against its entity's
+        // allowance, or the anonymous one.
+        let mut request = Request::from_parts(parts, Body::from(body.clone()));
+        payments
+            .state
+            .authenticator
+            .mark_if_authenticated(&mut request)
+            .await;
+        let guard = match payments.limits.admit(&mut request, &body) {
+            Ok(guard) => guard,
+            Err(refusal) => return with_cors(refusal),
+        };
+        let response = payments.mcp.handle(request).await.map(Body::new);
+        drop(guard);
+        return with_cors(response);
     }
     let state = &payments.state;
     let identity = identity(&parts.headers);

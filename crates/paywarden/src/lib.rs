@@ -10,8 +10,11 @@
 //! - [`app`]: assembles a running server; the caller binds the listener.
 //! - [`ifthenpay_http`]: the ifthenpay seed's `/mcp/payments/` JSON-RPC endpoint and the
 //!   ifthenpay payment callback.
-//! - [`http`]: the HTTP surface (`/mcp`, `/agentic/v1/mcp`, `/healthz`), credential checks,
-//!   body bounds; Host/Origin validation comes from rmcp's Streamable HTTP service.
+//! - [`http`]: the HTTP surface (`/mcp`, `/agentic/v1/mcp`, `/healthz`), body bounds;
+//!   Host/Origin validation comes from rmcp's Streamable HTTP service.
+//! - [`auth`]: every HTTP caller authenticated (configured entities, or OPP asked and the
+//!   verdict cached) before anything is served or stored.
+//! - [`sessions`]: Streamable HTTP sessions capped per entity and in total.
 //! - [`mcp`]: rmcp adapters, one module per toolset; thin: parameters in, outcome out.
 //! - [`service`]: the one pipeline every tool call goes through (validate, idempotency,
 //!   pre-check, connector call, audit).
@@ -26,6 +29,7 @@
 
 pub mod app;
 pub mod approvals_http;
+pub mod auth;
 pub mod canonical;
 pub mod cli_approvals;
 pub mod cli_ifthenpay;
@@ -39,4 +43,5 @@ pub mod policy;
 pub mod seed;
 pub mod seed_ops;
 pub mod service;
+pub mod sessions;
 pub mod store;

@@ -4,8 +4,10 @@
 //! approval request only an operator can decide).
 //!
 //! A toolset computes the policy facts and the [`PreviewView`] of its operation, asks
-//! [`Pipeline::gate`], and executes only on [`Gate::Execute`]; after executing an approved
-//! operation it records the outcome with [`Pipeline::finish_gated`].
+//! [`Pipeline::gate`], and executes only on [`Gate::Execute`]; after executing it settles what
+//! the gate claimed with [`Pipeline::finish_gated`]: an approval records its outcome, unless
+//! nothing was sent (a refusal of the credentials, an unreachable provider, a busy lease), in
+//! which case the approval and the confirmation token are given back for a retry.
 
 use chrono::{Duration as ChronoDuration, Utc};
 
@@ -25,15 +27,21 @@ use crate::{
 #[derive(Debug)]
 pub enum Gate {
     /// Run the operation now: the policy allows it, a valid confirmation token was presented
-    /// (and is now used up), or an approved approval was claimed (`approval_id`; record the
-    /// outcome with [`Pipeline::finish_gated`]).
-    Execute {
-        /// The claimed approval, when a person approved this.
-        approval_id: Option<String>,
-    },
+    /// (and is now used up), or an approved approval was claimed; settle the [`Claims`] with
+    /// [`Pipeline::finish_gated`] afterwards.
+    Execute(Claims),
     /// Stop with this outcome: a preview with a confirmation token, an approval request, or a
     /// refusal (denied by policy, a refused token or approval).
     Stop(ToolOutcome, Settlement),
+}
+
+/// What the gate took for one execution.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Claims {
+    /// The approval claimed (now `executing`), when a person approved this.
+    pub approval_id: Option<String>,
+    /// SHA-256 (hex) of the confirmation token used up, when the caller confirmed a preview.
+    pub confirmation: Option<String>,
 }
 
 /// One money-moving call at the gate.
@@ -158,9 +166,10 @@ impl Pipeline {
                 .await
             {
                 Ok(approval) => match stale(&approval.preview, &preview) {
-                    None => Ok(Gate::Execute {
+                    None => Ok(Gate::Execute(Claims {
                         approval_id: Some(id.to_string()),
-                    }),
+                        confirmation: None,
+                    })),
                     // What a person approved is not what would move now (the payment changed
                     // since): the approval is spent, nothing is sent.
                     Some(change) => {
@@ -169,7 +178,12 @@ impl Pipeline {
                             &format!("{tool} is refused: {change} since approval {id} was requested, so it no longer matches what would move. Nothing was sent; call {tool} again to request a new approval."),
                             None,
                         );
-                        self.finish_gated(Some(id), &outcome).await?;
+                        let claims = Claims {
+                            approval_id: Some(id.to_string()),
+                            confirmation: None,
+                        };
+                        self.finish_gated(&claims, &outcome, Settlement::Final)
+                            .await?;
                         Ok(Gate::Stop(outcome, Settlement::Final))
                     }
                 },
@@ -185,7 +199,7 @@ impl Pipeline {
             };
         }
         match verdict.decision {
-            Decision::Allow | Decision::Deny => Ok(Gate::Execute { approval_id: None }),
+            Decision::Allow | Decision::Deny => Ok(Gate::Execute(Claims::default())),
             Decision::Confirm => match confirmation_token {
                 None => self
                     .issue_confirmation(
@@ -205,7 +219,10 @@ impl Pipeline {
                     .await
                 {
                     Ok(confirmation) => match stale(&confirmation.preview, &preview) {
-                        None => Ok(Gate::Execute { approval_id: None }),
+                        None => Ok(Gate::Execute(Claims {
+                            approval_id: None,
+                            confirmation: Some(token_hash(token)),
+                        })),
                         // The preview the user agreed to is not what would move now.
                         Some(change) => Ok(Gate::Stop(
                             self.error_outcome(
@@ -246,16 +263,30 @@ impl Pipeline {
         }
     }
 
-    /// Records the outcome of an operation executed on an approval (no-op without one).
+    /// Settles what the gate claimed once the operation ran: with [`Settlement::NotSent`]
+    /// (nothing reached the provider, or it refused the credentials, which moves nothing) the
+    /// approval goes back to `approved` and the confirmation token becomes usable again, so
+    /// the rightful caller can still run them; otherwise an approval records `outcome` and is
+    /// `executed`.
     ///
     /// # Errors
     /// [`ServiceError::Store`].
     pub async fn finish_gated(
         &self,
-        approval_id: Option<&str>,
+        claims: &Claims,
         outcome: &ToolOutcome,
+        settlement: Settlement,
     ) -> Result<(), ServiceError> {
-        if let Some(id) = approval_id {
+        if settlement == Settlement::NotSent {
+            if let Some(id) = &claims.approval_id {
+                self.store().release_approval(id).await?;
+            }
+            if let Some(hash) = &claims.confirmation {
+                self.store().release_confirmation(hash).await?;
+            }
+            return Ok(());
+        }
+        if let Some(id) = &claims.approval_id {
             let record = serde_json::json!({
                 "structured": outcome.structured,
                 "text": outcome.text,

@@ -1617,21 +1617,22 @@ impl OpsService {
                 output_defaults: serde_json::json!({}),
             })
             .await?;
-        let approval_id = match gate {
+        let claims = match gate {
             Gate::Stop(outcome, settlement) => return Ok((outcome, settlement)),
-            Gate::Execute { approval_id } => approval_id,
+            Gate::Execute(claims) => claims,
         };
         let Some(key) = key else {
             // Unreachable in practice: execution needs a token or an approval, each of which
             // keys the call. Refuse rather than refund without a key.
-            return Ok((
-                self.pipeline.error_outcome(
-                    "internal",
-                    "issue_refund needs an idempotency key to execute; nothing was sent.",
-                    None,
-                ),
-                Settlement::NotSent,
-            ));
+            let outcome = self.pipeline.error_outcome(
+                "internal",
+                "issue_refund needs an idempotency key to execute; nothing was sent.",
+                None,
+            );
+            self.pipeline
+                .finish_gated(&claims, &outcome, Settlement::NotSent)
+                .await?;
+            return Ok((outcome, Settlement::NotSent));
         };
         // Under the lease, the checks run again on exactly the order and amount that were
         // previewed and agreed to, never on "the most recent paid order" afresh.
@@ -1644,7 +1645,7 @@ impl OpsService {
             .execute_refund(caller, &pinned, &checked.order.id, key)
             .await?;
         self.pipeline
-            .finish_gated(approval_id.as_deref(), &outcome)
+            .finish_gated(&claims, &outcome, settlement)
             .await?;
         Ok((outcome, settlement))
     }
