@@ -224,10 +224,12 @@ impl App {
             entities,
         );
         if config.http.max_sessions == 0 || config.http.max_sessions_per_entity == 0 {
-            return Err(AppError::Config(crate::config::ConfigError::Invalid(format!(
+            return Err(AppError::Config(crate::config::ConfigError::Invalid(
+                format!(
                 "http.max_sessions ({}) and http.max_sessions_per_entity ({}) must be at least 1",
                 config.http.max_sessions, config.http.max_sessions_per_entity
-            ))));
+            ),
+            )));
         }
         // Configured entities judge HTTP callers themselves; without them OPP (or the
         // emulator) is asked, and its verdict cached.

@@ -119,12 +119,19 @@ enum Judge {
     Provider(Box<ProviderJudge>),
 }
 
+/// OPP's word on a pair of credentials, until when it is reused.
+#[derive(Clone)]
+struct Verdict {
+    /// `None`: accepted; `Some(reason)`: refused.
+    refusal: Option<String>,
+    until: Instant,
+}
+
 struct ProviderJudge {
     client: OppClient,
     ttl: Duration,
     key: [u8; 32],
-    /// Verdicts: `None` accepted, `Some(reason)` refused; with their expiry.
-    cache: Mutex<LruCache<[u8; 32], (Option<String>, Instant)>>,
+    cache: Mutex<LruCache<[u8; 32], Verdict>>,
     in_flight: tokio::sync::Semaphore,
 }
 
@@ -235,12 +242,9 @@ impl Authenticator {
     /// hands on to the handler with the request's parts).
     ///
     /// # Errors
-    /// The HTTP answer for the caller ([`AuthError::into_response`]).
-    pub async fn authenticate_request(&self, request: &mut Request<Body>) -> Result<(), Response> {
-        let authenticated = self
-            .authenticate_headers(request.headers())
-            .await
-            .map_err(AuthError::into_response)?;
+    /// As [`Self::authenticate_headers`]; answer the caller with [`AuthError::into_response`].
+    pub async fn authenticate_request(&self, request: &mut Request<Body>) -> Result<(), AuthError> {
+        let authenticated = self.authenticate_headers(request.headers()).await?;
         request.extensions_mut().insert(authenticated);
         Ok(())
     }
@@ -272,7 +276,7 @@ pub async fn require_authentication(
     }
     match authenticator.authenticate_request(&mut request).await {
         Ok(()) => next.run(request).await,
-        Err(refusal) => refusal,
+        Err(refusal) => refusal.into_response(),
     }
 }
 
@@ -291,7 +295,7 @@ impl ProviderJudge {
     fn cached(&self, key: &[u8; 32]) -> Option<Option<String>> {
         let mut cache = self.cache.lock().ok()?;
         match cache.get(key) {
-            Some((verdict, until)) if *until > Instant::now() => Some(verdict.clone()),
+            Some(verdict) if verdict.until > Instant::now() => Some(verdict.refusal.clone()),
             Some(_) => {
                 cache.remove(key);
                 None
@@ -336,7 +340,14 @@ impl ProviderJudge {
             Err(e) => return Err(AuthError::Unavailable(e.to_string())),
         };
         if let Ok(mut cache) = self.cache.lock() {
-            cache.insert(key, (verdict.clone(), Instant::now() + self.ttl));
+            let until = Instant::now() + self.ttl;
+            cache.insert(
+                key,
+                Verdict {
+                    refusal: verdict.clone(),
+                    until,
+                },
+            );
         }
         Ok(verdict)
     }

@@ -57,27 +57,12 @@ pub fn router(
         crate::ifthenpay_http::router(state.clone(), config.clone(), sessions(), limits.clone())
     });
     let authenticator = state.authenticator.clone();
-    let unified_state = state.clone();
-    let mcp = StreamableHttpService::new(
-        move || {
-            Ok(PaywardenMcp::for_endpoint(
-                unified_state.clone(),
-                Endpoint::Unified,
-            ))
-        },
-        sessions(),
-        config.clone(),
-    );
-    let opp = StreamableHttpService::new(
-        move || {
-            Ok(PaywardenMcp::for_endpoint(
-                state.clone(),
-                Endpoint::OppCompat,
-            ))
-        },
-        sessions(),
-        config,
-    );
+    // One handler per endpoint, cloned for each session: the tools and their schemas are
+    // built once, not once per session (which cost most of a session's memory).
+    let unified = PaywardenMcp::for_endpoint(state.clone(), Endpoint::Unified);
+    let mcp = StreamableHttpService::new(move || Ok(unified.clone()), sessions(), config.clone());
+    let opp_compat = PaywardenMcp::for_endpoint(state.clone(), Endpoint::OppCompat);
+    let opp = StreamableHttpService::new(move || Ok(opp_compat.clone()), sessions(), config);
     let endpoints = Router::new()
         .route_service("/mcp", mcp)
         .route_service("/agentic/v1/mcp", opp)

@@ -38,9 +38,9 @@ use secrecy::SecretString;
 use serde_json::{json, Value};
 
 use crate::{
-    sessions::{BoundedSessions, SessionLimits},
     mcp::{Endpoint, McpState, PaywardenMcp, HEADER_ENTITY_ID, HEADER_TOKEN, MONEY_MOVING_TOOLS},
     service::{ifthenpay::Identity, Caller, ServiceError},
+    sessions::{BoundedSessions, SessionLimits},
 };
 
 /// The seed's protocol version.
@@ -75,17 +75,9 @@ pub fn router(
     limits: Arc<SessionLimits>,
 ) -> Router {
     let max_body_bytes = config.max_request_body_bytes;
-    let handler_state = state.clone();
-    let mcp = StreamableHttpService::new(
-        move || {
-            Ok(PaywardenMcp::for_endpoint(
-                handler_state.clone(),
-                Endpoint::IfthenpayCompat,
-            ))
-        },
-        sessions,
-        config,
-    );
+    // Built once and cloned per session (see crate::http::router).
+    let handler = PaywardenMcp::for_endpoint(state.clone(), Endpoint::IfthenpayCompat);
+    let mcp = StreamableHttpService::new(move || Ok(handler.clone()), sessions, config);
     let payments = Payments {
         state: state.clone(),
         mcp,
@@ -189,7 +181,7 @@ async fn endpoint(State(payments): State<Payments>, request: Request) -> Respons
             .await;
         let guard = match payments.limits.admit(&mut request, &body) {
             Ok(guard) => guard,
-            Err(refusal) => return with_cors(refusal),
+            Err(refusal) => return with_cors(refusal.into_response()),
         };
         let response = payments.mcp.handle(request).await.map(Body::new);
         drop(guard);

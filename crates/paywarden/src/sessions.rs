@@ -177,15 +177,14 @@ impl SessionLimits {
     /// Hold the returned guard until the service has answered.
     ///
     /// # Errors
-    /// At a limit, the HTTP answer: 429 (the entity's) or 503 with `Retry-After` (the
-    /// server's), with a JSON-RPC error body saying what to do.
+    /// [`SessionRefusal`] at a limit; answer the caller with
+    /// [`SessionRefusal::into_response`].
     pub fn admit(
         self: &Arc<Self>,
         request: &mut Request<Body>,
         body: &[u8],
-    ) -> Result<Option<SlotGuard>, Response> {
-        if request.method() != Method::POST || request.headers().contains_key("mcp-session-id")
-        {
+    ) -> Result<Option<SlotGuard>, SessionRefusal> {
+        if request.method() != Method::POST || request.headers().contains_key("mcp-session-id") {
             return Ok(None);
         }
         let Ok(message) = serde_json::from_slice::<serde_json::Value>(body) else {
@@ -205,15 +204,31 @@ impl SessionLimits {
                 request.extensions_mut().insert(slot.clone());
                 Ok(Some(SlotGuard(slot)))
             }
-            Err(hit) => Err(limit_response(
+            Err(hit) => Err(SessionRefusal {
                 hit,
-                message.get("id").cloned().unwrap_or_default(),
-            )),
+                id: message.get("id").cloned().unwrap_or_default(),
+            }),
         }
     }
 }
 
-/// The answer to an `initialize` at a limit.
+/// An `initialize` refused at a limit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionRefusal {
+    /// Which limit.
+    pub hit: LimitHit,
+    /// The JSON-RPC id of the `initialize`.
+    pub id: serde_json::Value,
+}
+
+impl SessionRefusal {
+    /// The HTTP answer: 429 (the entity's limit) or 503 with `Retry-After` (the server's), with
+    /// a JSON-RPC error (code -32000, `data: {scope, limit}`) saying what to do.
+    pub fn into_response(self) -> Response {
+        limit_response(self.hit, self.id)
+    }
+}
+
 fn limit_response(hit: LimitHit, id: serde_json::Value) -> Response {
     let (status, message, scope, limit) = match hit {
         LimitHit::Entity(limit) => (
@@ -275,7 +290,7 @@ pub async fn limit_sessions(
             drop(guard);
             response
         }
-        Err(refusal) => refusal,
+        Err(refusal) => refusal.into_response(),
     }
 }
 

@@ -253,6 +253,26 @@ async fn a_provider_refusal_of_the_credentials_releases_every_claim() {
     assert_eq!(done["status"], "executed", "{done}");
 }
 
+/// Without `[[entities]]`, OPP judges credentials: when it cannot be asked, the caller gets a
+/// clear 503 and nothing is served; nothing is cached, so the next request asks again.
+#[tokio::test]
+async fn an_unreachable_opp_is_a_503_not_a_verdict() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let app = spawn_app_with(|c| c.opp.base_url = Some(closed_url)).await;
+    let http = reqwest::Client::new();
+    for _ in 0..2 {
+        let resp = initialize(&http, &app.base_url, "/mcp", DEMO_ENTITY_ID, DEMO_TOKEN).await;
+        assert_eq!(resp.status(), 503);
+        assert!(resp.headers().get("mcp-session-id").is_none());
+        assert!(resp.headers().get("retry-after").is_some());
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"], "authentication_unavailable", "{body}");
+        assert!(!body.to_string().contains(DEMO_TOKEN));
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Sessions
 
@@ -419,13 +439,27 @@ fn rss_kib(pid: u32) -> u64 {
         .expect("VmRSS")
 }
 
-/// 3,000 `initialize`s with made-up credentials against the real binary leave its memory flat:
-/// no session is created for them. A memory bound, not a timing.
-#[tokio::test]
-async fn three_thousand_unauthenticated_initializes_leave_memory_flat() {
+/// The real binary on 127.0.0.1:0 (emulator in-process, no demo data) with `env` set: the
+/// process (killed on drop), its pid and base URL.
+struct Server {
+    child: std::process::Child,
+    pid: u32,
+    base_url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn_binary(env: &[(&str, &str)]) -> Server {
     use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_paywarden"))
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_paywarden"));
+    command
         .args([
             "serve",
             "--listen",
@@ -437,19 +471,13 @@ async fn three_thousand_unauthenticated_initializes_leave_memory_flat() {
         .env_remove("DATABASE_URL")
         .env("PAYWARDEN_LOG", "warn")
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("paywarden starts");
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
+        .stderr(std::process::Stdio::null());
+    for (k, v) in env {
+        command.env(k, v);
     }
+    let mut child = command.spawn().expect("paywarden starts");
     let stdout = child.stdout.take().unwrap();
     let pid = child.id();
-    let _guard = Kill(child);
     let mut lines = std::io::BufReader::new(stdout).lines();
     let base_url = loop {
         let line = lines.next().expect("a listening line").unwrap();
@@ -458,6 +486,20 @@ async fn three_thousand_unauthenticated_initializes_leave_memory_flat() {
         }
     };
     std::thread::spawn(move || for _ in lines {});
+    Server {
+        child,
+        pid,
+        base_url,
+        _dir: dir,
+    }
+}
+
+/// 3,000 `initialize`s with made-up credentials against the real binary leave its memory flat:
+/// no session is created for them. A memory bound, not a timing.
+#[tokio::test]
+async fn three_thousand_unauthenticated_initializes_leave_memory_flat() {
+    let server = spawn_binary(&[]);
+    let (pid, base_url) = (server.pid, server.base_url.clone());
     let http = reqwest::Client::new();
     // Warm up (allocator arenas, connection pools, the emulator), then measure.
     for i in 0..200 {
@@ -491,4 +533,73 @@ async fn three_thousand_unauthenticated_initializes_leave_memory_flat() {
     let sessions = answers.iter().filter(|(_, session)| *session).count();
     assert_eq!(sessions, 0, "no session for made-up credentials");
     assert!(answers.iter().all(|(status, _)| *status == 401));
+}
+
+/// Memory per open session, for docs/deploy.md: RSS of the real binary before and after
+/// opening `PAYWARDEN_MEASURE_SESSIONS` (default 1,000) authenticated sessions, and after
+/// closing them. Run: `cargo test -p paywarden --test authentication memory_per_session --
+/// --ignored --nocapture` (use `cargo test --release` for the release binary's figure).
+#[tokio::test]
+#[ignore = "a measurement, not a check: run it by name"]
+async fn memory_per_session() {
+    let n: usize = std::env::var("PAYWARDEN_MEASURE_SESSIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000);
+    let cap = (n + 100).to_string();
+    let server = spawn_binary(&[
+        ("PAYWARDEN_HTTP__MAX_SESSIONS_PER_ENTITY", &cap),
+        ("PAYWARDEN_HTTP__MAX_SESSIONS", &cap),
+    ]);
+    let http = reqwest::Client::new();
+    let open = |count: usize| {
+        let (http, base_url) = (http.clone(), server.base_url.clone());
+        async move {
+            let mut ids = Vec::new();
+            for _ in 0..count {
+                let resp = initialize(&http, &base_url, "/mcp", DEMO_ENTITY_ID, DEMO_TOKEN).await;
+                assert_eq!(resp.status(), 200);
+                let id = resp.headers()["mcp-session-id"]
+                    .to_str()
+                    .unwrap()
+                    .to_string();
+                resp.bytes().await.unwrap();
+                let resp = http
+                    .post(format!("{base_url}/mcp"))
+                    .header("X-Entity-Id", DEMO_ENTITY_ID)
+                    .header("X-Token", DEMO_TOKEN)
+                    .header("Mcp-Session-Id", &id)
+                    .header("MCP-Protocol-Version", "2025-11-25")
+                    .header("Accept", "application/json, text/event-stream")
+                    .header("Content-Type", "application/json")
+                    .body(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(resp.status().is_success(), "{}", resp.status());
+                ids.push(id);
+            }
+            ids
+        }
+    };
+    let warm = open(100).await;
+    let before = rss_kib(server.pid);
+    let ids = open(n).await;
+    let after = rss_kib(server.pid);
+    for id in ids.iter().chain(&warm) {
+        http.delete(format!("{}/mcp", server.base_url))
+            .header("X-Entity-Id", DEMO_ENTITY_ID)
+            .header("X-Token", DEMO_TOKEN)
+            .header("Mcp-Session-Id", id)
+            .header("MCP-Protocol-Version", "2025-11-25")
+            .send()
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let closed = rss_kib(server.pid);
+    let per_session = after.saturating_sub(before) as f64 / n as f64;
+    eprintln!(
+        "{n} sessions: VmRSS {before} KiB -> {after} KiB ({per_session:.1} KiB per session); after closing them all: {closed} KiB"
+    );
 }
