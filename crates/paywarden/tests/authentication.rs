@@ -253,6 +253,110 @@ async fn a_provider_refusal_of_the_credentials_releases_every_claim() {
     assert_eq!(done["status"], "executed", "{done}");
 }
 
+/// What the gate claimed is given back when nothing was sent (Settlement::NotSent: a refusal
+/// of the credentials, an unreachable provider, a busy lease), and kept when the provider
+/// answered: on the real store (SQLite, or PostgreSQL with PAYWARDEN_TEST_DATABASE=postgres).
+#[tokio::test]
+async fn nothing_sent_gives_back_the_approval_and_the_confirmation() {
+    use paywarden::{
+        config::SafetyConfig,
+        service::{gate::Claims, safety::Safety, Pipeline, Settlement},
+        store::{ApprovalStatus, Confirmation, NewApproval},
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let database = TestDatabase::fresh().await;
+    let store = database.store(dir.path()).await;
+    let pipeline = Pipeline::new(
+        store.clone(),
+        true,
+        Safety {
+            policy: std::sync::Arc::new(paywarden::policy::Policy::builtin()),
+            config: SafetyConfig::default(),
+            public_url: std::sync::Arc::new(std::sync::OnceLock::new()),
+        },
+    );
+    let outcome = pipeline.error_outcome("authentication", "OPP refused the credentials", None);
+
+    let hash = token_hash("pwc_test");
+    store
+        .create_confirmation(
+            &hash,
+            &Confirmation {
+                entity_id: DEMO_ENTITY_ID.into(),
+                tool: "perform_capture".into(),
+                request_hash: "h".into(),
+                preview: json!({}),
+                rule: "r".into(),
+                expires_at: chrono::Utc::now() + chrono::Duration::minutes(5),
+            },
+        )
+        .await
+        .unwrap();
+    let use_it = || store.use_confirmation(&hash, DEMO_ENTITY_ID, "perform_capture", "h");
+    use_it().await.unwrap();
+    assert!(use_it().await.is_err(), "single use");
+    let confirmed = Claims {
+        approval_id: None,
+        confirmation: Some(hash.clone()),
+    };
+    pipeline
+        .finish_gated(&confirmed, &outcome, Settlement::NotSent)
+        .await
+        .unwrap();
+    use_it().await.expect("given back: usable again");
+    pipeline
+        .finish_gated(&confirmed, &outcome, Settlement::Final)
+        .await
+        .unwrap();
+    assert!(use_it().await.is_err(), "an answered call keeps it used");
+
+    let approval = store
+        .create_approval(NewApproval {
+            entity_id: DEMO_ENTITY_ID.into(),
+            client_name: None,
+            toolset: "opp".into(),
+            tool: "perform_refund".into(),
+            arguments: json!({}),
+            request_hash: "h".into(),
+            preview: json!({}),
+            rule: "r".into(),
+            message: "m".into(),
+            ttl: chrono::Duration::hours(1),
+        })
+        .await
+        .unwrap();
+    store
+        .decide_approval(&approval.id, true, "alice", None)
+        .await
+        .unwrap();
+    let approved = Claims {
+        approval_id: Some(approval.id.clone()),
+        confirmation: None,
+    };
+    let status = |id: String| {
+        let store = store.clone();
+        async move { store.approval(&id).await.unwrap().unwrap().status }
+    };
+    store
+        .claim_approval(&approval.id, DEMO_ENTITY_ID, "h")
+        .await
+        .unwrap();
+    pipeline
+        .finish_gated(&approved, &outcome, Settlement::NotSent)
+        .await
+        .unwrap();
+    assert_eq!(status(approval.id.clone()).await, ApprovalStatus::Approved);
+    store
+        .claim_approval(&approval.id, DEMO_ENTITY_ID, "h")
+        .await
+        .unwrap();
+    pipeline
+        .finish_gated(&approved, &outcome, Settlement::Final)
+        .await
+        .unwrap();
+    assert_eq!(status(approval.id.clone()).await, ApprovalStatus::Executed);
+}
+
 /// Without `[[entities]]`, OPP judges credentials: when it cannot be asked, the caller gets a
 /// clear 503 and nothing is served; nothing is cached, so the next request asks again.
 #[tokio::test]
