@@ -276,7 +276,11 @@ pub async fn require_authentication(
     }
     match authenticator.authenticate_request(&mut request).await {
         Ok(()) => next.run(request).await,
-        Err(refusal) => refusal.into_response(),
+        Err(refusal) => {
+            // The message never holds the token.
+            tracing::debug!(error = %refusal, "request refused before it was served");
+            refusal.into_response()
+        }
     }
 }
 

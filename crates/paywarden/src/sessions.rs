@@ -14,6 +14,10 @@
 //! binds it to the new session id; closing the session, for whatever reason (`DELETE`, idle
 //! timeout, shutdown), frees the slot. A reservation no session took is freed when the request
 //! ends.
+//!
+//! A session belongs to the entity that opened it: a request naming another entity's
+//! `Mcp-Session-Id` (a `GET` of its stream, a `DELETE`, a message) gets the same 404 as an
+//! unknown session.
 
 use std::{
     collections::HashMap,
@@ -171,20 +175,37 @@ impl SessionLimits {
         }
     }
 
-    /// Admission of one request to a Streamable HTTP service: a POST without `Mcp-Session-Id`
-    /// whose `body` is an `initialize` request reserves a session slot for the request's
-    /// [`Authenticated`] entity (else [`ANONYMOUS`]); any other request passes untouched.
-    /// Hold the returned guard until the service has answered.
+    /// The entity that opened session `id`, while it is open.
+    fn owner(&self, id: &str) -> Option<String> {
+        self.counts.lock().ok()?.open.get(id).cloned()
+    }
+
+    /// Admission of one request to a Streamable HTTP service. A request naming a session
+    /// (`Mcp-Session-Id`) passes only for the entity that opened it. A POST without one whose
+    /// `body` is an `initialize` request reserves a session slot for the request's
+    /// [`Authenticated`] entity (else [`ANONYMOUS`]). Anything else passes untouched. Hold the
+    /// returned guard until the service has answered.
     ///
     /// # Errors
-    /// [`SessionRefusal`] at a limit; answer the caller with
-    /// [`SessionRefusal::into_response`].
+    /// [`SessionRefusal`]; answer the caller with [`SessionRefusal::into_response`].
     pub fn admit(
         self: &Arc<Self>,
         request: &mut Request<Body>,
         body: &[u8],
     ) -> Result<Option<SlotGuard>, SessionRefusal> {
-        if request.method() != Method::POST || request.headers().contains_key("mcp-session-id") {
+        let entity = request
+            .extensions()
+            .get::<Authenticated>()
+            .map_or(ANONYMOUS, |a| a.entity_id.as_str())
+            .to_string();
+        if let Some(id) = request.headers().get("mcp-session-id") {
+            let owner = id.to_str().ok().and_then(|id| self.owner(id));
+            return match owner {
+                Some(owner) if owner != entity => Err(SessionRefusal::ForeignSession),
+                _ => Ok(None),
+            };
+        }
+        if request.method() != Method::POST {
             return Ok(None);
         }
         let Ok(message) = serde_json::from_slice::<serde_json::Value>(body) else {
@@ -193,18 +214,13 @@ impl SessionLimits {
         if message.get("method").and_then(|m| m.as_str()) != Some("initialize") {
             return Ok(None);
         }
-        let entity = request
-            .extensions()
-            .get::<Authenticated>()
-            .map_or(ANONYMOUS, |a| a.entity_id.as_str())
-            .to_string();
         match self.try_reserve(&entity) {
             Ok(reservation) => {
                 let slot = SessionSlot(Arc::new(Mutex::new(Some(reservation))));
                 request.extensions_mut().insert(slot.clone());
                 Ok(Some(SlotGuard(slot)))
             }
-            Err(hit) => Err(SessionRefusal {
+            Err(hit) => Err(SessionRefusal::Limit {
                 hit,
                 id: message.get("id").cloned().unwrap_or_default(),
             }),
@@ -212,20 +228,32 @@ impl SessionLimits {
     }
 }
 
-/// An `initialize` refused at a limit.
+/// A request [`SessionLimits::admit`] refused.
 #[derive(Debug, Clone, PartialEq)]
-pub struct SessionRefusal {
-    /// Which limit.
-    pub hit: LimitHit,
-    /// The JSON-RPC id of the `initialize`.
-    pub id: serde_json::Value,
+pub enum SessionRefusal {
+    /// An `initialize` at a limit.
+    Limit {
+        /// Which limit.
+        hit: LimitHit,
+        /// The JSON-RPC id of the `initialize`.
+        id: serde_json::Value,
+    },
+    /// A request naming a session another entity opened.
+    ForeignSession,
 }
 
 impl SessionRefusal {
-    /// The HTTP answer: 429 (the entity's limit) or 503 with `Retry-After` (the server's), with
-    /// a JSON-RPC error (code -32000, `data: {scope, limit}`) saying what to do.
+    /// The HTTP answer: at a limit 429 (the entity's) or 503 with `Retry-After` (the server's),
+    /// with a JSON-RPC error (code -32000, `data: {scope, limit}`) saying what to do; for
+    /// another entity's session, rmcp's own answer to an unknown session (404), which reveals
+    /// nothing.
     pub fn into_response(self) -> Response {
-        limit_response(self.hit, self.id)
+        match self {
+            SessionRefusal::Limit { hit, id } => limit_response(hit, id),
+            SessionRefusal::ForeignSession => {
+                (StatusCode::NOT_FOUND, "Not Found: Session not found").into_response()
+            }
+        }
     }
 }
 
@@ -269,17 +297,21 @@ fn limit_response(hit: LimitHit, id: serde_json::Value) -> Response {
     response
 }
 
-/// Middleware: [`SessionLimits::admit`] around the Streamable HTTP service. The body is
-/// already bounded by the body-limit layer.
+/// Middleware: [`SessionLimits::admit`] around the Streamable HTTP service. The body (read
+/// only for a POST without `Mcp-Session-Id`) is already bounded by the body-limit layer.
 pub async fn limit_sessions(
     State(limits): State<Arc<SessionLimits>>,
     request: Request<Body>,
     next: Next,
 ) -> Response {
-    if request.method() != Method::POST || request.headers().contains_key("mcp-session-id") {
-        return next.run(request).await;
-    }
     let (parts, body) = request.into_parts();
+    if parts.method != Method::POST || parts.headers.contains_key("mcp-session-id") {
+        let mut request = Request::from_parts(parts, body);
+        return match limits.admit(&mut request, &[]) {
+            Ok(_) => next.run(request).await,
+            Err(refusal) => refusal.into_response(),
+        };
+    }
     let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
         return StatusCode::BAD_REQUEST.into_response();
     };

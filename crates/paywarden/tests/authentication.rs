@@ -504,6 +504,45 @@ async fn sessions_are_capped_per_entity_and_in_total_and_closing_frees_a_slot() 
     .await;
 }
 
+/// A session belongs to the entity that opened it: another entity naming its id (to read its
+/// stream, post into it or close it) gets the 404 of an unknown session, and the owner's
+/// session carries on.
+#[tokio::test]
+async fn a_session_answers_only_the_entity_that_opened_it() {
+    let app = spawn_app().await;
+    let http = reqwest::Client::new();
+    let resp = initialize(&http, &app.base_url, "/mcp", DEMO_ENTITY_ID, DEMO_TOKEN).await;
+    let id = resp.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    drop(resp);
+    let as_entity = |method: reqwest::Method, entity: &str, token: &str| {
+        http.request(method, format!("{}/mcp", app.base_url))
+            .header("X-Entity-Id", entity)
+            .header("X-Token", token)
+            .header("Mcp-Session-Id", &id)
+            .header("MCP-Protocol-Version", "2025-11-25")
+            .header("Accept", "application/json, text/event-stream")
+            .header("Content-Type", "application/json")
+    };
+    let ping = r#"{"jsonrpc":"2.0","id":7,"method":"ping"}"#;
+    for method in [reqwest::Method::POST, reqwest::Method::DELETE] {
+        let resp = as_entity(method.clone(), SECOND_ENTITY_ID, SECOND_TOKEN)
+            .body(ping)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 404, "{method}");
+    }
+    let resp = as_entity(reqwest::Method::POST, DEMO_ENTITY_ID, DEMO_TOKEN)
+        .body(ping)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "the owner's session is still open");
+}
+
 #[tokio::test]
 async fn an_idle_session_gives_its_slot_back() {
     let app = spawn_app_with(|c| {
