@@ -139,6 +139,10 @@ async function startPaywarden(bin, dataDir) {
     const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("PAYWARDEN_")));
     env.PAYWARDEN_LOG = "info";
     env.NO_COLOR = "1";
+    // The suite opens hundreds of sessions as one entity (the proxy's demo credentials) and
+    // closes few of them; paywarden's default allowance is 100 per entity (docs/deploy.md).
+    env.PAYWARDEN_HTTP__MAX_SESSIONS_PER_ENTITY = "100000";
+    env.PAYWARDEN_HTTP__MAX_SESSIONS = "100000";
     const stderr = fs.openSync(path.join(dataDir, "paywarden.stderr.log"), "w");
     const child = spawn(bin, ["serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir], {
         cwd: dataDir,

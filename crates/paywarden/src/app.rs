@@ -252,7 +252,31 @@ impl App {
             stripe_client.clone(),
             entities,
         );
+        if config.http.max_sessions == 0 || config.http.max_sessions_per_entity == 0 {
+            return Err(AppError::Config(crate::config::ConfigError::Invalid(
+                format!(
+                "http.max_sessions ({}) and http.max_sessions_per_entity ({}) must be at least 1",
+                config.http.max_sessions, config.http.max_sessions_per_entity
+            ),
+            )));
+        }
+        // Configured entities judge HTTP callers themselves; without them OPP (or the
+        // emulator) is asked, and its verdict cached.
+        let authenticator = Arc::new(if config.entities.is_empty() {
+            crate::auth::Authenticator::with_provider(
+                opp_client.clone(),
+                Duration::from_secs(config.http.auth_cache_ttl_secs),
+                config.http.auth_cache_entries,
+            )
+        } else {
+            crate::auth::Authenticator::with_entities(config.entities.clone())
+        });
+        tracing::info!(
+            judge = authenticator.judge_name(),
+            "HTTP callers are authenticated before anything is served"
+        );
         let state = Arc::new(McpState {
+            authenticator,
             ifthenpay,
             opp: OppService::new(pipeline, opp_client.clone()),
             ops,

@@ -231,6 +231,20 @@ pub struct HttpConfig {
     /// A Streamable HTTP session (2025-era clients) with no traffic for this long is closed;
     /// its client gets 404 for the old `Mcp-Session-Id` and starts a new session (default 300).
     pub session_idle_timeout_secs: u64,
+    /// Most Streamable HTTP sessions open at once, on all endpoints together (default 10 000).
+    /// An `initialize` beyond it gets HTTP 503 with a JSON-RPC error and `Retry-After`.
+    pub max_sessions: usize,
+    /// Most sessions one entity may hold open at once (default 100); callers without
+    /// credentials at `/mcp/payments/` share one allowance. Beyond it: HTTP 429 with a JSON-RPC
+    /// error.
+    pub max_sessions_per_entity: usize,
+    /// How long a verdict of the provider on a pair of credentials (`X-Entity-Id`/`X-Token`)
+    /// is reused before asking again, in seconds (default 60). Only when no `[[entities]]`
+    /// are configured.
+    pub auth_cache_ttl_secs: u64,
+    /// Most verdicts kept (default 10 000; the least recently used goes first). Keyed by a
+    /// keyed hash of entity and token, never the token.
+    pub auth_cache_entries: usize,
 }
 
 /// Demo data settings.
@@ -286,6 +300,10 @@ impl Default for HttpConfig {
             ],
             max_body_bytes: 1024 * 1024,
             session_idle_timeout_secs: 300,
+            max_sessions: 10_000,
+            max_sessions_per_entity: 100,
+            auth_cache_ttl_secs: 60,
+            auth_cache_entries: 10_000,
         }
     }
 }

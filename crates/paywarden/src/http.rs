@@ -1,7 +1,8 @@
 //! The HTTP surface: Streamable HTTP MCP endpoints (rmcp) at `/mcp` and `/agentic/v1/mcp`,
 //! their 2024-11-05 HTTP+SSE twins ([`crate::http_sse`]: `/sse`, `/agentic/v1/sse`),
-//! `GET /healthz`, the operators' approval page (`/approvals`), credential checks, and
-//! request body bounds.
+//! `GET /healthz`, the operators' approval page (`/approvals`), and request body bounds.
+//! Every MCP request is authenticated ([`crate::auth`]) before rmcp sees it, and sessions are
+//! counted against their limits ([`crate::sessions`]).
 
 use std::sync::Arc;
 
@@ -21,8 +22,10 @@ use tokio_util::sync::CancellationToken;
 use tower_http::limit::RequestBodyLimitLayer;
 
 use crate::{
+    auth::require_authentication,
     config::HttpConfig,
-    mcp::{Endpoint, McpState, PaywardenMcp, HEADER_ENTITY_ID, HEADER_TOKEN},
+    mcp::{Endpoint, McpState, PaywardenMcp},
+    sessions::{limit_sessions, BoundedSessions, SessionLimits},
 };
 
 /// Builds the router. `csrf_key` keys the approval page's CSRF tokens (shared by replicas);
@@ -51,46 +54,38 @@ pub fn router(
             max_sessions: crate::http_sse::MAX_SESSIONS,
         },
     );
+    // One count of sessions over every endpoint (see crate::sessions).
+    let limits = SessionLimits::new(http.max_sessions, http.max_sessions_per_entity);
     let sessions = || {
         let mut manager = LocalSessionManager::default();
         manager.session_config.keep_alive = Some(std::time::Duration::from_secs(
             http.session_idle_timeout_secs.max(1),
         ));
-        Arc::new(manager)
+        Arc::new(BoundedSessions::new(manager, limits.clone()))
     };
-    let ifthenpay = state
-        .toolsets
-        .iter()
-        .any(|t| t == "ifthenpay")
-        .then(|| crate::ifthenpay_http::router(state.clone(), config.clone(), sessions()));
-    let unified_state = state.clone();
-    let mcp = StreamableHttpService::new(
-        move || {
-            Ok(PaywardenMcp::for_endpoint(
-                unified_state.clone(),
-                Endpoint::Unified,
-            ))
-        },
-        sessions(),
-        config.clone(),
-    );
-    let opp = StreamableHttpService::new(
-        move || {
-            Ok(PaywardenMcp::for_endpoint(
-                state.clone(),
-                Endpoint::OppCompat,
-            ))
-        },
-        sessions(),
-        config,
-    );
+    let ifthenpay = state.toolsets.iter().any(|t| t == "ifthenpay").then(|| {
+        crate::ifthenpay_http::router(state.clone(), config.clone(), sessions(), limits.clone())
+    });
+    let authenticator = state.authenticator.clone();
+    // One handler per endpoint, cloned for each session: the tools and their schemas are
+    // built once, not once per session (which cost most of a session's memory).
+    let unified = PaywardenMcp::for_endpoint(state.clone(), Endpoint::Unified);
+    let mcp = StreamableHttpService::new(move || Ok(unified.clone()), sessions(), config.clone());
+    let opp_compat = PaywardenMcp::for_endpoint(state.clone(), Endpoint::OppCompat);
+    let opp = StreamableHttpService::new(move || Ok(opp_compat.clone()), sessions(), config);
     let endpoints = Router::new()
         .route_service("/mcp", mcp)
         .route_service("/agentic/v1/mcp", opp)
         .merge(sse)
+        // Innermost first: a session slot only for an authenticated caller, authentication
+        // only for well-formed JSON. The HTTP+SSE routes get the same authentication.
+        .route_layer(middleware::from_fn_with_state(limits, limit_sessions))
+        .route_layer(middleware::from_fn_with_state(
+            authenticator,
+            require_authentication,
+        ))
         .route_layer(middleware::from_fn(reject_malformed_json))
         .route_layer(middleware::from_fn(session_deleted_ok))
-        .route_layer(middleware::from_fn(require_credentials))
         // Host and Origin before credentials: a foreign name or page gets 403, never a 401
         // that explains how to authenticate. rmcp checks both again inside.
         .route_layer(middleware::from_fn_with_state(
@@ -262,35 +257,6 @@ async fn session_deleted_ok(request: Request<Body>, next: Next) -> Response {
         *response.status_mut() = StatusCode::OK;
     }
     response
-}
-
-/// Every MCP request must carry `X-Entity-Id` and `X-Token`: they are the caller's OPP
-/// credentials, passed on to OPP. A request missing either gets HTTP 401 naming the header.
-async fn require_credentials(request: Request<Body>, next: Next) -> Response {
-    if request.method() == Method::OPTIONS {
-        return next.run(request).await;
-    }
-    for (header, display) in [(HEADER_ENTITY_ID, "X-Entity-Id"), (HEADER_TOKEN, "X-Token")] {
-        let present = request
-            .headers()
-            .get(header)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| !v.trim().is_empty());
-        if !present {
-            return (
-                StatusCode::UNAUTHORIZED,
-                Json(serde_json::json!({
-                    "error": "missing_credentials",
-                    "message": format!(
-                        "missing {display} header: every request must carry X-Entity-Id and X-Token (your OPP entity id and access token; the demo credentials are printed by `paywarden serve` and listed in the README)"
-                    ),
-                    "header": display,
-                })),
-            )
-                .into_response();
-        }
-    }
-    next.run(request).await
 }
 
 /// A provider `GET /readyz` checks: any HTTP answer from `base_url` counts as reachable (the

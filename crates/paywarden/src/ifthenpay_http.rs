@@ -36,9 +36,7 @@ use axum::{
     routing::{any, get},
     Router,
 };
-use rmcp::transport::streamable_http_server::{
-    session::local::LocalSessionManager, StreamableHttpServerConfig, StreamableHttpService,
-};
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use secrecy::SecretString;
 use serde_json::{json, Value};
 use tower_http::limit::RequestBodyLimitLayer;
@@ -46,6 +44,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use crate::{
     mcp::{Endpoint, McpState, PaywardenMcp, HEADER_ENTITY_ID, HEADER_TOKEN},
     service::{ifthenpay::Identity, Caller, ServiceError},
+    sessions::{BoundedSessions, SessionLimits},
 };
 
 /// The seed's protocol version.
@@ -65,34 +64,29 @@ pub const SANDBOX_INSTRUCTIONS: &str = "SANDBOX: paywarden's offline ifthenpay e
 #[derive(Clone)]
 struct Payments {
     state: Arc<McpState>,
-    mcp: StreamableHttpService<PaywardenMcp, LocalSessionManager>,
+    mcp: StreamableHttpService<PaywardenMcp, BoundedSessions>,
+    limits: Arc<SessionLimits>,
     max_body_bytes: usize,
 }
 
 /// The routes: `/mcp/payments/` (and without the trailing slash) and `/ifthenpay/callback`.
-/// `config` and `sessions` are those of paywarden's other MCP endpoints (allowed hosts and
-/// origins, body limit, shutdown, session idle timeout).
+/// `config`, `sessions` and `limits` are those of paywarden's other MCP endpoints (allowed
+/// hosts and origins, body limit, shutdown, session idle timeout, session limits).
 pub fn router(
     state: Arc<McpState>,
     config: StreamableHttpServerConfig,
-    sessions: Arc<LocalSessionManager>,
+    sessions: Arc<BoundedSessions>,
+    limits: Arc<SessionLimits>,
 ) -> Router {
     let max_body_bytes = config.max_request_body_bytes;
     let hosts = Arc::new(config.allowed_hosts.clone());
-    let handler_state = state.clone();
-    let mcp = StreamableHttpService::new(
-        move || {
-            Ok(PaywardenMcp::for_endpoint(
-                handler_state.clone(),
-                Endpoint::IfthenpayCompat,
-            ))
-        },
-        sessions,
-        config,
-    );
+    // Built once and cloned per session (see crate::http::router).
+    let handler = PaywardenMcp::for_endpoint(state.clone(), Endpoint::IfthenpayCompat);
+    let mcp = StreamableHttpService::new(move || Ok(handler.clone()), sessions, config);
     let payments = Payments {
         state: state.clone(),
         mcp,
+        limits,
         max_body_bytes,
     };
     let check_host = || middleware::from_fn_with_state(hosts.clone(), crate::http::check_host);
@@ -190,8 +184,21 @@ async fn endpoint(State(payments): State<Payments>, request: Request) -> Respons
         }
     };
     if speaks_later_mcp(&parts.headers, &message) {
-        let request = Request::from_parts(parts, Body::from(body));
-        return payments.mcp.handle(request).await.map(Body::new);
+        // Credentials, when sent, are verified; a session counts against its entity's
+        // allowance, or the anonymous one.
+        let mut request = Request::from_parts(parts, Body::from(body.clone()));
+        payments
+            .state
+            .authenticator
+            .mark_if_authenticated(&mut request)
+            .await;
+        let guard = match payments.limits.admit(&mut request, &body) {
+            Ok(guard) => guard,
+            Err(refusal) => return refusal.into_response(),
+        };
+        let response = payments.mcp.handle(request).await.map(Body::new);
+        drop(guard);
+        return response;
     }
     let state = &payments.state;
     let identity = identity(&parts.headers);

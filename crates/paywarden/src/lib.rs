@@ -11,10 +11,13 @@
 //! - [`app`]: assembles a running server; the caller binds the listener.
 //! - [`ifthenpay_http`]: the ifthenpay seed's `/mcp/payments/` JSON-RPC endpoint and the
 //!   ifthenpay payment callback.
-//! - [`http`]: the HTTP surface (`/mcp`, `/agentic/v1/mcp`, `/healthz`), credential checks,
-//!   body bounds; Host/Origin validation comes from rmcp's Streamable HTTP service.
 //! - [`http_sse`]: the 2024-11-05 HTTP+SSE transport (`/sse`, `/agentic/v1/sse`) for Cursor
 //!   and older SDK clients, on the same handler and middleware as the Streamable HTTP endpoints.
+//! - [`http`]: the HTTP surface (`/mcp`, `/agentic/v1/mcp`, `/healthz`), body bounds;
+//!   Host/Origin validation comes from rmcp's Streamable HTTP service.
+//! - [`auth`]: every HTTP caller authenticated (configured entities, or OPP asked and the
+//!   verdict cached) before anything is served or stored.
+//! - [`sessions`]: Streamable HTTP sessions capped per entity and in total.
 //! - [`mcp`]: rmcp adapters, one module per toolset; thin: parameters in, outcome out.
 //! - [`service`]: the one pipeline every tool call goes through (validate, idempotency,
 //!   pre-check, connector call, audit).
@@ -32,6 +35,7 @@
 pub mod app;
 pub mod approvals_http;
 pub mod audit_anchor;
+pub mod auth;
 pub mod canonical;
 pub mod catalog;
 pub mod cli_approvals;
@@ -48,4 +52,5 @@ pub mod policy;
 pub mod seed;
 pub mod seed_ops;
 pub mod service;
+pub mod sessions;
 pub mod store;

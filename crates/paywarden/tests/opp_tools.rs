@@ -632,21 +632,28 @@ async fn credentials_are_required_and_checked() {
             );
         }
     }
-    // Wrong token: OPP (the emulator) judges it; the tool says so.
-    let client = app
-        .client_as(
-            "/mcp",
-            Era::Legacy,
-            paywarden_emulator::DEMO_ENTITY_ID,
-            "not-the-token",
-        )
-        .await;
-    let text = call_err(
-        &client,
-        "get_transactions",
-        json!({"id": "8ac7a4c9ffffffffffffffffffffffff"}),
+    // Wrong token: OPP (the emulator) judges it before anything is served; 401 says so.
+    let refused = try_connect_client(
+        &app.base_url,
+        "/mcp",
+        Era::Legacy,
+        paywarden_emulator::DEMO_ENTITY_ID,
+        "not-the-token",
     )
-    .await;
+    .await
+    .expect_err("a wrong token is refused");
+    assert!(refused.contains("401"), "{refused}");
+    let resp = http
+        .post(format!("{}/mcp", app.base_url))
+        .header("Accept", "application/json, text/event-stream")
+        .header("X-Entity-Id", paywarden_emulator::DEMO_ENTITY_ID)
+        .header("X-Token", "not-the-token")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    let text = resp.text().await.unwrap();
     assert!(text.contains("800.900.300"), "{text}");
     assert!(!text.contains("not-the-token"));
 }
@@ -816,7 +823,12 @@ async fn an_unreachable_provider_is_a_clear_error_and_a_slow_one_times_out() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let closed_url = format!("http://{}", closed.local_addr().unwrap());
     drop(closed);
-    let app = spawn_app_with(|c| c.opp.base_url = Some(closed_url.clone())).await;
+    // Configured entities authenticate callers without OPP, so the tools meet the outage.
+    let app = spawn_app_with(|c| {
+        c.opp.base_url = Some(closed_url.clone());
+        c.entities = paywarden::app::demo_entities();
+    })
+    .await;
     let client = app.client("/mcp", Era::Legacy).await;
     let text = call_err(
         &client,
@@ -852,6 +864,7 @@ async fn an_unreachable_provider_is_a_clear_error_and_a_slow_one_times_out() {
     let app = spawn_app_with(|c| {
         c.opp.base_url = Some(url);
         c.opp.timeout_ms = 300;
+        c.entities = paywarden::app::demo_entities();
     })
     .await;
     let client = app.client("/mcp", Era::Stateless).await;

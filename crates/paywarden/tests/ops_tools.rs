@@ -458,11 +458,17 @@ async fn entities_are_isolated_and_unknown_tokens_refused() {
     let err = call_err(&second, "issue_refund", json!({"email": SARAH})).await;
     assert!(err.contains("No customer found"), "{err}");
 
-    let stranger = app
-        .client_as("/mcp", Era::Legacy, DEMO_ENTITY_ID, "not-the-token")
-        .await;
-    let err = call_err(&stranger, "lookup_customer", json!({"email": SARAH})).await;
-    assert!(err.contains("does not know this entity"), "{err}");
+    // An unknown token is refused before any tool, resource or session (HTTP 401).
+    let err = try_connect_client(
+        &app.base_url,
+        "/mcp",
+        Era::Legacy,
+        DEMO_ENTITY_ID,
+        "not-the-token",
+    )
+    .await
+    .expect_err("an unknown token is refused");
+    assert!(err.contains("401"), "{err}");
     assert!(!err.contains("not-the-token"));
     // The OPP compat endpoint does not serve the ops tools.
     let opp = app.client("/agentic/v1/mcp", Era::Legacy).await;

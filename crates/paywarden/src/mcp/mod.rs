@@ -50,6 +50,8 @@ pub struct McpState {
     pub read_only: bool,
     /// Seals the `requestState` of approval questions (a per-process random key).
     pub approval_questions: rmcp::model::RequestStateCodec,
+    /// Judges HTTP callers' credentials (every HTTP transport runs it first).
+    pub authenticator: Arc<crate::auth::Authenticator>,
 }
 
 /// Which endpoint a handler serves.
@@ -145,12 +147,23 @@ impl PaywardenMcp {
                     .filter(|v| !v.is_empty())
                     .map(String::from)
             };
+            // The transport verified these credentials ([`crate::auth`]) and marked the request.
+            let verified = parts
+                .extensions
+                .get::<crate::auth::Authenticated>()
+                .map(|a| a.entity_id.as_str());
             return match (header(HEADER_ENTITY_ID), header(HEADER_TOKEN)) {
-                (Some(entity_id), Some(token)) => Ok(Caller {
-                    entity_id,
-                    token: SecretString::from(token),
-                    client_name,
-                }),
+                (Some(entity_id), Some(token)) if verified == Some(entity_id.as_str()) => {
+                    Ok(Caller {
+                        entity_id,
+                        token: SecretString::from(token),
+                        client_name,
+                    })
+                }
+                (Some(_), Some(_)) => Err(McpError::invalid_request(
+                    "X-Entity-Id / X-Token were not accepted for this request: send your OPP entity id and its access token",
+                    None,
+                )),
                 (None, _) => Err(McpError::invalid_request(
                     "missing X-Entity-Id header: every request must carry X-Entity-Id and X-Token",
                     None,

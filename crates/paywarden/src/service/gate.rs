@@ -4,8 +4,10 @@
 //! approval request only an operator can decide).
 //!
 //! A toolset computes the policy facts and the [`PreviewView`] of its operation, asks
-//! [`Pipeline::gate`], and executes only on [`Gate::Execute`]; after executing an approved
-//! operation it records the outcome with [`Pipeline::finish_gated`].
+//! [`Pipeline::gate`], and executes only on [`Gate::Execute`]; after executing it settles what
+//! the gate claimed with [`Pipeline::finish_gated`]: an approval records its outcome, unless
+//! nothing was sent (a refusal of the credentials, an unreachable provider, a busy lease), in
+//! which case the approval and the confirmation token are given back for a retry.
 
 use chrono::{Duration as ChronoDuration, Utc};
 
@@ -25,18 +27,23 @@ use crate::{
 #[derive(Debug)]
 pub enum Gate {
     /// Run the operation now: the policy allows it, a valid confirmation token was presented
-    /// (and is now used up), or an approved approval was claimed (`approval_id`; record the
-    /// outcome with [`Pipeline::finish_gated`]).
-    Execute {
-        /// The claimed approval, when a person approved this.
-        approval_id: Option<String>,
-        /// The cumulative-limit reservation taken for this call (see
-        /// [`Pipeline::settle_gated`]); `None` when the call has no amount.
-        reservation: Option<String>,
-    },
+    /// (and is now used up), or an approved approval was claimed; settle the [`Claims`] with
+    /// [`Pipeline::finish_gated`] afterwards.
+    Execute(Claims),
     /// Stop with this outcome: a preview with a confirmation token, an approval request, or a
     /// refusal (denied by policy, a refused token or approval).
     Stop(ToolOutcome, Settlement),
+}
+
+/// What the gate took for one execution.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Claims {
+    /// The approval claimed (now `executing`), when a person approved this.
+    pub approval_id: Option<String>,
+    /// SHA-256 (hex) of the confirmation token used up, when the caller confirmed a preview.
+    pub confirmation: Option<String>,
+    /// The cumulative-limit reservation taken for this call; `None` when it has no amount.
+    pub reservation: Option<String>,
 }
 
 /// One money-moving call at the gate.
@@ -163,10 +170,11 @@ impl Pipeline {
                 Ok(approval) => match stale(&approval.preview, &preview) {
                     // A person approved exactly this: no cap re-check, but the amount is
                     // reserved so concurrent calls count it.
-                    None => Ok(Gate::Execute {
+                    None => Ok(Gate::Execute(Claims {
                         approval_id: Some(id.to_string()),
+                        confirmation: None,
                         reservation: self.reserve_unchecked(caller, &policy).await?,
-                    }),
+                    })),
                     // What a person approved is not what would move now (the payment changed
                     // since): the approval is spent, nothing is sent.
                     Some(change) => {
@@ -175,7 +183,12 @@ impl Pipeline {
                             &format!("{tool} is refused: {change} since approval {id} was requested, so it no longer matches what would move. Nothing was sent; call {tool} again to request a new approval."),
                             None,
                         );
-                        self.finish_gated(Some(id), &outcome).await?;
+                        let claims = Claims {
+                            approval_id: Some(id.to_string()),
+                            confirmation: None,
+                        };
+                        self.finish_gated(&claims, &outcome, Settlement::Final)
+                            .await?;
                         Ok(Gate::Stop(outcome, Settlement::Final))
                     }
                 },
@@ -225,7 +238,7 @@ impl Pipeline {
             .await;
         // A reservation whose call does not execute is released at once.
         match (&gate, reserved) {
-            (Ok(Gate::Execute { .. }), _) | (_, None) => {}
+            (Ok(Gate::Execute(_)), _) | (_, None) => {}
             (_, Some(r)) => self.store().release_reservation(&r).await?,
         }
         gate
@@ -251,10 +264,10 @@ impl Pipeline {
             output_defaults,
         } = request;
         match verdict.decision {
-            Decision::Allow => Ok(Gate::Execute {
-                approval_id: None,
+            Decision::Allow => Ok(Gate::Execute(Claims {
                 reservation,
-            }),
+                ..Claims::default()
+            })),
             Decision::Deny => {
                 let mut outcome = self.error_outcome(
                     "denied_by_policy",
@@ -286,10 +299,11 @@ impl Pipeline {
                     .await
                 {
                     Ok(confirmation) => match stale(&confirmation.preview, &preview) {
-                        None => Ok(Gate::Execute {
+                        None => Ok(Gate::Execute(Claims {
                             approval_id: None,
+                            confirmation: Some(token_hash(token)),
                             reservation,
-                        }),
+                        })),
                         // The preview the user agreed to is not what would move now.
                         Some(change) => Ok(Gate::Stop(
                             self.error_outcome(
@@ -328,28 +342,6 @@ impl Pipeline {
                 .await
                 .map(|(o, s)| Gate::Stop(o, s)),
         }
-    }
-
-    /// Settles what [`Gate::Execute`] handed out once the operation has run: records the
-    /// outcome of an approval (if any), and releases the cumulative-limit reservation unless
-    /// the outcome is [`Settlement::Unknown`] (then the amount may have moved, and it stays
-    /// reserved until the end of its UTC day). Call it after the movement (if any) is
-    /// recorded, so the daily total never drops below what moved.
-    ///
-    /// # Errors
-    /// [`ServiceError::Store`].
-    pub async fn settle_gated(
-        &self,
-        approval_id: Option<&str>,
-        reservation: Option<&str>,
-        outcome: &ToolOutcome,
-        settlement: Settlement,
-    ) -> Result<(), ServiceError> {
-        self.finish_gated(approval_id, outcome).await?;
-        if let (Some(r), Settlement::Final | Settlement::NotSent) = (reservation, settlement) {
-            self.store().release_reservation(r).await?;
-        }
-        Ok(())
     }
 
     /// Reserves the call's amount without re-evaluating the policy (a person approved it).
@@ -433,16 +425,37 @@ impl Pipeline {
         result
     }
 
-    /// Records the outcome of an operation executed on an approval (no-op without one).
+    /// Settles what the gate claimed once the operation ran: with [`Settlement::NotSent`]
+    /// (nothing reached the provider, or it refused the credentials, which moves nothing) the
+    /// approval goes back to `approved` and the confirmation token becomes usable again, so
+    /// the rightful caller can still run them; otherwise an approval records `outcome` and is
+    /// `executed`. The cumulative-limit reservation is released unless the outcome is
+    /// [`Settlement::Unknown`] (then the amount may have moved, and it stays reserved until the
+    /// end of its UTC day). Call it after the movement (if any) is recorded, so the daily total
+    /// never drops below what moved.
     ///
     /// # Errors
     /// [`ServiceError::Store`].
     pub async fn finish_gated(
         &self,
-        approval_id: Option<&str>,
+        claims: &Claims,
         outcome: &ToolOutcome,
+        settlement: Settlement,
     ) -> Result<(), ServiceError> {
-        if let Some(id) = approval_id {
+        if let (Some(r), Settlement::Final | Settlement::NotSent) = (&claims.reservation, settlement)
+        {
+            self.store().release_reservation(r).await?;
+        }
+        if settlement == Settlement::NotSent {
+            if let Some(id) = &claims.approval_id {
+                self.store().release_approval(id).await?;
+            }
+            if let Some(hash) = &claims.confirmation {
+                self.store().release_confirmation(hash).await?;
+            }
+            return Ok(());
+        }
+        if let Some(id) = &claims.approval_id {
             let record = serde_json::json!({
                 "structured": outcome.structured,
                 "text": outcome.text,

@@ -18,7 +18,7 @@ use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    gate::{derived_key, Gate, GateRequest},
+    gate::{derived_key, Claims, Gate, GateRequest},
     safety::{binding_hash, ApprovalView, ConfirmationView, PreviewView},
     AuditFacts, Caller, Pipeline, ServiceError, Settlement, ToolOutcome,
 };
@@ -851,18 +851,10 @@ impl OppService {
             .await?;
         match gate {
             Gate::Stop(outcome, settlement) => Ok((outcome, settlement)),
-            Gate::Execute {
-                approval_id,
-                reservation,
-            } => {
+            Gate::Execute(claims) => {
                 let (outcome, settlement) = self.execute_locked(caller, &command).await?;
                 self.pipeline
-                    .settle_gated(
-                        approval_id.as_deref(),
-                        reservation.as_deref(),
-                        &outcome,
-                        settlement,
-                    )
+                    .finish_gated(&claims, &outcome, settlement)
                     .await?;
                 Ok((outcome, settlement))
             }
@@ -1198,13 +1190,15 @@ impl OppService {
         before_write: bool,
     ) -> (ToolOutcome, Settlement) {
         let (kind, message, settlement, code) = match &error {
+            // OPP refuses credentials before it processes anything: nothing moved, so whatever
+            // was claimed for this call (key, approval, confirmation) is given back.
             OppError::Authentication { result } => (
                 "authentication",
                 format!(
                     "{tool} failed: OPP refused the credentials ({} {}). Check the X-Entity-Id and X-Token headers (or PAYWARDEN_ENTITY_ID/PAYWARDEN_TOKEN for stdio); nothing was changed.",
                     result.code, result.description
                 ),
-                Settlement::Final,
+                Settlement::NotSent,
                 Some(result.code.clone()),
             ),
             OppError::InvalidParameters {

@@ -1480,23 +1480,15 @@ impl OpsService {
                         output_defaults: defaults.clone(),
                     })
                     .await?;
-                let (approval_id, reservation) = match gate {
+                let claims = match gate {
                     Gate::Stop(outcome, settlement) => return Ok((outcome, settlement)),
-                    Gate::Execute {
-                        approval_id,
-                        reservation,
-                    } => (approval_id, reservation),
+                    Gate::Execute(claims) => claims,
                 };
                 let (outcome, settlement) = self
                     .send_payment_link(caller, key.as_deref(), amount, quantity, &description)
                     .await?;
                 self.pipeline
-                    .settle_gated(
-                        approval_id.as_deref(),
-                        reservation.as_deref(),
-                        &outcome,
-                        settlement,
-                    )
+                    .finish_gated(&claims, &outcome, settlement)
                     .await?;
                 Ok((outcome, settlement))
             })
@@ -1864,12 +1856,9 @@ impl OpsService {
                 output_defaults: serde_json::json!({}),
             })
             .await?;
-        let (approval_id, reservation) = match gate {
+        let claims = match gate {
             Gate::Stop(outcome, settlement) => return Ok((outcome, settlement)),
-            Gate::Execute {
-                approval_id,
-                reservation,
-            } => (approval_id, reservation),
+            Gate::Execute(claims) => claims,
         };
         let Some(key) = key else {
             // Unreachable in practice: execution needs a token or an approval, each of which
@@ -1880,12 +1869,7 @@ impl OpsService {
                 None,
             );
             self.pipeline
-                .settle_gated(
-                    approval_id.as_deref(),
-                    reservation.as_deref(),
-                    &outcome,
-                    Settlement::NotSent,
-                )
+                .finish_gated(&claims, &outcome, Settlement::NotSent)
                 .await?;
             return Ok((outcome, Settlement::NotSent));
         };
@@ -1900,12 +1884,7 @@ impl OpsService {
             .execute_refund(caller, &pinned, &checked.order.id, key)
             .await?;
         self.pipeline
-            .settle_gated(
-                approval_id.as_deref(),
-                reservation.as_deref(),
-                &outcome,
-                settlement,
-            )
+            .finish_gated(&claims, &outcome, settlement)
             .await?;
         Ok((outcome, settlement))
     }

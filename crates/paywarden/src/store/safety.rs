@@ -155,6 +155,23 @@ impl Store {
         Ok(confirmation)
     }
 
+    /// Makes a used confirmation token usable again, when the execution it confirmed sent
+    /// nothing (the provider refused the credentials, or could not be reached). Returns whether
+    /// a token was given back.
+    ///
+    /// # Errors
+    /// [`StoreError`] on database failure.
+    pub async fn release_confirmation(&self, token_hash: &str) -> Result<bool, StoreError> {
+        let updated = sqlx::query(
+            "UPDATE confirmations SET used_at = NULL WHERE token_hash = $1 AND used_at IS NOT NULL",
+        )
+        .bind(token_hash)
+        .execute(self.pool())
+        .await?
+        .rows_affected();
+        Ok(updated == 1)
+    }
+
     /// Tries once to take the lease on (`entity_id`, `reference_id`) for `holder` until `lease`
     /// from now; an expired lease is taken over. Returns whether it was taken.
     ///

@@ -289,6 +289,19 @@ pub async fn connect_client(
     entity: &str,
     token: &str,
 ) -> Client {
+    try_connect_client(base_url, path, era, entity, token)
+        .await
+        .expect("client connects")
+}
+
+/// [`connect_client`], or why the server refused the connection.
+pub async fn try_connect_client(
+    base_url: &str,
+    path: &str,
+    era: Era,
+    entity: &str,
+    token: &str,
+) -> Result<Client, String> {
     {
         let mut headers = HashMap::new();
         headers.insert(
@@ -323,7 +336,7 @@ pub async fn connect_client(
         config
             .serve_with_lifecycle(transport, lifecycle)
             .await
-            .expect("client connects")
+            .map_err(|e| e.to_string())
     }
 }
 
