@@ -185,7 +185,7 @@ impl Pipeline {
                         );
                         let claims = Claims {
                             approval_id: Some(id.to_string()),
-                            confirmation: None,
+                            ..Claims::default()
                         };
                         self.finish_gated(&claims, &outcome, Settlement::Final)
                             .await?;
@@ -442,7 +442,8 @@ impl Pipeline {
         outcome: &ToolOutcome,
         settlement: Settlement,
     ) -> Result<(), ServiceError> {
-        if let (Some(r), Settlement::Final | Settlement::NotSent) = (&claims.reservation, settlement)
+        if let (Some(r), Settlement::Final | Settlement::NotSent) =
+            (&claims.reservation, settlement)
         {
             self.store().release_reservation(r).await?;
         }

@@ -18,7 +18,7 @@ use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    gate::{derived_key, Claims, Gate, GateRequest},
+    gate::{derived_key, Gate, GateRequest},
     safety::{binding_hash, ApprovalView, ConfirmationView, PreviewView},
     AuditFacts, Caller, Pipeline, ServiceError, Settlement, ToolOutcome,
 };
