@@ -12,6 +12,8 @@
 //!   ifthenpay payment callback.
 //! - [`http`]: the HTTP surface (`/mcp`, `/agentic/v1/mcp`, `/healthz`), credential checks,
 //!   body bounds; Host/Origin validation comes from rmcp's Streamable HTTP service.
+//! - [`mask`]: the one masking mechanism for error texts and audit rows (secrets, personal
+//!   data, values in parse errors).
 //! - [`mcp`]: rmcp adapters, one module per toolset; thin: parameters in, outcome out.
 //! - [`service`]: the one pipeline every tool call goes through (validate, idempotency,
 //!   pre-check, connector call, audit).
@@ -33,6 +35,7 @@ pub mod config;
 pub mod connectors;
 pub mod http;
 pub mod ifthenpay_http;
+pub mod mask;
 pub mod mcp;
 pub mod model;
 pub mod policy;

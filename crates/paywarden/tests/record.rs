@@ -96,7 +96,7 @@ fn start(config: &std::path::Path) -> Server {
         .arg(config)
         .args(["serve", "--listen", "127.0.0.1:0", "--no-seed"])
         .env_remove("DATABASE_URL")
-        .env("PAYWARDEN_LOG", "info,paywarden=trace")
+        .env("PAYWARDEN_LOG", "trace")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

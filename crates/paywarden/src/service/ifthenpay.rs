@@ -556,34 +556,32 @@ pub fn parse_amount(
 /// `351#912345678`: a 1-3 digit country code, `#`, 6-15 digits; Portuguese (351) numbers are
 /// 9 digits starting with 9.
 pub fn check_mbway_phone(phone: &str) -> Result<(), ServiceError> {
-    let error = || {
-        invalid(format!(
-            "phone {phone:?} is not in the format 351#912345678 (country code#number)"
-        ))
-    };
+    // Messages never quote the number (personal data).
+    let error = || invalid("phone is not in the format 351#912345678 (country code#number)");
     let (cc, number) = phone.split_once('#').ok_or_else(error)?;
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     if !digits(cc) || !digits(number) || cc.len() > 3 || !(6..=15).contains(&number.len()) {
         return Err(error());
     }
     if cc == "351" && (number.len() != 9 || !number.starts_with('9')) {
-        return Err(invalid(format!(
-            "phone {phone:?}: a Portuguese MB WAY number is 9 digits starting with 9, e.g. 351#912345678"
-        )));
+        return Err(invalid(
+            "phone: a Portuguese MB WAY number is 9 digits starting with 9, e.g. 351#912345678",
+        ));
     }
     Ok(())
 }
 
 /// A Brazilian CPF: 11 digits (digits only), not all equal, with both check digits right.
+/// Messages never quote the CPF (personal data).
 pub fn check_cpf(cpf: &str) -> Result<(), ServiceError> {
     let digits: Vec<u32> = cpf.chars().filter_map(|c| c.to_digit(10)).collect();
     if digits.len() != 11 || cpf.len() != 11 {
-        return Err(invalid(format!(
-            "customer_cpf {cpf:?} must be exactly 11 digits, digits only (e.g. 74026594025)"
-        )));
+        return Err(invalid(
+            "customer_cpf must be exactly 11 digits, digits only (e.g. 74026594025)",
+        ));
     }
     if digits.iter().all(|d| *d == digits[0]) {
-        return Err(invalid(format!("customer_cpf {cpf:?} is not a valid CPF")));
+        return Err(invalid("customer_cpf is not a valid CPF"));
     }
     let check = |n: usize| {
         let sum: u32 = digits[..n]
@@ -594,9 +592,9 @@ pub fn check_cpf(cpf: &str) -> Result<(), ServiceError> {
         (sum * 10 % 11) % 10
     };
     if check(9) != digits[9] || check(10) != digits[10] {
-        return Err(invalid(format!(
-            "customer_cpf {cpf:?} has invalid check digits"
-        )));
+        return Err(invalid(
+            "customer_cpf has invalid check digits: check the number with the customer",
+        ));
     }
     Ok(())
 }
@@ -629,7 +627,7 @@ fn check_email(field: &str, value: &str) -> Result<(), ServiceError> {
         Ok(())
     } else {
         Err(invalid(format!(
-            "{field} {value:?} is not an email address"
+            "{field} is not an e-mail address (one @, then a domain with a dot)"
         )))
     }
 }
@@ -643,7 +641,7 @@ fn check_intl_phone(field: &str, value: &str) -> Result<(), ServiceError> {
         Ok(())
     } else {
         Err(invalid(format!(
-            "{field} {value:?} must be a phone number with country code, e.g. +351256245560"
+            "{field} must be a phone number with country code, e.g. +351256245560"
         )))
     }
 }
@@ -699,39 +697,41 @@ pub fn check_accounts(accounts: &str) -> Result<Vec<&'static str>, ServiceError>
             "accounts is empty: give methods as METHOD|KEY separated by ';', e.g. \"MB|AAA-000000;CCARD|BBB-000000\"",
         ));
     }
-    for entry in entries {
+    for (n, entry) in (1..).zip(entries) {
+        // Messages name an entry by its position, and its method only when it is one: what
+        // stands in a method's or a key's place may be a key.
         let (method, key) = entry.split_once('|').ok_or_else(|| {
             invalid(format!(
-                "accounts entry {:?} is not METHOD|KEY (e.g. CCARD|BBB-000000)",
-                mask(entry)
+                "accounts entry {n} is not METHOD|KEY (e.g. CCARD|BBB-000000)"
             ))
         })?;
+        let mb_entity = method.len() == 5 && method.bytes().all(|b| b.is_ascii_digit());
+        let known = PINPAY_METHODS
+            .iter()
+            .find(|(m, _)| *m == method)
+            .map(|(_, c)| *c);
+        let code = match known {
+            Some(code) => code,
+            None if mb_entity => "1",
+            None => {
+                return Err(invalid(format!(
+                    "accounts entry {n}: unknown method; use MB, MBWAY, PAYSHOP, CCARD, COFIDIS, PIX, GOOGLE or APPLE (or a 5-digit Multibanco entity)"
+                )))
+            }
+        };
         let key_ok = !key.is_empty()
             && key.len() <= 50
             && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
         if !key_ok {
             return Err(invalid(format!(
-                "accounts entry for {method}: the key must be letters, digits and '-'"
+                "accounts entry {n} ({method}): the key must be letters, digits and '-'"
             )));
         }
-        let code = if method.len() == 5 && method.bytes().all(|b| b.is_ascii_digit()) {
-            if key.len() != 3 || !key.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(invalid(format!(
-                    "accounts entry for Multibanco entity {method}: the sub-entity must be 3 digits"
-                )));
-            }
-            "1"
-        } else {
-            PINPAY_METHODS
-                .iter()
-                .find(|(m, _)| *m == method)
-                .map(|(_, c)| *c)
-                .ok_or_else(|| {
-                    invalid(format!(
-                        "accounts method {method:?} is unknown: use MB, MBWAY, PAYSHOP, CCARD, COFIDIS, PIX, GOOGLE or APPLE"
-                    ))
-                })?
-        };
+        if mb_entity && (key.len() != 3 || !key.bytes().all(|b| b.is_ascii_digit())) {
+            return Err(invalid(format!(
+                "accounts entry {n} (Multibanco entity {method}): the sub-entity must be 3 digits"
+            )));
+        }
         if seen.contains(&method) {
             return Err(invalid(format!("accounts lists {method} twice")));
         }
@@ -739,15 +739,6 @@ pub fn check_accounts(accounts: &str) -> Result<Vec<&'static str>, ServiceError>
         codes.push(code);
     }
     Ok(codes)
-}
-
-/// A key-free rendering of an accounts entry for error messages.
-fn mask(entry: &str) -> String {
-    match entry.split_once('|') {
-        Some((m, _)) => format!("{m}|***"),
-        None if entry.len() > 12 => "***".into(),
-        None => entry.to_string(),
-    }
 }
 
 fn check_choice(field: &str, value: Option<&str>, allowed: &[&str]) -> Result<(), ServiceError> {
@@ -1176,13 +1167,39 @@ impl IfthenpayService {
         }
     }
 
+    /// Puts a call of a tool this toolset does not have (or hides, in read-only mode) on the
+    /// audit record, under the caller's scope, as an error.
+    ///
+    /// # Errors
+    /// [`ServiceError::Store`] when the audit log cannot be written.
+    pub async fn audit_unknown_tool(
+        &self,
+        identity: &Identity,
+        tool: &str,
+        arguments: &Value,
+    ) -> Result<(), ServiceError> {
+        let entity = self
+            .authenticated_entity(identity)
+            .unwrap_or_else(|| "anonymous".to_string());
+        let caller = Self::pipeline_caller(identity, &entity);
+        let refusal = Err(invalid(format!("tool not found: {tool}")));
+        match self
+            .pipeline
+            .read(&caller, TOOLSET, tool, arguments, || async { refusal })
+            .await
+        {
+            Err(e @ ServiceError::Store(_)) => Err(e),
+            _ => Ok(()),
+        }
+    }
+
     /// Parses and validates; resolves the key.
     fn prepare(&self, identity: &Identity, tool: &str, args: &Value) -> Result<Prepared, Refusal> {
         fn parse<T: serde::de::DeserializeOwned>(
             tool: &str,
             args: &Value,
         ) -> Result<T, ServiceError> {
-            serde_json::from_value(args.clone()).map_err(|e| {
+            crate::mask::deserialize(args.clone()).map_err(|e| {
                 invalid(format!(
                     "invalid arguments for {tool}: {e}; see the tool's inputSchema"
                 ))

@@ -449,9 +449,10 @@ fn validate_email(raw: &str) -> Result<String, ServiceError> {
     if ok {
         Ok(email.to_string())
     } else {
-        Err(invalid(format!(
-            "email {raw:?} is not an e-mail address; send the customer's address, e.g. sarah@example.com"
-        )))
+        // Never quoted back (personal data), and no example address (it would be masked).
+        Err(invalid(
+            "email is not an e-mail address: send the customer's full address (one @, a dot in the domain, no spaces)",
+        ))
     }
 }
 
