@@ -37,13 +37,19 @@ use crate::{
 /// The toolset's name.
 pub const TOOLSET: &str = "ops";
 
-/// An entity paywarden knows: its id and the SHA-256 (hex) of its token.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// An entity paywarden knows (`[[entities]]`): its id, the SHA-256 (hex) of its token, and
+/// optionally ifthenpay keys of its own (`[entities.ifthenpay]`, used instead of the global
+/// `[ifthenpay]` keys for this entity; never serialised).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct KnownEntity {
     /// Entity id (the `X-Entity-Id` header).
     pub id: String,
     /// Hex SHA-256 of its token (the `X-Token` header); the token itself is never stored.
     pub token_sha256: String,
+    /// The entity's own ifthenpay keys.
+    #[serde(default, skip_serializing)]
+    pub ifthenpay: Option<super::ifthenpay::EntityKeys>,
 }
 
 /// The ops service: orders database + Stripe connector on the pipeline.
