@@ -395,9 +395,10 @@ async fn call(
             }
             Ok(result)
         }
-        Err(ServiceError::InvalidArguments(message)) => {
-            Err((-32602, crate::mask::text(&format!("Invalid params: {message}"))))
-        }
+        Err(ServiceError::InvalidArguments(message)) => Err((
+            -32602,
+            crate::mask::text(&format!("Invalid params: {message}")),
+        )),
         Err(e @ ServiceError::Store(_)) => {
             tracing::error!(error = %e, "store failure");
             Err((

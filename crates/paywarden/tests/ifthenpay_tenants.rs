@@ -42,7 +42,9 @@ async fn call_as(app: &TestApp, who: Who<'_>, name: &str, arguments: Value) -> V
         .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
                       "params": {"name": name, "arguments": arguments}}));
     if let Some((entity, token)) = who {
-        request = request.header("X-Entity-Id", entity).header("X-Token", token);
+        request = request
+            .header("X-Entity-Id", entity)
+            .header("X-Token", token);
     }
     request
         .send()
@@ -114,8 +116,7 @@ fn anonymous_scope(key: &str) -> String {
 }
 
 #[tokio::test]
-async fn one_order_id_in_three_scopes_is_three_separate_references_and_retries_stay_in_their_own()
-{
+async fn one_order_id_in_three_scopes_is_three_separate_references_and_retries_stay_in_their_own() {
     let app = spawn_with_server_keys().await;
     let order = json!({"order_id": "SHARED-1", "amount": 10.0});
     let first = ok_as(&app, ONE, "multibanco_create_reference", order.clone()).await;
@@ -164,7 +165,11 @@ async fn one_order_id_in_three_scopes_is_three_separate_references_and_retries_s
     assert_eq!(pay(&app, json!({"reference": refs[0]})).await, 200);
     let status = |scope: String| {
         let store = app.store.clone();
-        async move { store.ifthenpay_requests(&scope).await.expect("records")[0].status.clone() }
+        async move {
+            store.ifthenpay_requests(&scope).await.expect("records")[0]
+                .status
+                .clone()
+        }
     };
     assert_eq!(status(DEMO_ENTITY_ID.into()).await, "paid");
     assert_eq!(status(SECOND_ENTITY_ID.into()).await, "pending");
@@ -348,7 +353,10 @@ token_sha256 = "{}"
         paywarden::service::ifthenpay::key_id(IFTHENPAY_MB_KEY)
     );
     // Its own backoffice key, still filtered to its own payments.
-    assert_eq!(pay(&app, json!({"reference": mine["reference"]})).await, 200);
+    assert_eq!(
+        pay(&app, json!({"reference": mine["reference"]})).await,
+        200
+    );
     let list = ok_as(&app, ONE, "payments_list", json!({})).await;
     assert_eq!(list["count"], 1, "{list}");
     assert_eq!(list["payments"][0]["order_id"], "PER-1");
@@ -369,4 +377,163 @@ fn a_misspelt_per_entity_key_is_a_configuration_error() {
         .map(|_| ())
         .expect_err("refused");
     assert!(err.to_string().contains("mbkey"), "{err}");
+}
+
+/// Migration 0006 rewrites the idempotency keys of creations made before it
+/// (`ifthenpay:<tool>:<key id>:<order>`) to the entity-scoped form, so a retry after the
+/// upgrade returns the first reference; where one entity used one order id with two keys it
+/// leaves them, and paywarden refuses that order id instead of creating another request.
+#[tokio::test]
+async fn upgrading_keeps_earlier_creations_idempotent() {
+    use sqlx::migrate::Migrator;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let database = common::TestDatabase::fresh().await;
+    let url = database
+        .url
+        .clone()
+        .unwrap_or_else(|| paywarden::store::sqlite_url(&dir.path().join("paywarden.db")));
+    // The database as paywarden left it before 0006: migrations 0001-0005 only.
+    let engine = if common::on_postgres() {
+        "postgres"
+    } else {
+        "sqlite"
+    };
+    let old = dir.path().join("old-migrations");
+    std::fs::create_dir(&old).expect("dir");
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations")
+        .join(engine);
+    for entry in std::fs::read_dir(&source).expect("migrations") {
+        let path = entry.expect("entry").path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
+        if name.as_str() < "0006" {
+            std::fs::copy(&path, old.join(&name)).expect("copied");
+        }
+    }
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&url).await.expect("database");
+    Migrator::new(old.as_path())
+        .await
+        .expect("migrator")
+        .run(&pool)
+        .await
+        .expect("0001-0005");
+    let legacy = |entity: &str, tool: &str, key: &str| {
+        let (entity, tool, key) = (entity.to_string(), tool.to_string(), key.to_string());
+        let pool = pool.clone();
+        async move {
+            sqlx::query(
+                "INSERT INTO idempotency_keys (entity_id, idempotency_key, tool, request_hash, state, response, is_error, created_at) \
+                 VALUES ($1, $2, $3, 'h', 'completed', '{}', NULL, '2026-01-01T00:00:00Z')",
+            )
+            .bind(entity)
+            .bind(key)
+            .bind(tool)
+            .execute(&pool)
+            .await
+            .expect("legacy row");
+        }
+    };
+    let mb = "multibanco_create_reference";
+    legacy(
+        SECOND_ENTITY_ID,
+        mb,
+        &format!("ifthenpay:{mb}:0123456789abcdef:ORD:1"),
+    )
+    .await;
+    legacy(
+        "key:fedcba9876543210",
+        "pix_create_payment",
+        "ifthenpay:pix_create_payment:fedcba9876543210:P-9",
+    )
+    .await;
+    legacy(
+        DEMO_ENTITY_ID,
+        mb,
+        &format!("ifthenpay:{mb}:0123456789abcdef:DUP"),
+    )
+    .await;
+    legacy(
+        DEMO_ENTITY_ID,
+        mb,
+        &format!("ifthenpay:{mb}:aaaaaaaaaaaaaaaa:DUP"),
+    )
+    .await;
+    legacy(
+        DEMO_ENTITY_ID,
+        "perform_refund",
+        "refund-0123456789abcdef-x",
+    )
+    .await;
+    sqlx::query(
+        "INSERT INTO ifthenpay_requests (entity_id, tool, method, key_id, order_id, request_id, amount_minor, currency, status, created_at) \
+         VALUES ($1, $2, 'MB', '0123456789abcdef', 'DUP', 'REQ-DUP', 100, 'EUR', 'pending', '2026-01-01T00:00:00Z')",
+    )
+    .bind(DEMO_ENTITY_ID)
+    .bind(mb)
+    .execute(&pool)
+    .await
+    .expect("legacy request");
+    pool.close().await;
+
+    let store = paywarden::store::Store::connect(&url)
+        .await
+        .expect("0006 applies");
+    let mut keys: Vec<(String, String)> = Vec::new();
+    for (entity, key) in [
+        (
+            SECOND_ENTITY_ID,
+            format!("ifthenpay:{mb}:{SECOND_ENTITY_ID}:ORD:1"),
+        ),
+        (
+            "key:fedcba9876543210",
+            "ifthenpay:pix_create_payment:key:fedcba9876543210:P-9".to_string(),
+        ),
+        (
+            DEMO_ENTITY_ID,
+            format!("ifthenpay:{mb}:0123456789abcdef:DUP"),
+        ),
+        (
+            DEMO_ENTITY_ID,
+            format!("ifthenpay:{mb}:aaaaaaaaaaaaaaaa:DUP"),
+        ),
+        (DEMO_ENTITY_ID, "refund-0123456789abcdef-x".to_string()),
+    ] {
+        let state = store.idempotency_state(entity, &key).await.expect("state");
+        assert!(state.is_some(), "{entity} {key} after 0006");
+        keys.push((entity.to_string(), key));
+    }
+    drop(store);
+
+    // The ambiguous order id is refused, not created a third time.
+    let db_url = url.clone();
+    let app = spawn_app_with(move |c| {
+        c.safety.policy_file = None;
+        c.database_url = Some(db_url);
+        c.ifthenpay.mb_key = Some(SecretString::from(IFTHENPAY_MB_KEY.to_string()));
+    })
+    .await;
+    let text = err_as(
+        &app,
+        ONE,
+        "multibanco_create_reference",
+        json!({"order_id": "DUP", "amount": 1.0}),
+    )
+    .await;
+    assert!(text.contains("already used"), "{text}");
+    assert_eq!(
+        app.store
+            .ifthenpay_requests(DEMO_ENTITY_ID)
+            .await
+            .expect("records")
+            .len(),
+        1,
+        "nothing created"
+    );
+    drop(app);
+    drop(database);
 }

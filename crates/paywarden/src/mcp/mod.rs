@@ -677,7 +677,8 @@ impl ServerHandler for PaywardenMcp {
                 ),
                 None,
             ));
-            let arguments = serde_json::Value::Object(request.arguments.clone().unwrap_or_default());
+            let arguments =
+                serde_json::Value::Object(request.arguments.clone().unwrap_or_default());
             self.audit_request(&context, &request.name, arguments, &error)
                 .await?;
             return Err(error.map_err(masked).unwrap_err());

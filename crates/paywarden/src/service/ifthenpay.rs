@@ -1110,9 +1110,10 @@ impl IfthenpayService {
         }
         let configured = match &authenticated {
             Some(entity) => self.keys_of(entity).get(kind),
-            None => self.keys.get(kind).or_else(|| {
-                self.entity_keys.values().find_map(|k| k.get(kind))
-            }),
+            None => self
+                .keys
+                .get(kind)
+                .or_else(|| self.entity_keys.values().find_map(|k| k.get(kind))),
         };
         let Some(configured) = configured else {
             return Err(bad(invalid(format!(
@@ -1709,11 +1710,7 @@ impl IfthenpayService {
         // One order id, one request, per entity and tool: the idempotency key names the entity
         // (the pipeline also stores it per entity). An order id this entity already used under
         // a key of another form (before 0006 rewrote them, or with two keys) is refused too.
-        let idempotency_key = format!(
-            "ifthenpay:{tool}:{}:{}",
-            key.entity,
-            creation.order_id()
-        );
+        let idempotency_key = format!("ifthenpay:{tool}:{}:{}", key.entity, creation.order_id());
         let store = self.pipeline.store();
         if store
             .idempotency_state(&key.entity, &idempotency_key)
@@ -1997,7 +1994,11 @@ impl IfthenpayService {
                 if key.held {
                     // ifthenpay's backoffice lists the whole merchant account: keep the
                     // payments of this entity's own requests.
-                    let own = self.pipeline.store().ifthenpay_requests(&key.entity).await?;
+                    let own = self
+                        .pipeline
+                        .store()
+                        .ifthenpay_requests(&key.entity)
+                        .await?;
                     records.retain(|r| owns(&own, r));
                 }
                 let payments: Vec<PaymentView> = records
@@ -2201,7 +2202,10 @@ impl IfthenpayService {
 /// Whether payment record `r` from ifthenpay's backoffice is the payment of one of the `own`
 /// requests: by request id when ifthenpay gives one, else by reference (with the Multibanco
 /// entity). An order id alone is not enough: order ids are unique per entity only.
-fn owns(own: &[crate::store::IfthenpayRequest], r: &crate::connectors::ifthenpay::PaymentRecord) -> bool {
+fn owns(
+    own: &[crate::store::IfthenpayRequest],
+    r: &crate::connectors::ifthenpay::PaymentRecord,
+) -> bool {
     match r.request_id.as_deref().filter(|id| !id.is_empty()) {
         Some(id) => own.iter().any(|q| q.request_id.as_deref() == Some(id)),
         None => r
