@@ -8,6 +8,9 @@
 //! - `POST /approvals/{id}/decision` (form: `decision=approve|deny`, `note`, `csrf`): records
 //!   the decision under the signed-in operator's name and redirects (303) back to the page.
 //!
+//! Every page view by a signed-in operator (the list, or one request) is appended to the audit
+//! log (tool `approval_page_view`, client `operator:<name>`, under the request's entity).
+//!
 //! Operators sign in with HTTP Basic: the user name is the operator's name, the password their
 //! token, checked in constant time against the SHA-256 in `config.operators`. Without valid
 //! credentials every route answers 401 and shows no approval data; with no operators

@@ -240,11 +240,18 @@ impl PaywardenMcp {
         arguments: serde_json::Value,
         result: &Result<T, McpError>,
     ) -> Result<(), McpError> {
-        let caller = self.caller(context).unwrap_or_else(|_| Caller {
-            entity_id: "anonymous".into(),
-            token: SecretString::from(String::new()),
-            client_name: context.client_info().map(|info| info.name),
-        });
+        let caller = if self.endpoint == Endpoint::IfthenpayCompat {
+            // Callers there are anonymous unless they authenticate as an entity.
+            self.state
+                .ifthenpay
+                .audit_caller(&self.ifthenpay_identity(context))
+        } else {
+            self.caller(context).unwrap_or_else(|_| Caller {
+                entity_id: "anonymous".into(),
+                token: SecretString::from(String::new()),
+                client_name: context.client_info().map(|info| info.name),
+            })
+        };
         let toolset = match self.endpoint {
             Endpoint::IfthenpayCompat => crate::service::ifthenpay::TOOLSET,
             _ if self.serves_ops() && matches!(what, "resources/read" | "completion/complete") => {
@@ -669,19 +676,24 @@ impl ServerHandler for PaywardenMcp {
                 .map(|t| t.name.to_string())
                 .collect();
             names.sort();
-            let error: Result<(), McpError> = Err(McpError::invalid_params(
+            let error = McpError::invalid_params(
                 format!(
                     "unknown tool {:?}: this server has {}",
                     request.name,
                     names.join(", ")
                 ),
                 None,
-            ));
+            );
             let arguments =
                 serde_json::Value::Object(request.arguments.clone().unwrap_or_default());
-            self.audit_request(&context, &request.name, arguments, &error)
-                .await?;
-            return Err(error.map_err(masked).unwrap_err());
+            self.audit_request(
+                &context,
+                &request.name,
+                arguments,
+                &Err::<(), _>(error.clone()),
+            )
+            .await?;
+            return Err(masked(error));
         }
         // The 2026-07-28 answer to a human-approval question (SEP-2322 input_required).
         if let Some(sealed) = request.request_state.clone() {

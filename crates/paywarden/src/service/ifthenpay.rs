@@ -1263,6 +1263,16 @@ impl IfthenpayService {
         }
     }
 
+    /// The caller under which a request of `identity` that is not one of the tools is audited:
+    /// the authenticated entity, else `anonymous` (an unverified `X-Entity-Id` writes nothing
+    /// into that entity's record).
+    pub fn audit_caller(&self, identity: &Identity) -> Caller {
+        let entity = self
+            .authenticated_entity(identity)
+            .unwrap_or_else(|| "anonymous".to_string());
+        Self::pipeline_caller(identity, &entity)
+    }
+
     /// Puts a call of a tool this toolset does not have (or hides, in read-only mode) on the
     /// audit record, under the caller's scope, as an error.
     ///
@@ -1274,10 +1284,7 @@ impl IfthenpayService {
         tool: &str,
         arguments: &Value,
     ) -> Result<(), ServiceError> {
-        let entity = self
-            .authenticated_entity(identity)
-            .unwrap_or_else(|| "anonymous".to_string());
-        let caller = Self::pipeline_caller(identity, &entity);
+        let caller = self.audit_caller(identity);
         let refusal = Err(invalid(format!("tool not found: {tool}")));
         match self
             .pipeline
