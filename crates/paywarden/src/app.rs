@@ -571,6 +571,7 @@ pub fn demo_entities() -> Vec<KnownEntity> {
     .map(|(id, token)| KnownEntity {
         id: id.into(),
         token_sha256: crate::service::safety::token_hash(token),
+        ifthenpay: None,
     })
     .collect()
 }

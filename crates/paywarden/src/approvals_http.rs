@@ -8,6 +8,9 @@
 //! - `POST /approvals/{id}/decision` (form: `decision=approve|deny`, `note`, `csrf`): records
 //!   the decision under the signed-in operator's name and redirects (303) back to the page.
 //!
+//! Every page view by a signed-in operator (the list, or one request) is appended to the audit
+//! log (tool `approval_page_view`, client `operator:<name>`, under the request's entity).
+//!
 //! Operators sign in with HTTP Basic: the user name is the operator's name, the password their
 //! token, checked in constant time against the SHA-256 in `config.operators`. Without valid
 //! credentials every route answers 401 and shows no approval data; with no operators
@@ -259,6 +262,19 @@ async fn list_page(
         Ok(a) => a,
         Err(e) => return internal_error(&e),
     };
+    let viewed = format!("{} shown", plural(approvals.len(), "request", "requests"));
+    if let Err(response) = audit_view(
+        &state,
+        &operator,
+        None,
+        serde_json::json!({ "all": all }),
+        "ok",
+        Some(viewed),
+    )
+    .await
+    {
+        return response;
+    }
     let now = Utc::now();
     let mut body = String::new();
     let heading = if all {
@@ -327,7 +343,25 @@ async fn detail_page(
     State(state): State<Arc<PageState>>,
     Path(id): Path<String>,
 ) -> Response {
-    let approval = match load(&state, &operator, &id).await {
+    let loaded = load(&state, &operator, &id).await;
+    let arguments = serde_json::json!({ "approvalId": id });
+    let (outcome, message) = match &loaded {
+        Ok(_) => ("ok", None),
+        Err(_) => ("error", Some("no such approval request".to_string())),
+    };
+    if let Err(response) = audit_view(
+        &state,
+        &operator,
+        loaded.as_ref().ok(),
+        arguments,
+        outcome,
+        message,
+    )
+    .await
+    {
+        return response;
+    }
+    let approval = match loaded {
         Ok(a) => a,
         Err(response) => return response,
     };
@@ -452,6 +486,41 @@ async fn decide(
         Err(ApprovalError::Store(e)) => internal_error(&e),
         Err(e) => internal_error(&e),
     }
+}
+
+/// Puts an operator's view of the approval page on the audit record, with the append the tools
+/// use ([`Store::append_audit`], which masks the row): tool `approval_page_view`, client
+/// `operator:<name>`, under the viewed request's entity and toolset (`*` and `paywarden` for
+/// the list, or an id that matched nothing: `outcome` `error`). A view that cannot be recorded
+/// is not shown.
+async fn audit_view(
+    state: &PageState,
+    operator: &str,
+    approval: Option<&Approval>,
+    arguments: Value,
+    outcome: &str,
+    message: Option<String>,
+) -> Result<(), Response> {
+    let entry = crate::store::AuditEntry {
+        entity_id: approval.map_or_else(|| "*".to_string(), |a| a.entity_id.clone()),
+        client_name: Some(format!("operator:{operator}")),
+        toolset: approval.map_or_else(|| "paywarden".to_string(), |a| a.toolset.clone()),
+        tool: "approval_page_view".into(),
+        arguments,
+        outcome: outcome.into(),
+        result_code: None,
+        provider_request_id: None,
+        transaction_id: approval.map(|a| a.id.clone()),
+        message,
+        duration_ms: 0,
+        sandbox: approval.is_some_and(|a| is_sandbox(&a.preview)),
+    };
+    state
+        .store
+        .append_audit(&entry)
+        .await
+        .map(|_| ())
+        .map_err(|e| internal_error(&e))
 }
 
 /// Loads an approval for display; 404 page for unknown or malformed ids.

@@ -372,7 +372,22 @@ async fn call(
     };
     let known = crate::service::ifthenpay::TOOLS.contains(&name);
     if !known || hidden(state, name) {
-        return Err((-32602, format!("Invalid params: tool not found: {name}")));
+        let arguments = params.get("arguments").cloned().unwrap_or(Value::Null);
+        if let Err(e) = state
+            .ifthenpay
+            .audit_unknown_tool(identity, name, &arguments)
+            .await
+        {
+            tracing::error!(error = %e, "audit append failed");
+            return Err((
+                -32603,
+                "Internal error: paywarden's audit log could not be written; retry later".into(),
+            ));
+        }
+        return Err((
+            -32602,
+            crate::mask::text(&format!("Invalid params: tool not found: {name}")),
+        ));
     }
     let arguments = match params.get("arguments") {
         None | Some(Value::Null) => serde_json::Map::new(),
@@ -391,8 +406,13 @@ async fn call(
     };
     match state.ifthenpay.call(identity, name, &arguments).await {
         Ok(outcome) => {
+            let text = if outcome.is_error {
+                crate::mask::text(&outcome.text)
+            } else {
+                outcome.text
+            };
             let mut result = json!({
-                "content": [{"type": "text", "text": outcome.text}],
+                "content": [{"type": "text", "text": text}],
                 "isError": outcome.is_error,
             });
             if !outcome.is_error {
@@ -400,9 +420,10 @@ async fn call(
             }
             Ok(result)
         }
-        Err(ServiceError::InvalidArguments(message)) => {
-            Err((-32602, format!("Invalid params: {message}")))
-        }
+        Err(ServiceError::InvalidArguments(message)) => Err((
+            -32602,
+            crate::mask::text(&format!("Invalid params: {message}")),
+        )),
         Err(e @ ServiceError::Store(_)) => {
             tracing::error!(error = %e, "store failure");
             Err((

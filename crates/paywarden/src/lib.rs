@@ -18,6 +18,8 @@
 //! - [`auth`]: every HTTP caller authenticated (configured entities, or OPP asked and the
 //!   verdict cached) before anything is served or stored.
 //! - [`sessions`]: Streamable HTTP sessions capped per entity and in total.
+//! - [`mask`]: the one masking mechanism for error texts and audit rows (secrets, personal
+//!   data, values in parse errors).
 //! - [`mcp`]: rmcp adapters, one module per toolset; thin: parameters in, outcome out.
 //! - [`service`]: the one pipeline every tool call goes through (validate, idempotency,
 //!   pre-check, connector call, audit).
@@ -46,6 +48,7 @@ pub mod connectors;
 pub mod http;
 pub mod http_sse;
 pub mod ifthenpay_http;
+pub mod mask;
 pub mod mcp;
 pub mod model;
 pub mod policy;

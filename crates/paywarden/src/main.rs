@@ -225,8 +225,14 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + S
 }
 
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PAYWARDEN_LOG")
+    let mut filter = tracing_subscriber::EnvFilter::try_from_env("PAYWARDEN_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // rmcp logs whole MCP requests (tool arguments: keys, personal data) at debug and trace: it
+    // stays at info unless PAYWARDEN_LOG names it (protocol debugging on a test system).
+    let names_rmcp = std::env::var("PAYWARDEN_LOG").is_ok_and(|v| v.contains("rmcp"));
+    if let (false, Ok(cap)) = (names_rmcp, "rmcp=info".parse()) {
+        filter = filter.add_directive(cap);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         // No colour codes in a file or a desktop app's log (stdio servers' stderr).

@@ -25,7 +25,7 @@ use crate::service::{
 impl PaywardenMcp {
     /// Who calls: the `X-Entity-Id`/`X-Token` headers over HTTP (checked by the service before
     /// a configured key is used), the configured local caller over stdio.
-    fn ifthenpay_identity(&self, context: &RequestContext<RoleServer>) -> Identity {
+    pub(super) fn ifthenpay_identity(&self, context: &RequestContext<RoleServer>) -> Identity {
         let client_name = context.client_info().map(|info| info.name);
         if let Some(parts) = context.extensions.get::<http::request::Parts>() {
             let header = |name: &str| {

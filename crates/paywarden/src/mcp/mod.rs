@@ -222,6 +222,78 @@ impl PaywardenMcp {
 }
 
 impl PaywardenMcp {
+    /// Puts a request that is not a tool call (`resources/read`, `completion/complete`, an
+    /// unknown tool named `what`) on the audit record through the pipeline, as every tool call
+    /// is: under the caller's entity (`anonymous` without credentials), masked like every row
+    /// (no e-mail of a `customer://` URI, no key among an unknown tool's arguments). Toolset
+    /// `ops` where the ops toolset serves it, `ifthenpay` on `/mcp/payments/`, else `paywarden`.
+    ///
+    /// # Errors
+    /// An internal error when the audit log cannot be written: nothing is served off the record.
+    async fn audit_request<T>(
+        &self,
+        context: &RequestContext<RoleServer>,
+        what: &str,
+        arguments: serde_json::Value,
+        result: &Result<T, McpError>,
+    ) -> Result<(), McpError> {
+        let caller = if self.endpoint == Endpoint::IfthenpayCompat {
+            // Callers there are anonymous unless they authenticate as an entity.
+            self.state
+                .ifthenpay
+                .audit_caller(&self.ifthenpay_identity(context))
+        } else {
+            self.caller(context).unwrap_or_else(|_| Caller {
+                entity_id: "anonymous".into(),
+                token: SecretString::from(String::new()),
+                client_name: context.client_info().map(|info| info.name),
+            })
+        };
+        let toolset = match self.endpoint {
+            Endpoint::IfthenpayCompat => crate::service::ifthenpay::TOOLSET,
+            _ if self.serves_ops() && matches!(what, "resources/read" | "completion/complete") => {
+                crate::service::ops::TOOLSET
+            }
+            _ => "paywarden",
+        };
+        let outcome = ToolOutcome {
+            structured: serde_json::Value::Null,
+            is_error: result.is_err(),
+            text: result
+                .as_ref()
+                .err()
+                .map(|e| e.message.to_string())
+                .unwrap_or_default(),
+            audit: crate::service::AuditFacts {
+                outcome: if result.is_err() { "error" } else { "ok" }.into(),
+                ..Default::default()
+            },
+        };
+        self.state
+            .ops
+            .pipeline()
+            .read(&caller, toolset, what, &arguments, || async { Ok(outcome) })
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                tracing::error!(error = %e, "audit append failed");
+                McpError::internal_error(
+                    "paywarden's audit log could not be written; nothing was served. Retry later.",
+                    None,
+                )
+            })
+    }
+}
+
+/// An error as the client gets it: personal data masked in its message and data
+/// ([`crate::mask`]).
+fn masked(mut error: McpError) -> McpError {
+    error.message = crate::mask::text(&error.message).into();
+    error.data = error.data.as_ref().map(crate::mask::arguments);
+    error
+}
+
+impl PaywardenMcp {
     /// `get_approval` for any toolset: an approved request of the ops toolset is executed by
     /// its service (exactly once); everything else (OPP operations, and the status of any
     /// request) by the OPP service's generic handling.
@@ -374,7 +446,7 @@ pub(crate) fn parse_args<T: serde::de::DeserializeOwned>(
     tool: &str,
     arguments: &JsonObject,
 ) -> Result<T, McpError> {
-    serde_json::from_value(serde_json::Value::Object(arguments.clone())).map_err(|e| {
+    crate::mask::deserialize(serde_json::Value::Object(arguments.clone())).map_err(|e| {
         McpError::invalid_params(
             format!("invalid arguments for {tool}: {e}; see the tool's inputSchema"),
             None,
@@ -389,7 +461,7 @@ pub(crate) fn render(
     match result {
         Ok(outcome) => {
             let mut rendered = if outcome.is_error {
-                CallToolResult::error(vec![ContentBlock::text(outcome.text)])
+                CallToolResult::error(vec![ContentBlock::text(crate::mask::text(&outcome.text))])
             } else {
                 CallToolResult::success(vec![ContentBlock::text(outcome.text)])
             };
@@ -399,7 +471,7 @@ pub(crate) fn render(
             Ok(rendered)
         }
         Err(ServiceError::InvalidArguments(message)) => {
-            Err(McpError::invalid_params(message, None))
+            Err(McpError::invalid_params(crate::mask::text(&message), None))
         }
         Err(e @ ServiceError::Store(_)) => {
             tracing::error!(error = %e, "store failure");
@@ -477,20 +549,25 @@ impl ServerHandler for PaywardenMcp {
         request: rmcp::model::ReadResourceRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<rmcp::model::ReadResourceResponse, McpError> {
-        if !self.serves_ops() {
+        let result = if self.serves_ops() {
+            match self.caller(&context) {
+                Ok(caller) => self.read_ops_resource(&caller, &request.uri).await,
+                Err(e) => Err(e),
+            }
+        } else {
             // rmcp turns -32002 into -32602 for 2026-07-28 peers (SEP-2164); `data.uri` names it.
-            return Err(McpError::resource_not_found(
+            Err(McpError::resource_not_found(
                 format!(
                     "unknown resource {:?}: this endpoint serves no resources",
                     request.uri
                 ),
                 Some(serde_json::json!({ "uri": request.uri })),
-            ));
-        }
-        let caller = self.caller(&context)?;
-        self.read_ops_resource(&caller, &request.uri)
-            .await
-            .map(Into::into)
+            ))
+        };
+        let arguments = serde_json::json!({ "uri": request.uri });
+        self.audit_request(&context, "resources/read", arguments, &result)
+            .await?;
+        result.map(Into::into).map_err(masked)
     }
 
     async fn list_prompts(
@@ -527,14 +604,24 @@ impl ServerHandler for PaywardenMcp {
         request: rmcp::model::CompleteRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<rmcp::model::CompleteResult, McpError> {
-        if !self.serves_ops() {
-            return Ok(rmcp::model::CompleteResult::default());
-        }
-        let caller = self.caller(&context)?;
-        let completion = self
-            .complete_ops(&caller, &request.argument.name, &request.argument.value)
-            .await;
-        Ok(rmcp::model::CompleteResult::new(completion))
+        let result = if self.serves_ops() {
+            match self.caller(&context) {
+                Ok(caller) => Ok(rmcp::model::CompleteResult::new(
+                    self.complete_ops(&caller, &request.argument.name, &request.argument.value)
+                        .await,
+                )),
+                Err(e) => Err(e),
+            }
+        } else {
+            Ok(rmcp::model::CompleteResult::default())
+        };
+        // The argument under its own name, so that an `email` is masked as one.
+        let mut arguments = serde_json::json!({ "ref": request.r#ref });
+        arguments[request.argument.name.as_str()] =
+            serde_json::Value::String(request.argument.value.clone());
+        self.audit_request(&context, "completion/complete", arguments, &result)
+            .await?;
+        result.map_err(masked)
     }
 
     async fn call_tool(
@@ -553,14 +640,24 @@ impl ServerHandler for PaywardenMcp {
                 .map(|t| t.name.to_string())
                 .collect();
             names.sort();
-            return Err(McpError::invalid_params(
+            let error = McpError::invalid_params(
                 format!(
                     "unknown tool {:?}: this server has {}",
                     request.name,
                     names.join(", ")
                 ),
                 None,
-            ));
+            );
+            let arguments =
+                serde_json::Value::Object(request.arguments.clone().unwrap_or_default());
+            self.audit_request(
+                &context,
+                &request.name,
+                arguments,
+                &Err::<(), _>(error.clone()),
+            )
+            .await?;
+            return Err(masked(error));
         }
         // The 2026-07-28 answer to a human-approval question (SEP-2322 input_required).
         if let Some(sealed) = request.request_state.clone() {

@@ -6,8 +6,16 @@
 //! PIX) parsed exactly into integer minor units (the number's shortest decimal text, never
 //! float arithmetic). Creations are money-moving calls for the safety layer: they pass the
 //! policy (`toolset = "ifthenpay"`), are refused in read-only mode, and run under an idempotency
-//! key derived from the tool, the key and the order id, so a retried creation returns the first
-//! reference instead of creating a second one. Results are the seed's output objects, as
+//! key derived from the tool, the caller's entity and the order id, so a retried creation
+//! returns the first reference instead of creating a second one.
+//!
+//! Tenants: every request paywarden records belongs to the entity that created it (an
+//! authenticated entity, or `key:<id>` for an anonymous caller passing a key of its own, never
+//! mixing with an entity). With keys the server holds (`[ifthenpay]`, or an entity's own
+//! `[entities.ifthenpay]`), `mbway_check_status` answers only for the caller's own requests and
+//! `payments_list` shows only the payments of the caller's own requests, although ifthenpay's
+//! backoffice returns the whole merchant account. A caller that passes its own key gets what
+//! ifthenpay answers for that key, as in the seed. Results are the seed's output objects, as
 //! `structuredContent` and as the JSON text of `content[0]`; a key ifthenpay refuses is the tool
 //! error `Invalid key or API error: ...`. Keys never reach the audit log, a result or an error.
 
@@ -449,8 +457,57 @@ impl KeyKind {
     }
 }
 
-/// The keys paywarden holds (configuration, or the emulator's demo keys are NOT implied: the
-/// demo keys are public and meant to be passed as arguments).
+/// An entity's own ifthenpay keys (`[entities.ifthenpay]` in the configuration): used instead
+/// of the global `[ifthenpay]` keys for that entity, all of them (a key missing here is not
+/// taken from `[ifthenpay]`). `anti_phishing_key` is what ifthenpay puts in callbacks about
+/// this entity's account. Never serialised, logged or returned.
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntityKeys {
+    /// Multibanco key (`mb_key`).
+    pub mb_key: Option<SecretString>,
+    /// MB WAY key (`mbway_key`).
+    pub mbway_key: Option<SecretString>,
+    /// Payshop key (`payshop_key`).
+    pub payshop_key: Option<SecretString>,
+    /// Credit card key (`ccard_key`).
+    pub ccard_key: Option<SecretString>,
+    /// Gateway key for PinPay (`gateway_key`).
+    pub gateway_key: Option<SecretString>,
+    /// Cofidis Pay key (`cofidis_key`).
+    pub cofidis_key: Option<SecretString>,
+    /// PIX key (`pix_key`).
+    pub pix_key: Option<SecretString>,
+    /// Backoffice key (`bo_key`).
+    pub bo_key: Option<SecretString>,
+    /// The anti-phishing key of callbacks about this entity's requests (default: the global
+    /// `[ifthenpay] anti_phishing_key`).
+    pub anti_phishing_key: Option<SecretString>,
+}
+
+impl std::fmt::Debug for EntityKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EntityKeys([redacted])")
+    }
+}
+
+impl EntityKeys {
+    fn keys(&self) -> Keys {
+        Keys {
+            mb: self.mb_key.clone(),
+            mbway: self.mbway_key.clone(),
+            payshop: self.payshop_key.clone(),
+            ccard: self.ccard_key.clone(),
+            gateway: self.gateway_key.clone(),
+            cofidis: self.cofidis_key.clone(),
+            pix: self.pix_key.clone(),
+            backoffice: self.bo_key.clone(),
+        }
+    }
+}
+
+/// A set of keys paywarden holds (`[ifthenpay]`, or an entity's own; the emulator's demo keys
+/// are NOT implied: they are public and meant to be passed as arguments).
 #[derive(Clone, Default)]
 struct Keys {
     mb: Option<SecretString>,
@@ -487,6 +544,9 @@ struct ResolvedKey {
     id: String,
     /// The entity the call acts for.
     entity: String,
+    /// Whether paywarden holds the key (configuration) rather than the caller passing it: reads
+    /// are then limited to the entity's own requests.
+    held: bool,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -551,34 +611,32 @@ pub fn parse_amount(
 /// `351#912345678`: a 1-3 digit country code, `#`, 6-15 digits; Portuguese (351) numbers are
 /// 9 digits starting with 9.
 pub fn check_mbway_phone(phone: &str) -> Result<(), ServiceError> {
-    let error = || {
-        invalid(format!(
-            "phone {phone:?} is not in the format 351#912345678 (country code#number)"
-        ))
-    };
+    // Messages never quote the number (personal data).
+    let error = || invalid("phone is not in the format 351#912345678 (country code#number)");
     let (cc, number) = phone.split_once('#').ok_or_else(error)?;
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     if !digits(cc) || !digits(number) || cc.len() > 3 || !(6..=15).contains(&number.len()) {
         return Err(error());
     }
     if cc == "351" && (number.len() != 9 || !number.starts_with('9')) {
-        return Err(invalid(format!(
-            "phone {phone:?}: a Portuguese MB WAY number is 9 digits starting with 9, e.g. 351#912345678"
-        )));
+        return Err(invalid(
+            "phone: a Portuguese MB WAY number is 9 digits starting with 9, e.g. 351#912345678",
+        ));
     }
     Ok(())
 }
 
 /// A Brazilian CPF: 11 digits (digits only), not all equal, with both check digits right.
+/// Messages never quote the CPF (personal data).
 pub fn check_cpf(cpf: &str) -> Result<(), ServiceError> {
     let digits: Vec<u32> = cpf.chars().filter_map(|c| c.to_digit(10)).collect();
     if digits.len() != 11 || cpf.len() != 11 {
-        return Err(invalid(format!(
-            "customer_cpf {cpf:?} must be exactly 11 digits, digits only (e.g. 74026594025)"
-        )));
+        return Err(invalid(
+            "customer_cpf must be exactly 11 digits, digits only (e.g. 74026594025)",
+        ));
     }
     if digits.iter().all(|d| *d == digits[0]) {
-        return Err(invalid(format!("customer_cpf {cpf:?} is not a valid CPF")));
+        return Err(invalid("customer_cpf is not a valid CPF"));
     }
     let check = |n: usize| {
         let sum: u32 = digits[..n]
@@ -589,9 +647,9 @@ pub fn check_cpf(cpf: &str) -> Result<(), ServiceError> {
         (sum * 10 % 11) % 10
     };
     if check(9) != digits[9] || check(10) != digits[10] {
-        return Err(invalid(format!(
-            "customer_cpf {cpf:?} has invalid check digits"
-        )));
+        return Err(invalid(
+            "customer_cpf has invalid check digits: check the number with the customer",
+        ));
     }
     Ok(())
 }
@@ -624,7 +682,7 @@ fn check_email(field: &str, value: &str) -> Result<(), ServiceError> {
         Ok(())
     } else {
         Err(invalid(format!(
-            "{field} {value:?} is not an email address"
+            "{field} is not an e-mail address (one @, then a domain with a dot)"
         )))
     }
 }
@@ -638,7 +696,7 @@ fn check_intl_phone(field: &str, value: &str) -> Result<(), ServiceError> {
         Ok(())
     } else {
         Err(invalid(format!(
-            "{field} {value:?} must be a phone number with country code, e.g. +351256245560"
+            "{field} must be a phone number with country code, e.g. +351256245560"
         )))
     }
 }
@@ -694,39 +752,41 @@ pub fn check_accounts(accounts: &str) -> Result<Vec<&'static str>, ServiceError>
             "accounts is empty: give methods as METHOD|KEY separated by ';', e.g. \"MB|AAA-000000;CCARD|BBB-000000\"",
         ));
     }
-    for entry in entries {
+    for (n, entry) in (1..).zip(entries) {
+        // Messages name an entry by its position, and its method only when it is one: what
+        // stands in a method's or a key's place may be a key.
         let (method, key) = entry.split_once('|').ok_or_else(|| {
             invalid(format!(
-                "accounts entry {:?} is not METHOD|KEY (e.g. CCARD|BBB-000000)",
-                mask(entry)
+                "accounts entry {n} is not METHOD|KEY (e.g. CCARD|BBB-000000)"
             ))
         })?;
+        let mb_entity = method.len() == 5 && method.bytes().all(|b| b.is_ascii_digit());
+        let known = PINPAY_METHODS
+            .iter()
+            .find(|(m, _)| *m == method)
+            .map(|(_, c)| *c);
+        let code = match known {
+            Some(code) => code,
+            None if mb_entity => "1",
+            None => {
+                return Err(invalid(format!(
+                    "accounts entry {n}: unknown method; use MB, MBWAY, PAYSHOP, CCARD, COFIDIS, PIX, GOOGLE or APPLE (or a 5-digit Multibanco entity)"
+                )))
+            }
+        };
         let key_ok = !key.is_empty()
             && key.len() <= 50
             && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
         if !key_ok {
             return Err(invalid(format!(
-                "accounts entry for {method}: the key must be letters, digits and '-'"
+                "accounts entry {n} ({method}): the key must be letters, digits and '-'"
             )));
         }
-        let code = if method.len() == 5 && method.bytes().all(|b| b.is_ascii_digit()) {
-            if key.len() != 3 || !key.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(invalid(format!(
-                    "accounts entry for Multibanco entity {method}: the sub-entity must be 3 digits"
-                )));
-            }
-            "1"
-        } else {
-            PINPAY_METHODS
-                .iter()
-                .find(|(m, _)| *m == method)
-                .map(|(_, c)| *c)
-                .ok_or_else(|| {
-                    invalid(format!(
-                        "accounts method {method:?} is unknown: use MB, MBWAY, PAYSHOP, CCARD, COFIDIS, PIX, GOOGLE or APPLE"
-                    ))
-                })?
-        };
+        if mb_entity && (key.len() != 3 || !key.bytes().all(|b| b.is_ascii_digit())) {
+            return Err(invalid(format!(
+                "accounts entry {n} (Multibanco entity {method}): the sub-entity must be 3 digits"
+            )));
+        }
         if seen.contains(&method) {
             return Err(invalid(format!("accounts lists {method} twice")));
         }
@@ -734,15 +794,6 @@ pub fn check_accounts(accounts: &str) -> Result<Vec<&'static str>, ServiceError>
         codes.push(code);
     }
     Ok(codes)
-}
-
-/// A key-free rendering of an accounts entry for error messages.
-fn mask(entry: &str) -> String {
-    match entry.split_once('|') {
-        Some((m, _)) => format!("{m}|***"),
-        None if entry.len() > 12 => "***".into(),
-        None => entry.to_string(),
-    }
 }
 
 fn check_choice(field: &str, value: Option<&str>, allowed: &[&str]) -> Result<(), ServiceError> {
@@ -851,7 +902,11 @@ pub struct IfthenpayService {
     pipeline: Pipeline,
     client: Option<IfthenpayClient>,
     keys: Keys,
+    /// Entities' own key sets (`[entities.ifthenpay]`), by entity id.
+    entity_keys: std::sync::Arc<HashMap<String, Keys>>,
     anti_phishing_key: Option<SecretString>,
+    /// Entities' own anti-phishing keys, by entity id.
+    entity_anti_phishing_keys: std::sync::Arc<HashMap<String, SecretString>>,
     entities: Vec<super::ops::KnownEntity>,
     sandbox: bool,
     key_ids: crate::audit_anchor::KeyIds,
@@ -896,11 +951,24 @@ impl IfthenpayService {
                 SecretString::from(paywarden_emulator::IFTHENPAY_ANTI_PHISHING_KEY.to_string())
             })
         });
+        let entity_keys = entities
+            .iter()
+            .filter_map(|e| e.ifthenpay.as_ref().map(|k| (e.id.clone(), k.keys())))
+            .collect();
+        let entity_anti_phishing_keys = entities
+            .iter()
+            .filter_map(|e| {
+                let key = e.ifthenpay.as_ref()?.anti_phishing_key.clone()?;
+                Some((e.id.clone(), key))
+            })
+            .collect();
         Self {
             pipeline,
             client,
             keys,
+            entity_keys: std::sync::Arc::new(entity_keys),
             anti_phishing_key,
+            entity_anti_phishing_keys: std::sync::Arc::new(entity_anti_phishing_keys),
             entities,
             sandbox,
             key_ids: crate::audit_anchor::KeyIds::ephemeral(),
@@ -944,7 +1012,17 @@ impl IfthenpayService {
             KeyKind::Backoffice,
         ]
         .into_iter()
-        .any(|k| self.keys.get(k).is_some())
+        .any(|k| self.held_anywhere(k))
+    }
+
+    /// Whether `[ifthenpay]` or any entity's own key set holds a key of `kind`.
+    fn held_anywhere(&self, kind: KeyKind) -> bool {
+        self.keys.get(kind).is_some() || self.entity_keys.values().any(|k| k.get(kind).is_some())
+    }
+
+    /// The keys `entity` may use: its own key set when it has one, else `[ifthenpay]`'s.
+    fn keys_of(&self, entity: &str) -> &Keys {
+        self.entity_keys.get(entity).unwrap_or(&self.keys)
     }
 
     /// The key argument of `tool` (`mb_key` for `multibanco_create_reference`, ...).
@@ -976,7 +1054,7 @@ impl IfthenpayService {
             KeyKind::Backoffice,
         ]
         .into_iter()
-        .any(|k| k.argument() == argument && self.keys.get(k).is_some())
+        .any(|k| k.argument() == argument && self.held_anywhere(k))
     }
 
     /// Whether `entity_id`/`token` is an entity allowed to use the configured keys (constant
@@ -1016,8 +1094,8 @@ impl IfthenpayService {
     }
 
     /// Resolves the key of a call: the argument, else the configured key for an authenticated
-    /// caller. A [`Refusal`] holds a tool-error outcome or an
-    /// invalid-arguments error.
+    /// caller (its own key set when it has one, else `[ifthenpay]`'s). A [`Refusal`] holds a
+    /// tool-error outcome or an invalid-arguments error; neither quotes the key.
     fn resolve_key(
         &self,
         identity: &Identity,
@@ -1038,11 +1116,19 @@ impl IfthenpayService {
                 key: SecretString::from(key.to_string()),
                 id,
                 entity,
+                held: false,
             });
         }
-        let Some(configured) = self.keys.get(kind) else {
+        let configured = match &authenticated {
+            Some(entity) => self.keys_of(entity).get(kind),
+            None => self
+                .keys
+                .get(kind)
+                .or_else(|| self.entity_keys.values().find_map(|k| k.get(kind))),
+        };
+        let Some(configured) = configured else {
             return Err(bad(invalid(format!(
-                "{} is required: this server holds no ifthenpay {} of its own",
+                "{} is required: this server holds no ifthenpay {} for this caller",
                 kind.argument(),
                 kind.argument()
             ))));
@@ -1052,6 +1138,7 @@ impl IfthenpayService {
                 id: self.key_id(configured.expose_secret()),
                 key: configured.clone(),
                 entity,
+                held: true,
             }),
             None => Err(Box::new(Ok(self.error(
                 "unauthenticated",
@@ -1180,10 +1267,43 @@ impl IfthenpayService {
                 let caller = Self::pipeline_caller(identity, &key.entity);
                 self.pipeline
                     .read(&caller, TOOLSET, tool, &args, || async {
-                        Ok(self.payments_list(&key, &query).await)
+                        Ok(self.payments_list(&key, &query).await?)
                     })
                     .await
             }
+        }
+    }
+
+    /// The caller under which a request of `identity` that is not one of the tools is audited:
+    /// the authenticated entity, else `anonymous` (an unverified `X-Entity-Id` writes nothing
+    /// into that entity's record).
+    pub fn audit_caller(&self, identity: &Identity) -> Caller {
+        let entity = self
+            .authenticated_entity(identity)
+            .unwrap_or_else(|| "anonymous".to_string());
+        Self::pipeline_caller(identity, &entity)
+    }
+
+    /// Puts a call of a tool this toolset does not have (or hides, in read-only mode) on the
+    /// audit record, under the caller's scope, as an error.
+    ///
+    /// # Errors
+    /// [`ServiceError::Store`] when the audit log cannot be written.
+    pub async fn audit_unknown_tool(
+        &self,
+        identity: &Identity,
+        tool: &str,
+        arguments: &Value,
+    ) -> Result<(), ServiceError> {
+        let caller = self.audit_caller(identity);
+        let refusal = Err(invalid(format!("tool not found: {tool}")));
+        match self
+            .pipeline
+            .read(&caller, TOOLSET, tool, arguments, || async { refusal })
+            .await
+        {
+            Err(e @ ServiceError::Store(_)) => Err(e),
+            _ => Ok(()),
         }
     }
 
@@ -1193,7 +1313,7 @@ impl IfthenpayService {
             tool: &str,
             args: &Value,
         ) -> Result<T, ServiceError> {
-            serde_json::from_value(args.clone()).map_err(|e| {
+            crate::mask::deserialize(args.clone()).map_err(|e| {
                 invalid(format!(
                     "invalid arguments for {tool}: {e}; see the tool's inputSchema"
                 ))
@@ -1605,7 +1725,21 @@ impl IfthenpayService {
                 .await;
             }
         }
-        let idempotency_key = format!("ifthenpay:{tool}:{}:{}", key.id, creation.order_id());
+        // One order id, one request, per entity and tool: the idempotency key names the entity
+        // (the pipeline also stores it per entity). An order id this entity already used under
+        // a key of another form (before 0006 rewrote them, or with two keys) is refused too.
+        let idempotency_key = format!("ifthenpay:{tool}:{}:{}", key.entity, creation.order_id());
+        let store = self.pipeline.store();
+        if store
+            .idempotency_state(&key.entity, &idempotency_key)
+            .await?
+            .is_none()
+            && store
+                .ifthenpay_order_used(&key.entity, tool, creation.order_id())
+                .await?
+        {
+            return refuse(self.order_id_conflict(creation.order_id())).await;
+        }
         let outcome = self
             .pipeline
             .write(&caller, TOOLSET, tool, args, Some(&idempotency_key), || {
@@ -1623,10 +1757,7 @@ impl IfthenpayService {
                 .get("order_id")
                 .and_then(Value::as_str)
                 .unwrap_or_default();
-            return self.error(
-                "order_id_conflict",
-                &format!("order_id {order:?} was already used with other arguments (a different amount or details); a payment request for this order exists already. Use a new order_id for a new request, or resend the original arguments to get the original result."),
-            );
+            return self.order_id_conflict(order);
         }
         if outcome.is_error && outcome.text.starts_with("[SANDBOX") {
             // Pipeline-made errors (a key still in progress, an unknown outcome) carry the
@@ -1652,6 +1783,14 @@ impl IfthenpayService {
             }
         }
         outcome
+    }
+
+    /// The refusal of an order id this entity already used for this tool with other arguments.
+    fn order_id_conflict(&self, order: &str) -> ToolOutcome {
+        self.error(
+            "order_id_conflict",
+            &format!("order_id {order:?} was already used with other arguments (a different amount or details); a payment request for this order exists already. Use a new order_id for a new request, or resend the original arguments to get the original result."),
+        )
     }
 
     async fn execute(
@@ -1798,6 +1937,21 @@ impl IfthenpayService {
         let Some(client) = &self.client else {
             return Ok(self.unconfigured());
         };
+        // With a key the server holds, only the caller's own requests: ifthenpay would answer
+        // for any request of the merchant account, other tenants' included.
+        if key.held
+            && self
+                .pipeline
+                .store()
+                .ifthenpay_request_of(&key.entity, "MBWAY", request_id)
+                .await?
+                .is_none()
+        {
+            return Ok(self.error(
+                "not_found",
+                "No MB WAY request with this request_id was made by this entity with this server's key. Use the request_id that mbway_request_payment returned to you.",
+            ));
+        }
         match client.mbway_status(&key.key, request_id).await {
             Ok(status) => {
                 let state = status.state;
@@ -1845,12 +1999,26 @@ impl IfthenpayService {
         }
     }
 
-    async fn payments_list(&self, key: &ResolvedKey, query: &PaymentsQuery) -> ToolOutcome {
+    async fn payments_list(
+        &self,
+        key: &ResolvedKey,
+        query: &PaymentsQuery,
+    ) -> Result<ToolOutcome, crate::store::StoreError> {
         let Some(client) = &self.client else {
-            return self.unconfigured();
+            return Ok(self.unconfigured());
         };
         match client.payments_read(&key.key, query).await {
-            Ok(records) => {
+            Ok(mut records) => {
+                if key.held {
+                    // ifthenpay's backoffice lists the whole merchant account: keep the
+                    // payments of this entity's own requests.
+                    let own = self
+                        .pipeline
+                        .store()
+                        .ifthenpay_requests(&key.entity)
+                        .await?;
+                    records.retain(|r| owns(&own, r));
+                }
                 let payments: Vec<PaymentView> = records
                     .into_iter()
                     .map(|r| {
@@ -1880,9 +2048,9 @@ impl IfthenpayService {
                     payments,
                     sandbox: self.sandbox,
                 };
-                self.success(&out, None)
+                Ok(self.success(&out, None))
             }
-            Err(e) => self.provider_failure(e).0,
+            Err(e) => Ok(self.provider_failure(e).0),
         }
     }
 
@@ -1912,19 +2080,25 @@ impl IfthenpayService {
         let amount_text = get(&["amount", "valor"]);
         let payment_method = get(&["payment_method", "paymentMethod"]);
         let sent_key = get(&["key", "anti_phishing_key", "apk"]).unwrap_or_default();
-        let key_ok = self
-            .anti_phishing_key
-            .as_ref()
-            .is_some_and(|k| bool::from(k.expose_secret().as_bytes().ct_eq(sent_key.as_bytes())));
+        let mb_entity = get(&["entity"]);
         let found = self
             .pipeline
             .store()
             .find_ifthenpay_request(
                 request_id.as_deref(),
                 reference.as_deref(),
+                mb_entity.as_deref(),
                 order_id.as_deref(),
             )
             .await?;
+        // The anti-phishing key of the account the request was made with: the entity's own,
+        // else the global one.
+        let expected = found
+            .as_ref()
+            .and_then(|r| self.entity_anti_phishing_keys.get(&r.entity_id))
+            .or(self.anti_phishing_key.as_ref());
+        let key_ok = expected
+            .is_some_and(|k| bool::from(k.expose_secret().as_bytes().ct_eq(sent_key.as_bytes())));
         let currency = found
             .as_ref()
             .and_then(|r| Currency::from_code(&r.currency).ok())
@@ -2040,6 +2214,28 @@ impl IfthenpayService {
                 tracing::warn!(error = %e, entity, "ifthenpay callback activation failed");
             }
         }
+    }
+}
+
+/// Whether payment record `r` from ifthenpay's backoffice is the payment of one of the `own`
+/// requests: by request id when ifthenpay gives one, else by reference (with the Multibanco
+/// entity). An order id alone is not enough: order ids are unique per entity only.
+fn owns(
+    own: &[crate::store::IfthenpayRequest],
+    r: &crate::connectors::ifthenpay::PaymentRecord,
+) -> bool {
+    match r.request_id.as_deref().filter(|id| !id.is_empty()) {
+        Some(id) => own.iter().any(|q| q.request_id.as_deref() == Some(id)),
+        None => r
+            .reference
+            .as_deref()
+            .filter(|x| !x.is_empty())
+            .is_some_and(|reference| {
+                own.iter().any(|q| {
+                    q.reference.as_deref() == Some(reference)
+                        && q.mb_entity.as_deref().is_none_or(|e| e == r.entity)
+                })
+            }),
     }
 }
 

@@ -94,58 +94,11 @@ pub struct Pipeline {
 pub const SANDBOX_BANNER: &str =
     "[SANDBOX: paywarden's offline OPP emulator answered; no real money moved]";
 
-/// Keys whose values never reach the audit log, a result or an error.
-const SECRET_KEYS: &[&str] = &[
-    "token",
-    "xtoken",
-    "secret",
-    "password",
-    "apikey",
-    "authorization",
-    "cardnumber",
-    "number",
-    "cvv",
-    "pan",
-    // ifthenpay keys (mb_key, mbway_key, payshop_key, ccard_key, gateway_key, cofidis_key,
-    // pix_key, bo_key, sub_entity, the anti-phishing key) and PinPay `accounts`, which lists keys.
-    "mbkey",
-    "mbwaykey",
-    "payshopkey",
-    "ccardkey",
-    "gatewaykey",
-    "cofidiskey",
-    "pixkey",
-    "bokey",
-    "subentity",
-    "phishingkey",
-    "accounts",
-    "cpf",
-];
-
-/// Removes secret values from tool arguments before they are stored or echoed.
+/// Removes secret values from tool arguments before they are stored or echoed (by name, at
+/// any depth, whatever their JSON type): [`crate::mask::secrets`]. The audit log masks personal
+/// data as well ([`crate::mask::arguments`], applied to every row by the store).
 pub fn redact(value: &serde_json::Value) -> serde_json::Value {
-    match value {
-        serde_json::Value::Object(map) => serde_json::Value::Object(
-            map.iter()
-                .map(|(k, v)| {
-                    let normalized: String = k
-                        .chars()
-                        .filter(|c| c.is_ascii_alphanumeric())
-                        .collect::<String>()
-                        .to_ascii_lowercase();
-                    if SECRET_KEYS.iter().any(|s| normalized.ends_with(s)) {
-                        (k.clone(), serde_json::Value::String("[redacted]".into()))
-                    } else {
-                        (k.clone(), redact(v))
-                    }
-                })
-                .collect(),
-        ),
-        serde_json::Value::Array(items) => {
-            serde_json::Value::Array(items.iter().map(redact).collect())
-        }
-        other => other.clone(),
-    }
+    crate::mask::secrets(value)
 }
 
 /// SHA-256 (hex) of canonical JSON (object keys sorted), used to bind an idempotency key to

@@ -37,13 +37,19 @@ use crate::{
 /// The toolset's name.
 pub const TOOLSET: &str = "ops";
 
-/// An entity paywarden knows: its id and the SHA-256 (hex) of its token.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// An entity paywarden knows (`[[entities]]`): its id, the SHA-256 (hex) of its token, and
+/// optionally ifthenpay keys of its own (`[entities.ifthenpay]`, used instead of the global
+/// `[ifthenpay]` keys for this entity; never serialised).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct KnownEntity {
     /// Entity id (the `X-Entity-Id` header).
     pub id: String,
     /// Hex SHA-256 of its token (the `X-Token` header); the token itself is never stored.
     pub token_sha256: String,
+    /// The entity's own ifthenpay keys.
+    #[serde(default, skip_serializing)]
+    pub ifthenpay: Option<super::ifthenpay::EntityKeys>,
 }
 
 /// The ops service: orders database + Stripe connector on the pipeline.
@@ -478,9 +484,10 @@ fn validate_email(raw: &str) -> Result<String, ServiceError> {
     if ok {
         Ok(email.to_string())
     } else {
-        Err(invalid(format!(
-            "email {raw:?} is not an e-mail address; send the customer's address, e.g. sarah@example.com"
-        )))
+        // Never quoted back (personal data), and no example address (it would be masked).
+        Err(invalid(
+            "email is not an e-mail address: send the customer's full address (one @, a dot in the domain, no spaces)",
+        ))
     }
 }
 

@@ -18,7 +18,8 @@ const AUDIT_CHAIN_LOCK: i64 = 0x0070_7761_7564_6974;
 /// The chain's first `prev_hash`.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// What a caller appends: one tool call and its outcome. Arguments must already be redacted.
+/// What a caller appends: one tool call and its outcome. [`Store::append_audit`] masks secrets and
+/// personal data in it ([`crate::mask::audit_entry`]) before it is stored.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct AuditEntry {
     /// The entity that made the call.
@@ -94,6 +95,8 @@ impl Store {
     /// # Errors
     /// [`StoreError`] on database failure.
     pub async fn append_audit(&self, entry: &AuditEntry) -> Result<i64, StoreError> {
+        // Whoever appends, no secret or personal data reaches the row (crate::mask).
+        let entry = &crate::mask::audit_entry(entry);
         let mut tx = self.begin_write().await?;
         if self.engine() == super::Engine::Postgres {
             // One appender at a time across every process on this database: the lock is held

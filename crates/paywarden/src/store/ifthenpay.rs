@@ -1,5 +1,7 @@
 //! paywarden's records of ifthenpay payment requests and the callbacks received about them
-//! (tables `ifthenpay_requests` and `ifthenpay_callbacks`, `migrations/0005_ifthenpay.sql`).
+//! (tables `ifthenpay_requests` and `ifthenpay_callbacks`, `migrations/*/0005_ifthenpay.sql`;
+//! entity-scoped indexes in `0006_ifthenpay_tenants.sql`). Every request belongs to the entity
+//! that created it; the lookups a caller can trigger take that entity.
 
 use chrono::{SecondsFormat, Utc};
 use serde::Serialize;
@@ -145,8 +147,11 @@ impl Store {
         Ok(id)
     }
 
-    /// The request a callback is about: by request id when given, else by reference (Multibanco,
-    /// Payshop), else by order id; the newest match.
+    /// The request a callback is about, whichever entity created it: by request id when given
+    /// (ifthenpay's ids are unique), else by reference (Multibanco, Payshop; with the
+    /// Multibanco entity when the callback names one), else by order id. A reference or order
+    /// id that matches requests of more than one entity matches none: order ids are unique
+    /// per entity only, and a callback must never be credited to the wrong tenant.
     ///
     /// # Errors
     /// [`StoreError::Database`].
@@ -154,28 +159,97 @@ impl Store {
         &self,
         request_id: Option<&str>,
         reference: Option<&str>,
+        mb_entity: Option<&str>,
         order_id: Option<&str>,
     ) -> Result<Option<IfthenpayRequest>, StoreError> {
-        let candidates = [
-            ("request_id", request_id),
-            ("reference", reference),
-            ("order_id", order_id),
-        ];
-        for (column, value) in candidates {
-            let Some(value) = value.filter(|v| !v.is_empty()) else {
-                continue;
-            };
-            let row = sqlx::query(&format!(
-                "SELECT * FROM ifthenpay_requests WHERE {column} = $1 ORDER BY id DESC LIMIT 1"
-            ))
-            .bind(value)
+        let present = |v: Option<&str>| v.filter(|v| !v.is_empty()).map(str::to_string);
+        if let Some(id) = present(request_id) {
+            let row = sqlx::query(
+                "SELECT * FROM ifthenpay_requests WHERE request_id = $1 ORDER BY id DESC LIMIT 1",
+            )
+            .bind(id)
             .fetch_optional(self.pool())
             .await?;
             if let Some(row) = row {
                 return Ok(Some(request_of(&row)?));
             }
         }
+        let by = |column: &'static str, value: String| async move {
+            let rows = sqlx::query(&format!(
+                "SELECT * FROM ifthenpay_requests WHERE {column} = $1 ORDER BY id DESC"
+            ))
+            .bind(value)
+            .fetch_all(self.pool())
+            .await?;
+            rows.iter()
+                .map(request_of)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(StoreError::from)
+        };
+        let unambiguous = |found: Vec<IfthenpayRequest>| {
+            let first = found.first()?;
+            found
+                .iter()
+                .all(|r| r.entity_id == first.entity_id)
+                .then(|| first.clone())
+        };
+        if let Some(reference) = present(reference) {
+            let mut found = by("reference", reference).await?;
+            if let Some(entity) = present(mb_entity) {
+                found.retain(|r| r.mb_entity.as_deref().is_none_or(|e| e == entity));
+            }
+            if !found.is_empty() {
+                return Ok(unambiguous(found));
+            }
+        }
+        if let Some(order) = present(order_id) {
+            return Ok(unambiguous(by("order_id", order).await?));
+        }
         Ok(None)
+    }
+
+    /// `entity_id`'s request with ifthenpay request id `request_id` of `method` (`MBWAY`, ...),
+    /// if that entity created one.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn ifthenpay_request_of(
+        &self,
+        entity_id: &str,
+        method: &str,
+        request_id: &str,
+    ) -> Result<Option<IfthenpayRequest>, StoreError> {
+        let row = sqlx::query(
+            "SELECT * FROM ifthenpay_requests WHERE entity_id = $1 AND method = $2 AND request_id = $3 \
+             ORDER BY id DESC LIMIT 1",
+        )
+        .bind(entity_id)
+        .bind(method)
+        .bind(request_id)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.as_ref().map(request_of).transpose()?)
+    }
+
+    /// Whether `entity_id` already has a request made by `tool` for `order_id`.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn ifthenpay_order_used(
+        &self,
+        entity_id: &str,
+        tool: &str,
+        order_id: &str,
+    ) -> Result<bool, StoreError> {
+        let count: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM ifthenpay_requests WHERE entity_id = $1 AND tool = $2 AND order_id = $3",
+        )
+        .bind(entity_id)
+        .bind(tool)
+        .bind(order_id)
+        .fetch_one(self.pool())
+        .await?;
+        Ok(count > 0)
     }
 
     /// The requests of one entity, newest first.

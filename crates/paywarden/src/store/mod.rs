@@ -404,11 +404,15 @@ mod tests {
             .iter()
             .map(|m| (m.version, hex::encode(&m.checksum)))
             .collect();
-        // Later migrations are added after these; these never change.
+        // Later migrations are added, never edited: the first five keep their checksums, and
+        // versions run 1, 2, 3, ... without a gap.
         assert!(now.len() >= before.len());
         for ((version, checksum), (expected_version, old)) in now.iter().zip((1..).zip(before)) {
             assert_eq!(*version, expected_version);
             assert_eq!(checksum, old, "migration {version} changed");
+        }
+        for (version, expected) in now.iter().map(|(v, _)| *v).zip(1..) {
+            assert_eq!(version, expected);
         }
         // Both engines know the same versions.
         let pg: Vec<i64> = POSTGRES_MIGRATIONS.iter().map(|m| m.version).collect();

@@ -255,7 +255,7 @@ impl Store {
     }
 
     /// Reserves `amount_minor` of `currency` against this entity's daily total until the end
-    /// of the current UTC day (see migration `0006_limit_reservations`). Call it holding the
+    /// of the current UTC day (see migration `0007_limit_reservations`). Call it holding the
     /// entity's limit lease ([`Store::try_lock_transaction`] on [`limit_lease_name`]), after
     /// re-evaluating the policy on [`Store::moved_today`] + [`Store::reserved_today`]. Returns
     /// the reservation's id, for [`Store::release_reservation`].

@@ -1,4 +1,4 @@
--- PostgreSQL: the same meaning as migrations/sqlite/0006_limit_reservations.sql.
+-- PostgreSQL: the same meaning as migrations/sqlite/0007_limit_reservations.sql.
 -- Cumulative-limit reservations: the amount of a money-moving call that the policy's daily
 -- total must count while the call is in flight. A reservation is taken (under a per-entity,
 -- per-currency lease) in the same step that re-evaluates the policy on moved + reserved, and
