@@ -206,10 +206,12 @@ async fn a_provider_refusal_of_the_credentials_releases_every_claim() {
             KnownEntity {
                 id: DEMO_ENTITY_ID.into(),
                 token_sha256: token_hash(DEMO_TOKEN),
+                ifthenpay: None,
             },
             KnownEntity {
                 id: DEMO_ENTITY_ID.into(),
                 token_sha256: token_hash(REVOKED),
+                ifthenpay: None,
             },
         ];
     })
@@ -296,8 +298,8 @@ async fn nothing_sent_gives_back_the_approval_and_the_confirmation() {
     use_it().await.unwrap();
     assert!(use_it().await.is_err(), "single use");
     let confirmed = Claims {
-        approval_id: None,
         confirmation: Some(hash.clone()),
+        ..Claims::default()
     };
     pipeline
         .finish_gated(&confirmed, &outcome, Settlement::NotSent)
@@ -331,7 +333,7 @@ async fn nothing_sent_gives_back_the_approval_and_the_confirmation() {
         .unwrap();
     let approved = Claims {
         approval_id: Some(approval.id.clone()),
-        confirmation: None,
+        ..Claims::default()
     };
     let status = |id: String| {
         let store = store.clone();

@@ -111,8 +111,8 @@ fn references(list: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn anonymous_scope(key: &str) -> String {
-    format!("key:{}", paywarden::service::ifthenpay::key_id(key))
+fn anonymous_scope(app: &TestApp, key: &str) -> String {
+    format!("key:{}", app.key_ids.id(key))
 }
 
 #[tokio::test]
@@ -151,7 +151,7 @@ async fn one_order_id_in_three_scopes_is_three_separate_references_and_retries_s
     for (scope, reference) in [
         (DEMO_ENTITY_ID.to_string(), &refs[0]),
         (SECOND_ENTITY_ID.to_string(), &refs[1]),
-        (anonymous_scope(IFTHENPAY_MB_KEY), &refs[2]),
+        (anonymous_scope(&app, IFTHENPAY_MB_KEY), &refs[2]),
     ] {
         let records = app.store.ifthenpay_requests(&scope).await.expect("records");
         assert_eq!(records.len(), 1, "{scope}: {records:?}");
@@ -173,7 +173,10 @@ async fn one_order_id_in_three_scopes_is_three_separate_references_and_retries_s
     };
     assert_eq!(status(DEMO_ENTITY_ID.into()).await, "paid");
     assert_eq!(status(SECOND_ENTITY_ID.into()).await, "pending");
-    assert_eq!(status(anonymous_scope(IFTHENPAY_MB_KEY)).await, "pending");
+    assert_eq!(
+        status(anonymous_scope(&app, IFTHENPAY_MB_KEY)).await,
+        "pending"
+    );
 }
 
 #[tokio::test]
@@ -348,10 +351,7 @@ token_sha256 = "{}"
         .ifthenpay_requests(DEMO_ENTITY_ID)
         .await
         .expect("records");
-    assert_eq!(
-        records[0].key_id,
-        paywarden::service::ifthenpay::key_id(IFTHENPAY_MB_KEY)
-    );
+    assert_eq!(records[0].key_id, app.key_ids.id(IFTHENPAY_MB_KEY));
     // Its own backoffice key, still filtered to its own payments.
     assert_eq!(
         pay(&app, json!({"reference": mine["reference"]})).await,
