@@ -265,13 +265,15 @@ async fn messages_with_other_credentials_than_the_streams_are_refused() {
         handshake(&mut stream, &url).await;
         let call = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {
             "name": "search_transactions", "arguments": {}}});
-        for (entity, token) in [
-            (SECOND_ENTITY_ID, SECOND_TOKEN),
-            (DEMO_ENTITY_ID, SECOND_TOKEN),
-            (SECOND_ENTITY_ID, DEMO_TOKEN),
+        // Another entity's valid credentials: 403 from the session; credentials that are not
+        // a valid pair at all: 401 from authentication, before any transport sees them.
+        for (entity, token, status) in [
+            (SECOND_ENTITY_ID, SECOND_TOKEN, 403),
+            (DEMO_ENTITY_ID, SECOND_TOKEN, 401),
+            (SECOND_ENTITY_ID, DEMO_TOKEN, 401),
         ] {
             let response = post_as(&url, &call, entity, token).await;
-            assert_eq!(response.status(), 403, "{sse} as {entity}");
+            assert_eq!(response.status(), status, "{sse} as {entity}");
             let text = response.text().await.expect("body");
             assert!(
                 !text.contains(DEMO_TOKEN) && !text.contains(SECOND_TOKEN),
