@@ -149,16 +149,7 @@ impl Pipeline {
             };
         }
         if verdict.decision == Decision::Deny {
-            let mut outcome = self.error_outcome(
-                "denied_by_policy",
-                &format!(
-                    "{tool} is denied by policy rule {:?}: {}. Nothing was sent; do not retry.",
-                    verdict.rule, verdict.message
-                ),
-                None,
-            );
-            outcome.audit.outcome = "denied".into();
-            return Ok(Gate::Stop(outcome, Settlement::Final));
+            return Ok(self.denied(tool, &verdict));
         }
         // An approval id is the strongest authority: a person said yes to exactly this.
         if let Some(id) = approval_id {
@@ -268,18 +259,7 @@ impl Pipeline {
                 reservation,
                 ..Claims::default()
             })),
-            Decision::Deny => {
-                let mut outcome = self.error_outcome(
-                    "denied_by_policy",
-                    &format!(
-                        "{tool} is denied by policy rule {:?}: {}. Nothing was sent; do not retry.",
-                        verdict.rule, verdict.message
-                    ),
-                    None,
-                );
-                outcome.audit.outcome = "denied".into();
-                Ok(Gate::Stop(outcome, Settlement::Final))
-            }
+            Decision::Deny => Ok(self.denied(tool, &verdict)),
             Decision::Confirm => match confirmation_token {
                 None => self
                     .issue_confirmation(
@@ -342,6 +322,20 @@ impl Pipeline {
                 .await
                 .map(|(o, s)| Gate::Stop(o, s)),
         }
+    }
+
+    /// The refusal of a call the policy denies (final: a retry is denied again).
+    fn denied(&self, tool: &str, verdict: &Verdict) -> Gate {
+        let mut outcome = self.error_outcome(
+            "denied_by_policy",
+            &format!(
+                "{tool} is denied by policy rule {:?}: {}. Nothing was sent; do not retry.",
+                verdict.rule, verdict.message
+            ),
+            None,
+        );
+        outcome.audit.outcome = "denied".into();
+        Gate::Stop(outcome, Settlement::Final)
     }
 
     /// Reserves the call's amount without re-evaluating the policy (a person approved it).

@@ -389,9 +389,11 @@ pub struct PaymentLinkOutput {
     pub price_id: Option<String>,
     /// The confirmation request (when `confirmation_required`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<serde_json::Map<String, serde_json::Value>>")]
     pub confirmation: Option<serde_json::Value>,
     /// The approval request (when a person decides).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<serde_json::Map<String, serde_json::Value>>")]
     pub approval: Option<serde_json::Value>,
     /// Unit price, minor units.
     pub amount_cents: i64,
