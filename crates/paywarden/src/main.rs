@@ -497,6 +497,10 @@ fn print_banner(app: &App, addr: SocketAddr) {
         out,
         "  MCP endpoints: {base}/mcp   {base}/agentic/v1/mcp   (health: {base}/healthz)"
     );
+    let _ = writeln!(
+        out,
+        "  HTTP+SSE (2024-11-05 clients, e.g. Cursor's SSE): {base}/sse   {base}/agentic/v1/sse"
+    );
     let _ = writeln!(out, "  Data: {}", app.config().data_dir.display());
     if let Some(emulator) = app.emulator_url() {
         let _ = writeln!(
