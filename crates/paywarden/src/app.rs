@@ -108,6 +108,8 @@ pub struct App {
     csrf_key: [u8; 32],
     // Signed checkpoints of the audit chain's head.
     checkpoints: Arc<crate::audit_anchor::CheckpointWriter>,
+    // Signs receipts; its public key is published at crate::receipts::KEYS_PATH.
+    receipt_signer: crate::receipts::ReceiptSigner,
 }
 
 impl std::fmt::Debug for App {
@@ -160,6 +162,8 @@ impl App {
             crate::audit_anchor::AuditSigner::load_or_create(&config.audit, &config.data_dir)?;
         signer.check_database(&store, false).await?;
         let key_ids = signer.key_ids();
+        // Receipts are signed with the audit signing key (crate::receipts).
+        let receipt_signer = signer.receipt_signer();
         let checkpoints = Arc::new(
             crate::audit_anchor::CheckpointWriter::open(
                 store.clone(),
@@ -239,7 +243,8 @@ impl App {
             config: config.safety.clone(),
             public_url,
         };
-        let pipeline = Pipeline::new(store.clone(), sandbox, safety);
+        let pipeline =
+            Pipeline::new(store.clone(), sandbox, safety).with_receipts(receipt_signer.clone());
         let entities = if config.entities.is_empty() && emulator.is_some() {
             demo_entities()
         } else {
@@ -301,6 +306,7 @@ impl App {
             seeded_ops: None,
             csrf_key,
             checkpoints,
+            receipt_signer,
         };
         if seed == SeedMode::IfEmpty && app.config.demo.seed && app.emulator.is_some() {
             if sandbox {
@@ -479,7 +485,8 @@ impl App {
             self.csrf_key,
             cancel.clone(),
         )
-        .merge(crate::http::readiness_router(self.readiness()));
+        .merge(crate::http::readiness_router(self.readiness()))
+        .merge(self.receipt_signer.router());
         let checkpoints = self.start_checkpoints();
         let served = axum::serve(listener, router)
             .with_graceful_shutdown(async move {

@@ -353,6 +353,11 @@ impl AuditSigner {
         &self.origin
     }
 
+    /// A signer of receipts with this key ([`crate::receipts`]).
+    pub fn receipt_signer(&self) -> crate::receipts::ReceiptSigner {
+        crate::receipts::ReceiptSigner::new(self.key.clone())
+    }
+
     /// The provider-key-id secret derived from this key.
     pub fn key_ids(&self) -> KeyIds {
         self.key_ids.clone()

@@ -26,6 +26,7 @@
 //! - [`connectors`]: real HTTP clients of each provider; provider wire types stay inside.
 //! - [`audit_anchor`]: signed checkpoints anchoring the audit chain outside the database, and
 //!   the keyed ids of provider keys.
+//! - [`receipts`]: signed receipts of executed money movements, and their verification.
 //! - [`store`]: paywarden's own records (audit log, idempotency keys) in SQLite via sqlx.
 //! - [`model`]: the payment model connectors return and tools answer with.
 //! - [`seed`], [`seed_ops`]: demo data, created through the connectors against the emulator.
@@ -43,6 +44,7 @@ pub mod catalog;
 pub mod cli_approvals;
 pub mod cli_audit;
 pub mod cli_ifthenpay;
+pub mod cli_receipts;
 pub mod config;
 pub mod connectors;
 pub mod http;
@@ -52,6 +54,7 @@ pub mod mask;
 pub mod mcp;
 pub mod model;
 pub mod policy;
+pub mod receipts;
 pub mod seed;
 pub mod seed_ops;
 pub mod service;

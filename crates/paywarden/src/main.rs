@@ -80,6 +80,13 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Signed receipts of executed money movements: verify one offline, show or export them.
+    Receipt {
+        #[command(subcommand)]
+        action: paywarden::cli_receipts::ReceiptAction,
+        #[command(flatten)]
+        common: Common,
+    },
     /// Approval requests that the policy sent to a person: list, show, approve, deny.
     Approvals {
         #[command(subcommand)]
@@ -464,6 +471,32 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", paywarden::policy::render_check(&explanation));
             if explanation.outcome.is_err() {
                 std::process::exit(1);
+            }
+        }
+        Command::Receipt {
+            action: paywarden::cli_receipts::ReceiptAction::Verify { file, public_keys },
+            ..
+        } => {
+            // Offline: no configuration, no database.
+            let (code, stdout, stderr) = paywarden::cli_receipts::verify_file(&file, &public_keys);
+            print!("{stdout}");
+            eprint!("{stderr}");
+            if code != 0 {
+                std::process::exit(code);
+            }
+        }
+        Command::Receipt { action, common } => {
+            let config = load(
+                file,
+                Overrides {
+                    data_dir: common.data_dir,
+                    ..Overrides::default()
+                },
+            )?;
+            let store = open_store(&config).await?;
+            let code = paywarden::cli_receipts::run(&store, action).await?;
+            if code != 0 {
+                std::process::exit(code);
             }
         }
         Command::Audit { action, common } => {

@@ -44,6 +44,20 @@ pub struct Claims {
     pub confirmation: Option<String>,
     /// The cumulative-limit reservation taken for this call; `None` when it has no amount.
     pub reservation: Option<String>,
+    /// The verdict and what it judged, for the movement's receipt
+    /// ([`Pipeline::attach_receipt`]); `None` on claims that do not execute.
+    pub receipt: Option<crate::receipts::ReceiptBasis>,
+}
+
+fn receipt_basis(verdict: &Verdict, preview: &PreviewView) -> crate::receipts::ReceiptBasis {
+    crate::receipts::ReceiptBasis {
+        decision: verdict.decision,
+        rule: verdict.rule.clone(),
+        amount_minor: preview.amount_minor,
+        currency: preview.currency.clone(),
+        reference_id: preview.reference_id.clone(),
+        operation: preview.operation.clone(),
+    }
 }
 
 /// One money-moving call at the gate.
@@ -165,6 +179,7 @@ impl Pipeline {
                         approval_id: Some(id.to_string()),
                         confirmation: None,
                         reservation: self.reserve_unchecked(caller, &policy).await?,
+                        receipt: Some(receipt_basis(&verdict, &preview)),
                     })),
                     // What a person approved is not what would move now (the payment changed
                     // since): the approval is spent, nothing is sent.
@@ -257,6 +272,7 @@ impl Pipeline {
         match verdict.decision {
             Decision::Allow => Ok(Gate::Execute(Claims {
                 reservation,
+                receipt: Some(receipt_basis(&verdict, &preview)),
                 ..Claims::default()
             })),
             Decision::Deny => Ok(self.denied(tool, &verdict)),
@@ -283,6 +299,7 @@ impl Pipeline {
                             approval_id: None,
                             confirmation: Some(token_hash(token)),
                             reservation,
+                            receipt: Some(receipt_basis(&verdict, &preview)),
                         })),
                         // The preview the user agreed to is not what would move now.
                         Some(change) => Ok(Gate::Stop(

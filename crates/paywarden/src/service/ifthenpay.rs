@@ -2162,6 +2162,7 @@ impl IfthenpayService {
             result_code: reason.map(String::from),
             provider_request_id: request_id.clone(),
             transaction_id: found.as_ref().and_then(|r| r.request_id.clone()),
+            receipt: None,
         };
         let arguments = json!({
             "orderId": order_id, "requestId": request_id, "reference": reference,

@@ -68,6 +68,10 @@ pub struct AuditFacts {
     pub provider_request_id: Option<String>,
     /// Transaction created or read.
     pub transaction_id: Option<String>,
+    /// For an executed money movement: the receipt to sign once its audit row exists
+    /// ([`Pipeline::write`]; set by [`Pipeline::attach_receipt`]).
+    #[serde(skip)]
+    pub receipt: Option<Box<crate::receipts::ReceiptDraft>>,
 }
 
 /// Why a call could not run at all (as opposed to a [`ToolOutcome`] with `is_error`).
@@ -88,6 +92,7 @@ pub struct Pipeline {
     sandbox: bool,
     safety: std::sync::Arc<safety::Safety>,
     banner: std::sync::Arc<str>,
+    receipts: Option<crate::receipts::ReceiptSigner>,
 }
 
 /// The first line of every result's text when the offline emulator answered.
@@ -120,7 +125,15 @@ impl Pipeline {
             sandbox,
             safety: std::sync::Arc::new(safety),
             banner: SANDBOX_BANNER.into(),
+            receipts: None,
         }
+    }
+
+    /// The same pipeline, signing a receipt of every executed money movement with `signer`
+    /// ([`crate::receipts`]). Without one, no receipts are issued.
+    pub fn with_receipts(mut self, signer: crate::receipts::ReceiptSigner) -> Self {
+        self.receipts = Some(signer);
+        self
     }
 
     /// The same pipeline (store, safety) for a toolset whose provider is `provider` (e.g.
@@ -135,6 +148,7 @@ impl Pipeline {
                 "[SANDBOX: paywarden's offline {provider} emulator answered; no real money moved]"
             )
             .into(),
+            receipts: self.receipts.clone(),
         }
     }
 
@@ -198,9 +212,18 @@ impl Pipeline {
     {
         let started = Instant::now();
         let Some(key) = idempotency_key else {
-            let result = run().await.map(|(outcome, _)| outcome);
-            self.audit(caller, toolset, tool, arguments, &result, started, false)
-                .await?;
+            let mut result = run().await.map(|(outcome, _)| outcome);
+            let sealed = match &mut result {
+                Ok(outcome) => {
+                    self.seal_receipt(caller, toolset, tool, arguments, outcome, started)
+                        .await
+                }
+                Err(_) => false,
+            };
+            if !sealed {
+                self.audit(caller, toolset, tool, arguments, &result, started, false)
+                    .await?;
+            }
             return result;
         };
         let hash = safety::binding_hash(tool, arguments);
@@ -208,9 +231,14 @@ impl Pipeline {
             .store
             .begin_idempotent(&caller.entity_id, key, tool, &hash)
             .await;
+        let mut sealed = false;
         let result = match begin {
             Ok(Begin::Proceed) => match run().await {
-                Ok((outcome, settlement)) => {
+                Ok((mut outcome, settlement)) => {
+                    // Before the key completes, so a replay returns the same receipt.
+                    sealed = self
+                        .seal_receipt(caller, toolset, tool, arguments, &mut outcome, started)
+                        .await;
                     match settlement {
                         Settlement::Final => {
                             self.store
@@ -292,9 +320,142 @@ impl Pipeline {
             Err(IdempotencyError::Store(e)) => Err(ServiceError::Store(e)),
             Err(e) => Ok(self.error_outcome("idempotency_key_conflict", &e.to_string(), None)),
         };
-        self.audit(caller, toolset, tool, arguments, &result, started, true)
-            .await?;
+        if !sealed {
+            self.audit(caller, toolset, tool, arguments, &result, started, true)
+                .await?;
+        }
         result
+    }
+
+    /// Marks an executed movement for a receipt: when the gate's `claims` let it run and it
+    /// settled as a success (`Final`, not an error), the outcome carries a
+    /// [`crate::receipts::ReceiptDraft`] that [`Pipeline::write`] signs once the execution's
+    /// audit row exists. `provider` names the provider (`opp`, `stripe`).
+    pub fn attach_receipt(
+        &self,
+        claims: &gate::Claims,
+        outcome: &mut ToolOutcome,
+        settlement: Settlement,
+        provider: &str,
+    ) {
+        let Some(basis) = &claims.receipt else {
+            return;
+        };
+        if settlement == Settlement::Final && !outcome.is_error {
+            outcome.audit.receipt = Some(Box::new(crate::receipts::ReceiptDraft {
+                basis: basis.clone(),
+                approval_id: claims.approval_id.clone(),
+                confirmation: claims.confirmation.clone(),
+                provider: provider.into(),
+            }));
+        }
+    }
+
+    /// When `outcome` carries a receipt draft: appends the execution's audit row, signs the
+    /// receipt naming that row's `seq` and `hash`, stores it and adds it to the structured
+    /// result (`receipt`) and the text. Returns whether the audit row was appended (then the
+    /// caller must not append it again). A receipt that cannot be made is logged, never turned
+    /// into a failure: the money has moved.
+    async fn seal_receipt(
+        &self,
+        caller: &Caller,
+        toolset: &str,
+        tool: &str,
+        arguments: &serde_json::Value,
+        outcome: &mut ToolOutcome,
+        started: Instant,
+    ) -> bool {
+        let Some(draft) = outcome.audit.receipt.take() else {
+            return false;
+        };
+        let Some(signer) = &self.receipts else {
+            return false;
+        };
+        let seq = match self
+            .audit(
+                caller,
+                toolset,
+                tool,
+                arguments,
+                &Ok(outcome.clone()),
+                started,
+                true,
+            )
+            .await
+        {
+            Ok(seq) => seq,
+            Err(error) => {
+                tracing::error!(%error, "could not append the audit row of an executed movement; no receipt");
+                return false;
+            }
+        };
+        match self
+            .issue_receipt(
+                signer, caller, toolset, tool, arguments, outcome, *draft, seq,
+            )
+            .await
+        {
+            Ok(receipt) => {
+                let id = receipt.id.clone();
+                match serde_json::to_value(&receipt) {
+                    Ok(value) => {
+                        if let serde_json::Value::Object(map) = &mut outcome.structured {
+                            map.insert("receipt".into(), value);
+                        }
+                        outcome.text.push_str(&format!(
+                            "\nSigned receipt {id} (audit entry {seq}): structuredContent.receipt; check it offline with `paywarden receipt verify FILE`."
+                        ));
+                    }
+                    Err(error) => tracing::error!(%error, "could not serialise a receipt"),
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, seq, "could not issue the receipt of an executed movement")
+            }
+        }
+        true
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn issue_receipt(
+        &self,
+        signer: &crate::receipts::ReceiptSigner,
+        caller: &Caller,
+        toolset: &str,
+        tool: &str,
+        arguments: &serde_json::Value,
+        outcome: &ToolOutcome,
+        draft: crate::receipts::ReceiptDraft,
+        seq: i64,
+    ) -> Result<crate::receipts::Receipt, crate::store::StoreError> {
+        let hash = self.store.audit_hash(seq).await?.unwrap_or_default();
+        let approval = match &draft.approval_id {
+            Some(id) => self.store.approval(id).await?,
+            None => None,
+        };
+        let receipt = draft.into_receipt(
+            caller,
+            toolset,
+            tool,
+            self.sandbox,
+            crate::mask::arguments(&redact(arguments)),
+            &outcome.audit,
+            crate::receipts::ReceiptAudit { seq, hash },
+            approval.as_ref(),
+        );
+        let receipt = signer.sign(receipt)?;
+        self.store
+            .insert_receipt(&crate::store::StoredReceipt {
+                id: receipt.id.clone(),
+                entity_id: receipt.entity.clone(),
+                issued_at: receipt.issued_at.clone(),
+                tool: receipt.tool.clone(),
+                transaction_id: receipt.provider.transaction_id.clone(),
+                audit_seq: seq,
+                body: serde_json::to_value(&receipt)?,
+            })
+            .await?;
+        Ok(receipt)
     }
 
     /// A tool-error outcome with a machine-readable `kind` and a message.
@@ -338,7 +499,7 @@ impl Pipeline {
         result: &Result<ToolOutcome, ServiceError>,
         started: Instant,
         _money_moving: bool,
-    ) -> Result<(), ServiceError> {
+    ) -> Result<i64, ServiceError> {
         let (facts, message) = match result {
             Ok(outcome) => (
                 outcome.audit.clone(),
@@ -366,8 +527,7 @@ impl Pipeline {
             duration_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
             sandbox: self.sandbox,
         };
-        self.store.append_audit(&entry).await?;
-        Ok(())
+        Ok(self.store.append_audit(&entry).await?)
     }
 }
 

@@ -117,6 +117,10 @@ pub struct BackofficeOutput {
     pub confirmation: Option<ConfirmationView>,
     /// The approval request (when a person decides).
     pub approval: Option<ApprovalView>,
+    /// The signed receipt of the movement (when executed): see `paywarden receipt verify`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<serde_json::Map<String, serde_json::Value>>")]
+    pub receipt: Option<crate::receipts::Receipt>,
     /// True when the offline emulator answered (no real money moved).
     pub sandbox: bool,
     /// True when this is the stored first outcome of a retried idempotency key.
@@ -576,6 +580,7 @@ impl OppService {
                             approval: None,
                             sandbox: self.pipeline.sandbox(),
                             idempotent_replay: false,
+                            receipt: None,
                         };
                         let structured = serde_json::to_value(&output)
                             .map_err(crate::store::StoreError::from)?;
@@ -600,6 +605,7 @@ impl OppService {
                                         result_code: Some(tx.result.code.clone()),
                                         provider_request_id: tx.ndc.clone(),
                                         transaction_id: Some(tx.id.clone()),
+                                        receipt: None,
                                     },
                                 }),
                                 false,
@@ -852,7 +858,9 @@ impl OppService {
         match gate {
             Gate::Stop(outcome, settlement) => Ok((outcome, settlement)),
             Gate::Execute(claims) => {
-                let (outcome, settlement) = self.execute_locked(caller, &command).await?;
+                let (mut outcome, settlement) = self.execute_locked(caller, &command).await?;
+                self.pipeline
+                    .attach_receipt(&claims, &mut outcome, settlement, "opp");
                 self.pipeline
                     .finish_gated(&claims, &outcome, settlement)
                     .await?;
@@ -956,6 +964,7 @@ impl OppService {
                     approval: None,
                     sandbox: self.pipeline.sandbox(),
                     idempotent_replay: false,
+                    receipt: None,
                 };
                 let summary = format!(
                     "{tool} succeeded: {} {} on {} {} -> new {} transaction {} (result {} {}). {} now: captured {} {cur}, refunded {} {cur}, capturable {} {cur}, refundable {} {cur}.",
@@ -988,6 +997,7 @@ impl OppService {
                             result_code: Some(created.result.code.clone()),
                             provider_request_id: created.ndc.clone(),
                             transaction_id: Some(created.id.clone()),
+                            receipt: None,
                         },
                     },
                     Settlement::Final,
@@ -1113,6 +1123,7 @@ impl OppService {
                             approval: Some(view.clone()),
                             sandbox: self.pipeline.sandbox(),
                             idempotent_replay: false,
+                            receipt: None,
                         };
                         let structured = serde_json::to_value(&output).map_err(crate::store::StoreError::from)?;
                         let text = match status {
@@ -1177,6 +1188,7 @@ impl OppService {
                 result_code: Some(result.code.clone()),
                 provider_request_id: transaction.and_then(|t| t.ndc.clone()),
                 transaction_id: transaction.map(|t| t.id.clone()),
+                receipt: None,
             },
         }
     }
@@ -1458,6 +1470,7 @@ impl OppService {
                                 result_code: Some(code.to_string()),
                                 provider_request_id: None,
                                 transaction_id: query.id.clone(),
+                                receipt: None,
                             },
                         })
                     }

@@ -361,6 +361,10 @@ pub struct IssueRefundOutput {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<serde_json::Map<String, serde_json::Value>>")]
     pub approval: Option<serde_json::Value>,
+    /// The signed receipt of the movement (when executed): see `paywarden receipt verify`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<serde_json::Map<String, serde_json::Value>>")]
+    pub receipt: Option<crate::receipts::Receipt>,
     /// True when the offline emulator stands in for Stripe.
     pub sandbox: bool,
     /// True when this is the stored first outcome of a retried call.
@@ -1889,9 +1893,11 @@ impl OpsService {
             amount_cents: Some(checked.amount_cents),
             ..command.clone()
         };
-        let (outcome, settlement) = self
+        let (mut outcome, settlement) = self
             .execute_refund(caller, &pinned, &checked.order.id, key)
             .await?;
+        self.pipeline
+            .attach_receipt(&claims, &mut outcome, settlement, "stripe");
         self.pipeline
             .finish_gated(&claims, &outcome, settlement)
             .await?;
@@ -2076,6 +2082,7 @@ impl OpsService {
             approval: None,
             sandbox: self.pipeline.sandbox(),
             idempotent_replay: false,
+            receipt: None,
         };
         let structured = serde_json::to_value(&output).map_err(crate::store::StoreError::from)?;
         let text = format!(
@@ -2099,6 +2106,7 @@ impl OpsService {
                 result_code: Some(refund.status.as_str().to_string()),
                 provider_request_id: request_id,
                 transaction_id: Some(refund.id.clone()),
+                receipt: None,
             },
         ))
     }

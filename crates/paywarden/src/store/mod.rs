@@ -20,6 +20,7 @@ mod audit;
 mod idempotency;
 mod ifthenpay;
 mod orders;
+mod receipts;
 mod safety;
 
 use std::{fmt, path::Path};
@@ -37,6 +38,7 @@ pub use ifthenpay::{IfthenpayCallback, IfthenpayRequest, NewIfthenpayRequest};
 pub use orders::{
     CustomerRecord, NewOrder, OrderRecord, OrderStatus, RefundLogRecord, RevenueLine, ReviewFlag,
 };
+pub use receipts::StoredReceipt;
 pub use safety::{limit_lease_name, Confirmation, ConfirmationError};
 
 /// The SQLite migrations (the files of `migrations/sqlite`, embedded at build time).
