@@ -1,0 +1,200 @@
+//! Crash recovery (issue 12 hole 4), against the real binary: `paywarden serve` on port 0, a
+//! burst of refunds with idempotency keys through an MCP client, `kill -9` mid-burst, a restart
+//! on the same data, and every key retried. Runs on SQLite, or on PostgreSQL with
+//! `PAYWARDEN_TEST_DATABASE=postgres`.
+
+mod common;
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use common::{connect_client, demo_credentials, text, Era, TestDatabase};
+use paywarden::connectors::opp::{InitialPaymentRequest, OppClient};
+use paywarden_domain::{Currency, Money, PaymentType};
+use paywarden_emulator::{DEMO_ENTITY_ID, DEMO_TOKEN};
+use serde_json::json;
+
+const BIN: &str = env!("CARGO_BIN_EXE_paywarden");
+
+/// How many refunds the burst fires at once.
+const BURST: usize = 24;
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `paywarden serve` on port 0 over `dir` (and `database`), with the permissive test
+/// policy, a 2 s key lease and a 1.5 s OPP settle window; returns it and its base URL.
+fn serve(dir: &std::path::Path, database: &TestDatabase) -> (Server, String) {
+    let policy =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/policies/allow-all.toml");
+    let mut command = Command::new(BIN);
+    command
+        .args(["serve", "--no-seed", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .env_remove("PAYWARDEN_CONFIG")
+        .env("PAYWARDEN_SAFETY__POLICY_FILE", policy)
+        .env("PAYWARDEN_SAFETY__KEY_LEASE_SECS", "2")
+        .env("PAYWARDEN_OPP__SETTLE_WINDOW_MS", "1500")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    if let Some(url) = &database.url {
+        command.env("DATABASE_URL", url);
+    }
+    let mut child = command.spawn().expect("paywarden starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let server = Server(child);
+    let mut lines = BufReader::new(stdout).lines();
+    let mut url = None;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let Some(Ok(line)) = lines.next() else { break };
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            url = Some(rest.trim().to_string());
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    (server, url.expect("banner names the URL"))
+}
+
+fn refund_args(debit: &str, key: &str) -> serde_json::Value {
+    json!({"referenceId": debit, "amount": "10.00", "currency": "EUR", "idempotencyKey": key})
+}
+
+#[tokio::test]
+async fn a_kill_mid_burst_leaves_every_key_resolvable_and_every_refund_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = TestDatabase::fresh().await;
+    let (mut server, url) = serve(dir.path(), &database);
+    let emulator_url = std::fs::read_to_string(dir.path().join("emulator.url")).unwrap();
+    let opp = OppClient::new(emulator_url.trim(), Duration::from_secs(10)).unwrap();
+    let mut debits = Vec::new();
+    for _ in 0..BURST {
+        let request = InitialPaymentRequest {
+            payment_type: PaymentType::Debit,
+            amount: Money::parse("10.00", Currency::EUR).unwrap(),
+            payment_brand: "VISA".into(),
+            card_number: secrecy::SecretString::from("4200000000000000".to_string()),
+            card_holder: "Jane Jones".into(),
+            expiry_month: "05".into(),
+            expiry_year: "2034".into(),
+            cvv: secrecy::SecretString::from("123".to_string()),
+            merchant_transaction_id: None,
+            custom_parameters: vec![],
+        };
+        debits.push(
+            opp.create_payment(&demo_credentials(), &request)
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+
+    // The burst: every refund at once; the server dies when a quarter have answered.
+    let client = connect_client(&url, "/mcp", Era::Legacy, DEMO_ENTITY_ID, DEMO_TOKEN).await;
+    let client = std::sync::Arc::new(client);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    for (i, debit) in debits.iter().enumerate() {
+        let (client, tx, debit) = (client.clone(), tx.clone(), debit.clone());
+        tokio::spawn(async move {
+            let answer = common::call(&client, "perform_refund", refund_args(&debit, &format!("burst-{i}"))).await;
+            let _ = tx.send(answer.is_ok());
+        });
+    }
+    drop(tx);
+    let mut answered = 0;
+    while answered < BURST / 4 {
+        match tokio::time::timeout(Duration::from_secs(60), rx.recv()).await {
+            Ok(Some(_)) => answered += 1,
+            _ => break,
+        }
+    }
+    server.0.kill().expect("kill -9");
+    server.0.wait().unwrap();
+    assert!(answered < BURST, "the server died mid-burst");
+
+    // Restart on the same data; retry every key until it resolves.
+    let (_server, url) = serve(dir.path(), &database);
+    let emulator_url = std::fs::read_to_string(dir.path().join("emulator.url")).unwrap();
+    let opp = OppClient::new(emulator_url.trim(), Duration::from_secs(10)).unwrap();
+    let client = connect_client(&url, "/mcp", Era::Legacy, DEMO_ENTITY_ID, DEMO_TOKEN).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut pending: Vec<usize> = (0..BURST).collect();
+    let mut executed_ids = Vec::new();
+    while !pending.is_empty() {
+        let mut still = Vec::new();
+        for &i in &pending {
+            let answer = common::call(
+                &client,
+                "perform_refund",
+                refund_args(&debits[i], &format!("burst-{i}")),
+            )
+            .await
+            .expect("answered");
+            if answer.is_error == Some(true) {
+                let said = text(&answer);
+                assert!(
+                    Instant::now() < deadline,
+                    "key burst-{i} never resolves: {said}"
+                );
+                let lower = said.to_lowercase();
+                assert!(
+                    lower.contains("in progress") || lower.contains("unknown"),
+                    "key burst-{i}: {said}"
+                );
+                still.push(i);
+            } else {
+                let out = answer.structured_content.unwrap();
+                assert_eq!(out["status"], "executed", "burst-{i}: {out}");
+                executed_ids.push(out["id"].as_str().unwrap().to_string());
+            }
+        }
+        pending = still;
+        if !pending.is_empty() {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    // Every key executed exactly once at OPP, and paywarden recorded each once.
+    let mut at_opp = Vec::new();
+    for debit in &debits {
+        let refunds: Vec<_> = opp
+            .query_by_id(&demo_credentials(), debit, true, &[PaymentType::Refund])
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|t| t.payment_type == PaymentType::Refund && t.result.is_success())
+            .collect();
+        assert_eq!(refunds.len(), 1, "refunds of {debit}: {refunds:?}");
+        at_opp.push(refunds[0].id.clone());
+    }
+    at_opp.sort();
+    executed_ids.sort();
+    assert_eq!(executed_ids, at_opp);
+    let store = database.store(dir.path()).await;
+    assert_eq!(
+        store.moved_today(DEMO_ENTITY_ID, "EUR").await.unwrap(),
+        1_000 * BURST as i64,
+        "the daily total counts every refund once"
+    );
+    let mut audited: Vec<String> = store
+        .audit_records(Some(DEMO_ENTITY_ID))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.entry.tool == "perform_refund" && r.entry.outcome == "ok")
+        .filter_map(|r| r.entry.transaction_id)
+        .collect();
+    audited.sort();
+    assert_eq!(audited, at_opp, "one ok audit row per refund");
+    assert_eq!(store.verify_audit().await.unwrap(), None);
+}
