@@ -29,6 +29,7 @@ pub mod approvals_http;
 pub mod canonical;
 pub mod cli_approvals;
 pub mod cli_ifthenpay;
+pub mod cli_reconcile;
 pub mod config;
 pub mod connectors;
 pub mod http;

@@ -32,7 +32,7 @@ impl Drop for Server {
 }
 
 /// Starts `paywarden serve` on port 0 over `dir` (and `database`), with the permissive test
-/// policy, a 2 s key lease and a 1.5 s OPP settle window; returns it and its base URL.
+/// policy, a 2 s key lease, a 1 s OPP timeout and a 1.5 s OPP settle window; returns it and its base URL.
 fn serve(dir: &std::path::Path, database: &TestDatabase) -> (Server, String) {
     let policy =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/policies/allow-all.toml");
@@ -43,6 +43,7 @@ fn serve(dir: &std::path::Path, database: &TestDatabase) -> (Server, String) {
         .env_remove("PAYWARDEN_CONFIG")
         .env("PAYWARDEN_SAFETY__POLICY_FILE", policy)
         .env("PAYWARDEN_SAFETY__KEY_LEASE_SECS", "2")
+        .env("PAYWARDEN_OPP__TIMEOUT_MS", "1000")
         .env("PAYWARDEN_OPP__SETTLE_WINDOW_MS", "1500")
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
@@ -121,6 +122,14 @@ async fn a_kill_mid_burst_leaves_every_key_resolvable_and_every_refund_recorded(
     server.0.kill().expect("kill -9");
     server.0.wait().unwrap();
     assert!(answered < BURST, "the server died mid-burst");
+    // The premise: the dead server left keys held by calls that will never finish.
+    let left_open = {
+        let store = database.store(dir.path()).await;
+        let open = store.open_idempotency_keys().await.unwrap();
+        store.close().await;
+        open.len()
+    };
+    assert!(left_open > 0, "no key was left in progress");
 
     // Restart on the same data; retry every key until it resolves.
     let (_server, url) = serve(dir.path(), &database);
@@ -197,4 +206,14 @@ async fn a_kill_mid_burst_leaves_every_key_resolvable_and_every_refund_recorded(
     audited.sort();
     assert_eq!(audited, at_opp, "one ok audit row per refund");
     assert_eq!(store.verify_audit().await.unwrap(), None);
+    assert!(store.open_idempotency_keys().await.unwrap().is_empty());
+    let records = store.audit_records(Some(DEMO_ENTITY_ID)).await.unwrap();
+    let reconciled = records
+        .iter()
+        .filter(|r| r.entry.message.as_deref().is_some_and(|m| m.starts_with("reconciled")))
+        .count();
+    let released = records.iter().filter(|r| r.entry.outcome == "released").count();
+    eprintln!(
+        "{answered} of {BURST} answered before kill -9; {left_open} keys left open; after restart {reconciled} found at OPP and recorded, {released} released (never sent or not at OPP) and sent again"
+    );
 }

@@ -312,7 +312,7 @@ async fn a_refund_later_than_its_settle_window_is_reported_as_a_duplicate() {
     // The settle window (1 s here) is shorter than the proxy holds the request (4 s): the key
     // is released, the retry refunds, and the first request still lands. paywarden cannot undo
     // that; it records it and says so: an audit row, the daily total, /readyz, the CLI.
-    let rig = rig(|_| {}).await;
+    let rig = rig(|c| c.opp.settle_window_ms = Some(1_000)).await;
     let debit = rig.debit("20.00").await;
     let client = rig.app.client("/mcp", Era::Legacy).await;
     rig.proxy.plan(&[Plan::Hold(Duration::from_millis(4_000))]);
@@ -375,7 +375,7 @@ async fn a_refund_later_than_its_settle_window_is_reported_as_a_duplicate() {
 
 #[tokio::test]
 async fn reconciliation_never_claims_another_refund_with_the_same_merchant_reference() {
-    let rig = rig(|_| {}).await;
+    let rig = rig(|c| c.opp.settle_window_ms = Some(1_000)).await;
     let debit = rig.debit("30.00").await;
     let client = rig.app.client("/mcp", Era::Legacy).await;
     // A 10.00 refund with the caller's own merchant reference.
@@ -474,9 +474,14 @@ message = "A person approves refunds."
     let store = &rig.app.store;
     store.decide_approval(&id, true, "alice", None).await.unwrap();
     let approval = store.approval(&id).await.unwrap().unwrap();
-    // A process claims it for execution and dies before sending anything.
+    // A process claims it for execution (holding it for 1 s) and dies before sending anything.
     store
-        .claim_approval(&id, DEMO_ENTITY_ID, &approval.request_hash)
+        .claim_approval_leased(
+            &id,
+            DEMO_ENTITY_ID,
+            &approval.request_hash,
+            chrono::Duration::seconds(1),
+        )
         .await
         .unwrap();
 

@@ -69,6 +69,9 @@ pub struct GateRequest<'a> {
     /// Fields every stop output carries as well (e.g. `{"balances": null}`), so it matches the
     /// tool's output schema.
     pub output_defaults: serde_json::Value,
+    /// The call's idempotency key ([`derived_key`]): on [`Gate::Execute`] the reservation and
+    /// the claimed approval are recorded on it, so whoever settles the key settles them too.
+    pub key: Option<&'a str>,
 }
 
 /// The idempotency key of a money-moving call: the caller's own, else one derived from its
@@ -115,6 +118,62 @@ impl Pipeline {
             approval_id,
             argument_names,
             output_defaults,
+            key,
+        } = request;
+        let gate = self
+            .gate_unattached(
+                GateRequest {
+                    caller,
+                    toolset,
+                    tool,
+                    arguments,
+                    binding,
+                    preview,
+                    policy,
+                    floor,
+                    confirmation_token,
+                    approval_id,
+                    argument_names,
+                    output_defaults,
+                    key,
+                },
+            )
+            .await?;
+        if let (
+            Gate::Execute {
+                approval_id,
+                reservation,
+            },
+            Some(key),
+        ) = (&gate, key)
+        {
+            self.store()
+                .attach_to_idempotent(
+                    &caller.entity_id,
+                    key,
+                    reservation.as_deref(),
+                    approval_id.as_deref(),
+                )
+                .await?;
+        }
+        Ok(gate)
+    }
+
+    async fn gate_unattached(&self, request: GateRequest<'_>) -> Result<Gate, ServiceError> {
+        let GateRequest {
+            caller,
+            toolset,
+            tool,
+            arguments,
+            binding,
+            preview,
+            policy,
+            floor,
+            confirmation_token,
+            approval_id,
+            argument_names,
+            output_defaults,
+            key: _,
         } = request;
         let mut verdict = match self.safety().policy.evaluate(&policy) {
             Ok(v) => v,
@@ -157,7 +216,7 @@ impl Pipeline {
         if let Some(id) = approval_id {
             return match self
                 .store()
-                .claim_approval(id, &caller.entity_id, binding)
+                .claim_approval_leased(id, &caller.entity_id, binding, self.key_lease())
                 .await
             {
                 Ok(approval) => match stale(&approval.preview, &preview) {
@@ -330,11 +389,13 @@ impl Pipeline {
         }
     }
 
-    /// Settles what [`Gate::Execute`] handed out once the operation has run: records the
-    /// outcome of an approval (if any), and releases the cumulative-limit reservation unless
-    /// the outcome is [`Settlement::Unknown`] (then the amount may have moved, and it stays
-    /// reserved until the end of its UTC day). Call it after the movement (if any) is
-    /// recorded, so the daily total never drops below what moved.
+    /// Settles what [`Gate::Execute`] handed out once the operation has run: a final outcome
+    /// is recorded on the approval (if any); nothing sent gives the approval back (`approved`,
+    /// to be executed again); and the cumulative-limit reservation is released. An
+    /// [`Settlement::Unknown`] outcome keeps both: the approval stays `executing` and the amount
+    /// reserved until reconciliation finds what the provider did ([`Pipeline::reconcile`]).
+    /// Call it after the movement (if any) is recorded, so the daily total never drops below
+    /// what moved.
     ///
     /// # Errors
     /// [`ServiceError::Store`].
@@ -345,7 +406,13 @@ impl Pipeline {
         outcome: &ToolOutcome,
         settlement: Settlement,
     ) -> Result<(), ServiceError> {
-        self.finish_gated(approval_id, outcome).await?;
+        match (settlement, approval_id) {
+            (Settlement::Final, _) => self.finish_gated(approval_id, outcome).await?,
+            (Settlement::NotSent, Some(id)) => {
+                self.store().release_approval(id).await?;
+            }
+            _ => {}
+        }
         if let (Some(r), Settlement::Final | Settlement::NotSent) = (reservation, settlement) {
             self.store().release_reservation(r).await?;
         }

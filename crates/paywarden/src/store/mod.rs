@@ -19,6 +19,7 @@ mod approvals;
 mod audit;
 mod idempotency;
 mod ifthenpay;
+mod late;
 mod orders;
 mod safety;
 
@@ -32,7 +33,8 @@ use sqlx::{
 
 pub use approvals::{Approval, ApprovalError, ApprovalStatus, NewApproval, UnknownApprovalStatus};
 pub use audit::{AuditEntry, AuditRecord, ChainBreak};
-pub use idempotency::{Begin, IdempotencyError};
+pub use idempotency::{Begin, IdempotencyError, KeyRecord, KeyState};
+pub use late::{LateKind, LateOutcome, LATE_WATCH};
 pub use ifthenpay::{IfthenpayCallback, IfthenpayRequest, NewIfthenpayRequest};
 pub use orders::{
     CustomerRecord, NewOrder, OrderRecord, OrderStatus, RefundLogRecord, RevenueLine, ReviewFlag,

@@ -205,7 +205,8 @@ impl Store {
         Ok(())
     }
 
-    /// Records money paywarden moved.
+    /// Records money paywarden moved: provider transaction `transaction_id`, once (recording
+    /// the same transaction again, as reconciliation after a crash may, changes nothing).
     ///
     /// # Errors
     /// [`StoreError`] on database failure.
@@ -222,7 +223,8 @@ impl Store {
     ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO movements (entity_id, toolset, tool, reference_id, transaction_id, amount_minor, currency, at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8 WHERE NOT EXISTS \
+             (SELECT 1 FROM movements WHERE entity_id = $1 AND transaction_id = $5)",
         )
         .bind(entity_id)
         .bind(toolset)
