@@ -47,7 +47,9 @@ pub async fn run(store: &Store, args: ReconcileArgs) -> Result<i32, StoreError> 
             .iter()
             .find(|l| l.id == id || l.transaction_id.as_deref() == Some(id.as_str()))
         else {
-            eprintln!("no unacknowledged late arrival {id:?}: run `paywarden reconcile` to list them");
+            eprintln!(
+                "no unacknowledged late arrival {id:?}: run `paywarden reconcile` to list them"
+            );
             return Ok(EXIT_LATE);
         };
         store.acknowledge_late(&found.id, &by).await?;

@@ -502,7 +502,11 @@ impl Config {
         }
         for (name, timeout, window) in [
             ("opp", self.opp.timeout_ms, self.opp.settle_window_ms),
-            ("stripe", self.stripe.timeout_ms, self.stripe.settle_window_ms),
+            (
+                "stripe",
+                self.stripe.timeout_ms,
+                self.stripe.settle_window_ms,
+            ),
         ] {
             if let Some(window) = window {
                 if window < timeout {

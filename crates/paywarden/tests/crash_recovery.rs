@@ -34,11 +34,27 @@ impl Drop for Server {
 /// Starts `paywarden serve` on port 0 over `dir` (and `database`), with the permissive test
 /// policy, a 2 s key lease, a 1 s OPP timeout and a 1.5 s OPP settle window; returns it and its base URL.
 fn serve(dir: &std::path::Path, database: &TestDatabase) -> (Server, String) {
-    let policy =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/policies/allow-all.toml");
+    serve_with(dir, database.url.as_deref(), None)
+}
+
+/// [`serve`] with an explicit database URL and, optionally, an OPP base URL (an emulator shared
+/// by replicas).
+fn serve_with(
+    dir: &std::path::Path,
+    database_url: Option<&str>,
+    opp: Option<&str>,
+) -> (Server, String) {
+    let policy = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/policies/allow-all.toml");
     let mut command = Command::new(BIN);
     command
-        .args(["serve", "--no-seed", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "serve",
+            "--no-seed",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(dir)
         .env_remove("PAYWARDEN_CONFIG")
         .env("PAYWARDEN_SAFETY__POLICY_FILE", policy)
@@ -47,8 +63,11 @@ fn serve(dir: &std::path::Path, database: &TestDatabase) -> (Server, String) {
         .env("PAYWARDEN_OPP__SETTLE_WINDOW_MS", "1500")
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
-    if let Some(url) = &database.url {
+    if let Some(url) = database_url {
         command.env("DATABASE_URL", url);
+    }
+    if let Some(url) = opp {
+        command.env("PAYWARDEN_OPP__BASE_URL", url);
     }
     let mut child = command.spawn().expect("paywarden starts");
     let stdout = child.stdout.take().expect("stdout");
@@ -71,13 +90,8 @@ fn refund_args(debit: &str, key: &str) -> serde_json::Value {
     json!({"referenceId": debit, "amount": "10.00", "currency": "EUR", "idempotencyKey": key})
 }
 
-#[tokio::test]
-async fn a_kill_mid_burst_leaves_every_key_resolvable_and_every_refund_recorded() {
-    let dir = tempfile::tempdir().unwrap();
-    let database = TestDatabase::fresh().await;
-    let (mut server, url) = serve(dir.path(), &database);
-    let emulator_url = std::fs::read_to_string(dir.path().join("emulator.url")).unwrap();
-    let opp = OppClient::new(emulator_url.trim(), Duration::from_secs(10)).unwrap();
+/// `BURST` debits of 10.00 EUR made at OPP directly (a shopper's checkout).
+async fn debits(opp: &OppClient) -> Vec<String> {
     let mut debits = Vec::new();
     for _ in 0..BURST {
         let request = InitialPaymentRequest {
@@ -99,15 +113,20 @@ async fn a_kill_mid_burst_leaves_every_key_resolvable_and_every_refund_recorded(
                 .id,
         );
     }
+    debits
+}
 
-    // The burst: every refund at once; the server dies when a quarter have answered.
-    let client = connect_client(&url, "/mcp", Era::Legacy, DEMO_ENTITY_ID, DEMO_TOKEN).await;
+/// Fires a refund of every debit at once (key `burst-i`) at `url` and kills `server` with
+/// SIGKILL once a quarter have answered. Returns how many had answered.
+async fn burst_then_kill(url: &str, debits: &[String], server: &mut Server) -> usize {
+    let client = connect_client(url, "/mcp", Era::Legacy, DEMO_ENTITY_ID, DEMO_TOKEN).await;
     let client = std::sync::Arc::new(client);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     for (i, debit) in debits.iter().enumerate() {
         let (client, tx, debit) = (client.clone(), tx.clone(), debit.clone());
         tokio::spawn(async move {
-            let answer = common::call(&client, "perform_refund", refund_args(&debit, &format!("burst-{i}"))).await;
+            let args = refund_args(&debit, &format!("burst-{i}"));
+            let answer = common::call(&client, "perform_refund", args).await;
             let _ = tx.send(answer.is_ok());
         });
     }
@@ -122,33 +141,24 @@ async fn a_kill_mid_burst_leaves_every_key_resolvable_and_every_refund_recorded(
     server.0.kill().expect("kill -9");
     server.0.wait().unwrap();
     assert!(answered < BURST, "the server died mid-burst");
-    // The premise: the dead server left keys held by calls that will never finish.
-    let left_open = {
-        let store = database.store(dir.path()).await;
-        let open = store.open_idempotency_keys().await.unwrap();
-        store.close().await;
-        open.len()
-    };
-    assert!(left_open > 0, "no key was left in progress");
+    answered
+}
 
-    // Restart on the same data; retry every key until it resolves.
-    let (_server, url) = serve(dir.path(), &database);
-    let emulator_url = std::fs::read_to_string(dir.path().join("emulator.url")).unwrap();
-    let opp = OppClient::new(emulator_url.trim(), Duration::from_secs(10)).unwrap();
-    let client = connect_client(&url, "/mcp", Era::Legacy, DEMO_ENTITY_ID, DEMO_TOKEN).await;
+/// Retries every key at `url` until each resolves (executed: replayed, found at OPP, or sent
+/// again after it was released); a key may say "in progress" or "unknown" meanwhile, nothing
+/// else. Returns the refunds the keys executed.
+async fn retry_every_key(url: &str, debits: &[String]) -> Vec<String> {
+    let client = connect_client(url, "/mcp", Era::Legacy, DEMO_ENTITY_ID, DEMO_TOKEN).await;
     let deadline = Instant::now() + Duration::from_secs(60);
-    let mut pending: Vec<usize> = (0..BURST).collect();
-    let mut executed_ids = Vec::new();
+    let mut pending: Vec<usize> = (0..debits.len()).collect();
+    let mut executed = Vec::new();
     while !pending.is_empty() {
         let mut still = Vec::new();
         for &i in &pending {
-            let answer = common::call(
-                &client,
-                "perform_refund",
-                refund_args(&debits[i], &format!("burst-{i}")),
-            )
-            .await
-            .expect("answered");
+            let args = refund_args(&debits[i], &format!("burst-{i}"));
+            let answer = common::call(&client, "perform_refund", args)
+                .await
+                .expect("answered");
             if answer.is_error == Some(true) {
                 let said = text(&answer);
                 assert!(
@@ -164,7 +174,7 @@ async fn a_kill_mid_burst_leaves_every_key_resolvable_and_every_refund_recorded(
             } else {
                 let out = answer.structured_content.unwrap();
                 assert_eq!(out["status"], "executed", "burst-{i}: {out}");
-                executed_ids.push(out["id"].as_str().unwrap().to_string());
+                executed.push(out["id"].as_str().unwrap().to_string());
             }
         }
         pending = still;
@@ -172,10 +182,20 @@ async fn a_kill_mid_burst_leaves_every_key_resolvable_and_every_refund_recorded(
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
     }
+    executed.sort();
+    executed
+}
 
-    // Every key executed exactly once at OPP, and paywarden recorded each once.
+/// Every key executed exactly once at OPP, and paywarden recorded each once: a movement (the
+/// daily total) and an `ok` audit row. Returns (found at OPP and recorded, released) counts.
+async fn assert_recorded_once(
+    opp: &OppClient,
+    store: &paywarden::store::Store,
+    debits: &[String],
+    executed: &[String],
+) -> (usize, usize) {
     let mut at_opp = Vec::new();
-    for debit in &debits {
+    for debit in debits {
         let refunds: Vec<_> = opp
             .query_by_id(&demo_credentials(), debit, true, &[PaymentType::Refund])
             .await
@@ -187,33 +207,108 @@ async fn a_kill_mid_burst_leaves_every_key_resolvable_and_every_refund_recorded(
         at_opp.push(refunds[0].id.clone());
     }
     at_opp.sort();
-    executed_ids.sort();
-    assert_eq!(executed_ids, at_opp);
-    let store = database.store(dir.path()).await;
+    assert_eq!(executed, at_opp);
     assert_eq!(
         store.moved_today(DEMO_ENTITY_ID, "EUR").await.unwrap(),
-        1_000 * BURST as i64,
+        1_000 * debits.len() as i64,
         "the daily total counts every refund once"
     );
-    let mut audited: Vec<String> = store
-        .audit_records(Some(DEMO_ENTITY_ID))
-        .await
-        .unwrap()
-        .into_iter()
+    let records = store.audit_records(Some(DEMO_ENTITY_ID)).await.unwrap();
+    let mut audited: Vec<String> = records
+        .iter()
         .filter(|r| r.entry.tool == "perform_refund" && r.entry.outcome == "ok")
-        .filter_map(|r| r.entry.transaction_id)
+        .filter_map(|r| r.entry.transaction_id.clone())
         .collect();
     audited.sort();
     assert_eq!(audited, at_opp, "one ok audit row per refund");
     assert_eq!(store.verify_audit().await.unwrap(), None);
-    assert!(store.open_idempotency_keys().await.unwrap().is_empty());
-    let records = store.audit_records(Some(DEMO_ENTITY_ID)).await.unwrap();
+    assert!(
+        store.open_idempotency_keys().await.unwrap().is_empty(),
+        "a key stays open"
+    );
     let reconciled = records
         .iter()
-        .filter(|r| r.entry.message.as_deref().is_some_and(|m| m.starts_with("reconciled")))
+        .filter(|r| {
+            r.entry
+                .message
+                .as_deref()
+                .is_some_and(|m| m.starts_with("reconciled"))
+        })
         .count();
-    let released = records.iter().filter(|r| r.entry.outcome == "released").count();
+    let released = records
+        .iter()
+        .filter(|r| r.entry.outcome == "released")
+        .count();
+    (reconciled, released)
+}
+
+/// How many keys `store` holds that are not completed (it is closed afterwards).
+async fn open_keys(store: paywarden::store::Store) -> usize {
+    let open = store.open_idempotency_keys().await.unwrap();
+    store.close().await;
+    open.len()
+}
+
+#[tokio::test]
+async fn a_kill_mid_burst_leaves_every_key_resolvable_and_every_refund_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = TestDatabase::fresh().await;
+    let (mut server, url) = serve(dir.path(), &database);
+    let emulator_url = std::fs::read_to_string(dir.path().join("emulator.url")).unwrap();
+    let opp = OppClient::new(emulator_url.trim(), Duration::from_secs(10)).unwrap();
+    let debits = debits(&opp).await;
+    let answered = burst_then_kill(&url, &debits, &mut server).await;
+    // The premise: the dead server left keys held by calls that will never finish.
+    let left_open = open_keys(database.store(dir.path()).await).await;
+    assert!(left_open > 0, "no key was left in progress");
+
+    // Restart on the same data; retry every key until it resolves.
+    let (_server, url) = serve(dir.path(), &database);
+    let emulator_url = std::fs::read_to_string(dir.path().join("emulator.url")).unwrap();
+    let opp = OppClient::new(emulator_url.trim(), Duration::from_secs(10)).unwrap();
+    let executed = retry_every_key(&url, &debits).await;
+    let store = database.store(dir.path()).await;
+    let (reconciled, released) = assert_recorded_once(&opp, &store, &debits, &executed).await;
     eprintln!(
         "{answered} of {BURST} answered before kill -9; {left_open} keys left open; after restart {reconciled} found at OPP and recorded, {released} released (never sent or not at OPP) and sent again"
+    );
+}
+
+#[tokio::test]
+async fn a_replica_killed_mid_burst_is_recovered_by_the_other() {
+    // Two replicas on one database and one OPP; one dies mid-burst, the other (never
+    // restarted) resolves every key once its leases have run out.
+    let dir = tempfile::tempdir().unwrap();
+    let emulator = paywarden_emulator::Emulator::open(paywarden_emulator::EmulatorConfig::demo(
+        dir.path().join("opp.db"),
+    ))
+    .await
+    .unwrap()
+    .spawn(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap())
+    .await
+    .unwrap();
+    let database = TestDatabase::fresh().await;
+    let database_url = database
+        .url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("shared.db").display()));
+    let (a_dir, b_dir) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir_all(&a_dir).unwrap();
+    std::fs::create_dir_all(&b_dir).unwrap();
+    let (mut a, a_url) = serve_with(&a_dir, Some(&database_url), Some(&emulator.base_url));
+    let (_b, b_url) = serve_with(&b_dir, Some(&database_url), Some(&emulator.base_url));
+    let opp = OppClient::new(&emulator.base_url, Duration::from_secs(10)).unwrap();
+    let debits = debits(&opp).await;
+    let answered = burst_then_kill(&a_url, &debits, &mut a).await;
+    let store = paywarden::store::Store::connect(&database_url)
+        .await
+        .unwrap();
+    let left_open = store.open_idempotency_keys().await.unwrap().len();
+    assert!(left_open > 0, "no key was left in progress");
+
+    let executed = retry_every_key(&b_url, &debits).await;
+    let (reconciled, released) = assert_recorded_once(&opp, &store, &debits, &executed).await;
+    eprintln!(
+        "replica A answered {answered} of {BURST} before kill -9 and left {left_open} keys open; replica B found {reconciled} at OPP and recorded them, released {released} and sent them again"
     );
 }

@@ -77,7 +77,11 @@ impl Proxy {
 
     /// The next POSTs follow `plans`, in order; later ones pass.
     fn plan(&self, plans: &[Plan]) {
-        self.state.plans.lock().unwrap().extend(plans.iter().copied());
+        self.state
+            .plans
+            .lock()
+            .unwrap()
+            .extend(plans.iter().copied());
     }
 
     fn posts(&self) -> usize {
@@ -300,7 +304,10 @@ async fn a_late_refund_is_found_and_never_sent_twice() {
     assert_eq!(rig.moved_today().await, 500);
     let ok = rig.audit_rows("perform_refund", "ok").await;
     assert_eq!(ok.len(), 1, "{ok:?}");
-    assert_eq!(ok[0].entry.transaction_id.as_deref(), Some(at_opp[0].0.as_str()));
+    assert_eq!(
+        ok[0].entry.transaction_id.as_deref(),
+        Some(at_opp[0].0.as_str())
+    );
     // And a replay from now on.
     let replay = call_ok(&client, "perform_refund", args).await;
     assert_eq!(replay["idempotentReplay"], true);
@@ -345,7 +352,10 @@ async fn a_refund_later_than_its_settle_window_is_reported_as_a_duplicate() {
     assert_eq!(replay["idempotentReplay"], true);
     let reported = rig.audit_rows("perform_refund", "late_duplicate").await;
     assert_eq!(reported.len(), 1, "{reported:?}");
-    assert_eq!(reported[0].entry.transaction_id.as_deref(), Some(late.as_str()));
+    assert_eq!(
+        reported[0].entry.transaction_id.as_deref(),
+        Some(late.as_str())
+    );
     // The daily total counts what moved: both refunds.
     assert_eq!(rig.moved_today().await, 1_000);
 
@@ -369,8 +379,15 @@ async fn a_refund_later_than_its_settle_window_is_reported_as_a_duplicate() {
     let out = cli.output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains(&late), "{stdout}");
-    assert!(stdout.contains("late-2") || stdout.contains("duplicate"), "{stdout}");
-    assert_eq!(out.status.code(), Some(1), "unacknowledged: exit 1\n{stdout}");
+    assert!(
+        stdout.contains("late-2") || stdout.contains("duplicate"),
+        "{stdout}"
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "unacknowledged: exit 1\n{stdout}"
+    );
 }
 
 #[tokio::test]
@@ -391,7 +408,9 @@ async fn reconciliation_never_claims_another_refund_with_the_same_merchant_refer
     let lost = call_err(&client, "perform_refund", second.clone()).await;
     assert!(lost.contains("UNKNOWN"), "{lost}");
     // The retry must not take the 10.00 refund for its own.
-    let retry = call(&client, "perform_refund", second.clone()).await.unwrap();
+    let retry = call(&client, "perform_refund", second.clone())
+        .await
+        .unwrap();
     assert_eq!(
         retry.is_error,
         Some(true),
@@ -472,7 +491,10 @@ message = "A person approves refunds."
     assert_eq!(asked["status"], "approval_pending", "{asked}");
     let id = asked["approval"]["id"].as_str().unwrap().to_string();
     let store = &rig.app.store;
-    store.decide_approval(&id, true, "alice", None).await.unwrap();
+    store
+        .decide_approval(&id, true, "alice", None)
+        .await
+        .unwrap();
     let approval = store.approval(&id).await.unwrap().unwrap();
     // A process claims it for execution (holding it for 1 s) and dies before sending anything.
     store
@@ -489,7 +511,9 @@ message = "A person approves refunds."
     execute["approvalId"] = json!(id);
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let executed = loop {
-        let answer = call(&client, "perform_refund", execute.clone()).await.unwrap();
+        let answer = call(&client, "perform_refund", execute.clone())
+            .await
+            .unwrap();
         if answer.is_error != Some(true) {
             break answer.structured_content.unwrap();
         }

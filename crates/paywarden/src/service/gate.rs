@@ -121,23 +121,21 @@ impl Pipeline {
             key,
         } = request;
         let gate = self
-            .gate_unattached(
-                GateRequest {
-                    caller,
-                    toolset,
-                    tool,
-                    arguments,
-                    binding,
-                    preview,
-                    policy,
-                    floor,
-                    confirmation_token,
-                    approval_id,
-                    argument_names,
-                    output_defaults,
-                    key,
-                },
-            )
+            .gate_unattached(GateRequest {
+                caller,
+                toolset,
+                tool,
+                arguments,
+                binding,
+                preview,
+                policy,
+                floor,
+                confirmation_token,
+                approval_id,
+                argument_names,
+                output_defaults,
+                key,
+            })
             .await?;
         if let (
             Gate::Execute {

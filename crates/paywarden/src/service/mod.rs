@@ -334,7 +334,14 @@ impl Pipeline {
                     .with_lease(&caller.entity_id, key, &holder, run())
                     .await;
                 return self
-                    .settle_key(caller, (toolset, tool, arguments), key, &holder, ran, started)
+                    .settle_key(
+                        caller,
+                        (toolset, tool, arguments),
+                        key,
+                        &holder,
+                        ran,
+                        started,
+                    )
                     .await;
             }
             Ok(Begin::Replay { response, is_error }) => {
@@ -436,7 +443,8 @@ impl Pipeline {
         let (toolset, tool, arguments) = call;
         let entity = caller.entity_id.as_str();
         let settle_after = chrono::Utc::now()
-            + chrono::Duration::from_std(self.settle_window).unwrap_or(chrono::Duration::minutes(1));
+            + chrono::Duration::from_std(self.settle_window)
+                .unwrap_or(chrono::Duration::minutes(1));
         let (outcome, settlement) = match ran {
             Ok(ran) => ran,
             Err(e) => {

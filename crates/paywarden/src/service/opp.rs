@@ -877,7 +877,10 @@ impl OppService {
             .backoffice(&credentials, &command.reference_id, &request)
             .await
         {
-            Ok(created) => match self.executed(caller, command, &target, &tree, &created).await {
+            Ok(created) => match self
+                .executed(caller, command, &target, &tree, &created)
+                .await
+            {
                 Ok(done) => Ok(done),
                 // OPP executed it but paywarden could not record it: the key stays blocked as
                 // an unknown outcome, and the retry finds the operation at OPP and records it.

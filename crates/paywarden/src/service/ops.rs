@@ -711,35 +711,40 @@ impl OpsService {
         o
     }
 
-    /// A Stripe failure as a tool error; `write` says whether money might have moved.
+    /// A Stripe failure as a tool error that says whether the request may have reached Stripe,
+    /// for a `call` of the given kind.
     fn stripe_failure(
         &self,
         tool: &str,
         error: &StripeError,
-        write: bool,
+        call: StripeCall,
     ) -> (ToolOutcome, Settlement) {
-        let (kind, advice, settlement) = match error {
-            StripeError::Timeout(_) if write => (
-                "provider_timeout",
-                "The outcome is UNKNOWN: do not start a new refund. Retry this exact call (same arguments and token or idempotency_key): paywarden asks Stripe first and never refunds twice.",
+        // The request may have reached Stripe, which may have acted: what that means per call.
+        let indeterminate = match call {
+            StripeCall::Read => (
+                "Nothing changed (this was a read). Try again later.",
+                Settlement::NotSent,
+            ),
+            StripeCall::Refund => (
+                "The request may have reached Stripe, so the outcome is UNKNOWN: do not start a new refund. Retry this exact call (same arguments and token or idempotency_key): paywarden asks Stripe first and never refunds twice.",
                 Settlement::Unknown,
             ),
-            StripeError::Timeout(_) => ("provider_timeout", "Nothing changed. Try again later.", Settlement::NotSent),
+            // Retried under the same Stripe Idempotency-Key, Stripe answers with what it created.
+            StripeCall::Create => (
+                "The request may have reached Stripe, which may have created it: the outcome is unknown. Retry this exact call with the same idempotency_key: Stripe then returns what it created, never a second one (without an idempotency_key a retry may create a second one).",
+                Settlement::NotSent,
+            ),
+        };
+        let (kind, advice, settlement) = match error {
+            StripeError::Timeout(_) => ("provider_timeout", indeterminate.0, indeterminate.1),
             StripeError::Unreachable { .. } => (
                 "provider_unreachable",
                 "Nothing was sent. Check that Stripe (or the emulator) is reachable, then retry.",
                 Settlement::NotSent,
             ),
-            StripeError::ConnectionLost { .. } if write => (
-                "provider_connection_lost",
-                "The request may have reached Stripe, so the outcome is UNKNOWN: do not start a new refund. Retry this exact call (same arguments and token or idempotency_key): paywarden asks Stripe first and never refunds twice.",
-                Settlement::Unknown,
-            ),
-            StripeError::ConnectionLost { .. } => (
-                "provider_connection_lost",
-                "Nothing changed (this was a read). Try again later.",
-                Settlement::NotSent,
-            ),
+            StripeError::ConnectionLost { .. } => {
+                ("provider_connection_lost", indeterminate.0, indeterminate.1)
+            }
             StripeError::Authentication { .. } | StripeError::InvalidKey { .. } | StripeError::LiveKeyRefused { .. } => (
                 "provider_authentication",
                 "paywarden's Stripe key was refused: an operator must fix STRIPE_API_KEY / [stripe] api_key. Nothing was done.",
@@ -752,23 +757,17 @@ impl OpsService {
             ),
             StripeError::NotFound { .. } => ("not_found", "Check the id with list_payments.", Settlement::Final),
             // Stripe documents a 5xx answer to a write as indeterminate: it may have acted.
-            StripeError::Api { status, .. } if *status >= 500 && write => (
+            StripeError::Api { status, .. } if *status >= 500 => {
+                ("provider_error", indeterminate.0, indeterminate.1)
+            }
+            StripeError::Api { .. } => ("provider_rejected", "Stripe refused it; nothing was done.", Settlement::Final),
+            StripeError::UnexpectedResponse { .. } if call == StripeCall::Read => (
                 "provider_error",
-                "Stripe failed, and its answer leaves the outcome UNKNOWN: the refund may have happened. Do not start a new refund: retry this exact call (same arguments and token or idempotency_key); paywarden asks Stripe first and never refunds twice.",
-                Settlement::Unknown,
-            ),
-            StripeError::Api { status, .. } if *status >= 500 => (
-                "provider_error",
-                "Stripe failed; nothing changed (this was a read). Retry later with the same arguments.",
+                "Stripe's answer could not be read; nothing changed (this was a read). Try again later.",
                 Settlement::NotSent,
             ),
-            StripeError::Api { .. } => ("provider_rejected", "Stripe refused it; nothing was done.", Settlement::Final),
-            StripeError::UnexpectedResponse { .. } => (
-                "provider_error",
-                "Stripe's answer could not be read; check the payment with list_payments before retrying.",
-                if write { Settlement::Unknown } else { Settlement::NotSent },
-            ),
-            StripeError::InvalidArgument { .. } => ("invalid_request", "Fix the arguments.", Settlement::NotSent),
+            StripeError::UnexpectedResponse { .. } => ("provider_error", indeterminate.0, indeterminate.1),
+            StripeError::InvalidArgument { .. } => ("invalid_request", "Nothing was sent: fix the arguments.", Settlement::NotSent),
         };
         let request_id = match error {
             StripeError::Api { request_id, .. }
@@ -1016,7 +1015,7 @@ impl OpsService {
                 .await
             {
                 Ok(p) => p,
-                Err(e) => return Ok(self.stripe_failure("list_payments", &e, false).0),
+                Err(e) => return Ok(self.stripe_failure("list_payments", &e, StripeCall::Read).0),
             };
             let mut payments = Vec::new();
             for pi in &page.data {
@@ -1407,7 +1406,7 @@ impl OpsService {
                     .await
                 {
                     Ok(p) => p,
-                    Err(e) => return Ok(self.stripe_failure(tool, &e, false)),
+                    Err(e) => return Ok(self.stripe_failure(tool, &e, StripeCall::Create)),
                 };
                 let price = match self
                     .stripe
@@ -1415,7 +1414,7 @@ impl OpsService {
                     .await
                 {
                     Ok(p) => p,
-                    Err(e) => return Ok(self.stripe_failure(tool, &e, false)),
+                    Err(e) => return Ok(self.stripe_failure(tool, &e, StripeCall::Create)),
                 };
                 let mut metadata = BTreeMap::new();
                 metadata.insert("paywarden_entity".to_string(), caller.entity_id.clone());
@@ -1429,7 +1428,7 @@ impl OpsService {
                     .await
                 {
                     Ok(l) => l,
-                    Err(e) => return Ok(self.stripe_failure(tool, &e, false)),
+                    Err(e) => return Ok(self.stripe_failure(tool, &e, StripeCall::Create)),
                 };
                 let output = PaymentLinkOutput {
                     url: link.url.clone(),
@@ -1558,7 +1557,7 @@ impl OpsService {
                     match self.stripe.charge(id).await {
                         Ok(ch) => ch.payment_intent.unwrap_or_else(|| id.clone()),
                         Err(StripeError::NotFound { .. }) => id.clone(),
-                        Err(e) => return Ok(Err(self.stripe_failure(tool, &e, false))),
+                        Err(e) => return Ok(Err(self.stripe_failure(tool, &e, StripeCall::Read))),
                     }
                 } else {
                     id.clone()
@@ -1619,7 +1618,7 @@ impl OpsService {
         };
         let pi = match self.stripe.payment_intent(&pi_id).await {
             Ok(pi) => pi,
-            Err(e) => return Ok(Err(self.stripe_failure(tool, &e, false))),
+            Err(e) => return Ok(Err(self.stripe_failure(tool, &e, StripeCall::Read))),
         };
         if customer.stripe_customer_id.is_some() && pi.customer != customer.stripe_customer_id {
             return refuse(
@@ -1642,7 +1641,7 @@ impl OpsService {
         let (charge_amount, refunded_before) = match &pi.latest_charge {
             Some(ch) => match self.stripe.charge(ch).await {
                 Ok(c) => (c.amount.minor_units(), c.amount_refunded.minor_units()),
-                Err(e) => return Ok(Err(self.stripe_failure(tool, &e, false))),
+                Err(e) => return Ok(Err(self.stripe_failure(tool, &e, StripeCall::Read))),
             },
             None => (pi.amount_received.minor_units(), order.refunded_cents),
         };
@@ -1913,7 +1912,7 @@ impl OpsService {
             .await
         {
             Ok(r) => r,
-            Err(e) => return Ok(self.stripe_failure(tool, &e, true)),
+            Err(e) => return Ok(self.stripe_failure(tool, &e, StripeCall::Refund)),
         };
         match self
             .record_refund(caller, command, checked, &refund, replayed.request_id, by)
@@ -2022,7 +2021,17 @@ impl OpsService {
             },
         ))
     }
+}
 
+/// What kind of Stripe request failed, for what its failure means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StripeCall {
+    /// A read: nothing changes at Stripe.
+    Read,
+    /// A refund: money may have moved; an unknown outcome is reconciled.
+    Refund,
+    /// A creation (product, price, payment link) under Stripe's own Idempotency-Key.
+    Create,
 }
 
 /// paywarden's derived reference of idempotency key `key` on a Stripe refund (metadata

@@ -145,8 +145,13 @@ impl Pipeline {
             KeyState::InProgress => {
                 let Some(intent) = intent_of(&record) else {
                     // The call died before it recorded what it would send: nothing was sent.
-                    self.release(caller, &record, None, "its call stopped before sending anything")
-                        .await?;
+                    self.release(
+                        caller,
+                        &record,
+                        None,
+                        "its call stopped before sending anything",
+                    )
+                    .await?;
                     return Ok(());
                 };
                 let settle_after = record.held_until() + intent.window();
@@ -317,7 +322,12 @@ impl Pipeline {
     /// audit row `late_duplicate` or `late_arrival`), bound to its key when the key is free
     /// (so a retry replays it), and reported until an operator acknowledges it. Failures are
     /// logged, never the caller's problem.
-    pub async fn check_late<R: Reconciler + Sync>(&self, reconciler: &R, caller: &Caller, toolset: &str) {
+    pub async fn check_late<R: Reconciler + Sync>(
+        &self,
+        reconciler: &R,
+        caller: &Caller,
+        toolset: &str,
+    ) {
         if let Err(e) = self.check_late_inner(reconciler, caller, toolset).await {
             tracing::warn!(error = %e, "could not look for late arrivals");
         }
@@ -432,8 +442,13 @@ impl Pipeline {
             match (record.state, intent_of(&record)) {
                 (KeyState::InProgress, None) if record.lease_expired(now) => {
                     let caller = system_caller(&record.entity_id);
-                    self.release(&caller, &record, None, "its call stopped before sending anything")
-                        .await?;
+                    self.release(
+                        &caller,
+                        &record,
+                        None,
+                        "its call stopped before sending anything",
+                    )
+                    .await?;
                 }
                 (KeyState::InProgress, Some(intent)) if record.lease_expired(now) => {
                     let settle_after = record.held_until() + intent.window();

@@ -665,7 +665,6 @@ impl Store {
     }
 }
 
-
 impl Store {
     /// Recovers approvals left `executing` past their lease by a process that died: one that no
     /// call's idempotency key holds goes back to `approved` (nothing was sent); one whose key

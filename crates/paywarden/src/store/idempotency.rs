@@ -119,8 +119,7 @@ pub const LEGACY_LEASE: Duration = Duration::minutes(10);
 impl KeyRecord {
     /// Until when the call holds an `InProgress` key.
     pub fn held_until(&self) -> DateTime<Utc> {
-        self.lease_until
-            .unwrap_or(self.created_at + LEGACY_LEASE)
+        self.lease_until.unwrap_or(self.created_at + LEGACY_LEASE)
     }
 
     /// Whether an `InProgress` key's call has died (its lease ran out).

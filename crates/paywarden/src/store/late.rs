@@ -91,7 +91,8 @@ fn late_from_row(row: &AnyRow) -> Result<LateOutcome, StoreError> {
         kind: row.try_get("kind")?,
         transaction_id: row.try_get("transaction_id")?,
         found_at: time(row, "found_at")?,
-        acknowledged: time(row, "acknowledged_at")?.map(|t| (t, acknowledged_by.unwrap_or_default())),
+        acknowledged: time(row, "acknowledged_at")?
+            .map(|t| (t, acknowledged_by.unwrap_or_default())),
     })
 }
 
