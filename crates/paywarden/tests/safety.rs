@@ -531,7 +531,7 @@ async fn a_timed_out_write_is_looked_up_at_the_provider_before_any_retry() {
         .begin_idempotent(
             paywarden_emulator::DEMO_ENTITY_ID,
             "never-sent",
-            "perform_capture",
+            ("opp", "perform_capture"),
             &hash,
             "a-dead-call",
             chrono::Duration::seconds(60),
@@ -564,7 +564,7 @@ async fn a_timed_out_write_is_looked_up_at_the_provider_before_any_retry() {
         .mark_idempotent_unknown(
             paywarden_emulator::DEMO_ENTITY_ID,
             "never-sent",
-            chrono::Utc::now(),
+            Some(chrono::Utc::now()),
         )
         .await
         .unwrap();

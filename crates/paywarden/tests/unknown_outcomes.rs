@@ -388,6 +388,40 @@ async fn a_refund_later_than_its_settle_window_is_reported_as_a_duplicate() {
         Some(1),
         "unacknowledged: exit 1\n{stdout}"
     );
+    // An operator reviews it and acknowledges it: recorded, and /readyz stops warning.
+    let mut ack = std::process::Command::new(env!("CARGO_BIN_EXE_paywarden"));
+    ack.args([
+        "reconcile",
+        "--acknowledge",
+        &late,
+        "--as",
+        "alice",
+        "--data-dir",
+    ])
+    .arg(rig.app.data_dir.path())
+    .env_remove("PAYWARDEN_CONFIG");
+    if let Some(url) = &rig.app.database.url {
+        ack.env("DATABASE_URL", url);
+    }
+    let out = ack.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let readyz: serde_json::Value = reqwest::get(format!("{}/readyz", rig.app.base_url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(readyz["warnings"], json!([]), "{readyz}");
+    assert_eq!(
+        rig.audit_rows("perform_refund", "late_acknowledged")
+            .await
+            .len(),
+        1
+    );
 }
 
 #[tokio::test]

@@ -8,6 +8,9 @@
 -- request could last have been sent); after it, the provider's silence means it never happened.
 -- `reservation_id` and `approval_id` are the cumulative-limit reservation and the approval the
 -- call holds, settled with the key; `transaction_id` is the provider transaction the key settled on.
+-- `toolset` is the call's toolset (NULL for keys from before this migration): only toolsets that
+-- record intents (opp, ops) have a dead key without one released as "nothing was sent".
+ALTER TABLE idempotency_keys ADD COLUMN toolset TEXT;
 ALTER TABLE idempotency_keys ADD COLUMN holder TEXT;
 ALTER TABLE idempotency_keys ADD COLUMN lease_until TEXT;
 ALTER TABLE idempotency_keys ADD COLUMN settle_after TEXT;

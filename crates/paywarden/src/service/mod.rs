@@ -322,7 +322,7 @@ impl Pipeline {
             .begin_idempotent(
                 &caller.entity_id,
                 key,
-                tool,
+                (toolset, tool),
                 &hash,
                 &holder,
                 self.key_lease(),
@@ -442,9 +442,13 @@ impl Pipeline {
     ) -> Result<ToolOutcome, ServiceError> {
         let (toolset, tool, arguments) = call;
         let entity = caller.entity_id.as_str();
-        let settle_after = chrono::Utc::now()
-            + chrono::Duration::from_std(self.settle_window)
-                .unwrap_or(chrono::Duration::minutes(1));
+        // Only a toolset that reconciles unknown outcomes gets a settle window; another's
+        // unknown outcome waits for an operator.
+        let settle_after = reconcile::RECONCILED_TOOLSETS.contains(&toolset).then(|| {
+            chrono::Utc::now()
+                + chrono::Duration::from_std(self.settle_window)
+                    .unwrap_or(chrono::Duration::minutes(1))
+        });
         let (outcome, settlement) = match ran {
             Ok(ran) => ran,
             Err(e) => {

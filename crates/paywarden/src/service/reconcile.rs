@@ -30,6 +30,19 @@ use serde::{Deserialize, Serialize};
 use super::{redact, AuditFacts, Caller, Pipeline, ServiceError, ToolOutcome};
 use crate::store::{AuditEntry, KeyRecord, KeyState, LateKind, StoreError};
 
+/// The toolsets whose keyed calls record an [`Intent`] before sending and reconcile unknown
+/// outcomes (a dead call of theirs without an intent sent nothing). Another toolset's unknown
+/// outcome has no settle window: it waits for an operator (`paywarden reconcile`).
+pub const RECONCILED_TOOLSETS: &[&str] = &[super::opp::TOOLSET, super::ops::TOOLSET];
+
+/// Whether `record`'s call records an intent before sending (so without one, nothing was sent).
+fn records_intents(record: &KeyRecord) -> bool {
+    record
+        .toolset
+        .as_deref()
+        .is_some_and(|t| RECONCILED_TOOLSETS.contains(&t))
+}
+
 /// What a keyed call sends (or is about to send), recorded on its key before sending: enough
 /// to recognise the operation at the provider without the call's arguments.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -144,18 +157,26 @@ impl Pipeline {
             KeyState::InProgress if !record.lease_expired(now) => return Ok(()),
             KeyState::InProgress => {
                 let Some(intent) = intent_of(&record) else {
-                    // The call died before it recorded what it would send: nothing was sent.
-                    self.release(
-                        caller,
-                        &record,
-                        None,
-                        "its call stopped before sending anything",
-                    )
-                    .await?;
+                    if records_intents(&record) {
+                        // The call died before it recorded what it would send: nothing was sent.
+                        self.release(
+                            caller,
+                            &record,
+                            None,
+                            "its call stopped before sending anything",
+                        )
+                        .await?;
+                    } else {
+                        // A key from before intents: whether it was sent is not known.
+                        store.expire_idempotent_lease(&record, None).await?;
+                    }
                     return Ok(());
                 };
                 let settle_after = record.held_until() + intent.window();
-                if !store.expire_idempotent_lease(&record, settle_after).await? {
+                if !store
+                    .expire_idempotent_lease(&record, Some(settle_after))
+                    .await?
+                {
                     return Ok(());
                 }
                 record.state = KeyState::Unknown;
@@ -390,6 +411,7 @@ impl Pipeline {
                     entity_id: caller.entity_id.clone(),
                     key: watched.key.clone(),
                     tool: watched.tool.clone(),
+                    toolset: Some(watched.toolset.clone()),
                     request_hash: String::new(),
                     state: KeyState::Completed,
                     created_at: watched.released_at,
@@ -441,18 +463,27 @@ impl Pipeline {
         for record in store.open_idempotency_keys().await? {
             match (record.state, intent_of(&record)) {
                 (KeyState::InProgress, None) if record.lease_expired(now) => {
-                    let caller = system_caller(&record.entity_id);
-                    self.release(
-                        &caller,
-                        &record,
-                        None,
-                        "its call stopped before sending anything",
-                    )
-                    .await?;
+                    if records_intents(&record) {
+                        let caller = system_caller(&record.entity_id);
+                        self.release(
+                            &caller,
+                            &record,
+                            None,
+                            "its call stopped before sending anything",
+                        )
+                        .await?;
+                    } else {
+                        // A toolset that records no intent (or a key from before intents):
+                        // whether it was sent is not known; an operator resolves it.
+                        store.expire_idempotent_lease(&record, None).await?;
+                    }
                 }
                 (KeyState::InProgress, Some(intent)) if record.lease_expired(now) => {
                     let settle_after = record.held_until() + intent.window();
-                    if store.expire_idempotent_lease(&record, settle_after).await? {
+                    if store
+                        .expire_idempotent_lease(&record, Some(settle_after))
+                        .await?
+                    {
                         unknown.push(record);
                     }
                 }

@@ -90,6 +90,8 @@ pub struct KeyRecord {
     pub key: String,
     /// The tool that first used it.
     pub tool: String,
+    /// Its toolset (`None` for keys from before migration 0007).
+    pub toolset: Option<String>,
     /// [`crate::service::safety::binding_hash`] of the first request.
     pub request_hash: String,
     /// Where it stands.
@@ -147,12 +149,12 @@ pub enum IdempotencyError {
     },
     /// The first call's outcome is unknown: the provider may have acted and does not show it
     /// (yet), or could not be asked.
-    #[error("the outcome of the call with idempotency key {key:?} is still UNKNOWN: the request may have reached the provider, which does not show it (yet). Nothing was sent again. Retry later with the same key: paywarden asks the provider first, and sends again only once {} has passed with the provider still showing nothing. Or look the transaction up with get_transactions", .settle_after.as_deref().unwrap_or("its settle window"))]
+    #[error("the outcome of the call with idempotency key {key:?} is still UNKNOWN: the request may have reached the provider, which does not show it (yet). Nothing was sent again. {next}")]
     Unknown {
         /// The key.
         key: String,
-        /// When the provider's silence becomes final (RFC 3339), when known.
-        settle_after: Option<String>,
+        /// What happens next, and what to do.
+        next: String,
     },
     /// Database failure.
     #[error(transparent)]
@@ -186,7 +188,19 @@ fn parse_json(raw: Option<String>) -> Result<Option<serde_json::Value>, StoreErr
     Ok(raw.map(|r| serde_json::from_str(&r)).transpose()?)
 }
 
-const KEY_COLUMNS: &str = "entity_id, idempotency_key, tool, request_hash, state, response, \
+/// What a caller is told to do about an unknown outcome settling at `settle_after`.
+fn unknown_next(settle_after: Option<DateTime<Utc>>) -> String {
+    match settle_after {
+        Some(t) => format!(
+            "Retry later with the same key: paywarden asks the provider first, and sends again only once {} has passed with the provider still showing nothing. Or look the transaction up with the toolset's lookup tool",
+            ts(t)
+        ),
+        None => "paywarden cannot look this operation up by itself: check it at the provider (or with the toolset's lookup tool) before doing anything else; an operator sees it with `paywarden reconcile`".into(),
+    }
+}
+
+const KEY_COLUMNS: &str =
+    "entity_id, idempotency_key, tool, toolset, request_hash, state, response, \
      created_at, lease_until, settle_after, intent, reservation_id, approval_id, transaction_id";
 
 fn key_from_row(row: &AnyRow) -> Result<KeyRecord, StoreError> {
@@ -195,6 +209,7 @@ fn key_from_row(row: &AnyRow) -> Result<KeyRecord, StoreError> {
         entity_id: row.try_get("entity_id")?,
         key: row.try_get("idempotency_key")?,
         tool: row.try_get("tool")?,
+        toolset: row.try_get("toolset")?,
         request_hash: row.try_get("request_hash")?,
         state: state.parse()?,
         created_at: parse_ts("created_at", Some(row.try_get("created_at")?))?
@@ -220,15 +235,15 @@ impl Store {
         &self,
         entity_id: &str,
         key: &str,
-        tool: &str,
+        (toolset, tool): (&str, &str),
         request_hash: &str,
         holder: &str,
         lease: Duration,
     ) -> Result<Begin, IdempotencyError> {
         let now = Utc::now();
         let inserted = sqlx::query(
-            "INSERT INTO idempotency_keys (entity_id, idempotency_key, tool, request_hash, state, created_at, holder, lease_until) \
-             VALUES ($1, $2, $3, $4, 'in_progress', $5, $6, $7) ON CONFLICT (entity_id, idempotency_key) DO NOTHING",
+            "INSERT INTO idempotency_keys (entity_id, idempotency_key, tool, request_hash, state, created_at, holder, lease_until, toolset) \
+             VALUES ($1, $2, $3, $4, 'in_progress', $5, $6, $7, $8) ON CONFLICT (entity_id, idempotency_key) DO NOTHING",
         )
         .bind(entity_id)
         .bind(key)
@@ -237,6 +252,7 @@ impl Store {
         .bind(ts(now))
         .bind(holder)
         .bind(ts(now + lease))
+        .bind(toolset)
         .execute(self.pool())
         .await?
         .rows_affected();
@@ -269,7 +285,7 @@ impl Store {
             }
             _ => Err(IdempotencyError::Unknown {
                 key: key.to_string(),
-                settle_after: record.settle_after.map(ts),
+                next: unknown_next(record.settle_after),
             }),
         }
     }
@@ -381,7 +397,7 @@ impl Store {
 
     /// Marks `key`'s outcome unknown (the provider timed out after the request may have
     /// arrived): retries are refused until the provider shows the operation or `settle_after`
-    /// has passed with the provider showing nothing.
+    /// has passed with the provider showing nothing (`None`: until an operator resolves it).
     ///
     /// # Errors
     /// [`StoreError`] on database failure.
@@ -389,13 +405,13 @@ impl Store {
         &self,
         entity_id: &str,
         key: &str,
-        settle_after: DateTime<Utc>,
+        settle_after: Option<DateTime<Utc>>,
     ) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE idempotency_keys SET state = 'unknown', settle_after = $1, holder = NULL, lease_until = NULL \
              WHERE entity_id = $2 AND idempotency_key = $3 AND state IN ('in_progress', 'unknown')",
         )
-        .bind(ts(settle_after))
+        .bind(settle_after.map(ts))
         .bind(entity_id)
         .bind(key)
         .execute(self.pool())
@@ -404,14 +420,15 @@ impl Store {
     }
 
     /// Turns a key whose call died (`in_progress`, lease `lease_until` run out) into an unknown
-    /// outcome settling at `settle_after`. Returns false when someone else changed it first.
+    /// outcome settling at `settle_after` (`None`: until an operator resolves it). Returns false
+    /// when someone else changed it first.
     ///
     /// # Errors
     /// [`StoreError`] on database failure.
     pub async fn expire_idempotent_lease(
         &self,
         record: &KeyRecord,
-        settle_after: DateTime<Utc>,
+        settle_after: Option<DateTime<Utc>>,
     ) -> Result<bool, StoreError> {
         let lease = record.lease_until.map(ts);
         let changed = sqlx::query(
@@ -419,7 +436,7 @@ impl Store {
              WHERE entity_id = $2 AND idempotency_key = $3 AND state = 'in_progress' \
              AND (lease_until = $4 OR (lease_until IS NULL AND $4 IS NULL))",
         )
-        .bind(ts(settle_after))
+        .bind(settle_after.map(ts))
         .bind(&record.entity_id)
         .bind(&record.key)
         .bind(lease)
