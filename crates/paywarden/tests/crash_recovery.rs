@@ -213,6 +213,11 @@ async fn assert_recorded_once(
         1_000 * debits.len() as i64,
         "the daily total counts every refund once"
     );
+    assert_eq!(
+        store.reserved_today(DEMO_ENTITY_ID, "EUR").await.unwrap(),
+        0,
+        "every cumulative-limit reservation was settled"
+    );
     let records = store.audit_records(Some(DEMO_ENTITY_ID)).await.unwrap();
     let mut audited: Vec<String> = records
         .iter()

@@ -291,6 +291,15 @@ async fn a_late_refund_is_found_and_never_sent_twice() {
         text(&early)
     );
     assert_eq!(rig.proxy.posts(), 1, "the retry sent the refund again");
+    // What may have moved stays counted against the daily limits meanwhile.
+    assert_eq!(
+        rig.app
+            .store
+            .reserved_today(DEMO_ENTITY_ID, "EUR")
+            .await
+            .unwrap(),
+        500
+    );
 
     // The first request lands; the next retry finds it and records it, once.
     rig.proxy.wait_delivered(1).await;
@@ -302,6 +311,15 @@ async fn a_late_refund_is_found_and_never_sent_twice() {
     assert_eq!(found["id"], at_opp[0].0.as_str());
     assert_eq!(rig.proxy.posts(), 1);
     assert_eq!(rig.moved_today().await, 500);
+    // Found: the movement counts it, the reservation is released.
+    assert_eq!(
+        rig.app
+            .store
+            .reserved_today(DEMO_ENTITY_ID, "EUR")
+            .await
+            .unwrap(),
+        0
+    );
     let ok = rig.audit_rows("perform_refund", "ok").await;
     assert_eq!(ok.len(), 1, "{ok:?}");
     assert_eq!(

@@ -171,7 +171,7 @@ impl Pipeline {
             approval_id,
             argument_names,
             output_defaults,
-            key: _,
+            key,
         } = request;
         let mut verdict = match self.safety().policy.evaluate(&policy) {
             Ok(v) => v,
@@ -222,7 +222,7 @@ impl Pipeline {
                     // reserved so concurrent calls count it.
                     None => Ok(Gate::Execute {
                         approval_id: Some(id.to_string()),
-                        reservation: self.reserve_unchecked(caller, &policy).await?,
+                        reservation: self.reserve_unchecked(caller, &policy, key).await?,
                     }),
                     // What a person approved is not what would move now (the payment changed
                     // since): the approval is spent, nothing is sent.
@@ -255,7 +255,7 @@ impl Pipeline {
         let mut reserved = None;
         if executes_now {
             match self
-                .reserve_checked(caller, &policy, floor, &verdict, tool)
+                .reserve_checked(caller, &policy, (floor, &verdict), tool, key)
                 .await?
             {
                 Reserve::Reserved(r) => reserved = r,
@@ -422,6 +422,7 @@ impl Pipeline {
         &self,
         caller: &Caller,
         policy: &PolicyInput,
+        key: Option<&str>,
     ) -> Result<Option<String>, ServiceError> {
         let (Some(amount), Some(currency)) = (policy.amount_minor, policy.currency.as_deref())
         else {
@@ -429,7 +430,7 @@ impl Pipeline {
         };
         Ok(Some(
             self.store()
-                .reserve_limit(&caller.entity_id, currency, amount)
+                .reserve_limit(&caller.entity_id, currency, amount, key)
                 .await?,
         ))
     }
@@ -441,9 +442,9 @@ impl Pipeline {
         &self,
         caller: &Caller,
         policy: &PolicyInput,
-        floor: Decision,
-        verdict: &Verdict,
+        (floor, verdict): (Decision, &Verdict),
         tool: &str,
+        key: Option<&str>,
     ) -> Result<Reserve, ServiceError> {
         let (Some(amount), Some(currency)) = (policy.amount_minor, policy.currency.clone()) else {
             return Ok(Reserve::Reserved(None));
@@ -487,7 +488,7 @@ impl Pipeline {
             }
             Ok(Reserve::Reserved(Some(
                 store
-                    .reserve_limit(&caller.entity_id, &currency, amount)
+                    .reserve_limit(&caller.entity_id, &currency, amount, key)
                     .await?,
             )))
         }

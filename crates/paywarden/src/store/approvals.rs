@@ -696,19 +696,17 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
                 changed += 1;
-            } else if let Some(response) = sqlx::query_scalar::<_, Option<String>>(
-                "SELECT response FROM idempotency_keys WHERE approval_id = $1 AND state = 'completed'",
+            } else if let Some(row) = sqlx::query(
+                "SELECT response, is_error FROM idempotency_keys WHERE approval_id = $1 AND state = 'completed'",
             )
             .bind(&id)
             .fetch_optional(&mut *tx)
             .await?
-            .flatten()
             {
-                let response: serde_json::Value = serde_json::from_str(&response)?;
-                let is_error = response
-                    .get("structured")
-                    .and_then(|s| s.get("error"))
-                    .is_some();
+                let response: Option<String> = row.try_get("response")?;
+                let response: serde_json::Value =
+                    serde_json::from_str(response.as_deref().unwrap_or("null"))?;
+                let is_error = super::get_bool(&row, "is_error")?.unwrap_or(false);
                 let outcome = serde_json::json!({
                     "structured": response.get("structured"),
                     "text": response.get("text"),
