@@ -1,8 +1,9 @@
 //! The one pipeline every tool call goes through, whichever toolset asked for it:
 //!
 //! ```text
-//! authenticate (caller) → validate (typed request) → idempotency → provider pre-check
-//!   → connector call → outcome → audit
+//! authenticate (caller) → validate (typed request) → unknown outcome of the key? ([`reconcile`])
+//!   → idempotency (key leased) → provider pre-check → gate → intent recorded → connector call
+//!   → outcome → audit → key settled
 //! ```
 //!
 //! A toolset module (in [`crate::mcp`]) only translates its tool's parameters into a typed
@@ -625,9 +626,13 @@ pub enum Settlement {
     /// The provider answered (success or rejection), or paywarden refused before sending:
     /// replay this outcome on retry.
     Final,
-    /// Nothing was sent to the provider (it was unreachable): a retry may run.
+    /// Nothing was sent to the provider (it could not be reached, or paywarden refused before
+    /// sending), or a creation the provider deduplicates by its own idempotency key: a retry may
+    /// run.
     NotSent,
-    /// The provider may or may not have acted (timeout): block the key.
+    /// The provider may or may not have acted (a timeout, a connection lost after connecting, an
+    /// answer paywarden could not record): block the key until it is reconciled
+    /// ([`reconcile`]).
     Unknown,
 }
 
