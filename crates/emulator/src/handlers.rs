@@ -410,6 +410,7 @@ struct InitialPayment {
     merchant_transaction_id: Option<String>,
     descriptor: Option<String>,
     created_at: NaiveDateTime,
+    custom_parameters: Vec<(String, String)>,
 }
 
 impl InitialPayment {
@@ -519,6 +520,9 @@ impl InitialPayment {
         let created_at = c
             .get(params, SANDBOX_TIMESTAMP)
             .map_or(Some(now), |v| c.check(parse_sandbox_timestamp(v, now)));
+        let custom_parameters = c
+            .check(params.custom_parameters(&[SANDBOX_TIMESTAMP]))
+            .unwrap_or_default();
 
         if let (Some(month), Some(year), Some(at)) = (&expiry_month, &expiry_year, created_at) {
             if card_expired(month, year, at) {
@@ -560,6 +564,7 @@ impl InitialPayment {
                 merchant_transaction_id,
                 descriptor,
                 created_at,
+                custom_parameters,
             }),
             _ => Err(c.errors),
         }
@@ -633,6 +638,7 @@ async fn create_payment(
         connector_tx_id: wire::new_connector_tx_id(),
         ndc: wire::new_ndc(Some(entity_id)),
         created_at: request.created_at,
+        custom_parameters: request.custom_parameters,
     };
     if let Err(e) = shared.store.insert(&tx).await {
         return internal(e, entity_id);
@@ -656,6 +662,8 @@ struct BackofficeRequest {
     merchant_transaction_id: Option<String>,
     /// The raw and parsed backdating time, when sent.
     sandbox_timestamp: Option<(String, NaiveDateTime)>,
+    /// `customParameters[NAME]` other than the backdating one, echoed in answers.
+    custom_parameters: Vec<(String, String)>,
 }
 
 impl BackofficeRequest {
@@ -716,6 +724,9 @@ impl BackofficeRequest {
         let merchant_transaction_id = c
             .get(params, "merchantTransactionId")
             .and_then(|v| c.check(text("merchantTransactionId", v, 8, 255)));
+        let custom_parameters = c
+            .check(params.custom_parameters(&[SANDBOX_TIMESTAMP]))
+            .unwrap_or_default();
         let sandbox_timestamp = match c.get(params, SANDBOX_TIMESTAMP) {
             None => Some(None),
             Some(v) => c
@@ -730,6 +741,7 @@ impl BackofficeRequest {
                     amount,
                     merchant_transaction_id,
                     sandbox_timestamp,
+                    custom_parameters,
                 })
             }
             _ => Err(c.errors),
@@ -803,6 +815,7 @@ fn build_backoffice(
         connector_tx_id: wire::new_connector_tx_id(),
         ndc: wire::new_ndc(Some(entity_id)),
         created_at,
+        custom_parameters: request.custom_parameters.clone(),
     })
 }
 

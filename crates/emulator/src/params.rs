@@ -78,6 +78,47 @@ impl Params {
         }
         Ok(found.filter(|v| !v.is_empty()))
     }
+
+    /// Every `customParameters[NAME]=VALUE` sent, as (NAME, VALUE), except the names in `skip`
+    /// (the emulator's own `SANDBOX_TIMESTAMP`). OPP allows names of 3 to 64 letters, digits,
+    /// `_` and `.`, and values of up to 2048 characters; others are parameter errors.
+    pub(crate) fn custom_parameters(
+        &self,
+        skip: &[&str],
+    ) -> Result<Vec<(String, String)>, ParamError> {
+        let mut custom: Vec<(String, String)> = Vec::new();
+        for (k, v) in &self.pairs {
+            let Some(name) = k
+                .strip_prefix("customParameters[")
+                .and_then(|rest| rest.strip_suffix(']'))
+            else {
+                continue;
+            };
+            if skip.contains(&k.as_str()) {
+                continue;
+            }
+            let valid_name = (3..=64).contains(&name.len())
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+            if !valid_name || v.chars().count() > 2048 {
+                return Err(ParamError::new(
+                    k,
+                    v,
+                    "custom parameter names are 3 to 64 letters, digits, '_' or '.', values at most 2048 characters",
+                ));
+            }
+            if custom.iter().any(|(n, _)| n == name) {
+                return Err(ParamError::new(
+                    k,
+                    v,
+                    format!("{k} was sent more than once; send it once"),
+                ));
+            }
+            custom.push((name.to_string(), v.clone()));
+        }
+        Ok(custom)
+    }
 }
 
 /// Collects parameter errors while reading fields, so one response lists all of them.

@@ -61,6 +61,8 @@ pub(crate) struct Tx {
     pub ndc: String,
     /// UTC.
     pub created_at: NaiveDateTime,
+    /// `customParameters[NAME]=VALUE` as sent (name, value), echoed in answers.
+    pub custom_parameters: Vec<(String, String)>,
 }
 
 impl Tx {
@@ -106,7 +108,7 @@ pub(crate) struct Store {
 const COLUMNS: &str = "id, entity_id, root_id, referenced_id, payment_type, payment_brand, \
      amount_minor, currency, descriptor, merchant_transaction_id, succeeded, result_code, \
      result_description, result_reason, card_bin, card_last4, card_holder, card_expiry_month, \
-     card_expiry_year, connector_tx_id, ndc, created_at";
+     card_expiry_year, connector_tx_id, ndc, created_at, custom_parameters";
 
 impl Store {
     /// Opens (creating) the file, in WAL mode, and applies the embedded migrations.
@@ -258,7 +260,7 @@ async fn insert(conn: &mut sqlx::SqliteConnection, tx: &Tx) -> Result<(), Emulat
     let card = tx.card.as_ref();
     sqlx::query(&format!(
         "INSERT INTO transactions ({COLUMNS}) VALUES \
-         (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+         (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     ))
     .bind(&tx.id)
     .bind(&tx.entity_id)
@@ -282,6 +284,7 @@ async fn insert(conn: &mut sqlx::SqliteConnection, tx: &Tx) -> Result<(), Emulat
     .bind(&tx.connector_tx_id)
     .bind(&tx.ndc)
     .bind(tx.created_at.format(DB_TIME_FORMAT).to_string())
+    .bind(custom_json(&tx.custom_parameters))
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -367,6 +370,28 @@ fn from_row(row: &SqliteRow) -> Result<Tx, EmulatorError> {
         connector_tx_id: row.try_get("connector_tx_id")?,
         ndc: row.try_get("ndc")?,
         created_at,
+        custom_parameters: custom_from_json(row.try_get("custom_parameters")?)
+            .map_err(|e| corrupt(format!("bad customParameters: {e}")))?,
         id,
     })
+}
+
+/// Custom parameters as stored: a JSON object, or NULL when there are none.
+fn custom_json(custom: &[(String, String)]) -> Option<String> {
+    if custom.is_empty() {
+        return None;
+    }
+    let map: serde_json::Map<String, serde_json::Value> = custom
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+        .collect();
+    Some(serde_json::Value::Object(map).to_string())
+}
+
+fn custom_from_json(raw: Option<String>) -> Result<Vec<(String, String)>, serde_json::Error> {
+    let Some(raw) = raw else {
+        return Ok(Vec::new());
+    };
+    let map: std::collections::BTreeMap<String, String> = serde_json::from_str(&raw)?;
+    Ok(map.into_iter().collect())
 }

@@ -86,6 +86,14 @@ pub(crate) fn transaction(tx: &Tx) -> Value {
         "result".into(),
         json!({ "code": tx.result_code, "description": tx.result_description }),
     );
+    if !tx.custom_parameters.is_empty() {
+        let custom: Map<String, Value> = tx
+            .custom_parameters
+            .iter()
+            .map(|(k, v)| (k.clone(), json!(v)))
+            .collect();
+        m.insert("customParameters".into(), Value::Object(custom));
+    }
     if let Some(card) = &tx.card {
         let mut c = Map::new();
         c.insert("bin".into(), json!(card.bin));

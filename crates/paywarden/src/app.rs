@@ -243,8 +243,12 @@ impl App {
             config: config.safety.clone(),
             public_url,
         };
-        let pipeline =
-            Pipeline::new(store.clone(), sandbox, safety).with_receipts(receipt_signer.clone());
+        let pipeline = Pipeline::new(store.clone(), sandbox, safety)
+            .with_receipts(receipt_signer.clone())
+            .with_settle_window(Config::settle_window(
+                config.opp.timeout_ms,
+                config.opp.settle_window_ms,
+            ));
         let entities = if config.entities.is_empty() && emulator.is_some() {
             demo_entities()
         } else {
@@ -253,7 +257,12 @@ impl App {
         let ifthenpay = ifthenpay_service(&config, &pipeline, emulator.as_ref(), entities.clone())?
             .with_key_ids(key_ids);
         let ops = OpsService::new(
-            pipeline.for_provider("Stripe", stripe_sandbox),
+            pipeline
+                .for_provider("Stripe", stripe_sandbox)
+                .with_settle_window(Config::settle_window(
+                    config.stripe.timeout_ms,
+                    config.stripe.settle_window_ms,
+                )),
             stripe_client.clone(),
             entities,
         );
@@ -477,6 +486,10 @@ impl App {
                 .activate_demo_callbacks(&format!("http://{addr}"))
                 .await;
         }
+        let recovery = tokio::spawn(recover_forever(
+            self.state.clone(),
+            self.config.safety.key_lease_secs,
+        ));
         let router = crate::http::router(
             self.state.clone(),
             &self.config.http,
@@ -494,10 +507,43 @@ impl App {
                 cancel.cancel();
             })
             .await;
+        recovery.abort();
         checkpoints.finish().await;
         served?;
         drop(self.emulator);
         Ok(())
+    }
+}
+
+/// Crash recovery, at start and then every key lease (`safety.key_lease_secs`): see
+/// [`Pipeline::sweep`]. Keys of the ops toolset are reconciled against Stripe right away, as
+/// paywarden holds the Stripe key; OPP keys wait for the next call under them, which brings the
+/// caller's OPP credentials.
+async fn recover_forever(state: Arc<McpState>, lease_secs: u64) {
+    let every = Duration::from_secs(lease_secs.max(1));
+    loop {
+        match state.opp.pipeline().sweep().await {
+            Ok(unknown) => {
+                for record in unknown {
+                    let ops = crate::service::reconcile::intent_of(&record)
+                        .is_some_and(|i| i.toolset == crate::service::ops::TOOLSET);
+                    if !ops {
+                        continue;
+                    }
+                    let caller = crate::service::reconcile::system_caller(&record.entity_id);
+                    if let Err(e) = state
+                        .ops
+                        .pipeline()
+                        .reconcile(&state.ops, &caller, &record.key, &record.request_hash)
+                        .await
+                    {
+                        tracing::warn!(error = %e, key = %record.key, "could not reconcile a Stripe refund yet");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "crash recovery sweep failed; retrying later"),
+        }
+        tokio::time::sleep(every).await;
     }
 }
 

@@ -150,6 +150,11 @@ pub struct SafetyConfig {
     pub approval_ttl_secs: i64,
     /// Public base URL of this server, used in approval links (default: the listen address).
     pub public_url: Option<String>,
+    /// How long a money-moving call holds its idempotency key (and an approval it executes)
+    /// without renewing it, in seconds (default 60; the call renews it every third of that
+    /// while it runs). Past it, the call's process is taken for dead and the key is reconciled
+    /// against the provider.
+    pub key_lease_secs: u64,
 }
 
 impl Default for SafetyConfig {
@@ -162,6 +167,7 @@ impl Default for SafetyConfig {
             confirmation_ttl_secs: 300,
             approval_ttl_secs: 86_400,
             public_url: None,
+            key_lease_secs: 60,
         }
     }
 }
@@ -185,6 +191,11 @@ pub struct OppConfig {
     pub base_url: Option<String>,
     /// Timeout of one OPP HTTP request, in milliseconds (default 10 000).
     pub timeout_ms: u64,
+    /// How long after a request could last have been sent OPP's silence about it is final, in
+    /// milliseconds (default: 3 × `timeout_ms` + 30 000). A call whose outcome is unknown stays
+    /// blocked until OPP shows the operation or this window has passed; it must be longer than
+    /// any request can be in flight.
+    pub settle_window_ms: Option<u64>,
 }
 
 /// Stripe connector settings (the `ops` toolset).
@@ -203,6 +214,8 @@ pub struct StripeConfig {
     pub allow_live_keys: bool,
     /// Timeout of one Stripe request, in milliseconds (default 10 000).
     pub timeout_ms: u64,
+    /// As `opp.settle_window_ms`, for Stripe (default: 3 × `timeout_ms` + 30 000).
+    pub settle_window_ms: Option<u64>,
 }
 
 impl Default for StripeConfig {
@@ -212,6 +225,7 @@ impl Default for StripeConfig {
             api_key: None,
             allow_live_keys: false,
             timeout_ms: 10_000,
+            settle_window_ms: None,
         }
     }
 }
@@ -284,6 +298,7 @@ impl Default for OppConfig {
         Self {
             base_url: None,
             timeout_ms: 10_000,
+            settle_window_ms: None,
         }
     }
 }
@@ -452,6 +467,7 @@ impl Config {
                 .filter(|v| !v.is_empty())
                 .map(SecretString::from);
         }
+        config.check_unknown_outcome_settings()?;
         let source = config.resolve_data_dir()?;
         tracing::info!(data_dir = %config.data_dir.display(), "data directory ({source})");
         Ok(config)
@@ -484,6 +500,44 @@ impl Config {
             .or_else(|| url.strip_prefix("sqlite:"))?;
         let path = path.split('?').next().unwrap_or_default();
         (!path.is_empty() && path != ":memory:").then(|| PathBuf::from(path))
+    }
+
+    /// The window after which a provider's silence about a request is final (see
+    /// `opp.settle_window_ms`): the configured one, else 3 × `timeout_ms` + 30 s.
+    pub fn settle_window(timeout_ms: u64, configured: Option<u64>) -> std::time::Duration {
+        std::time::Duration::from_millis(
+            configured.unwrap_or_else(|| timeout_ms.saturating_mul(3).saturating_add(30_000)),
+        )
+    }
+
+    /// Refuses a key lease of 0 and a settle window shorter than its connector's timeout (a
+    /// request could still be in flight when its silence is taken as final).
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the setting and what to set.
+    pub fn check_unknown_outcome_settings(&self) -> Result<(), ConfigError> {
+        if self.safety.key_lease_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "safety.key_lease_secs must be at least 1 (seconds a call holds its idempotency key between renewals); the default is 60".into(),
+            ));
+        }
+        for (name, timeout, window) in [
+            ("opp", self.opp.timeout_ms, self.opp.settle_window_ms),
+            (
+                "stripe",
+                self.stripe.timeout_ms,
+                self.stripe.settle_window_ms,
+            ),
+        ] {
+            if let Some(window) = window {
+                if window < timeout {
+                    return Err(ConfigError::Invalid(format!(
+                        "{name}.settle_window_ms ({window}) is shorter than {name}.timeout_ms ({timeout}): a request could still be in flight when the provider's silence is taken as final. Set it above the timeout (default 3 x timeout + 30000), or remove it"
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Whether the offline emulator stands in for OPP (no base URL configured).

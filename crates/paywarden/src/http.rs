@@ -281,9 +281,10 @@ pub struct Readiness {
     pub timeout: std::time::Duration,
 }
 
-/// `GET /readyz` for orchestrators: HTTP 200 `{"status":"ready","checks":{...}}` when the
-/// database answers and every provider is reachable; else HTTP 503
-/// `{"status":"not_ready","failed":[names],"checks":{name:{"ok":false,"error":...}}}`.
+/// `GET /readyz` for orchestrators: HTTP 200 `{"status":"ready","checks":{...},"warnings":[...]}`
+/// when the database answers and every provider is reachable; else HTTP 503
+/// `{"status":"not_ready","failed":[names],"checks":{name:{"ok":false,"error":...}},"warnings":[...]}`.
+/// `warnings` lists unacknowledged late arrivals at a provider (they never fail readiness).
 /// Each check is bounded by [`Readiness::timeout`]; the checks run concurrently.
 pub fn readiness_router(readiness: Readiness) -> Router {
     let client = reqwest::Client::builder()
@@ -335,6 +336,7 @@ async fn readyz(readiness: &Readiness, client: &reqwest::Client) -> Response {
     });
     let (database, providers) =
         tokio::join!(database, futures_join_all(providers.collect::<Vec<_>>()));
+    let warnings = reconciliation_warnings(readiness).await;
     let mut checks = serde_json::Map::new();
     let mut failed = Vec::new();
     for (name, check) in std::iter::once(database).chain(providers) {
@@ -346,15 +348,37 @@ async fn readyz(readiness: &Readiness, client: &reqwest::Client) -> Response {
     if failed.is_empty() {
         (
             StatusCode::OK,
-            Json(serde_json::json!({ "status": "ready", "checks": checks })),
+            Json(serde_json::json!({ "status": "ready", "checks": checks, "warnings": warnings })),
         )
             .into_response()
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({ "status": "not_ready", "failed": failed, "checks": checks })),
+            Json(serde_json::json!({ "status": "not_ready", "failed": failed, "checks": checks, "warnings": warnings })),
         )
             .into_response()
+    }
+}
+
+/// What `/readyz` warns about without failing: operations that reached a provider after their
+/// idempotency key's settle window (a late duplicate moved money twice), until an operator
+/// acknowledges them with `paywarden reconcile --acknowledge`.
+async fn reconciliation_warnings(readiness: &Readiness) -> Vec<String> {
+    match tokio::time::timeout(readiness.timeout, readiness.store.unacknowledged_late()).await {
+        Ok(Ok(late)) => late
+            .iter()
+            .map(|l| {
+                format!(
+                    "{}: {} transaction {} under idempotency key {:?} (entity {}) reached the provider after its settle window; review it with `paywarden reconcile`",
+                    l.kind.as_deref().unwrap_or("late_arrival"),
+                    l.tool,
+                    l.transaction_id.as_deref().unwrap_or("?"),
+                    l.key,
+                    l.entity_id
+                )
+            })
+            .collect(),
+        _ => Vec::new(),
     }
 }
 

@@ -431,6 +431,10 @@ async fn call(
                 "Internal error: paywarden's database failed; retry later".into(),
             ))
         }
+        Err(e @ ServiceError::Unrecorded { .. }) => {
+            tracing::error!(error = %e, "store failure after sending");
+            Err((-32603, format!("Internal error: {e}")))
+        }
     }
 }
 

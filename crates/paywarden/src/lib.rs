@@ -45,6 +45,7 @@ pub mod cli_approvals;
 pub mod cli_audit;
 pub mod cli_ifthenpay;
 pub mod cli_receipts;
+pub mod cli_reconcile;
 pub mod config;
 pub mod connectors;
 pub mod http;

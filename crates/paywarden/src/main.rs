@@ -111,6 +111,15 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Money-moving calls whose outcome is unknown, keys released after their settle window,
+    /// and operations that reached a provider late (exit 1 while one awaits review);
+    /// --acknowledge one after review.
+    Reconcile {
+        #[command(flatten)]
+        args: paywarden::cli_reconcile::ReconcileArgs,
+        #[command(flatten)]
+        common: Common,
+    },
     /// The policy.
     Policy {
         #[command(subcommand)]
@@ -401,6 +410,20 @@ async fn main() -> anyhow::Result<()> {
             )?;
             let store = open_store(&config).await?;
             let code = paywarden::cli_approvals::run(&store, action).await?;
+            if code != 0 {
+                std::process::exit(code);
+            }
+        }
+        Command::Reconcile { args, common } => {
+            let config = load(
+                file,
+                Overrides {
+                    data_dir: common.data_dir,
+                    ..Overrides::default()
+                },
+            )?;
+            let store = open_store(&config).await?;
+            let code = paywarden::cli_reconcile::run(&store, args).await?;
             if code != 0 {
                 std::process::exit(code);
             }

@@ -101,6 +101,9 @@ pub struct Transaction {
     pub card: Option<CardSummary>,
     /// OPP's request id (`ndc`), recorded in the audit log.
     pub ndc: Option<String>,
+    /// `customParameters` as OPP echoes them (name → value); paywarden's own reference of an
+    /// idempotency key travels as [`crate::service::opp::REFERENCE_PARAMETER`].
+    pub custom_parameters: std::collections::BTreeMap<String, String>,
 }
 
 /// A transaction as tools return it: OPP's response shape plus paywarden's additions.

@@ -503,7 +503,7 @@ async fn upgrading_keeps_earlier_creations_idempotent() {
         ),
         (DEMO_ENTITY_ID, "refund-0123456789abcdef-x".to_string()),
     ] {
-        let state = store.idempotency_state(entity, &key).await.expect("state");
+        let state = store.idempotency_key(entity, &key).await.expect("state");
         assert!(state.is_some(), "{entity} {key} after 0006");
         keys.push((entity.to_string(), key));
     }

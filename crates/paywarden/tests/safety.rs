@@ -521,7 +521,8 @@ async fn a_timed_out_write_is_looked_up_at_the_provider_before_any_retry() {
         )
     );
 
-    // When OPP has nothing under the key, the operation never happened: the retry runs it, once.
+    // When OPP has nothing under the key once the settle window has passed, the operation never
+    // happened: the retry runs it, once.
     let hash = paywarden::service::safety::binding_hash(
         "perform_capture",
         &json!({"referenceId": pa, "amount": "5.00", "currency": "EUR"}),
@@ -530,13 +531,41 @@ async fn a_timed_out_write_is_looked_up_at_the_provider_before_any_retry() {
         .begin_idempotent(
             paywarden_emulator::DEMO_ENTITY_ID,
             "never-sent",
-            "perform_capture",
+            ("opp", "perform_capture"),
             &hash,
+            "a-dead-call",
+            chrono::Duration::seconds(60),
+        )
+        .await
+        .unwrap();
+    let intent = paywarden::service::reconcile::Intent {
+        toolset: "opp".into(),
+        tool: "perform_capture".into(),
+        reference_id: pa.clone(),
+        operation: "CP".into(),
+        amount_minor: Some(500),
+        currency: "EUR".into(),
+        marker: paywarden::service::opp::derived_merchant_reference(
+            paywarden_emulator::DEMO_ENTITY_ID,
+            "never-sent",
+        ),
+        settle_window_ms: 0,
+        extra: serde_json::Value::Null,
+    };
+    app.store
+        .record_idempotent_intent(
+            paywarden_emulator::DEMO_ENTITY_ID,
+            "never-sent",
+            &serde_json::to_value(&intent).unwrap(),
         )
         .await
         .unwrap();
     app.store
-        .mark_idempotent_unknown(paywarden_emulator::DEMO_ENTITY_ID, "never-sent")
+        .mark_idempotent_unknown(
+            paywarden_emulator::DEMO_ENTITY_ID,
+            "never-sent",
+            Some(chrono::Utc::now()),
+        )
         .await
         .unwrap();
     let fresh = call(&client, "perform_capture", json!({"referenceId": pa, "amount": "5.00", "currency": "EUR", "idempotencyKey": "never-sent"}))

@@ -476,9 +476,14 @@ pub(crate) fn render(
         Err(e @ ServiceError::Store(_)) => {
             tracing::error!(error = %e, "store failure");
             Err(McpError::internal_error(
-                "paywarden's database failed; nothing was sent to the provider. Retry later.",
+                "paywarden's database failed before anything was sent to the provider; nothing was sent. Retry later.",
                 None,
             ))
+        }
+        // The request may have reached the provider: say so, never "nothing was sent".
+        Err(e @ ServiceError::Unrecorded { .. }) => {
+            tracing::error!(error = %e, "store failure after sending");
+            Err(McpError::internal_error(e.to_string(), None))
         }
     }
 }

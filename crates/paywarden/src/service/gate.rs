@@ -90,6 +90,9 @@ pub struct GateRequest<'a> {
     /// Fields every stop output carries as well (e.g. `{"balances": null}`), so it matches the
     /// tool's output schema.
     pub output_defaults: serde_json::Value,
+    /// The call's idempotency key ([`derived_key`]): on [`Gate::Execute`] the reservation and
+    /// the claimed approval are recorded on it, so whoever settles the key settles them too.
+    pub key: Option<&'a str>,
 }
 
 /// The idempotency key of a money-moving call: the caller's own, else one derived from its
@@ -123,6 +126,23 @@ impl Pipeline {
     /// [`ServiceError::Store`] when paywarden's database fails. Refusals are
     /// [`Gate::Stop`] outcomes.
     pub async fn gate(&self, request: GateRequest<'_>) -> Result<Gate, ServiceError> {
+        let caller = request.caller;
+        let key = request.key;
+        let gate = self.gate_unattached(request).await?;
+        if let (Gate::Execute(claims), Some(key)) = (&gate, key) {
+            self.store()
+                .attach_to_idempotent(
+                    &caller.entity_id,
+                    key,
+                    claims.reservation.as_deref(),
+                    claims.approval_id.as_deref(),
+                )
+                .await?;
+        }
+        Ok(gate)
+    }
+
+    async fn gate_unattached(&self, request: GateRequest<'_>) -> Result<Gate, ServiceError> {
         let GateRequest {
             caller,
             toolset,
@@ -136,6 +156,7 @@ impl Pipeline {
             approval_id,
             argument_names,
             output_defaults,
+            key,
         } = request;
         let mut verdict = match self.safety().policy.evaluate(&policy) {
             Ok(v) => v,
@@ -169,7 +190,7 @@ impl Pipeline {
         if let Some(id) = approval_id {
             return match self
                 .store()
-                .claim_approval(id, &caller.entity_id, binding)
+                .claim_approval_leased(id, &caller.entity_id, binding, self.key_lease())
                 .await
             {
                 Ok(approval) => match stale(&approval.preview, &preview) {
@@ -178,7 +199,7 @@ impl Pipeline {
                     None => Ok(Gate::Execute(Claims {
                         approval_id: Some(id.to_string()),
                         confirmation: None,
-                        reservation: self.reserve_unchecked(caller, &policy).await?,
+                        reservation: self.reserve_unchecked(caller, &policy, key).await?,
                         receipt: Some(receipt_basis(&verdict, &preview)),
                     })),
                     // What a person approved is not what would move now (the payment changed
@@ -217,7 +238,7 @@ impl Pipeline {
         let mut reserved = None;
         if executes_now {
             match self
-                .reserve_checked(caller, &policy, floor, &verdict, tool)
+                .reserve_checked(caller, &policy, (floor, &verdict), tool, key)
                 .await?
             {
                 Reserve::Reserved(r) => reserved = r,
@@ -360,6 +381,7 @@ impl Pipeline {
         &self,
         caller: &Caller,
         policy: &PolicyInput,
+        key: Option<&str>,
     ) -> Result<Option<String>, ServiceError> {
         let (Some(amount), Some(currency)) = (policy.amount_minor, policy.currency.as_deref())
         else {
@@ -367,7 +389,7 @@ impl Pipeline {
         };
         Ok(Some(
             self.store()
-                .reserve_limit(&caller.entity_id, currency, amount)
+                .reserve_limit(&caller.entity_id, currency, amount, key)
                 .await?,
         ))
     }
@@ -379,9 +401,9 @@ impl Pipeline {
         &self,
         caller: &Caller,
         policy: &PolicyInput,
-        floor: Decision,
-        verdict: &Verdict,
+        (floor, verdict): (Decision, &Verdict),
         tool: &str,
+        key: Option<&str>,
     ) -> Result<Reserve, ServiceError> {
         let (Some(amount), Some(currency)) = (policy.amount_minor, policy.currency.clone()) else {
             return Ok(Reserve::Reserved(None));
@@ -425,7 +447,7 @@ impl Pipeline {
             }
             Ok(Reserve::Reserved(Some(
                 store
-                    .reserve_limit(&caller.entity_id, &currency, amount)
+                    .reserve_limit(&caller.entity_id, &currency, amount, key)
                     .await?,
             )))
         }
@@ -440,10 +462,11 @@ impl Pipeline {
     /// (nothing reached the provider, or it refused the credentials, which moves nothing) the
     /// approval goes back to `approved` and the confirmation token becomes usable again, so
     /// the rightful caller can still run them; otherwise an approval records `outcome` and is
-    /// `executed`. The cumulative-limit reservation is released unless the outcome is
-    /// [`Settlement::Unknown`] (then the amount may have moved, and it stays reserved until the
-    /// end of its UTC day). Call it after the movement (if any) is recorded, so the daily total
-    /// never drops below what moved.
+    /// `executed`. An [`Settlement::Unknown`] outcome keeps the approval `executing` and the
+    /// amount reserved until reconciliation finds what the provider did
+    /// ([`Pipeline::reconcile`]); otherwise the cumulative-limit reservation is released. Call
+    /// it after the movement (if any) is recorded, so the daily total never drops below what
+    /// moved.
     ///
     /// # Errors
     /// [`ServiceError::Store`].
@@ -465,6 +488,9 @@ impl Pipeline {
             if let Some(hash) = &claims.confirmation {
                 self.store().release_confirmation(hash).await?;
             }
+            return Ok(());
+        }
+        if settlement == Settlement::Unknown {
             return Ok(());
         }
         if let Some(id) = &claims.approval_id {

@@ -1731,7 +1731,7 @@ impl IfthenpayService {
         let idempotency_key = format!("ifthenpay:{tool}:{}:{}", key.entity, creation.order_id());
         let store = self.pipeline.store();
         if store
-            .idempotency_state(&key.entity, &idempotency_key)
+            .idempotency_key(&key.entity, &idempotency_key)
             .await?
             .is_none()
             && store

@@ -1,8 +1,9 @@
 //! The one pipeline every tool call goes through, whichever toolset asked for it:
 //!
 //! ```text
-//! authenticate (caller) → validate (typed request) → idempotency → provider pre-check
-//!   → connector call → outcome → audit
+//! authenticate (caller) → validate (typed request) → unknown outcome of the key? ([`reconcile`])
+//!   → idempotency (key leased) → provider pre-check → gate → intent recorded → connector call
+//!   → outcome → audit → key settled
 //! ```
 //!
 //! A toolset module (in [`crate::mcp`]) only translates its tool's parameters into a typed
@@ -12,6 +13,7 @@ pub mod gate;
 pub mod ifthenpay;
 pub mod opp;
 pub mod ops;
+pub mod reconcile;
 pub mod safety;
 
 use std::time::Instant;
@@ -80,9 +82,25 @@ pub enum ServiceError {
     /// Arguments are malformed: a JSON-RPC invalid-params error for the client.
     #[error("{0}")]
     InvalidArguments(String),
-    /// paywarden's own storage failed; nothing was sent to the provider.
-    #[error("paywarden's database failed: {0}")]
+    /// paywarden's own storage failed before anything was sent to the provider.
+    #[error("paywarden's database failed before anything was sent to the provider; nothing was sent ({0})")]
     Store(#[from] crate::store::StoreError),
+    /// paywarden's own storage failed after the request may have reached the provider: the
+    /// operation may have happened, and paywarden could not record what the provider did.
+    #[error("paywarden's database failed after the request may have reached {provider}: the operation may have happened. Do not start a new operation: retry this exact call later with the same idempotency key (paywarden asks {provider} first and never sends it twice), or look it up with the toolset's lookup tool")]
+    Unrecorded {
+        /// The provider (`OPP`, `Stripe`).
+        provider: String,
+        /// What failed.
+        source: crate::store::StoreError,
+    },
+}
+
+impl ServiceError {
+    /// Whether the request may have reached the provider.
+    pub fn may_have_reached_provider(&self) -> bool {
+        matches!(self, ServiceError::Unrecorded { .. })
+    }
 }
 
 /// The pipeline's shared parts.
@@ -93,6 +111,8 @@ pub struct Pipeline {
     safety: std::sync::Arc<safety::Safety>,
     banner: std::sync::Arc<str>,
     receipts: Option<crate::receipts::ReceiptSigner>,
+    provider: std::sync::Arc<str>,
+    settle_window: std::time::Duration,
 }
 
 /// The first line of every result's text when the offline emulator answered.
@@ -126,6 +146,40 @@ impl Pipeline {
             safety: std::sync::Arc::new(safety),
             banner: SANDBOX_BANNER.into(),
             receipts: None,
+            provider: "OPP".into(),
+            settle_window: crate::config::Config::settle_window(10_000, None),
+        }
+    }
+
+    /// The same pipeline with `window` as its provider's settle window: how long after a
+    /// request could last have been sent the provider's silence about it is final.
+    pub fn with_settle_window(mut self, window: std::time::Duration) -> Self {
+        self.settle_window = window;
+        self
+    }
+
+    /// The provider's settle window (see [`Pipeline::with_settle_window`]).
+    pub fn settle_window(&self) -> std::time::Duration {
+        self.settle_window
+    }
+
+    /// The provider's name, e.g. `OPP` or `Stripe`.
+    pub fn provider(&self) -> &str {
+        &self.provider
+    }
+
+    /// How long a call holds its idempotency key between renewals (`safety.key_lease_secs`).
+    pub fn key_lease(&self) -> chrono::Duration {
+        chrono::Duration::seconds(
+            i64::try_from(self.safety.config.key_lease_secs.max(1)).unwrap_or(60),
+        )
+    }
+
+    /// A store failure after the request may have reached the provider.
+    pub fn unrecorded(&self, source: crate::store::StoreError) -> ServiceError {
+        ServiceError::Unrecorded {
+            provider: self.provider.to_string(),
+            source,
         }
     }
 
@@ -149,6 +203,8 @@ impl Pipeline {
             )
             .into(),
             receipts: self.receipts.clone(),
+            provider: provider.into(),
+            settle_window: self.settle_window,
         }
     }
 
@@ -212,7 +268,9 @@ impl Pipeline {
     {
         let started = Instant::now();
         let Some(key) = idempotency_key else {
-            let mut result = run().await.map(|(outcome, _)| outcome);
+            let ran = run().await;
+            let sent = matches!(ran, Ok((_, Settlement::Final | Settlement::Unknown)));
+            let mut result = ran.map(|(outcome, _)| outcome);
             let sealed = match &mut result {
                 Ok(outcome) => {
                     self.seal_receipt(caller, toolset, tool, arguments, outcome, started)
@@ -220,60 +278,50 @@ impl Pipeline {
                 }
                 Err(_) => false,
             };
-            if !sealed {
-                self.audit(caller, toolset, tool, arguments, &result, started, false)
-                    .await?;
+            if sealed {
+                return result;
+            }
+            if let Err(e) = self
+                .audit(caller, toolset, tool, arguments, &result, started, false)
+                .await
+            {
+                // Without a key there is no intent to tell whether anything was sent.
+                return Err(match e {
+                    ServiceError::Store(source) if sent => self.unrecorded(source),
+                    other => other,
+                });
             }
             return result;
         };
         let hash = safety::binding_hash(tool, arguments);
+        let holder = uuid::Uuid::new_v4().to_string();
         let begin = self
             .store
-            .begin_idempotent(&caller.entity_id, key, tool, &hash)
+            .begin_idempotent(
+                &caller.entity_id,
+                key,
+                (toolset, tool),
+                &hash,
+                &holder,
+                self.key_lease(),
+            )
             .await;
-        let mut sealed = false;
         let result = match begin {
-            Ok(Begin::Proceed) => match run().await {
-                Ok((mut outcome, settlement)) => {
-                    // Before the key completes, so a replay returns the same receipt.
-                    sealed = self
-                        .seal_receipt(caller, toolset, tool, arguments, &mut outcome, started)
-                        .await;
-                    match settlement {
-                        Settlement::Final => {
-                            self.store
-                                .complete_idempotent(
-                                    &caller.entity_id,
-                                    key,
-                                    &serde_json::json!({
-                                        "structured": outcome.structured,
-                                        "text": outcome.text,
-                                        "audit": outcome.audit,
-                                    }),
-                                    outcome.is_error,
-                                )
-                                .await?
-                        }
-                        Settlement::Unknown => {
-                            self.store
-                                .mark_idempotent_unknown(&caller.entity_id, key)
-                                .await?
-                        }
-                        Settlement::NotSent => {
-                            self.store
-                                .abandon_idempotent(&caller.entity_id, key)
-                                .await?
-                        }
-                    }
-                    Ok(outcome)
-                }
-                Err(e) => {
-                    self.store
-                        .abandon_idempotent(&caller.entity_id, key)
-                        .await?;
-                    Err(e)
-                }
-            },
+            Ok(Begin::Proceed) => {
+                let ran = self
+                    .with_lease(&caller.entity_id, key, &holder, run())
+                    .await;
+                return self
+                    .settle_key(
+                        caller,
+                        (toolset, tool, arguments),
+                        key,
+                        &holder,
+                        ran,
+                        started,
+                    )
+                    .await;
+            }
             Ok(Begin::Replay { response, is_error }) => {
                 let mut structured = response
                     .get("structured")
@@ -320,10 +368,8 @@ impl Pipeline {
             Err(IdempotencyError::Store(e)) => Err(ServiceError::Store(e)),
             Err(e) => Ok(self.error_outcome("idempotency_key_conflict", &e.to_string(), None)),
         };
-        if !sealed {
-            self.audit(caller, toolset, tool, arguments, &result, started, true)
-                .await?;
-        }
+        self.audit(caller, toolset, tool, arguments, &result, started, true)
+            .await?;
         result
     }
 
@@ -458,6 +504,157 @@ impl Pipeline {
         Ok(receipt)
     }
 
+    /// Runs a keyed call while renewing its key's lease every third of the lease, so the key
+    /// stays held while the call runs and lapses soon after its process dies.
+    async fn with_lease<F: std::future::Future>(
+        &self,
+        entity_id: &str,
+        key: &str,
+        holder: &str,
+        call: F,
+    ) -> F::Output {
+        let lease = self.key_lease();
+        let every = (lease / 3)
+            .to_std()
+            .unwrap_or(std::time::Duration::from_secs(1))
+            .max(std::time::Duration::from_millis(100));
+        tokio::pin!(call);
+        let mut renew = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                out = &mut call => return out,
+                _ = renew.tick() => {
+                    match self.store.renew_idempotent_lease(entity_id, key, holder, lease).await {
+                        Ok(true) => {}
+                        Ok(false) => tracing::error!(key, "this call no longer holds its idempotency key (its lease ran out and it was reconciled)"),
+                        Err(e) => tracing::warn!(error = %e, key, "could not renew the idempotency key's lease"),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Settles a keyed call's key with what its run produced: a final outcome is audited, then
+    /// stored (a process dying in between leaves the key to reconciliation, which writes the
+    /// audit row only if it is missing); an unknown outcome blocks the key for the settle
+    /// window; nothing sent releases it. A run that failed after the request may have reached
+    /// the provider keeps the key blocked too.
+    async fn settle_key(
+        &self,
+        caller: &Caller,
+        call: (&str, &str, &serde_json::Value),
+        key: &str,
+        holder: &str,
+        ran: Result<(ToolOutcome, Settlement), ServiceError>,
+        started: Instant,
+    ) -> Result<ToolOutcome, ServiceError> {
+        let (toolset, tool, arguments) = call;
+        let entity = caller.entity_id.as_str();
+        // Only a toolset that reconciles unknown outcomes gets a settle window; another's
+        // unknown outcome waits for an operator.
+        let settle_after = reconcile::RECONCILED_TOOLSETS.contains(&toolset).then(|| {
+            chrono::Utc::now()
+                + chrono::Duration::from_std(self.settle_window)
+                    .unwrap_or(chrono::Duration::minutes(1))
+        });
+        let (mut outcome, settlement) = match ran {
+            Ok(ran) => ran,
+            Err(e) => {
+                let kept = if e.may_have_reached_provider() {
+                    self.store
+                        .mark_idempotent_unknown(entity, key, settle_after)
+                        .await
+                } else {
+                    self.store.abandon_idempotent(entity, key, holder).await
+                };
+                if let Err(store) = kept {
+                    tracing::error!(error = %store, key, "could not settle the idempotency key after a failed call; its lease will run out and it will be reconciled");
+                }
+                let result = Err(e);
+                if let Err(audit) = self
+                    .audit(caller, toolset, tool, arguments, &result, started, true)
+                    .await
+                {
+                    tracing::error!(error = %audit, "could not audit a failed call");
+                }
+                return result;
+            }
+        };
+        // An executed movement's receipt names its audit row: sealing appends that row, signs
+        // and stores the receipt, before the key completes (so a replay returns the receipt).
+        let sealed = settlement == Settlement::Final
+            && self
+                .seal_receipt(caller, toolset, tool, arguments, &mut outcome, started)
+                .await;
+        let result = Ok(outcome);
+        let stored = match (settlement, &result) {
+            (Settlement::Final, Ok(outcome)) => {
+                let audited = if sealed {
+                    Ok(())
+                } else {
+                    self.audit(caller, toolset, tool, arguments, &result, started, true)
+                        .await
+                        .map(|_| ())
+                };
+                match audited {
+                    Ok(()) => self
+                        .store
+                        .complete_idempotent(
+                            entity,
+                            key,
+                            holder,
+                            &serde_json::json!({
+                                "structured": outcome.structured,
+                                "text": outcome.text,
+                                "audit": outcome.audit,
+                            }),
+                            outcome.is_error,
+                            outcome.audit.transaction_id.as_deref(),
+                        )
+                        .await
+                        .map_err(ServiceError::from),
+                    Err(e) => Err(e),
+                }
+            }
+            (Settlement::Unknown, _) => match self
+                .store
+                .mark_idempotent_unknown(entity, key, settle_after)
+                .await
+            {
+                Ok(()) => self
+                    .audit(caller, toolset, tool, arguments, &result, started, true)
+                    .await
+                    .map(|_| ()),
+                Err(e) => Err(e.into()),
+            },
+            _ => match self.store.abandon_idempotent(entity, key, holder).await {
+                Ok(()) => self
+                    .audit(caller, toolset, tool, arguments, &result, started, true)
+                    .await
+                    .map(|_| ()),
+                Err(e) => Err(e.into()),
+            },
+        };
+        match stored {
+            Ok(()) => result,
+            Err(ServiceError::Store(source)) if settlement != Settlement::NotSent => {
+                // Whether the request may have left: the call records its intent before sending.
+                let sent = match self.store.idempotency_key(entity, key).await {
+                    Ok(Some(record)) => record.intent.is_some(),
+                    Ok(None) => false,
+                    Err(_) => true,
+                };
+                Err(if sent {
+                    self.unrecorded(source)
+                } else {
+                    ServiceError::Store(source)
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// A tool-error outcome with a machine-readable `kind` and a message.
     pub fn error_outcome(
         &self,
@@ -546,9 +743,13 @@ pub enum Settlement {
     /// The provider answered (success or rejection), or paywarden refused before sending:
     /// replay this outcome on retry.
     Final,
-    /// Nothing was sent to the provider (it was unreachable): a retry may run.
+    /// Nothing was sent to the provider (it could not be reached, or paywarden refused before
+    /// sending), or a creation the provider deduplicates by its own idempotency key: a retry may
+    /// run.
     NotSent,
-    /// The provider may or may not have acted (timeout): block the key.
+    /// The provider may or may not have acted (a timeout, a connection lost after connecting, an
+    /// answer paywarden could not record): block the key until it is reconciled
+    /// ([`reconcile`]).
     Unknown,
 }
 

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     gate::{derived_key, Gate, GateRequest},
+    reconcile::{Found, Intent, Reconciler},
     safety::{binding_hash, ApprovalView, ConfirmationView, PreviewView},
     AuditFacts, Caller, Pipeline, ServiceError, Settlement, ToolOutcome,
 };
@@ -31,6 +32,12 @@ use crate::{
 
 /// The toolset's name in configuration and the audit log.
 pub const TOOLSET: &str = "opp";
+
+/// The OPP custom parameter (`customParameters[PAYWARDEN_REF]`) carrying paywarden's derived
+/// reference of an idempotency key ([`derived_merchant_reference`]) on every keyed operation,
+/// whatever `merchantTransactionId` the caller chose: how an operation whose answer paywarden
+/// never heard is recognised at OPP.
+pub const REFERENCE_PARAMETER: &str = "PAYWARDEN_REF";
 
 /// Largest number of transactions `search_transactions` reads from OPP for one search
 /// (100 per page, 20 pages); a larger match is reported as `truncated`.
@@ -516,138 +523,18 @@ impl OppService {
                 command.merchant_transaction_id =
                     Some(derived_merchant_reference(&caller.entity_id, key));
             }
-            self.resolve_unknown(caller, &command, key, &binding)
-                .await?;
+        }
+        // Operations that reached OPP after their key was released are recorded and reported
+        // first; then an unknown outcome of this key is resolved at OPP before anything is sent.
+        self.pipeline.check_late(self, caller, TOOLSET).await;
+        if let Some(key) = &key {
+            self.pipeline.reconcile(self, caller, key, &binding).await?;
         }
         self.pipeline
             .write(caller, TOOLSET, tool, arguments, key.as_deref(), || {
-                self.decide(caller, command, arguments, binding)
+                self.decide(caller, command, arguments, binding, key.clone())
             })
             .await
-    }
-
-    /// A key whose first call timed out at OPP has an unknown outcome. Before anything is sent
-    /// again, ask OPP for the transaction carrying the key's merchant reference: if OPP has it,
-    /// that is the outcome (replayed from now on); if OPP has none, the operation never
-    /// happened and the retry may run; if OPP cannot be asked, the key stays blocked.
-    async fn resolve_unknown(
-        &self,
-        caller: &Caller,
-        command: &BackofficeCommand,
-        key: &str,
-        binding: &str,
-    ) -> Result<(), ServiceError> {
-        let store = self.pipeline.store();
-        let Some((state, hash)) = store.idempotency_state(&caller.entity_id, key).await? else {
-            return Ok(());
-        };
-        if state != "unknown" || hash != binding {
-            return Ok(());
-        }
-        let Some(reference) = &command.merchant_transaction_id else {
-            return Ok(());
-        };
-        let tool = tool_of(command.operation);
-        let credentials = Self::credentials(caller);
-        match self
-            .client
-            .query_by_merchant_transaction_id(&credentials, reference)
-            .await
-        {
-            Ok(found) => {
-                let happened = found.into_iter().find(|t| {
-                    t.referenced_id.as_deref() == Some(command.reference_id.as_str())
-                        && t.payment_type == command.operation.payment_type()
-                });
-                match happened {
-                    Some(tx) if tx.result.is_success() => {
-                        store
-                            .record_movement(
-                                &caller.entity_id,
-                                TOOLSET,
-                                tool,
-                                &command.reference_id,
-                                &tx.id,
-                                tx.amount.minor_units(),
-                                tx.amount.currency().code(),
-                            )
-                            .await?;
-                        let output = BackofficeOutput {
-                            status: "executed".into(),
-                            transaction: Some(tx.view()),
-                            balances: None,
-                            confirmation: None,
-                            approval: None,
-                            sandbox: self.pipeline.sandbox(),
-                            idempotent_replay: false,
-                            receipt: None,
-                        };
-                        let structured = serde_json::to_value(&output)
-                            .map_err(crate::store::StoreError::from)?;
-                        let text = self.pipeline.decorate(&format!(
-                            "{tool} had timed out, and OPP confirms it went through: {} {} {} -> transaction {} (result {} {}).\n{structured}",
-                            tx.payment_type.description(),
-                            tx.amount.to_decimal_string(),
-                            tx.amount.currency().code(),
-                            tx.id,
-                            tx.result.code,
-                            tx.result.description
-                        ));
-                        store
-                            .settle_unknown_idempotent(
-                                &caller.entity_id,
-                                key,
-                                &serde_json::json!({
-                                    "structured": structured,
-                                    "text": text,
-                                    "audit": AuditFacts {
-                                        outcome: "ok".into(),
-                                        result_code: Some(tx.result.code.clone()),
-                                        provider_request_id: tx.ndc.clone(),
-                                        transaction_id: Some(tx.id.clone()),
-                                        receipt: None,
-                                    },
-                                }),
-                                false,
-                            )
-                            .await?;
-                    }
-                    Some(tx) => {
-                        let outcome = self.rejection_outcome(
-                            tool,
-                            &tx.result,
-                            "OPP refused the operation (found after a timeout)",
-                            Some(&tx),
-                            true,
-                        );
-                        store
-                            .settle_unknown_idempotent(
-                                &caller.entity_id,
-                                key,
-                                &serde_json::json!({
-                                    "structured": outcome.structured,
-                                    "text": outcome.text,
-                                    "audit": outcome.audit,
-                                }),
-                                true,
-                            )
-                            .await?;
-                    }
-                    None => {
-                        store
-                            .forget_unknown_idempotent(&caller.entity_id, key)
-                            .await?
-                    }
-                }
-            }
-            Err(OppError::NotFound { .. }) => {
-                store
-                    .forget_unknown_idempotent(&caller.entity_id, key)
-                    .await?
-            }
-            Err(e) => tracing::warn!(error = %e, "could not resolve an unknown outcome yet"),
-        }
-        Ok(())
     }
 
     /// Reads the referenced transaction's payment from OPP and applies OPP's state rules and
@@ -815,6 +702,7 @@ impl OppService {
         command: BackofficeCommand,
         arguments: &serde_json::Value,
         binding: String,
+        key: Option<String>,
     ) -> Result<(ToolOutcome, Settlement), ServiceError> {
         let tool = tool_of(command.operation);
         let (target, linked, amount) = match self.check(caller, &command).await? {
@@ -853,17 +741,26 @@ impl OppService {
                 approval_id: command.approval_id.as_deref(),
                 argument_names: ("confirmationToken", "approvalId"),
                 output_defaults: serde_json::json!({ "balances": null }),
+                key: key.as_deref(),
             })
             .await?;
         match gate {
             Gate::Stop(outcome, settlement) => Ok((outcome, settlement)),
             Gate::Execute(claims) => {
-                let (mut outcome, settlement) = self.execute_locked(caller, &command).await?;
+                let (mut outcome, settlement) = self
+                    .execute_locked(caller, &command, key.as_deref())
+                    .await?;
                 self.pipeline
                     .attach_receipt(&claims, &mut outcome, settlement, "opp");
                 self.pipeline
                     .finish_gated(&claims, &outcome, settlement)
-                    .await?;
+                    .await
+                    .map_err(|e| match (e, settlement) {
+                        (ServiceError::Store(source), Settlement::Final | Settlement::Unknown) => {
+                            self.pipeline.unrecorded(source)
+                        }
+                        (e, _) => e,
+                    })?;
                 Ok((outcome, settlement))
             }
         }
@@ -880,6 +777,7 @@ impl OppService {
         &self,
         caller: &Caller,
         command: &BackofficeCommand,
+        key: Option<&str>,
     ) -> Result<(ToolOutcome, Settlement), ServiceError> {
         let tool = tool_of(command.operation);
         let store = self.pipeline.store();
@@ -908,17 +806,27 @@ impl OppService {
             }
             tokio::time::sleep(std::time::Duration::from_millis(15)).await;
         }
-        let result = self.execute_unlocked(caller, command).await;
-        store
+        let result = self.execute_unlocked(caller, command, key).await;
+        // Past the send, a failure to give the lease back must not hide the outcome: the
+        // lease runs out on its own.
+        if let Err(e) = store
             .unlock_transaction(&caller.entity_id, &command.reference_id, &holder)
-            .await?;
+            .await
+        {
+            tracing::warn!(error = %e, "could not release a transaction lease; it runs out on its own");
+        }
         result
     }
 
+    /// Sends the operation. With an idempotency key, the operation carries paywarden's derived
+    /// reference of the key (`customParameters[PAYWARDEN_REF]`), and what is sent is recorded on
+    /// the key first ([`Intent`]), so an outcome paywarden never hears is found at OPP later.
+    /// Once sent, no failure says that nothing was sent.
     async fn execute_unlocked(
         &self,
         caller: &Caller,
         command: &BackofficeCommand,
+        key: Option<&str>,
     ) -> Result<(ToolOutcome, Settlement), ServiceError> {
         let tool = tool_of(command.operation);
         let (target, linked, amount) = match self.check(caller, command).await? {
@@ -929,80 +837,68 @@ impl OppService {
         let credentials = Self::credentials(caller);
         // An explicit amount (OPP requires one) except for a reversal, which voids the whole
         // authorisation.
+        let sent_amount = (command.operation != Operation::Reversal).then_some(amount);
+        let marker = key.map(|k| derived_merchant_reference(&caller.entity_id, k));
         let request = BackofficeRequest {
             payment_type: command.operation.payment_type(),
-            amount: (command.operation != Operation::Reversal).then_some(amount),
+            amount: sent_amount,
             merchant_transaction_id: command.merchant_transaction_id.clone(),
-            custom_parameters: Vec::new(),
+            custom_parameters: marker
+                .iter()
+                .map(|m| (REFERENCE_PARAMETER.to_string(), m.clone()))
+                .collect(),
         };
+        if let (Some(key), Some(marker)) = (key, marker) {
+            let intent = Intent {
+                toolset: TOOLSET.into(),
+                tool: tool.into(),
+                reference_id: command.reference_id.clone(),
+                operation: command.operation.payment_type().code().into(),
+                amount_minor: sent_amount.map(|m| m.minor_units()),
+                currency: amount.currency().code().into(),
+                marker,
+                settle_window_ms: u64::try_from(self.pipeline.settle_window().as_millis())
+                    .unwrap_or(u64::MAX),
+                extra: serde_json::Value::Null,
+            };
+            self.pipeline
+                .store()
+                .record_idempotent_intent(
+                    &caller.entity_id,
+                    key,
+                    &serde_json::to_value(&intent).map_err(crate::store::StoreError::from)?,
+                )
+                .await?;
+        }
         match self
             .client
             .backoffice(&credentials, &command.reference_id, &request)
             .await
         {
-            Ok(created) => {
-                self.pipeline
-                    .store()
-                    .record_movement(
-                        &caller.entity_id,
-                        TOOLSET,
-                        tool,
-                        &target.id,
-                        &created.id,
-                        created.amount.minor_units(),
-                        created.amount.currency().code(),
-                    )
-                    .await?;
-                let mut after = tree.clone();
-                after.push(created.ledger_record());
-                let balances = balances_view(&target, &after);
-                let output = BackofficeOutput {
-                    status: "executed".into(),
-                    transaction: Some(created.view()),
-                    balances: Some(balances.clone()),
-                    confirmation: None,
-                    approval: None,
-                    sandbox: self.pipeline.sandbox(),
-                    idempotent_replay: false,
-                    receipt: None,
-                };
-                let summary = format!(
-                    "{tool} succeeded: {} {} on {} {} -> new {} transaction {} (result {} {}). {} now: captured {} {cur}, refunded {} {cur}, capturable {} {cur}, refundable {} {cur}.",
-                    created.payment_type.description(),
-                    money_text(created.amount),
-                    target.payment_type.code(),
-                    target.id,
-                    created.payment_type.code(),
-                    created.id,
-                    created.result.code,
-                    created.result.description,
-                    target.id,
-                    balances.captured,
-                    balances.refunded,
-                    balances.capturable,
-                    balances.refundable,
-                    cur = balances.currency,
-                );
-                let structured =
-                    serde_json::to_value(&output).map_err(crate::store::StoreError::from)?;
-                Ok((
-                    ToolOutcome {
-                        text: self
-                            .pipeline
-                            .decorate(&format!("{summary}\n{}", structured)),
-                        structured,
-                        is_error: false,
-                        audit: AuditFacts {
-                            outcome: "ok".into(),
-                            result_code: Some(created.result.code.clone()),
-                            provider_request_id: created.ndc.clone(),
-                            transaction_id: Some(created.id.clone()),
-                            receipt: None,
-                        },
-                    },
-                    Settlement::Final,
-                ))
-            }
+            Ok(created) => match self
+                .executed(caller, command, &target, &tree, &created)
+                .await
+            {
+                Ok(done) => Ok(done),
+                // OPP executed it but paywarden could not record it: the key stays blocked as
+                // an unknown outcome, and the retry finds the operation at OPP and records it.
+                Err(e) => {
+                    tracing::error!(error = %e, transaction = %created.id, "OPP executed an operation paywarden could not record yet");
+                    Ok((
+                        self.pipeline.error_outcome(
+                            "not_recorded",
+                            &format!(
+                                "{tool}: OPP executed it (transaction {}, {} {}), but paywarden could not record it ({e}). Do not start a new operation: retry this exact call with the same idempotencyKey; paywarden finds it at OPP and records it, and never sends it twice.",
+                                created.id,
+                                created.amount.to_decimal_string(),
+                                created.amount.currency().code()
+                            ),
+                            Some(&created.result.code),
+                        ),
+                        Settlement::Unknown,
+                    ))
+                }
+            },
             Err(OppError::Rejected {
                 result,
                 transaction,
@@ -1018,6 +914,78 @@ impl OppService {
             )),
             Err(e) => Ok(self.provider_failure(tool, e, false)),
         }
+    }
+
+    /// Records an operation OPP executed (the movement) and builds the tool's outcome.
+    async fn executed(
+        &self,
+        caller: &Caller,
+        command: &BackofficeCommand,
+        target: &Transaction,
+        tree: &[paywarden_domain::TxRecord],
+        created: &Transaction,
+    ) -> Result<(ToolOutcome, Settlement), crate::store::StoreError> {
+        let tool = tool_of(command.operation);
+        self.pipeline
+            .store()
+            .record_movement(
+                &caller.entity_id,
+                TOOLSET,
+                tool,
+                &target.id,
+                &created.id,
+                created.amount.minor_units(),
+                created.amount.currency().code(),
+            )
+            .await?;
+        let mut after = tree.to_vec();
+        after.push(created.ledger_record());
+        let balances = balances_view(target, &after);
+        let output = BackofficeOutput {
+            status: "executed".into(),
+            transaction: Some(created.view()),
+            balances: Some(balances.clone()),
+            confirmation: None,
+            approval: None,
+            sandbox: self.pipeline.sandbox(),
+            idempotent_replay: false,
+            receipt: None,
+        };
+        let summary = format!(
+            "{tool} succeeded: {} {} on {} {} -> new {} transaction {} (result {} {}). {} now: captured {} {cur}, refunded {} {cur}, capturable {} {cur}, refundable {} {cur}.",
+            created.payment_type.description(),
+            money_text(created.amount),
+            target.payment_type.code(),
+            target.id,
+            created.payment_type.code(),
+            created.id,
+            created.result.code,
+            created.result.description,
+            target.id,
+            balances.captured,
+            balances.refunded,
+            balances.capturable,
+            balances.refundable,
+            cur = balances.currency,
+        );
+        let structured = serde_json::to_value(&output)?;
+        Ok((
+            ToolOutcome {
+                text: self
+                    .pipeline
+                    .decorate(&format!("{summary}\n{}", structured)),
+                structured,
+                is_error: false,
+                audit: AuditFacts {
+                    outcome: "ok".into(),
+                    result_code: Some(created.result.code.clone()),
+                    provider_request_id: created.ndc.clone(),
+                    transaction_id: Some(created.id.clone()),
+                    receipt: None,
+                },
+            },
+            Settlement::Final,
+        ))
     }
 
     /// `get_approval`: the state of an approval request; once approved, runs the operation
@@ -1086,7 +1054,7 @@ impl OppService {
                                 // The same path as re-calling the tool with approvalId: OPP's
                                 // rules on fresh state, the policy, the approval claimed only
                                 // if what would move now is what the person approved.
-                                self.decide(caller, command.clone(), &bound, binding.clone()).await
+                                self.decide(caller, command.clone(), &bound, binding.clone(), Some(key.clone())).await
                             })
                             .await
                     }
@@ -1240,7 +1208,7 @@ impl OppService {
             OppError::Timeout(d) => (
                 "timeout_outcome_unknown",
                 format!(
-                    "{tool}: OPP did not answer within {d:?}, so the outcome is UNKNOWN: the operation may or may not have happened. Do not retry blindly: call get_transactions with the referenced id to see whether it went through."
+                    "{tool}: OPP did not answer within {d:?}, so the outcome is UNKNOWN: the operation may or may not have happened. Do not start a new operation: retry this exact call with the same idempotencyKey (paywarden asks OPP first and never sends it twice), or call get_transactions with the referenced id to see whether it went through."
                 ),
                 Settlement::Unknown,
                 None,
@@ -1249,6 +1217,20 @@ impl OppService {
                 "unreachable",
                 format!("{tool} failed: OPP could not be reached ({reason}); nothing was sent. Retry later, or check the server's OPP base URL."),
                 Settlement::NotSent,
+                None,
+            ),
+            OppError::ConnectionLost { reason, .. } if before_write => (
+                "connection_lost",
+                format!("{tool} failed: the connection to OPP broke while paywarden read the referenced transaction ({reason}); nothing was sent. Retry later."),
+                Settlement::NotSent,
+                None,
+            ),
+            OppError::ConnectionLost { reason, .. } => (
+                "connection_lost_outcome_unknown",
+                format!(
+                    "{tool}: the connection to OPP broke after the request may have reached it ({reason}), so the outcome is UNKNOWN: the operation may or may not have happened. Do not start a new operation: retry this exact call with the same idempotencyKey (paywarden asks OPP first and never sends it twice), or call get_transactions with the referenced id."
+                ),
+                Settlement::Unknown,
                 None,
             ),
             OppError::UnexpectedResponse { .. } if before_write => (
@@ -1720,5 +1702,122 @@ impl OppService {
                 })
             })
             .await
+    }
+}
+
+impl Reconciler for OppService {
+    type Op = Transaction;
+
+    fn found(op: &Transaction) -> Found {
+        Found {
+            transaction_id: op.id.clone(),
+            succeeded: op.result.is_success(),
+        }
+    }
+
+    /// The operations on `intent.reference_id` of exactly its type, amount and currency that
+    /// carry the key's derived reference (as `customParameters[PAYWARDEN_REF]`, or, from OPP
+    /// answers without custom parameters, as the merchant reference paywarden chose). A
+    /// caller's own `merchantTransactionId` never identifies an operation: it may be reused.
+    async fn find(&self, caller: &Caller, intent: &Intent) -> Result<Vec<Transaction>, String> {
+        let payment_type: PaymentType = intent
+            .operation
+            .parse()
+            .map_err(|_| format!("unknown OPP payment type {:?}", intent.operation))?;
+        let found = match self
+            .client
+            .query_by_id(
+                &Self::credentials(caller),
+                &intent.reference_id,
+                true,
+                &[payment_type],
+            )
+            .await
+        {
+            Ok(found) => found,
+            Err(OppError::NotFound { .. }) => Vec::new(),
+            Err(e) => return Err(e.to_string()),
+        };
+        Ok(found
+            .into_iter()
+            .filter(|t| {
+                let marked = match t.custom_parameters.get(REFERENCE_PARAMETER) {
+                    Some(m) => *m == intent.marker,
+                    None => {
+                        t.custom_parameters.is_empty()
+                            && t.merchant_transaction_id.as_deref() == Some(intent.marker.as_str())
+                    }
+                };
+                marked
+                    && t.payment_type == payment_type
+                    && t.referenced_id.as_deref() == Some(intent.reference_id.as_str())
+                    && t.amount.currency().code() == intent.currency
+                    && intent
+                        .amount_minor
+                        .is_none_or(|a| t.amount.minor_units() == a)
+            })
+            .collect())
+    }
+
+    async fn record(
+        &self,
+        caller: &Caller,
+        intent: &Intent,
+        tx: &Transaction,
+    ) -> Result<ToolOutcome, ServiceError> {
+        if !tx.result.is_success() {
+            return Ok(self.rejection_outcome(
+                &intent.tool,
+                &tx.result,
+                "OPP refused the operation (found at OPP after its answer was lost)",
+                Some(tx),
+                true,
+            ));
+        }
+        self.pipeline
+            .store()
+            .record_movement(
+                &caller.entity_id,
+                TOOLSET,
+                &intent.tool,
+                &intent.reference_id,
+                &tx.id,
+                tx.amount.minor_units(),
+                tx.amount.currency().code(),
+            )
+            .await?;
+        let output = BackofficeOutput {
+            status: "executed".into(),
+            transaction: Some(tx.view()),
+            balances: None,
+            confirmation: None,
+            approval: None,
+            sandbox: self.pipeline.sandbox(),
+            idempotent_replay: false,
+            receipt: None,
+        };
+        let structured = serde_json::to_value(&output).map_err(crate::store::StoreError::from)?;
+        let text = self.pipeline.decorate(&format!(
+            "{}: paywarden had not heard OPP's answer, and OPP shows it went through: {} {} {} -> transaction {} (result {} {}).\n{structured}",
+            intent.tool,
+            tx.payment_type.description(),
+            tx.amount.to_decimal_string(),
+            tx.amount.currency().code(),
+            tx.id,
+            tx.result.code,
+            tx.result.description
+        ));
+        Ok(ToolOutcome {
+            structured,
+            is_error: false,
+            text,
+            audit: AuditFacts {
+                outcome: "ok".into(),
+                result_code: Some(tx.result.code.clone()),
+                provider_request_id: tx.ndc.clone(),
+                transaction_id: Some(tx.id.clone()),
+                receipt: None,
+            },
+        })
     }
 }

@@ -23,12 +23,14 @@ use sha2::{Digest, Sha256};
 
 use super::{
     gate::{derived_key, Gate, GateRequest},
+    reconcile::{Found, Intent, Reconciler},
     safety::{binding_hash, token_hash, PreviewView},
     AuditFacts, Caller, Pipeline, ServiceError, Settlement, ToolOutcome,
 };
 use crate::{
     connectors::stripe::{
-        PaymentIntent, PaymentIntentStatus, RefundReason, RefundRequest, StripeClient, StripeError,
+        PaymentIntent, PaymentIntentStatus, Refund, RefundReason, RefundRequest, RefundStatus,
+        StripeClient, StripeError,
     },
     policy::{Decision, PolicyInput},
     store::{CustomerRecord, OrderRecord, OrderStatus},
@@ -751,25 +753,40 @@ impl OpsService {
         o
     }
 
-    /// A Stripe failure as a tool error; `write` says whether money might have moved.
+    /// A Stripe failure as a tool error that says whether the request may have reached Stripe,
+    /// for a `call` of the given kind.
     fn stripe_failure(
         &self,
         tool: &str,
         error: &StripeError,
-        write: bool,
+        call: StripeCall,
     ) -> (ToolOutcome, Settlement) {
-        let (kind, advice, settlement) = match error {
-            StripeError::Timeout(_) if write => (
-                "provider_timeout",
-                "The outcome is UNKNOWN: do not start a new refund. Retry this exact call (same arguments and token or idempotency_key): paywarden asks Stripe first and never refunds twice.",
+        // The request may have reached Stripe, which may have acted: what that means per call.
+        let indeterminate = match call {
+            StripeCall::Read => (
+                "Nothing changed (this was a read). Try again later.",
+                Settlement::NotSent,
+            ),
+            StripeCall::Refund => (
+                "The request may have reached Stripe, so the outcome is UNKNOWN: do not start a new refund. Retry this exact call (same arguments and token or idempotency_key): paywarden asks Stripe first and never refunds twice.",
                 Settlement::Unknown,
             ),
-            StripeError::Timeout(_) => ("provider_timeout", "Nothing changed. Try again later.", Settlement::NotSent),
+            // Retried under the same Stripe Idempotency-Key, Stripe answers with what it created.
+            StripeCall::Create => (
+                "The request may have reached Stripe, which may have created it: the outcome is unknown. Retry this exact call with the same idempotency_key: Stripe then returns what it created, never a second one (without an idempotency_key a retry may create a second one).",
+                Settlement::NotSent,
+            ),
+        };
+        let (kind, advice, settlement) = match error {
+            StripeError::Timeout(_) => ("provider_timeout", indeterminate.0, indeterminate.1),
             StripeError::Unreachable { .. } => (
                 "provider_unreachable",
                 "Nothing was sent. Check that Stripe (or the emulator) is reachable, then retry.",
                 Settlement::NotSent,
             ),
+            StripeError::ConnectionLost { .. } => {
+                ("provider_connection_lost", indeterminate.0, indeterminate.1)
+            }
             StripeError::Authentication { .. } | StripeError::InvalidKey { .. } | StripeError::LiveKeyRefused { .. } => (
                 "provider_authentication",
                 "paywarden's Stripe key was refused: an operator must fix STRIPE_API_KEY / [stripe] api_key. Nothing was done.",
@@ -781,18 +798,18 @@ impl OpsService {
                 Settlement::Final,
             ),
             StripeError::NotFound { .. } => ("not_found", "Check the id with list_payments.", Settlement::Final),
-            StripeError::Api { status, .. } if *status >= 500 => (
+            // Stripe documents a 5xx answer to a write as indeterminate: it may have acted.
+            StripeError::Api { status, .. } if *status >= 500 => {
+                ("provider_error", indeterminate.0, indeterminate.1)
+            }
+            StripeError::Api { .. } => ("provider_rejected", "Stripe refused it; nothing was done.", Settlement::Final),
+            StripeError::UnexpectedResponse { .. } if call == StripeCall::Read => (
                 "provider_error",
-                "Stripe failed; nothing was done. Retry later with the same arguments.",
+                "Stripe's answer could not be read; nothing changed (this was a read). Try again later.",
                 Settlement::NotSent,
             ),
-            StripeError::Api { .. } => ("provider_rejected", "Stripe refused it; nothing was done.", Settlement::Final),
-            StripeError::UnexpectedResponse { .. } => (
-                "provider_error",
-                "Stripe's answer could not be read; check the payment with list_payments before retrying.",
-                if write { Settlement::Unknown } else { Settlement::NotSent },
-            ),
-            StripeError::InvalidArgument { .. } => ("invalid_request", "Fix the arguments.", Settlement::NotSent),
+            StripeError::UnexpectedResponse { .. } => ("provider_error", indeterminate.0, indeterminate.1),
+            StripeError::InvalidArgument { .. } => ("invalid_request", "Nothing was sent: fix the arguments.", Settlement::NotSent),
         };
         let request_id = match error {
             StripeError::Api { request_id, .. }
@@ -1040,7 +1057,7 @@ impl OpsService {
                 .await
             {
                 Ok(p) => p,
-                Err(e) => return Ok(self.stripe_failure("list_payments", &e, false).0),
+                Err(e) => return Ok(self.stripe_failure("list_payments", &e, StripeCall::Read).0),
             };
             let mut payments = Vec::new();
             for pi in &page.data {
@@ -1491,6 +1508,7 @@ impl OpsService {
                         approval_id: params.approval_id.as_deref(),
                         argument_names: ("confirmation_token", "approval_id"),
                         output_defaults: defaults.clone(),
+                        key: key.as_deref(),
                     })
                     .await?;
                 let claims = match gate {
@@ -1528,7 +1546,7 @@ impl OpsService {
             .await
         {
             Ok(p) => p,
-            Err(e) => return Ok(self.stripe_failure(tool, &e, false)),
+            Err(e) => return Ok(self.stripe_failure(tool, &e, StripeCall::Create)),
         };
         let price = match self
             .stripe
@@ -1536,7 +1554,7 @@ impl OpsService {
             .await
         {
             Ok(p) => p,
-            Err(e) => return Ok(self.stripe_failure(tool, &e, false)),
+            Err(e) => return Ok(self.stripe_failure(tool, &e, StripeCall::Create)),
         };
         let mut metadata = BTreeMap::new();
         metadata.insert("paywarden_entity".to_string(), caller.entity_id.clone());
@@ -1550,7 +1568,7 @@ impl OpsService {
             .await
         {
             Ok(l) => l,
-            Err(e) => return Ok(self.stripe_failure(tool, &e, false)),
+            Err(e) => return Ok(self.stripe_failure(tool, &e, StripeCall::Create)),
         };
         let output = PaymentLinkOutput {
             status: "created".into(),
@@ -1618,9 +1636,9 @@ impl OpsService {
             command.confirmation_token.as_deref(),
             command.approval_id.as_deref(),
         );
+        self.pipeline.check_late(self, caller, TOOLSET).await;
         if let Some(key) = &key {
-            self.resolve_unknown(caller, &command, key, &binding)
-                .await?;
+            self.pipeline.reconcile(self, caller, key, &binding).await?;
         }
         self.pipeline
             .write(caller, TOOLSET, tool, arguments, key.as_deref(), || async {
@@ -1688,7 +1706,7 @@ impl OpsService {
                     match self.stripe.charge(id).await {
                         Ok(ch) => ch.payment_intent.unwrap_or_else(|| id.clone()),
                         Err(StripeError::NotFound { .. }) => id.clone(),
-                        Err(e) => return Ok(Err(self.stripe_failure(tool, &e, false))),
+                        Err(e) => return Ok(Err(self.stripe_failure(tool, &e, StripeCall::Read))),
                     }
                 } else {
                     id.clone()
@@ -1749,7 +1767,7 @@ impl OpsService {
         };
         let pi = match self.stripe.payment_intent(&pi_id).await {
             Ok(pi) => pi,
-            Err(e) => return Ok(Err(self.stripe_failure(tool, &e, false))),
+            Err(e) => return Ok(Err(self.stripe_failure(tool, &e, StripeCall::Read))),
         };
         if customer.stripe_customer_id.is_some() && pi.customer != customer.stripe_customer_id {
             return refuse(
@@ -1772,7 +1790,7 @@ impl OpsService {
         let (charge_amount, refunded_before) = match &pi.latest_charge {
             Some(ch) => match self.stripe.charge(ch).await {
                 Ok(c) => (c.amount.minor_units(), c.amount_refunded.minor_units()),
-                Err(e) => return Ok(Err(self.stripe_failure(tool, &e, false))),
+                Err(e) => return Ok(Err(self.stripe_failure(tool, &e, StripeCall::Read))),
             },
             None => (pi.amount_received.minor_units(), order.refunded_cents),
         };
@@ -1867,6 +1885,7 @@ impl OpsService {
                 approval_id: command.approval_id.as_deref(),
                 argument_names: ("confirmation_token", "approval_id"),
                 output_defaults: serde_json::json!({}),
+                key,
             })
             .await?;
         let claims = match gate {
@@ -1900,7 +1919,13 @@ impl OpsService {
             .attach_receipt(&claims, &mut outcome, settlement, "stripe");
         self.pipeline
             .finish_gated(&claims, &outcome, settlement)
-            .await?;
+            .await
+            .map_err(|e| match (e, settlement) {
+                (ServiceError::Store(source), Settlement::Final | Settlement::Unknown) => {
+                    self.pipeline.unrecorded(source)
+                }
+                (e, _) => e,
+            })?;
         Ok((outcome, settlement))
     }
 
@@ -1939,9 +1964,14 @@ impl OpsService {
             tokio::time::sleep(std::time::Duration::from_millis(15)).await;
         }
         let result = self.execute_refund_locked(caller, command, key).await;
-        store
+        // Past the send, a failure to give the lease back must not hide the outcome: the
+        // lease runs out on its own.
+        if let Err(e) = store
             .unlock_transaction(&caller.entity_id, &resource, &holder)
-            .await?;
+            .await
+        {
+            tracing::warn!(error = %e, "could not release a transaction lease; it runs out on its own");
+        }
         result
     }
 
@@ -1969,10 +1999,7 @@ impl OpsService {
         let by = REFUNDED_BY;
         let mut metadata = BTreeMap::new();
         metadata.insert("order_id".to_string(), checked.order.id.clone());
-        metadata.insert(
-            "paywarden_key".to_string(),
-            token_hash(key)[..32].to_string(),
-        );
+        metadata.insert("paywarden_key".to_string(), refund_marker(key));
         metadata.insert("refunded_by".to_string(), by.to_string());
         metadata.insert(
             "client".to_string(),
@@ -1982,6 +2009,30 @@ impl OpsService {
             "reason".to_string(),
             command.reason.chars().take(500).collect(),
         );
+        let intent = Intent {
+            toolset: TOOLSET.into(),
+            tool: tool.into(),
+            reference_id: checked.payment_intent.clone(),
+            operation: "refund".into(),
+            amount_minor: Some(checked.amount_cents),
+            currency: checked.order.currency.to_ascii_uppercase(),
+            marker: refund_marker(key),
+            settle_window_ms: u64::try_from(self.pipeline.settle_window().as_millis())
+                .unwrap_or(u64::MAX),
+            extra: serde_json::json!({
+                "orderId": checked.order.id,
+                "email": checked.customer.email,
+                "reason": command.reason,
+            }),
+        };
+        self.pipeline
+            .store()
+            .record_idempotent_intent(
+                &caller.entity_id,
+                key,
+                &serde_json::to_value(&intent).map_err(crate::store::StoreError::from)?,
+            )
+            .await?;
         let reason = RefundReason::from_wire(&command.reason);
         let request = RefundRequest {
             payment_intent: checked.payment_intent.clone(),
@@ -1999,7 +2050,7 @@ impl OpsService {
             .await
         {
             Ok(r) => r,
-            Err(e) => return Ok(self.stripe_failure(tool, &e, true)),
+            Err(e) => return Ok(self.stripe_failure(tool, &e, StripeCall::Refund)),
         };
         match self
             .record_refund(caller, command, checked, &refund, replayed.request_id, by)
@@ -2110,95 +2161,142 @@ impl OpsService {
             },
         ))
     }
+}
 
-    /// A key whose refund timed out at Stripe has an unknown outcome. Before anything else,
-    /// look for the refund carrying the key at Stripe: found, it is recorded and becomes the
-    /// key's outcome; not found, the key is released (nothing happened); Stripe unreachable,
-    /// the key stays blocked.
-    async fn resolve_unknown(
+/// What kind of Stripe request failed, for what its failure means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StripeCall {
+    /// A read: nothing changes at Stripe.
+    Read,
+    /// A refund: money may have moved; an unknown outcome is reconciled.
+    Refund,
+    /// A creation (product, price, payment link) under Stripe's own Idempotency-Key.
+    Create,
+}
+
+/// paywarden's derived reference of idempotency key `key` on a Stripe refund (metadata
+/// `paywarden_key`): how a refund whose answer paywarden never heard is recognised at Stripe.
+fn refund_marker(key: &str) -> String {
+    token_hash(key)[..32].to_string()
+}
+
+impl Reconciler for OpsService {
+    type Op = Refund;
+
+    fn found(refund: &Refund) -> Found {
+        Found {
+            transaction_id: refund.id.clone(),
+            succeeded: !matches!(refund.status, RefundStatus::Failed | RefundStatus::Canceled),
+        }
+    }
+
+    /// The refunds of exactly `intent`'s PaymentIntent, amount and currency that carry the
+    /// key's marker (metadata `paywarden_key`).
+    async fn find(&self, _caller: &Caller, intent: &Intent) -> Result<Vec<Refund>, String> {
+        let refunds = self
+            .stripe
+            .refunds_for(&intent.reference_id)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut found: Vec<Refund> = refunds
+            .data
+            .into_iter()
+            .filter(|r| {
+                r.metadata.get("paywarden_key") == Some(&intent.marker)
+                    && r.payment_intent.as_deref() == Some(intent.reference_id.as_str())
+                    && intent
+                        .amount_minor
+                        .is_none_or(|a| r.amount.minor_units() == a)
+                    && r.amount.currency().code() == intent.currency
+            })
+            .collect();
+        found.sort_by_key(|r| r.created);
+        Ok(found)
+    }
+
+    /// Records a refund found at Stripe as `issue_refund` would have (refund_log, the order's
+    /// refunded amount, the movement; each once).
+    async fn record(
         &self,
         caller: &Caller,
-        command: &RefundCommand,
-        key: &str,
-        binding: &str,
-    ) -> Result<(), ServiceError> {
-        let store = self.pipeline.store();
-        let Some((state, hash)) = store.idempotency_state(&caller.entity_id, key).await? else {
-            return Ok(());
+        intent: &Intent,
+        refund: &Refund,
+    ) -> Result<ToolOutcome, ServiceError> {
+        let field = |name: &str| {
+            intent
+                .extra
+                .get(name)
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_string()
         };
-        if state != "unknown" || hash != binding {
-            return Ok(());
+        if !Self::found(refund).succeeded {
+            let mut outcome = self.pipeline.error_outcome(
+                "provider_rejected",
+                &format!(
+                    "issue_refund: Stripe refund {} of {} {} is {}: nothing was refunded.",
+                    refund.id,
+                    refund.amount.to_decimal_string(),
+                    refund.amount.currency().code(),
+                    refund.status.as_str()
+                ),
+                None,
+            );
+            outcome.audit.outcome = "rejected".into();
+            outcome.audit.transaction_id = Some(refund.id.clone());
+            return Ok(outcome);
         }
-        let marker = token_hash(key)[..32].to_string();
-        let Some(customer) = store
-            .customer_by_email(&caller.entity_id, &command.email)
-            .await?
-        else {
-            return Ok(());
-        };
-        // The charge named, or (when none was) any of the customer's orders.
-        let orders: Vec<OrderRecord> = match &command.charge_id {
-            Some(id) => store
-                .order_by_charge(&caller.entity_id, id)
-                .await?
-                .into_iter()
-                .collect(),
-            None => store.orders_of(&caller.entity_id, &customer.id).await?,
-        };
-        for order in orders {
-            let Some(pi_id) = order.stripe_charge_id.clone() else {
-                continue;
-            };
-            let found = match self.stripe.refunds_for(&pi_id).await {
-                Ok(r) => r
-                    .data
-                    .into_iter()
-                    .find(|r| r.metadata.get("paywarden_key") == Some(&marker)),
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not resolve an unknown refund outcome yet");
-                    return Ok(());
-                }
-            };
-            let Some(refund) = found else { continue };
-            let charge = match self.stripe.payment_intent(&pi_id).await {
-                Ok(pi) => match pi.latest_charge {
-                    Some(ch) => self.stripe.charge(&ch).await.ok(),
-                    None => None,
-                },
-                Err(_) => None,
-            };
-            let Some(charge) = charge else { return Ok(()) };
-            let checked = CheckedRefund {
-                customer,
-                amount_cents: refund.amount.minor_units(),
-                refunded_before: (charge.amount_refunded.minor_units()
-                    - refund.amount.minor_units())
-                .max(0),
-                charge_amount: charge.amount.minor_units(),
-                payment_intent: pi_id,
-                order,
-            };
-            let outcome = self
-                .record_refund(caller, command, &checked, &refund, None, REFUNDED_BY)
-                .await?;
+        let store = self.pipeline.store();
+        let order = store.order(&caller.entity_id, &field("orderId")).await?;
+        let customer = store
+            .customer_by_email(&caller.entity_id, &field("email"))
+            .await?;
+        let (Some(order), Some(customer)) = (order, customer) else {
+            // The order is gone from paywarden's database: the movement is still recorded.
             store
-                .settle_unknown_idempotent(
+                .record_movement(
                     &caller.entity_id,
-                    key,
-                    &serde_json::json!({
-                        "structured": outcome.structured,
-                        "text": outcome.text,
-                        "audit": outcome.audit,
-                    }),
-                    false,
+                    TOOLSET,
+                    "issue_refund",
+                    &intent.reference_id,
+                    &refund.id,
+                    refund.amount.minor_units(),
+                    refund.amount.currency().code(),
                 )
                 .await?;
-            return Ok(());
-        }
-        store
-            .forget_unknown_idempotent(&caller.entity_id, key)
-            .await?;
-        Ok(())
+            return Ok(self.ok(
+                serde_json::json!({"status": "executed", "stripe_refund_id": refund.id}),
+                format!(
+                    "Stripe made refund {} of {} {}; its order is no longer in paywarden's database.",
+                    refund.id,
+                    refund.amount.to_decimal_string(),
+                    refund.amount.currency().code()
+                ),
+                AuditFacts {
+                    transaction_id: Some(refund.id.clone()),
+                    ..AuditFacts::default()
+                },
+            ));
+        };
+        let checked = CheckedRefund {
+            refunded_before: order.refunded_cents,
+            charge_amount: order.amount_cents,
+            payment_intent: intent.reference_id.clone(),
+            amount_cents: refund.amount.minor_units(),
+            customer,
+            order,
+        };
+        let command = RefundCommand {
+            email: field("email"),
+            charge_id: Some(intent.reference_id.clone()),
+            amount_cents: Some(refund.amount.minor_units()),
+            reason: field("reason"),
+            confirmation_token: None,
+            approval_id: None,
+            idempotency_key: None,
+        };
+        self.record_refund(caller, &command, &checked, refund, None, REFUNDED_BY)
+            .await
     }
 }
 

@@ -6,6 +6,7 @@
 //! ```text
 //! pending ──approve──▶ approved ──claim──▶ executing ──finish──▶ executed
 //!    │                                   ◀──release──┘
+//!    │                     (or its lease ran out with no call's key holding it)
 //!    ├──deny──▶ denied
 //!    └──(expires_at passes)──▶ expired
 //! ```
@@ -26,6 +27,11 @@ use super::{Store, StoreError};
 
 /// How long after an approval the agent may still execute it, even past the request's expiry.
 pub const EXECUTION_GRACE: chrono::Duration = chrono::Duration::hours(1);
+
+/// How long a claim holds an approval `executing` ([`Store::claim_approval`]) before the call
+/// executing it records it on its idempotency key; past it, with no key holding it, the claimer
+/// died before sending anything and the approval is claimable again.
+pub const DEFAULT_EXECUTION_LEASE: chrono::Duration = chrono::Duration::seconds(60);
 
 /// Where an approval request stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -543,6 +549,23 @@ impl Store {
         entity_id: &str,
         request_hash: &str,
     ) -> Result<Approval, ApprovalError> {
+        self.claim_approval_leased(id, entity_id, request_hash, DEFAULT_EXECUTION_LEASE)
+            .await
+    }
+
+    /// [`Store::claim_approval`] holding the claim for `lease`: an approval left `executing`
+    /// past its lease by a claimer that died before any call's idempotency key held it (so
+    /// before anything was sent) is claimed again.
+    ///
+    /// # Errors
+    /// As [`Store::claim_approval`].
+    pub async fn claim_approval_leased(
+        &self,
+        id: &str,
+        entity_id: &str,
+        request_hash: &str,
+        lease: chrono::Duration,
+    ) -> Result<Approval, ApprovalError> {
         let mut tx = self.begin_write().await?;
         let Some(current) = fetch(&mut *tx, id, self.for_update()).await? else {
             return Err(ApprovalError::NotFound { id: id.to_string() });
@@ -554,7 +577,10 @@ impl Store {
             return Err(ApprovalError::Mismatch { id: id.to_string() });
         }
         let now = Utc::now();
-        let current = current.seen_at(now);
+        let mut current = current.seen_at(now);
+        if current.status == ApprovalStatus::Executing && abandoned(&mut tx, id, now).await? {
+            current.status = ApprovalStatus::Approved;
+        }
         if current.status != ApprovalStatus::Approved {
             return Err(ApprovalError::NotApproved {
                 id: id.to_string(),
@@ -573,9 +599,11 @@ impl Store {
             return Err(ApprovalError::Expired { id: id.to_string() });
         }
         let claimed = sqlx::query(
-            "UPDATE approvals SET status = 'executing' WHERE id = $1 AND status = 'approved'",
+            "UPDATE approvals SET status = 'executing', executing_until = $2 \
+             WHERE id = $1 AND status IN ('approved', 'executing')",
         )
         .bind(id)
+        .bind(stamp(now + lease))
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -627,7 +655,7 @@ impl Store {
     /// [`StoreError`] on database failure.
     pub async fn release_approval(&self, id: &str) -> Result<bool, StoreError> {
         let updated = sqlx::query(
-            "UPDATE approvals SET status = 'approved' WHERE id = $1 AND status = 'executing'",
+            "UPDATE approvals SET status = 'approved', executing_until = NULL WHERE id = $1 AND status = 'executing'",
         )
         .bind(id)
         .execute(self.pool())
@@ -635,6 +663,95 @@ impl Store {
         .rows_affected();
         Ok(updated == 1)
     }
+}
+
+impl Store {
+    /// Recovers approvals left `executing` past their lease by a process that died: one that no
+    /// call's idempotency key holds goes back to `approved` (nothing was sent); one whose key
+    /// completed becomes `executed` with the key's outcome. An approval whose key is still open
+    /// stays `executing` until that key is reconciled. Returns how many changed.
+    ///
+    /// # Errors
+    /// [`StoreError`] on database failure.
+    pub async fn recover_approvals(&self) -> Result<usize, StoreError> {
+        let now = stamp(Utc::now());
+        let stale: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM approvals WHERE status = 'executing' AND executing_until < $1",
+        )
+        .bind(&now)
+        .fetch_all(self.pool())
+        .await?;
+        let mut changed = 0;
+        for id in stale {
+            let mut tx = self.begin_write().await?;
+            let Some(current) = fetch(&mut *tx, &id, self.for_update()).await? else {
+                continue;
+            };
+            if current.status != ApprovalStatus::Executing {
+                continue;
+            }
+            if abandoned(&mut tx, &id, Utc::now()).await? {
+                sqlx::query("UPDATE approvals SET status = 'approved', executing_until = NULL WHERE id = $1 AND status = 'executing'")
+                    .bind(&id)
+                    .execute(&mut *tx)
+                    .await?;
+                changed += 1;
+            } else if let Some(row) = sqlx::query(
+                "SELECT response, is_error FROM idempotency_keys WHERE approval_id = $1 AND state = 'completed'",
+            )
+            .bind(&id)
+            .fetch_optional(&mut *tx)
+            .await?
+            {
+                let response: Option<String> = row.try_get("response")?;
+                let response: serde_json::Value =
+                    serde_json::from_str(response.as_deref().unwrap_or("null"))?;
+                let is_error = super::get_bool(&row, "is_error")?.unwrap_or(false);
+                let outcome = serde_json::json!({
+                    "structured": response.get("structured"),
+                    "text": response.get("text"),
+                    "isError": is_error,
+                });
+                sqlx::query("UPDATE approvals SET status = 'executed', outcome = $1, executed_at = $2 WHERE id = $3 AND status = 'executing'")
+                    .bind(serde_json::to_string(&outcome)?)
+                    .bind(stamp(Utc::now()))
+                    .bind(&id)
+                    .execute(&mut *tx)
+                    .await?;
+                changed += 1;
+            }
+            tx.commit().await?;
+        }
+        Ok(changed)
+    }
+}
+
+/// Whether an `executing` approval was abandoned: its lease ran out and no call's idempotency
+/// key holds it (so its claimer died before sending anything). An approval claimed before
+/// leases existed (no `executing_until`) is never taken for abandoned.
+async fn abandoned(
+    tx: &mut sqlx::Transaction<'static, Any>,
+    id: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let until: Option<String> =
+        sqlx::query_scalar("SELECT executing_until FROM approvals WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut **tx)
+            .await?
+            .flatten();
+    let Some(until) = until else {
+        return Ok(false);
+    };
+    if parse_time("executing_until", &until)? > now {
+        return Ok(false);
+    }
+    let held: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM idempotency_keys WHERE approval_id = $1")
+            .bind(id)
+            .fetch_one(&mut **tx)
+            .await?;
+    Ok(held == 0)
 }
 
 #[cfg(test)]

@@ -1,17 +1,33 @@
 //! Idempotency keys of money-moving calls, stored per (entity, key) with a hash of the request.
 //!
+//! Life of a key (migration `0009_unknown_outcomes` describes the columns):
+//!
+//! ```text
+//! begin ──▶ in_progress ──(the provider answered, or paywarden refused)──▶ completed (replayed)
+//!             │  held by one call under a lease the call renews while it runs
+//!             ├──(nothing was sent)──▶ deleted: a retry runs
+//!             ├──(timeout: the provider may have acted)──▶ unknown
+//!             └──(lease ran out: the process died)──▶ unknown if an intent was recorded,
+//!                                                     else deleted (nothing was sent)
+//! unknown ──(the provider shows the operation)──▶ completed with what the provider did
+//!         └──(settle_after passed, the provider still shows nothing)──▶ deleted, and watched
+//!                                                                       for a late arrival
+//! ```
+//!
 //! `begin` claims a key atomically (a primary-key insert), so two concurrent calls with one key
-//! cannot both proceed; `complete` stores the first outcome, which every retry then receives.
+//! cannot both proceed.
 
-use chrono::Utc;
-use sqlx::Row;
+use std::{fmt, str::FromStr};
+
+use chrono::{DateTime, Duration, Utc};
+use sqlx::{any::AnyRow, Row};
 
 use super::{Store, StoreError};
 
 /// What `begin` decided.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Begin {
-    /// The key is new: this call proceeds and must `complete` (or `abandon`) it.
+    /// The key is new: this call proceeds and must complete, mark unknown or abandon it.
     Proceed,
     /// The key was used before with the same request: here is the first outcome.
     Replay {
@@ -20,6 +36,98 @@ pub enum Begin {
         /// Whether the first outcome was a tool error.
         is_error: bool,
     },
+}
+
+/// Where a key stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyState {
+    /// A call holds it (under a lease).
+    InProgress,
+    /// The first outcome is stored and replayed.
+    Completed,
+    /// The provider may or may not have acted; retries are refused until it is reconciled.
+    Unknown,
+}
+
+impl KeyState {
+    /// `in_progress`, `completed` or `unknown`, as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyState::InProgress => "in_progress",
+            KeyState::Completed => "completed",
+            KeyState::Unknown => "unknown",
+        }
+    }
+}
+
+impl fmt::Display for KeyState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for KeyState {
+    type Err = StoreError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "in_progress" => Ok(KeyState::InProgress),
+            "completed" => Ok(KeyState::Completed),
+            "unknown" => Ok(KeyState::Unknown),
+            other => Err(StoreError::Database(sqlx::Error::Decode(
+                format!("unknown idempotency key state {other:?}").into(),
+            ))),
+        }
+    }
+}
+
+/// A stored key with everything recovery needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyRecord {
+    /// The entity.
+    pub entity_id: String,
+    /// The key.
+    pub key: String,
+    /// The tool that first used it.
+    pub tool: String,
+    /// Its toolset (`None` for keys from before migration 0007).
+    pub toolset: Option<String>,
+    /// [`crate::service::safety::binding_hash`] of the first request.
+    pub request_hash: String,
+    /// Where it stands.
+    pub state: KeyState,
+    /// When it was first used.
+    pub created_at: DateTime<Utc>,
+    /// `InProgress`: until when its call holds it (keys from before leases: `None`).
+    pub lease_until: Option<DateTime<Utc>>,
+    /// `Unknown`: from when the provider's silence means the operation never happened.
+    pub settle_after: Option<DateTime<Utc>>,
+    /// What the call was about to send (a [`crate::service::reconcile::Intent`] as JSON),
+    /// recorded before sending; `None`: nothing was sent.
+    pub intent: Option<serde_json::Value>,
+    /// The cumulative-limit reservation the call holds.
+    pub reservation_id: Option<String>,
+    /// The approval the call executes.
+    pub approval_id: Option<String>,
+    /// The provider transaction the key settled on.
+    pub transaction_id: Option<String>,
+    /// `Completed`: the stored outcome.
+    pub response: Option<serde_json::Value>,
+}
+
+/// How long a key from before leases (no `lease_until`) counts as held after it was created.
+pub const LEGACY_LEASE: Duration = Duration::minutes(10);
+
+impl KeyRecord {
+    /// Until when the call holds an `InProgress` key.
+    pub fn held_until(&self) -> DateTime<Utc> {
+        self.lease_until.unwrap_or(self.created_at + LEGACY_LEASE)
+    }
+
+    /// Whether an `InProgress` key's call has died (its lease ran out).
+    pub fn lease_expired(&self, now: DateTime<Utc>) -> bool {
+        self.state == KeyState::InProgress && self.held_until() <= now
+    }
 }
 
 /// Why a key cannot be used.
@@ -39,12 +147,14 @@ pub enum IdempotencyError {
         /// The key.
         key: String,
     },
-    /// The first call's outcome is unknown (the provider timed out) and the provider could not
-    /// be asked yet.
-    #[error("the call with idempotency key {key:?} timed out at the provider and its outcome is still unknown (the provider could not be asked); nothing was sent again. Retry later with the same key, or look the transaction up with get_transactions")]
+    /// The first call's outcome is unknown: the provider may have acted and does not show it
+    /// (yet), or could not be asked.
+    #[error("the outcome of the call with idempotency key {key:?} is still UNKNOWN: the request may have reached the provider, which does not show it (yet). Nothing was sent again. {next}")]
     Unknown {
         /// The key.
         key: String,
+        /// What happens next, and what to do.
+        next: String,
     },
     /// Database failure.
     #[error(transparent)]
@@ -57,73 +167,204 @@ impl From<sqlx::Error> for IdempotencyError {
     }
 }
 
+pub(crate) fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+fn parse_ts(column: &str, raw: Option<String>) -> Result<Option<DateTime<Utc>>, StoreError> {
+    raw.map(|raw| {
+        DateTime::parse_from_rfc3339(&raw)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|e| {
+                StoreError::Database(sqlx::Error::Decode(
+                    format!("{column} {raw:?} is not RFC 3339: {e}").into(),
+                ))
+            })
+    })
+    .transpose()
+}
+
+fn parse_json(raw: Option<String>) -> Result<Option<serde_json::Value>, StoreError> {
+    Ok(raw.map(|r| serde_json::from_str(&r)).transpose()?)
+}
+
+/// What a caller is told to do about an unknown outcome settling at `settle_after`.
+fn unknown_next(settle_after: Option<DateTime<Utc>>) -> String {
+    match settle_after {
+        Some(t) => format!(
+            "Retry later with the same key: paywarden asks the provider first, and sends again only once {} has passed with the provider still showing nothing. Or look the transaction up with the toolset's lookup tool",
+            ts(t)
+        ),
+        None => "paywarden cannot look this operation up by itself: check it at the provider (or with the toolset's lookup tool) before doing anything else; an operator sees it with `paywarden reconcile`".into(),
+    }
+}
+
+const KEY_COLUMNS: &str =
+    "entity_id, idempotency_key, tool, toolset, request_hash, state, response, \
+     created_at, lease_until, settle_after, intent, reservation_id, approval_id, transaction_id";
+
+fn key_from_row(row: &AnyRow) -> Result<KeyRecord, StoreError> {
+    let state: String = row.try_get("state")?;
+    Ok(KeyRecord {
+        entity_id: row.try_get("entity_id")?,
+        key: row.try_get("idempotency_key")?,
+        tool: row.try_get("tool")?,
+        toolset: row.try_get("toolset")?,
+        request_hash: row.try_get("request_hash")?,
+        state: state.parse()?,
+        created_at: parse_ts("created_at", Some(row.try_get("created_at")?))?
+            .unwrap_or_else(Utc::now),
+        lease_until: parse_ts("lease_until", row.try_get("lease_until")?)?,
+        settle_after: parse_ts("settle_after", row.try_get("settle_after")?)?,
+        intent: parse_json(row.try_get("intent")?)?,
+        reservation_id: row.try_get("reservation_id")?,
+        approval_id: row.try_get("approval_id")?,
+        transaction_id: row.try_get("transaction_id")?,
+        response: parse_json(row.try_get("response")?)?,
+    })
+}
+
 impl Store {
-    /// Claims `key` for `entity_id` and a request whose canonical hash is `request_hash`.
+    /// Claims `key` for `entity_id` and a request whose canonical hash is `request_hash`, held
+    /// by `holder` for `lease` (renew it with [`Store::renew_idempotent_lease`]).
     ///
     /// # Errors
     /// [`IdempotencyError`]: the key belongs to another request, is in progress, or its first
-    /// outcome is unknown.
+    /// outcome is unknown (also when its call died and it was not reconciled yet).
     pub async fn begin_idempotent(
         &self,
         entity_id: &str,
         key: &str,
-        tool: &str,
+        (toolset, tool): (&str, &str),
         request_hash: &str,
+        holder: &str,
+        lease: Duration,
     ) -> Result<Begin, IdempotencyError> {
-        let now = Utc::now().to_rfc3339();
+        let now = Utc::now();
         let inserted = sqlx::query(
-            "INSERT INTO idempotency_keys (entity_id, idempotency_key, tool, request_hash, state, created_at) \
-             VALUES ($1, $2, $3, $4, 'in_progress', $5) ON CONFLICT (entity_id, idempotency_key) DO NOTHING",
+            "INSERT INTO idempotency_keys (entity_id, idempotency_key, tool, request_hash, state, created_at, holder, lease_until, toolset) \
+             VALUES ($1, $2, $3, $4, 'in_progress', $5, $6, $7, $8) ON CONFLICT (entity_id, idempotency_key) DO NOTHING",
         )
         .bind(entity_id)
         .bind(key)
         .bind(tool)
         .bind(request_hash)
-        .bind(&now)
+        .bind(ts(now))
+        .bind(holder)
+        .bind(ts(now + lease))
+        .bind(toolset)
         .execute(self.pool())
         .await?
         .rows_affected();
         if inserted == 1 {
             return Ok(Begin::Proceed);
         }
-        let row = sqlx::query(
-            "SELECT tool, request_hash, state, response, is_error FROM idempotency_keys \
-             WHERE entity_id = $1 AND idempotency_key = $2",
-        )
+        let row = sqlx::query(&format!(
+            "SELECT {KEY_COLUMNS}, is_error FROM idempotency_keys WHERE entity_id = $1 AND idempotency_key = $2"
+        ))
         .bind(entity_id)
         .bind(key)
         .fetch_one(self.pool())
         .await?;
-        let stored_tool: String = row.try_get("tool")?;
-        let stored_hash: String = row.try_get("request_hash")?;
-        if stored_hash != request_hash || stored_tool != tool {
+        let record = key_from_row(&row)?;
+        if record.request_hash != request_hash || record.tool != tool {
             return Err(IdempotencyError::Mismatch {
                 key: key.to_string(),
-                tool: stored_tool,
+                tool: record.tool,
             });
         }
-        let state: String = row.try_get("state")?;
-        match state.as_str() {
-            "completed" => {
-                let response: Option<String> = row.try_get("response")?;
-                let is_error = super::get_bool(&row, "is_error")?;
-                let response = serde_json::from_str(response.as_deref().unwrap_or("null"))
-                    .map_err(StoreError::from)?;
-                Ok(Begin::Replay {
-                    response,
-                    is_error: is_error.unwrap_or(false),
+        match record.state {
+            KeyState::Completed => Ok(Begin::Replay {
+                response: record.response.unwrap_or(serde_json::Value::Null),
+                is_error: super::get_bool(&row, "is_error")?.unwrap_or(false),
+            }),
+            KeyState::InProgress if !record.lease_expired(now) => {
+                Err(IdempotencyError::InProgress {
+                    key: key.to_string(),
                 })
             }
-            "unknown" => Err(IdempotencyError::Unknown {
+            _ => Err(IdempotencyError::Unknown {
                 key: key.to_string(),
-            }),
-            _ => Err(IdempotencyError::InProgress {
-                key: key.to_string(),
+                next: unknown_next(record.settle_after),
             }),
         }
     }
 
-    /// Stores the first outcome of `key`.
+    /// Extends the lease of an `in_progress` key its `holder` still holds. Returns whether it
+    /// still held it.
+    ///
+    /// # Errors
+    /// [`StoreError`] on database failure.
+    pub async fn renew_idempotent_lease(
+        &self,
+        entity_id: &str,
+        key: &str,
+        holder: &str,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
+        let renewed = sqlx::query(
+            "UPDATE idempotency_keys SET lease_until = $1 \
+             WHERE entity_id = $2 AND idempotency_key = $3 AND state = 'in_progress' AND holder = $4",
+        )
+        .bind(ts(Utc::now() + lease))
+        .bind(entity_id)
+        .bind(key)
+        .bind(holder)
+        .execute(self.pool())
+        .await?
+        .rows_affected();
+        Ok(renewed == 1)
+    }
+
+    /// Records on the key the cumulative-limit reservation and the approval its call holds, so
+    /// that whoever settles the key (the call, or reconciliation after it died) settles them too.
+    ///
+    /// # Errors
+    /// [`StoreError`] on database failure.
+    pub async fn attach_to_idempotent(
+        &self,
+        entity_id: &str,
+        key: &str,
+        reservation_id: Option<&str>,
+        approval_id: Option<&str>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE idempotency_keys SET reservation_id = $1, approval_id = $2 \
+             WHERE entity_id = $3 AND idempotency_key = $4",
+        )
+        .bind(reservation_id)
+        .bind(approval_id)
+        .bind(entity_id)
+        .bind(key)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Records what the key's call is about to send, before it is sent: from now on the request
+    /// may reach the provider, and a key whose call dies is reconciled against it.
+    ///
+    /// # Errors
+    /// [`StoreError`] on database failure (then nothing must be sent).
+    pub async fn record_idempotent_intent(
+        &self,
+        entity_id: &str,
+        key: &str,
+        intent: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE idempotency_keys SET intent = $1 WHERE entity_id = $2 AND idempotency_key = $3",
+        )
+        .bind(serde_json::to_string(intent)?)
+        .bind(entity_id)
+        .bind(key)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Stores the first outcome of `key` (held by `holder`, or unknown since), with the
+    /// provider transaction it created, if any.
     ///
     /// # Errors
     /// [`StoreError`] on database failure.
@@ -131,25 +372,32 @@ impl Store {
         &self,
         entity_id: &str,
         key: &str,
+        holder: &str,
         response: &serde_json::Value,
         is_error: bool,
+        transaction_id: Option<&str>,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE idempotency_keys SET state = 'completed', response = $1, is_error = $2, completed_at = $3 \
-             WHERE entity_id = $4 AND idempotency_key = $5",
+            "UPDATE idempotency_keys SET state = 'completed', response = $1, is_error = $2, completed_at = $3, \
+             transaction_id = $4, holder = NULL, lease_until = NULL \
+             WHERE entity_id = $5 AND idempotency_key = $6 \
+             AND ((state = 'in_progress' AND holder = $7) OR state = 'unknown')",
         )
         .bind(serde_json::to_string(response)?)
         .bind(is_error)
-        .bind(Utc::now().to_rfc3339())
+        .bind(ts(Utc::now()))
+        .bind(transaction_id)
         .bind(entity_id)
         .bind(key)
+        .bind(holder)
         .execute(self.pool())
         .await?;
         Ok(())
     }
 
     /// Marks `key`'s outcome unknown (the provider timed out after the request may have
-    /// arrived): retries are refused until someone looks at the provider.
+    /// arrived): retries are refused until the provider shows the operation or `settle_after`
+    /// has passed with the provider showing nothing (`None`: until an operator resolves it).
     ///
     /// # Errors
     /// [`StoreError`] on database failure.
@@ -157,70 +405,125 @@ impl Store {
         &self,
         entity_id: &str,
         key: &str,
+        settle_after: Option<DateTime<Utc>>,
     ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE idempotency_keys SET state = 'unknown' WHERE entity_id = $1 AND idempotency_key = $2")
-            .bind(entity_id)
-            .bind(key)
-            .execute(self.pool())
-            .await?;
+        sqlx::query(
+            "UPDATE idempotency_keys SET state = 'unknown', settle_after = $1, holder = NULL, lease_until = NULL \
+             WHERE entity_id = $2 AND idempotency_key = $3 AND state IN ('in_progress', 'unknown')",
+        )
+        .bind(settle_after.map(ts))
+        .bind(entity_id)
+        .bind(key)
+        .execute(self.pool())
+        .await?;
         Ok(())
     }
 
-    /// Releases `key` when the call failed before the provider could have acted, so a retry
+    /// Turns a key whose call died (`in_progress`, lease `lease_until` run out) into an unknown
+    /// outcome settling at `settle_after` (`None`: until an operator resolves it). Returns false
+    /// when someone else changed it first.
+    ///
+    /// # Errors
+    /// [`StoreError`] on database failure.
+    pub async fn expire_idempotent_lease(
+        &self,
+        record: &KeyRecord,
+        settle_after: Option<DateTime<Utc>>,
+    ) -> Result<bool, StoreError> {
+        let lease = record.lease_until.map(ts);
+        let changed = sqlx::query(
+            "UPDATE idempotency_keys SET state = 'unknown', settle_after = $1, holder = NULL \
+             WHERE entity_id = $2 AND idempotency_key = $3 AND state = 'in_progress' \
+             AND (lease_until = $4 OR (lease_until IS NULL AND $4 IS NULL))",
+        )
+        .bind(settle_after.map(ts))
+        .bind(&record.entity_id)
+        .bind(&record.key)
+        .bind(lease)
+        .execute(self.pool())
+        .await?
+        .rows_affected();
+        Ok(changed == 1)
+    }
+
+    /// Releases `key` when its call failed before the provider could have acted, so a retry
     /// can run.
     ///
     /// # Errors
     /// [`StoreError`] on database failure.
-    pub async fn abandon_idempotent(&self, entity_id: &str, key: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM idempotency_keys WHERE entity_id = $1 AND idempotency_key = $2 AND state = 'in_progress'")
-            .bind(entity_id)
-            .bind(key)
-            .execute(self.pool())
-            .await?;
-        Ok(())
-    }
-
-    /// The state (`in_progress`, `completed`, `unknown`) and request hash of `key`, if used.
-    ///
-    /// # Errors
-    /// [`StoreError`] on database failure.
-    pub async fn idempotency_state(
+    pub async fn abandon_idempotent(
         &self,
         entity_id: &str,
         key: &str,
-    ) -> Result<Option<(String, String)>, StoreError> {
-        let row = sqlx::query(
-            "SELECT state, request_hash FROM idempotency_keys WHERE entity_id = $1 AND idempotency_key = $2",
+        holder: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "DELETE FROM idempotency_keys WHERE entity_id = $1 AND idempotency_key = $2 \
+             AND state = 'in_progress' AND holder = $3",
         )
+        .bind(entity_id)
+        .bind(key)
+        .bind(holder)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Deletes a key that reconciliation found never moved anything (its call died before
+    /// sending, or the provider shows nothing after the settle window), provided it is still
+    /// as `record` saw it. Returns whether it was deleted.
+    ///
+    /// # Errors
+    /// [`StoreError`] on database failure.
+    pub async fn release_idempotent(&self, record: &KeyRecord) -> Result<bool, StoreError> {
+        let deleted = sqlx::query(
+            "DELETE FROM idempotency_keys WHERE entity_id = $1 AND idempotency_key = $2 AND state = $3 \
+             AND state <> 'completed' AND (lease_until = $4 OR (lease_until IS NULL AND $4 IS NULL))",
+        )
+        .bind(&record.entity_id)
+        .bind(&record.key)
+        .bind(record.state.as_str())
+        .bind(record.lease_until.map(ts))
+        .execute(self.pool())
+        .await?
+        .rows_affected();
+        Ok(deleted == 1)
+    }
+
+    /// The stored key, if used.
+    ///
+    /// # Errors
+    /// [`StoreError`] on database failure.
+    pub async fn idempotency_key(
+        &self,
+        entity_id: &str,
+        key: &str,
+    ) -> Result<Option<KeyRecord>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {KEY_COLUMNS} FROM idempotency_keys WHERE entity_id = $1 AND idempotency_key = $2"
+        ))
         .bind(entity_id)
         .bind(key)
         .fetch_optional(self.pool())
         .await?;
-        Ok(match row {
-            Some(row) => Some((row.try_get("state")?, row.try_get("request_hash")?)),
-            None => None,
-        })
+        row.as_ref().map(key_from_row).transpose()
     }
 
-    /// Forgets a key whose outcome was unknown, once the provider said the operation never
-    /// happened, so a retry runs it.
+    /// Keys not completed: in progress (live or with a dead call) and unknown, oldest first.
     ///
     /// # Errors
     /// [`StoreError`] on database failure.
-    pub async fn forget_unknown_idempotent(
-        &self,
-        entity_id: &str,
-        key: &str,
-    ) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM idempotency_keys WHERE entity_id = $1 AND idempotency_key = $2 AND state = 'unknown'")
-            .bind(entity_id)
-            .bind(key)
-            .execute(self.pool())
-            .await?;
-        Ok(())
+    pub async fn open_idempotency_keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {KEY_COLUMNS} FROM idempotency_keys WHERE state <> 'completed' ORDER BY created_at"
+        ))
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(key_from_row).collect()
     }
 
-    /// Settles a key whose outcome was unknown with the outcome the provider reported.
+    /// Settles a key whose outcome was unknown with the outcome the provider reported, bound to
+    /// the provider transaction `transaction_id`.
     ///
     /// # Errors
     /// [`StoreError`] on database failure.
@@ -230,18 +533,78 @@ impl Store {
         key: &str,
         response: &serde_json::Value,
         is_error: bool,
+        transaction_id: Option<&str>,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE idempotency_keys SET state = 'completed', response = $1, is_error = $2, completed_at = $3 \
-             WHERE entity_id = $4 AND idempotency_key = $5 AND state = 'unknown'",
+            "UPDATE idempotency_keys SET state = 'completed', response = $1, is_error = $2, completed_at = $3, \
+             transaction_id = $4 WHERE entity_id = $5 AND idempotency_key = $6 AND state = 'unknown'",
         )
         .bind(serde_json::to_string(response)?)
         .bind(is_error)
-        .bind(Utc::now().to_rfc3339())
+        .bind(ts(Utc::now()))
+        .bind(transaction_id)
         .bind(entity_id)
         .bind(key)
         .execute(self.pool())
         .await?;
         Ok(())
+    }
+
+    /// Stores a key as completed with an outcome found at the provider, when the key has no row
+    /// (it was released after its settle window and the operation arrived late): a retry then
+    /// replays it instead of sending again. Does nothing when the key exists.
+    ///
+    /// # Errors
+    /// [`StoreError`] on database failure.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn insert_completed_idempotent(
+        &self,
+        entity_id: &str,
+        key: &str,
+        tool: &str,
+        request_hash: &str,
+        response: &serde_json::Value,
+        is_error: bool,
+        transaction_id: &str,
+    ) -> Result<(), StoreError> {
+        let now = ts(Utc::now());
+        sqlx::query(
+            "INSERT INTO idempotency_keys (entity_id, idempotency_key, tool, request_hash, state, response, is_error, created_at, completed_at, transaction_id) \
+             VALUES ($1, $2, $3, $4, 'completed', $5, $6, $7, $7, $8) ON CONFLICT (entity_id, idempotency_key) DO NOTHING",
+        )
+        .bind(entity_id)
+        .bind(key)
+        .bind(tool)
+        .bind(request_hash)
+        .bind(serde_json::to_string(response)?)
+        .bind(is_error)
+        .bind(now)
+        .bind(transaction_id)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Whether provider transaction `transaction_id` is bound to a key of `entity_id` other than
+    /// `key` (`None`: to any key): reconciliation never claims it for another key.
+    ///
+    /// # Errors
+    /// [`StoreError`] on database failure.
+    pub async fn transaction_claimed(
+        &self,
+        entity_id: &str,
+        transaction_id: &str,
+        key: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let bound: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM idempotency_keys WHERE entity_id = $1 AND transaction_id = $2 \
+             AND ($3 IS NULL OR idempotency_key <> $3)",
+        )
+        .bind(entity_id)
+        .bind(transaction_id)
+        .bind(key)
+        .fetch_one(self.pool())
+        .await?;
+        Ok(bound > 0)
     }
 }

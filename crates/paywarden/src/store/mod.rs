@@ -19,6 +19,7 @@ mod approvals;
 mod audit;
 mod idempotency;
 mod ifthenpay;
+mod late;
 mod orders;
 mod receipts;
 mod safety;
@@ -33,8 +34,9 @@ use sqlx::{
 
 pub use approvals::{Approval, ApprovalError, ApprovalStatus, NewApproval, UnknownApprovalStatus};
 pub use audit::{AuditEntry, AuditRecord, ChainBreak, GENESIS};
-pub use idempotency::{Begin, IdempotencyError};
+pub use idempotency::{Begin, IdempotencyError, KeyRecord, KeyState};
 pub use ifthenpay::{IfthenpayCallback, IfthenpayRequest, NewIfthenpayRequest};
+pub use late::{LateKind, LateOutcome, LATE_WATCH};
 pub use orders::{
     CustomerRecord, NewOrder, OrderRecord, OrderStatus, RefundLogRecord, RevenueLine, ReviewFlag,
 };
@@ -406,9 +408,10 @@ mod tests {
             .iter()
             .map(|m| (m.version, hex::encode(&m.checksum)))
             .collect();
-        // Later migrations are added, never edited: the first five keep their checksums, and
-        // versions run 1, 2, 3, ... without a gap.
+        // Later migrations are added after these, never in their place, and versions run
+        // 1, 2, 3, ... without a gap.
         assert!(now.len() >= before.len());
+        assert!(now.iter().zip(1..).all(|((v, _), expected)| *v == expected));
         for ((version, checksum), (expected_version, old)) in now.iter().zip((1..).zip(before)) {
             assert_eq!(*version, expected_version);
             assert_eq!(checksum, old, "migration {version} changed");

@@ -222,7 +222,8 @@ impl Store {
         Ok(())
     }
 
-    /// Records money paywarden moved.
+    /// Records money paywarden moved: provider transaction `transaction_id`, once (recording
+    /// the same transaction again, as reconciliation after a crash may, changes nothing).
     ///
     /// # Errors
     /// [`StoreError`] on database failure.
@@ -239,7 +240,8 @@ impl Store {
     ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO movements (entity_id, toolset, tool, reference_id, transaction_id, amount_minor, currency, at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8 WHERE NOT EXISTS \
+             (SELECT 1 FROM movements WHERE entity_id = $1 AND transaction_id = $5)",
         )
         .bind(entity_id)
         .bind(toolset)
@@ -258,7 +260,9 @@ impl Store {
     /// of the current UTC day (see migration `0007_limit_reservations`). Call it holding the
     /// entity's limit lease ([`Store::try_lock_transaction`] on [`limit_lease_name`]), after
     /// re-evaluating the policy on [`Store::moved_today`] + [`Store::reserved_today`]. Returns
-    /// the reservation's id, for [`Store::release_reservation`].
+    /// the reservation's id, for [`Store::release_reservation`]. With `key`, the reservation is
+    /// recorded on that idempotency key in the same transaction, so a call that dies holding it
+    /// leaves it to the key's reconciliation, never orphaned.
     ///
     /// # Errors
     /// [`StoreError`] on database failure.
@@ -267,12 +271,24 @@ impl Store {
         entity_id: &str,
         currency: &str,
         amount_minor: i64,
+        key: Option<&str>,
     ) -> Result<String, StoreError> {
         let id = uuid::Uuid::new_v4().to_string();
         let now = Utc::now();
         let end_of_day = (now.date_naive() + chrono::Days::new(1))
             .and_hms_opt(0, 0, 0)
             .map_or(now + Duration::days(1), |t| t.and_utc());
+        let mut tx = self.begin_write().await?;
+        if let Some(key) = key {
+            sqlx::query(
+                "UPDATE idempotency_keys SET reservation_id = $1 WHERE entity_id = $2 AND idempotency_key = $3",
+            )
+            .bind(&id)
+            .bind(entity_id)
+            .bind(key)
+            .execute(&mut *tx)
+            .await?;
+        }
         sqlx::query(
             "INSERT INTO limit_reservations (id, entity_id, currency, amount_minor, created_at, expires_at) \
              VALUES ($1, $2, $3, $4, $5, $6)",
@@ -283,8 +299,9 @@ impl Store {
         .bind(amount_minor.max(0))
         .bind(ts(now))
         .bind(ts(end_of_day))
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(id)
     }
 

@@ -79,9 +79,18 @@ pub enum OppError {
     /// OPP did not answer within the configured timeout; the outcome of a write is unknown.
     #[error("OPP did not answer within {0:?}; the outcome is unknown")]
     Timeout(Duration),
-    /// OPP could not be reached at all (connection refused, DNS, TLS).
+    /// OPP could not be reached at all (connection refused, DNS, TLS): nothing was sent.
     #[error("OPP could not be reached at {base_url}: {reason}")]
     Unreachable {
+        /// The configured base URL.
+        base_url: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The connection failed after it was made (reset, closed, a body that could not be read):
+    /// the request may have reached OPP, so the outcome of a write is unknown.
+    #[error("the connection to OPP at {base_url} failed after the request may have reached it: {reason}")]
+    ConnectionLost {
         /// The configured base URL.
         base_url: String,
         /// What failed.
@@ -447,6 +456,12 @@ impl OppClient {
     fn transport_error(&self, error: reqwest::Error) -> OppError {
         if error.is_timeout() {
             OppError::Timeout(self.timeout)
+        } else if !(error.is_connect() || error.is_builder()) {
+            // Connected, then failed: the request may have been delivered.
+            OppError::ConnectionLost {
+                base_url: self.base_url.clone(),
+                reason: error.without_url().to_string(),
+            }
         } else {
             // reqwest's error text can contain the URL, which carries no secret (credentials
             // travel in the Authorization header and the form body).

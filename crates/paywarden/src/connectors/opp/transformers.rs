@@ -59,6 +59,9 @@ pub(crate) struct WirePayment {
     pub card: Option<WireCard>,
     pub timestamp: Option<String>,
     pub ndc: Option<String>,
+    /// `customParameters`, echoed as sent (values are strings).
+    #[serde(default)]
+    pub custom_parameters: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 /// A query envelope: `GET /v1/query?merchantTransactionId=` (`payments`), the date-range
@@ -176,6 +179,14 @@ impl WirePayment {
                 expiry_year: c.expiry_year,
             }),
             ndc: self.ndc,
+            custom_parameters: self
+                .custom_parameters
+                .into_iter()
+                .map(|(k, v)| match v {
+                    serde_json::Value::String(s) => (k, s),
+                    other => (k, other.to_string()),
+                })
+                .collect(),
         })
     }
 }

@@ -252,9 +252,18 @@ pub enum StripeError {
     /// (retry it with the same `Idempotency-Key`).
     #[error("Stripe did not answer within {0:?}; the outcome is unknown")]
     Timeout(Duration),
-    /// Stripe could not be reached at all (connection refused, DNS, TLS).
+    /// Stripe could not be reached at all (connection refused, DNS, TLS): nothing was sent.
     #[error("Stripe could not be reached at {base_url}: {reason}")]
     Unreachable {
+        /// The configured base URL.
+        base_url: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The connection failed after it was made (reset, closed, a body that could not be read):
+    /// the request may have reached Stripe, so the outcome of a write is unknown.
+    #[error("the connection to Stripe at {base_url} failed after the request may have reached it: {reason}")]
+    ConnectionLost {
         /// The configured base URL.
         base_url: String,
         /// What failed.
@@ -778,6 +787,12 @@ impl StripeClient {
     fn transport_error(&self, error: reqwest::Error) -> StripeError {
         if error.is_timeout() {
             StripeError::Timeout(self.timeout)
+        } else if !(error.is_connect() || error.is_builder()) {
+            // Connected, then failed: the request may have been delivered.
+            StripeError::ConnectionLost {
+                base_url: self.base_url.clone(),
+                reason: error.without_url().to_string(),
+            }
         } else {
             // The key travels in the Authorization header only, never in the URL.
             StripeError::Unreachable {

@@ -1,0 +1,319 @@
+//! Crash recovery (issue 12 hole 4), against the real binary: `paywarden serve` on port 0, a
+//! burst of refunds with idempotency keys through an MCP client, `kill -9` mid-burst, a restart
+//! on the same data, and every key retried. Runs on SQLite, or on PostgreSQL with
+//! `PAYWARDEN_TEST_DATABASE=postgres`.
+
+mod common;
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use common::{connect_client, demo_credentials, text, Era, TestDatabase};
+use paywarden::connectors::opp::{InitialPaymentRequest, OppClient};
+use paywarden_domain::{Currency, Money, PaymentType};
+use paywarden_emulator::{DEMO_ENTITY_ID, DEMO_TOKEN};
+use serde_json::json;
+
+const BIN: &str = env!("CARGO_BIN_EXE_paywarden");
+
+/// How many refunds the burst fires at once.
+const BURST: usize = 24;
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `paywarden serve` on port 0 over `dir` (and `database`), with the permissive test
+/// policy, a 2 s key lease, a 1 s OPP timeout and a 1.5 s OPP settle window; returns it and its base URL.
+fn serve(dir: &std::path::Path, database: &TestDatabase) -> (Server, String) {
+    serve_with(dir, database.url.as_deref(), None)
+}
+
+/// [`serve`] with an explicit database URL and, optionally, an OPP base URL (an emulator shared
+/// by replicas).
+fn serve_with(
+    dir: &std::path::Path,
+    database_url: Option<&str>,
+    opp: Option<&str>,
+) -> (Server, String) {
+    let policy = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/policies/allow-all.toml");
+    let mut command = Command::new(BIN);
+    command
+        .args([
+            "serve",
+            "--no-seed",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(dir)
+        .env_remove("PAYWARDEN_CONFIG")
+        .env("PAYWARDEN_SAFETY__POLICY_FILE", policy)
+        .env("PAYWARDEN_SAFETY__KEY_LEASE_SECS", "2")
+        .env("PAYWARDEN_OPP__TIMEOUT_MS", "1000")
+        .env("PAYWARDEN_OPP__SETTLE_WINDOW_MS", "1500")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    if let Some(url) = database_url {
+        command.env("DATABASE_URL", url);
+    }
+    if let Some(url) = opp {
+        command.env("PAYWARDEN_OPP__BASE_URL", url);
+    }
+    let mut child = command.spawn().expect("paywarden starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let server = Server(child);
+    let mut lines = BufReader::new(stdout).lines();
+    let mut url = None;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let Some(Ok(line)) = lines.next() else { break };
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            url = Some(rest.trim().to_string());
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    (server, url.expect("banner names the URL"))
+}
+
+fn refund_args(debit: &str, key: &str) -> serde_json::Value {
+    json!({"referenceId": debit, "amount": "10.00", "currency": "EUR", "idempotencyKey": key})
+}
+
+/// `BURST` debits of 10.00 EUR made at OPP directly (a shopper's checkout).
+async fn debits(opp: &OppClient) -> Vec<String> {
+    let mut debits = Vec::new();
+    for _ in 0..BURST {
+        let request = InitialPaymentRequest {
+            payment_type: PaymentType::Debit,
+            amount: Money::parse("10.00", Currency::EUR).unwrap(),
+            payment_brand: "VISA".into(),
+            card_number: secrecy::SecretString::from("4200000000000000".to_string()),
+            card_holder: "Jane Jones".into(),
+            expiry_month: "05".into(),
+            expiry_year: "2034".into(),
+            cvv: secrecy::SecretString::from("123".to_string()),
+            merchant_transaction_id: None,
+            custom_parameters: vec![],
+        };
+        debits.push(
+            opp.create_payment(&demo_credentials(), &request)
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    debits
+}
+
+/// Fires a refund of every debit at once (key `burst-i`) at `url` and kills `server` with
+/// SIGKILL once a quarter have answered. Returns how many had answered.
+async fn burst_then_kill(url: &str, debits: &[String], server: &mut Server) -> usize {
+    let client = connect_client(url, "/mcp", Era::Legacy, DEMO_ENTITY_ID, DEMO_TOKEN).await;
+    let client = std::sync::Arc::new(client);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    for (i, debit) in debits.iter().enumerate() {
+        let (client, tx, debit) = (client.clone(), tx.clone(), debit.clone());
+        tokio::spawn(async move {
+            let args = refund_args(&debit, &format!("burst-{i}"));
+            let answer = common::call(&client, "perform_refund", args).await;
+            let _ = tx.send(answer.is_ok());
+        });
+    }
+    drop(tx);
+    let mut answered = 0;
+    while answered < BURST / 4 {
+        match tokio::time::timeout(Duration::from_secs(60), rx.recv()).await {
+            Ok(Some(_)) => answered += 1,
+            _ => break,
+        }
+    }
+    server.0.kill().expect("kill -9");
+    server.0.wait().unwrap();
+    assert!(answered < BURST, "the server died mid-burst");
+    answered
+}
+
+/// Retries every key at `url` until each resolves (executed: replayed, found at OPP, or sent
+/// again after it was released); a key may say "in progress" or "unknown" meanwhile, nothing
+/// else. Returns the refunds the keys executed.
+async fn retry_every_key(url: &str, debits: &[String]) -> Vec<String> {
+    let client = connect_client(url, "/mcp", Era::Legacy, DEMO_ENTITY_ID, DEMO_TOKEN).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut pending: Vec<usize> = (0..debits.len()).collect();
+    let mut executed = Vec::new();
+    while !pending.is_empty() {
+        let mut still = Vec::new();
+        for &i in &pending {
+            let args = refund_args(&debits[i], &format!("burst-{i}"));
+            let answer = common::call(&client, "perform_refund", args)
+                .await
+                .expect("answered");
+            if answer.is_error == Some(true) {
+                let said = text(&answer);
+                assert!(
+                    Instant::now() < deadline,
+                    "key burst-{i} never resolves: {said}"
+                );
+                let lower = said.to_lowercase();
+                assert!(
+                    lower.contains("in progress") || lower.contains("unknown"),
+                    "key burst-{i}: {said}"
+                );
+                still.push(i);
+            } else {
+                let out = answer.structured_content.unwrap();
+                assert_eq!(out["status"], "executed", "burst-{i}: {out}");
+                executed.push(out["id"].as_str().unwrap().to_string());
+            }
+        }
+        pending = still;
+        if !pending.is_empty() {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+    executed.sort();
+    executed
+}
+
+/// Every key executed exactly once at OPP, and paywarden recorded each once: a movement (the
+/// daily total) and an `ok` audit row. Returns (found at OPP and recorded, released) counts.
+async fn assert_recorded_once(
+    opp: &OppClient,
+    store: &paywarden::store::Store,
+    debits: &[String],
+    executed: &[String],
+) -> (usize, usize) {
+    let mut at_opp = Vec::new();
+    for debit in debits {
+        let refunds: Vec<_> = opp
+            .query_by_id(&demo_credentials(), debit, true, &[PaymentType::Refund])
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|t| t.payment_type == PaymentType::Refund && t.result.is_success())
+            .collect();
+        assert_eq!(refunds.len(), 1, "refunds of {debit}: {refunds:?}");
+        at_opp.push(refunds[0].id.clone());
+    }
+    at_opp.sort();
+    assert_eq!(executed, at_opp);
+    assert_eq!(
+        store.moved_today(DEMO_ENTITY_ID, "EUR").await.unwrap(),
+        1_000 * debits.len() as i64,
+        "the daily total counts every refund once"
+    );
+    assert_eq!(
+        store.reserved_today(DEMO_ENTITY_ID, "EUR").await.unwrap(),
+        0,
+        "every cumulative-limit reservation was settled"
+    );
+    let records = store.audit_records(Some(DEMO_ENTITY_ID)).await.unwrap();
+    let mut audited: Vec<String> = records
+        .iter()
+        .filter(|r| r.entry.tool == "perform_refund" && r.entry.outcome == "ok")
+        .filter_map(|r| r.entry.transaction_id.clone())
+        .collect();
+    audited.sort();
+    assert_eq!(audited, at_opp, "one ok audit row per refund");
+    assert_eq!(store.verify_audit().await.unwrap(), None);
+    assert!(
+        store.open_idempotency_keys().await.unwrap().is_empty(),
+        "a key stays open"
+    );
+    let reconciled = records
+        .iter()
+        .filter(|r| {
+            r.entry
+                .message
+                .as_deref()
+                .is_some_and(|m| m.starts_with("reconciled"))
+        })
+        .count();
+    let released = records
+        .iter()
+        .filter(|r| r.entry.outcome == "released")
+        .count();
+    (reconciled, released)
+}
+
+/// How many keys `store` holds that are not completed (it is closed afterwards).
+async fn open_keys(store: paywarden::store::Store) -> usize {
+    let open = store.open_idempotency_keys().await.unwrap();
+    store.close().await;
+    open.len()
+}
+
+#[tokio::test]
+async fn a_kill_mid_burst_leaves_every_key_resolvable_and_every_refund_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = TestDatabase::fresh().await;
+    let (mut server, url) = serve(dir.path(), &database);
+    let emulator_url = std::fs::read_to_string(dir.path().join("emulator.url")).unwrap();
+    let opp = OppClient::new(emulator_url.trim(), Duration::from_secs(10)).unwrap();
+    let debits = debits(&opp).await;
+    let answered = burst_then_kill(&url, &debits, &mut server).await;
+    // The premise: the dead server left keys held by calls that will never finish.
+    let left_open = open_keys(database.store(dir.path()).await).await;
+    assert!(left_open > 0, "no key was left in progress");
+
+    // Restart on the same data; retry every key until it resolves.
+    let (_server, url) = serve(dir.path(), &database);
+    let emulator_url = std::fs::read_to_string(dir.path().join("emulator.url")).unwrap();
+    let opp = OppClient::new(emulator_url.trim(), Duration::from_secs(10)).unwrap();
+    let executed = retry_every_key(&url, &debits).await;
+    let store = database.store(dir.path()).await;
+    let (reconciled, released) = assert_recorded_once(&opp, &store, &debits, &executed).await;
+    eprintln!(
+        "{answered} of {BURST} answered before kill -9; {left_open} keys left open; after restart {reconciled} found at OPP and recorded, {released} released (never sent or not at OPP) and sent again"
+    );
+}
+
+#[tokio::test]
+async fn a_replica_killed_mid_burst_is_recovered_by_the_other() {
+    // Two replicas on one database and one OPP; one dies mid-burst, the other (never
+    // restarted) resolves every key once its leases have run out.
+    let dir = tempfile::tempdir().unwrap();
+    let emulator = paywarden_emulator::Emulator::open(paywarden_emulator::EmulatorConfig::demo(
+        dir.path().join("opp.db"),
+    ))
+    .await
+    .unwrap()
+    .spawn(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap())
+    .await
+    .unwrap();
+    let database = TestDatabase::fresh().await;
+    let database_url = database
+        .url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("shared.db").display()));
+    let (a_dir, b_dir) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir_all(&a_dir).unwrap();
+    std::fs::create_dir_all(&b_dir).unwrap();
+    let (mut a, a_url) = serve_with(&a_dir, Some(&database_url), Some(&emulator.base_url));
+    let (_b, b_url) = serve_with(&b_dir, Some(&database_url), Some(&emulator.base_url));
+    let opp = OppClient::new(&emulator.base_url, Duration::from_secs(10)).unwrap();
+    let debits = debits(&opp).await;
+    let answered = burst_then_kill(&a_url, &debits, &mut a).await;
+    let store = paywarden::store::Store::connect(&database_url)
+        .await
+        .unwrap();
+    let left_open = store.open_idempotency_keys().await.unwrap().len();
+    assert!(left_open > 0, "no key was left in progress");
+
+    let executed = retry_every_key(&b_url, &debits).await;
+    let (reconciled, released) = assert_recorded_once(&opp, &store, &debits, &executed).await;
+    eprintln!(
+        "replica A answered {answered} of {BURST} before kill -9 and left {left_open} keys open; replica B found {reconciled} at OPP and recorded them, released {released} and sent them again"
+    );
+}
