@@ -332,6 +332,10 @@ impl Emulator {
     /// # Errors
     /// [`EmulatorError::Io`] when accepting connections fails.
     pub async fn serve(self, listener: tokio::net::TcpListener) -> Result<(), EmulatorError> {
+        // TCP_NODELAY, as paywarden's own listener: no Nagle delay on small answers.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         axum::serve(listener, self.router()).await?;
         Ok(())
     }

@@ -6,6 +6,7 @@
 
 use std::{sync::Arc, time::Duration};
 
+use axum::serve::ListenerExt;
 use indicatif::ProgressBar;
 use paywarden_emulator::{
     Emulator, EmulatorConfig, RunningEmulator, DEMO_ENTITY_ID, DEMO_STRIPE_KEY, DEMO_TOKEN,
@@ -501,6 +502,13 @@ impl App {
         .merge(crate::http::readiness_router(self.readiness()))
         .merge(self.receipt_signer.router());
         let checkpoints = self.start_checkpoints();
+        // TCP_NODELAY on every accepted connection: without it, Nagle's algorithm holds the
+        // small last segment of an SSE answer until the peer's delayed ACK (~40 ms on Linux).
+        let listener = listener.tap_io(|tcp| {
+            if let Err(error) = tcp.set_nodelay(true) {
+                tracing::debug!(%error, "cannot set TCP_NODELAY on an accepted connection");
+            }
+        });
         let served = axum::serve(listener, router)
             .with_graceful_shutdown(async move {
                 shutdown.await;

@@ -86,17 +86,122 @@ fn chain_hash(prev_hash: &str, at: &str, entry: &AuditEntry) -> Result<String, S
     Ok(hex::encode(hasher.finalize()))
 }
 
+/// The most appends one group commit writes; more waiting callers form the next group.
+const MAX_GROUP: usize = 256;
+
+/// An append waiting for its group commit, and where its answer goes.
+struct Pending {
+    entry: AuditEntry,
+    answer: tokio::sync::oneshot::Sender<Result<i64, StoreError>>,
+}
+
+/// The appends of concurrent callers waiting to be written together (group commit), and the
+/// lock that lets one group at a time be written by this process. Shared by a [`Store`]'s clones.
+#[derive(Default)]
+pub(crate) struct AuditQueue {
+    pending: std::sync::Mutex<Vec<Pending>>,
+    writer: std::sync::Arc<tokio::sync::Mutex<()>>,
+}
+
+impl std::fmt::Debug for AuditQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditQueue").finish_non_exhaustive()
+    }
+}
+
+impl AuditQueue {
+    fn pending(&self) -> std::sync::MutexGuard<'_, Vec<Pending>> {
+        // A panic while holding this lock cannot leave the Vec half-changed (push and drain).
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 impl Store {
     /// Appends an entry to the audit chain, atomically with reading the chain's head; returns
-    /// its `seq`. Appends from every process on the database are serialised (SQLite: the
-    /// write transaction; PostgreSQL: a transaction-scoped advisory lock), and `seq` is the
-    /// head's plus one, so the chain stays one gap-free chain.
+    /// its `seq` once its row is committed (durable). Appends from every process on the
+    /// database are serialised (SQLite: the write transaction; PostgreSQL: a
+    /// transaction-scoped advisory lock), and `seq` is the head's plus one, so the chain stays
+    /// one gap-free chain.
+    ///
+    /// Group commit: the appends of concurrent callers in this process are written together,
+    /// up to 256 in one transaction (one fsync), which reads the head under the same lock as a
+    /// single append. A caller whose future is dropped while waiting still has its row written.
     ///
     /// # Errors
-    /// [`StoreError`] on database failure.
+    /// [`StoreError`] on database failure (a failed group is retried one append at a time, so
+    /// each caller gets its own append's outcome), [`StoreError::AuditAppendAborted`] when the
+    /// writing task ended without an answer.
     pub async fn append_audit(&self, entry: &AuditEntry) -> Result<i64, StoreError> {
         // Whoever appends, no secret or personal data reaches the row (crate::mask).
-        let entry = &crate::mask::audit_entry(entry);
+        let entry = crate::mask::audit_entry(entry);
+        let (answer, mut answered) = tokio::sync::oneshot::channel();
+        self.audit_queue().pending().push(Pending { entry, answer });
+        loop {
+            let writer = self.audit_queue().writer.clone().lock_owned().await;
+            match answered.try_recv() {
+                Ok(result) => return result,
+                Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
+                    return Err(StoreError::AuditAppendAborted)
+                }
+                Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {}
+            }
+            // This caller leads: it writes everything waiting (its own entry included, unless
+            // more than a group is waiting; then it loops). In a task of its own, so that the
+            // group is written and answered even if this caller's future is dropped.
+            let group: Vec<Pending> = {
+                let mut pending = self.audit_queue().pending();
+                let n = pending.len().min(MAX_GROUP);
+                pending.drain(..n).collect()
+            };
+            let store = self.clone();
+            let written = tokio::spawn(async move {
+                store.commit_audit_group(group).await;
+                drop(writer);
+            });
+            if written.await.is_err() {
+                // The task panicked: its callers' answers were dropped (they see Closed).
+                tracing::error!("the audit group commit task failed");
+            }
+        }
+    }
+
+    /// Writes `group` in one transaction and answers each caller; if that fails, writes each
+    /// append on its own so every caller gets its own outcome.
+    async fn commit_audit_group(&self, group: Vec<Pending>) {
+        if group.is_empty() {
+            return;
+        }
+        let entries: Vec<&AuditEntry> = group.iter().map(|p| &p.entry).collect();
+        match self.insert_audit_rows(&entries).await {
+            Ok(seqs) => {
+                for (pending, seq) in group.into_iter().zip(seqs) {
+                    let _ = pending.answer.send(Ok(seq));
+                }
+            }
+            Err(error) if group.len() == 1 => {
+                if let Some(pending) = group.into_iter().next() {
+                    let _ = pending.answer.send(Err(error));
+                }
+            }
+            Err(_) => {
+                for pending in group {
+                    let result = self
+                        .insert_audit_rows(&[&pending.entry])
+                        .await
+                        .and_then(|seqs| {
+                            seqs.first().copied().ok_or(StoreError::AuditAppendAborted)
+                        });
+                    let _ = pending.answer.send(result);
+                }
+            }
+        }
+    }
+
+    /// Appends `entries` (already masked) in one transaction under the chain lock, chained in
+    /// order; returns their `seq`s.
+    async fn insert_audit_rows(&self, entries: &[&AuditEntry]) -> Result<Vec<i64>, StoreError> {
         let mut tx = self.begin_write().await?;
         if self.engine() == super::Engine::Postgres {
             // One appender at a time across every process on this database: the lock is held
@@ -109,40 +214,46 @@ impl Store {
         let head = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
             .fetch_optional(&mut *tx)
             .await?;
-        let (seq, prev_hash) = match head {
+        let (mut seq, mut prev_hash) = match head {
             Some(row) => (
-                row.try_get::<i64, _>("seq")? + 1,
+                row.try_get::<i64, _>("seq")?,
                 row.try_get::<String, _>("hash")?,
             ),
-            None => (1, GENESIS.to_string()),
+            None => (0, GENESIS.to_string()),
         };
-        let at = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-        let hash = chain_hash(&prev_hash, &at, entry)?;
-        sqlx::query(
-            "INSERT INTO audit_log (seq, at, entity_id, client_name, toolset, tool, arguments, outcome, \
-             result_code, provider_request_id, transaction_id, message, duration_ms, sandbox, prev_hash, hash) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
-        )
-        .bind(seq)
-        .bind(&at)
-        .bind(&entry.entity_id)
-        .bind(&entry.client_name)
-        .bind(&entry.toolset)
-        .bind(&entry.tool)
-        .bind(serde_json::to_string(&entry.arguments)?)
-        .bind(&entry.outcome)
-        .bind(&entry.result_code)
-        .bind(&entry.provider_request_id)
-        .bind(&entry.transaction_id)
-        .bind(&entry.message)
-        .bind(entry.duration_ms)
-        .bind(entry.sandbox)
-        .bind(&prev_hash)
-        .bind(&hash)
-        .execute(&mut *tx)
-        .await?;
+        let mut seqs = Vec::with_capacity(entries.len());
+        for entry in entries {
+            seq += 1;
+            let at = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+            let hash = chain_hash(&prev_hash, &at, entry)?;
+            sqlx::query(
+                "INSERT INTO audit_log (seq, at, entity_id, client_name, toolset, tool, arguments, outcome, \
+                 result_code, provider_request_id, transaction_id, message, duration_ms, sandbox, prev_hash, hash) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+            )
+            .bind(seq)
+            .bind(&at)
+            .bind(&entry.entity_id)
+            .bind(&entry.client_name)
+            .bind(&entry.toolset)
+            .bind(&entry.tool)
+            .bind(serde_json::to_string(&entry.arguments)?)
+            .bind(&entry.outcome)
+            .bind(&entry.result_code)
+            .bind(&entry.provider_request_id)
+            .bind(&entry.transaction_id)
+            .bind(&entry.message)
+            .bind(entry.duration_ms)
+            .bind(entry.sandbox)
+            .bind(&prev_hash)
+            .bind(&hash)
+            .execute(&mut *tx)
+            .await?;
+            seqs.push(seq);
+            prev_hash = hash;
+        }
         tx.commit().await?;
-        Ok(seq)
+        Ok(seqs)
     }
 
     /// Every audit row, oldest first; `entity_id` limits it to one entity.

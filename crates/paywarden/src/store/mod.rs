@@ -72,6 +72,10 @@ pub enum StoreError {
     /// A stored JSON value could not be read back.
     #[error("stored JSON is unreadable: {0}")]
     Json(#[from] serde_json::Error),
+    /// The task writing an audit append's group ended without answering; whether the row was
+    /// written is unknown (`paywarden audit verify` and the log tell).
+    #[error("the audit append was not answered (its group commit task ended)")]
+    AuditAppendAborted,
 }
 
 /// Which database engine a [`Store`] talks to.
@@ -158,6 +162,8 @@ impl SchemaStatus {
 pub struct Store {
     pool: AnyPool,
     engine: Engine,
+    // Audit appends waiting for their group commit (audit::Store::append_audit).
+    audit: std::sync::Arc<audit::AuditQueue>,
 }
 
 /// A file path as an `sqlite://` URL that creates the file when missing (`%`, `?` and `#` in
@@ -227,7 +233,11 @@ impl Store {
             })
             .connect_with(options)
             .await?;
-        Ok(Self { pool, engine })
+        Ok(Self {
+            pool,
+            engine,
+            audit: std::sync::Arc::default(),
+        })
     }
 
     /// The engine this store talks to.
@@ -361,6 +371,10 @@ impl Store {
     /// Begins a transaction that will write rows it first reads: `BEGIN IMMEDIATE` on SQLite
     /// (the write lock up front, so two processes cannot both read-then-write); a plain
     /// transaction on PostgreSQL, where the reads take row locks ([`Store::for_update`]).
+    pub(crate) fn audit_queue(&self) -> &audit::AuditQueue {
+        &self.audit
+    }
+
     pub(crate) async fn begin_write(
         &self,
     ) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {

@@ -1,0 +1,215 @@
+#!/usr/bin/env bash
+# paywarden's benchmark (docs/performance.md): release builds, side by side in one run:
+#   - a bare axum JSON-RPC echo and rmcp's stateless no-op tool (the protocol's floor),
+#   - paywarden's audited reads `revenue_summary` and `get_transactions` as stateless
+#     2026-07-28 calls with the demo entity (wrk, a fixed request),
+#   - one SSE answer on one connection (latency of a single call, no queueing),
+#   - the confirmed refund flow (preview, then confirmation) and session clients (2025-11-25)
+#     (closed loops in crates/paywarden/examples/bench.rs),
+#   - RSS at idle and with 1,000 open sessions,
+# on SQLite and on PostgreSQL. Prints a Markdown table (also written to target/bench/results.md).
+#
+#   scripts/bench.sh                     everything
+#   BENCH_ENGINES=sqlite scripts/bench.sh
+#
+# Environment: BENCH_SECONDS (per measurement, default 10), BENCH_CONNECTIONS (default 64),
+# BENCH_ENGINES (default "sqlite postgres"), BENCH_PG_URL (default
+# postgres://postgres@127.0.0.1:5432, trust auth; a paywarden_bench database there is dropped
+# and created), CARGO_TARGET_DIR (honoured). Needs wrk (Debian: apt-get install wrk; installed
+# here when missing and running as root) and curl. Not part of scripts/test.sh: speed is
+# measured here, never asserted by a test.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+LOAD_BEFORE="$(cut -d" " -f1-3 /proc/loadavg)"
+SECONDS_EACH="${BENCH_SECONDS:-10}"
+CONNS="${BENCH_CONNECTIONS:-64}"
+ENGINES="${BENCH_ENGINES:-sqlite postgres}"
+PG_URL="${BENCH_PG_URL:-postgres://postgres@127.0.0.1:5432}"
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
+OUT="$TARGET/bench"
+ENTITY=8ac7a4c9000000000000000000000001
+TOKEN=pw_demo_sandbox_token_only_valid_against_the_paywarden_emulator
+
+if ! command -v wrk >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        apt-get install -y wrk >/dev/null
+    else
+        echo "bench.sh: wrk is missing; install it (Debian/Ubuntu: sudo apt-get install wrk)" >&2
+        exit 2
+    fi
+fi
+
+echo "== building (release)" >&2
+# Two commands: together, the example's dev-dependency features would rebuild the server.
+cargo build --release -p paywarden --bin paywarden >&2
+cargo build --release -p paywarden --example bench >&2
+PAYWARDEN="$TARGET/release/paywarden"
+BENCH="$TARGET/release/examples/bench"
+
+rm -rf "$OUT" && mkdir -p "$OUT"
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+wait_http() { # URL
+    for _ in $(seq 1 600); do
+        curl -s -o /dev/null "$1" && return 0
+        sleep 0.2
+    done
+    echo "bench.sh: $1 did not answer" >&2
+    return 1
+}
+
+rss_mb() { awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
+
+RESULTS=()
+row() { RESULTS+=("| $1 | $2 | $3 | $4 | $5 | $6 |"); echo "$1: $2 req/s, p50 $3 ms, p99 $4 ms ($5 ok, $6 errors)" >&2; }
+
+# wrk_lua NAME URL BODY [MCP-NAME]: a wrk script POSTing BODY as a stateless call; it counts an
+# answer that is not HTTP 200 with a successful result as an error.
+wrk_lua() {
+    local file="$OUT/$1.lua"
+    local body_json
+    body_json=$(printf '%s' "$3" | python3 -c 'import json,sys; print(json.dumps(sys.stdin.read()))')
+    cat >"$file" <<EOF
+wrk.method = "POST"
+wrk.body = $body_json
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Accept"] = "application/json, text/event-stream"
+wrk.headers["MCP-Protocol-Version"] = "2026-07-28"
+wrk.headers["Mcp-Method"] = "tools/call"
+wrk.headers["Mcp-Name"] = "${4:-x}"
+wrk.headers["X-Entity-Id"] = "$ENTITY"
+wrk.headers["X-Token"] = "$TOKEN"
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args) bad = 0 end
+function response(status, headers, body)
+  if status ~= 200 or not string.find(body, '"result"', 1, true)
+     or string.find(body, '"isError":true', 1, true) then bad = bad + 1 end
+end
+function done(summary, latency, requests)
+  local b = 0
+  for _, t in ipairs(threads) do b = b + t:get("bad") end
+  local e = summary.errors
+  local failed = b + e.connect + e.read + e.write + e.status + e.timeout
+  io.write(string.format("RESULT %.0f %.2f %.2f %d %d\n",
+    summary.requests / (summary.duration / 1e6), latency:percentile(50) / 1000,
+    latency:percentile(99) / 1000, summary.requests - failed, failed))
+end
+EOF
+    echo "$file"
+}
+
+# wrk_run LABEL URL BODY MCP-NAME [CONNECTIONS THREADS]
+wrk_run() {
+    local lua
+    lua=$(wrk_lua "$(echo "$1" | tr -c 'a-zA-Z0-9_\n' _)" "$2" "$3" "$4")
+    local c="${5:-$CONNS}" t="${6:-2}"
+    local line
+    line=$(wrk -t"$t" -c"$c" -d"${SECONDS_EACH}s" --timeout 10s -s "$lua" "$2" | grep '^RESULT')
+    # shellcheck disable=SC2086
+    row "$1" $(echo "$line" | cut -d' ' -f2-)
+}
+
+call_body() { # TOOL ARGS_JSON
+    printf '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"%s","arguments":%s,"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{"name":"paywarden-bench","version":"1"},"io.modelcontextprotocol/clientCapabilities":{}}}}' "$1" "$2"
+}
+
+call_once() { # URL TOOL ARGS_JSON -> body
+    curl -sf -H "X-Entity-Id: $ENTITY" -H "X-Token: $TOKEN" -H 'Content-Type: application/json' \
+        -H 'Accept: application/json, text/event-stream' -H 'MCP-Protocol-Version: 2026-07-28' \
+        -H 'Mcp-Method: tools/call' -H "Mcp-Name: $2" "$1" -d "$(call_body "$2" "$3")"
+}
+
+# --- baselines -----------------------------------------------------------------------------------
+port=$(free_port)
+"$BENCH" echo --listen "127.0.0.1:$port" & PIDS+=($!)
+wait_http "http://127.0.0.1:$port/"
+wrk_run "axum JSON-RPC echo" "http://127.0.0.1:$port/mcp" '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{}}' x
+kill "${PIDS[-1]}"
+
+port=$(free_port)
+"$BENCH" noop --listen "127.0.0.1:$port" & PIDS+=($!)
+wait_http "http://127.0.0.1:$port/"
+wrk_run "rmcp stateless no-op tool" "http://127.0.0.1:$port/mcp" "$(call_body noop '{}')" noop
+kill "${PIDS[-1]}"
+
+# --- paywarden -----------------------------------------------------------------------------------
+YEAR=$(date -u +%Y)
+REVENUE_ARGS="{\"start_date\":\"$YEAR-01-01\",\"end_date\":\"$YEAR-12-31\"}"
+for engine in $ENGINES; do
+    dir="$OUT/$engine"
+    mkdir -p "$dir"
+    port=$(free_port)
+    {
+        echo '[http]'
+        echo 'max_sessions_per_entity = 2000'
+    } >"$dir/paywarden.toml"
+    if [ "$engine" = postgres ]; then
+        psql "$PG_URL/postgres" -qc 'DROP DATABASE IF EXISTS paywarden_bench' >/dev/null
+        psql "$PG_URL/postgres" -qc 'CREATE DATABASE paywarden_bench' >/dev/null
+        export DATABASE_URL="$PG_URL/paywarden_bench"
+    else
+        unset DATABASE_URL
+    fi
+    "$PAYWARDEN" serve --config "$dir/paywarden.toml" --listen "127.0.0.1:$port" \
+        --data-dir "$dir/data" >"$dir/server.log" 2>&1 & PIDS+=($!)
+    server=${PIDS[-1]}
+    wait_http "http://127.0.0.1:$port/healthz"
+    url="http://127.0.0.1:$port/mcp"
+    # Warm-up (and a check that every call succeeds before it is measured).
+    call_once "$url" revenue_summary "$REVENUE_ARGS" | grep -q '"result"'
+    txs=$(call_once "$url" get_transactions '{"limit":100,"includeLinkedTransactions":false}')
+    # The refund flow's reference: the largest debit or capture in a two-decimal currency.
+    read -r reference currency < <(printf '%s' "$txs" | sed -n 's/^data: //p' | python3 -c '
+import json, sys
+text = json.loads(sys.stdin.read())["result"]["content"][0]["text"]
+payments = json.loads(text[text.index("{"):])["payments"]
+debits = [p for p in payments if p["paymentType"] in ("DB", "CP") and p["currency"] in ("EUR", "USD", "GBP")]
+best = max(debits, key=lambda p: p["amountMinor"])
+print(best["id"], best["currency"])')
+    sleep 1
+    idle=$(rss_mb "$server")
+
+    wrk_run "$engine: revenue_summary, 1 connection (one SSE answer)" "$url" \
+        "$(call_body revenue_summary "$REVENUE_ARGS")" revenue_summary 1 1
+    wrk_run "$engine: revenue_summary (audited read)" "$url" \
+        "$(call_body revenue_summary "$REVENUE_ARGS")" revenue_summary
+    wrk_run "$engine: get_transactions (audited read + OPP emulator)" "$url" \
+        "$(call_body get_transactions '{"limit":5,"includeLinkedTransactions":false}')" get_transactions
+    line=$("$BENCH" refund --url "$url" --connections "$CONNS" --seconds "$SECONDS_EACH" \
+        --reference "$reference" --currency "$currency")
+    # shellcheck disable=SC2086
+    row "$engine: confirmed refund flow (preview + confirmation = 1)" $(echo "$line" | cut -d' ' -f2-)
+    line=$("$BENCH" sessions --url "$url" --connections "$CONNS" --seconds "$SECONDS_EACH")
+    # shellcheck disable=SC2086
+    row "$engine: session clients, revenue_summary (2025-11-25)" $(echo "$line" | cut -d' ' -f2-)
+
+    busy=$(rss_mb "$server")
+    fifo="$dir/sessions.out"
+    "$BENCH" open-sessions --url "$url" --count 1000 --hold 5 >"$fifo" & opener=$!
+    for _ in $(seq 1 600); do grep -q opened "$fifo" 2>/dev/null && break; sleep 0.2; done
+    with_sessions=$(rss_mb "$server")
+    wait "$opener"
+    RESULTS+=("| $engine: RSS idle / after the load / with 1,000 open sessions | ${idle} MB / ${busy} MB / ${with_sessions} MB | | | | |")
+    echo "$engine RSS: idle $idle MB, after load $busy MB, with 1,000 sessions $with_sessions MB" >&2
+    kill "$server"
+    wait "$server" 2>/dev/null || true
+done
+
+{
+    echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), load average before: $LOAD_BEFORE"
+    echo "\`BENCH_SECONDS=$SECONDS_EACH BENCH_CONNECTIONS=$CONNS BENCH_ENGINES=\"$ENGINES\" scripts/bench.sh\` (wrk -t2 -c$CONNS, closed loops of $CONNS connections)"
+    echo
+    echo "| what | req/s | p50 ms | p99 ms | ok | errors |"
+    echo "|---|---|---|---|---|---|"
+    printf '%s\n' "${RESULTS[@]}"
+} | tee "$OUT/results.md"
