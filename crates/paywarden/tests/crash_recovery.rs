@@ -63,7 +63,10 @@ fn serve_with(
         .env("PAYWARDEN_OPP__SETTLE_WINDOW_MS", "1500")
         // Replicas of one database share the audit signing key (a replica with another key
         // refuses to start: docs/deploy.md §8); a test key, never a real one.
-        .env("PAYWARDEN_AUDIT__SIGNING_KEY", "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=")
+        .env(
+            "PAYWARDEN_AUDIT__SIGNING_KEY",
+            "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=",
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
     if let Some(url) = database_url {
