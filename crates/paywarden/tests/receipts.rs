@@ -91,6 +91,15 @@ async fn a_confirmed_refund_returns_a_receipt_that_verifies_until_edited() {
     assert_eq!(done["status"], "executed", "{done}");
     let receipt = done["receipt"].clone();
     assert_eq!(receipt["type"], "paywarden.receipt.v1", "{done}");
+    // The text keeps its shape: summary lines, then the whole structured result (receipt
+    // included) as the last line, which clients such as the OpenAI Agents SDK parse.
+    let raw = call(&client, "perform_refund", confirmed.clone())
+        .await
+        .unwrap();
+    let text = common::text(&raw);
+    let last: serde_json::Value =
+        serde_json::from_str(text.lines().last().unwrap()).expect("the last line is JSON");
+    assert_eq!(last["receipt"], receipt, "{text}");
 
     // What it says.
     assert_eq!(receipt["tool"], "perform_refund");

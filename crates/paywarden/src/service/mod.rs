@@ -448,9 +448,16 @@ impl Pipeline {
                         if let serde_json::Value::Object(map) = &mut outcome.structured {
                             map.insert("receipt".into(), value);
                         }
-                        outcome.text.push_str(&format!(
-                            "\nSigned receipt {id} (audit entry {seq}): structuredContent.receipt; check it offline with `paywarden receipt verify FILE`."
-                        ));
+                        // The text keeps its shape (summary lines, then the structured result
+                        // as one JSON line, last), now with the receipt in that JSON too.
+                        let note = format!(
+                            "Signed receipt {id} (audit entry {seq}): in the result's `receipt`; check it offline with `paywarden receipt verify FILE`."
+                        );
+                        let summary = outcome
+                            .text
+                            .find("\n{")
+                            .map_or(outcome.text.as_str(), |at| &outcome.text[..at]);
+                        outcome.text = format!("{summary}\n{note}\n{}", outcome.structured);
                     }
                     Err(error) => tracing::error!(%error, "could not serialise a receipt"),
                 }
