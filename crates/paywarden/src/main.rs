@@ -173,6 +173,27 @@ fn load(cli_config: Option<&std::path::Path>, overrides: Overrides) -> anyhow::R
     Ok(Config::load(cli_config, &overrides)?)
 }
 
+/// The configuration of a subcommand whose only flag over it is `--data-dir`.
+fn load_with_data_dir(
+    cli_config: Option<&std::path::Path>,
+    data_dir: Option<PathBuf>,
+) -> anyhow::Result<Config> {
+    load(
+        cli_config,
+        Overrides {
+            data_dir,
+            ..Overrides::default()
+        },
+    )
+}
+
+/// Ends the process with a subcommand's exit code when it is not 0 (refused, invalid, found).
+fn exit_unless_ok(code: i32) {
+    if code != 0 {
+        std::process::exit(code);
+    }
+}
+
 /// Opens paywarden's configured database (migrating it when needed).
 async fn open_store(config: &Config) -> anyhow::Result<paywarden::store::Store> {
     std::fs::create_dir_all(&config.data_dir)
@@ -325,13 +346,7 @@ async fn main() -> anyhow::Result<()> {
             drop(app);
         }
         Command::Emulator { listen, common } => {
-            let config = load(
-                file,
-                Overrides {
-                    data_dir: common.data_dir,
-                    ..Overrides::default()
-                },
-            )?;
+            let config = load_with_data_dir(file, common.data_dir)?;
             std::fs::create_dir_all(&config.data_dir)
                 .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
             let emulator =
@@ -361,13 +376,7 @@ async fn main() -> anyhow::Result<()> {
             emulator.serve(listener).await.context("emulator failed")?;
         }
         Command::Seed { common } => {
-            let config = load(
-                file,
-                Overrides {
-                    data_dir: common.data_dir,
-                    ..Overrides::default()
-                },
-            )?;
+            let config = load_with_data_dir(file, common.data_dir)?;
             let app = App::build(config, SeedMode::Off, &ProgressBar::hidden()).await?;
             if app.config().uses_emulator() {
                 match app.seed_if_empty(&progress_bar()).await? {
@@ -388,54 +397,24 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Ifthenpay { action, common } => {
-            let config = load(
-                file,
-                Overrides {
-                    data_dir: common.data_dir,
-                    ..Overrides::default()
-                },
-            )?;
+            let config = load_with_data_dir(file, common.data_dir)?;
             let code = paywarden::cli_ifthenpay::run(action, &config.data_dir).await?;
-            if code != 0 {
-                std::process::exit(code);
-            }
+            exit_unless_ok(code);
         }
         Command::Approvals { action, common } => {
-            let config = load(
-                file,
-                Overrides {
-                    data_dir: common.data_dir,
-                    ..Overrides::default()
-                },
-            )?;
+            let config = load_with_data_dir(file, common.data_dir)?;
             let store = open_store(&config).await?;
             let code = paywarden::cli_approvals::run(&store, action).await?;
-            if code != 0 {
-                std::process::exit(code);
-            }
+            exit_unless_ok(code);
         }
         Command::Reconcile { args, common } => {
-            let config = load(
-                file,
-                Overrides {
-                    data_dir: common.data_dir,
-                    ..Overrides::default()
-                },
-            )?;
+            let config = load_with_data_dir(file, common.data_dir)?;
             let store = open_store(&config).await?;
             let code = paywarden::cli_reconcile::run(&store, args).await?;
-            if code != 0 {
-                std::process::exit(code);
-            }
+            exit_unless_ok(code);
         }
         Command::Migrate { common, check } => {
-            let config = load(
-                file,
-                Overrides {
-                    data_dir: common.data_dir,
-                    ..Overrides::default()
-                },
-            )?;
+            let config = load_with_data_dir(file, common.data_dir)?;
             migrate(&config, check).await?;
         }
         Command::Policy {
@@ -504,37 +483,19 @@ async fn main() -> anyhow::Result<()> {
             let (code, stdout, stderr) = paywarden::cli_receipts::verify_file(&file, &public_keys);
             print!("{stdout}");
             eprint!("{stderr}");
-            if code != 0 {
-                std::process::exit(code);
-            }
+            exit_unless_ok(code);
         }
         Command::Receipt { action, common } => {
-            let config = load(
-                file,
-                Overrides {
-                    data_dir: common.data_dir,
-                    ..Overrides::default()
-                },
-            )?;
+            let config = load_with_data_dir(file, common.data_dir)?;
             let store = open_store(&config).await?;
             let code = paywarden::cli_receipts::run(&store, action).await?;
-            if code != 0 {
-                std::process::exit(code);
-            }
+            exit_unless_ok(code);
         }
         Command::Audit { action, common } => {
-            let config = load(
-                file,
-                Overrides {
-                    data_dir: common.data_dir,
-                    ..Overrides::default()
-                },
-            )?;
+            let config = load_with_data_dir(file, common.data_dir)?;
             let store = open_store(&config).await?;
             let code = paywarden::cli_audit::run(&store, &config, action).await?;
-            if code != 0 {
-                std::process::exit(code);
-            }
+            exit_unless_ok(code);
         }
     }
     Ok(())
