@@ -35,6 +35,8 @@
 //! the I/O-free crate [`paywarden_domain`]; the offline OPP stand-in is
 //! [`paywarden_emulator`].
 
+#![warn(missing_docs)]
+
 pub mod app;
 pub mod approvals_http;
 pub mod audit_anchor;
