@@ -322,9 +322,13 @@ impl Emulator {
     /// `/v1/payments/{id}`, `/v1/query`, `/v1/query/{id}`), the Stripe API subset (every
     /// other `/v1/...` path, see the crate docs) and ifthenpay's API (see [`ifthenpay`]), with
     /// the configured latencies and the `X-Paywarden-Sandbox: true` header on every response.
+    ///
+    /// Every request runs to completion even when its client goes away mid-request
+    /// ([`run_to_completion`]), as at a real provider.
     pub fn router(&self) -> axum::Router {
         handlers::router(self.inner.clone(), stripe::router(self.stripe.clone()))
             .merge(ifthenpay::router(self.ifthenpay.clone()))
+            .layer(axum::middleware::from_fn(run_to_completion))
     }
 
     /// Serves the API on `listener` until the task is cancelled or the listener fails.
@@ -446,5 +450,30 @@ mod tests {
         assert!(matches!(config.validate(), Err(EmulatorError::Config(_))));
         config.stripe_keys.clear();
         assert!(config.validate().is_ok());
+    }
+}
+
+/// Runs the rest of the request on its own task, so that a client that disconnects (a caller
+/// killed mid-request, a timeout on its side) does not cancel the handler halfway.
+///
+/// A real provider finishes processing a request it has received whatever happens to the
+/// connection: that is why Stripe documents a dropped connection or a 500 as an indeterminate
+/// outcome to be retried with the same idempotency key
+/// (<https://docs.stripe.com/api/idempotent_requests>, <https://docs.stripe.com/error-low-level>).
+/// Without this, hyper drops the handler's future when the connection closes, which could
+/// leave a half-run write (and, in sqlx, a SQLite connection returned to the pool inside an
+/// open `BEGIN IMMEDIATE`, failing the next request with `999.999.999`).
+async fn run_to_completion(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    match tokio::spawn(next.run(request)).await {
+        Ok(response) => response,
+        Err(error) => {
+            tracing::error!(%error, "emulator request task failed");
+            axum::response::IntoResponse::into_response(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            )
+        }
     }
 }
