@@ -39,6 +39,7 @@
 //! [`paywarden_emulator`].
 
 #![warn(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod app;
 pub mod approvals_http;
