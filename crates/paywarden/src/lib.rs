@@ -21,8 +21,11 @@
 //! - [`mask`]: the one masking mechanism for error texts and audit rows (secrets, personal
 //!   data, values in parse errors).
 //! - [`mcp`]: rmcp adapters, one module per toolset; thin: parameters in, outcome out.
-//! - [`service`]: the one pipeline every tool call goes through (validate, idempotency,
-//!   pre-check, connector call, audit).
+//! - [`pipeline`]: the one sequence every tool call goes through (gate, limits, idempotency,
+//!   lease, pre-check, connector call, settlement, audit), whichever toolset asked for it.
+//! - [`toolsets`]: each toolset's operations and reads (`opp`, `ops`, `ifthenpay`), split by
+//!   job; none runs a flow of its own.
+//! - [`service`]: the former paths of the two above, re-exported.
 //! - [`connectors`]: real HTTP clients of each provider; provider wire types stay inside.
 //! - [`audit_anchor`]: signed checkpoints anchoring the audit chain outside the database, and
 //!   the keyed ids of provider keys.
@@ -36,6 +39,7 @@
 //! [`paywarden_emulator`].
 
 #![warn(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod app;
 pub mod approvals_http;
@@ -56,6 +60,7 @@ pub mod ifthenpay_http;
 pub mod mask;
 pub mod mcp;
 pub mod model;
+pub mod pipeline;
 pub mod policy;
 pub mod receipts;
 pub mod seed;
@@ -63,3 +68,4 @@ pub mod seed_ops;
 pub mod service;
 pub mod sessions;
 pub mod store;
+pub mod toolsets;

@@ -1,5 +1,7 @@
 //! The `paywarden` command line.
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 use std::{net::SocketAddr, path::PathBuf};
 
 use anyhow::Context;

@@ -102,7 +102,7 @@ pub struct Transaction {
     /// OPP's request id (`ndc`), recorded in the audit log.
     pub ndc: Option<String>,
     /// `customParameters` as OPP echoes them (name → value); paywarden's own reference of an
-    /// idempotency key travels as [`crate::service::opp::REFERENCE_PARAMETER`].
+    /// idempotency key travels as [`crate::toolsets::opp::REFERENCE_PARAMETER`].
     pub custom_parameters: std::collections::BTreeMap<String, String>,
 }
 

@@ -60,7 +60,7 @@ fn b64() -> base64::engine::GeneralPurpose {
     base64::engine::general_purpose::STANDARD
 }
 
-/// What the gate knew when it let a movement execute ([`crate::service::gate::Claims`]): the
+/// What the gate knew when it let a movement execute ([`crate::pipeline::gate::Claims`]): the
 /// verdict and what it judged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReceiptBasis {
@@ -79,7 +79,7 @@ pub struct ReceiptBasis {
 }
 
 /// A receipt still to be signed: attached to an executed outcome
-/// ([`crate::service::AuditFacts::receipt`]) and completed by the pipeline once the execution's
+/// ([`crate::pipeline::AuditFacts::receipt`]) and completed by the pipeline once the execution's
 /// audit row exists.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReceiptDraft {
@@ -357,12 +357,12 @@ impl ReceiptDraft {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn into_receipt(
         self,
-        caller: &crate::service::Caller,
+        caller: &crate::pipeline::Caller,
         toolset: &str,
         tool: &str,
         sandbox: bool,
         request: serde_json::Value,
-        facts: &crate::service::AuditFacts,
+        facts: &crate::pipeline::AuditFacts,
         audit: ReceiptAudit,
         approval: Option<&crate::store::Approval>,
     ) -> Receipt {

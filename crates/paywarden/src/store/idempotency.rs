@@ -92,7 +92,7 @@ pub struct KeyRecord {
     pub tool: String,
     /// Its toolset (`None` for keys from before migration 0007).
     pub toolset: Option<String>,
-    /// [`crate::service::safety::binding_hash`] of the first request.
+    /// [`crate::pipeline::safety::binding_hash`] of the first request.
     pub request_hash: String,
     /// Where it stands.
     pub state: KeyState,
@@ -102,7 +102,7 @@ pub struct KeyRecord {
     pub lease_until: Option<DateTime<Utc>>,
     /// `Unknown`: from when the provider's silence means the operation never happened.
     pub settle_after: Option<DateTime<Utc>>,
-    /// What the call was about to send (a [`crate::service::reconcile::Intent`] as JSON),
+    /// What the call was about to send (a [`crate::pipeline::reconcile::Intent`] as JSON),
     /// recorded before sending; `None`: nothing was sent.
     pub intent: Option<serde_json::Value>,
     /// The cumulative-limit reservation the call holds.

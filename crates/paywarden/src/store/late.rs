@@ -43,9 +43,9 @@ pub struct LateOutcome {
     pub toolset: String,
     /// Its tool.
     pub tool: String,
-    /// The key's request binding ([`crate::service::safety::binding_hash`]).
+    /// The key's request binding ([`crate::pipeline::safety::binding_hash`]).
     pub request_hash: String,
-    /// What had been sent (a [`crate::service::reconcile::Intent`] as JSON).
+    /// What had been sent (a [`crate::pipeline::reconcile::Intent`] as JSON).
     pub intent: serde_json::Value,
     /// When the key was released.
     pub released_at: DateTime<Utc>,

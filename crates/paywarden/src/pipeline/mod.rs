@@ -10,9 +10,6 @@
 //! request and the [`ToolOutcome`] back into its seed's output shape.
 
 pub mod gate;
-pub mod ifthenpay;
-pub mod opp;
-pub mod ops;
 pub mod reconcile;
 pub mod safety;
 

@@ -33,7 +33,7 @@ use crate::store::{AuditEntry, KeyRecord, KeyState, LateKind, StoreError};
 /// The toolsets whose keyed calls record an [`Intent`] before sending and reconcile unknown
 /// outcomes (a dead call of theirs without an intent sent nothing). Another toolset's unknown
 /// outcome has no settle window: it waits for an operator (`paywarden reconcile`).
-pub const RECONCILED_TOOLSETS: &[&str] = &[super::opp::TOOLSET, super::ops::TOOLSET];
+pub const RECONCILED_TOOLSETS: &[&str] = &["opp", "ops"];
 
 /// Whether `record`'s call records an intent before sending (so without one, nothing was sent).
 fn records_intents(record: &KeyRecord) -> bool {

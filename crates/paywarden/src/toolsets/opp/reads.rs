@@ -1,0 +1,452 @@
+//! The reporting queries: `get_transactions` and `search_transactions`.
+
+use super::*;
+
+impl OppService {
+    /// The policy's word on a read: `None` to go ahead, or the refusal. Reads cannot be
+    /// confirmed or approved; a policy that says anything but `allow` for one refuses it.
+    pub(super) fn read_refusal(&self, caller: &Caller, tool: &str) -> Option<ToolOutcome> {
+        let input = PolicyInput {
+            toolset: TOOLSET.into(),
+            tool: tool.into(),
+            entity: caller.entity_id.clone(),
+            moves_money: false,
+            client: caller.client_name.clone(),
+            ..PolicyInput::default()
+        };
+        match self.pipeline.safety().policy.evaluate(&input) {
+            Ok(v) if v.decision == Decision::Allow => None,
+            Ok(v) => {
+                let mut outcome = self.pipeline.error_outcome(
+                    "denied_by_policy",
+                    &format!(
+                        "{tool} is refused by policy rule {:?}: {}",
+                        v.rule, v.message
+                    ),
+                    None,
+                );
+                outcome.audit.outcome = "denied".into();
+                Some(outcome)
+            }
+            Err(e) => Some(self.pipeline.error_outcome(
+                "policy_error",
+                &format!("{tool} is refused: the policy could not be evaluated ({e})"),
+                None,
+            )),
+        }
+    }
+
+    /// Reads OPP's transaction report for `from..=to` page by page (100 per OPP page), up to
+    /// [`SEARCH_SCAN_LIMIT`] transactions; the flag is true when more matched and were not read.
+    ///
+    /// # Errors
+    /// The first [`OppError`] of a report page.
+    pub(super) async fn scan_report(
+        &self,
+        credentials: &OppCredentials,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        payment_types: &[PaymentType],
+        payment_methods: &[String],
+    ) -> Result<(Vec<Transaction>, bool), OppError> {
+        let mut scanned = Vec::new();
+        let mut opp_page = 1;
+        let mut truncated = false;
+        loop {
+            let report = ReportQuery {
+                from,
+                to,
+                payment_types: payment_types.to_vec(),
+                payment_methods: payment_methods.to_vec(),
+                limit: 100,
+                page_no: opp_page,
+            };
+            let page = self.client.report(credentials, &report).await?;
+            let n = page.transactions.len();
+            scanned.extend(page.transactions);
+            if scanned.len() >= SEARCH_SCAN_LIMIT {
+                truncated = page.total_pages.is_some_and(|t| t > opp_page) || n == 100;
+                scanned.truncate(SEARCH_SCAN_LIMIT);
+                break;
+            }
+            let more = match page.total_pages {
+                Some(total) => opp_page < total,
+                None => n == 100,
+            };
+            if !more || n == 0 {
+                break;
+            }
+            opp_page += 1;
+        }
+        Ok((scanned, truncated))
+    }
+
+    /// `get_transactions`: by id (with linked transactions) or by merchant reference; with
+    /// neither (the OPP seed makes every parameter optional), the most recent transactions of
+    /// the last [`RECENT_WINDOW_DAYS`] days, newest first, paged like `search_transactions`.
+    ///
+    /// # Errors
+    /// [`ServiceError::InvalidArguments`] when both of id and merchantTransactionId are given,
+    /// paging is out of range, or a value is malformed; [`ServiceError::Store`].
+    pub async fn get_transactions(
+        &self,
+        caller: &Caller,
+        arguments: &serde_json::Value,
+        params: LookupParams,
+    ) -> Result<ToolOutcome, ServiceError> {
+        self.pipeline
+            .read(caller, TOOLSET, "get_transactions", arguments, || async {
+                if let Some(refusal) = self.read_refusal(caller, "get_transactions") {
+                    return Ok(refusal);
+                }
+                let query = LookupQuery {
+                    id: params.id.as_deref().map(|i| validate_id("id", i)).transpose()?,
+                    merchant_transaction_id: validate_merchant_reference(
+                        params.merchant_transaction_id.clone(),
+                    )?,
+                    include_linked: params.include_linked.unwrap_or(true),
+                    payment_types: parse_payment_types("paymentTypes", &params.payment_types)?,
+                };
+                if query.id.is_some() || query.merchant_transaction_id.is_some() {
+                    if params.limit.is_some() || params.page_no.is_some() {
+                        return Err(invalid(
+                            "limit and pageNo page the most recent transactions (no id or merchantTransactionId); drop them, or drop id/merchantTransactionId",
+                        ));
+                    }
+                } else {
+                    return self.recent_transactions(caller, &query, &params).await;
+                }
+                let credentials = Self::credentials(caller);
+                let found = match (&query.id, &query.merchant_transaction_id) {
+                    (Some(id), None) => {
+                        self.client
+                            .query_by_id(&credentials, id, query.include_linked, &query.payment_types)
+                            .await
+                    }
+                    (None, Some(m)) => {
+                        match self.client.query_by_merchant_transaction_id(&credentials, m).await {
+                            Ok(found) if query.include_linked => {
+                                // OPP links by id only: expand each match to its payment.
+                                let mut all: Vec<Transaction> = Vec::new();
+                                let mut failure = None;
+                                for tx in &found {
+                                    if all.iter().any(|t| t.id == tx.id) {
+                                        continue;
+                                    }
+                                    match self
+                                        .client
+                                        .query_by_id(&credentials, &tx.id, true, &query.payment_types)
+                                        .await
+                                    {
+                                        Ok(linked) => {
+                                            for l in linked {
+                                                if !all.iter().any(|t| t.id == l.id) {
+                                                    all.push(l);
+                                                }
+                                            }
+                                        }
+                                        Err(e) => {
+                                            failure = Some(e);
+                                            break;
+                                        }
+                                    }
+                                }
+                                match failure {
+                                    Some(e) => Err(e),
+                                    None => Ok(all),
+                                }
+                            }
+                            Ok(found) => Ok(found
+                                .into_iter()
+                                .filter(|t| {
+                                    query.payment_types.is_empty()
+                                        || query.payment_types.contains(&t.payment_type)
+                                })
+                                .collect()),
+                            Err(e) => Err(e),
+                        }
+                    }
+                    (Some(_), Some(_)) => {
+                        return Err(invalid(
+                            "give either id or merchantTransactionId, not both",
+                        ))
+                    }
+                    (None, None) => return self.recent_transactions(caller, &query, &params).await,
+                };
+                match found {
+                    Ok(transactions) => {
+                        let (code, description) =
+                            paywarden_domain::result_code::codes::SUCCESSFUL_REQUEST;
+                        let output = LookupOutput {
+                            result: ResultInfo::new(code, description),
+                            payments: transactions.iter().map(Transaction::view).collect(),
+                            recent: None,
+                            sandbox: self.pipeline.sandbox(),
+                        };
+                        let structured =
+                            serde_json::to_value(&output).map_err(crate::store::StoreError::from)?;
+                        Ok(ToolOutcome {
+                            text: self.pipeline.decorate(&format!(
+                                "Found {} transaction(s).\n{}",
+                                output.payments.len(),
+                                structured
+                            )),
+                            structured,
+                            is_error: false,
+                            audit: AuditFacts {
+                                outcome: "ok".into(),
+                                result_code: Some(code.to_string()),
+                                provider_request_id: None,
+                                transaction_id: query.id.clone(),
+                                receipt: None,
+                            },
+                        })
+                    }
+                    Err(OppError::NotFound { result }) => Ok(self.pipeline.error_outcome(
+                        "not_found",
+                        &format!(
+                            "No transaction found ({} {}): check the id or merchantTransactionId; transactions of other entities are never visible.",
+                            result.code, result.description
+                        ),
+                        Some(&result.code),
+                    )),
+                    Err(e) => Ok(self.provider_failure("get_transactions", e, true).0),
+                }
+            })
+            .await
+    }
+
+    /// `get_transactions` without an id: the last [`RECENT_WINDOW_DAYS`] days of OPP's report,
+    /// newest first, one page of `limit` (default 20).
+    pub(super) async fn recent_transactions(
+        &self,
+        caller: &Caller,
+        query: &LookupQuery,
+        params: &LookupParams,
+    ) -> Result<ToolOutcome, ServiceError> {
+        let limit = params.limit.unwrap_or(20);
+        if !(1..=100).contains(&limit) {
+            return Err(invalid("limit must be between 1 and 100"));
+        }
+        let page_no = params.page_no.unwrap_or(1);
+        if page_no == 0 {
+            return Err(invalid("pageNo starts at 1"));
+        }
+        let to = Utc::now();
+        let from = to - ChronoDuration::days(RECENT_WINDOW_DAYS);
+        let credentials = Self::credentials(caller);
+        let (mut scanned, truncated) = match self
+            .scan_report(&credentials, from, to, &query.payment_types, &[])
+            .await
+        {
+            Ok(found) => found,
+            Err(e) => return Ok(self.provider_failure("get_transactions", e, true).0),
+        };
+        // Newest first; ties (same second) by id so pages are stable.
+        scanned.sort_by(|a, b| b.timestamp.cmp(&a.timestamp).then_with(|| b.id.cmp(&a.id)));
+        let total_count = scanned.len() as u64;
+        let total_pages = u32::try_from(scanned.len().div_ceil(limit as usize)).unwrap_or(u32::MAX);
+        let start = (page_no as usize - 1).saturating_mul(limit as usize);
+        let payments: Vec<TransactionView> = scanned
+            .iter()
+            .skip(start)
+            .take(limit as usize)
+            .map(Transaction::view)
+            .collect();
+        let (code, description) = paywarden_domain::result_code::codes::SUCCESSFUL_REQUEST;
+        let output = LookupOutput {
+            result: ResultInfo::new(code, description),
+            payments,
+            recent: Some(RecentPage {
+                page_no,
+                limit,
+                total_count,
+                total_pages,
+                date_from: from.format("%Y-%m-%d %H:%M:%S").to_string(),
+                date_to: to.format("%Y-%m-%d %H:%M:%S").to_string(),
+                truncated,
+            }),
+            sandbox: self.pipeline.sandbox(),
+        };
+        let structured = serde_json::to_value(&output).map_err(crate::store::StoreError::from)?;
+        Ok(ToolOutcome {
+            text: self.pipeline.decorate(&format!(
+                "No id or merchantTransactionId given: the most recent transactions of the last {RECENT_WINDOW_DAYS} days, newest first; page {page_no} of {} ({} shown of {total_count}{}).\n{}",
+                total_pages.max(1),
+                output.payments.len(),
+                if truncated { ", older ones not read: narrow the range with search_transactions" } else { "" },
+                structured
+            )),
+            structured,
+            is_error: false,
+            audit: AuditFacts {
+                outcome: "ok".into(),
+                result_code: Some(code.to_string()),
+                ..AuditFacts::default()
+            },
+        })
+    }
+
+    /// `search_transactions`: a date-range report from OPP (with OPP's own payment type and
+    /// method filters), then paywarden's filters (result category, currency, amount range,
+    /// merchant reference) and paging.
+    ///
+    /// # Errors
+    /// [`ServiceError::InvalidArguments`] for malformed filters; [`ServiceError::Store`].
+    pub async fn search_transactions(
+        &self,
+        caller: &Caller,
+        arguments: &serde_json::Value,
+        params: SearchParams,
+    ) -> Result<ToolOutcome, ServiceError> {
+        self.pipeline
+            .read(caller, TOOLSET, "search_transactions", arguments, || async {
+                if let Some(refusal) = self.read_refusal(caller, "search_transactions") {
+                    return Ok(refusal);
+                }
+                let now = Utc::now();
+                let to = match &params.date_to {
+                    Some(raw) => parse_date("dateTo", raw, true)?,
+                    None => now,
+                };
+                let from = match &params.date_from {
+                    Some(raw) => parse_date("dateFrom", raw, false)?,
+                    None => to - ChronoDuration::days(30),
+                };
+                if from > to {
+                    return Err(invalid("dateFrom is after dateTo: swap them"));
+                }
+                let payment_types = parse_payment_types("paymentTypes", &params.payment_types)?;
+                let mut categories = Vec::new();
+                for c in &params.result_categories {
+                    let known = [
+                        "success",
+                        "success_manual_review",
+                        "pending",
+                        "rejected_by_bank",
+                        "rejected_by_validation",
+                        "communication_error",
+                        "system_error",
+                        "unknown",
+                    ];
+                    if !known.contains(&c.as_str()) {
+                        return Err(invalid(format!(
+                            "resultCategories contains {c:?}: use {}",
+                            known.join(", ")
+                        )));
+                    }
+                    categories.push(c.clone());
+                }
+                let currency = params
+                    .currency
+                    .as_deref()
+                    .map(Currency::from_code)
+                    .transpose()
+                    .map_err(|e| invalid(e.to_string()))?;
+                let bound = |field: &str, raw: &Option<String>| -> Result<Option<Money>, ServiceError> {
+                    match raw {
+                        None => Ok(None),
+                        Some(raw) => {
+                            let Some(currency) = currency else {
+                                return Err(invalid(format!(
+                                    "{field} needs currency: amounts are compared in one currency's minor units"
+                                )));
+                            };
+                            Money::parse(raw, currency)
+                                .map(Some)
+                                .map_err(|e| invalid(format!("{field}: {e}")))
+                        }
+                    }
+                };
+                let amount_min = bound("amountMin", &params.amount_min)?;
+                let amount_max = bound("amountMax", &params.amount_max)?;
+                if let (Some(a), Some(b)) = (amount_min, amount_max) {
+                    if a.minor_units() > b.minor_units() {
+                        return Err(invalid("amountMin is larger than amountMax"));
+                    }
+                }
+                let merchant = validate_merchant_reference(params.merchant_transaction_id.clone())?;
+                let limit = params.limit.unwrap_or(20);
+                if !(1..=100).contains(&limit) {
+                    return Err(invalid("limit must be between 1 and 100"));
+                }
+                let page_no = params.page_no.unwrap_or(1);
+                if page_no == 0 {
+                    return Err(invalid("pageNo starts at 1"));
+                }
+                for m in &params.payment_methods {
+                    if m.is_empty() || m.len() > 8 || !m.chars().all(|c| c.is_ascii_alphanumeric()) {
+                        return Err(invalid(format!(
+                            "paymentMethods contains {m:?}: use OPP payment method codes such as CC (credit card) or DC (debit card)"
+                        )));
+                    }
+                }
+
+                let credentials = Self::credentials(caller);
+                let (scanned, truncated) = match self
+                    .scan_report(&credentials, from, to, &payment_types, &params.payment_methods)
+                    .await
+                {
+                    Ok(found) => found,
+                    Err(e) => return Ok(self.provider_failure("search_transactions", e, true).0),
+                };
+                let matches: Vec<&Transaction> = scanned
+                    .iter()
+                    .filter(|t| {
+                        categories.is_empty()
+                            || categories.contains(&serde_label(&t.result.category()))
+                    })
+                    .filter(|t| currency.is_none_or(|c| t.amount.currency() == c))
+                    .filter(|t| amount_min.is_none_or(|m| t.amount.minor_units() >= m.minor_units()))
+                    .filter(|t| amount_max.is_none_or(|m| t.amount.minor_units() <= m.minor_units()))
+                    .filter(|t| {
+                        merchant.is_none()
+                            || t.merchant_transaction_id.as_deref() == merchant.as_deref()
+                    })
+                    .collect();
+                let total_count = matches.len() as u64;
+                let total_pages = u32::try_from(matches.len().div_ceil(limit as usize)).unwrap_or(u32::MAX);
+                let start = (page_no as usize - 1).saturating_mul(limit as usize);
+                let records: Vec<TransactionView> = matches
+                    .iter()
+                    .skip(start)
+                    .take(limit as usize)
+                    .map(|t| t.view())
+                    .collect();
+                let (code, description) = paywarden_domain::result_code::codes::SUCCESSFUL_REQUEST;
+                let output = SearchOutput {
+                    result: ResultInfo::new(code, description),
+                    records,
+                    page_no,
+                    limit,
+                    total_count,
+                    total_pages,
+                    date_from: from.format("%Y-%m-%d %H:%M:%S").to_string(),
+                    date_to: to.format("%Y-%m-%d %H:%M:%S").to_string(),
+                    truncated,
+                    sandbox: self.pipeline.sandbox(),
+                };
+                let structured = serde_json::to_value(&output).map_err(crate::store::StoreError::from)?;
+                Ok(ToolOutcome {
+                    text: self.pipeline.decorate(&format!(
+                        "{} match(es) between {} and {} UTC; page {} of {} ({} shown).\n{}",
+                        total_count,
+                        output.date_from,
+                        output.date_to,
+                        page_no,
+                        total_pages.max(1),
+                        output.records.len(),
+                        structured
+                    )),
+                    structured,
+                    is_error: false,
+                    audit: AuditFacts {
+                        outcome: "ok".into(),
+                        result_code: Some(code.to_string()),
+                        ..AuditFacts::default()
+                    },
+                })
+            })
+            .await
+    }
+}
