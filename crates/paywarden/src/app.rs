@@ -408,6 +408,27 @@ impl App {
         self.seeded.as_ref()
     }
 
+    /// The operator console (`/console`, see [`crate::console`]), answering only under the
+    /// allowed `Host` names, as the approval page does.
+    pub fn console_router(&self) -> axum::Router {
+        crate::console::router(crate::console::ConsoleParts {
+            store: self.store.clone(),
+            operators: self.operators(),
+            csrf_key: self.csrf_key,
+            config: self.config.clone(),
+            receipt_key: (
+                self.receipt_signer.key_id(),
+                self.receipt_signer.public_key(),
+            ),
+            checkpoints: self.checkpoints.clone(),
+            key_ids: self.key_ids(),
+        })
+        .layer(axum::middleware::from_fn_with_state(
+            std::sync::Arc::new(self.config.http.allowed_hosts.clone()),
+            crate::http::check_host,
+        ))
+    }
+
     /// The operators who may decide approvals: the configured ones; with the emulator and none
     /// configured, the demo operator.
     pub fn operators(&self) -> Vec<crate::config::OperatorConfig> {
@@ -500,7 +521,8 @@ impl App {
             cancel.clone(),
         )
         .merge(crate::http::readiness_router(self.readiness()))
-        .merge(self.receipt_signer.router());
+        .merge(self.receipt_signer.router())
+        .merge(self.console_router());
         let checkpoints = self.start_checkpoints();
         // TCP_NODELAY on every accepted connection: without it, Nagle's algorithm holds the
         // small last segment of an SSE answer until the peer's delayed ACK (~40 ms on Linux).

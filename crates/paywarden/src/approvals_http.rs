@@ -26,7 +26,7 @@
 //! `sandbox: true`, which shows a SANDBOX banner. camelCase spellings (`amountMinor`,
 //! `referenceId`, `referencePaymentType`) work too, as in `service::safety::PreviewView`.
 
-use std::{borrow::Cow, fmt::Write as _, sync::Arc};
+use std::sync::Arc;
 
 use axum::{
     body::Bytes,
@@ -46,6 +46,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::console::render::{format_time, label, render, TimeView};
 use crate::{
     config::OperatorConfig,
     store::{Approval, ApprovalError, ApprovalStatus, Store},
@@ -87,6 +88,28 @@ pub fn router_with_csrf_key(
     operators: Vec<OperatorConfig>,
     csrf_key: [u8; 32],
 ) -> Router {
+    let state = page_state(store, operators, csrf_key);
+    Router::new()
+        .route("/approvals", get(list_page))
+        .route("/approvals/{id}", get(detail_page))
+        .route("/approvals/{id}/decision", post(decide))
+        .layer(middleware::map_response(security_headers))
+        .with_state(state)
+}
+
+struct OperatorCredential {
+    name: String,
+    name_hash: [u8; 32],
+    token_hash: [u8; 32],
+}
+
+/// Builds the operator sign-in and CSRF state the approval page and the console share.
+/// Operators whose `token_sha256` is not 64 hex digits can never sign in (a warning is logged).
+pub(crate) fn page_state(
+    store: Store,
+    operators: Vec<OperatorConfig>,
+    csrf_key: [u8; 32],
+) -> Arc<PageState> {
     let mut usable = Vec::new();
     let mut unusable = Vec::new();
     for operator in operators {
@@ -105,27 +128,16 @@ pub fn router_with_csrf_key(
             }
         }
     }
-    let state = Arc::new(PageState {
+    Arc::new(PageState {
         store,
         operators: usable,
         unusable,
         csrf_key,
-    });
-    Router::new()
-        .route("/approvals", get(list_page))
-        .route("/approvals/{id}", get(detail_page))
-        .route("/approvals/{id}/decision", post(decide))
-        .layer(middleware::map_response(security_headers))
-        .with_state(state)
+    })
 }
 
-struct OperatorCredential {
-    name: String,
-    name_hash: [u8; 32],
-    token_hash: [u8; 32],
-}
-
-struct PageState {
+/// Who may sign in, and the key of the forms' CSRF tokens.
+pub(crate) struct PageState {
     store: Store,
     operators: Vec<OperatorCredential>,
     unusable: Vec<String>,
@@ -164,8 +176,18 @@ impl PageState {
         Some(mac)
     }
 
-    /// The CSRF token of `operator`'s decision form for approval `id` (hex).
-    fn csrf_token(&self, id: &str, operator: &str) -> String {
+    /// The database.
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The names of the operators who can sign in.
+    pub(crate) fn operator_names(&self) -> Vec<&str> {
+        self.operators.iter().map(|o| o.name.as_str()).collect()
+    }
+
+    /// The CSRF token of `operator`'s form `id` (an approval id, or a console form's name), hex.
+    pub(crate) fn csrf_token(&self, id: &str, operator: &str) -> String {
         self.csrf_mac(id, operator)
             .map(|mac| hex::encode(mac.finalize().into_bytes()))
             .unwrap_or_default()
@@ -180,6 +202,57 @@ impl PageState {
     }
 }
 
+/// The operator the request's HTTP Basic credentials sign in; the 503 page when no operator
+/// is configured, the 401 challenge when the credentials are missing or wrong.
+pub(crate) fn signed_in(state: &PageState, headers: &HeaderMap) -> Result<String, Response> {
+    if state.operators.is_empty() {
+        return Err(not_configured(&state.unusable));
+    }
+    basic_credentials(headers)
+        .and_then(|(user, token)| state.authenticate(&user, &token).map(str::to_string))
+        .ok_or_else(unauthorized)
+}
+
+/// Checks a console form POST: same origin, readable, and carrying `operator`'s CSRF token
+/// for form `purpose`; otherwise the 403 (or 400) page.
+pub(crate) fn check_post(
+    state: &PageState,
+    operator: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+    purpose: &str,
+) -> Result<(), Response> {
+    if let Err(reason) = same_origin(headers) {
+        return Err(message_page(
+            StatusCode::FORBIDDEN,
+            operator,
+            "Request refused",
+            &[reason, "Open the page on this server and submit it there."],
+            None,
+        ));
+    }
+    #[derive(Deserialize)]
+    struct Csrf {
+        csrf: Option<String>,
+    }
+    let token = serde_urlencoded::from_bytes::<Csrf>(body)
+        .ok()
+        .and_then(|f| f.csrf);
+    if !token
+        .as_deref()
+        .is_some_and(|t| state.csrf_valid(purpose, operator, t))
+    {
+        return Err(message_page(
+            StatusCode::FORBIDDEN,
+            operator,
+            "Request refused",
+            &["The form's security token is missing or does not match this form and operator.                Reload the page and submit it there."],
+            None,
+        ));
+    }
+    Ok(())
+}
+
 /// The signed-in operator's name; rejects with 503 (no operators) or 401.
 struct SignedIn(String);
 
@@ -190,13 +263,7 @@ impl FromRequestParts<Arc<PageState>> for SignedIn {
         parts: &mut Parts,
         state: &Arc<PageState>,
     ) -> Result<Self, Self::Rejection> {
-        if state.operators.is_empty() {
-            return Err(not_configured(&state.unusable));
-        }
-        basic_credentials(&parts.headers)
-            .and_then(|(user, token)| state.authenticate(&user, &token).map(str::to_string))
-            .map(SignedIn)
-            .ok_or_else(unauthorized)
+        signed_in(state, &parts.headers).map(SignedIn)
     }
 }
 
@@ -215,7 +282,8 @@ fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
     Some((user.to_string(), token.to_string()))
 }
 
-async fn security_headers(mut response: Response) -> Response {
+/// Adds the operator pages' security headers (CSP, frame, cache, sniffing, referrer).
+pub(crate) async fn security_headers(mut response: Response) -> Response {
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
@@ -275,67 +343,33 @@ async fn list_page(
     {
         return response;
     }
-    let now = Utc::now();
-    let mut body = String::new();
     let heading = if all {
         "All approval requests"
     } else {
         "Pending approval requests"
     };
-    let _ = write!(
-        body,
-        "<h1>{heading}</h1><p class=\"muted\">{} &middot; {}</p>",
-        if all {
-            "<a href=\"/approvals\">Show pending only</a>"
-        } else {
-            "<a href=\"/approvals?all=1\">Show all, decided ones too</a>"
-        },
-        plural(approvals.len(), "request", "requests"),
-    );
-    if approvals.is_empty() {
-        body.push_str(if all {
-            "<div class=\"card\"><p>No approval requests yet.</p></div>"
-        } else {
-            "<div class=\"card\"><p>No pending approval requests. Nothing is waiting for you.</p></div>"
-        });
+    let empty = if all {
+        "No approval requests yet."
     } else {
-        body.push_str(
-            "<div class=\"scroll\"><table class=\"list\"><thead><tr><th>Request</th>\
-             <th>What will move</th><th>Tool</th><th>Entity</th><th>Created</th><th>Expires</th>\
-             </tr></thead><tbody>",
-        );
-        for a in &approvals {
-            let _ = write!(
-                body,
-                "<tr><td class=\"id\"><a href=\"/approvals/{id}\"><code>{id}</code></a>{sandbox}{status}</td>\
-                 <td>{moves}</td><td><code>{toolset}/{tool}</code></td>\
-                 <td class=\"id\"><code>{entity}</code></td><td>{created}</td><td>{expires}</td></tr>",
-                id = esc(&a.id),
-                sandbox = if is_sandbox(&a.preview) {
-                    "<br><span class=\"tag sandbox-tag\">SANDBOX</span>"
-                } else {
-                    ""
-                },
-                status = if all {
-                    Cow::Owned(format!(" {}", badge(a.status)))
-                } else {
-                    Cow::Borrowed("")
-                },
-                toolset = esc(&a.toolset),
-                tool = esc(&a.tool),
-                entity = esc(&a.entity_id),
-                moves = what_moves(&a.preview),
-                created = time_cell(a.created_at, now),
-                expires = if a.status == ApprovalStatus::Pending {
-                    time_cell(a.expires_at, now)
-                } else {
-                    "&mdash;".to_string()
-                },
-            );
-        }
-        body.push_str("</tbody></table></div>");
-    }
-    layout(&operator, heading, &body).into_response()
+        "No pending approval requests. Nothing is waiting for you."
+    };
+    let toggle = if all {
+        serde_json::json!({"href": "/approvals", "label": "Show pending only"})
+    } else {
+        serde_json::json!({"href": "/approvals?all=1", "label": "Show all, decided ones too"})
+    };
+    render_page(
+        StatusCode::OK,
+        Some(&operator),
+        "approvals.html",
+        heading,
+        serde_json::json!({
+            "heading": heading,
+            "toggle": toggle,
+            "count_text": plural(approvals.len(), "request", "requests"),
+            "sections": [section(None, empty, &approvals, all)],
+        }),
+    )
 }
 
 async fn detail_page(
@@ -366,8 +400,17 @@ async fn detail_page(
         Err(response) => return response,
     };
     let csrf = state.csrf_token(&approval.id, &operator);
-    let body = detail_html(&approval, &csrf, Utc::now());
-    layout(&operator, &format!("Approval {}", approval.id), &body).into_response()
+    let history = match history(&state.store, &approval).await {
+        Ok(h) => h,
+        Err(response) => return response,
+    };
+    render_page(
+        StatusCode::OK,
+        Some(&operator),
+        "approval.html",
+        &format!("Approval {}", approval.id),
+        detail_context(&approval, &csrf, Utc::now(), history),
+    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -389,10 +432,11 @@ async fn decide(
             StatusCode::FORBIDDEN,
             &operator,
             "Decision refused",
-            &format!(
-                "<p>{}</p><p>Open the approval page on this server and decide there.</p>",
-                esc(reason)
-            ),
+            &[
+                reason,
+                "Open the approval page on this server and decide there.",
+            ],
+            None,
         );
     }
     let Ok(form) = serde_urlencoded::from_bytes::<DecisionForm>(&body) else {
@@ -400,7 +444,8 @@ async fn decide(
             StatusCode::BAD_REQUEST,
             &operator,
             "Unreadable form",
-            "<p>The decision form could not be read. Reload the approval page and try again.</p>",
+            &["The decision form could not be read. Reload the approval page and try again."],
+            None,
         );
     };
     if !valid_id(&id)
@@ -413,20 +458,25 @@ async fn decide(
             StatusCode::FORBIDDEN,
             &operator,
             "Decision refused",
-            "<p>The form's security token is missing or does not match this request and \
-             operator, so nothing was decided. Reload the approval page and decide there.</p>",
+            &[
+                "The form's security token is missing or does not match this request and \
+               operator, so nothing was decided. Reload the approval page and decide there.",
+            ],
+            None,
         );
     }
     let approve = match form.decision.as_deref() {
         Some("approve") => true,
         Some("deny") => false,
-        _ => return message_page(
-            StatusCode::BAD_REQUEST,
-            &operator,
-            "No decision",
-            "<p>The form must say <code>decision=approve</code> or <code>decision=deny</code>. \
-                 Nothing was decided.</p>",
-        ),
+        _ => {
+            return message_page(
+                StatusCode::BAD_REQUEST,
+                &operator,
+                "No decision",
+                &["The form must say decision=approve or decision=deny. Nothing was decided."],
+                None,
+            )
+        }
     };
     let note = form
         .note
@@ -438,9 +488,10 @@ async fn decide(
             StatusCode::BAD_REQUEST,
             &operator,
             "Note too long",
-            &format!(
-                "<p>A note can have at most {MAX_NOTE_CHARS} characters. Nothing was decided.</p>"
-            ),
+            &[&format!(
+                "A note can have at most {MAX_NOTE_CHARS} characters. Nothing was decided."
+            )],
+            None,
         );
     }
     match state
@@ -467,7 +518,7 @@ async fn decide(
             not_found(&operator)
         }
         Err(e @ (ApprovalError::NotPending { .. } | ApprovalError::Expired { .. })) => {
-            let link = format!("/approvals/{}", esc(&id));
+            let link = format!("/approvals/{id}");
             let title = if matches!(e, ApprovalError::Expired { .. }) {
                 "Request expired"
             } else {
@@ -477,10 +528,8 @@ async fn decide(
                 StatusCode::CONFLICT,
                 &operator,
                 title,
-                &format!(
-                    "<p>{}</p><p>Nothing was changed. <a href=\"{link}\">Back to the request</a></p>",
-                    esc(&e.to_string())
-                ),
+                &[&e.to_string(), "Nothing was changed."],
+                Some((&link, "Back to the request")),
             )
         }
         Err(ApprovalError::Store(e)) => internal_error(&e),
@@ -575,65 +624,12 @@ fn same_origin(headers: &HeaderMap) -> Result<(), &'static str> {
 // ---------------------------------------------------------------------------------------------
 // Rendering
 
-/// Escapes `s` for HTML text and quoted attribute values.
-fn esc(s: &str) -> Cow<'_, str> {
-    html_escape::encode_safe(s)
-}
-
 fn plural(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
 pub(crate) fn is_sandbox(preview: &Value) -> bool {
     preview.get("sandbox").and_then(Value::as_bool) == Some(true)
-}
-
-fn badge(status: ApprovalStatus) -> String {
-    format!("<span class=\"badge {s}\">{s}</span>", s = status.as_str())
-}
-
-fn format_time(t: DateTime<Utc>) -> String {
-    t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
-}
-
-/// `t` and how far it is from `now` ("in 23 h 59 min", "5 min ago").
-fn time_html(t: DateTime<Utc>, now: DateTime<Utc>) -> String {
-    format!(
-        "<time datetime=\"{}\">{}</time> <span class=\"muted\">({})</span>",
-        esc(&t.to_rfc3339()),
-        esc(&format_time(t)),
-        relative_time(t, now)
-    )
-}
-
-/// A table cell's compact time: "2026-11-21 14:39 UTC" over "in 23 h 59 min".
-fn time_cell(t: DateTime<Utc>, now: DateTime<Utc>) -> String {
-    format!(
-        "<time class=\"nowrap\" datetime=\"{}\">{}</time><br><span class=\"muted nowrap\">{}</span>",
-        esc(&t.to_rfc3339()),
-        esc(&t.format("%Y-%m-%d %H:%M UTC").to_string()),
-        relative_time(t, now)
-    )
-}
-
-/// How far `t` is from `now`: "in 23 h 59 min", "5 min ago".
-fn relative_time(t: DateTime<Utc>, now: DateTime<Utc>) -> String {
-    let delta = t.signed_duration_since(now);
-    let minutes = delta.num_minutes().abs();
-    let span = if minutes < 1 {
-        "under a minute".to_string()
-    } else if minutes < 60 {
-        format!("{minutes} min")
-    } else if minutes < 48 * 60 {
-        format!("{} h {} min", minutes / 60, minutes % 60)
-    } else {
-        format!("{} days", minutes / (24 * 60))
-    };
-    if delta.num_seconds() >= 0 {
-        format!("in {span}")
-    } else {
-        format!("{span} ago")
-    }
 }
 
 /// The first of `keys` present (and not null) in the preview object.
@@ -716,100 +712,75 @@ pub(crate) fn preview_summary(preview: &Value) -> String {
     }
 }
 
-/// A one-line summary for the list: "refund 10.00 EUR of 8ac7…".
-fn what_moves(preview: &Value) -> String {
-    let mut parts = Vec::new();
-    if let Some((_, op)) = pick(preview, OPERATION_KEYS) {
-        parts.push(format!("<strong>{}</strong>", value_text(op)));
-    }
-    if let Some(amount) = amount_text(preview) {
-        parts.push(format!("<span class=\"nowrap\">{}</span>", esc(&amount)));
-    }
-    if let Some((_, reference)) = pick(preview, REFERENCE_KEYS) {
-        if let Some(id) = reference
-            .as_str()
-            .or_else(|| reference.get("id").and_then(Value::as_str))
-        {
-            parts.push(format!("of <code>{}</code>", esc(id)));
-        }
-    }
-    if parts.is_empty() {
-        "&mdash;".to_string()
-    } else {
-        parts.join(" ")
-    }
+/// The list's "what will move": operation, amount and reference, as text.
+fn moves_view(preview: &Value) -> Value {
+    let operation = pick(preview, OPERATION_KEYS).map(|(_, op)| match op {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    });
+    let reference = pick(preview, REFERENCE_KEYS).and_then(|(_, r)| {
+        r.as_str()
+            .or_else(|| r.get("id").and_then(Value::as_str))
+            .map(str::to_string)
+    });
+    serde_json::json!({
+        "operation": operation,
+        "amount": crate::console::render::amount_of(preview).or_else(|| amount_text(preview)),
+        "reference": reference,
+    })
 }
 
-/// A scalar as escaped text; objects and arrays as nested lists.
-fn value_text(v: &Value) -> String {
-    match v {
-        Value::Null => "&mdash;".to_string(),
-        Value::String(s) => esc(s).into_owned(),
-        Value::Bool(b) => if *b { "yes" } else { "no" }.to_string(),
-        Value::Number(n) => esc(&n.to_string()).into_owned(),
-        Value::Array(items) => {
-            let mut out = String::from("<ul class=\"plain\">");
-            for item in items {
-                let _ = write!(out, "<li>{}</li>", value_text(item));
-            }
-            out.push_str("</ul>");
-            out
-        }
-        Value::Object(map) => {
-            let mut out = String::from("<dl class=\"kv nested\">");
-            for (k, v) in map {
-                let _ = write!(out, "<dt>{}</dt><dd>{}</dd>", esc(&label(k)), value_text(v));
-            }
-            out.push_str("</dl>");
-            out
-        }
-    }
+/// The reference transaction a preview names, when it is a plain id.
+fn reference_of(preview: &Value) -> Option<String> {
+    pick(preview, REFERENCE_KEYS).and_then(|(_, r)| r.as_str().map(str::to_string))
 }
 
-/// `amount_minor` / `amountMinor` → "Amount minor".
-fn label(key: &str) -> String {
-    let mut out = String::with_capacity(key.len() + 4);
-    for (i, c) in key.chars().enumerate() {
-        if c == '_' || c == '-' {
-            out.push(' ');
-        } else if c.is_ascii_uppercase() && i > 0 {
-            out.push(' ');
-            out.push(c.to_ascii_lowercase());
-        } else if i == 0 {
-            out.push(c.to_ascii_uppercase());
-        } else {
-            out.push(c);
-        }
-    }
-    out
+/// One list section's template context: its `title`, the text when `approvals` is empty, and
+/// one row per request (with its status when `show_status`).
+pub(crate) fn section(
+    title: Option<&str>,
+    empty: &str,
+    approvals: &[Approval],
+    show_status: bool,
+) -> Value {
+    let now = Utc::now();
+    let items: Vec<Value> = approvals
+        .iter()
+        .map(|a| {
+            let last = match a.status {
+                ApprovalStatus::Pending => Some(TimeView::new(a.expires_at, Some(now))),
+                ApprovalStatus::Expired => Some(TimeView::new(a.expires_at, Some(now))),
+                _ => a.decided_at.map(|t| TimeView::new(t, Some(now))),
+            };
+            serde_json::json!({
+                "id": a.id,
+                "status": a.status.as_str(),
+                "sandbox": is_sandbox(&a.preview),
+                "moves": moves_view(&a.preview),
+                "toolset": a.toolset,
+                "tool": a.tool,
+                "entity": a.entity_id,
+                "client": a.client_name,
+                "created": TimeView::new(a.created_at, Some(now)),
+                "last": last,
+                "decided_by": a.decided_by,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "title": title,
+        "empty": empty,
+        "items": items,
+        "show_status": show_status,
+        "last_column": if show_status { "Decided / expires" } else { "Expires" },
+    })
 }
 
-fn row(out: &mut String, label: &str, value_html: &str) {
-    let _ = write!(out, "<dt>{}</dt><dd>{value_html}</dd>", esc(label));
-}
-
-fn pretty(v: &Value) -> String {
-    serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
-}
-
-fn detail_html(a: &Approval, csrf: &str, now: DateTime<Utc>) -> String {
+/// The rows of "What will move": operation, amount, reference, from, to, then every other
+/// preview field.
+fn what_rows(a: &Approval) -> Vec<Value> {
     let preview = &a.preview;
-    let mut out = String::new();
-    if is_sandbox(preview) {
-        out.push_str(
-            "<div class=\"sandbox\">SANDBOX &mdash; this request runs against the offline \
-             emulator; no real money moves.</div>",
-        );
-    }
-    let _ = write!(
-        out,
-        "<h1>Approval request <code>{}</code> {}</h1>",
-        esc(&a.id),
-        badge(a.status)
-    );
-
-    // What will move.
-    out.push_str("<section class=\"card\"><h2>What will move</h2><dl class=\"kv\">");
+    let mut rows = Vec::new();
     let mut shown: Vec<&str> = vec!["sandbox"];
     // The preview may repeat the tool and entity; shown under "Request" unless they differ.
     if preview.get("tool").and_then(Value::as_str) == Some(a.tool.as_str()) {
@@ -819,270 +790,176 @@ fn detail_html(a: &Approval, csrf: &str, now: DateTime<Utc>) -> String {
         shown.push("entity");
     }
     if let Some((key, op)) = pick(preview, OPERATION_KEYS) {
-        row(
-            &mut out,
-            "Operation",
-            &format!("<strong>{}</strong>", value_text(op)),
-        );
+        rows.push(serde_json::json!({"label": "Operation", "kind": "operation", "value": op}));
         shown.push(key);
     }
-    if let Some(amount) = amount_text(preview) {
-        row(
-            &mut out,
-            "Amount",
-            &format!("<span class=\"amount\">{}</span>", esc(&amount)),
-        );
+    if let Some(amount) =
+        crate::console::render::amount_of(preview).or_else(|| amount_text(preview))
+    {
+        rows.push(serde_json::json!({"label": "Amount", "kind": "amount", "value": amount}));
         shown.extend_from_slice(AMOUNT_KEYS);
     }
     if let Some((key, reference)) = pick(preview, REFERENCE_KEYS) {
-        let mut html = match reference {
-            Value::String(id) => format!("<code>{}</code>", esc(id)),
-            other => value_text(other),
-        };
+        let mut row = serde_json::json!({"label": "Reference transaction", "kind": "reference", "value": reference});
+        if let Some(id) = reference.as_str() {
+            row["timeline"] = Value::String(format!(
+                "/console/timeline?ref={}",
+                percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC)
+            ));
+        }
         if let Some((type_key, Value::String(payment_type))) = pick(preview, REFERENCE_TYPE_KEYS) {
-            let _ = write!(
-                html,
-                " <span class=\"muted\">(payment type {})</span>",
-                esc(payment_type)
-            );
+            row["payment_type"] = Value::String(payment_type.clone());
             shown.push(type_key);
         }
-        row(&mut out, "Reference transaction", &html);
+        rows.push(row);
         shown.push(key);
     }
     if let Some((key, from)) = pick(preview, FROM_KEYS) {
-        row(&mut out, "From", &value_text(from));
+        rows.push(serde_json::json!({"label": "From", "kind": "value", "value": from}));
         shown.push(key);
     }
     if let Some((key, to)) = pick(preview, TO_KEYS) {
-        row(&mut out, "To", &value_text(to));
+        rows.push(serde_json::json!({"label": "To", "kind": "value", "value": to}));
         shown.push(key);
     }
     match preview {
         Value::Object(map) => {
             for (k, v) in map.iter().filter(|(k, _)| !shown.contains(&k.as_str())) {
-                row(&mut out, &label(k), &value_text(v));
+                rows.push(serde_json::json!({"label": label(k), "kind": "value", "value": v}));
             }
         }
         Value::Null => {}
-        other => row(&mut out, "Preview", &value_text(other)),
-    }
-    out.push_str("</dl></section>");
-
-    // Why a person must decide.
-    let _ = write!(
-        out,
-        "<section class=\"card\"><h2>Why it needs a person</h2><dl class=\"kv\">\
-         <dt>Policy rule</dt><dd><code>{}</code></dd><dt>Message</dt><dd>{}</dd></dl></section>",
-        esc(&a.rule),
-        esc(&a.message)
-    );
-
-    // The request.
-    out.push_str("<section class=\"card\"><h2>Request</h2><dl class=\"kv\">");
-    row(
-        &mut out,
-        "Tool",
-        &format!("<code>{}/{}</code>", esc(&a.toolset), esc(&a.tool)),
-    );
-    row(
-        &mut out,
-        "Entity",
-        &format!("<code>{}</code>", esc(&a.entity_id)),
-    );
-    row(
-        &mut out,
-        "Client",
-        &a.client_name
-            .as_deref()
-            .map(|c| esc(c).into_owned())
-            .unwrap_or_else(|| "<span class=\"muted\">not declared</span>".to_string()),
-    );
-    row(&mut out, "Created", &time_html(a.created_at, now));
-    match a.status {
-        ApprovalStatus::Pending => row(&mut out, "Expires", &time_html(a.expires_at, now)),
-        ApprovalStatus::Expired => row(&mut out, "Expired", &time_html(a.expires_at, now)),
-        _ => {}
-    }
-    row(
-        &mut out,
-        "Request hash",
-        &format!("<code class=\"small\">{}</code>", esc(&a.request_hash)),
-    );
-    let _ = write!(
-        out,
-        "</dl><h3>Full arguments</h3><pre>{}</pre></section>",
-        esc(&pretty(&a.arguments))
-    );
-
-    // Decision and execution.
-    if let (Some(by), Some(at)) = (&a.decided_by, a.decided_at) {
-        let verb = match a.status {
-            ApprovalStatus::Denied => "denied",
-            _ => "approved",
-        };
-        let _ = write!(
-            out,
-            "<section class=\"card decision {verb}\"><h2>Decision</h2><p class=\"verdict\">\
-             <strong>{Verb}</strong> by <strong class=\"operator\">{by}</strong> at {at}</p>",
-            Verb = if verb == "denied" {
-                "Denied"
-            } else {
-                "Approved"
-            },
-            by = esc(by),
-            at = esc(&format_time(at)),
-        );
-        if let Some(note) = &a.decision_note {
-            let _ = write!(out, "<p>Note: <q>{}</q></p>", esc(note));
+        other => {
+            rows.push(serde_json::json!({"label": "Preview", "kind": "value", "value": other}))
         }
-        match a.status {
-            ApprovalStatus::Approved => out.push_str(
-                "<p class=\"muted\">The agent can now execute this request once, with exactly \
-                 these arguments.</p>",
-            ),
-            ApprovalStatus::Executing => {
-                out.push_str("<p>The agent is executing this request now.</p>")
-            }
-            _ => {}
-        }
-        if let Some(executed_at) = a.executed_at {
-            let _ = write!(
-                out,
-                "<p>Executed at {}.</p>",
-                esc(&format_time(executed_at))
-            );
-        }
-        if let Some(outcome) = &a.outcome {
-            let _ = write!(out, "<h3>Outcome</h3><pre>{}</pre>", esc(&pretty(outcome)));
-        }
-        out.push_str("</section>");
-    } else if a.status == ApprovalStatus::Expired {
-        out.push_str(
-            "<section class=\"card decision expired\"><h2>Decision</h2><p>This request expired \
-             before anyone decided it. It can no longer be approved; the agent must ask again.</p>\
-             </section>",
-        );
     }
-
-    if a.status == ApprovalStatus::Pending {
-        let _ = write!(
-            out,
-            "<section class=\"card\"><h2>Your decision</h2>\
-             <form method=\"post\" action=\"/approvals/{id}/decision\">\
-             <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
-             <label for=\"note\">Note (optional, recorded with your decision)</label>\
-             <textarea id=\"note\" name=\"note\" maxlength=\"{MAX_NOTE_CHARS}\"></textarea>\
-             <div class=\"buttons\">\
-             <button type=\"submit\" name=\"decision\" value=\"approve\" class=\"approve\">Approve</button>\
-             <button type=\"submit\" name=\"decision\" value=\"deny\" class=\"deny\">Deny</button>\
-             </div><p class=\"muted\">Approving lets the agent execute exactly this request, \
-             once. Denying tells it not to.</p></form></section>",
-            id = esc(&a.id),
-            csrf = esc(csrf),
-        );
-    }
-    out
+    rows
 }
 
-const STYLE: &str = "\
-*{box-sizing:border-box}\
-body{font:15px/1.5 system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:0;background:#f4f5f7;color:#1d2125}\
-header{background:#1f2933;color:#fff;padding:.6rem 1.5rem;display:flex;justify-content:space-between;align-items:center}\
-header a{color:#fff;text-decoration:none;font-weight:600}\
-header .who{opacity:.85;font-size:.9rem}\
-main{max-width:1040px;margin:1.5rem auto;padding:0 1rem}\
-.scroll{overflow-x:auto}\
-table.list td.id{max-width:12rem;word-break:break-all}\
-table.list td.id code{font-size:.8rem}\
-h1{font-size:1.35rem;margin:.2rem 0 1rem}\
-h2{font-size:1.05rem;margin:0 0 .6rem}\
-h3{font-size:.95rem;margin:1rem 0 .4rem}\
-a{color:#1c5fbf}\
-code{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:.9em}\
-.small{font-size:.75rem;word-break:break-all}\
-.muted{color:#5f6b7a}\
-.nowrap{white-space:nowrap}\
-.card{background:#fff;border:1px solid #dde1e6;border-radius:8px;padding:1rem 1.25rem;margin-bottom:1rem}\
-.sandbox{background:#fff3bf;border:2px dashed #e67700;color:#7c3d00;font-weight:700;padding:.6rem 1rem;border-radius:8px;margin-bottom:1rem;letter-spacing:.02em}\
-.tag{font-size:.7rem;font-weight:700;padding:.05rem .35rem;border-radius:4px}\
-.sandbox-tag{background:#fff3bf;color:#7c3d00;border:1px dashed #e67700}\
-dl.kv{display:grid;grid-template-columns:11rem 1fr;gap:.35rem 1rem;margin:0}\
-dl.kv dt{color:#5f6b7a}\
-dl.kv dd{margin:0;overflow-wrap:anywhere}\
-dl.nested{grid-template-columns:auto 1fr;font-size:.92em}\
-ul.plain{margin:0;padding-left:1.1rem}\
-.amount{font-size:1.5rem;font-weight:700}\
-.badge{display:inline-block;font-size:.75rem;font-weight:700;text-transform:uppercase;letter-spacing:.04em;padding:.1rem .5rem;border-radius:999px;vertical-align:middle;background:#e9ecef;color:#343a40}\
-.badge.pending{background:#fff3bf;color:#7c5e00}\
-.badge.approved{background:#d3f9d8;color:#1b5e20}\
-.badge.denied{background:#ffe3e3;color:#a51d1d}\
-.badge.executing,.badge.executed{background:#d0ebff;color:#1c4f82}\
-.decision.approved{border-left:5px solid #2f9e44}\
-.decision.denied{border-left:5px solid #c92a2a}\
-.decision.expired{border-left:5px solid #868e96}\
-.verdict{font-size:1.1rem}\
-pre{background:#f1f3f5;border:1px solid #e3e6ea;padding:.75rem;border-radius:6px;overflow:auto;font-size:13px;margin:0}\
-table{width:100%;border-collapse:collapse;background:#fff;border:1px solid #dde1e6;border-radius:8px}\
-th,td{padding:.55rem .7rem;border-bottom:1px solid #e9ecef;text-align:left;vertical-align:top}\
-th{font-size:.8rem;text-transform:uppercase;letter-spacing:.04em;color:#5f6b7a;background:#f8f9fa}\
-label{display:block;margin-bottom:.3rem;color:#5f6b7a}\
-textarea{width:100%;min-height:4.5rem;font:inherit;padding:.5rem;border:1px solid #ced4da;border-radius:6px}\
-.buttons{display:flex;gap:.75rem;margin-top:.8rem}\
-button{font:inherit;font-weight:700;padding:.55rem 1.6rem;border-radius:6px;border:2px solid;cursor:pointer}\
-button.approve{background:#2f9e44;border-color:#2b8a3e;color:#fff}\
-button.deny{background:#fff;border-color:#c92a2a;color:#c92a2a}\
-";
+fn pretty(v: &Value) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
+}
 
-fn layout(operator: &str, title: &str, body: &str) -> Html<String> {
-    Html(format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{title} &middot; paywarden</title><style>{STYLE}</style></head><body>\
-         <header><a href=\"/approvals\">paywarden &middot; approvals</a>\
-         <span class=\"who\">signed in as <strong>{operator}</strong></span></header>\
-         <main>{body}</main></body></html>",
-        title = esc(title),
-        operator = esc(operator),
-    ))
+/// The detail page's template context.
+fn detail_context(a: &Approval, csrf: &str, now: DateTime<Utc>, history: Vec<Value>) -> Value {
+    serde_json::json!({
+        "a": {
+            "id": a.id,
+            "status": a.status.as_str(),
+            "sandbox": is_sandbox(&a.preview),
+            "rule": a.rule,
+            "message": a.message,
+            "toolset": a.toolset,
+            "tool": a.tool,
+            "entity": a.entity_id,
+            "client": a.client_name,
+            "created": TimeView::new(a.created_at, Some(now)),
+            "expires": TimeView::new(a.expires_at, Some(now)),
+            "request_hash": a.request_hash,
+            "arguments": pretty(&a.arguments),
+            "decided_by": a.decided_by.as_ref().filter(|_| a.decided_at.is_some()),
+            "decided_at": a.decided_at.map(format_time),
+            "note": a.decision_note,
+            "executed_at": a.executed_at.map(format_time),
+            "outcome": a.outcome.as_ref().map(pretty),
+        },
+        "what": what_rows(a),
+        "csrf": csrf,
+        "max_note": MAX_NOTE_CHARS,
+        "history": history,
+        "reference": reference_of(&a.preview),
+    })
+}
+
+/// The audit rows about this request or the payment it refers to (operators' page views
+/// left out), oldest first.
+async fn history(store: &Store, a: &Approval) -> Result<Vec<Value>, Response> {
+    let reference = reference_of(&a.preview);
+    let records = store
+        .audit_records(Some(&a.entity_id))
+        .await
+        .map_err(|e| internal_error(&e))?;
+    Ok(records
+        .iter()
+        .filter(|r| r.entry.tool != "approval_page_view")
+        .filter(|r| {
+            crate::console::record_mentions(r, &a.id)
+                || reference
+                    .as_deref()
+                    .is_some_and(|id| crate::console::record_mentions(r, id))
+        })
+        .map(|r| {
+            serde_json::json!({
+                "seq": r.seq,
+                "at": r.at,
+                "at_text": crate::console::render::format_stored_time(&r.at),
+                "toolset": r.entry.toolset,
+                "tool": r.entry.tool,
+                "outcome": r.entry.outcome,
+                "client": r.entry.client_name,
+                "transaction_id": r.entry.transaction_id,
+            })
+        })
+        .collect())
+}
+
+/// A rendered page, or the error page when rendering fails.
+fn render_page(
+    status: StatusCode,
+    operator: Option<&str>,
+    template: &str,
+    title: &str,
+    context: Value,
+) -> Response {
+    match render(template, operator, "approvals", title, context) {
+        Ok(html) => (status, Html(html)).into_response(),
+        Err(error) => {
+            tracing::error!(%error, template, "approval page failed to render");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Html("<!doctype html><title>error</title><p>The page could not be rendered.</p>"),
+            )
+                .into_response()
+        }
+    }
 }
 
 /// A page without operator data (sign-in and configuration errors).
-fn bare_page(status: StatusCode, title: &str, body: &str) -> Response {
-    (
+fn bare_page(status: StatusCode, title: &str, blocks: Value) -> Response {
+    render_page(
         status,
-        Html(format!(
-            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-             <title>{title} &middot; paywarden</title><style>{STYLE}</style></head><body>\
-             <header><span>paywarden &middot; approvals</span></header>\
-             <main><h1>{title}</h1><div class=\"card\">{body}</div></main></body></html>",
-            title = esc(title),
-        )),
+        None,
+        "message.html",
+        title,
+        serde_json::json!({ "blocks": blocks }),
     )
-        .into_response()
 }
 
-fn message_page(status: StatusCode, operator: &str, title: &str, body_html: &str) -> Response {
-    (
+fn message_page(
+    status: StatusCode,
+    operator: &str,
+    title: &str,
+    paragraphs: &[&str],
+    link: Option<(&str, &str)>,
+) -> Response {
+    render_page(
         status,
-        layout(
-            operator,
-            title,
-            &format!(
-                "<h1>{}</h1><div class=\"card\">{body_html}</div>",
-                esc(title)
-            ),
-        ),
+        Some(operator),
+        "message.html",
+        title,
+        serde_json::json!({
+            "paragraphs": paragraphs,
+            "link": link.map(|(href, label)| serde_json::json!({"href": href, "label": label})),
+        }),
     )
-        .into_response()
 }
 
 fn unauthorized() -> Response {
     let mut response = bare_page(
         StatusCode::UNAUTHORIZED,
         "Operator sign-in required",
-        "<p>This page is for paywarden operators. Sign in with your operator name as the user \
-         name and your operator token as the password.</p>",
+        serde_json::json!([{"p": "This page is for paywarden operators. Sign in with your operator \
+             name as the user name and your operator token as the password."}]),
     );
     response.headers_mut().insert(
         header::WWW_AUTHENTICATE,
@@ -1092,32 +969,27 @@ fn unauthorized() -> Response {
 }
 
 fn not_configured(unusable: &[String]) -> Response {
-    let unusable_note = if unusable.is_empty() {
-        String::new()
-    } else {
-        format!(
-            "<p>These configured operators were ignored because their <code>token_sha256</code> \
-             is not 64 hex digits: {}.</p>",
-            unusable
-                .iter()
-                .map(|n| format!("<code>{}</code>", esc(n)))
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
-    };
+    let mut blocks = vec![
+        serde_json::json!({"p": "Nobody can approve or deny requests because no operators are \
+            configured. Add one per person to paywarden's configuration file and restart paywarden:"}),
+        serde_json::json!({"pre": "[[operators]]\nname = \"alice\"\ntoken_sha256 = \"<SHA-256 of alice's token, hex>\""}),
+        serde_json::json!({"p": "Make a token and its hash with, for example:"}),
+        serde_json::json!({"pre": "token=$(openssl rand -hex 24); echo \"token: $token\"\nprintf %s \"$token\" | sha256sum"}),
+        serde_json::json!({"p": "The operator then signs in here with the name as user name and the \
+            token as password. Until then, requests can also be decided with `paywarden approvals \
+            approve ID` on the server."}),
+    ];
+    if !unusable.is_empty() {
+        blocks.push(serde_json::json!({"p": format!(
+            "These configured operators were ignored because their token_sha256 is not 64 hex \
+             digits: {}.",
+            unusable.join(", ")
+        )}));
+    }
     bare_page(
         StatusCode::SERVICE_UNAVAILABLE,
         "No operators configured",
-        &format!(
-            "<p>Nobody can approve or deny requests because no operators are configured. \
-             Add one per person to paywarden's configuration file and restart paywarden:</p>\
-             <pre>[[operators]]\nname = \"alice\"\ntoken_sha256 = \"&lt;SHA-256 of alice's token, hex&gt;\"</pre>\
-             <p>Make a token and its hash with, for example:</p>\
-             <pre>token=$(openssl rand -hex 24); echo \"token: $token\"\nprintf %s \"$token\" | sha256sum</pre>\
-             <p>The operator then signs in here with the name as user name and the token as \
-             password. Until then, requests can also be decided with \
-             <code>paywarden approvals approve ID</code> on the server.</p>{unusable_note}"
-        ),
+        Value::Array(blocks),
     )
 }
 
@@ -1126,18 +998,19 @@ fn not_found(operator: &str) -> Response {
         StatusCode::NOT_FOUND,
         operator,
         "No such approval request",
-        "<p>There is no approval request with this id. <a href=\"/approvals\">See the pending \
-         requests</a>.</p>",
+        &["There is no approval request with this id."],
+        Some(("/approvals", "See the pending requests")),
     )
 }
 
-fn internal_error(error: &dyn std::error::Error) -> Response {
-    tracing::error!(error = %error, "approval page failed");
+/// The error page for a failed database read or write (details in the log only).
+pub(crate) fn internal_error(error: &dyn std::error::Error) -> Response {
+    tracing::error!(error = %error, "operator page failed");
     bare_page(
         StatusCode::INTERNAL_SERVER_ERROR,
         "Something went wrong",
-        "<p>paywarden could not read or write its database. Nothing was decided. Try again; \
-         the server log has the details.</p>",
+        serde_json::json!([{"p": "paywarden could not read or write its database. Nothing was \
+            decided. Try again; the server log has the details."}]),
     )
 }
 
