@@ -73,18 +73,33 @@ async fn every_page_needs_an_operator_and_sends_the_security_headers() {
     for page in PAGES {
         let url = format!("{}{page}", app.base_url);
         let none = client.get(&url).send().await.unwrap();
-        assert_eq!(none.status(), StatusCode::UNAUTHORIZED, "{page} without credentials");
+        assert_eq!(
+            none.status(),
+            StatusCode::UNAUTHORIZED,
+            "{page} without credentials"
+        );
         assert!(none.headers().contains_key("www-authenticate"), "{page}");
         let body = none.text().await.unwrap();
-        assert!(!body.contains("alice") && !body.contains("Audit chain"), "{page}: {body}");
-        for (user, token) in [("alice", "bob-token"), ("mallory", "alice-token"), ("alice", "")] {
+        assert!(
+            !body.contains("alice") && !body.contains("Audit chain"),
+            "{page}: {body}"
+        );
+        for (user, token) in [
+            ("alice", "bob-token"),
+            ("mallory", "alice-token"),
+            ("alice", ""),
+        ] {
             let wrong = client
                 .get(&url)
                 .basic_auth(user, Some(token))
                 .send()
                 .await
                 .unwrap();
-            assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED, "{page} as {user}:{token}");
+            assert_eq!(
+                wrong.status(),
+                StatusCode::UNAUTHORIZED,
+                "{page} as {user}:{token}"
+            );
         }
         let ok = client
             .get(&url)
@@ -104,7 +119,11 @@ async fn every_page_needs_an_operator_and_sends_the_security_headers() {
             .send()
             .await
             .unwrap();
-        assert_eq!(rebound.status(), StatusCode::FORBIDDEN, "{page} under a foreign Host");
+        assert_eq!(
+            rebound.status(),
+            StatusCode::FORBIDDEN,
+            "{page} under a foreign Host"
+        );
     }
     // `/console` leads to the approvals.
     let root = client
@@ -185,7 +204,10 @@ async fn the_policy_playground_needs_csrf_and_this_origin_and_explains_the_decis
         .unwrap();
     assert_eq!(ok.status(), StatusCode::OK);
     let html = ok.text().await.unwrap();
-    assert!(html.contains("Result: <span class=\"badge\">human</span>"), "{html}");
+    assert!(
+        html.contains("Result: <span class=\"badge\">human</span>"),
+        "{html}"
+    );
     assert!(html.contains("deciding rule:"), "{html}");
     // An edited copy: a rule that denies everything decides instead.
     let mut edited = form(&csrf);
@@ -262,9 +284,15 @@ async fn what_agents_send_is_escaped_on_every_page() {
             .text()
             .await
             .unwrap();
-        assert!(!html.contains("<script>"), "{page} lets a script through: {html}");
+        assert!(
+            !html.contains("<script>"),
+            "{page} lets a script through: {html}"
+        );
         if page != "/console/entities" && page != "/console/policy?seq=1" {
-            assert!(html.contains("&lt;script&gt;"), "{page} does not show the text: {html}");
+            assert!(
+                html.contains("&lt;script&gt;"),
+                "{page} does not show the text: {html}"
+            );
         }
     }
 }
@@ -275,9 +303,28 @@ async fn activity_filters_select_rows_and_the_export_is_the_chain_as_stored() {
     let a = "8ac7a4c9000000000000000000000001";
     let b = "8ac7a4c9000000000000000000000002";
     let payment = "8ac7a4c90123456789abcdef01234567";
-    app.store.append_audit(&entry(a, "perform_refund", "ok", json!({"referenceId": payment}))).await.unwrap();
-    app.store.append_audit(&entry(a, "get_transaction", "ok", json!({"id": "other"}))).await.unwrap();
-    app.store.append_audit(&entry(b, "perform_refund", "rejected", json!({"referenceId": "zzz"}))).await.unwrap();
+    app.store
+        .append_audit(&entry(
+            a,
+            "perform_refund",
+            "ok",
+            json!({"referenceId": payment}),
+        ))
+        .await
+        .unwrap();
+    app.store
+        .append_audit(&entry(a, "get_transaction", "ok", json!({"id": "other"})))
+        .await
+        .unwrap();
+    app.store
+        .append_audit(&entry(
+            b,
+            "perform_refund",
+            "rejected",
+            json!({"referenceId": "zzz"}),
+        ))
+        .await
+        .unwrap();
     app.store
         .append_audit(&AuditEntry {
             transaction_id: Some(payment.into()),
@@ -312,11 +359,20 @@ async fn activity_filters_select_rows_and_the_export_is_the_chain_as_stored() {
     let html = get("").await;
     assert_eq!(rows(&html), vec![4, 3, 2, 1], "newest first");
     assert!(html.contains("badge intact"), "{html}");
-    assert_eq!(rows(&get("entity=8ac7a4c9000000000000000000000002").await), vec![4, 3]);
+    assert_eq!(
+        rows(&get("entity=8ac7a4c9000000000000000000000002").await),
+        vec![4, 3]
+    );
     assert_eq!(rows(&get("tool=perform_refund").await), vec![3, 1]);
     assert_eq!(rows(&get("outcome=rejected").await), vec![3]);
-    assert_eq!(rows(&get("payment=8ac7a4c90123456789abcdef01234567").await), vec![4, 1]);
-    assert_eq!(rows(&get("from=2000-01-01&to=2000-01-02").await), Vec::<i64>::new());
+    assert_eq!(
+        rows(&get("payment=8ac7a4c90123456789abcdef01234567").await),
+        vec![4, 1]
+    );
+    assert_eq!(
+        rows(&get("from=2000-01-01&to=2000-01-02").await),
+        Vec::<i64>::new()
+    );
     assert_eq!(rows(&get("from=2000-01-01T00:00").await).len(), 4);
     assert_eq!(rows(&get("seq=2").await), vec![2]);
     let bad = client
@@ -328,16 +384,24 @@ async fn activity_filters_select_rows_and_the_export_is_the_chain_as_stored() {
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
 
     let export = client
-        .get(format!("{}/console/activity.jsonl?tool=perform_refund", app.base_url))
+        .get(format!(
+            "{}/console/activity.jsonl?tool=perform_refund",
+            app.base_url
+        ))
         .basic_auth("alice", Some("alice-token"))
         .send()
         .await
         .unwrap();
     assert_eq!(export.status(), StatusCode::OK);
-    assert!(export.headers()["content-disposition"].to_str().unwrap().starts_with("attachment"));
+    assert!(export.headers()["content-disposition"]
+        .to_str()
+        .unwrap()
+        .starts_with("attachment"));
     let text = export.text().await.unwrap();
-    let lines: Vec<serde_json::Value> =
-        text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 2, "{text}");
     let stored = app.store.audit_records(None).await.unwrap();
     for line in &lines {

@@ -88,7 +88,12 @@ async fn an_operator_approves_a_refund_and_follows_it_to_a_verified_receipt() {
     })
     .await;
     let payment = app
-        .create_payment(&demo_credentials(), PaymentType::Debit, "900.00", Currency::EUR)
+        .create_payment(
+            &demo_credentials(),
+            PaymentType::Debit,
+            "900.00",
+            Currency::EUR,
+        )
         .await;
     let agent = app.client("/mcp", Era::Legacy).await;
     let pending = call_ok(
