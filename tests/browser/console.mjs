@@ -121,7 +121,7 @@ try {
     await page.getByLabel(/Transaction, order or ifthenpay reference/).fill(paymentId);
     await Promise.all([page.waitForURL(/ref=/), page.getByRole('button', { name: 'Show timeline' }).click()]);
     const timeline = await page.locator('#timeline').innerText();
-    const order = [/policy decision/, /approved by alice/, /executed/, /receipt rcpt_/].map((re) => timeline.search(re));
+    const order = [/policy decision/, /approved by alice/, /executed/, /receipt issued rcpt_/].map((re) => timeline.search(re));
     assert.ok(order.every((i) => i >= 0), `the timeline misses an event: ${order}\n${timeline}`);
     assert.deepEqual([...order].sort((a, b) => a - b), order, `out of order:\n${timeline}`);
     assert.match(timeline, /€750\.00/);

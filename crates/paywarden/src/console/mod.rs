@@ -503,6 +503,7 @@ struct Event {
     kind: &'static str,
     class: &'static str,
     title: String,
+    code: Option<String>,
     badge: Option<String>,
     amount: Option<String>,
     lines: Vec<String>,
@@ -524,6 +525,7 @@ fn event(
         kind,
         class,
         title,
+        code: None,
         badge: None,
         amount: None,
         lines: Vec::new(),
@@ -649,8 +651,9 @@ async fn timeline_page(
             (0, 0),
             "policy decision",
             "approval",
-            format!("policy rule {} sends it to a person", a.rule),
+            "policy sends it to a person".into(),
         );
+        e.code = Some(format!("rule {}", a.rule));
         e.badge = Some("human".into());
         e.amount = amount_of(&a.preview);
         e.lines.push(a.message.clone());
@@ -700,8 +703,9 @@ async fn timeline_page(
             (4, rc.audit_seq),
             "receipt",
             "receipt",
-            format!("receipt {}", rc.id),
+            "receipt issued".into(),
         );
+        e.code = Some(rc.id.clone());
         e.amount = receipt_amount(&rc.body);
         e.lines
             .push(format!("signed; points at audit entry #{}", rc.audit_seq));
