@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the browser test of the operator approval page needs
-# (crates/paywarden/tests/approvals_browser.rs drives tests/browser/approve.mjs):
+# (crates/paywarden/tests/approvals_browser.rs and console_browser.rs drive tests/browser/*.mjs):
 #   - Debian's Chromium at /usr/bin/chromium (apt-get, only when missing; needs root or sudo)
 #   - playwright-core, exactly as pinned in tests/browser/package-lock.json (npm ci)
 # Safe to run again: it only installs what is missing.
