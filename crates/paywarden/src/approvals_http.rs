@@ -204,13 +204,13 @@ impl PageState {
 
 /// The operator the request's HTTP Basic credentials sign in; the 503 page when no operator
 /// is configured, the 401 challenge when the credentials are missing or wrong.
-pub(crate) fn signed_in(state: &PageState, headers: &HeaderMap) -> Result<String, Response> {
+pub(crate) fn signed_in(state: &PageState, headers: &HeaderMap) -> Result<String, Box<Response>> {
     if state.operators.is_empty() {
-        return Err(not_configured(&state.unusable));
+        return Err(Box::new(not_configured(&state.unusable)));
     }
     basic_credentials(headers)
         .and_then(|(user, token)| state.authenticate(&user, &token).map(str::to_string))
-        .ok_or_else(unauthorized)
+        .ok_or_else(|| Box::new(unauthorized()))
 }
 
 /// Checks a console form POST: same origin, readable, and carrying `operator`'s CSRF token
@@ -221,15 +221,15 @@ pub(crate) fn check_post(
     headers: &HeaderMap,
     body: &[u8],
     purpose: &str,
-) -> Result<(), Response> {
+) -> Result<(), Box<Response>> {
     if let Err(reason) = same_origin(headers) {
-        return Err(message_page(
+        return Err(Box::new(message_page(
             StatusCode::FORBIDDEN,
             operator,
             "Request refused",
             &[reason, "Open the page on this server and submit it there."],
             None,
-        ));
+        )));
     }
     #[derive(Deserialize)]
     struct Csrf {
@@ -242,13 +242,13 @@ pub(crate) fn check_post(
         .as_deref()
         .is_some_and(|t| state.csrf_valid(purpose, operator, t))
     {
-        return Err(message_page(
+        return Err(Box::new(message_page(
             StatusCode::FORBIDDEN,
             operator,
             "Request refused",
             &["The form's security token is missing or does not match this form and operator.                Reload the page and submit it there."],
             None,
-        ));
+        )));
     }
     Ok(())
 }
@@ -263,7 +263,9 @@ impl FromRequestParts<Arc<PageState>> for SignedIn {
         parts: &mut Parts,
         state: &Arc<PageState>,
     ) -> Result<Self, Self::Rejection> {
-        signed_in(state, &parts.headers).map(SignedIn)
+        signed_in(state, &parts.headers)
+            .map(SignedIn)
+            .map_err(|r| *r)
     }
 }
 

@@ -129,7 +129,9 @@ impl FromRequestParts<Arc<ConsoleState>> for Operator {
         parts: &mut Parts,
         state: &Arc<ConsoleState>,
     ) -> Result<Self, Self::Rejection> {
-        approvals_http::signed_in(&state.page, &parts.headers).map(Operator)
+        approvals_http::signed_in(&state.page, &parts.headers)
+            .map(Operator)
+            .map_err(|r| *r)
     }
 }
 
@@ -853,7 +855,7 @@ async fn policy_evaluate(
     if let Err(response) =
         approvals_http::check_post(&state.page, &operator, &headers, &body, CSRF_POLICY)
     {
-        return response;
+        return *response;
     }
     let Ok(form) = serde_urlencoded::from_bytes::<PolicyForm>(&body) else {
         return bad_request(
