@@ -412,3 +412,68 @@ async fn activity_filters_select_rows_and_the_export_is_the_chain_as_stored() {
         assert_eq!(line["tool"], "perform_refund");
     }
 }
+
+#[tokio::test]
+async fn the_timeline_shows_provider_events_of_an_ifthenpay_reference() {
+    let app = console_app().await;
+    let entity = "8ac7a4c9000000000000000000000001";
+    app.store
+        .append_audit(&entry(
+            entity,
+            "create_multibanco_reference",
+            "ok",
+            json!({"orderId": "order-4711", "amount": "49.90", "currency": "EUR"}),
+        ))
+        .await
+        .unwrap();
+    let row = app
+        .store
+        .record_ifthenpay_request(&paywarden::store::NewIfthenpayRequest {
+            entity_id: entity.into(),
+            tool: "create_multibanco_reference".into(),
+            method: "MB".into(),
+            key_id: "0123456789abcdef0123456789abcdef".into(),
+            order_id: "order-4711".into(),
+            request_id: None,
+            mb_entity: Some("11249".into()),
+            reference: Some("987654321".into()),
+            amount_minor: 4990,
+            currency: "EUR".into(),
+        })
+        .await
+        .unwrap();
+    app.store
+        .record_ifthenpay_callback(&paywarden::store::IfthenpayCallback {
+            request_row: Some(row),
+            entity_id: Some(entity.into()),
+            order_id: Some("order-4711".into()),
+            request_id: None,
+            reference: Some("987654321".into()),
+            payment_method: Some("MB".into()),
+            amount_text: Some("49.90".into()),
+            amount_minor: Some(4990),
+            accepted: true,
+            reason: None,
+            received_at: String::new(),
+        })
+        .await
+        .unwrap();
+    // Found by the Multibanco reference alone: the order, its call and the callback.
+    let html = http()
+        .get(format!("{}/console/timeline?ref=987654321", app.base_url))
+        .basic_auth("alice", Some("alice-token"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let request = html.find("ifthenpay MB payment request").expect(&html);
+    let call = html
+        .find("create_multibanco_reference</strong>")
+        .expect(&html);
+    let callback = html.find("ifthenpay callback").expect(&html);
+    assert!(request < callback && call < callback, "{html}");
+    assert!(html.contains("€49.90"), "{html}");
+    assert!(html.contains("reference 11249 987654321"), "{html}");
+}

@@ -10,7 +10,8 @@
 //!   chain's verification status with the signed checkpoints. `GET /console/activity.jsonl`
 //!   (same filters): the matching rows as JSON Lines, oldest first, exactly as stored.
 //! - `GET /console/timeline?ref=ID`: everything about one transaction, order or ifthenpay
-//!   reference, in order: tool calls, policy decisions, approvals, provider requests, receipts.
+//!   reference, in order: tool calls, policy decisions, approvals, provider requests, receipts,
+//!   ifthenpay payment requests and callbacks.
 //! - `GET /console/policy` (`seq=N`: filled from that audit entry) and `POST /console/policy`:
 //!   the policy playground; evaluates the running policy or an edited copy.
 //! - `GET /console/entities`: toolsets, read-only state, limits, entities and key ids.
@@ -591,7 +592,100 @@ async fn timeline_page(
             }
         }
     }
+    // ifthenpay: the payment requests of any entity seen, and the callbacks (provider events).
+    let entities: BTreeSet<&str> = records.iter().map(|r| r.entry.entity_id.as_str()).collect();
+    let mut requests = Vec::new();
+    for entity in entities {
+        match store.ifthenpay_requests(entity).await {
+            Ok(found) => requests.extend(found),
+            Err(e) => return failed(&e),
+        }
+    }
+    let callbacks = match store.ifthenpay_callbacks().await {
+        Ok(c) => c,
+        Err(e) => return failed(&e),
+    };
+    let request_ids = |q: &crate::store::IfthenpayRequest| {
+        [
+            Some(q.order_id.clone()),
+            q.reference.clone(),
+            q.request_id.clone(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<String>>()
+    };
+    let requests: Vec<_> = requests
+        .into_iter()
+        .filter(|q| request_ids(q).iter().any(|id| ids.contains(id)))
+        .collect();
+    for q in &requests {
+        ids.extend(request_ids(q));
+    }
     let mut events = Vec::new();
+    for q in &requests {
+        let Some(when) = stored_time(&q.created_at) else {
+            continue;
+        };
+        let mut e = event(
+            when,
+            (1, -1),
+            "provider request",
+            "provider",
+            format!("ifthenpay {} payment request ({})", q.method, q.tool),
+        );
+        e.badge = Some(q.status.clone());
+        e.amount = Some(render::format_money(q.amount_minor, &q.currency));
+        e.lines.push(format!("order {}", q.order_id));
+        if let Some(r) = &q.reference {
+            let mb = q
+                .mb_entity
+                .as_deref()
+                .map(|m| format!("{m} "))
+                .unwrap_or_default();
+            e.lines.push(format!("reference {mb}{r}"));
+        }
+        if let Some(r) = &q.request_id {
+            e.lines.push(format!("request id {r}"));
+        }
+        e.lines.push(format!("key id {}", q.key_id));
+        events.push(e);
+    }
+    for c in callbacks.iter().filter(|c| {
+        c.request_row
+            .is_some_and(|row| requests.iter().any(|q| q.id == row))
+            || [&c.order_id, &c.reference, &c.request_id]
+                .into_iter()
+                .flatten()
+                .any(|id| ids.contains(id))
+    }) {
+        let Some(when) = stored_time(&c.received_at) else {
+            continue;
+        };
+        let mut e = event(
+            when,
+            (5, 0),
+            "provider event",
+            "provider",
+            "ifthenpay callback".into(),
+        );
+        e.badge = Some(if c.accepted { "ok" } else { "rejected" }.into());
+        let currency = requests
+            .iter()
+            .find(|q| Some(q.id) == c.request_row)
+            .map_or("EUR", |q| q.currency.as_str());
+        e.amount = c
+            .amount_minor
+            .map(|m| render::format_money(m, currency))
+            .or_else(|| c.amount_text.clone());
+        if let Some(m) = &c.payment_method {
+            e.lines.push(format!("payment method {m}"));
+        }
+        if let Some(reason) = &c.reason {
+            e.lines.push(format!("refused: {reason}"));
+        }
+        events.push(e);
+    }
     for r in records
         .iter()
         .filter(|r| ids.iter().any(|id| record_mentions(r, id)))
@@ -716,7 +810,15 @@ async fn timeline_page(
         );
         events.push(e);
     }
-    events.sort_by(|a, b| a.when.cmp(&b.when).then(a.order.cmp(&b.order)));
+    // Whole seconds first (ifthenpay's records keep no more), then the order of the steps
+    // within one call: decision, request and call, approval, execution, receipt, provider event.
+    events.sort_by(|a, b| {
+        a.when
+            .timestamp()
+            .cmp(&b.when.timestamp())
+            .then(a.order.cmp(&b.order))
+            .then(a.when.cmp(&b.when))
+    });
     ids.remove(reference);
     page(
         "timeline.html",
