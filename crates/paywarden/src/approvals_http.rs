@@ -798,7 +798,15 @@ fn what_rows(a: &Approval) -> Vec<Value> {
     if let Some(amount) =
         crate::console::render::amount_of(preview).or_else(|| amount_text(preview))
     {
-        rows.push(serde_json::json!({"label": "Amount", "kind": "amount", "value": amount}));
+        // The ISO code beside a symbol: "$" and "¥" name several currencies.
+        let code = preview
+            .get("currency")
+            .and_then(Value::as_str)
+            .map(str::to_ascii_uppercase)
+            .filter(|c| !amount.ends_with(c.as_str()));
+        rows.push(
+            serde_json::json!({"label": "Amount", "kind": "amount", "value": amount, "code": code}),
+        );
         shown.extend_from_slice(AMOUNT_KEYS);
     }
     if let Some((key, reference)) = pick(preview, REFERENCE_KEYS) {
