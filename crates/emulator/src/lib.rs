@@ -379,6 +379,31 @@ impl Drop for RunningEmulator {
     }
 }
 
+/// Runs the rest of the request on its own task, so that a client that disconnects (a caller
+/// killed mid-request, a timeout on its side) does not cancel the handler halfway.
+///
+/// A real provider finishes processing a request it has received whatever happens to the
+/// connection: that is why Stripe documents a dropped connection or a 500 as an indeterminate
+/// outcome to be retried with the same idempotency key
+/// (<https://docs.stripe.com/api/idempotent_requests>, <https://docs.stripe.com/error-low-level>).
+/// Without this, hyper drops the handler's future when the connection closes, which could
+/// leave a half-run write (and, in sqlx, a SQLite connection returned to the pool inside an
+/// open `BEGIN IMMEDIATE`, failing the next request with `999.999.999`).
+async fn run_to_completion(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    match tokio::spawn(next.run(request)).await {
+        Ok(response) => response,
+        Err(error) => {
+            tracing::error!(%error, "emulator request task failed");
+            axum::response::IntoResponse::into_response(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            )
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -450,30 +475,5 @@ mod tests {
         assert!(matches!(config.validate(), Err(EmulatorError::Config(_))));
         config.stripe_keys.clear();
         assert!(config.validate().is_ok());
-    }
-}
-
-/// Runs the rest of the request on its own task, so that a client that disconnects (a caller
-/// killed mid-request, a timeout on its side) does not cancel the handler halfway.
-///
-/// A real provider finishes processing a request it has received whatever happens to the
-/// connection: that is why Stripe documents a dropped connection or a 500 as an indeterminate
-/// outcome to be retried with the same idempotency key
-/// (<https://docs.stripe.com/api/idempotent_requests>, <https://docs.stripe.com/error-low-level>).
-/// Without this, hyper drops the handler's future when the connection closes, which could
-/// leave a half-run write (and, in sqlx, a SQLite connection returned to the pool inside an
-/// open `BEGIN IMMEDIATE`, failing the next request with `999.999.999`).
-async fn run_to_completion(
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    match tokio::spawn(next.run(request)).await {
-        Ok(response) => response,
-        Err(error) => {
-            tracing::error!(%error, "emulator request task failed");
-            axum::response::IntoResponse::into_response(
-                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-            )
-        }
     }
 }
