@@ -244,12 +244,11 @@ def _coerce(value: Any, schema: dict[str, Any]) -> Any:
 def _errors(validator: jsonschema.Draft202012Validator, value: Any) -> list[str]:
     found = []
     for error in sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path)):
+        while error.context:  # anyOf: the reason of the closest branch (not the null one)
+            branches = [e for e in error.context if not (e.validator == "type" and e.validator_value == "null")]
+            error = jsonschema.exceptions.best_match(branches or error.context)
         where = "".join(f"[{p}]" for p in error.absolute_path) or "(top level)"
-        detail = error.message
-        if error.context:  # anyOf: the closest branch's reasons
-            best = jsonschema.exceptions.best_match(error.context)
-            detail += f" (closest: {best.message} at {list(best.absolute_path)})"
-        found.append(f"{where}: {detail[:400]}")
+        found.append(f"{where}: {error.message[:300]}")
     return found
 
 

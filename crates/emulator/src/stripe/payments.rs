@@ -214,7 +214,35 @@ pub(crate) async fn create_payment_intent(
                 "decline_code": decline_code,
                 "message": message,
                 "charge": charge_id,
-                "payment_method": { "id": pm, "object": "payment_method", "type": "card" }
+                // A whole `payment_method` object: the spec's `api_errors.payment_method` is
+                // the `payment_method` schema (`billing_details`, `created`, `livemode`, ...
+                // required), not a stub.
+                "payment_method": {
+                    "id": pm,
+                    "object": "payment_method",
+                    "billing_details": {
+                        "address": {
+                            "city": null, "country": null, "line1": null, "line2": null,
+                            "postal_code": null, "state": null
+                        },
+                        "email": null,
+                        "name": null,
+                        "phone": null
+                    },
+                    "card": {
+                        "brand": card.brand,
+                        "country": "US",
+                        "exp_month": 12,
+                        "exp_year": 2034,
+                        "funding": card.funding,
+                        "last4": card.last4
+                    },
+                    "created": created,
+                    "customer": customer,
+                    "livemode": false,
+                    "metadata": {},
+                    "type": "card"
+                }
             });
             declined = Some((code, decline_code, message, charge_id.clone()));
         }
@@ -465,7 +493,7 @@ pub(crate) async fn list_payment_intents(
     account: &str,
     form: &Form,
 ) -> Result<Value, ApiError> {
-    form.only(&["customer", "limit", "starting_after", "ending_before"])?;
+    form.only(&["customer", "created", "limit", "starting_after", "ending_before"])?;
     let mut filters = Vec::new();
     if let Some(c) = form.filter("customer")? {
         filters.push(("customer", c));
@@ -662,6 +690,7 @@ pub(crate) async fn list_refunds(
     form.only(&[
         "payment_intent",
         "charge",
+        "created",
         "limit",
         "starting_after",
         "ending_before",
