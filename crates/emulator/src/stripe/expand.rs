@@ -118,8 +118,14 @@ mod tests {
 
     #[test]
     fn expandable_fields() {
-        assert_eq!(target("payment_intent", "latest_charge"), Some(kind::CHARGE));
-        assert_eq!(target("refund", "payment_intent"), Some(kind::PAYMENT_INTENT));
+        assert_eq!(
+            target("payment_intent", "latest_charge"),
+            Some(kind::CHARGE)
+        );
+        assert_eq!(
+            target("refund", "payment_intent"),
+            Some(kind::PAYMENT_INTENT)
+        );
         assert_eq!(target("price", "product"), Some(kind::PRODUCT));
         assert_eq!(target("payment_intent", "payment_method"), None);
         assert_eq!(target("customer", "email"), None);

@@ -374,14 +374,26 @@ mod tests {
         .unwrap();
         assert_eq!(form.expand().unwrap(), vec!["latest_charge", "customer"]);
         let range = form.created_range().unwrap();
-        assert_eq!((range.gte, range.lt, range.gt, range.lte), (Some(10), Some(20), None, None));
+        assert_eq!(
+            (range.gte, range.lt, range.gt, range.lte),
+            (Some(10), Some(20), None, None)
+        );
         let exact = Form::decode(b"created=7").unwrap().created_range().unwrap();
         assert_eq!((exact.gte, exact.lte), (Some(7), Some(7)));
-        assert!(Form::decode(b"created[eq]=1").unwrap().created_range().is_err());
-        assert!(Form::decode(b"created[gt]=x").unwrap().created_range().is_err());
+        assert!(Form::decode(b"created[eq]=1")
+            .unwrap()
+            .created_range()
+            .is_err());
+        assert!(Form::decode(b"created[gt]=x")
+            .unwrap()
+            .created_range()
+            .is_err());
         assert!(Form::decode(b"expand[a]=x").unwrap().expand().is_err());
         let nested = Form::decode(b"product_data[metadata][k]=v&metadata[o]=1").unwrap();
-        assert_eq!(nested.metadata_at("product_data[metadata]").unwrap().len(), 1);
+        assert_eq!(
+            nested.metadata_at("product_data[metadata]").unwrap().len(),
+            1
+        );
         assert_eq!(nested.metadata().unwrap().len(), 1);
     }
 
