@@ -25,7 +25,6 @@ the spec is relaxed.
 
 from __future__ import annotations
 
-import copy
 import functools
 import json
 import re
@@ -295,7 +294,3 @@ def check_response(method: str, path: str, status: int, body: Any) -> list[str]:
     op = operation(method, path)
     schema = response_schema(op, status)
     return [f"{status} {method} {op.template}: {e}" for e in _errors(_validator(schema, closed=True), body)]
-
-
-def copy_spec() -> dict[str, Any]:
-    return copy.deepcopy(spec())

@@ -201,3 +201,29 @@ def test_products_prices_and_payment_links(client: stripe.StripeClient, proxy: R
     assert isinstance(link, stripe.PaymentLink) and link.active is True and link.url
     assert client.v1.payment_links.retrieve(link.id).id == link.id
     assert spec_problems(proxy, start) == []
+
+
+def test_errors_without_a_code_are_stripes_error_object(
+    emulator: str, client: stripe.StripeClient, proxy: RecordingProxy
+) -> None:
+    """Stripe's `api_errors.code` is an optional string: an error with no code has no `code`
+    key (the SDK then reads `code` as None), never `"code": null`."""
+    start = len(proxy.snapshot())
+    bad_key = stripe.StripeClient(
+        "sk_test_not_a_key_the_emulator_knows", base_addresses={"api": emulator}, proxy=proxy.url, max_network_retries=0
+    )
+    with pytest.raises(stripe.AuthenticationError) as unauthenticated:
+        bad_key.v1.customers.list()
+    assert unauthenticated.value.code is None
+    intent = client.v1.payment_intents.create(params={"amount": 300, "currency": "usd"})
+    with pytest.raises(stripe.InvalidRequestError) as unpaid:
+        client.v1.refunds.create(params={"payment_intent": intent.id})
+    assert unpaid.value.code is None
+    key = f"sdk-{time.time_ns()}"
+    client.v1.customers.create(params={"name": "first"}, options={"idempotency_key": key})
+    with pytest.raises(stripe.IdempotencyError) as reused:
+        client.v1.customers.create(params={"name": "second"}, options={"idempotency_key": key})
+    assert reused.value.code is None
+    errors = [json.loads(e.response_body)["error"] for e in proxy.snapshot()[start:] if e.status >= 400]
+    assert len(errors) == 3 and all("code" not in e for e in errors), errors
+    assert spec_problems(proxy, start) == []
