@@ -227,3 +227,35 @@ def test_errors_without_a_code_are_stripes_error_object(
     errors = [json.loads(e.response_body)["error"] for e in proxy.snapshot()[start:] if e.status >= 400]
     assert len(errors) == 3 and all("code" not in e for e in errors), errors
     assert spec_problems(proxy, start) == []
+
+
+def test_an_expansion_the_emulator_cannot_make_is_refused_and_nothing_is_written(
+    client: stripe.StripeClient, proxy: RecordingProxy
+) -> None:
+    """Never an id where the caller asked for an object: a field whose object the emulator does
+    not keep is a 400, and the write it came with is not kept."""
+    start = len(proxy.snapshot())
+    customer = client.v1.customers.create(params={"email": f"expand-{time.time_ns()}@example.com"})
+    with pytest.raises(stripe.InvalidRequestError) as refused:
+        client.v1.payment_intents.create(
+            params={
+                "amount": 500,
+                "currency": "usd",
+                "customer": customer.id,
+                "payment_method": "pm_card_visa",
+                "confirm": True,
+                "expand": ["payment_method"],
+            }
+        )
+    assert refused.value.http_status == 400 and "cannot be expanded (payment_method)" in str(refused.value)
+    assert client.v1.payment_intents.list(params={"customer": customer.id}).data == []
+    nested = client.v1.payment_intents.create(
+        params={"amount": 600, "currency": "usd", "customer": customer.id, "payment_method": "pm_card_visa", "confirm": True}
+    )
+    listed = client.v1.payment_intents.list(
+        params={"customer": customer.id, "expand": ["data.latest_charge.customer"]}
+    )
+    assert [pi.id for pi in listed.data] == [nested.id]
+    assert isinstance(listed.data[0].latest_charge, stripe.Charge)
+    assert isinstance(listed.data[0].latest_charge.customer, stripe.Customer)
+    assert spec_problems(proxy, start) == []

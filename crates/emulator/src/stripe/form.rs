@@ -217,6 +217,9 @@ impl Form {
             let Some(rest) = name.strip_prefix("expand") else {
                 continue;
             };
+            if !rest.is_empty() && !rest.starts_with('[') {
+                continue; // another parameter (`expandable=...`): `only` judges it
+            }
             let index = rest.strip_prefix('[').and_then(|r| r.strip_suffix(']'));
             match index {
                 Some(i) if i.is_empty() || i.bytes().all(|b| b.is_ascii_digit()) => {}
@@ -389,6 +392,11 @@ mod tests {
             .created_range()
             .is_err());
         assert!(Form::decode(b"expand[a]=x").unwrap().expand().is_err());
+        assert!(Form::decode(b"expandable=x")
+            .unwrap()
+            .expand()
+            .unwrap()
+            .is_empty());
         let nested = Form::decode(b"product_data[metadata][k]=v&metadata[o]=1").unwrap();
         assert_eq!(
             nested.metadata_at("product_data[metadata]").unwrap().len(),
