@@ -211,3 +211,47 @@ def test_the_emulators_objects_have_the_keys_and_types_of_stripes_examples(recor
         if kind in examples:
             problems += shape_differences(examples[kind], ours, kind)
     assert not problems, "\n".join(problems)
+
+
+# --- the current API, as Stripe's SDK types it --------------------------------------------------
+
+SDK_PARAMS = {
+    ("GET", "/v1/customers"): "CustomerListParams",
+    ("POST", "/v1/customers"): "CustomerCreateParams",
+    ("GET", "/v1/customers/search"): "CustomerSearchParams",
+    ("GET", "/v1/customers/{customer}"): "CustomerRetrieveParams",
+    ("GET", "/v1/payment_intents"): "PaymentIntentListParams",
+    ("POST", "/v1/payment_intents"): "PaymentIntentCreateParams",
+    ("GET", "/v1/payment_intents/{intent}"): "PaymentIntentRetrieveParams",
+    ("GET", "/v1/charges/{charge}"): "ChargeRetrieveParams",
+    ("GET", "/v1/refunds"): "RefundListParams",
+    ("POST", "/v1/refunds"): "RefundCreateParams",
+    ("POST", "/v1/products"): "ProductCreateParams",
+    ("POST", "/v1/prices"): "PriceCreateParams",
+    ("POST", "/v1/payment_links"): "PaymentLinkCreateParams",
+}
+
+
+def sdk_parameter_names(class_name: str) -> set[str]:
+    import stripe.params
+
+    names: set[str] = set()
+    for klass in getattr(stripe.params, class_name).__mro__:
+        names |= set(getattr(klass, "__annotations__", {}))
+    return names
+
+
+def test_every_parameter_the_connector_sends_is_still_in_stripes_current_api(recorded: list[Exchange]) -> None:
+    """The spec copy is of 2023-08-16; Stripe's SDK 16.1.0 types the parameters of the API as
+    it is now (2026-10-28): a parameter the connector sends that Stripe has since removed fails
+    here."""
+    problems: list[str] = []
+    for exchange in recorded:
+        template = operation(exchange.method, exchange.path).template
+        class_name = SDK_PARAMS.get((exchange.method, template))
+        assert class_name, f"no SDK parameter type mapped for {exchange.method} {template}"
+        sent = decode_form(exchange.query if exchange.method == "GET" else exchange.request_body.decode())
+        unknown = sorted(set(sent) - sdk_parameter_names(class_name))
+        if unknown:
+            problems.append(f"{exchange.method} {template}: {unknown} not in stripe.params.{class_name}")
+    assert not problems, "\n".join(dict.fromkeys(problems))
