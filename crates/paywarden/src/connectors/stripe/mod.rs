@@ -29,6 +29,9 @@ mod form;
 pub mod model;
 mod transformers;
 
+#[cfg(test)]
+mod provider_fixtures;
+
 use std::{collections::BTreeMap, fmt, time::Duration};
 
 use paywarden_domain::Money;
