@@ -52,6 +52,7 @@
 mod card;
 mod codes;
 mod error;
+pub mod faults;
 mod handlers;
 pub mod ifthenpay;
 mod params;
@@ -271,6 +272,7 @@ pub struct Emulator {
     inner: Arc<handlers::Shared>,
     stripe: Arc<stripe::StripeShared>,
     ifthenpay: ifthenpay::State,
+    faults: Arc<faults::Faults>,
 }
 
 impl fmt::Debug for Emulator {
@@ -303,7 +305,9 @@ impl Emulator {
             "paywarden OPP emulator state opened"
         );
         let ifthenpay = ifthenpay::State::new(store.pool().clone());
+        let faults = faults::Faults::new(stripe_store.pool.clone());
         Ok(Emulator {
+            faults,
             ifthenpay,
             inner: Arc::new(handlers::Shared {
                 store,
@@ -328,6 +332,11 @@ impl Emulator {
     pub fn router(&self) -> axum::Router {
         handlers::router(self.inner.clone(), stripe::router(self.stripe.clone()))
             .merge(ifthenpay::router(self.ifthenpay.clone()))
+            .merge(faults::router(self.faults.clone()))
+            .layer(axum::middleware::from_fn_with_state(
+                self.faults.clone(),
+                faults::inject,
+            ))
             .layer(axum::middleware::from_fn(run_to_completion))
     }
 

@@ -551,6 +551,8 @@ async fn recover_forever(state: Arc<McpState>, lease_secs: u64) {
             }
             Err(e) => tracing::warn!(error = %e, "crash recovery sweep failed; retrying later"),
         }
+        // Stripe refunds left pending: settled (or undone) once Stripe has finished them.
+        state.ops.refresh_pending_refunds(None).await;
         tokio::time::sleep(every).await;
     }
 }

@@ -60,7 +60,12 @@ async fn find(state: &State, request: &ShopperRequest) -> Result<Option<Row>, sq
     .await
 }
 
-pub(crate) async fn act(AxumState(state): AxumState<State>, body: axum::body::Bytes) -> Response {
+pub(crate) async fn act(
+    AxumState(state): AxumState<State>,
+    fault: Option<axum::Extension<crate::faults::CallbackFault>>,
+    body: axum::body::Bytes,
+) -> Response {
+    let fault = fault.map(|f| f.0).unwrap_or_default();
     let request: ShopperRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
@@ -132,8 +137,28 @@ pub(crate) async fn act(AxumState(state): AxumState<State>, body: axum::body::By
         Ok(r) => r,
         Err(e) => return refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
-    let callback = if row.status == "paid" {
-        fire_callback(&state, &row).await
+    let callback = if row.status == "paid" && fault.delay_ms > 0 {
+        // A sandbox fault: the callback arrives late, after this answer.
+        let (state, row) = (state.clone(), row.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(fault.delay_ms)).await;
+            fire_callback(&state, &row).await;
+        });
+        json!({"sent": false, "late_ms": fault.delay_ms})
+    } else if row.status == "paid" {
+        let first = fire_callback(&state, &row).await;
+        // A sandbox fault: the same callback again (ifthenpay may repeat a callback).
+        let mut copies = Vec::new();
+        for _ in 0..fault.extra_copies {
+            copies.push(fire_callback(&state, &row).await);
+        }
+        if copies.is_empty() {
+            first
+        } else {
+            let mut first = first;
+            first["duplicates"] = json!(copies);
+            first
+        }
     } else {
         json!({"sent": false, "reason": "ifthenpay calls back only for payments"})
     };

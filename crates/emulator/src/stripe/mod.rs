@@ -269,10 +269,15 @@ enum Write {
     CreateCustomer,
     UpdateCustomer(String),
     CreatePaymentIntent,
-    CreateRefund,
+    /// `pending`: a sandbox fault leaves the refund pending ([`crate::faults`]).
+    CreateRefund {
+        pending: bool,
+    },
     CreateProduct,
     CreatePrice,
-    CreatePaymentLink { origin: String },
+    CreatePaymentLink {
+        origin: String,
+    },
 }
 
 /// A read (GET) operation.
@@ -295,7 +300,9 @@ async fn run_write(
         Write::CreateCustomer => customers::create(conn, account, form).await,
         Write::UpdateCustomer(id) => customers::update(conn, account, id, form).await,
         Write::CreatePaymentIntent => payments::create_payment_intent(conn, account, form).await,
-        Write::CreateRefund => payments::create_refund(conn, account, form).await,
+        Write::CreateRefund { pending } => {
+            payments::create_refund(conn, account, form, *pending).await
+        }
         Write::CreateProduct => catalog::create_product(conn, account, form).await,
         Write::CreatePrice => catalog::create_price(conn, account, form).await,
         Write::CreatePaymentLink { origin } => {
@@ -565,8 +572,17 @@ async fn create_payment_intent(
     write(&s, &headers, uri.path(), &body, Write::CreatePaymentIntent).await
 }
 
-async fn create_refund(State(s): Shared, headers: HeaderMap, uri: Uri, body: Bytes) -> Response {
-    write(&s, &headers, uri.path(), &body, Write::CreateRefund).await
+async fn create_refund(
+    State(s): Shared,
+    pending: Option<axum::Extension<crate::faults::RefundPending>>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Bytes,
+) -> Response {
+    let op = Write::CreateRefund {
+        pending: pending.is_some(),
+    };
+    write(&s, &headers, uri.path(), &body, op).await
 }
 
 async fn create_product(State(s): Shared, headers: HeaderMap, uri: Uri, body: Bytes) -> Response {

@@ -582,10 +582,13 @@ pub(crate) async fn retrieve_charge(
 /// `reason`, `metadata`. Runs inside the caller's `BEGIN IMMEDIATE` transaction, so the check
 /// "amount ≤ charge amount − amount_refunded" and the update of the charge's
 /// `amount_refunded` / `refunded` cannot interleave with another refund.
+/// With `pending` (a sandbox fault) the refund is created `pending`; the charge counts it as
+/// refunded, as Stripe's `amount_refunded` counts pending refunds.
 pub(crate) async fn create_refund(
     conn: &mut SqliteConnection,
     account: &str,
     form: &Form,
+    pending: bool,
 ) -> Result<Value, ApiError> {
     form.only(&["payment_intent", "charge", "amount", "reason", "metadata"])?;
     let requested = form
@@ -695,7 +698,7 @@ pub(crate) async fn create_refund(
         "reason": reason,
         "receipt_number": null,
         "source_transfer_reversal": null,
-        "status": "succeeded",
+        "status": if pending { "pending" } else { "succeeded" },
         "transfer_reversal": null
     });
     store::insert(

@@ -44,6 +44,13 @@ impl std::fmt::Debug for OppCredentials {
     }
 }
 
+/// How many times a request OPP throttles (HTTP 429) is sent again before
+/// [`OppError::Throttled`].
+pub const THROTTLE_RETRIES: u32 = 2;
+
+/// The longest wait before sending a throttled request again.
+pub const MAX_THROTTLE_WAIT: Duration = Duration::from_secs(5);
+
 /// Errors of the OPP connector.
 #[derive(Debug, thiserror::Error)]
 pub enum OppError {
@@ -95,6 +102,15 @@ pub enum OppError {
         base_url: String,
         /// What failed.
         reason: String,
+    },
+    /// OPP throttled the request (HTTP 429; OPP limits, e.g., status queries per transaction)
+    /// every time it was sent ([`THROTTLE_RETRIES`] retries): it was not processed.
+    #[error("OPP throttled the request (HTTP 429) {attempts} times; it was not processed")]
+    Throttled {
+        /// How many times it was sent.
+        attempts: u32,
+        /// The last `Retry-After`, if OPP sent one.
+        retry_after: Option<Duration>,
     },
     /// OPP answered with something that is not its documented JSON.
     #[error("OPP answered HTTP {status} with a body paywarden cannot read: {reason}")]
@@ -411,16 +427,12 @@ impl OppClient {
         url: &str,
         form: &[(String, String)],
     ) -> Result<Transaction, OppError> {
-        let response = self
+        let request = self
             .http
             .post(url)
             .bearer_auth(credentials.token.expose_secret())
-            .form(form)
-            .send()
-            .await
-            .map_err(|e| self.transport_error(e))?;
-        let status = response.status().as_u16();
-        let body = response.text().await.map_err(|e| self.transport_error(e))?;
+            .form(form);
+        let (status, body) = self.send(request).await?;
         let payment: WirePayment = from_value(status, parse_json(status, &body)?)?;
         let result = payment.result.to_model();
         classify_common_failure(status, &payment.result)?;
@@ -440,17 +452,55 @@ impl OppClient {
         url: &str,
         query: &[(String, String)],
     ) -> Result<(u16, String), OppError> {
-        let response = self
+        let request = self
             .http
             .get(url)
             .bearer_auth(credentials.token.expose_secret())
-            .query(query)
-            .send()
-            .await
-            .map_err(|e| self.transport_error(e))?;
+            .query(query);
+        self.send(request).await
+    }
+
+    /// Sends `request`; OPP's throttling answer (HTTP 429) is sent again up to
+    /// [`THROTTLE_RETRIES`] times after `Retry-After` (at most [`MAX_THROTTLE_WAIT`]) or an
+    /// exponential backoff, then is [`OppError::Throttled`].
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<(u16, String), OppError> {
+        let mut attempts: u32 = 0;
+        loop {
+            attempts += 1;
+            let Some(this) = request.try_clone() else {
+                return self.send_once(request).await.map(|(s, b, _)| (s, b));
+            };
+            let (status, body, retry_after) = self.send_once(this).await?;
+            if status != 429 {
+                return Ok((status, body));
+            }
+            if attempts > THROTTLE_RETRIES {
+                return Err(OppError::Throttled {
+                    attempts,
+                    retry_after,
+                });
+            }
+            let backoff = Duration::from_millis(250 * (1u64 << attempts.min(6)));
+            let wait = retry_after.unwrap_or(backoff).min(MAX_THROTTLE_WAIT);
+            tracing::warn!(attempts, ?wait, "OPP throttled a request; sending it again");
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    async fn send_once(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<(u16, String, Option<Duration>), OppError> {
+        let response = request.send().await.map_err(|e| self.transport_error(e))?;
         let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
         let body = response.text().await.map_err(|e| self.transport_error(e))?;
-        Ok((status, body))
+        Ok((status, body, retry_after))
     }
 
     fn transport_error(&self, error: reqwest::Error) -> OppError {

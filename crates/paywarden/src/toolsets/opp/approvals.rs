@@ -248,6 +248,13 @@ impl OppService {
                 Settlement::Unknown,
                 None,
             ),
+            // A throttled request was not processed (it was answered before it ran).
+            OppError::Throttled { .. } => (
+                "throttled",
+                format!("{tool} failed: {error}. Nothing was done: retry the same call in a few seconds."),
+                Settlement::NotSent,
+                None,
+            ),
             OppError::UnexpectedResponse { .. } if before_write => (
                 "unexpected_response",
                 format!("{tool} failed: {error}; nothing was sent."),
