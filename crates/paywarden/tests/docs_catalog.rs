@@ -93,3 +93,30 @@ fn the_readme_tool_tables_follow_the_catalogue() {
         rows.len()
     );
 }
+
+/// The ```text block of a Markdown or `//!` text (the first one).
+fn text_block(text: &str) -> Option<String> {
+    let start = text.find("```text\n")? + "```text\n".len();
+    let end = start + text[start..].find("```")?;
+    Some(text[start..end].to_string())
+}
+
+#[test]
+fn the_docs_show_the_sequence_pipeline_mod_rs_runs() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let module = std::fs::read_to_string(root.join("src/pipeline/mod.rs")).expect("mod.rs");
+    let doc: String = module
+        .lines()
+        .filter_map(|l| l.strip_prefix("//!"))
+        .map(|l| format!("{}\n", l.strip_prefix(' ').unwrap_or(l)))
+        .collect();
+    let sequence = text_block(&doc).expect("the sequence in pipeline/mod.rs");
+    assert!(sequence.contains("gate") && sequence.lines().count() >= 10);
+    for doc in ["../../docs/architecture.md", "../../README.md"] {
+        let text = std::fs::read_to_string(root.join(doc)).expect(doc);
+        assert!(
+            text.contains(&sequence),
+            "{doc} must show the sequence exactly as pipeline/mod.rs lists it:\n{sequence}"
+        );
+    }
+}

@@ -7,45 +7,52 @@
 //!  1. admit         caller authenticated (crate::auth), arguments parsed into a typed request
 //!                   (malformed: invalid params, audited), read-only mode (crate::catalog)
 //!  2. read?         Pipeline::read: the policy for reads too, run, audit. A read ends here.
-//!  3. unknown?      an earlier call of this key whose answer never came is looked up at the
-//!                   provider first (reconcile.rs, Pipeline::reconcile)
+//!  3. unknown?      late arrivals of this entity's watched keys noted; an earlier call of this
+//!                   key whose answer never came is looked up at the provider first
+//!                   (reconcile.rs, Pipeline::reconcile)
 //!  4. idempotency   Pipeline::write (idempotency.rs): the key (the caller's, or derived from
 //!                   the confirmation token or approval: gate::derived_key) is claimed; a retry
 //!                   replays the first outcome, other arguments under the key are refused
-//!  5. lease         the key is held under a lease (lease.rs) while the call runs; a crash
-//!                   leaves it to expire into an unknown outcome, never "nothing sent"
-//!  6. pre-check     the toolset reads fresh provider state and refuses what the provider would
+//!  5. key lease     the key is held under a lease (lease.rs), renewed while the call runs; a
+//!                   crash leaves it to expire into an unknown outcome, never "nothing sent"
+//!  6. pre-check     the toolset reads provider state and refuses what the provider would
 //!                   refuse; it works out what would move (the preview)
 //!  7. gate          Pipeline::gate (gate.rs): the policy verdict (fails closed), then deny, a
 //!                   claimed approval (staleness checked), confirm (preview + single-use token,
 //!                   or the token spent) or human (an approval only an operator decides)
 //!  8. limits        in the same step as the verdict, under the entity's limit lease: the
-//!                   cumulative-limit reservation, attached to the key
-//!  9. execute       the intent recorded on the key, then the connector call
-//! 10. record        Pipeline::attach_receipt (receipt.rs): the movement's signed receipt
-//! 11. settle        Pipeline::finish_gated: the approval executed (or given back when nothing
-//!                   was sent), the reservation released unless the outcome is unknown; then
-//!                   the key (idempotency.rs): final, blocked (unknown) or released (not sent)
-//! 12. audit         one row per call (audit.rs), the receipt sealed with it
+//!                   cumulative-limit reservation; it and the approval are recorded on the key
+//!  9. fresh state   the toolset takes a lease on the referenced transaction or order and
+//!                   checks again on fresh provider state, on exactly what was agreed
+//! 10. execute       the intent recorded on the key, then the connector call
+//! 11. record        the movement recorded; Pipeline::attach_receipt (receipt.rs) drafts its
+//!                   signed receipt
+//! 12. settle        Pipeline::finish_gated: the approval executed (or given back when nothing
+//!                   was sent), the reservation released unless the outcome is unknown
+//! 13. audit, key    (idempotency.rs, audit.rs) a final outcome's audit row is written (the
+//!                   receipt sealed with it), then the key completes; an unknown outcome blocks
+//!                   the key; nothing sent releases it
 //! ```
 //!
 //! Why this order:
-//! - Idempotency and the lease (4, 5) come before the gate so that a retry of a call that
+//! - Idempotency and the key lease (4, 5) come before the gate so that a retry of a call that
 //!   executed replays its outcome instead of previewing again or asking for a second approval,
 //!   and so that concurrent calls with one key run the check, the gate and the execution once.
 //! - The pre-check (6) comes before the gate so that the policy judges, and the person confirms
 //!   or approves, what would move on the provider's current state (the remainder, the card),
-//!   not the model's claim; the gate's staleness check compares an approval with it.
+//!   not the model's claim; the gate's staleness check compares an approval with it. The checks
+//!   run again under the transaction's lease (9) because a confirmation or an approval can come
+//!   minutes later, and concurrent calls on one payment must not both pass.
 //! - Limits (8) are evaluated and reserved in one step with the verdict, so concurrent calls
 //!   cannot race past a cumulative rule; a call that does not execute releases its reservation.
-//! - The intent is recorded before the connector call (9), so that after a crash or a timeout
-//!   reconciliation (3) knows what may have been sent; the key settles (11) only after the
-//!   approval and the reservation, and the audit row (12) is written before a final outcome is
-//!   stored, so a replay never returns an outcome without its audit row.
+//! - The intent is recorded before the connector call (10), so that after a crash or a timeout
+//!   reconciliation (3) knows what may have been sent; the approval and the reservation settle
+//!   (12) before the key, and the audit row (13) is written before a final outcome is stored,
+//!   so a replay never returns an outcome without its audit row.
 //!
-//! ifthenpay's creations run the same steps with no provider pre-check (ifthenpay has no
-//! state to read before a creation; paywarden's own records refuse a reused `order_id`), and
-//! their unknown outcomes are not reconciled: they wait for an operator (`reconcile.rs`).
+//! ifthenpay's creations run the same steps without 6 and 9 (ifthenpay has no state to read
+//! before a creation; paywarden's own records refuse a reused `order_id`) and without a
+//! receipt; their unknown outcomes are not reconciled but wait for an operator (`reconcile.rs`).
 //!
 //! Files: [`outcome`](ToolOutcome) (typed outcomes), `idempotency.rs`, `lease.rs`, [`gate`],
 //! `receipt.rs`, `audit.rs`, [`reconcile`], [`safety`] (tokens, previews, bindings).
