@@ -57,10 +57,12 @@
 //! Files: [`outcome`](ToolOutcome) (typed outcomes), `idempotency.rs`, `lease.rs`, [`gate`],
 //! `receipt.rs`, `audit.rs`, [`reconcile`], [`safety`] (tokens, previews, bindings).
 
+mod approvals;
 mod audit;
 pub mod gate;
 mod idempotency;
 mod lease;
+mod limits;
 mod outcome;
 mod receipt;
 pub mod reconcile;
