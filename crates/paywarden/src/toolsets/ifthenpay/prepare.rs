@@ -14,7 +14,14 @@ impl IfthenpayService {
             tool: &str,
             args: &Value,
         ) -> Result<T, ServiceError> {
-            crate::mask::deserialize(args.clone()).map_err(|e| {
+            // The gate's two control arguments (a confirmation token, an approval id) are not
+            // the seed's parameters: they are read by `create`, never by the typed request.
+            let mut args = args.clone();
+            if let Value::Object(map) = &mut args {
+                map.remove("confirmation_token");
+                map.remove("approval_id");
+            }
+            crate::mask::deserialize(args).map_err(|e| {
                 invalid(format!(
                     "invalid arguments for {tool}: {e}; see the tool's inputSchema"
                 ))
