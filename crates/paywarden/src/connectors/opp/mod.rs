@@ -96,6 +96,20 @@ pub enum OppError {
         /// What failed.
         reason: String,
     },
+    /// OPP is throttling this operation (`800.120.100` "Too many requests. Please try again
+    /// later.", OPP API reference, "Throttling"; or HTTP 429): the request was refused before
+    /// it was processed, so nothing happened; retry later.
+    #[error("OPP is throttling requests ({} {}); nothing was done, retry later", result.code, result.description)]
+    Throttled {
+        /// OPP's result.
+        result: ResultInfo,
+    },
+    /// The amount cannot be written in OPP's `amount` format, `N10.N2` (OPP API reference,
+    /// "Parameters": up to 10 integer digits and exactly two decimals, dot separator): more
+    /// than 10 integer digits, or a 3-decimal currency's amount whose last digit is not 0.
+    /// Nothing was sent.
+    #[error("{0}")]
+    AmountFormat(String),
     /// OPP answered with something that is not its documented JSON.
     #[error("OPP answered HTTP {status} with a body paywarden cannot read: {reason}")]
     UnexpectedResponse {
@@ -172,6 +186,12 @@ pub struct ReportPage {
     pub total_pages: Option<u32>,
     /// Total matching transactions, when OPP says.
     pub total_count: Option<u64>,
+    /// How many records OPP returned on this page, including those paywarden cannot map (and
+    /// skips): paging counts what OPP sent, not what was kept.
+    pub record_count: usize,
+    /// The ids of the records OPP returned, in order: a page equal to the previous one means
+    /// OPP ignored `pageNo`.
+    pub record_ids: Vec<String>,
 }
 
 /// An HTTP client of OPP's server-to-server API.
@@ -226,7 +246,7 @@ impl OppClient {
     ) -> Result<Transaction, OppError> {
         let mut form = vec![
             ("entityId".to_string(), credentials.entity_id.clone()),
-            ("amount".into(), request.amount.to_decimal_string()),
+            ("amount".into(), opp_amount(request.amount)?),
             (
                 "currency".into(),
                 request.amount.currency().code().to_string(),
@@ -271,7 +291,7 @@ impl OppClient {
             ),
         ];
         if let Some(amount) = &request.amount {
-            form.push(("amount".into(), amount.to_decimal_string()));
+            form.push(("amount".into(), opp_amount(*amount)?));
             form.push(("currency".into(), amount.currency().code().to_string()));
         }
         if let Some(m) = &request.merchant_transaction_id {
@@ -368,18 +388,29 @@ impl OppClient {
         let page_no = envelope.page_no.unwrap_or(report.page_no);
         let total_pages = envelope.total_pages;
         let total_count = envelope.total_count;
+        let record_ids: Vec<String> = envelope
+            .records
+            .iter()
+            .chain(&envelope.payments)
+            .map(|p| p.id.clone().unwrap_or_default())
+            .collect();
+        let record_count = record_ids.len();
         match self.query_envelope(status, envelope) {
             Ok((transactions, _)) => Ok(ReportPage {
                 transactions,
                 page_no,
                 total_pages,
                 total_count,
+                record_count,
+                record_ids,
             }),
             Err(OppError::NotFound { .. }) => Ok(ReportPage {
                 transactions: Vec::new(),
                 page_no,
                 total_pages: Some(0),
                 total_count: Some(0),
+                record_count: 0,
+                record_ids: Vec::new(),
             }),
             Err(e) => Err(e),
         }
@@ -473,6 +504,44 @@ impl OppClient {
     }
 }
 
+/// `amount` in OPP's documented format `N10.N2` (`[0-9]{1,10}(\.[0-9]{2})?`: OPP API
+/// reference, "Parameters"): two decimals for 2-decimal currencies (`10.00`), none for
+/// 0-decimal ones (`1000`, which the pattern allows), and two for 3-decimal ones (`1.50` for
+/// 1.500 KWD); an amount N10.N2 cannot hold is refused before anything is sent.
+///
+/// # Errors
+/// [`OppError::AmountFormat`].
+pub fn opp_amount(amount: Money) -> Result<String, OppError> {
+    let currency = amount.currency();
+    let minor = amount.minor_units();
+    let text = match currency.exponent() {
+        0..=2 => amount.to_decimal_string(),
+        exponent => {
+            let drop = 10_i64.pow(u32::from(exponent) - 2);
+            if minor % drop != 0 {
+                return Err(OppError::AmountFormat(format!(
+                    "{} {} cannot be sent to OPP: OPP's amount format N10.N2 allows exactly two decimals; send a multiple of {}",
+                    amount.to_decimal_string(),
+                    currency.code(),
+                    Money::from_minor(drop, currency)
+                        .map(|m| m.to_decimal_string())
+                        .unwrap_or_default()
+                )));
+            }
+            let hundredths = minor / drop;
+            format!("{}.{:02}", hundredths / 100, hundredths % 100)
+        }
+    };
+    let integer_digits = text.split('.').next().unwrap_or_default().len();
+    if integer_digits > 10 {
+        return Err(OppError::AmountFormat(format!(
+            "{text} {} cannot be sent to OPP: OPP's amount format N10.N2 allows at most 10 integer digits",
+            currency.code()
+        )));
+    }
+    Ok(text)
+}
+
 fn push_custom(form: &mut Vec<(String, String)>, custom: &[(String, String)]) {
     for (name, value) in custom {
         form.push((format!("customParameters[{name}]"), value.clone()));
@@ -529,6 +598,11 @@ fn classify_common_failure(status: u16, result: &transformers::WireResult) -> Re
     if status == 401 || status == 403 || info.code.starts_with("800.900.3") {
         return Err(OppError::Authentication { result: info });
     }
+    // OPP's throttling answer (API reference, "Throttling": `800.120.100` "Too many requests.
+    // Please try again later."), and HTTP 429.
+    if status == 429 || info.code == "800.120.100" {
+        return Err(OppError::Throttled { result: info });
+    }
     if !result.parameter_errors.is_empty() || info.code == "200.300.404" {
         return Err(OppError::InvalidParameters {
             parameter_errors: result.parameter_errors(),
@@ -556,6 +630,28 @@ fn classify_query_failure(status: u16, result: &transformers::WireResult) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn amounts_are_n10_n2() {
+        use paywarden_domain::Currency;
+        let m = |minor, c| Money::from_minor(minor, c).expect("money");
+        assert_eq!(opp_amount(m(1050, Currency::EUR)).unwrap(), "10.50");
+        assert_eq!(opp_amount(m(1000, Currency::JPY)).unwrap(), "1000");
+        assert_eq!(opp_amount(m(1500, Currency::KWD)).unwrap(), "1.50");
+        assert_eq!(opp_amount(m(1_000_010, Currency::KWD)).unwrap(), "1000.01");
+        assert!(matches!(
+            opp_amount(m(1505, Currency::KWD)),
+            Err(OppError::AmountFormat(_))
+        ));
+        assert!(matches!(
+            opp_amount(m(100_000_000_000, Currency::JPY)),
+            Err(OppError::AmountFormat(_))
+        ));
+        assert_eq!(
+            opp_amount(m(999_999_999_999, Currency::EUR)).unwrap(),
+            "9999999999.99"
+        );
+    }
 
     #[test]
     fn path_segments_cannot_escape() {

@@ -248,6 +248,22 @@ impl OppService {
                 Settlement::Unknown,
                 None,
             ),
+            // Refused before it was processed: nothing happened, and it may be retried.
+            OppError::Throttled { result } => (
+                "throttled",
+                format!(
+                    "{tool} failed: OPP is throttling requests ({} {}); nothing was done. This is retryable: retry the same call later.",
+                    result.code, result.description
+                ),
+                Settlement::NotSent,
+                Some(result.code.clone()),
+            ),
+            OppError::AmountFormat(reason) => (
+                "invalid_amount",
+                format!("{tool} failed: {reason}. Nothing was sent."),
+                Settlement::NotSent,
+                None,
+            ),
             OppError::UnexpectedResponse { .. } if before_write => (
                 "unexpected_response",
                 format!("{tool} failed: {error}; nothing was sent."),
