@@ -611,7 +611,14 @@ fn ifthenpay_service(
         (None, None) => (None, false),
     };
     let client = base_url
-        .map(|url| IfthenpayClient::new(&url, timeout))
+        .map(|url| {
+            IfthenpayClient::new(&url, timeout).map(|c| {
+                c.with_endpoints(
+                    config.ifthenpay.payshop_base_url.as_deref(),
+                    config.ifthenpay.callback_base_url.as_deref(),
+                )
+            })
+        })
         .transpose()
         .map_err(|e| AppError::Startup(format!("ifthenpay client: {e}")))?;
     Ok(crate::service::ifthenpay::IfthenpayService::new(

@@ -541,7 +541,7 @@ async fn every_validation_is_invalid_params_with_a_clear_message() {
         (
             "multibanco_create_reference",
             json!({"mb_key": IFTHENPAY_MB_KEY, "order_id": "1", "amount": 1, "expiry_days": 40}),
-            "between 0 and 31",
+            "0 to 31, 45, 60",
         ),
         (
             "multibanco_create_reference",
@@ -560,8 +560,8 @@ async fn every_validation_is_invalid_params_with_a_clear_message() {
         ),
         (
             "payshop_create_reference",
-            json!({"payshop_key": IFTHENPAY_PAYSHOP_KEY, "order_id": "9".repeat(26), "amount": 1}),
-            "at most 25",
+            json!({"payshop_key": IFTHENPAY_PAYSHOP_KEY, "order_id": "9".repeat(16), "amount": 1}),
+            "at most 15",
         ),
         (
             "creditcard_create_payment",

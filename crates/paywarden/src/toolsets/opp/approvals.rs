@@ -248,10 +248,18 @@ impl OppService {
                 Settlement::Unknown,
                 None,
             ),
-            // A throttled request was not processed (it was answered before it ran).
-            OppError::Throttled { .. } => (
+            // Refused before it was processed: nothing happened, and it may be retried.
+            OppError::Throttled { result, .. } => (
                 "throttled",
-                format!("{tool} failed: {error}. Nothing was done: retry the same call in a few seconds."),
+                format!(
+                    "{tool} failed: {error}. Nothing was done: OPP is throttling requests; this is retryable, retry the same call in a few seconds."
+                ),
+                Settlement::NotSent,
+                result.as_ref().map(|r| r.code.clone()),
+            ),
+            OppError::AmountFormat(reason) => (
+                "invalid_amount",
+                format!("{tool} failed: {reason}. Nothing was sent."),
                 Settlement::NotSent,
                 None,
             ),
