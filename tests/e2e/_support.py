@@ -177,11 +177,17 @@ class ServerProcess:
 ALLOW_ALL_POLICY = REPO_ROOT / "tests" / "policies" / "allow-all.toml"
 
 
-def start_server(data_dir: Path, *extra_args: str, policy: Path | None = ALLOW_ALL_POLICY) -> ServerProcess:
+def start_server(
+    data_dir: Path,
+    *extra_args: str,
+    policy: Path | None = ALLOW_ALL_POLICY,
+    env: Mapping[str, str] | None = None,
+) -> ServerProcess:
     """Start `paywarden serve` on an ephemeral port and wait for its banner and /healthz.
 
     The provider-mechanics tests run under a permissive policy (`policy`); pass `policy=None`
-    for the built-in default policy (confirmation and human approval)."""
+    for the built-in default policy (confirmation and human approval). `env` adds variables to
+    the child's environment (e.g. `HTTP_PROXY` for a recording proxy)."""
     binary = paywarden_bin()
     if not binary.is_file():
         raise RuntimeError(f"{binary} not found: build it first (`cargo build -p paywarden`; scripts/test.sh does)")
@@ -194,7 +200,7 @@ def start_server(data_dir: Path, *extra_args: str, policy: Path | None = ALLOW_A
             stdout=subprocess.PIPE,
             stderr=stderr_file,
             cwd=data_dir,  # no stray ./paywarden.toml or ./paywarden-data from the caller's directory
-            env=child_env(**({"PAYWARDEN_SAFETY__POLICY_FILE": str(policy)} if policy else {})),
+            env=child_env(**({"PAYWARDEN_SAFETY__POLICY_FILE": str(policy)} if policy else {}), **(env or {})),
             text=True,
             bufsize=1,
         )

@@ -263,7 +263,48 @@ fn parse_currency(value: &str) -> Result<Currency, ParamError> {
     })
 }
 
+/// OPP's `amount` format, `N10.N2`: `[0-9]{1,10}(\.[0-9]{2})?` (OPP API reference,
+/// "Parameters"): up to 10 integer digits, and if there are decimals, exactly two.
+pub(crate) fn is_n10_n2(value: &str) -> bool {
+    let (integer, decimals) = match value.split_once('.') {
+        Some((i, d)) => (i, Some(d)),
+        None => (value, None),
+    };
+    (1..=10).contains(&integer.len())
+        && integer.bytes().all(|b| b.is_ascii_digit())
+        && decimals.is_none_or(|d| d.len() == 2 && d.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// An amount as OPP formats it, `N10.N2`: the currency's exponent for 0- and 2-decimal
+/// currencies (`1000`, `10.00`), two decimals for 3-decimal ones (`1.50` KWD), which is all
+/// N10.N2 can hold (amounts arrive in that format, so nothing is lost).
+pub(crate) fn opp_amount(amount: Money) -> String {
+    let currency = amount.currency();
+    match currency.exponent() {
+        0..=2 => amount.to_decimal_string(),
+        exponent => {
+            let hundredths = amount.minor_units() / 10_i64.pow(u32::from(exponent) - 2);
+            format!("{}.{:02}", hundredths / 100, hundredths % 100)
+        }
+    }
+}
+
 fn parse_amount(value: &str, currency: Currency) -> Result<Money, ParamError> {
+    if !is_n10_n2(value) {
+        return Err(ParamError::new(
+            "amount",
+            value,
+            format!(
+                "OPP's amount format is N10.N2: up to 10 digits, then optionally a dot and exactly two decimals (e.g. {})",
+                example_amount(currency)
+            ),
+        ));
+    }
+    // N10.N2 always allows two decimals; a 0-decimal currency's `.00` carries no value.
+    let value = match (currency.exponent(), value.strip_suffix(".00")) {
+        (0, Some(integer)) => integer,
+        _ => value,
+    };
     Money::parse_positive(value, currency).map_err(|e| {
         ParamError::new(
             "amount",
@@ -281,7 +322,7 @@ fn parse_amount(value: &str, currency: Currency) -> Result<Money, ParamError> {
 fn example_amount(currency: Currency) -> String {
     match currency.exponent() {
         0 => "1000".to_string(),
-        e => format!("10.{}", "0".repeat(usize::from(e))),
+        _ => "10.00".to_string(),
     }
 }
 

@@ -52,6 +52,7 @@
 mod card;
 mod codes;
 mod error;
+pub mod faults;
 mod handlers;
 pub mod ifthenpay;
 mod params;
@@ -271,6 +272,7 @@ pub struct Emulator {
     inner: Arc<handlers::Shared>,
     stripe: Arc<stripe::StripeShared>,
     ifthenpay: ifthenpay::State,
+    faults: Arc<faults::Faults>,
 }
 
 impl fmt::Debug for Emulator {
@@ -303,7 +305,9 @@ impl Emulator {
             "paywarden OPP emulator state opened"
         );
         let ifthenpay = ifthenpay::State::new(store.pool().clone());
+        let faults = faults::Faults::new(stripe_store.pool.clone());
         Ok(Emulator {
+            faults,
             ifthenpay,
             inner: Arc::new(handlers::Shared {
                 store,
@@ -328,6 +332,11 @@ impl Emulator {
     pub fn router(&self) -> axum::Router {
         handlers::router(self.inner.clone(), stripe::router(self.stripe.clone()))
             .merge(ifthenpay::router(self.ifthenpay.clone()))
+            .merge(faults::router(self.faults.clone()))
+            .layer(axum::middleware::from_fn_with_state(
+                self.faults.clone(),
+                faults::inject,
+            ))
             .layer(axum::middleware::from_fn(run_to_completion))
     }
 
@@ -376,6 +385,31 @@ pub struct RunningEmulator {
 impl Drop for RunningEmulator {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// Runs the rest of the request on its own task, so that a client that disconnects (a caller
+/// killed mid-request, a timeout on its side) does not cancel the handler halfway.
+///
+/// A real provider finishes processing a request it has received whatever happens to the
+/// connection: that is why Stripe documents a dropped connection or a 500 as an indeterminate
+/// outcome to be retried with the same idempotency key
+/// (<https://docs.stripe.com/api/idempotent_requests>, <https://docs.stripe.com/error-low-level>).
+/// Without this, hyper drops the handler's future when the connection closes, which could
+/// leave a half-run write (and, in sqlx, a SQLite connection returned to the pool inside an
+/// open `BEGIN IMMEDIATE`, failing the next request with `999.999.999`).
+async fn run_to_completion(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    match tokio::spawn(next.run(request)).await {
+        Ok(response) => response,
+        Err(error) => {
+            tracing::error!(%error, "emulator request task failed");
+            axum::response::IntoResponse::into_response(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            )
+        }
     }
 }
 
@@ -450,30 +484,5 @@ mod tests {
         assert!(matches!(config.validate(), Err(EmulatorError::Config(_))));
         config.stripe_keys.clear();
         assert!(config.validate().is_ok());
-    }
-}
-
-/// Runs the rest of the request on its own task, so that a client that disconnects (a caller
-/// killed mid-request, a timeout on its side) does not cancel the handler halfway.
-///
-/// A real provider finishes processing a request it has received whatever happens to the
-/// connection: that is why Stripe documents a dropped connection or a 500 as an indeterminate
-/// outcome to be retried with the same idempotency key
-/// (<https://docs.stripe.com/api/idempotent_requests>, <https://docs.stripe.com/error-low-level>).
-/// Without this, hyper drops the handler's future when the connection closes, which could
-/// leave a half-run write (and, in sqlx, a SQLite connection returned to the pool inside an
-/// open `BEGIN IMMEDIATE`, failing the next request with `999.999.999`).
-async fn run_to_completion(
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    match tokio::spawn(next.run(request)).await {
-        Ok(response) => response,
-        Err(error) => {
-            tracing::error!(%error, "emulator request task failed");
-            axum::response::IntoResponse::into_response(
-                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-            )
-        }
     }
 }

@@ -76,7 +76,10 @@ pub(crate) fn transaction(tx: &Tx) -> Value {
     }
     m.insert("paymentType".into(), json!(tx.payment_type.code()));
     m.insert("paymentBrand".into(), json!(tx.payment_brand));
-    m.insert("amount".into(), json!(tx.amount.to_decimal_string()));
+    m.insert(
+        "amount".into(),
+        json!(crate::handlers::opp_amount(tx.amount)),
+    );
     m.insert("currency".into(), json!(tx.amount.currency().code()));
     m.insert("descriptor".into(), json!(tx.descriptor));
     if let Some(mtid) = &tx.merchant_transaction_id {

@@ -77,12 +77,16 @@ async fn activate(h: &common::Harness, key: &str, url: &str) {
     );
     let (status, body) = post(
         h,
-        "/endpoint/callback/activation",
+        "/api/endpoint/callback/activation",
         json!({"chave": IFTHENPAY_BACKOFFICE_KEY, "entidade": "MB", "subentidade": key,
                "apKey": IFTHENPAY_ANTI_PHISHING_KEY, "urlCb": template}),
     )
     .await;
-    assert_eq!((status, body), (200, json!("OK")));
+    assert_eq!(status, 200);
+    assert!(
+        body.as_str().is_some_and(|b| b.starts_with("OK:")),
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -227,7 +231,7 @@ async fn payshop_card_pinpay_cofidis_and_pix() {
     let h = common::start().await;
     let (_, r) = post(
         &h,
-        "/payshop/reference/",
+        "/api/payshop/reference/",
         json!({"payshopkey": IFTHENPAY_PAYSHOP_KEY, "id": "2024001", "valor": "50.00"}),
     )
     .await;
@@ -379,7 +383,7 @@ async fn payments_read_filters_and_refuses_a_wrong_backoffice_key() {
 
     let (_, invalid) = post(
         &h,
-        "/endpoint/callback/activation",
+        "/api/endpoint/callback/activation",
         json!({"chave": "nope", "entidade": "MB", "subentidade": IFTHENPAY_MB_KEY, "apKey": "x", "urlCb": "http://x"}),
     )
     .await;
@@ -416,4 +420,154 @@ async fn without_filters_the_list_holds_the_1000_most_recent_payments() {
     )
     .await;
     assert_eq!(filtered["payments"].as_array().unwrap().len(), 1001);
+}
+
+/// Activates `template` (a URL with any placeholders) for `key`.
+async fn activate_template(h: &common::Harness, key: &str, template: &str) {
+    let (status, body) = post(
+        h,
+        "/api/endpoint/callback/activation",
+        json!({"chave": IFTHENPAY_BACKOFFICE_KEY, "entidade": "X", "subentidade": key,
+               "apKey": IFTHENPAY_ANTI_PHISHING_KEY, "urlCb": template}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
+async fn payshop_lives_under_api_refuses_ids_over_15_with_documented_codes() {
+    let h = common::start().await;
+    // Not at the API host's root: ifthenpay serves Payshop at ifthenpay.com/api/payshop/....
+    let (status, _) = post(
+        &h,
+        "/payshop/reference/",
+        json!({"payshopkey": IFTHENPAY_PAYSHOP_KEY, "id": "1", "valor": "5.00"}),
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (status, _) = post(
+        &h,
+        "/endpoint/callback/activation",
+        json!({"chave": IFTHENPAY_BACKOFFICE_KEY}),
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (_, r) = post(
+        &h,
+        "/api/payshop/reference/",
+        json!({"payshopkey": IFTHENPAY_PAYSHOP_KEY, "id": "1234567890123456", "valor": "5.00"}),
+    )
+    .await;
+    assert_eq!(r["Code"], "103", "16 characters: {r}");
+    let (_, r) = post(
+        &h,
+        "/api/payshop/reference/",
+        json!({"payshopkey": "nope", "id": "1", "valor": "5.00"}),
+    )
+    .await;
+    assert_eq!(r["Code"], "102", "invalid key: {r}");
+    let (_, r) = post(
+        &h,
+        "/api/payshop/reference/",
+        json!({"payshopkey": IFTHENPAY_PAYSHOP_KEY, "id": "123456789012345", "valor": "5.00"}),
+    )
+    .await;
+    assert_eq!(r["Code"], "0", "15 characters: {r}");
+}
+
+#[tokio::test]
+async fn callbacks_fill_only_each_methods_placeholders_and_refunds_say_devolvido() {
+    let h = common::start().await;
+    let m = merchant().await;
+    let every = "o=[ORDER_ID]&i=[ID]&r=[REQUEST_ID]&s=[STATUS]&ref=[REFERENCE]&e=[ENTITY]&pm=[PAYMENT_METHOD]&a=[AMOUNT]";
+    activate_template(&h, IFTHENPAY_CCARD_KEY, &format!("{}?{every}", m.url)).await;
+    activate_template(&h, IFTHENPAY_MB_KEY, &format!("{}?{every}", m.url)).await;
+    activate_template(&h, IFTHENPAY_GATEWAY_KEY, &format!("{}?{every}", m.url)).await;
+
+    // A card payment: the order as [ID], a status, no [ORDER_ID], [REFERENCE] or [ENTITY].
+    let (_, r) = post(
+        &h,
+        &format!("/creditcard/init/{IFTHENPAY_CCARD_KEY}"),
+        json!({"orderId": "C77", "amount": "12.00", "successUrl": "https://s.example/ok",
+               "errorUrl": "https://s.example/err", "cancelUrl": "https://s.example/c"}),
+    )
+    .await;
+    let request_id = r["RequestId"].as_str().unwrap().to_string();
+    let (_, paid) = shopper(&h, json!({"action": "pay", "request_id": request_id})).await;
+    assert_eq!(paid["callback"]["status"], 200, "{paid}");
+    let card = m.calls.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(
+        card,
+        format!("o=[ORDER_ID]&i=C77&r={request_id}&s=PAGO&ref=[REFERENCE]&e=[ENTITY]&pm=[PAYMENT_METHOD]&a=12.00")
+    );
+    // Refunded in the backoffice: the same callback with DEVOLVIDO.
+    let (status, refunded) =
+        shopper(&h, json!({"action": "refund", "request_id": request_id})).await;
+    assert_eq!(status, 200, "{refunded}");
+    assert_eq!(refunded["callback"]["status"], 200, "{refunded}");
+    let refund = m.calls.lock().unwrap().last().cloned().unwrap();
+    assert!(refund.contains("&s=DEVOLVIDO&"), "{refund}");
+
+    // Multibanco: order, reference and entity; no status, no [ID]-only card fields.
+    let (_, r) = post(
+        &h,
+        "/multibanco/reference/init",
+        json!({"mbKey": IFTHENPAY_MB_KEY, "orderId": "M77", "amount": "3.00"}),
+    )
+    .await;
+    let reference = r["Reference"].as_str().unwrap().to_string();
+    shopper(&h, json!({"action": "pay", "reference": reference})).await;
+    let mb = m.calls.lock().unwrap().last().cloned().unwrap();
+    assert!(mb.starts_with("o=M77&i=M77&"), "{mb}");
+    assert!(mb.contains("&s=[STATUS]&"), "{mb}");
+    assert!(
+        mb.contains(&format!(
+            "&ref={reference}&e={IFTHENPAY_MB_ENTITY}&pm=[PAYMENT_METHOD]"
+        )),
+        "{mb}"
+    );
+    // Multibanco payments are not refunded by callback.
+    let (status, _) = shopper(&h, json!({"action": "refund", "reference": reference})).await;
+    assert_eq!(status, 409);
+
+    // PinPay paid by card: the method used, the status.
+    let (_, r) = post(
+        &h,
+        &format!("/gateway/pinpay/{IFTHENPAY_GATEWAY_KEY}"),
+        json!({"id": "P77", "amount": "4.00", "accounts": format!("CCARD|{IFTHENPAY_CCARD_KEY}")}),
+    )
+    .await;
+    let pin = r["PinCode"].as_str().unwrap().to_string();
+    shopper(
+        &h,
+        json!({"action": "pay", "pin_code": pin, "method": "CCARD"}),
+    )
+    .await;
+    let pinpay = m.calls.lock().unwrap().last().cloned().unwrap();
+    assert!(pinpay.starts_with("o=[ORDER_ID]&i=P77&"), "{pinpay}");
+    assert!(
+        pinpay.contains("&s=PAGO&ref=[REFERENCE]&e=[ENTITY]&pm=CCARD&a=4.00"),
+        "{pinpay}"
+    );
+}
+
+#[tokio::test]
+async fn documented_length_limits_of_mb_way_and_callback_activation() {
+    let h = common::start().await;
+    for field in ["description", "email"] {
+        let mut body = json!({"mbWayKey": IFTHENPAY_MBWAY_KEY, "orderId": "L1", "amount": "1.00",
+                              "mobileNumber": "351#912345678"});
+        body[field] = json!("x".repeat(101));
+        let (_, r) = post(&h, "/spg/payment/mbway", body).await;
+        assert_eq!(r["Status"], "100", "{field}: {r}");
+    }
+    let long = format!("https://shop.example/cb?{}", "a".repeat(300));
+    let (_, r) = post(
+        &h,
+        "/api/endpoint/callback/activation",
+        json!({"chave": IFTHENPAY_BACKOFFICE_KEY, "entidade": "MB", "subentidade": IFTHENPAY_MB_KEY,
+               "apKey": IFTHENPAY_ANTI_PHISHING_KEY, "urlCb": long}),
+    )
+    .await;
+    assert_eq!(r, json!("INVALID"));
 }

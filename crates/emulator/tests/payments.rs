@@ -94,9 +94,14 @@ async fn preauthorization_defaults_and_other_currencies() {
         .await;
     assert_eq!(jpy.status, StatusCode::OK);
     assert_eq!(jpy.body["amount"], "1000");
-    let kwd = h.pay(MAIN, &[("amount", "1.5"), ("currency", "KWD")]).await;
+    let kwd = h
+        .pay(MAIN, &[("amount", "1.50"), ("currency", "KWD")])
+        .await;
     assert_eq!(kwd.status, StatusCode::OK);
-    assert_eq!(kwd.body["amount"], "1.500", "formatted with the exponent");
+    assert_eq!(
+        kwd.body["amount"], "1.50",
+        "N10.N2 for a 3-decimal currency too"
+    );
     let amex = h
         .pay(
             MAIN,
@@ -205,10 +210,22 @@ async fn amount_and_currency_validation() {
     assert_param_error(&h, &[("currency", "eur")], "currency").await;
     assert_param_error(&h, &[("currency", "XXX")], "currency").await;
     assert_param_error(&h, &[("currency", "")], "currency").await;
-    // 10.5 is fine for EUR (at most 2 decimals), and is formatted with exactly 2.
-    let ok = h.pay(MAIN, &[("amount", "10.5")]).await;
+    // OPP's amount format is N10.N2 (OPP API reference, "Parameters"): decimals, if any, are
+    // exactly two, whatever the currency; at most 10 integer digits.
+    for bad in ["10.5", "10.500", "12345678901"] {
+        assert_param_error(&h, &[("amount", bad)], "amount").await;
+    }
+    assert_param_error(&h, &[("amount", "1.500"), ("currency", "KWD")], "amount").await;
+    assert_param_error(&h, &[("amount", "1.5"), ("currency", "KWD")], "amount").await;
+    assert_param_error(&h, &[("amount", "1000.50"), ("currency", "JPY")], "amount").await;
+    let ok = h.pay(MAIN, &[("amount", "1234567890.12")]).await;
     assert_eq!(ok.status, StatusCode::OK);
-    assert_eq!(ok.body["amount"], "10.50");
+    assert_eq!(ok.body["amount"], "1234567890.12");
+    let jpy = h
+        .pay(MAIN, &[("amount", "1000.00"), ("currency", "JPY")])
+        .await;
+    assert_eq!(jpy.status, StatusCode::OK);
+    assert_eq!(jpy.body["amount"], "1000");
 }
 
 #[tokio::test]

@@ -573,6 +573,8 @@ async fn recover_forever(state: Arc<McpState>, lease_secs: u64) {
             }
             Err(e) => tracing::warn!(error = %e, "crash recovery sweep failed; retrying later"),
         }
+        // Stripe refunds left pending: settled (or undone) once Stripe has finished them.
+        state.ops.refresh_pending_refunds(None).await;
         tokio::time::sleep(every).await;
     }
 }
@@ -631,7 +633,14 @@ fn ifthenpay_service(
         (None, None) => (None, false),
     };
     let client = base_url
-        .map(|url| IfthenpayClient::new(&url, timeout))
+        .map(|url| {
+            IfthenpayClient::new(&url, timeout).map(|c| {
+                c.with_endpoints(
+                    config.ifthenpay.payshop_base_url.as_deref(),
+                    config.ifthenpay.callback_base_url.as_deref(),
+                )
+            })
+        })
         .transpose()
         .map_err(|e| AppError::Startup(format!("ifthenpay client: {e}")))?;
     Ok(crate::service::ifthenpay::IfthenpayService::new(

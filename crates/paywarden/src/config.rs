@@ -82,6 +82,13 @@ pub struct IfthenpayConfig {
     /// ifthenpay's API base URL, e.g. `https://api.ifthenpay.com`. When unset, the in-process
     /// emulator answers (sandbox) whenever it runs.
     pub base_url: Option<String>,
+    /// Base URL of Payshop references (`POST {this}/payshop/reference/`). Default:
+    /// `https://ifthenpay.com/api` when `base_url` is the live API (Payshop is on that host),
+    /// else `{base_url}/api` (the emulator's layout).
+    pub payshop_base_url: Option<String>,
+    /// Base URL of callback activation (`POST {this}/endpoint/callback/activation`); default as
+    /// `payshop_base_url`.
+    pub callback_base_url: Option<String>,
     /// Timeout of one ifthenpay HTTP request, in milliseconds (default 10 000).
     pub timeout_ms: u64,
     /// Multibanco key (`mb_key`).
@@ -118,6 +125,8 @@ impl Default for IfthenpayConfig {
     fn default() -> Self {
         Self {
             base_url: None,
+            payshop_base_url: None,
+            callback_base_url: None,
             timeout_ms: 10_000,
             mb_key: None,
             mbway_key: None,

@@ -49,6 +49,7 @@ pub mod canonical;
 pub mod catalog;
 pub mod cli_approvals;
 pub mod cli_audit;
+pub mod cli_faults;
 pub mod cli_ifthenpay;
 pub mod cli_receipts;
 pub mod cli_reconcile;

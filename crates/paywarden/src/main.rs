@@ -113,6 +113,14 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Sandbox failure injection in the emulator: make the next matching provider request time
+    /// out, fail after committing, be rate limited, leave a refund pending, ...
+    Faults {
+        #[command(subcommand)]
+        action: paywarden::cli_faults::FaultsAction,
+        #[command(flatten)]
+        common: Common,
+    },
     /// Money-moving calls whose outcome is unknown, keys released after their settle window,
     /// and operations that reached a provider late (exit 1 while one awaits review);
     /// --acknowledge one after review.
@@ -401,6 +409,11 @@ async fn main() -> anyhow::Result<()> {
         Command::Ifthenpay { action, common } => {
             let config = load_with_data_dir(file, common.data_dir)?;
             let code = paywarden::cli_ifthenpay::run(action, &config.data_dir).await?;
+            exit_unless_ok(code);
+        }
+        Command::Faults { action, common } => {
+            let config = load_with_data_dir(file, common.data_dir)?;
+            let code = paywarden::cli_faults::run(action, &config.data_dir).await?;
             exit_unless_ok(code);
         }
         Command::Approvals { action, common } => {

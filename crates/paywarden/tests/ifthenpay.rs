@@ -541,7 +541,7 @@ async fn every_validation_is_invalid_params_with_a_clear_message() {
         (
             "multibanco_create_reference",
             json!({"mb_key": IFTHENPAY_MB_KEY, "order_id": "1", "amount": 1, "expiry_days": 40}),
-            "between 0 and 31",
+            "0 to 31, 45, 60",
         ),
         (
             "multibanco_create_reference",
@@ -560,8 +560,8 @@ async fn every_validation_is_invalid_params_with_a_clear_message() {
         ),
         (
             "payshop_create_reference",
-            json!({"payshop_key": IFTHENPAY_PAYSHOP_KEY, "order_id": "9".repeat(26), "amount": 1}),
-            "at most 25",
+            json!({"payshop_key": IFTHENPAY_PAYSHOP_KEY, "order_id": "9".repeat(16), "amount": 1}),
+            "at most 15",
         ),
         (
             "creditcard_create_payment",
@@ -1123,7 +1123,7 @@ async fn read_only_mode_hides_and_refuses_creations() {
 }
 
 #[tokio::test]
-async fn the_policy_decides_and_confirm_or_human_is_a_clear_refusal() {
+async fn the_policy_decides_and_confirm_or_human_go_through_the_gate() {
     let dir = tempfile::tempdir().expect("dir");
     let path = dir.path().join("policy.toml");
     std::fs::write(
@@ -1139,6 +1139,12 @@ message = "References of 1,000 EUR or more are not allowed"
 name = "mbway-confirm"
 when = "tool == 'mbway_request_payment'"
 action = "confirm"
+
+[[rule]]
+name = "mid-references-need-a-person"
+when = "tool == 'multibanco_create_reference' && amount_units >= 500"
+action = "human"
+message = "References of 500 EUR or more are decided by a person."
 
 [[rule]]
 name = "rest"
@@ -1161,19 +1167,94 @@ action = "allow"
     ok(
         &app,
         "multibanco_create_reference",
-        mb("SMALL-1", json!(999.99)),
+        mb("SMALL-1", json!(499.99)),
     )
     .await;
-    let text = tool_error(
-        &app,
-        "mbway_request_payment",
-        json!({"mbway_key": IFTHENPAY_MBWAY_KEY, "order_id": "C-1", "amount": 1, "phone": "351#912345678"}),
-    )
-    .await;
-    assert!(
-        text.contains("mbway-confirm") && text.contains("operator"),
-        "{text}"
+    let mbway_key = format!("key:{}", app.key_ids.id(IFTHENPAY_MBWAY_KEY));
+    let mb_key = format!("key:{}", app.key_ids.id(IFTHENPAY_MB_KEY));
+    let requests = |entity: String| {
+        let store = app.store.clone();
+        async move {
+            store
+                .ifthenpay_requests(&entity)
+                .await
+                .expect("records")
+                .len()
+        }
+    };
+
+    // `confirm`: a preview with a single-use token; nothing is requested until it comes back.
+    let args = json!({"mbway_key": IFTHENPAY_MBWAY_KEY, "order_id": "C-1", "amount": 1, "phone": "351#912345678"});
+    let preview = ok(&app, "mbway_request_payment", args.clone()).await;
+    assert_eq!(preview["status"], "confirmation_required", "{preview}");
+    assert_eq!(preview["confirmation"]["rule"], "mbway-confirm");
+    assert_eq!(preview["confirmation"]["preview"]["amountMinor"], 100);
+    assert_eq!(
+        requests(mbway_key.clone()).await,
+        0,
+        "nothing requested yet"
     );
+    let mut made_up = args.clone();
+    made_up["confirmation_token"] =
+        json!("pwc_0000000000000000000000000000000000000000000000000000000000000000");
+    let text = tool_error(&app, "mbway_request_payment", made_up).await;
+    assert!(text.contains("never issued"), "{text}");
+    let mut higher = args.clone();
+    higher["amount"] = json!(2);
+    higher["confirmation_token"] = preview["confirmation"]["token"].clone();
+    tool_error(&app, "mbway_request_payment", higher).await;
+    assert_eq!(
+        requests(mbway_key.clone()).await,
+        0,
+        "nothing requested yet"
+    );
+    let mut confirmed = args.clone();
+    confirmed["confirmation_token"] = preview["confirmation"]["token"].clone();
+    let sent = ok(&app, "mbway_request_payment", confirmed.clone()).await;
+    assert_eq!(sent["status"], "pending", "{sent}");
+    assert_eq!(requests(mbway_key.clone()).await, 1);
+    let again = ok(&app, "mbway_request_payment", confirmed).await;
+    assert_eq!(
+        again["request_id"], sent["request_id"],
+        "a replay, not a second request"
+    );
+    assert_eq!(requests(mbway_key).await, 1);
+
+    // `human`: an approval request only an operator decides; the approved call creates once.
+    let args = mb("H-1", json!(600));
+    let pending = ok(&app, "multibanco_create_reference", args.clone()).await;
+    assert_eq!(pending["status"], "approval_pending", "{pending}");
+    let id = pending["approval"]["id"]
+        .as_str()
+        .expect("approval id")
+        .to_string();
+    let mut follow_up = args.clone();
+    follow_up["approval_id"] = json!(id);
+    let text = tool_error(&app, "multibanco_create_reference", follow_up.clone()).await;
+    assert!(text.contains("waiting for an operator"), "{text}");
+    let mut with_token = args.clone();
+    with_token["confirmation_token"] = json!("pwc_made_up");
+    let still = tool(&app, "multibanco_create_reference", with_token).await;
+    assert!(still["structuredContent"]["reference"].is_null(), "{still}");
+    let before = requests(mb_key.clone()).await;
+    app.store
+        .decide_approval(&id, true, "alice", Some("known customer"))
+        .await
+        .expect("decided");
+    let created = ok(&app, "multibanco_create_reference", follow_up.clone()).await;
+    assert_eq!(created["amount"], "600.00", "{created}");
+    assert!(created["reference"].as_str().is_some_and(|r| r.len() == 9));
+    let replay = ok(&app, "multibanco_create_reference", follow_up).await;
+    assert_eq!(replay["reference"], created["reference"]);
+    assert_eq!(requests(mb_key).await, before + 1);
+    let approval = app
+        .store
+        .approval(&id)
+        .await
+        .expect("read")
+        .expect("approval");
+    assert_eq!(approval.decided_by.as_deref(), Some("alice"));
+    assert!(approval.executed_at.is_some());
     drop(dir);
 }
 

@@ -257,9 +257,13 @@ pub(crate) async fn multibanco_init(AxumState(state): AxumState<State>, body: By
             .as_i64()
             .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
         {
-            // ifthenpay assigns the closest available duration to values outside 0-31.
+            // ifthenpay accepts 0 to 31, 45, 60, 90, 120, 180, 365 and 730 days
+            // (helpdesk.ifthenpay.com article 79000128866); other values get the closest
+            // accepted duration (assumption, docs/emulator.md).
             Some(days) => {
-                Some((now().date() + ChronoDuration::days(days.clamp(0, 31))).to_string())
+                let accepted = (0..=31).chain([45, 60, 90, 120, 180, 365, 730]);
+                let closest = accepted.min_by_key(|a: &i64| (a - days).abs()).unwrap_or(0);
+                Some((now().date() + ChronoDuration::days(closest)).to_string())
             }
             None => return fail("invalid expiryDays: a whole number of days".into()),
         },
@@ -329,8 +333,11 @@ pub(crate) async fn mbway_init(AxumState(state): AxumState<State>, body: Bytes) 
         .into_response()
     };
     let key = text(&body, "mbWayKey").unwrap_or_default();
+    // An invalid MB WAY key is `-1` (ifthenpay-sdk-php src/Service/MbwayService.php
+    // INIT_STATUS_INVALID_ACCOUNT); `999` is "error initializing the request", `100` "could not
+    // be completed", `122` "declined" (the same constants; ifthenpay's MB WAY v2 REST page).
     if Method::of_key(&key) != Some(Method::MbWay) {
-        return fail("999", "Invalid mbWayKey".into());
+        return fail("-1", "Invalid mbWayKey".into());
     }
     let order = match order_id(&body, "orderId", 15) {
         Ok(o) => o,
@@ -340,6 +347,12 @@ pub(crate) async fn mbway_init(AxumState(state): AxumState<State>, body: Bytes) 
         Ok(m) => m,
         Err(e) => return fail("100", e),
     };
+    // `description` and `email`: at most 100 characters (ifthenpay's MB WAY v2 REST page).
+    for field in ["description", "email"] {
+        if text(&body, field).is_some_and(|v| v.chars().count() > 100) {
+            return fail("100", format!("{field} must be at most 100 characters"));
+        }
+    }
     let mobile = text(&body, "mobileNumber").unwrap_or_default();
     if !mobile_number_is_valid(&mobile) {
         return fail(
@@ -438,6 +451,8 @@ pub(crate) async fn mbway_status(
         "paid" => ("000", "Success"),
         "rejected" => ("020", "Rejected by user"),
         "expired" => ("101", "Expired"),
+        // `123` "Transaction pending payment" (ifthenpay-sdk-php src/Service/MbwayService.php
+        // STATUS_PENDING).
         _ => ("123", "Pending"),
     };
     Json(json!({
@@ -455,15 +470,23 @@ pub(crate) async fn mbway_status(
 
 pub(crate) async fn payshop_init(AxumState(state): AxumState<State>, body: Bytes) -> Response {
     let body = parse_body(&body);
-    let fail = |message: String| {
-        Json(json!({"Code": "-1", "Message": message, "Reference": "", "RequestId": ""}))
+    // Refusal codes of ifthenpay's PHP SDK (ifthenpay/ifthenpay-sdk-php
+    // src/Service/PayshopService.php): `102` invalid payshop key, `103` invalid or missing
+    // parameter value.
+    let fail = |code: &str, message: String| {
+        Json(json!({"Code": code, "Message": message, "Reference": "", "RequestId": ""}))
             .into_response()
     };
     let key = text(&body, "payshopkey").unwrap_or_default();
     if Method::of_key(&key) != Some(Method::Payshop) {
-        return fail("Invalid payshopkey".into());
+        return fail("102", "Invalid payshopkey".into());
     }
-    let order = match order_id(&body, "id", 25) {
+    let fail = |message: String| fail("103", message);
+    // `id`: at most 15 characters, as issue 14 reads ifthenpay's Payshop documentation. The
+    // sources disagree: ifthenpay-sdk-php (tests/Unit/RequestObj/PayshopInitRequestTest.php)
+    // validates 25; docs/emulator.md lists it. 15 is the stricter, so what passes here passes
+    // at ifthenpay under either reading.
+    let order = match order_id(&body, "id", 15) {
         Ok(o) => o,
         Err(e) => return fail(e),
     };
@@ -883,9 +906,11 @@ pub(crate) async fn callback_activation(
     let entity = text(&body, "entidade").unwrap_or_default();
     let ap_key = text(&body, "apKey").unwrap_or_default();
     let url = text(&body, "urlCb").unwrap_or_default();
+    // `urlCb`: at most 300 characters (ifthenpay-sdk-php registerWebhook).
     let valid = chave == IFTHENPAY_BACKOFFICE_KEY
         && Method::of_key(&key).is_some()
         && !ap_key.is_empty()
+        && url.chars().count() <= 300
         && (url.starts_with("http://") || url.starts_with("https://"));
     if !valid {
         return (StatusCode::OK, "INVALID").into_response();
@@ -903,7 +928,10 @@ pub(crate) async fn callback_activation(
     .execute(&state.pool)
     .await;
     match result {
-        Ok(_) => (StatusCode::OK, "OK").into_response(),
+        // ifthenpay's PHP SDK accepts an answer that starts with `OK:` (ifthenpay-sdk-php
+        // src/Service/WebhookService.php `registerWebhook`); the text after it is not
+        // documented (docs/emulator.md, assumptions).
+        Ok(_) => (StatusCode::OK, "OK: callback activated").into_response(),
         Err(e) => internal(e),
     }
 }

@@ -8,13 +8,13 @@
 //! | `POST /multibanco/reference/init` | Multibanco reference (`mbKey`, `orderId`, `amount`, `expiryDays`) |
 //! | `POST /spg/payment/mbway` | MB WAY payment request (`mbWayKey`, `orderId`, `amount`, `mobileNumber`) |
 //! | `GET /spg/payment/mbway/status` | MB WAY status (`mbWayKey`, `requestId`) |
-//! | `POST /payshop/reference/` | Payshop reference (`payshopkey`, `id`, `valor`, `validade`) |
+//! | `POST /api/payshop/reference/` | Payshop reference (`payshopkey`, `id`, `valor`, `validade`) |
 //! | `POST /creditcard/init/{CCARD_KEY}` | hosted card checkout |
 //! | `POST /gateway/pinpay/{GATEWAY_KEY}` | PinPay / Pay-by-Link link and PIN |
 //! | `POST /cofidis/init/{COFIDIS_KEY}` | Cofidis Pay checkout (60.00 to 1,000.00 EUR) |
 //! | `POST /pix/init/{PIX_KEY}` | PIX checkout and QR value (BRL) |
 //! | `POST /v2/payments/read` | completed payments by backoffice key (`boKey`) |
-//! | `POST /endpoint/callback/activation` | register the callback URL and anti-phishing key of a key |
+//! | `POST /api/endpoint/callback/activation` | register the callback URL and anti-phishing key of a key |
 //! | `POST /sandbox/ifthenpay/shopper` | emulator only: the shopper pays, rejects or lets expire |
 //!
 //! Only the fixed demo keys below are accepted. When a payment completes the emulator calls the
@@ -165,19 +165,25 @@ pub(crate) fn router(state: State) -> Router {
         .route("/multibanco/reference/init", post(api::multibanco_init))
         .route("/spg/payment/mbway", post(api::mbway_init))
         .route("/spg/payment/mbway/status", get(api::mbway_status))
-        .route("/payshop/reference/", post(api::payshop_init))
-        .route("/payshop/reference", post(api::payshop_init))
+        // Payshop and callback activation live on another host, under `/api`: every official
+        // client posts to `https://ifthenpay.com/api/payshop/reference/` and
+        // `https://ifthenpay.com/api/endpoint/callback/activation` (ifthenpay-sdk-php
+        // src/Config.php; webdados/Multibanco-ifthenpay-Gateway-for-WooCommerce). The emulator
+        // serves them at the same paths and not under the API host's root, so a client that
+        // posts them to the wrong place fails here as it would at ifthenpay.
+        .route("/api/payshop/reference/", post(api::payshop_init))
+        .route("/api/payshop/reference", post(api::payshop_init))
         .route("/creditcard/init/{key}", post(api::ccard_init))
         .route("/gateway/pinpay/{key}", post(api::pinpay_init))
         .route("/cofidis/init/{key}", post(api::cofidis_init))
         .route("/pix/init/{key}", post(api::pix_init))
         .route("/v2/payments/read", post(api::payments_read))
         .route(
-            "/endpoint/callback/activation",
+            "/api/endpoint/callback/activation",
             post(api::callback_activation),
         )
         .route(
-            "/endpoint/callback/activation/",
+            "/api/endpoint/callback/activation/",
             post(api::callback_activation),
         )
         .route("/sandbox/ifthenpay/shopper", post(shopper::act))

@@ -2,7 +2,7 @@
 //! and the callback ifthenpay sends the merchant when a payment completes.
 //!
 //! `POST /sandbox/ifthenpay/shopper` with JSON
-//! `{"action": "pay" | "reject" | "expire", "request_id" | "reference" | "pin_code": ..., "method": "CCARD"}`
+//! `{"action": "pay" | "reject" | "expire" | "refund", "request_id" | "reference" | "pin_code": ..., "method": "CCARD"}`
 //! (`method`: which of a PinPay link's methods the shopper uses; default `CCARD`). Answers
 //! `{"request_id", "order_id", "method", "status", "amount", "callback": {...}}`; 404 for an
 //! unknown request, 409 when it is no longer pending (or an MB WAY request is rejected ...
@@ -28,6 +28,11 @@ pub(crate) enum Action {
     Reject,
     /// Lets the request expire (MB WAY after 4 minutes: status 101; a reference past its date).
     Expire,
+    /// The merchant refunded a paid card or PinPay payment in ifthenpay's backoffice:
+    /// ifthenpay calls back with `[STATUS]` = `DEVOLVIDO` (the status the WooCommerce plugin's
+    /// card and gateway callbacks handle besides `PAGO`: webdados/Multibanco-ifthenpay-Gateway-
+    /// for-WooCommerce class-wc-creditcard-ifthen-webdados.php). Sandbox only.
+    Refund,
 }
 
 /// The control request.
@@ -60,7 +65,12 @@ async fn find(state: &State, request: &ShopperRequest) -> Result<Option<Row>, sq
     .await
 }
 
-pub(crate) async fn act(AxumState(state): AxumState<State>, body: axum::body::Bytes) -> Response {
+pub(crate) async fn act(
+    AxumState(state): AxumState<State>,
+    fault: Option<axum::Extension<crate::faults::CallbackFault>>,
+    body: axum::body::Bytes,
+) -> Response {
+    let fault = fault.map(|f| f.0).unwrap_or_default();
     let request: ShopperRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
@@ -84,6 +94,34 @@ pub(crate) async fn act(AxumState(state): AxumState<State>, body: axum::body::By
         Ok(r) => r,
         Err(e) => return refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
+    if request.action == Action::Refund {
+        let refundable = row.status == "paid"
+            && matches!(
+                row.method(),
+                Some(Method::Ccard | Method::Pinpay | Method::Google | Method::Apple)
+            );
+        if !refundable {
+            return refuse(
+                StatusCode::CONFLICT,
+                format!(
+                    "request {} is a {} request that is {}: only paid card and PinPay payments are refunded with a callback",
+                    row.request_id, row.method, row.status
+                ),
+            );
+        }
+        let callback = fire_callback(&state, &row, CallbackStatus::Refunded).await;
+        return Json(json!({
+            "request_id": row.request_id,
+            "order_id": row.order_id,
+            "method": row.method,
+            "paid_method": row.paid_method,
+            "status": "refunded",
+            "amount": row.amount(),
+            "reference": row.reference,
+            "callback": callback,
+        }))
+        .into_response();
+    }
     if row.status != "pending" {
         return refuse(
             StatusCode::CONFLICT,
@@ -101,6 +139,8 @@ pub(crate) async fn act(AxumState(state): AxumState<State>, body: axum::body::By
             )
         }
         Action::Reject => api::set_status(&state, &row, "rejected").await,
+        // Handled above.
+        Action::Refund => Ok(row.clone()),
         Action::Expire => api::set_status(&state, &row, "expired").await,
         Action::Pay => {
             let paid_method = match method {
@@ -132,8 +172,28 @@ pub(crate) async fn act(AxumState(state): AxumState<State>, body: axum::body::By
         Ok(r) => r,
         Err(e) => return refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
-    let callback = if row.status == "paid" {
-        fire_callback(&state, &row).await
+    let callback = if row.status == "paid" && fault.delay_ms > 0 {
+        // A sandbox fault: the callback arrives late, after this answer.
+        let (state, row) = (state.clone(), row.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(fault.delay_ms)).await;
+            fire_callback(&state, &row, CallbackStatus::Paid).await;
+        });
+        json!({"sent": false, "late_ms": fault.delay_ms})
+    } else if row.status == "paid" {
+        let first = fire_callback(&state, &row, CallbackStatus::Paid).await;
+        // A sandbox fault: the same callback again (ifthenpay may repeat a callback).
+        let mut copies = Vec::new();
+        for _ in 0..fault.extra_copies {
+            copies.push(fire_callback(&state, &row, CallbackStatus::Paid).await);
+        }
+        if copies.is_empty() {
+            first
+        } else {
+            let mut first = first;
+            first["duplicates"] = json!(copies);
+            first
+        }
     } else {
         json!({"sent": false, "reason": "ifthenpay calls back only for payments"})
     };
@@ -181,9 +241,80 @@ fn encode(value: &str) -> String {
     out
 }
 
-/// Calls the merchant's activated callback URL for a paid request (a GET, as ifthenpay does).
+/// What a callback reports: `[STATUS]` is `PAGO` for a payment, `DEVOLVIDO` for a refund.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CallbackStatus {
+    Paid,
+    Refunded,
+}
+
+/// The placeholders ifthenpay fills in the callback of a payment by `method` (the method the
+/// request was created with: PinPay for a link, whatever the shopper paid it with). The others
+/// stay in the URL as they were registered, unfilled. Sources:
+/// - every method: `[ID]` (order id), `[REQUEST_ID]`, `[AMOUNT]`, `[ANTI_PHISHING_KEY]`
+///   (ifthenpay-sdk-php src/Service/WebhookService.php `getWebhookParams`), and
+///   `[PAYMENT_DATETIME]` (ifthenpay.com/docs/en/guides/callback);
+/// - `[ORDER_ID]`: Multibanco, MB WAY, Payshop, Cofidis Pay, PIX (the guide's examples;
+///   the WooCommerce plugin's Cofidis callback); card and PinPay callbacks carry the order as
+///   `[ID]` only (WooCommerce plugin class-wc-ifthen-webdados.php);
+/// - `[REFERENCE]`: Multibanco, Payshop (SDK); `[ENTITY]`: Multibanco (guide);
+/// - `[STATUS]` (`PAGO` / `DEVOLVIDO`): card and PinPay (WooCommerce plugin);
+/// - `[PAYMENT_METHOD]`: PinPay (SDK `gpm`, WooCommerce plugin).
+fn placeholders(method: Method) -> &'static [&'static str] {
+    const COMMON: [&str; 5] = [
+        "[ANTI_PHISHING_KEY]",
+        "[ID]",
+        "[AMOUNT]",
+        "[REQUEST_ID]",
+        "[PAYMENT_DATETIME]",
+    ];
+    match method {
+        Method::Mb => &[
+            COMMON[0],
+            COMMON[1],
+            COMMON[2],
+            COMMON[3],
+            COMMON[4],
+            "[ORDER_ID]",
+            "[REFERENCE]",
+            "[ENTITY]",
+        ],
+        Method::Payshop => &[
+            COMMON[0],
+            COMMON[1],
+            COMMON[2],
+            COMMON[3],
+            COMMON[4],
+            "[ORDER_ID]",
+            "[REFERENCE]",
+        ],
+        Method::MbWay | Method::Cofidis | Method::Pix => &[
+            COMMON[0],
+            COMMON[1],
+            COMMON[2],
+            COMMON[3],
+            COMMON[4],
+            "[ORDER_ID]",
+        ],
+        Method::Ccard | Method::Google | Method::Apple => &[
+            COMMON[0], COMMON[1], COMMON[2], COMMON[3], COMMON[4], "[STATUS]",
+        ],
+        Method::Pinpay => &[
+            COMMON[0],
+            COMMON[1],
+            COMMON[2],
+            COMMON[3],
+            COMMON[4],
+            "[STATUS]",
+            "[PAYMENT_METHOD]",
+        ],
+    }
+}
+
+/// Calls the merchant's activated callback URL for a paid (or refunded) request (a GET, as
+/// ifthenpay does), filling only the placeholders the request's method documents.
 /// Returns what happened, without the URL (it carries the anti-phishing key).
-async fn fire_callback(state: &State, row: &Row) -> Value {
+async fn fire_callback(state: &State, row: &Row, what: CallbackStatus) -> Value {
     let activation: Option<(String, String)> = match sqlx::query_as(
         "SELECT url, anti_phishing_key FROM ifthenpay_callbacks WHERE account_key = ?",
     )
@@ -197,32 +328,36 @@ async fn fire_callback(state: &State, row: &Row) -> Value {
     let Some((template, ap_key)) = activation else {
         return json!({"sent": false, "reason": "no callback activated for this key"});
     };
+    let Some(method) = row.method() else {
+        return json!({"sent": false, "reason": "unreadable method"});
+    };
     let paid_at = row.paid_at.clone().unwrap_or_default();
     let payment_datetime = chrono::NaiveDateTime::parse_from_str(&paid_at, DB_TIME)
         .map(|t| t.format(WIRE_TIME).to_string())
         .unwrap_or_default();
-    let entity = if row.method == "MB" {
-        row.entity.clone().unwrap_or_default()
-    } else {
-        row.paid_method.clone().unwrap_or_default()
+    let entity = row.entity.clone().unwrap_or_default();
+    let status = match what {
+        CallbackStatus::Paid => "PAGO",
+        CallbackStatus::Refunded => "DEVOLVIDO",
     };
+    let filled = placeholders(method);
     let url = [
         ("[ANTI_PHISHING_KEY]", ap_key.as_str()),
+        ("[ID]", row.order_id.as_str()),
         ("[ORDER_ID]", row.order_id.as_str()),
         ("[AMOUNT]", row.amount().as_str()),
         ("[REQUEST_ID]", row.request_id.as_str()),
         ("[ENTITY]", entity.as_str()),
-        (
-            "[REFERENCE]",
-            row.reference.as_deref().unwrap_or(row.order_id.as_str()),
-        ),
+        ("[REFERENCE]", row.reference.as_deref().unwrap_or_default()),
         ("[PAYMENT_DATETIME]", payment_datetime.as_str()),
+        ("[STATUS]", status),
         (
             "[PAYMENT_METHOD]",
             row.paid_method.as_deref().unwrap_or_default(),
         ),
     ]
     .into_iter()
+    .filter(|(placeholder, _)| filled.contains(placeholder))
     .fold(template, |url, (placeholder, value)| {
         url.replace(placeholder, &encode(value))
     });

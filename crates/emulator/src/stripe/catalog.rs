@@ -32,6 +32,19 @@ pub(crate) async fn create_product(
     let description = form.text("description", 40_000)?;
     let active = form.boolean("active")?.unwrap_or(true);
     let metadata = form.metadata()?;
+    insert_product(conn, account, name, description, active, metadata).await
+}
+
+/// Stores a new product and answers its object (for `POST /v1/products` and a price's
+/// `product_data`).
+async fn insert_product(
+    conn: &mut SqliteConnection,
+    account: &str,
+    name: String,
+    description: Option<String>,
+    active: bool,
+    metadata: serde_json::Map<String, Value>,
+) -> Result<Value, ApiError> {
     let id = new_id("prod_", 14);
     let created = now();
     let body = json!({
@@ -59,11 +72,13 @@ pub(crate) async fn create_product(
     Ok(body)
 }
 
-/// `POST /v1/prices`: a one-time price. `product` (required; an existing product, else 400
-/// `resource_missing` on `product`), `unit_amount` (required, integer minor units,
-/// 0..=99999999), `currency` (required, lower-case ISO 4217), `nickname`, `active`, `metadata`.
-/// Answers Stripe's `price` object (`price_` id, `type: "one_time"`). Recurring prices are not
-/// emulated (`recurring` is `parameter_unknown`).
+/// `POST /v1/prices`: a one-time price. `product` (an existing product, else 400
+/// `resource_missing` on `product`) or `product_data` (a product created with the price:
+/// `product_data[name]` required, `product_data[active]`, `product_data[metadata][k]`; Stripe's
+/// spec documents `product_data` on this operation), exactly one of the two; `unit_amount`
+/// (required, integer minor units, 0..=99999999), `currency` (required, lower-case ISO 4217),
+/// `nickname`, `active`, `metadata`. Answers Stripe's `price` object (`price_` id,
+/// `type: "one_time"`). Recurring prices are not emulated (`recurring` is `parameter_unknown`).
 pub(crate) async fn create_price(
     conn: &mut SqliteConnection,
     account: &str,
@@ -71,13 +86,25 @@ pub(crate) async fn create_price(
 ) -> Result<Value, ApiError> {
     form.only(&[
         "product",
+        "product_data",
         "unit_amount",
         "currency",
         "nickname",
         "active",
         "metadata",
     ])?;
-    let product = form.required("product")?;
+    let product_data = product_data(form)?;
+    let product = match (form.get("product"), &product_data) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid(
+                None,
+                "You may only specify one of these parameters: product, product_data.",
+                Some("product"),
+            ))
+        }
+        (None, None) => return Err(ApiError::missing("product")),
+        (product, _) => product,
+    };
     let unit_amount = parse_integer("unit_amount", form.required("unit_amount")?)?;
     let unit_amount = at_most(
         "unit_amount",
@@ -88,7 +115,18 @@ pub(crate) async fn create_price(
     let nickname = form.text("nickname", 5000)?;
     let active = form.boolean("active")?.unwrap_or(true);
     let metadata = form.metadata()?;
-    store::require(conn, account, kind::PRODUCT, product, "product").await?;
+    let product = match (product, product_data) {
+        (Some(product), _) => {
+            store::require(conn, account, kind::PRODUCT, product, "product").await?;
+            product.to_string()
+        }
+        (None, Some(data)) => {
+            let created =
+                insert_product(conn, account, data.name, None, data.active, data.metadata).await?;
+            created["id"].as_str().unwrap_or_default().to_string()
+        }
+        (None, None) => return Err(ApiError::missing("product")),
+    };
     let id = new_id("price_", 24);
     let created = now();
     let body = json!({
@@ -114,6 +152,43 @@ pub(crate) async fn create_price(
     });
     insert(conn, account, kind::PRICE, &id, created, &body, None).await?;
     Ok(body)
+}
+
+/// A price's inline product (`product_data[...]`).
+struct ProductData {
+    name: String,
+    active: bool,
+    metadata: serde_json::Map<String, Value>,
+}
+
+/// `product_data[name]` (required when any `product_data` is sent), `product_data[active]`,
+/// `product_data[metadata][k]`; other `product_data[...]` fields are `parameter_unknown`.
+fn product_data(form: &Form) -> Result<Option<ProductData>, ApiError> {
+    let mut any = false;
+    for (name, _) in form.pairs() {
+        let Some(rest) = name.strip_prefix("product_data") else {
+            continue;
+        };
+        any = true;
+        let field = rest
+            .strip_prefix('[')
+            .and_then(|r| r.split(']').next())
+            .unwrap_or_default();
+        if !matches!(field, "name" | "active" | "metadata") {
+            return Err(ApiError::unknown_param(name));
+        }
+    }
+    if !any {
+        return Ok(None);
+    }
+    let name = form
+        .text("product_data[name]", 250)?
+        .ok_or_else(|| ApiError::missing("product_data[name]"))?;
+    Ok(Some(ProductData {
+        name,
+        active: form.boolean("product_data[active]")?.unwrap_or(true),
+        metadata: form.metadata_at("product_data[metadata]")?,
+    }))
 }
 
 /// `POST /v1/payment_links`: `line_items[i][price]` (required, an existing active price) and
@@ -226,15 +301,33 @@ pub(crate) async fn create_payment_link(
         "application_fee_percent": null,
         "automatic_tax": { "enabled": false, "liability": null },
         "billing_address_collection": "auto",
+        "consent_collection": null,
         "currency": currency,
+        "custom_fields": [],
+        "custom_text": {
+            "after_submit": null,
+            "shipping_address": null,
+            "submit": null,
+            "terms_of_service_acceptance": null
+        },
         "customer_creation": "if_required",
+        "inactive_message": null,
+        "invoice_creation": null,
         "livemode": false,
         "metadata": metadata,
         "on_behalf_of": null,
+        "payment_intent_data": null,
+        // As in Stripe's example `payment_link` at API 2024-06-20 (openapi/fixtures3.json),
+        // like every key above: the spec requires them all.
+        "payment_method_collection": "if_required",
         "payment_method_types": null,
         "phone_number_collection": { "enabled": false },
+        "restrictions": null,
         "shipping_address_collection": null,
+        "shipping_options": [],
         "submit_type": "auto",
+        "subscription_data": null,
+        "tax_id_collection": { "enabled": false },
         "transfer_data": null,
         "url": url
     });

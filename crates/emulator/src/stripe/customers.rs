@@ -106,7 +106,13 @@ pub(crate) async fn list(
     account: &str,
     form: &Form,
 ) -> Result<Value, ApiError> {
-    form.only(&["email", "limit", "starting_after", "ending_before"])?;
+    form.only(&[
+        "email",
+        "created",
+        "limit",
+        "starting_after",
+        "ending_before",
+    ])?;
     let mut filters = Vec::new();
     if let Some(email) = form.filter("email")? {
         filters.push(("email", email));

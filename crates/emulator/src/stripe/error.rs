@@ -127,8 +127,10 @@ impl ApiError {
             } => {
                 let mut error = Map::new();
                 error.insert("type".into(), json!(kind));
-                error.insert("code".into(), json!(code));
+                // Stripe's spec (`api_errors.code`: a string, not nullable) and its answers: an
+                // error with no code has no `code` key at all, never `"code": null`.
                 if let Some(code) = code {
+                    error.insert("code".into(), json!(code));
                     error.insert(
                         "doc_url".into(),
                         json!(format!(
@@ -149,7 +151,6 @@ impl ApiError {
             ApiError::Internal(_) => json!({
                 "error": {
                     "type": "api_error",
-                    "code": null,
                     "message": "An unknown error occurred in the paywarden Stripe emulator's storage."
                 }
             }),

@@ -22,6 +22,15 @@ pub(crate) struct Form {
     pairs: Vec<(String, String)>,
 }
 
+/// A list's `created` filter (unix seconds; every bound optional).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct CreatedRange {
+    pub gt: Option<i64>,
+    pub gte: Option<i64>,
+    pub lt: Option<i64>,
+    pub lte: Option<i64>,
+}
+
 /// One `line_items[i]` entry as sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct LineItemParam {
@@ -47,8 +56,8 @@ impl Form {
     }
 
     /// Refuses any parameter whose top-level name (before the first `[`) is not in `allowed`
-    /// (Stripe's `parameter_unknown`). `expand` is always accepted (and ignored: the emulator
-    /// never expands).
+    /// (Stripe's `parameter_unknown`). `expand` is always accepted (every operation documents
+    /// it; see `super::expand`).
     pub(crate) fn only(&self, allowed: &[&str]) -> Result<(), ApiError> {
         for (name, _) in &self.pairs {
             let root = name.split('[').next().unwrap_or(name);
@@ -137,19 +146,26 @@ impl Form {
     /// Stripe `metadata`: every `metadata[KEY]=VALUE` pair (an empty value unsets the key).
     /// Limits as Stripe's: 50 keys, 40-character keys, 500-character values.
     pub(crate) fn metadata(&self) -> Result<Map<String, Value>, ApiError> {
+        self.metadata_at("metadata")
+    }
+
+    /// A metadata map sent under `root` (`metadata`, or `product_data[metadata]` for the
+    /// product a price creates inline): every `root[KEY]=VALUE` pair.
+    pub(crate) fn metadata_at(&self, root: &str) -> Result<Map<String, Value>, ApiError> {
         let mut map = BTreeMap::new();
+        let prefix = format!("{root}[");
         for (name, value) in &self.pairs {
-            if name == "metadata" {
+            if name == root {
                 if value.is_empty() {
                     continue;
                 }
                 return Err(ApiError::invalid(
                     None,
-                    "Invalid object: metadata must be sent as metadata[KEY]=VALUE pairs",
-                    Some("metadata"),
+                    format!("Invalid object: {root} must be sent as {root}[KEY]=VALUE pairs"),
+                    Some(root),
                 ));
             }
-            let Some(rest) = name.strip_prefix("metadata[") else {
+            let Some(rest) = name.strip_prefix(&prefix) else {
                 continue;
             };
             let key = rest.strip_suffix(']').unwrap_or("");
@@ -188,10 +204,66 @@ impl Form {
             return Err(ApiError::invalid(
                 None,
                 format!("Invalid metadata: at most {METADATA_MAX_KEYS} keys are allowed."),
-                Some("metadata"),
+                Some(root),
             ));
         }
         Ok(map.into_iter().collect())
+    }
+
+    /// The `expand` paths (`expand[]=a`, `expand[0]=a`, as Stripe's SDKs send them), in order.
+    pub(crate) fn expand(&self) -> Result<Vec<&str>, ApiError> {
+        let mut paths = Vec::new();
+        for (name, value) in &self.pairs {
+            let Some(rest) = name.strip_prefix("expand") else {
+                continue;
+            };
+            if !rest.is_empty() && !rest.starts_with('[') {
+                continue; // another parameter (`expandable=...`): `only` judges it
+            }
+            let index = rest.strip_prefix('[').and_then(|r| r.strip_suffix(']'));
+            match index {
+                Some(i) if i.is_empty() || i.bytes().all(|b| b.is_ascii_digit()) => {}
+                _ => {
+                    return Err(ApiError::invalid(
+                        None,
+                        "Invalid array: send expand as expand[]=field or expand[0]=field",
+                        Some(name),
+                    ))
+                }
+            }
+            if !value.is_empty() {
+                paths.push(value.as_str());
+            }
+        }
+        Ok(paths)
+    }
+
+    /// The `created` filter of a list: `created=<unix seconds>` (exactly), or any of
+    /// `created[gt]`, `created[gte]`, `created[lt]`, `created[lte]` (Stripe's
+    /// `range_query_specs`); other `created[...]` keys are `parameter_unknown`.
+    pub(crate) fn created_range(&self) -> Result<CreatedRange, ApiError> {
+        let mut range = CreatedRange::default();
+        if let Some(exact) = self.integer("created")? {
+            range.gte = Some(exact);
+            range.lte = Some(exact);
+        }
+        for (name, _) in &self.pairs {
+            let Some(op) = name
+                .strip_prefix("created[")
+                .and_then(|r| r.strip_suffix(']'))
+            else {
+                continue;
+            };
+            let value = self.integer(name)?;
+            match op {
+                "gt" => range.gt = value,
+                "gte" => range.gte = value,
+                "lt" => range.lt = value,
+                "lte" => range.lte = value,
+                _ => return Err(ApiError::unknown_param(name)),
+            }
+        }
+        Ok(range)
     }
 
     /// Every `line_items[i][price]` / `line_items[i][quantity]`, ordered by `i`. Any other
@@ -295,6 +367,42 @@ mod tests {
         assert_eq!(items[1].index, 1);
         assert!(form.only(&["metadata", "line_items"]).is_ok());
         assert!(form.only(&["metadata"]).is_err());
+    }
+
+    #[test]
+    fn expand_and_created() {
+        let form = Form::decode(
+            b"expand[]=latest_charge&expand%5B1%5D=customer&created[gte]=10&created[lt]=20",
+        )
+        .unwrap();
+        assert_eq!(form.expand().unwrap(), vec!["latest_charge", "customer"]);
+        let range = form.created_range().unwrap();
+        assert_eq!(
+            (range.gte, range.lt, range.gt, range.lte),
+            (Some(10), Some(20), None, None)
+        );
+        let exact = Form::decode(b"created=7").unwrap().created_range().unwrap();
+        assert_eq!((exact.gte, exact.lte), (Some(7), Some(7)));
+        assert!(Form::decode(b"created[eq]=1")
+            .unwrap()
+            .created_range()
+            .is_err());
+        assert!(Form::decode(b"created[gt]=x")
+            .unwrap()
+            .created_range()
+            .is_err());
+        assert!(Form::decode(b"expand[a]=x").unwrap().expand().is_err());
+        assert!(Form::decode(b"expandable=x")
+            .unwrap()
+            .expand()
+            .unwrap()
+            .is_empty());
+        let nested = Form::decode(b"product_data[metadata][k]=v&metadata[o]=1").unwrap();
+        assert_eq!(
+            nested.metadata_at("product_data[metadata]").unwrap().len(),
+            1
+        );
+        assert_eq!(nested.metadata().unwrap().len(), 1);
     }
 
     #[test]

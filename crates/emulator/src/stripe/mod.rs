@@ -38,6 +38,7 @@
 mod catalog;
 mod customers;
 mod error;
+mod expand;
 mod form;
 mod payments;
 mod store;
@@ -168,6 +169,7 @@ pub(crate) fn list_query<'a>(
         starting_after,
         ending_before,
         limit: parse_limit(form)?,
+        created: form.created_range()?,
     })
 }
 
@@ -267,10 +269,15 @@ enum Write {
     CreateCustomer,
     UpdateCustomer(String),
     CreatePaymentIntent,
-    CreateRefund,
+    /// `pending`: a sandbox fault leaves the refund pending ([`crate::faults`]).
+    CreateRefund {
+        pending: bool,
+    },
     CreateProduct,
     CreatePrice,
-    CreatePaymentLink { origin: String },
+    CreatePaymentLink {
+        origin: String,
+    },
 }
 
 /// A read (GET) operation.
@@ -293,7 +300,9 @@ async fn run_write(
         Write::CreateCustomer => customers::create(conn, account, form).await,
         Write::UpdateCustomer(id) => customers::update(conn, account, id, form).await,
         Write::CreatePaymentIntent => payments::create_payment_intent(conn, account, form).await,
-        Write::CreateRefund => payments::create_refund(conn, account, form).await,
+        Write::CreateRefund { pending } => {
+            payments::create_refund(conn, account, form, *pending).await
+        }
         Write::CreateProduct => catalog::create_product(conn, account, form).await,
         Write::CreatePrice => catalog::create_price(conn, account, form).await,
         Write::CreatePaymentLink { origin } => {
@@ -447,6 +456,7 @@ async fn write_in_transaction(
     path: &str,
     op: &Write,
 ) -> Result<(StatusCode, String, bool), ApiError> {
+    let expand_paths = form.expand()?;
     let mut tx = shared.store.pool.begin_with("BEGIN IMMEDIATE").await?;
     let fingerprint = form.fingerprint("POST", path);
     if let Some(key) = key {
@@ -469,7 +479,17 @@ async fn write_in_transaction(
             return Ok((status, stored.body, true));
         }
     }
-    let result = run_write(op, &mut tx, account, form).await;
+    let result = match run_write(op, &mut tx, account, form).await {
+        Ok(mut value) => {
+            if let Err(e) = expand::apply(&mut tx, account, &expand_paths, &mut value).await {
+                // Refused as a whole: nothing of the write is kept or stored for the key.
+                let _ = tx.rollback().await;
+                return Err(e);
+            }
+            Ok(value)
+        }
+        Err(e) => Err(e),
+    };
     let store_it = stores_idempotently(&result);
     let (status, body) = match result {
         Ok(value) => (StatusCode::OK, value.to_string()),
@@ -511,8 +531,11 @@ async fn read(
     let result = async {
         let account = authenticate(shared, headers)?;
         let form = Form::decode(query.unwrap_or("").as_bytes())?;
+        let expand_paths = form.expand()?;
         let mut conn = shared.store.pool.acquire().await?;
-        run_read(&op, &mut conn, account, &form).await
+        let mut value = run_read(&op, &mut conn, account, &form).await?;
+        expand::apply(&mut conn, account, &expand_paths, &mut value).await?;
+        Ok::<_, ApiError>(value)
     }
     .await;
     match result {
@@ -549,8 +572,17 @@ async fn create_payment_intent(
     write(&s, &headers, uri.path(), &body, Write::CreatePaymentIntent).await
 }
 
-async fn create_refund(State(s): Shared, headers: HeaderMap, uri: Uri, body: Bytes) -> Response {
-    write(&s, &headers, uri.path(), &body, Write::CreateRefund).await
+async fn create_refund(
+    State(s): Shared,
+    pending: Option<axum::Extension<crate::faults::RefundPending>>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Bytes,
+) -> Response {
+    let op = Write::CreateRefund {
+        pending: pending.is_some(),
+    };
+    write(&s, &headers, uri.path(), &body, op).await
 }
 
 async fn create_product(State(s): Shared, headers: HeaderMap, uri: Uri, body: Bytes) -> Response {

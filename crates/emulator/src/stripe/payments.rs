@@ -214,7 +214,35 @@ pub(crate) async fn create_payment_intent(
                 "decline_code": decline_code,
                 "message": message,
                 "charge": charge_id,
-                "payment_method": { "id": pm, "object": "payment_method", "type": "card" }
+                // A whole `payment_method` object: the spec's `api_errors.payment_method` is
+                // the `payment_method` schema (`billing_details`, `created`, `livemode`, ...
+                // required), not a stub.
+                "payment_method": {
+                    "id": pm,
+                    "object": "payment_method",
+                    "billing_details": {
+                        "address": {
+                            "city": null, "country": null, "line1": null, "line2": null,
+                            "postal_code": null, "state": null
+                        },
+                        "email": null,
+                        "name": null,
+                        "phone": null
+                    },
+                    "card": {
+                        "brand": card.brand,
+                        "country": "US",
+                        "exp_month": 12,
+                        "exp_year": 2034,
+                        "funding": card.funding,
+                        "last4": card.last4
+                    },
+                    "created": created,
+                    "customer": customer,
+                    "livemode": false,
+                    "metadata": {},
+                    "type": "card"
+                }
             });
             declined = Some((code, decline_code, message, charge_id.clone()));
         }
@@ -240,6 +268,8 @@ pub(crate) async fn create_payment_intent(
         "currency": currency,
         "customer": customer,
         "description": description,
+        // Keys of Stripe's example `payment_intent` at API 2024-06-20 (openapi/fixtures3.json).
+        "invoice": null,
         "last_payment_error": last_payment_error,
         "latest_charge": latest_charge,
         "livemode": false,
@@ -248,12 +278,15 @@ pub(crate) async fn create_payment_intent(
         "on_behalf_of": null,
         // A declined payment method is detached from the PaymentIntent (Stripe's behaviour).
         "payment_method": if declined.is_some() { None } else { payment_method_id.clone() },
+        "payment_method_configuration_details": null,
+        "payment_method_options": {},
         "payment_method_types": ["card"],
         "processing": null,
         "receipt_email": receipt_email,
         "review": null,
         "setup_future_usage": null,
         "shipping": null,
+        "source": null,
         "statement_descriptor": null,
         "statement_descriptor_suffix": null,
         "status": status,
@@ -401,7 +434,37 @@ fn charge_body(c: &ChargeInput<'_>) -> Value {
             "type": "issuer_declined"
         }),
     };
-    json!({
+    let card_details = json!({
+        "amount_authorized": if succeeded { Some(c.amount) } else { None },
+        "brand": c.card.brand,
+        "checks": {
+            "address_line1_check": null,
+            "address_postal_code_check": null,
+            "cvc_check": "pass"
+        },
+        "country": "US",
+        "exp_month": 12,
+        "exp_year": 2034,
+        "extended_authorization": { "status": "disabled" },
+        // Stripe's fingerprint is opaque and identifies the card number; the test
+        // cards are told apart by brand and last four digits.
+        "fingerprint": format!("pwsbx{}{}", c.card.brand, c.card.last4),
+        "funding": c.card.funding,
+        "incremental_authorization": { "status": "unavailable" },
+        "installments": null,
+        "last4": c.card.last4,
+        "mandate": null,
+        "multicapture": { "status": "unavailable" },
+        "network": c.card.brand,
+        "network_token": { "used": false },
+        "overcapture": {
+            "maximum_amount_capturable": c.amount,
+            "status": "unavailable"
+        },
+        "three_d_secure": null,
+        "wallet": null
+    });
+    let mut body = json!({
         "id": c.id,
         "object": "charge",
         "amount": c.amount,
@@ -438,25 +501,31 @@ fn charge_body(c: &ChargeInput<'_>) -> Value {
         "paid": succeeded,
         "payment_intent": c.payment_intent,
         "payment_method": c.payment_method,
-        "payment_method_details": {
-            "card": {
-                "brand": c.card.brand,
-                "country": "US",
-                "exp_month": 12,
-                "exp_year": 2034,
-                "funding": c.card.funding,
-                "last4": c.card.last4,
-                "network": c.card.brand
-            },
-            "type": "card"
-        },
+        // Every key of Stripe's example charge at API 2024-06-20 (openapi/fixtures3.json)
+        // except `refunds`, which Stripe includes only when expanded since API 2022-11-15.
+        "payment_method_details": { "card": card_details, "type": "card" },
         "receipt_email": c.receipt_email,
         "receipt_url": null,
         "refunded": false,
         "review": null,
         "shipping": null,
         "status": if succeeded { "succeeded" } else { "failed" }
-    })
+    });
+    if let Some(object) = body.as_object_mut() {
+        for key in [
+            "invoice",
+            "receipt_number",
+            "source",
+            "source_transfer",
+            "statement_descriptor",
+            "statement_descriptor_suffix",
+            "transfer_data",
+            "transfer_group",
+        ] {
+            object.insert(key.into(), Value::Null);
+        }
+    }
+    body
 }
 
 /// `GET /v1/payment_intents?customer=&limit=&starting_after=`: newest first.
@@ -465,7 +534,13 @@ pub(crate) async fn list_payment_intents(
     account: &str,
     form: &Form,
 ) -> Result<Value, ApiError> {
-    form.only(&["customer", "limit", "starting_after", "ending_before"])?;
+    form.only(&[
+        "customer",
+        "created",
+        "limit",
+        "starting_after",
+        "ending_before",
+    ])?;
     let mut filters = Vec::new();
     if let Some(c) = form.filter("customer")? {
         filters.push(("customer", c));
@@ -507,10 +582,13 @@ pub(crate) async fn retrieve_charge(
 /// `reason`, `metadata`. Runs inside the caller's `BEGIN IMMEDIATE` transaction, so the check
 /// "amount ≤ charge amount − amount_refunded" and the update of the charge's
 /// `amount_refunded` / `refunded` cannot interleave with another refund.
+/// With `pending` (a sandbox fault) the refund is created `pending`; the charge counts it as
+/// refunded, as Stripe's `amount_refunded` counts pending refunds.
 pub(crate) async fn create_refund(
     conn: &mut SqliteConnection,
     account: &str,
     form: &Form,
+    pending: bool,
 ) -> Result<Value, ApiError> {
     form.only(&["payment_intent", "charge", "amount", "reason", "metadata"])?;
     let requested = form
@@ -620,7 +698,7 @@ pub(crate) async fn create_refund(
         "reason": reason,
         "receipt_number": null,
         "source_transfer_reversal": null,
-        "status": "succeeded",
+        "status": if pending { "pending" } else { "succeeded" },
         "transfer_reversal": null
     });
     store::insert(
@@ -662,6 +740,7 @@ pub(crate) async fn list_refunds(
     form.only(&[
         "payment_intent",
         "charge",
+        "created",
         "limit",
         "starting_after",
         "ending_before",

@@ -12,6 +12,7 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 
 use super::error::ApiError;
+use super::form::CreatedRange;
 use crate::error::EmulatorError;
 
 /// How long a writer waits for SQLite's write lock before failing.
@@ -216,6 +217,8 @@ pub(crate) struct ListQuery<'a> {
     pub starting_after: Option<&'a str>,
     pub ending_before: Option<&'a str>,
     pub limit: i64,
+    /// The `created` filter (`created`, `created[gt|gte|lt|lte]`).
+    pub created: CreatedRange,
 }
 
 /// The `(created, seq)` sort key of the cursor object `id`; `resource_missing` on `param`.
@@ -268,6 +271,17 @@ pub(crate) async fn list(
         // Column names come from the code, never from the request.
         select.push(format!(" AND {column} = "));
         select.push_bind(value.to_string());
+    }
+    for (op, bound) in [
+        (" AND created > ", q.created.gt),
+        (" AND created >= ", q.created.gte),
+        (" AND created < ", q.created.lt),
+        (" AND created <= ", q.created.lte),
+    ] {
+        if let Some(bound) = bound {
+            select.push(op);
+            select.push_bind(bound);
+        }
     }
     if let Some((created, seq)) = after {
         select.push(" AND (created < ");

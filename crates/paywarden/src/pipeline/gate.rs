@@ -11,16 +11,14 @@
 
 use chrono::{Duration as ChronoDuration, Utc};
 
+use super::{approvals::ApprovalAsk, limits::Reserve};
 use super::{
-    redact,
-    safety::{
-        new_token, token_hash, ApprovalView, ConfirmationView, PreviewView, CONTROL_ARGUMENTS,
-    },
+    safety::{new_token, token_hash, ConfirmationView, PreviewView},
     AuditFacts, Caller, Pipeline, ServiceError, Settlement, ToolOutcome,
 };
 use crate::{
     policy::{Decision, PolicyInput, Verdict},
-    store::{Approval, ApprovalError, Confirmation, ConfirmationError, NewApproval, StoreError},
+    store::{ApprovalError, Confirmation, ConfirmationError, StoreError},
 };
 
 /// What the gate decided.
@@ -110,7 +108,7 @@ pub fn derived_key(
         .or_else(|| approval_id.map(|a| format!("approval:{a}")))
 }
 
-fn strength(d: Decision) -> u8 {
+pub(super) fn strength(d: Decision) -> u8 {
     match d {
         Decision::Allow => 0,
         Decision::Confirm => 1,
@@ -375,89 +373,9 @@ impl Pipeline {
         outcome.audit.outcome = "denied".into();
         Gate::Stop(outcome, Settlement::Final)
     }
+}
 
-    /// Reserves the call's amount without re-evaluating the policy (a person approved it).
-    async fn reserve_unchecked(
-        &self,
-        caller: &Caller,
-        policy: &PolicyInput,
-        key: Option<&str>,
-    ) -> Result<Option<String>, ServiceError> {
-        let (Some(amount), Some(currency)) = (policy.amount_minor, policy.currency.as_deref())
-        else {
-            return Ok(None);
-        };
-        Ok(Some(
-            self.store()
-                .reserve_limit(&caller.entity_id, currency, amount, key)
-                .await?,
-        ))
-    }
-
-    /// Under the entity's limit lease for the call's currency: re-evaluates the policy on what
-    /// moved today plus what is reserved, and reserves this call's amount when the verdict is
-    /// no stricter than `verdict` (the one that lets it execute).
-    async fn reserve_checked(
-        &self,
-        caller: &Caller,
-        policy: &PolicyInput,
-        (floor, verdict): (Decision, &Verdict),
-        tool: &str,
-        key: Option<&str>,
-    ) -> Result<Reserve, ServiceError> {
-        let (Some(amount), Some(currency)) = (policy.amount_minor, policy.currency.clone()) else {
-            return Ok(Reserve::Reserved(None));
-        };
-        let store = self.store();
-        let lease_name = crate::store::limit_lease_name(&currency);
-        let holder = uuid::Uuid::new_v4().to_string();
-        let deadline = std::time::Instant::now() + LIMIT_LEASE_WAIT;
-        while !store
-            .try_lock_transaction(&caller.entity_id, &lease_name, &holder, LIMIT_LEASE)
-            .await?
-        {
-            if std::time::Instant::now() > deadline {
-                return Ok(Reserve::Stop(self.error_outcome(
-                    "busy",
-                    &format!("{tool}: the daily limits of this entity are being decided for other calls; nothing was sent. Retry with the same arguments (and idempotencyKey)."),
-                    None,
-                )));
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        let result = async {
-            let moved = store.moved_today(&caller.entity_id, &currency).await?;
-            let reserved = store.reserved_today(&caller.entity_id, &currency).await?;
-            let mut fresh = policy.clone();
-            fresh.moved_today_minor = moved.saturating_add(reserved);
-            let now = match self.safety().policy.evaluate(&fresh) {
-                Ok(v) => v,
-                Err(e) => {
-                    return Ok(Reserve::Stop(self.error_outcome(
-                        "policy_error",
-                        &format!("{tool} is refused: the policy could not be evaluated ({e}); nothing was sent."),
-                        None,
-                    )))
-                }
-            };
-            if strength(now.decision) > strength(verdict.decision)
-                && strength(now.decision) > strength(floor)
-            {
-                return Ok(Reserve::Stricter(now));
-            }
-            Ok(Reserve::Reserved(Some(
-                store
-                    .reserve_limit(&caller.entity_id, &currency, amount, key)
-                    .await?,
-            )))
-        }
-        .await;
-        store
-            .unlock_transaction(&caller.entity_id, &lease_name, &holder)
-            .await?;
-        result
-    }
-
+impl Pipeline {
     /// Settles what the gate claimed once the operation ran: with [`Settlement::NotSent`]
     /// (nothing reached the provider, or it refused the credentials, which moves nothing) the
     /// approval goes back to `approved` and the confirmation token becomes usable again, so
@@ -503,27 +421,9 @@ impl Pipeline {
         }
         Ok(())
     }
+}
 
-    /// The caller-facing view of an approval request, with its page URL.
-    pub fn approval_view(&self, approval: &Approval) -> ApprovalView {
-        let stamp = |t: chrono::DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-        ApprovalView {
-            id: approval.id.clone(),
-            status: approval.status.as_str().to_string(),
-            url: format!(
-                "{}/approvals/{}",
-                self.safety().public_url().trim_end_matches('/'),
-                approval.id
-            ),
-            expires_at: stamp(approval.expires_at),
-            rule: approval.rule.clone(),
-            message: approval.message.clone(),
-            decided_by: approval.decided_by.clone(),
-            decided_at: approval.decided_at.map(stamp),
-            preview: approval.preview.clone(),
-        }
-    }
-
+impl Pipeline {
     #[allow(clippy::too_many_arguments)]
     async fn issue_confirmation(
         &self,
@@ -594,97 +494,6 @@ impl Pipeline {
             Settlement::NotSent,
         ))
     }
-
-    async fn request_approval(
-        &self,
-        ask: ApprovalAsk<'_>,
-        defaults: serde_json::Value,
-    ) -> Result<(ToolOutcome, Settlement), ServiceError> {
-        let ApprovalAsk {
-            caller,
-            toolset,
-            tool,
-            arguments,
-            binding,
-            verdict,
-            preview,
-            argument,
-        } = ask;
-        let mut bound = redact(arguments);
-        if let serde_json::Value::Object(map) = &mut bound {
-            for control in CONTROL_ARGUMENTS {
-                map.remove(*control);
-            }
-        }
-        let approval = self
-            .store()
-            .create_approval(NewApproval {
-                entity_id: caller.entity_id.clone(),
-                client_name: caller.client_name.clone(),
-                toolset: toolset.into(),
-                tool: tool.into(),
-                arguments: bound,
-                request_hash: binding.to_string(),
-                preview: serde_json::to_value(&preview).map_err(StoreError::from)?,
-                rule: verdict.rule.clone(),
-                message: verdict.message.clone(),
-                ttl: ChronoDuration::seconds(self.safety().config.approval_ttl_secs),
-            })
-            .await?;
-        let view = self.approval_view(&approval);
-        let structured = with_defaults(
-            serde_json::json!({
-                "status": "approval_pending",
-                "confirmation": null,
-                "approval": view,
-                "sandbox": self.sandbox(),
-                "idempotentReplay": false,
-            }),
-            defaults,
-        );
-        let text = format!(
-            "APPROVAL REQUIRED (policy rule {:?}: {}). Nothing has moved. A person must approve {} {} {} from {} to {} at {} (or with `paywarden approvals approve {}`); you cannot approve it yourself. Then call {tool} again with the same arguments plus {argument} {:?}, or poll get_approval.\n{structured}",
-            verdict.rule,
-            verdict.message,
-            preview.operation,
-            preview.amount,
-            preview.currency,
-            preview.from,
-            preview.to,
-            view.url,
-            approval.id,
-            approval.id,
-        );
-        Ok((
-            ToolOutcome {
-                structured,
-                is_error: false,
-                text: self.decorate(&text),
-                audit: AuditFacts {
-                    outcome: "approval_requested".into(),
-                    transaction_id: Some(approval.id.clone()),
-                    ..AuditFacts::default()
-                },
-            },
-            Settlement::NotSent,
-        ))
-    }
-}
-
-/// How long a limit lease is held at most (a crashed holder's lease is taken over after it).
-const LIMIT_LEASE: ChronoDuration = ChronoDuration::seconds(10);
-
-/// How long a call waits for its entity's limit lease before answering `busy`.
-const LIMIT_LEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
-
-/// What re-evaluating the cumulative limits under the lease gave.
-enum Reserve {
-    /// The verdict stands; the reservation (none for a call without an amount).
-    Reserved(Option<String>),
-    /// What moved and is reserved today makes the verdict stricter (e.g. `human`).
-    Stricter(Verdict),
-    /// The policy failed or the lease could not be taken: nothing is sent.
-    Stop(ToolOutcome),
 }
 
 /// The parts of a [`GateRequest`] the verdict step needs.
@@ -698,18 +507,6 @@ struct GateVerdict<'a> {
     confirmation_token: Option<&'a str>,
     argument_names: (&'a str, &'a str),
     output_defaults: serde_json::Value,
-}
-
-/// What an approval request is made of.
-struct ApprovalAsk<'a> {
-    caller: &'a Caller,
-    toolset: &'a str,
-    tool: &'a str,
-    arguments: &'a serde_json::Value,
-    binding: &'a str,
-    verdict: &'a Verdict,
-    preview: PreviewView,
-    argument: &'a str,
 }
 
 /// What changed between the preview a person saw (`agreed`, as stored with the token or the
@@ -737,7 +534,10 @@ fn stale(agreed: &serde_json::Value, now: &PreviewView) -> Option<String> {
 }
 
 /// `output` with every field of `defaults` it lacks.
-fn with_defaults(mut output: serde_json::Value, defaults: serde_json::Value) -> serde_json::Value {
+pub(super) fn with_defaults(
+    mut output: serde_json::Value,
+    defaults: serde_json::Value,
+) -> serde_json::Value {
     if let (serde_json::Value::Object(out), serde_json::Value::Object(extra)) =
         (&mut output, defaults)
     {

@@ -40,6 +40,8 @@ pub struct IfthenpayRequest {
     pub created_at: String,
     /// UTC RFC 3339, once a valid callback arrived.
     pub paid_at: Option<String>,
+    /// What ifthenpay reported refunded by callback (`DEVOLVIDO`), in minor units.
+    pub refunded_minor: i64,
 }
 
 /// What to record for a new request (`id`, `status`, times are set by the store).
@@ -90,6 +92,8 @@ pub struct IfthenpayCallback {
     pub accepted: bool,
     /// Why not.
     pub reason: Option<String>,
+    /// `payment` (status `PAGO`, or none: methods without a status) or `refund` (`DEVOLVIDO`).
+    pub kind: String,
     /// UTC RFC 3339 (set by the store on insert).
     pub received_at: String,
 }
@@ -114,6 +118,7 @@ fn request_of(row: &sqlx::any::AnyRow) -> Result<IfthenpayRequest, sqlx::Error> 
         status: row.try_get("status")?,
         created_at: row.try_get("created_at")?,
         paid_at: row.try_get("paid_at")?,
+        refunded_minor: row.try_get("refunded_minor")?,
     })
 }
 
@@ -161,6 +166,7 @@ impl Store {
         reference: Option<&str>,
         mb_entity: Option<&str>,
         order_id: Option<&str>,
+        method: Option<&str>,
     ) -> Result<Option<IfthenpayRequest>, StoreError> {
         let present = |v: Option<&str>| v.filter(|v| !v.is_empty()).map(str::to_string);
         if let Some(id) = present(request_id) {
@@ -203,7 +209,13 @@ impl Store {
             }
         }
         if let Some(order) = present(order_id) {
-            return Ok(unambiguous(by("order_id", order).await?));
+            let mut found = by("order_id", order).await?;
+            // The callback's method (`pm` of paywarden's template): card and PinPay callbacks
+            // name the order only (`[ID]`), and order ids are unique per entity and tool only.
+            if let Some(m) = present(method) {
+                found.retain(|r| r.method.eq_ignore_ascii_case(&m));
+            }
+            return Ok(unambiguous(found));
         }
         Ok(None)
     }
@@ -283,6 +295,30 @@ impl Store {
         Ok(())
     }
 
+    /// Books a refund ifthenpay reported by callback on paid request `id`: adds `amount_minor`
+    /// to its refunded sum, in one statement, only while the request is paid and the sum stays
+    /// within its amount. Returns whether it was booked.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn refund_ifthenpay_request(
+        &self,
+        id: i64,
+        amount_minor: i64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE ifthenpay_requests SET refunded_minor = refunded_minor + $1 \
+             WHERE id = $2 AND status = 'paid' AND $3 > 0 AND refunded_minor + $4 <= amount_minor",
+        )
+        .bind(amount_minor)
+        .bind(id)
+        .bind(amount_minor)
+        .bind(amount_minor)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// Updates a pending request's status from a status read (`rejected`, `expired`,
     /// `declined`; `paid` sets `paid_at` too). Scoped by entity.
     ///
@@ -319,8 +355,8 @@ impl Store {
     ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO ifthenpay_callbacks (request_row, entity_id, order_id, request_id, reference, \
-             payment_method, amount_text, amount_minor, accepted, reason, received_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+             payment_method, amount_text, amount_minor, accepted, reason, kind, received_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(callback.request_row)
         .bind(&callback.entity_id)
@@ -332,6 +368,7 @@ impl Store {
         .bind(callback.amount_minor)
         .bind(callback.accepted)
         .bind(&callback.reason)
+        .bind(&callback.kind)
         .bind(now())
         .execute(self.pool())
         .await?;
@@ -359,6 +396,7 @@ impl Store {
                     amount_minor: row.try_get("amount_minor")?,
                     accepted: super::get_bool(row, "accepted")?.unwrap_or(false),
                     reason: row.try_get("reason")?,
+                    kind: row.try_get("kind")?,
                     received_at: row.try_get("received_at")?,
                 })
             })

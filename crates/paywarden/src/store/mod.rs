@@ -22,6 +22,7 @@ mod ifthenpay;
 mod late;
 mod orders;
 mod receipts;
+mod refund_status;
 mod safety;
 
 use std::{fmt, path::Path};
@@ -41,6 +42,7 @@ pub use orders::{
     CustomerRecord, NewOrder, OrderRecord, OrderStatus, RefundLogRecord, RevenueLine, ReviewFlag,
 };
 pub use receipts::StoredReceipt;
+pub use refund_status::EntityRefund;
 pub use safety::{limit_lease_name, Confirmation, ConfirmationError};
 
 /// The SQLite migrations (the files of `migrations/sqlite`, embedded at build time).

@@ -120,6 +120,9 @@ pub struct RefundLogRecord {
     pub refunded_by: String,
     /// When (UTC).
     pub created_at: DateTime<Utc>,
+    /// Stripe's refund status as paywarden last saw it: `succeeded`, `pending` (not done yet;
+    /// polled), `failed` or `canceled` (undone: see [`Store::settle_refund`]).
+    pub status: String,
 }
 
 /// A charge flagged for a person to review.
@@ -220,7 +223,7 @@ fn order_row(row: &AnyRow) -> Result<OrderRecord, StoreError> {
     })
 }
 
-fn refund_row(row: &AnyRow) -> Result<RefundLogRecord, StoreError> {
+pub(super) fn refund_row(row: &AnyRow) -> Result<RefundLogRecord, StoreError> {
     Ok(RefundLogRecord {
         id: row.try_get("id")?,
         order_id: row.try_get("order_id")?,
@@ -229,6 +232,7 @@ fn refund_row(row: &AnyRow) -> Result<RefundLogRecord, StoreError> {
         reason: row.try_get("reason")?,
         refunded_by: row.try_get("refunded_by")?,
         created_at: time(row, "created_at")?,
+        status: row.try_get("status")?,
     })
 }
 
@@ -440,6 +444,7 @@ impl Store {
         refunded_total_cents: i64,
         reason: &str,
         refunded_by: &str,
+        status: &str,
     ) -> Result<RefundLogRecord, StoreError> {
         let mut tx = self.begin_write().await?;
         // The order's row lock (PostgreSQL) or the write transaction (SQLite): one refund's
@@ -479,10 +484,11 @@ impl Store {
             reason: reason.to_string(),
             refunded_by: refunded_by.to_string(),
             created_at: now(),
+            status: status.to_string(),
         };
         sqlx::query(
             "INSERT INTO refund_log (id, entity_id, order_id, stripe_refund_id, amount_cents, \
-             reason, refunded_by, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+             reason, refunded_by, created_at, status) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(&record.id)
         .bind(entity_id)
@@ -492,6 +498,7 @@ impl Store {
         .bind(reason)
         .bind(refunded_by)
         .bind(stamp(record.created_at))
+        .bind(status)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -673,11 +680,29 @@ mod tests {
             .await
             .unwrap();
         let r1 = store
-            .record_refund("e1", &o.id, "re_1", 1000, 1000, "duplicate", "agent")
+            .record_refund(
+                "e1",
+                &o.id,
+                "re_1",
+                1000,
+                1000,
+                "duplicate",
+                "agent",
+                "succeeded",
+            )
             .await
             .unwrap();
         let r1b = store
-            .record_refund("e1", &o.id, "re_1", 1000, 1000, "duplicate", "agent")
+            .record_refund(
+                "e1",
+                &o.id,
+                "re_1",
+                1000,
+                1000,
+                "duplicate",
+                "agent",
+                "succeeded",
+            )
             .await
             .unwrap();
         assert_eq!(r1, r1b);
@@ -686,12 +711,12 @@ mod tests {
         assert_eq!(order.refundable_cents(), 3999);
         // Beyond the order: the database refuses, nothing is written.
         assert!(store
-            .record_refund("e1", &o.id, "re_2", 5000, 6000, "x", "agent")
+            .record_refund("e1", &o.id, "re_2", 5000, 6000, "x", "agent", "succeeded")
             .await
             .is_err());
         assert_eq!(store.refund_log("e1", &o.id).await.unwrap().len(), 1);
         store
-            .record_refund("e1", &o.id, "re_3", 3999, 4999, "x", "agent")
+            .record_refund("e1", &o.id, "re_3", 3999, 4999, "x", "agent", "succeeded")
             .await
             .unwrap();
         let order = store.order("e1", &o.id).await.unwrap().unwrap();

@@ -6,16 +6,21 @@
 //! | Multibanco reference | `POST /multibanco/reference/init` (`mbKey`, `orderId`, `amount`, `expiryDays`) | `Status` `"0"` |
 //! | MB WAY request | `POST /spg/payment/mbway` (`mbWayKey`, `orderId`, `amount`, `mobileNumber`, `description`) | `Status` `"000"` |
 //! | MB WAY status | `GET /spg/payment/mbway/status?mbWayKey=&requestId=` | `000` paid, `020` rejected, `101` expired, `122` declined, `123` pending |
-//! | Payshop reference | `POST /payshop/reference/` (`payshopkey`, `id`, `valor`, `validade`) | `Code` `"0"` |
+//! | Payshop reference | `POST {payshop}/payshop/reference/` (`payshopkey`, `id`, `valor`, `validade`) | `Code` `"0"` |
 //! | card checkout | `POST /creditcard/init/{CCARD_KEY}` (`orderId`, `amount`, `successUrl`, `errorUrl`, `cancelUrl`, `language`) | `Status` `"0"` |
 //! | PinPay link | `POST /gateway/pinpay/{GATEWAY_KEY}` (`id`, `amount`, `accounts`, `selected_method`, `otp`, `expiredate`, ...) | `RedirectUrl` present |
 //! | Cofidis Pay | `POST /cofidis/init/{COFIDIS_KEY}` (`orderId`, `amount`, `returnUrl`, `customer*`) | `status` `"0"` |
 //! | PIX | `POST /pix/init/{PIX_KEY}` (`orderId`, `amount`, `redirectUrl`, `customer*`) | `status` `"0"` |
 //! | payments list | `POST /v2/payments/read` (`boKey`, `entity`, `subEntity`, `orderId`, `reference`, `requestId`, `amount`, `dateStart`, `dateEnd`) | `status` `200` |
-//! | callback activation | `POST /endpoint/callback/activation` (`chave`, `entidade`, `subentidade`, `apKey`, `urlCb`) | body `OK` |
+//! | callback activation | `POST {callback}/endpoint/callback/activation` (`chave`, `entidade`, `subentidade`, `apKey`, `urlCb`) | body starting `OK` |
 //!
-//! The base URL is configurable (`https://api.ifthenpay.com` for the live API; in the offline
-//! default, the emulator's loopback address). Amounts travel as decimal strings (`"25.00"`) made
+//! Base URLs are per endpoint. Everything but Payshop and callback activation is at the API
+//! host (`https://api.ifthenpay.com` live; in the offline default, the emulator's loopback
+//! address). Payshop and callback activation are at `https://ifthenpay.com/api`: every
+//! official client posts there (ifthenpay-sdk-php src/Config.php `payshop_init`,
+//! `register_webhook`; the WooCommerce plugin's `webservice_url` and `callback_webservice`).
+//! Their base defaults to that host when the API base is the live one, and to
+//! `{API base}/api` otherwise (the emulator's layout); both can be set. Amounts travel as decimal strings (`"25.00"`) made
 //! from integer minor units. Keys travel in bodies, queries and paths as ifthenpay requires; they
 //! are [`SecretString`]s here and never appear in an error: transport errors are reported
 //! without their URL.
@@ -37,6 +42,21 @@ use transformers::{
 
 /// The live API's base URL.
 pub const LIVE_BASE_URL: &str = "https://api.ifthenpay.com";
+
+/// The live base URL of Payshop references and callback activation (another host than
+/// [`LIVE_BASE_URL`]; ifthenpay-sdk-php src/Config.php).
+pub const LIVE_LEGACY_BASE_URL: &str = "https://ifthenpay.com/api";
+
+/// The base URL of Payshop and callback activation that goes with API base `base_url`:
+/// [`LIVE_LEGACY_BASE_URL`] for the live API, else `{base_url}/api`.
+pub fn legacy_base_for(base_url: &str) -> String {
+    let base = base_url.trim_end_matches('/');
+    if base.eq_ignore_ascii_case(LIVE_BASE_URL) {
+        LIVE_LEGACY_BASE_URL.to_string()
+    } else {
+        format!("{base}/api")
+    }
+}
 
 /// Errors of the ifthenpay connector.
 #[derive(Debug, thiserror::Error)]
@@ -206,6 +226,8 @@ pub struct PaymentsQuery {
 pub struct IfthenpayClient {
     http: reqwest::Client,
     base_url: String,
+    payshop_base_url: String,
+    callback_base_url: String,
     timeout: Duration,
 }
 
@@ -226,13 +248,38 @@ impl IfthenpayClient {
         Ok(Self {
             http,
             base_url: base_url.trim_end_matches('/').to_string(),
+            payshop_base_url: legacy_base_for(base_url),
+            callback_base_url: legacy_base_for(base_url),
             timeout,
         })
+    }
+
+    /// The same client with other base URLs for Payshop (`POST {payshop}/payshop/reference/`)
+    /// and callback activation (`POST {callback}/endpoint/callback/activation`); `None` keeps
+    /// the default of [`legacy_base_for`].
+    pub fn with_endpoints(mut self, payshop: Option<&str>, callback: Option<&str>) -> Self {
+        if let Some(p) = payshop {
+            self.payshop_base_url = p.trim_end_matches('/').to_string();
+        }
+        if let Some(c) = callback {
+            self.callback_base_url = c.trim_end_matches('/').to_string();
+        }
+        self
     }
 
     /// The base URL.
     pub fn base_url(&self) -> &str {
         &self.base_url
+    }
+
+    /// The URL Payshop references are created at.
+    pub fn payshop_url(&self) -> String {
+        format!("{}/payshop/reference/", self.payshop_base_url)
+    }
+
+    /// The URL callbacks are activated at.
+    pub fn callback_activation_url(&self) -> String {
+        format!("{}/endpoint/callback/activation", self.callback_base_url)
     }
 
     fn transport(&self, e: reqwest::Error) -> IfthenpayError {
@@ -261,13 +308,16 @@ impl IfthenpayClient {
         path: &str,
         body: &Value,
     ) -> Result<T, IfthenpayError> {
-        let (status, text) = self
-            .send(
-                self.http
-                    .post(format!("{}{path}", self.base_url))
-                    .json(body),
-            )
-            .await?;
+        self.post_json_to(format!("{}{path}", self.base_url), body)
+            .await
+    }
+
+    async fn post_json_to<T: serde::de::DeserializeOwned>(
+        &self,
+        url: String,
+        body: &Value,
+    ) -> Result<T, IfthenpayError> {
+        let (status, text) = self.send(self.http.post(url).json(body)).await?;
         decode(status, &text)
     }
 
@@ -389,7 +439,7 @@ impl IfthenpayClient {
         if let Some(d) = expiry {
             body["validade"] = json!(d.format("%Y%m%d").to_string());
         }
-        let wire: WirePayshop = self.post_json("/payshop/reference/", &body).await?;
+        let wire: WirePayshop = self.post_json_to(self.payshop_url(), &body).await?;
         InitStatus::parse(&loose_text(&wire.code).unwrap_or_default())
             .into_result(&wire.message)?;
         Ok(PayshopReference {
@@ -590,13 +640,11 @@ impl IfthenpayClient {
             "urlCb": url,
         });
         let (status, text) = self
-            .send(
-                self.http
-                    .post(format!("{}/endpoint/callback/activation", self.base_url))
-                    .json(&body),
-            )
+            .send(self.http.post(self.callback_activation_url()).json(&body))
             .await?;
-        if status == 200 && text.trim().trim_matches('"') == "OK" {
+        // ifthenpay answers `OK` followed by text (ifthenpay-sdk-php WebhookService checks the
+        // answer starts with `OK:`).
+        if status == 200 && text.trim().trim_matches('"').starts_with("OK") {
             Ok(())
         } else {
             Err(IfthenpayError::Rejected {

@@ -44,6 +44,13 @@ impl std::fmt::Debug for OppCredentials {
     }
 }
 
+/// How many times a request OPP throttles (HTTP 429) is sent again before
+/// [`OppError::Throttled`].
+pub const THROTTLE_RETRIES: u32 = 2;
+
+/// The longest wait before sending a throttled request again.
+pub const MAX_THROTTLE_WAIT: Duration = Duration::from_secs(5);
+
 /// Errors of the OPP connector.
 #[derive(Debug, thiserror::Error)]
 pub enum OppError {
@@ -96,6 +103,25 @@ pub enum OppError {
         /// What failed.
         reason: String,
     },
+    /// OPP throttled the request (`800.120.100` "Too many requests. Please try again later.",
+    /// OPP API reference, "Throttling"; or HTTP 429): it was refused before it was processed,
+    /// so nothing happened; retry later. An HTTP 429 is sent again up to [`THROTTLE_RETRIES`]
+    /// times (after `Retry-After`) before it is this error.
+    #[error("OPP throttled the request {attempts} time(s) ({}); it was not processed", result.as_ref().map_or_else(|| "HTTP 429".to_string(), |r| format!("{} {}", r.code, r.description)))]
+    Throttled {
+        /// OPP's result, when its answer carried one.
+        result: Option<ResultInfo>,
+        /// How many times it was sent.
+        attempts: u32,
+        /// The last `Retry-After`, if OPP sent one.
+        retry_after: Option<Duration>,
+    },
+    /// The amount cannot be written in OPP's `amount` format, `N10.N2` (OPP API reference,
+    /// "Parameters": up to 10 integer digits and exactly two decimals, dot separator): more
+    /// than 10 integer digits, or a 3-decimal currency's amount whose last digit is not 0.
+    /// Nothing was sent.
+    #[error("{0}")]
+    AmountFormat(String),
     /// OPP answered with something that is not its documented JSON.
     #[error("OPP answered HTTP {status} with a body paywarden cannot read: {reason}")]
     UnexpectedResponse {
@@ -172,6 +198,12 @@ pub struct ReportPage {
     pub total_pages: Option<u32>,
     /// Total matching transactions, when OPP says.
     pub total_count: Option<u64>,
+    /// How many records OPP returned on this page, including those paywarden cannot map (and
+    /// skips): paging counts what OPP sent, not what was kept.
+    pub record_count: usize,
+    /// The ids of the records OPP returned, in order: a page equal to the previous one means
+    /// OPP ignored `pageNo`.
+    pub record_ids: Vec<String>,
 }
 
 /// An HTTP client of OPP's server-to-server API.
@@ -226,7 +258,7 @@ impl OppClient {
     ) -> Result<Transaction, OppError> {
         let mut form = vec![
             ("entityId".to_string(), credentials.entity_id.clone()),
-            ("amount".into(), request.amount.to_decimal_string()),
+            ("amount".into(), opp_amount(request.amount)?),
             (
                 "currency".into(),
                 request.amount.currency().code().to_string(),
@@ -271,7 +303,7 @@ impl OppClient {
             ),
         ];
         if let Some(amount) = &request.amount {
-            form.push(("amount".into(), amount.to_decimal_string()));
+            form.push(("amount".into(), opp_amount(*amount)?));
             form.push(("currency".into(), amount.currency().code().to_string()));
         }
         if let Some(m) = &request.merchant_transaction_id {
@@ -368,18 +400,29 @@ impl OppClient {
         let page_no = envelope.page_no.unwrap_or(report.page_no);
         let total_pages = envelope.total_pages;
         let total_count = envelope.total_count;
+        let record_ids: Vec<String> = envelope
+            .records
+            .iter()
+            .chain(&envelope.payments)
+            .map(|p| p.id.clone().unwrap_or_default())
+            .collect();
+        let record_count = record_ids.len();
         match self.query_envelope(status, envelope) {
             Ok((transactions, _)) => Ok(ReportPage {
                 transactions,
                 page_no,
                 total_pages,
                 total_count,
+                record_count,
+                record_ids,
             }),
             Err(OppError::NotFound { .. }) => Ok(ReportPage {
                 transactions: Vec::new(),
                 page_no,
                 total_pages: Some(0),
                 total_count: Some(0),
+                record_count: 0,
+                record_ids: Vec::new(),
             }),
             Err(e) => Err(e),
         }
@@ -411,16 +454,12 @@ impl OppClient {
         url: &str,
         form: &[(String, String)],
     ) -> Result<Transaction, OppError> {
-        let response = self
+        let request = self
             .http
             .post(url)
             .bearer_auth(credentials.token.expose_secret())
-            .form(form)
-            .send()
-            .await
-            .map_err(|e| self.transport_error(e))?;
-        let status = response.status().as_u16();
-        let body = response.text().await.map_err(|e| self.transport_error(e))?;
+            .form(form);
+        let (status, body) = self.send(request).await?;
         let payment: WirePayment = from_value(status, parse_json(status, &body)?)?;
         let result = payment.result.to_model();
         classify_common_failure(status, &payment.result)?;
@@ -440,17 +479,56 @@ impl OppClient {
         url: &str,
         query: &[(String, String)],
     ) -> Result<(u16, String), OppError> {
-        let response = self
+        let request = self
             .http
             .get(url)
             .bearer_auth(credentials.token.expose_secret())
-            .query(query)
-            .send()
-            .await
-            .map_err(|e| self.transport_error(e))?;
+            .query(query);
+        self.send(request).await
+    }
+
+    /// Sends `request`; OPP's throttling answer (HTTP 429) is sent again up to
+    /// [`THROTTLE_RETRIES`] times after `Retry-After` (at most [`MAX_THROTTLE_WAIT`]) or an
+    /// exponential backoff, then is [`OppError::Throttled`].
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<(u16, String), OppError> {
+        let mut attempts: u32 = 0;
+        loop {
+            attempts += 1;
+            let Some(this) = request.try_clone() else {
+                return self.send_once(request).await.map(|(s, b, _)| (s, b));
+            };
+            let (status, body, retry_after) = self.send_once(this).await?;
+            if status != 429 {
+                return Ok((status, body));
+            }
+            if attempts > THROTTLE_RETRIES {
+                return Err(OppError::Throttled {
+                    result: throttle_result(&body),
+                    attempts,
+                    retry_after,
+                });
+            }
+            let backoff = Duration::from_millis(250 * (1u64 << attempts.min(6)));
+            let wait = retry_after.unwrap_or(backoff).min(MAX_THROTTLE_WAIT);
+            tracing::warn!(attempts, ?wait, "OPP throttled a request; sending it again");
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    async fn send_once(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<(u16, String, Option<Duration>), OppError> {
+        let response = request.send().await.map_err(|e| self.transport_error(e))?;
         let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
         let body = response.text().await.map_err(|e| self.transport_error(e))?;
-        Ok((status, body))
+        Ok((status, body, retry_after))
     }
 
     fn transport_error(&self, error: reqwest::Error) -> OppError {
@@ -471,6 +549,44 @@ impl OppClient {
             }
         }
     }
+}
+
+/// `amount` in OPP's documented format `N10.N2` (`[0-9]{1,10}(\.[0-9]{2})?`: OPP API
+/// reference, "Parameters"): two decimals for 2-decimal currencies (`10.00`), none for
+/// 0-decimal ones (`1000`, which the pattern allows), and two for 3-decimal ones (`1.50` for
+/// 1.500 KWD); an amount N10.N2 cannot hold is refused before anything is sent.
+///
+/// # Errors
+/// [`OppError::AmountFormat`].
+pub fn opp_amount(amount: Money) -> Result<String, OppError> {
+    let currency = amount.currency();
+    let minor = amount.minor_units();
+    let text = match currency.exponent() {
+        0..=2 => amount.to_decimal_string(),
+        exponent => {
+            let drop = 10_i64.pow(u32::from(exponent) - 2);
+            if minor % drop != 0 {
+                return Err(OppError::AmountFormat(format!(
+                    "{} {} cannot be sent to OPP: OPP's amount format N10.N2 allows exactly two decimals; send a multiple of {}",
+                    amount.to_decimal_string(),
+                    currency.code(),
+                    Money::from_minor(drop, currency)
+                        .map(|m| m.to_decimal_string())
+                        .unwrap_or_default()
+                )));
+            }
+            let hundredths = minor / drop;
+            format!("{}.{:02}", hundredths / 100, hundredths % 100)
+        }
+    };
+    let integer_digits = text.split('.').next().unwrap_or_default().len();
+    if integer_digits > 10 {
+        return Err(OppError::AmountFormat(format!(
+            "{text} {} cannot be sent to OPP: OPP's amount format N10.N2 allows at most 10 integer digits",
+            currency.code()
+        )));
+    }
+    Ok(text)
 }
 
 fn push_custom(form: &mut Vec<(String, String)>, custom: &[(String, String)]) {
@@ -523,11 +639,31 @@ fn map_payment(status: u16, payment: WirePayment) -> Result<Transaction, OppErro
         })
 }
 
+/// OPP's `result` in a throttling answer's body, if it has one.
+fn throttle_result(body: &str) -> Option<ResultInfo> {
+    let value: serde_json::Value = serde_json::from_str(body).ok()?;
+    let code = value.pointer("/result/code")?.as_str()?;
+    let description = value
+        .pointer("/result/description")
+        .and_then(|d| d.as_str())
+        .unwrap_or_default();
+    Some(ResultInfo::new(code, description))
+}
+
 /// Authentication and parameter failures look the same on every endpoint.
 fn classify_common_failure(status: u16, result: &transformers::WireResult) -> Result<(), OppError> {
     let info = result.to_model();
     if status == 401 || status == 403 || info.code.starts_with("800.900.3") {
         return Err(OppError::Authentication { result: info });
+    }
+    // OPP's throttling answer (API reference, "Throttling": `800.120.100` "Too many requests.
+    // Please try again later."), and HTTP 429.
+    if status == 429 || info.code == "800.120.100" {
+        return Err(OppError::Throttled {
+            result: Some(info),
+            attempts: 1,
+            retry_after: None,
+        });
     }
     if !result.parameter_errors.is_empty() || info.code == "200.300.404" {
         return Err(OppError::InvalidParameters {
@@ -556,6 +692,28 @@ fn classify_query_failure(status: u16, result: &transformers::WireResult) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn amounts_are_n10_n2() {
+        use paywarden_domain::Currency;
+        let m = |minor, c| Money::from_minor(minor, c).expect("money");
+        assert_eq!(opp_amount(m(1050, Currency::EUR)).unwrap(), "10.50");
+        assert_eq!(opp_amount(m(1000, Currency::JPY)).unwrap(), "1000");
+        assert_eq!(opp_amount(m(1500, Currency::KWD)).unwrap(), "1.50");
+        assert_eq!(opp_amount(m(1_000_010, Currency::KWD)).unwrap(), "1000.01");
+        assert!(matches!(
+            opp_amount(m(1505, Currency::KWD)),
+            Err(OppError::AmountFormat(_))
+        ));
+        assert!(matches!(
+            opp_amount(m(100_000_000_000, Currency::JPY)),
+            Err(OppError::AmountFormat(_))
+        ));
+        assert_eq!(
+            opp_amount(m(999_999_999_999, Currency::EUR)).unwrap(),
+            "9999999999.99"
+        );
+    }
 
     #[test]
     fn path_segments_cannot_escape() {

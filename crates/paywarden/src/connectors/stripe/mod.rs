@@ -29,6 +29,9 @@ mod form;
 pub mod model;
 mod transformers;
 
+#[cfg(test)]
+mod provider_fixtures;
+
 use std::{collections::BTreeMap, fmt, time::Duration};
 
 use paywarden_domain::Money;
@@ -55,6 +58,14 @@ pub const STRIPE_API_BASE: &str = "https://api.stripe.com";
 /// The most objects a paging helper collects ([`StripeClient::all_payment_intents`],
 /// [`StripeClient::refunds_for`]).
 pub const MAX_PAGED_OBJECTS: usize = 1000;
+
+/// How many times a request Stripe rate limits (HTTP 429) is sent again before
+/// [`StripeError::RateLimited`].
+pub const RATE_LIMIT_RETRIES: u32 = 2;
+
+/// The longest wait before sending a rate-limited request again (a longer `Retry-After` is cut
+/// to it; the caller is told to retry later instead).
+pub const MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(5);
 
 /// Stripe's page size limit (`limit` is 1 to 100).
 const MAX_PAGE_SIZE: u8 = 100;
@@ -245,6 +256,20 @@ pub enum StripeError {
         message: String,
         /// Stripe `error.param`: which parameter named the missing object.
         param: Option<String>,
+        /// The `Request-Id` response header.
+        request_id: Option<String>,
+    },
+    /// Stripe rate limited the request (HTTP 429) every time it was sent ([`RATE_LIMIT_RETRIES`]
+    /// retries, waiting as `Retry-After` says, else backing off). Stripe did not process it:
+    /// nothing was done, and the same request can be sent again later.
+    #[error("Stripe rate limited the request (HTTP 429) {attempts} times; it was not processed: {message}")]
+    RateLimited {
+        /// How many times it was sent.
+        attempts: u32,
+        /// Stripe `error.message`.
+        message: String,
+        /// The last `Retry-After`, if Stripe sent one.
+        retry_after: Option<Duration>,
         /// The `Request-Id` response header.
         request_id: Option<String>,
     },
@@ -564,6 +589,19 @@ impl StripeClient {
         ))
     }
 
+    /// `GET /v1/refunds/{id}`: one refund, with its current `status`.
+    ///
+    /// # Errors
+    /// [`StripeError::InvalidArgument`] for an empty or dots-only id (refused before sending);
+    /// [`StripeError::NotFound`] for an unknown id; any other [`StripeError`].
+    pub async fn refund(&self, id: &str) -> Result<Refund, StripeError> {
+        let answer = self
+            .get(&format!("/v1/refunds/{}", path_segment(id)?), &[])
+            .await?;
+        let wire: WireRefund = decode(&answer)?;
+        map(&answer, wire.into_model())
+    }
+
     /// `GET /v1/refunds?payment_intent=&limit=100&starting_after=`: every refund of a
     /// PaymentIntent, newest first, up to [`MAX_PAGED_OBJECTS`] (`has_more` is `true` when the
     /// cap cut the list short).
@@ -757,8 +795,50 @@ impl StripeClient {
             .header("Stripe-Version", STRIPE_API_VERSION)
     }
 
+    /// Sends `request`; an HTTP 429 is sent again up to [`RATE_LIMIT_RETRIES`] times, after
+    /// `Retry-After` (at most [`MAX_RATE_LIMIT_WAIT`]) or an exponential backoff. Stripe
+    /// documents 429 as not processed, and a POST is sent again with its `Idempotency-Key`.
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<Answer, StripeError> {
+        let mut attempt: u32 = 0;
+        loop {
+            attempt += 1;
+            let retry = if attempt <= RATE_LIMIT_RETRIES {
+                request.try_clone()
+            } else {
+                None
+            };
+            let this = match retry {
+                Some(r) => r,
+                None => return self.send_once(request, attempt).await,
+            };
+            match self.send_once(this, attempt).await {
+                Err(StripeError::RateLimited { retry_after, .. }) => {
+                    let backoff = Duration::from_millis(250 * (1u64 << attempt.min(6)));
+                    let wait = retry_after.unwrap_or(backoff).min(MAX_RATE_LIMIT_WAIT);
+                    tracing::warn!(
+                        attempt,
+                        ?wait,
+                        "Stripe rate limited a request; sending it again"
+                    );
+                    tokio::time::sleep(wait).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn send_once(
+        &self,
+        request: reqwest::RequestBuilder,
+        attempt: u32,
+    ) -> Result<Answer, StripeError> {
         let response = request.send().await.map_err(|e| self.transport_error(e))?;
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
         let status = response.status().as_u16();
         let header = |name: &str| {
             response
@@ -779,6 +859,17 @@ impl StripeClient {
         };
         if (200..300).contains(&status) {
             Ok(answer)
+        } else if status == 429 {
+            let message = match error_from_answer(&answer, self.key.expose()) {
+                StripeError::Api { message, .. } => message,
+                other => other.to_string(),
+            };
+            Err(StripeError::RateLimited {
+                attempts: attempt,
+                message,
+                retry_after,
+                request_id: answer.request_id,
+            })
         } else {
             Err(error_from_answer(&answer, self.key.expose()))
         }

@@ -4,10 +4,12 @@ use super::*;
 
 impl IfthenpayService {
     /// Handles a callback ifthenpay sent (the query of `GET /ifthenpay/callback`): checks the
-    /// anti-phishing key (constant time) and the amount against the request paywarden created,
-    /// records the payment, and records every callback, refused ones too. Returns the HTTP
-    /// status and body to answer (200 `OK`; 403 wrong key; 404 unknown payment; 409 amount
-    /// mismatch; 400 unreadable amount). The key itself is never stored or logged.
+    /// anti-phishing key (constant time), the status (`PAGO` or none: a payment; `DEVOLVIDO`: a
+    /// refund, booked against a paid request) and the amount against the request paywarden
+    /// created, records the payment or refund, and records every callback, refused ones too.
+    /// Returns the HTTP status and body to answer (200 `OK`; 403 wrong key; 404 unknown
+    /// payment; 409 amount mismatch, or a refund of an unpaid request or above what is left;
+    /// 400 unreadable amount or unknown status). The key itself is never stored or logged.
     ///
     /// # Errors
     /// [`ServiceError::Store`].
@@ -16,12 +18,14 @@ impl IfthenpayService {
         query: &HashMap<String, String>,
     ) -> Result<(u16, &'static str), ServiceError> {
         use subtle::ConstantTimeEq;
+        // A value still in brackets is a placeholder ifthenpay did not fill: it fills only the
+        // ones the method documents (see `callback_template`), so it counts as not sent.
         let get = |names: &[&str]| {
             names
                 .iter()
-                .find_map(|n| query.get(*n))
+                .filter_map(|n| query.get(*n))
                 .map(|v| v.trim().to_string())
-                .filter(|v| !v.is_empty())
+                .find(|v| !v.is_empty() && !is_placeholder(v))
         };
         let order_id = get(&["orderId", "order_id", "id"]);
         let request_id = get(&["requestId", "request_id"]);
@@ -30,6 +34,21 @@ impl IfthenpayService {
         let payment_method = get(&["payment_method", "paymentMethod"]);
         let sent_key = get(&["key", "anti_phishing_key", "apk"]).unwrap_or_default();
         let mb_entity = get(&["entity"]);
+        let method = get(&["pm"]);
+        // `[STATUS]` of card and PinPay callbacks: `PAGO` paid, `DEVOLVIDO` refunded (the
+        // WooCommerce plugin accepts exactly these two; webdados/Multibanco-ifthenpay-Gateway-
+        // for-WooCommerce class-wc-creditcard-ifthen-webdados.php). Methods without a status
+        // only call back for payments.
+        let status_text = get(&["status", "estado"]);
+        let kind = match status_text
+            .as_deref()
+            .map(str::to_ascii_uppercase)
+            .as_deref()
+        {
+            None | Some("PAGO") => Some("payment"),
+            Some("DEVOLVIDO") => Some("refund"),
+            Some(_) => None,
+        };
         let found = self
             .pipeline
             .store()
@@ -38,6 +57,7 @@ impl IfthenpayService {
                 reference.as_deref(),
                 mb_entity.as_deref(),
                 order_id.as_deref(),
+                method.as_deref(),
             )
             .await?;
         // The anti-phishing key of the account the request was made with: the entity's own,
@@ -63,15 +83,36 @@ impl IfthenpayService {
                 "invalid anti-phishing key",
             )
         } else {
-            match (&found, parsed) {
-                (None, _) => (false, Some("unknown_payment"), 404, "unknown payment"),
-                (Some(_), None) => (false, Some("bad_amount"), 400, "unreadable amount"),
-                (Some(r), Some(m)) if m.minor_units() != r.amount_minor => {
+            match (kind, &found, parsed) {
+                (None, _, _) => (false, Some("unknown_status"), 400, "unknown status"),
+                (_, None, _) => (false, Some("unknown_payment"), 404, "unknown payment"),
+                (_, Some(_), None) => (false, Some("bad_amount"), 400, "unreadable amount"),
+                (Some("refund"), Some(r), Some(m)) => {
+                    // A refund is never a payment: booked against a paid request, within
+                    // what is left to refund, in one statement.
+                    if self
+                        .pipeline
+                        .store()
+                        .refund_ifthenpay_request(r.id, m.minor_units())
+                        .await?
+                    {
+                        (true, None, 200, "OK")
+                    } else {
+                        (
+                            false,
+                            Some("refund_not_bookable"),
+                            409,
+                            "refund of an unpaid payment or above what is left to refund",
+                        )
+                    }
+                }
+                (_, Some(r), Some(m)) if m.minor_units() != r.amount_minor => {
                     (false, Some("amount_mismatch"), 409, "amount does not match")
                 }
-                (Some(_), Some(_)) => (true, None, 200, "OK"),
+                (_, Some(_), Some(_)) => (true, None, 200, "OK"),
             }
         };
+        let kind = kind.unwrap_or("unknown");
         let record = IfthenpayCallback {
             request_row: found.as_ref().map(|r| r.id),
             entity_id: found.as_ref().map(|r| r.entity_id.clone()),
@@ -83,13 +124,14 @@ impl IfthenpayService {
             amount_minor: parsed.map(|m| m.minor_units()),
             accepted,
             reason: reason.map(String::from),
+            kind: kind.to_string(),
             received_at: String::new(),
         };
         self.pipeline
             .store()
             .record_ifthenpay_callback(&record)
             .await?;
-        if accepted {
+        if accepted && kind == "payment" {
             if let Some(r) = &found {
                 self.pipeline.store().mark_ifthenpay_paid(r.id).await?;
             }
@@ -116,8 +158,11 @@ impl IfthenpayService {
         let arguments = json!({
             "orderId": order_id, "requestId": request_id, "reference": reference,
             "amount": amount_text, "payment_method": payment_method, "anti_phishing_key_valid": key_ok,
+            "status": status_text, "kind": kind,
         });
-        let message = if accepted {
+        let message = if accepted && kind == "refund" {
+            "refund recorded".to_string()
+        } else if accepted {
             "payment recorded".to_string()
         } else {
             format!("callback refused: {}", reason.unwrap_or_default())
@@ -136,7 +181,7 @@ impl IfthenpayService {
         Ok((status, body))
     }
 
-    /// Registers paywarden's callback URL (`{base}/ifthenpay/callback?key=[ANTI_PHISHING_KEY]&...`)
+    /// Registers paywarden's callback URL for each method ([`callback_template`])
     /// with the emulator for every demo key, with the demo backoffice key. Sandbox only: against
     /// the live API the operator activates the callback in ifthenpay's backoffice.
     pub async fn activate_demo_callbacks(&self, base: &str) {
@@ -145,7 +190,6 @@ impl IfthenpayService {
         else {
             return;
         };
-        let url = callback_template(base);
         let bo = SecretString::from(paywarden_emulator::IFTHENPAY_BACKOFFICE_KEY.to_string());
         for (entity, key) in [
             ("MB", paywarden_emulator::IFTHENPAY_MB_KEY),
@@ -157,6 +201,15 @@ impl IfthenpayService {
             ("PIX", paywarden_emulator::IFTHENPAY_PIX_KEY),
         ] {
             let key = SecretString::from(key.to_string());
+            let url = callback_template(base, entity);
+            if url.chars().count() > CALLBACK_URL_MAX {
+                tracing::warn!(
+                    entity,
+                    length = url.chars().count(),
+                    "ifthenpay callback URL longer than the {CALLBACK_URL_MAX} characters ifthenpay accepts; not activated (use a shorter public address)"
+                );
+                continue;
+            }
             if let Err(e) = client
                 .activate_callback(&bo, entity, &key, ap_key, &url)
                 .await
@@ -189,10 +242,48 @@ pub(super) fn owns(
     }
 }
 
-/// paywarden's callback URL with ifthenpay's placeholders, as registered at ifthenpay.
-pub fn callback_template(base: &str) -> String {
+/// Whether a callback value is a placeholder ifthenpay left unfilled (`[ORDER_ID]`).
+fn is_placeholder(value: &str) -> bool {
+    value.starts_with('[') && value.ends_with(']')
+}
+
+/// The Multibanco `expiryDays` values above 31 that ifthenpay accepts (besides 0 to 31).
+pub(super) const MULTIBANCO_EXPIRY_DAYS: [i64; 7] = [45, 60, 90, 120, 180, 365, 730];
+
+/// The longest callback URL ifthenpay registers (ifthenpay-sdk-php registerWebhook: "length
+/// must be equal or less than 300 characters").
+pub const CALLBACK_URL_MAX: usize = 300;
+
+/// paywarden's callback URL for the method `method` (`MB`, `MBWAY`, `PAYSHOP`, `CCARD`,
+/// `PINPAY`, `COFIDIS`, `PIX`), with the placeholders ifthenpay fills for that method, as
+/// registered at ifthenpay (one URL per method key). `pm` names the method, as ifthenpay's PHP
+/// SDK does (ifthenpay-sdk-php src/Service/WebhookService.php `getWebhookParams`). Sources of
+/// the placeholders:
+/// - Multibanco: `orderId=[ORDER_ID]`, `requestId=[REQUEST_ID]`, `entity=[ENTITY]`,
+///   `reference=[REFERENCE]`, `payment_datetime=[PAYMENT_DATETIME]`
+///   (ifthenpay.com/docs/en/guides/callback, "Multibanco");
+/// - MB WAY, Cofidis Pay, PIX: the guide's general example (`orderId`, `requestId`,
+///   `payment_datetime`); Payshop adds `reference=[REFERENCE]` (SDK);
+/// - card: `id=[ID]`, `status=[STATUS]`, `request_id=[REQUEST_ID]` (WooCommerce plugin
+///   webdados/Multibanco-ifthenpay-Gateway-for-WooCommerce `creditcard_notify_url`);
+/// - PinPay (gateway; Google Pay and Apple Pay are paid through it): as card, plus
+///   `payment_method=[PAYMENT_METHOD]` (the plugin's `gateway_ifthen_notify_url`).
+///
+/// `[STATUS]` is `PAGO` (paid) or `DEVOLVIDO` (refunded): the handler books the latter as a
+/// refund, never as a payment.
+pub fn callback_template(base: &str, method: &str) -> String {
+    let common = "key=[ANTI_PHISHING_KEY]&amount=[AMOUNT]&payment_datetime=[PAYMENT_DATETIME]";
+    let specific = match method {
+        "MB" => "orderId=[ORDER_ID]&requestId=[REQUEST_ID]&entity=[ENTITY]&reference=[REFERENCE]",
+        "PAYSHOP" => "orderId=[ORDER_ID]&requestId=[REQUEST_ID]&reference=[REFERENCE]",
+        "CCARD" => "id=[ID]&request_id=[REQUEST_ID]&status=[STATUS]",
+        "PINPAY" => {
+            "id=[ID]&request_id=[REQUEST_ID]&status=[STATUS]&payment_method=[PAYMENT_METHOD]"
+        }
+        _ => "orderId=[ORDER_ID]&requestId=[REQUEST_ID]",
+    };
     format!(
-        "{}/ifthenpay/callback?key=[ANTI_PHISHING_KEY]&orderId=[ORDER_ID]&amount=[AMOUNT]&requestId=[REQUEST_ID]&entity=[ENTITY]&reference=[REFERENCE]&payment_datetime=[PAYMENT_DATETIME]&payment_method=[PAYMENT_METHOD]",
+        "{}/ifthenpay/callback?pm={method}&{common}&{specific}",
         base.trim_end_matches('/')
     )
 }

@@ -54,32 +54,17 @@ impl IfthenpayService {
                 .await
             }
         };
-        match verdict.decision {
-            Decision::Allow => {}
-            Decision::Deny => {
-                return refuse(self.error(
-                    "denied_by_policy",
-                    &format!(
+        // A denial keeps this toolset's wording; `confirm` and `human` go through the gate
+        // below, as every toolset's money-moving calls do.
+        if verdict.decision == Decision::Deny {
+            return refuse(self.error(
+                "denied_by_policy",
+                &format!(
                     "{tool} is denied by policy rule {:?}: {}. Nothing was created; do not retry.",
                     verdict.rule, verdict.message
                 ),
-                ))
-                .await
-            }
-            Decision::Confirm | Decision::Human => {
-                // The seed's tools have no confirmation round trip: a policy that wants one
-                // refuses, and the operator decides by changing the policy.
-                return refuse(self.error(
-                    "policy_requires_approval",
-                    &format!(
-                        "{tool} is refused: policy rule {:?} asks for {} ({}), which ifthenpay's tools cannot offer. Nothing was created. The server's operator must allow this call in the policy (see docs/policy.md, rule ifthenpay-payment-requests).",
-                        verdict.rule,
-                        if verdict.decision == Decision::Confirm { "a confirmation" } else { "a person's approval" },
-                        verdict.message
-                    ),
-                ))
-                .await;
-            }
+            ))
+            .await;
         }
         // One order id, one request, per entity and tool: the idempotency key names the entity
         // (the pipeline also stores it per entity). An order id this entity already used under
@@ -96,11 +81,70 @@ impl IfthenpayService {
         {
             return refuse(self.order_id_conflict(creation.order_id())).await;
         }
+        let control = |name: &str| args.get(name).and_then(Value::as_str).map(String::from);
+        let (confirmation_token, approval_id) =
+            (control("confirmation_token"), control("approval_id"));
+        let binding = binding_hash(tool, args);
+        let preview = PreviewView {
+            tool: tool.into(),
+            operation: format!("ifthenpay {} payment request", creation.method()),
+            entity: key.entity.clone(),
+            reference_id: creation.order_id().to_string(),
+            reference_payment_type: "order".into(),
+            amount: amount.to_decimal_string(),
+            amount_minor: amount.minor_units(),
+            currency: amount.currency().code().to_string(),
+            from: format!("the shopper ({})", creation.method()),
+            to: format!("merchant {} through ifthenpay", key.entity),
+            sandbox: self.sandbox,
+        };
         let outcome = self
             .pipeline
-            .write(&caller, TOOLSET, tool, args, Some(&idempotency_key), || {
-                self.execute(&caller, tool, &key, creation)
-            })
+            .write(
+                &caller,
+                TOOLSET,
+                tool,
+                args,
+                Some(&idempotency_key),
+                || async {
+                    // The gate: `confirm` previews with a single-use token, `human` stores an
+                    // approval only an operator decides; the call executes only on their return.
+                    let gate = self
+                        .pipeline
+                        .gate(GateRequest {
+                            caller: &caller,
+                            toolset: TOOLSET,
+                            tool,
+                            arguments: args,
+                            binding: &binding,
+                            preview,
+                            policy: input,
+                            floor: Decision::Allow,
+                            confirmation_token: confirmation_token.as_deref(),
+                            approval_id: approval_id.as_deref(),
+                            argument_names: ("confirmation_token", "approval_id"),
+                            output_defaults: json!({}),
+                            key: Some(&idempotency_key),
+                        })
+                        .await?;
+                    let claims = match gate {
+                        Gate::Stop(outcome, settlement) => return Ok((outcome, settlement)),
+                        Gate::Execute(claims) => claims,
+                    };
+                    let (outcome, settlement) = self.execute(&caller, tool, &key, creation).await?;
+                    self.pipeline
+                        .finish_gated(&claims, &outcome, settlement)
+                        .await
+                        .map_err(|e| match (e, settlement) {
+                            (
+                                ServiceError::Store(source),
+                                Settlement::Final | Settlement::Unknown,
+                            ) => self.pipeline.unrecorded(source),
+                            (e, _) => e,
+                        })?;
+                    Ok((outcome, settlement))
+                },
+            )
             .await?;
         Ok(self.finish(outcome, args))
     }
@@ -121,6 +165,16 @@ impl IfthenpayService {
             if let Some((_, message)) = outcome.text.split_once('\n') {
                 outcome.text = message.to_string();
             }
+        }
+        if !outcome.is_error
+            && matches!(
+                outcome.structured.get("status").and_then(Value::as_str),
+                Some("confirmation_required" | "approval_pending")
+            )
+        {
+            // The gate's preview or approval request: the text is the JSON, as for every
+            // result of this toolset (the instructions are in `confirmation` / `approval`).
+            outcome.text = to_json(&outcome.structured);
         }
         if outcome.audit.outcome == "replay" {
             if outcome.is_error {

@@ -28,7 +28,11 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::pipeline::{AuditFacts, Caller, Pipeline, ServiceError, Settlement, ToolOutcome};
+use crate::pipeline::{
+    gate::{Gate, GateRequest},
+    safety::{binding_hash, PreviewView},
+    AuditFacts, Caller, Pipeline, ServiceError, Settlement, ToolOutcome,
+};
 use crate::{
     config::IfthenpayConfig,
     connectors::ifthenpay::{IfthenpayClient, IfthenpayError, PaymentsQuery},

@@ -14,7 +14,14 @@ impl IfthenpayService {
             tool: &str,
             args: &Value,
         ) -> Result<T, ServiceError> {
-            crate::mask::deserialize(args.clone()).map_err(|e| {
+            // The gate's two control arguments (a confirmation token, an approval id) are not
+            // the seed's parameters: they are read by `create`, never by the typed request.
+            let mut args = args.clone();
+            if let Value::Object(map) = &mut args {
+                map.remove("confirmation_token");
+                map.remove("approval_id");
+            }
+            crate::mask::deserialize(args).map_err(|e| {
                 invalid(format!(
                     "invalid arguments for {tool}: {e}; see the tool's inputSchema"
                 ))
@@ -26,12 +33,17 @@ impl IfthenpayService {
                 let p: MultibancoParams = parse(tool, args).map_err(bad)?;
                 check_text("order_id", &p.order_id, 25).map_err(bad)?;
                 let amount = parse_amount(&p.amount, eur).map_err(bad)?;
+                // ifthenpay's accepted `expiryDays`: 0 to 31, 45, 60, 90, 120, 180, 365, 730
+                // (helpdesk.ifthenpay.com article 79000128866, "API request Multibanco
+                // references").
                 let expiry_days = match p.expiry_days {
                     None => None,
-                    Some(d) if (0..=31).contains(&d) => Some(d as u32),
+                    Some(d) if MULTIBANCO_EXPIRY_DAYS.contains(&d) || (0..=31).contains(&d) => {
+                        u32::try_from(d).ok()
+                    }
                     Some(d) => {
                         return Err(bad(invalid(format!(
-                            "expiry_days {d} must be between 0 and 31 (omit it for no expiry)"
+                            "expiry_days {d} must be 0 to 31, 45, 60, 90, 120, 180, 365 or 730 (omit it for no expiry)"
                         ))))
                     }
                 };
@@ -70,7 +82,9 @@ impl IfthenpayService {
             }
             "payshop_create_reference" => {
                 let p: PayshopParams = parse(tool, args).map_err(bad)?;
-                check_text("order_id", &p.order_id, 25).map_err(bad)?;
+                // Payshop's `id`: at most 15 characters (issue 14's reading of ifthenpay's
+                // Payshop documentation; ifthenpay's PHP SDK validates 25, and 15 passes both).
+                check_text("order_id", &p.order_id, 15).map_err(bad)?;
                 let amount = parse_amount(&p.amount, eur).map_err(bad)?;
                 let expiry = p
                     .expiry_date

@@ -20,7 +20,7 @@ pub struct MultibancoParams {
     pub order_id: String,
     /// Amount in EUR (e.g. 10.50): above 0, at most two decimals.
     pub amount: serde_json::Number,
-    /// Days until the reference expires (0-31); omit for no expiry.
+    /// Days until the reference expires (0-31, 45, 60, 90, 120, 180, 365 or 730); omit for no expiry.
     pub expiry_days: Option<i64>,
 }
 
@@ -56,7 +56,7 @@ pub struct MbwayStatusParams {
 pub struct PayshopParams {
     /// ifthenpay Payshop key (may be omitted when configured on the server).
     pub payshop_key: Option<String>,
-    /// Unique order identifier (max 25 chars).
+    /// Unique order identifier (max 15 chars).
     pub order_id: String,
     /// Amount in EUR (e.g. 10.50).
     pub amount: serde_json::Number,

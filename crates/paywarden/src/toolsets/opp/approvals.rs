@@ -248,6 +248,21 @@ impl OppService {
                 Settlement::Unknown,
                 None,
             ),
+            // Refused before it was processed: nothing happened, and it may be retried.
+            OppError::Throttled { result, .. } => (
+                "throttled",
+                format!(
+                    "{tool} failed: {error}. Nothing was done: OPP is throttling requests; this is retryable, retry the same call in a few seconds."
+                ),
+                Settlement::NotSent,
+                result.as_ref().map(|r| r.code.clone()),
+            ),
+            OppError::AmountFormat(reason) => (
+                "invalid_amount",
+                format!("{tool} failed: {reason}. Nothing was sent."),
+                Settlement::NotSent,
+                None,
+            ),
             OppError::UnexpectedResponse { .. } if before_write => (
                 "unexpected_response",
                 format!("{tool} failed: {error}; nothing was sent."),

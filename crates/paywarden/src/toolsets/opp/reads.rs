@@ -37,7 +37,8 @@ impl OppService {
     }
 
     /// Reads OPP's transaction report for `from..=to` page by page (100 per OPP page), up to
-    /// [`SEARCH_SCAN_LIMIT`] transactions; the flag is true when more matched and were not read.
+    /// [`SEARCH_SCAN_LIMIT`] transactions; the flag is true when the report is incomplete: more
+    /// matched and were not read, or OPP answered the same page twice (it ignored `pageNo`).
     ///
     /// # Errors
     /// The first [`OppError`] of a report page.
@@ -52,6 +53,7 @@ impl OppService {
         let mut scanned = Vec::new();
         let mut opp_page = 1;
         let mut truncated = false;
+        let mut previous_ids: Vec<String> = Vec::new();
         loop {
             let report = ReportQuery {
                 from,
@@ -62,20 +64,43 @@ impl OppService {
                 page_no: opp_page,
             };
             let page = self.client.report(credentials, &report).await?;
-            let n = page.transactions.len();
+            // Paging follows what OPP returned (`record_count`), not the transactions kept
+            // after mapping: a page of 100 records with some paywarden cannot map is still full.
+            let n = page.record_count;
+            if opp_page > 1 && n > 0 && page.record_ids == previous_ids {
+                // OPP answered the same page again: it ignored `pageNo`. Stop, and say the
+                // report is incomplete rather than read page 1 over and over.
+                tracing::warn!(
+                    page = opp_page,
+                    "OPP returned the same report page twice; the report is incomplete"
+                );
+                truncated = true;
+                break;
+            }
+            if page.total_pages.is_some_and(|t| t > 0) && page.page_no != opp_page {
+                // OPP says it answered another page than the one asked for.
+                tracing::warn!(
+                    asked = opp_page,
+                    answered = page.page_no,
+                    "OPP answered another report page; the report is incomplete"
+                );
+                truncated = true;
+                break;
+            }
             scanned.extend(page.transactions);
             if scanned.len() >= SEARCH_SCAN_LIMIT {
-                truncated = page.total_pages.is_some_and(|t| t > opp_page) || n == 100;
+                truncated = page.total_pages.is_some_and(|t| t > opp_page) || n >= 100;
                 scanned.truncate(SEARCH_SCAN_LIMIT);
                 break;
             }
             let more = match page.total_pages {
                 Some(total) => opp_page < total,
-                None => n == 100,
+                None => n >= 100,
             };
             if !more || n == 0 {
                 break;
             }
+            previous_ids = page.record_ids;
             opp_page += 1;
         }
         Ok((scanned, truncated))
@@ -429,13 +454,18 @@ impl OppService {
                 let structured = serde_json::to_value(&output).map_err(crate::store::StoreError::from)?;
                 Ok(ToolOutcome {
                     text: self.pipeline.decorate(&format!(
-                        "{} match(es) between {} and {} UTC; page {} of {} ({} shown).\n{}",
+                        "{} match(es) between {} and {} UTC; page {} of {} ({} shown).{}\n{}",
                         total_count,
                         output.date_from,
                         output.date_to,
                         page_no,
                         total_pages.max(1),
                         output.records.len(),
+                        if truncated {
+                            " The report is INCOMPLETE: OPP's report could not be read to its end (too many matches, or OPP did not page); narrow the date range."
+                        } else {
+                            ""
+                        },
                         structured
                     )),
                     structured,

@@ -38,6 +38,7 @@ use crate::{
 
 mod reads;
 mod reconciliation;
+mod refund_status;
 mod refunds;
 mod types;
 mod validate;
@@ -236,10 +237,18 @@ impl OpsService {
                 Settlement::Final,
             ),
             StripeError::NotFound { .. } => ("not_found", "Check the id with list_payments.", Settlement::Final),
-            // Stripe documents a 5xx answer to a write as indeterminate: it may have acted.
-            StripeError::Api { status, .. } if *status >= 500 => {
+            // Stripe documents a 5xx answer to a write as indeterminate: it may have acted. A
+            // 409 means a request under the same Idempotency-Key is still running at Stripe:
+            // it may yet act.
+            StripeError::Api { status, .. } if *status >= 500 || *status == 409 => {
                 ("provider_error", indeterminate.0, indeterminate.1)
             }
+            // Stripe documents 429 as not processed: certain that nothing happened.
+            StripeError::RateLimited { .. } => (
+                "provider_rate_limited",
+                "Stripe did not process it (rate limited, HTTP 429, after paywarden's bounded retries): nothing was done. Retry the same call in a few seconds.",
+                Settlement::NotSent,
+            ),
             StripeError::Api { .. } => ("provider_rejected", "Stripe refused it; nothing was done.", Settlement::Final),
             StripeError::UnexpectedResponse { .. } if call == StripeCall::Read => (
                 "provider_error",
@@ -254,6 +263,7 @@ impl OpsService {
             | StripeError::Authentication { request_id, .. }
             | StripeError::PermissionDenied { request_id, .. }
             | StripeError::NotFound { request_id, .. }
+            | StripeError::RateLimited { request_id, .. }
             | StripeError::UnexpectedResponse { request_id, .. } => request_id.clone(),
             _ => None,
         };

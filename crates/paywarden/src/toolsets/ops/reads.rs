@@ -245,6 +245,7 @@ impl OpsService {
     ) -> Result<ToolOutcome, ServiceError> {
         self.read(caller, "get_order_history", arguments, || async {
             let email = validate_email(&params.email)?;
+            self.refresh_pending_refunds(Some(&caller.entity_id)).await;
             let customer = match self.customer_or_outcome(caller, &email).await? {
                 Ok(c) => c,
                 Err(o) => return Ok(o),
@@ -263,6 +264,7 @@ impl OpsService {
                         reason: r.reason,
                         refunded_by: r.refunded_by,
                         created_at: stamp(r.created_at),
+                        status: r.status,
                     })
                     .collect();
                 orders.push(OrderHistoryEntry {
@@ -314,6 +316,7 @@ impl OpsService {
         caller: &Caller,
         charge_id: &str,
     ) -> Result<Option<serde_json::Value>, ServiceError> {
+        self.refresh_pending_refunds(Some(&caller.entity_id)).await;
         let store = self.pipeline.store();
         let Some(order) = store.order_by_charge(&caller.entity_id, charge_id).await? else {
             return Ok(None);

@@ -34,6 +34,7 @@ impl OpsService {
             command.approval_id.as_deref(),
         );
         self.pipeline.check_late(self, caller, TOOLSET).await;
+        self.refresh_pending_refunds(Some(&caller.entity_id)).await;
         if let Some(key) = &key {
             self.pipeline.reconcile(self, caller, key, &binding).await?;
         }
@@ -382,6 +383,27 @@ impl OpsService {
             Ok(c) => c,
             Err(refusal) => return Ok(refusal),
         };
+        // Another refund of this charge whose outcome is unknown may have happened: refunding
+        // again before it is reconciled could refund twice.
+        if let Some(other) = super::refund_status::unknown_refund_on(
+            self.pipeline.store(),
+            &caller.entity_id,
+            &checked.payment_intent,
+            key,
+        )
+        .await?
+        {
+            let mut outcome = self.pipeline.error_outcome(
+                "unknown_outcome_pending",
+                &format!(
+                    "issue_refund: an earlier refund of charge `{}` (idempotency key {other:?}) has an UNKNOWN outcome: Stripe may have made it. Nothing was sent. Retry that exact call first (paywarden asks Stripe and records what it finds), or wait for paywarden's sweep to reconcile it; then check the order with get_order_history before refunding again.",
+                    checked.payment_intent
+                ),
+                None,
+            );
+            outcome.audit.outcome = "rejected".into();
+            return Ok((outcome, Settlement::NotSent));
+        }
         self.send_refund(caller, command, &checked, key).await
     }
 
@@ -495,6 +517,7 @@ impl OpsService {
                 total,
                 &command.reason,
                 by,
+                refund.status.as_str(),
             )
             .await?;
         store
@@ -513,8 +536,9 @@ impl OpsService {
             .await?
             .unwrap_or_else(|| checked.order.clone());
         let view = order_view(&order);
+        let pending = super::refund_status::is_pending(refund.status);
         let output = IssueRefundOutput {
-            status: "executed".into(),
+            status: if pending { "pending" } else { "executed" }.into(),
             refund: Some(RefundView {
                 stripe_refund_id: refund.id.clone(),
                 amount_cents: amount,
@@ -533,7 +557,21 @@ impl OpsService {
             receipt: None,
         };
         let structured = serde_json::to_value(&output).map_err(crate::store::StoreError::from)?;
-        let text = format!(
+        let text = if pending {
+            format!(
+                "Stripe accepted refund {} of {} {} to {} ({}) but it is {}: NOT done yet. It is booked provisionally (order {} is {}; refund_log {}) and counts against limits; paywarden asks Stripe again on the next read of this order and in its sweep, and undoes the booking if Stripe fails or cancels it. Do not refund again.",
+                refund.id,
+                refund.amount.to_decimal_string(),
+                refund.amount.currency().code(),
+                checked.customer.name,
+                checked.customer.email,
+                refund.status.as_str(),
+                order.id,
+                view.status,
+                log.id,
+            )
+        } else {
+            format!(
             "Refunded {} {} to {} ({}) — Stripe refund {} ({}). Order {} is now {}; logged in refund_log as {} (reason: {}).",
             refund.amount.to_decimal_string(),
             refund.amount.currency().code(),
@@ -545,7 +583,8 @@ impl OpsService {
             view.status,
             log.id,
             command.reason
-        );
+        )
+        };
         Ok(self.ok(
             structured,
             text,

@@ -232,6 +232,9 @@ pub struct RefundLogView {
     pub refunded_by: String,
     /// When (UTC).
     pub created_at: String,
+    /// Stripe's refund status as paywarden last saw it: `succeeded`, `pending` (not done yet),
+    /// `failed` or `canceled` (undone: not counted in the order's refunded amount).
+    pub status: String,
 }
 
 /// An order with its refunds, in `get_order_history`.
@@ -276,8 +279,9 @@ pub struct RefundView {
 /// executed refund with the updated order and its refund_log row.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct IssueRefundOutput {
-    /// `executed`, `confirmation_required`, `approval_pending`, `approval_denied` or
-    /// `approval_expired`.
+    /// `executed`, `pending` (Stripe accepted the refund but has not completed it; booked
+    /// provisionally and tracked), `confirmation_required`, `approval_pending`,
+    /// `approval_denied` or `approval_expired`.
     pub status: String,
     /// The refund (when executed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
