@@ -454,6 +454,7 @@ async fn the_timeline_shows_provider_events_of_an_ifthenpay_reference() {
             amount_minor: Some(4990),
             accepted: true,
             reason: None,
+            kind: "payment".into(),
             received_at: String::new(),
         })
         .await
@@ -472,7 +473,7 @@ async fn the_timeline_shows_provider_events_of_an_ifthenpay_reference() {
     let call = html
         .find("create_multibanco_reference</strong>")
         .expect(&html);
-    let callback = html.find("ifthenpay callback").expect(&html);
+    let callback = html.find("ifthenpay payment callback").expect(&html);
     assert!(request < callback && call < callback, "{html}");
     assert!(html.contains("€49.90"), "{html}");
     assert!(html.contains("reference 11249 987654321"), "{html}");

@@ -667,7 +667,11 @@ async fn timeline_page(
             (5, 0),
             "provider event",
             "provider",
-            "ifthenpay callback".into(),
+            if c.kind == "refund" {
+                "ifthenpay refund callback (DEVOLVIDO)".into()
+            } else {
+                "ifthenpay payment callback".into()
+            },
         );
         e.badge = Some(if c.accepted { "ok" } else { "rejected" }.into());
         let currency = requests
