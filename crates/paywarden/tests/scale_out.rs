@@ -9,6 +9,7 @@
 //! - concurrent ops `issue_refund`s of one order never exceed it (Stripe, orders database);
 //! - concurrent retries with one idempotency key execute once;
 //! - an approval granted through one server executes once, whichever server is asked;
+//! - the built-in policy's daily cap holds when confirmed refunds race on both servers;
 //! - the audit chain stays one valid chain (`paywarden audit verify`) under concurrent writes,
 //!   and checkpoints signed meanwhile each record a head that exists in it.
 
@@ -222,10 +223,15 @@ impl Cluster {
 
     /// A captured debit of `amount` EUR at the shared emulator (a shopper's checkout).
     async fn debit(&self, amount: &str) -> String {
+        self.debit_in(amount, Currency::EUR).await
+    }
+
+    /// A captured debit of `amount` in `currency` at the shared emulator.
+    async fn debit_in(&self, amount: &str, currency: Currency) -> String {
         let opp = OppClient::new(&self.emulator_url, Duration::from_secs(5)).expect("opp");
         let request = InitialPaymentRequest {
             payment_type: PaymentType::Debit,
-            amount: Money::parse(amount, Currency::EUR).expect("amount"),
+            amount: Money::parse(amount, currency).expect("amount"),
             payment_brand: "VISA".into(),
             card_number: SecretString::from("4200000000000000".to_string()),
             card_holder: "Jane Jones".into(),
@@ -431,6 +437,49 @@ async fn concurrent_ops_refunds_of_one_order_sent_to_both_servers_never_exceed_i
 }
 
 const RETRIES: usize = 16;
+
+/// Issue 12's daily-cap attack across replicas: 20 separately confirmed refunds of 450 CHF on
+/// 20 different debits, confirmed at once through both servers under the built-in policy
+/// (a person from 2,000 moved today). Exactly 4 execute (1,800 CHF); the other 16 wait for a
+/// person; nothing stays reserved.
+#[tokio::test]
+async fn twenty_confirmed_refunds_on_both_servers_never_race_past_the_daily_cap() {
+    let cluster = Cluster::start(Some(paywarden::policy::BUILTIN_SOURCE)).await;
+    let clients = cluster.clients(2).await;
+    let chf = Currency::from_code("CHF").expect("CHF");
+    let mut calls = Vec::new();
+    for i in 0..20 {
+        let db = cluster.debit_in("450.00", chf).await;
+        let args = json!({"referenceId": db, "amount": "450.00", "currency": "CHF"});
+        let preview =
+            common::call_ok(&clients[i % clients.len()], "perform_refund", args.clone()).await;
+        assert_eq!(preview["status"], "confirmation_required", "{preview}");
+        let mut confirmed = args;
+        confirmed["confirmationToken"] = preview["confirmation"]["token"].clone();
+        // Confirmed through the other server than the one that previewed it.
+        calls.push((i + 1, "perform_refund", confirmed));
+    }
+    let results = all_at_once(&clients, calls).await;
+    let status =
+        |r: &(usize, bool, Value, String)| r.2["status"].as_str().unwrap_or("").to_string();
+    let executed = results.iter().filter(|r| status(r) == "executed").count();
+    let pending = results
+        .iter()
+        .filter(|r| status(r) == "approval_pending")
+        .count();
+    eprintln!("daily cap across replicas: {executed} executed, {pending} sent to a person");
+    assert_eq!(executed, 4, "{results:?}");
+    assert_eq!(pending, 16, "{results:?}");
+    let store = cluster.store().await;
+    assert_eq!(
+        store.moved_today(DEMO_ENTITY_ID, "CHF").await.unwrap(),
+        180_000
+    );
+    assert_eq!(
+        store.reserved_today(DEMO_ENTITY_ID, "CHF").await.unwrap(),
+        0
+    );
+}
 
 #[tokio::test]
 async fn concurrent_retries_with_one_idempotency_key_sent_to_both_servers_execute_once() {
