@@ -32,7 +32,10 @@ impl Drop for Server {
 }
 
 /// Starts `paywarden serve` on port 0 over `dir` (and `database`), with the permissive test
-/// policy, a 2 s key lease, a 1 s OPP timeout and a 1.5 s OPP settle window; returns it and its base URL.
+/// policy, a 2 s key lease, a 1 s OPP timeout and a 6 s OPP settle window (the default is
+/// 3 x timeout + 30 s; 6 s is still longer than the emulator takes to commit a refund on a
+/// loaded 2-core CI machine, so a refund sent just before the kill is found, not taken for
+/// one that never arrived); returns it and its base URL.
 fn serve(dir: &std::path::Path, database: &TestDatabase) -> (Server, String) {
     serve_with(dir, database.url.as_deref(), None)
 }
@@ -60,7 +63,7 @@ fn serve_with(
         .env("PAYWARDEN_SAFETY__POLICY_FILE", policy)
         .env("PAYWARDEN_SAFETY__KEY_LEASE_SECS", "2")
         .env("PAYWARDEN_OPP__TIMEOUT_MS", "1000")
-        .env("PAYWARDEN_OPP__SETTLE_WINDOW_MS", "1500")
+        .env("PAYWARDEN_OPP__SETTLE_WINDOW_MS", "6000")
         // Replicas of one database share the audit signing key (a replica with another key
         // refuses to start: docs/deploy.md §8); a test key, never a real one.
         .env(
@@ -285,7 +288,9 @@ async fn a_kill_mid_burst_leaves_every_key_resolvable_and_every_refund_recorded(
     );
 }
 
-#[tokio::test]
+// Multi-threaded: the shared emulator runs in this process and must keep committing while the
+// test's client waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_killed_mid_burst_is_recovered_by_the_other() {
     // Two replicas on one database and one OPP; one dies mid-burst, the other (never
     // restarted) resolves every key once its leases have run out.
