@@ -1116,6 +1116,24 @@ fn secret_id(key_ids: &KeyIds, secret: Option<&secrecy::SecretString>) -> Option
 }
 
 /// The ids of a set of ifthenpay keys: (name, keyed id).
+/// The nine ifthenpay keys of a key set (the server's `[ifthenpay]` or an entity's), by name:
+/// both have the same fields but are different types.
+macro_rules! ifthenpay_keys {
+    ($k:expr) => {
+        [
+            ("MB", $k.mb_key.as_ref()),
+            ("MB WAY", $k.mbway_key.as_ref()),
+            ("Payshop", $k.payshop_key.as_ref()),
+            ("CCARD", $k.ccard_key.as_ref()),
+            ("gateway", $k.gateway_key.as_ref()),
+            ("Cofidis", $k.cofidis_key.as_ref()),
+            ("Pix", $k.pix_key.as_ref()),
+            ("backoffice", $k.bo_key.as_ref()),
+            ("anti-phishing", $k.anti_phishing_key.as_ref()),
+        ]
+    };
+}
+
 fn ifthenpay_ids(
     key_ids: &KeyIds,
     keys: [(&str, Option<&secrecy::SecretString>); 9],
@@ -1175,22 +1193,7 @@ async fn entities_page(
         let ifthenpay = known
             .ifthenpay
             .as_ref()
-            .map(|k| {
-                ifthenpay_ids(
-                    ids,
-                    [
-                        ("MB", k.mb_key.as_ref()),
-                        ("MB WAY", k.mbway_key.as_ref()),
-                        ("Payshop", k.payshop_key.as_ref()),
-                        ("CCARD", k.ccard_key.as_ref()),
-                        ("gateway", k.gateway_key.as_ref()),
-                        ("Cofidis", k.cofidis_key.as_ref()),
-                        ("Pix", k.pix_key.as_ref()),
-                        ("backoffice", k.bo_key.as_ref()),
-                        ("anti-phishing", k.anti_phishing_key.as_ref()),
-                    ],
-                )
-            })
+            .map(|k| ifthenpay_ids(ids, ifthenpay_keys!(k)))
             .unwrap_or_default();
         entities.push(entity_row(
             &known.id,
@@ -1205,20 +1208,7 @@ async fn entities_page(
         }
     }
     let i = &config.ifthenpay;
-    let ifthenpay = ifthenpay_ids(
-        ids,
-        [
-            ("MB", i.mb_key.as_ref()),
-            ("MB WAY", i.mbway_key.as_ref()),
-            ("Payshop", i.payshop_key.as_ref()),
-            ("CCARD", i.ccard_key.as_ref()),
-            ("gateway", i.gateway_key.as_ref()),
-            ("Cofidis", i.cofidis_key.as_ref()),
-            ("Pix", i.pix_key.as_ref()),
-            ("backoffice", i.bo_key.as_ref()),
-            ("anti-phishing", i.anti_phishing_key.as_ref()),
-        ],
-    );
+    let ifthenpay = ifthenpay_ids(ids, ifthenpay_keys!(i));
     let (origin, source) = running_policy(config);
     let policy = Policy::from_toml(&source, &origin).ok();
     let settings = json!({
