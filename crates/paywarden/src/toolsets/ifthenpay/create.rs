@@ -109,7 +109,13 @@ impl IfthenpayService {
     /// Rewrites pipeline-made outcomes (replays, key conflicts) into this toolset's shape: JSON
     /// text for results, the plain message for errors.
     pub(super) fn finish(&self, mut outcome: ToolOutcome, args: &Value) -> ToolOutcome {
-        if outcome.structured["error"]["kind"] == "idempotency_key_conflict" {
+        // A key used with other arguments is this toolset's order-id conflict; a key still in
+        // progress, or whose outcome is unknown, keeps the pipeline's message (it says what
+        // happened and what to do).
+        let reused = outcome.structured["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("was already used by"));
+        if outcome.structured["error"]["kind"] == "idempotency_key_conflict" && reused {
             let order = args
                 .get("order_id")
                 .and_then(Value::as_str)
