@@ -1307,44 +1307,6 @@ async fn a_database_failure_is_an_internal_error() {
     assert_eq!(answer["id"], 5);
 }
 
-/// Makes every insert into `table` of the app's database fail (the table stays readable), on
-/// SQLite or PostgreSQL; [`allow_inserts`] undoes it.
-async fn refuse_inserts(pool: &sqlx::AnyPool, url: &str, table: &str) {
-    let statements = if url.starts_with("postgres") {
-        vec![
-            "CREATE FUNCTION pw_test_refuse() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'injected failure'; END $$ LANGUAGE plpgsql".to_string(),
-            format!("CREATE TRIGGER pw_test_refuse BEFORE INSERT ON {table} FOR EACH ROW EXECUTE FUNCTION pw_test_refuse()"),
-        ]
-    } else {
-        vec![format!(
-            "CREATE TRIGGER pw_test_refuse BEFORE INSERT ON {table} BEGIN SELECT RAISE(ABORT, 'injected failure'); END"
-        )]
-    };
-    for statement in statements {
-        sqlx::query(&statement)
-            .execute(pool)
-            .await
-            .expect("trigger");
-    }
-}
-
-async fn allow_inserts(pool: &sqlx::AnyPool, url: &str, table: &str) {
-    let statements = if url.starts_with("postgres") {
-        vec![
-            format!("DROP TRIGGER pw_test_refuse ON {table}"),
-            "DROP FUNCTION pw_test_refuse()".to_string(),
-        ]
-    } else {
-        vec!["DROP TRIGGER pw_test_refuse".to_string()]
-    };
-    for statement in statements {
-        sqlx::query(&statement)
-            .execute(pool)
-            .await
-            .expect("drop trigger");
-    }
-}
-
 /// Attack: paywarden's database fails after ifthenpay created the reference (recording it in
 /// `ifthenpay_requests`). The answer must not say "nothing was sent", and the order's key must
 /// stay blocked: releasing it let the retry create a second request at ifthenpay for the same
@@ -1353,13 +1315,7 @@ async fn allow_inserts(pool: &sqlx::AnyPool, url: &str, table: &str) {
 async fn a_database_failure_after_ifthenpay_created_never_says_nothing_was_sent_nor_creates_twice()
 {
     let app = spawn().await;
-    let url =
-        app.database.url.clone().unwrap_or_else(|| {
-            paywarden::store::sqlite_url(&app.data_dir.path().join("paywarden.db"))
-        });
-    sqlx::any::install_default_drivers();
-    let pool = sqlx::AnyPool::connect(&url).await.expect("database");
-    refuse_inserts(&pool, &url, "ifthenpay_requests").await;
+    let failing = app.fail_writes("INSERT", "ifthenpay_requests").await;
     let answer = rpc(
         &app,
         json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call",
@@ -1374,7 +1330,7 @@ async fn a_database_failure_after_ifthenpay_created_never_says_nothing_was_sent_
             && !message.contains("nothing was sent"),
         "{message}"
     );
-    allow_inserts(&pool, &url, "ifthenpay_requests").await;
+    failing.stop().await;
     // The retry neither creates a second request nor claims the order id was used otherwise.
     let text = tool_error(&app, "multibanco_create_reference", mb("DB-2", json!(3))).await;
     assert!(text.contains("UNKNOWN"), "{text}");
