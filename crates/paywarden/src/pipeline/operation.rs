@@ -98,8 +98,7 @@ pub trait Operation: Sync {
 
     /// The call's idempotency key: by default the caller's own, else one derived from its
     /// confirmation token or approval ([`derived_key`]); `None` for a first call without one.
-    fn key(&self, caller: &Caller, call: &Call<'_>) -> Option<String> {
-        let _ = caller;
+    fn key(&self, _caller: &Caller, call: &Call<'_>) -> Option<String> {
         derived_key(
             call.idempotency_key,
             call.confirmation_token,
