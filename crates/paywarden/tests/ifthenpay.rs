@@ -1307,6 +1307,45 @@ async fn a_database_failure_is_an_internal_error() {
     assert_eq!(answer["id"], 5);
 }
 
+/// Attack: paywarden's database fails after ifthenpay created the reference (recording it in
+/// `ifthenpay_requests`). The answer must not say "nothing was sent", and the order's key must
+/// stay blocked: releasing it let the retry create a second request at ifthenpay for the same
+/// order id.
+#[tokio::test]
+async fn a_database_failure_after_ifthenpay_created_never_says_nothing_was_sent_nor_creates_twice()
+{
+    let app = spawn().await;
+    let failing = app.fail_writes("INSERT", "ifthenpay_requests").await;
+    let answer = rpc(
+        &app,
+        json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call",
+               "params": {"name": "multibanco_create_reference", "arguments": mb("DB-2", json!(3))}}),
+    )
+    .await;
+    assert_eq!(answer["error"]["code"], -32603, "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("may have reached ifthenpay")
+            && message.contains("may have happened")
+            && !message.contains("nothing was sent"),
+        "{message}"
+    );
+    failing.stop().await;
+    // The retry neither creates a second request nor claims the order id was used otherwise.
+    let text = tool_error(&app, "multibanco_create_reference", mb("DB-2", json!(3))).await;
+    assert!(text.contains("UNKNOWN"), "{text}");
+    assert!(!text.contains("already used"), "{text}");
+    let entity = format!("key:{}", app.key_ids.id(IFTHENPAY_MB_KEY));
+    assert!(
+        app.store
+            .ifthenpay_requests(&entity)
+            .await
+            .expect("records")
+            .is_empty(),
+        "a second request was created for order DB-2"
+    );
+}
+
 #[tokio::test]
 async fn an_unreachable_provider_is_a_clear_api_error_and_nothing_is_recorded() {
     // A configured base URL (not the emulator) where nothing listens.

@@ -131,3 +131,69 @@ fn the_scanner_sees_paths_in_code_and_not_in_comments() {
     let names: Vec<String> = crate_paths(source).into_iter().map(|(_, m)| m).collect();
     assert_eq!(names, ["toolsets", "app"]);
 }
+
+/// The pipeline's step functions a toolset must not call itself: it hands an `Operation` to
+/// `Pipeline::run`, which calls them in the documented order.
+const STEP_CALLS: &[&str] = &[".write(", ".gate(", ".finish_gated(", ".reconcile("];
+
+/// Where a file calls a pipeline step directly (`path:line: call`), comments left out.
+fn step_calls(name: &str, source: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for (n, line) in source.lines().enumerate() {
+        let code = line.trim_start();
+        if code.starts_with("//") {
+            continue;
+        }
+        let code = match code.find(" //") {
+            Some(i) => &code[..i],
+            None => code,
+        };
+        for call in STEP_CALLS {
+            if code.contains(call) {
+                found.push(format!("{name}:{}: {}", n + 1, code.trim()));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn toolsets_run_operations_through_pipeline_run_and_call_no_step_themselves() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let files = rust_files(&src.join("toolsets"));
+    assert!(
+        files.len() >= 15,
+        "only {} toolset files found",
+        files.len()
+    );
+    let mut bad = Vec::new();
+    let mut runs = 0;
+    for file in &files {
+        let source = std::fs::read_to_string(file).expect("readable file");
+        let name = file
+            .strip_prefix(&src)
+            .unwrap_or(file)
+            .display()
+            .to_string();
+        bad.extend(step_calls(&name, &source));
+        runs += source.matches(".run(caller").count() + source.matches(".run(&caller").count();
+    }
+    assert!(
+        bad.is_empty(),
+        "a toolset supplies an Operation and calls Pipeline::run; it never runs the steps itself:\n{}",
+        bad.join("\n")
+    );
+    // OPP back-office, OPP get_approval, ops issue_refund, ops create_payment_link, ifthenpay.
+    assert!(
+        runs >= 5,
+        "only {runs} calls of Pipeline::run found under toolsets/"
+    );
+}
+
+#[test]
+fn the_step_scanner_sees_calls_in_code_and_not_in_comments() {
+    let source = "// self.pipeline.write(x)\nlet g = self.pipeline.gate(GateRequest {\n    .finish_gated(&c) // .reconcile(\n";
+    let found = step_calls("f.rs", source);
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(found[0].starts_with("f.rs:2:") && found[1].starts_with("f.rs:3:"));
+}

@@ -996,3 +996,26 @@ message = "No GBP links."
         "{text}"
     );
 }
+
+/// Attack: paywarden's database fails after Stripe created the payment link (settling the
+/// gate's cumulative-limit reservation). The answer must not say "nothing was sent": the link
+/// exists at Stripe.
+#[tokio::test]
+async fn a_database_failure_after_stripe_created_a_payment_link_never_says_nothing_was_sent() {
+    let app = ops_app(|_| {}).await;
+    let client = app.client("/mcp", Era::Legacy).await;
+    let failing = app.fail_writes("DELETE", "limit_reservations").await;
+    let args = json!({"amount_cents": 2500, "description": "Workshop seat", "currency": "eur", "idempotency_key": "link-db-1"});
+    let answer = call(&client, "create_payment_link", args.clone()).await;
+    failing.stop().await;
+    let message = match answer {
+        Err(rmcp::ServiceError::McpError(e)) => e.message.to_string(),
+        other => panic!("expected an internal error, got {other:?}"),
+    };
+    assert!(
+        message.contains("may have reached Stripe")
+            && message.contains("may have happened")
+            && !message.contains("nothing was sent"),
+        "{message}"
+    );
+}

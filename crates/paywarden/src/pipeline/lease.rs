@@ -34,3 +34,46 @@ impl Pipeline {
         }
     }
 }
+
+impl Pipeline {
+    /// Runs `call` holding `lease` on the provider object an operation acts on (step 9):
+    /// waits up to 30 s for another holder, then answers with the lease's `busy` tool error
+    /// (nothing sent). The lease is given back afterwards; past the send, a failure to give it
+    /// back only lets it run out on its own.
+    ///
+    /// # Errors
+    /// [`ServiceError::Store`] when the lease cannot be taken (nothing was sent), or `call`'s.
+    pub(super) async fn under_transaction_lease<F>(
+        &self,
+        caller: &Caller,
+        lease: &super::operation::TransactionLease,
+        call: F,
+    ) -> Result<super::operation::Stop, ServiceError>
+    where
+        F: std::future::Future<Output = Result<super::operation::Stop, ServiceError>>,
+    {
+        let store = self.store();
+        let holder = uuid::Uuid::new_v4().to_string();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !store
+            .try_lock_transaction(&caller.entity_id, &lease.resource, &holder, lease.duration)
+            .await?
+        {
+            if std::time::Instant::now() > deadline {
+                return Ok((
+                    self.error_outcome("busy", &lease.busy, None),
+                    Settlement::NotSent,
+                ));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(15)).await;
+        }
+        let result = call.await;
+        if let Err(e) = store
+            .unlock_transaction(&caller.entity_id, &lease.resource, &holder)
+            .await
+        {
+            tracing::warn!(error = %e, "could not release a transaction lease; it runs out on its own");
+        }
+        result
+    }
+}

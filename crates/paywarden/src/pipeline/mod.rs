@@ -1,32 +1,44 @@
 //! The one sequence every tool call runs, whichever toolset asked for it. A toolset
-//! ([`crate::toolsets`]) supplies what depends on its provider (the typed request, the check on
-//! fresh provider state and its preview, the policy facts, the connector call, how a lost
-//! answer is found again); the steps and their order are these, top to bottom:
+//! ([`crate::toolsets`]) admits a call (step 1) and provides its reads and its operations; it
+//! does not run a flow of its own. Each money-moving call is an [`operation::Operation`]: the
+//! toolset supplies its key derivation, the reconciliation of an unknown outcome (a
+//! [`reconcile::Reconciler`]), the check on fresh provider state, the preview and policy facts,
+//! the lease and the check again under it, the intent, the connector call and what a connector
+//! error settles; [`Pipeline::run`] runs steps 3 to 13 around them, in this order, for every
+//! toolset (`tests/layering.rs` fails if a toolset calls a step itself). The steps, top to
+//! bottom:
 //!
 //! ```text
 //!  1. admit         caller authenticated (crate::auth), arguments parsed into a typed request
-//!                   (malformed: invalid params, audited), read-only mode (crate::catalog)
+//!                   (malformed: invalid params, audited), read-only mode (crate::catalog); a
+//!                   money-moving call is then an Operation (operation.rs) handed to
+//!                   Pipeline::run, which runs steps 3 to 13 for every toolset
 //!  2. read?         Pipeline::read: the policy for reads too, run, audit. A read ends here.
 //!  3. unknown?      late arrivals of this entity's watched keys noted; an earlier call of this
 //!                   key whose answer never came is looked up at the provider first
-//!                   (reconcile.rs, Pipeline::reconcile)
-//!  4. idempotency   Pipeline::write (idempotency.rs): the key (the caller's, or derived from
-//!                   the confirmation token or approval: gate::derived_key) is claimed; a retry
-//!                   replays the first outcome, other arguments under the key are refused
+//!                   (reconcile.rs, Pipeline::reconcile with Operation::reconciler)
+//!  4. idempotency   Pipeline::write (idempotency.rs): the key (Operation::key: the caller's, or
+//!                   derived from the confirmation token or approval: gate::derived_key) is
+//!                   claimed; a retry replays the first outcome, other arguments under the key
+//!                   are refused
 //!  5. key lease     the key is held under a lease (lease.rs), renewed while the call runs; a
 //!                   crash leaves it to expire into an unknown outcome, never "nothing sent"
-//!  6. pre-check     the toolset reads provider state and refuses what the provider would
-//!                   refuse; it works out what would move (the preview)
+//!  6. pre-check     Operation::check reads provider state and refuses what the provider would
+//!                   refuse; Operation::assess works out what would move (the preview) and the
+//!                   policy facts
 //!  7. gate          Pipeline::gate (gate.rs): the policy verdict (fails closed), then deny, a
 //!                   claimed approval (staleness checked), confirm (preview + single-use token,
 //!                   or the token spent) or human (an approval only an operator decides)
 //!  8. limits        in the same step as the verdict, under the entity's limit lease: the
 //!                   cumulative-limit reservation; it and the approval are recorded on the key
-//!  9. fresh state   the toolset takes a lease on the referenced transaction or order and
-//!                   checks again on fresh provider state, on exactly what was agreed
-//! 10. execute       the intent recorded on the key, then the connector call
-//! 11. record        the movement recorded; Pipeline::attach_receipt (receipt.rs) drafts its
-//!                   signed receipt
+//!  9. fresh state   the lease on the referenced transaction or order (Operation::lease,
+//!                   lease.rs) is taken and Operation::recheck checks again on fresh provider
+//!                   state, on exactly what was agreed
+//! 10. execute       Operation::intent recorded on the key, then Operation::send, the connector
+//!                   call; a connector error becomes an outcome that says whether anything was
+//!                   sent (Operation::failure: final, nothing sent, or unknown)
+//! 11. record        the movement recorded (by Operation::send); Pipeline::attach_receipt
+//!                   (receipt.rs) drafts its signed receipt
 //! 12. settle        Pipeline::finish_gated: the approval executed (or given back when nothing
 //!                   was sent), the reservation released unless the outcome is unknown
 //! 13. audit, key    (idempotency.rs, audit.rs) a final outcome's audit row is written (the
@@ -50,12 +62,15 @@
 //!   (12) before the key, and the audit row (13) is written before a final outcome is stored,
 //!   so a replay never returns an outcome without its audit row.
 //!
-//! ifthenpay's creations run the same steps without 6 and 9 (ifthenpay has no state to read
-//! before a creation; paywarden's own records refuse a reused `order_id`) and without a
-//! receipt; their unknown outcomes are not reconciled but wait for an operator (`reconcile.rs`).
+//! Creations (ifthenpay's references and requests, the ops toolset's payment links) are
+//! operations whose check and check again read nothing (there is no provider state before a
+//! creation; paywarden's own records refuse a reused ifthenpay `order_id`), with no lease and
+//! no receipt; their unknown outcomes are not reconciled but wait for an operator
+//! (`reconcile.rs`).
 //!
-//! Files: [`outcome`](ToolOutcome) (typed outcomes), `idempotency.rs`, `lease.rs`, [`gate`],
-//! `receipt.rs`, `audit.rs`, [`reconcile`], [`safety`] (tokens, previews, bindings).
+//! Files: [`operation`] (the trait and `Pipeline::run`), [`outcome`](ToolOutcome) (typed
+//! outcomes), `idempotency.rs`, `lease.rs`, [`gate`], `receipt.rs`, `audit.rs`, [`reconcile`],
+//! [`safety`] (tokens, previews, bindings).
 
 mod approvals;
 mod audit;
@@ -63,6 +78,7 @@ pub mod gate;
 mod idempotency;
 mod lease;
 mod limits;
+pub mod operation;
 mod outcome;
 mod receipt;
 pub mod reconcile;

@@ -408,3 +408,66 @@ pub fn text(result: &CallToolResult) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// A trigger on one table of a test app's database that makes one kind of write fail while
+/// reads keep working (paywarden's database failing at one step); [`FailingWrites::stop`]
+/// removes it.
+pub struct FailingWrites {
+    pool: sqlx::AnyPool,
+    postgres: bool,
+    table: String,
+}
+
+impl TestApp {
+    /// Makes every `event` (`INSERT`, `UPDATE`, `DELETE`) on `table` of this app's database
+    /// fail, on SQLite or PostgreSQL, until [`FailingWrites::stop`].
+    pub async fn fail_writes(&self, event: &str, table: &str) -> FailingWrites {
+        let url = self.database.url.clone().unwrap_or_else(|| {
+            paywarden::store::sqlite_url(&self.data_dir.path().join("paywarden.db"))
+        });
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::AnyPool::connect(&url).await.expect("database");
+        let postgres = url.starts_with("postgres");
+        let statements = if postgres {
+            vec![
+                "CREATE FUNCTION pw_test_refuse() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'injected failure'; END $$ LANGUAGE plpgsql".to_string(),
+                format!("CREATE TRIGGER pw_test_refuse BEFORE {event} ON {table} FOR EACH ROW EXECUTE FUNCTION pw_test_refuse()"),
+            ]
+        } else {
+            vec![format!(
+                "CREATE TRIGGER pw_test_refuse BEFORE {event} ON {table} BEGIN SELECT RAISE(ABORT, 'injected failure'); END"
+            )]
+        };
+        for statement in statements {
+            sqlx::query(&statement)
+                .execute(&pool)
+                .await
+                .expect("trigger");
+        }
+        FailingWrites {
+            pool,
+            postgres,
+            table: table.to_string(),
+        }
+    }
+}
+
+impl FailingWrites {
+    /// Lets the writes succeed again.
+    pub async fn stop(self) {
+        let statements = if self.postgres {
+            vec![
+                format!("DROP TRIGGER pw_test_refuse ON {}", self.table),
+                "DROP FUNCTION pw_test_refuse()".to_string(),
+            ]
+        } else {
+            vec!["DROP TRIGGER pw_test_refuse".to_string()]
+        };
+        for statement in statements {
+            sqlx::query(&statement)
+                .execute(&self.pool)
+                .await
+                .expect("drop trigger");
+        }
+    }
+}

@@ -69,7 +69,7 @@ impl IfthenpayService {
         // One order id, one request, per entity and tool: the idempotency key names the entity
         // (the pipeline also stores it per entity). An order id this entity already used under
         // a key of another form (before 0006 rewrote them, or with two keys) is refused too.
-        let idempotency_key = format!("ifthenpay:{tool}:{}:{}", key.entity, creation.order_id());
+        let idempotency_key = creation_key(tool, &key.entity, creation.order_id());
         let store = self.pipeline.store();
         if store
             .idempotency_key(&key.entity, &idempotency_key)
@@ -81,78 +81,41 @@ impl IfthenpayService {
         {
             return refuse(self.order_id_conflict(creation.order_id())).await;
         }
-        let control = |name: &str| args.get(name).and_then(Value::as_str).map(String::from);
-        let (confirmation_token, approval_id) =
-            (control("confirmation_token"), control("approval_id"));
-        let binding = binding_hash(tool, args);
-        let preview = PreviewView {
-            tool: tool.into(),
-            operation: format!("ifthenpay {} payment request", creation.method()),
-            entity: key.entity.clone(),
-            reference_id: creation.order_id().to_string(),
-            reference_payment_type: "order".into(),
-            amount: amount.to_decimal_string(),
-            amount_minor: amount.minor_units(),
-            currency: amount.currency().code().to_string(),
-            from: format!("the shopper ({})", creation.method()),
-            to: format!("merchant {} through ifthenpay", key.entity),
-            sandbox: self.sandbox,
+        let control = |name: &str| args.get(name).and_then(Value::as_str);
+        let call = Call {
+            toolset: TOOLSET,
+            tool,
+            arguments: args,
+            binding: binding_hash(tool, args),
+            idempotency_key: None,
+            confirmation_token: control("confirmation_token"),
+            approval_id: control("approval_id"),
+            argument_names: ("confirmation_token", "approval_id"),
+            floor: Decision::Allow,
+            output_defaults: json!({}),
         };
-        let outcome = self
-            .pipeline
-            .write(
-                &caller,
-                TOOLSET,
-                tool,
-                args,
-                Some(&idempotency_key),
-                || async {
-                    // The gate: `confirm` previews with a single-use token, `human` stores an
-                    // approval only an operator decides; the call executes only on their return.
-                    let gate = self
-                        .pipeline
-                        .gate(GateRequest {
-                            caller: &caller,
-                            toolset: TOOLSET,
-                            tool,
-                            arguments: args,
-                            binding: &binding,
-                            preview,
-                            policy: input,
-                            floor: Decision::Allow,
-                            confirmation_token: confirmation_token.as_deref(),
-                            approval_id: approval_id.as_deref(),
-                            argument_names: ("confirmation_token", "approval_id"),
-                            output_defaults: json!({}),
-                            key: Some(&idempotency_key),
-                        })
-                        .await?;
-                    let claims = match gate {
-                        Gate::Stop(outcome, settlement) => return Ok((outcome, settlement)),
-                        Gate::Execute(claims) => claims,
-                    };
-                    let (outcome, settlement) = self.execute(&caller, tool, &key, creation).await?;
-                    self.pipeline
-                        .finish_gated(&claims, &outcome, settlement)
-                        .await
-                        .map_err(|e| match (e, settlement) {
-                            (
-                                ServiceError::Store(source),
-                                Settlement::Final | Settlement::Unknown,
-                            ) => self.pipeline.unrecorded(source),
-                            (e, _) => e,
-                        })?;
-                    Ok((outcome, settlement))
-                },
-            )
-            .await?;
+        // The gate: `confirm` previews with a single-use token, `human` stores an approval
+        // only an operator decides; the call executes only on their return.
+        let op = Create {
+            service: self,
+            tool,
+            key: &key,
+            creation,
+        };
+        let outcome = self.pipeline.run(&caller, call, &op).await?;
         Ok(self.finish(outcome, args))
     }
 
     /// Rewrites pipeline-made outcomes (replays, key conflicts) into this toolset's shape: JSON
     /// text for results, the plain message for errors.
     pub(super) fn finish(&self, mut outcome: ToolOutcome, args: &Value) -> ToolOutcome {
-        if outcome.structured["error"]["kind"] == "idempotency_key_conflict" {
+        // A key used with other arguments is this toolset's order-id conflict; a key still in
+        // progress, or whose outcome is unknown, keeps the pipeline's message (it says what
+        // happened and what to do).
+        let reused = outcome.structured["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("was already used by"));
+        if outcome.structured["error"]["kind"] == "idempotency_key_conflict" && reused {
             let order = args
                 .get("order_id")
                 .and_then(Value::as_str)
@@ -209,9 +172,9 @@ impl IfthenpayService {
         tool: &str,
         key: &ResolvedKey,
         creation: Creation,
-    ) -> Result<(ToolOutcome, Settlement), ServiceError> {
+    ) -> Sent<IfthenpayError> {
         let Some(client) = &self.client else {
-            return Ok((self.unconfigured(), Settlement::NotSent));
+            return Ok(Ok((self.unconfigured(), Settlement::NotSent)));
         };
         let amount = creation.amount();
         let amount_text = amount.to_decimal_string();
@@ -333,9 +296,92 @@ impl IfthenpayService {
                 let structured: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
                 let mut outcome = self.success(&structured, request_id);
                 outcome.text = text;
-                Ok((outcome, Settlement::Final))
+                Ok(Ok((outcome, Settlement::Final)))
             }
-            Err(e) => Ok(self.provider_failure(e)),
+            Err(e) => Ok(Err(e)),
         }
+    }
+}
+
+/// The idempotency key of a creation: one order id, one request, per entity and tool (the key
+/// names the entity; the pipeline also stores it per entity).
+fn creation_key(tool: &str, entity: &str, order_id: &str) -> String {
+    format!("ifthenpay:{tool}:{entity}:{order_id}")
+}
+
+/// A creation as the pipeline runs it ([`Operation`]): ifthenpay has no state to read before
+/// it (paywarden's own records refuse a reused `order_id`), nothing to lease, and its unknown
+/// outcomes wait for an operator.
+struct Create<'a> {
+    service: &'a IfthenpayService,
+    tool: &'a str,
+    key: &'a ResolvedKey,
+    creation: Creation,
+}
+
+impl Operation for Create<'_> {
+    type Checked = Creation;
+    type Error = IfthenpayError;
+    type Reconciler = NotReconciled;
+
+    fn key(&self, _: &Caller, _: &Call<'_>) -> Option<String> {
+        Some(creation_key(
+            self.tool,
+            &self.key.entity,
+            self.creation.order_id(),
+        ))
+    }
+
+    fn reconciler(&self) -> Option<&NotReconciled> {
+        None
+    }
+
+    async fn check(&self, _: &Caller) -> Checked<Creation> {
+        Ok(Ok(self.creation.clone()))
+    }
+
+    fn assess(&self, _: &Caller, creation: &Creation) -> Assessment {
+        let amount = creation.amount();
+        Assessment {
+            preview: PreviewView {
+                tool: self.tool.into(),
+                operation: format!("ifthenpay {} payment request", creation.method()),
+                entity: self.key.entity.clone(),
+                reference_id: creation.order_id().to_string(),
+                reference_payment_type: "order".into(),
+                amount: amount.to_decimal_string(),
+                amount_minor: amount.minor_units(),
+                currency: amount.currency().code().to_string(),
+                from: format!("the shopper ({})", creation.method()),
+                to: format!("merchant {} through ifthenpay", self.key.entity),
+                sandbox: self.service.sandbox,
+            },
+            transaction_age_days: None,
+        }
+    }
+
+    fn lease(&self, _: &Caller, _: &Creation) -> Option<TransactionLease> {
+        None
+    }
+
+    async fn recheck(&self, _: &Caller, creation: Creation, _: Option<&str>) -> Checked<Creation> {
+        Ok(Ok(creation))
+    }
+
+    fn intent(&self, _: &Caller, _: &Creation, _: &str) -> Option<Intent> {
+        None
+    }
+
+    fn send(
+        &self,
+        caller: &Caller,
+        creation: Creation,
+        _: Option<&str>,
+    ) -> impl Future<Output = Sent<IfthenpayError>> + Send {
+        self.service.execute(caller, self.tool, self.key, creation)
+    }
+
+    fn failure(&self, error: IfthenpayError) -> Stop {
+        self.service.provider_failure(error)
     }
 }

@@ -28,8 +28,13 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use std::future::Future;
+
 use crate::pipeline::{
-    gate::{Gate, GateRequest},
+    operation::{
+        Assessment, Call, Checked, NotReconciled, Operation, Sent, Stop, TransactionLease,
+    },
+    reconcile::Intent,
     safety::{binding_hash, PreviewView},
     AuditFacts, Caller, Pipeline, ServiceError, Settlement, ToolOutcome,
 };

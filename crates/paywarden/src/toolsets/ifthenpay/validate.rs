@@ -277,6 +277,7 @@ pub(super) const LIST_METHODS: [&str; 8] = [
 // The service
 
 /// A validated creation, ready for the connector.
+#[derive(Clone)]
 pub(super) enum Creation {
     Multibanco {
         order_id: String,

@@ -1,6 +1,6 @@
 //! OPP approvals run through `get_approval`, and the outcomes of rejections and provider failures.
 
-use super::*;
+use super::{backoffice::Backoffice, *};
 
 impl OppService {
     /// `get_approval`: the state of an approval request; once approved, runs the operation
@@ -56,22 +56,30 @@ impl OppService {
                             approval_id: Some(approval.id.clone()),
                         };
                         let command = Self::validate_backoffice(operation, params)?;
-                        let key = format!("approval:{}", approval.id);
-                        let binding = approval.request_hash.clone();
-                        // Under the approval's own idempotency key: a concurrent follow-up
-                        // call with approvalId replays instead of running twice.
+                        // Under the approval's own idempotency key (`approval:<id>`): a
+                        // concurrent follow-up call with approvalId replays instead of running
+                        // twice.
                         let mut bound = args.clone();
                         if let serde_json::Value::Object(map) = &mut bound {
                             map.insert("approvalId".into(), approval.id.clone().into());
                         }
-                        self.pipeline
-                            .write(caller, TOOLSET, &approval.tool, &bound, Some(&key), || async {
-                                // The same path as re-calling the tool with approvalId: OPP's
-                                // rules on fresh state, the policy, the approval claimed only
-                                // if what would move now is what the person approved.
-                                self.decide(caller, command.clone(), &bound, binding.clone(), Some(key.clone())).await
-                            })
-                            .await
+                        // The same operation as re-calling the tool with approvalId: OPP's
+                        // rules on fresh state, the policy, the approval claimed only if what
+                        // would move now is what the person approved.
+                        let op = Backoffice { service: self, command };
+                        let call = Call {
+                            toolset: TOOLSET,
+                            tool: &approval.tool,
+                            arguments: &bound,
+                            binding: approval.request_hash.clone(),
+                            idempotency_key: None,
+                            confirmation_token: None,
+                            approval_id: Some(&approval.id),
+                            argument_names: ("confirmationToken", "approvalId"),
+                            floor: Decision::Allow,
+                            output_defaults: serde_json::json!({ "balances": null }),
+                        };
+                        self.pipeline.run(caller, call, &op).await
                     }
                     ApprovalStatus::Executed => {
                         let outcome = approval.outcome.clone().unwrap_or_default();

@@ -88,34 +88,24 @@ impl OppService {
                 .read(caller, TOOLSET, tool, arguments, || async { Ok(outcome) })
                 .await;
         }
-        let binding = binding_hash(tool, arguments);
-        // With no key of its own, a confirmed or approved call is keyed by its token or
-        // approval, so a retry of it can never move money twice.
-        let key = derived_key(
-            command.idempotency_key.as_deref(),
-            command.confirmation_token.as_deref(),
-            command.approval_id.as_deref(),
-        );
-        let mut command = command;
-        if let Some(key) = &key {
-            // The key reaches OPP in OPP's own form, the merchant reference, unless the caller
-            // chose one: that is how an unknown outcome is looked up before any retry.
-            if command.merchant_transaction_id.is_none() {
-                command.merchant_transaction_id =
-                    Some(derived_merchant_reference(&caller.entity_id, key));
-            }
-        }
-        // Operations that reached OPP after their key was released are recorded and reported
-        // first; then an unknown outcome of this key is resolved at OPP before anything is sent.
-        self.pipeline.check_late(self, caller, TOOLSET).await;
-        if let Some(key) = &key {
-            self.pipeline.reconcile(self, caller, key, &binding).await?;
-        }
-        self.pipeline
-            .write(caller, TOOLSET, tool, arguments, key.as_deref(), || {
-                self.decide(caller, command, arguments, binding, key.clone())
-            })
-            .await
+        let op = Backoffice {
+            service: self,
+            command,
+        };
+        let command = &op.command;
+        let call = Call {
+            toolset: TOOLSET,
+            tool,
+            arguments,
+            binding: binding_hash(tool, arguments),
+            idempotency_key: command.idempotency_key.as_deref(),
+            confirmation_token: command.confirmation_token.as_deref(),
+            approval_id: command.approval_id.as_deref(),
+            argument_names: ("confirmationToken", "approvalId"),
+            floor: Decision::Allow,
+            output_defaults: serde_json::json!({ "balances": null }),
+        };
+        self.pipeline.run(caller, call, &op).await
     }
 
     /// Reads the referenced transaction's payment from OPP and applies OPP's state rules and
@@ -124,10 +114,7 @@ impl OppService {
         &self,
         caller: &Caller,
         command: &BackofficeCommand,
-    ) -> Result<
-        Result<(Transaction, Vec<Transaction>, Money), (ToolOutcome, Settlement)>,
-        ServiceError,
-    > {
+    ) -> Checked<CheckedBackoffice> {
         let tool = tool_of(command.operation);
         let credentials = Self::credentials(caller);
         let linked = match self
@@ -217,7 +204,11 @@ impl OppService {
                 }
             }
         }
-        Ok(Ok((target, linked, amount)))
+        Ok(Ok(CheckedBackoffice {
+            target,
+            linked,
+            amount,
+        }))
     }
 
     pub(super) fn preview(
@@ -277,224 +268,8 @@ impl OppService {
         }
     }
 
-    pub(super) async fn decide(
-        &self,
-        caller: &Caller,
-        command: BackofficeCommand,
-        arguments: &serde_json::Value,
-        binding: String,
-        key: Option<String>,
-    ) -> Result<(ToolOutcome, Settlement), ServiceError> {
-        let tool = tool_of(command.operation);
-        let (target, linked, amount) = match self.check(caller, &command).await? {
-            Ok(checked) => checked,
-            Err(refusal) => return Ok(refusal),
-        };
-        let moved_today = self
-            .pipeline
-            .store()
-            .moved_today(&caller.entity_id, amount.currency().code())
-            .await?;
-        let policy = PolicyInput {
-            toolset: TOOLSET.into(),
-            tool: tool.into(),
-            entity: caller.entity_id.clone(),
-            moves_money: true,
-            amount_minor: Some(amount.minor_units()),
-            currency: Some(amount.currency().code().to_string()),
-            transaction_age_days: target.timestamp.map(|t| (Utc::now() - t).num_days()),
-            moved_today_minor: moved_today,
-            client: caller.client_name.clone(),
-        };
-        let preview = self.preview(caller, &command, &target, &linked, amount);
-        let gate = self
-            .pipeline
-            .gate(GateRequest {
-                caller,
-                toolset: TOOLSET,
-                tool,
-                arguments,
-                binding: &binding,
-                preview,
-                policy,
-                floor: Decision::Allow,
-                confirmation_token: command.confirmation_token.as_deref(),
-                approval_id: command.approval_id.as_deref(),
-                argument_names: ("confirmationToken", "approvalId"),
-                output_defaults: serde_json::json!({ "balances": null }),
-                key: key.as_deref(),
-            })
-            .await?;
-        match gate {
-            Gate::Stop(outcome, settlement) => Ok((outcome, settlement)),
-            Gate::Execute(claims) => {
-                let (mut outcome, settlement) = self
-                    .execute_locked(caller, &command, key.as_deref())
-                    .await?;
-                self.pipeline
-                    .attach_receipt(&claims, &mut outcome, settlement, "opp");
-                self.pipeline
-                    .finish_gated(&claims, &outcome, settlement)
-                    .await
-                    .map_err(|e| match (e, settlement) {
-                        (ServiceError::Store(source), Settlement::Final | Settlement::Unknown) => {
-                            self.pipeline.unrecorded(source)
-                        }
-                        (e, _) => e,
-                    })?;
-                Ok((outcome, settlement))
-            }
-        }
-    }
-
     pub(super) fn approval_view(&self, approval: &Approval) -> ApprovalView {
         self.pipeline.approval_view(approval)
-    }
-
-    /// Holds the per-transaction lease, re-checks OPP's rules on fresh provider state, and
-    /// sends the operation. Concurrent operations on one transaction run one after another,
-    /// across processes sharing the database.
-    pub(super) async fn execute_locked(
-        &self,
-        caller: &Caller,
-        command: &BackofficeCommand,
-        key: Option<&str>,
-    ) -> Result<(ToolOutcome, Settlement), ServiceError> {
-        let tool = tool_of(command.operation);
-        let store = self.pipeline.store();
-        let holder = uuid::Uuid::new_v4().to_string();
-        // The lease outlives the provider timeout, so a crashed holder cannot block forever.
-        let lease = ChronoDuration::milliseconds(
-            i64::try_from(self.client.timeout().as_millis()).unwrap_or(i64::MAX / 4) * 3 + 5_000,
-        );
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        loop {
-            if store
-                .try_lock_transaction(&caller.entity_id, &command.reference_id, &holder, lease)
-                .await?
-            {
-                break;
-            }
-            if std::time::Instant::now() > deadline {
-                return Ok((
-                    self.pipeline.error_outcome(
-                        "busy",
-                        &format!("{tool}: another operation on {} has been running for 30 s; nothing was sent. Retry with the same idempotencyKey.", command.reference_id),
-                        None,
-                    ),
-                    Settlement::NotSent,
-                ));
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(15)).await;
-        }
-        let result = self.execute_unlocked(caller, command, key).await;
-        // Past the send, a failure to give the lease back must not hide the outcome: the
-        // lease runs out on its own.
-        if let Err(e) = store
-            .unlock_transaction(&caller.entity_id, &command.reference_id, &holder)
-            .await
-        {
-            tracing::warn!(error = %e, "could not release a transaction lease; it runs out on its own");
-        }
-        result
-    }
-
-    /// Sends the operation. With an idempotency key, the operation carries paywarden's derived
-    /// reference of the key (`customParameters[PAYWARDEN_REF]`), and what is sent is recorded on
-    /// the key first ([`Intent`]), so an outcome paywarden never hears is found at OPP later.
-    /// Once sent, no failure says that nothing was sent.
-    pub(super) async fn execute_unlocked(
-        &self,
-        caller: &Caller,
-        command: &BackofficeCommand,
-        key: Option<&str>,
-    ) -> Result<(ToolOutcome, Settlement), ServiceError> {
-        let tool = tool_of(command.operation);
-        let (target, linked, amount) = match self.check(caller, command).await? {
-            Ok(checked) => checked,
-            Err(refusal) => return Ok(refusal),
-        };
-        let tree: Vec<_> = linked.iter().map(Transaction::ledger_record).collect();
-        let credentials = Self::credentials(caller);
-        // An explicit amount (OPP requires one) except for a reversal, which voids the whole
-        // authorisation.
-        let sent_amount = (command.operation != Operation::Reversal).then_some(amount);
-        let marker = key.map(|k| derived_merchant_reference(&caller.entity_id, k));
-        let request = BackofficeRequest {
-            payment_type: command.operation.payment_type(),
-            amount: sent_amount,
-            merchant_transaction_id: command.merchant_transaction_id.clone(),
-            custom_parameters: marker
-                .iter()
-                .map(|m| (REFERENCE_PARAMETER.to_string(), m.clone()))
-                .collect(),
-        };
-        if let (Some(key), Some(marker)) = (key, marker) {
-            let intent = Intent {
-                toolset: TOOLSET.into(),
-                tool: tool.into(),
-                reference_id: command.reference_id.clone(),
-                operation: command.operation.payment_type().code().into(),
-                amount_minor: sent_amount.map(|m| m.minor_units()),
-                currency: amount.currency().code().into(),
-                marker,
-                settle_window_ms: u64::try_from(self.pipeline.settle_window().as_millis())
-                    .unwrap_or(u64::MAX),
-                extra: serde_json::Value::Null,
-            };
-            self.pipeline
-                .store()
-                .record_idempotent_intent(
-                    &caller.entity_id,
-                    key,
-                    &serde_json::to_value(&intent).map_err(crate::store::StoreError::from)?,
-                )
-                .await?;
-        }
-        match self
-            .client
-            .backoffice(&credentials, &command.reference_id, &request)
-            .await
-        {
-            Ok(created) => match self
-                .executed(caller, command, &target, &tree, &created)
-                .await
-            {
-                Ok(done) => Ok(done),
-                // OPP executed it but paywarden could not record it: the key stays blocked as
-                // an unknown outcome, and the retry finds the operation at OPP and records it.
-                Err(e) => {
-                    tracing::error!(error = %e, transaction = %created.id, "OPP executed an operation paywarden could not record yet");
-                    Ok((
-                        self.pipeline.error_outcome(
-                            "not_recorded",
-                            &format!(
-                                "{tool}: OPP executed it (transaction {}, {} {}), but paywarden could not record it ({e}). Do not start a new operation: retry this exact call with the same idempotencyKey; paywarden finds it at OPP and records it, and never sends it twice.",
-                                created.id,
-                                created.amount.to_decimal_string(),
-                                created.amount.currency().code()
-                            ),
-                            Some(&created.result.code),
-                        ),
-                        Settlement::Unknown,
-                    ))
-                }
-            },
-            Err(OppError::Rejected {
-                result,
-                transaction,
-            }) => Ok((
-                self.rejection_outcome(
-                    tool,
-                    &result,
-                    "OPP refused the operation",
-                    transaction.as_deref(),
-                    true,
-                ),
-                Settlement::Final,
-            )),
-            Err(e) => Ok(self.provider_failure(tool, e, false)),
-        }
     }
 
     /// Records an operation OPP executed (the movement) and builds the tool's outcome.
@@ -568,4 +343,195 @@ impl OppService {
             Settlement::Final,
         ))
     }
+}
+
+/// One back-office operation as the pipeline runs it ([`PipelineOperation`]).
+pub(super) struct Backoffice<'a> {
+    pub(super) service: &'a OppService,
+    pub(super) command: BackofficeCommand,
+}
+
+/// What the check read at OPP: the referenced transaction, its linked transactions, and the
+/// amount that would move.
+pub(super) struct CheckedBackoffice {
+    target: Transaction,
+    linked: Vec<Transaction>,
+    amount: Money,
+}
+
+impl PipelineOperation for Backoffice<'_> {
+    type Checked = CheckedBackoffice;
+    type Error = OppError;
+    type Reconciler = OppService;
+
+    fn reconciler(&self) -> Option<&OppService> {
+        Some(self.service)
+    }
+
+    fn check(&self, caller: &Caller) -> impl Future<Output = Checked<CheckedBackoffice>> + Send {
+        self.service.check(caller, &self.command)
+    }
+
+    fn assess(&self, caller: &Caller, checked: &CheckedBackoffice) -> Assessment {
+        Assessment {
+            preview: self.service.preview(
+                caller,
+                &self.command,
+                &checked.target,
+                &checked.linked,
+                checked.amount,
+            ),
+            transaction_age_days: checked
+                .target
+                .timestamp
+                .map(|t| (Utc::now() - t).num_days()),
+        }
+    }
+
+    fn lease(&self, _: &Caller, _: &CheckedBackoffice) -> Option<TransactionLease> {
+        let command = &self.command;
+        Some(TransactionLease {
+            resource: command.reference_id.clone(),
+            // The lease outlives the provider timeout, so a crashed holder cannot block forever.
+            duration: ChronoDuration::milliseconds(
+                i64::try_from(self.service.client.timeout().as_millis())
+                    .unwrap_or(i64::MAX / 4)
+                    * 3
+                    + 5_000,
+            ),
+            busy: format!(
+                "{}: another operation on {} has been running for 30 s; nothing was sent. Retry with the same idempotencyKey.",
+                tool_of(command.operation),
+                command.reference_id
+            ),
+        })
+    }
+
+    /// OPP's rules again on fresh provider state, under the transaction's lease.
+    fn recheck(
+        &self,
+        caller: &Caller,
+        _: CheckedBackoffice,
+        _: Option<&str>,
+    ) -> impl Future<Output = Checked<CheckedBackoffice>> + Send {
+        self.service.check(caller, &self.command)
+    }
+
+    /// With an idempotency key, the operation carries paywarden's derived reference of the key
+    /// (`customParameters[PAYWARDEN_REF]`), recorded on the key first, so an outcome paywarden
+    /// never hears is found at OPP later.
+    fn intent(&self, caller: &Caller, checked: &CheckedBackoffice, key: &str) -> Option<Intent> {
+        let command = &self.command;
+        Some(Intent {
+            toolset: TOOLSET.into(),
+            tool: tool_of(command.operation).into(),
+            reference_id: command.reference_id.clone(),
+            operation: command.operation.payment_type().code().into(),
+            amount_minor: sent_amount(command, checked.amount).map(|m| m.minor_units()),
+            currency: checked.amount.currency().code().into(),
+            marker: derived_merchant_reference(&caller.entity_id, key),
+            settle_window_ms: 0,
+            extra: serde_json::Value::Null,
+        })
+    }
+
+    /// Sends the operation and records what OPP executed. Once sent, no failure says that
+    /// nothing was sent.
+    async fn send(
+        &self,
+        caller: &Caller,
+        checked: CheckedBackoffice,
+        key: Option<&str>,
+    ) -> Sent<OppError> {
+        let command = &self.command;
+        let service = self.service;
+        let tool = tool_of(command.operation);
+        let CheckedBackoffice {
+            target,
+            linked,
+            amount,
+        } = checked;
+        let tree: Vec<_> = linked.iter().map(Transaction::ledger_record).collect();
+        let marker = key.map(|k| derived_merchant_reference(&caller.entity_id, k));
+        let request = BackofficeRequest {
+            payment_type: command.operation.payment_type(),
+            amount: sent_amount(command, amount),
+            // The key reaches OPP in OPP's own form, the merchant reference, unless the caller
+            // chose one: that is how an unknown outcome is looked up before any retry.
+            merchant_transaction_id: command
+                .merchant_transaction_id
+                .clone()
+                .or_else(|| marker.clone()),
+            custom_parameters: marker
+                .iter()
+                .map(|m| (REFERENCE_PARAMETER.to_string(), m.clone()))
+                .collect(),
+        };
+        let created = match service
+            .client
+            .backoffice(
+                &OppService::credentials(caller),
+                &command.reference_id,
+                &request,
+            )
+            .await
+        {
+            Ok(created) => created,
+            Err(e) => return Ok(Err(e)),
+        };
+        match service
+            .executed(caller, command, &target, &tree, &created)
+            .await
+        {
+            Ok(done) => Ok(Ok(done)),
+            // OPP executed it but paywarden could not record it: the key stays blocked as an
+            // unknown outcome, and the retry finds the operation at OPP and records it.
+            Err(e) => {
+                tracing::error!(error = %e, transaction = %created.id, "OPP executed an operation paywarden could not record yet");
+                Ok(Ok((
+                    service.pipeline.error_outcome(
+                        "not_recorded",
+                        &format!(
+                            "{tool}: OPP executed it (transaction {}, {} {}), but paywarden could not record it ({e}). Do not start a new operation: retry this exact call with the same idempotencyKey; paywarden finds it at OPP and records it, and never sends it twice.",
+                            created.id,
+                            created.amount.to_decimal_string(),
+                            created.amount.currency().code()
+                        ),
+                        Some(&created.result.code),
+                    ),
+                    Settlement::Unknown,
+                )))
+            }
+        }
+    }
+
+    fn failure(&self, error: OppError) -> Stop {
+        let tool = tool_of(self.command.operation);
+        match error {
+            OppError::Rejected {
+                result,
+                transaction,
+            } => (
+                self.service.rejection_outcome(
+                    tool,
+                    &result,
+                    "OPP refused the operation",
+                    transaction.as_deref(),
+                    true,
+                ),
+                Settlement::Final,
+            ),
+            e => self.service.provider_failure(tool, e, false),
+        }
+    }
+
+    fn receipt_provider(&self) -> Option<&'static str> {
+        Some("opp")
+    }
+}
+
+/// The amount sent: explicit (OPP requires one) except for a reversal, which voids the whole
+/// authorisation.
+fn sent_amount(command: &BackofficeCommand, amount: Money) -> Option<Money> {
+    (command.operation != Operation::Reversal).then_some(amount)
 }

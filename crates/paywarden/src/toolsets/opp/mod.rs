@@ -17,8 +17,12 @@ use schemars::JsonSchema;
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 
+use std::future::Future;
+
 use crate::pipeline::{
-    gate::{derived_key, Gate, GateRequest},
+    operation::{
+        Assessment, Call, Checked, Operation as PipelineOperation, Sent, Stop, TransactionLease,
+    },
     reconcile::{Found, Intent, Reconciler},
     safety::{binding_hash, ApprovalView, ConfirmationView, PreviewView},
     AuditFacts, Caller, Pipeline, ServiceError, Settlement, ToolOutcome,

@@ -21,8 +21,12 @@ use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use std::future::Future;
+
 use crate::pipeline::{
-    gate::{derived_key, Gate, GateRequest},
+    operation::{
+        Assessment, Call, Checked, NotReconciled, Operation, Sent, Stop, TransactionLease,
+    },
     reconcile::{Found, Intent, Reconciler},
     safety::{binding_hash, token_hash, PreviewView},
     AuditFacts, Caller, Pipeline, ServiceError, Settlement, ToolOutcome,
@@ -32,7 +36,7 @@ use crate::{
         PaymentIntent, PaymentIntentStatus, Refund, RefundReason, RefundRequest, RefundStatus,
         StripeClient, StripeError,
     },
-    policy::{Decision, PolicyInput},
+    policy::Decision,
     store::{CustomerRecord, OrderRecord, OrderStatus},
 };
 

@@ -24,26 +24,29 @@ impl OpsService {
             Ok(c) => c,
             Err(refused) => return refused,
         };
-        let binding = binding_hash(tool, arguments);
+        // Refunds Stripe had left pending are brought up to date first.
+        self.refresh_pending_refunds(Some(&caller.entity_id)).await;
+        let op = Refund {
+            service: self,
+            command,
+        };
+        let command = &op.command;
         // With no key of its own, a confirmed or approved call is keyed by its token or
         // approval: a retry of it can never refund twice, and two separately confirmed partial
         // refunds never share a key.
-        let key = derived_key(
-            command.idempotency_key.as_deref(),
-            command.confirmation_token.as_deref(),
-            command.approval_id.as_deref(),
-        );
-        self.pipeline.check_late(self, caller, TOOLSET).await;
-        self.refresh_pending_refunds(Some(&caller.entity_id)).await;
-        if let Some(key) = &key {
-            self.pipeline.reconcile(self, caller, key, &binding).await?;
-        }
-        self.pipeline
-            .write(caller, TOOLSET, tool, arguments, key.as_deref(), || async {
-                self.decide_refund(caller, &command, arguments, &binding, key.as_deref())
-                    .await
-            })
-            .await
+        let call = Call {
+            toolset: TOOLSET,
+            tool,
+            arguments,
+            binding: binding_hash(tool, arguments),
+            idempotency_key: command.idempotency_key.as_deref(),
+            confirmation_token: command.confirmation_token.as_deref(),
+            approval_id: command.approval_id.as_deref(),
+            argument_names: ("confirmation_token", "approval_id"),
+            floor: Decision::Confirm,
+            output_defaults: serde_json::json!({}),
+        };
+        self.pipeline.run(caller, call, &op).await
     }
 
     /// Executes an approved `issue_refund` approval (for `get_approval`), exactly once.
@@ -222,280 +225,6 @@ impl OpsService {
         }))
     }
 
-    pub(super) async fn decide_refund(
-        &self,
-        caller: &Caller,
-        command: &RefundCommand,
-        arguments: &serde_json::Value,
-        binding: &str,
-        key: Option<&str>,
-    ) -> Result<(ToolOutcome, Settlement), ServiceError> {
-        let tool = "issue_refund";
-        let checked = match self.check_refund(caller, command).await? {
-            Ok(c) => c,
-            Err(refusal) => return Ok(refusal),
-        };
-        let currency = checked.order.currency.to_ascii_uppercase();
-        let (amount, _) = money(checked.amount_cents, &currency);
-        let moved_today = self
-            .pipeline
-            .store()
-            .moved_today(&caller.entity_id, &currency)
-            .await?;
-        let preview = PreviewView {
-            tool: tool.into(),
-            operation: "Stripe refund".into(),
-            entity: caller.entity_id.clone(),
-            reference_id: checked.payment_intent.clone(),
-            reference_payment_type: "payment_intent".into(),
-            amount,
-            amount_minor: checked.amount_cents,
-            currency: currency.clone(),
-            from: format!("merchant entity {} (Stripe balance)", caller.entity_id),
-            to: format!(
-                "{} <{}> (order {}, reason: {})",
-                checked.customer.name, checked.customer.email, checked.order.id, command.reason
-            ),
-            sandbox: self.pipeline.sandbox(),
-        };
-        let gate = self
-            .pipeline
-            .gate(GateRequest {
-                caller,
-                toolset: TOOLSET,
-                tool,
-                arguments,
-                binding,
-                preview,
-                policy: PolicyInput {
-                    toolset: TOOLSET.into(),
-                    tool: tool.into(),
-                    entity: caller.entity_id.clone(),
-                    moves_money: true,
-                    amount_minor: Some(checked.amount_cents),
-                    currency: Some(currency),
-                    transaction_age_days: Some((Utc::now() - checked.order.created_at).num_days()),
-                    moved_today_minor: moved_today,
-                    client: caller.client_name.clone(),
-                },
-                floor: Decision::Confirm,
-                confirmation_token: command.confirmation_token.as_deref(),
-                approval_id: command.approval_id.as_deref(),
-                argument_names: ("confirmation_token", "approval_id"),
-                output_defaults: serde_json::json!({}),
-                key,
-            })
-            .await?;
-        let claims = match gate {
-            Gate::Stop(outcome, settlement) => return Ok((outcome, settlement)),
-            Gate::Execute(claims) => claims,
-        };
-        let Some(key) = key else {
-            // Unreachable in practice: execution needs a token or an approval, each of which
-            // keys the call. Refuse rather than refund without a key.
-            let outcome = self.pipeline.error_outcome(
-                "internal",
-                "issue_refund needs an idempotency key to execute; nothing was sent.",
-                None,
-            );
-            self.pipeline
-                .finish_gated(&claims, &outcome, Settlement::NotSent)
-                .await?;
-            return Ok((outcome, Settlement::NotSent));
-        };
-        // Under the lease, the checks run again on exactly the order and amount that were
-        // previewed and agreed to, never on "the most recent paid order" afresh.
-        let pinned = RefundCommand {
-            charge_id: Some(checked.payment_intent.clone()),
-            amount_cents: Some(checked.amount_cents),
-            ..command.clone()
-        };
-        let (mut outcome, settlement) = self
-            .execute_refund(caller, &pinned, &checked.order.id, key)
-            .await?;
-        self.pipeline
-            .attach_receipt(&claims, &mut outcome, settlement, "stripe");
-        self.pipeline
-            .finish_gated(&claims, &outcome, settlement)
-            .await
-            .map_err(|e| match (e, settlement) {
-                (ServiceError::Store(source), Settlement::Final | Settlement::Unknown) => {
-                    self.pipeline.unrecorded(source)
-                }
-                (e, _) => e,
-            })?;
-        Ok((outcome, settlement))
-    }
-
-    /// Under the order's lease: check again on fresh Stripe state, refund at Stripe with the
-    /// key's `Idempotency-Key`, then record the refund (order status, refund_log) and the
-    /// movement.
-    pub(super) async fn execute_refund(
-        &self,
-        caller: &Caller,
-        command: &RefundCommand,
-        order_id: &str,
-        key: &str,
-    ) -> Result<(ToolOutcome, Settlement), ServiceError> {
-        let tool = "issue_refund";
-        let store = self.pipeline.store();
-        let holder = uuid::Uuid::new_v4().to_string();
-        let lease = ChronoDuration::milliseconds(
-            i64::try_from(self.stripe.timeout().as_millis()).unwrap_or(i64::MAX / 8) * 4 + 5_000,
-        );
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        let resource = format!("order:{order_id}");
-        while !store
-            .try_lock_transaction(&caller.entity_id, &resource, &holder, lease)
-            .await?
-        {
-            if std::time::Instant::now() > deadline {
-                return Ok((
-                    self.pipeline.error_outcome(
-                        "busy",
-                        &format!("{tool}: another refund of order {order_id} has been running for 30 s; nothing was sent. Retry the same call."),
-                        None,
-                    ),
-                    Settlement::NotSent,
-                ));
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(15)).await;
-        }
-        let result = self.execute_refund_locked(caller, command, key).await;
-        // Past the send, a failure to give the lease back must not hide the outcome: the
-        // lease runs out on its own.
-        if let Err(e) = store
-            .unlock_transaction(&caller.entity_id, &resource, &holder)
-            .await
-        {
-            tracing::warn!(error = %e, "could not release a transaction lease; it runs out on its own");
-        }
-        result
-    }
-
-    pub(super) async fn execute_refund_locked(
-        &self,
-        caller: &Caller,
-        command: &RefundCommand,
-        key: &str,
-    ) -> Result<(ToolOutcome, Settlement), ServiceError> {
-        let checked = match self.check_refund(caller, command).await? {
-            Ok(c) => c,
-            Err(refusal) => return Ok(refusal),
-        };
-        // Another refund of this charge whose outcome is unknown may have happened: refunding
-        // again before it is reconciled could refund twice.
-        if let Some(other) = super::refund_status::unknown_refund_on(
-            self.pipeline.store(),
-            &caller.entity_id,
-            &checked.payment_intent,
-            key,
-        )
-        .await?
-        {
-            let mut outcome = self.pipeline.error_outcome(
-                "unknown_outcome_pending",
-                &format!(
-                    "issue_refund: an earlier refund of charge `{}` (idempotency key {other:?}) has an UNKNOWN outcome: Stripe may have made it. Nothing was sent. Retry that exact call first (paywarden asks Stripe and records what it finds), or wait for paywarden's sweep to reconcile it; then check the order with get_order_history before refunding again.",
-                    checked.payment_intent
-                ),
-                None,
-            );
-            outcome.audit.outcome = "rejected".into();
-            return Ok((outcome, Settlement::NotSent));
-        }
-        self.send_refund(caller, command, &checked, key).await
-    }
-
-    pub(super) async fn send_refund(
-        &self,
-        caller: &Caller,
-        command: &RefundCommand,
-        checked: &CheckedRefund,
-        key: &str,
-    ) -> Result<(ToolOutcome, Settlement), ServiceError> {
-        let tool = "issue_refund";
-        let by = REFUNDED_BY;
-        let mut metadata = BTreeMap::new();
-        metadata.insert("order_id".to_string(), checked.order.id.clone());
-        metadata.insert("paywarden_key".to_string(), refund_marker(key));
-        metadata.insert("refunded_by".to_string(), by.to_string());
-        metadata.insert(
-            "client".to_string(),
-            actor_label(caller).chars().take(500).collect(),
-        );
-        metadata.insert(
-            "reason".to_string(),
-            command.reason.chars().take(500).collect(),
-        );
-        let intent = Intent {
-            toolset: TOOLSET.into(),
-            tool: tool.into(),
-            reference_id: checked.payment_intent.clone(),
-            operation: "refund".into(),
-            amount_minor: Some(checked.amount_cents),
-            currency: checked.order.currency.to_ascii_uppercase(),
-            marker: refund_marker(key),
-            settle_window_ms: u64::try_from(self.pipeline.settle_window().as_millis())
-                .unwrap_or(u64::MAX),
-            extra: serde_json::json!({
-                "orderId": checked.order.id,
-                "email": checked.customer.email,
-                "reason": command.reason,
-            }),
-        };
-        self.pipeline
-            .store()
-            .record_idempotent_intent(
-                &caller.entity_id,
-                key,
-                &serde_json::to_value(&intent).map_err(crate::store::StoreError::from)?,
-            )
-            .await?;
-        let reason = RefundReason::from_wire(&command.reason);
-        let request = RefundRequest {
-            payment_intent: checked.payment_intent.clone(),
-            amount: Some(checked.amount_cents),
-            reason: Some(if reason.is_requestable() {
-                reason
-            } else {
-                RefundReason::RequestedByCustomer
-            }),
-            metadata,
-        };
-        let (refund, replayed) = match self
-            .stripe
-            .create_refund(&request, &stripe_idempotency_key(&caller.entity_id, key))
-            .await
-        {
-            Ok(r) => r,
-            Err(e) => return Ok(self.stripe_failure(tool, &e, StripeCall::Refund)),
-        };
-        match self
-            .record_refund(caller, command, checked, &refund, replayed.request_id, by)
-            .await
-        {
-            Ok(outcome) => Ok((outcome, Settlement::Final)),
-            // Stripe refunded but paywarden could not record it: keep the key blocked as an
-            // unknown outcome, so the retry finds the refund at Stripe (by its marker) and
-            // records it instead of refunding again.
-            Err(e) => {
-                tracing::error!(error = %e, refund = %refund.id, "refund made at Stripe but not recorded yet");
-                Ok((
-                    self.pipeline.error_outcome(
-                        "not_recorded",
-                        &format!(
-                            "issue_refund: Stripe made refund {} but paywarden could not record it ({e}). Retry this exact call: paywarden finds the refund at Stripe and records it; it never refunds twice.",
-                            refund.id
-                        ),
-                        None,
-                    ),
-                    Settlement::Unknown,
-                ))
-            }
-        }
-    }
-
     pub(super) async fn record_refund(
         &self,
         caller: &Caller,
@@ -596,5 +325,214 @@ impl OpsService {
                 receipt: None,
             },
         ))
+    }
+}
+
+/// `issue_refund` as the pipeline runs it ([`Operation`]).
+struct Refund<'a> {
+    service: &'a OpsService,
+    command: RefundCommand,
+}
+
+impl Operation for Refund<'_> {
+    type Checked = CheckedRefund;
+    type Error = StripeError;
+    type Reconciler = OpsService;
+
+    fn reconciler(&self) -> Option<&OpsService> {
+        Some(self.service)
+    }
+
+    fn check(&self, caller: &Caller) -> impl Future<Output = Checked<CheckedRefund>> + Send {
+        self.service.check_refund(caller, &self.command)
+    }
+
+    fn assess(&self, caller: &Caller, checked: &CheckedRefund) -> Assessment {
+        let currency = checked.order.currency.to_ascii_uppercase();
+        let (amount, _) = money(checked.amount_cents, &currency);
+        Assessment {
+            preview: PreviewView {
+                tool: "issue_refund".into(),
+                operation: "Stripe refund".into(),
+                entity: caller.entity_id.clone(),
+                reference_id: checked.payment_intent.clone(),
+                reference_payment_type: "payment_intent".into(),
+                amount,
+                amount_minor: checked.amount_cents,
+                currency,
+                from: format!("merchant entity {} (Stripe balance)", caller.entity_id),
+                to: format!(
+                    "{} <{}> (order {}, reason: {})",
+                    checked.customer.name,
+                    checked.customer.email,
+                    checked.order.id,
+                    self.command.reason
+                ),
+                sandbox: self.service.pipeline.sandbox(),
+            },
+            transaction_age_days: Some((Utc::now() - checked.order.created_at).num_days()),
+        }
+    }
+
+    fn lease(&self, _: &Caller, checked: &CheckedRefund) -> Option<TransactionLease> {
+        let order_id = &checked.order.id;
+        Some(TransactionLease {
+            resource: format!("order:{order_id}"),
+            duration: ChronoDuration::milliseconds(
+                i64::try_from(self.service.stripe.timeout().as_millis()).unwrap_or(i64::MAX / 8)
+                    * 4
+                    + 5_000,
+            ),
+            busy: format!("issue_refund: another refund of order {order_id} has been running for 30 s; nothing was sent. Retry the same call."),
+        })
+    }
+
+    /// Under the order's lease, the checks run again on exactly the order and amount that were
+    /// previewed and agreed to, never on "the most recent paid order" afresh; another refund of
+    /// the charge whose outcome is unknown refuses this one.
+    async fn recheck(
+        &self,
+        caller: &Caller,
+        agreed: CheckedRefund,
+        key: Option<&str>,
+    ) -> Checked<CheckedRefund> {
+        let service = self.service;
+        let Some(key) = key else {
+            // Unreachable in practice: execution needs a token or an approval, each of which
+            // keys the call. Refuse rather than refund without a key.
+            let outcome = service.pipeline.error_outcome(
+                "internal",
+                "issue_refund needs an idempotency key to execute; nothing was sent.",
+                None,
+            );
+            return Ok(Err((outcome, Settlement::NotSent)));
+        };
+        let pinned = RefundCommand {
+            charge_id: Some(agreed.payment_intent.clone()),
+            amount_cents: Some(agreed.amount_cents),
+            ..self.command.clone()
+        };
+        let checked = match service.check_refund(caller, &pinned).await? {
+            Ok(c) => c,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        // Another refund of this charge whose outcome is unknown may have happened: refunding
+        // again before it is reconciled could refund twice.
+        if let Some(other) = super::refund_status::unknown_refund_on(
+            service.pipeline.store(),
+            &caller.entity_id,
+            &checked.payment_intent,
+            key,
+        )
+        .await?
+        {
+            let mut outcome = service.pipeline.error_outcome(
+                "unknown_outcome_pending",
+                &format!(
+                    "issue_refund: an earlier refund of charge `{}` (idempotency key {other:?}) has an UNKNOWN outcome: Stripe may have made it. Nothing was sent. Retry that exact call first (paywarden asks Stripe and records what it finds), or wait for paywarden's sweep to reconcile it; then check the order with get_order_history before refunding again.",
+                    checked.payment_intent
+                ),
+                None,
+            );
+            outcome.audit.outcome = "rejected".into();
+            return Ok(Err((outcome, Settlement::NotSent)));
+        }
+        Ok(Ok(checked))
+    }
+
+    fn intent(&self, _: &Caller, checked: &CheckedRefund, key: &str) -> Option<Intent> {
+        Some(Intent {
+            toolset: TOOLSET.into(),
+            tool: "issue_refund".into(),
+            reference_id: checked.payment_intent.clone(),
+            operation: "refund".into(),
+            amount_minor: Some(checked.amount_cents),
+            currency: checked.order.currency.to_ascii_uppercase(),
+            marker: refund_marker(key),
+            settle_window_ms: 0,
+            extra: serde_json::json!({
+                "orderId": checked.order.id,
+                "email": checked.customer.email,
+                "reason": self.command.reason,
+            }),
+        })
+    }
+
+    /// Refunds at Stripe with the key's `Idempotency-Key`, then records the refund (order
+    /// status, refund_log) and the movement.
+    async fn send(
+        &self,
+        caller: &Caller,
+        checked: CheckedRefund,
+        key: Option<&str>,
+    ) -> Sent<StripeError> {
+        let service = self.service;
+        let command = &self.command;
+        // `recheck` refuses a call without a key.
+        let key = key.unwrap_or_default();
+        let by = REFUNDED_BY;
+        let mut metadata = BTreeMap::new();
+        metadata.insert("order_id".to_string(), checked.order.id.clone());
+        metadata.insert("paywarden_key".to_string(), refund_marker(key));
+        metadata.insert("refunded_by".to_string(), by.to_string());
+        metadata.insert(
+            "client".to_string(),
+            actor_label(caller).chars().take(500).collect(),
+        );
+        metadata.insert(
+            "reason".to_string(),
+            command.reason.chars().take(500).collect(),
+        );
+        let reason = RefundReason::from_wire(&command.reason);
+        let request = RefundRequest {
+            payment_intent: checked.payment_intent.clone(),
+            amount: Some(checked.amount_cents),
+            reason: Some(if reason.is_requestable() {
+                reason
+            } else {
+                RefundReason::RequestedByCustomer
+            }),
+            metadata,
+        };
+        let (refund, replayed) = match service
+            .stripe
+            .create_refund(&request, &stripe_idempotency_key(&caller.entity_id, key))
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => return Ok(Err(e)),
+        };
+        match service
+            .record_refund(caller, command, &checked, &refund, replayed.request_id, by)
+            .await
+        {
+            Ok(outcome) => Ok(Ok((outcome, Settlement::Final))),
+            // Stripe refunded but paywarden could not record it: keep the key blocked as an
+            // unknown outcome, so the retry finds the refund at Stripe (by its marker) and
+            // records it instead of refunding again.
+            Err(e) => {
+                tracing::error!(error = %e, refund = %refund.id, "refund made at Stripe but not recorded yet");
+                Ok(Ok((
+                    service.pipeline.error_outcome(
+                        "not_recorded",
+                        &format!(
+                            "issue_refund: Stripe made refund {} but paywarden could not record it ({e}). Retry this exact call: paywarden finds the refund at Stripe and records it; it never refunds twice.",
+                            refund.id
+                        ),
+                        None,
+                    ),
+                    Settlement::Unknown,
+                )))
+            }
+        }
+    }
+
+    fn failure(&self, error: StripeError) -> Stop {
+        self.service
+            .stripe_failure("issue_refund", &error, StripeCall::Refund)
+    }
+
+    fn receipt_provider(&self) -> Option<&'static str> {
+        Some("stripe")
     }
 }

@@ -108,14 +108,6 @@ impl OpsService {
         // The policy decides a payment link like any call that asks for money (the built-in
         // rule `payment-links` allows it: the payer approves each payment); a verdict of
         // confirm or human goes through the gate, as for every other toolset.
-        let binding = binding_hash(tool, arguments);
-        let key = derived_key(
-            params.idempotency_key.as_deref(),
-            params.confirmation_token.as_deref(),
-            params.approval_id.as_deref(),
-        );
-        let total = amount.minor_units().saturating_mul(i64::from(quantity));
-        let (total_text, currency_code) = money(total, amount.currency().code());
         let defaults = serde_json::json!({
             "amount_cents": amount.minor_units(),
             "amount": amount.to_decimal_string(),
@@ -123,69 +115,100 @@ impl OpsService {
             "quantity": quantity,
             "description": description,
         });
-        self.pipeline
-            .write(caller, TOOLSET, tool, arguments, key.as_deref(), || async {
-                let preview = PreviewView {
-                    tool: tool.into(),
-                    operation: "Stripe payment link (asks a payer for money)".into(),
-                    entity: caller.entity_id.clone(),
-                    reference_id: "new payment link".into(),
-                    reference_payment_type: "payment_link".into(),
-                    amount: total_text.clone(),
-                    amount_minor: total,
-                    currency: currency_code.clone(),
-                    from: "whoever pays through the link".into(),
-                    to: format!("merchant entity {} (Stripe balance)", caller.entity_id),
-                    sandbox: self.pipeline.sandbox(),
-                };
-                let moved_today = self
-                    .pipeline
-                    .store()
-                    .moved_today(&caller.entity_id, &currency_code)
-                    .await?;
-                let gate = self
-                    .pipeline
-                    .gate(GateRequest {
-                        caller,
-                        toolset: TOOLSET,
-                        tool,
-                        arguments,
-                        binding: &binding,
-                        preview,
-                        policy: PolicyInput {
-                            toolset: TOOLSET.into(),
-                            tool: tool.into(),
-                            entity: caller.entity_id.clone(),
-                            moves_money: crate::catalog::moves_money(tool),
-                            amount_minor: Some(total),
-                            currency: Some(currency_code.clone()),
-                            transaction_age_days: None,
-                            moved_today_minor: moved_today,
-                            client: caller.client_name.clone(),
-                        },
-                        floor: Decision::Allow,
-                        confirmation_token: params.confirmation_token.as_deref(),
-                        approval_id: params.approval_id.as_deref(),
-                        argument_names: ("confirmation_token", "approval_id"),
-                        output_defaults: defaults.clone(),
-                        key: key.as_deref(),
-                    })
-                    .await?;
-                let claims = match gate {
-                    Gate::Stop(outcome, settlement) => return Ok((outcome, settlement)),
-                    Gate::Execute(claims) => claims,
-                };
-                let (outcome, settlement) = self
-                    .send_payment_link(caller, key.as_deref(), amount, quantity, &description)
-                    .await?;
-                self.pipeline
-                    .finish_gated(&claims, &outcome, settlement)
-                    .await?;
-                Ok((outcome, settlement))
-            })
+        let call = Call {
+            toolset: TOOLSET,
+            tool,
+            arguments,
+            binding: binding_hash(tool, arguments),
+            idempotency_key: params.idempotency_key.as_deref(),
+            confirmation_token: params.confirmation_token.as_deref(),
+            approval_id: params.approval_id.as_deref(),
+            argument_names: ("confirmation_token", "approval_id"),
+            floor: Decision::Allow,
+            output_defaults: defaults,
+        };
+        let op = PaymentLink {
+            service: self,
+            amount,
+            quantity,
+            description,
+        };
+        self.pipeline.run(caller, call, &op).await
+    }
+}
+
+/// `create_payment_link` as the pipeline runs it ([`Operation`]): a creation, with no provider
+/// state to check before it and no reconciliation (Stripe deduplicates a retry by its own
+/// Idempotency-Key).
+struct PaymentLink<'a> {
+    service: &'a OpsService,
+    amount: Money,
+    quantity: u32,
+    description: String,
+}
+
+impl Operation for PaymentLink<'_> {
+    type Checked = ();
+    type Error = StripeError;
+    type Reconciler = NotReconciled;
+
+    fn reconciler(&self) -> Option<&NotReconciled> {
+        None
+    }
+
+    async fn check(&self, _: &Caller) -> Checked<()> {
+        Ok(Ok(()))
+    }
+
+    fn assess(&self, caller: &Caller, _: &()) -> Assessment {
+        let total = self
+            .amount
+            .minor_units()
+            .saturating_mul(i64::from(self.quantity));
+        let (total_text, currency_code) = money(total, self.amount.currency().code());
+        Assessment {
+            preview: PreviewView {
+                tool: "create_payment_link".into(),
+                operation: "Stripe payment link (asks a payer for money)".into(),
+                entity: caller.entity_id.clone(),
+                reference_id: "new payment link".into(),
+                reference_payment_type: "payment_link".into(),
+                amount: total_text,
+                amount_minor: total,
+                currency: currency_code,
+                from: "whoever pays through the link".into(),
+                to: format!("merchant entity {} (Stripe balance)", caller.entity_id),
+                sandbox: self.service.pipeline.sandbox(),
+            },
+            transaction_age_days: None,
+        }
+    }
+
+    fn lease(&self, _: &Caller, _: &()) -> Option<TransactionLease> {
+        None
+    }
+
+    async fn recheck(&self, _: &Caller, _: (), _: Option<&str>) -> Checked<()> {
+        Ok(Ok(()))
+    }
+
+    fn intent(&self, _: &Caller, _: &(), _: &str) -> Option<Intent> {
+        None
+    }
+
+    async fn send(&self, caller: &Caller, _: (), key: Option<&str>) -> Sent<StripeError> {
+        self.service
+            .send_payment_link(caller, key, self.amount, self.quantity, &self.description)
             .await
     }
 
+    fn failure(&self, error: StripeError) -> Stop {
+        self.service
+            .stripe_failure("create_payment_link", &error, StripeCall::Create)
+    }
+}
+
+impl OpsService {
     /// Creates the product, the price and the payment link at Stripe, each with its own
     /// `Idempotency-Key` derived from the call's key.
     pub(super) async fn send_payment_link(
@@ -195,8 +218,7 @@ impl OpsService {
         amount: Money,
         quantity: u32,
         description: &str,
-    ) -> Result<(ToolOutcome, Settlement), ServiceError> {
-        let tool = "create_payment_link";
+    ) -> Sent<StripeError> {
         let stripe_key = |step: &str| {
             key.map(|k| format!("{}-{step}", stripe_idempotency_key(&caller.entity_id, k)))
         };
@@ -206,7 +228,7 @@ impl OpsService {
             .await
         {
             Ok(p) => p,
-            Err(e) => return Ok(self.stripe_failure(tool, &e, StripeCall::Create)),
+            Err(e) => return Ok(Err(e)),
         };
         let price = match self
             .stripe
@@ -214,7 +236,7 @@ impl OpsService {
             .await
         {
             Ok(p) => p,
-            Err(e) => return Ok(self.stripe_failure(tool, &e, StripeCall::Create)),
+            Err(e) => return Ok(Err(e)),
         };
         let mut metadata = BTreeMap::new();
         metadata.insert("paywarden_entity".to_string(), caller.entity_id.clone());
@@ -228,7 +250,7 @@ impl OpsService {
             .await
         {
             Ok(l) => l,
-            Err(e) => return Ok(self.stripe_failure(tool, &e, StripeCall::Create)),
+            Err(e) => return Ok(Err(e)),
         };
         let output = PaymentLinkOutput {
             status: "created".into(),
@@ -253,7 +275,7 @@ impl OpsService {
             amount.currency().code()
         );
         let structured = serde_json::to_value(&output).map_err(crate::store::StoreError::from)?;
-        Ok((
+        Ok(Ok((
             self.ok(
                 structured,
                 text,
@@ -263,6 +285,6 @@ impl OpsService {
                 },
             ),
             Settlement::Final,
-        ))
+        )))
     }
 }
