@@ -36,12 +36,12 @@ use crate::{
 /// Suggested polling interval, milliseconds.
 const POLL_INTERVAL_MS: u64 = 2_000;
 
-/// The ifthenpay tools whose request waits for the shopper, and their method codes.
-const IFTHENPAY_WAITING: &[(&str, &str)] = &[
-    ("mbway_request_payment", "MBWAY"),
-    ("multibanco_create_reference", "MB"),
-    ("payshop_create_reference", "PAYSHOP"),
-    ("pix_create_payment", "PIX"),
+/// The ifthenpay tools whose request waits for the shopper.
+const IFTHENPAY_WAITING: &[&str] = &[
+    "mbway_request_payment",
+    "multibanco_create_reference",
+    "payshop_create_reference",
+    "pix_create_payment",
 ];
 
 /// OPP's pending result families (OPP result codes: `000.200` "transaction pending",
@@ -126,21 +126,32 @@ impl PaywardenMcp {
                 .as_str()
                 .map(|id| (TaskKind::StripeRefund, id.to_string())));
         }
-        if IFTHENPAY_WAITING.iter().any(|(t, _)| *t == tool) {
+        if IFTHENPAY_WAITING.contains(&tool) {
             let Some(order) = arguments.get("order_id").and_then(|o| o.as_str()) else {
                 return Ok(None);
             };
-            let row = self
-                .state
-                .ifthenpay
-                .pipeline()
-                .store()
-                .ifthenpay_request_for_order(&caller.entity_id, tool, order)
-                .await
-                .map_err(internal)?;
-            return Ok(row
-                .filter(|r| r.status == "pending")
-                .map(|r| (TaskKind::Ifthenpay, r.id.to_string())));
+            // The request is recorded under the caller's entity, or `key:<id>` of the key it
+            // passed when ifthenpay's entity list does not name the caller.
+            let mut entities = vec![caller.entity_id.clone()];
+            for argument in ["mbway_key", "mb_key", "payshop_key", "pix_key"] {
+                if let Some(key) = arguments.get(argument).and_then(|k| k.as_str()) {
+                    entities.push(format!("key:{}", self.state.ifthenpay.key_id(key)));
+                }
+            }
+            for entity in entities {
+                let row = self
+                    .state
+                    .ifthenpay
+                    .pipeline()
+                    .store()
+                    .ifthenpay_request_for_order(&entity, tool, order)
+                    .await
+                    .map_err(internal)?;
+                if let Some(row) = row.filter(|r| r.status == "pending") {
+                    return Ok(Some((TaskKind::Ifthenpay, row.id.to_string())));
+                }
+            }
+            return Ok(None);
         }
         if let (Some(code), Some(id)) = (out["result"]["code"].as_str(), out["id"].as_str()) {
             if opp_pending(code) {
@@ -233,7 +244,7 @@ impl PaywardenMcp {
             });
         match stored.kind {
             TaskKind::Approval => self.approval_now(caller, stored, &first, &context).await,
-            TaskKind::Ifthenpay => self.ifthenpay_now(caller, stored, first).await,
+            TaskKind::Ifthenpay => self.ifthenpay_now(stored, first).await,
             TaskKind::StripeRefund => self.refund_now(caller, stored, first).await,
             TaskKind::Opp => self.opp_now(stored, context).await,
         }
@@ -294,7 +305,6 @@ impl PaywardenMcp {
 
     async fn ifthenpay_now(
         &self,
-        caller: &Caller,
         stored: &StoredTask,
         first: CallToolResult,
     ) -> Result<Now, McpError> {
@@ -304,7 +314,7 @@ impl PaywardenMcp {
                 .ifthenpay
                 .pipeline()
                 .store()
-                .ifthenpay_request_row(&caller.entity_id, id)
+                .ifthenpay_request_row(id)
                 .await
                 .map_err(internal)?,
             Err(_) => None,

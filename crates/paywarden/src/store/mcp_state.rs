@@ -280,17 +280,16 @@ impl Store {
         Ok(row.as_ref().map(super::ifthenpay::request_of).transpose()?)
     }
 
-    /// `entity_id`'s ifthenpay request with row id `id`.
+    /// The ifthenpay request with row id `id` (a task's subject: the task, not this row, is
+    /// what is scoped to the caller; the row may belong to a `key:<id>` entity).
     ///
     /// # Errors
     /// [`StoreError::Database`].
     pub async fn ifthenpay_request_row(
         &self,
-        entity_id: &str,
         id: i64,
     ) -> Result<Option<super::IfthenpayRequest>, StoreError> {
-        let row = sqlx::query("SELECT * FROM ifthenpay_requests WHERE entity_id = $1 AND id = $2")
-            .bind(entity_id)
+        let row = sqlx::query("SELECT * FROM ifthenpay_requests WHERE id = $1")
             .bind(id)
             .fetch_optional(self.pool())
             .await?;
