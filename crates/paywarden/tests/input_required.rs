@@ -389,3 +389,28 @@ async fn raw_json_rpc_shape_and_clients_without_elicitation_keep_the_token() {
     assert_eq!(again["error"]["code"], -32602, "{again}");
     assert_eq!(captures(&app, &pa).await, 1);
 }
+
+/// Ten concurrent retries with one requestState: the database lets exactly one through.
+#[tokio::test]
+async fn concurrent_retries_with_one_state_execute_once() {
+    let app = guarded_app().await;
+    let pa = app
+        .create_payment(
+            &demo_credentials(),
+            PaymentType::Preauthorization,
+            "80.00",
+            Currency::EUR,
+        )
+        .await;
+    let (entity, token) = demo();
+    let client = form_client(&app, entity, token, true).await;
+    let state = ask(&client, &pa).await;
+    let answers =
+        futures::future::join_all((0..10).map(|_| retry(&client, &pa, "30.00", &state))).await;
+    let executed = answers
+        .iter()
+        .filter(|a| matches!(a, Ok(CallToolResponse::Complete(r)) if r.structured_content.as_ref().is_some_and(|s| s["status"] == "executed")))
+        .count();
+    assert_eq!(executed, 1, "{answers:?}");
+    assert_eq!(captures(&app, &pa).await, 1);
+}

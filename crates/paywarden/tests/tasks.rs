@@ -206,12 +206,77 @@ async fn cancelling_an_approval_task_withdraws_the_approval() {
         approval.decided_by.as_deref(),
         Some(format!("agent:{DEMO_ENTITY_ID}").as_str())
     );
+    let audit = format!("{:?}", app.store.audit_records(None).await.unwrap());
+    assert!(audit.contains("tasks/cancel"), "{audit}");
     // An operator can no longer approve it, and nothing moved.
     assert!(app
         .store
         .decide_approval(&approval.id, true, "carol", None)
         .await
         .is_err());
+    assert_eq!(refunds_of(&app, &db).await, 0);
+}
+
+/// A client that declared URL-mode elicitation sees the approval as `input_required`, with the
+/// approval page to send its user to (an operator decides there; the client's answer to
+/// `tasks/update` decides nothing).
+#[tokio::test]
+async fn a_url_mode_client_sees_the_approval_page_as_input_required() {
+    let app = guarded_app().await;
+    let db = app
+        .create_payment(
+            &demo_credentials(),
+            PaymentType::Debit,
+            "900.00",
+            Currency::EUR,
+        )
+        .await;
+    let base = app.base_url.clone();
+    let created = rpc_with(
+        &base,
+        "tools/call",
+        json!({"name": "perform_refund",
+               "arguments": {"referenceId": db, "amount": "750.00", "currency": "EUR"}}),
+        json!({"elicitation": {"url": {}}}),
+    )
+    .await;
+    assert_eq!(created["result"]["resultType"], "task", "{created}");
+    let id = created["result"]["taskId"].as_str().unwrap().to_string();
+    let asked = rpc_with(
+        &base,
+        "tasks/get",
+        json!({"taskId": id}),
+        json!({"elicitation": {"url": {}}}),
+    )
+    .await;
+    assert_eq!(asked["result"]["status"], "input_required", "{asked}");
+    let request = &asked["result"]["inputRequests"]["approval"];
+    assert_eq!(request["method"], "elicitation/create", "{asked}");
+    assert_eq!(request["params"]["mode"], "url", "{asked}");
+    assert!(
+        request["params"]["url"]
+            .as_str()
+            .unwrap()
+            .contains("/approvals/apr_"),
+        "{asked}"
+    );
+    // The client "accepts": nothing changes, nothing moves.
+    let update = rpc_with(
+        &base,
+        "tasks/update",
+        json!({"taskId": id, "inputResponses": {"approval": {"action": "accept"}}}),
+        json!({"elicitation": {"url": {}}}),
+    )
+    .await;
+    assert!(update.get("result").is_some(), "{update}");
+    let still = rpc_with(
+        &base,
+        "tasks/get",
+        json!({"taskId": id}),
+        json!({"elicitation": {"url": {}}}),
+    )
+    .await;
+    assert_eq!(still["result"]["status"], "input_required", "{still}");
     assert_eq!(refunds_of(&app, &db).await, 0);
 }
 
@@ -452,13 +517,18 @@ async fn serve(dir: &std::path::Path, url: &str) -> (Server, String) {
 
 /// One raw 2026-07-28 request declaring the tasks extension.
 async fn rpc(base: &str, method: &str, params: Value) -> Value {
+    rpc_with(base, method, params, json!({})).await
+}
+
+/// [`rpc`] declaring `capabilities` too.
+async fn rpc_with(base: &str, method: &str, params: Value, capabilities: Value) -> Value {
     let mut params = params;
+    let mut declared = capabilities;
+    declared["extensions"] = json!({"io.modelcontextprotocol/tasks": {}});
     params["_meta"] = json!({
         "io.modelcontextprotocol/protocolVersion": "2026-07-28",
         "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"},
-        "io.modelcontextprotocol/clientCapabilities": {
-            "extensions": {"io.modelcontextprotocol/tasks": {}}
-        }
+        "io.modelcontextprotocol/clientCapabilities": declared
     });
     let mut request = reqwest::Client::new()
         .post(format!("{base}/mcp"))

@@ -335,7 +335,11 @@ impl PaywardenMcp {
         };
         match row.status.as_str() {
             "pending" => Ok(Now::working(format!(
-                "{what} for order {} awaiting payment ({})",
+                "{what} {} for order {} awaiting payment ({})",
+                row.request_id
+                    .as_deref()
+                    .or(row.reference.as_deref())
+                    .unwrap_or_default(),
                 row.order_id,
                 if row.method == "MBWAY" {
                     "the shopper accepts or rejects it in the MB WAY app; it expires 4 minutes after it was sent"
@@ -448,6 +452,20 @@ impl PaywardenMcp {
     /// -32602 for an unknown task or one already finished; -32600 (invalid request) naming
     /// the provider's rule when it cannot be cancelled; internal errors of the database.
     pub(super) async fn cancel_stored_task(
+        &self,
+        task_id: &str,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        // On the audit record, whatever it did.
+        let audit_context = context.clone();
+        let result = self.cancel_unaudited(task_id, context).await;
+        let arguments = serde_json::json!({ "taskId": task_id });
+        self.audit_request(&audit_context, "tasks/cancel", arguments, &result)
+            .await?;
+        result
+    }
+
+    async fn cancel_unaudited(
         &self,
         task_id: &str,
         context: RequestContext<RoleServer>,
