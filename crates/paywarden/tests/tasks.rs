@@ -338,6 +338,7 @@ async fn mbway_and_multibanco_tasks_follow_the_shopper() {
     let result = completed(&done);
     assert_eq!(result.is_error, Some(false));
     assert!(text(&result).contains("Paid"), "{}", text(&result));
+    assert_eq!(result.structured_content.unwrap()["status"], "paid");
 
     // A rejected MB WAY request completes as not paid.
     let id = start_task(

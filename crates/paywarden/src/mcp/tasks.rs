@@ -349,6 +349,13 @@ impl PaywardenMcp {
             ))),
             "paid" => {
                 let mut result = first;
+                if let Some(out) = result
+                    .structured_content
+                    .as_mut()
+                    .filter(|o| o.get("status").is_some())
+                {
+                    out["status"] = "paid".into();
+                }
                 let note = format!(
                     "Paid: {what} for order {} was paid at {}.",
                     row.order_id,

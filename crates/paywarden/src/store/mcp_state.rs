@@ -240,20 +240,6 @@ impl Store {
         .await?;
         Ok(done.rows_affected() == 1)
     }
-
-    /// Records that `entity_id`'s task `id` changed now (its `lastUpdatedAt`).
-    ///
-    /// # Errors
-    /// [`StoreError::Database`].
-    pub async fn touch_task(&self, entity_id: &str, id: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE tasks SET updated_at = $1 WHERE id = $2 AND entity_id = $3")
-            .bind(stamp(Utc::now()))
-            .bind(id)
-            .bind(entity_id)
-            .execute(self.pool())
-            .await?;
-        Ok(())
-    }
 }
 
 impl Store {
