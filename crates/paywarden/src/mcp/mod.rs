@@ -693,18 +693,24 @@ impl ServerHandler for PaywardenMcp {
         else {
             return Ok(response);
         };
-        // A call whose result waits (a person, a shopper, a provider) becomes a task.
+        // A call whose result waits (a person, a shopper, a provider) becomes a task. The call
+        // has run: if the task or the question cannot be stored, the client still gets its
+        // result (the two-step confirmation, the approval id), never an error.
         if wants_task {
-            if let Some(task) = self.task_for(&caller, &name, &arguments, result).await? {
-                return Ok(task.into());
+            match self.task_for(&caller, &name, &arguments, result).await {
+                Ok(Some(task)) => return Ok(task.into()),
+                Ok(None) => {}
+                Err(e) => tracing::error!(error = %e.message, "task not stored; plain result"),
             }
         }
         if wants_confirmation {
-            if let Some(question) = self
+            match self
                 .confirmation_question(&caller.entity_id, &name, &arguments, result)
-                .await?
+                .await
             {
-                return Ok(question.into());
+                Ok(Some(question)) => return Ok(question.into()),
+                Ok(None) => {}
+                Err(e) => tracing::error!(error = %e.message, "question not stored; plain result"),
             }
         }
         if wants_question {
@@ -784,7 +790,7 @@ impl ServerHandler for PaywardenMcp {
 /// What paywarden declares, on every endpoint: tools; prompts, resources and completions (the
 /// ops toolset's, and empty where it isn't served: rmcp answers their list methods anyway, and
 /// answering an undeclared capability fails MCP conformance, SEP-2575); logging (2025-era
-/// `logging/setLevel`).
+/// `logging/setLevel`); the `io.modelcontextprotocol/tasks` extension (SEP-2663, [`tasks`]).
 pub fn server_capabilities() -> ServerCapabilities {
     #[allow(deprecated)] // logging: deprecated by SEP-2577, still part of 2025-11-25
     let mut capabilities = ServerCapabilities::builder()
