@@ -472,6 +472,92 @@ async fn a_pending_stripe_refund_task_completes_when_stripe_settles_it() {
     let out = completed(&done).structured_content.unwrap();
     assert_eq!(out["status"], "executed", "{out}");
     assert_eq!(out["refund"]["status"], "succeeded", "{out}");
+
+    // A 2026-07-28 client declaring tasks and form elicitation: the confirmation is a form,
+    // and the confirmed call, pending at Stripe, becomes a task.
+    let other = listed["payments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["amount_cents"] == 4999 && p["payment_intent_id"] != pi.as_str())
+        .map(|p| p["payment_intent_id"].as_str().unwrap().to_string())
+        .expect("Sarah's duplicate charge");
+    let mut capabilities = ClientCapabilities::builder().enable_tasks().build();
+    let mut elicitation = rmcp::model::ElicitationCapability::default();
+    elicitation.form = Some(rmcp::model::FormElicitationCapability::default());
+    capabilities.elicitation = Some(elicitation);
+    let both = client_declaring(&app, capabilities).await;
+    let args = json!({"email": "sarah@example.com", "charge_id": other});
+    let asked = both
+        .call_tool_once(
+            CallToolRequestParams::new("issue_refund")
+                .with_arguments(args.as_object().unwrap().clone()),
+        )
+        .await
+        .unwrap();
+    let CallToolResponse::InputRequired(asked) = asked else {
+        panic!("a form: {asked:?}");
+    };
+    let response = reqwest::Client::new()
+        .post(format!(
+            "{}/__emulator/faults",
+            app.emulator_url.as_deref().unwrap()
+        ))
+        .json(
+            &json!({"provider": "stripe", "method": "POST", "path": "/v1/refunds",
+            "action": {"kind": "refund_pending"}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let mut retry = CallToolRequestParams::new("issue_refund")
+        .with_arguments(args.as_object().unwrap().clone())
+        .with_request_state(asked.request_state.unwrap());
+    retry.input_responses = Some(
+        [(
+            "confirmation".to_string(),
+            json!({"action": "accept", "content": {"confirm": true}}),
+        )]
+        .into(),
+    );
+    let CallToolResponse::Task(task) = both.call_tool_once(retry).await.unwrap() else {
+        panic!("the confirmed, pending refund is a task");
+    };
+    let waiting = get(&both, &task.task.task_id).await;
+    assert_eq!(waiting.task.task.status, TaskStatus::Working);
+}
+
+/// A stateless rmcp client of `app` declaring `capabilities`.
+async fn client_declaring(app: &TestApp, capabilities: ClientCapabilities) -> TaskClient {
+    let mut headers = std::collections::HashMap::new();
+    headers.insert(
+        http::HeaderName::from_static("x-entity-id"),
+        http::HeaderValue::from_static(DEMO_ENTITY_ID),
+    );
+    headers.insert(
+        http::HeaderName::from_static("x-token"),
+        http::HeaderValue::from_static(DEMO_TOKEN),
+    );
+    let transport = rmcp::transport::StreamableHttpClientTransport::from_config(
+        rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig::with_uri(
+            format!("{}/mcp", app.base_url),
+        )
+        .custom_headers(headers),
+    );
+    let mut info = Implementation::default();
+    info.name = "desk-agent".into();
+    info.version = "1".into();
+    ClientConfig::new(capabilities, info)
+        .with_protocol_version(ProtocolVersion::V_2026_07_28)
+        .serve_with_lifecycle(
+            transport,
+            rmcp::ClientLifecycleMode::Discover {
+                preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+            },
+        )
+        .await
+        .expect("client connects")
 }
 
 /// A server process, killed when dropped.

@@ -257,15 +257,31 @@ impl PaywardenMcp {
             ))])
             .into()));
         }
-        let mut confirmed_arguments = arguments;
+        let mut confirmed_arguments = arguments.clone();
         confirmed_arguments.insert(
             state.argument.clone(),
             serde_json::Value::String(state.token.clone()),
         );
+        let wants_task = Self::wants_tasks(&context);
         let run =
             CallToolRequestParams::new(request.name.clone()).with_arguments(confirmed_arguments);
         let tcc = ToolCallContext::new(self, run, context);
-        Ok(self.tool_router.call(tcc).await)
+        let response = match self.tool_router.call(tcc).await {
+            Ok(response) => response,
+            Err(e) => return Ok(Err(e)),
+        };
+        // A confirmed call whose result waits (a pending refund) becomes a task too.
+        if let (true, CallToolResponse::Complete(result)) = (wants_task, &response) {
+            match self
+                .task_for(&caller, &request.name, &arguments, result)
+                .await
+            {
+                Ok(Some(task)) => return Ok(Ok(task.into())),
+                Ok(None) => {}
+                Err(e) => tracing::error!(error = %e.message, "task not stored; plain result"),
+            }
+        }
+        Ok(Ok(response))
     }
 }
 
