@@ -11,7 +11,9 @@
 //! - an approval granted through one server executes once, whichever server is asked;
 //! - the built-in policy's daily cap holds when confirmed refunds race on both servers;
 //! - the audit chain stays one valid chain (`paywarden audit verify`) under concurrent writes,
-//!   and checkpoints signed meanwhile each record a head that exists in it.
+//!   and checkpoints signed meanwhile each record a head that exists in it;
+//! - a task made through one server is followed through the other, and a confirmation's
+//!   `requestState` issued by one is redeemed once, through either.
 
 mod common;
 
@@ -672,4 +674,146 @@ async fn the_audit_chain_stays_one_valid_chain_under_concurrent_writes_from_both
         "no gaps, no forks"
     );
     assert!(store.verify_audit().await.expect("verify").is_none());
+}
+
+/// A stateless rmcp client of `server` declaring `capabilities` (it drives any
+/// `input_required` round itself, with `call_tool_once`).
+async fn client_declaring(
+    server: &str,
+    capabilities: rmcp::model::ClientCapabilities,
+) -> rmcp::service::RunningService<rmcp::RoleClient, rmcp::model::ClientConfig> {
+    use rmcp::ClientServiceExt;
+    let mut headers = std::collections::HashMap::new();
+    headers.insert(
+        http::HeaderName::from_static("x-entity-id"),
+        http::HeaderValue::from_static(DEMO_ENTITY_ID),
+    );
+    headers.insert(
+        http::HeaderName::from_static("x-token"),
+        http::HeaderValue::from_static(DEMO_TOKEN),
+    );
+    let transport = rmcp::transport::StreamableHttpClientTransport::from_config(
+        rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig::with_uri(
+            format!("{server}/mcp"),
+        )
+        .custom_headers(headers),
+    );
+    let mut info = rmcp::model::Implementation::default();
+    info.name = "replica-agent".into();
+    info.version = "1".into();
+    rmcp::model::ClientConfig::new(capabilities, info)
+        .with_protocol_version(rmcp::model::ProtocolVersion::V_2026_07_28)
+        .serve_with_lifecycle(
+            transport,
+            rmcp::ClientLifecycleMode::Discover {
+                preferred_versions: vec![rmcp::model::ProtocolVersion::V_2026_07_28],
+            },
+        )
+        .await
+        .expect("client connects")
+}
+
+/// Issue 16 across replicas: a task created through server A is followed through server B
+/// (an operator approves on the page), and a confirmation's `requestState` issued by A is
+/// redeemed through B once, then refused through A.
+#[tokio::test]
+async fn tasks_and_request_states_work_across_servers() {
+    use rmcp::model::{
+        CallToolRequestParams, CallToolResponse, ClientCapabilities, ElicitationCapability,
+        FormElicitationCapability, GetTaskParams, TaskPayload, TaskStatus,
+    };
+    let policy = "default = \"allow\"\n\n[[rule]]\nname = \"small-refunds-confirm\"\n\
+                  when = \"tool == 'perform_refund' && amount_units < 20\"\naction = \"confirm\"\n\
+                  message = \"The user confirms small refunds.\"\n\n[[rule]]\n\
+                  name = \"refunds-need-a-person\"\nwhen = \"tool == 'perform_refund'\"\n\
+                  action = \"human\"\nmessage = \"A person decides refunds.\"\n";
+    let cluster = Cluster::start(Some(policy)).await;
+    let db = cluster.debit("80.00").await;
+    let tasks = ClientCapabilities::builder().enable_tasks().build();
+    let on_a = client_declaring(&cluster.servers[0], tasks.clone()).await;
+    let on_b = client_declaring(&cluster.servers[1], tasks).await;
+    let args = json!({"referenceId": db, "amount": "30.00", "currency": "EUR"});
+    let created = on_a
+        .call_tool_once(
+            CallToolRequestParams::new("perform_refund")
+                .with_arguments(args.as_object().unwrap().clone()),
+        )
+        .await
+        .expect("answered");
+    let CallToolResponse::Task(created) = created else {
+        panic!("a task: {created:?}");
+    };
+    let id = created.task.task_id;
+    let seen = on_b.get_task(GetTaskParams::new(&id)).await.expect("get");
+    assert_eq!(seen.task.task.status, TaskStatus::Working);
+    let approval = cluster
+        .store()
+        .await
+        .list_approvals(None)
+        .await
+        .unwrap()
+        .remove(0)
+        .id;
+    approve_on_page(&cluster.servers[0], &cluster.servers[1], &approval).await;
+    let done = on_b.get_task(GetTaskParams::new(&id)).await.expect("get");
+    let TaskPayload::Completed { result } = &done.task.payload else {
+        panic!("completed: {done:?}");
+    };
+    assert_eq!(
+        result["structuredContent"]["status"], "executed",
+        "{result:?}"
+    );
+    let again = on_a.get_task(GetTaskParams::new(&id)).await.expect("get");
+    let TaskPayload::Completed { result: replayed } = &again.task.payload else {
+        panic!("completed: {again:?}");
+    };
+    assert_eq!(
+        replayed["structuredContent"]["id"],
+        result["structuredContent"]["id"]
+    );
+
+    // A confirmation asked through A, confirmed through B, replayed through A.
+    let mut form = ClientCapabilities::default();
+    let mut elicitation = ElicitationCapability::default();
+    elicitation.form = Some(FormElicitationCapability::default());
+    form.elicitation = Some(elicitation);
+    let form_a = client_declaring(&cluster.servers[0], form.clone()).await;
+    let form_b = client_declaring(&cluster.servers[1], form).await;
+    let small = json!({"referenceId": db, "amount": "10.00", "currency": "EUR"});
+    let asked = form_a
+        .call_tool_once(
+            CallToolRequestParams::new("perform_refund")
+                .with_arguments(small.as_object().unwrap().clone()),
+        )
+        .await
+        .expect("answered");
+    let CallToolResponse::InputRequired(asked) = asked else {
+        panic!("input_required: {asked:?}");
+    };
+    let state = asked.request_state.expect("requestState");
+    let retry = || {
+        let mut params = CallToolRequestParams::new("perform_refund")
+            .with_arguments(small.as_object().unwrap().clone())
+            .with_request_state(state.clone());
+        params.input_responses = Some(
+            [(
+                "confirmation".to_string(),
+                json!({"action": "accept", "content": {"confirm": true}}),
+            )]
+            .into(),
+        );
+        params
+    };
+    let confirmed = form_b.call_tool_once(retry()).await.expect("answered");
+    let CallToolResponse::Complete(confirmed) = confirmed else {
+        panic!("complete: {confirmed:?}");
+    };
+    assert_eq!(confirmed.structured_content.unwrap()["status"], "executed");
+    let replayed = form_a.call_tool_once(retry()).await.unwrap_err();
+    assert!(
+        format!("{replayed:?}").contains("already used"),
+        "{replayed:?}"
+    );
+    let clients = cluster.clients(1).await;
+    assert_eq!(opp_refunds(&clients[0], &db).await.len(), 2);
 }

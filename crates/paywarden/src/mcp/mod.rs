@@ -6,7 +6,9 @@
 pub mod ifthenpay;
 pub mod opp;
 pub mod ops;
+mod retries;
 pub(crate) mod schema;
+mod tasks;
 
 use std::sync::Arc;
 
@@ -394,7 +396,7 @@ impl PaywardenMcp {
 }
 
 /// The input-request key of the approval question.
-const APPROVAL_QUESTION: &str = "approval";
+pub(crate) const APPROVAL_QUESTION: &str = "approval";
 
 /// What the sealed `requestState` of an approval question carries.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
@@ -664,25 +666,59 @@ impl ServerHandler for PaywardenMcp {
             .await?;
             return Err(masked(error));
         }
-        // The 2026-07-28 answer to a human-approval question (SEP-2322 input_required).
+        // The 2026-07-28 answer to a confirmation or human-approval question (SEP-2322
+        // input_required): a confirmation state opens only for its entity, tool and arguments.
         if let Some(sealed) = request.request_state.clone() {
-            return self
-                .finish_approval_question(&sealed, &request, &context)
-                .await;
+            return match self
+                .finish_confirmation_question(&sealed, &request, context)
+                .await
+            {
+                Ok(answer) => answer,
+                Err(context) => {
+                    self.finish_approval_question(&sealed, &request, &context)
+                        .await
+                }
+            };
         }
+        let wants_task = Self::wants_tasks(&context);
         let wants_question = self.can_ask_statelessly(&context);
-        let caller_context = wants_question.then(|| self.caller(&context));
+        let wants_confirmation = self.can_confirm_statelessly(&context);
+        let caller_context =
+            (wants_task || wants_question || wants_confirmation).then(|| self.caller(&context));
+        let name = request.name.to_string();
+        let arguments = request.arguments.clone().unwrap_or_default();
         let tcc = ToolCallContext::new(self, request, context);
         let response = self.tool_router.call(tcc).await?;
-        match (response, caller_context) {
-            (CallToolResponse::Complete(result), Some(Ok(_))) => {
-                match approval_question(&result, &self.state.approval_questions) {
-                    Some(question) => Ok(question.into()),
-                    None => Ok(CallToolResponse::Complete(result)),
-                }
+        let (CallToolResponse::Complete(result), Some(Ok(caller))) = (&response, caller_context)
+        else {
+            return Ok(response);
+        };
+        // A call whose result waits (a person, a shopper, a provider) becomes a task. The call
+        // has run: if the task or the question cannot be stored, the client still gets its
+        // result (the two-step confirmation, the approval id), never an error.
+        if wants_task {
+            match self.task_for(&caller, &name, &arguments, result).await {
+                Ok(Some(task)) => return Ok(task.into()),
+                Ok(None) => {}
+                Err(e) => tracing::error!(error = %e.message, "task not stored; plain result"),
             }
-            (response, _) => Ok(response),
         }
+        if wants_confirmation {
+            match self
+                .confirmation_question(&caller.entity_id, &name, &arguments, result)
+                .await
+            {
+                Ok(Some(question)) => return Ok(question.into()),
+                Ok(None) => {}
+                Err(e) => tracing::error!(error = %e.message, "question not stored; plain result"),
+            }
+        }
+        if wants_question {
+            if let Some(question) = approval_question(result, &self.state.approval_questions) {
+                return Ok(question.into());
+            }
+        }
+        Ok(response)
     }
 
     async fn list_tools(
@@ -710,6 +746,30 @@ impl ServerHandler for PaywardenMcp {
         }
     }
 
+    async fn get_task(
+        &self,
+        request: rmcp::model::GetTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::GetTaskResult, McpError> {
+        self.get_stored_task(&request.task_id, context).await
+    }
+
+    async fn cancel_task(
+        &self,
+        request: rmcp::model::CancelTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        self.cancel_stored_task(&request.task_id, context).await
+    }
+
+    async fn update_task(
+        &self,
+        request: rmcp::model::UpdateTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        self.update_stored_task(&request.task_id, context).await
+    }
+
     fn get_tool(&self, name: &str) -> Option<rmcp::model::Tool> {
         self.tool_router.get(name).cloned()
     }
@@ -730,14 +790,23 @@ impl ServerHandler for PaywardenMcp {
 /// What paywarden declares, on every endpoint: tools; prompts, resources and completions (the
 /// ops toolset's, and empty where it isn't served: rmcp answers their list methods anyway, and
 /// answering an undeclared capability fails MCP conformance, SEP-2575); logging (2025-era
-/// `logging/setLevel`).
+/// `logging/setLevel`); the `io.modelcontextprotocol/tasks` extension (SEP-2663, [`tasks`]).
 pub fn server_capabilities() -> ServerCapabilities {
     #[allow(deprecated)] // logging: deprecated by SEP-2577, still part of 2025-11-25
-    ServerCapabilities::builder()
+    let mut capabilities = ServerCapabilities::builder()
         .enable_logging()
         .enable_completions()
         .enable_prompts()
         .enable_resources()
         .enable_tools()
-        .build()
+        .build();
+    // Tasks (SEP-2663): calls that wait on a person or a provider ([`tasks`]).
+    capabilities
+        .extensions
+        .get_or_insert_with(Default::default)
+        .insert(
+            rmcp::model::TASKS_EXTENSION_ID.to_string(),
+            JsonObject::new(),
+        );
+    capabilities
 }

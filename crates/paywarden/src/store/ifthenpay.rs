@@ -102,7 +102,7 @@ fn now() -> String {
     Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
-fn request_of(row: &sqlx::any::AnyRow) -> Result<IfthenpayRequest, sqlx::Error> {
+pub(super) fn request_of(row: &sqlx::any::AnyRow) -> Result<IfthenpayRequest, sqlx::Error> {
     Ok(IfthenpayRequest {
         id: row.try_get("id")?,
         entity_id: row.try_get("entity_id")?,

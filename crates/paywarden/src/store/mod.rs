@@ -20,6 +20,7 @@ mod audit;
 mod idempotency;
 mod ifthenpay;
 mod late;
+mod mcp_state;
 mod orders;
 mod receipts;
 mod refund_status;
@@ -38,6 +39,7 @@ pub use audit::{AuditEntry, AuditRecord, ChainBreak, GENESIS};
 pub use idempotency::{Begin, IdempotencyError, KeyRecord, KeyState};
 pub use ifthenpay::{IfthenpayCallback, IfthenpayRequest, NewIfthenpayRequest};
 pub use late::{LateKind, LateOutcome, LATE_WATCH};
+pub use mcp_state::{RequestStateUse, StoredTask, TaskKind};
 pub use orders::{
     CustomerRecord, NewOrder, OrderRecord, OrderStatus, RefundLogRecord, RevenueLine, ReviewFlag,
 };
