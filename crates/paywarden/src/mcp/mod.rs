@@ -52,6 +52,8 @@ pub struct McpState {
     pub approval_questions: rmcp::model::RequestStateCodec,
     /// Judges HTTP callers' credentials (every HTTP transport runs it first).
     pub authenticator: Arc<crate::auth::Authenticator>,
+    /// Session clients' resource subscriptions, told of provider events ([`crate::events`]).
+    pub subscriptions: Arc<crate::events::Subscriptions>,
 }
 
 /// Which endpoint a handler serves.
@@ -738,6 +740,7 @@ pub fn server_capabilities() -> ServerCapabilities {
         .enable_completions()
         .enable_prompts()
         .enable_resources()
+        .enable_resources_subscribe()
         .enable_tools()
         .build()
 }
