@@ -556,7 +556,15 @@ impl ServerHandler for PaywardenMcp {
         request: rmcp::model::ReadResourceRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<rmcp::model::ReadResourceResponse, McpError> {
-        let result = if self.serves_ops() {
+        let result = if request
+            .uri
+            .starts_with(crate::events::subscriptions::PAYMENT_URI_PREFIX)
+        {
+            match self.caller(&context) {
+                Ok(caller) => self.read_payment_events(&caller, &request.uri).await,
+                Err(e) => Err(e),
+            }
+        } else if self.serves_ops() {
             match self.caller(&context) {
                 Ok(caller) => self.read_ops_resource(&caller, &request.uri).await,
                 Err(e) => Err(e),
@@ -575,6 +583,59 @@ impl ServerHandler for PaywardenMcp {
         self.audit_request(&context, "resources/read", arguments, &result)
             .await?;
         result.map(Into::into).map_err(masked)
+    }
+
+    /// `resources/subscribe` (session clients): a payment resource
+    /// (`paywarden://payments/{stripe|opp}/{id}`, or `payment://{pi_...}`) of the caller's
+    /// entity; `notifications/resources/updated` follows when a provider event updates it.
+    #[allow(deprecated)] // 2025-era subscriptions; 2026-07-28 clients use subscriptions/listen
+    async fn subscribe(
+        &self,
+        request: rmcp::model::SubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        let caller = self.caller(&context)?;
+        let result = if crate::events::parse_payment_uri(&request.uri).is_some() {
+            self.state.subscriptions.subscribe(
+                &caller.entity_id,
+                session_id(&context),
+                &request.uri,
+                context.peer.clone(),
+            );
+            Ok(())
+        } else {
+            Err(McpError::invalid_params(
+                format!(
+                    "cannot subscribe to {:?}: subscribe to a payment, paywarden://payments/{{stripe|opp}}/{{payment id}} (or payment://{{pi_...}})",
+                    request.uri
+                ),
+                Some(serde_json::json!({ "uri": request.uri })),
+            ))
+        };
+        self.audit_request(
+            &context,
+            "resources/subscribe",
+            serde_json::json!({ "uri": request.uri }),
+            &result,
+        )
+        .await?;
+        result
+    }
+
+    /// `resources/unsubscribe`: ends this session's subscription to the URI (none: nothing).
+    #[allow(deprecated)] // 2025-era subscriptions
+    async fn unsubscribe(
+        &self,
+        request: rmcp::model::UnsubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        let caller = self.caller(&context)?;
+        self.state.subscriptions.unsubscribe(
+            &caller.entity_id,
+            session_id(&context).as_deref(),
+            &request.uri,
+        );
+        Ok(())
     }
 
     async fn list_prompts(
@@ -726,6 +787,54 @@ impl ServerHandler for PaywardenMcp {
     ) -> Result<(), McpError> {
         tracing::debug!(level = ?request.level, "logging/setLevel");
         Ok(())
+    }
+}
+
+/// The Streamable HTTP session of a request (`Mcp-Session-Id`), `None` for stdio.
+fn session_id(context: &RequestContext<RoleServer>) -> Option<String> {
+    context
+        .extensions
+        .get::<http::request::Parts>()
+        .and_then(|p| p.headers.get("mcp-session-id"))
+        .and_then(|v| v.to_str().ok())
+        .map(String::from)
+}
+
+impl PaywardenMcp {
+    /// Reads a payment resource `paywarden://payments/{provider}/{id}`: the provider events
+    /// paywarden received about that payment of the caller's entity, oldest first
+    /// (`{"provider", "paymentId", "events": [...]}`); another entity's payment reads as empty.
+    async fn read_payment_events(
+        &self,
+        caller: &Caller,
+        uri: &str,
+    ) -> Result<rmcp::model::ReadResourceResult, McpError> {
+        let Some((provider, id)) = crate::events::parse_payment_uri(uri) else {
+            return Err(McpError::resource_not_found(
+                format!("unknown resource {uri:?}: payments are paywarden://payments/{{stripe|opp}}/{{payment id}}"),
+                Some(serde_json::json!({ "uri": uri })),
+            ));
+        };
+        let events = self
+            .state
+            .opp
+            .pipeline()
+            .store()
+            .events_for(&caller.entity_id, id)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "store failure");
+                McpError::internal_error("paywarden's database failed; retry later", None)
+            })?;
+        let events: Vec<_> = events
+            .into_iter()
+            .filter(|e| e.event.provider == provider)
+            .collect();
+        let body = serde_json::json!({ "provider": provider, "paymentId": id, "events": events });
+        Ok(rmcp::model::ReadResourceResult::new(vec![
+            rmcp::model::ResourceContents::text(body.to_string(), uri)
+                .with_mime_type("application/json"),
+        ]))
     }
 }
 
