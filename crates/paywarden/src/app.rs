@@ -575,7 +575,7 @@ impl App {
     /// configuration for `{base}/webhooks/opp` (made in OPP's merchant UI at the real provider;
     /// the emulator's control `POST /__emulator/opp/webhooks`). Failures are logged.
     async fn register_demo_webhooks(&self, base: &str) {
-        let Some(emulator) = &self.emulator else {
+        let (Some(emulator), true) = (&self.emulator, self.config.demo.webhooks) else {
             return;
         };
         let http = reqwest::Client::new();

@@ -295,6 +295,9 @@ pub struct DemoConfig {
     pub seed: bool,
     /// How many initial payments the demo data has (default 50).
     pub payments: usize,
+    /// Point the emulator's Stripe and OPP webhooks at this server at start-up (default true;
+    /// only ever applies to the emulator). See README "Provider events".
+    pub webhooks: bool,
 }
 
 impl Default for Config {
@@ -354,6 +357,7 @@ impl Default for DemoConfig {
         Self {
             seed: true,
             payments: 50,
+            webhooks: true,
         }
     }
 }

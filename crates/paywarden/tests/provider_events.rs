@@ -53,7 +53,11 @@ fn stripe(app: &TestApp) -> StripeClient {
 /// paywarden with the emulator, the built-in policy and the ops demo data; its webhooks are
 /// registered at the emulator before this returns.
 async fn ops_app() -> TestApp {
-    let app = spawn_app_with(|c| c.safety.policy_file = None).await;
+    let app = spawn_app_with(|c| {
+        c.safety.policy_file = None;
+        c.demo.webhooks = true;
+    })
+    .await;
     // The server registers its webhook URLs before it serves its first request.
     reqwest::get(format!("{}/healthz", app.base_url))
         .await
@@ -66,6 +70,15 @@ async fn ops_app() -> TestApp {
     )
     .await
     .expect("ops demo seeded");
+    app
+}
+
+/// paywarden with the emulator sending its webhooks, registered before this returns.
+async fn events_app() -> TestApp {
+    let app = spawn_app_with(|c| c.demo.webhooks = true).await;
+    reqwest::get(format!("{}/healthz", app.base_url))
+        .await
+        .unwrap();
     app
 }
 
@@ -455,7 +468,7 @@ async fn an_opp_notification_that_does_not_authenticate_is_refused() {
 
 #[tokio::test]
 async fn opp_transactions_made_at_the_emulator_arrive_encrypted_and_are_stored() {
-    let app = spawn_app().await;
+    let app = events_app().await;
     reqwest::get(format!("{}/healthz", app.base_url))
         .await
         .unwrap();
@@ -543,7 +556,7 @@ async fn listener(
 #[tokio::test]
 #[allow(deprecated)] // resources/subscribe: the 2025-era subscription of session clients
 async fn a_subscribed_session_hears_of_its_payment_and_no_other_entity_does() {
-    let app = spawn_app().await;
+    let app = events_app().await;
     let id = app
         .create_payment(
             &demo_credentials(),

@@ -622,7 +622,8 @@ impl ServerHandler for PaywardenMcp {
         result
     }
 
-    /// `resources/unsubscribe`: ends this session's subscription to the URI (none: nothing).
+    /// `resources/unsubscribe`: ends this session's subscription to a payment URI (none:
+    /// nothing); any other URI is invalid params, as for `resources/subscribe`.
     #[allow(deprecated)] // 2025-era subscriptions
     async fn unsubscribe(
         &self,
@@ -630,6 +631,15 @@ impl ServerHandler for PaywardenMcp {
         context: RequestContext<RoleServer>,
     ) -> Result<(), McpError> {
         let caller = self.caller(&context)?;
+        if crate::events::parse_payment_uri(&request.uri).is_none() {
+            return Err(McpError::invalid_params(
+                format!(
+                    "cannot unsubscribe from {:?}: only payments (paywarden://payments/{{stripe|opp}}/{{payment id}}, payment://{{pi_...}}) can be subscribed to",
+                    request.uri
+                ),
+                Some(serde_json::json!({ "uri": request.uri })),
+            ));
+        }
         self.state.subscriptions.unsubscribe(
             &caller.entity_id,
             session_id(&context).as_deref(),
