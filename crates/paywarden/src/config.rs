@@ -834,8 +834,11 @@ mod tests {
         let mut config = config;
         config.ifthenpay.mb_key = Some(SecretString::from("s3cr3t-mb-key".to_string()));
         config.ifthenpay.anti_phishing_key = Some(SecretString::from("s3cr3t-ap".to_string()));
+        config.stripe.webhook_secret = Some(SecretString::from("whsec_s3cr3t".to_string()));
+        config.opp.webhook_key = Some(SecretString::from("ab".repeat(32)));
         let shown = format!("{config:?}") + &serde_json::to_string(&config).unwrap_or_default();
         assert!(!shown.contains("s3cr3t-mb-key") && !shown.contains("s3cr3t-ap"));
+        assert!(!shown.contains("whsec_s3cr3t") && !shown.contains(&"ab".repeat(32)));
         assert!(!serde_json::to_string(&config)
             .unwrap_or_default()
             .contains("s3cr3t-token"));

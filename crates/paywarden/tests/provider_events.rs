@@ -624,3 +624,67 @@ async fn a_subscribed_session_hears_of_its_payment_and_no_other_entity_does() {
         .unwrap();
     assert!(!serde_json::to_string(&read).unwrap().contains("CP"));
 }
+
+#[tokio::test]
+async fn a_2026_client_listening_for_its_payment_hears_of_it_on_the_stream() {
+    let app = events_app().await;
+    let id = app
+        .create_payment(
+            &demo_credentials(),
+            PaymentType::Preauthorization,
+            "30.00",
+            Currency::EUR,
+        )
+        .await;
+    let uri = format!("paywarden://payments/opp/{id}");
+    let client = app.client("/mcp", Era::Stateless).await;
+    let filter = rmcp::model::SubscriptionFilter::builder()
+        .resource_subscription(uri.clone())
+        .resource_subscription("test://not-a-payment")
+        .build();
+    let mut stream = client.listen(filter).await.expect("listen acknowledged");
+    // Only the payment URI is accepted.
+    assert_eq!(
+        stream.acknowledged().resource_subscriptions,
+        Some(vec![uri.clone()])
+    );
+    // Another entity listening for the same URI hears nothing.
+    let theirs = app
+        .client_as("/mcp", Era::Stateless, SECOND_ENTITY_ID, SECOND_TOKEN)
+        .await;
+    let mut their_stream = theirs
+        .listen(
+            rmcp::model::SubscriptionFilter::builder()
+                .resource_subscription(uri.clone())
+                .build(),
+        )
+        .await
+        .unwrap();
+    let reversed = reqwest::Client::new()
+        .post(format!(
+            "{}/v1/payments/{id}",
+            app.emulator_url.as_deref().unwrap()
+        ))
+        .bearer_auth(DEMO_TOKEN)
+        .form(&[("entityId", DEMO_ENTITY_ID), ("paymentType", "RV")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reversed.status(), 200, "{}", reversed.text().await.unwrap());
+    let notification = tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("a notification within 10 s")
+        .unwrap()
+        .expect("the stream is open");
+    match notification {
+        rmcp::model::ServerNotification::ResourceUpdatedNotification(n) => {
+            assert_eq!(n.params.uri, uri)
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), their_stream.next())
+            .await
+            .is_err()
+    );
+}

@@ -2,14 +2,25 @@
 //! `resources/unsubscribe`; the server sends `notifications/resources/updated` with the URI
 //! when the resource changes: MCP specification, "Resources" → "Subscriptions").
 //!
+//! Clients of the stateless 2026-07-28 revision name the same URIs in the
+//! `resourceSubscriptions` of a `subscriptions/listen` request and get the notifications on that
+//! stream ([`Subscriptions::listen`]).
+//!
 //! A payment's resource is `paywarden://payments/{provider}/{payment id}` ([`payment_uri`]);
 //! the ops toolset's `payment://{pi_...}` names the same Stripe payment and may be subscribed
 //! to as well. A subscription belongs to the entity that made it: an event about a payment of
 //! entity A is never announced to B's sessions, even for the same URI.
 
-use std::sync::Mutex;
+use std::sync::{
+    atomic::{AtomicU64, Ordering},
+    Mutex,
+};
 
-use rmcp::{model::ResourceUpdatedNotificationParam, service::Peer, RoleServer};
+use rmcp::{
+    model::ResourceUpdatedNotificationParam,
+    service::{Peer, SubscriptionSink},
+    RoleServer,
+};
 
 /// The URI scheme and prefix of payment resources.
 pub const PAYMENT_URI_PREFIX: &str = "paywarden://payments/";
@@ -31,18 +42,38 @@ pub fn parse_payment_uri(uri: &str) -> Option<(&str, &str)> {
         .then_some((provider, id))
 }
 
+/// Where a subscriber hears of updates.
+#[derive(Clone)]
+enum Sink {
+    /// A 2025-era session (`resources/subscribe`).
+    Session(Peer<RoleServer>),
+    /// A 2026-07-28 `subscriptions/listen` stream (its id in this registry).
+    Listen(SubscriptionSink, u64),
+}
+
+impl Sink {
+    fn is_closed(&self) -> bool {
+        match self {
+            Sink::Session(peer) => peer.is_transport_closed(),
+            // Removed by `end_listen` when its request ends.
+            Sink::Listen(..) => false,
+        }
+    }
+}
+
 struct Subscriber {
     uri: String,
     entity_id: String,
-    /// The Streamable HTTP session (`Mcp-Session-Id`), `None` for stdio.
+    /// The Streamable HTTP session (`Mcp-Session-Id`), `None` for stdio and listen streams.
     session: Option<String>,
-    peer: Peer<RoleServer>,
+    sink: Sink,
 }
 
 /// Who subscribed to what. Shared by every session of the process.
 #[derive(Default)]
 pub struct Subscriptions {
     subscribers: Mutex<Vec<Subscriber>>,
+    next_listen: AtomicU64,
 }
 
 impl std::fmt::Debug for Subscriptions {
@@ -71,34 +102,58 @@ impl Subscriptions {
         peer: Peer<RoleServer>,
     ) {
         let mut subscribers = self.lock();
-        subscribers.retain(|s| !s.peer.is_transport_closed());
-        if subscribers
-            .iter()
-            .any(|s| s.uri == uri && s.entity_id == entity_id && s.session == session)
-        {
+        subscribers.retain(|s| !s.sink.is_closed());
+        if subscribers.iter().any(|s| {
+            s.uri == uri
+                && s.entity_id == entity_id
+                && s.session == session
+                && matches!(s.sink, Sink::Session(_))
+        }) {
             return;
         }
         subscribers.push(Subscriber {
             uri: uri.to_string(),
             entity_id: entity_id.to_string(),
             session,
-            peer,
+            sink: Sink::Session(peer),
         });
+    }
+
+    /// Registers a 2026-07-28 `subscriptions/listen` stream of `entity_id` for `uris`; returns
+    /// its id for [`Subscriptions::end_listen`].
+    pub fn listen(&self, entity_id: &str, uris: &[String], sink: SubscriptionSink) -> u64 {
+        let id = self.next_listen.fetch_add(1, Ordering::Relaxed);
+        let mut subscribers = self.lock();
+        for uri in uris {
+            subscribers.push(Subscriber {
+                uri: uri.clone(),
+                entity_id: entity_id.to_string(),
+                session: None,
+                sink: Sink::Listen(sink.clone(), id),
+            });
+        }
+        id
+    }
+
+    /// Ends listen stream `id` (its request was cancelled or closed).
+    pub fn end_listen(&self, id: u64) {
+        self.lock()
+            .retain(|s| !matches!(s.sink, Sink::Listen(_, i) if i == id));
     }
 
     /// Ends the subscription of session `session` of `entity_id` to `uri` (none: nothing).
     pub fn unsubscribe(&self, entity_id: &str, session: Option<&str>, uri: &str) {
         self.lock().retain(|s| {
-            !(s.uri == uri && s.entity_id == entity_id && s.session.as_deref() == session)
+            !(s.uri == uri
+                && s.entity_id == entity_id
+                && s.session.as_deref() == session
+                && matches!(s.sink, Sink::Session(_)))
         });
     }
 
     /// How many live subscriptions there are.
     pub fn len(&self) -> usize {
-        self.lock()
-            .iter()
-            .filter(|s| !s.peer.is_transport_closed())
-            .count()
+        self.lock().iter().filter(|s| !s.sink.is_closed()).count()
     }
 
     /// Whether there are none.
@@ -115,24 +170,31 @@ impl Subscriptions {
         provider: &str,
         payment_id: &str,
     ) -> usize {
-        let targets: Vec<(String, Peer<RoleServer>)> = {
+        let targets: Vec<(String, Sink)> = {
             let mut subscribers = self.lock();
-            subscribers.retain(|s| !s.peer.is_transport_closed());
+            subscribers.retain(|s| !s.sink.is_closed());
             subscribers
                 .iter()
                 .filter(|s| {
                     s.entity_id == entity_id
                         && parse_payment_uri(&s.uri) == Some((provider, payment_id))
                 })
-                .map(|s| (s.uri.clone(), s.peer.clone()))
+                .map(|s| (s.uri.clone(), s.sink.clone()))
                 .collect()
         };
         let mut sent = 0;
-        for (uri, peer) in targets {
-            match peer
-                .notify_resource_updated(ResourceUpdatedNotificationParam::new(uri))
-                .await
-            {
+        for (uri, sink) in targets {
+            let result = match sink {
+                Sink::Session(peer) => peer
+                    .notify_resource_updated(ResourceUpdatedNotificationParam::new(uri))
+                    .await
+                    .map_err(|e| e.to_string()),
+                Sink::Listen(sink, _) => sink
+                    .notify_resource_updated(uri)
+                    .await
+                    .map_err(|e| e.to_string()),
+            };
+            match result {
                 Ok(()) => sent += 1,
                 Err(error) => tracing::debug!(%error, "a subscriber went away"),
             }

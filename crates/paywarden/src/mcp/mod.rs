@@ -548,6 +548,19 @@ impl ServerHandler for PaywardenMcp {
         if self.serves_ops() {
             result.resource_templates = ops::resource_templates();
         }
+        if self.endpoint == Endpoint::Unified {
+            result.resource_templates.push(
+                rmcp::model::ResourceTemplate::new(
+                    "paywarden://payments/{provider}/{payment_id}",
+                    "payment_events",
+                )
+                .with_title("Payment events")
+                .with_description(
+                    "What the provider told paywarden about a payment (provider stripe: a PaymentIntent pi_...; opp: a payment id): the Stripe webhook events and OPP notifications received, oldest first. Subscribe to it (resources/subscribe) to hear when a new one arrives.",
+                )
+                .with_mime_type("application/json"),
+            );
+        }
         Ok(result)
     }
 
@@ -620,6 +633,42 @@ impl ServerHandler for PaywardenMcp {
         )
         .await?;
         result
+    }
+
+    /// `subscriptions/listen` (2026-07-28): accepts the payment URIs among the requested
+    /// `resourceSubscriptions` (see [`Self::subscribe`]); nothing else is offered.
+    fn accepted_subscription_filter(
+        &self,
+        requested: &rmcp::model::SubscriptionFilter,
+    ) -> Option<rmcp::model::SubscriptionFilter> {
+        let mut accepted = rmcp::model::SubscriptionFilter::new();
+        let uris: Vec<String> = requested
+            .resource_subscriptions
+            .iter()
+            .flatten()
+            .filter(|uri| crate::events::parse_payment_uri(uri).is_some())
+            .cloned()
+            .collect();
+        accepted.resource_subscriptions = (!uris.is_empty()).then_some(uris);
+        Some(accepted)
+    }
+
+    /// Runs one `subscriptions/listen` stream: `notifications/resources/updated` for the
+    /// accepted payment URIs of the caller's entity, until the client cancels it.
+    async fn listen(&self, context: rmcp::service::SubscriptionContext) -> Result<(), McpError> {
+        let caller = self.caller(context.request_context())?;
+        let uris = context
+            .accepted()
+            .resource_subscriptions
+            .clone()
+            .unwrap_or_default();
+        let id = self
+            .state
+            .subscriptions
+            .listen(&caller.entity_id, &uris, context.sink().clone());
+        context.cancelled().await;
+        self.state.subscriptions.end_listen(id);
+        Ok(())
     }
 
     /// `resources/unsubscribe`: ends this session's subscription to a payment URI (none:
