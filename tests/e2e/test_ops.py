@@ -138,7 +138,11 @@ async def test_the_seeds_double_charge_demo(ops_server: ServerProcess, era: str)
 async def test_resources_and_prompts(ops_server: ServerProcess) -> None:
     async with mcp_http(ops_server.url("/mcp"), mode="legacy") as conn:
         templates = await conn.client.list_resource_templates()
-        assert {t.uri_template for t in templates.resource_templates} == {"customer://{email}", "payment://{charge_id}"}
+        assert {t.uri_template for t in templates.resource_templates} == {
+            "customer://{email}",
+            "payment://{charge_id}",
+            "paywarden://payments/{provider}/{payment_id}",
+        }
         read = await conn.client.read_resource(f"customer://{SARAH}")
         assert '"email":"sarah@example.com"' in read.contents[0].text
         prompts = await conn.client.list_prompts()

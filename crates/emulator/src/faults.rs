@@ -202,16 +202,18 @@ pub(crate) struct RefundPending;
 #[derive(Debug)]
 pub(crate) struct Faults {
     armed: Mutex<Vec<Fault>>,
-    stripe: SqlitePool,
+    pub(crate) stripe: SqlitePool,
+    pub(crate) webhooks: Arc<crate::webhooks::Webhooks>,
 }
 
 type Shared = Arc<Faults>;
 
 impl Faults {
-    pub(crate) fn new(stripe: SqlitePool) -> Shared {
+    pub(crate) fn new(stripe: SqlitePool, webhooks: Arc<crate::webhooks::Webhooks>) -> Shared {
         Arc::new(Faults {
             armed: Mutex::new(Vec::new()),
             stripe,
+            webhooks,
         })
     }
 
@@ -232,6 +234,7 @@ pub(crate) fn router(faults: Shared) -> Router {
     Router::new()
         .route("/__emulator/faults", get(list).post(arm).delete(disarm_all))
         .route("/__emulator/stripe/refunds/{id}", post(resolve))
+        .route("/__emulator/stripe/disputes", post(crate::disputes::create))
         .with_state(faults)
 }
 
@@ -278,7 +281,15 @@ async fn resolve(
     Path(id): Path<String>,
     Json(r): Json<Resolution>,
 ) -> Response {
-    match resolve_refund(&f.stripe, &id, &r.status, r.failure_reason.as_deref()).await {
+    match resolve_refund(
+        &f.stripe,
+        &f.webhooks,
+        &id,
+        &r.status,
+        r.failure_reason.as_deref(),
+    )
+    .await
+    {
         Ok(body) => Json(body).into_response(),
         Err((status, message)) => (status, Json(json!({"error": message}))).into_response(),
     }
@@ -289,6 +300,7 @@ async fn resolve(
 /// funds to the balance; `failed` carries `failure_reason` (default `unknown`).
 pub(crate) async fn resolve_refund(
     pool: &SqlitePool,
+    webhooks: &crate::webhooks::Webhooks,
     id: &str,
     status: &str,
     failure_reason: Option<&str>,
@@ -357,6 +369,8 @@ pub(crate) async fn resolve_refund(
         .map_err(internal)?;
     tx.commit().await.map_err(internal)?;
     tracing::warn!(refund = id, status, "sandbox refund resolved");
+    // Stripe sends `refund.updated` when a refund's status changes (docs.stripe.com/api/events/types).
+    webhooks.stripe_event(&account, "refund.updated", &refund);
     Ok(refund)
 }
 
@@ -464,9 +478,10 @@ pub(crate) async fn inject(State(f): State<Shared>, mut request: Request, next: 
                 .and_then(|v| v["id"].as_str().map(str::to_string))
             {
                 let pool = f.stripe.clone();
+                let webhooks = f.webhooks.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(Duration::from_millis(after_ms)).await;
-                    if let Err((_, e)) = resolve_refund(&pool, &id, &then, None).await {
+                    if let Err((_, e)) = resolve_refund(&pool, &webhooks, &id, &then, None).await {
                         tracing::error!(error = %e, "could not resolve a pending sandbox refund");
                     }
                 });

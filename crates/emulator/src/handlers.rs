@@ -60,6 +60,8 @@ pub(crate) struct Shared {
     pub entities: Vec<EntityCredential>,
     pub latency: Duration,
     pub write_latency: Duration,
+    /// Sends OPP webhook notifications ([`crate::webhooks`]).
+    pub webhooks: Arc<crate::webhooks::Webhooks>,
 }
 
 /// The OPP API router with latency, the sandbox header and request logging.
@@ -689,7 +691,9 @@ async fn create_payment(
     } else {
         StatusCode::BAD_REQUEST
     };
-    wire::reply(status, wire::transaction(&tx))
+    let body = wire::transaction(&tx);
+    shared.webhooks.opp_payment(entity_id, &body);
+    wire::reply(status, body)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -905,7 +909,9 @@ async fn backoffice(
             } else {
                 StatusCode::BAD_REQUEST
             };
-            wire::reply(status, wire::transaction(&tx))
+            let body = wire::transaction(&tx);
+            shared.webhooks.opp_payment(entity_id, &body);
+            wire::reply(status, body)
         }
     }
 }

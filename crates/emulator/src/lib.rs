@@ -51,6 +51,7 @@
 
 mod card;
 mod codes;
+mod disputes;
 mod error;
 pub mod faults;
 mod handlers;
@@ -58,6 +59,7 @@ pub mod ifthenpay;
 mod params;
 mod store;
 mod stripe;
+mod webhooks;
 mod wire;
 
 use std::fmt;
@@ -96,6 +98,17 @@ pub const DEMO_STRIPE_KEY: &str = "sk_test_paywarden_demo_key_only_valid_against
 /// it every endpoint it serves (it does not model per-resource permissions).
 pub const DEMO_STRIPE_RESTRICTED_KEY: &str =
     "rk_test_paywarden_demo_restricted_key_only_valid_against_the_emulator";
+
+/// The signing secret of every Stripe webhook endpoint registered with the emulator
+/// (`POST /v1/webhook_endpoints`); real Stripe generates one per endpoint. Public on purpose:
+/// only valid against the emulator.
+pub const DEMO_STRIPE_WEBHOOK_SECRET: &str =
+    "whsec_paywarden_demo_webhook_secret_only_valid_against_the_emulator";
+
+/// The hex AES-256 key of the emulator's OPP webhook configuration (OPP notifications are
+/// encrypted with it). Public on purpose: only valid against the emulator.
+pub const DEMO_OPP_WEBHOOK_KEY: &str =
+    "70617977617264656e2064656d6f204f505020776562686f6f6b206b65793031";
 
 /// The Stripe account both demo keys belong to (Stripe's `acct_` id shape).
 pub const DEMO_STRIPE_ACCOUNT: &str = "acct_1PaywardenDemo01";
@@ -273,6 +286,7 @@ pub struct Emulator {
     stripe: Arc<stripe::StripeShared>,
     ifthenpay: ifthenpay::State,
     faults: Arc<faults::Faults>,
+    webhooks: Arc<webhooks::Webhooks>,
 }
 
 impl fmt::Debug for Emulator {
@@ -305,19 +319,26 @@ impl Emulator {
             "paywarden OPP emulator state opened"
         );
         let ifthenpay = ifthenpay::State::new(store.pool().clone());
-        let faults = faults::Faults::new(stripe_store.pool.clone());
+        let webhooks = webhooks::Webhooks::start(
+            DEMO_STRIPE_WEBHOOK_SECRET.to_string(),
+            DEMO_OPP_WEBHOOK_KEY.to_string(),
+        );
+        let faults = faults::Faults::new(stripe_store.pool.clone(), webhooks.clone());
         Ok(Emulator {
             faults,
+            webhooks: webhooks.clone(),
             ifthenpay,
             inner: Arc::new(handlers::Shared {
                 store,
                 entities: config.entities,
                 latency: config.latency,
                 write_latency: config.write_latency,
+                webhooks: webhooks.clone(),
             }),
             stripe: Arc::new(stripe::StripeShared {
                 store: stripe_store,
                 keys: config.stripe_keys,
+                webhooks,
             }),
         })
     }
@@ -333,6 +354,7 @@ impl Emulator {
         handlers::router(self.inner.clone(), stripe::router(self.stripe.clone()))
             .merge(ifthenpay::router(self.ifthenpay.clone()))
             .merge(faults::router(self.faults.clone()))
+            .merge(webhooks::router(self.webhooks.clone()))
             .layer(axum::middleware::from_fn_with_state(
                 self.faults.clone(),
                 faults::inject,

@@ -9,8 +9,8 @@ use std::{sync::Arc, time::Duration};
 use axum::serve::ListenerExt;
 use indicatif::ProgressBar;
 use paywarden_emulator::{
-    Emulator, EmulatorConfig, RunningEmulator, DEMO_ENTITY_ID, DEMO_STRIPE_KEY, DEMO_TOKEN,
-    SECOND_ENTITY_ID, SECOND_TOKEN,
+    Emulator, EmulatorConfig, RunningEmulator, DEMO_ENTITY_ID, DEMO_OPP_WEBHOOK_KEY,
+    DEMO_STRIPE_KEY, DEMO_STRIPE_WEBHOOK_SECRET, DEMO_TOKEN, SECOND_ENTITY_ID, SECOND_TOKEN,
 };
 use secrecy::{ExposeSecret, SecretString};
 use tokio::net::TcpListener;
@@ -111,6 +111,8 @@ pub struct App {
     checkpoints: Arc<crate::audit_anchor::CheckpointWriter>,
     // Signs receipts; its public key is published at crate::receipts::KEYS_PATH.
     receipt_signer: crate::receipts::ReceiptSigner,
+    // Provider events in (`/webhooks/stripe`, `/webhooks/opp`).
+    events: crate::events::Events,
 }
 
 impl std::fmt::Debug for App {
@@ -290,7 +292,23 @@ impl App {
             judge = authenticator.judge_name(),
             "HTTP callers are authenticated before anything is served"
         );
+        let subscriptions = Arc::new(crate::events::Subscriptions::default());
+        let events = crate::events::Events::new(
+            store.clone(),
+            config.stripe.webhook_secret.clone().or_else(|| {
+                stripe_sandbox.then(|| SecretString::from(DEMO_STRIPE_WEBHOOK_SECRET.to_string()))
+            }),
+            config.stripe.webhook_tolerance_secs,
+            config
+                .opp
+                .webhook_key
+                .clone()
+                .or_else(|| sandbox.then(|| SecretString::from(DEMO_OPP_WEBHOOK_KEY.to_string()))),
+            sandbox || stripe_sandbox,
+            subscriptions.clone(),
+        );
         let state = Arc::new(McpState {
+            subscriptions,
             authenticator,
             ifthenpay,
             opp: OppService::new(pipeline, opp_client.clone()),
@@ -317,6 +335,7 @@ impl App {
             csrf_key,
             checkpoints,
             receipt_signer,
+            events,
         };
         if seed == SeedMode::IfEmpty && app.config.demo.seed && app.emulator.is_some() {
             if sandbox {
@@ -507,6 +526,7 @@ impl App {
                 .ifthenpay
                 .activate_demo_callbacks(&format!("http://{addr}"))
                 .await;
+            self.register_demo_webhooks(&format!("http://{addr}")).await;
         }
         let recovery = tokio::spawn(recover_forever(
             self.state.clone(),
@@ -522,7 +542,10 @@ impl App {
         )
         .merge(crate::http::readiness_router(self.readiness()))
         .merge(self.receipt_signer.router())
-        .merge(self.console_router());
+        .merge(self.console_router())
+        .merge(self.events.clone().router().layer(
+            tower_http::limit::RequestBodyLimitLayer::new(self.config.http.max_body_bytes),
+        ));
         let checkpoints = self.start_checkpoints();
         // TCP_NODELAY on every accepted connection: without it, Nagle's algorithm holds the
         // small last segment of an SSE answer until the peer's delayed ACK (~40 ms on Linux).
@@ -542,6 +565,44 @@ impl App {
         served?;
         drop(self.emulator);
         Ok(())
+    }
+}
+
+impl App {
+    /// Points the in-process emulator's webhooks at this server (sandbox only), as a merchant
+    /// does at the provider: a Stripe webhook endpoint for `{base}/webhooks/stripe` through
+    /// Stripe's API (`POST /v1/webhook_endpoints` with the demo key), and the OPP webhook
+    /// configuration for `{base}/webhooks/opp` (made in OPP's merchant UI at the real provider;
+    /// the emulator's control `POST /__emulator/opp/webhooks`). Failures are logged.
+    async fn register_demo_webhooks(&self, base: &str) {
+        let (Some(emulator), true) = (&self.emulator, self.config.demo.webhooks) else {
+            return;
+        };
+        let http = reqwest::Client::new();
+        if self.config.uses_stripe_emulator() {
+            let sent = http
+                .post(format!("{}/v1/webhook_endpoints", emulator.base_url))
+                .bearer_auth(DEMO_STRIPE_KEY)
+                .form(&[
+                    ("url", format!("{base}{}", crate::events::STRIPE_PATH)),
+                    ("enabled_events[]", "*".to_string()),
+                ])
+                .send()
+                .await;
+            if let Err(error) = sent.and_then(|r| r.error_for_status()) {
+                tracing::warn!(error = %error.without_url(), "could not register the demo Stripe webhook endpoint");
+            }
+        }
+        if self.config.uses_emulator() {
+            let sent = http
+                .post(format!("{}/__emulator/opp/webhooks", emulator.base_url))
+                .json(&serde_json::json!({ "url": format!("{base}{}", crate::events::OPP_PATH) }))
+                .send()
+                .await;
+            if let Err(error) = sent.and_then(|r| r.error_for_status()) {
+                tracing::warn!(error = %error.without_url(), "could not register the demo OPP webhook");
+            }
+        }
     }
 }
 

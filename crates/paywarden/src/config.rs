@@ -205,6 +205,12 @@ pub struct OppConfig {
     /// blocked until OPP shows the operation or this window has passed; it must be longer than
     /// any request can be in flight.
     pub settle_window_ms: Option<u64>,
+    /// The secret of the merchant's OPP webhook configuration (64 hex characters: the
+    /// AES-256-GCM key OPP encrypts notifications with; OPP docs "Webhooks"). Notifications at
+    /// `POST /webhooks/opp` are refused without it. Default with the emulator: its demo key.
+    /// Never logged or serialised.
+    #[serde(skip_serializing)]
+    pub webhook_key: Option<SecretString>,
 }
 
 /// Stripe connector settings (the `ops` toolset).
@@ -225,6 +231,14 @@ pub struct StripeConfig {
     pub timeout_ms: u64,
     /// As `opp.settle_window_ms`, for Stripe (default: 3 × `timeout_ms` + 30 000).
     pub settle_window_ms: Option<u64>,
+    /// The signing secret (`whsec_...`) of the Stripe webhook endpoint pointing at
+    /// `POST /webhooks/stripe` (one per Stripe account, which is this connector's); also read
+    /// from `STRIPE_WEBHOOK_SECRET`. Events are refused without it. Default with the emulator:
+    /// its demo secret. Never logged or serialised.
+    #[serde(skip_serializing)]
+    pub webhook_secret: Option<SecretString>,
+    /// How old a `Stripe-Signature` timestamp may be, in seconds (default 300, Stripe's).
+    pub webhook_tolerance_secs: u64,
 }
 
 impl Default for StripeConfig {
@@ -235,6 +249,8 @@ impl Default for StripeConfig {
             allow_live_keys: false,
             timeout_ms: 10_000,
             settle_window_ms: None,
+            webhook_secret: None,
+            webhook_tolerance_secs: crate::events::DEFAULT_TOLERANCE_SECS,
         }
     }
 }
@@ -279,6 +295,9 @@ pub struct DemoConfig {
     pub seed: bool,
     /// How many initial payments the demo data has (default 50).
     pub payments: usize,
+    /// Point the emulator's Stripe and OPP webhooks at this server at start-up (default true;
+    /// only ever applies to the emulator). See README "Provider events".
+    pub webhooks: bool,
 }
 
 impl Default for Config {
@@ -308,6 +327,7 @@ impl Default for OppConfig {
             base_url: None,
             timeout_ms: 10_000,
             settle_window_ms: None,
+            webhook_key: None,
         }
     }
 }
@@ -337,6 +357,7 @@ impl Default for DemoConfig {
         Self {
             seed: true,
             payments: 50,
+            webhooks: true,
         }
     }
 }
@@ -472,6 +493,12 @@ impl Config {
         }
         if config.stripe.api_key.is_none() {
             config.stripe.api_key = std::env::var("STRIPE_API_KEY")
+                .ok()
+                .filter(|v| !v.is_empty())
+                .map(SecretString::from);
+        }
+        if config.stripe.webhook_secret.is_none() {
+            config.stripe.webhook_secret = std::env::var("STRIPE_WEBHOOK_SECRET")
                 .ok()
                 .filter(|v| !v.is_empty())
                 .map(SecretString::from);
@@ -807,8 +834,11 @@ mod tests {
         let mut config = config;
         config.ifthenpay.mb_key = Some(SecretString::from("s3cr3t-mb-key".to_string()));
         config.ifthenpay.anti_phishing_key = Some(SecretString::from("s3cr3t-ap".to_string()));
+        config.stripe.webhook_secret = Some(SecretString::from("whsec_s3cr3t".to_string()));
+        config.opp.webhook_key = Some(SecretString::from("ab".repeat(32)));
         let shown = format!("{config:?}") + &serde_json::to_string(&config).unwrap_or_default();
         assert!(!shown.contains("s3cr3t-mb-key") && !shown.contains("s3cr3t-ap"));
+        assert!(!shown.contains("whsec_s3cr3t") && !shown.contains(&"ab".repeat(32)));
         assert!(!serde_json::to_string(&config)
             .unwrap_or_default()
             .contains("s3cr3t-token"));

@@ -56,6 +56,7 @@ pub mod cli_reconcile;
 pub mod config;
 pub mod connectors;
 pub mod console;
+pub mod events;
 pub mod http;
 pub mod http_sse;
 pub mod ifthenpay_http;

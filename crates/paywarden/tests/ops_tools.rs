@@ -521,7 +521,14 @@ async fn resources_prompts_and_completions() {
     let client = app.client("/mcp", Era::Legacy).await;
     let templates = client.list_all_resource_templates().await.unwrap();
     let uris: Vec<_> = templates.iter().map(|t| t.uri_template.as_str()).collect();
-    assert_eq!(uris, vec!["customer://{email}", "payment://{charge_id}"]);
+    assert_eq!(
+        uris,
+        vec![
+            "customer://{email}",
+            "payment://{charge_id}",
+            "paywarden://payments/{provider}/{payment_id}"
+        ]
+    );
 
     let read = client
         .read_resource(ReadResourceRequestParams::new(

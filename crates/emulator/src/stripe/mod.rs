@@ -38,6 +38,7 @@
 mod catalog;
 mod customers;
 mod error;
+mod events;
 mod expand;
 mod form;
 mod payments;
@@ -83,6 +84,8 @@ const MAX_IDEMPOTENCY_KEY_CHARS: usize = 255;
 pub(crate) struct StripeShared {
     pub(crate) store: StripeStore,
     pub(crate) keys: Vec<StripeCredential>,
+    /// Sends webhook events ([`crate::webhooks`]).
+    pub(crate) webhooks: Arc<crate::webhooks::Webhooks>,
 }
 
 /// The Stripe API router (state applied; merged into the emulator's router).
@@ -112,6 +115,10 @@ pub(crate) fn router(shared: Arc<StripeShared>) -> Router {
         )
         .route("/v1/payment_links/{id}", get(retrieve_payment_link))
         .route("/sandbox/pay/{id}", get(sandbox_payment_page))
+        .route(
+            "/v1/webhook_endpoints",
+            axum::routing::post(events::create_webhook_endpoint),
+        )
         .fallback(unrecognized)
         .with_state(shared)
 }
@@ -442,7 +449,12 @@ async fn write(
         Err(e) => return respond_error(&e, &request_id),
     };
     match write_in_transaction(shared, account, &form, key.as_deref(), path, &op).await {
-        Ok((status, body, replayed)) => respond(status, body, &request_id, replayed),
+        Ok((status, body, replayed)) => {
+            if status == StatusCode::OK && !replayed {
+                events::after_write(shared, account, &op, &body).await;
+            }
+            respond(status, body, &request_id, replayed)
+        }
         Err(e) => respond_error(&e, &request_id),
     }
 }

@@ -54,6 +54,8 @@ pub struct McpState {
     pub approval_questions: rmcp::model::RequestStateCodec,
     /// Judges HTTP callers' credentials (every HTTP transport runs it first).
     pub authenticator: Arc<crate::auth::Authenticator>,
+    /// Session clients' resource subscriptions, told of provider events ([`crate::events`]).
+    pub subscriptions: Arc<crate::events::Subscriptions>,
 }
 
 /// Which endpoint a handler serves.
@@ -548,6 +550,19 @@ impl ServerHandler for PaywardenMcp {
         if self.serves_ops() {
             result.resource_templates = ops::resource_templates();
         }
+        if self.endpoint == Endpoint::Unified {
+            result.resource_templates.push(
+                rmcp::model::ResourceTemplate::new(
+                    "paywarden://payments/{provider}/{payment_id}",
+                    "payment_events",
+                )
+                .with_title("Payment events")
+                .with_description(
+                    "What the provider told paywarden about a payment (provider stripe: a PaymentIntent pi_...; opp: a payment id): the Stripe webhook events and OPP notifications received, oldest first. Subscribe to it (resources/subscribe) to hear when a new one arrives.",
+                )
+                .with_mime_type("application/json"),
+            );
+        }
         Ok(result)
     }
 
@@ -556,7 +571,15 @@ impl ServerHandler for PaywardenMcp {
         request: rmcp::model::ReadResourceRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<rmcp::model::ReadResourceResponse, McpError> {
-        let result = if self.serves_ops() {
+        let result = if request
+            .uri
+            .starts_with(crate::events::subscriptions::PAYMENT_URI_PREFIX)
+        {
+            match self.caller(&context) {
+                Ok(caller) => self.read_payment_events(&caller, &request.uri).await,
+                Err(e) => Err(e),
+            }
+        } else if self.serves_ops() {
             match self.caller(&context) {
                 Ok(caller) => self.read_ops_resource(&caller, &request.uri).await,
                 Err(e) => Err(e),
@@ -575,6 +598,105 @@ impl ServerHandler for PaywardenMcp {
         self.audit_request(&context, "resources/read", arguments, &result)
             .await?;
         result.map(Into::into).map_err(masked)
+    }
+
+    /// `resources/subscribe` (session clients): a payment resource
+    /// (`paywarden://payments/{stripe|opp}/{id}`, or `payment://{pi_...}`) of the caller's
+    /// entity; `notifications/resources/updated` follows when a provider event updates it.
+    #[allow(deprecated)] // 2025-era subscriptions; 2026-07-28 clients use subscriptions/listen
+    async fn subscribe(
+        &self,
+        request: rmcp::model::SubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        let caller = self.caller(&context)?;
+        let result = if crate::events::parse_payment_uri(&request.uri).is_some() {
+            self.state.subscriptions.subscribe(
+                &caller.entity_id,
+                session_id(&context),
+                &request.uri,
+                context.peer.clone(),
+            );
+            Ok(())
+        } else {
+            Err(McpError::invalid_params(
+                format!(
+                    "cannot subscribe to {:?}: subscribe to a payment, paywarden://payments/{{stripe|opp}}/{{payment id}} (or payment://{{pi_...}})",
+                    request.uri
+                ),
+                Some(serde_json::json!({ "uri": request.uri })),
+            ))
+        };
+        self.audit_request(
+            &context,
+            "resources/subscribe",
+            serde_json::json!({ "uri": request.uri }),
+            &result,
+        )
+        .await?;
+        result
+    }
+
+    /// `subscriptions/listen` (2026-07-28): accepts the payment URIs among the requested
+    /// `resourceSubscriptions` (see [`Self::subscribe`]); nothing else is offered.
+    fn accepted_subscription_filter(
+        &self,
+        requested: &rmcp::model::SubscriptionFilter,
+    ) -> Option<rmcp::model::SubscriptionFilter> {
+        let mut accepted = rmcp::model::SubscriptionFilter::new();
+        let uris: Vec<String> = requested
+            .resource_subscriptions
+            .iter()
+            .flatten()
+            .filter(|uri| crate::events::parse_payment_uri(uri).is_some())
+            .cloned()
+            .collect();
+        accepted.resource_subscriptions = (!uris.is_empty()).then_some(uris);
+        Some(accepted)
+    }
+
+    /// Runs one `subscriptions/listen` stream: `notifications/resources/updated` for the
+    /// accepted payment URIs of the caller's entity, until the client cancels it.
+    async fn listen(&self, context: rmcp::service::SubscriptionContext) -> Result<(), McpError> {
+        let caller = self.caller(context.request_context())?;
+        let uris = context
+            .accepted()
+            .resource_subscriptions
+            .clone()
+            .unwrap_or_default();
+        let id = self
+            .state
+            .subscriptions
+            .listen(&caller.entity_id, &uris, context.sink().clone());
+        context.cancelled().await;
+        self.state.subscriptions.end_listen(id);
+        Ok(())
+    }
+
+    /// `resources/unsubscribe`: ends this session's subscription to a payment URI (none:
+    /// nothing); any other URI is invalid params, as for `resources/subscribe`.
+    #[allow(deprecated)] // 2025-era subscriptions
+    async fn unsubscribe(
+        &self,
+        request: rmcp::model::UnsubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        let caller = self.caller(&context)?;
+        if crate::events::parse_payment_uri(&request.uri).is_none() {
+            return Err(McpError::invalid_params(
+                format!(
+                    "cannot unsubscribe from {:?}: only payments (paywarden://payments/{{stripe|opp}}/{{payment id}}, payment://{{pi_...}}) can be subscribed to",
+                    request.uri
+                ),
+                Some(serde_json::json!({ "uri": request.uri })),
+            ));
+        }
+        self.state.subscriptions.unsubscribe(
+            &caller.entity_id,
+            session_id(&context).as_deref(),
+            &request.uri,
+        );
+        Ok(())
     }
 
     async fn list_prompts(
@@ -787,6 +909,54 @@ impl ServerHandler for PaywardenMcp {
     }
 }
 
+/// The Streamable HTTP session of a request (`Mcp-Session-Id`), `None` for stdio.
+fn session_id(context: &RequestContext<RoleServer>) -> Option<String> {
+    context
+        .extensions
+        .get::<http::request::Parts>()
+        .and_then(|p| p.headers.get("mcp-session-id"))
+        .and_then(|v| v.to_str().ok())
+        .map(String::from)
+}
+
+impl PaywardenMcp {
+    /// Reads a payment resource `paywarden://payments/{provider}/{id}`: the provider events
+    /// paywarden received about that payment of the caller's entity, oldest first
+    /// (`{"provider", "paymentId", "events": [...]}`); another entity's payment reads as empty.
+    async fn read_payment_events(
+        &self,
+        caller: &Caller,
+        uri: &str,
+    ) -> Result<rmcp::model::ReadResourceResult, McpError> {
+        let Some((provider, id)) = crate::events::parse_payment_uri(uri) else {
+            return Err(McpError::resource_not_found(
+                format!("unknown resource {uri:?}: payments are paywarden://payments/{{stripe|opp}}/{{payment id}}"),
+                Some(serde_json::json!({ "uri": uri })),
+            ));
+        };
+        let events = self
+            .state
+            .opp
+            .pipeline()
+            .store()
+            .events_for(&caller.entity_id, id)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "store failure");
+                McpError::internal_error("paywarden's database failed; retry later", None)
+            })?;
+        let events: Vec<_> = events
+            .into_iter()
+            .filter(|e| e.event.provider == provider)
+            .collect();
+        let body = serde_json::json!({ "provider": provider, "paymentId": id, "events": events });
+        Ok(rmcp::model::ReadResourceResult::new(vec![
+            rmcp::model::ResourceContents::text(body.to_string(), uri)
+                .with_mime_type("application/json"),
+        ]))
+    }
+}
+
 /// What paywarden declares, on every endpoint: tools; prompts, resources and completions (the
 /// ops toolset's, and empty where it isn't served: rmcp answers their list methods anyway, and
 /// answering an undeclared capability fails MCP conformance, SEP-2575); logging (2025-era
@@ -798,6 +968,7 @@ pub fn server_capabilities() -> ServerCapabilities {
         .enable_completions()
         .enable_prompts()
         .enable_resources()
+        .enable_resources_subscribe()
         .enable_tools()
         .build();
     // Tasks (SEP-2663): calls that wait on a person or a provider ([`tasks`]).

@@ -17,6 +17,7 @@
 
 mod approvals;
 mod audit;
+mod events;
 mod idempotency;
 mod ifthenpay;
 mod late;
@@ -36,6 +37,7 @@ use sqlx::{
 
 pub use approvals::{Approval, ApprovalError, ApprovalStatus, NewApproval, UnknownApprovalStatus};
 pub use audit::{AuditEntry, AuditRecord, ChainBreak, GENESIS};
+pub use events::{NewProviderEvent, ProviderEvent};
 pub use idempotency::{Begin, IdempotencyError, KeyRecord, KeyState};
 pub use ifthenpay::{IfthenpayCallback, IfthenpayRequest, NewIfthenpayRequest};
 pub use late::{LateKind, LateOutcome, LATE_WATCH};

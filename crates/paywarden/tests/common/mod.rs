@@ -164,6 +164,9 @@ pub fn test_config(dir: &std::path::Path) -> Config {
         ..Config::default()
     };
     config.demo.seed = false;
+    // The emulator's webhooks would add audit rows at their own pace: only the provider-event
+    // tests (tests/provider_events.rs) turn them on.
+    config.demo.webhooks = false;
     config.opp.timeout_ms = 5_000;
     // The provider-mechanics tests run under a permissive policy; safety tests use
     // `spawn_app_with` and the built-in policy.
