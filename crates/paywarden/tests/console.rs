@@ -478,3 +478,52 @@ async fn the_timeline_shows_provider_events_of_an_ifthenpay_reference() {
     assert!(html.contains("€49.90"), "{html}");
     assert!(html.contains("reference 11249 987654321"), "{html}");
 }
+
+#[tokio::test]
+async fn the_timeline_shows_stripe_webhook_events_of_a_payment() {
+    let app = console_app().await;
+    let entity = "8ac7a4c9000000000000000000000001";
+    app.store
+        .append_audit(&entry(
+            entity,
+            "issue_refund",
+            "ok",
+            json!({"charge_id": "pi_3TimelineTest", "amount_cents": 1250}),
+        ))
+        .await
+        .unwrap();
+    app.store
+        .record_provider_event(&paywarden::store::NewProviderEvent {
+            provider: "stripe".into(),
+            event_id: "evt_1TimelineTest".into(),
+            entity_id: entity.into(),
+            payment_id: Some("pi_3TimelineTest".into()),
+            event_type: "refund.updated".into(),
+            object_id: Some("re_1TimelineTest".into()),
+            status: Some("failed".into()),
+            amount_minor: Some(1250),
+            currency: Some("EUR".into()),
+            outcome: "applied".into(),
+            summary: json!({"refund": "re_1TimelineTest", "status": "failed"}),
+        })
+        .await
+        .unwrap();
+    let html = http()
+        .get(format!(
+            "{}/console/timeline?ref=pi_3TimelineTest",
+            app.base_url
+        ))
+        .basic_auth("alice", Some("alice-token"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let call = html.find("issue_refund</strong>").expect(&html);
+    let event = html.find("stripe refund.updated").expect(&html);
+    assert!(call < event, "{html}");
+    assert!(html.contains("re_1TimelineTest"), "{html}");
+    assert!(html.contains("status failed"), "{html}");
+    assert!(html.contains("€12.50"), "{html}");
+}

@@ -690,6 +690,43 @@ async fn timeline_page(
         }
         events.push(e);
     }
+    // Stripe webhook events and OPP notifications stored for any id of this payment.
+    let entities: BTreeSet<&str> = records.iter().map(|r| r.entry.entity_id.as_str()).collect();
+    let mut provider_events = Vec::new();
+    for entity in entities {
+        for id in &ids {
+            match store.events_for(entity, id).await {
+                Ok(found) => provider_events.extend(found),
+                Err(e) => return failed(&e),
+            }
+        }
+    }
+    provider_events.sort_by_key(|p| p.id);
+    provider_events.dedup_by_key(|p| p.id);
+    for p in &provider_events {
+        let Some(when) = stored_time(&p.received_at) else {
+            continue;
+        };
+        let mut e = event(
+            when,
+            (5, p.id),
+            "provider event",
+            "provider",
+            format!("{} {}", p.event.provider, p.event.event_type),
+        );
+        e.badge = Some(p.event.outcome.clone());
+        if let (Some(minor), Some(currency)) = (p.event.amount_minor, &p.event.currency) {
+            e.amount = Some(render::format_money(minor, currency));
+        }
+        if let Some(o) = &p.event.object_id {
+            e.lines.push(format!("object {o}"));
+        }
+        if let Some(status) = &p.event.status {
+            e.lines.push(format!("status {status}"));
+        }
+        e.lines.push(format!("event {}", p.event.event_id));
+        events.push(e);
+    }
     for r in records
         .iter()
         .filter(|r| ids.iter().any(|id| record_mentions(r, id)))
