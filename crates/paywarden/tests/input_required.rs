@@ -414,3 +414,74 @@ async fn concurrent_retries_with_one_state_execute_once() {
     assert_eq!(executed, 1, "{answers:?}");
     assert_eq!(captures(&app, &pa).await, 1);
 }
+
+/// The confirmation token inside a (readable, authenticated) `requestState`, as a client that
+/// decodes it would find it.
+fn token_in(state: &str) -> String {
+    use base64::Engine;
+    let engines = [
+        base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        base64::engine::general_purpose::URL_SAFE,
+        base64::engine::general_purpose::STANDARD,
+        base64::engine::general_purpose::STANDARD_NO_PAD,
+    ];
+    for part in state.split('.') {
+        for engine in &engines {
+            let Ok(bytes) = engine.decode(part) else {
+                continue;
+            };
+            let text = String::from_utf8_lossy(&bytes);
+            if let Some(at) = text.find("pwc_") {
+                return text[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+                    .collect();
+            }
+        }
+    }
+    panic!("no confirmation token readable in {state}");
+}
+
+/// The attack (black-box test, 2026-12-03): the user declines, and the agent takes the token out
+/// of the readable `requestState` and calls the tool with it. The user's "no" must be final.
+#[tokio::test]
+async fn a_declined_confirmation_cannot_be_executed_with_the_token_in_its_state() {
+    let app = guarded_app().await;
+    let pa = app
+        .create_payment(
+            &demo_credentials(),
+            PaymentType::Preauthorization,
+            "80.00",
+            Currency::EUR,
+        )
+        .await;
+    let (entity, token) = demo();
+    let client = form_client(&app, entity, token, true).await;
+    let state = ask(&client, &pa).await;
+    let mut params = capture(&pa).with_request_state(state.clone());
+    params.input_responses =
+        Some([("confirmation".to_string(), json!({"action": "decline"}))].into());
+    let declined = client.call_tool_once(params).await.expect("answered");
+    let CallToolResponse::Complete(declined) = declined else {
+        panic!("{declined:?}");
+    };
+    assert_eq!(declined.is_error, Some(true), "{declined:?}");
+    let pwc = token_in(&state);
+    let mut with_token = capture(&pa);
+    with_token
+        .arguments
+        .as_mut()
+        .unwrap()
+        .insert("confirmationToken".into(), Value::String(pwc));
+    let answer = client.call_tool_once(with_token).await;
+    let said = format!("{answer:?}");
+    assert!(
+        !said.contains("\"executed\""),
+        "the declined confirmation executed: {said}"
+    );
+    assert_eq!(
+        captures(&app, &pa).await,
+        0,
+        "a declined confirmation moved money"
+    );
+}

@@ -170,8 +170,53 @@ async fn an_approval_task_follows_the_operator_and_executes_once() {
             .cancel_task(CancelTaskParams::new(&id))
             .await
             .unwrap_err();
-        assert!(format!("{err:?}").contains("already completed"), "{err:?}");
+        assert!(format!("{err:?}").contains("nothing to cancel"), "{err:?}");
     }
+}
+
+/// The attack (black-box test, 2026-12-03): an operator approves, and the agent's `tasks/cancel`,
+/// sent before it ever polls, must not be what executes the refund. The cancel is refused, says
+/// nothing moved, and the refund runs only when the agent asks for the task's result.
+#[tokio::test]
+async fn cancelling_an_approved_task_never_executes_it() {
+    let app = guarded_app().await;
+    let db = app
+        .create_payment(
+            &demo_credentials(),
+            PaymentType::Debit,
+            "900.00",
+            Currency::EUR,
+        )
+        .await;
+    let client = task_client(&app, Era::Stateless, DEMO_ENTITY_ID, DEMO_TOKEN).await;
+    let id = start_task(
+        &client,
+        "perform_refund",
+        json!({"referenceId": db, "amount": "750.00", "currency": "EUR"}),
+    )
+    .await;
+    let approval = app.store.list_approvals(None).await.unwrap().remove(0);
+    app.store
+        .decide_approval(&approval.id, true, "carol", Some("on the page"))
+        .await
+        .unwrap();
+    let err = client
+        .cancel_task(CancelTaskParams::new(&id))
+        .await
+        .unwrap_err();
+    let said = format!("{err:?}");
+    assert!(said.contains("Nothing moved"), "{said}");
+    assert_eq!(
+        refunds_of(&app, &db).await,
+        0,
+        "the cancel executed the refund"
+    );
+    let still = app.store.approval(&approval.id).await.unwrap().unwrap();
+    assert_eq!(still.status, paywarden::store::ApprovalStatus::Approved);
+    // Asking for the result runs it, once.
+    let done = get(&client, &id).await;
+    assert_eq!(done.task.task.status, TaskStatus::Completed, "{done:?}");
+    assert_eq!(refunds_of(&app, &db).await, 1);
 }
 
 #[tokio::test]

@@ -243,6 +243,18 @@ impl PaywardenMcp {
             a["action"] == "accept" && a["content"][CONFIRM_FIELD] == serde_json::Value::Bool(true)
         });
         if !confirmed {
+            // The user's "no" is final: the token the state carries is spent too, so it cannot
+            // be taken out of the (readable) state and used for the same call afterwards.
+            if let Err(e) = store
+                .void_confirmation(&crate::pipeline::safety::token_hash(&state.token))
+                .await
+            {
+                tracing::error!(error = %e, "declined confirmation token not spent");
+                return Ok(Err(McpError::internal_error(
+                    "paywarden's database failed while recording the user's answer; nothing was sent. Retry later.",
+                    None,
+                )));
+            }
             let what = serde_json::json!({ "inputResponses": answer });
             let declined: Result<(), McpError> = Ok(());
             if let Err(e) = self

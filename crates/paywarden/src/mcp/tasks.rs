@@ -479,6 +479,11 @@ impl PaywardenMcp {
     ) -> Result<(), McpError> {
         let caller = self.caller(&context)?;
         let stored = self.stored_task(&caller, task_id).await?;
+        if stored.kind == TaskKind::Approval && stored.cancelled_at.is_none() {
+            // Never through `task_now`: working out an approval task's state executes an
+            // approved request, and a cancel must not be what moves the money.
+            return self.cancel_approval_task(&caller, &stored).await;
+        }
         let now = self.task_now(&caller, &stored, context).await?;
         if now.payload.status().is_terminal() {
             return Err(McpError::invalid_params(
@@ -539,6 +544,74 @@ impl PaywardenMcp {
         };
         store
             .cancel_task(&caller.entity_id, task_id, &note)
+            .await
+            .map_err(internal)?;
+        Ok(())
+    }
+
+    /// `tasks/cancel` of an approval task, read from the approval row alone (nothing runs): a
+    /// pending approval is withdrawn; an approved one that has not run is refused (an operator's
+    /// decision stands; it runs only when the agent asks for the task's result); a decided,
+    /// expired or executed one has nothing to cancel.
+    async fn cancel_approval_task(
+        &self,
+        caller: &Caller,
+        stored: &StoredTask,
+    ) -> Result<(), McpError> {
+        use crate::store::ApprovalStatus;
+        let store = self.state.ops.pipeline().store();
+        let id = &stored.subject;
+        let approval = store
+            .approval(id)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| unknown_task(&stored.id))?;
+        match approval.status {
+            ApprovalStatus::Pending => {}
+            ApprovalStatus::Approved => {
+                return Err(McpError::invalid_request(
+                    format!(
+                        "approval {id} was approved by an operator and has not run: a task cannot withdraw an operator's decision. Nothing moved; it runs only when you ask for the task's result (tasks/get). Ask the operator to deny it instead."
+                    ),
+                    None,
+                ))
+            }
+            other => {
+                return Err(McpError::invalid_params(
+                    format!(
+                        "task {} is already finished (approval {id} is {}): there is nothing to cancel",
+                        stored.id,
+                        serde_json::to_value(other)
+                            .ok()
+                            .and_then(|v| v.as_str().map(String::from))
+                            .unwrap_or_default()
+                    ),
+                    None,
+                ))
+            }
+        }
+        let note = match store
+            .decide_approval(
+                id,
+                false,
+                &format!("agent:{}", caller.entity_id),
+                Some("withdrawn by the agent (tasks/cancel)"),
+            )
+            .await
+        {
+            Ok(_) => format!(
+                "approval {id} withdrawn by the agent: it can no longer be approved or executed; nothing moved"
+            ),
+            Err(crate::store::ApprovalError::Store(e)) => return Err(internal(e)),
+            Err(e) => {
+                return Err(McpError::invalid_request(
+                    format!("approval {id} cannot be withdrawn now: {e}"),
+                    None,
+                ))
+            }
+        };
+        store
+            .cancel_task(&caller.entity_id, &stored.id, &note)
             .await
             .map_err(internal)?;
         Ok(())

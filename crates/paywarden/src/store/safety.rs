@@ -155,6 +155,23 @@ impl Store {
         Ok(confirmation)
     }
 
+    /// Spends an unused confirmation token without executing anything: the user declined the
+    /// confirmation it stands for, and that "no" is final. Returns whether a token was spent.
+    ///
+    /// # Errors
+    /// [`StoreError`] on database failure.
+    pub async fn void_confirmation(&self, token_hash: &str) -> Result<bool, StoreError> {
+        let updated = sqlx::query(
+            "UPDATE confirmations SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL",
+        )
+        .bind(ts(Utc::now()))
+        .bind(token_hash)
+        .execute(self.pool())
+        .await?
+        .rows_affected();
+        Ok(updated == 1)
+    }
+
     /// Makes a used confirmation token usable again, when the execution it confirmed sent
     /// nothing (the provider refused the credentials, or could not be reached). Returns whether
     /// a token was given back.
