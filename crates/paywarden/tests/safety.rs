@@ -1080,3 +1080,59 @@ async fn an_approval_run_through_get_approval_is_checked_for_staleness() {
         .unwrap();
     assert_eq!(refunds.len(), 1, "{again:?}");
 }
+
+/// The attack (black-box test, 2026-12-03): a call presenting an approved approval with other
+/// arguments (a typo'd reference) is refused, and must not claim the approval's key so that the
+/// rightful execution is then blocked forever ("key already used with different arguments").
+#[tokio::test]
+async fn a_mismatched_call_with_an_approval_cannot_block_the_rightful_one() {
+    let app = guarded_app().await;
+    let mut debits = Vec::new();
+    for _ in 0..2 {
+        debits.push(
+            app.create_payment(
+                &demo_credentials(),
+                PaymentType::Debit,
+                "900.00",
+                Currency::EUR,
+            )
+            .await,
+        );
+    }
+    let client = app.client("/mcp", Era::Stateless).await;
+    let args = json!({"referenceId": debits[0], "amount": "750.00", "currency": "EUR"});
+    let pending = call_ok(&client, "perform_refund", args.clone()).await;
+    assert_eq!(pending["status"], "approval_pending", "{pending}");
+    let id = pending["approval"]["id"].as_str().unwrap().to_string();
+    app.store
+        .decide_approval(&id, true, "alice", None)
+        .await
+        .unwrap();
+
+    // A typo'd reference with the approval: refused by the check on provider state (OPP has
+    // no such transaction), nothing moves.
+    let wrong = json!({"referenceId": "8ac7a4c9ffffffffffffffffffffffff", "amount": "750.00", "currency": "EUR", "approvalId": id});
+    let refused = call(&client, "perform_refund", wrong).await.unwrap();
+    assert_eq!(refused.is_error, Some(true), "{}", text_of(&refused));
+
+    // The rightful execution still runs, once.
+    let mut follow_up = args;
+    follow_up["approvalId"] = json!(id);
+    let done = call_ok(&client, "perform_refund", follow_up).await;
+    assert_eq!(done["status"], "executed", "{done}");
+    let polled = call_ok(&client, "get_approval", json!({"approvalId": id})).await;
+    assert_eq!(polled["id"], done["id"]);
+    for (db, expected) in [(&debits[0], 1), (&debits[1], 0)] {
+        let linked = call_ok(
+            &client,
+            "get_transactions",
+            json!({"id": db, "paymentTypes": ["RF"]}),
+        )
+        .await;
+        assert_eq!(
+            linked["payments"].as_array().map_or(0, Vec::len),
+            expected,
+            "{linked}"
+        );
+    }
+}

@@ -21,6 +21,11 @@ use std::time::Duration;
 /// Volatile values, replaced in the serialised snapshot (text and JSON alike).
 fn filters() -> Vec<(&'static str, &'static str)> {
     vec![
+        // The call digest of a derived idempotency key (`confirm:<token hash>:<16 hex>`).
+        (
+            r"((?:confirm|approval):[0-9A-Za-z_-]+):[0-9a-f]{16}\b",
+            "${1}:[call]",
+        ),
         // Timestamps (RFC 3339 / ISO, OPP's `yyyy-MM-dd HH:mm:ss.SSS+0000`, ifthenpay's).
         (
             r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:?\d{2})?",

@@ -96,16 +96,27 @@ pub struct GateRequest<'a> {
 /// The idempotency key of a money-moving call: the caller's own, else one derived from its
 /// confirmation token (`confirm:` + the token's SHA-256) or approval (`approval:` + id), so a
 /// confirmed or approved call can never execute twice, and two separately confirmed calls never
-/// share a key. `None` for a first call without a key (it only previews or asks).
+/// share a key. A derived key also names the call it stands for (`:` + 16 hex of the SHA-256 of
+/// `tool` and the argument `binding`), so a call with other arguments or another tool presenting
+/// the same token or approval gets a key of its own (the gate refuses it there) and can never
+/// block the rightful call's key. `None` for a first call without a key (it only previews or
+/// asks).
 pub fn derived_key(
     idempotency_key: Option<&str>,
     confirmation_token: Option<&str>,
     approval_id: Option<&str>,
+    tool: &str,
+    binding: &str,
 ) -> Option<String> {
+    use sha2::{Digest, Sha256};
+    let call = || {
+        let digest = hex::encode(Sha256::digest(format!("{tool}\n{binding}").as_bytes()));
+        digest[..16].to_string()
+    };
     idempotency_key
         .map(String::from)
-        .or_else(|| confirmation_token.map(|t| format!("confirm:{}", token_hash(t))))
-        .or_else(|| approval_id.map(|a| format!("approval:{a}")))
+        .or_else(|| confirmation_token.map(|t| format!("confirm:{}:{}", token_hash(t), call())))
+        .or_else(|| approval_id.map(|a| format!("approval:{a}:{}", call())))
 }
 
 pub(super) fn strength(d: Decision) -> u8 {

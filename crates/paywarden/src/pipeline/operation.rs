@@ -103,6 +103,8 @@ pub trait Operation: Sync {
             call.idempotency_key,
             call.confirmation_token,
             call.approval_id,
+            call.tool,
+            &call.binding,
         )
     }
 
