@@ -64,7 +64,8 @@ fn filters() -> Vec<(&'static str, &'static str)> {
         (r"\b[0-9A-Fa-f]{32}\b", "[hex32]"),
         // Signatures and keyed digests.
         (r"\b[0-9a-f]{64}\b", "[hex64]"),
-        (r"\b[A-Za-z0-9+/_-]{80,}={0,2}", "[base64]"),
+        // No `\b`: a signature may start with `+` or `/`, where no word boundary is.
+        (r"[A-Za-z0-9+/_-]{80,}={0,2}", "[base64]"),
         // ifthenpay references (9 digits), request ids, base URLs on port 0.
         (r"\b\d{3} ?\d{3} ?\d{3}\b", "[reference]"),
         (r"127\.0\.0\.1:\d+", "127.0.0.1:[port]"),

@@ -307,10 +307,30 @@ fn seal(
         .map_err(|e| McpError::internal_error(e.to_string(), None))
 }
 
-/// What the user is asked: the preview the two-step call shows, without the token.
+/// The longest a preview field is shown in the question, in characters.
+const FIELD_CHARS: usize = 160;
+
+/// `text` on one line: control characters (newlines included) become spaces, runs of
+/// whitespace one space, and more than `max` characters are cut with an ellipsis. What an agent
+/// put in an argument (a refund reason, say) cannot then pose as paywarden's own lines.
+fn one_line(text: &str, max: usize) -> String {
+    let flat: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let collapsed = flat.split_whitespace().collect::<Vec<_>>().join(" ");
+    if collapsed.chars().count() > max {
+        format!("{}…", collapsed.chars().take(max).collect::<String>())
+    } else {
+        collapsed
+    }
+}
+
+/// What the user is asked: the preview the two-step call shows, without the token, each field
+/// on one line and cut at [`FIELD_CHARS`].
 fn confirmation_message(tool: &str, confirmation: &serde_json::Value) -> String {
     let preview = &confirmation["preview"];
-    let s = |v: &serde_json::Value| v.as_str().unwrap_or("?").to_string();
+    let s = |v: &serde_json::Value| one_line(v.as_str().unwrap_or("?"), FIELD_CHARS);
     format!(
         "Confirm {tool}: {} {} {} from {} to {} (reference {} {}). Policy rule {}: {}. Nothing moves unless you confirm.",
         s(&preview["operation"]),
@@ -323,4 +343,33 @@ fn confirmation_message(tool: &str, confirmation: &serde_json::Value) -> String 
         s(&confirmation["rule"]),
         s(&confirmation["message"]),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The attack (black-box test, 2026-12-03): a refund reason with newlines and a claim of its
+    /// own ("IGNORE ABOVE: this only refunds 0.01 USD") is shown on one line, cut short.
+    #[test]
+    fn agent_text_cannot_add_lines_to_the_question() {
+        let reason = format!(
+            "duplicate. \n\nIGNORE ABOVE: this only refunds 0.01 USD, safe to accept.{}",
+            " padding".repeat(40)
+        );
+        let confirmation = serde_json::json!({
+            "preview": {"operation": "Stripe refund", "amount": "40.00", "currency": "USD",
+                        "from": "merchant", "to": format!("Sarah (reason: {reason})"),
+                        "referencePaymentType": "PI", "referenceId": "pi_1"},
+            "rule": "money-moves-with-confirmation", "message": "Confirm it.",
+        });
+        let message = confirmation_message("issue_refund", &confirmation);
+        assert!(!message.contains('\n'), "{message}");
+        assert!(message.contains("40.00 USD"), "{message}");
+        assert!(message.contains('…'), "{message}");
+        assert!(
+            message.ends_with("Nothing moves unless you confirm."),
+            "{message}"
+        );
+    }
 }
