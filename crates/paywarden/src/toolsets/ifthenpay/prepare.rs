@@ -190,11 +190,7 @@ impl IfthenpayService {
                     ("btnCloseUrl", p.btn_close_url),
                     ("btnCloseLabel", p.btn_close_label),
                 ];
-                for (name, value) in optional {
-                    if let Some(v) = value {
-                        body[name] = json!(v);
-                    }
-                }
+                set_present(&mut body, optional);
                 Ok(Prepared::Create(
                     key,
                     Creation::Pinpay {
@@ -223,16 +219,15 @@ impl IfthenpayService {
                     "amount": amount.to_decimal_string(),
                     "returnUrl": p.return_url,
                 });
-                for (name, value) in [
-                    ("description", p.description),
-                    ("customerName", p.customer_name),
-                    ("customerEmail", p.customer_email),
-                    ("customerPhone", p.customer_phone),
-                ] {
-                    if let Some(v) = value {
-                        body[name] = json!(v);
-                    }
-                }
+                set_present(
+                    &mut body,
+                    [
+                        ("description", p.description),
+                        ("customerName", p.customer_name),
+                        ("customerEmail", p.customer_email),
+                        ("customerPhone", p.customer_phone),
+                    ],
+                );
                 Ok(Prepared::Create(
                     key,
                     Creation::Cofidis {
@@ -268,17 +263,16 @@ impl IfthenpayService {
                     "customerEmail": p.customer_email,
                     "customerPhone": p.customer_phone,
                 });
-                for (name, value) in [
-                    ("description", p.description),
-                    ("customerAddress", p.customer_address),
-                    ("customerCity", p.customer_city),
-                    ("customerState", p.customer_state),
-                    ("customerZipCode", p.customer_zip_code),
-                ] {
-                    if let Some(v) = value {
-                        body[name] = json!(v);
-                    }
-                }
+                set_present(
+                    &mut body,
+                    [
+                        ("description", p.description),
+                        ("customerAddress", p.customer_address),
+                        ("customerCity", p.customer_city),
+                        ("customerState", p.customer_state),
+                        ("customerZipCode", p.customer_zip_code),
+                    ],
+                );
                 Ok(Prepared::Create(
                     key,
                     Creation::Pix {
@@ -359,6 +353,16 @@ impl IfthenpayService {
                 "unknown tool {other:?}: this toolset has {}",
                 TOOLS.join(", ")
             )))),
+        }
+    }
+}
+
+/// Sets each `(name, value)` whose value is present as a JSON string field of `body`; absent
+/// values leave `body` as it is (ifthenpay's optional request fields are omitted, not null).
+fn set_present<const N: usize>(body: &mut serde_json::Value, fields: [(&str, Option<String>); N]) {
+    for (name, value) in fields {
+        if let Some(v) = value {
+            body[name] = json!(v);
         }
     }
 }
