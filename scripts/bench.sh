@@ -13,7 +13,8 @@
 #   BENCH_ENGINES=sqlite scripts/bench.sh
 #
 # Environment: BENCH_SECONDS (per measurement, default 10), BENCH_CONNECTIONS (default 64),
-# BENCH_ENGINES (default "sqlite postgres"), BENCH_PG_URL (default
+# BENCH_ENGINES (default "sqlite postgres"), BENCH_PAYWARDEN (the server binary to measure;
+# default this tree's release build), BENCH_PG_URL (default
 # postgres://postgres@127.0.0.1:5432, trust auth; a paywarden_bench database there is dropped
 # and created), CARGO_TARGET_DIR (honoured). Needs wrk (Debian: apt-get install wrk; installed
 # here when missing and running as root) and curl. Not part of scripts/test.sh: speed is
@@ -46,7 +47,9 @@ echo "== building (release)" >&2
 # Two commands: together, the example's dev-dependency features would rebuild the server.
 cargo build --release -p paywarden --bin paywarden >&2
 cargo build --release -p paywarden --example bench >&2
-PAYWARDEN="$TARGET/release/paywarden"
+# BENCH_PAYWARDEN: another paywarden binary to measure (e.g. an earlier commit's, for a
+# before/after comparison in one sitting); the baselines and the load generator are this tree's.
+PAYWARDEN="${BENCH_PAYWARDEN:-$TARGET/release/paywarden}"
 BENCH="$TARGET/release/examples/bench"
 
 rm -rf "$OUT" && mkdir -p "$OUT"
@@ -188,7 +191,21 @@ print(best["id"], best["currency"])')
     line=$("$BENCH" refund --url "$url" --connections "$CONNS" --seconds "$SECONDS_EACH" \
         --reference "$reference" --currency "$currency")
     # shellcheck disable=SC2086
-    row "$engine: confirmed refund flow (preview + confirmation = 1)" $(echo "$line" | cut -d' ' -f2-)
+    row "$engine: confirmed refund flow, one transaction for all (preview + confirmation = 1)" $(echo "$line" | cut -d' ' -f2-)
+    # The same flow with one transaction per connection (an agent refunding different payments):
+    # debits of 100.00 EUR made at the offline OPP emulator through OPP's own API.
+    opp=$(sed -n 's/.*offline emulator at \(http:[^;]*\);.*/\1/p' "$dir/server.log" | head -1)
+    refs=()
+    for _ in $(seq 1 "$CONNS"); do
+        refs+=("$(curl -sf -X POST "$opp/v1/payments" -H "Authorization: Bearer $TOKEN" \
+            -d entityId="$ENTITY" -d amount=100.00 -d currency=EUR -d paymentBrand=VISA -d paymentType=DB \
+            -d card.number=4200000000000000 -d card.holder=Bench -d card.expiryMonth=12 \
+            -d card.expiryYear=2030 -d card.cvv=123 | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')")
+    done
+    line=$("$BENCH" refund --url "$url" --connections "$CONNS" --seconds "$SECONDS_EACH" \
+        --reference "$(IFS=,; echo "${refs[*]}")" --currency EUR)
+    # shellcheck disable=SC2086
+    row "$engine: confirmed refund flow, a transaction per connection (preview + confirmation = 1)" $(echo "$line" | cut -d' ' -f2-)
     line=$("$BENCH" sessions --url "$url" --connections "$CONNS" --seconds "$SECONDS_EACH")
     # shellcheck disable=SC2086
     row "$engine: session clients, revenue_summary (2025-11-25)" $(echo "$line" | cut -d' ' -f2-)

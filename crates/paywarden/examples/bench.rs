@@ -60,8 +60,10 @@ enum Command {
     Refund {
         #[command(flatten)]
         load: Load,
-        #[arg(long)]
-        reference: String,
+        /// The transaction(s) to refund, comma-separated: connection `i` refunds the
+        /// `i mod n`-th (one reference: every flow serialises on it, the worst case).
+        #[arg(long, value_delimiter = ',', required = true)]
+        reference: Vec<String>,
         #[arg(long)]
         currency: String,
     },
@@ -102,10 +104,10 @@ async fn main() -> anyhow::Result<()> {
             reference,
             currency,
         } => {
-            let reference = Arc::new(reference);
+            let references = Arc::new(reference);
             let currency = Arc::new(currency);
-            run_loop("refund_flow", &load, move |client, url, _| {
-                let reference = reference.clone();
+            run_loop("refund_flow", &load, move |client, url, worker| {
+                let reference = references[worker % references.len()].clone();
                 let currency = currency.clone();
                 async move { refund_flow(&client, &url, &reference, &currency).await }
             })

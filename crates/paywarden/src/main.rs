@@ -16,6 +16,12 @@ use paywarden_emulator::{Emulator, EmulatorConfig, DEMO_ENTITY_ID, DEMO_TOKEN};
 use rmcp::ServiceExt;
 use tokio::net::TcpListener;
 
+/// mimalloc instead of glibc's malloc: a call allocates and frees many small values (JSON,
+/// rmcp's per-request service, sqlx rows) from several threads, and glibc's arenas and
+/// consolidation were about a fifth of the server's CPU under load (docs/performance.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// paywarden: a payments MCP server whose safety the server, not the model, enforces.
 #[derive(Debug, Parser)]
 #[command(version, about)]
@@ -274,10 +280,13 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + S
 fn init_logging() {
     let mut filter = tracing_subscriber::EnvFilter::try_from_env("PAYWARDEN_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // rmcp logs whole MCP requests (tool arguments: keys, personal data) at debug and trace: it
-    // stays at info unless PAYWARDEN_LOG names it (protocol debugging on a test system).
+    // rmcp logs whole MCP requests (tool arguments: keys, personal data) at debug and trace,
+    // and at info three lines per stateless request or session (the client's whole
+    // `initialize` parameters, Debug-formatted: a measurable share of a call's CPU under load,
+    // docs/performance.md). It stays at warn unless PAYWARDEN_LOG names it (protocol debugging
+    // on a test system).
     let names_rmcp = std::env::var("PAYWARDEN_LOG").is_ok_and(|v| v.contains("rmcp"));
-    if let (false, Ok(cap)) = (names_rmcp, "rmcp=info".parse()) {
+    if let (false, Ok(cap)) = (names_rmcp, "rmcp=warn".parse()) {
         filter = filter.add_directive(cap);
     }
     tracing_subscriber::fmt()

@@ -86,7 +86,10 @@ pub const KNOWN_TOOLSETS: &[&str] = &["opp", "ops", "ifthenpay"];
 #[derive(Clone)]
 pub struct PaywardenMcp {
     state: Arc<McpState>,
-    tool_router: ToolRouter<PaywardenMcp>,
+    /// Shared by every clone: rmcp clones the handler for each session (and, stateless, for
+    /// each request), and a deep copy of ~40 tools' descriptions and schemas was most of a
+    /// session's memory and a measurable part of a stateless call.
+    tool_router: Arc<ToolRouter<PaywardenMcp>>,
     ops_enabled: bool,
     endpoint: Endpoint,
 }
@@ -130,7 +133,7 @@ impl PaywardenMcp {
             endpoint == Endpoint::Unified && state.toolsets.iter().any(|t| t == "ops");
         Self {
             state,
-            tool_router,
+            tool_router: Arc::new(tool_router),
             ops_enabled,
             endpoint,
         }

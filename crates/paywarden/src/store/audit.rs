@@ -86,6 +86,49 @@ fn chain_hash(prev_hash: &str, at: &str, entry: &AuditEntry) -> Result<String, S
     Ok(hex::encode(hasher.finalize()))
 }
 
+/// The row counts of one `INSERT` of audit rows (largest first; see `insert_statement`).
+const INSERT_CHUNKS: [usize; 4] = [64, 16, 4, 1];
+
+/// The columns of one audit row, in the order `insert_audit_rows` binds them.
+const AUDIT_COLUMNS: usize = 16;
+
+/// `INSERT INTO audit_log ... VALUES (...), (...)` for `rows` (one of [`INSERT_CHUNKS`]) rows
+/// with `$n` placeholders, built once per chunk size.
+fn insert_statement(rows: usize) -> &'static str {
+    static STATEMENTS: std::sync::OnceLock<Vec<(usize, String)>> = std::sync::OnceLock::new();
+    let statements = STATEMENTS.get_or_init(|| {
+        INSERT_CHUNKS
+            .iter()
+            .map(|&n| {
+                let mut sql = String::from(
+                    "INSERT INTO audit_log (seq, at, entity_id, client_name, toolset, tool, arguments, outcome, \
+                     result_code, provider_request_id, transaction_id, message, duration_ms, sandbox, prev_hash, hash) VALUES ",
+                );
+                for row in 0..n {
+                    if row > 0 {
+                        sql.push_str(", ");
+                    }
+                    sql.push('(');
+                    for column in 0..AUDIT_COLUMNS {
+                        if column > 0 {
+                            sql.push_str(", ");
+                        }
+                        sql.push('$');
+                        sql.push_str(&(row * AUDIT_COLUMNS + column + 1).to_string());
+                    }
+                    sql.push(')');
+                }
+                (n, sql)
+            })
+            .collect()
+    });
+    statements
+        .iter()
+        .find(|(n, _)| *n == rows)
+        .or_else(|| statements.last())
+        .map_or("", |(_, sql)| sql.as_str())
+}
+
 /// The most appends one group commit writes; more waiting callers form the next group.
 const MAX_GROUP: usize = 256;
 
@@ -221,37 +264,57 @@ impl Store {
             ),
             None => (0, GENESIS.to_string()),
         };
-        let mut seqs = Vec::with_capacity(entries.len());
+        // Chain every row first, then insert them in a few multi-row statements: one round trip
+        // (and, on SQLite, one hop to sqlx's worker thread) per chunk instead of per row. The
+        // chunk sizes are fixed so each connection's prepared-statement cache holds at most
+        // four shapes of this statement.
+        let mut rows = Vec::with_capacity(entries.len());
         for entry in entries {
             seq += 1;
             let at = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
             let hash = chain_hash(&prev_hash, &at, entry)?;
-            sqlx::query(
-                "INSERT INTO audit_log (seq, at, entity_id, client_name, toolset, tool, arguments, outcome, \
-                 result_code, provider_request_id, transaction_id, message, duration_ms, sandbox, prev_hash, hash) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
-            )
-            .bind(seq)
-            .bind(&at)
-            .bind(&entry.entity_id)
-            .bind(&entry.client_name)
-            .bind(&entry.toolset)
-            .bind(&entry.tool)
-            .bind(serde_json::to_string(&entry.arguments)?)
-            .bind(&entry.outcome)
-            .bind(&entry.result_code)
-            .bind(&entry.provider_request_id)
-            .bind(&entry.transaction_id)
-            .bind(&entry.message)
-            .bind(entry.duration_ms)
-            .bind(entry.sandbox)
-            .bind(&prev_hash)
-            .bind(&hash)
-            .execute(&mut *tx)
-            .await?;
-            seqs.push(seq);
-            prev_hash = hash;
+            let arguments = serde_json::to_string(&entry.arguments)?;
+            rows.push((
+                seq,
+                at,
+                *entry,
+                arguments,
+                std::mem::replace(&mut prev_hash, hash.clone()),
+                hash,
+            ));
         }
+        let mut rest = rows.as_slice();
+        while !rest.is_empty() {
+            let size = INSERT_CHUNKS
+                .iter()
+                .copied()
+                .find(|&n| n <= rest.len())
+                .unwrap_or(1);
+            let (chunk, tail) = rest.split_at(size);
+            let mut query = sqlx::query(insert_statement(size));
+            for (seq, at, entry, arguments, prev, hash) in chunk {
+                query = query
+                    .bind(*seq)
+                    .bind(at)
+                    .bind(&entry.entity_id)
+                    .bind(&entry.client_name)
+                    .bind(&entry.toolset)
+                    .bind(&entry.tool)
+                    .bind(arguments)
+                    .bind(&entry.outcome)
+                    .bind(&entry.result_code)
+                    .bind(&entry.provider_request_id)
+                    .bind(&entry.transaction_id)
+                    .bind(&entry.message)
+                    .bind(entry.duration_ms)
+                    .bind(entry.sandbox)
+                    .bind(prev)
+                    .bind(hash);
+            }
+            query.execute(&mut *tx).await?;
+            rest = tail;
+        }
+        let seqs = rows.iter().map(|r| r.0).collect();
         tx.commit().await?;
         Ok(seqs)
     }
