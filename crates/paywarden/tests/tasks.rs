@@ -824,6 +824,17 @@ async fn a_pending_opp_transaction_task_follows_opp_until_it_settles() {
     assert_eq!(refunds.len(), 1);
     assert_eq!(refunds[0].result.code, "000.200.000");
     let refund = refunds[0].id.clone();
+    // The pending 30.00 is held: 80.00 more would refund more than the 100.00 paid if it
+    // succeeds, so paywarden refuses it before sending anything.
+    let plain = app.client("/mcp", Era::Legacy).await;
+    let refused = common::call_err(
+        &plain,
+        "perform_refund",
+        json!({"referenceId": db, "amount": "80.00", "currency": "EUR"}),
+    )
+    .await;
+    assert!(refused.contains("700.400.200"), "{refused}");
+    assert!(refused.contains("before sending"), "{refused}");
 
     // OPP settles it: the task completes with the tool's result, now executed.
     let (status, settled) = emulator_post(

@@ -496,8 +496,8 @@ impl PaywardenMcp {
     /// An OPP transaction answered pending: looked up at OPP (OPP's `GET /v1/query/{id}`, as
     /// get_transactions does, unaudited: the task audits its status changes) on each poll. Still pending: `working`. Settled: `completed` with
     /// the tool's first result, its transaction's result updated (`executed`, or `rejected` as
-    /// an error when OPP declined it in the end); the balances of the first answer, which did
-    /// not count the pending transaction, are dropped (get_transactions gives fresh ones).
+    /// an error when OPP declined it in the end, its balances, which held the declined amount,
+    /// dropped: get_transactions gives fresh ones).
     async fn opp_now(
         &self,
         caller: &Caller,
@@ -547,7 +547,10 @@ impl PaywardenMcp {
                 out[field] = transaction[field].clone();
             }
             out["status"] = if succeeded { "executed" } else { "rejected" }.into();
-            out["balances"] = serde_json::Value::Null;
+            if !succeeded {
+                // They held the declined transaction's amount.
+                out["balances"] = serde_json::Value::Null;
+            }
         }
         settled.content.push(ContentBlock::text(note.clone()));
         settled.is_error = Some(!succeeded);

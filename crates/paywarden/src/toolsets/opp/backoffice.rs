@@ -298,7 +298,7 @@ impl OppService {
         after.push(created.ledger_record());
         let balances = balances_view(target, &after);
         // OPP's pending groups (`000.200`, `800.400.5`, `100.400.500`): accepted, outcome not
-        // known yet, not counted in the balances until it succeeds.
+        // known yet; the balances hold its amount as if it succeeds (`ledger_record`).
         let pending = matches!(
             created.result.family(),
             paywarden_domain::ResultFamily::Pending
@@ -317,7 +317,7 @@ impl OppService {
         let summary = format!(
             "{tool} {}: {} {} on {} {} -> new {} transaction {} (result {} {}). {} now: captured {} {cur}, refunded {} {cur}, capturable {} {cur}, refundable {} {cur}.",
             if pending {
-                "is PENDING at OPP (its outcome is not known yet and it is not counted below; OPP settles it within about half an hour, a later get_transactions or the task shows the result; do not send it again)"
+                "is PENDING at OPP (its outcome is not known yet; the balances below hold its amount as if it succeeds; OPP settles it within about half an hour, a later get_transactions or the task shows the result; do not send it again)"
             } else {
                 "succeeded"
             },
