@@ -154,7 +154,8 @@ def test_a_human_approval_as_url_elicitation_and_as_a_task_follow_the_schema(ser
     assert isinstance(requests["approval"].params, schema.ElicitRequestURLParams), waiting
 
     # An operator approves (the CLI); the completed task's result is a schema CallToolResult.
-    approval_id = requests["approval"].params.elicitation_id
+    approval_id = requests["approval"].params.url.rsplit("/", 1)[-1]
+    assert approval_id.startswith("apr_"), waiting
     approved = approvals_cli(server.data_dir, "approve", approval_id, "--as", "alice")
     assert approved.returncode == 0, describe_cli(approved)
     done = rpc(server, "tasks/get", {"taskId": task_id}, with_tasks)
