@@ -528,6 +528,19 @@ pub mod codes {
         "000.100.110",
         "Request successfully processed in 'Merchant in Integrator Test Mode'",
     );
+    /// `000.200.000`: transaction pending (family Pending: "an open session in the background",
+    /// the status changes within about half an hour, OPP "Result codes", pending group
+    /// `^(000\.200)`). The final result arrives as a webhook notification and on
+    /// `GET /v1/query/{id}`.
+    pub const TRANSACTION_PENDING: (&str, &str) = ("000.200.000", "transaction pending");
+    /// `000.600.000`: a pending transaction that succeeded later (family Success).
+    pub const SUCCEEDED_EXTERNAL_UPDATE: (&str, &str) = (
+        "000.600.000",
+        "transaction succeeded due to external update",
+    );
+    /// `800.100.100`: the bank declined without a reason (RejectedByExternalBank).
+    pub const DECLINED_UNKNOWN_REASON: (&str, &str) =
+        ("800.100.100", "transaction declined for unknown reason");
     /// `700.100.100`: the referenced transaction id does not exist (ReferenceValidation).
     pub const REFERENCE_NOT_EXISTING: (&str, &str) = ("700.100.100", "reference id not existing");
     /// `700.100.200`: the amount must equal the referenced amount (reversal, chargeback
@@ -653,6 +666,8 @@ pub mod codes {
         TRANSACTION_SUCCEEDED,
         SUCCESSFUL_REQUEST,
         TEST_MODE_SUCCESS,
+        TRANSACTION_PENDING,
+        SUCCEEDED_EXTERNAL_UPDATE,
         INVALID_CARD_NUMBER,
         NO_AMOUNT,
         INVALID_PARAMETER,
@@ -674,6 +689,7 @@ pub mod codes {
         REFUND_NEEDS_DEBIT,
         CHARGEBACK_NEEDS_DEBIT,
         CANNOT_FIND_TRANSACTION,
+        DECLINED_UNKNOWN_REASON,
         DECLINED_INVALID_CARD,
         DECLINED_INSUFFICIENT_FUNDS,
         INVALID_AUTHENTICATION,
@@ -895,6 +911,9 @@ mod tests {
             (TRANSACTION_SUCCEEDED, Success),
             (SUCCESSFUL_REQUEST, Success),
             (TEST_MODE_SUCCESS, Success),
+            (TRANSACTION_PENDING, Pending),
+            (SUCCEEDED_EXTERNAL_UPDATE, Success),
+            (DECLINED_UNKNOWN_REASON, RejectedByExternalBank),
             (REFERENCE_NOT_EXISTING, ReferenceValidation),
             (NON_MATCHING_REFERENCE_AMOUNT, ReferenceValidation),
             (INVALID_AMOUNT_TOO_LARGE, ReferenceValidation),

@@ -3,7 +3,8 @@
 //! failures each provider documents without a real outage. `GET /__emulator/faults` lists what
 //! is still armed, `DELETE /__emulator/faults` disarms everything, and
 //! `POST /__emulator/stripe/refunds/{id}` resolves a refund left `pending` (to `succeeded`,
-//! `failed` or `canceled`). The emulator only exists in the sandbox; paywarden's CLI refuses to
+//! `failed` or `canceled`), and `POST /__emulator/opp/payments/{id}` resolves an OPP transaction
+//! left pending by the `opp_pending` fault (to `succeeded` or `declined`). The emulator only exists in the sandbox; paywarden's CLI refuses to
 //! arm faults on a provider that is not the emulator (docs/emulator.md, "Failure injection").
 //!
 //! Faults act around the real handlers, so "after commit" means the emulator's state really
@@ -105,6 +106,25 @@ pub enum FaultAction {
         #[serde(default)]
         after_ms: u64,
     },
+    /// OPP `POST /v1/payments` and `POST /v1/payments/{id}`: an operation OPP's rules accept
+    /// is stored and answered pending (`000.200.000` "transaction pending", HTTP 200), not yet
+    /// counted on the payment, until `POST /__emulator/opp/payments/{id}` resolves it, or
+    /// `then` after `after_ms`. Source: OPP "Result codes", pending group `^(000\.200)`:
+    /// "an open session in the background, meaning within half an hour there will be a status
+    /// change" (developers.primeiropay.com/result-codes, an OPP white-label copy of
+    /// docs.oppwa.com/reference/resultCodes); the change arrives as a `PAYMENT` webhook
+    /// notification "when a payment is created or updated" (OPP "Webhooks", payload) and on
+    /// `GET /v1/query/{id}`. Which operations an acquirer leaves pending is not published:
+    /// that this fault decides it is an assumption (docs/emulator.md).
+    OppPending {
+        /// What it becomes by itself after `after_ms` (`succeeded` or `declined`); `None`: it
+        /// stays pending until resolved.
+        #[serde(default)]
+        then: Option<String>,
+        /// When `then` happens.
+        #[serde(default)]
+        after_ms: u64,
+    },
     /// ifthenpay, the sandbox shopper (`POST /sandbox/ifthenpay/shopper`) paying: the payment
     /// callback is sent `copies` extra times (a duplicate callback).
     CallbackDuplicate {
@@ -198,22 +218,33 @@ pub(crate) struct CallbackFault {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct RefundPending;
 
+/// Marks an OPP payment request answered pending (`000.200.000`; read by its handler).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OppPending;
+
 /// The armed faults and what resolving a pending refund needs.
 #[derive(Debug)]
 pub(crate) struct Faults {
     armed: Mutex<Vec<Fault>>,
     pub(crate) stripe: SqlitePool,
     pub(crate) webhooks: Arc<crate::webhooks::Webhooks>,
+    /// OPP's transactions (pending ones are resolved here).
+    pub(crate) opp: crate::store::Store,
 }
 
 type Shared = Arc<Faults>;
 
 impl Faults {
-    pub(crate) fn new(stripe: SqlitePool, webhooks: Arc<crate::webhooks::Webhooks>) -> Shared {
+    pub(crate) fn new(
+        stripe: SqlitePool,
+        webhooks: Arc<crate::webhooks::Webhooks>,
+        opp: crate::store::Store,
+    ) -> Shared {
         Arc::new(Faults {
             armed: Mutex::new(Vec::new()),
             stripe,
             webhooks,
+            opp,
         })
     }
 
@@ -234,6 +265,7 @@ pub(crate) fn router(faults: Shared) -> Router {
     Router::new()
         .route("/__emulator/faults", get(list).post(arm).delete(disarm_all))
         .route("/__emulator/stripe/refunds/{id}", post(resolve))
+        .route("/__emulator/opp/payments/{id}", post(resolve_opp))
         .route("/__emulator/stripe/disputes", post(crate::disputes::create))
         .with_state(faults)
 }
@@ -290,6 +322,22 @@ async fn resolve(
     )
     .await
     {
+        Ok(body) => Json(body).into_response(),
+        Err((status, message)) => (status, Json(json!({"error": message}))).into_response(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct OppResolution {
+    result: String,
+}
+
+async fn resolve_opp(
+    State(f): State<Shared>,
+    Path(id): Path<String>,
+    Json(r): Json<OppResolution>,
+) -> Response {
+    match crate::handlers::resolve_pending(&f.opp, &f.webhooks, &id, &r.result).await {
         Ok(body) => Json(body).into_response(),
         Err((status, message)) => (status, Json(json!({"error": message}))).into_response(),
     }
@@ -462,6 +510,33 @@ pub(crate) async fn inject(State(f): State<Shared>, mut request: Request, next: 
         FaultAction::Delay { delay_ms } => {
             tokio::time::sleep(Duration::from_millis(delay_ms)).await;
             handle(request, next).await
+        }
+        FaultAction::OppPending { then, after_ms } => {
+            request.extensions_mut().insert(OppPending);
+            let response = handle(request, next).await;
+            let Some(then) = then else {
+                return response;
+            };
+            let (parts, body) = response.into_parts();
+            let bytes = axum::body::to_bytes(body, usize::MAX)
+                .await
+                .unwrap_or_default();
+            if let Some(id) = serde_json::from_slice::<Value>(&bytes)
+                .ok()
+                .and_then(|v| v["id"].as_str().map(str::to_string))
+            {
+                let store = f.opp.clone();
+                let webhooks = f.webhooks.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(after_ms)).await;
+                    if let Err((_, e)) =
+                        crate::handlers::resolve_pending(&store, &webhooks, &id, &then).await
+                    {
+                        tracing::error!(error = %e, "could not resolve a pending sandbox OPP transaction");
+                    }
+                });
+            }
+            Response::from_parts(parts, Body::from(bytes))
         }
         FaultAction::RefundPending { then, after_ms } => {
             request.extensions_mut().insert(RefundPending);

@@ -633,6 +633,7 @@ fn card_expired(month: &str, year: &str, at: NaiveDateTime) -> bool {
 /// `POST /v1/payments`: an initial PA or DB card payment.
 async fn create_payment(
     State(shared): State<Arc<Shared>>,
+    pending: Option<axum::Extension<crate::faults::OppPending>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -647,6 +648,8 @@ async fn create_payment(
     };
 
     let (succeeded, (code, description)) = match card::outcome(&request.card_number) {
+        // The `opp_pending` sandbox fault: approved cards are answered pending.
+        CardOutcome::Approve if pending.is_some() => (false, codes::TRANSACTION_PENDING),
         CardOutcome::Approve => (true, codes::TEST_MODE_SUCCESS),
         CardOutcome::DeclineInvalidCard => (false, codes::DECLINED_INVALID_CARD),
         CardOutcome::DeclineAmountExceedsCredit => (false, codes::DECLINED_INSUFFICIENT_FUNDS),
@@ -686,7 +689,7 @@ async fn create_payment(
     if let Err(e) = shared.store.insert(&tx).await {
         return internal(e, entity_id);
     }
-    let status = if succeeded {
+    let status = if succeeded || is_pending(&tx) {
         StatusCode::OK
     } else {
         StatusCode::BAD_REQUEST
@@ -802,6 +805,7 @@ fn build_backoffice(
     tree: &[Tx],
     request: &BackofficeRequest,
     now: NaiveDateTime,
+    pending: bool,
 ) -> Result<Tx, ParamError> {
     let created_at = match &request.sandbox_timestamp {
         Some((raw, t)) if *t < target.created_at => {
@@ -825,6 +829,14 @@ fn build_backoffice(
         request.amount,
     );
     let (amount, succeeded, code, description, reason) = match verdict {
+        // The `opp_pending` sandbox fault: accepted, answered pending, not counted yet.
+        Ok(amount) if pending => (
+            amount,
+            false,
+            codes::TRANSACTION_PENDING.0,
+            codes::TRANSACTION_PENDING.1,
+            None,
+        ),
         Ok(amount) => (
             amount,
             true,
@@ -868,6 +880,7 @@ fn build_backoffice(
 /// reversal of transaction `{id}`.
 async fn backoffice(
     State(shared): State<Arc<Shared>>,
+    pending: Option<axum::Extension<crate::faults::OppPending>>,
     path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Bytes,
@@ -896,7 +909,7 @@ async fn backoffice(
     let outcome = shared
         .store
         .backoffice(entity_id, &id, |target, tree| {
-            build_backoffice(entity_id, target, tree, &request, now)
+            build_backoffice(entity_id, target, tree, &request, now, pending.is_some())
         })
         .await;
     match outcome {
@@ -904,7 +917,7 @@ async fn backoffice(
         Ok(None) => not_found(),
         Ok(Some(Err(error))) => wire::parameter_errors(vec![error], Some(entity_id)),
         Ok(Some(Ok(tx))) => {
-            let status = if tx.succeeded {
+            let status = if tx.succeeded || is_pending(&tx) {
                 StatusCode::OK
             } else {
                 StatusCode::BAD_REQUEST
@@ -912,6 +925,90 @@ async fn backoffice(
             let body = wire::transaction(&tx);
             shared.webhooks.opp_payment(entity_id, &body);
             wire::reply(status, body)
+        }
+    }
+}
+
+/// Whether `tx` is in OPP's pending group (`^(000\.200)`): accepted, its outcome not known
+/// yet. OPP answers it with HTTP 200, the result code saying what it is (OPP "Result codes":
+/// success is read from the code, not from the HTTP status).
+fn is_pending(tx: &Tx) -> bool {
+    tx.result_code.starts_with("000.200")
+}
+
+/// Resolves pending transaction `id` (left by the `opp_pending` fault) to `result`:
+/// `succeeded` (`000.600.000` "transaction succeeded due to external update", OPP's code for a
+/// transaction updated after the fact) or `declined` (`800.100.100` "transaction declined for
+/// unknown reason"), then sends the `PAYMENT` webhook notification OPP sends "when a payment is
+/// created or updated" (OPP "Webhooks", payload). A back-office operation succeeds only if
+/// OPP's rules still allow it on the payment as it is now (something else may have moved
+/// meanwhile); otherwise 409 and it stays pending. Answers the transaction as
+/// `GET /v1/query/{id}` does.
+///
+/// # Errors
+/// 400 for another `result`, 404 for an unknown id, 409 when it is not pending or its
+/// operation is no longer allowed, 500 when storage fails.
+pub(crate) async fn resolve_pending(
+    store: &Store,
+    webhooks: &crate::webhooks::Webhooks,
+    id: &str,
+    result: &str,
+) -> Result<Value, (StatusCode, String)> {
+    let succeed = match result {
+        "succeeded" => true,
+        "declined" => false,
+        _ => {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                "result must be succeeded or declined".into(),
+            ))
+        }
+    };
+    let settled = store
+        .settle(id, |tx, target, tree| {
+            if !is_pending(tx) {
+                return Err(format!(
+                    "transaction {id} is not pending (result {} {})",
+                    tx.result_code, tx.result_description
+                ));
+            }
+            let mut settled = tx.clone();
+            let (code, description) = if !succeed {
+                codes::DECLINED_UNKNOWN_REASON
+            } else {
+                if let Some(op) = Operation::from_payment_type(tx.payment_type) {
+                    let others: Vec<_> = tree
+                        .iter()
+                        .filter(|t| t.id != tx.id)
+                        .map(Tx::record)
+                        .collect();
+                    let requested = (op != Operation::Reversal).then_some(tx.amount);
+                    if let Err(rejection) =
+                        ledger::evaluate(op, &target.record(), &others, requested)
+                    {
+                        return Err(format!(
+                            "transaction {id} cannot succeed now: {} {} ({}); it stays pending",
+                            rejection.code, rejection.description, rejection.reason
+                        ));
+                    }
+                }
+                codes::SUCCEEDED_EXTERNAL_UPDATE
+            };
+            settled.succeeded = succeed;
+            settled.result_code = code.to_string();
+            settled.result_description = description.to_string();
+            Ok(settled)
+        })
+        .await
+        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    match settled {
+        None => Err((StatusCode::NOT_FOUND, format!("no transaction {id}"))),
+        Some(Err(message)) => Err((StatusCode::CONFLICT, message)),
+        Some(Ok(tx)) => {
+            tracing::warn!(transaction = id, result, "sandbox OPP transaction resolved");
+            let body = wire::transaction(&tx);
+            webhooks.opp_payment(&tx.entity_id, &body);
+            Ok(body)
         }
     }
 }

@@ -323,7 +323,8 @@ impl Emulator {
             DEMO_STRIPE_WEBHOOK_SECRET.to_string(),
             DEMO_OPP_WEBHOOK_KEY.to_string(),
         );
-        let faults = faults::Faults::new(stripe_store.pool.clone(), webhooks.clone());
+        let faults =
+            faults::Faults::new(stripe_store.pool.clone(), webhooks.clone(), store.clone());
         Ok(Emulator {
             faults,
             webhooks: webhooks.clone(),

@@ -194,6 +194,62 @@ impl Store {
         }
     }
 
+    /// Settles transaction `id` (of any entity) atomically: inside one `BEGIN IMMEDIATE` write
+    /// transaction it loads it, the transaction it references (itself for an initial payment)
+    /// and the whole payment tree, asks `settle` for its new state (or a refusal, which
+    /// changes nothing) and stores the new result. `Ok(None)` when there is no such
+    /// transaction.
+    pub(crate) async fn settle<R>(
+        &self,
+        id: &str,
+        settle: impl FnOnce(&Tx, &Tx, &[Tx]) -> Result<Tx, R>,
+    ) -> Result<Option<Result<Tx, R>>, EmulatorError> {
+        let mut db_tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let entity: Option<String> =
+            sqlx::query_scalar("SELECT entity_id FROM transactions WHERE id = ?")
+                .bind(id)
+                .fetch_optional(&mut *db_tx)
+                .await?;
+        let Some(entity) = entity else {
+            db_tx.rollback().await?;
+            return Ok(None);
+        };
+        let Some(tx) = find(&mut db_tx, &entity, id).await? else {
+            db_tx.rollback().await?;
+            return Ok(None);
+        };
+        let target = match tx.referenced_id.as_deref() {
+            Some(r) => find(&mut db_tx, &entity, r).await?,
+            None => Some(tx.clone()),
+        };
+        let Some(target) = target else {
+            db_tx.rollback().await?;
+            return Ok(None);
+        };
+        let tree = tree(&mut db_tx, &entity, &tx.root_id).await?;
+        match settle(&tx, &target, &tree) {
+            Ok(settled) => {
+                sqlx::query(
+                    "UPDATE transactions SET succeeded = ?, result_code = ?, \
+                     result_description = ?, result_reason = ? WHERE id = ?",
+                )
+                .bind(settled.succeeded)
+                .bind(&settled.result_code)
+                .bind(&settled.result_description)
+                .bind(&settled.result_reason)
+                .bind(&settled.id)
+                .execute(&mut *db_tx)
+                .await?;
+                db_tx.commit().await?;
+                Ok(Some(Ok(settled)))
+            }
+            Err(refusal) => {
+                db_tx.rollback().await?;
+                Ok(Some(Err(refusal)))
+            }
+        }
+    }
+
     /// The transactions of `entity_id` matching `filter`, oldest first (by time, then by the
     /// order they were stored), with the total match count. Without `page`, all of them.
     pub(crate) async fn search(

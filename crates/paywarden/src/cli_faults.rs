@@ -34,6 +34,9 @@ pub enum FaultKind {
     Delay,
     /// Stripe `POST /v1/refunds`: the refund is left `pending` (`--then`, `--after-ms`).
     RefundPending,
+    /// OPP `POST /v1/payments*`: answered `000.200.000` transaction pending (`--then`
+    /// succeeded|declined, `--after-ms`; or settle it with `POST /__emulator/opp/payments/{id}`).
+    OppPending,
 }
 
 /// `paywarden faults` sub-commands.
@@ -68,10 +71,11 @@ pub enum FaultsAction {
         /// delay: how long the request is held before it is handled.
         #[arg(long)]
         delay_ms: Option<u64>,
-        /// refund_pending: what the refund becomes by itself (succeeded, failed, canceled).
+        /// refund_pending: what the refund becomes by itself (succeeded, failed, canceled);
+        /// opp_pending: what the transaction becomes (succeeded, declined).
         #[arg(long)]
         then: Option<String>,
-        /// refund_pending: after how long.
+        /// refund_pending, opp_pending: after how long.
         #[arg(long)]
         after_ms: Option<u64>,
         /// The emulator's base URL [default: read from <data-dir>/emulator.url].
@@ -132,6 +136,7 @@ fn action_json(kind: FaultKind, a: &ArmOptions) -> Value {
         FaultKind::Throttle => json!({"kind": "throttle"}),
         FaultKind::Delay => json!({"kind": "delay", "delay_ms": a.delay_ms.unwrap_or(0)}),
         FaultKind::RefundPending => json!({"kind": "refund_pending"}),
+        FaultKind::OppPending => json!({"kind": "opp_pending"}),
     };
     for (name, value) in [
         ("status", a.status.map(Value::from)),

@@ -177,18 +177,31 @@ async fn check_origin(
     }
 }
 
-/// (scheme, host, port) of an origin or an allowed-origin entry; `None` port: none given.
+/// (scheme, host, port) of an origin or an allowed-origin entry, parsed as a URL (WHATWG URL
+/// parsing, the `url` crate): exactly `scheme://host[:port]`, so user info, a path, a query or a
+/// fragment make it no origin, and so does a port that is not a number
+/// (`http://127.0.0.1:1.evil.com`, which a host-only check took for 127.0.0.1). The port is
+/// `None` when none is written; a written default port (`:443`) is kept.
 fn origin_parts(value: &str) -> Option<(String, String, Option<u16>)> {
-    let uri = value.trim().parse::<http::Uri>().ok()?;
-    let authority = uri.authority()?;
-    Some((
-        uri.scheme_str()?.to_ascii_lowercase(),
-        authority
-            .host()
-            .trim_matches(['[', ']'])
-            .to_ascii_lowercase(),
-        authority.port_u16(),
-    ))
+    let value = value.trim();
+    let (_, authority) = value.split_once("://")?;
+    if authority.is_empty() || authority.contains(['/', '?', '#', '@', '\\']) {
+        return None;
+    }
+    let url = url::Url::parse(value).ok()?;
+    let host = url
+        .host_str()?
+        .trim_matches(['[', ']'])
+        .to_ascii_lowercase();
+    let after_host = authority
+        .rsplit_once(']')
+        .map_or(authority, |(_, rest)| rest);
+    let port = if after_host.contains(':') {
+        Some(url.port_or_known_default()?)
+    } else {
+        None
+    };
+    Some((url.scheme().to_string(), host, port))
 }
 
 fn origin_allowed(origin: &str, allowed: &[String]) -> bool {
@@ -437,6 +450,15 @@ mod tests {
             "",
             "file://",
             "http://127.0.0.2:80",
+            // The attack (black-box test, 2026-12-03): a host-only reading of these saw an
+            // allowed host.
+            "http://127.0.0.1:1.evil.com",
+            "http://localhost:8080.evil.example",
+            "http://127.0.0.1:99999",
+            "http://evil.example@127.0.0.1:1",
+            "http://127.0.0.1:1@evil.example",
+            "http://localhost:1/path",
+            "http://localhost:1?q",
         ] {
             assert!(!origin_allowed(refused, &defaults), "{refused}");
         }
@@ -450,5 +472,12 @@ mod tests {
         assert!(!origin_allowed("http://pay.example.com", &domain)); // scheme matters
         assert!(!origin_allowed("https://pay.example.com.evil", &domain));
         assert!(!origin_allowed("http://localhost:3000", &[])); // no allowed origins: no page
+        let explicit = vec!["https://pay.example.com:443".to_string()];
+        assert!(origin_allowed("https://pay.example.com", &explicit));
+        assert!(!origin_allowed("https://pay.example.com:8443", &explicit));
+        assert!(origin_allowed(
+            "http://[::1]:8080",
+            &["http://[::1]:*".to_string()]
+        ));
     }
 }

@@ -174,14 +174,21 @@ impl Transaction {
         }
     }
 
-    /// The state-machine record of this transaction.
+    /// The state-machine record of this transaction. A back-office operation in OPP's pending
+    /// groups (`000.200`, `800.400.5`, `100.400.500`) counts as if it succeeded: it still may,
+    /// so what it would move is held (a refund pending at OPP is not refunded a second time
+    /// meanwhile); an initial payment counts only once it succeeded.
     pub fn ledger_record(&self) -> paywarden_domain::TxRecord {
+        let pending = matches!(
+            self.result.family(),
+            ResultFamily::Pending | ResultFamily::PendingExtended
+        );
         paywarden_domain::TxRecord {
             id: self.id.clone(),
             payment_type: self.payment_type,
             amount: self.amount,
             referenced_id: self.referenced_id.clone(),
-            succeeded: self.result.is_success(),
+            succeeded: self.result.is_success() || (pending && self.referenced_id.is_some()),
         }
     }
 }

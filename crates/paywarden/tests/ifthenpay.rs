@@ -745,6 +745,53 @@ async fn callbacks_with_a_wrong_key_or_amount_are_refused_and_recorded() {
     }
 }
 
+/// The attack (black-box test, 2026-12-03): every unauthenticated callback attempt (a wrong
+/// anti-phishing key) appended an audit row and a callback record, so a flood filled the
+/// audit chain. Each is still refused (403), but one per minute is written and the rest
+/// counted; genuine callbacks are all recorded and audited.
+#[tokio::test]
+async fn a_flood_of_unauthenticated_callbacks_writes_one_row_per_window() {
+    let app = spawn().await;
+    let data = ok(
+        &app,
+        "multibanco_create_reference",
+        mb("FLOOD-1", json!(25.00)),
+    )
+    .await;
+    let reference = data["reference"].as_str().unwrap_or_default().to_string();
+    let request_id = data["request_id"].as_str().unwrap_or_default().to_string();
+    let rows = || async {
+        let audit = app.store.audit_records(None).await.expect("audit");
+        audit.iter().filter(|r| r.entry.tool == "callback").count()
+    };
+    let before = rows().await;
+    let http = reqwest::Client::new();
+    for i in 0..40 {
+        let url = format!(
+            "{}/ifthenpay/callback?key=guess-{i}&orderId=FLOOD-1&amount=25.00&requestId={request_id}&entity={IFTHENPAY_MB_ENTITY}&reference={reference}",
+            app.base_url
+        );
+        let status = http.get(url).send().await.expect("callback").status();
+        assert_eq!(status.as_u16(), 403);
+    }
+    assert_eq!(rows().await, before + 1, "one audited attempt per window");
+    let callbacks = app.store.ifthenpay_callbacks().await.expect("callbacks");
+    assert_eq!(callbacks.len(), 1, "one recorded attempt per window");
+
+    // A genuine callback (the right key) is recorded and audited, whatever the flood did.
+    for amount in ["26.00", "25.00"] {
+        let url = format!(
+            "{}/ifthenpay/callback?key={IFTHENPAY_ANTI_PHISHING_KEY}&orderId=FLOOD-1&amount={amount}&requestId={request_id}&entity={IFTHENPAY_MB_ENTITY}&reference={reference}",
+            app.base_url
+        );
+        http.get(url).send().await.expect("callback");
+    }
+    assert_eq!(rows().await, before + 3);
+    let callbacks = app.store.ifthenpay_callbacks().await.expect("callbacks");
+    assert_eq!(callbacks.len(), 3);
+    assert!(callbacks.last().unwrap().accepted);
+}
+
 #[tokio::test]
 async fn a_retried_creation_returns_the_first_reference_and_never_a_second() {
     let app = spawn().await;

@@ -485,3 +485,96 @@ async fn a_declined_confirmation_cannot_be_executed_with_the_token_in_its_state(
         "a declined confirmation moved money"
     );
 }
+
+/// One raw 2026-07-28 `tools/call` of `perform_refund` from a client declaring URL-mode
+/// elicitation, with `extra` params (`requestState`, `inputResponses`).
+async fn raw_refund(app: &TestApp, arguments: Value, extra: Value) -> Value {
+    let (entity, token) = demo();
+    let mut params = json!({
+        "name": "perform_refund",
+        "arguments": arguments,
+        "_meta": {
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"},
+            "io.modelcontextprotocol/clientCapabilities": {"elicitation": {"url": {}}}
+        }
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        params[k] = v.clone();
+    }
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params});
+    let text = reqwest::Client::new()
+        .post(format!("{}/mcp", app.base_url))
+        .header("X-Entity-Id", entity)
+        .header("X-Token", token)
+        .header("Accept", "application/json, text/event-stream")
+        .header("MCP-Protocol-Version", "2026-07-28")
+        .header("Mcp-Method", "tools/call")
+        .header("Mcp-Name", "perform_refund")
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let json = text
+        .lines()
+        .find_map(|l| l.strip_prefix("data:"))
+        .map(str::trim)
+        .unwrap_or(text.trim())
+        .to_string();
+    serde_json::from_str(&json).unwrap_or_else(|_| panic!("{text}"))
+}
+
+/// The attack (black-box test, 2026-12-03): a `human` verdict's `requestState` (URL-mode
+/// elicitation of the approval page) was bound to the entity and tool only. After an operator
+/// approved a refund of 750.00 EUR, a retry carrying the same state with other arguments
+/// (5.00 EUR) executed the approved 750.00 refund. The state is bound to the call's arguments:
+/// that retry is refused and moves nothing; the retry with the approved arguments executes it.
+#[tokio::test]
+async fn an_approval_state_retried_with_other_arguments_moves_nothing() {
+    let app = guarded_app().await;
+    let db = app
+        .create_payment(
+            &demo_credentials(),
+            PaymentType::Debit,
+            "900.00",
+            Currency::EUR,
+        )
+        .await;
+    let approved = json!({"referenceId": db, "amount": "750.00", "currency": "EUR"});
+    let asked = raw_refund(&app, approved.clone(), json!({})).await;
+    assert_eq!(asked["result"]["resultType"], "input_required", "{asked}");
+    let state = asked["result"]["requestState"]
+        .as_str()
+        .expect("requestState")
+        .to_string();
+    let approval = app.store.list_approvals(None).await.unwrap().remove(0);
+    app.store
+        .decide_approval(&approval.id, true, "carol", Some("on the page"))
+        .await
+        .unwrap();
+    let refunds = || async {
+        app.opp()
+            .query_by_id(&demo_credentials(), &db, true, &[PaymentType::Refund])
+            .await
+            .unwrap()
+            .len()
+    };
+
+    let other = json!({"referenceId": db, "amount": "5.00", "currency": "EUR"});
+    let answer =
+        json!({"requestState": state, "inputResponses": {"approval": {"action": "accept"}}});
+    let refused = raw_refund(&app, other, answer.clone()).await;
+    assert_eq!(refused["error"]["code"], -32602, "{refused}");
+    assert_eq!(refunds().await, 0, "the other-arguments retry moved money");
+
+    let done = raw_refund(&app, approved, answer).await;
+    assert_eq!(
+        done["result"]["structuredContent"]["status"], "executed",
+        "{done}"
+    );
+    assert_eq!(done["result"]["structuredContent"]["amount"], "750.00");
+    assert_eq!(refunds().await, 1);
+}

@@ -698,6 +698,25 @@ async fn malformed_json_and_foreign_hosts_are_refused() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 403);
+    // The attack (black-box test, 2026-12-03): a host-only Origin check read these as the
+    // allowed 127.0.0.1 / localhost.
+    for origin in [
+        "http://127.0.0.1:1.evil.com",
+        "http://localhost:80.evil.example",
+        "http://127.0.0.1:1@evil.example",
+    ] {
+        let resp = http
+            .post(format!("{}/mcp", app.base_url))
+            .header("Origin", origin)
+            .header("X-Entity-Id", "e")
+            .header("X-Token", "t")
+            .header("Content-Type", "application/json")
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 403, "{origin}");
+    }
 
     let resp = http
         .get(format!("{}/approvals", app.base_url))

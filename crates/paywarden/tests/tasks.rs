@@ -13,8 +13,8 @@ use std::time::Duration;
 use common::*;
 use paywarden_domain::{Currency, PaymentType};
 use paywarden_emulator::{
-    DEMO_ENTITY_ID, DEMO_TOKEN, IFTHENPAY_MBWAY_KEY, IFTHENPAY_MB_KEY, SECOND_ENTITY_ID,
-    SECOND_TOKEN,
+    DEMO_ENTITY_ID, DEMO_TOKEN, IFTHENPAY_MBWAY_KEY, IFTHENPAY_MB_KEY, IFTHENPAY_PAYSHOP_KEY,
+    IFTHENPAY_PIX_KEY, SECOND_ENTITY_ID, SECOND_TOKEN,
 };
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CancelTaskParams, ClientCapabilities, ClientConfig,
@@ -259,6 +259,28 @@ async fn cancelling_an_approval_task_withdraws_the_approval() {
         .decide_approval(&approval.id, true, "carol", None)
         .await
         .is_err());
+    assert_eq!(refunds_of(&app, &db).await, 0);
+    // The attack (black-box test, 2026-12-03): presenting the withdrawn approval said it "was
+    // denied by an operator". It says who ended it.
+    let plain = app.client("/mcp", Era::Legacy).await;
+    let said = match common::call(
+        &plain,
+        "perform_refund",
+        json!({"referenceId": db, "amount": "750.00", "currency": "EUR", "approvalId": approval.id}),
+    )
+    .await
+    {
+        Ok(result) => text(&result),
+        Err(e) => format!("{e:?}"),
+    };
+    assert!(said.contains("withdrawn by the agent"), "{said}");
+    assert!(!said.contains("by an operator"), "{said}");
+    let said = match common::call(&plain, "get_approval", json!({"approvalId": approval.id})).await
+    {
+        Ok(result) => text(&result),
+        Err(e) => format!("{e:?}"),
+    };
+    assert!(said.contains("WITHDRAWN by the agent"), "{said}");
     assert_eq!(refunds_of(&app, &db).await, 0);
 }
 
@@ -732,4 +754,333 @@ async fn a_task_survives_a_restart_of_the_real_binary() {
     assert_eq!(done["result"]["status"], "completed", "{done}");
     assert_eq!(done["result"]["result"]["isError"], false, "{done}");
     assert!(done.to_string().contains("Paid"), "{done}");
+}
+
+async fn emulator_post(app: &TestApp, path: &str, body: Value) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(format!(
+            "{}{path}",
+            app.emulator_url.as_deref().expect("emulator")
+        ))
+        .json(&body)
+        .send()
+        .await
+        .expect("emulator");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// An OPP refund answered pending (`000.200.000`, the emulator's `opp_pending` fault) becomes a
+/// task: `working` while OPP says pending, `completed` with perform_refund's result once the
+/// emulator settles it (OPP's webhook notification of the settlement reaches paywarden too);
+/// `tasks/cancel` says OPP offers no cancel. A second pending refund declined in the end
+/// completes as an error that says nothing moved.
+#[tokio::test]
+async fn a_pending_opp_transaction_task_follows_opp_until_it_settles() {
+    let app = spawn_app_with(|c| c.demo.webhooks = true).await;
+    reqwest::get(format!("{}/healthz", app.base_url))
+        .await
+        .unwrap();
+    let db = app
+        .create_payment(
+            &demo_credentials(),
+            PaymentType::Debit,
+            "100.00",
+            Currency::EUR,
+        )
+        .await;
+    let client = task_client(&app, Era::Stateless, DEMO_ENTITY_ID, DEMO_TOKEN).await;
+    let (status, _) = emulator_post(
+        &app,
+        "/__emulator/faults",
+        json!({"provider": "opp", "method": "POST", "path": "/v1/payments/*",
+               "action": {"kind": "opp_pending"}}),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let id = start_task(
+        &client,
+        "perform_refund",
+        json!({"referenceId": db, "amount": "30.00", "currency": "EUR"}),
+    )
+    .await;
+    let waiting = get(&client, &id).await;
+    assert_eq!(waiting.task.task.status, TaskStatus::Working, "{waiting:?}");
+    let message = waiting.task.task.status_message.clone().unwrap_or_default();
+    assert!(message.contains("000.200.000"), "{message}");
+    let err = client
+        .cancel_task(CancelTaskParams::new(&id))
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{err:?}").contains("OPP offers no cancel"),
+        "{err:?}"
+    );
+    let refunds = app
+        .opp()
+        .query_by_id(&demo_credentials(), &db, true, &[PaymentType::Refund])
+        .await
+        .unwrap();
+    assert_eq!(refunds.len(), 1);
+    assert_eq!(refunds[0].result.code, "000.200.000");
+    let refund = refunds[0].id.clone();
+    // The pending 30.00 is held: 80.00 more would refund more than the 100.00 paid if it
+    // succeeds, so paywarden refuses it before sending anything.
+    let plain = app.client("/mcp", Era::Legacy).await;
+    let refused = common::call_err(
+        &plain,
+        "perform_refund",
+        json!({"referenceId": db, "amount": "80.00", "currency": "EUR"}),
+    )
+    .await;
+    assert!(refused.contains("700.400.200"), "{refused}");
+    assert!(refused.contains("before sending"), "{refused}");
+
+    // OPP settles it: the task completes with the tool's result, now executed.
+    let (status, settled) = emulator_post(
+        &app,
+        &format!("/__emulator/opp/payments/{refund}"),
+        json!({"result": "succeeded"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{settled}");
+    let done = get(&client, &id).await;
+    assert_eq!(done.task.task.status, TaskStatus::Completed, "{done:?}");
+    let result = completed(&done);
+    assert_eq!(result.is_error, Some(false), "{result:?}");
+    let out = result.structured_content.clone().unwrap();
+    assert_eq!(out["status"], "executed", "{out}");
+    assert_eq!(out["id"], refund.as_str());
+    assert_eq!(out["paymentType"], "RF");
+    assert_eq!(out["result"]["code"], "000.600.000", "{out}");
+    assert!(text(&result).contains("succeeded"), "{}", text(&result));
+    // OPP's notification of the settlement arrived, decrypted and stored.
+    let started = std::time::Instant::now();
+    loop {
+        let events = app.store.events_for(DEMO_ENTITY_ID, &db).await.unwrap();
+        if events
+            .iter()
+            .any(|e| e.event.status.as_deref() == Some("000.600.000"))
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no webhook of the settlement: {events:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let err = client
+        .cancel_task(CancelTaskParams::new(&id))
+        .await
+        .unwrap_err();
+    assert!(format!("{err:?}").contains("nothing to cancel"), "{err:?}");
+
+    // Another pending refund, declined in the end.
+    emulator_post(
+        &app,
+        "/__emulator/faults",
+        json!({"provider": "opp", "method": "POST", "path": "/v1/payments/*",
+               "action": {"kind": "opp_pending"}}),
+    )
+    .await;
+    let id = start_task(
+        &client,
+        "perform_refund",
+        json!({"referenceId": db, "amount": "20.00", "currency": "EUR"}),
+    )
+    .await;
+    let refund = app
+        .opp()
+        .query_by_id(&demo_credentials(), &db, true, &[PaymentType::Refund])
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|t| t.result.code == "000.200.000")
+        .expect("the pending refund")
+        .id;
+    let (status, _) = emulator_post(
+        &app,
+        &format!("/__emulator/opp/payments/{refund}"),
+        json!({"result": "declined"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let done = get(&client, &id).await;
+    assert_eq!(done.task.task.status, TaskStatus::Completed, "{done:?}");
+    let result = completed(&done);
+    assert_eq!(result.is_error, Some(true), "{result:?}");
+    assert!(text(&result).contains("nothing moved"), "{}", text(&result));
+    assert_eq!(result.structured_content.unwrap()["status"], "rejected");
+}
+
+/// ifthenpay's request id of the request for `order` made with `key`, whichever entity
+/// recorded it.
+async fn request_id_of(app: &TestApp, key: &str, order: &str) -> String {
+    for entity in [
+        DEMO_ENTITY_ID.to_string(),
+        format!("key:{}", app.key_ids.id(key)),
+    ] {
+        let rows = app.store.ifthenpay_requests(&entity).await.unwrap();
+        if let Some(row) = rows.into_iter().find(|r| r.order_id == order) {
+            return row.request_id.unwrap();
+        }
+    }
+    panic!("no ifthenpay request for {order}");
+}
+
+fn pix_arguments(order: &str) -> Value {
+    json!({"pix_key": IFTHENPAY_PIX_KEY, "order_id": order, "amount": 50.00,
+           "redirect_url": "https://shop.example/r", "customer_name": "Ana Santos",
+           "customer_cpf": "74026594025", "customer_email": "ana@example.com",
+           "customer_phone": "+5585912345678"})
+}
+
+/// Payshop references and PIX payments as tasks: `working` while awaiting payment (the status
+/// says where that shopper pays), `completed` once the emulator's shopper pays and ifthenpay's
+/// callback reaches paywarden; cancelling an unpaid one stops waiting and says that ifthenpay
+/// has no cancel: it expires unpaid.
+#[tokio::test]
+async fn payshop_and_pix_tasks_follow_the_shopper() {
+    let app = guarded_app().await;
+    let client = task_client(&app, Era::Stateless, DEMO_ENTITY_ID, DEMO_TOKEN).await;
+    let cases = [
+        (
+            "payshop_create_reference",
+            IFTHENPAY_PAYSHOP_KEY,
+            "T-PS-1",
+            "T-PS-2",
+            json!({"payshop_key": IFTHENPAY_PAYSHOP_KEY, "amount": 12.5}),
+            "Payshop agent",
+        ),
+        (
+            "pix_create_payment",
+            IFTHENPAY_PIX_KEY,
+            "T-PIX-1",
+            "T-PIX-2",
+            pix_arguments(""),
+            "PIX",
+        ),
+    ];
+    for (tool, key, paid_order, unpaid_order, base, where_) in cases {
+        let mut args = base.clone();
+        args["order_id"] = paid_order.into();
+        let id = start_task(&client, tool, args).await;
+        let waiting = get(&client, &id).await;
+        assert_eq!(waiting.task.task.status, TaskStatus::Working, "{tool}");
+        let message = waiting.task.task.status_message.clone().unwrap_or_default();
+        assert!(message.contains(where_), "{tool}: {message}");
+        assert!(
+            !message.contains("ATM") || tool != "pix_create_payment",
+            "{message}"
+        );
+        let request_id = request_id_of(&app, key, paid_order).await;
+        let paid = shopper(&app, json!({"action": "pay", "request_id": request_id})).await;
+        assert_eq!(paid["callback"]["status"], 200, "{tool}: {paid}");
+        let done = get(&client, &id).await;
+        assert_eq!(
+            done.task.task.status,
+            TaskStatus::Completed,
+            "{tool}: {done:?}"
+        );
+        let result = completed(&done);
+        assert_eq!(result.is_error, Some(false), "{tool}");
+        assert!(text(&result).contains("Paid"), "{tool}: {}", text(&result));
+
+        // Unpaid, cancelled: paywarden stops waiting; ifthenpay has no cancel.
+        let mut args = base.clone();
+        args["order_id"] = unpaid_order.into();
+        let id = start_task(&client, tool, args).await;
+        client
+            .cancel_task(CancelTaskParams::new(&id))
+            .await
+            .expect("cancelled");
+        let cancelled = get(&client, &id).await;
+        assert_eq!(cancelled.task.task.status, TaskStatus::Cancelled, "{tool}");
+        let message = cancelled.task.task.status_message.unwrap_or_default();
+        assert!(
+            message.contains("ifthenpay has no cancel"),
+            "{tool}: {message}"
+        );
+        assert!(message.contains("expire"), "{tool}: {message}");
+        // Cancelled stays cancelled, and a second cancel has nothing to cancel.
+        let err = client
+            .cancel_task(CancelTaskParams::new(&id))
+            .await
+            .unwrap_err();
+        assert!(format!("{err:?}").contains("nothing to cancel"), "{err:?}");
+    }
+}
+
+/// The attack (black-box test, 2026-12-03): every `tasks/get` of an approval task wrote an
+/// audit row (a client polling every two seconds fills the chain), and `lastUpdatedAt` never
+/// moved. A status read is audited once per change of status; the change moves
+/// `lastUpdatedAt`; a finished task is served from its stored result, nothing runs again.
+#[tokio::test]
+async fn polling_a_task_audits_each_status_change_once_and_moves_last_updated_at() {
+    let app = guarded_app().await;
+    let db = app
+        .create_payment(
+            &demo_credentials(),
+            PaymentType::Debit,
+            "900.00",
+            Currency::EUR,
+        )
+        .await;
+    let client = task_client(&app, Era::Stateless, DEMO_ENTITY_ID, DEMO_TOKEN).await;
+    let id = start_task(
+        &client,
+        "perform_refund",
+        json!({"referenceId": db, "amount": "750.00", "currency": "EUR"}),
+    )
+    .await;
+    let rows = || async { app.store.audit_records(None).await.unwrap().len() };
+    let before = rows().await;
+    let waiting = get(&client, &id).await;
+    assert_eq!(waiting.task.task.status, TaskStatus::Working);
+    for _ in 0..5 {
+        get(&client, &id).await;
+    }
+    assert_eq!(
+        rows().await,
+        before,
+        "polling a waiting task wrote audit rows"
+    );
+    assert_eq!(
+        waiting.task.task.last_updated_at, waiting.task.task.created_at,
+        "nothing changed yet"
+    );
+
+    let approval = app.store.list_approvals(None).await.unwrap().remove(0);
+    app.store
+        .decide_approval(&approval.id, true, "carol", Some("on the page"))
+        .await
+        .unwrap();
+    let done = get(&client, &id).await;
+    assert_eq!(done.task.task.status, TaskStatus::Completed, "{done:?}");
+    assert!(
+        done.task.task.last_updated_at > waiting.task.task.last_updated_at,
+        "{done:?}"
+    );
+    let after_done = rows().await;
+    let audit = format!("{:?}", app.store.audit_records(None).await.unwrap());
+    assert!(audit.contains("tasks/get"), "{audit}");
+    for _ in 0..5 {
+        let again = get(&client, &id).await;
+        assert_eq!(again.task.task.status, TaskStatus::Completed);
+        assert_eq!(
+            again.task.task.last_updated_at,
+            done.task.task.last_updated_at
+        );
+        assert_eq!(
+            completed(&again).structured_content.unwrap()["id"],
+            completed(&done).structured_content.unwrap()["id"]
+        );
+    }
+    assert_eq!(
+        rows().await,
+        after_done,
+        "polling a finished task wrote audit rows"
+    );
+    assert_eq!(refunds_of(&app, &db).await, 1);
 }

@@ -383,7 +383,11 @@ impl PaywardenMcp {
             .approval_questions
             .open_json(sealed)
             .map_err(|_| McpError::invalid_params("unknown or tampered requestState", None))?;
-        if state.entity_id != caller.entity_id || state.tool != request.name {
+        let arguments = request.arguments.clone().unwrap_or_default();
+        if state.entity_id != caller.entity_id
+            || state.tool != request.name
+            || state.request_hash != retries::request_hash(&request.name, &arguments)
+        {
             return Err(McpError::invalid_params(
                 "this requestState belongs to another call",
                 None,
@@ -409,12 +413,17 @@ struct ApprovalQuestionState {
     approval_id: String,
     entity_id: String,
     tool: String,
+    /// [`retries::request_hash`] of the call asked about: a retry with other arguments is
+    /// another call, refused (a state sealed without it matches no call).
+    #[serde(default)]
+    request_hash: String,
 }
 
 /// Turns an `approval_pending` result into an `input_required` URL-mode elicitation that sends
 /// the client's user to the approval page (where an operator decides).
 fn approval_question(
     result: &CallToolResult,
+    request_hash: String,
     codec: &rmcp::model::RequestStateCodec,
 ) -> Option<rmcp::model::InputRequiredResult> {
     let structured = result.structured_content.as_ref()?;
@@ -427,6 +436,7 @@ fn approval_question(
         approval_id: approval["id"].as_str()?.to_string(),
         entity_id: preview["entity"].as_str()?.to_string(),
         tool: preview["tool"].as_str()?.to_string(),
+        request_hash,
     };
     let sealed = codec.seal_json(&state).ok()?;
     let url = approval["url"].as_str()?.to_string();
@@ -839,7 +849,9 @@ impl ServerHandler for PaywardenMcp {
             }
         }
         if wants_question {
-            if let Some(question) = approval_question(result, &self.state.approval_questions) {
+            let hash = retries::request_hash(&name, &arguments);
+            if let Some(question) = approval_question(result, hash, &self.state.approval_questions)
+            {
                 return Ok(question.into());
             }
         }

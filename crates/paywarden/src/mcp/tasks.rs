@@ -17,11 +17,10 @@
 //! entity's task id is unknown (-32602), as a missing one.
 
 use rmcp::{
-    handler::server::tool::ToolCallContext,
     model::{
-        CallToolRequestParams, CallToolResult, ContentBlock, CreateTaskResult, DetailedTask,
-        ElicitRequest, ElicitRequestParams, GetTaskResult, InputRequest, InputRequests, JsonObject,
-        Task, TaskPayload, TaskStatus,
+        CallToolResult, ContentBlock, CreateTaskResult, DetailedTask, ElicitRequest,
+        ElicitRequestParams, GetTaskResult, InputRequest, InputRequests, JsonObject, Task,
+        TaskPayload, TaskStatus,
     },
     service::RequestContext,
     ErrorData as McpError, RoleServer,
@@ -207,9 +206,55 @@ impl PaywardenMcp {
         context: RequestContext<RoleServer>,
     ) -> Result<GetTaskResult, McpError> {
         let caller = self.caller(&context)?;
-        let stored = self.stored_task(&caller, task_id).await?;
+        let mut stored = self.stored_task(&caller, task_id).await?;
+        let audit_context = context.clone();
         let now = self.task_now(&caller, &stored, context).await?;
-        let mut task = base_task(&stored, now.payload.status());
+        let status = now.payload.status();
+        if stored.cancelled_at.is_none() {
+            // A status read is audited once per change of status, not once per poll (a client
+            // polls every couple of seconds); the change also moves `lastUpdatedAt`. What the
+            // task did meanwhile is on the record anyway: an approved request runs through the
+            // pipeline (audited as the movement it is), and the events that settle a reference
+            // or a refund are audited when they arrive.
+            let label = status_label(status);
+            let (final_result, note) = match &now.payload {
+                TaskPayload::Completed { result } => (
+                    Some(serde_json::Value::Object(result.clone())),
+                    now.message.as_deref(),
+                ),
+                TaskPayload::Failed { error } => (
+                    Some(serde_json::Value::Object(error.clone())),
+                    now.message.as_deref(),
+                ),
+                _ => (None, None),
+            };
+            let changed = self
+                .state
+                .ops
+                .pipeline()
+                .store()
+                .note_task_status(
+                    &caller.entity_id,
+                    &stored.id,
+                    &label,
+                    final_result.as_ref(),
+                    note,
+                )
+                .await
+                .map_err(internal)?;
+            if let Some(at) = changed {
+                stored.updated_at = at;
+                let arguments = serde_json::json!({ "taskId": task_id, "status": label });
+                self.audit_request(
+                    &audit_context,
+                    "tasks/get",
+                    arguments,
+                    &Ok::<(), McpError>(()),
+                )
+                .await?;
+            }
+        }
+        let mut task = base_task(&stored, status);
         task.status_message = now.message;
         Ok(GetTaskResult::new(DetailedTask::new(task, now.payload)))
     }
@@ -242,11 +287,25 @@ impl PaywardenMcp {
             serde_json::from_value(stored.result.clone()).unwrap_or_else(|_| {
                 CallToolResult::error(vec![ContentBlock::text("the stored result is unreadable")])
             });
+        // A finished task's final result was stored when it finished: served as it was,
+        // nothing is looked up (or executed) again.
+        match stored.last_status.as_deref() {
+            Some("completed") => return Ok(Now::completed(&first, stored.status_note.clone())),
+            Some("failed") => {
+                return Ok(Now {
+                    payload: TaskPayload::Failed {
+                        error: result_object(&first),
+                    },
+                    message: stored.status_note.clone(),
+                })
+            }
+            _ => {}
+        }
         match stored.kind {
             TaskKind::Approval => self.approval_now(caller, stored, &first, &context).await,
             TaskKind::Ifthenpay => self.ifthenpay_now(stored, first).await,
             TaskKind::StripeRefund => self.refund_now(caller, stored, first).await,
-            TaskKind::Opp => self.opp_now(stored, context).await,
+            TaskKind::Opp => self.opp_now(caller, stored, first).await,
         }
     }
 
@@ -258,15 +317,31 @@ impl PaywardenMcp {
         context: &RequestContext<RoleServer>,
     ) -> Result<Now, McpError> {
         let id = stored.subject.clone();
-        let arguments = serde_json::json!({ "approvalId": id });
-        // Executes an approved request once (the approval's own single use), else reports it.
-        let result = super::render(self.resolve_approval(caller, &arguments, id.clone()).await)?;
-        let pending = result
-            .structured_content
+        // Still pending (not expired): nothing to run or report, read from the row alone (a
+        // get_approval per poll would audit every poll).
+        let row = self
+            .state
+            .ops
+            .pipeline()
+            .store()
+            .approval(&id)
+            .await
+            .map_err(internal)?;
+        let still_pending = row
             .as_ref()
-            .is_some_and(|s| s["status"] == "approval_pending");
-        if !pending {
-            return Ok(Now::completed(&result, None));
+            .is_some_and(|a| a.status == crate::store::ApprovalStatus::Pending);
+        let arguments = serde_json::json!({ "approvalId": id });
+        if !still_pending {
+            // Executes an approved request once (the approval's own single use), else reports it.
+            let result =
+                super::render(self.resolve_approval(caller, &arguments, id.clone()).await)?;
+            let pending = result
+                .structured_content
+                .as_ref()
+                .is_some_and(|s| s["status"] == "approval_pending");
+            if !pending {
+                return Ok(Now::completed(&result, None));
+            }
         }
         let approval = first
             .structured_content
@@ -341,10 +416,11 @@ impl PaywardenMcp {
                     .or(row.reference.as_deref())
                     .unwrap_or_default(),
                 row.order_id,
-                if row.method == "MBWAY" {
-                    "the shopper accepts or rejects it in the MB WAY app; it expires 4 minutes after it was sent"
-                } else {
-                    "paid at an ATM, home banking or a Payshop agent; ifthenpay's callback marks it paid"
+                match row.method.as_str() {
+                    "MBWAY" => "the shopper accepts or rejects it in the MB WAY app; it expires 4 minutes after it was sent",
+                    "MB" => "paid at a Multibanco ATM or in home banking with the entity and reference; ifthenpay's callback marks it paid",
+                    "PAYSHOP" => "paid in cash at a Payshop agent or CTT post office with the reference; ifthenpay's callback marks it paid",
+                    _ => "paid with the PIX QR code (or its copy-and-paste code) in the shopper's bank app; ifthenpay's callback marks it paid",
                 }
             ))),
             "paid" => {
@@ -417,39 +493,68 @@ impl PaywardenMcp {
         }
     }
 
+    /// An OPP transaction answered pending: looked up at OPP (OPP's `GET /v1/query/{id}`, as
+    /// get_transactions does, unaudited: the task audits its status changes) on each poll. Still pending: `working`. Settled: `completed` with
+    /// the tool's first result, its transaction's result updated (`executed`, or `rejected` as
+    /// an error when OPP declined it in the end, its balances, which held the declined amount,
+    /// dropped: get_transactions gives fresh ones).
     async fn opp_now(
         &self,
+        caller: &Caller,
         stored: &StoredTask,
-        context: RequestContext<RoleServer>,
+        first: CallToolResult,
     ) -> Result<Now, McpError> {
-        let mut arguments = JsonObject::new();
-        arguments.insert("id".into(), stored.subject.clone().into());
-        let lookup = CallToolRequestParams::new("get_transactions").with_arguments(arguments);
-        let result = self
-            .tool_router
-            .call(ToolCallContext::new(self, lookup, context))
-            .await?;
-        let rmcp::model::CallToolResponse::Complete(result) = result else {
-            return Ok(Now::working("looking the transaction up at OPP".into()));
+        let found = self
+            .state
+            .opp
+            .transaction_for_task(caller, &stored.subject)
+            .await;
+        let transaction = match found {
+            Ok(Some(t)) => serde_json::to_value(t.view()).unwrap_or_default(),
+            Ok(None) | Err(_) => {
+                return Ok(Now::working(format!(
+                    "OPP transaction {} is pending; OPP could not be asked for it just now (the next poll asks again)",
+                    stored.subject
+                )))
+            }
         };
-        let code = result
-            .structured_content
-            .as_ref()
-            .and_then(|s| {
-                s["payments"]
-                    .as_array()?
-                    .iter()
-                    .find(|p| p["id"] == stored.subject.as_str())
-                    .and_then(|p| p["result"]["code"].as_str().map(String::from))
-            })
-            .unwrap_or_default();
-        if opp_pending(&code) {
+        let code = transaction["result"]["code"].as_str().unwrap_or_default();
+        if opp_pending(code) {
             return Ok(Now::working(format!(
-                "OPP transaction {} is pending ({code})",
+                "OPP transaction {} is pending ({code}); OPP settles it within about half an hour",
                 stored.subject
             )));
         }
-        Ok(Now::completed(&result, None))
+        let succeeded = matches!(
+            transaction["resultCategory"].as_str(),
+            Some("success" | "success_manual_review")
+        );
+        let note = format!(
+            "OPP transaction {}, pending at first, {}: result {code} \"{}\".",
+            stored.subject,
+            if succeeded {
+                "succeeded"
+            } else {
+                "was declined in the end; nothing moved"
+            },
+            transaction["result"]["description"]
+                .as_str()
+                .unwrap_or_default()
+        );
+        let mut settled = first;
+        if let Some(out) = settled.structured_content.as_mut() {
+            for field in ["result", "resultFamily", "resultCategory", "timestamp"] {
+                out[field] = transaction[field].clone();
+            }
+            out["status"] = if succeeded { "executed" } else { "rejected" }.into();
+            if !succeeded {
+                // They held the declined transaction's amount.
+                out["balances"] = serde_json::Value::Null;
+            }
+        }
+        settled.content.push(ContentBlock::text(note.clone()));
+        settled.is_error = Some(!succeeded);
+        Ok(Now::completed(&settled, Some(note)))
     }
 
     /// `tasks/cancel`: withdraw an approval, stop waiting on an unpaid reference (it expires
@@ -528,7 +633,14 @@ impl PaywardenMcp {
                     None,
                 ))
             }
-            TaskKind::Ifthenpay => "ifthenpay has no cancel for a payment reference: paywarden stops waiting and lets it expire unpaid. If the shopper pays before it expires, the payment still arrives (see payments_list).".to_string(),
+            TaskKind::Ifthenpay => format!(
+                "ifthenpay has no cancel for {}: paywarden stops waiting and lets it expire unpaid. If the shopper pays before it expires, the payment still arrives (see payments_list).",
+                if stored.tool == "pix_create_payment" {
+                    "a PIX payment"
+                } else {
+                    "a payment reference"
+                }
+            ),
             TaskKind::StripeRefund => {
                 return Err(McpError::invalid_request(
                     "Stripe cancels only refunds awaiting customer action (requires_action); a pending card refund cannot be cancelled. The task keeps following it.",
@@ -630,6 +742,15 @@ impl PaywardenMcp {
         let caller = self.caller(&context)?;
         self.stored_task(&caller, task_id).await.map(|_| ())
     }
+}
+
+/// The wire name of `status` (`working`, `input_required`, `completed`, `failed`,
+/// `cancelled`).
+fn status_label(status: TaskStatus) -> String {
+    serde_json::to_value(status)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default()
 }
 
 fn base_task(stored: &StoredTask, status: TaskStatus) -> Task {

@@ -197,12 +197,15 @@ pub enum ApprovalError {
         status: ApprovalStatus,
     },
     /// The request cannot be executed in its current status.
-    #[error("approval request {id} {}", not_approved_reason(*.status))]
+    #[error("approval request {id} {}", not_approved_reason(*.status, .decided_by.as_deref()))]
     NotApproved {
         /// The approval's id.
         id: String,
         /// Its status.
         status: ApprovalStatus,
+        /// Who decided it (an operator's name, or `agent:<entity>` for an approval the agent
+        /// withdrew with `tasks/cancel`), when someone did.
+        decided_by: Option<String>,
     },
     /// Nobody decided before the request expired.
     #[error("approval request {id} expired before an operator decided it; ask for a new approval")]
@@ -215,7 +218,18 @@ pub enum ApprovalError {
     Store(#[from] StoreError),
 }
 
-fn not_approved_reason(status: ApprovalStatus) -> &'static str {
+/// Why a request in `status` cannot run, saying who ended a denied one: an agent's withdrawal
+/// (`decided_by` `agent:<entity>`, from `tasks/cancel`) is not an operator's denial.
+fn not_approved_reason(status: ApprovalStatus, decided_by: Option<&str>) -> String {
+    match (status, decided_by) {
+        (ApprovalStatus::Denied, Some(who)) if who.starts_with("agent:") => {
+            "was withdrawn by the agent (tasks/cancel); nothing moved. Ask for a new approval only if the user still wants it".into()
+        }
+        (status, _) => not_approved_status(status).into(),
+    }
+}
+
+fn not_approved_status(status: ApprovalStatus) -> &'static str {
     match status {
         ApprovalStatus::Pending => {
             "is still waiting for an operator; call again with it after an operator approves it"
@@ -585,6 +599,7 @@ impl Store {
             return Err(ApprovalError::NotApproved {
                 id: id.to_string(),
                 status: current.status,
+                decided_by: current.decided_by.clone(),
             });
         }
         // An approval is acted on soon or not at all: until the request's expiry, and at least
@@ -611,6 +626,7 @@ impl Store {
             return Err(ApprovalError::NotApproved {
                 id: id.to_string(),
                 status: ApprovalStatus::Executing,
+                decided_by: None,
             });
         }
         tx.commit().await?;

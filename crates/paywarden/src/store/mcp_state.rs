@@ -77,6 +77,10 @@ pub struct StoredTask {
     pub cancelled_at: Option<String>,
     /// What cancelling did (for `statusMessage`).
     pub status_note: Option<String>,
+    /// The status `tasks/get` last reported (`working`, `input_required`, `completed`,
+    /// `failed`); `None` before the first report. Once `completed` or `failed`, [`Self::result`]
+    /// is the final result.
+    pub last_status: Option<String>,
 }
 
 fn task_of(row: &sqlx::any::AnyRow) -> Result<StoredTask, StoreError> {
@@ -93,6 +97,7 @@ fn task_of(row: &sqlx::any::AnyRow) -> Result<StoredTask, StoreError> {
         ttl_ms: row.try_get("ttl_ms")?,
         cancelled_at: row.try_get("cancelled_at")?,
         status_note: row.try_get("status_note")?,
+        last_status: row.try_get("last_status")?,
     })
 }
 
@@ -185,8 +190,8 @@ impl Store {
         let id = format!("tsk_{}", hex::encode(rand::random::<[u8; 16]>()));
         let now = stamp(Utc::now());
         sqlx::query(
-            "INSERT INTO tasks (id, entity_id, tool, kind, subject, result, created_at, updated_at, ttl_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8)",
+            "INSERT INTO tasks (id, entity_id, tool, kind, subject, result, created_at, updated_at, ttl_ms, last_status) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, 'working')",
         )
         .bind(&id)
         .bind(entity_id)
@@ -214,6 +219,42 @@ impl Store {
             .fetch_optional(self.pool())
             .await?;
         row.as_ref().map(task_of).transpose()
+    }
+
+    /// Records that `entity_id`'s task `id` now has `status` (and, for `completed` or `failed`,
+    /// its final `result` and status `note`), unless that was already the status last recorded or the task is
+    /// cancelled or final. Returns the new `updated_at` (UTC RFC 3339) when this call changed
+    /// it, `None` when the status is unchanged (one conditional `UPDATE`: two replicas polling
+    /// at once record, and audit, a change once).
+    ///
+    /// # Errors
+    /// [`StoreError::Database`], [`StoreError::Json`].
+    pub async fn note_task_status(
+        &self,
+        entity_id: &str,
+        id: &str,
+        status: &str,
+        result: Option<&serde_json::Value>,
+        note: Option<&str>,
+    ) -> Result<Option<String>, StoreError> {
+        let now = stamp(Utc::now());
+        let result = result.map(serde_json::to_string).transpose()?;
+        let done = sqlx::query(
+            "UPDATE tasks SET last_status = $1, updated_at = $2, result = COALESCE($3, result), \
+             status_note = COALESCE($6, status_note) \
+             WHERE id = $4 AND entity_id = $5 AND cancelled_at IS NULL \
+             AND (last_status IS NULL OR (last_status <> $1 \
+                  AND last_status NOT IN ('completed', 'failed')))",
+        )
+        .bind(status)
+        .bind(&now)
+        .bind(result)
+        .bind(id)
+        .bind(entity_id)
+        .bind(note)
+        .execute(self.pool())
+        .await?;
+        Ok((done.rows_affected() == 1).then_some(now))
     }
 
     /// Marks `entity_id`'s task `id` cancelled with `note`, unless it already was; returns

@@ -6,7 +6,9 @@ impl IfthenpayService {
     /// Handles a callback ifthenpay sent (the query of `GET /ifthenpay/callback`): checks the
     /// anti-phishing key (constant time), the status (`PAGO` or none: a payment; `DEVOLVIDO`: a
     /// refund, booked against a paid request) and the amount against the request paywarden
-    /// created, records the payment or refund, and records every callback, refused ones too.
+    /// created, records the payment or refund, and records every callback that carries the
+    /// right key, refused ones too; of those with a wrong key, one per minute is recorded and
+    /// audited and the rest counted ([`refused`]).
     /// Returns the HTTP status and body to answer (200 `OK`; 403 wrong key; 404 unknown
     /// payment; 409 amount mismatch, or a refund of an unpaid request or above what is left;
     /// 400 unreadable amount or unknown status). The key itself is never stored or logged.
@@ -113,6 +115,16 @@ impl IfthenpayService {
             }
         };
         let kind = kind.unwrap_or("unknown");
+        // Without the right key, anyone can call: one such attempt per window is recorded and
+        // audited, the others only counted (`refused`), so a flood cannot fill the audit log.
+        let unrecorded_before = if key_ok {
+            None
+        } else {
+            match self.refused_callbacks.admit(std::time::Instant::now()) {
+                Some(n) => Some(n),
+                None => return Ok((status, body)),
+            }
+        };
         let record = IfthenpayCallback {
             request_row: found.as_ref().map(|r| r.id),
             entity_id: found.as_ref().map(|r| r.entity_id.clone()),
@@ -136,7 +148,8 @@ impl IfthenpayService {
                 self.pipeline.store().mark_ifthenpay_paid(r.id).await?;
             }
         }
-        // The audit log sees every callback, without the key.
+        // The audit log sees every callback with the right key (and one per window without),
+        // never the key.
         let caller = Caller {
             entity_id: found
                 .as_ref()
@@ -160,6 +173,11 @@ impl IfthenpayService {
             "amount": amount_text, "payment_method": payment_method, "anti_phishing_key_valid": key_ok,
             "status": status_text, "kind": kind,
         });
+        let mut arguments = arguments;
+        if let Some(n) = unrecorded_before {
+            // Attempts with a wrong key the previous window counted without recording.
+            arguments["unrecorded_refused_before"] = json!(n);
+        }
         let message = if accepted && kind == "refund" {
             "refund recorded".to_string()
         } else if accepted {

@@ -49,6 +49,7 @@ mod callback;
 mod create;
 mod prepare;
 mod reads;
+mod refused;
 mod types;
 mod validate;
 
@@ -101,6 +102,8 @@ pub struct IfthenpayService {
     entities: Vec<crate::toolsets::ops::KnownEntity>,
     sandbox: bool,
     key_ids: crate::audit_anchor::KeyIds,
+    /// Unauthenticated callback attempts: counted, one recorded per window ([`refused`]).
+    refused_callbacks: std::sync::Arc<refused::RefusedCallbacks>,
 }
 
 impl std::fmt::Debug for IfthenpayService {
@@ -163,6 +166,7 @@ impl IfthenpayService {
             entities,
             sandbox,
             key_ids: crate::audit_anchor::KeyIds::ephemeral(),
+            refused_callbacks: std::sync::Arc::default(),
         }
     }
 
@@ -178,6 +182,12 @@ impl IfthenpayService {
     /// The keyed id of a provider key, as records and `key:<id>` entities carry it.
     pub fn key_id(&self, key: &str) -> String {
         self.key_ids.id(key)
+    }
+
+    /// Callback attempts with a wrong anti-phishing key since the server started (answered
+    /// 403; one per minute recorded and audited, the rest only counted).
+    pub fn refused_callbacks(&self) -> u64 {
+        self.refused_callbacks.total()
     }
 
     /// The pipeline.

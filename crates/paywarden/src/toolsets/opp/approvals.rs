@@ -118,6 +118,7 @@ impl OppService {
                         };
                         let structured = serde_json::to_value(&output).map_err(crate::store::StoreError::from)?;
                         let text = match status {
+                            ApprovalStatus::Denied if view.decided_by.as_deref().is_some_and(|d| d.starts_with("agent:")) => format!("Approval {} was WITHDRAWN by the agent (tasks/cancel): nothing will move. Ask for a new approval only if the user still wants it.", approval.id),
                             ApprovalStatus::Denied => format!("Approval {} was DENIED by {}: nothing will move. Do not retry this operation.", approval.id, view.decided_by.as_deref().unwrap_or("an operator")),
                             ApprovalStatus::Expired => format!("Approval {} EXPIRED without a decision: nothing moved. Ask again only if the user still wants it.", approval.id),
                             _ => format!("Approval {} is {}: waiting for a person at {}.", approval.id, view.status, view.url),

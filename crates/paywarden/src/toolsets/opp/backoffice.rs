@@ -297,8 +297,15 @@ impl OppService {
         let mut after = tree.to_vec();
         after.push(created.ledger_record());
         let balances = balances_view(target, &after);
+        // OPP's pending groups (`000.200`, `800.400.5`, `100.400.500`): accepted, outcome not
+        // known yet; the balances hold its amount as if it succeeds (`ledger_record`).
+        let pending = matches!(
+            created.result.family(),
+            paywarden_domain::ResultFamily::Pending
+                | paywarden_domain::ResultFamily::PendingExtended
+        );
         let output = BackofficeOutput {
-            status: "executed".into(),
+            status: if pending { "pending" } else { "executed" }.into(),
             transaction: Some(created.view()),
             balances: Some(balances.clone()),
             confirmation: None,
@@ -308,7 +315,12 @@ impl OppService {
             receipt: None,
         };
         let summary = format!(
-            "{tool} succeeded: {} {} on {} {} -> new {} transaction {} (result {} {}). {} now: captured {} {cur}, refunded {} {cur}, capturable {} {cur}, refundable {} {cur}.",
+            "{tool} {}: {} {} on {} {} -> new {} transaction {} (result {} {}). {} now: captured {} {cur}, refunded {} {cur}, capturable {} {cur}, refundable {} {cur}.",
+            if pending {
+                "is PENDING at OPP (its outcome is not known yet; the balances below hold its amount as if it succeeds; OPP settles it within about half an hour, a later get_transactions or the task shows the result; do not send it again)"
+            } else {
+                "succeeded"
+            },
             created.payment_type.description(),
             money_text(created.amount),
             target.payment_type.code(),

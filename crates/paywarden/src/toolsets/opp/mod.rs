@@ -80,6 +80,28 @@ impl OppService {
         &self.client
     }
 
+    /// OPP transaction `id` as `caller` sees it (OPP's `GET /v1/query/{id}`), `None` when OPP
+    /// has none. Not a tool call and not audited: what `tasks/get` reads to follow a pending
+    /// transaction (the task audits each change of its status instead).
+    ///
+    /// # Errors
+    /// [`OppError`] of the lookup (unreachable, throttled, refused credentials, ...).
+    pub async fn transaction_for_task(
+        &self,
+        caller: &Caller,
+        id: &str,
+    ) -> Result<Option<crate::model::Transaction>, OppError> {
+        match self
+            .client
+            .query_by_id(&Self::credentials(caller), id, false, &[])
+            .await
+        {
+            Ok(found) => Ok(found.into_iter().find(|t| t.id == id)),
+            Err(OppError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     fn credentials(caller: &Caller) -> OppCredentials {
         OppCredentials {
             entity_id: caller.entity_id.clone(),

@@ -71,8 +71,9 @@ pub struct BalancesView {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BackofficeOutput {
-    /// `executed`, `confirmation_required`, `approval_pending`, `approval_denied` or
-    /// `approval_expired`.
+    /// `executed`, `pending` (OPP accepted it with a pending result code, `000.200.*`,
+    /// `800.400.5*` or `100.400.500`: its outcome comes later), `confirmation_required`,
+    /// `approval_pending`, `approval_denied` or `approval_expired`.
     pub status: String,
     /// The transaction OPP created (when executed).
     #[serde(flatten)]
