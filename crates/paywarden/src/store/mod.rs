@@ -228,6 +228,11 @@ impl Store {
                 Engine::Sqlite => 8,
                 Engine::Postgres => 16,
             })
+            // sqlx pings a connection each time it leaves the pool by default: on SQLite a
+            // round trip to the connection's worker thread before every statement, for a file
+            // that cannot have gone away (~7 % of an audited read's CPU, docs/performance.md).
+            // PostgreSQL keeps the check: a server restart leaves dead connections behind.
+            .test_before_acquire(engine == Engine::Postgres)
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if engine == Engine::Sqlite {
