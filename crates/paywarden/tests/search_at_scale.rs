@@ -15,7 +15,7 @@ use paywarden_emulator::{bulk_seed, BulkSeed, DEMO_ENTITY_ID, SECOND_ENTITY_ID};
 use serde_json::{json, Value};
 
 /// One seeded row as the tests filter it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 struct Row {
     id: String,
     payment_type: String,
@@ -51,38 +51,16 @@ async fn seeded_app(count: u64, days: u32) -> (TestApp, Vec<Row>, NaiveDateTime)
     let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
         .await
         .expect("emulator db");
-    let rows: Vec<(String, String, String, i64, String, Option<String>, String)> = sqlx::query_as(
+    let rows: Vec<Row> = sqlx::query_as(
         "SELECT id, payment_type, currency, amount_minor, result_code, \
-             merchant_transaction_id, created_at FROM transactions WHERE entity_id = ? \
-             ORDER BY created_at, seq",
+         merchant_transaction_id, created_at FROM transactions WHERE entity_id = ? \
+         ORDER BY created_at, seq",
     )
     .bind(DEMO_ENTITY_ID)
     .fetch_all(&pool)
     .await
     .expect("rows");
     pool.close().await;
-    let rows = rows
-        .into_iter()
-        .map(
-            |(
-                id,
-                payment_type,
-                currency,
-                amount_minor,
-                result_code,
-                merchant_transaction_id,
-                created_at,
-            )| Row {
-                id,
-                payment_type,
-                currency,
-                amount_minor,
-                result_code,
-                merchant_transaction_id,
-                created_at,
-            },
-        )
-        .collect();
     (app, rows, until)
 }
 

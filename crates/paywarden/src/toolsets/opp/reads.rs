@@ -452,7 +452,7 @@ impl OppService {
                         .filter(|t| keeps(t))
                         .collect();
                     // Oldest first, as the report (OPP answers oldest first; keep it stable).
-                    matches.sort_by(|a, b| a.timestamp.cmp(&b.timestamp));
+                    matches.sort_by_key(|t| t.timestamp);
                     let total = matches.len() as u64;
                     let start = (page_no as usize - 1).saturating_mul(limit as usize);
                     let page: Vec<Transaction> =
