@@ -19,6 +19,7 @@ use std::path::Path;
 use chrono::{Duration, NaiveDateTime};
 use paywarden_domain::{result_code::codes, Currency, Money, PaymentType};
 use rand::{rngs::StdRng, Rng, SeedableRng};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Sqlite};
 
 use crate::error::EmulatorError;
@@ -84,8 +85,26 @@ pub async fn bulk_seed(
     if spec.entity_id.trim().is_empty() {
         return Err(EmulatorError::Config("the entity id is empty".into()));
     }
-    let store = Store::open(database_path).await?;
-    let pool = store.pool();
+    // Creates the file and applies the migrations.
+    Store::open(database_path).await?.pool().close().await;
+    // One writer connection tuned for a bulk load: a large page cache (the random-keyed `id`
+    // and `root_id` indexes outgrow SQLite's default 2 MB at a few hundred thousand rows) and
+    // no fsync per commit (a crash mid-seed loses seeded rows only; WAL keeps the file sound).
+    let options = SqliteConnectOptions::new()
+        .filename(database_path)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Off)
+        .busy_timeout(std::time::Duration::from_secs(30))
+        .pragma("cache_size", "-524288")
+        .pragma("temp_store", "MEMORY");
+    let pool = &SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await
+        .map_err(|source| EmulatorError::Open {
+            path: database_path.to_path_buf(),
+            source,
+        })?;
     // A second run appends other rows (other ids) rather than colliding with the first.
     let existing: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM transactions")
         .fetch_one(pool)
