@@ -249,9 +249,9 @@ impl Store {
 /// whole range: the range is cut into its first (partial) day, the whole days inside it and
 /// its last (partial) day. The partial days are counted on the `(entity_id, created_at, seq)`
 /// index; the whole days come from `transaction_day_counts` (migration 0006), one row per day
-/// and payment type. The page then starts at the first piece whose running count passes the
-/// page's offset (a seek on the index to that piece's first second), and OFFSET skips only
-/// rows of that piece: at most one day of rows, whatever the page number.
+/// and payment type, summed in SQL (one row back, with the first day whose running count
+/// passes the page's offset). The page then seeks on the index to that piece's first second,
+/// and OFFSET skips only rows of that piece: at most one day of rows, whatever the page number.
 async fn report_page(
     conn: &mut sqlx::SqliteConnection,
     entity_id: &str,
@@ -262,18 +262,23 @@ async fn report_page(
 ) -> Result<(Vec<Tx>, u64), EmulatorError> {
     let first_day = from.date();
     let last_day = to.date();
-    // (start of the piece, rows in it), in time order.
-    let mut pieces: Vec<(NaiveDateTime, u64)> = Vec::new();
-    if last_day <= first_day {
-        pieces.push((from, count_range(conn, entity_id, filter, from, to).await?));
+    let offset = u64::from(page.page_no.saturating_sub(1)) * u64::from(page.limit);
+    // The page's seek point and how many matches lie before it.
+    let (total, start, before) = if last_day <= first_day {
+        (
+            count_range(conn, entity_id, filter, from, to).await?,
+            from,
+            0,
+        )
     } else {
         let first_end = first_day.and_hms_opt(23, 59, 59).unwrap_or(to).min(to);
-        pieces.push((
-            from,
-            count_range(conn, entity_id, filter, from, first_end).await?,
-        ));
+        let head = count_range(conn, entity_id, filter, from, first_end).await?;
+        let last_start = last_day.and_hms_opt(0, 0, 0).unwrap_or(from).max(from);
+        let tail = count_range(conn, entity_id, filter, last_start, to).await?;
+        // The whole days: their total, and the first day whose running count passes the
+        // offset (one row back, whatever the number of days).
         let mut days = QueryBuilder::<Sqlite>::new(
-            "SELECT day, SUM(n) FROM transaction_day_counts WHERE entity_id = ",
+            "WITH d AS (SELECT day, SUM(n) AS n FROM transaction_day_counts WHERE entity_id = ",
         );
         days.push_bind(entity_id.to_string());
         days.push(" AND day > ");
@@ -281,34 +286,31 @@ async fn report_page(
         days.push(" AND day < ");
         days.push_bind(last_day.format("%Y-%m-%d").to_string());
         push_types(&mut days, filter);
-        days.push(" GROUP BY day ORDER BY day");
-        let rows: Vec<(String, i64)> = days.build_query_as().fetch_all(&mut *conn).await?;
-        for (day, n) in rows {
+        days.push(
+            " GROUP BY day), c AS (SELECT day, n, SUM(n) OVER (ORDER BY day) AS cum FROM d) \
+             SELECT t.total, s.day, s.before FROM (SELECT COALESCE(SUM(n), 0) AS total FROM d) t \
+             LEFT JOIN (SELECT day, cum - n AS before FROM c WHERE cum > ",
+        );
+        days.push_bind(i64::try_from(offset.saturating_sub(head)).unwrap_or(i64::MAX));
+        days.push(" ORDER BY day LIMIT 1) s ON 1");
+        let (middle, seek_day, seek_before): (i64, Option<String>, Option<i64>) =
+            days.build_query_as().fetch_one(&mut *conn).await?;
+        let middle = u64::try_from(middle).unwrap_or(0);
+        let total = head + middle + tail;
+        if offset < head {
+            (total, from, 0)
+        } else if let (Some(day), Some(day_before)) = (seek_day, seek_before) {
             let start = chrono::NaiveDate::parse_from_str(&day, "%Y-%m-%d")
                 .ok()
                 .and_then(|d| d.and_hms_opt(0, 0, 0))
                 .ok_or_else(|| EmulatorError::Corrupt(format!("day count for {day:?}")))?;
-            pieces.push((start, u64::try_from(n).unwrap_or(0)));
+            (total, start, head + u64::try_from(day_before).unwrap_or(0))
+        } else {
+            (total, last_start, head + middle)
         }
-        let last_start = last_day.and_hms_opt(0, 0, 0).unwrap_or(from).max(from);
-        pieces.push((
-            last_start,
-            count_range(conn, entity_id, filter, last_start, to).await?,
-        ));
-    }
-    let total: u64 = pieces.iter().map(|(_, n)| n).sum();
-    let offset = u64::from(page.page_no.saturating_sub(1)) * u64::from(page.limit);
+    };
     if offset >= total {
         return Ok((Vec::new(), total));
-    }
-    let mut before = 0u64;
-    let mut start = from;
-    for (piece_start, n) in &pieces {
-        if offset < before + n {
-            start = *piece_start;
-            break;
-        }
-        before += n;
     }
     let mut select = QueryBuilder::<Sqlite>::new(format!("SELECT {COLUMNS} FROM transactions"));
     push_filter(&mut select, entity_id, filter, Some(start));
