@@ -103,9 +103,10 @@ function done(summary, latency, requests)
   for _, t in ipairs(threads) do b = b + t:get("bad") end
   local e = summary.errors
   local failed = b + e.connect + e.read + e.write + e.status + e.timeout
-  io.write(string.format("RESULT %.0f %.2f %.2f %d %d\n",
+  io.write(string.format("RESULT %.0f %.2f %.2f %d %d %.2f\n",
     summary.requests / (summary.duration / 1e6), latency:percentile(50) / 1000,
-    latency:percentile(99) / 1000, summary.requests - failed, failed))
+    latency:percentile(99) / 1000, summary.requests - failed, failed,
+    latency:percentile(95) / 1000))
 end
 EOF
     echo "$file"
@@ -221,6 +222,104 @@ print(best["id"], best["currency"])')
     kill "$server"
     wait "$server" 2>/dev/null || true
 done
+
+# --- BEGIN search at scale (issue 15, item 4) -----------------------------------------------------
+# search_transactions over BENCH_SEARCH_TRANSACTIONS (default 1,000,000) emulator transactions of
+# the demo entity spread over the last 365 days, seeded once (`paywarden seed --transactions`,
+# before any server starts) into one emulator database that each engine's data directory links
+# to. Rows: page 1 (20 records, oldest first) of the whole year on 1 connection; random 30-day
+# ranges at random pages (1..4,000 of about 4,100) on BENCH_SEARCH_CONNECTIONS (default 8) and on
+# BENCH_CONNECTIONS connections. The p95 is in the row label. BENCH_SEARCH_TRANSACTIONS=0 skips
+# these rows.
+SEARCH_TXS="${BENCH_SEARCH_TRANSACTIONS:-1000000}"
+SEARCH_CONNS="${BENCH_SEARCH_CONNECTIONS:-8}"
+if [ "$SEARCH_TXS" -gt 0 ]; then
+    seeded="$OUT/search-seed"
+    echo "== seeding $SEARCH_TXS OPP transactions into $seeded/emulator.db" >&2
+    "$PAYWARDEN" seed --transactions "$SEARCH_TXS" --days 365 --data-dir "$seeded" >&2
+    search_label="search_transactions over $(python3 -c "print(f'{int($SEARCH_TXS):,}')") transactions"
+    search_row() { # LABEL RESULT-LINE: the p95 goes into the label
+        local rest p95
+        rest=$(echo "$2" | cut -d' ' -f2-6)
+        p95=$(echo "$2" | cut -d' ' -f7)
+        # shellcheck disable=SC2086
+        row "$1 (p95 $p95 ms)" $rest
+    }
+    # A wrk script POSTing search_transactions over a random 30-day range of the last year at a
+    # random page, counting as an error anything but HTTP 200 with a successful result.
+    search_lua="$OUT/search_random.lua"
+    template=$(call_body search_transactions '{"dateFrom":"__FROM__","dateTo":"__TO__","limit":20,"pageNo":__PAGE__}' \
+        | python3 -c 'import json,sys; print(json.dumps(sys.stdin.read()))')
+    cat >"$search_lua" <<EOF
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Accept"] = "application/json, text/event-stream"
+wrk.headers["MCP-Protocol-Version"] = "2026-07-28"
+wrk.headers["Mcp-Method"] = "tools/call"
+wrk.headers["Mcp-Name"] = "search_transactions"
+wrk.headers["X-Entity-Id"] = "$ENTITY"
+wrk.headers["X-Token"] = "$TOKEN"
+local template = $template
+local threads = {}
+local counter = 0
+function setup(thread) counter = counter + 1; thread:set("id", counter); table.insert(threads, thread) end
+function init(args) bad = 0; now = os.time(); math.randomseed(1000 + id) end
+function request()
+  local to = now - math.random(0, 335 * 86400)
+  local from = to - 30 * 86400
+  local body = template:gsub("__FROM__", os.date("!%Y-%m-%d %H:%M:%S", from))
+  body = body:gsub("__TO__", os.date("!%Y-%m-%d %H:%M:%S", to))
+  body = body:gsub("__PAGE__", tostring(math.random(1, 4000)))
+  return wrk.format(nil, nil, nil, body)
+end
+function response(status, headers, body)
+  if status ~= 200 or not string.find(body, '"result"', 1, true)
+     or string.find(body, '"isError":true', 1, true) then bad = bad + 1 end
+end
+function done(summary, latency, requests)
+  local b = 0
+  for _, t in ipairs(threads) do b = b + t:get("bad") end
+  local e = summary.errors
+  local failed = b + e.connect + e.read + e.write + e.status + e.timeout
+  io.write(string.format("RESULT %.0f %.2f %.2f %d %d %.2f\n",
+    summary.requests / (summary.duration / 1e6), latency:percentile(50) / 1000,
+    latency:percentile(99) / 1000, summary.requests - failed, failed,
+    latency:percentile(95) / 1000))
+end
+EOF
+    YEAR_AGO=$(date -u -d '365 days ago' '+%Y-%m-%d %H:%M:%S')
+    for engine in $ENGINES; do
+        dir="$OUT/$engine-search"
+        mkdir -p "$dir/data"
+        # The seeded database, shared (SQLite resolves the link: -wal/-shm sit beside the target).
+        ln -sf "$seeded/emulator.db" "$dir/data/emulator.db"
+        if [ "$engine" = postgres ]; then
+            psql "$PG_URL/postgres" -qc 'DROP DATABASE IF EXISTS paywarden_bench_search' >/dev/null
+            psql "$PG_URL/postgres" -qc 'CREATE DATABASE paywarden_bench_search' >/dev/null
+            export DATABASE_URL="$PG_URL/paywarden_bench_search"
+        else
+            unset DATABASE_URL
+        fi
+        port=$(free_port)
+        "$PAYWARDEN" serve --no-seed --listen "127.0.0.1:$port" --data-dir "$dir/data" \
+            >"$dir/server.log" 2>&1 & PIDS+=($!)
+        server=${PIDS[-1]}
+        wait_http "http://127.0.0.1:$port/healthz"
+        url="http://127.0.0.1:$port/mcp"
+        call_once "$url" search_transactions "{\"dateFrom\":\"$YEAR_AGO\",\"limit\":20}" | grep -q '"totalCount"'
+        lua=$(wrk_lua "search_year_$engine" "$url" \
+            "$(call_body search_transactions "{\"dateFrom\":\"$YEAR_AGO\",\"limit\":20}")" search_transactions)
+        line=$(wrk -t1 -c1 -d"${SECONDS_EACH}s" --timeout 10s -s "$lua" "$url" | grep '^RESULT')
+        search_row "$engine: $search_label, 365-day range, page 1, 1 connection" "$line"
+        line=$(wrk -t2 -c"$SEARCH_CONNS" -d"${SECONDS_EACH}s" --timeout 10s -s "$search_lua" "$url" | grep '^RESULT')
+        search_row "$engine: $search_label, random 30-day range and page, $SEARCH_CONNS connections" "$line"
+        line=$(wrk -t2 -c"$CONNS" -d"${SECONDS_EACH}s" --timeout 10s -s "$search_lua" "$url" | grep '^RESULT')
+        search_row "$engine: $search_label, random 30-day range and page, $CONNS connections" "$line"
+        kill "$server"
+        wait "$server" 2>/dev/null || true
+    done
+fi
+# --- END search at scale -------------------------------------------------------------------------
 
 {
     echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), load average before: $LOAD_BEFORE"

@@ -49,6 +49,7 @@
 
 #![warn(missing_docs)]
 
+pub mod bulk;
 mod card;
 mod codes;
 mod disputes;
@@ -67,6 +68,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use bulk::{bulk_seed, BulkSeed, BulkSeedSummary, BULK_SEED_MAX};
 pub use error::EmulatorError;
 pub use ifthenpay::{
     IFTHENPAY_ANTI_PHISHING_KEY, IFTHENPAY_APPLE_KEY, IFTHENPAY_BACKOFFICE_KEY,

@@ -105,7 +105,8 @@ pub(crate) struct Store {
     pool: SqlitePool,
 }
 
-const COLUMNS: &str = "id, entity_id, root_id, referenced_id, payment_type, payment_brand, \
+pub(crate) const COLUMNS: &str =
+    "id, entity_id, root_id, referenced_id, payment_type, payment_brand, \
      amount_minor, currency, descriptor, merchant_transaction_id, succeeded, result_code, \
      result_description, result_reason, card_bin, card_last4, card_holder, card_expiry_month, \
      card_expiry_year, connector_tx_id, ndc, created_at, custom_parameters";
@@ -252,52 +253,158 @@ impl Store {
 
     /// The transactions of `entity_id` matching `filter`, oldest first (by time, then by the
     /// order they were stored), with the total match count. Without `page`, all of them.
+    ///
+    /// A paged date-range search (both bounds, no merchant reference) neither counts nor skips
+    /// row by row over the whole range: see `report_page`. Count and page are read in one read
+    /// transaction, so they agree with each other.
     pub(crate) async fn search(
         &self,
         entity_id: &str,
         filter: &Filter,
         page: Option<Page>,
     ) -> Result<(Vec<Tx>, u64), EmulatorError> {
-        let mut conn = self.pool.acquire().await?;
-
-        let mut count = QueryBuilder::<Sqlite>::new("SELECT COUNT(*) FROM transactions");
-        push_filter(&mut count, entity_id, filter);
-        let total: i64 = count.build_query_scalar().fetch_one(&mut *conn).await?;
-
-        let mut select = QueryBuilder::<Sqlite>::new(format!("SELECT {COLUMNS} FROM transactions"));
-        push_filter(&mut select, entity_id, filter);
-        select.push(" ORDER BY created_at, seq");
-        if let Some(page) = page {
-            let offset = i64::from(page.page_no.saturating_sub(1)) * i64::from(page.limit);
-            select.push(" LIMIT ");
-            select.push_bind(i64::from(page.limit));
-            select.push(" OFFSET ");
-            select.push_bind(offset);
+        if !filter.methods_match || filter.payment_types.as_ref().is_some_and(Vec::is_empty) {
+            return Ok((Vec::new(), 0));
         }
-        let rows = select.build().fetch_all(&mut *conn).await?;
-        let txs = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
-        Ok((txs, u64::try_from(total).unwrap_or(0)))
+        let mut db_tx = self.pool.begin().await?;
+        let found = match (
+            page,
+            filter.from,
+            filter.to,
+            &filter.merchant_transaction_id,
+        ) {
+            (Some(page), Some(from), Some(to), None) => {
+                report_page(&mut db_tx, entity_id, filter, from, to, page).await?
+            }
+            _ => {
+                let mut count = QueryBuilder::<Sqlite>::new("SELECT COUNT(*) FROM transactions");
+                push_filter(&mut count, entity_id, filter, None);
+                let total: i64 = count.build_query_scalar().fetch_one(&mut *db_tx).await?;
+                let mut select =
+                    QueryBuilder::<Sqlite>::new(format!("SELECT {COLUMNS} FROM transactions"));
+                push_filter(&mut select, entity_id, filter, None);
+                select.push(" ORDER BY created_at, seq");
+                if let Some(page) = page {
+                    let offset = i64::from(page.page_no.saturating_sub(1)) * i64::from(page.limit);
+                    select.push(" LIMIT ");
+                    select.push_bind(i64::from(page.limit));
+                    select.push(" OFFSET ");
+                    select.push_bind(offset);
+                }
+                let rows = select.build().fetch_all(&mut *db_tx).await?;
+                let txs = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
+                (txs, u64::try_from(total).unwrap_or(0))
+            }
+        };
+        db_tx.commit().await?;
+        Ok(found)
     }
 }
 
-fn push_filter(q: &mut QueryBuilder<'_, Sqlite>, entity_id: &str, filter: &Filter) {
-    q.push(" WHERE entity_id = ");
-    q.push_bind(entity_id.to_string());
-    if !filter.methods_match {
-        q.push(" AND 0");
+/// One page of the date-range report `from..=to` and its total count, without walking the
+/// whole range: the range is cut into its first (partial) day, the whole days inside it and
+/// its last (partial) day. The partial days are counted on the `(entity_id, created_at, seq)`
+/// index; the whole days come from `transaction_day_counts` (migration 0006), one row per day
+/// and payment type, summed in SQL (one row back, with the first day whose running count
+/// passes the page's offset). The page then seeks on the index to that piece's first second,
+/// and OFFSET skips only rows of that piece: at most one day of rows, whatever the page number.
+async fn report_page(
+    conn: &mut sqlx::SqliteConnection,
+    entity_id: &str,
+    filter: &Filter,
+    from: NaiveDateTime,
+    to: NaiveDateTime,
+    page: Page,
+) -> Result<(Vec<Tx>, u64), EmulatorError> {
+    let first_day = from.date();
+    let last_day = to.date();
+    let offset = u64::from(page.page_no.saturating_sub(1)) * u64::from(page.limit);
+    // The page's seek point and how many matches lie before it.
+    let (total, start, before) = if last_day <= first_day {
+        (
+            count_range(conn, entity_id, filter, from, to).await?,
+            from,
+            0,
+        )
+    } else {
+        let first_end = first_day.and_hms_opt(23, 59, 59).unwrap_or(to).min(to);
+        let head = count_range(conn, entity_id, filter, from, first_end).await?;
+        let last_start = last_day.and_hms_opt(0, 0, 0).unwrap_or(from).max(from);
+        let tail = count_range(conn, entity_id, filter, last_start, to).await?;
+        // The whole days: their total, and the first day whose running count passes the
+        // offset (one row back, whatever the number of days).
+        let mut days = QueryBuilder::<Sqlite>::new(
+            "WITH d AS (SELECT day, SUM(n) AS n FROM transaction_day_counts WHERE entity_id = ",
+        );
+        days.push_bind(entity_id.to_string());
+        days.push(" AND day > ");
+        days.push_bind(first_day.format("%Y-%m-%d").to_string());
+        days.push(" AND day < ");
+        days.push_bind(last_day.format("%Y-%m-%d").to_string());
+        push_types(&mut days, filter);
+        days.push(
+            " GROUP BY day), c AS (SELECT day, n, SUM(n) OVER (ORDER BY day) AS cum FROM d) \
+             SELECT t.total, s.day, s.before FROM (SELECT COALESCE(SUM(n), 0) AS total FROM d) t \
+             LEFT JOIN (SELECT day, cum - n AS before FROM c WHERE cum > ",
+        );
+        days.push_bind(i64::try_from(offset.saturating_sub(head)).unwrap_or(i64::MAX));
+        days.push(" ORDER BY day LIMIT 1) s ON 1");
+        let (middle, seek_day, seek_before): (i64, Option<String>, Option<i64>) =
+            days.build_query_as().fetch_one(&mut *conn).await?;
+        let middle = u64::try_from(middle).unwrap_or(0);
+        let total = head + middle + tail;
+        if offset < head {
+            (total, from, 0)
+        } else if let (Some(day), Some(day_before)) = (seek_day, seek_before) {
+            let start = chrono::NaiveDate::parse_from_str(&day, "%Y-%m-%d")
+                .ok()
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+                .ok_or_else(|| EmulatorError::Corrupt(format!("day count for {day:?}")))?;
+            (total, start, head + u64::try_from(day_before).unwrap_or(0))
+        } else {
+            (total, last_start, head + middle)
+        }
+    };
+    if offset >= total {
+        return Ok((Vec::new(), total));
     }
-    if let Some(m) = &filter.merchant_transaction_id {
-        q.push(" AND merchant_transaction_id = ");
-        q.push_bind(m.clone());
+    let mut select = QueryBuilder::<Sqlite>::new(format!("SELECT {COLUMNS} FROM transactions"));
+    push_filter(&mut select, entity_id, filter, Some(start));
+    select.push(" ORDER BY created_at, seq LIMIT ");
+    select.push_bind(i64::from(page.limit));
+    select.push(" OFFSET ");
+    select.push_bind(i64::try_from(offset - before).unwrap_or(i64::MAX));
+    let rows = select.build().fetch_all(&mut *conn).await?;
+    let txs = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
+    Ok((txs, total))
+}
+
+/// How many transactions of `entity_id` of `filter`'s types fall in `from..=to` (an index
+/// range count; used for the partial days at the ends of a report range).
+async fn count_range(
+    conn: &mut sqlx::SqliteConnection,
+    entity_id: &str,
+    filter: &Filter,
+    from: NaiveDateTime,
+    to: NaiveDateTime,
+) -> Result<u64, EmulatorError> {
+    if from > to {
+        return Ok(0);
     }
-    if let Some(from) = filter.from {
-        q.push(" AND created_at >= ");
-        q.push_bind(from.format(DB_TIME_FORMAT).to_string());
-    }
-    if let Some(to) = filter.to {
-        q.push(" AND created_at <= ");
-        q.push_bind(to.format(DB_TIME_FORMAT).to_string());
-    }
+    let mut count =
+        QueryBuilder::<Sqlite>::new("SELECT COUNT(*) FROM transactions WHERE entity_id = ");
+    count.push_bind(entity_id.to_string());
+    count.push(" AND created_at >= ");
+    count.push_bind(from.format(DB_TIME_FORMAT).to_string());
+    count.push(" AND created_at <= ");
+    count.push_bind(to.format(DB_TIME_FORMAT).to_string());
+    push_types(&mut count, filter);
+    let n: i64 = count.build_query_scalar().fetch_one(&mut *conn).await?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// ` AND payment_type IN (...)` for `filter`'s types (` AND 0` for an empty list).
+fn push_types(q: &mut QueryBuilder<'_, Sqlite>, filter: &Filter) {
     if let Some(types) = &filter.payment_types {
         if types.is_empty() {
             q.push(" AND 0");
@@ -310,6 +417,34 @@ fn push_filter(q: &mut QueryBuilder<'_, Sqlite>, entity_id: &str, filter: &Filte
             separated.push_unseparated(")");
         }
     }
+}
+
+/// The WHERE clause of `filter` for `entity_id`; `start`, when given, replaces `filter.from`
+/// as the lower time bound (a report page's seek point).
+fn push_filter(
+    q: &mut QueryBuilder<'_, Sqlite>,
+    entity_id: &str,
+    filter: &Filter,
+    start: Option<NaiveDateTime>,
+) {
+    q.push(" WHERE entity_id = ");
+    q.push_bind(entity_id.to_string());
+    if !filter.methods_match {
+        q.push(" AND 0");
+    }
+    if let Some(m) = &filter.merchant_transaction_id {
+        q.push(" AND merchant_transaction_id = ");
+        q.push_bind(m.clone());
+    }
+    if let Some(from) = start.or(filter.from) {
+        q.push(" AND created_at >= ");
+        q.push_bind(from.format(DB_TIME_FORMAT).to_string());
+    }
+    if let Some(to) = filter.to {
+        q.push(" AND created_at <= ");
+        q.push_bind(to.format(DB_TIME_FORMAT).to_string());
+    }
+    push_types(q, filter);
 }
 
 async fn insert(conn: &mut sqlx::SqliteConnection, tx: &Tx) -> Result<(), EmulatorError> {

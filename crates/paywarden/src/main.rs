@@ -76,10 +76,30 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
-    /// Create the demo data in the emulator (if it is not there yet).
+    /// Create the demo data in the emulator (if it is not there yet); with --transactions,
+    /// bulk-load that many generated OPP transactions into the emulator's database instead
+    /// (benchmarks: `paywarden seed --transactions 1000000 --data-dir D`, then `paywarden serve
+    /// --data-dir D`).
     Seed {
         #[command(flatten)]
         common: Common,
+        /// Bulk-load N generated OPP transactions (payments and their captures, refunds,
+        /// reversals, chargebacks; several brands, currencies and result codes) straight into
+        /// the emulator's database in DATA_DIR, 1 to 50,000,000. Deterministic for the same
+        /// N, --days, --random-seed and end time (now). Appends to what is there.
+        #[arg(long, value_name = "N")]
+        transactions: Option<u64>,
+        /// With --transactions: the OPP entity to seed, the demo entity or the second demo
+        /// entity, or `all` for N transactions for each [default: the demo entity].
+        #[arg(long, requires = "transactions")]
+        entity: Option<String>,
+        /// With --transactions: spread the transactions over this many days before now
+        /// [default: 365].
+        #[arg(long, requires = "transactions")]
+        days: Option<u32>,
+        /// With --transactions: the generator's seed [default: 1].
+        #[arg(long, requires = "transactions")]
+        random_seed: Option<u64>,
     },
     /// The audit log and its signed checkpoints.
     Audit {
@@ -208,6 +228,63 @@ fn exit_unless_ok(code: i32) {
     if code != 0 {
         std::process::exit(code);
     }
+}
+
+/// `paywarden seed --transactions N`: bulk-loads generated OPP transactions into the
+/// emulator's database (`DATA_DIR/emulator.db`) with [`paywarden_emulator::bulk_seed`].
+///
+/// # Errors
+/// A configuration that talks to a real OPP (`opp.base_url` set), an unknown entity, a count
+/// or range out of bounds, or a database failure.
+async fn bulk_seed(
+    config: &Config,
+    count: u64,
+    entity: Option<&str>,
+    days: Option<u32>,
+    random_seed: Option<u64>,
+) -> anyhow::Result<()> {
+    if !config.uses_emulator() {
+        anyhow::bail!(
+            "paywarden seed --transactions writes into the offline emulator's database, but this configuration sends OPP calls to {} (opp.base_url): refusing to seed a real provider",
+            config.opp.base_url.as_deref().unwrap_or_default()
+        );
+    }
+    let entities: Vec<&str> = match entity.unwrap_or(DEMO_ENTITY_ID) {
+        "all" => vec![DEMO_ENTITY_ID, paywarden_emulator::SECOND_ENTITY_ID],
+        e if e == DEMO_ENTITY_ID || e == paywarden_emulator::SECOND_ENTITY_ID => vec![e],
+        other => anyhow::bail!(
+            "--entity {other:?} is not an emulator entity: use {DEMO_ENTITY_ID} (the demo entity), {} (the second demo entity) or all",
+            paywarden_emulator::SECOND_ENTITY_ID
+        ),
+    };
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
+    let path = config.data_dir.join("emulator.db");
+    let until = chrono::DateTime::<chrono::Utc>::from_timestamp(chrono::Utc::now().timestamp(), 0)
+        .unwrap_or_default()
+        .naive_utc();
+    for entity_id in entities {
+        let started = std::time::Instant::now();
+        let spec = paywarden_emulator::BulkSeed {
+            entity_id: entity_id.to_string(),
+            transactions: count,
+            days: days.unwrap_or(365),
+            until,
+            seed: random_seed.unwrap_or(1),
+        };
+        let summary = paywarden_emulator::bulk_seed(&path, &spec)
+            .await
+            .with_context(|| format!("seeding {}", path.display()))?;
+        println!(
+            "seeded {} OPP transactions ({} payments) for entity {entity_id} over the {} days before {until} UTC into {} in {:.1} s",
+            summary.transactions,
+            summary.payments,
+            spec.days,
+            path.display(),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
 }
 
 /// Opens paywarden's configured database (migrating it when needed).
@@ -394,7 +471,17 @@ async fn main() -> anyhow::Result<()> {
             }
             emulator.serve(listener).await.context("emulator failed")?;
         }
-        Command::Seed { common } => {
+        Command::Seed {
+            common,
+            transactions: Some(count),
+            entity,
+            days,
+            random_seed,
+        } => {
+            let config = load_with_data_dir(file, common.data_dir)?;
+            bulk_seed(&config, count, entity.as_deref(), days, random_seed).await?;
+        }
+        Command::Seed { common, .. } => {
             let config = load_with_data_dir(file, common.data_dir)?;
             let app = App::build(config, SeedMode::Off, &ProgressBar::hidden()).await?;
             if app.config().uses_emulator() {

@@ -126,14 +126,37 @@ async fn report_paging_counts_the_records_opp_returned_not_the_mapped_ones() {
     let (url, reports) = stand_in_opp(Paging::SomeUnmappable).await;
     let app = app_against(url).await;
     let client = app.client("/mcp", Era::Stateless).await;
+    // A paywarden-side filter (currency): paywarden reads the report itself.
+    let found = call_ok(
+        &client,
+        "search_transactions",
+        json!({"dateFrom": "2026-11-01", "dateTo": "2026-11-30", "limit": 100, "currency": "EUR"}),
+    )
+    .await;
+    // Page 1 held 100 records (90 mappable): a full page, so page 2 is read too.
+    assert_eq!(reports.load(Ordering::SeqCst), 2);
+    assert_eq!(found["totalCount"], 95, "{found}");
+    assert_eq!(found["truncated"], false, "{found}");
+}
+
+#[tokio::test]
+async fn a_report_page_without_opps_count_falls_back_to_reading_the_report() {
+    let (url, reports) = stand_in_opp(Paging::SomeUnmappable).await;
+    let app = app_against(url).await;
+    let client = app.client("/mcp", Era::Stateless).await;
+    // No paywarden-side filter: paywarden asks OPP for the page itself; this OPP answers
+    // without `totalCount`, so paywarden cannot state the total from it and reads the report.
     let found = call_ok(
         &client,
         "search_transactions",
         json!({"dateFrom": "2026-11-01", "dateTo": "2026-11-30", "limit": 100}),
     )
     .await;
-    // Page 1 held 100 records (90 mappable): a full page, so page 2 is read too.
-    assert_eq!(reports.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        reports.load(Ordering::SeqCst),
+        3,
+        "the page, then the report's two pages"
+    );
     assert_eq!(found["totalCount"], 95, "{found}");
     assert_eq!(found["truncated"], false, "{found}");
 }
@@ -146,7 +169,7 @@ async fn a_report_opp_does_not_page_stops_and_says_it_is_incomplete() {
     let result = call(
         &client,
         "search_transactions",
-        json!({"dateFrom": "2026-11-01", "dateTo": "2026-11-30", "limit": 100}),
+        json!({"dateFrom": "2026-11-01", "dateTo": "2026-11-30", "limit": 100, "currency": "EUR"}),
     )
     .await
     .expect("answered");

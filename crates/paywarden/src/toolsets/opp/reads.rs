@@ -312,9 +312,14 @@ impl OppService {
         })
     }
 
-    /// `search_transactions`: a date-range report from OPP (with OPP's own payment type and
-    /// method filters), then paywarden's filters (result category, currency, amount range,
-    /// merchant reference) and paging.
+    /// `search_transactions`: OPP's transaction report for the date range. Every filter OPP's
+    /// reporting API documents is sent to OPP: `paymentTypes`, `paymentMethods`, `limit` and
+    /// `pageNo` on the date-range report, `merchantTransactionId` as OPP's merchant-reference
+    /// query (range and types applied here to its few matches). Without a filter OPP cannot
+    /// apply, the answer is exactly the OPP report page asked for, with OPP's `totalCount`
+    /// (one call, never `truncated`). With one (result category, currency, amount range),
+    /// paywarden reads the report page by page up to [`SEARCH_SCAN_LIMIT`] transactions,
+    /// filters and pages itself, and says `truncated` when more matched OPP's filters.
     ///
     /// # Errors
     /// [`ServiceError::InvalidArguments`] for malformed filters; [`ServiceError::Store`].
@@ -408,36 +413,122 @@ impl OppService {
                 }
 
                 let credentials = Self::credentials(caller);
-                let (scanned, truncated) = match self
-                    .scan_report(&credentials, from, to, &payment_types, &params.payment_methods)
-                    .await
-                {
-                    Ok(found) => found,
-                    Err(e) => return Ok(self.provider_failure("search_transactions", e, true).0),
+                let keeps = |t: &Transaction| {
+                    (categories.is_empty()
+                        || categories.contains(&serde_label(&t.result.category())))
+                        && currency.is_none_or(|c| t.amount.currency() == c)
+                        && amount_min.is_none_or(|m| t.amount.minor_units() >= m.minor_units())
+                        && amount_max.is_none_or(|m| t.amount.minor_units() <= m.minor_units())
                 };
-                let matches: Vec<&Transaction> = scanned
-                    .iter()
-                    .filter(|t| {
-                        categories.is_empty()
-                            || categories.contains(&serde_label(&t.result.category()))
-                    })
-                    .filter(|t| currency.is_none_or(|c| t.amount.currency() == c))
-                    .filter(|t| amount_min.is_none_or(|m| t.amount.minor_units() >= m.minor_units()))
-                    .filter(|t| amount_max.is_none_or(|m| t.amount.minor_units() <= m.minor_units()))
-                    .filter(|t| {
-                        merchant.is_none()
-                            || t.merchant_transaction_id.as_deref() == merchant.as_deref()
-                    })
-                    .collect();
-                let total_count = matches.len() as u64;
-                let total_pages = u32::try_from(matches.len().div_ceil(limit as usize)).unwrap_or(u32::MAX);
-                let start = (page_no as usize - 1).saturating_mul(limit as usize);
-                let records: Vec<TransactionView> = matches
-                    .iter()
-                    .skip(start)
-                    .take(limit as usize)
-                    .map(|t| t.view())
-                    .collect();
+                let paywarden_filters = !categories.is_empty()
+                    || currency.is_some()
+                    || amount_min.is_some()
+                    || amount_max.is_some();
+                // Which way the search reaches OPP (docs/emulator.md, "GET /v1/query"; OPP's
+                // "Transaction Reports" guide, docs.oppwa.com/tutorials/reporting/transaction):
+                // 1. a merchant reference: `GET /v1/query?merchantTransactionId=` returns every
+                //    transaction with it; the range and type filters apply here;
+                // 2. nothing OPP cannot filter itself: the report's own page (`limit`,
+                //    `pageNo`, `paymentTypes`, `paymentMethods`), counted by OPP (`totalCount`);
+                // 3. otherwise, read the report page by page (up to SEARCH_SCAN_LIMIT) and filter
+                //    and page here; `truncated` says when the scan stopped short.
+                let mut direct: Option<(Vec<Transaction>, u64)> = None;
+                if let (Some(reference), true) = (&merchant, params.payment_methods.is_empty()) {
+                    let found = match self
+                        .client
+                        .query_by_merchant_transaction_id(&credentials, reference)
+                        .await
+                    {
+                        Ok(found) => found,
+                        Err(OppError::NotFound { .. }) => Vec::new(),
+                        Err(e) => {
+                            return Ok(self.provider_failure("search_transactions", e, true).0)
+                        }
+                    };
+                    let mut matches: Vec<Transaction> = found
+                        .into_iter()
+                        .filter(|t| t.timestamp.is_some_and(|at| at >= from && at <= to))
+                        .filter(|t| payment_types.is_empty() || payment_types.contains(&t.payment_type))
+                        .filter(|t| keeps(t))
+                        .collect();
+                    // Oldest first, as the report (OPP answers oldest first; keep it stable).
+                    matches.sort_by_key(|t| t.timestamp);
+                    let total = matches.len() as u64;
+                    let start = (page_no as usize - 1).saturating_mul(limit as usize);
+                    let page: Vec<Transaction> =
+                        matches.into_iter().skip(start).take(limit as usize).collect();
+                    direct = Some((page, total));
+                } else if !paywarden_filters && merchant.is_none() {
+                    let report = ReportQuery {
+                        from,
+                        to,
+                        payment_types: payment_types.clone(),
+                        payment_methods: params.payment_methods.clone(),
+                        limit,
+                        page_no,
+                    };
+                    match self.client.report(&credentials, &report).await {
+                        // OPP counted the matches and answered the page asked for: that is the
+                        // answer. Without a count, or for another page, fall back to the scan.
+                        Ok(page)
+                            if page.total_count.is_some()
+                                && (page.page_no == page_no || page.record_count == 0) =>
+                        {
+                            let total = page.total_count.unwrap_or_default();
+                            direct = Some((page.transactions, total));
+                        }
+                        Ok(_) => tracing::warn!(
+                            "OPP's report page carried no totalCount or another page; scanning the report"
+                        ),
+                        Err(e) => {
+                            return Ok(self.provider_failure("search_transactions", e, true).0)
+                        }
+                    }
+                }
+                let (records, total_count, truncated): (Vec<TransactionView>, u64, bool) =
+                    match direct {
+                        Some((page, total)) => {
+                            (page.iter().map(Transaction::view).collect(), total, false)
+                        }
+                        None => {
+                            let (scanned, truncated) = match self
+                                .scan_report(
+                                    &credentials,
+                                    from,
+                                    to,
+                                    &payment_types,
+                                    &params.payment_methods,
+                                )
+                                .await
+                            {
+                                Ok(found) => found,
+                                Err(e) => {
+                                    return Ok(self
+                                        .provider_failure("search_transactions", e, true)
+                                        .0)
+                                }
+                            };
+                            let matches: Vec<&Transaction> = scanned
+                                .iter()
+                                .filter(|t| keeps(t))
+                                .filter(|t| {
+                                    merchant.is_none()
+                                        || t.merchant_transaction_id.as_deref()
+                                            == merchant.as_deref()
+                                })
+                                .collect();
+                            let start = (page_no as usize - 1).saturating_mul(limit as usize);
+                            let records = matches
+                                .iter()
+                                .skip(start)
+                                .take(limit as usize)
+                                .map(|t| t.view())
+                                .collect();
+                            (records, matches.len() as u64, truncated)
+                        }
+                    };
+                let total_pages =
+                    u32::try_from(total_count.div_ceil(u64::from(limit))).unwrap_or(u32::MAX);
                 let (code, description) = paywarden_domain::result_code::codes::SUCCESSFUL_REQUEST;
                 let output = SearchOutput {
                     result: ResultInfo::new(code, description),

@@ -1,0 +1,613 @@
+//! Bulk seeding of OPP transactions straight into the emulator's SQLite file, for benchmarks
+//! and tests that need a large history (a million transactions in seconds, where the HTTP
+//! API creates a few thousand per second).
+//!
+//! The rows are what the emulator's own endpoints would have stored for the same requests
+//! (same columns, id, descriptor, connector id and `ndc` shapes, result codes of
+//! [`paywarden_domain::result_code::codes`], the test cards' BIN and last four digits), and
+//! every payment tree follows OPP's state rules (a capture or reversal of a successful
+//! pre-authorization, refunds of at most what was captured or debited, a chargeback of a
+//! debit and its reversal), so the OPP connector and the ledger read them like any other.
+//! Generated deterministically from [`BulkSeed::seed`]: the same seed, count, range and end
+//! time on the same starting file give the same rows.
+//!
+//! A sandbox-only control, like the fault injection: it writes to a local file and never
+//! talks to a provider.
+
+use std::path::Path;
+
+use chrono::{Duration, NaiveDateTime};
+use paywarden_domain::{result_code::codes, Currency, Money, PaymentType};
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{QueryBuilder, Sqlite};
+
+use crate::error::EmulatorError;
+use crate::store::{CardSummary, Store, Tx, DB_TIME_FORMAT};
+
+/// What to seed.
+#[derive(Debug, Clone)]
+pub struct BulkSeed {
+    /// The OPP `entityId` that owns the transactions.
+    pub entity_id: String,
+    /// How many transactions (rows) to create, back-office operations included.
+    pub transactions: u64,
+    /// The transactions' times are spread over the `days` days before [`BulkSeed::until`].
+    pub days: u32,
+    /// The latest transaction time (UTC, second precision); usually now.
+    pub until: NaiveDateTime,
+    /// The random generator's seed.
+    pub seed: u64,
+}
+
+/// What [`bulk_seed`] created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BulkSeedSummary {
+    /// Initial payments (PA and DB), declined ones included.
+    pub payments: u64,
+    /// Rows written in all (initial payments and back-office operations).
+    pub transactions: u64,
+}
+
+/// Largest [`BulkSeed::transactions`] accepted.
+pub const BULK_SEED_MAX: u64 = 50_000_000;
+
+/// Rows per INSERT statement (23 bound values each: well under SQLite's 32,766 variables).
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// Rows per write transaction.
+const ROWS_PER_TRANSACTION: usize = 50_000;
+
+/// Inserts `spec.transactions` generated transactions of `spec.entity_id` into the emulator
+/// database at `database_path` (created and migrated when missing), in write transactions of
+/// 50,000 rows.
+///
+/// # Errors
+/// [`EmulatorError::Config`] for a count of 0 or above [`BULK_SEED_MAX`], a range of 0 days
+/// or more than 36,500, or an empty entity id; [`EmulatorError::Open`],
+/// [`EmulatorError::Migrate`], [`EmulatorError::Database`] from SQLite.
+pub async fn bulk_seed(
+    database_path: &Path,
+    spec: &BulkSeed,
+) -> Result<BulkSeedSummary, EmulatorError> {
+    if spec.transactions == 0 || spec.transactions > BULK_SEED_MAX {
+        return Err(EmulatorError::Config(format!(
+            "the number of transactions to seed must be from 1 to {BULK_SEED_MAX}, not {}",
+            spec.transactions
+        )));
+    }
+    if spec.days == 0 || spec.days > 36_500 {
+        return Err(EmulatorError::Config(format!(
+            "the seeded range must be from 1 to 36500 days, not {}",
+            spec.days
+        )));
+    }
+    if spec.entity_id.trim().is_empty() {
+        return Err(EmulatorError::Config("the entity id is empty".into()));
+    }
+    // Creates the file and applies the migrations.
+    Store::open(database_path).await?.pool().close().await;
+    // One writer connection tuned for a bulk load: a large page cache (the random-keyed `id`
+    // and `root_id` indexes outgrow SQLite's default 2 MB at a few hundred thousand rows) and
+    // no fsync per commit (a crash mid-seed loses seeded rows only; WAL keeps the file sound).
+    let options = SqliteConnectOptions::new()
+        .filename(database_path)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Off)
+        .busy_timeout(std::time::Duration::from_secs(30))
+        .pragma("cache_size", "-524288")
+        .pragma("temp_store", "MEMORY");
+    let pool = &SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await
+        .map_err(|source| EmulatorError::Open {
+            path: database_path.to_path_buf(),
+            source,
+        })?;
+    // A second run appends other rows (other ids) rather than colliding with the first.
+    let existing: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM transactions")
+        .fetch_one(pool)
+        .await?;
+    let mut generator = Generator {
+        rng: StdRng::seed_from_u64(
+            spec.seed
+                ^ u64::try_from(existing)
+                    .unwrap_or(0)
+                    .wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        ),
+        entity_id: spec.entity_id.clone(),
+        start: spec.until - Duration::days(i64::from(spec.days)),
+        until: spec.until,
+        span_secs: i64::from(spec.days) * 86_400,
+        total: spec.transactions,
+        emitted: 0,
+        payments: 0,
+        order_base: u64::try_from(existing).unwrap_or(0),
+    };
+    let mut buffer: Vec<Tx> = Vec::with_capacity(ROWS_PER_TRANSACTION + 8);
+    while generator.emitted < generator.total {
+        generator.payment(&mut buffer);
+        if buffer.len() >= ROWS_PER_TRANSACTION {
+            write(pool, &buffer).await?;
+            buffer.clear();
+        }
+    }
+    write(pool, &buffer).await?;
+    pool.close().await;
+    Ok(BulkSeedSummary {
+        payments: generator.payments,
+        transactions: generator.emitted,
+    })
+}
+
+async fn write(pool: &sqlx::SqlitePool, rows: &[Tx]) -> Result<(), EmulatorError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut db_tx = pool.begin().await?;
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let mut q = QueryBuilder::<Sqlite>::new(format!(
+            "INSERT INTO transactions ({}) ",
+            crate::store::COLUMNS
+        ));
+        q.push_values(chunk, |mut b, tx| {
+            let card = tx.card.as_ref();
+            b.push_bind(tx.id.clone())
+                .push_bind(tx.entity_id.clone())
+                .push_bind(tx.root_id.clone())
+                .push_bind(tx.referenced_id.clone())
+                .push_bind(tx.payment_type.code())
+                .push_bind(tx.payment_brand.clone())
+                .push_bind(tx.amount.minor_units())
+                .push_bind(tx.amount.currency().code())
+                .push_bind(tx.descriptor.clone())
+                .push_bind(tx.merchant_transaction_id.clone())
+                .push_bind(tx.succeeded)
+                .push_bind(tx.result_code.clone())
+                .push_bind(tx.result_description.clone())
+                .push_bind(tx.result_reason.clone())
+                .push_bind(card.map(|c| c.bin.clone()))
+                .push_bind(card.map(|c| c.last4.clone()))
+                .push_bind(card.and_then(|c| c.holder.clone()))
+                .push_bind(card.map(|c| c.expiry_month.clone()))
+                .push_bind(card.map(|c| c.expiry_year.clone()))
+                .push_bind(tx.connector_tx_id.clone())
+                .push_bind(tx.ndc.clone())
+                .push_bind(tx.created_at.format(DB_TIME_FORMAT).to_string())
+                .push_bind(Option::<String>::None);
+        });
+        q.build().execute(&mut *db_tx).await?;
+    }
+    db_tx.commit().await?;
+    Ok(())
+}
+
+/// The emulator's test cards: (brand, BIN, last four) of approved cards, as `POST
+/// /v1/payments` stores them (`card.rs`).
+const CARDS: [(&str, &str, &str); 4] = [
+    ("VISA", "420000", "0000"),
+    ("MASTER", "545454", "5454"),
+    ("VISA", "411111", "1111"),
+    ("AMEX", "378282", "0005"),
+];
+
+/// Currencies and weights (percent), with the major-unit scale of a typical amount.
+const CURRENCIES: [(Currency, u32, f64); 6] = [
+    (Currency::EUR, 55, 1.0),
+    (Currency::USD, 20, 1.0),
+    (Currency::GBP, 12, 1.0),
+    (Currency::BRL, 5, 5.0),
+    (Currency::JPY, 5, 150.0),
+    (Currency::KWD, 3, 0.3),
+];
+
+const HOLDERS: [&str; 6] = [
+    "Ana Silva",
+    "John Smith",
+    "Maria Garcia",
+    "Li Wei",
+    "Sarah Johnson",
+    "Demo Shopper",
+];
+
+struct Generator {
+    rng: StdRng,
+    entity_id: String,
+    start: NaiveDateTime,
+    until: NaiveDateTime,
+    span_secs: i64,
+    total: u64,
+    emitted: u64,
+    payments: u64,
+    order_base: u64,
+}
+
+impl Generator {
+    fn hex(&mut self) -> String {
+        format!(
+            "{:016x}{:016x}",
+            self.rng.gen::<u64>(),
+            self.rng.gen::<u64>()
+        )
+    }
+
+    fn pick<T: Copy>(&mut self, items: &[(T, u32)]) -> T {
+        let total: u32 = items.iter().map(|(_, w)| w).sum();
+        let mut roll = self.rng.gen_range(0..total.max(1));
+        for (item, weight) in items {
+            if roll < *weight {
+                return *item;
+            }
+            roll -= weight;
+        }
+        items[0].0
+    }
+
+    fn base(&mut self, payment_type: PaymentType, amount: Money, at: NaiveDateTime) -> Tx {
+        let id = self.hex();
+        let trace = self.hex();
+        let ndc = format!("{}_{trace}", self.entity_id);
+        let descriptor = format!(
+            "{:04}.{:04}.{:04} PAYWARDEN_SANDBOX",
+            self.rng.gen_range(0..10_000),
+            self.rng.gen_range(0..10_000),
+            self.rng.gen_range(0..10_000)
+        );
+        let connector_tx_id = format!("PWSBX{:016X}", self.rng.gen::<u64>());
+        let (code, description) = codes::TEST_MODE_SUCCESS;
+        Tx {
+            root_id: id.clone(),
+            id,
+            entity_id: self.entity_id.clone(),
+            referenced_id: None,
+            payment_type,
+            payment_brand: String::new(),
+            amount,
+            descriptor,
+            merchant_transaction_id: None,
+            succeeded: true,
+            result_code: code.to_string(),
+            result_description: description.to_string(),
+            result_reason: None,
+            card: None,
+            connector_tx_id,
+            ndc,
+            created_at: at,
+            custom_parameters: Vec::new(),
+        }
+    }
+
+    /// A back-office operation on `target` of `amount`, some time after `after`.
+    fn operation(
+        &mut self,
+        target: &Tx,
+        payment_type: PaymentType,
+        minor: i64,
+        after: NaiveDateTime,
+        max_delay_secs: i64,
+    ) -> Option<Tx> {
+        let at = (after + Duration::seconds(self.rng.gen_range(60..max_delay_secs.max(61))))
+            .min(self.until);
+        let amount = Money::from_minor(minor, target.amount.currency()).ok()?;
+        let mut tx = self.base(payment_type, amount, at);
+        tx.root_id = target.root_id.clone();
+        tx.referenced_id = Some(target.id.clone());
+        tx.payment_brand = target.payment_brand.clone();
+        Some(tx)
+    }
+
+    /// One payment: the initial PA or DB and, for some, back-office operations; never more
+    /// rows than are still to be written.
+    fn payment(&mut self, out: &mut Vec<Tx>) {
+        // Spread over the range in the order rows are written, with a little jitter.
+        let progress = self.emitted as f64 / self.total as f64;
+        let jitter = self.rng.gen_range(0..600);
+        let offset = ((progress * self.span_secs as f64) as i64 + jitter).min(self.span_secs);
+        let at = self.start + Duration::seconds(offset);
+
+        let currency = {
+            let roll = self.rng.gen_range(0..100);
+            let mut acc = 0;
+            let mut chosen = CURRENCIES[0];
+            for c in CURRENCIES {
+                acc += c.1;
+                if roll < acc {
+                    chosen = c;
+                    break;
+                }
+            }
+            chosen
+        };
+        // Log-uniform between 1 and 2,500 major units, times the currency's scale.
+        let major = (self.rng.gen_range(0.0f64..2_500f64.ln()).exp() * currency.2).max(1.0);
+        let minor = (major * 10f64.powi(i32::from(currency.0.exponent()))).round() as i64;
+        let Ok(amount) = Money::from_minor(minor.max(1), currency.0) else {
+            return;
+        };
+        let payment_type = if self.rng.gen_bool(0.6) {
+            PaymentType::Debit
+        } else {
+            PaymentType::Preauthorization
+        };
+        let mut root = self.base(payment_type, amount, at);
+        self.payments += 1;
+        let card = self.pick(&[(0usize, 45), (1, 35), (2, 12), (3, 8)]);
+        let (brand, mut bin, mut last4) = CARDS[card];
+        root.payment_brand = brand.to_string();
+        if self.rng.gen_bool(0.9) {
+            root.merchant_transaction_id =
+                Some(format!("order-{:08}", self.order_base + self.payments));
+        }
+        let roll = self.rng.gen_range(0..1000);
+        let outcome = if roll < 60 {
+            Some(codes::DECLINED_INVALID_CARD)
+        } else if roll < 100 {
+            Some(codes::DECLINED_INSUFFICIENT_FUNDS)
+        } else if roll < 115 {
+            Some(codes::INVALID_CARD_NUMBER)
+        } else {
+            None
+        };
+        if let Some((code, description)) = outcome {
+            root.succeeded = false;
+            root.result_code = code.to_string();
+            root.result_description = description.to_string();
+            root.payment_brand = "VISA".into();
+            (bin, last4) = match code {
+                "800.100.151" => ("400000", "0002"),
+                "800.100.155" => ("400000", "0051"),
+                _ => ("420000", "0001"),
+            };
+        }
+        root.card = Some(CardSummary {
+            bin: bin.to_string(),
+            last4: last4.to_string(),
+            holder: Some(HOLDERS[self.rng.gen_range(0..HOLDERS.len())].to_string()),
+            expiry_month: format!("{:02}", self.rng.gen_range(1..=12)),
+            expiry_year: format!("{}", self.rng.gen_range(2027..=2034)),
+        });
+        let mut rows = vec![root.clone()];
+        if root.succeeded {
+            let full = root.amount.minor_units();
+            match payment_type {
+                PaymentType::Preauthorization => {
+                    let roll = self.rng.gen_range(0..100);
+                    if roll < 80 {
+                        // Captured (mostly in full), some later refunded.
+                        let captured = if self.rng.gen_bool(0.85) {
+                            full
+                        } else {
+                            (full * self.rng.gen_range(30..100) / 100).max(1)
+                        };
+                        if let Some(cp) =
+                            self.operation(&root, PaymentType::Capture, captured, at, 3 * 86_400)
+                        {
+                            if self.rng.gen_bool(0.06) {
+                                if let Some(rf) = self.operation(
+                                    &cp,
+                                    PaymentType::Refund,
+                                    captured,
+                                    cp.created_at,
+                                    30 * 86_400,
+                                ) {
+                                    rows.push(cp);
+                                    rows.push(rf);
+                                } else {
+                                    rows.push(cp);
+                                }
+                            } else {
+                                rows.push(cp);
+                            }
+                        }
+                    } else if roll < 88 {
+                        if let Some(rv) =
+                            self.operation(&root, PaymentType::Reversal, full, at, 86_400)
+                        {
+                            rows.push(rv);
+                        }
+                    }
+                }
+                _ => {
+                    let roll = self.rng.gen_range(0..1000);
+                    if roll < 80 {
+                        let refunded = if self.rng.gen_bool(0.7) {
+                            full
+                        } else {
+                            (full * self.rng.gen_range(10..100) / 100).max(1)
+                        };
+                        if let Some(rf) =
+                            self.operation(&root, PaymentType::Refund, refunded, at, 45 * 86_400)
+                        {
+                            rows.push(rf);
+                        }
+                    } else if roll < 86 {
+                        if let Some(cb) =
+                            self.operation(&root, PaymentType::Chargeback, full, at, 60 * 86_400)
+                        {
+                            if self.rng.gen_bool(0.2) {
+                                if let Some(cr) = self.operation(
+                                    &cb,
+                                    PaymentType::ChargebackReversal,
+                                    full,
+                                    cb.created_at,
+                                    30 * 86_400,
+                                ) {
+                                    rows.push(cb);
+                                    rows.push(cr);
+                                } else {
+                                    rows.push(cb);
+                                }
+                            } else {
+                                rows.push(cb);
+                            }
+                        }
+                    } else if roll < 90 {
+                        if let Some(rb) =
+                            self.operation(&root, PaymentType::Rebill, full, at, 20 * 86_400)
+                        {
+                            rows.push(rb);
+                        }
+                    }
+                }
+            }
+        }
+        let room = usize::try_from(self.total - self.emitted).unwrap_or(usize::MAX);
+        rows.truncate(room);
+        self.emitted += rows.len() as u64;
+        out.extend(rows);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn seeds_exactly_and_deterministically() {
+        let dir = tempfile::tempdir().unwrap();
+        let until = NaiveDateTime::parse_from_str("2026-11-30 12:00:00", DB_TIME_FORMAT).unwrap();
+        let spec = BulkSeed {
+            entity_id: crate::DEMO_ENTITY_ID.into(),
+            transactions: 1_234,
+            days: 30,
+            until,
+            seed: 7,
+        };
+        let a = dir.path().join("a.db");
+        let b = dir.path().join("b.db");
+        let sa = bulk_seed(&a, &spec).await.unwrap();
+        let sb = bulk_seed(&b, &spec).await.unwrap();
+        assert_eq!(sa, sb);
+        assert_eq!(sa.transactions, 1_234);
+        let ids = |path: std::path::PathBuf| async move {
+            let store = Store::open(&path).await.unwrap();
+            let rows: Vec<(String, String)> =
+                sqlx::query_as("SELECT id, created_at FROM transactions ORDER BY seq")
+                    .fetch_all(store.pool())
+                    .await
+                    .unwrap();
+            rows
+        };
+        let (ra, rb) = (ids(a.clone()).await, ids(b).await);
+        assert_eq!(ra, rb);
+        assert!(ra.iter().all(
+            |(_, t)| t.as_str() <= "2026-11-30 12:00:00" && t.as_str() >= "2026-10-31 12:00:00"
+        ));
+        // The per-day counts follow the rows.
+        let store = Store::open(&a).await.unwrap();
+        let counted: i64 = sqlx::query_scalar("SELECT SUM(n) FROM transaction_day_counts")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(counted, 1_234);
+        // A second run appends other rows.
+        bulk_seed(&a, &spec).await.unwrap();
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM transactions")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(n, 2_468);
+        assert!(bulk_seed(
+            &a,
+            &BulkSeed {
+                transactions: 0,
+                ..spec.clone()
+            }
+        )
+        .await
+        .is_err());
+    }
+
+    /// Paged date-range searches (the day-count seek) return exactly what a plain
+    /// `ORDER BY created_at, seq LIMIT/OFFSET` over the range returns, with the same count, for
+    /// ranges that cut through days, single days, empty ranges and type filters.
+    #[tokio::test]
+    async fn report_pages_match_a_plain_offset_scan() {
+        use crate::store::{Filter, Page};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.db");
+        let until = NaiveDateTime::parse_from_str("2026-11-30 12:00:00", DB_TIME_FORMAT).unwrap();
+        let spec = BulkSeed {
+            entity_id: crate::DEMO_ENTITY_ID.into(),
+            transactions: 4_000,
+            days: 20,
+            until,
+            seed: 3,
+        };
+        bulk_seed(&path, &spec).await.unwrap();
+        bulk_seed(
+            &path,
+            &BulkSeed {
+                entity_id: crate::SECOND_ENTITY_ID.into(),
+                transactions: 500,
+                ..spec.clone()
+            },
+        )
+        .await
+        .unwrap();
+        let store = Store::open(&path).await.unwrap();
+        let t = |s: &str| NaiveDateTime::parse_from_str(s, DB_TIME_FORMAT).unwrap();
+        let ranges = [
+            ("2026-11-10 00:00:00", "2026-11-30 12:00:00"),
+            ("2026-11-12 13:17:05", "2026-11-20 08:00:00"),
+            ("2026-11-15 06:00:00", "2026-11-15 18:00:00"),
+            ("2026-11-15 23:59:59", "2026-11-16 00:00:00"),
+            ("2026-11-17 00:00:00", "2026-11-17 23:59:59"),
+            ("2025-01-01 00:00:00", "2025-02-01 00:00:00"),
+        ];
+        let type_sets: [Option<Vec<PaymentType>>; 3] = [
+            None,
+            Some(vec![PaymentType::Debit, PaymentType::Refund]),
+            Some(vec![PaymentType::Chargeback]),
+        ];
+        for (from, to) in ranges {
+            for types in &type_sets {
+                let filter = Filter {
+                    from: Some(t(from)),
+                    to: Some(t(to)),
+                    payment_types: types.clone(),
+                    methods_match: true,
+                    ..Filter::default()
+                };
+                let codes: Vec<&str> = types.iter().flatten().map(|p| p.code()).collect();
+                let typed: Vec<(String, String)> = sqlx::query_as(
+                    "SELECT id, payment_type FROM transactions WHERE entity_id = ? \
+                     AND created_at >= ? AND created_at <= ? ORDER BY created_at, seq",
+                )
+                .bind(crate::DEMO_ENTITY_ID)
+                .bind(from)
+                .bind(to)
+                .fetch_all(store.pool())
+                .await
+                .unwrap();
+                let expected: Vec<String> = typed
+                    .into_iter()
+                    .filter(|(_, p)| codes.is_empty() || codes.contains(&p.as_str()))
+                    .map(|(id, _)| id)
+                    .collect();
+                for limit in [100u32, 37] {
+                    let mut got = Vec::new();
+                    let mut page_no = 1;
+                    loop {
+                        let (txs, total) = store
+                            .search(
+                                crate::DEMO_ENTITY_ID,
+                                &filter,
+                                Some(Page { limit, page_no }),
+                            )
+                            .await
+                            .unwrap();
+                        assert_eq!(total, expected.len() as u64, "{from}..{to} {types:?}");
+                        if txs.is_empty() {
+                            break;
+                        }
+                        got.extend(txs.into_iter().map(|tx| tx.id));
+                        page_no += 1;
+                    }
+                    assert_eq!(got, expected, "{from}..{to} {types:?} limit {limit}");
+                }
+            }
+        }
+    }
+}
