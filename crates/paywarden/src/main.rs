@@ -16,12 +16,6 @@ use paywarden_emulator::{Emulator, EmulatorConfig, DEMO_ENTITY_ID, DEMO_TOKEN};
 use rmcp::ServiceExt;
 use tokio::net::TcpListener;
 
-/// mimalloc instead of glibc's malloc: a call allocates and frees many small values (JSON,
-/// rmcp's per-request service, sqlx rows) from several threads, and glibc's arenas and
-/// consolidation were about a fifth of the server's CPU under load (docs/performance.md).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// paywarden: a payments MCP server whose safety the server, not the model, enforces.
 #[derive(Debug, Parser)]
 #[command(version, about)]

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::TestDatabase;
@@ -22,48 +22,9 @@ fn database_url(database: &TestDatabase, dir: &std::path::Path) -> String {
         .unwrap_or_else(|| format!("sqlite://{}", dir.join("paywarden.db").display()))
 }
 
-/// A server process, killed (SIGKILL) when dropped, a failed test's included.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts `paywarden serve` on a free port; returns the process and its base URL once
-/// `/healthz` answers.
-async fn serve(dir: &std::path::Path, url: &str) -> (Server, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Server(
-        Command::new(BIN)
-            .args([
-                "serve",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--data-dir",
-            ])
-            .arg(dir)
-            .env("DATABASE_URL", url)
-            .env_remove("PAYWARDEN_CONFIG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("paywarden starts"),
-    );
-    let base = format!("http://127.0.0.1:{port}");
-    for _ in 0..600 {
-        if reqwest::get(format!("{base}/healthz")).await.is_ok() {
-            return (child, base);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("paywarden did not answer /healthz");
+/// The real binary on port 0 ([`common::serve_binary`]).
+async fn serve(dir: &std::path::Path, url: &str) -> (common::BinaryServer, String) {
+    common::serve_binary(dir, url).await
 }
 
 /// One stateless (2026-07-28) `revenue_summary` call whose arguments name `day`; true when it

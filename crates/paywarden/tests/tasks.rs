@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::*;
@@ -627,46 +626,9 @@ async fn client_declaring(app: &TestApp, capabilities: ClientCapabilities) -> Ta
         .expect("client connects")
 }
 
-/// A server process, killed when dropped.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-async fn serve(dir: &std::path::Path, url: &str) -> (Server, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Server(
-        Command::new(env!("CARGO_BIN_EXE_paywarden"))
-            .args([
-                "serve",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--data-dir",
-            ])
-            .arg(dir)
-            .env("DATABASE_URL", url)
-            .env_remove("PAYWARDEN_CONFIG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("paywarden starts"),
-    );
-    let base = format!("http://127.0.0.1:{port}");
-    for _ in 0..600 {
-        if reqwest::get(format!("{base}/healthz")).await.is_ok() {
-            return (child, base);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("paywarden did not answer /healthz");
+/// The real binary on port 0 ([`common::serve_binary`]).
+async fn serve(dir: &std::path::Path, url: &str) -> (common::BinaryServer, String) {
+    common::serve_binary(dir, url).await
 }
 
 /// One raw 2026-07-28 request declaring the tasks extension.

@@ -474,3 +474,58 @@ impl FailingWrites {
         }
     }
 }
+
+/// The real `paywarden` binary, killed when dropped.
+pub struct BinaryServer(pub std::process::Child);
+
+impl Drop for BinaryServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the real binary (`paywarden serve --listen 127.0.0.1:0 --data-dir DIR`, with
+/// `DATABASE_URL` = `database_url`) and returns it with its base URL, read from the banner's
+/// "listening on" line, once `/healthz` answers. Port 0, not a port picked here and handed
+/// over: another test's server or emulator could take that one in between (a flake seen in CI,
+/// where a test's calls reached an emulator).
+pub async fn serve_binary(dir: &std::path::Path, database_url: &str) -> (BinaryServer, String) {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_paywarden"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .env("DATABASE_URL", database_url)
+        .env_remove("PAYWARDEN_CONFIG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("paywarden starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let server = BinaryServer(child);
+    let base = tokio::task::spawn_blocking(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        let mut base = None;
+        for line in lines.by_ref() {
+            let Ok(line) = line else { break };
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                base = Some(rest.trim().trim_end_matches('/').to_string());
+                break;
+            }
+        }
+        // Keep draining, so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        base
+    })
+    .await
+    .expect("the banner reader")
+    .expect("the banner names the address");
+    for _ in 0..600 {
+        if reqwest::get(format!("{base}/healthz")).await.is_ok() {
+            return (server, base);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("paywarden did not answer /healthz");
+}
