@@ -6,7 +6,6 @@
 mod common;
 
 use std::process::Command;
-use std::time::Duration;
 
 use common::TestDatabase;
 use futures::stream::{FuturesUnordered, StreamExt};
