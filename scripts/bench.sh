@@ -75,6 +75,26 @@ rss_mb() { awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 RESULTS=()
 row() { RESULTS+=("| $1 | $2 | $3 | $4 | $5 | $6 |"); echo "$1: $2 req/s, p50 $3 ms, p99 $4 ms ($5 ok, $6 errors)" >&2; }
 
+# The end of every wrk script: an answer that is not HTTP 200 with a successful result counts as
+# an error, and `done` prints "RESULT req/s p50 p99 ok errors p95" (ms) for the table.
+LUA_CHECK_AND_REPORT=$(cat <<'LUA'
+function response(status, headers, body)
+  if status ~= 200 or not string.find(body, '"result"', 1, true)
+     or string.find(body, '"isError":true', 1, true) then bad = bad + 1 end
+end
+function done(summary, latency, requests)
+  local b = 0
+  for _, t in ipairs(threads) do b = b + t:get("bad") end
+  local e = summary.errors
+  local failed = b + e.connect + e.read + e.write + e.status + e.timeout
+  io.write(string.format("RESULT %.0f %.2f %.2f %d %d %.2f\n",
+    summary.requests / (summary.duration / 1e6), latency:percentile(50) / 1000,
+    latency:percentile(99) / 1000, summary.requests - failed, failed,
+    latency:percentile(95) / 1000))
+end
+LUA
+)
+
 # wrk_lua NAME URL BODY [MCP-NAME]: a wrk script POSTing BODY as a stateless call; it counts an
 # answer that is not HTTP 200 with a successful result as an error.
 wrk_lua() {
@@ -94,20 +114,7 @@ wrk.headers["X-Token"] = "$TOKEN"
 local threads = {}
 function setup(thread) table.insert(threads, thread) end
 function init(args) bad = 0 end
-function response(status, headers, body)
-  if status ~= 200 or not string.find(body, '"result"', 1, true)
-     or string.find(body, '"isError":true', 1, true) then bad = bad + 1 end
-end
-function done(summary, latency, requests)
-  local b = 0
-  for _, t in ipairs(threads) do b = b + t:get("bad") end
-  local e = summary.errors
-  local failed = b + e.connect + e.read + e.write + e.status + e.timeout
-  io.write(string.format("RESULT %.0f %.2f %.2f %d %d %.2f\n",
-    summary.requests / (summary.duration / 1e6), latency:percentile(50) / 1000,
-    latency:percentile(99) / 1000, summary.requests - failed, failed,
-    latency:percentile(95) / 1000))
-end
+$LUA_CHECK_AND_REPORT
 EOF
     echo "$file"
 }
@@ -272,20 +279,7 @@ function request()
   body = body:gsub("__PAGE__", tostring(math.random(1, 4000)))
   return wrk.format(nil, nil, nil, body)
 end
-function response(status, headers, body)
-  if status ~= 200 or not string.find(body, '"result"', 1, true)
-     or string.find(body, '"isError":true', 1, true) then bad = bad + 1 end
-end
-function done(summary, latency, requests)
-  local b = 0
-  for _, t in ipairs(threads) do b = b + t:get("bad") end
-  local e = summary.errors
-  local failed = b + e.connect + e.read + e.write + e.status + e.timeout
-  io.write(string.format("RESULT %.0f %.2f %.2f %d %d %.2f\n",
-    summary.requests / (summary.duration / 1e6), latency:percentile(50) / 1000,
-    latency:percentile(99) / 1000, summary.requests - failed, failed,
-    latency:percentile(95) / 1000))
-end
+$LUA_CHECK_AND_REPORT
 EOF
     YEAR_AGO=$(date -u -d '365 days ago' '+%Y-%m-%d %H:%M:%S')
     for engine in $ENGINES; do
