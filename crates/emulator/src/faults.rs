@@ -517,26 +517,15 @@ pub(crate) async fn inject(State(f): State<Shared>, mut request: Request, next: 
             let Some(then) = then else {
                 return response;
             };
-            let (parts, body) = response.into_parts();
-            let bytes = axum::body::to_bytes(body, usize::MAX)
-                .await
-                .unwrap_or_default();
-            if let Some(id) = serde_json::from_slice::<Value>(&bytes)
-                .ok()
-                .and_then(|v| v["id"].as_str().map(str::to_string))
-            {
-                let store = f.opp.clone();
-                let webhooks = f.webhooks.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(Duration::from_millis(after_ms)).await;
-                    if let Err((_, e)) =
-                        crate::handlers::resolve_pending(&store, &webhooks, &id, &then).await
-                    {
-                        tracing::error!(error = %e, "could not resolve a pending sandbox OPP transaction");
-                    }
-                });
-            }
-            Response::from_parts(parts, Body::from(bytes))
+            let (store, webhooks) = (f.opp.clone(), f.webhooks.clone());
+            settle_later(response, after_ms, move |id| async move {
+                if let Err((_, e)) =
+                    crate::handlers::resolve_pending(&store, &webhooks, &id, &then).await
+                {
+                    tracing::error!(error = %e, "could not resolve a pending sandbox OPP transaction");
+                }
+            })
+            .await
         }
         FaultAction::RefundPending { then, after_ms } => {
             request.extensions_mut().insert(RefundPending);
@@ -544,26 +533,39 @@ pub(crate) async fn inject(State(f): State<Shared>, mut request: Request, next: 
             let Some(then) = then else {
                 return response;
             };
-            let (parts, body) = response.into_parts();
-            let bytes = axum::body::to_bytes(body, usize::MAX)
-                .await
-                .unwrap_or_default();
-            if let Some(id) = serde_json::from_slice::<Value>(&bytes)
-                .ok()
-                .and_then(|v| v["id"].as_str().map(str::to_string))
-            {
-                let pool = f.stripe.clone();
-                let webhooks = f.webhooks.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(Duration::from_millis(after_ms)).await;
-                    if let Err((_, e)) = resolve_refund(&pool, &webhooks, &id, &then, None).await {
-                        tracing::error!(error = %e, "could not resolve a pending sandbox refund");
-                    }
-                });
-            }
-            Response::from_parts(parts, Body::from(bytes))
+            let (pool, webhooks) = (f.stripe.clone(), f.webhooks.clone());
+            settle_later(response, after_ms, move |id| async move {
+                if let Err((_, e)) = resolve_refund(&pool, &webhooks, &id, &then, None).await {
+                    tracing::error!(error = %e, "could not resolve a pending sandbox refund");
+                }
+            })
+            .await
         }
     }
+}
+
+/// Answers `response` unchanged and, when its JSON body names the object it created (`id`),
+/// runs `settle` with that id `after_ms` later in a task of its own: how the pending faults
+/// resolve what they made pending (the provider's later status change and webhook).
+async fn settle_later<F, Fut>(response: Response, after_ms: u64, settle: F) -> Response
+where
+    F: FnOnce(String) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    if let Some(id) = serde_json::from_slice::<Value>(&bytes)
+        .ok()
+        .and_then(|v| v["id"].as_str().map(str::to_string))
+    {
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(after_ms)).await;
+            settle(id).await;
+        });
+    }
+    Response::from_parts(parts, Body::from(bytes))
 }
 
 fn set_retry_after(response: &mut Response, seconds: u64) {

@@ -47,6 +47,13 @@ impl ResultInfo {
             .map(|c| c.is_success())
             .unwrap_or(false)
     }
+
+    /// Whether the code is in one of OPP's pending groups (OPP result codes: `000.200`
+    /// "transaction pending", `800.400.5` and `100.400.500` "waiting for confirmation/non-instant
+    /// payment"; [`ResultCategory::Pending`]): accepted, its outcome comes later.
+    pub fn is_pending(&self) -> bool {
+        self.category() == ResultCategory::Pending
+    }
 }
 
 /// One entry of OPP's `result.parameterErrors`.
@@ -179,10 +186,7 @@ impl Transaction {
     /// so what it would move is held (a refund pending at OPP is not refunded a second time
     /// meanwhile); an initial payment counts only once it succeeded.
     pub fn ledger_record(&self) -> paywarden_domain::TxRecord {
-        let pending = matches!(
-            self.result.family(),
-            ResultFamily::Pending | ResultFamily::PendingExtended
-        );
+        let pending = self.result.is_pending();
         paywarden_domain::TxRecord {
             id: self.id.clone(),
             payment_type: self.payment_type,

@@ -43,12 +43,6 @@ const IFTHENPAY_WAITING: &[&str] = &[
     "pix_create_payment",
 ];
 
-/// OPP's pending result families (OPP result codes: `000.200` "transaction pending",
-/// `800.400.5` and `100.400.500` "waiting for confirmation/non-instant payment").
-fn opp_pending(code: &str) -> bool {
-    code.starts_with("000.200") || code.starts_with("800.400.5") || code.starts_with("100.400.500")
-}
-
 fn internal(e: StoreError) -> McpError {
     tracing::error!(error = %e, "task store failure");
     McpError::internal_error(
@@ -153,7 +147,7 @@ impl PaywardenMcp {
             return Ok(None);
         }
         if let (Some(code), Some(id)) = (out["result"]["code"].as_str(), out["id"].as_str()) {
-            if opp_pending(code) {
+            if crate::model::ResultInfo::new(code, "").is_pending() {
                 return Ok(Some((TaskKind::Opp, id.to_string())));
             }
         }
@@ -509,8 +503,8 @@ impl PaywardenMcp {
             .opp
             .transaction_for_task(caller, &stored.subject)
             .await;
-        let transaction = match found {
-            Ok(Some(t)) => serde_json::to_value(t.view()).unwrap_or_default(),
+        let found = match found {
+            Ok(Some(t)) => t,
             Ok(None) | Err(_) => {
                 return Ok(Now::working(format!(
                     "OPP transaction {} is pending; OPP could not be asked for it just now (the next poll asks again)",
@@ -518,17 +512,15 @@ impl PaywardenMcp {
                 )))
             }
         };
-        let code = transaction["result"]["code"].as_str().unwrap_or_default();
-        if opp_pending(code) {
+        let code = found.result.code.as_str();
+        if found.result.is_pending() {
             return Ok(Now::working(format!(
                 "OPP transaction {} is pending ({code}); OPP settles it within about half an hour",
                 stored.subject
             )));
         }
-        let succeeded = matches!(
-            transaction["resultCategory"].as_str(),
-            Some("success" | "success_manual_review")
-        );
+        let succeeded = found.result.is_success();
+        let transaction = serde_json::to_value(found.view()).unwrap_or_default();
         let note = format!(
             "OPP transaction {}, pending at first, {}: result {code} \"{}\".",
             stored.subject,

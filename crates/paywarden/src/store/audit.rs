@@ -86,47 +86,37 @@ fn chain_hash(prev_hash: &str, at: &str, entry: &AuditEntry) -> Result<String, S
     Ok(hex::encode(hasher.finalize()))
 }
 
-/// The row counts of one `INSERT` of audit rows (largest first; see `insert_statement`).
+/// The row counts of one `INSERT` of audit rows (largest first; see `insert_statements`).
 const INSERT_CHUNKS: [usize; 4] = [64, 16, 4, 1];
 
 /// The columns of one audit row, in the order `insert_audit_rows` binds them.
 const AUDIT_COLUMNS: usize = 16;
 
-/// `INSERT INTO audit_log ... VALUES (...), (...)` for `rows` (one of [`INSERT_CHUNKS`]) rows
-/// with `$n` placeholders, built once per chunk size.
-fn insert_statement(rows: usize) -> &'static str {
+/// `INSERT INTO audit_log ... VALUES (...), (...)` with `$n` placeholders, one per size of
+/// [`INSERT_CHUNKS`] (largest first), built once.
+fn insert_statements() -> &'static [(usize, String)] {
     static STATEMENTS: std::sync::OnceLock<Vec<(usize, String)>> = std::sync::OnceLock::new();
-    let statements = STATEMENTS.get_or_init(|| {
+    STATEMENTS.get_or_init(|| {
         INSERT_CHUNKS
             .iter()
             .map(|&n| {
-                let mut sql = String::from(
+                let rows: Vec<String> = (0..n)
+                    .map(|row| {
+                        let placeholders: Vec<String> = (1..=AUDIT_COLUMNS)
+                            .map(|column| format!("${}", row * AUDIT_COLUMNS + column))
+                            .collect();
+                        format!("({})", placeholders.join(", "))
+                    })
+                    .collect();
+                let sql = format!(
                     "INSERT INTO audit_log (seq, at, entity_id, client_name, toolset, tool, arguments, outcome, \
-                     result_code, provider_request_id, transaction_id, message, duration_ms, sandbox, prev_hash, hash) VALUES ",
+                     result_code, provider_request_id, transaction_id, message, duration_ms, sandbox, prev_hash, hash) VALUES {}",
+                    rows.join(", ")
                 );
-                for row in 0..n {
-                    if row > 0 {
-                        sql.push_str(", ");
-                    }
-                    sql.push('(');
-                    for column in 0..AUDIT_COLUMNS {
-                        if column > 0 {
-                            sql.push_str(", ");
-                        }
-                        sql.push('$');
-                        sql.push_str(&(row * AUDIT_COLUMNS + column + 1).to_string());
-                    }
-                    sql.push(')');
-                }
                 (n, sql)
             })
             .collect()
-    });
-    statements
-        .iter()
-        .find(|(n, _)| *n == rows)
-        .or_else(|| statements.last())
-        .map_or("", |(_, sql)| sql.as_str())
+    })
 }
 
 /// The most appends one group commit writes; more waiting callers form the next group.
@@ -284,14 +274,13 @@ impl Store {
             ));
         }
         let mut rest = rows.as_slice();
-        while !rest.is_empty() {
-            let size = INSERT_CHUNKS
-                .iter()
-                .copied()
-                .find(|&n| n <= rest.len())
-                .unwrap_or(1);
-            let (chunk, tail) = rest.split_at(size);
-            let mut query = sqlx::query(insert_statement(size));
+        // The largest statement that fits; the smallest is one row, so one always does.
+        while let Some((size, sql)) = insert_statements()
+            .iter()
+            .find(|(n, _)| !rest.is_empty() && *n <= rest.len())
+        {
+            let (chunk, tail) = rest.split_at(*size);
+            let mut query = sqlx::query(sql.as_str());
             for (seq, at, entry, arguments, prev, hash) in chunk {
                 query = query
                     .bind(*seq)

@@ -299,11 +299,7 @@ impl OppService {
         let balances = balances_view(target, &after);
         // OPP's pending groups (`000.200`, `800.400.5`, `100.400.500`): accepted, outcome not
         // known yet; the balances hold its amount as if it succeeds (`ledger_record`).
-        let pending = matches!(
-            created.result.family(),
-            paywarden_domain::ResultFamily::Pending
-                | paywarden_domain::ResultFamily::PendingExtended
-        );
+        let pending = created.result.is_pending();
         let output = BackofficeOutput {
             status: if pending { "pending" } else { "executed" }.into(),
             transaction: Some(created.view()),
