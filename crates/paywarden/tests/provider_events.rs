@@ -600,18 +600,23 @@ async fn a_subscribed_session_hears_of_its_payment_and_no_other_entity_does() {
         .await
         .unwrap();
     assert_eq!(captured.status(), 200, "{}", captured.text().await.unwrap());
-    let heard = tokio::time::timeout(Duration::from_secs(10), my_updates.recv())
-        .await
-        .expect("a notification within 10 s")
-        .unwrap();
-    assert_eq!(heard, uri);
-    // The resource shows the capture.
-    let read = mine
-        .read_resource(rmcp::model::ReadResourceRequestParams::new(uri.clone()))
-        .await
-        .unwrap();
-    let text = serde_json::to_string(&read).unwrap();
-    assert!(text.contains("CP"), "{text}");
+    // The payment's own PAYMENT notification (of its creation) may arrive after the
+    // subscription too: read the resource after each update until the capture shows.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut text = String::new();
+    while !text.contains("CP") {
+        let heard = tokio::time::timeout_at(deadline, my_updates.recv())
+            .await
+            .unwrap_or_else(|_| panic!("the capture's notification within 10 s; last read: {text}"))
+            .unwrap();
+        assert_eq!(heard, uri);
+        // The resource shows the capture.
+        let read = mine
+            .read_resource(rmcp::model::ReadResourceRequestParams::new(uri.clone()))
+            .await
+            .unwrap();
+        text = serde_json::to_string(&read).unwrap();
+    }
     // The other entity's session, subscribed to the same URI, hears nothing.
     assert!(
         tokio::time::timeout(Duration::from_millis(500), their_updates.recv())
