@@ -153,6 +153,22 @@ wait_http "http://127.0.0.1:$port/"
 wrk_run "rmcp stateless no-op tool" "http://127.0.0.1:$port/mcp" "$(call_body noop '{}')" noop
 kill "${PIDS[-1]}"
 
+# FastMCP (Python) serving the same stateless no-op call: the issue's "Python peers' stack", in a
+# venv of its own (fastmcp pinned; created once, BENCH_FASTMCP=0 skips the row).
+if [ "${BENCH_FASTMCP:-1}" != 0 ]; then
+    venv="$TARGET/bench-fastmcp-venv"
+    if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import fastmcp' 2>/dev/null; then
+        echo "== installing fastmcp==4.0.10 into $venv" >&2
+        "${PYTHON:-python3}" -m venv "$venv" >&2
+        "$venv/bin/python" -m pip install -q --disable-pip-version-check fastmcp==4.0.10 >&2
+    fi
+    port=$(free_port)
+    FASTMCP_CHECK_FOR_UPDATES=off "$venv/bin/python" scripts/bench_fastmcp.py "$port" >"$OUT/fastmcp.log" 2>&1 & PIDS+=($!)
+    wait_http "http://127.0.0.1:$port/mcp"
+    wrk_run "FastMCP 4.0.10 stateless no-op tool (Python)" "http://127.0.0.1:$port/mcp" "$(call_body noop '{}')" noop
+    kill "${PIDS[-1]}"
+fi
+
 # --- paywarden -----------------------------------------------------------------------------------
 YEAR=$(date -u +%Y)
 REVENUE_ARGS="{\"start_date\":\"$YEAR-01-01\",\"end_date\":\"$YEAR-12-31\"}"

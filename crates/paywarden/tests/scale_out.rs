@@ -10,6 +10,8 @@
 //! - concurrent retries with one idempotency key execute once;
 //! - an approval granted through one server executes once, whichever server is asked;
 //! - the built-in policy's daily cap holds when confirmed refunds race on both servers;
+//! - a replica stalled in the middle of deciding the daily cap lets no other replica past it
+//!   (PostgreSQL);
 //! - the audit chain stays one valid chain (`paywarden audit verify`) under concurrent writes,
 //!   and checkpoints signed meanwhile each record a head that exists in it;
 //! - a task made through one server is followed through the other, and a confirmation's
@@ -480,6 +482,85 @@ async fn twenty_confirmed_refunds_on_both_servers_never_race_past_the_daily_cap(
     assert_eq!(
         store.reserved_today(DEMO_ENTITY_ID, "CHF").await.unwrap(),
         0
+    );
+}
+
+/// A replica stalled in the middle of deciding the daily cap (here: its reservation's INSERT
+/// waits on a table lock the test holds for longer than any lease, as a replica would under
+/// an overloaded database, a long GC-like pause, or a stopped VM) must not let the other
+/// replica decide on totals that miss its reservation. Room for one more 450 CHF refund today;
+/// one confirmed refund on each server: exactly one executes, the other goes to a person.
+///
+/// PostgreSQL only (on SQLite the table lock that stalls one replica is the database's single
+/// write lock, which stalls both).
+#[tokio::test]
+async fn a_replica_stalled_while_deciding_the_daily_cap_lets_no_other_past_it() {
+    use sqlx::Connection as _;
+    if !common::on_postgres() {
+        eprintln!("skipped: needs PAYWARDEN_TEST_DATABASE=postgres (two replicas, row locks)");
+        return;
+    }
+    let cluster = Cluster::start(Some(paywarden::policy::BUILTIN_SOURCE)).await;
+    let clients = cluster.clients(1).await;
+    let chf = Currency::from_code("CHF").expect("CHF");
+    let confirmed = |client: Arc<Client>, args: Value| async move {
+        let preview = common::call_ok(&client, "perform_refund", args.clone()).await;
+        assert_eq!(preview["status"], "confirmation_required", "{preview}");
+        let mut confirmed = args;
+        confirmed["confirmationToken"] = preview["confirmation"]["token"].clone();
+        confirmed
+    };
+    // 3 x 450 CHF moved today: 1,350; one more makes 1,800, a fifth would make 2,250 (the
+    // built-in policy sends 2,000 or more to a person).
+    for _ in 0..3 {
+        let db = cluster.debit_in("450.00", chf).await;
+        let args = json!({"referenceId": db, "amount": "450.00", "currency": "CHF"});
+        let args = confirmed(clients[0].clone(), args).await;
+        let done = common::call_ok(&clients[0], "perform_refund", args).await;
+        assert_eq!(done["status"], "executed", "{done}");
+    }
+    let mut pending = Vec::new();
+    for client in &clients[..2] {
+        let db = cluster.debit_in("450.00", chf).await;
+        let args = json!({"referenceId": db, "amount": "450.00", "currency": "CHF"});
+        pending.push((client.clone(), confirmed(client.clone(), args).await));
+    }
+    let mut db = sqlx::PgConnection::connect(&cluster.database_url)
+        .await
+        .expect("postgres");
+    sqlx::query("BEGIN").execute(&mut db).await.expect("begin");
+    sqlx::query("LOCK TABLE limit_reservations IN EXCLUSIVE MODE")
+        .execute(&mut db)
+        .await
+        .expect("lock");
+    let mut calls = Vec::new();
+    for (client, args) in pending {
+        calls.push(tokio::spawn(async move {
+            call(&client, "perform_refund", args)
+                .await
+                .expect("answered")
+        }));
+        // The first server is deciding (and stalled) before the second one asks.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Longer than the 10 s lease under which replicas used to decide (a stalled holder lost it).
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    sqlx::query("COMMIT")
+        .execute(&mut db)
+        .await
+        .expect("commit");
+    let mut statuses = Vec::new();
+    for call in calls {
+        let result = call.await.expect("task");
+        let content = result.structured_content.clone().unwrap_or(Value::Null);
+        statuses.push(content["status"].as_str().unwrap_or("").to_string());
+    }
+    statuses.sort();
+    assert_eq!(statuses, ["approval_pending", "executed"], "{statuses:?}");
+    let store = cluster.store().await;
+    assert_eq!(
+        store.moved_today(DEMO_ENTITY_ID, "CHF").await.unwrap(),
+        180_000
     );
 }
 

@@ -1,10 +1,11 @@
-//! Cumulative limits: the policy re-evaluated on what moved plus what is reserved today, and the call's amount reserved in the same step, under the entity's limit lease.
+//! Cumulative limits: the policy re-evaluated on what moved plus what is reserved today, and the call's amount reserved in the same step, under the entity's limit lock.
 
-use chrono::Duration as ChronoDuration;
+use std::sync::Arc;
 
 use super::gate::strength;
 use super::{Caller, Pipeline, ServiceError, ToolOutcome};
 use crate::policy::{Decision, PolicyInput, Verdict};
+use crate::store::{LimitDecision, StoreError};
 
 impl Pipeline {
     /// Reserves the call's amount without re-evaluating the policy (a person approved it).
@@ -25,9 +26,11 @@ impl Pipeline {
         ))
     }
 
-    /// Under the entity's limit lease for the call's currency: re-evaluates the policy on what
-    /// moved today plus what is reserved, and reserves this call's amount when the verdict is
-    /// no stricter than `verdict` (the one that lets it execute).
+    /// Under the entity's limit lock for the call's currency ([`crate::store::Store::decide_and_reserve`]):
+    /// re-evaluates the policy on what moved today plus what is reserved, and reserves this
+    /// call's amount when the verdict is no stricter than `verdict` (the one that lets it
+    /// execute). Calls of one process queue for the lock in order (an in-process gate per
+    /// entity and currency) rather than in the database's busy handler.
     pub(super) async fn reserve_checked(
         &self,
         caller: &Caller,
@@ -39,62 +42,85 @@ impl Pipeline {
         let (Some(amount), Some(currency)) = (policy.amount_minor, policy.currency.clone()) else {
             return Ok(Reserve::Reserved(None));
         };
+        let busy = || {
+            Reserve::Stop(self.error_outcome(
+                "busy",
+                &format!("{tool}: the daily limits of this entity are being decided for other calls; nothing was sent. Retry with the same arguments (and idempotencyKey)."),
+                None,
+            ))
+        };
+        let gate = self.limit_gate(&caller.entity_id, &currency);
+        let deadline = tokio::time::Instant::now() + LIMIT_WAIT;
+        let Ok(_queued) = tokio::time::timeout_at(deadline, gate.lock()).await else {
+            return Ok(busy());
+        };
         let store = self.store();
-        let lease_name = crate::store::limit_lease_name(&currency);
-        let holder = uuid::Uuid::new_v4().to_string();
-        let deadline = std::time::Instant::now() + LIMIT_LEASE_WAIT;
-        while !store
-            .try_lock_transaction(&caller.entity_id, &lease_name, &holder, LIMIT_LEASE)
-            .await?
-        {
-            if std::time::Instant::now() > deadline {
-                return Ok(Reserve::Stop(self.error_outcome(
-                    "busy",
-                    &format!("{tool}: the daily limits of this entity are being decided for other calls; nothing was sent. Retry with the same arguments (and idempotencyKey)."),
-                    None,
-                )));
+        loop {
+            let decided = store
+                .decide_and_reserve(&caller.entity_id, &currency, amount, key, |total| {
+                    let mut fresh = policy.clone();
+                    fresh.moved_today_minor = total;
+                    match self.safety().policy.evaluate(&fresh) {
+                        Err(e) => Some(Reserve::Stop(self.error_outcome(
+                            "policy_error",
+                            &format!("{tool} is refused: the policy could not be evaluated ({e}); nothing was sent."),
+                            None,
+                        ))),
+                        Ok(now)
+                            if strength(now.decision) > strength(verdict.decision)
+                                && strength(now.decision) > strength(floor) =>
+                        {
+                            Some(Reserve::Stricter(now))
+                        }
+                        Ok(_) => None,
+                    }
+                })
+                .await;
+            match decided {
+                Ok(LimitDecision::Reserved(id)) => return Ok(Reserve::Reserved(Some(id))),
+                Ok(LimitDecision::Refused(reserve)) => return Ok(reserve),
+                Ok(LimitDecision::Held) | Err(_) if tokio::time::Instant::now() > deadline => {
+                    return Ok(busy())
+                }
+                Ok(LimitDecision::Held) => {}
+                // SQLite's write lock not taken within its busy timeout: nothing was reserved.
+                Err(StoreError::Database(e)) if is_busy(&e) => {}
+                Err(e) => return Err(e.into()),
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
-        let result = async {
-            let moved = store.moved_today(&caller.entity_id, &currency).await?;
-            let reserved = store.reserved_today(&caller.entity_id, &currency).await?;
-            let mut fresh = policy.clone();
-            fresh.moved_today_minor = moved.saturating_add(reserved);
-            let now = match self.safety().policy.evaluate(&fresh) {
-                Ok(v) => v,
-                Err(e) => {
-                    return Ok(Reserve::Stop(self.error_outcome(
-                        "policy_error",
-                        &format!("{tool} is refused: the policy could not be evaluated ({e}); nothing was sent."),
-                        None,
-                    )))
-                }
-            };
-            if strength(now.decision) > strength(verdict.decision)
-                && strength(now.decision) > strength(floor)
-            {
-                return Ok(Reserve::Stricter(now));
-            }
-            Ok(Reserve::Reserved(Some(
-                store
-                    .reserve_limit(&caller.entity_id, &currency, amount, key)
-                    .await?,
-            )))
-        }
-        .await;
-        store
-            .unlock_transaction(&caller.entity_id, &lease_name, &holder)
-            .await?;
-        result
+    }
+
+    /// The in-process gate of one entity's limit decisions in one currency.
+    fn limit_gate(&self, entity_id: &str, currency: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut gates = self
+            .limit_gates
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        gates
+            .entry((entity_id.to_string(), currency.to_string()))
+            .or_default()
+            .clone()
     }
 }
 
-/// How long a limit lease is held at most (a crashed holder's lease is taken over after it).
-pub(super) const LIMIT_LEASE: ChronoDuration = ChronoDuration::seconds(10);
+/// Whether a database error is SQLite's "database is locked" (the write lock was not taken
+/// within the busy timeout): primary result codes `SQLITE_BUSY` (5) and `SQLITE_LOCKED` (6),
+/// extended codes included (the low byte is the primary code).
+fn is_busy(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .filter(|d| d.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some())
+        .and_then(|d| d.code())
+        .and_then(|c| c.parse::<u32>().ok())
+        .is_some_and(|n| matches!(n & 0xff, 5 | 6))
+}
 
-/// How long a call waits for its entity's limit lease before answering `busy`.
-pub(super) const LIMIT_LEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+/// How long a call waits for its entity's limit decision before answering `busy`.
+pub(super) const LIMIT_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// The in-process gates of limit decisions, by (entity id, ISO 4217 currency code).
+pub(super) type LimitGates =
+    std::sync::Mutex<std::collections::HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>>;
 
 /// What re-evaluating the cumulative limits under the lease gave.
 pub(super) enum Reserve {
@@ -102,6 +128,6 @@ pub(super) enum Reserve {
     Reserved(Option<String>),
     /// What moved and is reserved today makes the verdict stricter (e.g. `human`).
     Stricter(Verdict),
-    /// The policy failed or the lease could not be taken: nothing is sent.
+    /// The policy failed or the limits could not be decided in time: nothing is sent.
     Stop(ToolOutcome),
 }

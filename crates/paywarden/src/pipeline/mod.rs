@@ -104,6 +104,8 @@ pub struct Pipeline {
     receipts: Option<crate::receipts::ReceiptSigner>,
     provider: std::sync::Arc<str>,
     settle_window: std::time::Duration,
+    /// In-process gates of cumulative-limit decisions, shared by every toolset's pipeline.
+    limit_gates: std::sync::Arc<limits::LimitGates>,
 }
 
 /// The first line of every result's text when the offline emulator answered.
@@ -139,6 +141,7 @@ impl Pipeline {
             receipts: None,
             provider: "OPP".into(),
             settle_window: crate::config::Config::settle_window(10_000, None),
+            limit_gates: std::sync::Arc::default(),
         }
     }
 
@@ -196,6 +199,7 @@ impl Pipeline {
             receipts: self.receipts.clone(),
             provider: provider.into(),
             settle_window: self.settle_window,
+            limit_gates: self.limit_gates.clone(),
         }
     }
 

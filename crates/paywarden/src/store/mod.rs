@@ -47,7 +47,7 @@ pub use orders::{
 };
 pub use receipts::StoredReceipt;
 pub use refund_status::EntityRefund;
-pub use safety::{limit_lease_name, Confirmation, ConfirmationError};
+pub use safety::{limit_lease_name, Confirmation, ConfirmationError, LimitDecision};
 
 /// The SQLite migrations (the files of `migrations/sqlite`, embedded at build time).
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");

@@ -54,10 +54,25 @@ impl From<sqlx::Error> for ConfirmationError {
     }
 }
 
-/// The lease (a `transaction_locks` row of the entity) that serialises cumulative-limit
-/// decisions of one entity in one currency, across processes sharing the database.
+/// The `transaction_locks` row of the entity that serialises cumulative-limit decisions of one
+/// entity in one currency, across processes sharing the database
+/// ([`Store::decide_and_reserve`]).
 pub fn limit_lease_name(currency: &str) -> String {
     format!("limits:{currency}")
+}
+
+/// What [`Store::decide_and_reserve`] gave.
+#[derive(Debug)]
+pub enum LimitDecision<R> {
+    /// The totals let the call through and its amount is reserved: the reservation's id (for
+    /// [`Store::release_reservation`]).
+    Reserved(String),
+    /// The caller's `decide` answered `R` on today's totals; nothing was reserved.
+    Refused(R),
+    /// A process of an earlier paywarden version holds the entity's limit lease row (it
+    /// decides under a lease, not a lock) and it has not expired: nothing was read or
+    /// reserved; try again shortly.
+    Held,
 }
 
 fn ts(t: DateTime<Utc>) -> String {
@@ -274,9 +289,9 @@ impl Store {
     }
 
     /// Reserves `amount_minor` of `currency` against this entity's daily total until the end
-    /// of the current UTC day (see migration `0007_limit_reservations`). Call it holding the
-    /// entity's limit lease ([`Store::try_lock_transaction`] on [`limit_lease_name`]), after
-    /// re-evaluating the policy on [`Store::moved_today`] + [`Store::reserved_today`]. Returns
+    /// of the current UTC day (see migration `0007_limit_reservations`), without deciding
+    /// anything: for a call a person approved. A call that must stay within the limits uses
+    /// [`Store::decide_and_reserve`]. Returns
     /// the reservation's id, for [`Store::release_reservation`]. With `key`, the reservation is
     /// recorded on that idempotency key in the same transaction, so a call that dies holding it
     /// leaves it to the key's reconciliation, never orphaned.
@@ -320,6 +335,112 @@ impl Store {
         .await?;
         tx.commit().await?;
         Ok(id)
+    }
+
+    /// Decides a call's cumulative limits and reserves its amount in ONE write transaction that
+    /// holds the entity's limit row for `currency` ([`limit_lease_name`]) locked until it
+    /// commits: on PostgreSQL a row lock, on SQLite the database's write lock. Inside it: the
+    /// minor units of `currency` this entity moved today plus those reserved by calls in flight
+    /// are read in one statement, `decide(total_minor)` returns `Some(r)` to refuse (nothing is
+    /// reserved: [`LimitDecision::Refused`]) or `None`, and then `amount_minor` is reserved
+    /// until the end of the UTC day (recorded on idempotency key `key` when given, as
+    /// [`Store::reserve_limit`] does). Another process deciding for the same entity and
+    /// currency waits for the commit, so it reads this reservation; a process that dies
+    /// mid-decision rolls back with its connection, so nothing stays locked and no lease has to
+    /// expire (a lease that expired while its holder was stalled is what let two replicas
+    /// decide on the same total). A row left by an earlier version's lease that has not expired
+    /// gives [`LimitDecision::Held`].
+    ///
+    /// # Errors
+    /// [`StoreError`] on database failure (on SQLite, also when the write lock could not be
+    /// taken within the busy timeout); nothing was reserved.
+    pub async fn decide_and_reserve<R>(
+        &self,
+        entity_id: &str,
+        currency: &str,
+        amount_minor: i64,
+        key: Option<&str>,
+        decide: impl FnOnce(i64) -> Option<R>,
+    ) -> Result<LimitDecision<R>, StoreError> {
+        let now = Utc::now();
+        let midnight = now
+            .date_naive()
+            .and_hms_opt(0, 0, 0)
+            .map_or(now, |t| t.and_utc());
+        let end_of_day = (now.date_naive() + chrono::Days::new(1))
+            .and_hms_opt(0, 0, 0)
+            .map_or(now + Duration::days(1), |t| t.and_utc());
+        let lock_name = limit_lease_name(currency);
+        let id = uuid::Uuid::new_v4().to_string();
+        let mut tx = self.begin_write().await?;
+        // Taking the row (absent, or an expired lease of an earlier version) locks it until
+        // this transaction ends; a concurrent decider's statement waits here.
+        let taken = sqlx::query(
+            "INSERT INTO transaction_locks (entity_id, reference_id, holder, expires_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (entity_id, reference_id) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at \
+             WHERE transaction_locks.expires_at < $5",
+        )
+        .bind(entity_id)
+        .bind(&lock_name)
+        .bind(&id)
+        .bind(ts(now + Duration::seconds(10)))
+        .bind(ts(now))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if taken != 1 {
+            tx.rollback().await?;
+            return Ok(LimitDecision::Held);
+        }
+        // One statement: a call that records its movement and then releases its reservation
+        // between two separate reads would be missed by both.
+        let total: i64 = sqlx::query_scalar(
+            "SELECT CAST(\
+               (SELECT COALESCE(SUM(amount_minor), 0) FROM movements \
+                 WHERE entity_id = $1 AND currency = $2 AND at >= $3) + \
+               (SELECT COALESCE(SUM(amount_minor), 0) FROM limit_reservations \
+                 WHERE entity_id = $1 AND currency = $2 AND created_at >= $3 AND expires_at > $4) \
+             AS BIGINT)",
+        )
+        .bind(entity_id)
+        .bind(currency)
+        .bind(ts(midnight))
+        .bind(ts(now))
+        .fetch_one(&mut *tx)
+        .await?;
+        if let Some(refused) = decide(total) {
+            tx.rollback().await?;
+            return Ok(LimitDecision::Refused(refused));
+        }
+        if let Some(key) = key {
+            sqlx::query(
+                "UPDATE idempotency_keys SET reservation_id = $1 WHERE entity_id = $2 AND idempotency_key = $3",
+            )
+            .bind(&id)
+            .bind(entity_id)
+            .bind(key)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(
+            "INSERT INTO limit_reservations (id, entity_id, currency, amount_minor, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&id)
+        .bind(entity_id)
+        .bind(currency)
+        .bind(amount_minor.max(0))
+        .bind(ts(now))
+        .bind(ts(end_of_day))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM transaction_locks WHERE entity_id = $1 AND reference_id = $2")
+            .bind(entity_id)
+            .bind(&lock_name)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(LimitDecision::Reserved(id))
     }
 
     /// Releases a reservation: its call settled (the movement is recorded, or nothing moved).
