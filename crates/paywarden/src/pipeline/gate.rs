@@ -138,7 +138,19 @@ impl Pipeline {
         let caller = request.caller;
         let key = request.key;
         let gate = self.gate_unattached(request).await?;
-        if let (Gate::Execute(claims), Some(key)) = (&gate, key) {
+        // The reservation is already on the key (recorded in the reservation's own transaction,
+        // `decide_and_reserve` / `reserve_limit`; a claimed key row is always new, so both
+        // columns start empty): only a claimed approval still needs recording.
+        if let (
+            Gate::Execute(
+                claims @ Claims {
+                    approval_id: Some(_),
+                    ..
+                },
+            ),
+            Some(key),
+        ) = (&gate, key)
+        {
             self.store()
                 .attach_to_idempotent(
                     &caller.entity_id,
