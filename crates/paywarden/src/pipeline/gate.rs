@@ -252,7 +252,7 @@ impl Pipeline {
             };
         }
         // About to execute (allowed, or confirmed with a token): the daily total is evaluated
-        // again under the entity's limit lease, on moved + reserved, and this call's amount is
+        // again under the entity's limit lock, on moved + reserved, and this call's amount is
         // reserved in the same step, so concurrent calls can never race past a cumulative rule.
         let executes_now = verdict.decision == Decision::Allow
             || (verdict.decision == Decision::Confirm && confirmation_token.is_some());

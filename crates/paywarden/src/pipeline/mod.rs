@@ -29,7 +29,7 @@
 //!  7. gate          Pipeline::gate (gate.rs): the policy verdict (fails closed), then deny, a
 //!                   claimed approval (staleness checked), confirm (preview + single-use token,
 //!                   or the token spent) or human (an approval only an operator decides)
-//!  8. limits        in the same step as the verdict, under the entity's limit lease: the
+//!  8. limits        in the same step as the verdict, under the entity's limit lock: the
 //!                   cumulative-limit reservation; it and the approval are recorded on the key
 //!  9. fresh state   the lease on the referenced transaction or order (Operation::lease,
 //!                   lease.rs) is taken and Operation::recheck checks again on fresh provider
