@@ -556,7 +556,9 @@ async fn a_timed_out_write_is_looked_up_at_the_provider_before_any_retry() {
         .record_idempotent_intent(
             paywarden_emulator::DEMO_ENTITY_ID,
             "never-sent",
+            "a-dead-call",
             &serde_json::to_value(&intent).unwrap(),
+            chrono::Duration::seconds(60),
         )
         .await
         .unwrap();

@@ -101,6 +101,12 @@ impl Cluster {
     /// `paywarden serve` on the same database. `policy` is a policy file's text (default:
     /// tests/policies/allow-all.toml).
     async fn start(policy: Option<&str>) -> Self {
+        Self::start_with(policy, "", "").await
+    }
+
+    /// As [`Cluster::start`], with `opp` and `safety` lines added to those sections of the
+    /// replicas' configuration.
+    async fn start_with(policy: Option<&str>, opp: &str, safety: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let database = TestDatabase::fresh().await;
         let database_url = database
@@ -148,8 +154,8 @@ impl Cluster {
         std::fs::write(
             &config,
             format!(
-                "database_url = {db}\ndata_dir = {data}\n\n[opp]\nbase_url = {emu}\n\n\
-                 [stripe]\nbase_url = {emu}\napi_key = {key}\n\n[safety]\npolicy_file = {policy}\n\n\
+                "database_url = {db}\ndata_dir = {data}\n\n[opp]\nbase_url = {emu}\n{opp}\n\n\
+                 [stripe]\nbase_url = {emu}\napi_key = {key}\n\n[safety]\npolicy_file = {policy}\n{safety}\n\n\
                  [demo]\nseed = false\n{entities}{operators}",
                 db = toml_string(&database_url),
                 data = toml_string(&dir.path().join("data").to_string_lossy()),
@@ -195,6 +201,11 @@ impl Cluster {
             _dir: dir,
             _database: database,
         }
+    }
+
+    /// The process id of server `i` (0 or 1).
+    fn server_pid(&self, i: usize) -> u32 {
+        self._procs[1 + i].0.id()
     }
 
     /// `per_server` stateless MCP clients of each server, interleaved (A, B, A, B, ...).
@@ -562,6 +573,110 @@ async fn a_replica_stalled_while_deciding_the_daily_cap_lets_no_other_past_it() 
         store.moved_today(DEMO_ENTITY_ID, "CHF").await.unwrap(),
         180_000
     );
+}
+
+/// A replica frozen (SIGSTOP: a stopped container, a paused VM) after its confirmed refund has
+/// reserved its amount and before it sends, for longer than its idempotency key's lease: the
+/// other replica's recovery takes the key for dead and releases it with its reservation
+/// ("nothing was sent"), and then executes four refunds that fill the day's cap. When the frozen
+/// replica resumes it must not send: it no longer holds its key, so its call answers that
+/// nothing was sent. (Found by a black-box attack: before the fix it sent, 2,250 CHF executed
+/// against the 2,000 cap.) The emulator delays the confirmed call's two provider reads, so the
+/// replica is inside the second one when it is frozen.
+#[tokio::test]
+async fn a_replica_frozen_past_its_key_lease_does_not_send_after_its_key_was_released() {
+    let cluster = Cluster::start_with(
+        Some(paywarden::policy::BUILTIN_SOURCE),
+        // Longer than the freeze, so the frozen read does not time out on resume.
+        "timeout_ms = 120000",
+        "key_lease_secs = 2",
+    )
+    .await;
+    let clients = cluster.clients(1).await;
+    let chf = Currency::from_code("CHF").expect("CHF");
+    let confirmed = |client: Arc<Client>, args: Value| async move {
+        let preview = common::call_ok(&client, "perform_refund", args.clone()).await;
+        assert_eq!(preview["status"], "confirmation_required", "{preview}");
+        let mut confirmed = args;
+        confirmed["confirmationToken"] = preview["confirmation"]["token"].clone();
+        confirmed
+    };
+    let first = cluster.debit_in("450.00", chf).await;
+    let args = json!({"referenceId": first, "amount": "450.00", "currency": "CHF", "idempotencyKey": "frozen-1"});
+    let args = confirmed(clients[0].clone(), args).await;
+    let faults = format!("{}/__emulator/faults", cluster.emulator_url);
+    let http = reqwest::Client::new();
+    http.post(&faults)
+        .json(
+            &json!({"provider": "opp", "method": "GET", "path": "/v1/query/*",
+                      "action": {"kind": "delay", "delay_ms": 6000}, "times": 2}),
+        )
+        .send()
+        .await
+        .expect("fault armed")
+        .error_for_status()
+        .expect("fault accepted");
+    let frozen_client = clients[0].clone();
+    let frozen = tokio::spawn(async move {
+        call(&frozen_client, "perform_refund", args)
+            .await
+            .expect("answered")
+    });
+    // The first read ends at ~6 s, the gate reserves, the second read runs until ~12 s.
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    let pid = cluster.server_pid(0).to_string();
+    let stop = Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .expect("kill");
+    assert!(stop.success());
+    // Past the key's lease (2 s) and the other replica's recovery sweep (every lease).
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let mut executed = 0;
+    for _ in 0..5 {
+        let db = cluster.debit_in("450.00", chf).await;
+        let mut args = json!({"referenceId": db, "amount": "450.00", "currency": "CHF"});
+        let preview = common::call_ok(&clients[1], "perform_refund", args.clone()).await;
+        if preview["status"] != "confirmation_required" {
+            // The day's total leaves no room: a person decides (nothing executes).
+            assert_eq!(preview["status"], "approval_pending", "{preview}");
+            continue;
+        }
+        args["confirmationToken"] = preview["confirmation"]["token"].clone();
+        let done = common::call_ok(&clients[1], "perform_refund", args).await;
+        if done["status"] == "executed" {
+            executed += 1;
+        }
+    }
+    let cont = Command::new("kill")
+        .args(["-CONT", &pid])
+        .status()
+        .expect("kill");
+    assert!(cont.success());
+    let result = frozen.await.expect("task");
+    let store = cluster.store().await;
+    let moved = store.moved_today(DEMO_ENTITY_ID, "CHF").await.unwrap();
+    let at_opp = opp_refunds(&clients[1], &first).await;
+    eprintln!(
+        "frozen replica: {executed} executed through the other; the frozen call answered {}; moved {moved}; refunds of the first debit at OPP: {}",
+        text(&result),
+        at_opp.len()
+    );
+    assert!(
+        moved < 200_000,
+        "the cap was passed: {moved} CHF minor units moved today"
+    );
+    assert_eq!(at_opp.len() * 45_000 + executed * 45_000, moved as usize);
+    if executed == 4 {
+        // The frozen call's key was released for it: it must not have sent.
+        assert!(at_opp.is_empty(), "{at_opp:?}");
+        assert_eq!(result.is_error, Some(true), "{}", text(&result));
+        assert!(
+            text(&result).contains("nothing was sent"),
+            "{}",
+            text(&result)
+        );
+    }
 }
 
 #[tokio::test]

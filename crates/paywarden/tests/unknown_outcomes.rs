@@ -353,6 +353,17 @@ async fn a_refund_later_than_its_settle_window_is_reported_as_a_duplicate() {
     let retried = call_ok(&client, "perform_refund", args.clone()).await;
     assert_eq!(retried["status"], "executed", "{retried}");
     assert_eq!(rig.proxy.posts(), 2);
+    // The released key's request may still land (it does, below): its 5.00 stays counted
+    // against the day's limits until the end of the UTC day, so a cap decided meanwhile cannot
+    // be passed by it (before, the release dropped it and a late arrival went past the cap).
+    assert_eq!(
+        rig.app
+            .store
+            .reserved_today(DEMO_ENTITY_ID, "EUR")
+            .await
+            .unwrap(),
+        500
+    );
 
     // The held request lands: two refunds at OPP.
     rig.proxy.wait_delivered(2).await;

@@ -20,12 +20,12 @@ impl Pipeline {
         run: F,
     ) -> Result<ToolOutcome, ServiceError>
     where
-        F: FnOnce() -> Fut,
+        F: FnOnce(Option<String>) -> Fut,
         Fut: std::future::Future<Output = Result<(ToolOutcome, Settlement), ServiceError>>,
     {
         let started = Instant::now();
         let Some(key) = idempotency_key else {
-            let ran = run().await;
+            let ran = run(None).await;
             let sent = matches!(ran, Ok((_, Settlement::Final | Settlement::Unknown)));
             let mut result = ran.map(|(outcome, _)| outcome);
             let sealed = match &mut result {
@@ -66,7 +66,7 @@ impl Pipeline {
         let result = match begin {
             Ok(Begin::Proceed) => {
                 let ran = self
-                    .with_lease(&caller.entity_id, key, &holder, run())
+                    .with_lease(&caller.entity_id, key, &holder, run(Some(holder.clone())))
                     .await;
                 return self
                     .settle_key(

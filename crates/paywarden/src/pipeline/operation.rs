@@ -217,17 +217,18 @@ impl Pipeline {
             call.tool,
             call.arguments,
             key.as_deref(),
-            || self.decide(caller, &call, key.as_deref(), op),
+            |holder| self.decide(caller, &call, key.as_deref(), holder, op),
         )
         .await
     }
 
-    /// Steps 6 to 12 under the claimed key.
+    /// Steps 6 to 12 under the claimed key (held by `holder`).
     async fn decide<O: Operation>(
         &self,
         caller: &Caller,
         call: &Call<'_>,
         key: Option<&str>,
+        holder: Option<String>,
         op: &O,
     ) -> Result<Stop, ServiceError> {
         // 6. The check on fresh provider state, and what would move.
@@ -280,10 +281,17 @@ impl Pipeline {
         // the toolset's records.
         let (mut outcome, settlement) = match op.lease(caller, &checked) {
             Some(lease) => {
-                self.under_transaction_lease(caller, &lease, self.execute(caller, key, op, checked))
+                self.under_transaction_lease(
+                    caller,
+                    &lease,
+                    self.execute(caller, key, holder.as_deref(), op, checked),
+                )
+                .await?
+            }
+            None => {
+                self.execute(caller, key, holder.as_deref(), op, checked)
                     .await?
             }
-            None => self.execute(caller, key, op, checked).await?,
         };
         if let Some(provider) = op.receipt_provider() {
             self.attach_receipt(&claims, &mut outcome, settlement, provider);
@@ -302,11 +310,15 @@ impl Pipeline {
     }
 
     /// Steps 9 to 11 (the caller holds the lease, if any): the check again, the intent
-    /// recorded on the key, the provider call and its records.
+    /// recorded on the key, the provider call and its records. The intent is recorded only
+    /// while this call still holds its key (`holder`), renewing the key's lease in the same
+    /// statement: a call that stalled past its lease (a frozen process) and whose key recovery
+    /// released, with its reservation, answers that nothing was sent instead of sending.
     async fn execute<O: Operation>(
         &self,
         caller: &Caller,
         key: Option<&str>,
+        holder: Option<&str>,
         op: &O,
         checked: O::Checked,
     ) -> Result<Stop, ServiceError> {
@@ -314,17 +326,38 @@ impl Pipeline {
             Ok(checked) => checked,
             Err(stop) => return Ok(stop),
         };
-        if let Some(key) = key {
-            if let Some(mut intent) = op.intent(caller, &checked, key) {
-                intent.settle_window_ms =
-                    u64::try_from(self.settle_window().as_millis()).unwrap_or(u64::MAX);
-                self.store()
-                    .record_idempotent_intent(
-                        &caller.entity_id,
-                        key,
-                        &serde_json::to_value(&intent).map_err(StoreError::from)?,
-                    )
-                    .await?;
+        if let (Some(key), Some(holder)) = (key, holder) {
+            let store = self.store();
+            let held = match op.intent(caller, &checked, key) {
+                Some(mut intent) => {
+                    intent.settle_window_ms =
+                        u64::try_from(self.settle_window().as_millis()).unwrap_or(u64::MAX);
+                    store
+                        .record_idempotent_intent(
+                            &caller.entity_id,
+                            key,
+                            holder,
+                            &serde_json::to_value(&intent).map_err(StoreError::from)?,
+                            self.key_lease(),
+                        )
+                        .await?
+                }
+                None => {
+                    store
+                        .renew_idempotent_lease(&caller.entity_id, key, holder, self.key_lease())
+                        .await?
+                }
+            };
+            if !held {
+                tracing::error!(key, "this call lost its idempotency key before sending (it stalled past the key's lease); not sending");
+                return Ok((
+                    self.error_outcome(
+                        "key_lost",
+                        &format!("This call stalled past its idempotency key's lease and the key was released; nothing was sent. Retry with the same arguments and idempotencyKey {key:?}: the retry sees what happened under it."),
+                        None,
+                    ),
+                    Settlement::NotSent,
+                ));
             }
         }
         // From here on the request may have left: no failure says that nothing was sent.

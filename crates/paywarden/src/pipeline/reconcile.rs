@@ -253,8 +253,9 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Releases a key whose call moved nothing, with its reservation and approval; with an
-    /// intent (something may have been sent), the key is watched for a late arrival.
+    /// Releases a key whose call moved nothing, with its approval and, without an intent, its
+    /// reservation; with an intent (something may have been sent), the key is watched for a
+    /// late arrival and its reservation is kept until it expires at the end of its UTC day.
     async fn release(
         &self,
         caller: &Caller,
@@ -275,7 +276,12 @@ impl Pipeline {
                 )
                 .await?;
         }
-        if let Some(r) = &record.reservation_id {
+        // With an intent the request may still land (a late arrival): its amount stays
+        // reserved until the reservation's end of UTC day, so the day's limits are never
+        // decided as if it could not. A late arrival found then counts twice until midnight
+        // (moved and reserved): the cap errs towards asking a person. Without an intent
+        // nothing was sent (the call records its intent, holding its key, before it sends).
+        if let (Some(r), None) = (&record.reservation_id, intent) {
             store.release_reservation(r).await?;
         }
         if let Some(id) = &record.approval_id {

@@ -342,7 +342,10 @@ impl Store {
     }
 
     /// Records what the key's call is about to send, before it is sent: from now on the request
-    /// may reach the provider, and a key whose call dies is reconciled against it.
+    /// may reach the provider, and a key whose call dies is reconciled against it. Only while
+    /// `holder` still holds the key (`in_progress`, its holder): the same statement renews the
+    /// lease for `lease`. Returns whether it did; `false` means the call lost its key (it
+    /// stalled past the lease and recovery released or took it), and then it must not send.
     ///
     /// # Errors
     /// [`StoreError`] on database failure (then nothing must be sent).
@@ -350,17 +353,23 @@ impl Store {
         &self,
         entity_id: &str,
         key: &str,
+        holder: &str,
         intent: &serde_json::Value,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE idempotency_keys SET intent = $1 WHERE entity_id = $2 AND idempotency_key = $3",
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
+        let recorded = sqlx::query(
+            "UPDATE idempotency_keys SET intent = $1, lease_until = $2 \
+             WHERE entity_id = $3 AND idempotency_key = $4 AND state = 'in_progress' AND holder = $5",
         )
         .bind(serde_json::to_string(intent)?)
+        .bind(ts(Utc::now() + lease))
         .bind(entity_id)
         .bind(key)
+        .bind(holder)
         .execute(self.pool())
-        .await?;
-        Ok(())
+        .await?
+        .rows_affected();
+        Ok(recorded == 1)
     }
 
     /// Stores the first outcome of `key` (held by `holder`, or unknown since), with the
