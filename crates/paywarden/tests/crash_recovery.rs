@@ -222,11 +222,6 @@ async fn assert_recorded_once(
         1_000 * debits.len() as i64,
         "the daily total counts every refund once"
     );
-    assert_eq!(
-        store.reserved_today(DEMO_ENTITY_ID, "EUR").await.unwrap(),
-        0,
-        "every cumulative-limit reservation was settled"
-    );
     let records = store.audit_records(Some(DEMO_ENTITY_ID)).await.unwrap();
     let mut audited: Vec<String> = records
         .iter()
@@ -253,6 +248,24 @@ async fn assert_recorded_once(
         .iter()
         .filter(|r| r.entry.outcome == "released")
         .count();
+    // A key released after its settle window had recorded its intent: its request may still
+    // land, so its amount stays reserved until the end of the UTC day; every other
+    // reservation was settled.
+    let may_still_land = records
+        .iter()
+        .filter(|r| {
+            r.entry.outcome == "released"
+                && r.entry
+                    .message
+                    .as_deref()
+                    .is_some_and(|m| m.contains("after the settle window"))
+        })
+        .count();
+    assert_eq!(
+        store.reserved_today(DEMO_ENTITY_ID, "EUR").await.unwrap(),
+        1_000 * may_still_land as i64,
+        "every cumulative-limit reservation was settled, but those of requests that may still land"
+    );
     (reconciled, released)
 }
 
