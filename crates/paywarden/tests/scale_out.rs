@@ -316,6 +316,16 @@ async fn all_at_once(
 }
 
 /// The refunds (RF) of `id` as OPP reports them, through `client`.
+/// `perform_refund` previewed through `client` (it must ask for a confirmation), and `args`
+/// with the confirmation token it gave.
+async fn confirmed(client: &Client, args: Value) -> Value {
+    let preview = common::call_ok(client, "perform_refund", args.clone()).await;
+    assert_eq!(preview["status"], "confirmation_required", "{preview}");
+    let mut confirmed = args;
+    confirmed["confirmationToken"] = preview["confirmation"]["token"].clone();
+    confirmed
+}
+
 async fn opp_refunds(client: &Client, id: &str) -> Vec<Value> {
     let linked = common::call_ok(
         client,
@@ -514,19 +524,12 @@ async fn a_replica_stalled_while_deciding_the_daily_cap_lets_no_other_past_it() 
     let cluster = Cluster::start(Some(paywarden::policy::BUILTIN_SOURCE)).await;
     let clients = cluster.clients(1).await;
     let chf = Currency::from_code("CHF").expect("CHF");
-    let confirmed = |client: Arc<Client>, args: Value| async move {
-        let preview = common::call_ok(&client, "perform_refund", args.clone()).await;
-        assert_eq!(preview["status"], "confirmation_required", "{preview}");
-        let mut confirmed = args;
-        confirmed["confirmationToken"] = preview["confirmation"]["token"].clone();
-        confirmed
-    };
     // 3 x 450 CHF moved today: 1,350; one more makes 1,800, a fifth would make 2,250 (the
     // built-in policy sends 2,000 or more to a person).
     for _ in 0..3 {
         let db = cluster.debit_in("450.00", chf).await;
         let args = json!({"referenceId": db, "amount": "450.00", "currency": "CHF"});
-        let args = confirmed(clients[0].clone(), args).await;
+        let args = confirmed(&clients[0], args).await;
         let done = common::call_ok(&clients[0], "perform_refund", args).await;
         assert_eq!(done["status"], "executed", "{done}");
     }
@@ -534,7 +537,7 @@ async fn a_replica_stalled_while_deciding_the_daily_cap_lets_no_other_past_it() 
     for client in &clients[..2] {
         let db = cluster.debit_in("450.00", chf).await;
         let args = json!({"referenceId": db, "amount": "450.00", "currency": "CHF"});
-        pending.push((client.clone(), confirmed(client.clone(), args).await));
+        pending.push((client.clone(), confirmed(client, args).await));
     }
     let mut db = sqlx::PgConnection::connect(&cluster.database_url)
         .await
@@ -594,16 +597,9 @@ async fn a_replica_frozen_past_its_key_lease_does_not_send_after_its_key_was_rel
     .await;
     let clients = cluster.clients(1).await;
     let chf = Currency::from_code("CHF").expect("CHF");
-    let confirmed = |client: Arc<Client>, args: Value| async move {
-        let preview = common::call_ok(&client, "perform_refund", args.clone()).await;
-        assert_eq!(preview["status"], "confirmation_required", "{preview}");
-        let mut confirmed = args;
-        confirmed["confirmationToken"] = preview["confirmation"]["token"].clone();
-        confirmed
-    };
     let first = cluster.debit_in("450.00", chf).await;
     let args = json!({"referenceId": first, "amount": "450.00", "currency": "CHF", "idempotencyKey": "frozen-1"});
-    let args = confirmed(clients[0].clone(), args).await;
+    let args = confirmed(&clients[0], args).await;
     let faults = format!("{}/__emulator/faults", cluster.emulator_url);
     let http = reqwest::Client::new();
     http.post(&faults)

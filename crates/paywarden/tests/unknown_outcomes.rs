@@ -246,6 +246,14 @@ impl Rig {
     }
 
     /// paywarden's movements today in EUR (the daily total), in cents.
+    async fn reserved_today(&self) -> i64 {
+        self.app
+            .store
+            .reserved_today(DEMO_ENTITY_ID, "EUR")
+            .await
+            .unwrap()
+    }
+
     async fn moved_today(&self) -> i64 {
         self.app
             .store
@@ -292,14 +300,7 @@ async fn a_late_refund_is_found_and_never_sent_twice() {
     );
     assert_eq!(rig.proxy.posts(), 1, "the retry sent the refund again");
     // What may have moved stays counted against the daily limits meanwhile.
-    assert_eq!(
-        rig.app
-            .store
-            .reserved_today(DEMO_ENTITY_ID, "EUR")
-            .await
-            .unwrap(),
-        500
-    );
+    assert_eq!(rig.reserved_today().await, 500);
 
     // The first request lands; the next retry finds it and records it, once.
     rig.proxy.wait_delivered(1).await;
@@ -312,14 +313,7 @@ async fn a_late_refund_is_found_and_never_sent_twice() {
     assert_eq!(rig.proxy.posts(), 1);
     assert_eq!(rig.moved_today().await, 500);
     // Found: the movement counts it, the reservation is released.
-    assert_eq!(
-        rig.app
-            .store
-            .reserved_today(DEMO_ENTITY_ID, "EUR")
-            .await
-            .unwrap(),
-        0
-    );
+    assert_eq!(rig.reserved_today().await, 0);
     let ok = rig.audit_rows("perform_refund", "ok").await;
     assert_eq!(ok.len(), 1, "{ok:?}");
     assert_eq!(
@@ -356,14 +350,7 @@ async fn a_refund_later_than_its_settle_window_is_reported_as_a_duplicate() {
     // The released key's request may still land (it does, below): its 5.00 stays counted
     // against the day's limits until the end of the UTC day, so a cap decided meanwhile cannot
     // be passed by it (before, the release dropped it and a late arrival went past the cap).
-    assert_eq!(
-        rig.app
-            .store
-            .reserved_today(DEMO_ENTITY_ID, "EUR")
-            .await
-            .unwrap(),
-        500
-    );
+    assert_eq!(rig.reserved_today().await, 500);
 
     // The held request lands: two refunds at OPP.
     rig.proxy.wait_delivered(2).await;

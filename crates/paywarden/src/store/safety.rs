@@ -306,32 +306,16 @@ impl Store {
         key: Option<&str>,
     ) -> Result<String, StoreError> {
         let id = uuid::Uuid::new_v4().to_string();
-        let now = Utc::now();
-        let end_of_day = (now.date_naive() + chrono::Days::new(1))
-            .and_hms_opt(0, 0, 0)
-            .map_or(now + Duration::days(1), |t| t.and_utc());
         let mut tx = self.begin_write().await?;
-        if let Some(key) = key {
-            sqlx::query(
-                "UPDATE idempotency_keys SET reservation_id = $1 WHERE entity_id = $2 AND idempotency_key = $3",
-            )
-            .bind(&id)
-            .bind(entity_id)
-            .bind(key)
-            .execute(&mut *tx)
-            .await?;
-        }
-        sqlx::query(
-            "INSERT INTO limit_reservations (id, entity_id, currency, amount_minor, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+        insert_reservation(
+            &mut tx,
+            &id,
+            entity_id,
+            currency,
+            amount_minor,
+            key,
+            Utc::now(),
         )
-        .bind(&id)
-        .bind(entity_id)
-        .bind(currency)
-        .bind(amount_minor.max(0))
-        .bind(ts(now))
-        .bind(ts(end_of_day))
-        .execute(&mut *tx)
         .await?;
         tx.commit().await?;
         Ok(id)
@@ -367,9 +351,6 @@ impl Store {
             .date_naive()
             .and_hms_opt(0, 0, 0)
             .map_or(now, |t| t.and_utc());
-        let end_of_day = (now.date_naive() + chrono::Days::new(1))
-            .and_hms_opt(0, 0, 0)
-            .map_or(now + Duration::days(1), |t| t.and_utc());
         let lock_name = limit_lease_name(currency);
         let id = uuid::Uuid::new_v4().to_string();
         let mut tx = self.begin_write().await?;
@@ -412,28 +393,7 @@ impl Store {
             tx.rollback().await?;
             return Ok(LimitDecision::Refused(refused));
         }
-        if let Some(key) = key {
-            sqlx::query(
-                "UPDATE idempotency_keys SET reservation_id = $1 WHERE entity_id = $2 AND idempotency_key = $3",
-            )
-            .bind(&id)
-            .bind(entity_id)
-            .bind(key)
-            .execute(&mut *tx)
-            .await?;
-        }
-        sqlx::query(
-            "INSERT INTO limit_reservations (id, entity_id, currency, amount_minor, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(&id)
-        .bind(entity_id)
-        .bind(currency)
-        .bind(amount_minor.max(0))
-        .bind(ts(now))
-        .bind(ts(end_of_day))
-        .execute(&mut *tx)
-        .await?;
+        insert_reservation(&mut tx, &id, entity_id, currency, amount_minor, key, now).await?;
         sqlx::query("DELETE FROM transaction_locks WHERE entity_id = $1 AND reference_id = $2")
             .bind(entity_id)
             .bind(&lock_name)
@@ -499,4 +459,44 @@ impl Store {
         .await?;
         Ok(total.unwrap_or(0))
     }
+}
+
+/// Inserts reservation `id` of `amount_minor` (negative: 0) of `currency` for `entity_id`,
+/// expiring at the end of `now`'s UTC day, and records it on idempotency key `key` when given;
+/// inside the caller's write transaction.
+async fn insert_reservation(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    id: &str,
+    entity_id: &str,
+    currency: &str,
+    amount_minor: i64,
+    key: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let end_of_day = (now.date_naive() + chrono::Days::new(1))
+        .and_hms_opt(0, 0, 0)
+        .map_or(now + Duration::days(1), |t| t.and_utc());
+    if let Some(key) = key {
+        sqlx::query(
+            "UPDATE idempotency_keys SET reservation_id = $1 WHERE entity_id = $2 AND idempotency_key = $3",
+        )
+        .bind(id)
+        .bind(entity_id)
+        .bind(key)
+        .execute(&mut **tx)
+        .await?;
+    }
+    sqlx::query(
+        "INSERT INTO limit_reservations (id, entity_id, currency, amount_minor, created_at, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(id)
+    .bind(entity_id)
+    .bind(currency)
+    .bind(amount_minor.max(0))
+    .bind(ts(now))
+    .bind(ts(end_of_day))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
