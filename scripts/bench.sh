@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # paywarden's benchmark (docs/performance.md): release builds, side by side in one run:
-#   - a bare axum JSON-RPC echo and rmcp's stateless no-op tool (the protocol's floor),
+#   - a bare axum JSON-RPC echo and rmcp's stateless no-op tool (the protocol's floor), and
+#     FastMCP's (scripts/bench_fastmcp.py: the Python peers' stack),
 #   - paywarden's audited reads `revenue_summary` and `get_transactions` as stateless
 #     2026-07-28 calls with the demo entity (wrk, a fixed request),
 #   - one SSE answer on one connection (latency of a single call, no queueing),
@@ -13,7 +14,8 @@
 #   BENCH_ENGINES=sqlite scripts/bench.sh
 #
 # Environment: BENCH_SECONDS (per measurement, default 10), BENCH_CONNECTIONS (default 64),
-# BENCH_ENGINES (default "sqlite postgres"), BENCH_PAYWARDEN (the server binary to measure;
+# BENCH_ENGINES (default "sqlite postgres"), BENCH_FASTMCP (0 skips the FastMCP row; it is
+# installed once into $CARGO_TARGET_DIR/bench-fastmcp-venv with PYTHON >= 3.10), BENCH_PAYWARDEN (the server binary to measure;
 # default this tree's release build), BENCH_PG_URL (default
 # postgres://postgres@127.0.0.1:5432, trust auth; a paywarden_bench database there is dropped
 # and created), CARGO_TARGET_DIR (honoured). Needs wrk (Debian: apt-get install wrk; installed
@@ -156,16 +158,17 @@ kill "${PIDS[-1]}"
 # FastMCP (Python) serving the same stateless no-op call: the issue's "Python peers' stack", in a
 # venv of its own (fastmcp pinned; created once, BENCH_FASTMCP=0 skips the row).
 if [ "${BENCH_FASTMCP:-1}" != 0 ]; then
+    FASTMCP_VERSION=4.0.10
     venv="$TARGET/bench-fastmcp-venv"
-    if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import fastmcp' 2>/dev/null; then
-        echo "== installing fastmcp==4.0.10 into $venv" >&2
+    if [ "$("$venv/bin/python" -c 'import fastmcp; print(fastmcp.__version__)' 2>/dev/null)" != "$FASTMCP_VERSION" ]; then
+        echo "== installing fastmcp==$FASTMCP_VERSION into $venv" >&2
         "${PYTHON:-python3}" -m venv "$venv" >&2
-        "$venv/bin/python" -m pip install -q --disable-pip-version-check fastmcp==4.0.10 >&2
+        "$venv/bin/python" -m pip install -q --disable-pip-version-check "fastmcp==$FASTMCP_VERSION" >&2
     fi
     port=$(free_port)
     FASTMCP_CHECK_FOR_UPDATES=off "$venv/bin/python" scripts/bench_fastmcp.py "$port" >"$OUT/fastmcp.log" 2>&1 & PIDS+=($!)
     wait_http "http://127.0.0.1:$port/mcp"
-    wrk_run "FastMCP 4.0.10 stateless no-op tool (Python)" "http://127.0.0.1:$port/mcp" "$(call_body noop '{}')" noop
+    wrk_run "FastMCP $FASTMCP_VERSION stateless no-op tool (Python)" "http://127.0.0.1:$port/mcp" "$(call_body noop '{}')" noop
     kill "${PIDS[-1]}"
 fi
 

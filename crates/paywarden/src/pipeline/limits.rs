@@ -79,13 +79,14 @@ impl Pipeline {
             match decided {
                 Ok(LimitDecision::Reserved(id)) => return Ok(Reserve::Reserved(Some(id))),
                 Ok(LimitDecision::Refused(reserve)) => return Ok(reserve),
-                Ok(LimitDecision::Held) | Err(_) if tokio::time::Instant::now() > deadline => {
-                    return Ok(busy())
-                }
+                // An earlier version's lease, or SQLite's write lock not taken within its busy
+                // timeout: nothing was reserved; again until the deadline.
                 Ok(LimitDecision::Held) => {}
-                // SQLite's write lock not taken within its busy timeout: nothing was reserved.
                 Err(StoreError::Database(e)) if is_busy(&e) => {}
                 Err(e) => return Err(e.into()),
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Ok(busy());
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }

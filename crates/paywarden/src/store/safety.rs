@@ -75,6 +75,31 @@ pub enum LimitDecision<R> {
     Held,
 }
 
+/// 00:00 UTC of `now`'s day: where a day's cumulative limits start.
+fn utc_midnight(now: DateTime<Utc>) -> DateTime<Utc> {
+    now.date_naive()
+        .and_hms_opt(0, 0, 0)
+        .map_or(now, |t| t.and_utc())
+}
+
+/// Minor units this entity (`$1`) moved in currency `$2` since `$3` (a day's midnight): the
+/// one statement [`Store::moved_today`] and [`Store::decide_and_reserve`] count with.
+macro_rules! moved_since {
+    () => {
+        "SELECT COALESCE(SUM(amount_minor), 0) FROM movements \
+         WHERE entity_id = $1 AND currency = $2 AND at >= $3"
+    };
+}
+
+/// Minor units reserved by this entity's (`$1`) calls in flight in currency `$2`, made since
+/// `$3` and not expired at `$4`: shared as [`moved_since`] is.
+macro_rules! reserved_since {
+    () => {
+        "SELECT COALESCE(SUM(amount_minor), 0) FROM limit_reservations \
+         WHERE entity_id = $1 AND currency = $2 AND created_at >= $3 AND expires_at > $4"
+    };
+}
+
 fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
@@ -347,10 +372,7 @@ impl Store {
         decide: impl FnOnce(i64) -> Option<R>,
     ) -> Result<LimitDecision<R>, StoreError> {
         let now = Utc::now();
-        let midnight = now
-            .date_naive()
-            .and_hms_opt(0, 0, 0)
-            .map_or(now, |t| t.and_utc());
+        let midnight = utc_midnight(now);
         let lock_name = limit_lease_name(currency);
         let id = uuid::Uuid::new_v4().to_string();
         let mut tx = self.begin_write().await?;
@@ -375,14 +397,13 @@ impl Store {
         }
         // One statement: a call that records its movement and then releases its reservation
         // between two separate reads would be missed by both.
-        let total: i64 = sqlx::query_scalar(
-            "SELECT CAST(\
-               (SELECT COALESCE(SUM(amount_minor), 0) FROM movements \
-                 WHERE entity_id = $1 AND currency = $2 AND at >= $3) + \
-               (SELECT COALESCE(SUM(amount_minor), 0) FROM limit_reservations \
-                 WHERE entity_id = $1 AND currency = $2 AND created_at >= $3 AND expires_at > $4) \
-             AS BIGINT)",
-        )
+        let total: i64 = sqlx::query_scalar(concat!(
+            "SELECT CAST((",
+            moved_since!(),
+            ") + (",
+            reserved_since!(),
+            ") AS BIGINT)"
+        ))
         .bind(entity_id)
         .bind(currency)
         .bind(ts(midnight))
@@ -422,21 +443,15 @@ impl Store {
     /// [`StoreError`] on database failure.
     pub async fn reserved_today(&self, entity_id: &str, currency: &str) -> Result<i64, StoreError> {
         let now = Utc::now();
-        let midnight = now
-            .date_naive()
-            .and_hms_opt(0, 0, 0)
-            .map_or(now, |t| t.and_utc());
-        let total: Option<i64> = sqlx::query_scalar(
-            "SELECT CAST(SUM(amount_minor) AS BIGINT) FROM limit_reservations \
-             WHERE entity_id = $1 AND currency = $2 AND created_at >= $3 AND expires_at > $4",
-        )
-        .bind(entity_id)
-        .bind(currency)
-        .bind(ts(midnight))
-        .bind(ts(now))
-        .fetch_one(self.pool())
-        .await?;
-        Ok(total.unwrap_or(0))
+        let total: i64 =
+            sqlx::query_scalar(concat!("SELECT CAST((", reserved_since!(), ") AS BIGINT)"))
+                .bind(entity_id)
+                .bind(currency)
+                .bind(ts(utc_midnight(now)))
+                .bind(ts(now))
+                .fetch_one(self.pool())
+                .await?;
+        Ok(total)
     }
 
     /// Minor units of `currency` this entity moved through paywarden since 00:00 UTC today.
@@ -444,20 +459,14 @@ impl Store {
     /// # Errors
     /// [`StoreError`] on database failure.
     pub async fn moved_today(&self, entity_id: &str, currency: &str) -> Result<i64, StoreError> {
-        let midnight = Utc::now()
-            .date_naive()
-            .and_hms_opt(0, 0, 0)
-            .map(|t| t.and_utc())
-            .unwrap_or_else(Utc::now);
-        let total: Option<i64> = sqlx::query_scalar(
-            "SELECT CAST(SUM(amount_minor) AS BIGINT) FROM movements WHERE entity_id = $1 AND currency = $2 AND at >= $3",
-        )
-        .bind(entity_id)
-        .bind(currency)
-        .bind(ts(midnight))
-        .fetch_one(self.pool())
-        .await?;
-        Ok(total.unwrap_or(0))
+        let total: i64 =
+            sqlx::query_scalar(concat!("SELECT CAST((", moved_since!(), ") AS BIGINT)"))
+                .bind(entity_id)
+                .bind(currency)
+                .bind(ts(utc_midnight(Utc::now())))
+                .fetch_one(self.pool())
+                .await?;
+        Ok(total)
     }
 }
 
@@ -473,9 +482,7 @@ async fn insert_reservation(
     key: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    let end_of_day = (now.date_naive() + chrono::Days::new(1))
-        .and_hms_opt(0, 0, 0)
-        .map_or(now + Duration::days(1), |t| t.and_utc());
+    let end_of_day = utc_midnight(now) + Duration::days(1);
     if let Some(key) = key {
         sqlx::query(
             "UPDATE idempotency_keys SET reservation_id = $1 WHERE entity_id = $2 AND idempotency_key = $3",
