@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{Duration, Utc};
+use chrono::{DateTime, Duration, NaiveTime, Utc};
 use indicatif::ProgressBar;
 use paywarden_domain::{Currency, Money};
 
@@ -57,6 +57,23 @@ pub const DEMO_CUSTOMERS: &[DemoCustomer] = &[
     ),
 ];
 
+/// When the `index`-th demo charge of a customer, made `days_ago` days before `now`, was made:
+/// an hour before `now` that many days back, plus two minutes per earlier charge of the customer
+/// (Sarah's duplicate is two minutes after the first). When those minutes would cross a UTC
+/// midnight, the customer's charges move ten minutes earlier, so one customer's charges share a
+/// UTC day whatever the time of day the seed runs (a `revenue_summary` groups by UTC day) and each
+/// charge is `days_ago` whole days old (an order's `age_days`).
+pub fn charge_time(now: DateTime<Utc>, days_ago: i64, index: usize) -> DateTime<Utc> {
+    let base = now - Duration::days(days_ago) - Duration::hours(1);
+    let late = NaiveTime::from_hms_opt(23, 50, 0).unwrap_or(NaiveTime::MIN);
+    let base = if base.time() >= late {
+        base - Duration::minutes(10)
+    } else {
+        base
+    };
+    base + Duration::minutes(2 * index as i64)
+}
+
 /// How many charges [`seed_ops_demo`] creates.
 pub fn demo_charge_count() -> usize {
     DEMO_CUSTOMERS.iter().map(|(_, _, c)| c.len()).sum()
@@ -98,9 +115,7 @@ pub async fn seed_ops_demo(
             .ensure_customer(entity_id, email, name, Some(&stripe_customer.id))
             .await?;
         for (i, (cents, days_ago)) in charges.iter().enumerate() {
-            // Sarah's duplicate is two minutes after the first charge.
-            let at = now - Duration::days(*days_ago) - Duration::hours(1)
-                + Duration::minutes(2 * i as i64);
+            let at = charge_time(now, *days_ago, i);
             let mut metadata = BTreeMap::new();
             metadata.insert("sandbox_created".to_string(), at.timestamp().to_string());
             let intent = stripe
@@ -132,4 +147,49 @@ pub async fn seed_ops_demo(
         }
     }
     Ok(created)
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    /// Whatever the time of day the seed runs, each customer's charges share one UTC day and
+    /// are `days_ago` whole days old (the `ops_revenue_summary` snapshot failed in CI when the
+    /// seed ran at 00:59 UTC: Sarah's duplicate crossed midnight onto the day of Carol's charge).
+    #[test]
+    fn demo_charges_of_a_customer_share_a_utc_day_at_any_time_of_day() {
+        for (h, m) in [
+            (0, 0),
+            (0, 59),
+            (1, 0),
+            (1, 3),
+            (1, 9),
+            (9, 59),
+            (12, 0),
+            (23, 59),
+        ] {
+            let now = Utc
+                .with_ymd_and_hms(2026, 12, 4, h, m, 30)
+                .single()
+                .expect("time");
+            for (email, _, charges) in DEMO_CUSTOMERS {
+                let first = charge_time(now, charges[0].1, 0);
+                for (i, (_, days_ago)) in charges.iter().enumerate() {
+                    let at = charge_time(now, *days_ago, i);
+                    assert_eq!(
+                        (now - at).num_days(),
+                        *days_ago,
+                        "{email} {i} at {now}: {at}"
+                    );
+                    assert_eq!(
+                        (first.date_naive() - at.date_naive()).num_days(),
+                        *days_ago - charges[0].1,
+                        "{email} charge {i} seeded at {now}: {at}, first {first}"
+                    );
+                }
+            }
+        }
+    }
 }
