@@ -33,6 +33,11 @@ use rmcp::{
 };
 use serde_json::{json, Value};
 
+/// The same allocator as the `paywarden` binary (mimalloc), so that the baselines and the
+/// audited reads are compared on equal terms.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const ENTITY: &str = "8ac7a4c9000000000000000000000001";
 const TOKEN: &str = "pw_demo_sandbox_token_only_valid_against_the_paywarden_emulator";
 const STATELESS: &str = "2026-07-28";
