@@ -480,6 +480,25 @@ mod tests {
         assert!(status.pending().is_empty());
     }
 
+    #[tokio::test]
+    async fn the_bundled_sqlite_keeps_no_memory_statistics() {
+        // .cargo/config.toml builds SQLite with SQLITE_DEFAULT_MEMSTATUS=0: with statistics on,
+        // every sqlite3_malloc/sqlite3_free takes one process-wide mutex (docs/performance.md).
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("paywarden.db")).await.unwrap();
+        let options: Vec<String> = sqlx::query("PRAGMA compile_options")
+            .fetch_all(store.pool())
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.try_get::<String, _>(0).unwrap())
+            .collect();
+        assert!(
+            options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"),
+            "SQLite was built without LIBSQLITE3_FLAGS=-DSQLITE_DEFAULT_MEMSTATUS=0: {options:?}"
+        );
+    }
+
     #[test]
     fn urls_name_their_engine_and_never_show_a_password() {
         assert_eq!(Engine::of_url("sqlite:///x.db").unwrap(), Engine::Sqlite);
