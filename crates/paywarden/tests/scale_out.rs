@@ -208,6 +208,49 @@ impl Cluster {
         self._procs[1 + i].0.id()
     }
 
+    /// Freezes server `i` (SIGSTOP) at a moment when it holds no write transaction on a shared
+    /// SQLite file. A process frozen inside one holds SQLite's one write lock, and every other
+    /// process on the file then gets `database is locked` (its calls fail, nothing sent): true,
+    /// but not what a test of a frozen replica's *key* is about, and where SIGSTOP lands is up to
+    /// the scheduler (a renewal of the key's lease is a short write transaction). On SQLite, a
+    /// stop that caught a write transaction is undone and tried again; PostgreSQL's row locks
+    /// belong to the tests that freeze a replica on them.
+    async fn freeze(&self, i: usize) {
+        use sqlx::{Connection, Executor};
+        let pid = self.server_pid(i).to_string();
+        let signal = |name: &str| {
+            let status = Command::new("kill")
+                .args([name, &pid])
+                .status()
+                .expect("kill");
+            assert!(status.success(), "kill {name} {pid}");
+        };
+        for _ in 0..100 {
+            signal("-STOP");
+            let Some(path) = self.database_url.strip_prefix("sqlite://") else {
+                return;
+            };
+            let mut db = sqlx::SqliteConnection::connect_with(
+                &sqlx::sqlite::SqliteConnectOptions::new()
+                    .filename(path)
+                    .busy_timeout(Duration::from_millis(200)),
+            )
+            .await
+            .expect("sqlite");
+            let free = db.execute("BEGIN IMMEDIATE").await.is_ok();
+            if free {
+                db.execute("ROLLBACK").await.expect("rollback");
+            }
+            db.close().await.expect("close");
+            if free {
+                return;
+            }
+            signal("-CONT");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("server {i} held the SQLite write lock at every one of 100 stops");
+    }
+
     /// `per_server` stateless MCP clients of each server, interleaved (A, B, A, B, ...).
     async fn clients(&self, per_server: usize) -> Vec<Arc<Client>> {
         let mut clients = Vec::new();
@@ -620,12 +663,8 @@ async fn a_replica_frozen_past_its_key_lease_does_not_send_after_its_key_was_rel
     });
     // The first read ends at ~6 s, the gate reserves, the second read runs until ~12 s.
     tokio::time::sleep(Duration::from_secs(9)).await;
+    cluster.freeze(0).await;
     let pid = cluster.server_pid(0).to_string();
-    let stop = Command::new("kill")
-        .args(["-STOP", &pid])
-        .status()
-        .expect("kill");
-    assert!(stop.success());
     // Past the key's lease (2 s) and the other replica's recovery sweep (every lease).
     tokio::time::sleep(Duration::from_secs(8)).await;
     let mut executed = 0;
