@@ -217,26 +217,18 @@ impl Cluster {
     /// belong to the tests that freeze a replica on them.
     async fn freeze(&self, i: usize) {
         use sqlx::{Connection, Executor};
-        let pid = self.server_pid(i).to_string();
-        let signal = |name: &str| {
-            let status = Command::new("kill")
-                .args([name, &pid])
-                .status()
-                .expect("kill");
-            assert!(status.success(), "kill {name} {pid}");
+        let Some(path) = self.database_url.strip_prefix("sqlite://") else {
+            self.signal(i, "-STOP");
+            return;
         };
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(path)
+            .busy_timeout(Duration::from_millis(200));
         for _ in 0..100 {
-            signal("-STOP");
-            let Some(path) = self.database_url.strip_prefix("sqlite://") else {
-                return;
-            };
-            let mut db = sqlx::SqliteConnection::connect_with(
-                &sqlx::sqlite::SqliteConnectOptions::new()
-                    .filename(path)
-                    .busy_timeout(Duration::from_millis(200)),
-            )
-            .await
-            .expect("sqlite");
+            self.signal(i, "-STOP");
+            let mut db = sqlx::SqliteConnection::connect_with(&options)
+                .await
+                .expect("sqlite");
             let free = db.execute("BEGIN IMMEDIATE").await.is_ok();
             if free {
                 db.execute("ROLLBACK").await.expect("rollback");
@@ -245,10 +237,20 @@ impl Cluster {
             if free {
                 return;
             }
-            signal("-CONT");
+            self.signal(i, "-CONT");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         panic!("server {i} held the SQLite write lock at every one of 100 stops");
+    }
+
+    /// Sends server `i` the signal `name` (`-STOP`, `-CONT`) with kill(1).
+    fn signal(&self, i: usize, name: &str) {
+        let pid = self.server_pid(i).to_string();
+        let status = Command::new("kill")
+            .args([name, &pid])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill {name} {pid}");
     }
 
     /// `per_server` stateless MCP clients of each server, interleaved (A, B, A, B, ...).
@@ -664,7 +666,6 @@ async fn a_replica_frozen_past_its_key_lease_does_not_send_after_its_key_was_rel
     // The first read ends at ~6 s, the gate reserves, the second read runs until ~12 s.
     tokio::time::sleep(Duration::from_secs(9)).await;
     cluster.freeze(0).await;
-    let pid = cluster.server_pid(0).to_string();
     // Past the key's lease (2 s) and the other replica's recovery sweep (every lease).
     tokio::time::sleep(Duration::from_secs(8)).await;
     let mut executed = 0;
@@ -683,11 +684,7 @@ async fn a_replica_frozen_past_its_key_lease_does_not_send_after_its_key_was_rel
             executed += 1;
         }
     }
-    let cont = Command::new("kill")
-        .args(["-CONT", &pid])
-        .status()
-        .expect("kill");
-    assert!(cont.success());
+    cluster.signal(0, "-CONT");
     let result = frozen.await.expect("task");
     let store = cluster.store().await;
     let moved = store.moved_today(DEMO_ENTITY_ID, "CHF").await.unwrap();
