@@ -226,7 +226,7 @@ impl<W: Worker> WorkerTransport<W> {
             cancellation_token: transport_task_ct.clone(),
         };
 
-        let fut = async move {
+        let join_handle = tokio::spawn(async move {
             worker
                 .run(context)
                 .instrument(tracing::span!(
@@ -252,8 +252,7 @@ impl<W: Worker> WorkerTransport<W> {
                 .inspect(|_| {
                     tracing::debug!("worker quit");
                 })
-        };
-        let join_handle = tokio::spawn(fut);
+        });
         Self {
             rx: from_transport_rx,
             send_service: to_transport_tx,

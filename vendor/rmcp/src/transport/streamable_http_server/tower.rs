@@ -1763,7 +1763,7 @@ where
         S: crate::ServerHandler + Send + 'static,
         M: SessionManager,
     {
-        let fut = async move {
+        tokio::spawn(async move {
             // The handshake's future is large (~40 KiB): boxed, it is freed once the session is
             // initialized instead of staying inline in this task for the session's whole life.
             let svc = Box::pin(serve_server_with_ct::<S, M::Transport, _, TransportAdapterIdentity>(
@@ -1790,8 +1790,7 @@ where
                 .inspect_err(|e| {
                     tracing::error!("Failed to close session {session_id}: {e}");
                 });
-        };
-        tokio::spawn(fut);
+        });
     }
 
     /// Attempt to restore a session from the external store.
