@@ -702,27 +702,9 @@ async fn memory_per_session() {
         async move {
             let mut ids = Vec::new();
             for _ in 0..count {
-                let resp = initialize(&http, &base_url, "/mcp", DEMO_ENTITY_ID, DEMO_TOKEN).await;
-                assert_eq!(resp.status(), 200);
-                let id = resp.headers()["mcp-session-id"]
-                    .to_str()
-                    .unwrap()
-                    .to_string();
-                resp.bytes().await.unwrap();
-                let resp = http
-                    .post(format!("{base_url}/mcp"))
-                    .header("X-Entity-Id", DEMO_ENTITY_ID)
-                    .header("X-Token", DEMO_TOKEN)
-                    .header("Mcp-Session-Id", &id)
-                    .header("MCP-Protocol-Version", "2025-11-25")
-                    .header("Accept", "application/json, text/event-stream")
-                    .header("Content-Type", "application/json")
-                    .body(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)
-                    .send()
-                    .await
-                    .unwrap();
-                assert!(resp.status().is_success(), "{}", resp.status());
-                ids.push(id);
+                ids.push(
+                    open_raw_session(&http, &base_url, "/mcp", DEMO_ENTITY_ID, DEMO_TOKEN).await,
+                );
             }
             ids
         }

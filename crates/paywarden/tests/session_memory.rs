@@ -65,44 +65,6 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
-const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"memory-check","version":"1"}}}"#;
-
-/// Opens one session at `/mcp` the way a 2025-era client does (`initialize`, then
-/// `notifications/initialized`) and returns its `Mcp-Session-Id`.
-async fn open_session(http: &reqwest::Client, base_url: &str) -> String {
-    let resp = http
-        .post(format!("{base_url}/mcp"))
-        .header("X-Entity-Id", DEMO_ENTITY_ID)
-        .header("X-Token", DEMO_TOKEN)
-        .header("Accept", "application/json, text/event-stream")
-        .header("Content-Type", "application/json")
-        .body(INITIALIZE)
-        .send()
-        .await
-        .expect("server answers");
-    assert_eq!(resp.status(), 200);
-    let id = resp.headers()["mcp-session-id"]
-        .to_str()
-        .expect("session id")
-        .to_string();
-    resp.bytes().await.expect("initialize answer");
-    let resp = http
-        .post(format!("{base_url}/mcp"))
-        .header("X-Entity-Id", DEMO_ENTITY_ID)
-        .header("X-Token", DEMO_TOKEN)
-        .header("Mcp-Session-Id", &id)
-        .header("MCP-Protocol-Version", "2025-11-25")
-        .header("Accept", "application/json, text/event-stream")
-        .header("Content-Type", "application/json")
-        .body(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)
-        .send()
-        .await
-        .expect("server answers");
-    assert!(resp.status().is_success(), "{}", resp.status());
-    resp.bytes().await.expect("initialized answer");
-    id
-}
-
 /// The heap the process holds once in-flight work has settled: the smallest of a few readings
 /// 50 ms apart (a reading can land while a background task briefly holds a buffer).
 async fn settled_live_bytes() -> isize {
@@ -122,11 +84,11 @@ async fn an_open_session_keeps_little_of_the_heap() {
     // Warm-up: the first sessions fill caches (authentication, schemas, pools) once.
     let mut ids = Vec::with_capacity(SESSIONS + 50);
     for _ in 0..50 {
-        ids.push(open_session(&http, &app.base_url).await);
+        ids.push(open_raw_session(&http, &app.base_url, "/mcp", DEMO_ENTITY_ID, DEMO_TOKEN).await);
     }
     let before = settled_live_bytes().await;
     for _ in 0..SESSIONS {
-        ids.push(open_session(&http, &app.base_url).await);
+        ids.push(open_raw_session(&http, &app.base_url, "/mcp", DEMO_ENTITY_ID, DEMO_TOKEN).await);
     }
     let after = settled_live_bytes().await;
     let per_session = (after - before) / SESSIONS as isize;

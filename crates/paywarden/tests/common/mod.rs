@@ -485,6 +485,51 @@ impl Drop for BinaryServer {
     }
 }
 
+/// Opens a Streamable HTTP session at `{base_url}{path}` the way a 2025-era client does over
+/// plain HTTP (`initialize`, then `notifications/initialized`), as `entity` with `token`, and
+/// returns its `Mcp-Session-Id`. Panics when the server does not open it.
+pub async fn open_raw_session(
+    http: &reqwest::Client,
+    base_url: &str,
+    path: &str,
+    entity: &str,
+    token: &str,
+) -> String {
+    let resp = http
+        .post(format!("{base_url}{path}"))
+        .header("X-Entity-Id", entity)
+        .header("X-Token", token)
+        .header("Accept", "application/json, text/event-stream")
+        .header("Content-Type", "application/json")
+        .body(
+            r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"paywarden-test","version":"1"}}}"#,
+        )
+        .send()
+        .await
+        .expect("server answers");
+    assert_eq!(resp.status(), 200);
+    let id = resp.headers()["mcp-session-id"]
+        .to_str()
+        .expect("session id")
+        .to_string();
+    resp.bytes().await.expect("initialize answer");
+    let resp = http
+        .post(format!("{base_url}{path}"))
+        .header("X-Entity-Id", entity)
+        .header("X-Token", token)
+        .header("Mcp-Session-Id", &id)
+        .header("MCP-Protocol-Version", "2025-11-25")
+        .header("Accept", "application/json, text/event-stream")
+        .header("Content-Type", "application/json")
+        .body(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)
+        .send()
+        .await
+        .expect("server answers");
+    assert!(resp.status().is_success(), "{}", resp.status());
+    resp.bytes().await.expect("initialized answer");
+    id
+}
+
 /// Starts the real binary (`paywarden serve --listen 127.0.0.1:0 --data-dir DIR`, with
 /// `DATABASE_URL` = `database_url`) and returns it with its base URL, read from the banner's
 /// "listening on" line, once `/healthz` answers. Port 0, not a port picked here and handed
