@@ -1,3 +1,7 @@
+// Modified for paywarden (2026-12-04): rmcp 3.9.0 with vendor/rmcp.patch applied, which boxes
+// the messages of per-session channels and the session handshake's future (see
+// docs/performance.md, "Per-session memory", in the paywarden repository).
+
 use std::{borrow::Cow, sync::OnceLock};
 
 use futures::FutureExt;
