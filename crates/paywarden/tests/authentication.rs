@@ -369,7 +369,7 @@ async fn an_unreachable_opp_is_a_503_not_a_verdict() {
     let app = spawn_app_with(|c| c.opp.base_url = Some(closed_url)).await;
     let http = reqwest::Client::new();
     for _ in 0..2 {
-        let resp = initialize(&http, &app.base_url, "/mcp", DEMO_ENTITY_ID, DEMO_TOKEN).await;
+        let resp = raw_initialize(&http, &app.base_url, "/mcp", DEMO_ENTITY_ID, DEMO_TOKEN).await;
         assert_eq!(resp.status(), 503);
         assert!(resp.headers().get("mcp-session-id").is_none());
         assert!(resp.headers().get("retry-after").is_some());
@@ -382,27 +382,6 @@ async fn an_unreachable_opp_is_a_503_not_a_verdict() {
 // ---------------------------------------------------------------------------------------------
 // Sessions
 
-const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"attacker","version":"1"}}}"#;
-
-/// A raw `initialize` (2025-era, which opens a session) with these credentials.
-async fn initialize(
-    http: &reqwest::Client,
-    base_url: &str,
-    path: &str,
-    entity: &str,
-    token: &str,
-) -> reqwest::Response {
-    http.post(format!("{base_url}{path}"))
-        .header("X-Entity-Id", entity)
-        .header("X-Token", token)
-        .header("Accept", "application/json, text/event-stream")
-        .header("Content-Type", "application/json")
-        .body(INITIALIZE)
-        .send()
-        .await
-        .expect("server answers")
-}
-
 #[tokio::test]
 async fn made_up_credentials_get_401_and_no_session() {
     let app = spawn_app().await;
@@ -413,7 +392,7 @@ async fn made_up_credentials_get_401_and_no_session() {
             ("8ac7a4c9000000000000000000000999", GARBAGE),
             (DEMO_ENTITY_ID, SECOND_TOKEN),
         ] {
-            let resp = initialize(&http, &app.base_url, path, entity, token).await;
+            let resp = raw_initialize(&http, &app.base_url, path, entity, token).await;
             assert_eq!(resp.status(), 401, "{path} {entity}");
             assert!(resp.headers().get("mcp-session-id").is_none());
             let body: Value = resp.json().await.expect("a JSON error");
@@ -424,7 +403,7 @@ async fn made_up_credentials_get_401_and_no_session() {
         }
     }
     // The right credentials open a session.
-    let resp = initialize(&http, &app.base_url, "/mcp", DEMO_ENTITY_ID, DEMO_TOKEN).await;
+    let resp = raw_initialize(&http, &app.base_url, "/mcp", DEMO_ENTITY_ID, DEMO_TOKEN).await;
     assert_eq!(resp.status(), 200);
     assert!(resp.headers().get("mcp-session-id").is_some());
 }
@@ -439,7 +418,7 @@ async fn sessions_are_capped_per_entity_and_in_total_and_closing_frees_a_slot() 
     let http = reqwest::Client::new();
     let mut demo = Vec::new();
     for _ in 0..3 {
-        let resp = initialize(&http, &app.base_url, "/mcp", DEMO_ENTITY_ID, DEMO_TOKEN).await;
+        let resp = raw_initialize(&http, &app.base_url, "/mcp", DEMO_ENTITY_ID, DEMO_TOKEN).await;
         assert_eq!(resp.status(), 200);
         demo.push(
             resp.headers()["mcp-session-id"]
@@ -449,7 +428,7 @@ async fn sessions_are_capped_per_entity_and_in_total_and_closing_frees_a_slot() 
         );
     }
     // The entity's fourth: 429 with a JSON-RPC error saying what to do; no session.
-    let resp = initialize(
+    let resp = raw_initialize(
         &http,
         &app.base_url,
         "/agentic/v1/mcp",
@@ -470,10 +449,11 @@ async fn sessions_are_capped_per_entity_and_in_total_and_closing_frees_a_slot() 
     assert_eq!(body["error"]["data"]["limit"], 3, "{body}");
     // Another entity has its own allowance, up to the server's total.
     for _ in 0..2 {
-        let resp = initialize(&http, &app.base_url, "/mcp", SECOND_ENTITY_ID, SECOND_TOKEN).await;
+        let resp =
+            raw_initialize(&http, &app.base_url, "/mcp", SECOND_ENTITY_ID, SECOND_TOKEN).await;
         assert_eq!(resp.status(), 200);
     }
-    let resp = initialize(&http, &app.base_url, "/mcp", SECOND_ENTITY_ID, SECOND_TOKEN).await;
+    let resp = raw_initialize(&http, &app.base_url, "/mcp", SECOND_ENTITY_ID, SECOND_TOKEN).await;
     assert_eq!(resp.status(), 503);
     assert!(resp.headers().get("retry-after").is_some());
     let body: Value = resp.json().await.unwrap();
@@ -494,7 +474,7 @@ async fn sessions_are_capped_per_entity_and_in_total_and_closing_frees_a_slot() 
         .await
         .unwrap();
     assert!(resp.status().is_success(), "{}", resp.status());
-    let resp = initialize(&http, &app.base_url, "/mcp", DEMO_ENTITY_ID, DEMO_TOKEN).await;
+    let resp = raw_initialize(&http, &app.base_url, "/mcp", DEMO_ENTITY_ID, DEMO_TOKEN).await;
     assert_eq!(resp.status(), 200);
     // Stateless (2026-07-28) clients hold no session and are not counted.
     let client = app.client("/mcp", Era::Stateless).await;
@@ -513,7 +493,7 @@ async fn sessions_are_capped_per_entity_and_in_total_and_closing_frees_a_slot() 
 async fn a_session_answers_only_the_entity_that_opened_it() {
     let app = spawn_app().await;
     let http = reqwest::Client::new();
-    let resp = initialize(&http, &app.base_url, "/mcp", DEMO_ENTITY_ID, DEMO_TOKEN).await;
+    let resp = raw_initialize(&http, &app.base_url, "/mcp", DEMO_ENTITY_ID, DEMO_TOKEN).await;
     let id = resp.headers()["mcp-session-id"]
         .to_str()
         .unwrap()
@@ -553,16 +533,16 @@ async fn an_idle_session_gives_its_slot_back() {
     })
     .await;
     let http = reqwest::Client::new();
-    let resp = initialize(&http, &app.base_url, "/mcp", DEMO_ENTITY_ID, DEMO_TOKEN).await;
+    let resp = raw_initialize(&http, &app.base_url, "/mcp", DEMO_ENTITY_ID, DEMO_TOKEN).await;
     assert_eq!(resp.status(), 200);
     drop(resp);
-    let resp = initialize(&http, &app.base_url, "/mcp", DEMO_ENTITY_ID, DEMO_TOKEN).await;
+    let resp = raw_initialize(&http, &app.base_url, "/mcp", DEMO_ENTITY_ID, DEMO_TOKEN).await;
     assert_eq!(resp.status(), 429);
     // The slot comes back once the session has idled out (1 s here); not a speed target.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
-        let resp = initialize(&http, &app.base_url, "/mcp", DEMO_ENTITY_ID, DEMO_TOKEN).await;
+        let resp = raw_initialize(&http, &app.base_url, "/mcp", DEMO_ENTITY_ID, DEMO_TOKEN).await;
         if resp.status() == 200 {
             break;
         }
@@ -649,7 +629,7 @@ async fn three_thousand_unauthenticated_initializes_leave_memory_flat() {
     // Warm up (allocator arenas, connection pools, the emulator), then measure.
     for i in 0..200 {
         let token = format!("made-up-{i}");
-        initialize(&http, &base_url, "/mcp", DEMO_ENTITY_ID, &token).await;
+        raw_initialize(&http, &base_url, "/mcp", DEMO_ENTITY_ID, &token).await;
     }
     let before = rss_kib(pid);
     let mut attack = tokio::task::JoinSet::new();
@@ -660,7 +640,7 @@ async fn three_thousand_unauthenticated_initializes_leave_memory_flat() {
             let _permit = gate.acquire().await.expect("semaphore");
             let entity = format!("8ac7a4c9{i:024}");
             let token = format!("made-up-token-{i}");
-            let resp = initialize(&http, &base_url, "/mcp", &entity, &token).await;
+            let resp = raw_initialize(&http, &base_url, "/mcp", &entity, &token).await;
             (
                 resp.status().as_u16(),
                 resp.headers().contains_key("mcp-session-id"),

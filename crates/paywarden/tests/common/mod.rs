@@ -485,6 +485,28 @@ impl Drop for BinaryServer {
     }
 }
 
+/// A raw 2025-era `initialize` (which opens a session) at `{base_url}{path}` as `entity` with
+/// `token`, over plain HTTP: the server's answer as it is, whatever its status.
+pub async fn raw_initialize(
+    http: &reqwest::Client,
+    base_url: &str,
+    path: &str,
+    entity: &str,
+    token: &str,
+) -> reqwest::Response {
+    http.post(format!("{base_url}{path}"))
+        .header("X-Entity-Id", entity)
+        .header("X-Token", token)
+        .header("Accept", "application/json, text/event-stream")
+        .header("Content-Type", "application/json")
+        .body(
+            r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"paywarden-test","version":"1"}}}"#,
+        )
+        .send()
+        .await
+        .expect("server answers")
+}
+
 /// Opens a Streamable HTTP session at `{base_url}{path}` the way a 2025-era client does over
 /// plain HTTP (`initialize`, then `notifications/initialized`), as `entity` with `token`, and
 /// returns its `Mcp-Session-Id`. Panics when the server does not open it.
@@ -495,18 +517,7 @@ pub async fn open_raw_session(
     entity: &str,
     token: &str,
 ) -> String {
-    let resp = http
-        .post(format!("{base_url}{path}"))
-        .header("X-Entity-Id", entity)
-        .header("X-Token", token)
-        .header("Accept", "application/json, text/event-stream")
-        .header("Content-Type", "application/json")
-        .body(
-            r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"paywarden-test","version":"1"}}}"#,
-        )
-        .send()
-        .await
-        .expect("server answers");
+    let resp = raw_initialize(http, base_url, path, entity, token).await;
     assert_eq!(resp.status(), 200);
     let id = resp.headers()["mcp-session-id"]
         .to_str()
