@@ -213,8 +213,10 @@ impl Cluster {
     /// process on the file then gets `database is locked` (its calls fail, nothing sent): true,
     /// but not what a test of a frozen replica's *key* is about, and where SIGSTOP lands is up to
     /// the scheduler (a renewal of the key's lease is a short write transaction). On SQLite, a
-    /// stop that caught a write transaction is undone and tried again; PostgreSQL's row locks
-    /// belong to the tests that freeze a replica on them.
+    /// stop that caught server `i` holding the write lock (the holder named by /proc/locks) is
+    /// undone and tried again; while another process holds it, server `i` stays stopped and the
+    /// check waits for that write to end. PostgreSQL's row locks belong to the tests that freeze
+    /// a replica on them.
     async fn freeze(&self, i: usize) {
         use sqlx::{Connection, Executor};
         let Some(path) = self.database_url.strip_prefix("sqlite://") else {
@@ -224,23 +226,53 @@ impl Cluster {
         let options = sqlx::sqlite::SqliteConnectOptions::new()
             .filename(path)
             .busy_timeout(Duration::from_millis(200));
-        for _ in 0..100 {
-            self.signal(i, "-STOP");
+        let frozen = self.server_pid(i);
+        // Each check that found the lock taken: its holder's pid (if /proc/locks names one)
+        // and what BEGIN IMMEDIATE answered.
+        let mut taken: Vec<(Option<u32>, String)> = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        self.signal(i, "-STOP");
+        loop {
             let mut db = sqlx::SqliteConnection::connect_with(&options)
                 .await
                 .expect("sqlite");
-            let free = db.execute("BEGIN IMMEDIATE").await.is_ok();
-            if free {
+            let begun = db.execute("BEGIN IMMEDIATE").await;
+            if begun.is_ok() {
                 db.execute("ROLLBACK").await.expect("rollback");
             }
             db.close().await.expect("close");
-            if free {
-                return;
+            let error = match begun {
+                Ok(_) => {
+                    if !taken.is_empty() {
+                        eprintln!("freeze: server {i} (pid {frozen}) stopped after {} checks found the write lock taken: {taken:?}", taken.len());
+                    }
+                    return;
+                }
+                Err(e) => e.to_string(),
+            };
+            let holder = wal_write_lock_holder(path);
+            taken.push((holder, error));
+            if std::time::Instant::now() > deadline {
+                self.signal(i, "-CONT");
+                let pids: Vec<u32> = self._procs.iter().map(|p| p.0.id()).collect();
+                let last = &taken[taken.len().saturating_sub(20)..];
+                panic!(
+                    "the SQLite write lock stayed taken for 60 s while server {i} was being frozen ({} checks); \
+                     the last checks' holders (pid from /proc/locks) and errors: {last:?}; \
+                     emulator, server 0, server 1: {pids:?}; this test: {}",
+                    taken.len(),
+                    std::process::id()
+                );
             }
-            self.signal(i, "-CONT");
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            if holder == Some(frozen) {
+                // The stop caught server `i` inside a write transaction: let it finish.
+                self.signal(i, "-CONT");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                self.signal(i, "-STOP");
+            } else {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
         }
-        panic!("server {i} held the SQLite write lock at every one of 100 stops");
     }
 
     /// Sends server `i` the signal `name` (`-STOP`, `-CONT`) with kill(1).
@@ -1044,4 +1076,31 @@ async fn tasks_and_request_states_work_across_servers() {
     );
     let clients = cluster.clients(1).await;
     assert_eq!(opp_refunds(&clients[0], &db).await.len(), 2);
+}
+
+/// The process holding SQLite's WAL write lock on the database at `path`, from /proc/locks: the
+/// lock is a POSIX byte lock on byte 120 of the `-shm` file (SQLite's wal.c:
+/// WALINDEX_LOCK_OFFSET + WAL_WRITE_LOCK). `None` when no process holds it or /proc/locks is not
+/// readable (a diagnostic only).
+fn wal_write_lock_holder(path: &str) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let shm = std::fs::metadata(format!("{path}-shm")).ok()?;
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    locks.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // "1: POSIX  ADVISORY  WRITE 3804 fe:00:770388 120 120"
+        let (pid, file, start, end) = (
+            fields.get(4)?,
+            fields.get(5)?,
+            fields.get(6)?,
+            fields.get(7)?,
+        );
+        let inode: u64 = file.rsplit(':').next()?.parse().ok()?;
+        let start: u64 = start.parse().ok()?;
+        let covers = start <= 120 && (*end == "EOF" || end.parse::<u64>().ok()? >= 120);
+        let exclusive = fields.get(3) == Some(&"WRITE");
+        (inode == shm.ino() && covers && exclusive)
+            .then(|| pid.parse().ok())
+            .flatten()
+    })
 }
