@@ -341,3 +341,63 @@ async fn a_replica_killed_mid_burst_is_recovered_by_the_other() {
         "replica A answered {answered} of {BURST} before kill -9 and left {left_open} keys open; replica B found {reconciled} at OPP and recorded them, released {released} and sent them again"
     );
 }
+
+/// Keyed calls renew their key's lease while they run (every third of `key_lease_secs`, here
+/// 2 s). A renewal is a write, and on SQLite a process's writes take turns: a renewal that
+/// waited for the turn while its own call held it, without the call being polled, would wait
+/// forever (the call's task deadlocks, and its client never gets an answer). Rounds of 72
+/// keyed refunds at once, whose writes queue for the turn past a renewal, must all be
+/// answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyed_calls_renewing_their_leases_under_load_are_all_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let emulator = paywarden_emulator::Emulator::open(paywarden_emulator::EmulatorConfig::demo(
+        dir.path().join("opp.db"),
+    ))
+    .await
+    .unwrap()
+    .spawn(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap())
+    .await
+    .unwrap();
+    let database = TestDatabase::fresh().await;
+    let database_url = database.url.clone();
+    let (_server, url) = serve_with(
+        dir.path(),
+        database_url.as_deref(),
+        Some(&emulator.base_url),
+    );
+    let opp = OppClient::new(&emulator.base_url, Duration::from_secs(10)).unwrap();
+    let client = std::sync::Arc::new(
+        connect_client(&url, "/mcp", Era::Legacy, DEMO_ENTITY_ID, DEMO_TOKEN).await,
+    );
+    for round in 0..4 {
+        // 72 calls at once: their writes queue for the turn for longer than a renewal period.
+        let mut debits = debits(&opp).await;
+        debits.extend(self::debits(&opp).await);
+        debits.extend(self::debits(&opp).await);
+        let calls = debits.iter().enumerate().map(|(i, debit)| {
+            let client = client.clone();
+            let args = refund_args(debit, &format!("load-{round}-{i}"));
+            tokio::spawn(async move {
+                tokio::time::timeout(
+                    Duration::from_secs(90),
+                    common::call(&client, "perform_refund", args),
+                )
+                .await
+            })
+        });
+        let answers = futures::future::join_all(calls).await;
+        for (i, answer) in answers.into_iter().enumerate() {
+            let answer = answer.expect("task");
+            let answer = answer
+                .unwrap_or_else(|_| panic!("round {round}: call {i} got no answer in 90 s"))
+                .expect("answered");
+            assert_ne!(
+                answer.is_error,
+                Some(true),
+                "round {round}, call {i}: {}",
+                text(&answer)
+            );
+        }
+    }
+}

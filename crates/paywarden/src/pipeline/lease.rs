@@ -5,6 +5,12 @@ use super::*;
 impl Pipeline {
     /// Runs a keyed call while renewing its key's lease every third of the lease, so the key
     /// stays held while the call runs and lapses soon after its process dies.
+    ///
+    /// The renewals run beside the call, both polled together: the call may hold the store's
+    /// write turn (SQLite, [`crate::store::Store::begin_write`]) while a renewal waits for it,
+    /// so a renewal must never stop the call from being polled. When the call ends, a renewal
+    /// still waiting or in flight is dropped (an `UPDATE` that only extends a lease this call no
+    /// longer needs).
     pub(super) async fn with_lease<F: std::future::Future>(
         &self,
         entity_id: &str,
@@ -17,20 +23,22 @@ impl Pipeline {
             .to_std()
             .unwrap_or(std::time::Duration::from_secs(1))
             .max(std::time::Duration::from_millis(100));
-        tokio::pin!(call);
-        let mut renew = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-        renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                out = &mut call => return out,
-                _ = renew.tick() => {
-                    match self.store.renew_idempotent_lease(entity_id, key, holder, lease).await {
-                        Ok(true) => {}
-                        Ok(false) => tracing::error!(key, "this call no longer holds its idempotency key (its lease ran out and it was reconciled)"),
-                        Err(e) => tracing::warn!(error = %e, key, "could not renew the idempotency key's lease"),
-                    }
+        let renewals = async {
+            let mut renew = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                renew.tick().await;
+                match self.store.renew_idempotent_lease(entity_id, key, holder, lease).await {
+                    Ok(true) => {}
+                    Ok(false) => tracing::error!(key, "this call no longer holds its idempotency key (its lease ran out and it was reconciled)"),
+                    Err(e) => tracing::warn!(error = %e, key, "could not renew the idempotency key's lease"),
                 }
             }
+        };
+        tokio::pin!(call, renewals);
+        tokio::select! {
+            out = &mut call => out,
+            never = &mut renewals => never,
         }
     }
 }

@@ -370,7 +370,7 @@ impl Store {
         .bind(ApprovalStatus::Pending.as_str())
         .bind(stamp(now))
         .bind(stamp(expires_at))
-        .execute(self.pool())
+        .execute(&mut *self.write_conn().await?)
         .await?;
         Ok(Approval {
             id,
@@ -407,7 +407,10 @@ impl Store {
                 "UPDATE approvals SET status = 'expired' WHERE status = 'pending' AND expires_at <= $1",
             ),
         };
-        query.bind(now).execute(self.pool()).await?;
+        query
+            .bind(now)
+            .execute(&mut *self.write_conn().await?)
+            .await?;
         Ok(())
     }
 
@@ -653,7 +656,7 @@ impl Store {
         .bind(serde_json::to_string(outcome)?)
         .bind(stamp(Utc::now()))
         .bind(id)
-        .execute(self.pool())
+        .execute(&mut *self.write_conn().await?)
         .await?
         .rows_affected();
         if updated == 1 {
@@ -674,7 +677,7 @@ impl Store {
             "UPDATE approvals SET status = 'approved', executing_until = NULL WHERE id = $1 AND status = 'executing'",
         )
         .bind(id)
-        .execute(self.pool())
+        .execute(&mut *self.write_conn().await?)
         .await?
         .rows_affected();
         Ok(updated == 1)
@@ -746,7 +749,7 @@ impl Store {
 /// key holds it (so its claimer died before sending anything). An approval claimed before
 /// leases existed (no `executing_until`) is never taken for abandoned.
 async fn abandoned(
-    tx: &mut sqlx::Transaction<'static, Any>,
+    tx: &mut super::WriteTx,
     id: &str,
     now: DateTime<Utc>,
 ) -> Result<bool, StoreError> {

@@ -384,7 +384,7 @@ impl Store {
         sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
             .bind(key)
             .bind(value)
-            .execute(self.pool())
+            .execute(&mut *self.write_conn().await?)
             .await?;
         Ok(self.meta(key).await?.unwrap_or_else(|| value.to_string()))
     }

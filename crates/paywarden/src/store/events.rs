@@ -78,7 +78,7 @@ impl Store {
         .bind(&event.outcome)
         .bind(event.summary.to_string())
         .bind(Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true))
-        .fetch_optional(self.pool())
+        .fetch_optional(&mut *self.write_conn().await?)
         .await?;
         Ok(id)
     }

@@ -253,7 +253,7 @@ impl Store {
         .bind(holder)
         .bind(ts(now + lease))
         .bind(toolset)
-        .execute(self.pool())
+        .execute(&mut *self.write_conn().await?)
         .await?
         .rows_affected();
         if inserted == 1 {
@@ -310,7 +310,7 @@ impl Store {
         .bind(entity_id)
         .bind(key)
         .bind(holder)
-        .execute(self.pool())
+        .execute(&mut *self.write_conn().await?)
         .await?
         .rows_affected();
         Ok(renewed == 1)
@@ -336,7 +336,7 @@ impl Store {
         .bind(approval_id)
         .bind(entity_id)
         .bind(key)
-        .execute(self.pool())
+        .execute(&mut *self.write_conn().await?)
         .await?;
         Ok(())
     }
@@ -366,7 +366,7 @@ impl Store {
         .bind(entity_id)
         .bind(key)
         .bind(holder)
-        .execute(self.pool())
+        .execute(&mut *self.write_conn().await?)
         .await?
         .rows_affected();
         Ok(recorded == 1)
@@ -399,7 +399,7 @@ impl Store {
         .bind(entity_id)
         .bind(key)
         .bind(holder)
-        .execute(self.pool())
+        .execute(&mut *self.write_conn().await?)
         .await?;
         Ok(())
     }
@@ -423,7 +423,7 @@ impl Store {
         .bind(settle_after.map(ts))
         .bind(entity_id)
         .bind(key)
-        .execute(self.pool())
+        .execute(&mut *self.write_conn().await?)
         .await?;
         Ok(())
     }
@@ -449,7 +449,7 @@ impl Store {
         .bind(&record.entity_id)
         .bind(&record.key)
         .bind(lease)
-        .execute(self.pool())
+        .execute(&mut *self.write_conn().await?)
         .await?
         .rows_affected();
         Ok(changed == 1)
@@ -473,7 +473,7 @@ impl Store {
         .bind(entity_id)
         .bind(key)
         .bind(holder)
-        .execute(self.pool())
+        .execute(&mut *self.write_conn().await?)
         .await?;
         Ok(())
     }
@@ -493,7 +493,7 @@ impl Store {
         .bind(&record.key)
         .bind(record.state.as_str())
         .bind(record.lease_until.map(ts))
-        .execute(self.pool())
+        .execute(&mut *self.write_conn().await?)
         .await?
         .rows_affected();
         Ok(deleted == 1)
@@ -554,7 +554,7 @@ impl Store {
         .bind(transaction_id)
         .bind(entity_id)
         .bind(key)
-        .execute(self.pool())
+        .execute(&mut *self.write_conn().await?)
         .await?;
         Ok(())
     }
@@ -589,7 +589,7 @@ impl Store {
         .bind(is_error)
         .bind(now)
         .bind(transaction_id)
-        .execute(self.pool())
+        .execute(&mut *self.write_conn().await?)
         .await?;
         Ok(())
     }

@@ -147,7 +147,7 @@ impl Store {
         .bind(new.amount_minor)
         .bind(&new.currency)
         .bind(now())
-        .fetch_one(self.pool())
+        .fetch_one(&mut *self.write_conn().await?)
         .await?;
         Ok(id)
     }
@@ -290,7 +290,7 @@ impl Store {
         )
         .bind(now())
         .bind(id)
-        .execute(self.pool())
+        .execute(&mut *self.write_conn().await?)
         .await?;
         Ok(())
     }
@@ -314,7 +314,7 @@ impl Store {
         .bind(id)
         .bind(amount_minor)
         .bind(amount_minor)
-        .execute(self.pool())
+        .execute(&mut *self.write_conn().await?)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -340,7 +340,7 @@ impl Store {
         .bind(now())
         .bind(entity_id)
         .bind(request_id)
-        .execute(self.pool())
+        .execute(&mut *self.write_conn().await?)
         .await?;
         Ok(())
     }
@@ -370,7 +370,7 @@ impl Store {
         .bind(&callback.reason)
         .bind(&callback.kind)
         .bind(now())
-        .execute(self.pool())
+        .execute(&mut *self.write_conn().await?)
         .await?;
         Ok(())
     }

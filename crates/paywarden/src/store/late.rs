@@ -122,7 +122,7 @@ impl Store {
         .bind(serde_json::to_string(intent)?)
         .bind(ts(now))
         .bind(ts(now + LATE_WATCH))
-        .execute(self.pool())
+        .execute(&mut *self.write_conn().await?)
         .await?;
         Ok(())
     }
@@ -166,7 +166,7 @@ impl Store {
         .bind(transaction_id)
         .bind(ts(Utc::now()))
         .bind(id)
-        .execute(self.pool())
+        .execute(&mut *self.write_conn().await?)
         .await?;
         Ok(())
     }
@@ -213,7 +213,7 @@ impl Store {
         .bind(ts(Utc::now()))
         .bind(by)
         .bind(id)
-        .execute(self.pool())
+        .execute(&mut *self.write_conn().await?)
         .await?
         .rows_affected();
         Ok(changed > 0)

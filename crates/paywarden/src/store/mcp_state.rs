@@ -136,7 +136,7 @@ impl Store {
         .bind(request_hash)
         .bind(stamp(Utc::now()))
         .bind(stamp(expires_at))
-        .execute(self.pool())
+        .execute(&mut *self.write_conn().await?)
         .await?;
         Ok(())
     }
@@ -155,6 +155,7 @@ impl Store {
         request_hash: &str,
     ) -> Result<(), RequestStateUse> {
         let now = stamp(Utc::now());
+        let mut conn = self.write_conn().await.map_err(StoreError::from)?;
         let done = sqlx::query(
             "UPDATE request_states SET used_at = $1 WHERE nonce_hash = $2 AND entity_id = $3 \
              AND tool = $4 AND request_hash = $5 AND used_at IS NULL AND expires_at > $1",
@@ -164,9 +165,10 @@ impl Store {
         .bind(entity_id)
         .bind(tool)
         .bind(request_hash)
-        .execute(self.pool())
+        .execute(&mut *conn)
         .await
         .map_err(StoreError::from)?;
+        drop(conn);
         if done.rows_affected() == 1 {
             Ok(())
         } else {
@@ -201,7 +203,7 @@ impl Store {
         .bind(serde_json::to_string(result)?)
         .bind(&now)
         .bind(ttl_ms)
-        .execute(self.pool())
+        .execute(&mut *self.write_conn().await?)
         .await?;
         self.task(entity_id, &id)
             .await?
@@ -252,7 +254,7 @@ impl Store {
         .bind(id)
         .bind(entity_id)
         .bind(note)
-        .execute(self.pool())
+        .execute(&mut *self.write_conn().await?)
         .await?;
         Ok((done.rows_affected() == 1).then_some(now))
     }
@@ -277,7 +279,7 @@ impl Store {
         .bind(note)
         .bind(id)
         .bind(entity_id)
-        .execute(self.pool())
+        .execute(&mut *self.write_conn().await?)
         .await?;
         Ok(done.rows_affected() == 1)
     }

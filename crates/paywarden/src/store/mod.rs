@@ -170,6 +170,61 @@ pub struct Store {
     engine: Engine,
     // Audit appends waiting for their group commit (audit::Store::append_audit).
     audit: std::sync::Arc<audit::AuditQueue>,
+    // SQLite: this process's writers take turns here (FIFO) before they ask the file for its
+    // one write lock ([`Store::begin_write`], [`Store::write_conn`]).
+    write_gate: std::sync::Arc<tokio::sync::Mutex<()>>,
+}
+
+/// A write transaction from [`Store::begin_write`]: the transaction and, on SQLite, this
+/// process's turn at the write lock, held until it commits, rolls back or is dropped.
+pub(crate) struct WriteTx {
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl WriteTx {
+    /// Commits the transaction, then gives the turn to the next writer.
+    pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+
+    /// Rolls the transaction back, then gives the turn to the next writer.
+    pub(crate) async fn rollback(self) -> Result<(), sqlx::Error> {
+        self.tx.rollback().await
+    }
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = sqlx::AnyConnection;
+    fn deref(&self) -> &Self::Target {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.tx
+    }
+}
+
+/// A pooled connection for one autocommit write statement from [`Store::write_conn`]; on
+/// SQLite it holds this process's turn at the write lock until it is dropped.
+pub(crate) struct WriteConn {
+    conn: sqlx::pool::PoolConnection<sqlx::Any>,
+    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl std::ops::Deref for WriteConn {
+    type Target = sqlx::AnyConnection;
+    fn deref(&self) -> &Self::Target {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for WriteConn {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.conn
+    }
 }
 
 /// A file path as an `sqlite://` URL that creates the file when missing (`%`, `?` and `#` in
@@ -248,6 +303,7 @@ impl Store {
             pool,
             engine,
             audit: std::sync::Arc::default(),
+            write_gate: std::sync::Arc::default(),
         })
     }
 
@@ -350,7 +406,7 @@ impl Store {
         sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
             .bind(&key)
             .bind(hex::encode(rand::random::<[u8; 32]>()))
-            .execute(&self.pool)
+            .execute(&mut *self.write_conn().await?)
             .await?;
         let stored = self.meta(&key).await?.unwrap_or_default();
         let mut secret = [0u8; 32];
@@ -370,7 +426,7 @@ impl Store {
         sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT(key) DO UPDATE SET value = excluded.value")
             .bind(key)
             .bind(value)
-            .execute(&self.pool)
+            .execute(&mut *self.write_conn().await?)
             .await?;
         Ok(())
     }
@@ -379,19 +435,44 @@ impl Store {
         &self.pool
     }
 
-    /// Begins a transaction that will write rows it first reads: `BEGIN IMMEDIATE` on SQLite
-    /// (the write lock up front, so two processes cannot both read-then-write); a plain
-    /// transaction on PostgreSQL, where the reads take row locks ([`Store::for_update`]).
+    /// The audit appends waiting for their group commit.
     pub(crate) fn audit_queue(&self) -> &audit::AuditQueue {
         &self.audit
     }
 
-    pub(crate) async fn begin_write(
-        &self,
-    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+    /// Begins a transaction that will write rows it first reads: `BEGIN IMMEDIATE` on SQLite
+    /// (the write lock up front, so two processes cannot both read-then-write); a plain
+    /// transaction on PostgreSQL, where the reads take row locks ([`Store::for_update`]).
+    ///
+    /// On SQLite the process's writers first take turns in order ([`Store::write_turn`]), so
+    /// they never meet inside SQLite's busy handler, which retries by sleeping (up to 100 ms a
+    /// time) and under load left writers asleep while the lock was free (docs/performance.md).
+    /// Other processes on the file still wait in the busy handler (`busy_timeout`).
+    pub(crate) async fn begin_write(&self) -> Result<WriteTx, sqlx::Error> {
+        let turn = self.write_turn().await;
+        let tx = match self.engine {
+            Engine::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Engine::Postgres => self.pool.begin().await?,
+        };
+        Ok(WriteTx { tx, _turn: turn })
+    }
+
+    /// A connection for one autocommit write statement (`INSERT`, `UPDATE`, `DELETE`), holding
+    /// this process's turn at SQLite's write lock while it lives: use it as a temporary,
+    /// `.execute(&mut *store.write_conn().await?)`, so the turn ends with the statement.
+    /// Nothing that writes may be awaited while it is held (the turn is not re-entrant).
+    pub(crate) async fn write_conn(&self) -> Result<WriteConn, sqlx::Error> {
+        let turn = self.write_turn().await;
+        let conn = self.pool.acquire().await?;
+        Ok(WriteConn { conn, _turn: turn })
+    }
+
+    /// This process's turn at SQLite's one write lock (FIFO); none on PostgreSQL, whose row
+    /// locks let writers of different rows proceed together.
+    async fn write_turn(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
         match self.engine {
-            Engine::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
-            Engine::Postgres => self.pool.begin().await,
+            Engine::Sqlite => Some(self.write_gate.clone().lock_owned().await),
+            Engine::Postgres => None,
         }
     }
 

@@ -262,7 +262,7 @@ impl Store {
         .bind(name)
         .bind(stripe_customer_id)
         .bind(stamp(now()))
-        .execute(self.pool())
+        .execute(&mut *self.write_conn().await?)
         .await?;
         self.customer_by_email(entity_id, email)
             .await?
@@ -354,7 +354,7 @@ impl Store {
         .bind(new.amount_cents)
         .bind(new.currency)
         .bind(stamp(new.created_at))
-        .execute(self.pool())
+        .execute(&mut *self.write_conn().await?)
         .await?;
         Ok(OrderRecord {
             id,
@@ -555,7 +555,7 @@ impl Store {
         .bind(note)
         .bind(flagged_by)
         .bind(stamp(flag.created_at))
-        .execute(self.pool())
+        .execute(&mut *self.write_conn().await?)
         .await?;
         Ok(flag)
     }

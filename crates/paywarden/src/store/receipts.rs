@@ -41,7 +41,7 @@ impl Store {
         .bind(&receipt.transaction_id)
         .bind(receipt.audit_seq)
         .bind(serde_json::to_string(&receipt.body)?)
-        .execute(self.pool())
+        .execute(&mut *self.write_conn().await?)
         .await?;
         Ok(())
     }

@@ -132,7 +132,7 @@ impl Store {
         .bind(&binding.rule)
         .bind(ts(Utc::now()))
         .bind(ts(binding.expires_at))
-        .execute(self.pool())
+        .execute(&mut *self.write_conn().await?)
         .await?;
         Ok(())
     }
@@ -206,7 +206,7 @@ impl Store {
         )
         .bind(ts(Utc::now()))
         .bind(token_hash)
-        .execute(self.pool())
+        .execute(&mut *self.write_conn().await?)
         .await?
         .rows_affected();
         Ok(updated == 1)
@@ -223,7 +223,7 @@ impl Store {
             "UPDATE confirmations SET used_at = NULL WHERE token_hash = $1 AND used_at IS NOT NULL",
         )
         .bind(token_hash)
-        .execute(self.pool())
+        .execute(&mut *self.write_conn().await?)
         .await?
         .rows_affected();
         Ok(updated == 1)
@@ -252,7 +252,7 @@ impl Store {
         .bind(holder)
         .bind(ts(now + lease))
         .bind(ts(now))
-        .execute(self.pool())
+        .execute(&mut *self.write_conn().await?)
         .await?
         .rows_affected();
         Ok(taken == 1)
@@ -274,7 +274,7 @@ impl Store {
         .bind(entity_id)
         .bind(reference_id)
         .bind(holder)
-        .execute(self.pool())
+        .execute(&mut *self.write_conn().await?)
         .await?;
         Ok(())
     }
@@ -308,7 +308,7 @@ impl Store {
         .bind(amount_minor)
         .bind(currency)
         .bind(ts(Utc::now()))
-        .execute(self.pool())
+        .execute(&mut *self.write_conn().await?)
         .await?;
         Ok(())
     }
@@ -431,7 +431,7 @@ impl Store {
     pub async fn release_reservation(&self, id: &str) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM limit_reservations WHERE id = $1")
             .bind(id)
-            .execute(self.pool())
+            .execute(&mut *self.write_conn().await?)
             .await?;
         Ok(())
     }
@@ -474,7 +474,7 @@ impl Store {
 /// expiring at the end of `now`'s UTC day, and records it on idempotency key `key` when given;
 /// inside the caller's write transaction.
 async fn insert_reservation(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    tx: &mut super::WriteTx,
     id: &str,
     entity_id: &str,
     currency: &str,
