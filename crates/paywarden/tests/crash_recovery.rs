@@ -95,6 +95,18 @@ fn serve_with(
     (server, url.expect("banner names the URL"))
 }
 
+/// The demo OPP emulator served from this process on a free port, its database in `dir`
+/// (`opp.db`). The test's runtime must be multi-threaded: it keeps committing while the
+/// test's client waits.
+async fn in_process_emulator(dir: &std::path::Path) -> paywarden_emulator::RunningEmulator {
+    paywarden_emulator::Emulator::open(paywarden_emulator::EmulatorConfig::demo(dir.join("opp.db")))
+        .await
+        .unwrap()
+        .spawn(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap())
+        .await
+        .unwrap()
+}
+
 fn refund_args(debit: &str, key: &str) -> serde_json::Value {
     json!({"referenceId": debit, "amount": "10.00", "currency": "EUR", "idempotencyKey": key})
 }
@@ -308,14 +320,7 @@ async fn a_replica_killed_mid_burst_is_recovered_by_the_other() {
     // Two replicas on one database and one OPP; one dies mid-burst, the other (never
     // restarted) resolves every key once its leases have run out.
     let dir = tempfile::tempdir().unwrap();
-    let emulator = paywarden_emulator::Emulator::open(paywarden_emulator::EmulatorConfig::demo(
-        dir.path().join("opp.db"),
-    ))
-    .await
-    .unwrap()
-    .spawn(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap())
-    .await
-    .unwrap();
+    let emulator = in_process_emulator(dir.path()).await;
     let database = TestDatabase::fresh().await;
     let database_url = database
         .url
@@ -351,14 +356,7 @@ async fn a_replica_killed_mid_burst_is_recovered_by_the_other() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyed_calls_renewing_their_leases_under_load_are_all_answered() {
     let dir = tempfile::tempdir().unwrap();
-    let emulator = paywarden_emulator::Emulator::open(paywarden_emulator::EmulatorConfig::demo(
-        dir.path().join("opp.db"),
-    ))
-    .await
-    .unwrap()
-    .spawn(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap())
-    .await
-    .unwrap();
+    let emulator = in_process_emulator(dir.path()).await;
     let database = TestDatabase::fresh().await;
     let database_url = database.url.clone();
     let (_server, url) = serve_with(
