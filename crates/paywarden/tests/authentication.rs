@@ -499,14 +499,9 @@ async fn a_session_answers_only_the_entity_that_opened_it() {
         .unwrap()
         .to_string();
     drop(resp);
+    let url = format!("{}/mcp", app.base_url);
     let as_entity = |method: reqwest::Method, entity: &str, token: &str| {
-        http.request(method, format!("{}/mcp", app.base_url))
-            .header("X-Entity-Id", entity)
-            .header("X-Token", token)
-            .header("Mcp-Session-Id", &id)
-            .header("MCP-Protocol-Version", "2025-11-25")
-            .header("Accept", "application/json, text/event-stream")
-            .header("Content-Type", "application/json")
+        session_request(&http, method, &url, entity, token, &id)
     };
     let ping = r#"{"jsonrpc":"2.0","id":7,"method":"ping"}"#;
     for method in [reqwest::Method::POST, reqwest::Method::DELETE] {

@@ -155,7 +155,6 @@ impl Store {
         request_hash: &str,
     ) -> Result<(), RequestStateUse> {
         let now = stamp(Utc::now());
-        let mut conn = self.write_conn().await.map_err(StoreError::from)?;
         let done = sqlx::query(
             "UPDATE request_states SET used_at = $1 WHERE nonce_hash = $2 AND entity_id = $3 \
              AND tool = $4 AND request_hash = $5 AND used_at IS NULL AND expires_at > $1",
@@ -165,10 +164,9 @@ impl Store {
         .bind(entity_id)
         .bind(tool)
         .bind(request_hash)
-        .execute(&mut *conn)
+        .execute(&mut *self.write_conn().await.map_err(StoreError::from)?)
         .await
         .map_err(StoreError::from)?;
-        drop(conn);
         if done.rows_affected() == 1 {
             Ok(())
         } else {

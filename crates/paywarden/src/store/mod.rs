@@ -175,53 +175,43 @@ pub struct Store {
     write_gate: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
-/// A write transaction from [`Store::begin_write`]: the transaction and, on SQLite, this
-/// process's turn at the write lock, held until it commits, rolls back or is dropped.
-pub(crate) struct WriteTx {
-    tx: sqlx::Transaction<'static, sqlx::Any>,
+/// A connection to write on, holding (on SQLite) this process's turn at the file's write lock
+/// until it is dropped: [`WriteTx`] from [`Store::begin_write`], [`WriteConn`] from
+/// [`Store::write_conn`]. Derefs to the connection, so `&mut *w` is an executor.
+pub(crate) struct WithTurn<C> {
+    conn: C,
+    // Declared after `conn`, so it is dropped after it: a dropped transaction has queued its
+    // rollback before the next writer gets the turn.
     _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
+
+/// A write transaction from [`Store::begin_write`] with this process's turn.
+pub(crate) type WriteTx = WithTurn<sqlx::Transaction<'static, sqlx::Any>>;
+
+/// A pooled connection for one autocommit write statement from [`Store::write_conn`] with this
+/// process's turn.
+pub(crate) type WriteConn = WithTurn<sqlx::pool::PoolConnection<sqlx::Any>>;
 
 impl WriteTx {
     /// Commits the transaction, then gives the turn to the next writer.
     pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
-        self.tx.commit().await
+        self.conn.commit().await
     }
 
     /// Rolls the transaction back, then gives the turn to the next writer.
     pub(crate) async fn rollback(self) -> Result<(), sqlx::Error> {
-        self.tx.rollback().await
+        self.conn.rollback().await
     }
 }
 
-impl std::ops::Deref for WriteTx {
-    type Target = sqlx::AnyConnection;
-    fn deref(&self) -> &Self::Target {
-        &self.tx
-    }
-}
-
-impl std::ops::DerefMut for WriteTx {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.tx
-    }
-}
-
-/// A pooled connection for one autocommit write statement from [`Store::write_conn`]; on
-/// SQLite it holds this process's turn at the write lock until it is dropped.
-pub(crate) struct WriteConn {
-    conn: sqlx::pool::PoolConnection<sqlx::Any>,
-    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
-}
-
-impl std::ops::Deref for WriteConn {
+impl<C: std::ops::Deref<Target = sqlx::AnyConnection>> std::ops::Deref for WithTurn<C> {
     type Target = sqlx::AnyConnection;
     fn deref(&self) -> &Self::Target {
         &self.conn
     }
 }
 
-impl std::ops::DerefMut for WriteConn {
+impl<C: std::ops::DerefMut<Target = sqlx::AnyConnection>> std::ops::DerefMut for WithTurn<C> {
     fn deref_mut(&mut self) -> &mut Self::Target {
         &mut self.conn
     }
@@ -454,7 +444,10 @@ impl Store {
             Engine::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             Engine::Postgres => self.pool.begin().await?,
         };
-        Ok(WriteTx { tx, _turn: turn })
+        Ok(WithTurn {
+            conn: tx,
+            _turn: turn,
+        })
     }
 
     /// A connection for one autocommit write statement (`INSERT`, `UPDATE`, `DELETE`), holding
@@ -464,7 +457,7 @@ impl Store {
     pub(crate) async fn write_conn(&self) -> Result<WriteConn, sqlx::Error> {
         let turn = self.write_turn().await;
         let conn = self.pool.acquire().await?;
-        Ok(WriteConn { conn, _turn: turn })
+        Ok(WithTurn { conn, _turn: turn })
     }
 
     /// This process's turn at SQLite's one write lock (FIFO); none on PostgreSQL, whose row

@@ -507,6 +507,26 @@ pub async fn raw_initialize(
         .expect("server answers")
 }
 
+/// A `method` request to `url` inside session `session_id` as `entity` with `token`, with a
+/// 2025-11-25 client's headers (`Mcp-Session-Id`, `MCP-Protocol-Version`, a JSON body, a JSON
+/// or SSE answer); the caller adds the body.
+pub fn session_request(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    entity: &str,
+    token: &str,
+    session_id: &str,
+) -> reqwest::RequestBuilder {
+    http.request(method, url)
+        .header("X-Entity-Id", entity)
+        .header("X-Token", token)
+        .header("Mcp-Session-Id", session_id)
+        .header("MCP-Protocol-Version", "2025-11-25")
+        .header("Accept", "application/json, text/event-stream")
+        .header("Content-Type", "application/json")
+}
+
 /// Opens a Streamable HTTP session at `{base_url}{path}` the way a 2025-era client does over
 /// plain HTTP (`initialize`, then `notifications/initialized`), as `entity` with `token`, and
 /// returns its `Mcp-Session-Id`. Panics when the server does not open it.
@@ -524,14 +544,8 @@ pub async fn open_raw_session(
         .expect("session id")
         .to_string();
     resp.bytes().await.expect("initialize answer");
-    let resp = http
-        .post(format!("{base_url}{path}"))
-        .header("X-Entity-Id", entity)
-        .header("X-Token", token)
-        .header("Mcp-Session-Id", &id)
-        .header("MCP-Protocol-Version", "2025-11-25")
-        .header("Accept", "application/json, text/event-stream")
-        .header("Content-Type", "application/json")
+    let url = format!("{base_url}{path}");
+    let resp = session_request(http, reqwest::Method::POST, &url, entity, token, &id)
         .body(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)
         .send()
         .await
