@@ -222,15 +222,26 @@ print(best["id"], best["currency"])')
     # The same flow with one transaction per connection (an agent refunding different payments):
     # debits of 100.00 EUR made at the offline OPP emulator through OPP's own API.
     opp=$(sed -n 's/.*offline emulator at \(http:[^;]*\);.*/\1/p' "$dir/server.log" | head -1)
-    refs=()
-    for _ in $(seq 1 "$CONNS"); do
-        refs+=("$(curl -sf -X POST "$opp/v1/payments" -H "Authorization: Bearer $TOKEN" \
-            -d entityId="$ENTITY" -d amount=100.00 -d currency=EUR -d paymentBrand=VISA -d paymentType=DB \
-            -d card.number=4200000000000000 -d card.holder=Bench -d card.expiryMonth=12 \
-            -d card.expiryYear=2030 -d card.cvv=123 | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')")
-    done
+    # debits N: N debits of 100.00 EUR made at the offline OPP emulator through OPP's own API,
+    # comma-separated.
+    debits() {
+        local ids=()
+        for _ in $(seq 1 "$1"); do
+            ids+=("$(curl -sf -X POST "$opp/v1/payments" -H "Authorization: Bearer $TOKEN" \
+                -d entityId="$ENTITY" -d amount=100.00 -d currency=EUR -d paymentBrand=VISA -d paymentType=DB \
+                -d card.number=4200000000000000 -d card.holder=Bench -d card.expiryMonth=12 \
+                -d card.expiryYear=2030 -d card.cvv=123 | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')")
+        done
+        (IFS=,; echo "${ids[*]}")
+    }
+    # One flow at a time (the latency of one flow, no queueing), rotating over debits of its
+    # own so that no payment piles up more refunds than in the row below.
+    line=$("$BENCH" refund --url "$url" --connections 1 --seconds "$SECONDS_EACH" \
+        --reference "$(debits "$CONNS")" --currency EUR)
+    # shellcheck disable=SC2086
+    row "$engine: confirmed refund flow, 1 connection (preview + confirmation = 1)" $(echo "$line" | cut -d' ' -f2-)
     line=$("$BENCH" refund --url "$url" --connections "$CONNS" --seconds "$SECONDS_EACH" \
-        --reference "$(IFS=,; echo "${refs[*]}")" --currency EUR)
+        --reference "$(debits "$CONNS")" --currency EUR)
     # shellcheck disable=SC2086
     row "$engine: confirmed refund flow, a transaction per connection (preview + confirmation = 1)" $(echo "$line" | cut -d' ' -f2-)
     line=$("$BENCH" sessions --url "$url" --connections "$CONNS" --seconds "$SECONDS_EACH")

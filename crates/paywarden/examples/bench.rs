@@ -65,8 +65,11 @@ enum Command {
     Refund {
         #[command(flatten)]
         load: Load,
-        /// The transaction(s) to refund, comma-separated: connection `i` refunds the
-        /// `i mod n`-th (one reference: every flow serialises on it, the worst case).
+        /// The transaction(s) to refund, comma-separated. Connection `i` of `c` refunds the
+        /// `i`-th, `(i + c)`-th, `(i + 2c)`-th, ... in turn (indices mod `n`): with `n = c`
+        /// each connection refunds its own; with one reference every flow serialises on it
+        /// (the worst case); with one connection and `n` references the flows rotate over
+        /// them, so no payment piles up refunds faster than in the `n`-connection row.
         #[arg(long, value_delimiter = ',', required = true)]
         reference: Vec<String>,
         #[arg(long)]
@@ -111,8 +114,14 @@ async fn main() -> anyhow::Result<()> {
         } => {
             let references = Arc::new(reference);
             let currency = Arc::new(currency);
+            // The number of flows each connection has started.
+            let started: Arc<Vec<std::sync::atomic::AtomicUsize>> =
+                Arc::new((0..load.connections).map(|_| Default::default()).collect());
+            let connections = load.connections;
             run_loop("refund_flow", &load, move |client, url, worker| {
-                let reference = references[worker % references.len()].clone();
+                let flow = started[worker].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let reference =
+                    references[(worker + flow * connections) % references.len()].clone();
                 let currency = currency.clone();
                 async move { refund_flow(&client, &url, &reference, &currency).await }
             })
