@@ -312,10 +312,22 @@ async fn the_emulator_settles_a_pending_refund_through_its_signed_webhook() {
         .await
         .unwrap();
     assert_eq!(resolved.status(), 200);
-    // No tool call: the webhook alone settles (and undoes) it.
-    eventually("the refund to be settled by the webhook", || async {
-        refund_status(&app, &pi).await == "failed"
-    })
+    // No tool call: the webhook alone settles (and undoes) it. The handler settles the refund,
+    // then stores the event, then audits it, each committed on its own (a redelivery after a
+    // crash in between settles nothing twice and stores the event then), so wait for the last.
+    eventually(
+        "the refund to be settled by the webhook, its event stored and audited",
+        || async {
+            refund_status(&app, &pi).await == "failed"
+                && app
+                    .store
+                    .audit_records(None)
+                    .await
+                    .unwrap()
+                    .iter()
+                    .any(|r| r.entry.tool == "stripe_webhook" && r.entry.outcome == "reversed")
+        },
+    )
     .await;
     let order = app
         .store
