@@ -1333,7 +1333,9 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    tokio::spawn(future)
+    // Boxed: a handler's future can be tens of KiB (every request kind's state inline), and
+    // tokio moves a spawned future by value through several frames; the box moves once.
+    tokio::spawn(Box::pin(future))
 }
 
 #[cfg(feature = "local")]
@@ -1342,7 +1344,7 @@ where
     F: Future + 'static,
     F::Output: 'static,
 {
-    tokio::task::spawn_local(future)
+    tokio::task::spawn_local(Box::pin(future))
 }
 
 /// Run the service loop over `transport`.
