@@ -219,8 +219,6 @@ print(best["id"], best["currency"])')
         --reference "$reference" --currency "$currency")
     # shellcheck disable=SC2086
     row "$engine: confirmed refund flow, one transaction for all (preview + confirmation = 1)" $(echo "$line" | cut -d' ' -f2-)
-    # The same flow with one transaction per connection (an agent refunding different payments):
-    # debits of 100.00 EUR made at the offline OPP emulator through OPP's own API.
     opp=$(sed -n 's/.*offline emulator at \(http:[^;]*\);.*/\1/p' "$dir/server.log" | head -1)
     # debits N: N debits of 100.00 EUR made at the offline OPP emulator through OPP's own API,
     # comma-separated.
@@ -240,6 +238,7 @@ print(best["id"], best["currency"])')
         --reference "$(debits "$CONNS")" --currency EUR)
     # shellcheck disable=SC2086
     row "$engine: confirmed refund flow, 1 connection (preview + confirmation = 1)" $(echo "$line" | cut -d' ' -f2-)
+    # The same flow with one transaction per connection (an agent refunding different payments).
     line=$("$BENCH" refund --url "$url" --connections "$CONNS" --seconds "$SECONDS_EACH" \
         --reference "$(debits "$CONNS")" --currency EUR)
     # shellcheck disable=SC2086

@@ -114,12 +114,8 @@ async fn main() -> anyhow::Result<()> {
         } => {
             let references = Arc::new(reference);
             let currency = Arc::new(currency);
-            // The number of flows each connection has started.
-            let started: Arc<Vec<std::sync::atomic::AtomicUsize>> =
-                Arc::new((0..load.connections).map(|_| Default::default()).collect());
             let connections = load.connections;
-            run_loop("refund_flow", &load, move |client, url, worker| {
-                let flow = started[worker].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            run_loop("refund_flow", &load, move |client, url, worker, flow| {
                 let reference =
                     references[(worker + flow * connections) % references.len()].clone();
                 let currency = currency.clone();
@@ -319,7 +315,7 @@ async fn session_clients(load: &Load) -> anyhow::Result<()> {
     );
     let sessions = Arc::new(tokio::sync::Mutex::new(Vec::<Option<String>>::new()));
     sessions.lock().await.resize(load.connections, None);
-    run_loop("session_clients", load, move |client, url, worker| {
+    run_loop("session_clients", load, move |client, url, worker, _| {
         let call = call.clone();
         let sessions = sessions.clone();
         async move {
@@ -360,11 +356,12 @@ async fn open_sessions(url: &str, count: usize, hold: u64) -> anyhow::Result<()>
     Ok(())
 }
 
-/// Runs `op` in a closed loop on `load.connections` connections for `load.seconds`, then prints
-/// `name req_per_s p50_ms p99_ms ok errors` (and the first error, on stderr).
+/// Runs `op(client, url, connection, iteration)` in a closed loop on `load.connections`
+/// connections for `load.seconds` (`iteration` counts that connection's calls from 0), then
+/// prints `name req_per_s p50_ms p99_ms ok errors` (and the first error, on stderr).
 async fn run_loop<F, Fut>(name: &str, load: &Load, op: F) -> anyhow::Result<()>
 where
-    F: Fn(reqwest::Client, String, usize) -> Fut + Send + Sync + 'static,
+    F: Fn(reqwest::Client, String, usize, usize) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
 {
     let op = Arc::new(op);
@@ -382,9 +379,12 @@ where
             let mut latencies = Vec::new();
             let mut errors = 0usize;
             let mut first_error = None;
-            while Instant::now() < deadline {
+            for iteration in 0.. {
+                if Instant::now() >= deadline {
+                    break;
+                }
                 let t = Instant::now();
-                match op(client.clone(), url.clone(), worker).await {
+                match op(client.clone(), url.clone(), worker, iteration).await {
                     Ok(()) => latencies.push(t.elapsed()),
                     Err(e) => {
                         errors += 1;
