@@ -23,6 +23,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{any::AnyRow, Any, Row};
 
+use super::WriteStatement;
 use super::{Store, StoreError};
 
 /// How long after an approval the agent may still execute it, even past the request's expiry.
@@ -370,7 +371,7 @@ impl Store {
         .bind(ApprovalStatus::Pending.as_str())
         .bind(stamp(now))
         .bind(stamp(expires_at))
-        .execute(&mut *self.write_conn().await?)
+        .write_on(self)
         .await?;
         Ok(Approval {
             id,
@@ -407,10 +408,7 @@ impl Store {
                 "UPDATE approvals SET status = 'expired' WHERE status = 'pending' AND expires_at <= $1",
             ),
         };
-        query
-            .bind(now)
-            .execute(&mut *self.write_conn().await?)
-            .await?;
+        query.bind(now).write_on(self).await?;
         Ok(())
     }
 
@@ -656,7 +654,7 @@ impl Store {
         .bind(serde_json::to_string(outcome)?)
         .bind(stamp(Utc::now()))
         .bind(id)
-        .execute(&mut *self.write_conn().await?)
+        .write_on(self)
         .await?
         .rows_affected();
         if updated == 1 {
@@ -677,7 +675,7 @@ impl Store {
             "UPDATE approvals SET status = 'approved', executing_until = NULL WHERE id = $1 AND status = 'executing'",
         )
         .bind(id)
-        .execute(&mut *self.write_conn().await?)
+        .write_on(self)
         .await?
         .rows_affected();
         Ok(updated == 1)

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 
+use super::WriteStatement;
 use super::{Store, StoreError};
 
 /// The PostgreSQL advisory lock key that serialises audit appends across processes
@@ -384,7 +385,7 @@ impl Store {
         sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
             .bind(key)
             .bind(value)
-            .execute(&mut *self.write_conn().await?)
+            .write_on(self)
             .await?;
         Ok(self.meta(key).await?.unwrap_or_else(|| value.to_string()))
     }

@@ -80,6 +80,7 @@ impl Store {
         .bind(Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true))
         .fetch_optional(&mut *self.write_conn().await?)
         .await?;
+        self.written().await?;
         Ok(id)
     }
 

@@ -22,6 +22,7 @@ use std::{fmt, str::FromStr};
 use chrono::{DateTime, Duration, Utc};
 use sqlx::{any::AnyRow, Row};
 
+use super::WriteStatement;
 use super::{Store, StoreError};
 
 /// What `begin` decided.
@@ -253,7 +254,7 @@ impl Store {
         .bind(holder)
         .bind(ts(now + lease))
         .bind(toolset)
-        .execute(&mut *self.write_conn().await?)
+        .write_on(self)
         .await?
         .rows_affected();
         if inserted == 1 {
@@ -310,7 +311,7 @@ impl Store {
         .bind(entity_id)
         .bind(key)
         .bind(holder)
-        .execute(&mut *self.write_conn().await?)
+        .write_on(self)
         .await?
         .rows_affected();
         Ok(renewed == 1)
@@ -336,7 +337,7 @@ impl Store {
         .bind(approval_id)
         .bind(entity_id)
         .bind(key)
-        .execute(&mut *self.write_conn().await?)
+        .write_on(self)
         .await?;
         Ok(())
     }
@@ -366,7 +367,7 @@ impl Store {
         .bind(entity_id)
         .bind(key)
         .bind(holder)
-        .execute(&mut *self.write_conn().await?)
+        .write_on(self)
         .await?
         .rows_affected();
         Ok(recorded == 1)
@@ -399,7 +400,7 @@ impl Store {
         .bind(entity_id)
         .bind(key)
         .bind(holder)
-        .execute(&mut *self.write_conn().await?)
+        .write_on(self)
         .await?;
         Ok(())
     }
@@ -423,7 +424,7 @@ impl Store {
         .bind(settle_after.map(ts))
         .bind(entity_id)
         .bind(key)
-        .execute(&mut *self.write_conn().await?)
+        .write_on(self)
         .await?;
         Ok(())
     }
@@ -449,7 +450,7 @@ impl Store {
         .bind(&record.entity_id)
         .bind(&record.key)
         .bind(lease)
-        .execute(&mut *self.write_conn().await?)
+        .write_on(self)
         .await?
         .rows_affected();
         Ok(changed == 1)
@@ -473,7 +474,7 @@ impl Store {
         .bind(entity_id)
         .bind(key)
         .bind(holder)
-        .execute(&mut *self.write_conn().await?)
+        .write_on(self)
         .await?;
         Ok(())
     }
@@ -493,7 +494,7 @@ impl Store {
         .bind(&record.key)
         .bind(record.state.as_str())
         .bind(record.lease_until.map(ts))
-        .execute(&mut *self.write_conn().await?)
+        .write_on(self)
         .await?
         .rows_affected();
         Ok(deleted == 1)
@@ -554,7 +555,7 @@ impl Store {
         .bind(transaction_id)
         .bind(entity_id)
         .bind(key)
-        .execute(&mut *self.write_conn().await?)
+        .write_on(self)
         .await?;
         Ok(())
     }
@@ -589,7 +590,7 @@ impl Store {
         .bind(is_error)
         .bind(now)
         .bind(transaction_id)
-        .execute(&mut *self.write_conn().await?)
+        .write_on(self)
         .await?;
         Ok(())
     }

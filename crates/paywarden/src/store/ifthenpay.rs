@@ -7,6 +7,7 @@ use chrono::{SecondsFormat, Utc};
 use serde::Serialize;
 use sqlx::Row;
 
+use super::WriteStatement;
 use super::{Store, StoreError};
 
 /// A payment request paywarden created at ifthenpay.
@@ -149,6 +150,7 @@ impl Store {
         .bind(now())
         .fetch_one(&mut *self.write_conn().await?)
         .await?;
+        self.written().await?;
         Ok(id)
     }
 
@@ -290,7 +292,7 @@ impl Store {
         )
         .bind(now())
         .bind(id)
-        .execute(&mut *self.write_conn().await?)
+        .write_on(self)
         .await?;
         Ok(())
     }
@@ -314,7 +316,7 @@ impl Store {
         .bind(id)
         .bind(amount_minor)
         .bind(amount_minor)
-        .execute(&mut *self.write_conn().await?)
+        .write_on(self)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -340,7 +342,7 @@ impl Store {
         .bind(now())
         .bind(entity_id)
         .bind(request_id)
-        .execute(&mut *self.write_conn().await?)
+        .write_on(self)
         .await?;
         Ok(())
     }
@@ -370,7 +372,7 @@ impl Store {
         .bind(&callback.reason)
         .bind(&callback.kind)
         .bind(now())
-        .execute(&mut *self.write_conn().await?)
+        .write_on(self)
         .await?;
         Ok(())
     }

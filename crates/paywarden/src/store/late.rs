@@ -5,6 +5,7 @@
 use chrono::{DateTime, Duration, Utc};
 use sqlx::{any::AnyRow, Row};
 
+use super::WriteStatement;
 use super::{idempotency::ts, Store, StoreError};
 
 /// How long a released key is watched for a late arrival.
@@ -122,7 +123,7 @@ impl Store {
         .bind(serde_json::to_string(intent)?)
         .bind(ts(now))
         .bind(ts(now + LATE_WATCH))
-        .execute(&mut *self.write_conn().await?)
+        .write_on(self)
         .await?;
         Ok(())
     }
@@ -166,7 +167,7 @@ impl Store {
         .bind(transaction_id)
         .bind(ts(Utc::now()))
         .bind(id)
-        .execute(&mut *self.write_conn().await?)
+        .write_on(self)
         .await?;
         Ok(())
     }
@@ -213,7 +214,7 @@ impl Store {
         .bind(ts(Utc::now()))
         .bind(by)
         .bind(id)
-        .execute(&mut *self.write_conn().await?)
+        .write_on(self)
         .await?
         .rows_affected();
         Ok(changed > 0)

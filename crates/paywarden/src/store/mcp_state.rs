@@ -7,6 +7,7 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use sqlx::Row;
 
+use super::WriteStatement;
 use super::{Store, StoreError};
 
 fn stamp(at: DateTime<Utc>) -> String {
@@ -136,7 +137,7 @@ impl Store {
         .bind(request_hash)
         .bind(stamp(Utc::now()))
         .bind(stamp(expires_at))
-        .execute(&mut *self.write_conn().await?)
+        .write_on(self)
         .await?;
         Ok(())
     }
@@ -164,7 +165,7 @@ impl Store {
         .bind(entity_id)
         .bind(tool)
         .bind(request_hash)
-        .execute(&mut *self.write_conn().await.map_err(StoreError::from)?)
+        .write_on(self)
         .await
         .map_err(StoreError::from)?;
         if done.rows_affected() == 1 {
@@ -201,7 +202,7 @@ impl Store {
         .bind(serde_json::to_string(result)?)
         .bind(&now)
         .bind(ttl_ms)
-        .execute(&mut *self.write_conn().await?)
+        .write_on(self)
         .await?;
         self.task(entity_id, &id)
             .await?
@@ -252,7 +253,7 @@ impl Store {
         .bind(id)
         .bind(entity_id)
         .bind(note)
-        .execute(&mut *self.write_conn().await?)
+        .write_on(self)
         .await?;
         Ok((done.rows_affected() == 1).then_some(now))
     }
@@ -277,7 +278,7 @@ impl Store {
         .bind(note)
         .bind(id)
         .bind(entity_id)
-        .execute(&mut *self.write_conn().await?)
+        .write_on(self)
         .await?;
         Ok(done.rows_affected() == 1)
     }

@@ -17,6 +17,7 @@
 
 mod approvals;
 mod audit;
+mod durability;
 mod events;
 mod idempotency;
 mod ifthenpay;
@@ -173,6 +174,8 @@ pub struct Store {
     // SQLite: this process's writers take turns here (FIFO) before they ask the file for its
     // one write lock ([`Store::begin_write`], [`Store::write_conn`]).
     write_gate: std::sync::Arc<tokio::sync::Mutex<()>>,
+    // SQLite with a database file: the group fsync every write waits for (durability.rs).
+    wal_sync: Option<std::sync::Arc<durability::WalSync>>,
 }
 
 /// A connection to write on, holding (on SQLite) this process's turn at the file's write lock
@@ -182,7 +185,9 @@ pub(crate) struct WithTurn<C> {
     conn: C,
     // Declared after `conn`, so it is dropped after it: a dropped transaction has queued its
     // rollback before the next writer gets the turn.
-    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+    turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+    // What a commit waits for before it returns (SQLite with a file: the WAL's group fsync).
+    wal_sync: Option<std::sync::Arc<durability::WalSync>>,
 }
 
 /// A write transaction from [`Store::begin_write`] with this process's turn.
@@ -193,14 +198,57 @@ pub(crate) type WriteTx = WithTurn<sqlx::Transaction<'static, sqlx::Any>>;
 pub(crate) type WriteConn = WithTurn<sqlx::pool::PoolConnection<sqlx::Any>>;
 
 impl WriteTx {
-    /// Commits the transaction, then gives the turn to the next writer.
+    /// Commits the transaction, gives the turn to the next writer, and returns once the
+    /// commit is durable (SQLite: the WAL's group fsync, [`durability`]).
+    ///
+    /// # Errors
+    /// The commit's error; or, after it, the fsync's (as [`sqlx::Error::Io`]).
     pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
-        self.conn.commit().await
+        let Self {
+            conn,
+            turn,
+            wal_sync,
+        } = self;
+        conn.commit().await?;
+        drop(turn);
+        durable(wal_sync.as_deref()).await
     }
 
     /// Rolls the transaction back, then gives the turn to the next writer.
     pub(crate) async fn rollback(self) -> Result<(), sqlx::Error> {
         self.conn.rollback().await
+    }
+}
+
+/// Returns once every commit that returned before the call is durable (nothing to wait for
+/// without a [`durability::WalSync`]: PostgreSQL, whose `COMMIT` returns once it is durable,
+/// or SQLite without a file).
+async fn durable(wal_sync: Option<&durability::WalSync>) -> Result<(), sqlx::Error> {
+    match wal_sync {
+        Some(sync) => sync.committed().await.map_err(sqlx::Error::Io),
+        None => Ok(()),
+    }
+}
+
+/// One autocommit write statement (`INSERT`, `UPDATE`, `DELETE`) of the store, run with
+/// [`WriteStatement::write_on`]: on this process's write turn, and answered once durable.
+pub(crate) trait WriteStatement {
+    /// Runs the statement on a [`Store::write_conn`], gives the turn back, and returns its
+    /// result once the write is durable.
+    ///
+    /// # Errors
+    /// The statement's error; or, after it ran, the fsync's (as [`sqlx::Error::Io`]).
+    fn write_on(
+        self,
+        store: &Store,
+    ) -> impl std::future::Future<Output = Result<sqlx::any::AnyQueryResult, sqlx::Error>> + Send;
+}
+
+impl<'q> WriteStatement for sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    async fn write_on(self, store: &Store) -> Result<sqlx::any::AnyQueryResult, sqlx::Error> {
+        let done = self.execute(&mut *store.write_conn().await?).await?;
+        store.written().await?;
+        Ok(done)
     }
 }
 
@@ -231,6 +279,20 @@ pub fn sqlite_url(path: &Path) -> String {
         }
     }
     format!("sqlite://{encoded}?mode=rwc")
+}
+
+/// The file of a SQLite pool's main database (`PRAGMA database_list`); `None` for an
+/// in-memory or temporary database, which has nothing to make durable.
+async fn database_file(pool: &AnyPool) -> Result<Option<std::path::PathBuf>, sqlx::Error> {
+    let rows = sqlx::query("PRAGMA database_list").fetch_all(pool).await?;
+    for row in rows {
+        let name: String = row.try_get("name")?;
+        let file: String = row.try_get("file")?;
+        if name == "main" && !file.is_empty() {
+            return Ok(Some(file.into()));
+        }
+    }
+    Ok(None)
 }
 
 impl Store {
@@ -281,7 +343,9 @@ impl Store {
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if engine == Engine::Sqlite {
-                        conn.execute("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;")
+                        // `synchronous = NORMAL`: a commit does not fsync; every write of the
+                        // store waits for the WAL's group fsync instead (durability.rs).
+                        conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;")
                             .await?;
                     }
                     Ok(())
@@ -289,12 +353,29 @@ impl Store {
             })
             .connect_with(options)
             .await?;
+        let wal_sync = match engine {
+            Engine::Sqlite => database_file(&pool)
+                .await?
+                .map(|file| std::sync::Arc::new(durability::WalSync::new(&file))),
+            Engine::Postgres => None,
+        };
         Ok(Self {
             pool,
             engine,
             audit: std::sync::Arc::default(),
             write_gate: std::sync::Arc::default(),
+            wal_sync,
         })
+    }
+
+    /// Returns once every write this process committed so far is durable: call it after an
+    /// autocommit write statement ([`Store::write_conn`]) returned, before anything relies on
+    /// it. [`WriteTx::commit`] and [`WriteStatement::write_on`] call it themselves.
+    ///
+    /// # Errors
+    /// The fsync's error (as [`sqlx::Error::Io`]).
+    pub(crate) async fn written(&self) -> Result<(), sqlx::Error> {
+        durable(self.wal_sync.as_deref()).await
     }
 
     /// The engine this store talks to.
@@ -396,7 +477,7 @@ impl Store {
         sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
             .bind(&key)
             .bind(hex::encode(rand::random::<[u8; 32]>()))
-            .execute(&mut *self.write_conn().await?)
+            .write_on(self)
             .await?;
         let stored = self.meta(&key).await?.unwrap_or_default();
         let mut secret = [0u8; 32];
@@ -416,7 +497,7 @@ impl Store {
         sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT(key) DO UPDATE SET value = excluded.value")
             .bind(key)
             .bind(value)
-            .execute(&mut *self.write_conn().await?)
+            .write_on(self)
             .await?;
         Ok(())
     }
@@ -446,18 +527,25 @@ impl Store {
         };
         Ok(WithTurn {
             conn: tx,
-            _turn: turn,
+            turn,
+            wal_sync: self.wal_sync.clone(),
         })
     }
 
     /// A connection for one autocommit write statement (`INSERT`, `UPDATE`, `DELETE`), holding
     /// this process's turn at SQLite's write lock while it lives: use it as a temporary,
-    /// `.execute(&mut *store.write_conn().await?)`, so the turn ends with the statement.
-    /// Nothing that writes may be awaited while it is held (the turn is not re-entrant).
+    /// `.fetch_one(&mut *store.write_conn().await?)`, so the turn ends with the statement, and
+    /// then wait for [`Store::written`] before anything relies on the write;
+    /// [`WriteStatement::write_on`] does both for `execute`. Nothing that writes may be awaited
+    /// while it is held (the turn is not re-entrant).
     pub(crate) async fn write_conn(&self) -> Result<WriteConn, sqlx::Error> {
         let turn = self.write_turn().await;
         let conn = self.pool.acquire().await?;
-        Ok(WithTurn { conn, _turn: turn })
+        Ok(WithTurn {
+            conn,
+            turn,
+            wal_sync: self.wal_sync.clone(),
+        })
     }
 
     /// This process's turn at SQLite's one write lock (FIFO); none on PostgreSQL, whose row

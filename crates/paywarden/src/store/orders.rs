@@ -8,6 +8,7 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::{any::AnyRow, Row};
 
+use super::WriteStatement;
 use super::{Store, StoreError};
 
 /// An order's payment status (the seed's `paid / refunded / partially_refunded`).
@@ -262,7 +263,7 @@ impl Store {
         .bind(name)
         .bind(stripe_customer_id)
         .bind(stamp(now()))
-        .execute(&mut *self.write_conn().await?)
+        .write_on(self)
         .await?;
         self.customer_by_email(entity_id, email)
             .await?
@@ -354,7 +355,7 @@ impl Store {
         .bind(new.amount_cents)
         .bind(new.currency)
         .bind(stamp(new.created_at))
-        .execute(&mut *self.write_conn().await?)
+        .write_on(self)
         .await?;
         Ok(OrderRecord {
             id,
@@ -555,7 +556,7 @@ impl Store {
         .bind(note)
         .bind(flagged_by)
         .bind(stamp(flag.created_at))
-        .execute(&mut *self.write_conn().await?)
+        .write_on(self)
         .await?;
         Ok(flag)
     }

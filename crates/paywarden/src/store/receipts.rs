@@ -3,6 +3,7 @@
 
 use sqlx::Row;
 
+use super::WriteStatement;
 use super::{Store, StoreError};
 
 /// One stored receipt's index columns and body.
@@ -41,7 +42,7 @@ impl Store {
         .bind(&receipt.transaction_id)
         .bind(receipt.audit_seq)
         .bind(serde_json::to_string(&receipt.body)?)
-        .execute(&mut *self.write_conn().await?)
+        .write_on(self)
         .await?;
         Ok(())
     }

@@ -4,6 +4,7 @@
 use chrono::{DateTime, Duration, Utc};
 use sqlx::Row;
 
+use super::WriteStatement;
 use super::{Store, StoreError};
 
 /// A stored confirmation token's binding.
@@ -132,7 +133,7 @@ impl Store {
         .bind(&binding.rule)
         .bind(ts(Utc::now()))
         .bind(ts(binding.expires_at))
-        .execute(&mut *self.write_conn().await?)
+        .write_on(self)
         .await?;
         Ok(())
     }
@@ -206,7 +207,7 @@ impl Store {
         )
         .bind(ts(Utc::now()))
         .bind(token_hash)
-        .execute(&mut *self.write_conn().await?)
+        .write_on(self)
         .await?
         .rows_affected();
         Ok(updated == 1)
@@ -223,7 +224,7 @@ impl Store {
             "UPDATE confirmations SET used_at = NULL WHERE token_hash = $1 AND used_at IS NOT NULL",
         )
         .bind(token_hash)
-        .execute(&mut *self.write_conn().await?)
+        .write_on(self)
         .await?
         .rows_affected();
         Ok(updated == 1)
@@ -252,7 +253,7 @@ impl Store {
         .bind(holder)
         .bind(ts(now + lease))
         .bind(ts(now))
-        .execute(&mut *self.write_conn().await?)
+        .write_on(self)
         .await?
         .rows_affected();
         Ok(taken == 1)
@@ -274,7 +275,7 @@ impl Store {
         .bind(entity_id)
         .bind(reference_id)
         .bind(holder)
-        .execute(&mut *self.write_conn().await?)
+        .write_on(self)
         .await?;
         Ok(())
     }
@@ -308,7 +309,7 @@ impl Store {
         .bind(amount_minor)
         .bind(currency)
         .bind(ts(Utc::now()))
-        .execute(&mut *self.write_conn().await?)
+        .write_on(self)
         .await?;
         Ok(())
     }
@@ -431,7 +432,7 @@ impl Store {
     pub async fn release_reservation(&self, id: &str) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM limit_reservations WHERE id = $1")
             .bind(id)
-            .execute(&mut *self.write_conn().await?)
+            .write_on(self)
             .await?;
         Ok(())
     }
