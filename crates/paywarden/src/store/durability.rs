@@ -62,6 +62,18 @@ impl WalSync {
         }
     }
 
+    /// Commits noted so far (tests).
+    #[cfg(test)]
+    pub(crate) fn noted(&self) -> u64 {
+        self.noted.load(Ordering::SeqCst)
+    }
+
+    /// Noted commits known durable (tests).
+    #[cfg(test)]
+    pub(crate) async fn synced(&self) -> u64 {
+        *self.synced.lock().await
+    }
+
     /// Returns once the commit that just returned on this process (call it after `COMMIT`,
     /// or after an autocommit statement, returned) is durable: at once when an fsync that
     /// started after it already finished, else after the next one, which this caller runs

@@ -579,6 +579,139 @@ pub(crate) fn get_bool(row: &AnyRow, column: &str) -> Result<Option<bool>, sqlx:
 mod tests {
     use super::*;
 
+    /// (commits noted, commits known durable) of a file store's group fsync.
+    async fn durability(store: &Store) -> (u64, u64) {
+        let sync = store
+            .wal_sync
+            .as_ref()
+            .expect("a SQLite file has a WAL to sync");
+        let noted = sync.noted();
+        (noted, sync.synced().await)
+    }
+
+    #[tokio::test]
+    async fn every_kind_of_write_returns_only_after_the_wal_fsync_that_covers_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("paywarden.db")).await.unwrap();
+        // Commits no longer fsync in SQLite (paywarden's group fsync does), in WAL mode.
+        let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(synchronous, 1, "synchronous = NORMAL");
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(mode, "wal");
+
+        // An autocommit statement (WriteStatement::write_on).
+        let (before, _) = durability(&store).await;
+        store.set_meta("k", "v").await.unwrap();
+        let (noted, synced) = durability(&store).await;
+        assert_eq!(noted, before + 1, "the write noted its commit");
+        assert!(
+            synced >= noted,
+            "answered before its fsync: {synced} < {noted}"
+        );
+
+        // A write transaction (WriteTx::commit), here the audit chain's group commit.
+        let entry = AuditEntry {
+            entity_id: "e".into(),
+            client_name: None,
+            toolset: "opp".into(),
+            tool: "get_transaction".into(),
+            arguments: serde_json::json!({}),
+            outcome: "ok".into(),
+            result_code: None,
+            provider_request_id: None,
+            transaction_id: None,
+            message: None,
+            duration_ms: 1,
+            sandbox: true,
+        };
+        store.append_audit(&entry).await.unwrap();
+        let (after_audit, synced) = durability(&store).await;
+        assert_eq!(after_audit, noted + 1);
+        assert!(synced >= after_audit);
+
+        // A statement that returns rows (`fetch_*` on Store::write_conn, then Store::written).
+        store
+            .record_provider_event(&NewProviderEvent {
+                provider: "stripe".into(),
+                event_id: "evt_1".into(),
+                entity_id: "e".into(),
+                payment_id: None,
+                event_type: "refund.updated".into(),
+                object_id: None,
+                status: None,
+                amount_minor: None,
+                currency: None,
+                outcome: "applied".into(),
+                summary: serde_json::json!({}),
+            })
+            .await
+            .unwrap();
+        let (after_event, synced) = durability(&store).await;
+        assert_eq!(after_event, after_audit + 1);
+        assert!(synced >= after_event);
+
+        // Concurrent writers share fsyncs, and every one of them is covered.
+        let writes = (0..32).map(|i| {
+            let store = store.clone();
+            async move { store.set_meta(&format!("k{i}"), "v").await }
+        });
+        for done in futures::future::join_all(writes).await {
+            done.unwrap();
+        }
+        let (end, synced) = durability(&store).await;
+        assert_eq!(end, after_event + 32);
+        assert!(synced >= end);
+    }
+
+    #[test]
+    fn no_write_of_the_store_skips_the_wal_fsync() {
+        // Every write goes through WriteTx::commit, WriteStatement::write_on, or a
+        // Store::write_conn statement followed by Store::written: a write_conn use without
+        // `written()` in the next lines would answer before its fsync.
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/store");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.file_name().is_some_and(|n| n == "mod.rs") {
+                continue;
+            }
+            let source = std::fs::read_to_string(&path).unwrap();
+            let lines: Vec<&str> = source.lines().collect();
+            for (n, line) in lines.iter().enumerate() {
+                let code = line.trim_start();
+                if code.starts_with("//") || !code.contains("write_conn()") {
+                    continue;
+                }
+                checked += 1;
+                let next = lines[n..(n + 4).min(lines.len())].join("\n");
+                assert!(
+                    next.contains(".written().await"),
+                    "{}:{}: a write on Store::write_conn without Store::written after it",
+                    path.display(),
+                    n + 1
+                );
+            }
+            for (n, line) in lines.iter().enumerate() {
+                assert!(
+                    !line.contains(".commit_unsynced("),
+                    "{}:{}",
+                    path.display(),
+                    n + 1
+                );
+            }
+        }
+        assert!(
+            checked >= 2,
+            "the check found the write_conn uses it is about"
+        );
+    }
+
     #[test]
     fn sqlite_migrations_keep_the_checksums_of_databases_made_before_the_move() {
         // SHA-384 of migrations/000N_*.sql as they were before they moved to migrations/sqlite
