@@ -592,6 +592,9 @@ impl CheckpointWriter {
         last: &mut Option<(i64, String)>,
     ) -> Result<Checkpoint, AnchorError> {
         let (seq, head) = self.store.audit_head().await?;
+        // The head may be committed and not yet durable (an append waiting for its fsync, or
+        // another process's): a checkpoint must never sign rows a power loss could take back.
+        self.store.written().await.map_err(StoreError::from)?;
         let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
         let checkpoint = self.signer.sign(seq, &head, &at);
         let line = format!("{}\n", checkpoint.to_line());

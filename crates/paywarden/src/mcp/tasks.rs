@@ -247,6 +247,16 @@ impl PaywardenMcp {
                 )
                 .await?;
             }
+        } else {
+            // Nothing is written for a cancelled task's status, and the cancellation may still
+            // wait for its fsync: answer "cancelled" only once it is durable.
+            self.state
+                .ops
+                .pipeline()
+                .store()
+                .written()
+                .await
+                .map_err(|e| internal(StoreError::from(e)))?;
         }
         let mut task = base_task(&stored, status);
         task.status_message = now.message;

@@ -201,35 +201,51 @@ impl Store {
         }
     }
 
-    /// Writes `group` in one transaction and answers each caller; if that fails, writes each
-    /// append on its own so every caller gets its own outcome.
+    /// Writes `group` in one transaction and answers each caller once the rows are durable;
+    /// if that transaction fails, writes each append on its own so every caller gets its own
+    /// outcome. A failed fsync fails the appends it was to make durable, which are committed
+    /// and therefore never written again.
     async fn commit_audit_group(&self, group: Vec<Pending>) {
         if group.is_empty() {
             return;
         }
         let entries: Vec<&AuditEntry> = group.iter().map(|p| &p.entry).collect();
-        match self.insert_audit_rows(&entries).await {
-            Ok(seqs) => {
-                for (pending, seq) in group.into_iter().zip(seqs) {
-                    let _ = pending.answer.send(Ok(seq));
+        let answers: Vec<(Pending, Result<i64, StoreError>)> =
+            match self.insert_audit_rows(&entries).await {
+                Ok(seqs) => group
+                    .into_iter()
+                    .zip(seqs)
+                    .map(|(pending, seq)| (pending, Ok(seq)))
+                    .collect(),
+                Err(error) if group.len() == 1 => group
+                    .into_iter()
+                    .next()
+                    .map(|p| (p, Err(error)))
+                    .into_iter()
+                    .collect(),
+                Err(_) => {
+                    let mut answers = Vec::with_capacity(group.len());
+                    for pending in group {
+                        let result =
+                            self.insert_audit_rows(&[&pending.entry])
+                                .await
+                                .and_then(|seqs| {
+                                    seqs.first().copied().ok_or(StoreError::AuditAppendAborted)
+                                });
+                        answers.push((pending, result));
+                    }
+                    answers
                 }
-            }
-            Err(error) if group.len() == 1 => {
-                if let Some(pending) = group.into_iter().next() {
-                    let _ = pending.answer.send(Err(error));
-                }
-            }
-            Err(_) => {
-                for pending in group {
-                    let result = self
-                        .insert_audit_rows(&[&pending.entry])
-                        .await
-                        .and_then(|seqs| {
-                            seqs.first().copied().ok_or(StoreError::AuditAppendAborted)
-                        });
-                    let _ = pending.answer.send(result);
-                }
-            }
+            };
+        let durable = self.written().await;
+        for (pending, result) in answers {
+            let result = match (&durable, result) {
+                (Err(e), Ok(_)) => Err(StoreError::Database(sqlx::Error::Io(
+                    std::io::Error::other(e.to_string()),
+                ))),
+                (_, result) => result,
+            };
+            let _ = pending.answer.send(result);
         }
     }
 
@@ -305,7 +321,8 @@ impl Store {
             rest = tail;
         }
         let seqs = rows.iter().map(|r| r.0).collect();
-        tx.commit().await?;
+        // Durable once commit_audit_group's Store::written returns.
+        tx.commit_unsynced().await?;
         Ok(seqs)
     }
 

@@ -24,6 +24,11 @@
 //!   database file is synced instead.
 //! - The file is opened again for every fsync, so a WAL that SQLite removed and re-created is
 //!   never mistaken for the old one.
+//! - A failed fsync is never forgotten: Linux reports a write-back error to one fsync and may
+//!   then drop the pages, so a later fsync's success would say nothing about them. After one
+//!   failure every write of this process fails (the frames already written may be lost, and
+//!   every later commit sits behind them in the log) until it is restarted and SQLite
+//!   recovers the log from the disk, as PostgreSQL does after a failed fsync.
 //!
 //! What is visible is not always durable yet: another connection can read a commit during the
 //! fsync that makes it durable (at most one fsync's time). Every tool call writes its own
@@ -32,7 +37,10 @@
 
 use std::{
     path::{Path, PathBuf},
-    sync::atomic::{AtomicU64, Ordering},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
 };
 
 /// The group fsync of one SQLite database's write-ahead log, shared by a store's clones.
@@ -47,6 +55,8 @@ pub(crate) struct WalSync {
     /// How many noted commits are durable. Held while an fsync runs, so the writers that
     /// commit meanwhile share the next one.
     synced: tokio::sync::Mutex<u64>,
+    /// The first fsync failure, if any: from then on no write of this process is durable.
+    failed: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl WalSync {
@@ -59,6 +69,7 @@ impl WalSync {
             wal: PathBuf::from(wal),
             noted: AtomicU64::new(0),
             synced: tokio::sync::Mutex::new(0),
+            failed: Arc::default(),
         }
     }
 
@@ -80,23 +91,58 @@ impl WalSync {
     /// for every commit noted before it starts.
     ///
     /// # Errors
-    /// The fsync's I/O error: whether the commit survives a crash of the machine is then
-    /// unknown (it survives one of the process).
+    /// The fsync's I/O error, or that an earlier fsync of this process failed: the commit
+    /// happened (other connections may see it) and survives a crash of the process, but
+    /// whether it survives one of the machine is unknown.
     pub(crate) async fn committed(&self) -> std::io::Result<()> {
         let ticket = self.noted.fetch_add(1, Ordering::SeqCst) + 1;
         let mut synced = self.synced.lock().await;
+        self.check()?;
         if *synced >= ticket {
             return Ok(());
         }
         let target = self.noted.load(Ordering::SeqCst);
         let (wal, database) = (self.wal.clone(), self.database.clone());
-        tokio::task::spawn_blocking(move || sync_log(&wal, &database))
-            .await
-            .map_err(std::io::Error::other)??;
+        let failed = self.failed.clone();
+        // The failure is recorded by the blocking task itself, so a caller dropped while it
+        // runs cannot lose it.
+        tokio::task::spawn_blocking(move || {
+            let synced = sync_log(&wal, &database);
+            if let Err(e) = &synced {
+                tracing::error!(error = %e, wal = %wal.display(), "the fsync of paywarden's database log failed: no write of this process is durable from now on; restart paywarden (SQLite recovers the log from the disk)");
+                let mut failed = failed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                failed.get_or_insert_with(|| e.to_string());
+            }
+            synced
+        })
+        .await
+        .map_err(std::io::Error::other)?
+        .map_err(|e| not_durable(&e.to_string()))?;
         *synced = target;
         Ok(())
     }
+
+    /// Fails once an fsync has failed.
+    fn check(&self) -> std::io::Result<()> {
+        let failed = self
+            .failed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match failed.as_deref() {
+            Some(first) => Err(not_durable(first)),
+            None => Ok(()),
+        }
+    }
 }
+
+/// The error of a write that was committed but whose fsync failed (now or before).
+fn not_durable(cause: &str) -> std::io::Error {
+    std::io::Error::other(format!(
+        "the write was committed but paywarden's fsync of the database log failed ({cause}), so it may not survive a power loss; restart paywarden"
+    ))
+}
+
+impl WalSync {}
 
 /// `fdatasync` of the WAL file, or of the database file when there is no WAL file.
 fn sync_log(wal: &Path, database: &Path) -> std::io::Result<()> {
@@ -125,8 +171,14 @@ mod tests {
         std::fs::write(&sync.wal, b"frames").unwrap();
         sync.committed().await.unwrap();
         assert_eq!(*sync.synced.lock().await, 2);
-        // A missing database file is an error, not a silent success.
+        // A missing database file is an error, not a silent success; and once an fsync has
+        // failed, no later write is reported durable, even when a new fsync would succeed.
         let gone = WalSync::new(&dir.path().join("missing.db"));
-        assert!(gone.committed().await.is_err());
+        let first = gone.committed().await.unwrap_err().to_string();
+        assert!(first.contains("may not survive a power loss"), "{first}");
+        std::fs::write(dir.path().join("missing.db"), b"").unwrap();
+        let later = gone.committed().await.unwrap_err().to_string();
+        assert!(later.contains("restart paywarden"), "{later}");
+        assert_eq!(*gone.synced.lock().await, 0);
     }
 }
