@@ -23,8 +23,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{any::AnyRow, Any, Row};
 
-use super::WriteStatement;
-use super::{Store, StoreError};
+use super::{Store, StoreError, WriteStatement};
 
 /// How long after an approval the agent may still execute it, even past the request's expiry.
 pub const EXECUTION_GRACE: chrono::Duration = chrono::Duration::hours(1);

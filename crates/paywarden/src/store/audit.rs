@@ -9,8 +9,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 
-use super::WriteStatement;
-use super::{Store, StoreError};
+use super::{Store, StoreError, WriteStatement};
 
 /// The PostgreSQL advisory lock key that serialises audit appends across processes
 /// (an arbitrary constant: "pwaudit" in ASCII).
@@ -237,12 +236,14 @@ impl Store {
                     answers
                 }
             };
-        let durable = self.written().await;
+        let durable = super::durable(self.wal_sync.as_deref()).await;
         for (pending, result) in answers {
             let result = match (&durable, result) {
-                (Err(e), Ok(_)) => Err(StoreError::Database(sqlx::Error::Io(
-                    std::io::Error::other(e.to_string()),
-                ))),
+                // The same fsync error for every append of the group (io::Error is not Clone).
+                (Err(e), Ok(_)) => Err(StoreError::Database(sqlx::Error::Io(std::io::Error::new(
+                    e.kind(),
+                    e.to_string(),
+                )))),
                 (_, result) => result,
             };
             let _ = pending.answer.send(result);

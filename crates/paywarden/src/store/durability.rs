@@ -142,8 +142,6 @@ fn not_durable(cause: &str) -> std::io::Error {
     ))
 }
 
-impl WalSync {}
-
 /// `fdatasync` of the WAL file, or of the database file when there is no WAL file.
 fn sync_log(wal: &Path, database: &Path) -> std::io::Result<()> {
     match std::fs::File::open(wal) {

@@ -22,8 +22,7 @@ use std::{fmt, str::FromStr};
 use chrono::{DateTime, Duration, Utc};
 use sqlx::{any::AnyRow, Row};
 
-use super::WriteStatement;
-use super::{Store, StoreError};
+use super::{Store, StoreError, WriteStatement};
 
 /// What `begin` decided.
 #[derive(Debug, Clone, PartialEq)]

@@ -7,8 +7,7 @@ use chrono::{SecondsFormat, Utc};
 use serde::Serialize;
 use sqlx::Row;
 
-use super::WriteStatement;
-use super::{Store, StoreError};
+use super::{Store, StoreError, WriteStatement};
 
 /// A payment request paywarden created at ifthenpay.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -5,8 +5,7 @@
 use chrono::{DateTime, Duration, Utc};
 use sqlx::{any::AnyRow, Row};
 
-use super::WriteStatement;
-use super::{idempotency::ts, Store, StoreError};
+use super::{idempotency::ts, Store, StoreError, WriteStatement};
 
 /// How long a released key is watched for a late arrival.
 pub const LATE_WATCH: Duration = Duration::hours(24);

@@ -7,8 +7,7 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use sqlx::Row;
 
-use super::WriteStatement;
-use super::{Store, StoreError};
+use super::{Store, StoreError, WriteStatement};
 
 fn stamp(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Micros, true)

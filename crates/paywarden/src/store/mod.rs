@@ -187,7 +187,7 @@ pub(crate) struct WithTurn<C> {
     conn: C,
     // Declared after `conn`, so it is dropped after it: a dropped transaction has queued its
     // rollback before the next writer gets the turn.
-    turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
     // What a commit waits for before it returns (SQLite with a file: the WAL's group fsync).
     wal_sync: Option<std::sync::Arc<durability::WalSync>>,
 }
@@ -206,14 +206,9 @@ impl WriteTx {
     /// # Errors
     /// The commit's error; or, after it, the fsync's (as [`sqlx::Error::Io`]).
     pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
-        let Self {
-            conn,
-            turn,
-            wal_sync,
-        } = self;
-        conn.commit().await?;
-        drop(turn);
-        durable(wal_sync.as_deref()).await
+        let wal_sync = self.wal_sync.clone();
+        self.commit_unsynced().await?;
+        durable(wal_sync.as_deref()).await.map_err(sqlx::Error::Io)
     }
 
     /// Commits the transaction and gives the turn to the next writer without waiting for the
@@ -236,9 +231,9 @@ impl WriteTx {
 /// Returns once every commit that returned before the call is durable (nothing to wait for
 /// without a [`durability::WalSync`]: PostgreSQL, whose `COMMIT` returns once it is durable,
 /// or SQLite without a file).
-async fn durable(wal_sync: Option<&durability::WalSync>) -> Result<(), sqlx::Error> {
+async fn durable(wal_sync: Option<&durability::WalSync>) -> std::io::Result<()> {
     match wal_sync {
-        Some(sync) => sync.committed().await.map_err(sqlx::Error::Io),
+        Some(sync) => sync.committed().await,
         None => Ok(()),
     }
 }
@@ -388,7 +383,18 @@ impl Store {
     /// # Errors
     /// The fsync's error (as [`sqlx::Error::Io`]).
     pub(crate) async fn written(&self) -> Result<(), sqlx::Error> {
-        durable(self.wal_sync.as_deref()).await
+        durable(self.wal_sync.as_deref())
+            .await
+            .map_err(sqlx::Error::Io)
+    }
+
+    /// (commits noted, commits known durable) of this store's group fsync; `None` without one
+    /// (tests).
+    #[cfg(test)]
+    pub(crate) async fn durability(&self) -> Option<(u64, u64)> {
+        let sync = self.wal_sync.as_ref()?;
+        let noted = sync.noted();
+        Some((noted, sync.synced().await))
     }
 
     /// The engine this store talks to.
@@ -542,7 +548,7 @@ impl Store {
         };
         Ok(WithTurn {
             conn: tx,
-            turn,
+            _turn: turn,
             wal_sync: self.wal_sync.clone(),
         })
     }
@@ -558,7 +564,7 @@ impl Store {
         let conn = self.pool.acquire().await?;
         Ok(WithTurn {
             conn,
-            turn,
+            _turn: turn,
             wal_sync: self.wal_sync.clone(),
         })
     }
@@ -596,12 +602,10 @@ mod tests {
 
     /// (commits noted, commits known durable) of a file store's group fsync.
     async fn durability(store: &Store) -> (u64, u64) {
-        let sync = store
-            .wal_sync
-            .as_ref()
-            .expect("a SQLite file has a WAL to sync");
-        let noted = sync.noted();
-        (noted, sync.synced().await)
+        store
+            .durability()
+            .await
+            .expect("a SQLite file has a WAL to sync")
     }
 
     #[tokio::test]

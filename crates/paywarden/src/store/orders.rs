@@ -8,8 +8,7 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::{any::AnyRow, Row};
 
-use super::WriteStatement;
-use super::{Store, StoreError};
+use super::{Store, StoreError, WriteStatement};
 
 /// An order's payment status (the seed's `paid / refunded / partially_refunded`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

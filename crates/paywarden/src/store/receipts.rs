@@ -3,8 +3,7 @@
 
 use sqlx::Row;
 
-use super::WriteStatement;
-use super::{Store, StoreError};
+use super::{Store, StoreError, WriteStatement};
 
 /// One stored receipt's index columns and body.
 #[derive(Debug, Clone, PartialEq)]

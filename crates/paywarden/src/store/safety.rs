@@ -4,8 +4,7 @@
 use chrono::{DateTime, Duration, Utc};
 use sqlx::Row;
 
-use super::WriteStatement;
-use super::{Store, StoreError};
+use super::{Store, StoreError, WriteStatement};
 
 /// A stored confirmation token's binding.
 #[derive(Debug, Clone, PartialEq)]
