@@ -1039,6 +1039,27 @@ pub async fn verify(
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn a_checkpoint_signs_only_a_head_that_is_durable() {
+        // The head may be committed by an append still waiting for its fsync (or by another
+        // process): the writer waits for an fsync that starts after it read the head.
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("paywarden.db")).await.unwrap();
+        let writer = CheckpointWriter::open(
+            store.clone(),
+            signer(1),
+            &AuditConfig::default(),
+            dir.path(),
+        )
+        .await
+        .unwrap();
+        let (before, _) = store.durability().await.unwrap();
+        writer.write().await.unwrap();
+        let (noted, synced) = store.durability().await.unwrap();
+        assert_eq!(noted, before + 1, "the checkpoint waited for an fsync");
+        assert!(synced >= noted);
+    }
+
     fn signer(byte: u8) -> AuditSigner {
         AuditSigner::from_seed([byte; 32], "test".into())
     }

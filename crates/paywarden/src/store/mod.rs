@@ -609,6 +609,15 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn migrations_are_durable_before_open_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("paywarden.db")).await.unwrap();
+        let (noted, synced) = durability(&store).await;
+        assert!(noted >= 1, "the migrations waited for an fsync");
+        assert!(synced >= noted);
+    }
+
+    #[tokio::test]
     async fn every_kind_of_write_returns_only_after_the_wal_fsync_that_covers_it() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("paywarden.db")).await.unwrap();
