@@ -599,6 +599,7 @@ pub(crate) fn get_bool(row: &AnyRow, column: &str) -> Result<Option<bool>, sqlx:
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sqlx::Connection;
 
     /// (commits noted, commits known durable) of a file store's group fsync.
     async fn durability(store: &Store) -> (u64, u64) {
@@ -811,6 +812,82 @@ mod tests {
         let status = store.schema_status().await.unwrap();
         assert_eq!(status.applied, status.known);
         assert!(status.pending().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_connection_returns_to_the_pool_without_waiting_for_its_worker() {
+        // vendor/sqlx-sqlite.patch: sqlx pings every connection that returns to the pool, and
+        // sqlx-sqlite's ping was a round trip through the connection's worker thread, queued
+        // behind whatever the worker still had to do. With the patch it only checks that the
+        // worker is alive. Here the worker is busy (a statement waits for a write lock held
+        // elsewhere) when the ping comes: it must answer while the lock is still held.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("paywarden.db");
+        let store = Store::open(&path).await.unwrap();
+        let mut holder = sqlx::AnyConnection::connect(&sqlite_url(&path))
+            .await
+            .unwrap();
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut holder)
+            .await
+            .unwrap();
+        let mut conn = store.pool().acquire().await.unwrap();
+        // The statement reaches the worker, which then waits in SQLite's busy handler (10 s);
+        // the caller gives up on it after 200 ms.
+        let waiting = tokio::time::timeout(
+            std::time::Duration::from_millis(200),
+            sqlx::query("INSERT INTO meta (key, value) VALUES ('k', 'v')").execute(&mut *conn),
+        )
+        .await;
+        assert!(waiting.is_err(), "the INSERT waits for the write lock");
+        let ping = tokio::spawn(async move {
+            let pinged = conn.ping().await;
+            (pinged, conn)
+        });
+        let answered = tokio::time::timeout(std::time::Duration::from_secs(5), ping).await;
+        let Ok(answered) = answered else {
+            panic!(
+                "the ping waited for the worker's queue (sqlx-sqlite without vendor/sqlx-sqlite.patch?)"
+            );
+        };
+        let (pinged, conn) = answered.unwrap();
+        pinged.unwrap();
+        sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+        drop(conn);
+        holder.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_dropped_transaction_is_rolled_back_before_its_connection_is_used_again() {
+        // What sqlx's ping on release used to wait for: the rollback a dropped transaction
+        // queues. The worker runs its commands in order, so the next user of the connection
+        // (one connection here, so it is the same one) starts after the rollback.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("paywarden.db");
+        Store::open(&path).await.unwrap();
+        let pool = sqlx::any::AnyPoolOptions::new()
+            .max_connections(1)
+            .test_before_acquire(false)
+            .connect(&sqlite_url(&path))
+            .await
+            .unwrap();
+        for n in 0..100 {
+            let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
+            sqlx::query("INSERT INTO meta (key, value) VALUES ($1, 'dropped')")
+                .bind(format!("k{n}"))
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            drop(tx);
+            // A new transaction, not a savepoint inside the dropped one.
+            let mut next = pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
+            let kept: i64 = sqlx::query_scalar("SELECT count(*) FROM meta WHERE value = 'dropped'")
+                .fetch_one(&mut *next)
+                .await
+                .unwrap();
+            assert_eq!(kept, 0, "round {n}: the dropped transaction's row is gone");
+            next.commit().await.unwrap();
+        }
     }
 
     #[tokio::test]
