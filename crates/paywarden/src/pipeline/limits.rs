@@ -5,7 +5,7 @@ use std::sync::Arc;
 use super::gate::strength;
 use super::{Caller, Pipeline, ServiceError, ToolOutcome};
 use crate::policy::{Decision, PolicyInput, Verdict};
-use crate::store::{LimitDecision, StoreError};
+use crate::store::{Engine, LimitDecision, StoreError};
 
 impl Pipeline {
     /// Reserves the call's amount without re-evaluating the policy (a person approved it).
@@ -29,8 +29,8 @@ impl Pipeline {
     /// Under the entity's limit lock for the call's currency ([`crate::store::Store::decide_and_reserve`]):
     /// re-evaluates the policy on what moved today plus what is reserved, and reserves this
     /// call's amount when the verdict is no stricter than `verdict` (the one that lets it
-    /// execute). Calls of one process queue for the lock in order (an in-process gate per
-    /// entity and currency) rather than in the database's busy handler.
+    /// execute). Calls of one process queue for the lock in order: on PostgreSQL at an
+    /// in-process gate per entity and currency, on SQLite at the store's write turn.
     pub(super) async fn reserve_checked(
         &self,
         caller: &Caller,
@@ -49,12 +49,24 @@ impl Pipeline {
                 None,
             ))
         };
-        let gate = self.limit_gate(&caller.entity_id, &currency);
         let deadline = tokio::time::Instant::now() + LIMIT_WAIT;
-        let Ok(_queued) = tokio::time::timeout_at(deadline, gate.lock()).await else {
-            return Ok(busy());
-        };
         let store = self.store();
+        // PostgreSQL: this process's deciders queue at an in-process gate rather than at the
+        // database's row lock. SQLite: none. The decision is a write transaction, and the
+        // store's write turn already queues this process's writers in order; a decider that
+        // held a gate while it waited for the turn made every other decider of the entity
+        // wait for all the writes queued ahead of it (docs/performance.md, "The limit
+        // decision on SQLite"). Either way the cap itself is kept by the transaction.
+        let _queued = match store.engine() {
+            Engine::Postgres => {
+                let gate = self.limit_gate(&caller.entity_id, &currency);
+                let Ok(queued) = tokio::time::timeout_at(deadline, gate.lock_owned()).await else {
+                    return Ok(busy());
+                };
+                Some(queued)
+            }
+            Engine::Sqlite => None,
+        };
         loop {
             let decided = store
                 .decide_and_reserve(&caller.entity_id, &currency, amount, key, |total| {
@@ -119,7 +131,8 @@ fn is_busy(e: &sqlx::Error) -> bool {
 /// How long a call waits for its entity's limit decision before answering `busy`.
 pub(super) const LIMIT_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
 
-/// The in-process gates of limit decisions, by (entity id, ISO 4217 currency code).
+/// The in-process gates of limit decisions on PostgreSQL, by (entity id, ISO 4217 currency
+/// code).
 pub(super) type LimitGates =
     std::sync::Mutex<std::collections::HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>>;
 
