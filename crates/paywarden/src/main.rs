@@ -18,7 +18,8 @@ use tokio::net::TcpListener;
 
 /// The server's allocator: mimalloc. Under 64 concurrent calls glibc's malloc spent about a fifth
 /// of the server's CPU in `malloc`/`free` and in waits on its arena locks (a `perf` profile of
-/// the audited read, docs/performance.md).
+/// the audited read, docs/performance.md). With its `override` feature it also serves C's
+/// `malloc`/`free`, which the bundled SQLite allocates with.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -890,6 +890,33 @@ mod tests {
         }
     }
 
+    #[test]
+    fn the_bundled_sqlite_allocates_through_mimalloc() {
+        // crates/paywarden/Cargo.toml: mimalloc's `override` feature makes it the C heap too
+        // (malloc/free), so SQLite's allocations no longer take glibc's arena locks
+        // (docs/performance.md, "SQLite on mimalloc").
+        use std::ffi::{c_int, c_void};
+        // Linked as the `paywarden` binary links it (its global allocator, src/main.rs).
+        extern crate mimalloc;
+        extern "C" {
+            fn sqlite3_malloc(n: c_int) -> *mut c_void;
+            fn sqlite3_free(p: *mut c_void);
+            fn mi_is_in_heap_region(p: *const c_void) -> bool;
+        }
+        // SAFETY: sqlite3_malloc returns memory (or null) that sqlite3_free releases; the
+        // pointer is only compared, never dereferenced.
+        unsafe {
+            let p = sqlite3_malloc(100);
+            assert!(!p.is_null());
+            let in_mimalloc = mi_is_in_heap_region(p);
+            sqlite3_free(p);
+            assert!(
+                in_mimalloc,
+                "SQLite's allocation is not in mimalloc's heap: is the `override` feature on?"
+            );
+        }
+    }
+
     #[tokio::test]
     async fn the_bundled_sqlite_keeps_no_memory_statistics() {
         // .cargo/config.toml builds SQLite with SQLITE_DEFAULT_MEMSTATUS=0: with statistics on,
