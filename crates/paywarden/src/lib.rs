@@ -41,6 +41,12 @@
 #![warn(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+// mimalloc with its `override` feature defines C's malloc/free: linked into every binary that
+// links this library (the server, its tests, the benchmark), so all of them run SQLite and the
+// other C code on the heap the server runs them on (docs/performance.md, "SQLite on
+// mimalloc"). The server also makes it the Rust allocator (src/main.rs).
+extern crate mimalloc as _;
+
 pub mod app;
 pub mod approvals_http;
 pub mod audit_anchor;

@@ -69,7 +69,7 @@ impl Pipeline {
         };
         loop {
             let decided = store
-                .decide_and_reserve(&caller.entity_id, &currency, amount, key, |total| {
+                .decide_and_reserve(&caller.entity_id, &currency, amount, key, deadline, |total| {
                     let mut fresh = policy.clone();
                     fresh.moved_today_minor = total;
                     match self.safety().policy.evaluate(&fresh) {
@@ -94,6 +94,8 @@ impl Pipeline {
                 // An earlier version's lease, or SQLite's write lock not taken within its busy
                 // timeout: nothing was reserved; again until the deadline.
                 Ok(LimitDecision::Held) => {}
+                // SQLite: the write turn did not come by the deadline (checked below).
+                Ok(LimitDecision::TimedOut) => {}
                 Err(StoreError::Database(e)) if is_busy(&e) => {}
                 Err(e) => return Err(e.into()),
             }

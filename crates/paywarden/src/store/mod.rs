@@ -542,6 +542,28 @@ impl Store {
     /// Other processes on the file still wait in the busy handler (`busy_timeout`).
     pub(crate) async fn begin_write(&self) -> Result<WriteTx, sqlx::Error> {
         let turn = self.write_turn().await;
+        self.begin_on_turn(turn).await
+    }
+
+    /// [`Store::begin_write`], giving up (`Ok(None)`, nothing begun) when this process's
+    /// write turn has not come by `deadline` (SQLite; PostgreSQL has no turn to wait for).
+    ///
+    /// # Errors
+    /// As [`Store::begin_write`].
+    pub(crate) async fn begin_write_until(
+        &self,
+        deadline: tokio::time::Instant,
+    ) -> Result<Option<WriteTx>, sqlx::Error> {
+        let Ok(turn) = tokio::time::timeout_at(deadline, self.write_turn()).await else {
+            return Ok(None);
+        };
+        self.begin_on_turn(turn).await.map(Some)
+    }
+
+    async fn begin_on_turn(
+        &self,
+        turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+    ) -> Result<WriteTx, sqlx::Error> {
         let tx = match self.engine {
             Engine::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             Engine::Postgres => self.pool.begin().await?,
@@ -814,13 +836,71 @@ mod tests {
         assert!(status.pending().is_empty());
     }
 
+    /// Voluntary context switches so far of this process's threads named `name`.
+    fn voluntary_switches(name: &str) -> u64 {
+        let mut total = 0;
+        for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            if comm.trim_end() != name {
+                continue;
+            }
+            let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+            total += status
+                .lines()
+                .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+        total
+    }
+
     #[tokio::test]
-    async fn a_connection_returns_to_the_pool_without_waiting_for_its_worker() {
+    async fn an_idle_connection_is_pinged_without_waking_its_worker() {
         // vendor/sqlx-sqlite.patch: sqlx pings every connection that returns to the pool, and
-        // sqlx-sqlite's ping was a round trip through the connection's worker thread, queued
-        // behind whatever the worker still had to do. With the patch it only checks that the
-        // worker is alive. Here the worker is busy (a statement waits for a write lock held
-        // elsewhere) when the ping comes: it must answer while the lock is still held.
+        // sqlx-sqlite's ping was a round trip through the connection's worker thread. With the
+        // patch, the ping of an idle worker (every command finished, no transaction open) does
+        // not wake it. Its thread is named here so that its context switches can be counted
+        // (one per wake-up: it sleeps on its command channel in between).
+        use sqlx::sqlite::SqliteConnectOptions;
+        use sqlx::ConnectOptions;
+        const WORKER: &str = "pw-ping-idle";
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = SqliteConnectOptions::new()
+            .filename(dir.path().join("ping.db"))
+            .create_if_missing(true)
+            .thread_name(|_| WORKER.to_string())
+            .connect()
+            .await
+            .unwrap();
+        sqlx::query("SELECT 1").execute(&mut conn).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+
+        let before = voluntary_switches(WORKER);
+        for _ in 0..200 {
+            conn.ping().await.unwrap();
+        }
+        let pinged = voluntary_switches(WORKER) - before;
+        assert!(
+            pinged < 20,
+            "200 pings woke the idle worker {pinged} times (sqlx-sqlite without vendor/sqlx-sqlite.patch?)"
+        );
+        // The count sees wake-ups: 50 statements wake the worker about 50 times.
+        let before = voluntary_switches(WORKER);
+        for _ in 0..50 {
+            sqlx::query("SELECT 1").execute(&mut conn).await.unwrap();
+        }
+        let ran = voluntary_switches(WORKER) - before;
+        assert!(ran >= 40, "50 statements woke the worker only {ran} times");
+        conn.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_busy_connection_goes_back_to_the_pool_only_when_its_worker_is_done() {
+        // What sqlx's ping on release is for: a cancelled statement still running on the
+        // worker must finish before the pool hands the connection to someone else. Here it
+        // waits in SQLite's busy handler for a write lock held elsewhere, and the ping (the
+        // patch's round trip for a worker that is not idle) answers only after the lock is
+        // released and the statement is done.
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("paywarden.db");
         let store = Store::open(&path).await.unwrap();
@@ -840,28 +920,58 @@ mod tests {
         )
         .await;
         assert!(waiting.is_err(), "the INSERT waits for the write lock");
-        let ping = tokio::spawn(async move {
+        let mut ping = tokio::spawn(async move {
             let pinged = conn.ping().await;
             (pinged, conn)
         });
-        let answered = tokio::time::timeout(std::time::Duration::from_secs(5), ping).await;
-        let Ok(answered) = answered else {
-            panic!(
-                "the ping waited for the worker's queue (sqlx-sqlite without vendor/sqlx-sqlite.patch?)"
-            );
-        };
-        let (pinged, conn) = answered.unwrap();
-        pinged.unwrap();
+        let early = tokio::time::timeout(std::time::Duration::from_millis(500), &mut ping).await;
+        assert!(
+            early.is_err(),
+            "the ping answered while the worker was still busy with the cancelled INSERT"
+        );
         sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+        let (pinged, conn) = ping.await.unwrap();
+        pinged.unwrap();
         drop(conn);
+        // The cancelled INSERT ran once the lock was free.
+        assert_eq!(store.meta("k").await.unwrap().as_deref(), Some("v"));
         holder.close().await.unwrap();
     }
 
     #[tokio::test]
+    async fn a_limit_decision_gives_up_waiting_for_the_write_turn_at_its_deadline() {
+        // On SQLite the daily-limit decision queues at the write turn (no entity gate), so
+        // its wait must end at the caller's deadline (the pipeline then answers `busy`,
+        // "nothing was sent"), not whenever the writes ahead of it are done.
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("paywarden.db")).await.unwrap();
+        let ahead = store.begin_write().await.unwrap();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(200);
+        let decided = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            store.decide_and_reserve("e1", "EUR", 100, None, deadline, |_| None::<()>),
+        )
+        .await
+        .expect("the decision waited past its deadline for the write turn")
+        .unwrap();
+        assert!(matches!(decided, LimitDecision::TimedOut), "{decided:?}");
+        assert!(tokio::time::Instant::now() >= deadline);
+        ahead.rollback().await.unwrap();
+        // With the turn free, the same decision reserves.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        let decided = store
+            .decide_and_reserve("e1", "EUR", 100, None, deadline, |_| None::<()>)
+            .await
+            .unwrap();
+        assert!(matches!(decided, LimitDecision::Reserved(_)), "{decided:?}");
+    }
+
+    #[tokio::test]
     async fn a_dropped_transaction_is_rolled_back_before_its_connection_is_used_again() {
-        // What sqlx's ping on release used to wait for: the rollback a dropped transaction
-        // queues. The worker runs its commands in order, so the next user of the connection
-        // (one connection here, so it is the same one) starts after the rollback.
+        // The rollback a dropped transaction queues runs before the next user of the
+        // connection (one connection here, so it is the same one) begins: the worker runs its
+        // commands in order, and the patched ping of a worker with a transaction open goes
+        // through it. Guards that argument across sqlx upgrades.
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("paywarden.db");
         Store::open(&path).await.unwrap();
@@ -896,8 +1006,6 @@ mod tests {
         // (malloc/free), so SQLite's allocations no longer take glibc's arena locks
         // (docs/performance.md, "SQLite on mimalloc").
         use std::ffi::{c_int, c_void};
-        // Linked as the `paywarden` binary links it (its global allocator, src/main.rs).
-        extern crate mimalloc;
         extern "C" {
             fn sqlite3_malloc(n: c_int) -> *mut c_void;
             fn sqlite3_free(p: *mut c_void);

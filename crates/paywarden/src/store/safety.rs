@@ -73,6 +73,10 @@ pub enum LimitDecision<R> {
     /// decides under a lease, not a lock) and it has not expired: nothing was read or
     /// reserved; try again shortly.
     Held,
+    /// SQLite: this process's write turn did not come before the caller's deadline (the
+    /// writes queued ahead of it, or another process holding the file's write lock, took
+    /// longer): nothing was read or reserved.
+    TimedOut,
 }
 
 /// 00:00 UTC of `now`'s day: where a day's cumulative limits start.
@@ -358,7 +362,9 @@ impl Store {
     /// mid-decision rolls back with its connection, so nothing stays locked and no lease has to
     /// expire (a lease that expired while its holder was stalled is what let two replicas
     /// decide on the same total). A row left by an earlier version's lease that has not expired
-    /// gives [`LimitDecision::Held`].
+    /// gives [`LimitDecision::Held`]. On SQLite, waiting for this process's write turn ends at
+    /// `wait_until` with [`LimitDecision::TimedOut`] (the `BEGIN IMMEDIATE` after it still
+    /// waits up to the busy timeout for another process's write lock).
     ///
     /// # Errors
     /// [`StoreError`] on database failure (on SQLite, also when the write lock could not be
@@ -369,13 +375,16 @@ impl Store {
         currency: &str,
         amount_minor: i64,
         key: Option<&str>,
+        wait_until: tokio::time::Instant,
         decide: impl FnOnce(i64) -> Option<R>,
     ) -> Result<LimitDecision<R>, StoreError> {
         let now = Utc::now();
         let midnight = utc_midnight(now);
         let lock_name = limit_lease_name(currency);
         let id = uuid::Uuid::new_v4().to_string();
-        let mut tx = self.begin_write().await?;
+        let Some(mut tx) = self.begin_write_until(wait_until).await? else {
+            return Ok(LimitDecision::TimedOut);
+        };
         // Taking the row (absent, or an expired lease of an earlier version) locks it until
         // this transaction ends; a concurrent decider's statement waits here.
         let taken = sqlx::query(

@@ -1,6 +1,7 @@
 // Modified for paywarden (2026-12-05): sqlx-sqlite 0.8.6 with vendor/sqlx-sqlite.patch applied,
-// which answers `ConnectionWorker::ping` without a round trip through the worker thread (see
-// docs/performance.md, "sqlx's ping on release", in the paywarden repository).
+// which answers `ConnectionWorker::ping` of an idle worker without a round trip through the
+// worker thread (see docs/performance.md, "sqlx's ping on release", in the paywarden
+// repository).
 
 use std::borrow::Cow;
 use std::future::Future;
@@ -34,13 +35,15 @@ use super::serialize::{deserialize, serialize, SchemaName, SqliteOwnedBuf};
 //       unlikely.
 
 pub(crate) struct ConnectionWorker {
-    command_tx: flume::Sender<(Command, tracing::Span)>,
+    command_tx: CommandSender,
     /// Mutex for locking access to the database.
     pub(crate) shared: Arc<WorkerSharedState>,
 }
 
 pub(crate) struct WorkerSharedState {
     transaction_depth: AtomicUsize,
+    // paywarden's patch: commands sent to the worker and not yet finished by it.
+    unfinished: AtomicUsize,
     cached_statements_size: AtomicUsize,
     pub(crate) conn: Mutex<ConnectionState>,
 }
@@ -95,8 +98,6 @@ enum Command {
     ClearCache {
         tx: oneshot::Sender<()>,
     },
-    // paywarden's patch: no longer sent (`ConnectionWorker::ping`); its handling is unchanged.
-    #[allow(dead_code)]
     Ping {
         tx: oneshot::Sender<()>,
     },
@@ -124,6 +125,7 @@ impl ConnectionWorker {
 
                 let shared = Arc::new(WorkerSharedState {
                     transaction_depth: AtomicUsize::new(0),
+                    unfinished: AtomicUsize::new(0),
                     cached_statements_size: AtomicUsize::new(0),
                     // note: must be fair because in `Command::UnlockDb` we unlock the mutex
                     // and then immediately try to relock it; an unfair mutex would immediately
@@ -134,7 +136,10 @@ impl ConnectionWorker {
 
                 if establish_tx
                     .send(Ok(Self {
-                        command_tx,
+                        command_tx: CommandSender {
+                            tx: command_tx,
+                            shared: Arc::clone(&shared),
+                        },
                         shared: Arc::clone(&shared),
                     }))
                     .is_err()
@@ -148,6 +153,9 @@ impl ConnectionWorker {
                 let mut ignore_next_start_rollback = false;
 
                 for (cmd, span) in command_rx {
+                    // paywarden's patch: counted as finished when this iteration ends, however
+                    // it ends (after the answer was sent).
+                    let finished = Finished(&shared.unfinished);
                     let _guard = span.enter();
                     match cmd {
                         Command::Prepare { query, tx } => {
@@ -330,6 +338,7 @@ impl ConnectionWorker {
                             // drop the connection references before sending confirmation
                             // and ending the command loop
                             drop(conn);
+                            drop(finished);
                             drop(shared);
                             let _ = tx.send(());
                             return;
@@ -408,17 +417,22 @@ impl ConnectionWorker {
             .map_err(|_| Error::WorkerCrashed)
     }
 
-    /// paywarden's patch (vendor/sqlx-sqlite.patch): the worker is alive when its command
-    /// channel is, so no round trip through the worker thread is needed to tell. sqlx-core pings
-    /// every connection as it returns to the pool; for SQLite that was a wake-up of the worker
-    /// thread and one of the caller per statement. Commands already queued (a dropped
-    /// transaction's rollback, a cancelled statement) still run before any later command of
-    /// the next user, because the worker takes them in order.
+    /// paywarden's patch (vendor/sqlx-sqlite.patch): sqlx-core pings every connection as it
+    /// returns to the pool, which for SQLite was a wake-up of the worker thread and one of the
+    /// caller per statement. An idle worker (alive, every command it was sent finished, no
+    /// transaction open) needs no round trip to tell. Otherwise (a dropped transaction's
+    /// rollback or a cancelled statement still queued or running) the ping goes through the
+    /// worker as before, so the pool gets the connection back only once that work is done.
     pub(crate) async fn ping(&mut self) -> Result<(), Error> {
         if self.command_tx.is_disconnected() {
             return Err(Error::WorkerCrashed);
         }
-        Ok(())
+        if self.shared.unfinished.load(Ordering::Acquire) == 0
+            && self.shared.get_transaction_depth() == 0
+        {
+            return Ok(());
+        }
+        self.oneshot_cmd(|tx| Command::Ping { tx }).await
     }
 
     pub(crate) async fn deserialize(
@@ -507,6 +521,68 @@ impl ConnectionWorker {
             // wait for the response
             rx.await.map_err(|_| Error::WorkerCrashed)
         }
+    }
+}
+
+/// paywarden's patch: the sender of a worker's commands, which counts each command as unfinished
+/// from before it is queued until the worker has finished it ([`Finished`]).
+struct CommandSender {
+    tx: flume::Sender<(Command, Span)>,
+    shared: Arc<WorkerSharedState>,
+}
+
+impl CommandSender {
+    fn send(&self, msg: (Command, Span)) -> Result<(), flume::SendError<(Command, Span)>> {
+        let counted = Unsent::count(&self.shared.unfinished);
+        self.tx.send(msg)?;
+        counted.sent();
+        Ok(())
+    }
+
+    async fn send_async(
+        &self,
+        msg: (Command, Span),
+    ) -> Result<(), flume::SendError<(Command, Span)>> {
+        // Dropped before the message was queued (a cancelled caller), the count is undone.
+        let counted = Unsent::count(&self.shared.unfinished);
+        self.tx.send_async(msg).await?;
+        counted.sent();
+        Ok(())
+    }
+
+    fn is_disconnected(&self) -> bool {
+        self.tx.is_disconnected()
+    }
+}
+
+/// paywarden's patch: one command counted as unfinished; uncounted when dropped before `sent`.
+struct Unsent<'a>(Option<&'a AtomicUsize>);
+
+impl<'a> Unsent<'a> {
+    fn count(unfinished: &'a AtomicUsize) -> Self {
+        unfinished.fetch_add(1, Ordering::AcqRel);
+        Self(Some(unfinished))
+    }
+
+    fn sent(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Unsent<'_> {
+    fn drop(&mut self) {
+        if let Some(unfinished) = self.0 {
+            unfinished.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// paywarden's patch: a command the worker received, counted as finished when dropped.
+struct Finished<'a>(&'a AtomicUsize);
+
+impl Drop for Finished<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
