@@ -836,7 +836,8 @@ mod tests {
         assert!(status.pending().is_empty());
     }
 
-    /// Voluntary context switches so far of this process's threads named `name`.
+    /// Voluntary context switches so far of this process's threads named `name` (Linux).
+    #[cfg(target_os = "linux")]
     fn voluntary_switches(name: &str) -> u64 {
         let mut total = 0;
         for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
@@ -854,6 +855,7 @@ mod tests {
         total
     }
 
+    #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn an_idle_connection_is_pinged_without_waking_its_worker() {
         // vendor/sqlx-sqlite.patch: sqlx pings every connection that returns to the pool, and
@@ -875,9 +877,13 @@ mod tests {
         sqlx::query("SELECT 1").execute(&mut conn).await.unwrap();
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
 
+        // A pause after each call, so that a worker it woke has gone back to sleep (and
+        // counted a switch) before the next one, on a loaded machine too.
+        let pause = || tokio::time::sleep(std::time::Duration::from_millis(1));
         let before = voluntary_switches(WORKER);
         for _ in 0..200 {
             conn.ping().await.unwrap();
+            pause().await;
         }
         let pinged = voluntary_switches(WORKER) - before;
         assert!(
@@ -888,6 +894,7 @@ mod tests {
         let before = voluntary_switches(WORKER);
         for _ in 0..50 {
             sqlx::query("SELECT 1").execute(&mut conn).await.unwrap();
+            pause().await;
         }
         let ran = voluntary_switches(WORKER) - before;
         assert!(ran >= 40, "50 statements woke the worker only {ran} times");

@@ -42,8 +42,6 @@ pub(crate) struct ConnectionWorker {
 
 pub(crate) struct WorkerSharedState {
     transaction_depth: AtomicUsize,
-    // paywarden's patch: commands sent to the worker and not yet finished by it.
-    unfinished: AtomicUsize,
     cached_statements_size: AtomicUsize,
     pub(crate) conn: Mutex<ConnectionState>,
 }
@@ -125,7 +123,6 @@ impl ConnectionWorker {
 
                 let shared = Arc::new(WorkerSharedState {
                     transaction_depth: AtomicUsize::new(0),
-                    unfinished: AtomicUsize::new(0),
                     cached_statements_size: AtomicUsize::new(0),
                     // note: must be fair because in `Command::UnlockDb` we unlock the mutex
                     // and then immediately try to relock it; an unfair mutex would immediately
@@ -138,7 +135,7 @@ impl ConnectionWorker {
                     .send(Ok(Self {
                         command_tx: CommandSender {
                             tx: command_tx,
-                            shared: Arc::clone(&shared),
+                            unfinished: Arc::new(AtomicUsize::new(0)),
                         },
                         shared: Arc::clone(&shared),
                     }))
@@ -152,10 +149,10 @@ impl ConnectionWorker {
                 // would rollback an already completed transaction.
                 let mut ignore_next_start_rollback = false;
 
-                for (cmd, span) in command_rx {
-                    // paywarden's patch: counted as finished when this iteration ends, however
-                    // it ends (after the answer was sent).
-                    let finished = Finished(&shared.unfinished);
+                for (cmd, span, unfinished) in command_rx {
+                    // paywarden's patch: the command counts as finished when this iteration
+                    // ends, however it ends (after the answer was sent).
+                    let _unfinished = unfinished;
                     let _guard = span.enter();
                     match cmd {
                         Command::Prepare { query, tx } => {
@@ -338,7 +335,6 @@ impl ConnectionWorker {
                             // drop the connection references before sending confirmation
                             // and ending the command loop
                             drop(conn);
-                            drop(finished);
                             drop(shared);
                             let _ = tx.send(());
                             return;
@@ -427,7 +423,7 @@ impl ConnectionWorker {
         if self.command_tx.is_disconnected() {
             return Err(Error::WorkerCrashed);
         }
-        if self.shared.unfinished.load(Ordering::Acquire) == 0
+        if self.command_tx.unfinished.load(Ordering::Acquire) == 0
             && self.shared.get_transaction_depth() == 0
         {
             return Ok(());
@@ -524,30 +520,31 @@ impl ConnectionWorker {
     }
 }
 
-/// paywarden's patch: the sender of a worker's commands, which counts each command as unfinished
-/// from before it is queued until the worker has finished it ([`Finished`]).
+/// paywarden's patch: the sender of a worker's commands. Each command travels with an
+/// [`Unfinished`] that counts it from before it is queued until it is dropped: by the worker
+/// once it has finished the command, or with the message wherever else the message is dropped
+/// (a failed send, a send future dropped before the message was queued, a queue dropped
+/// with the worker). So each command is counted exactly once, whatever happens to it.
 struct CommandSender {
-    tx: flume::Sender<(Command, Span)>,
-    shared: Arc<WorkerSharedState>,
+    tx: flume::Sender<Message>,
+    unfinished: Arc<AtomicUsize>,
 }
 
+/// A command as the worker receives it.
+type Message = (Command, Span, Unfinished);
+
 impl CommandSender {
-    fn send(&self, msg: (Command, Span)) -> Result<(), flume::SendError<(Command, Span)>> {
-        let counted = Unsent::count(&self.shared.unfinished);
-        self.tx.send(msg)?;
-        counted.sent();
-        Ok(())
+    fn message(&self, (command, span): (Command, Span)) -> Message {
+        self.unfinished.fetch_add(1, Ordering::AcqRel);
+        (command, span, Unfinished(Arc::clone(&self.unfinished)))
     }
 
-    async fn send_async(
-        &self,
-        msg: (Command, Span),
-    ) -> Result<(), flume::SendError<(Command, Span)>> {
-        // Dropped before the message was queued (a cancelled caller), the count is undone.
-        let counted = Unsent::count(&self.shared.unfinished);
-        self.tx.send_async(msg).await?;
-        counted.sent();
-        Ok(())
+    fn send(&self, msg: (Command, Span)) -> Result<(), flume::SendError<Message>> {
+        self.tx.send(self.message(msg))
+    }
+
+    async fn send_async(&self, msg: (Command, Span)) -> Result<(), flume::SendError<Message>> {
+        self.tx.send_async(self.message(msg)).await
     }
 
     fn is_disconnected(&self) -> bool {
@@ -555,32 +552,10 @@ impl CommandSender {
     }
 }
 
-/// paywarden's patch: one command counted as unfinished; uncounted when dropped before `sent`.
-struct Unsent<'a>(Option<&'a AtomicUsize>);
+/// paywarden's patch: one command counted as unfinished until this is dropped.
+struct Unfinished(Arc<AtomicUsize>);
 
-impl<'a> Unsent<'a> {
-    fn count(unfinished: &'a AtomicUsize) -> Self {
-        unfinished.fetch_add(1, Ordering::AcqRel);
-        Self(Some(unfinished))
-    }
-
-    fn sent(mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for Unsent<'_> {
-    fn drop(&mut self) {
-        if let Some(unfinished) = self.0 {
-            unfinished.fetch_sub(1, Ordering::AcqRel);
-        }
-    }
-}
-
-/// paywarden's patch: a command the worker received, counted as finished when dropped.
-struct Finished<'a>(&'a AtomicUsize);
-
-impl Drop for Finished<'_> {
+impl Drop for Unfinished {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
