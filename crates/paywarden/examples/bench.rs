@@ -3,8 +3,11 @@
 //! single fixed request (wrk) cannot express.
 //!
 //! - `echo --listen ADDR`: a bare axum JSON-RPC echo (`POST /mcp`, answers `{"jsonrpc","id","result":{}}`).
-//! - `noop --listen ADDR`: rmcp's Streamable HTTP server with one no-op tool `noop`, the same
-//!   server configuration paywarden uses (stateless for 2026-07-28 requests).
+//! - `noop --listen ADDR [--answer FILE]`: rmcp's Streamable HTTP server with one no-op tool
+//!   `noop`, the same server configuration paywarden uses (stateless for 2026-07-28 requests).
+//!   It answers `"ok"`, or with `--answer` a copy of the `CallToolResult` in FILE (JSON: a tool
+//!   call's `result`, e.g. paywarden's `revenue_summary` answer), so the protocol's cost of an
+//!   answer that size is measured without paywarden's pipeline.
 //! - `refund --url URL --reference ID --currency CUR`: the confirmed refund flow, a preview
 //!   (`perform_refund` of 0.01) and then its confirmation, in a closed loop per connection.
 //! - `sessions --url URL`: session clients (2025-11-25): each connection initializes one
@@ -24,7 +27,7 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use rmcp::{
     handler::server::router::tool::ToolRouter,
-    model::{ServerCapabilities, ServerConfig},
+    model::{CallToolResult, ContentBlock, ServerCapabilities, ServerConfig},
     tool, tool_handler, tool_router,
     transport::streamable_http_server::{
         session::local::LocalSessionManager, StreamableHttpServerConfig, StreamableHttpService,
@@ -60,6 +63,9 @@ enum Command {
     Noop {
         #[arg(long)]
         listen: String,
+        /// A `CallToolResult` (JSON) every call answers with a copy of, instead of `"ok"`.
+        #[arg(long)]
+        answer: Option<std::path::PathBuf>,
     },
     /// The confirmed refund flow (preview, then confirmation).
     Refund {
@@ -106,7 +112,7 @@ struct Load {
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Echo { listen } => echo(&listen).await,
-        Command::Noop { listen } => noop(&listen).await,
+        Command::Noop { listen, answer } => noop(&listen, answer.as_deref()).await,
         Command::Refund {
             load,
             reference,
@@ -141,13 +147,18 @@ async fn echo(listen: &str) -> anyhow::Result<()> {
 #[derive(Clone)]
 struct NoopServer {
     tool_router: ToolRouter<Self>,
+    /// The result every call answers with a copy of; `None` answers `"ok"`.
+    answer: Option<Arc<CallToolResult>>,
 }
 
 #[tool_router]
 impl NoopServer {
     #[tool(description = "Does nothing.")]
-    fn noop(&self) -> String {
-        "ok".to_string()
+    fn noop(&self) -> CallToolResult {
+        match &self.answer {
+            Some(answer) => CallToolResult::clone(answer),
+            None => CallToolResult::success(vec![ContentBlock::text("ok")]),
+        }
     }
 }
 
@@ -158,9 +169,20 @@ impl ServerHandler for NoopServer {
     }
 }
 
-async fn noop(listen: &str) -> anyhow::Result<()> {
+async fn noop(listen: &str, answer: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let answer = match answer {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let result: CallToolResult = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not a CallToolResult", path.display()))?;
+            Some(Arc::new(result))
+        }
+        None => None,
+    };
     let server = NoopServer {
         tool_router: NoopServer::tool_router(),
+        answer,
     };
     // paywarden's own configuration (crate::http::router), minus its host and origin lists.
     let service: StreamableHttpService<NoopServer, LocalSessionManager> =

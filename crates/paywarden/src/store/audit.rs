@@ -171,8 +171,12 @@ impl Store {
         let entry = crate::mask::audit_entry(entry);
         let (answer, mut answered) = tokio::sync::oneshot::channel();
         self.audit_queue().pending().push(Pending { entry, answer });
+        let mut turn = None;
         loop {
-            let writer = self.audit_queue().writer.clone().lock_owned().await;
+            let writer = match turn.take() {
+                Some(writer) => writer,
+                None => self.audit_queue().writer.clone().lock_owned().await,
+            };
             match answered.try_recv() {
                 Ok(result) => return result,
                 Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
@@ -188,23 +192,53 @@ impl Store {
                 let n = pending.len().min(MAX_GROUP);
                 pending.drain(..n).collect()
             };
-            let store = self.clone();
-            let written = tokio::spawn(async move {
-                store.commit_audit_group(group).await;
+            if group.is_empty() {
+                // Nothing waits to be written: this caller's entry is in a group that is
+                // committed and waits for its fsync. Its answer comes with that group's.
                 drop(writer);
+                return answered
+                    .await
+                    .unwrap_or(Err(StoreError::AuditAppendAborted));
+            }
+            let store = self.clone();
+            let committed = tokio::spawn(async move {
+                store.commit_audit_group(group, writer).await;
             });
-            if written.await.is_err() {
-                // The task panicked: its callers' answers were dropped (they see Closed).
-                tracing::error!("the audit group commit task failed");
+            // The next group may start once this one is committed (the task gives the writer
+            // back before its fsync), so this caller waits for the writer again, not for the
+            // task: it leads the next group if one is waiting. Its own answer arrives once its
+            // group is durable.
+            tokio::pin!(committed);
+            tokio::select! {
+                biased;
+                result = &mut answered => {
+                    return result.unwrap_or(Err(StoreError::AuditAppendAborted));
+                }
+                joined = &mut committed => {
+                    if joined.is_err() {
+                        // The task panicked: its callers' answers were dropped (they see Closed).
+                        tracing::error!("the audit group commit task failed");
+                    }
+                }
+                writer = self.audit_queue().writer.clone().lock_owned() => turn = Some(writer),
             }
         }
     }
 
-    /// Writes `group` in one transaction and answers each caller once the rows are durable;
-    /// if that transaction fails, writes each append on its own so every caller gets its own
-    /// outcome. A failed fsync fails the appends it was to make durable, which are committed
-    /// and therefore never written again.
-    async fn commit_audit_group(&self, group: Vec<Pending>) {
+    /// Writes `group` in one transaction (holding `writer`, this process's turn to append),
+    /// gives the turn back once the rows are committed, and answers each caller once they are
+    /// durable; if that transaction fails, writes each append on its own so every caller gets
+    /// its own outcome. A failed fsync fails the appends it was to make durable, which are
+    /// committed and therefore never written again.
+    ///
+    /// The next group can be inserted while this one's fsync runs: it reads the head this one
+    /// committed, and its own fsync (which starts after its commit) covers both, since the log
+    /// is replayed in order. Nobody is answered before an fsync that started after their commit.
+    async fn commit_audit_group(
+        &self,
+        group: Vec<Pending>,
+        writer: tokio::sync::OwnedMutexGuard<()>,
+    ) {
         if group.is_empty() {
             return;
         }
@@ -236,6 +270,7 @@ impl Store {
                     answers
                 }
             };
+        drop(writer);
         let durable = super::durable(self.wal_sync.as_deref()).await;
         for (pending, result) in answers {
             let result = match (&durable, result) {

@@ -79,6 +79,13 @@ impl WalSync {
         self.noted.load(Ordering::SeqCst)
     }
 
+    /// Holds back every fsync of this log while the guard lives: a write that waits for one
+    /// waits until it is dropped (tests).
+    #[cfg(test)]
+    pub(crate) async fn hold_fsyncs(&self) -> tokio::sync::MutexGuard<'_, u64> {
+        self.synced.lock().await
+    }
+
     /// Noted commits known durable (tests).
     #[cfg(test)]
     pub(crate) async fn synced(&self) -> u64 {

@@ -622,6 +622,7 @@ pub(crate) fn get_bool(row: &AnyRow, column: &str) -> Result<Option<bool>, sqlx:
 mod tests {
     use super::*;
     use sqlx::Connection;
+    use std::time::{Duration, Instant};
 
     /// (commits noted, commits known durable) of a file store's group fsync.
     async fn durability(store: &Store) -> (u64, u64) {
@@ -726,6 +727,86 @@ mod tests {
         let (end, synced) = durability(&store).await;
         assert_eq!(end, after_event + 32);
         assert!(synced >= end);
+    }
+
+    #[tokio::test]
+    async fn the_next_audit_group_is_committed_while_the_last_waits_for_its_fsync() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("paywarden.db")).await.unwrap();
+        let entry = |tool: &str| AuditEntry {
+            entity_id: "e".into(),
+            client_name: None,
+            toolset: "opp".into(),
+            tool: tool.into(),
+            arguments: serde_json::json!({}),
+            outcome: "ok".into(),
+            result_code: None,
+            provider_request_id: None,
+            transaction_id: None,
+            message: None,
+            duration_ms: 1,
+            sandbox: true,
+        };
+        let committed = |store: Store| async move {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM audit_log")
+                .fetch_one(store.pool())
+                .await
+                .unwrap()
+        };
+        let sync = store
+            .wal_sync
+            .clone()
+            .expect("a SQLite file has a WAL to sync");
+        let held = sync.hold_fsyncs().await;
+        let noted_before = sync.noted();
+        let first = tokio::spawn({
+            let (store, entry) = (store.clone(), entry("first"));
+            async move { store.append_audit(&entry).await }
+        });
+        // The first group is committed and waits for its fsync (held back).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while committed(store.clone()).await < 1 {
+            assert!(
+                Instant::now() < deadline,
+                "the first append was never committed"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let second = tokio::spawn({
+            let (store, entry) = (store.clone(), entry("second"));
+            async move { store.append_audit(&entry).await }
+        });
+        // The second group does not wait for the first one's fsync to be committed...
+        while committed(store.clone()).await < 2 {
+            assert!(
+                Instant::now() < deadline,
+                "the second append waited for the first group's fsync before committing"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // ...but neither caller is answered before an fsync covers its row.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            !first.is_finished(),
+            "the first append was answered before its fsync"
+        );
+        assert!(
+            !second.is_finished(),
+            "the second append was answered before its fsync"
+        );
+        assert_eq!(sync.noted(), noted_before + 2);
+        drop(held);
+        let (first, second) = (
+            first.await.unwrap().unwrap(),
+            second.await.unwrap().unwrap(),
+        );
+        assert_eq!((first, second), (1, 2), "one chain, in order");
+        let (noted, synced) = durability(&store).await;
+        assert!(
+            synced >= noted,
+            "answered before the fsync: {synced} < {noted}"
+        );
+        assert!(store.verify_audit().await.unwrap().is_none());
     }
 
     #[test]
