@@ -2,6 +2,7 @@
 # paywarden's benchmark (docs/performance.md): release builds, side by side in one run:
 #   - a bare axum JSON-RPC echo and rmcp's stateless no-op tool (the protocol's floor), and
 #     FastMCP's (scripts/bench_fastmcp.py: the Python peers' stack),
+#   - rmcp's tool answering a copy of revenue_summary's answer (the protocol's cost of that size),
 #   - paywarden's audited reads `revenue_summary` and `get_transactions` as stateless
 #     2026-07-28 calls with the demo entity (wrk, a fixed request),
 #   - one SSE answer on one connection (latency of a single call, no queueing),
@@ -206,6 +207,18 @@ payments = json.loads(text[text.index("{"):])["payments"]
 debits = [p for p in payments if p["paymentType"] in ("DB", "CP") and p["currency"] in ("EUR", "USD", "GBP")]
 best = max(debits, key=lambda p: p["amountMinor"])
 print(best["id"], best["currency"])')
+    # rmcp alone answering with a copy of this answer: what the protocol costs for an answer of
+    # revenue_summary's size, without paywarden's pipeline (once, with the first engine's answer).
+    if [ ! -f "$OUT/answer.json" ]; then
+        call_once "$url" revenue_summary "$REVENUE_ARGS" | sed -n 's/^data: //p' |
+            python3 -c 'import json, sys; json.dump(json.load(sys.stdin)["result"], sys.stdout)' >"$OUT/answer.json"
+        aport=$(free_port)
+        "$BENCH" noop --listen "127.0.0.1:$aport" --answer "$OUT/answer.json" & PIDS+=($!)
+        wait_http "http://127.0.0.1:$aport/"
+        wrk_run "rmcp stateless tool answering revenue_summary's answer ($(wc -c <"$OUT/answer.json") bytes)" \
+            "http://127.0.0.1:$aport/mcp" "$(call_body noop '{}')" noop
+        kill "${PIDS[-1]}"
+    fi
     sleep 1
     idle=$(rss_mb "$server")
 
