@@ -128,12 +128,20 @@ struct Pending {
     answer: tokio::sync::oneshot::Sender<Result<i64, StoreError>>,
 }
 
-/// The appends of concurrent callers waiting to be written together (group commit), and the
-/// lock that lets one group at a time be written by this process. Shared by a [`Store`]'s clones.
+/// The appends of concurrent callers waiting to be written together (group commit), and
+/// whether this process's audit writer task is running. Shared by a [`Store`]'s clones.
 #[derive(Default)]
 pub(crate) struct AuditQueue {
-    pending: std::sync::Mutex<Vec<Pending>>,
-    writer: std::sync::Arc<tokio::sync::Mutex<()>>,
+    state: std::sync::Mutex<QueueState>,
+}
+
+/// What [`AuditQueue`] guards.
+#[derive(Default)]
+struct QueueState {
+    /// Appends not yet taken into a group, oldest first.
+    pending: Vec<Pending>,
+    /// Whether a writer task is running; it takes every pending append before it ends.
+    writing: bool,
 }
 
 impl std::fmt::Debug for AuditQueue {
@@ -143,11 +151,39 @@ impl std::fmt::Debug for AuditQueue {
 }
 
 impl AuditQueue {
-    fn pending(&self) -> std::sync::MutexGuard<'_, Vec<Pending>> {
-        // A panic while holding this lock cannot leave the Vec half-changed (push and drain).
-        self.pending
+    fn state(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        // A panic while holding this lock cannot leave the state half-changed (push, drain
+        // and the flag are single steps).
+        self.state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Marks the audit writer task as ended if it ends without doing so itself (unwound by a
+/// panic outside a group, or dropped with its runtime), so the next append starts a new one.
+struct Writing {
+    store: Store,
+    /// Set once the writer found nothing waiting and cleared the flag itself.
+    finished: bool,
+}
+
+impl Drop for Writing {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let mut state = self.store.audit_queue().state();
+        state.writing = false;
+        if !state.pending.is_empty() {
+            // Ended with appends still waiting: start another, so they are written without
+            // waiting for a later append.
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                state.writing = true;
+                drop(state);
+                runtime.spawn(self.store.clone().write_audit_groups());
+            }
+        }
     }
 }
 
@@ -158,9 +194,11 @@ impl Store {
     /// transaction-scoped advisory lock), and `seq` is the head's plus one, so the chain stays
     /// one gap-free chain.
     ///
-    /// Group commit: the appends of concurrent callers in this process are written together,
-    /// up to 256 in one transaction (one fsync), which reads the head under the same lock as a
-    /// single append. A caller whose future is dropped while waiting still has its row written.
+    /// Group commit: the appends of concurrent callers in this process are written together
+    /// by one writer task, up to 256 in one transaction (one fsync), which reads the head under
+    /// the same lock as a single append. The append that finds no writer running starts one
+    /// before it waits, so a caller whose future is dropped while waiting still has its row
+    /// written. The writer commits the next group while the last one waits for its fsync.
     ///
     /// # Errors
     /// [`StoreError`] on database failure (a failed group is retried one append at a time, so
@@ -169,110 +207,105 @@ impl Store {
     pub async fn append_audit(&self, entry: &AuditEntry) -> Result<i64, StoreError> {
         // Whoever appends, no secret or personal data reaches the row (crate::mask).
         let entry = crate::mask::audit_entry(entry);
-        let (answer, mut answered) = tokio::sync::oneshot::channel();
-        self.audit_queue().pending().push(Pending { entry, answer });
-        let mut turn = None;
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let start = {
+            let mut state = self.audit_queue().state();
+            state.pending.push(Pending { entry, answer });
+            !std::mem::replace(&mut state.writing, true)
+        };
+        if start {
+            tokio::spawn(self.clone().write_audit_groups());
+        }
+        answered
+            .await
+            .unwrap_or(Err(StoreError::AuditAppendAborted))
+    }
+
+    /// This process's audit writer: takes the waiting appends, up to [`MAX_GROUP`] at a time,
+    /// and commits each group in one transaction, until none is waiting. Each group then waits
+    /// for its fsync and is answered in a task of its own, so the next group is committed
+    /// meanwhile: it reads the head the last one committed, and its own fsync (which starts
+    /// after its commit) covers both, since the log is replayed in order. Nobody is answered
+    /// before an fsync that started after their commit.
+    async fn write_audit_groups(self) {
+        use futures::FutureExt;
+        let mut writing = Writing {
+            store: self.clone(),
+            finished: false,
+        };
         loop {
-            let writer = match turn.take() {
-                Some(writer) => writer,
-                None => self.audit_queue().writer.clone().lock_owned().await,
-            };
-            match answered.try_recv() {
-                Ok(result) => return result,
-                Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
-                    return Err(StoreError::AuditAppendAborted)
-                }
-                Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {}
-            }
-            // This caller leads: it writes everything waiting (its own entry included, unless
-            // more than a group is waiting; then it loops). In a task of its own, so that the
-            // group is written and answered even if this caller's future is dropped.
             let group: Vec<Pending> = {
-                let mut pending = self.audit_queue().pending();
-                let n = pending.len().min(MAX_GROUP);
-                pending.drain(..n).collect()
+                let mut state = self.audit_queue().state();
+                if state.pending.is_empty() {
+                    state.writing = false;
+                    writing.finished = true;
+                    break;
+                }
+                let n = state.pending.len().min(MAX_GROUP);
+                state.pending.drain(..n).collect()
             };
-            if group.is_empty() {
-                // Nothing waits to be written: this caller's entry is in a group that is
-                // committed and waits for its fsync. Its answer comes with that group's.
-                drop(writer);
-                return answered
-                    .await
-                    .unwrap_or(Err(StoreError::AuditAppendAborted));
-            }
-            let store = self.clone();
-            let committed = tokio::spawn(async move {
-                store.commit_audit_group(group, writer).await;
-            });
-            // The next group may start once this one is committed (the task gives the writer
-            // back before its fsync), so this caller waits for the writer again, not for the
-            // task: it leads the next group if one is waiting. Its own answer arrives once its
-            // group is durable.
-            tokio::pin!(committed);
-            tokio::select! {
-                biased;
-                result = &mut answered => {
-                    return result.unwrap_or(Err(StoreError::AuditAppendAborted));
+            // A panic while writing a group drops its answers (its callers get
+            // AuditAppendAborted); the writer goes on with the next group.
+            match std::panic::AssertUnwindSafe(self.commit_audit_group(group))
+                .catch_unwind()
+                .await
+            {
+                Ok(committed) => {
+                    let store = self.clone();
+                    tokio::spawn(async move { store.answer_when_durable(committed).await });
                 }
-                joined = &mut committed => {
-                    if joined.is_err() {
-                        // The task panicked: its callers' answers were dropped (they see Closed).
-                        tracing::error!("the audit group commit task failed");
-                    }
-                }
-                writer = self.audit_queue().writer.clone().lock_owned() => turn = Some(writer),
+                Err(_) => tracing::error!(
+                    "writing an audit group failed (a panic); its callers are told it was aborted"
+                ),
             }
         }
     }
 
-    /// Writes `group` in one transaction (holding `writer`, this process's turn to append),
-    /// gives the turn back once the rows are committed, and answers each caller once they are
-    /// durable; if that transaction fails, writes each append on its own so every caller gets
-    /// its own outcome. A failed fsync fails the appends it was to make durable, which are
-    /// committed and therefore never written again.
-    ///
-    /// The next group can be inserted while this one's fsync runs: it reads the head this one
-    /// committed, and its own fsync (which starts after its commit) covers both, since the log
-    /// is replayed in order. Nobody is answered before an fsync that started after their commit.
+    /// Writes `group` in one transaction; if that transaction fails, writes each append on its
+    /// own so every caller gets its own outcome. Returns each append with its outcome, not yet
+    /// durable (see [`Store::answer_when_durable`]).
     async fn commit_audit_group(
         &self,
         group: Vec<Pending>,
-        writer: tokio::sync::OwnedMutexGuard<()>,
-    ) {
+    ) -> Vec<(Pending, Result<i64, StoreError>)> {
         if group.is_empty() {
-            return;
+            return Vec::new();
         }
         let entries: Vec<&AuditEntry> = group.iter().map(|p| &p.entry).collect();
-        let answers: Vec<(Pending, Result<i64, StoreError>)> =
-            match self.insert_audit_rows(&entries).await {
-                Ok(seqs) => group
-                    .into_iter()
-                    .zip(seqs)
-                    .map(|(pending, seq)| (pending, Ok(seq)))
-                    .collect(),
-                Err(error) if group.len() == 1 => group
-                    .into_iter()
-                    .next()
-                    .map(|p| (p, Err(error)))
-                    .into_iter()
-                    .collect(),
-                Err(_) => {
-                    let mut answers = Vec::with_capacity(group.len());
-                    for pending in group {
-                        let result =
-                            self.insert_audit_rows(&[&pending.entry])
-                                .await
-                                .and_then(|seqs| {
-                                    seqs.first().copied().ok_or(StoreError::AuditAppendAborted)
-                                });
-                        answers.push((pending, result));
-                    }
-                    answers
+        match self.insert_audit_rows(&entries).await {
+            Ok(seqs) => group
+                .into_iter()
+                .zip(seqs)
+                .map(|(pending, seq)| (pending, Ok(seq)))
+                .collect(),
+            Err(error) if group.len() == 1 => group
+                .into_iter()
+                .next()
+                .map(|p| (p, Err(error)))
+                .into_iter()
+                .collect(),
+            Err(_) => {
+                let mut answers = Vec::with_capacity(group.len());
+                for pending in group {
+                    let result = self
+                        .insert_audit_rows(&[&pending.entry])
+                        .await
+                        .and_then(|seqs| {
+                            seqs.first().copied().ok_or(StoreError::AuditAppendAborted)
+                        });
+                    answers.push((pending, result));
                 }
-            };
-        drop(writer);
+                answers
+            }
+        }
+    }
+
+    /// Answers each caller of a committed group once its rows are durable. A failed fsync
+    /// fails the appends it was to make durable, which are committed and therefore never
+    /// written again.
+    async fn answer_when_durable(&self, committed: Vec<(Pending, Result<i64, StoreError>)>) {
         let durable = super::durable(self.wal_sync.as_deref()).await;
-        for (pending, result) in answers {
+        for (pending, result) in committed {
             let result = match (&durable, result) {
                 // The same fsync error for every append of the group (io::Error is not Clone).
                 (Err(e), Ok(_)) => Err(StoreError::Database(sqlx::Error::Io(std::io::Error::new(

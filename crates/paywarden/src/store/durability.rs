@@ -57,6 +57,17 @@ pub(crate) struct WalSync {
     synced: tokio::sync::Mutex<u64>,
     /// The first fsync failure, if any: from then on no write of this process is durable.
     failed: Arc<std::sync::Mutex<Option<String>>>,
+    /// Tests: each fsync reports that it started and waits to be let through.
+    #[cfg(test)]
+    paused: Arc<std::sync::Mutex<Option<FsyncPause>>>,
+}
+
+/// What a paused fsync tells the test (`started`) and waits for (`release`).
+#[cfg(test)]
+#[derive(Debug)]
+struct FsyncPause {
+    started: std::sync::mpsc::Sender<()>,
+    release: std::sync::mpsc::Receiver<()>,
 }
 
 impl WalSync {
@@ -70,6 +81,8 @@ impl WalSync {
             noted: AtomicU64::new(0),
             synced: tokio::sync::Mutex::new(0),
             failed: Arc::default(),
+            #[cfg(test)]
+            paused: Arc::default(),
         }
     }
 
@@ -84,6 +97,25 @@ impl WalSync {
     #[cfg(test)]
     pub(crate) async fn hold_fsyncs(&self) -> tokio::sync::MutexGuard<'_, u64> {
         self.synced.lock().await
+    }
+
+    /// Pauses every later fsync of this log: each one sends on the first receiver when it
+    /// starts (after it has read which commits it covers) and runs once the returned sender
+    /// sends (tests).
+    #[cfg(test)]
+    pub(crate) fn pause_fsyncs(
+        &self,
+    ) -> (std::sync::mpsc::Receiver<()>, std::sync::mpsc::Sender<()>) {
+        let (started, on_start) = std::sync::mpsc::channel();
+        let (release, on_release) = std::sync::mpsc::channel();
+        *self
+            .paused
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(FsyncPause {
+            started,
+            release: on_release,
+        });
+        (on_start, release)
     }
 
     /// Noted commits known durable (tests).
@@ -113,7 +145,18 @@ impl WalSync {
         let failed = self.failed.clone();
         // The failure is recorded by the blocking task itself, so a caller dropped while it
         // runs cannot lose it.
+        #[cfg(test)]
+        let paused = self.paused.clone();
         tokio::task::spawn_blocking(move || {
+            #[cfg(test)]
+            if let Some(pause) = paused
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .as_ref()
+            {
+                let _ = pause.started.send(());
+                let _ = pause.release.recv();
+            }
             let synced = sync_log(&wal, &database);
             if let Err(e) = &synced {
                 tracing::error!(error = %e, wal = %wal.display(), "the fsync of paywarden's database log failed: no write of this process is durable from now on; restart paywarden (SQLite recovers the log from the disk)");

@@ -729,11 +729,9 @@ mod tests {
         assert!(synced >= end);
     }
 
-    #[tokio::test]
-    async fn the_next_audit_group_is_committed_while_the_last_waits_for_its_fsync() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("paywarden.db")).await.unwrap();
-        let entry = |tool: &str| AuditEntry {
+    /// An audit entry for the group-commit tests.
+    fn audit_entry(tool: &str) -> AuditEntry {
+        AuditEntry {
             entity_id: "e".into(),
             client_name: None,
             toolset: "opp".into(),
@@ -746,66 +744,150 @@ mod tests {
             message: None,
             duration_ms: 1,
             sandbox: true,
-        };
-        let committed = |store: Store| async move {
-            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM audit_log")
-                .fetch_one(store.pool())
-                .await
-                .unwrap()
-        };
+        }
+    }
+
+    /// Committed audit rows, read on another connection.
+    async fn audit_rows(store: &Store) -> i64 {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM audit_log")
+            .fetch_one(store.pool())
+            .await
+            .unwrap()
+    }
+
+    /// Waits (up to 10 s) until `done` holds.
+    async fn eventually<F, Fut>(what: &str, mut done: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done().await {
+            assert!(Instant::now() < deadline, "{what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    fn spawn_append(store: &Store, tool: &str) -> tokio::task::JoinHandle<Result<i64, StoreError>> {
+        let (store, entry) = (store.clone(), audit_entry(tool));
+        tokio::spawn(async move { store.append_audit(&entry).await })
+    }
+
+    #[tokio::test]
+    async fn the_next_audit_group_is_committed_while_the_last_waits_for_its_fsync() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("paywarden.db")).await.unwrap();
         let sync = store
             .wal_sync
             .clone()
             .expect("a SQLite file has a WAL to sync");
-        let held = sync.hold_fsyncs().await;
         let noted_before = sync.noted();
-        let first = tokio::spawn({
-            let (store, entry) = (store.clone(), entry("first"));
-            async move { store.append_audit(&entry).await }
-        });
-        // The first group is committed and waits for its fsync (held back).
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while committed(store.clone()).await < 1 {
-            assert!(
-                Instant::now() < deadline,
-                "the first append was never committed"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        let second = tokio::spawn({
-            let (store, entry) = (store.clone(), entry("second"));
-            async move { store.append_audit(&entry).await }
-        });
-        // The second group does not wait for the first one's fsync to be committed...
-        while committed(store.clone()).await < 2 {
-            assert!(
-                Instant::now() < deadline,
-                "the second append waited for the first group's fsync before committing"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        // ...but neither caller is answered before an fsync covers its row.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        assert!(
-            !first.is_finished(),
-            "the first append was answered before its fsync"
-        );
+        let (started, release) = sync.pause_fsyncs();
+        // Waits until a paused fsync has started (it has read which commits it covers).
+        let fsync_started = |started: std::sync::mpsc::Receiver<()>| async move {
+            tokio::task::spawn_blocking(move || {
+                started
+                    .recv_timeout(Duration::from_secs(10))
+                    .expect("an fsync started");
+                started
+            })
+            .await
+            .unwrap()
+        };
+        let first = spawn_append(&store, "first");
+        // The first group is committed, and its fsync has started (and waits).
+        let started = fsync_started(started).await;
+        // The second group commits while the first one's fsync runs...
+        let second = spawn_append(&store, "second");
+        eventually(
+            "the second append waited for the first group's fsync before committing",
+            || async { audit_rows(&store).await == 2 && sync.noted() == noted_before + 2 },
+        )
+        .await;
+        assert!(!first.is_finished(), "answered before its fsync");
+        assert!(!second.is_finished(), "answered before its fsync");
+        // ...and the first fsync, which started before the second commit, answers only the
+        // first append.
+        release.send(()).unwrap();
+        assert_eq!(first.await.unwrap().unwrap(), 1);
+        let _started = fsync_started(started).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(
             !second.is_finished(),
-            "the second append was answered before its fsync"
+            "the second append was answered by an fsync that started before its commit"
         );
-        assert_eq!(sync.noted(), noted_before + 2);
-        drop(held);
-        let (first, second) = (
-            first.await.unwrap().unwrap(),
-            second.await.unwrap().unwrap(),
-        );
-        assert_eq!((first, second), (1, 2), "one chain, in order");
+        release.send(()).unwrap();
+        assert_eq!(second.await.unwrap().unwrap(), 2, "one chain, in order");
         let (noted, synced) = durability(&store).await;
         assert!(
             synced >= noted,
             "answered before the fsync: {synced} < {noted}"
         );
+        assert!(store.verify_audit().await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn more_appends_than_a_group_are_all_committed_and_answered_only_once_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("paywarden.db")).await.unwrap();
+        let sync = store
+            .wal_sync
+            .clone()
+            .expect("a SQLite file has a WAL to sync");
+        let held = sync.hold_fsyncs().await;
+        let appends: Vec<_> = (0..300)
+            .map(|i| spawn_append(&store, &format!("t{i}")))
+            .collect();
+        // More than one group (256 at most): all are committed while the fsync is held back.
+        eventually("not every append was committed", || async {
+            audit_rows(&store).await == 300
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            appends.iter().all(|a| !a.is_finished()),
+            "an append was answered before any fsync"
+        );
+        drop(held);
+        let mut seqs = Vec::new();
+        for append in appends {
+            seqs.push(append.await.unwrap().unwrap());
+        }
+        seqs.sort_unstable();
+        assert_eq!(
+            seqs,
+            (1..=300).collect::<Vec<i64>>(),
+            "each caller its own seq"
+        );
+        assert!(store.verify_audit().await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn an_append_whose_caller_is_gone_is_still_written_while_a_group_waits_for_its_fsync() {
+        use futures::FutureExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("paywarden.db")).await.unwrap();
+        let sync = store
+            .wal_sync
+            .clone()
+            .expect("a SQLite file has a WAL to sync");
+        let held = sync.hold_fsyncs().await;
+        let first = spawn_append(&store, "first");
+        eventually("the first append was never committed", || async {
+            audit_rows(&store).await == 1
+        })
+        .await;
+        // A caller polled once, then dropped (a cancelled request).
+        assert!(store
+            .append_audit(&audit_entry("abandoned"))
+            .now_or_never()
+            .is_none());
+        eventually("the abandoned caller's row was never written", || async {
+            audit_rows(&store).await == 2
+        })
+        .await;
+        drop(held);
+        assert_eq!(first.await.unwrap().unwrap(), 1);
         assert!(store.verify_audit().await.unwrap().is_none());
     }
 
