@@ -768,6 +768,21 @@ mod tests {
         }
     }
 
+    /// A store on a new SQLite file, its directory (removed when dropped) and its group fsync.
+    async fn file_store() -> (
+        tempfile::TempDir,
+        Store,
+        std::sync::Arc<durability::WalSync>,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("paywarden.db")).await.unwrap();
+        let sync = store
+            .wal_sync
+            .clone()
+            .expect("a SQLite file has a WAL to sync");
+        (dir, store, sync)
+    }
+
     fn spawn_append(store: &Store, tool: &str) -> tokio::task::JoinHandle<Result<i64, StoreError>> {
         let (store, entry) = (store.clone(), audit_entry(tool));
         tokio::spawn(async move { store.append_audit(&entry).await })
@@ -775,12 +790,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_next_audit_group_is_committed_while_the_last_waits_for_its_fsync() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("paywarden.db")).await.unwrap();
-        let sync = store
-            .wal_sync
-            .clone()
-            .expect("a SQLite file has a WAL to sync");
+        let (_dir, store, sync) = file_store().await;
         let noted_before = sync.noted();
         let (started, release) = sync.pause_fsyncs();
         // Waits until a paused fsync has started (it has read which commits it covers).
@@ -828,12 +838,7 @@ mod tests {
 
     #[tokio::test]
     async fn more_appends_than_a_group_are_all_committed_and_answered_only_once_durable() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("paywarden.db")).await.unwrap();
-        let sync = store
-            .wal_sync
-            .clone()
-            .expect("a SQLite file has a WAL to sync");
+        let (_dir, store, sync) = file_store().await;
         let held = sync.hold_fsyncs().await;
         let appends: Vec<_> = (0..300)
             .map(|i| spawn_append(&store, &format!("t{i}")))
@@ -865,12 +870,7 @@ mod tests {
     #[tokio::test]
     async fn an_append_whose_caller_is_gone_is_still_written_while_a_group_waits_for_its_fsync() {
         use futures::FutureExt;
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("paywarden.db")).await.unwrap();
-        let sync = store
-            .wal_sync
-            .clone()
-            .expect("a SQLite file has a WAL to sync");
+        let (_dir, store, sync) = file_store().await;
         let held = sync.hold_fsyncs().await;
         let first = spawn_append(&store, "first");
         eventually("the first append was never committed", || async {
