@@ -561,6 +561,9 @@ impl App {
             })
             .await;
         recovery.abort();
+        // The audit rows of calls that were cancelled by the shutdown are written before the
+        // last checkpoint and the exit.
+        self.store.drain_audit().await;
         checkpoints.finish().await;
         served?;
         drop(self.emulator);

@@ -438,8 +438,12 @@ async fn main() -> anyhow::Result<()> {
                 stop.await;
                 cancel.cancel();
             });
-            server.waiting().await?;
+            let waited = server.waiting().await;
+            // The audit rows of calls cancelled by the shutdown are written before the last
+            // checkpoint and the exit.
+            app.store().drain_audit().await;
             checkpoints.finish().await;
+            waited?;
             drop(app);
         }
         Command::Emulator { listen, common } => {

@@ -128,18 +128,20 @@ struct Pending {
     answer: tokio::sync::oneshot::Sender<Result<i64, StoreError>>,
 }
 
-/// The appends of concurrent callers waiting to be written together (group commit), and
-/// whether this process's audit writer task is running. Shared by a [`Store`]'s clones.
+/// The appends of concurrent callers waiting to be written together (group commit), whether
+/// this process's audit writer task is running, and the writer's tasks (so that shutdown can
+/// wait for them, [`Store::drain_audit`]). Shared by a [`Store`]'s clones.
 #[derive(Default)]
 pub(crate) struct AuditQueue {
     state: std::sync::Mutex<QueueState>,
+    tasks: tokio_util::task::TaskTracker,
 }
 
 /// What [`AuditQueue`] guards.
 #[derive(Default)]
 struct QueueState {
     /// Appends not yet taken into a group, oldest first.
-    pending: Vec<Pending>,
+    pending: std::collections::VecDeque<Pending>,
     /// Whether a writer task is running; it takes every pending append before it ends.
     writing: bool,
 }
@@ -151,6 +153,13 @@ impl std::fmt::Debug for AuditQueue {
 }
 
 impl AuditQueue {
+    /// Whether a writer runs, and how many appends wait to be taken into a group (tests).
+    #[cfg(test)]
+    pub(crate) fn status(&self) -> (bool, usize) {
+        let state = self.state();
+        (state.writing, state.pending.len())
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, QueueState> {
         // A panic while holding this lock cannot leave the state half-changed (push, drain
         // and the flag are single steps).
@@ -160,12 +169,38 @@ impl AuditQueue {
     }
 }
 
-/// Marks the audit writer task as ended if it ends without doing so itself (unwound by a
-/// panic outside a group, or dropped with its runtime), so the next append starts a new one.
+/// The audit writer task's claim on the running mark, made before the task is spawned and
+/// moved into it. If the task ends without clearing the mark itself (unwound by a panic
+/// outside a group), dropping the claim clears it and starts another writer for what is still
+/// queued. If the task was never polled (its runtime was shutting down), it clears the mark and
+/// fails what is queued (`AuditAppendAborted`) instead of spawning on a closed runtime again.
 struct Writing {
     store: Store,
-    /// Set once the writer found nothing waiting and cleared the flag itself.
+    /// The task has started.
+    polled: bool,
+    /// The writer found nothing waiting and cleared the mark itself.
     finished: bool,
+}
+
+impl Writing {
+    /// Claims the running mark, if no writer holds it (`None` otherwise).
+    fn claim(store: &Store) -> Option<Self> {
+        let mut state = store.audit_queue().state();
+        (!std::mem::replace(&mut state.writing, true)).then(|| Self {
+            store: store.clone(),
+            polled: false,
+            finished: false,
+        })
+    }
+
+    /// Spawns the writer task with this claim on the current runtime; without one, the claim
+    /// is dropped unpolled (the mark cleared, what is queued failed).
+    fn spawn(self) {
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let tasks = self.store.audit_queue().tasks.clone();
+            tasks.spawn_on(write_audit_groups(self), &runtime);
+        }
+    }
 }
 
 impl Drop for Writing {
@@ -175,14 +210,65 @@ impl Drop for Writing {
         }
         let mut state = self.store.audit_queue().state();
         state.writing = false;
-        if !state.pending.is_empty() {
+        if state.pending.is_empty() {
+            return;
+        }
+        if self.polled {
             // Ended with appends still waiting: start another, so they are written without
             // waiting for a later append.
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                state.writing = true;
-                drop(state);
-                runtime.spawn(self.store.clone().write_audit_groups());
+            drop(state);
+            if let Some(writer) = Writing::claim(&self.store) {
+                writer.spawn();
             }
+        } else {
+            // The runtime dropped the task unpolled: nothing here will write them.
+            let abandoned = state.pending.drain(..).count();
+            drop(state);
+            tracing::error!(
+                appends = abandoned,
+                "the audit writer could not start (the runtime is shutting down); these appends are not written"
+            );
+        }
+    }
+}
+
+/// This process's audit writer (see [`Store::append_audit`]): takes the waiting appends, up to
+/// [`MAX_GROUP`] at a time, and commits each group in one transaction, until none is waiting.
+/// Each group then waits for its fsync and is answered in a task of its own, so the next group
+/// is committed meanwhile: it reads the head the last one committed, and its own fsync (which
+/// starts after its commit) covers both, since the log is replayed in order. Nobody is answered
+/// before an fsync that started after their commit.
+async fn write_audit_groups(mut writing: Writing) {
+    use futures::FutureExt;
+    writing.polled = true;
+    let store = writing.store.clone();
+    loop {
+        let group: Vec<Pending> = {
+            let mut state = store.audit_queue().state();
+            if state.pending.is_empty() {
+                state.writing = false;
+                writing.finished = true;
+                break;
+            }
+            let n = state.pending.len().min(MAX_GROUP);
+            state.pending.drain(..n).collect()
+        };
+        // A panic while writing a group drops its answers (its callers get
+        // AuditAppendAborted); the writer goes on with the next group.
+        match std::panic::AssertUnwindSafe(store.commit_audit_group(group))
+            .catch_unwind()
+            .await
+        {
+            Ok(committed) => {
+                let answering = store.clone();
+                store
+                    .audit_queue()
+                    .tasks
+                    .spawn(async move { answering.answer_when_durable(committed).await });
+            }
+            Err(_) => tracing::error!(
+                "writing an audit group failed (a panic); its callers are told it was aborted"
+            ),
         }
     }
 }
@@ -208,57 +294,27 @@ impl Store {
         // Whoever appends, no secret or personal data reaches the row (crate::mask).
         let entry = crate::mask::audit_entry(entry);
         let (answer, answered) = tokio::sync::oneshot::channel();
-        let start = {
-            let mut state = self.audit_queue().state();
-            state.pending.push(Pending { entry, answer });
-            !std::mem::replace(&mut state.writing, true)
-        };
-        if start {
-            tokio::spawn(self.clone().write_audit_groups());
+        self.audit_queue()
+            .state()
+            .pending
+            .push_back(Pending { entry, answer });
+        if let Some(writer) = Writing::claim(self) {
+            writer.spawn();
         }
         answered
             .await
             .unwrap_or(Err(StoreError::AuditAppendAborted))
     }
 
-    /// This process's audit writer: takes the waiting appends, up to [`MAX_GROUP`] at a time,
-    /// and commits each group in one transaction, until none is waiting. Each group then waits
-    /// for its fsync and is answered in a task of its own, so the next group is committed
-    /// meanwhile: it reads the head the last one committed, and its own fsync (which starts
-    /// after its commit) covers both, since the log is replayed in order. Nobody is answered
-    /// before an fsync that started after their commit.
-    async fn write_audit_groups(self) {
-        use futures::FutureExt;
-        let mut writing = Writing {
-            store: self.clone(),
-            finished: false,
-        };
-        loop {
-            let group: Vec<Pending> = {
-                let mut state = self.audit_queue().state();
-                if state.pending.is_empty() {
-                    state.writing = false;
-                    writing.finished = true;
-                    break;
-                }
-                let n = state.pending.len().min(MAX_GROUP);
-                state.pending.drain(..n).collect()
-            };
-            // A panic while writing a group drops its answers (its callers get
-            // AuditAppendAborted); the writer goes on with the next group.
-            match std::panic::AssertUnwindSafe(self.commit_audit_group(group))
-                .catch_unwind()
-                .await
-            {
-                Ok(committed) => {
-                    let store = self.clone();
-                    tokio::spawn(async move { store.answer_when_durable(committed).await });
-                }
-                Err(_) => tracing::error!(
-                    "writing an audit group failed (a panic); its callers are told it was aborted"
-                ),
-            }
-        }
+    /// Waits until every audit append queued so far is written and answered (or failed): no
+    /// writer running, nothing queued, no group waiting for its fsync. Call it at shutdown,
+    /// after the last call was served or cancelled, so that the rows of cancelled callers are
+    /// written before the process exits.
+    pub async fn drain_audit(&self) {
+        let tasks = &self.audit_queue().tasks;
+        tasks.close();
+        tasks.wait().await;
+        tasks.reopen();
     }
 
     /// Writes `group` in one transaction; if that transaction fails, writes each append on its

@@ -843,9 +843,15 @@ mod tests {
         let appends: Vec<_> = (0..300)
             .map(|i| spawn_append(&store, &format!("t{i}")))
             .collect();
-        // More than one group (256 at most): all are committed while the fsync is held back.
+        let noted_before = sync.noted();
+        // More than one group (256 at most): all are committed while the fsync is held back,
+        // and at least two groups wait for it.
         eventually("not every append was committed", || async {
             audit_rows(&store).await == 300
+        })
+        .await;
+        eventually("fewer than two groups wait for the fsync", || async {
+            sync.noted() >= noted_before + 2
         })
         .await;
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -889,6 +895,65 @@ mod tests {
         drop(held);
         assert_eq!(first.await.unwrap().unwrap(), 1);
         assert!(store.verify_audit().await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_append_is_written_before_the_shutdown_drain_returns() {
+        use futures::FutureExt;
+        let (_dir, store, _sync) = file_store().await;
+        // A caller polled once, then dropped (a call cancelled by the shutdown).
+        assert!(store
+            .append_audit(&audit_entry("cancelled"))
+            .now_or_never()
+            .is_none());
+        store.drain_audit().await;
+        assert_eq!(
+            audit_rows(&store).await,
+            1,
+            "the drain returned before the row was written"
+        );
+        // The store takes appends again after a drain.
+        assert_eq!(store.append_audit(&audit_entry("after")).await.unwrap(), 2);
+    }
+
+    #[test]
+    fn appends_still_work_after_a_runtime_was_shut_down_in_the_middle_of_a_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let store = first
+            .block_on(Store::open(&dir.path().join("paywarden.db")))
+            .unwrap();
+        first.block_on(async {
+            // The writer takes the first append and waits for the write turn (held here);
+            // the second append waits in the queue behind it.
+            let turn = store.write_gate.clone().lock_owned().await;
+            for tool in ["first", "second"] {
+                let (store, entry) = (store.clone(), audit_entry(tool));
+                tokio::spawn(async move { store.append_audit(&entry).await });
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            assert_eq!(store.audit_queue().status(), (true, 1));
+            drop(turn);
+        });
+        // The runtime goes away with the writer in the middle of its group.
+        drop(first);
+        let second = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        second.block_on(async {
+            let appended = tokio::time::timeout(
+                Duration::from_secs(10),
+                store.append_audit(&audit_entry("third")),
+            )
+            .await
+            .expect("an append waited forever for a writer that is gone");
+            appended.unwrap();
+            assert!(store.verify_audit().await.unwrap().is_none());
+        });
     }
 
     #[test]
