@@ -183,9 +183,9 @@ struct Writing {
 }
 
 impl Writing {
-    /// Claims the running mark, if no writer holds it (`None` otherwise).
-    fn claim(store: &Store) -> Option<Self> {
-        let mut state = store.audit_queue().state();
+    /// Claims the running mark in `state` (the queue's, held by the caller), if no writer holds
+    /// it (`None` otherwise).
+    fn claim(state: &mut QueueState, store: &Store) -> Option<Self> {
         (!std::mem::replace(&mut state.writing, true)).then(|| Self {
             store: store.clone(),
             polled: false,
@@ -216,8 +216,9 @@ impl Drop for Writing {
         if self.polled {
             // Ended with appends still waiting: start another, so they are written without
             // waiting for a later append.
+            let writer = Writing::claim(&mut state, &self.store);
             drop(state);
-            if let Some(writer) = Writing::claim(&self.store) {
+            if let Some(writer) = writer {
                 writer.spawn();
             }
         } else {
@@ -294,11 +295,12 @@ impl Store {
         // Whoever appends, no secret or personal data reaches the row (crate::mask).
         let entry = crate::mask::audit_entry(entry);
         let (answer, answered) = tokio::sync::oneshot::channel();
-        self.audit_queue()
-            .state()
-            .pending
-            .push_back(Pending { entry, answer });
-        if let Some(writer) = Writing::claim(self) {
+        let writer = {
+            let mut state = self.audit_queue().state();
+            state.pending.push_back(Pending { entry, answer });
+            Writing::claim(&mut state, self)
+        };
+        if let Some(writer) = writer {
             writer.spawn();
         }
         answered

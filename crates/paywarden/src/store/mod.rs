@@ -669,21 +669,10 @@ mod tests {
 
         // The audit chain's group commit (WriteTx::commit_unsynced, then Store::written once
         // for the group).
-        let entry = AuditEntry {
-            entity_id: "e".into(),
-            client_name: None,
-            toolset: "opp".into(),
-            tool: "get_transaction".into(),
-            arguments: serde_json::json!({}),
-            outcome: "ok".into(),
-            result_code: None,
-            provider_request_id: None,
-            transaction_id: None,
-            message: None,
-            duration_ms: 1,
-            sandbox: true,
-        };
-        store.append_audit(&entry).await.unwrap();
+        store
+            .append_audit(&audit_entry("get_transaction"))
+            .await
+            .unwrap();
         let (after_audit, synced) = durability(&store).await;
         assert_eq!(after_audit, noted + 1);
         assert!(synced >= after_audit);
