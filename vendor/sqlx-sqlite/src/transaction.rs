@@ -16,18 +16,10 @@ impl TransactionManager for SqliteTransactionManager {
         conn: &'conn mut SqliteConnection,
         statement: Option<Cow<'static, str>>,
     ) -> BoxFuture<'conn, Result<(), Error>> {
-        Box::pin(async {
-            let is_custom_statement = statement.is_some();
-            conn.worker.begin(statement).await?;
-            if is_custom_statement {
-                // Check that custom statement actually put the connection into a transaction.
-                let mut handle = conn.lock_handle().await?;
-                if !handle.in_transaction() {
-                    return Err(Error::BeginFailed);
-                }
-            }
-            Ok(())
-        })
+        // paywarden's patch (vendor/sqlx-sqlite.patch): the worker checks that a custom
+        // statement opened a transaction (`Error::BeginFailed` otherwise) as it runs it, so
+        // beginning costs one round trip through the worker's thread, not two.
+        Box::pin(conn.worker.begin(statement))
     }
 
     fn commit(conn: &mut SqliteConnection) -> BoxFuture<'_, Result<(), Error>> {

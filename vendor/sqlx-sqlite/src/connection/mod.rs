@@ -12,7 +12,7 @@ use futures_core::future::BoxFuture;
 use futures_intrusive::sync::MutexGuard;
 use futures_util::future;
 use libsqlite3_sys::{
-    sqlite3, sqlite3_commit_hook, sqlite3_get_autocommit, sqlite3_progress_handler,
+    sqlite3, sqlite3_commit_hook, sqlite3_progress_handler,
     sqlite3_rollback_hook, sqlite3_update_hook, SQLITE_DELETE, SQLITE_INSERT, SQLITE_UPDATE,
 };
 #[cfg(feature = "preupdate-hook")]
@@ -551,11 +551,6 @@ impl LockedSqliteHandle<'_> {
 
     pub fn last_error(&mut self) -> Option<SqliteError> {
         self.guard.handle.last_error()
-    }
-
-    pub(crate) fn in_transaction(&mut self) -> bool {
-        let ret = unsafe { sqlite3_get_autocommit(self.as_raw_handle().as_ptr()) };
-        ret == 0
     }
 }
 

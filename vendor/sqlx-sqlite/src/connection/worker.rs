@@ -1,7 +1,8 @@
 // Modified for paywarden (2026-12-05): sqlx-sqlite 0.8.6 with vendor/sqlx-sqlite.patch applied,
 // which answers `ConnectionWorker::ping` of an idle worker without a round trip through the
-// worker thread (see docs/performance.md, "sqlx's ping on release", in the paywarden
-// repository).
+// worker thread, and checks that a custom `BEGIN` statement opened a transaction on the
+// worker's thread instead of in a second round trip (see docs/performance.md, "sqlx's ping on
+// release" and "One round trip per BEGIN", in the paywarden repository).
 
 use std::borrow::Cow;
 use std::future::Future;
@@ -25,6 +26,7 @@ use crate::connection::establish::EstablishParams;
 use crate::connection::execute;
 use crate::connection::ConnectionState;
 use crate::{Sqlite, SqliteArguments, SqliteQueryResult, SqliteRow, SqliteStatement};
+use libsqlite3_sys::sqlite3_get_autocommit;
 
 use super::serialize::{deserialize, serialize, SchemaName, SqliteOwnedBuf};
 
@@ -220,6 +222,7 @@ impl ConnectionWorker {
                         }
                         Command::Begin { tx, statement } => {
                             let depth = shared.transaction_depth.load(Ordering::Acquire);
+                            let is_custom_statement = statement.is_some();
 
                             let statement = match statement {
                                 // custom `BEGIN` statements are not allowed if
@@ -237,8 +240,21 @@ impl ConnectionWorker {
                             let res =
                                 conn.handle
                                     .exec(statement)
-                                    .map(|_| {
+                                    .and_then(|_| {
+                                        // paywarden's patch: a custom statement must have
+                                        // opened a transaction. Checked here, on the worker's
+                                        // thread, instead of by the caller locking the
+                                        // connection out of the worker afterwards (a second
+                                        // round trip through this thread per transaction).
+                                        // SAFETY: the connection's own open handle, used on
+                                        // this thread under the lock the worker holds.
+                                        if is_custom_statement
+                                            && unsafe { sqlite3_get_autocommit(conn.handle.as_ptr()) } != 0
+                                        {
+                                            return Err(Error::BeginFailed);
+                                        }
                                         shared.transaction_depth.fetch_add(1, Ordering::Release);
+                                        Ok(())
                                     });
                             let res_ok = res.is_ok();
 
