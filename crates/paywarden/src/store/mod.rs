@@ -1072,6 +1072,23 @@ mod tests {
         total
     }
 
+    /// A connection of its own to a new SQLite file `file` in `dir`, its worker thread named
+    /// `worker` (so that [`voluntary_switches`] can count that thread's wake-ups).
+    async fn named_sqlite_connection(
+        dir: &Path,
+        file: &str,
+        worker: &'static str,
+    ) -> sqlx::SqliteConnection {
+        use sqlx::ConnectOptions;
+        sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(dir.join(file))
+            .create_if_missing(true)
+            .thread_name(move |_| worker.to_string())
+            .connect()
+            .await
+            .unwrap()
+    }
+
     #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn an_idle_connection_is_pinged_without_waking_its_worker() {
@@ -1080,17 +1097,9 @@ mod tests {
         // patch, the ping of an idle worker (every command finished, no transaction open) does
         // not wake it. Its thread is named here so that its context switches can be counted
         // (one per wake-up: it sleeps on its command channel in between).
-        use sqlx::sqlite::SqliteConnectOptions;
-        use sqlx::ConnectOptions;
         const WORKER: &str = "pw-ping-idle";
         let dir = tempfile::tempdir().unwrap();
-        let mut conn = SqliteConnectOptions::new()
-            .filename(dir.path().join("ping.db"))
-            .create_if_missing(true)
-            .thread_name(|_| WORKER.to_string())
-            .connect()
-            .await
-            .unwrap();
+        let mut conn = named_sqlite_connection(dir.path(), "ping.db", WORKER).await;
         sqlx::query("SELECT 1").execute(&mut conn).await.unwrap();
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
 
@@ -1126,17 +1135,9 @@ mod tests {
         // connection out of its worker afterwards: a second round trip through the worker's
         // thread. With the patch the worker checks as it runs the statement. Compared with a
         // plain `BEGIN`, which never had the second trip.
-        use sqlx::sqlite::SqliteConnectOptions;
-        use sqlx::{ConnectOptions, Connection};
         const WORKER: &str = "pw-begin-once";
         let dir = tempfile::tempdir().unwrap();
-        let mut conn = SqliteConnectOptions::new()
-            .filename(dir.path().join("begin.db"))
-            .create_if_missing(true)
-            .thread_name(|_| WORKER.to_string())
-            .connect()
-            .await
-            .unwrap();
+        let mut conn = named_sqlite_connection(dir.path(), "begin.db", WORKER).await;
         sqlx::query("CREATE TABLE t (v INTEGER)")
             .execute(&mut conn)
             .await
@@ -1177,15 +1178,8 @@ mod tests {
         // transaction is `BeginFailed`, and the connection is left outside any transaction
         // (sqlx-sqlite 0.8.6 counted it as one, so the next custom BEGIN on the connection
         // was refused as a savepoint statement).
-        use sqlx::sqlite::SqliteConnectOptions;
-        use sqlx::{ConnectOptions, Connection};
         let dir = tempfile::tempdir().unwrap();
-        let mut conn = SqliteConnectOptions::new()
-            .filename(dir.path().join("begin.db"))
-            .create_if_missing(true)
-            .connect()
-            .await
-            .unwrap();
+        let mut conn = named_sqlite_connection(dir.path(), "begin.db", "pw-begin-fails").await;
         let failed = conn.begin_with("SELECT 1").await.map(|_| ());
         assert!(
             matches!(failed, Err(sqlx::Error::BeginFailed)),
