@@ -1204,6 +1204,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_custom_begin_that_fails_after_opening_a_transaction_leaves_none_open() {
+        // vendor/sqlx-sqlite.patch: a custom statement that opened a transaction and then
+        // failed was answered with its error and left the connection inside that transaction
+        // (with the write lock, for BEGIN IMMEDIATE), counted as outside any; nothing ended it.
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = named_sqlite_connection(dir.path(), "begin.db", "pw-begin-bad").await;
+        let failed = conn
+            .begin_with("BEGIN IMMEDIATE; SELECT no_such_column")
+            .await
+            .map(|_| ());
+        assert!(
+            matches!(failed, Err(sqlx::Error::Database(_))),
+            "{failed:?}"
+        );
+        // Another connection can take the write lock, and this one can begin again.
+        let mut other = named_sqlite_connection(dir.path(), "begin.db", "pw-begin-other").await;
+        sqlx::query("CREATE TABLE t (v INTEGER)")
+            .execute(&mut other)
+            .await
+            .expect("the failed BEGIN IMMEDIATE still holds the write lock");
+        let tx = conn
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .expect("the connection is still inside the failed BEGIN's transaction");
+        tx.rollback().await.unwrap();
+        conn.close().await.unwrap();
+        other.close().await.unwrap();
+    }
+
+    #[tokio::test]
     async fn a_busy_connection_goes_back_to_the_pool_only_when_its_worker_is_done() {
         // What sqlx's ping on release is for: a cancelled statement still running on the
         // worker must finish before the pool hands the connection to someone else. Here it

@@ -256,6 +256,22 @@ impl ConnectionWorker {
                                         shared.transaction_depth.fetch_add(1, Ordering::Release);
                                         Ok(())
                                     });
+                            // paywarden's patch: a custom statement that opened a transaction
+                            // and then failed (e.g. `BEGIN IMMEDIATE; <a bad statement>`) is
+                            // answered with its error, and nothing will end that transaction:
+                            // roll it back here, or the connection would go back to its pool
+                            // inside it (holding the write lock, for `BEGIN IMMEDIATE`).
+                            // SAFETY: as above.
+                            if res.is_err()
+                                && is_custom_statement
+                                && depth == 0
+                                && unsafe { sqlite3_get_autocommit(conn.handle.as_ptr()) } == 0
+                            {
+                                if let Err(error) = conn.handle.exec("ROLLBACK") {
+                                    tracing::error!(%error, "failed to rollback a failed custom BEGIN");
+                                    break;
+                                }
+                            }
                             let res_ok = res.is_ok();
 
                             if tx.blocking_send(res).is_err() && res_ok {
