@@ -4,8 +4,8 @@ use std::ptr::NonNull;
 
 use crate::error::Error;
 use libsqlite3_sys::{
-    sqlite3, sqlite3_close, sqlite3_exec, sqlite3_last_insert_rowid, SQLITE_LOCKED_SHAREDCACHE,
-    SQLITE_OK,
+    sqlite3, sqlite3_close, sqlite3_exec, sqlite3_get_autocommit, sqlite3_last_insert_rowid,
+    SQLITE_LOCKED_SHAREDCACHE, SQLITE_OK,
 };
 
 use crate::{statement::unlock_notify, SqliteError};
@@ -39,6 +39,13 @@ impl ConnectionHandle {
 
     pub(crate) fn as_non_null_ptr(&self) -> NonNull<sqlite3> {
         self.0
+    }
+
+    /// Whether a transaction is open on the connection (it is not in autocommit mode).
+    /// paywarden's patch: moved here from `LockedSqliteHandle`, for the worker's `Begin`.
+    pub(crate) fn in_transaction(&mut self) -> bool {
+        // SAFETY: we have exclusive access to the database handle
+        unsafe { sqlite3_get_autocommit(self.as_ptr()) == 0 }
     }
 
     pub(crate) fn last_insert_rowid(&mut self) -> i64 {

@@ -1,8 +1,9 @@
 // Modified for paywarden (2026-12-05): sqlx-sqlite 0.8.6 with vendor/sqlx-sqlite.patch applied,
 // which answers `ConnectionWorker::ping` of an idle worker without a round trip through the
 // worker thread, and checks that a custom `BEGIN` statement opened a transaction on the
-// worker's thread instead of in a second round trip (see docs/performance.md, "sqlx's ping on
-// release" and "One round trip per BEGIN", in the paywarden repository).
+// worker's thread instead of in a second round trip, rolling back one that failed after
+// opening it (see docs/performance.md, "sqlx's ping on release" and "One round trip per
+// BEGIN", in the paywarden repository).
 
 use std::borrow::Cow;
 use std::future::Future;
@@ -26,7 +27,6 @@ use crate::connection::establish::EstablishParams;
 use crate::connection::execute;
 use crate::connection::ConnectionState;
 use crate::{Sqlite, SqliteArguments, SqliteQueryResult, SqliteRow, SqliteStatement};
-use libsqlite3_sys::sqlite3_get_autocommit;
 
 use super::serialize::{deserialize, serialize, SchemaName, SqliteOwnedBuf};
 
@@ -246,11 +246,7 @@ impl ConnectionWorker {
                                         // thread, instead of by the caller locking the
                                         // connection out of the worker afterwards (a second
                                         // round trip through this thread per transaction).
-                                        // SAFETY: the connection's own open handle, used on
-                                        // this thread under the lock the worker holds.
-                                        if is_custom_statement
-                                            && unsafe { sqlite3_get_autocommit(conn.handle.as_ptr()) } != 0
-                                        {
+                                        if is_custom_statement && !conn.handle.in_transaction() {
                                             return Err(Error::BeginFailed);
                                         }
                                         shared.transaction_depth.fetch_add(1, Ordering::Release);
@@ -261,11 +257,10 @@ impl ConnectionWorker {
                             // answered with its error, and nothing will end that transaction:
                             // roll it back here, or the connection would go back to its pool
                             // inside it (holding the write lock, for `BEGIN IMMEDIATE`).
-                            // SAFETY: as above.
                             if res.is_err()
                                 && is_custom_statement
                                 && depth == 0
-                                && unsafe { sqlite3_get_autocommit(conn.handle.as_ptr()) } == 0
+                                && conn.handle.in_transaction()
                             {
                                 if let Err(error) = conn.handle.exec("ROLLBACK") {
                                     tracing::error!(%error, "failed to rollback a failed custom BEGIN");
