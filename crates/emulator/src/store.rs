@@ -103,6 +103,12 @@ pub(crate) struct Page {
 #[derive(Debug, Clone)]
 pub(crate) struct Store {
     pool: SqlitePool,
+    /// This process's turn at the file's one write lock, taken before every write
+    /// transaction. SQLite's busy handler waits for a lock by sleeping (1, 2, 5, 10 ms and
+    /// longer), so writers of one process that met at the lock slept long after it was free;
+    /// queued here they follow each other at once. Other processes still wait in the busy
+    /// handler (`BUSY_TIMEOUT`).
+    write_turn: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 pub(crate) const COLUMNS: &str =
@@ -130,7 +136,10 @@ impl Store {
                 source,
             })?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Store { pool })
+        Ok(Store {
+            pool,
+            write_turn: std::sync::Arc::default(),
+        })
     }
 
     /// The connection pool (the ifthenpay side keeps its tables in the same file).
@@ -140,6 +149,7 @@ impl Store {
 
     /// Stores an initial payment (PA/DB) in its own transaction.
     pub(crate) async fn insert(&self, tx: &Tx) -> Result<(), EmulatorError> {
+        let _turn = self.write_turn.lock().await;
         let mut conn = self.pool.acquire().await?;
         insert(&mut conn, tx).await
     }
@@ -176,6 +186,7 @@ impl Store {
         id: &str,
         build: impl FnOnce(&Tx, &[Tx]) -> Result<Tx, R>,
     ) -> Result<Option<Result<Tx, R>>, EmulatorError> {
+        let _turn = self.write_turn.lock().await;
         let mut db_tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let Some(target) = find(&mut db_tx, entity_id, id).await? else {
             db_tx.rollback().await?;
@@ -205,6 +216,7 @@ impl Store {
         id: &str,
         settle: impl FnOnce(&Tx, &Tx, &[Tx]) -> Result<Tx, R>,
     ) -> Result<Option<Result<Tx, R>>, EmulatorError> {
+        let _turn = self.write_turn.lock().await;
         let mut db_tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let entity: Option<String> =
             sqlx::query_scalar("SELECT entity_id FROM transactions WHERE id = ?")

@@ -1138,3 +1138,126 @@ async fn a_mismatched_call_with_an_approval_cannot_block_the_rightful_one() {
         );
     }
 }
+
+/// The daily totals the cumulative limits read (`movement_days`, migration 0015) are the sum
+/// of the day's movements: every movement recorded today counts once (a transaction recorded
+/// twice, once), another day's, currency's or entity's does not, movements recorded before
+/// the migration are counted by its backfill, and a movement cannot be changed or removed
+/// behind the totals' back.
+#[tokio::test]
+async fn the_daily_total_is_the_sum_of_the_days_movements() {
+    use paywarden::store::Store;
+    let db = TestDatabase::fresh().await;
+    let dir = tempfile::tempdir().unwrap();
+    // The schema as it was before the daily totals (migrations up to 0014), with movements of
+    // today and yesterday recorded then.
+    let mut before = match &db.url {
+        Some(_) => sqlx::migrate!("./migrations/postgres"),
+        None => sqlx::migrate!("./migrations/sqlite"),
+    };
+    before.migrations = before
+        .migrations
+        .iter()
+        .filter(|m| m.version <= 14)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    let url = db.url.clone().unwrap_or_else(|| {
+        format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("paywarden.db").display()
+        )
+    });
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+    before.run(&pool).await.unwrap();
+    let now = chrono::Utc::now();
+    let ts =
+        |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let midnight = now.date_naive().and_hms_opt(0, 0, 0).unwrap().and_utc();
+    for (entity, currency, amount, at) in [
+        ("e1", "EUR", 1_000_i64, ts(midnight)),
+        ("e1", "EUR", 250, ts(now)),
+        (
+            "e1",
+            "EUR",
+            7_000,
+            ts(midnight - chrono::Duration::microseconds(1)),
+        ),
+        ("e1", "USD", 300, ts(now)),
+        ("e2", "EUR", 40, ts(now)),
+    ] {
+        sqlx::query(
+            "INSERT INTO movements (entity_id, toolset, tool, reference_id, transaction_id, amount_minor, currency, at) \
+             VALUES ($1, 'opp', 'perform_refund', 'r', $2, $3, $4, $5)",
+        )
+        .bind(entity)
+        .bind(uuid::Uuid::new_v4().to_string())
+        .bind(amount)
+        .bind(currency)
+        .bind(at)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    pool.close().await;
+
+    // Opening the store applies 0015: the backfill counts today's movements only.
+    let store = db.store(dir.path()).await;
+    assert_eq!(store.moved_today("e1", "EUR").await.unwrap(), 1_250);
+    assert_eq!(store.moved_today("e1", "USD").await.unwrap(), 300);
+    assert_eq!(store.moved_today("e2", "EUR").await.unwrap(), 40);
+    assert_eq!(store.moved_today("e3", "EUR").await.unwrap(), 0);
+
+    // Movements recorded now are added by the trigger, a transaction once.
+    for (tx, amount) in [("t1", 5_i64), ("t2", 7), ("t1", 5)] {
+        store
+            .record_movement("e1", "opp", "perform_refund", "r", tx, amount, "EUR")
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.moved_today("e1", "EUR").await.unwrap(), 1_262);
+    assert_eq!(store.moved_today("e1", "USD").await.unwrap(), 300);
+
+    // Concurrent movements of one entity and day: none is lost.
+    let writers: Vec<_> = (0..20)
+        .map(|i| {
+            let store: Store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .record_movement(
+                        "e1",
+                        "opp",
+                        "perform_refund",
+                        "r",
+                        &format!("c{i}"),
+                        100,
+                        "EUR",
+                    )
+                    .await
+                    .unwrap();
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.unwrap();
+    }
+    assert_eq!(store.moved_today("e1", "EUR").await.unwrap(), 3_262);
+
+    // The totals cannot be bypassed: movements are append-only.
+    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+    for statement in [
+        "UPDATE movements SET amount_minor = 0 WHERE entity_id = 'e1'",
+        "DELETE FROM movements WHERE entity_id = 'e1'",
+    ] {
+        let err = sqlx::query(statement)
+            .execute(&pool)
+            .await
+            .expect_err(statement);
+        assert!(
+            err.to_string().contains("append-only"),
+            "{statement}: {err}"
+        );
+    }
+    assert_eq!(store.moved_today("e1", "EUR").await.unwrap(), 3_262);
+}

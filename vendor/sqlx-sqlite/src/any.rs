@@ -13,6 +13,7 @@ use sqlx_core::any::{
     AnyStatement, AnyTypeInfo, AnyTypeInfoKind, AnyValueKind,
 };
 
+use crate::connection::worker::execute_inline;
 use crate::type_info::DataType;
 use sqlx_core::connection::{ConnectOptions, Connection};
 use sqlx_core::database::Database;
@@ -92,11 +93,21 @@ impl AnyConnectionBackend for SqliteConnection {
         let args = arguments.map(map_arguments);
 
         Box::pin(
-            self.worker
-                .execute(query, args, self.row_channel_size, persistent, None)
-                .map_ok(flume::Receiver::into_stream)
-                .try_flatten_stream()
-                .map(
+            async move {
+                // paywarden's patch: a statement of a transaction that holds the write lock
+                // runs on this thread (`ConnectionWorker::inline`).
+                if let Some(mut conn) = self.worker.inline() {
+                    let results =
+                        execute_inline(&self.worker, &mut conn, query, args, persistent, None);
+                    return Ok(futures_util::stream::iter(results).left_stream());
+                }
+                self.worker
+                    .execute(query, args, self.row_channel_size, persistent, None)
+                    .await
+                    .map(|rx| rx.into_stream().right_stream())
+            }
+            .try_flatten_stream()
+            .map(
                     move |res: sqlx_core::Result<Either<SqliteQueryResult, SqliteRow>>| match res? {
                         Either::Left(result) => Ok(Either::Left(map_result(result))),
                         Either::Right(row) => Ok(Either::Right(AnyRow::try_from(&row)?)),
@@ -115,6 +126,16 @@ impl AnyConnectionBackend for SqliteConnection {
         let args = arguments.map(map_arguments);
 
         Box::pin(async move {
+            // paywarden's patch: as in `fetch_many`.
+            if let Some(mut conn) = self.worker.inline() {
+                for res in execute_inline(&self.worker, &mut conn, query, args, persistent, Some(1))
+                {
+                    if let Either::Right(row) = res? {
+                        return Ok(Some(AnyRow::try_from(&row)?));
+                    }
+                }
+                return Ok(None);
+            }
             let mut stream = pin!(
                 self.worker
                     .execute(query, args, self.row_channel_size, persistent, Some(1))

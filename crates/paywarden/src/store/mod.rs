@@ -1129,13 +1129,13 @@ mod tests {
 
     #[cfg(target_os = "linux")]
     #[tokio::test]
-    async fn a_custom_begin_wakes_the_worker_once() {
-        // vendor/sqlx-sqlite.patch: sqlx-sqlite checked that a custom BEGIN (our `BEGIN
-        // IMMEDIATE`, every write transaction on SQLite) opened a transaction by locking the
-        // connection out of its worker afterwards: a second round trip through the worker's
-        // thread. With the patch the worker checks as it runs the statement. Compared with a
-        // plain `BEGIN`, which never had the second trip.
-        const WORKER: &str = "pw-begin-once";
+    async fn a_write_transaction_runs_without_waking_the_worker() {
+        // vendor/sqlx-sqlite.patch: every statement, BEGIN and COMMIT went to the connection's
+        // worker thread and back: a wake-up of the worker and one of the caller each, while
+        // SQLite's write lock was held. With the patch, a `BEGIN IMMEDIATE` that finds the
+        // lock free, the statements of a transaction holding it, and its `COMMIT` run on the
+        // caller's thread. 50 transactions of 5 steps each: 250 round trips without the patch.
+        const WORKER: &str = "pw-write-inline";
         let dir = tempfile::tempdir().unwrap();
         let mut conn = named_sqlite_connection(dir.path(), "begin.db", WORKER).await;
         sqlx::query("CREATE TABLE t (v INTEGER)")
@@ -1143,32 +1143,163 @@ mod tests {
             .await
             .unwrap();
         let pause = || tokio::time::sleep(std::time::Duration::from_millis(1));
-        let mut switches = Vec::new();
-        for custom in [false, true] {
-            let before = voluntary_switches(WORKER);
-            for _ in 0..50 {
-                let tx = if custom {
-                    conn.begin_with("BEGIN IMMEDIATE").await.unwrap()
-                } else {
-                    conn.begin().await.unwrap()
-                };
-                pause().await;
-                tx.commit().await.unwrap();
-                pause().await;
-            }
-            switches.push(voluntary_switches(WORKER) - before);
+        let before = voluntary_switches(WORKER);
+        for i in 0..50 {
+            let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.unwrap();
+            pause().await;
+            sqlx::query("INSERT INTO t VALUES ($1)")
+                .bind(i)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            let rows: Vec<i64> = sqlx::query_scalar("SELECT v FROM t ORDER BY v")
+                .fetch_all(&mut *tx)
+                .await
+                .unwrap();
+            assert_eq!(rows, (0..=i).collect::<Vec<_>>());
+            let last: Option<i64> = sqlx::query_scalar("SELECT max(v) FROM t")
+                .fetch_optional(&mut *tx)
+                .await
+                .unwrap();
+            assert_eq!(last, Some(i));
+            pause().await;
+            tx.commit().await.unwrap();
+            pause().await;
         }
-        let (plain, custom) = (switches[0], switches[1]);
+        let inline = voluntary_switches(WORKER) - before;
         assert!(
-            plain >= 80,
-            "50 plain transactions woke the worker only {plain} times"
+            inline < 25,
+            "50 write transactions woke the worker {inline} times (sqlx-sqlite without vendor/sqlx-sqlite.patch?)"
         );
-        // Measured (2026-12-05): patched, 115 switches for BEGIN IMMEDIATE against 172 for
-        // BEGIN; unpatched, 180 against 175.
+        // The count sees wake-ups: statements outside a write transaction still go to the
+        // worker, 50 of them about 50 times.
+        let before = voluntary_switches(WORKER);
+        for _ in 0..50 {
+            sqlx::query("SELECT count(*) FROM t")
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            pause().await;
+        }
+        let through_worker = voluntary_switches(WORKER) - before;
         assert!(
-            custom <= plain,
-            "50 BEGIN IMMEDIATE transactions switched the worker {custom} times against {plain} for BEGIN (a second round trip per BEGIN: sqlx-sqlite without vendor/sqlx-sqlite.patch?)"
+            through_worker >= 40,
+            "50 statements woke the worker only {through_worker} times"
         );
+        conn.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_begin_immediate_that_meets_another_writer_waits_for_it_on_the_worker() {
+        // The patch runs `BEGIN IMMEDIATE` on the caller's thread with the busy handler off;
+        // when another connection holds the write lock it must not fail (nor block the
+        // caller's thread): the worker runs it and waits in the busy handler, as before. The
+        // connection's busy timeout is the same afterwards.
+        let dir = tempfile::tempdir().unwrap();
+        let mut holder = named_sqlite_connection(dir.path(), "busy.db", "pw-busy-holder").await;
+        let mut waiter = named_sqlite_connection(dir.path(), "busy.db", "pw-busy-waiter").await;
+        sqlx::query("PRAGMA journal_mode = WAL")
+            .execute(&mut holder)
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE t (v INTEGER)")
+            .execute(&mut holder)
+            .await
+            .unwrap();
+        sqlx::query("PRAGMA busy_timeout = 7000")
+            .execute(&mut waiter)
+            .await
+            .unwrap();
+        let mut held = holder.begin_with("BEGIN IMMEDIATE").await.unwrap();
+        sqlx::query("INSERT INTO t VALUES (1)")
+            .execute(&mut *held)
+            .await
+            .unwrap();
+        let started = Instant::now();
+        let (began, ()) = tokio::join!(
+            async {
+                let mut tx = waiter.begin_with("BEGIN IMMEDIATE").await?;
+                let waited = started.elapsed();
+                let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM t")
+                    .fetch_one(&mut *tx)
+                    .await?;
+                sqlx::query("INSERT INTO t VALUES (2)")
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok::<_, sqlx::Error>((waited, rows))
+            },
+            async {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                held.commit().await.unwrap();
+            }
+        );
+        let (waited, rows) =
+            began.expect("the second writer waits for the lock instead of failing");
+        assert!(
+            waited >= Duration::from_millis(250),
+            "it began after {waited:?}, while the lock was held"
+        );
+        assert_eq!(rows, 1, "it sees the first writer's commit");
+        let timeout: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
+            .fetch_one(&mut waiter)
+            .await
+            .unwrap();
+        assert_eq!(timeout, 7000);
+        let total: i64 = sqlx::query_scalar("SELECT count(*) FROM t")
+            .fetch_one(&mut holder)
+            .await
+            .unwrap();
+        assert_eq!(total, 2);
+        holder.close().await.unwrap();
+        waiter.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_dropped_write_transaction_is_rolled_back_before_the_next_one_runs() {
+        // A transaction dropped without commit queues its rollback on the worker; the next
+        // transaction on the connection must not run on the caller's thread ahead of it
+        // (the patch runs statements there only when every queued command has finished).
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = named_sqlite_connection(dir.path(), "drop.db", "pw-drop-tx").await;
+        sqlx::query("CREATE TABLE t (v INTEGER UNIQUE)")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        for i in 0..20 {
+            {
+                let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.unwrap();
+                sqlx::query("INSERT INTO t VALUES ($1)")
+                    .bind(i)
+                    .execute(&mut *tx)
+                    .await
+                    .unwrap();
+                // Dropped here: its rollback goes to the worker.
+            }
+            let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.unwrap();
+            let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM t")
+                .fetch_one(&mut *tx)
+                .await
+                .unwrap();
+            assert_eq!(
+                rows, 0,
+                "round {i}: the dropped transaction's insert is gone"
+            );
+            // A failing statement inside the transaction answers its error and leaves the
+            // transaction usable.
+            sqlx::query("INSERT INTO t VALUES (100)")
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            let duplicate = sqlx::query("INSERT INTO t VALUES (100)")
+                .execute(&mut *tx)
+                .await;
+            assert!(
+                matches!(duplicate, Err(sqlx::Error::Database(_))),
+                "{duplicate:?}"
+            );
+            tx.rollback().await.unwrap();
+        }
         conn.close().await.unwrap();
     }
 

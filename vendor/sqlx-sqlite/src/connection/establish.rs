@@ -189,6 +189,19 @@ impl EstablishParams {
         Ok(())
     }
 
+    /// paywarden's patch: whether the connection opens SQLite's shared cache (the open flag
+    /// or a `cache=shared` URI parameter), whose table locks make a statement wait in
+    /// `unlock_notify` instead of answering `SQLITE_BUSY`: statements of such a connection
+    /// always run on the worker thread (`ConnectionWorker::inline`).
+    pub(crate) fn shared_cache(&self) -> bool {
+        self.open_flags & SQLITE_OPEN_SHAREDCACHE != 0
+            || self
+                .filename
+                .to_bytes()
+                .windows(b"cache=shared".len())
+                .any(|w| w == b"cache=shared")
+    }
+
     pub(crate) fn establish(&self) -> Result<ConnectionState, Error> {
         let mut handle = null_mut();
 

@@ -1,3 +1,4 @@
+use crate::connection::worker::execute_inline;
 use crate::{
     Sqlite, SqliteConnection, SqliteQueryResult, SqliteRow, SqliteStatement, SqliteTypeInfo,
 };
@@ -31,10 +32,20 @@ impl<'c> Executor<'c> for &'c mut SqliteConnection {
         let persistent = query.persistent() && arguments.is_some();
 
         Box::pin(
-            self.worker
-                .execute(sql, arguments, self.row_channel_size, persistent, None)
-                .map_ok(flume::Receiver::into_stream)
-                .try_flatten_stream(),
+            async move {
+                // paywarden's patch: a statement of a transaction that holds the write lock
+                // runs on this thread (`ConnectionWorker::inline`).
+                if let Some(mut conn) = self.worker.inline() {
+                    let results =
+                        execute_inline(&self.worker, &mut conn, sql, arguments, persistent, None);
+                    return Ok(stream::iter(results).left_stream());
+                }
+                self.worker
+                    .execute(sql, arguments, self.row_channel_size, persistent, None)
+                    .await
+                    .map(|rx| rx.into_stream().right_stream())
+            }
+            .try_flatten_stream(),
         )
     }
 
@@ -56,6 +67,17 @@ impl<'c> Executor<'c> for &'c mut SqliteConnection {
         let persistent = query.persistent() && arguments.is_some();
 
         Box::pin(async move {
+            // paywarden's patch: as in `fetch_many`.
+            if let Some(mut conn) = self.worker.inline() {
+                for res in
+                    execute_inline(&self.worker, &mut conn, sql, arguments, persistent, Some(1))
+                {
+                    if let Either::Right(row) = res? {
+                        return Ok(Some(row));
+                    }
+                }
+                return Ok(None);
+            }
             let mut stream = pin!(self
                 .worker
                 .execute(sql, arguments, self.row_channel_size, persistent, Some(1))

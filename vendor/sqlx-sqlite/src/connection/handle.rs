@@ -5,7 +5,9 @@ use std::ptr::NonNull;
 use crate::error::Error;
 use libsqlite3_sys::{
     sqlite3, sqlite3_close, sqlite3_exec, sqlite3_get_autocommit, sqlite3_last_insert_rowid,
-    SQLITE_LOCKED_SHAREDCACHE, SQLITE_OK,
+    sqlite3_busy_timeout, sqlite3_column_int, sqlite3_finalize, sqlite3_prepare_v2, sqlite3_step,
+    sqlite3_stmt, sqlite3_txn_state, SQLITE_BUSY, SQLITE_LOCKED_SHAREDCACHE, SQLITE_OK,
+    SQLITE_ROW, SQLITE_TXN_WRITE,
 };
 
 use crate::{statement::unlock_notify, SqliteError};
@@ -46,6 +48,60 @@ impl ConnectionHandle {
     pub(crate) fn in_transaction(&mut self) -> bool {
         // SAFETY: we have exclusive access to the database handle
         unsafe { sqlite3_get_autocommit(self.as_ptr()) == 0 }
+    }
+
+    /// paywarden's patch: whether the open transaction holds the write lock of a database of
+    /// the connection (`sqlite3_txn_state(db, NULL)` is `SQLITE_TXN_WRITE`, SQLite 3.34+).
+    pub(crate) fn holds_write_lock(&mut self) -> bool {
+        // SAFETY: we have exclusive access to the database handle
+        unsafe { sqlite3_txn_state(self.as_ptr(), std::ptr::null()) == SQLITE_TXN_WRITE }
+    }
+
+    /// paywarden's patch: runs `query` (no rows) with SQLite's busy handler off, so that a
+    /// lock held by another connection answers at once instead of waiting: `Ok(false)` when it
+    /// answered `SQLITE_BUSY` (any extended code; nothing was done), `Ok(true)` when it ran.
+    /// The connection's busy timeout (`PRAGMA busy_timeout`) is put back afterwards.
+    pub(crate) fn exec_without_waiting(&mut self, query: &str) -> Result<bool, Error> {
+        let timeout = self.busy_timeout_ms()?;
+        // SAFETY: we have exclusive access to the database handle
+        unsafe { sqlite3_busy_timeout(self.as_ptr(), 0) };
+        let res = self.exec(query);
+        // SAFETY: as above
+        unsafe { sqlite3_busy_timeout(self.as_ptr(), timeout) };
+        match res {
+            Ok(()) => Ok(true),
+            Err(Error::Database(e))
+                if e.code()
+                    .and_then(|code| code.parse::<i32>().ok())
+                    .is_some_and(|code| code & 0xff == SQLITE_BUSY) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// paywarden's patch: the connection's busy timeout in milliseconds (`PRAGMA
+    /// busy_timeout`; SQLite keeps no other way to read it).
+    fn busy_timeout_ms(&mut self) -> Result<i32, Error> {
+        let sql = c"PRAGMA busy_timeout";
+        let mut stmt: *mut sqlite3_stmt = ptr::null_mut();
+        // SAFETY: we have exclusive access to the database handle; the statement is finalized
+        // before returning.
+        unsafe {
+            if sqlite3_prepare_v2(self.as_ptr(), sql.as_ptr(), -1, &mut stmt, ptr::null_mut())
+                != SQLITE_OK
+            {
+                return Err(SqliteError::new(self.as_ptr()).into());
+            }
+            let timeout = (sqlite3_step(stmt) == SQLITE_ROW).then(|| sqlite3_column_int(stmt, 0));
+            sqlite3_finalize(stmt);
+            timeout.ok_or_else(|| {
+                SqliteError::try_new(self.as_ptr())
+                    .unwrap_or_else(|| SqliteError::generic("PRAGMA busy_timeout gave no row"))
+                    .into()
+            })
+        }
     }
 
     pub(crate) fn last_insert_rowid(&mut self) -> i64 {

@@ -43,7 +43,7 @@ pub(crate) mod intmap;
 mod preupdate_hook;
 pub(crate) mod serialize;
 
-mod worker;
+pub(crate) mod worker;
 
 /// A connection to an open [Sqlite] database.
 ///

@@ -1,9 +1,11 @@
 // Modified for paywarden (2026-12-05): sqlx-sqlite 0.8.6 with vendor/sqlx-sqlite.patch applied,
 // which answers `ConnectionWorker::ping` of an idle worker without a round trip through the
-// worker thread, and checks that a custom `BEGIN` statement opened a transaction on the
-// worker's thread instead of in a second round trip, rolling back one that failed after
-// opening it (see docs/performance.md, "sqlx's ping on release" and "One round trip per
-// BEGIN", in the paywarden repository).
+// worker thread; checks that a custom `BEGIN` statement opened a transaction on the worker's
+// thread instead of in a second round trip, rolling back one that failed after opening it; and
+// runs on the caller's thread, without the worker, what cannot wait for a lock: a `BEGIN` or
+// `COMMIT` that SQLite answers without its busy handler, and the statements of a transaction
+// that holds the write lock (see docs/performance.md, "sqlx's ping on release", "One round trip
+// per BEGIN" and "Write transactions on the caller's thread", in the paywarden repository).
 
 use std::borrow::Cow;
 use std::future::Future;
@@ -45,6 +47,9 @@ pub(crate) struct ConnectionWorker {
 pub(crate) struct WorkerSharedState {
     transaction_depth: AtomicUsize,
     cached_statements_size: AtomicUsize,
+    /// paywarden's patch: whether statements may run on the caller's thread (not on a
+    /// shared-cache connection: `EstablishParams::shared_cache`).
+    inline: bool,
     pub(crate) conn: Mutex<ConnectionState>,
 }
 
@@ -94,7 +99,6 @@ enum Command {
     Rollback {
         tx: Option<rendezvous_oneshot::Sender<Result<(), Error>>>,
     },
-    UnlockDb,
     ClearCache {
         tx: oneshot::Sender<()>,
     },
@@ -114,6 +118,7 @@ impl ConnectionWorker {
             .name(params.thread_name.clone())
             .spawn(move || {
                 let (command_tx, command_rx) = flume::bounded(params.command_channel_size);
+                let inline = !params.shared_cache();
 
                 let conn = match params.establish() {
                     Ok(conn) => conn,
@@ -126,13 +131,12 @@ impl ConnectionWorker {
                 let shared = Arc::new(WorkerSharedState {
                     transaction_depth: AtomicUsize::new(0),
                     cached_statements_size: AtomicUsize::new(0),
+                    inline,
                     // note: must be fair because in `Command::UnlockDb` we unlock the mutex
                     // and then immediately try to relock it; an unfair mutex would immediately
                     // grant us the lock even if another task is waiting.
                     conn: Mutex::new(conn, true),
                 });
-                let mut conn = shared.conn.try_lock().unwrap();
-
                 if establish_tx
                     .send(Ok(Self {
                         command_tx: CommandSender {
@@ -155,6 +159,14 @@ impl ConnectionWorker {
                     // paywarden's patch: the command counts as finished when this iteration
                     // ends, however it ends (after the answer was sent).
                     let _unfinished = unfinished;
+                    // paywarden's patch: the worker holds the connection only while it runs a
+                    // command (declared after `_unfinished`, so released before the command
+                    // counts as finished), so that a statement of a write transaction can run
+                    // on the caller's thread between commands (`ConnectionWorker::inline`).
+                    let mut conn = match shared.conn.try_lock() {
+                        Some(conn) => conn,
+                        None => futures_executor::block_on(shared.conn.lock()),
+                    };
                     let _guard = span.enter();
                     match cmd {
                         Command::Prepare { query, tx } => {
@@ -351,10 +363,6 @@ impl ConnectionWorker {
                             update_cached_statements_size(&conn, &shared.cached_statements_size);
                             tx.send(()).ok();
                         }
-                        Command::UnlockDb => {
-                            drop(conn);
-                            conn = futures_executor::block_on(shared.conn.lock());
-                        }
                         Command::Ping { tx } => {
                             tx.send(()).ok();
                         }
@@ -420,13 +428,95 @@ impl ConnectionWorker {
         &mut self,
         statement: Option<Cow<'static, str>>,
     ) -> Result<(), Error> {
+        if let Some(done) = self.begin_inline(&statement) {
+            return done;
+        }
         self.oneshot_cmd_with_ack(|tx| Command::Begin { tx, statement })
             .await?
     }
 
     pub(crate) async fn commit(&mut self) -> Result<(), Error> {
+        if let Some(done) = self.commit_inline() {
+            return done;
+        }
         self.oneshot_cmd_with_ack(|tx| Command::Commit { tx })
             .await?
+    }
+
+    /// paywarden's patch: the connection locked for work on the caller's thread, when every
+    /// command sent to the worker has finished (so nothing queued is overtaken) and it is not
+    /// a shared-cache connection.
+    fn idle(&self) -> Option<MutexGuard<'_, ConnectionState>> {
+        if !self.shared.inline
+            || self.command_tx.unfinished.load(Ordering::Acquire) != 0
+            || self.command_tx.is_disconnected()
+        {
+            return None;
+        }
+        self.shared.conn.try_lock()
+    }
+
+    /// paywarden's patch: `begin` on the caller's thread, as the worker's `Begin` command would
+    /// run it, when it needs no waiting: the worker is idle ([`Self::idle`]) and the statement,
+    /// run with the busy handler off, did not answer `SQLITE_BUSY` (a `BEGIN IMMEDIATE` whose
+    /// write lock another connection holds). `None`: the worker runs it (and waits in the busy
+    /// handler). Synchronous, so a cancelled caller cannot leave a transaction it does not know of.
+    fn begin_inline(&self, statement: &Option<Cow<'static, str>>) -> Option<Result<(), Error>> {
+        let mut conn = self.idle()?;
+        let depth = self.shared.transaction_depth.load(Ordering::Acquire);
+        let sql = match statement {
+            Some(_) if depth > 0 => return Some(Err(Error::InvalidSavePointStatement)),
+            Some(statement) => statement.clone(),
+            None => begin_ansi_transaction_sql(depth),
+        };
+        let ran = match conn.handle.exec_without_waiting(&sql) {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                // Busy: nothing began (`BEGIN IMMEDIATE` takes its lock first); unless a
+                // multi-statement custom `BEGIN` opened a transaction before the busy part.
+                if statement.is_some() && depth == 0 && conn.handle.in_transaction() {
+                    if let Err(e) = conn.handle.exec("ROLLBACK") {
+                        return Some(Err(e));
+                    }
+                }
+                return None;
+            }
+            Err(e) => Err(e),
+        }
+        .and_then(|()| {
+            if statement.is_some() && !conn.handle.in_transaction() {
+                return Err(Error::BeginFailed);
+            }
+            self.shared.transaction_depth.fetch_add(1, Ordering::Release);
+            Ok(())
+        });
+        if ran.is_err() && statement.is_some() && depth == 0 && conn.handle.in_transaction() {
+            if let Err(e) = conn.handle.exec("ROLLBACK") {
+                return Some(Err(e));
+            }
+        }
+        Some(ran)
+    }
+
+    /// paywarden's patch: `commit` on the caller's thread, as the worker's `Commit` command
+    /// would run it, when the worker is idle ([`Self::idle`]) and the `COMMIT` (busy handler
+    /// off) did not answer `SQLITE_BUSY` (which leaves the transaction open; the worker then
+    /// commits it, waiting in the busy handler). In WAL mode a `COMMIT` takes no lock it does
+    /// not hold, so it runs here; it may run SQLite's automatic checkpoint.
+    fn commit_inline(&self) -> Option<Result<(), Error>> {
+        let mut conn = self.idle()?;
+        let depth = self.shared.transaction_depth.load(Ordering::Acquire);
+        if depth == 0 {
+            return Some(Ok(()));
+        }
+        match conn.handle.exec_without_waiting(&commit_ansi_transaction_sql(depth)) {
+            Ok(true) => {
+                self.shared.transaction_depth.fetch_sub(1, Ordering::Release);
+                Some(Ok(()))
+            }
+            Ok(false) => None,
+            Err(e) => Some(Err(e)),
+        }
     }
 
     pub(crate) async fn rollback(&mut self) -> Result<(), Error> {
@@ -513,18 +603,29 @@ impl ConnectionWorker {
         self.oneshot_cmd(|tx| Command::ClearCache { tx }).await
     }
 
+    /// paywarden's patch: the worker holds the connection only while it runs a command, so
+    /// the handle is locked out of it once every command sent before has finished (a ping
+    /// through the worker waits for them; the caller's `&mut` keeps new ones from being sent
+    /// while the guard lives).
     pub(crate) async fn unlock_db(&mut self) -> Result<MutexGuard<'_, ConnectionState>, Error> {
-        let (guard, res) = futures_util::future::join(
-            // we need to join the wait queue for the lock before we send the message
-            self.shared.conn.lock(),
-            self.command_tx
-                .send_async((Command::UnlockDb, Span::current())),
-        )
-        .await;
+        self.oneshot_cmd(|tx| Command::Ping { tx }).await?;
+        Ok(self.shared.conn.lock().await)
+    }
 
-        res.map_err(|_| Error::WorkerCrashed)?;
-
-        Ok(guard)
+    /// paywarden's patch: the connection, locked for a statement on the caller's thread, when
+    /// the statement cannot wait for any lock of SQLite's: every command sent to the worker has
+    /// finished (so the statement does not overtake one), a transaction begun through the
+    /// worker is open, and it holds the database's write lock (`sqlite3_txn_state` is
+    /// `SQLITE_TXN_WRITE`: it began with `BEGIN IMMEDIATE` or has written). Such a statement
+    /// reads its transaction's snapshot and writes under the lock it holds, so it never enters
+    /// the busy handler; running it here spares the worker thread's wake-up and the caller's
+    /// while the write lock is held. `None` otherwise: the statement goes to the worker.
+    pub(crate) fn inline(&self) -> Option<MutexGuard<'_, ConnectionState>> {
+        if self.shared.get_transaction_depth() == 0 {
+            return None;
+        }
+        let mut conn = self.idle()?;
+        conn.handle.holds_write_lock().then_some(conn)
     }
 
     /// Send a command to the worker to shut down the processing thread.
@@ -616,6 +717,43 @@ fn prepare(conn: &mut ConnectionState, query: &str) -> Result<SqliteStatement<'s
 
 fn update_cached_statements_size(conn: &ConnectionState, size: &AtomicUsize) {
     size.store(conn.statements.len(), Ordering::Release);
+}
+
+/// paywarden's patch: runs `query` on the caller's thread on a connection that
+/// [`ConnectionWorker::inline`] locked, as the worker's `Execute` command would (the same
+/// statement cache, at most `limit` rows, stopping at the first error), and returns what the
+/// worker would have sent, in order.
+pub(crate) fn execute_inline(
+    worker: &ConnectionWorker,
+    conn: &mut ConnectionState,
+    query: &str,
+    arguments: Option<SqliteArguments<'_>>,
+    persistent: bool,
+    limit: Option<usize>,
+) -> Vec<Result<Either<SqliteQueryResult, SqliteRow>, Error>> {
+    let mut results = Vec::new();
+    match execute::iter(conn, query, arguments, persistent) {
+        Err(e) => results.push(Err(e)),
+        Ok(iter) => {
+            let mut rows_returned = 0;
+            for res in iter {
+                let has_error = res.is_err();
+                let is_row = matches!(&res, Ok(Either::Right(_)));
+                results.push(res);
+                if has_error {
+                    break;
+                }
+                if is_row {
+                    rows_returned += 1;
+                    if limit.is_some_and(|limit| rows_returned >= limit) {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    update_cached_statements_size(conn, &worker.shared.cached_statements_size);
+    results
 }
 
 // A oneshot channel where send completes only after the receiver receives the value.
