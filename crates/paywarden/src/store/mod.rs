@@ -241,8 +241,9 @@ async fn durable(wal_sync: Option<&durability::WalSync>) -> std::io::Result<()> 
 /// One autocommit write statement (`INSERT`, `UPDATE`, `DELETE`) of the store, run with
 /// [`WriteStatement::write_on`]: on this process's write turn, and answered once durable.
 pub(crate) trait WriteStatement {
-    /// Runs the statement on a [`Store::write_conn`], gives the turn back, and returns its
-    /// result once the write is durable.
+    /// Runs the statement on this process's write turn (SQLite: in a `BEGIN IMMEDIATE`
+    /// transaction of its own; PostgreSQL: on a [`Store::write_conn`]), gives the turn back,
+    /// and returns its result once the write is durable.
     ///
     /// # Errors
     /// The statement's error; or, after it ran, the fsync's (as [`sqlx::Error::Io`]).
@@ -254,9 +255,24 @@ pub(crate) trait WriteStatement {
 
 impl<'q> WriteStatement for sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
     async fn write_on(self, store: &Store) -> Result<sqlx::any::AnyQueryResult, sqlx::Error> {
-        let done = self.execute(&mut *store.write_conn().await?).await?;
-        store.written().await?;
-        Ok(done)
+        match store.engine {
+            // In a `BEGIN IMMEDIATE` transaction of its own: with the write lock free (this
+            // process's writers take turns), its `BEGIN`, the statement and its `COMMIT` all
+            // run on this thread (vendor/sqlx-sqlite.patch), where an autocommit statement,
+            // which may have to wait for the lock, is a round trip through sqlx's worker
+            // thread while the turn is held.
+            Engine::Sqlite => {
+                let mut tx = store.begin_write().await?;
+                let done = self.execute(&mut *tx).await?;
+                tx.commit().await?;
+                Ok(done)
+            }
+            Engine::Postgres => {
+                let done = self.execute(&mut *store.write_conn().await?).await?;
+                store.written().await?;
+                Ok(done)
+            }
+        }
     }
 }
 
