@@ -127,12 +127,14 @@ impl AnyConnectionBackend for SqliteConnection {
 
         Box::pin(async move {
             // paywarden's patch: as in `fetch_many`.
+            // Only the first result counts, as on the worker's path below.
             if let Some(mut conn) = self.worker.inline() {
-                for res in execute_inline(&self.worker, &mut conn, query, args, persistent, Some(1))
-                {
-                    if let Either::Right(row) = res? {
-                        return Ok(Some(AnyRow::try_from(&row)?));
-                    }
+                let first = execute_inline(&self.worker, &mut conn, query, args, persistent, Some(1))
+                    .into_iter()
+                    .next()
+                    .transpose()?;
+                if let Some(Either::Right(row)) = first {
+                    return Ok(Some(AnyRow::try_from(&row)?));
                 }
                 return Ok(None);
             }

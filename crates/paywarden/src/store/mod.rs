@@ -1154,6 +1154,10 @@ mod tests {
         const WORKER: &str = "pw-write-inline";
         let dir = tempfile::tempdir().unwrap();
         let mut conn = named_sqlite_connection(dir.path(), "begin.db", WORKER).await;
+        sqlx::query("PRAGMA journal_mode = WAL")
+            .execute(&mut conn)
+            .await
+            .unwrap();
         sqlx::query("CREATE TABLE t (v INTEGER)")
             .execute(&mut conn)
             .await
@@ -1203,6 +1207,97 @@ mod tests {
             "50 statements woke the worker only {through_worker} times"
         );
         conn.close().await.unwrap();
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn statements_that_could_wait_for_a_lock_still_go_to_the_worker() {
+        // The statements of a write transaction run on the caller's thread only where no lock
+        // can make them wait: in WAL mode, with no other database attached. In rollback-journal
+        // mode a statement may spill the cache and wait for readers; a statement may write to
+        // an attached database whose lock the transaction does not hold. Both go to the worker
+        // (and a first result that is not a row is still `None` for `fetch_optional` on both
+        // paths).
+        let dir = tempfile::tempdir().unwrap();
+        for (worker, wal, attach) in [
+            ("pw-wait-journal", false, false),
+            ("pw-wait-attach", true, true),
+        ] {
+            let mut conn =
+                named_sqlite_connection(dir.path(), &format!("{worker}.db"), worker).await;
+            if wal {
+                sqlx::query("PRAGMA journal_mode = WAL")
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+            }
+            if attach {
+                sqlx::query(&format!(
+                    "ATTACH DATABASE '{}' AS aux",
+                    dir.path().join("aux.db").display()
+                ))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            }
+            sqlx::query("CREATE TABLE t (v INTEGER)")
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            let pause = || tokio::time::sleep(std::time::Duration::from_millis(1));
+            let before = voluntary_switches(worker);
+            for i in 0..50 {
+                let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.unwrap();
+                sqlx::query("INSERT INTO t VALUES ($1)")
+                    .bind(i)
+                    .execute(&mut *tx)
+                    .await
+                    .unwrap();
+                pause().await;
+                tx.commit().await.unwrap();
+            }
+            let switches = voluntary_switches(worker) - before;
+            assert!(
+                switches >= 40,
+                "{worker}: 50 inserts woke the worker only {switches} times"
+            );
+            conn.close().await.unwrap();
+        }
+        // `fetch_optional` of a multi-statement query answers as sqlx-sqlite 0.8.6 does on the
+        // worker, on the caller's thread too: the first row for a SQLite connection, the first
+        // result (here the insert's, so no row) through the `Any` driver.
+        let mut conn = named_sqlite_connection(dir.path(), "first.db", "pw-first-result").await;
+        sqlx::query("PRAGMA journal_mode = WAL")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE t (v INTEGER)")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.unwrap();
+        let first: Option<i64> = sqlx::query_scalar("INSERT INTO t VALUES (1); SELECT v FROM t")
+            .fetch_optional(&mut *tx)
+            .await
+            .unwrap();
+        assert_eq!(first, Some(1));
+        tx.rollback().await.unwrap();
+        conn.close().await.unwrap();
+        sqlx::any::install_default_drivers();
+        let mut any = sqlx::AnyConnection::connect(&sqlite_url(&dir.path().join("first.db")))
+            .await
+            .unwrap();
+        let mut tx = any.begin_with("BEGIN IMMEDIATE").await.unwrap();
+        let first = sqlx::query("INSERT INTO t VALUES (1); SELECT v FROM t")
+            .fetch_optional(&mut *tx)
+            .await
+            .unwrap();
+        assert!(
+            first.is_none(),
+            "the first result is the insert's, not a row"
+        );
+        tx.rollback().await.unwrap();
+        any.close().await.unwrap();
     }
 
     #[tokio::test]

@@ -5,8 +5,8 @@ use std::ptr::NonNull;
 use crate::error::Error;
 use libsqlite3_sys::{
     sqlite3, sqlite3_close, sqlite3_exec, sqlite3_get_autocommit, sqlite3_last_insert_rowid,
-    sqlite3_busy_timeout, sqlite3_column_int, sqlite3_finalize, sqlite3_prepare_v2, sqlite3_step,
-    sqlite3_stmt, sqlite3_txn_state, SQLITE_BUSY, SQLITE_LOCKED_SHAREDCACHE, SQLITE_OK,
+    sqlite3_busy_timeout, sqlite3_column_int, sqlite3_column_text, sqlite3_db_name,
+    sqlite3_finalize, sqlite3_prepare_v2, sqlite3_step, sqlite3_stmt, sqlite3_txn_state, SQLITE_BUSY, SQLITE_LOCKED_SHAREDCACHE, SQLITE_OK,
     SQLITE_ROW, SQLITE_TXN_WRITE,
 };
 
@@ -50,19 +50,46 @@ impl ConnectionHandle {
         unsafe { sqlite3_get_autocommit(self.as_ptr()) == 0 }
     }
 
-    /// paywarden's patch: whether the open transaction holds the write lock of a database of
-    /// the connection (`sqlite3_txn_state(db, NULL)` is `SQLITE_TXN_WRITE`, SQLite 3.34+).
+    /// paywarden's patch: whether the open transaction holds the write lock of the main
+    /// database (`sqlite3_txn_state(db, "main")` is `SQLITE_TXN_WRITE`, SQLite 3.34+) and no
+    /// other database is attached (a statement writing to one whose lock the transaction does
+    /// not hold would wait for it; the temp database takes no file lock).
     pub(crate) fn holds_write_lock(&mut self) -> bool {
         // SAFETY: we have exclusive access to the database handle
-        unsafe { sqlite3_txn_state(self.as_ptr(), std::ptr::null()) == SQLITE_TXN_WRITE }
+        unsafe {
+            sqlite3_txn_state(self.as_ptr(), c"main".as_ptr()) == SQLITE_TXN_WRITE
+                && sqlite3_db_name(self.as_ptr(), 2).is_null()
+        }
+    }
+
+    /// paywarden's patch: whether the main database is in WAL mode (`PRAGMA
+    /// main.journal_mode`), where a statement of a transaction holding the write lock never
+    /// waits for a lock (in rollback-journal mode a cache spill waits for readers). `false`
+    /// when it cannot be read.
+    pub(crate) fn in_wal_mode(&mut self) -> bool {
+        self.pragma(c"PRAGMA main.journal_mode", |stmt| {
+            // SAFETY: `stmt` is on a row; the text is copied before the next step.
+            let text = unsafe { sqlite3_column_text(stmt, 0) };
+            !text.is_null()
+                && unsafe { std::ffi::CStr::from_ptr(text.cast()) }
+                    .to_bytes()
+                    .eq_ignore_ascii_case(b"wal")
+        })
+        .unwrap_or(false)
     }
 
     /// paywarden's patch: runs `query` (no rows) with SQLite's busy handler off, so that a
-    /// lock held by another connection answers at once instead of waiting: `Ok(false)` when it
-    /// answered `SQLITE_BUSY` (any extended code; nothing was done), `Ok(true)` when it ran.
-    /// The connection's busy timeout (`PRAGMA busy_timeout`) is put back afterwards.
+    /// lock held by another connection answers at once instead of waiting: `Ok(true)` when it
+    /// ran; `Ok(false)` when nothing was done: SQLite answered `SQLITE_BUSY` (any extended
+    /// code), or the busy timeout to put back could not be read (then it did not run). The
+    /// connection's busy timeout (`PRAGMA busy_timeout`) is put back afterwards.
     pub(crate) fn exec_without_waiting(&mut self, query: &str) -> Result<bool, Error> {
-        let timeout = self.busy_timeout_ms()?;
+        // SAFETY (the closure): `stmt` is on a row.
+        let Some(timeout) = self.pragma(c"PRAGMA busy_timeout", |stmt| unsafe {
+            sqlite3_column_int(stmt, 0)
+        }) else {
+            return Ok(false);
+        };
         // SAFETY: we have exclusive access to the database handle
         unsafe { sqlite3_busy_timeout(self.as_ptr(), 0) };
         let res = self.exec(query);
@@ -81,10 +108,9 @@ impl ConnectionHandle {
         }
     }
 
-    /// paywarden's patch: the connection's busy timeout in milliseconds (`PRAGMA
-    /// busy_timeout`; SQLite keeps no other way to read it).
-    fn busy_timeout_ms(&mut self) -> Result<i32, Error> {
-        let sql = c"PRAGMA busy_timeout";
+    /// paywarden's patch: the first row of a one-row `PRAGMA`, read by `read`; `None` when it
+    /// cannot be prepared or gives no row.
+    fn pragma<T>(&mut self, sql: &std::ffi::CStr, read: impl FnOnce(*mut sqlite3_stmt) -> T) -> Option<T> {
         let mut stmt: *mut sqlite3_stmt = ptr::null_mut();
         // SAFETY: we have exclusive access to the database handle; the statement is finalized
         // before returning.
@@ -92,15 +118,11 @@ impl ConnectionHandle {
             if sqlite3_prepare_v2(self.as_ptr(), sql.as_ptr(), -1, &mut stmt, ptr::null_mut())
                 != SQLITE_OK
             {
-                return Err(SqliteError::new(self.as_ptr()).into());
+                return None;
             }
-            let timeout = (sqlite3_step(stmt) == SQLITE_ROW).then(|| sqlite3_column_int(stmt, 0));
+            let value = (sqlite3_step(stmt) == SQLITE_ROW).then(|| read(stmt));
             sqlite3_finalize(stmt);
-            timeout.ok_or_else(|| {
-                SqliteError::try_new(self.as_ptr())
-                    .unwrap_or_else(|| SqliteError::generic("PRAGMA busy_timeout gave no row"))
-                    .into()
-            })
+            value
         }
     }
 

@@ -9,7 +9,7 @@
 
 use std::borrow::Cow;
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 
@@ -50,6 +50,14 @@ pub(crate) struct WorkerSharedState {
     /// paywarden's patch: whether statements may run on the caller's thread (not on a
     /// shared-cache connection: `EstablishParams::shared_cache`).
     inline: bool,
+    /// paywarden's patch: whether the open transaction was begun on the caller's thread on a
+    /// database in WAL mode, so that its statements may run there once it holds the write
+    /// lock (`ConnectionWorker::inline`); set by every `BEGIN` at depth 0.
+    wal_transaction: AtomicBool,
+    /// paywarden's patch: the connection was left in a state nothing can repair (a failed
+    /// `BEGIN` whose transaction could not be rolled back on the caller's thread): nothing
+    /// more runs there, and `ping` fails so that the pool closes it.
+    poisoned: AtomicBool,
     pub(crate) conn: Mutex<ConnectionState>,
 }
 
@@ -132,9 +140,11 @@ impl ConnectionWorker {
                     transaction_depth: AtomicUsize::new(0),
                     cached_statements_size: AtomicUsize::new(0),
                     inline,
-                    // note: must be fair because in `Command::UnlockDb` we unlock the mutex
-                    // and then immediately try to relock it; an unfair mutex would immediately
-                    // grant us the lock even if another task is waiting.
+                    wal_transaction: AtomicBool::new(false),
+                    poisoned: AtomicBool::new(false),
+                    // note: upstream, the worker unlocked the mutex in `Command::UnlockDb` and
+                    // relocked it at once, which needed a fair mutex. paywarden's patch locks it
+                    // per command (and `unlock_db` locks after a ping); fairness is kept.
                     conn: Mutex::new(conn, true),
                 });
                 if establish_tx
@@ -234,6 +244,11 @@ impl ConnectionWorker {
                         }
                         Command::Begin { tx, statement } => {
                             let depth = shared.transaction_depth.load(Ordering::Acquire);
+                            if depth == 0 {
+                                // paywarden's patch: a transaction begun here runs its
+                                // statements here.
+                                shared.wal_transaction.store(false, Ordering::Release);
+                            }
                             let is_custom_statement = statement.is_some();
 
                             let statement = match statement {
@@ -448,6 +463,7 @@ impl ConnectionWorker {
     /// a shared-cache connection.
     fn idle(&self) -> Option<MutexGuard<'_, ConnectionState>> {
         if !self.shared.inline
+            || self.shared.poisoned.load(Ordering::Acquire)
             || self.command_tx.unfinished.load(Ordering::Acquire) != 0
             || self.command_tx.is_disconnected()
         {
@@ -472,11 +488,12 @@ impl ConnectionWorker {
         let ran = match conn.handle.exec_without_waiting(&sql) {
             Ok(true) => Ok(()),
             Ok(false) => {
-                // Busy: nothing began (`BEGIN IMMEDIATE` takes its lock first); unless a
-                // multi-statement custom `BEGIN` opened a transaction before the busy part.
+                // Busy (or not run): nothing began (`BEGIN IMMEDIATE` takes its lock first);
+                // unless a multi-statement custom `BEGIN` opened a transaction before the busy
+                // part.
                 if statement.is_some() && depth == 0 && conn.handle.in_transaction() {
-                    if let Err(e) = conn.handle.exec("ROLLBACK") {
-                        return Some(Err(e));
+                    if let Err(error) = conn.handle.exec("ROLLBACK") {
+                        return Some(Err(self.poison(error)));
                     }
                 }
                 return None;
@@ -487,15 +504,27 @@ impl ConnectionWorker {
             if statement.is_some() && !conn.handle.in_transaction() {
                 return Err(Error::BeginFailed);
             }
+            if depth == 0 {
+                let wal = conn.handle.in_wal_mode();
+                self.shared.wal_transaction.store(wal, Ordering::Release);
+            }
             self.shared.transaction_depth.fetch_add(1, Ordering::Release);
             Ok(())
         });
         if ran.is_err() && statement.is_some() && depth == 0 && conn.handle.in_transaction() {
-            if let Err(e) = conn.handle.exec("ROLLBACK") {
-                return Some(Err(e));
+            if let Err(error) = conn.handle.exec("ROLLBACK") {
+                self.poison(error);
             }
         }
         Some(ran)
+    }
+
+    /// paywarden's patch: marks the connection as beyond repair (see
+    /// `WorkerSharedState::poisoned`), logging `error`, which it returns.
+    fn poison(&self, error: Error) -> Error {
+        tracing::error!(%error, "a SQLite connection was left inside a transaction it could not roll back; it will be closed");
+        self.shared.poisoned.store(true, Ordering::Release);
+        error
     }
 
     /// paywarden's patch: `commit` on the caller's thread, as the worker's `Commit` command
@@ -537,7 +566,7 @@ impl ConnectionWorker {
     /// rollback or a cancelled statement still queued or running) the ping goes through the
     /// worker as before, so the pool gets the connection back only once that work is done.
     pub(crate) async fn ping(&mut self) -> Result<(), Error> {
-        if self.command_tx.is_disconnected() {
+        if self.command_tx.is_disconnected() || self.shared.poisoned.load(Ordering::Acquire) {
             return Err(Error::WorkerCrashed);
         }
         if self.command_tx.unfinished.load(Ordering::Acquire) == 0
@@ -613,15 +642,19 @@ impl ConnectionWorker {
     }
 
     /// paywarden's patch: the connection, locked for a statement on the caller's thread, when
-    /// the statement cannot wait for any lock of SQLite's: every command sent to the worker has
-    /// finished (so the statement does not overtake one), a transaction begun through the
-    /// worker is open, and it holds the database's write lock (`sqlite3_txn_state` is
-    /// `SQLITE_TXN_WRITE`: it began with `BEGIN IMMEDIATE` or has written). Such a statement
-    /// reads its transaction's snapshot and writes under the lock it holds, so it never enters
-    /// the busy handler; running it here spares the worker thread's wake-up and the caller's
-    /// while the write lock is held. `None` otherwise: the statement goes to the worker.
+    /// the statement cannot wait for any lock of SQLite's: the worker is idle ([`Self::idle`]:
+    /// every command sent to it has finished, so the statement does not overtake one), a
+    /// transaction begun on the caller's thread on a database in WAL mode is open, and it holds
+    /// the main database's write lock with no other database attached
+    /// (`ConnectionHandle::holds_write_lock`: it began with `BEGIN IMMEDIATE` or has written).
+    /// Such a statement reads its transaction's snapshot and writes under the lock it holds, so
+    /// it never enters the busy handler; running it here spares the worker thread's wake-up
+    /// and the caller's while the write lock is held. `None` otherwise: the statement goes to
+    /// the worker.
     pub(crate) fn inline(&self) -> Option<MutexGuard<'_, ConnectionState>> {
-        if self.shared.get_transaction_depth() == 0 {
+        if self.shared.get_transaction_depth() == 0
+            || !self.shared.wal_transaction.load(Ordering::Acquire)
+        {
             return None;
         }
         let mut conn = self.idle()?;
@@ -722,7 +755,9 @@ fn update_cached_statements_size(conn: &ConnectionState, size: &AtomicUsize) {
 /// paywarden's patch: runs `query` on the caller's thread on a connection that
 /// [`ConnectionWorker::inline`] locked, as the worker's `Execute` command would (the same
 /// statement cache, at most `limit` rows, stopping at the first error), and returns what the
-/// worker would have sent, in order.
+/// worker would have sent, in order. It runs to the end before returning: the rows are held
+/// in memory at once (meant for the short statements of a write transaction), and a caller
+/// that stops reading early does not stop the later statements of a multi-statement query.
 pub(crate) fn execute_inline(
     worker: &ConnectionWorker,
     conn: &mut ConnectionState,
