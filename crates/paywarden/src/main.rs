@@ -375,8 +375,23 @@ fn init_logging() {
         .init();
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// The stack of each of the runtime's worker threads (tokio's default is 2 MiB). A tool call
+/// runs on one as a chain of nested futures, from the HTTP request through rmcp and the pipeline
+/// to the policy's CEL interpreter and the SQLite statements of a write transaction, which run
+/// on the calling thread (docs/performance.md, "Write transactions on the caller's thread").
+/// A debug build's frames for that chain come within a few hundred KiB of 2 MiB; the stack is
+/// reserved address space, touched only as deep as it is used, so RSS does not change.
+const WORKER_STACK_BYTES: usize = 8 << 20;
+
+fn main() -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_stack_size(WORKER_STACK_BYTES)
+        .build()?
+        .block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging();
     let file = cli.config.as_deref();
