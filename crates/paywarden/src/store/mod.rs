@@ -1088,6 +1088,28 @@ mod tests {
         total
     }
 
+    /// [`named_sqlite_connection`] in WAL mode (paywarden's journal mode).
+    async fn wal_connection(
+        dir: &Path,
+        file: &str,
+        worker: &'static str,
+    ) -> sqlx::SqliteConnection {
+        let mut conn = named_sqlite_connection(dir, file, worker).await;
+        sqlx::query("PRAGMA journal_mode = WAL")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        conn
+    }
+
+    /// Creates the tests' table `t (v INTEGER)`.
+    async fn create_table_t(conn: &mut sqlx::SqliteConnection) {
+        sqlx::query("CREATE TABLE t (v INTEGER)")
+            .execute(conn)
+            .await
+            .unwrap();
+    }
+
     /// A connection of its own to a new SQLite file `file` in `dir`, its worker thread named
     /// `worker` (so that [`voluntary_switches`] can count that thread's wake-ups).
     async fn named_sqlite_connection(
@@ -1153,15 +1175,8 @@ mod tests {
         // caller's thread. 50 transactions of 5 steps each: 250 round trips without the patch.
         const WORKER: &str = "pw-write-inline";
         let dir = tempfile::tempdir().unwrap();
-        let mut conn = named_sqlite_connection(dir.path(), "begin.db", WORKER).await;
-        sqlx::query("PRAGMA journal_mode = WAL")
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        sqlx::query("CREATE TABLE t (v INTEGER)")
-            .execute(&mut conn)
-            .await
-            .unwrap();
+        let mut conn = wal_connection(dir.path(), "begin.db", WORKER).await;
+        create_table_t(&mut conn).await;
         let pause = || tokio::time::sleep(std::time::Duration::from_millis(1));
         let before = voluntary_switches(WORKER);
         for i in 0..50 {
@@ -1240,10 +1255,7 @@ mod tests {
                 .await
                 .unwrap();
             }
-            sqlx::query("CREATE TABLE t (v INTEGER)")
-                .execute(&mut conn)
-                .await
-                .unwrap();
+            create_table_t(&mut conn).await;
             let pause = || tokio::time::sleep(std::time::Duration::from_millis(1));
             let before = voluntary_switches(worker);
             for i in 0..50 {
@@ -1266,15 +1278,8 @@ mod tests {
         // `fetch_optional` of a multi-statement query answers as sqlx-sqlite 0.8.6 does on the
         // worker, on the caller's thread too: the first row for a SQLite connection, the first
         // result (here the insert's, so no row) through the `Any` driver.
-        let mut conn = named_sqlite_connection(dir.path(), "first.db", "pw-first-result").await;
-        sqlx::query("PRAGMA journal_mode = WAL")
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        sqlx::query("CREATE TABLE t (v INTEGER)")
-            .execute(&mut conn)
-            .await
-            .unwrap();
+        let mut conn = wal_connection(dir.path(), "first.db", "pw-first-result").await;
+        create_table_t(&mut conn).await;
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.unwrap();
         let first: Option<i64> = sqlx::query_scalar("INSERT INTO t VALUES (1); SELECT v FROM t")
             .fetch_optional(&mut *tx)
@@ -1307,16 +1312,9 @@ mod tests {
         // caller's thread): the worker runs it and waits in the busy handler, as before. The
         // connection's busy timeout is the same afterwards.
         let dir = tempfile::tempdir().unwrap();
-        let mut holder = named_sqlite_connection(dir.path(), "busy.db", "pw-busy-holder").await;
+        let mut holder = wal_connection(dir.path(), "busy.db", "pw-busy-holder").await;
         let mut waiter = named_sqlite_connection(dir.path(), "busy.db", "pw-busy-waiter").await;
-        sqlx::query("PRAGMA journal_mode = WAL")
-            .execute(&mut holder)
-            .await
-            .unwrap();
-        sqlx::query("CREATE TABLE t (v INTEGER)")
-            .execute(&mut holder)
-            .await
-            .unwrap();
+        create_table_t(&mut holder).await;
         sqlx::query("PRAGMA busy_timeout = 7000")
             .execute(&mut waiter)
             .await
@@ -1427,10 +1425,7 @@ mod tests {
             matches!(failed, Err(sqlx::Error::BeginFailed)),
             "{failed:?}"
         );
-        sqlx::query("CREATE TABLE t (v INTEGER)")
-            .execute(&mut conn)
-            .await
-            .unwrap();
+        create_table_t(&mut conn).await;
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.unwrap();
         sqlx::query("INSERT INTO t VALUES (1)")
             .execute(&mut *tx)
