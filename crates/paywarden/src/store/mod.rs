@@ -238,7 +238,7 @@ async fn durable(wal_sync: Option<&durability::WalSync>) -> std::io::Result<()> 
     }
 }
 
-/// One autocommit write statement (`INSERT`, `UPDATE`, `DELETE`) of the store, run with
+/// One write statement (`INSERT`, `UPDATE`, `DELETE`) of the store, run with
 /// [`WriteStatement::write_on`]: on this process's write turn, and answered once durable.
 pub(crate) trait WriteStatement {
     /// Runs the statement on this process's write turn (SQLite: in a `BEGIN IMMEDIATE`
