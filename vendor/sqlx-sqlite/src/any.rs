@@ -94,12 +94,15 @@ impl AnyConnectionBackend for SqliteConnection {
 
         Box::pin(
             async move {
-                // paywarden's patch: a statement of a transaction that holds the write lock
-                // runs on this thread (`ConnectionWorker::inline`).
-                if let Some(mut conn) = self.worker.inline() {
-                    let results =
-                        execute_inline(&self.worker, &mut conn, query, args, persistent, None);
-                    return Ok(futures_util::stream::iter(results).left_stream());
+                // paywarden's patch: a statement of a transaction that holds the write lock, or
+                // a query outside a transaction, runs on this thread when it can
+                // (`ConnectionWorker::inline`, `execute_inline`).
+                if let Some(mut inline) = self.worker.inline() {
+                    if let Some(results) =
+                        execute_inline(&self.worker, &mut inline, query, &args, persistent, None)
+                    {
+                        return Ok(futures_util::stream::iter(results).left_stream());
+                    }
                 }
                 self.worker
                     .execute(query, args, self.row_channel_size, persistent, None)
@@ -128,11 +131,11 @@ impl AnyConnectionBackend for SqliteConnection {
         Box::pin(async move {
             // paywarden's patch: as in `fetch_many`.
             // Only the first result counts, as on the worker's path below.
-            if let Some(mut conn) = self.worker.inline() {
-                let first = execute_inline(&self.worker, &mut conn, query, args, persistent, Some(1))
-                    .into_iter()
-                    .next()
-                    .transpose()?;
+            let inline = self.worker.inline().and_then(|mut inline| {
+                execute_inline(&self.worker, &mut inline, query, &args, persistent, Some(1))
+            });
+            if let Some(results) = inline {
+                let first = results.into_iter().next().transpose()?;
                 if let Some(Either::Right(row)) = first {
                     return Ok(Some(AnyRow::try_from(&row)?));
                 }

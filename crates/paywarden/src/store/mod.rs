@@ -1138,7 +1138,7 @@ mod tests {
         const WORKER: &str = "pw-ping-idle";
         let dir = tempfile::tempdir().unwrap();
         let mut conn = named_sqlite_connection(dir.path(), "ping.db", WORKER).await;
-        sqlx::query("SELECT 1").execute(&mut conn).await.unwrap();
+        create_table_t(&mut conn).await;
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
 
         // A pause after each call, so that a worker it woke has gone back to sleep (and
@@ -1154,10 +1154,14 @@ mod tests {
             pinged < 20,
             "200 pings woke the idle worker {pinged} times (sqlx-sqlite without vendor/sqlx-sqlite.patch?)"
         );
-        // The count sees wake-ups: 50 statements wake the worker about 50 times.
+        // The count sees wake-ups: 50 statements the worker runs (writes outside a
+        // transaction) wake it about 50 times.
         let before = voluntary_switches(WORKER);
         for _ in 0..50 {
-            sqlx::query("SELECT 1").execute(&mut conn).await.unwrap();
+            sqlx::query("INSERT INTO t VALUES (1)")
+                .execute(&mut conn)
+                .await
+                .unwrap();
             pause().await;
         }
         let ran = voluntary_switches(WORKER) - before;
@@ -1206,11 +1210,11 @@ mod tests {
             inline < 25,
             "50 write transactions woke the worker {inline} times (sqlx-sqlite without vendor/sqlx-sqlite.patch?)"
         );
-        // The count sees wake-ups: statements outside a write transaction still go to the
-        // worker, 50 of them about 50 times.
+        // The count sees wake-ups: writes outside a transaction still go to the worker, 50 of
+        // them about 50 times.
         let before = voluntary_switches(WORKER);
         for _ in 0..50 {
-            sqlx::query("SELECT count(*) FROM t")
+            sqlx::query("INSERT INTO t VALUES (-1)")
                 .execute(&mut conn)
                 .await
                 .unwrap();
@@ -1410,6 +1414,248 @@ mod tests {
             tx.rollback().await.unwrap();
         }
         conn.close().await.unwrap();
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_query_outside_a_transaction_runs_without_waking_the_worker() {
+        // vendor/sqlx-sqlite.patch: a query outside a transaction went to the connection's
+        // worker thread and back (a wake-up of each). With the patch it runs on the caller's
+        // thread when the worker is idle, within its budget; with the budget off
+        // (`inline_read_budget(None)`) it goes to the worker as in sqlx-sqlite 0.8.6.
+        use sqlx::ConnectOptions;
+        let dir = tempfile::tempdir().unwrap();
+        for (worker, budget) in [
+            ("pw-read-inline", Some(Duration::from_micros(200))),
+            ("pw-read-worker", None),
+        ] {
+            let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(dir.path().join(format!("{worker}.db")))
+                .create_if_missing(true)
+                .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+                .thread_name(move |_| worker.to_string())
+                .inline_read_budget(budget)
+                .connect()
+                .await
+                .unwrap();
+            create_table_t(&mut conn).await;
+            let pause = || tokio::time::sleep(std::time::Duration::from_millis(1));
+            // Only the queries' wake-ups count: each round's write goes to the worker.
+            let mut read_switches = 0;
+            for i in 0..50_i64 {
+                sqlx::query("INSERT INTO t VALUES ($1)")
+                    .bind(i)
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                pause().await;
+                let before = voluntary_switches(worker);
+                let rows: Vec<i64> = sqlx::query_scalar("SELECT v FROM t WHERE v <= $1 ORDER BY v")
+                    .bind(i)
+                    .fetch_all(&mut conn)
+                    .await
+                    .unwrap();
+                assert_eq!(rows, (0..=i).collect::<Vec<_>>());
+                let last: Option<i64> =
+                    sqlx::query_scalar("WITH m AS (SELECT max(v) AS v FROM t) SELECT v FROM m")
+                        .fetch_optional(&mut conn)
+                        .await
+                        .unwrap();
+                assert_eq!(last, Some(i));
+                pause().await;
+                read_switches += voluntary_switches(worker) - before;
+            }
+            if budget.is_some() {
+                assert!(
+                    read_switches < 25,
+                    "100 queries woke the worker {read_switches} times (sqlx-sqlite without vendor/sqlx-sqlite.patch?)"
+                );
+            } else {
+                assert!(
+                    read_switches >= 80,
+                    "100 queries on the worker woke it only {read_switches} times"
+                );
+            }
+            conn.close().await.unwrap();
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_query_past_its_budget_runs_on_the_worker_without_holding_the_callers_thread() {
+        // A query outside a transaction runs on the caller's thread for at most its budget
+        // (200 µs by default); one that takes longer is interrupted there and run again on
+        // the worker. On this one-thread runtime a ticker keeps running while a query of
+        // ~hundreds of milliseconds is answered (it would not tick at all if the query ran
+        // on the runtime's thread), the answer is complete, and the worker ran it.
+        const WORKER: &str = "pw-read-long";
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = wal_connection(dir.path(), "long.db", WORKER).await;
+        sqlx::query("PRAGMA busy_timeout = 7000")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let ticks = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let ticker = tokio::spawn({
+            let ticks = ticks.clone();
+            async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    ticks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        });
+        let before = voluntary_switches(WORKER);
+        let started = Instant::now();
+        let (count, sum): (i64, i64) = sqlx::query_as(
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 3000000) \
+             SELECT count(*), sum(x) FROM c",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        let took = started.elapsed();
+        assert_eq!((count, sum), (3_000_000, 3_000_000 * 3_000_001 / 2));
+        let ticked = ticks.load(std::sync::atomic::Ordering::Relaxed);
+        ticker.abort();
+        assert!(
+            voluntary_switches(WORKER) > before,
+            "the worker did not run the long query"
+        );
+        // The ticker ticks every 2 ms while the query runs elsewhere; a query held on this
+        // thread for `took` would let it tick at most once.
+        assert!(
+            ticked >= 3 && took >= Duration::from_millis(20),
+            "the caller's thread was held: {ticked} ticks in {took:?}"
+        );
+        let timeout: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(timeout, 7000, "the busy timeout is put back");
+        conn.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_query_that_meets_a_lock_waits_for_it_on_the_worker() {
+        // In rollback-journal mode a reader meets a writer's lock: the query, run on the
+        // caller's thread with the busy handler off, answers SQLITE_BUSY there; it must not
+        // fail, but wait on the worker in the busy handler as in sqlx-sqlite 0.8.6, and see
+        // the writer's commit. The busy timeout is the same afterwards.
+        let dir = tempfile::tempdir().unwrap();
+        let mut holder = named_sqlite_connection(dir.path(), "lock.db", "pw-lock-holder").await;
+        let mut reader = named_sqlite_connection(dir.path(), "lock.db", "pw-lock-reader").await;
+        create_table_t(&mut holder).await;
+        sqlx::query("PRAGMA busy_timeout = 7000")
+            .execute(&mut reader)
+            .await
+            .unwrap();
+        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM t")
+            .fetch_one(&mut reader)
+            .await
+            .unwrap();
+        assert_eq!(rows, 0);
+        let mut held = holder.begin_with("BEGIN EXCLUSIVE").await.unwrap();
+        sqlx::query("INSERT INTO t VALUES (1)")
+            .execute(&mut *held)
+            .await
+            .unwrap();
+        let started = Instant::now();
+        let (read, ()) = tokio::join!(
+            async {
+                let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM t")
+                    .fetch_one(&mut reader)
+                    .await?;
+                Ok::<_, sqlx::Error>((started.elapsed(), rows))
+            },
+            async {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                held.commit().await.unwrap();
+            }
+        );
+        let (waited, rows) = read.expect("the query waits for the lock instead of failing");
+        assert!(
+            waited >= Duration::from_millis(250),
+            "it answered after {waited:?}, while the lock was held"
+        );
+        assert_eq!(rows, 1, "it sees the writer's commit");
+        let timeout: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
+            .fetch_one(&mut reader)
+            .await
+            .unwrap();
+        assert_eq!(timeout, 7000);
+        holder.close().await.unwrap();
+        reader.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn statements_that_are_not_queries_run_once_and_only_on_the_worker() {
+        // Only queries run on the caller's thread outside a transaction, since a query that
+        // cannot finish there is run again on the worker. A multi-statement string with a
+        // write, a `WITH ... INSERT`, and PRAGMAs that set something must run exactly once,
+        // on both drivers; the answers are the same as on the worker.
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = wal_connection(dir.path(), "once.db", "pw-once").await;
+        create_table_t(&mut conn).await;
+        for i in 0..20_i64 {
+            let counts: Vec<i64> = sqlx::query_scalar(
+                "SELECT count(*) FROM t; INSERT INTO t VALUES (1); SELECT count(*) FROM t",
+            )
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+            assert_eq!(counts, vec![2 * i, 2 * i + 1], "round {i}");
+            sqlx::query("WITH x(v) AS (VALUES (2)) INSERT INTO t SELECT v FROM x")
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+        let total: i64 = sqlx::query_scalar("SELECT count(*) FROM t")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(total, 40, "each write ran once");
+        sqlx::query("PRAGMA busy_timeout = 4321")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let _: Vec<i64> = sqlx::query_scalar("SELECT v FROM t LIMIT 3")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+        let timeout: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(
+            timeout, 4321,
+            "a PRAGMA that sets the busy timeout keeps it"
+        );
+        // A bad query answers its error, and the connection goes on.
+        let bad = sqlx::query("SELECT no_such_column FROM t")
+            .fetch_all(&mut conn)
+            .await;
+        assert!(
+            matches!(bad, Err(sqlx::Error::Database(_))),
+            "{:?}",
+            bad.err()
+        );
+        conn.close().await.unwrap();
+        sqlx::any::install_default_drivers();
+        let mut any = sqlx::AnyConnection::connect(&sqlite_url(&dir.path().join("once.db")))
+            .await
+            .unwrap();
+        let rows = sqlx::query("SELECT count(*) FROM t; INSERT INTO t VALUES (3)")
+            .fetch_all(&mut any)
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 1);
+        let first: Option<i64> = sqlx::query_scalar("SELECT count(*) FROM t WHERE v = 3")
+            .fetch_optional(&mut any)
+            .await
+            .unwrap();
+        assert_eq!(first, Some(1), "the insert ran once through the Any driver");
+        any.close().await.unwrap();
     }
 
     #[tokio::test]

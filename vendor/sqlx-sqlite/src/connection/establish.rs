@@ -51,6 +51,8 @@ pub struct EstablishParams {
     extensions: IndexMap<CString, Option<CString>>,
     pub(crate) thread_name: String,
     pub(crate) command_channel_size: usize,
+    /// paywarden's patch: `SqliteConnectOptions::inline_read_budget`.
+    pub(crate) inline_read_budget: Option<Duration>,
     #[cfg(feature = "regexp")]
     register_regexp_function: bool,
 }
@@ -162,6 +164,7 @@ impl EstablishParams {
             extensions,
             thread_name: (options.thread_name)(thread_id as u64),
             command_channel_size: options.command_channel_size,
+            inline_read_budget: options.inline_read_budget,
             #[cfg(feature = "regexp")]
             register_regexp_function: options.register_regexp_function,
         })

@@ -4,12 +4,20 @@ use crate::logger::QueryLogger;
 use crate::statement::{StatementHandle, VirtualStatement};
 use crate::{SqliteArguments, SqliteQueryResult, SqliteRow};
 use sqlx_core::Either;
+use std::borrow::Cow;
 
 pub struct ExecuteIter<'a> {
     handle: &'a mut ConnectionHandle,
     statement: &'a mut VirtualStatement,
     logger: QueryLogger<'a>,
-    args: Option<SqliteArguments<'a>>,
+    // paywarden's patch: borrowed for a query run on the caller's thread, which keeps them to
+    // send to the worker if it has to (`execute_inline`).
+    args: Cow<'a, Option<SqliteArguments<'a>>>,
+
+    /// paywarden's patch: run only queries (`StatementHandle::is_query`); at the first
+    /// statement that is not one, stop before running it, with `refused` set.
+    queries_only: bool,
+    refused: bool,
 
     /// since a `VirtualStatement` can encompass multiple actual statements,
     /// this keeps track of the number of arguments so far
@@ -24,6 +32,18 @@ pub(crate) fn iter<'a>(
     args: Option<SqliteArguments<'a>>,
     persistent: bool,
 ) -> Result<ExecuteIter<'a>, Error> {
+    iter_with(conn, query, Cow::Owned(args), persistent, false)
+}
+
+/// paywarden's patch: [`iter`] with the arguments borrowed or owned, running only queries when
+/// `queries_only` ([`ExecuteIter::refused`]).
+pub(crate) fn iter_with<'a>(
+    conn: &'a mut ConnectionState,
+    query: &'a str,
+    args: Cow<'a, Option<SqliteArguments<'a>>>,
+    persistent: bool,
+    queries_only: bool,
+) -> Result<ExecuteIter<'a>, Error> {
     // fetch the cached statement or allocate a new one
     let statement = conn.statements.get(query, persistent)?;
 
@@ -34,6 +54,8 @@ pub(crate) fn iter<'a>(
         statement,
         logger,
         args,
+        queries_only,
+        refused: false,
         args_used: 0,
         goto_next: true,
     })
@@ -54,6 +76,12 @@ fn bind(
 }
 
 impl ExecuteIter<'_> {
+    /// paywarden's patch: whether the iteration stopped at a statement that is not a query,
+    /// before running it (only with `queries_only`).
+    pub(crate) fn refused(&self) -> bool {
+        self.refused
+    }
+
     pub fn finish(&mut self) -> Result<(), Error> {
         for res in self {
             let _ = res?;
@@ -68,11 +96,23 @@ impl Iterator for ExecuteIter<'_> {
 
     fn next(&mut self) -> Option<Self::Item> {
         let statement = if self.goto_next {
+            // paywarden's patch: with `queries_only`, a statement is prepared only if its text
+            // can be a query (SQLite runs some PRAGMAs as it prepares them), and run only if
+            // it is one.
+            if self.queries_only && self.statement.next_is_unprepared_non_query() {
+                self.refused = true;
+                return None;
+            }
             let statement = match self.statement.prepare_next(self.handle) {
                 Ok(Some(statement)) => statement,
                 Ok(None) => return None,
                 Err(e) => return Some(Err(e)),
             };
+
+            if self.queries_only && !statement.handle.is_query() {
+                self.refused = true;
+                return None;
+            }
 
             self.goto_next = false;
 

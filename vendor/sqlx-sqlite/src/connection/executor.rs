@@ -33,12 +33,20 @@ impl<'c> Executor<'c> for &'c mut SqliteConnection {
 
         Box::pin(
             async move {
-                // paywarden's patch: a statement of a transaction that holds the write lock
-                // runs on this thread (`ConnectionWorker::inline`).
-                if let Some(mut conn) = self.worker.inline() {
-                    let results =
-                        execute_inline(&self.worker, &mut conn, sql, arguments, persistent, None);
-                    return Ok(stream::iter(results).left_stream());
+                // paywarden's patch: a statement of a transaction that holds the write lock, or
+                // a query outside a transaction, runs on this thread when it can
+                // (`ConnectionWorker::inline`, `execute_inline`).
+                if let Some(mut inline) = self.worker.inline() {
+                    if let Some(results) = execute_inline(
+                        &self.worker,
+                        &mut inline,
+                        sql,
+                        &arguments,
+                        persistent,
+                        None,
+                    ) {
+                        return Ok(stream::iter(results).left_stream());
+                    }
                 }
                 self.worker
                     .execute(sql, arguments, self.row_channel_size, persistent, None)
@@ -68,10 +76,11 @@ impl<'c> Executor<'c> for &'c mut SqliteConnection {
 
         Box::pin(async move {
             // paywarden's patch: as in `fetch_many`.
-            if let Some(mut conn) = self.worker.inline() {
-                for res in
-                    execute_inline(&self.worker, &mut conn, sql, arguments, persistent, Some(1))
-                {
+            let inline = self.worker.inline().and_then(|mut inline| {
+                execute_inline(&self.worker, &mut inline, sql, &arguments, persistent, Some(1))
+            });
+            if let Some(results) = inline {
+                for res in results {
                     if let Either::Right(row) = res? {
                         return Ok(Some(row));
                     }

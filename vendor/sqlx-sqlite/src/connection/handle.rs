@@ -1,4 +1,5 @@
 use std::ffi::CString;
+use std::os::raw::c_int;
 use std::ptr;
 use std::ptr::NonNull;
 
@@ -84,28 +85,34 @@ impl ConnectionHandle {
     /// code), or the busy timeout to put back could not be read (then it did not run). The
     /// connection's busy timeout (`PRAGMA busy_timeout`) is put back afterwards.
     pub(crate) fn exec_without_waiting(&mut self, query: &str) -> Result<bool, Error> {
-        // SAFETY (the closure): `stmt` is on a row.
-        let Some(timeout) = self.pragma(c"PRAGMA busy_timeout", |stmt| unsafe {
-            sqlite3_column_int(stmt, 0)
-        }) else {
+        let Some(timeout) = self.pause_busy_handler() else {
             return Ok(false);
         };
-        // SAFETY: we have exclusive access to the database handle
-        unsafe { sqlite3_busy_timeout(self.as_ptr(), 0) };
         let res = self.exec(query);
-        // SAFETY: as above
-        unsafe { sqlite3_busy_timeout(self.as_ptr(), timeout) };
+        self.resume_busy_handler(timeout);
         match res {
             Ok(()) => Ok(true),
-            Err(Error::Database(e))
-                if e.code()
-                    .and_then(|code| code.parse::<i32>().ok())
-                    .is_some_and(|code| code & 0xff == SQLITE_BUSY) =>
-            {
-                Ok(false)
-            }
+            Err(e) if is_busy(&e) => Ok(false),
             Err(e) => Err(e),
         }
+    }
+
+    /// paywarden's patch: turns SQLite's busy handler off (a lock held by another connection
+    /// answers `SQLITE_BUSY` at once) and returns the busy timeout to put back with
+    /// [`Self::resume_busy_handler`]; `None` (nothing changed) when it cannot be read.
+    pub(crate) fn pause_busy_handler(&mut self) -> Option<c_int> {
+        // SAFETY (the closure): `stmt` is on a row.
+        let timeout =
+            self.pragma(c"PRAGMA busy_timeout", |stmt| unsafe { sqlite3_column_int(stmt, 0) })?;
+        // SAFETY: we have exclusive access to the database handle
+        unsafe { sqlite3_busy_timeout(self.as_ptr(), 0) };
+        Some(timeout)
+    }
+
+    /// paywarden's patch: puts back the busy timeout [`Self::pause_busy_handler`] returned.
+    pub(crate) fn resume_busy_handler(&mut self, timeout: c_int) {
+        // SAFETY: we have exclusive access to the database handle
+        unsafe { sqlite3_busy_timeout(self.as_ptr(), timeout) };
     }
 
     /// paywarden's patch: the first row of a one-row `PRAGMA`, read by `read`; `None` when it
@@ -181,5 +188,22 @@ impl Drop for ConnectionHandle {
                 panic!("{}", SqliteError::new(self.0.as_ptr()));
             }
         }
+    }
+}
+
+/// paywarden's patch: whether `error` is SQLite's `SQLITE_BUSY` (any extended code).
+pub(crate) fn is_busy(error: &Error) -> bool {
+    has_primary_code(error, SQLITE_BUSY)
+}
+
+/// paywarden's patch: whether `error` is a SQLite error whose primary result code (the low 8
+/// bits of the extended code) is `code`.
+pub(crate) fn has_primary_code(error: &Error, code: c_int) -> bool {
+    match error {
+        Error::Database(e) => e
+            .code()
+            .and_then(|c| c.parse::<c_int>().ok())
+            .is_some_and(|c| c & 0xff == code),
+        _ => false,
     }
 }

@@ -125,6 +125,13 @@ pub(crate) struct ConnectionState {
 }
 
 impl ConnectionState {
+    /// paywarden's patch: whether the application set a progress handler
+    /// (`LockedSqliteHandle::set_progress_handler`), which a query run on the caller's thread
+    /// would replace for its duration (so it is not run there).
+    pub(crate) fn has_progress_handler(&self) -> bool {
+        self.progress_handler_callback.is_some()
+    }
+
     /// Drops the `progress_handler_callback` if it exists.
     pub(crate) fn remove_progress_handler(&mut self) {
         if let Some(mut handler) = self.progress_handler_callback.take() {

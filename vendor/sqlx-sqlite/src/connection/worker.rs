@@ -3,18 +3,24 @@
 // worker thread; checks that a custom `BEGIN` statement opened a transaction on the worker's
 // thread instead of in a second round trip, rolling back one that failed after opening it; and
 // runs on the caller's thread, without the worker, what cannot wait for a lock: a `BEGIN` or
-// `COMMIT` that SQLite answers without its busy handler, and the statements of a transaction
-// that holds the write lock (see docs/performance.md, "sqlx's ping on release", "One round trip
-// per BEGIN" and "Write transactions on the caller's thread", in the paywarden repository).
+// `COMMIT` that SQLite answers without its busy handler, the statements of a transaction that
+// holds the write lock, and queries outside a transaction within a time budget, run again on
+// the worker when they meet a lock or run past it (see docs/performance.md, "sqlx's ping on
+// release", "One round trip per BEGIN", "Write transactions on the caller's thread" and
+// "Queries on the caller's thread", in the paywarden repository).
 
 use std::borrow::Cow;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::ffi::c_void;
+use std::os::raw::c_int;
 use std::sync::Arc;
 use std::thread;
+use std::time::{Duration, Instant};
 
 use futures_channel::oneshot;
 use futures_intrusive::sync::{Mutex, MutexGuard};
+use libsqlite3_sys::{sqlite3, sqlite3_busy_timeout, sqlite3_progress_handler, SQLITE_INTERRUPT};
 use tracing::span::Span;
 
 use sqlx_core::describe::Describe;
@@ -26,7 +32,8 @@ use sqlx_core::Either;
 
 use crate::connection::describe::describe;
 use crate::connection::establish::EstablishParams;
-use crate::connection::execute;
+use crate::connection::execute::{self, ExecuteIter};
+use crate::connection::handle::{has_primary_code, is_busy};
 use crate::connection::ConnectionState;
 use crate::{Sqlite, SqliteArguments, SqliteQueryResult, SqliteRow, SqliteStatement};
 
@@ -50,6 +57,8 @@ pub(crate) struct WorkerSharedState {
     /// paywarden's patch: whether statements may run on the caller's thread (not on a
     /// shared-cache connection: `EstablishParams::shared_cache`).
     inline: bool,
+    /// paywarden's patch: `SqliteConnectOptions::inline_read_budget`.
+    inline_read_budget: Option<Duration>,
     /// paywarden's patch: whether the open transaction was begun on the caller's thread on a
     /// database in WAL mode, so that its statements may run there once it holds the write
     /// lock (`ConnectionWorker::inline`); set by every `BEGIN` at depth 0.
@@ -140,6 +149,7 @@ impl ConnectionWorker {
                     transaction_depth: AtomicUsize::new(0),
                     cached_statements_size: AtomicUsize::new(0),
                     inline,
+                    inline_read_budget: params.inline_read_budget,
                     wal_transaction: AtomicBool::new(false),
                     poisoned: AtomicBool::new(false),
                     // note: upstream, the worker unlocked the mutex in `Command::UnlockDb` and
@@ -169,6 +179,12 @@ impl ConnectionWorker {
                     // paywarden's patch: the command counts as finished when this iteration
                     // ends, however it ends (after the answer was sent).
                     let _unfinished = unfinished;
+                    // paywarden's patch: a connection left in a state nothing can repair
+                    // (`WorkerSharedState::poisoned`) runs nothing more; the callers get
+                    // `WorkerCrashed`, as when sqlx-sqlite's worker stops.
+                    if shared.poisoned.load(Ordering::Acquire) {
+                        break;
+                    }
                     // paywarden's patch: the worker holds the connection only while it runs a
                     // command (declared after `_unfinished`, so released before the command
                     // counts as finished), so that a statement of a write transaction can run
@@ -207,93 +223,18 @@ impl ConnectionWorker {
                                     continue;
                                 }
                             };
-
-                            match limit {
-                                None => {
-                                    for res in iter {
-                                        let has_error = res.is_err();
-                                        if tx.send(res).is_err() || has_error {
-                                            break;
-                                        }
-                                    }
-                                },
-                                Some(limit) => {
-                                    let mut iter = iter;
-                                    let mut rows_returned = 0;
-
-                                    while let Some(res) = iter.next() {
-                                        if let Ok(ok) = &res {
-                                            if ok.is_right() {
-                                                rows_returned += 1;
-                                                if rows_returned >= limit {
-                                                    drop(iter);
-                                                    let _ = tx.send(res);
-                                                    break;
-                                                }
-                                            }
-                                        }
-                                        let has_error = res.is_err();
-                                        if tx.send(res).is_err() || has_error {
-                                            break;
-                                        }
-                                    }
-                                },
-                            }
+                            // paywarden's patch: the loop, shared with `execute_inline`.
+                            run_statements(iter, limit, |res| tx.send(res).is_ok());
 
                             update_cached_statements_size(&conn, &shared.cached_statements_size);
                         }
                         Command::Begin { tx, statement } => {
                             let depth = shared.transaction_depth.load(Ordering::Acquire);
-                            if depth == 0 {
-                                // paywarden's patch: a transaction begun here runs its
-                                // statements here.
-                                shared.wal_transaction.store(false, Ordering::Release);
-                            }
-                            let is_custom_statement = statement.is_some();
-
-                            let statement = match statement {
-                                // custom `BEGIN` statements are not allowed if
-                                // we're already in a transaction (we need to
-                                // issue a `SAVEPOINT` instead)
-                                Some(_) if depth > 0 => {
-                                    if tx.blocking_send(Err(Error::InvalidSavePointStatement)).is_err() {
-                                        break;
-                                    }
-                                    continue;
-                                },
-                                Some(statement) => statement,
-                                None => begin_ansi_transaction_sql(depth),
-                            };
-                            let res =
-                                conn.handle
-                                    .exec(statement)
-                                    .and_then(|_| {
-                                        // paywarden's patch: a custom statement must have
-                                        // opened a transaction. Checked here, on the worker's
-                                        // thread, instead of by the caller locking the
-                                        // connection out of the worker afterwards (a second
-                                        // round trip through this thread per transaction).
-                                        if is_custom_statement && !conn.handle.in_transaction() {
-                                            return Err(Error::BeginFailed);
-                                        }
-                                        shared.transaction_depth.fetch_add(1, Ordering::Release);
-                                        Ok(())
-                                    });
-                            // paywarden's patch: a custom statement that opened a transaction
-                            // and then failed (e.g. `BEGIN IMMEDIATE; <a bad statement>`) is
-                            // answered with its error, and nothing will end that transaction:
-                            // roll it back here, or the connection would go back to its pool
-                            // inside it (holding the write lock, for `BEGIN IMMEDIATE`).
-                            if res.is_err()
-                                && is_custom_statement
-                                && depth == 0
-                                && conn.handle.in_transaction()
-                            {
-                                if let Err(error) = conn.handle.exec("ROLLBACK") {
-                                    tracing::error!(%error, "failed to rollback a failed custom BEGIN");
-                                    break;
-                                }
-                            }
+                            // paywarden's patch: the checks, shared with `begin_inline`; with
+                            // the busy handler on, SQLite does not answer busy without waiting.
+                            let res = begin_on(&shared, &mut conn, statement, true).and_then(
+                                |began| if began { Ok(()) } else { Err(Error::BeginFailed) },
+                            );
                             let res_ok = res.is_ok();
 
                             if tx.blocking_send(res).is_err() && res_ok {
@@ -473,58 +414,18 @@ impl ConnectionWorker {
     }
 
     /// paywarden's patch: `begin` on the caller's thread, as the worker's `Begin` command would
-    /// run it, when it needs no waiting: the worker is idle ([`Self::idle`]) and the statement,
-    /// run with the busy handler off, did not answer `SQLITE_BUSY` (a `BEGIN IMMEDIATE` whose
-    /// write lock another connection holds). `None`: the worker runs it (and waits in the busy
-    /// handler). Synchronous, so a cancelled caller cannot leave a transaction it does not know of.
+    /// run it ([`begin_on`]), when it needs no waiting: the worker is idle ([`Self::idle`]) and
+    /// the statement, run with the busy handler off, did not answer `SQLITE_BUSY` (a `BEGIN
+    /// IMMEDIATE` whose write lock another connection holds). `None`: the worker runs it (and
+    /// waits in the busy handler). Synchronous, so a cancelled caller cannot leave a
+    /// transaction it does not know of.
     fn begin_inline(&self, statement: &Option<Cow<'static, str>>) -> Option<Result<(), Error>> {
         let mut conn = self.idle()?;
-        let depth = self.shared.transaction_depth.load(Ordering::Acquire);
-        let sql = match statement {
-            Some(_) if depth > 0 => return Some(Err(Error::InvalidSavePointStatement)),
-            Some(statement) => statement.clone(),
-            None => begin_ansi_transaction_sql(depth),
-        };
-        let ran = match conn.handle.exec_without_waiting(&sql) {
-            Ok(true) => Ok(()),
-            Ok(false) => {
-                // Busy (or not run): nothing began (`BEGIN IMMEDIATE` takes its lock first);
-                // unless a multi-statement custom `BEGIN` opened a transaction before the busy
-                // part.
-                if statement.is_some() && depth == 0 && conn.handle.in_transaction() {
-                    if let Err(error) = conn.handle.exec("ROLLBACK") {
-                        return Some(Err(self.poison(error)));
-                    }
-                }
-                return None;
-            }
-            Err(e) => Err(e),
+        match begin_on(&self.shared, &mut conn, statement.clone(), false) {
+            Ok(true) => Some(Ok(())),
+            Ok(false) => None,
+            Err(e) => Some(Err(e)),
         }
-        .and_then(|()| {
-            if statement.is_some() && !conn.handle.in_transaction() {
-                return Err(Error::BeginFailed);
-            }
-            if depth == 0 {
-                let wal = conn.handle.in_wal_mode();
-                self.shared.wal_transaction.store(wal, Ordering::Release);
-            }
-            self.shared.transaction_depth.fetch_add(1, Ordering::Release);
-            Ok(())
-        });
-        if ran.is_err() && statement.is_some() && depth == 0 && conn.handle.in_transaction() {
-            if let Err(error) = conn.handle.exec("ROLLBACK") {
-                self.poison(error);
-            }
-        }
-        Some(ran)
-    }
-
-    /// paywarden's patch: marks the connection as beyond repair (see
-    /// `WorkerSharedState::poisoned`), logging `error`, which it returns.
-    fn poison(&self, error: Error) -> Error {
-        tracing::error!(%error, "a SQLite connection was left inside a transaction it could not roll back; it will be closed");
-        self.shared.poisoned.store(true, Ordering::Release);
-        error
     }
 
     /// paywarden's patch: `commit` on the caller's thread, as the worker's `Commit` command
@@ -641,24 +542,37 @@ impl ConnectionWorker {
         Ok(self.shared.conn.lock().await)
     }
 
-    /// paywarden's patch: the connection, locked for a statement on the caller's thread, when
-    /// the statement cannot wait for any lock of SQLite's: the worker is idle ([`Self::idle`]:
-    /// every command sent to it has finished, so the statement does not overtake one), a
-    /// transaction begun on the caller's thread on a database in WAL mode is open, and it holds
-    /// the main database's write lock with no other database attached
-    /// (`ConnectionHandle::holds_write_lock`: it began with `BEGIN IMMEDIATE` or has written).
-    /// Such a statement reads its transaction's snapshot and writes under the lock it holds, so
-    /// it never enters the busy handler; running it here spares the worker thread's wake-up
-    /// and the caller's while the write lock is held. `None` otherwise: the statement goes to
-    /// the worker.
-    pub(crate) fn inline(&self) -> Option<MutexGuard<'_, ConnectionState>> {
-        if self.shared.get_transaction_depth() == 0
-            || !self.shared.wal_transaction.load(Ordering::Acquire)
-        {
+    /// paywarden's patch: the connection, locked for a statement on the caller's thread
+    /// ([`execute_inline`]), when the worker is idle ([`Self::idle`]: every command sent to it
+    /// has finished, so the statement does not overtake one) and either
+    /// - ([`InlineMode::Write`]) a transaction begun on the caller's thread on a database in
+    ///   WAL mode is open and holds the main database's write lock with no other database
+    ///   attached (`ConnectionHandle::holds_write_lock`: it began with `BEGIN IMMEDIATE` or
+    ///   has written). Such a statement reads its transaction's snapshot and writes under the
+    ///   lock it holds, so it never enters the busy handler; running it here spares the worker
+    ///   thread's wake-up and the caller's while the write lock is held; or
+    /// - ([`InlineMode::Read`]) no transaction is open, the connection has an inline read
+    ///   budget (`SqliteConnectOptions::inline_read_budget`) and the application set no
+    ///   progress handler: a query may run here within the budget.
+    ///
+    /// `None` otherwise: the statement goes to the worker.
+    pub(crate) fn inline(&self) -> Option<Inline<'_>> {
+        if self.shared.get_transaction_depth() == 0 {
+            let budget = self.shared.inline_read_budget?;
+            let conn = self.idle()?;
+            return (!conn.has_progress_handler()).then_some(Inline {
+                conn,
+                mode: InlineMode::Read(budget),
+            });
+        }
+        if !self.shared.wal_transaction.load(Ordering::Acquire) {
             return None;
         }
         let mut conn = self.idle()?;
-        conn.handle.holds_write_lock().then_some(conn)
+        conn.handle.holds_write_lock().then_some(Inline {
+            conn,
+            mode: InlineMode::Write,
+        })
     }
 
     /// Send a command to the worker to shut down the processing thread.
@@ -752,43 +666,233 @@ fn update_cached_statements_size(conn: &ConnectionState, size: &AtomicUsize) {
     size.store(conn.statements.len(), Ordering::Release);
 }
 
+/// paywarden's patch: a connection locked for a statement on the caller's thread
+/// ([`ConnectionWorker::inline`]).
+pub(crate) struct Inline<'a> {
+    conn: MutexGuard<'a, ConnectionState>,
+    mode: InlineMode,
+}
+
+/// paywarden's patch: why a statement may run on the caller's thread.
+enum InlineMode {
+    /// A statement of a write transaction that holds its lock: it cannot wait for one.
+    Write,
+    /// A query outside a transaction, for at most this long.
+    Read(Duration),
+}
+
+/// paywarden's patch: how often (in SQLite virtual machine instructions) a query on the
+/// caller's thread checks its deadline.
+const DEADLINE_CHECK_INSTRUCTIONS: c_int = 1000;
+
 /// paywarden's patch: runs `query` on the caller's thread on a connection that
-/// [`ConnectionWorker::inline`] locked, as the worker's `Execute` command would (the same
-/// statement cache, at most `limit` rows, stopping at the first error), and returns what the
-/// worker would have sent, in order. It runs to the end before returning: the rows are held
-/// in memory at once (meant for the short statements of a write transaction), and a caller
+/// [`ConnectionWorker::inline`] locked, as the worker's `Execute` command would
+/// ([`run_statements`]: the same statement cache, at most `limit` rows, stopping at the first
+/// error), and returns what the worker would have sent, in order; or `None`, having changed
+/// nothing, when the worker has to run it (then `arguments` go to the worker).
+///
+/// It runs to the end before returning: the rows are held in memory at once, and a caller
 /// that stops reading early does not stop the later statements of a multi-statement query.
+/// - In a write transaction ([`InlineMode::Write`]) every statement runs here.
+/// - Outside a transaction ([`InlineMode::Read`]) only queries run here
+///   (`StatementHandle::is_query`), with SQLite's busy handler off and a progress handler
+///   that interrupts the statement once the budget is spent. `None` (the results so far
+///   discarded: they came from queries only, so running them again repeats nothing) when a
+///   statement is not a query (it did not run), meets a lock (`SQLITE_BUSY`), or is
+///   interrupted at the deadline; also when the busy timeout cannot be read.
 pub(crate) fn execute_inline(
     worker: &ConnectionWorker,
-    conn: &mut ConnectionState,
+    inline: &mut Inline<'_>,
     query: &str,
-    arguments: Option<SqliteArguments<'_>>,
+    arguments: &Option<SqliteArguments<'_>>,
     persistent: bool,
     limit: Option<usize>,
-) -> Vec<Result<Either<SqliteQueryResult, SqliteRow>, Error>> {
+) -> Option<Vec<Result<Either<SqliteQueryResult, SqliteRow>, Error>>> {
+    let conn = &mut *inline.conn;
     let mut results = Vec::new();
-    match execute::iter(conn, query, arguments, persistent) {
-        Err(e) => results.push(Err(e)),
-        Ok(iter) => {
-            let mut rows_returned = 0;
-            for res in iter {
-                let has_error = res.is_err();
-                let is_row = matches!(&res, Ok(Either::Right(_)));
-                results.push(res);
-                if has_error {
-                    break;
-                }
-                if is_row {
-                    rows_returned += 1;
-                    if limit.is_some_and(|limit| rows_returned >= limit) {
-                        break;
-                    }
-                }
+    let run = |conn: &mut ConnectionState, queries_only: bool, results: &mut Vec<_>| {
+        match execute::iter_with(conn, query, Cow::Borrowed(arguments), persistent, queries_only)
+        {
+            Err(e) => {
+                results.push(Err(e));
+                false
             }
+            Ok(iter) => run_statements(iter, limit, |res| {
+                results.push(res);
+                true
+            }),
+        }
+    };
+    let complete = match inline.mode {
+        InlineMode::Write => {
+            run(conn, false, &mut results);
+            true
+        }
+        InlineMode::Read(budget) => {
+            let mut deadline = Deadline {
+                at: Instant::now() + budget,
+                passed: false,
+            };
+            let refused = {
+                let _restore = ReadLimits::set(conn, &mut deadline)?;
+                run(conn, true, &mut results)
+            };
+            !refused
+                && !deadline.passed
+                && !results.iter().any(|res| match res {
+                    Err(e) => is_busy(e) || has_primary_code(e, SQLITE_INTERRUPT),
+                    Ok(_) => false,
+                })
+        }
+    };
+    update_cached_statements_size(conn, &worker.shared.cached_statements_size);
+    complete.then_some(results)
+}
+
+/// paywarden's patch: the deadline of a query on the caller's thread, read by
+/// [`deadline_passed`].
+struct Deadline {
+    at: Instant,
+    passed: bool,
+}
+
+/// paywarden's patch: SQLite's progress handler for a query on the caller's thread: non-zero
+/// (interrupt the statement, `SQLITE_INTERRUPT`) once its deadline has passed.
+extern "C" fn deadline_passed(deadline: *mut c_void) -> c_int {
+    // SAFETY: the handler is registered with a pointer to a `Deadline` that outlives the
+    // registration (`ReadLimits`), and nothing else touches it while SQLite runs.
+    let deadline = unsafe { &mut *deadline.cast::<Deadline>() };
+    if Instant::now() >= deadline.at {
+        deadline.passed = true;
+        1
+    } else {
+        0
+    }
+}
+
+/// paywarden's patch: while it lives, the connection's busy handler is off and
+/// [`deadline_passed`] is its progress handler; dropping it removes the handler and puts the
+/// busy timeout back (also on unwinding).
+struct ReadLimits {
+    db: *mut sqlite3,
+    busy_timeout: c_int,
+}
+
+impl ReadLimits {
+    /// `None` (nothing changed) when the busy timeout cannot be read.
+    fn set(conn: &mut ConnectionState, deadline: *mut Deadline) -> Option<Self> {
+        let busy_timeout = conn.handle.pause_busy_handler()?;
+        let db = conn.handle.as_ptr();
+        // SAFETY: we have exclusive access to the database handle; `deadline` outlives the
+        // registration, which `drop` removes.
+        unsafe {
+            sqlite3_progress_handler(
+                db,
+                DEADLINE_CHECK_INSTRUCTIONS,
+                Some(deadline_passed),
+                deadline.cast(),
+            );
+        }
+        Some(Self { db, busy_timeout })
+    }
+}
+
+impl Drop for ReadLimits {
+    fn drop(&mut self) {
+        // SAFETY: the connection is still locked by the caller of `ReadLimits::set` (this
+        // guard lives inside that borrow).
+        unsafe {
+            sqlite3_progress_handler(self.db, 0, None, std::ptr::null_mut());
+            sqlite3_busy_timeout(self.db, self.busy_timeout);
         }
     }
-    update_cached_statements_size(conn, &worker.shared.cached_statements_size);
-    results
+}
+
+/// paywarden's patch: the loop of sqlx-sqlite's `Execute` command, shared by the worker and
+/// [`execute_inline`]: hands each result to `send` in order until `send` answers `false`,
+/// after the first error, or with the `limit`-th row (the statement is reset before that row
+/// is handed over, as 0.8.6 did). Returns whether it stopped at a statement that is not a
+/// query, without running it (`ExecuteIter::refused`).
+fn run_statements(
+    mut iter: ExecuteIter<'_>,
+    limit: Option<usize>,
+    mut send: impl FnMut(Result<Either<SqliteQueryResult, SqliteRow>, Error>) -> bool,
+) -> bool {
+    let mut rows_returned = 0;
+    while let Some(res) = iter.next() {
+        if matches!(&res, Ok(Either::Right(_))) {
+            rows_returned += 1;
+            if limit.is_some_and(|limit| rows_returned >= limit) {
+                drop(iter);
+                send(res);
+                return false;
+            }
+        }
+        let has_error = res.is_err();
+        if !send(res) || has_error {
+            break;
+        }
+    }
+    iter.refused()
+}
+
+/// paywarden's patch: sqlx-sqlite's `Begin` command, for the worker (`wait`: the busy
+/// handler as the connection has it) and for `ConnectionWorker::begin_inline` (busy handler
+/// off). `Ok(true)`: the transaction began and the depth went up; `Ok(false)`: SQLite answered
+/// busy (only without `wait`) and nothing was left open; `Err`: as 0.8.6 answers
+/// (`InvalidSavePointStatement` for a custom statement inside a transaction; the statement's
+/// error), plus `BeginFailed` for a custom statement that opened no transaction. A custom
+/// statement that opened a transaction and then failed or met a lock (e.g. `BEGIN IMMEDIATE;
+/// <a bad statement>`) is rolled back here, or the connection would go back to its pool inside
+/// it; if that rollback fails the connection is poisoned.
+fn begin_on(
+    shared: &WorkerSharedState,
+    conn: &mut ConnectionState,
+    statement: Option<Cow<'static, str>>,
+    wait: bool,
+) -> Result<bool, Error> {
+    let depth = shared.transaction_depth.load(Ordering::Acquire);
+    let custom = statement.is_some();
+    let sql = match statement {
+        // custom `BEGIN` statements are not allowed if we're already in a transaction (we
+        // need to issue a `SAVEPOINT` instead)
+        Some(_) if depth > 0 => return Err(Error::InvalidSavePointStatement),
+        Some(statement) => statement,
+        None => begin_ansi_transaction_sql(depth),
+    };
+    let ran = if wait {
+        conn.handle.exec(sql).map(|()| true)
+    } else {
+        conn.handle.exec_without_waiting(&sql)
+    };
+    let res = match ran {
+        // A custom statement must have opened a transaction.
+        Ok(true) if custom && !conn.handle.in_transaction() => Err(Error::BeginFailed),
+        other => other,
+    };
+    if !matches!(res, Ok(true)) && custom && depth == 0 && conn.handle.in_transaction() {
+        if let Err(error) = conn.handle.exec("ROLLBACK") {
+            return Err(poison(shared, error));
+        }
+    }
+    if let Ok(true) = res {
+        if depth == 0 {
+            // Statements of a transaction begun on the caller's thread in WAL mode may run
+            // there (`ConnectionWorker::inline`).
+            let wal = !wait && conn.handle.in_wal_mode();
+            shared.wal_transaction.store(wal, Ordering::Release);
+        }
+        shared.transaction_depth.fetch_add(1, Ordering::Release);
+    }
+    res
+}
+
+/// paywarden's patch: marks the connection as beyond repair (see
+/// `WorkerSharedState::poisoned`), logging `error`, which it returns.
+fn poison(shared: &WorkerSharedState, error: Error) -> Error {
+    tracing::error!(%error, "a SQLite connection was left inside a transaction it could not roll back; it will be closed");
+    shared.poisoned.store(true, Ordering::Release);
+    error
 }
 
 // A oneshot channel where send completes only after the receiver receives the value.

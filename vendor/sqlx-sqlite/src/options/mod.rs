@@ -80,6 +80,8 @@ pub struct SqliteConnectOptions {
 
     pub(crate) command_channel_size: usize,
     pub(crate) row_channel_size: usize,
+    /// paywarden's patch: [`SqliteConnectOptions::inline_read_budget`].
+    pub(crate) inline_read_budget: Option<Duration>,
 
     pub(crate) collations: Vec<Collation>,
 
@@ -97,6 +99,9 @@ pub enum OptimizeOnClose {
     Enabled { analysis_limit: Option<u32> },
     Disabled,
 }
+
+/// paywarden's patch: the default of [`SqliteConnectOptions::inline_read_budget`].
+pub(crate) const DEFAULT_INLINE_READ_BUDGET: Duration = Duration::from_micros(200);
 
 impl Default for SqliteConnectOptions {
     fn default() -> Self {
@@ -209,6 +214,7 @@ impl SqliteConnectOptions {
             thread_name: Arc::new(DebugFn(|id| format!("sqlx-sqlite-worker-{id}"))),
             command_channel_size: 50,
             row_channel_size: 50,
+            inline_read_budget: Some(DEFAULT_INLINE_READ_BUDGET),
             optimize_on_close: OptimizeOnClose::Disabled,
             #[cfg(feature = "regexp")]
             register_regexp_function: false,
@@ -422,6 +428,23 @@ impl SqliteConnectOptions {
     /// including a sample database schema if applicable.
     pub fn serialized(mut self, serialized: bool) -> Self {
         self.serialized = serialized;
+        self
+    }
+
+    /// paywarden's patch: how long a query outside a transaction may run on the calling
+    /// task's thread before it is stopped and sent to the connection's worker thread instead
+    /// (default 200 µs; `None`: every query outside a transaction goes to the worker, as in
+    /// sqlx-sqlite 0.8.6).
+    ///
+    /// A query (a read-only `SELECT`, `WITH` or `VALUES` statement) issued while the worker
+    /// is idle runs where it is awaited, with SQLite's busy handler off and a progress handler
+    /// that interrupts it once the budget is spent: it spares the worker's wake-up and the
+    /// caller's. A query that meets a lock (`SQLITE_BUSY`), runs past the budget, or comes in
+    /// a multi-statement string with a statement that is not a query is discarded, with any
+    /// rows it had produced, and run again on the worker, which waits in the busy handler and
+    /// streams its rows as before. Only queries are run again, so nothing is done twice.
+    pub fn inline_read_budget(mut self, budget: Option<Duration>) -> Self {
+        self.inline_read_budget = budget;
         self
     }
 

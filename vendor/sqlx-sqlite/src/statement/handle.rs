@@ -70,6 +70,14 @@ impl StatementHandle {
         unsafe { sqlite3_stmt_readonly(self.0.as_ptr()) != 0 }
     }
 
+    /// paywarden's patch: whether the statement is a query: its text starts as one
+    /// ([`starts_as_query`]) and SQLite reports it as read-only (`sqlite3_stmt_readonly`,
+    /// which also holds for `BEGIN`, `COMMIT` and some `PRAGMA`s: hence the keyword). Such a
+    /// statement changes nothing, so it can be run again.
+    pub(crate) fn is_query(&self) -> bool {
+        starts_as_query(self.sql()) && self.read_only()
+    }
+
     pub(crate) fn sql(&self) -> &str {
         // https://sqlite.org/c3ref/expanded_sql.html
         unsafe {
@@ -368,4 +376,20 @@ impl Drop for StatementHandle {
             }
         }
     }
+}
+
+/// paywarden's patch: whether SQL text starts (after whitespace) with the keyword `SELECT`,
+/// `WITH` or `VALUES`, in any case. Checked before a statement is prepared on the caller's
+/// thread: SQLite runs some `PRAGMA`s as it prepares them (`PRAGMA busy_timeout = N` sets the
+/// timeout, `PRAGMA busy_timeout` compiles the current value into the statement), so only
+/// text that can be a query is prepared there.
+pub(crate) fn starts_as_query(sql: &str) -> bool {
+    let sql = sql.trim_start().as_bytes();
+    let starts_with = |keyword: &[u8]| {
+        sql.len() > keyword.len()
+            && sql[..keyword.len()].eq_ignore_ascii_case(keyword)
+            && !sql[keyword.len()].is_ascii_alphanumeric()
+            && sql[keyword.len()] != b'_'
+    };
+    starts_with(b"select") || starts_with(b"with") || starts_with(b"values")
 }

@@ -118,6 +118,20 @@ impl VirtualStatement {
         Ok(self.current())
     }
 
+    /// paywarden's patch: whether the statement [`Self::prepare_next`] would move to is not
+    /// prepared yet and its text does not start as a query
+    /// (`super::handle::starts_as_query`); `false` when there is none.
+    pub(crate) fn next_is_unprepared_non_query(&self) -> bool {
+        let next = self
+            .index
+            .map(|idx| cmp::min(idx + 1, self.handles.len()))
+            .unwrap_or(0);
+        next >= self.handles.len()
+            && !self.tail.is_empty()
+            && !std::str::from_utf8(&self.tail)
+                .is_ok_and(super::handle::starts_as_query)
+    }
+
     pub fn current(&mut self) -> Option<PreparedStatement<'_>> {
         self.index
             .filter(|&idx| idx < self.handles.len())
