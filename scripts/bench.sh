@@ -15,6 +15,7 @@
 #   BENCH_ENGINES=sqlite scripts/bench.sh
 #
 # Environment: BENCH_SECONDS (per measurement, default 10), BENCH_CONNECTIONS (default 64),
+# BENCH_REFUND_PAYMENTS (payments each connection of the refund row rotates over, default 8),
 # BENCH_ENGINES (default "sqlite postgres"), BENCH_FASTMCP (0 skips the FastMCP row; it is
 # installed once into $CARGO_TARGET_DIR/bench-fastmcp-venv with PYTHON >= 3.10), BENCH_PAYWARDEN (the server binary to measure;
 # default this tree's release build), BENCH_PG_URL (default
@@ -251,11 +252,16 @@ print(best["id"], best["currency"])')
         --reference "$(debits "$CONNS")" --currency EUR)
     # shellcheck disable=SC2086
     row "$engine: confirmed refund flow, 1 connection (preview + confirmation = 1)" $(echo "$line" | cut -d' ' -f2-)
-    # The same flow with one transaction per connection (an agent refunding different payments).
+    # The same flow with one transaction per connection (an agent refunding different payments),
+    # each connection rotating over BENCH_REFUND_PAYMENTS (default 8) payments of its own. Until
+    # 2026-12-05's fourth sitting each connection refunded one payment, which gathered ~50
+    # refunds in 10 s, and OPP's query of a payment returns all its linked transactions: the
+    # emulator's reads grew with that pile, more than a real payment's refunds.
+    per_conn="${BENCH_REFUND_PAYMENTS:-8}"
     line=$("$BENCH" refund --url "$url" --connections "$CONNS" --seconds "$SECONDS_EACH" \
-        --reference "$(debits "$CONNS")" --currency EUR)
+        --reference "$(debits $((CONNS * per_conn)))" --currency EUR)
     # shellcheck disable=SC2086
-    row "$engine: confirmed refund flow, a transaction per connection (preview + confirmation = 1)" $(echo "$line" | cut -d' ' -f2-)
+    row "$engine: confirmed refund flow, a transaction per connection, $per_conn payments each (preview + confirmation = 1)" $(echo "$line" | cut -d' ' -f2-)
     line=$("$BENCH" sessions --url "$url" --connections "$CONNS" --seconds "$SECONDS_EACH")
     # shellcheck disable=SC2086
     row "$engine: session clients, revenue_summary (2025-11-25)" $(echo "$line" | cut -d' ' -f2-)

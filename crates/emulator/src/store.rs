@@ -117,6 +117,13 @@ pub(crate) const COLUMNS: &str =
      result_description, result_reason, card_bin, card_last4, card_holder, card_expiry_month, \
      card_expiry_year, connector_tx_id, ndc, created_at, custom_parameters";
 
+/// How long a query outside a transaction may run on the calling task's thread before it is
+/// sent to its connection's worker thread (`SqliteConnectOptions::inline_read_budget`,
+/// paywarden's sqlx-sqlite patch; docs/performance.md, "Queries on the caller's thread"). The
+/// emulator's queries (a payment's transactions, a page of a search) take 10-250 µs and call no
+/// function with side effects; a longer one runs again on the worker.
+const INLINE_READ_BUDGET: std::time::Duration = std::time::Duration::from_micros(200);
+
 impl Store {
     /// Opens (creating) the file, in WAL mode, and applies the embedded migrations.
     pub(crate) async fn open(path: &Path) -> Result<Store, EmulatorError> {
@@ -126,7 +133,8 @@ impl Store {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(BUSY_TIMEOUT)
-            .foreign_keys(true);
+            .foreign_keys(true)
+            .inline_read_budget(Some(INLINE_READ_BUDGET));
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .connect_with(options)

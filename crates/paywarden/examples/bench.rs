@@ -72,8 +72,8 @@ enum Command {
         #[command(flatten)]
         load: Load,
         /// The transaction(s) to refund, comma-separated. Connection `i` of `c` refunds the
-        /// `i`-th, `(i + c)`-th, `(i + 2c)`-th, ... in turn (indices mod `n`): with `n = c`
-        /// each connection refunds its own; with one reference every flow serialises on it
+        /// `i`-th, `(i + c)`-th, `(i + 2c)`-th, ... in turn (indices mod `n`): with `n = k·c`
+        /// each connection rotates over `k` of its own; with one reference every flow serialises on it
         /// (the worst case); with one connection and `n` references the flows rotate over
         /// them, so no payment piles up refunds faster than in the `n`-connection row.
         #[arg(long, value_delimiter = ',', required = true)]

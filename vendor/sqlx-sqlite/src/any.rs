@@ -97,7 +97,7 @@ impl AnyConnectionBackend for SqliteConnection {
                 // paywarden's patch: a statement of a transaction that holds the write lock, or
                 // a query outside a transaction, runs on this thread when it can
                 // (`ConnectionWorker::inline`, `execute_inline`).
-                if let Some(mut inline) = self.worker.inline() {
+                if let Some(mut inline) = self.worker.inline(query) {
                     if let Some(results) =
                         execute_inline(&self.worker, &mut inline, query, &args, persistent, None)
                     {
@@ -131,7 +131,7 @@ impl AnyConnectionBackend for SqliteConnection {
         Box::pin(async move {
             // paywarden's patch: as in `fetch_many`.
             // Only the first result counts, as on the worker's path below.
-            let inline = self.worker.inline().and_then(|mut inline| {
+            let inline = self.worker.inline(query).and_then(|mut inline| {
                 execute_inline(&self.worker, &mut inline, query, &args, persistent, Some(1))
             });
             if let Some(results) = inline {

@@ -289,6 +289,27 @@ impl<C: std::ops::DerefMut<Target = sqlx::AnyConnection>> std::ops::DerefMut for
     }
 }
 
+/// How long (µs) a query of the store outside a transaction may run on the calling task's
+/// thread before it is sent to its connection's worker thread (`inline_read_budget_us`,
+/// paywarden's sqlx-sqlite patch; docs/performance.md, "Queries on the caller's thread"). The
+/// store's queries take 10-250 µs and call no function with side effects; a longer one runs
+/// again on the worker.
+pub(crate) const INLINE_READ_BUDGET_US: u64 = 200;
+
+/// The URL the store's SQLite pool connects with: `url`, creating the file when it has no
+/// query (`mode=rwc`), with [`INLINE_READ_BUDGET_US`] unless it names a budget itself.
+pub(crate) fn sqlite_pool_url(url: &str) -> String {
+    let mut url = if url.contains('?') {
+        url.to_string()
+    } else {
+        format!("{url}?mode=rwc")
+    };
+    if !url.contains("inline_read_budget_us=") {
+        url.push_str(&format!("&inline_read_budget_us={INLINE_READ_BUDGET_US}"));
+    }
+    url
+}
+
 /// A file path as an `sqlite://` URL that creates the file when missing (`%`, `?` and `#` in
 /// the path are percent-encoded, as sqlx decodes them), e.g. `sqlite:///data/paywarden.db?mode=rwc`.
 pub fn sqlite_url(path: &Path) -> String {
@@ -350,8 +371,8 @@ impl Store {
         sqlx::any::install_default_drivers();
         let engine = Engine::of_url(url)?;
         let url = match engine {
-            Engine::Sqlite if !url.contains('?') => format!("{url}?mode=rwc"),
-            _ => url.to_string(),
+            Engine::Sqlite => sqlite_pool_url(url),
+            Engine::Postgres => url.to_string(),
         };
         let options: AnyConnectOptions = url.parse()?;
         let pool = AnyPoolOptions::new()
@@ -1121,6 +1142,7 @@ mod tests {
         sqlx::sqlite::SqliteConnectOptions::new()
             .filename(dir.join(file))
             .create_if_missing(true)
+            .inline_read_budget(Some(Duration::from_micros(INLINE_READ_BUDGET_US)))
             .thread_name(move |_| worker.to_string())
             .connect()
             .await
@@ -1420,21 +1442,22 @@ mod tests {
     #[tokio::test]
     async fn a_query_outside_a_transaction_runs_without_waking_the_worker() {
         // vendor/sqlx-sqlite.patch: a query outside a transaction went to the connection's
-        // worker thread and back (a wake-up of each). With the patch it runs on the caller's
-        // thread when the worker is idle, within its budget; with the budget off
-        // (`inline_read_budget(None)`) it goes to the worker as in sqlx-sqlite 0.8.6.
+        // worker thread and back (a wake-up of each). With the patch, and the budget the
+        // store's pool URL sets (`sqlite_pool_url`), it runs on the caller's thread when the
+        // worker is idle; without a budget (`inline_read_budget_us=0`, sqlx's default) it goes
+        // to the worker as in sqlx-sqlite 0.8.6.
         use sqlx::ConnectOptions;
+        use std::str::FromStr;
         let dir = tempfile::tempdir().unwrap();
-        for (worker, budget) in [
-            ("pw-read-inline", Some(Duration::from_micros(200))),
-            ("pw-read-worker", None),
-        ] {
-            let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
-                .filename(dir.path().join(format!("{worker}.db")))
-                .create_if_missing(true)
+        for (worker, budget) in [("pw-read-inline", None), ("pw-read-worker", Some(0))] {
+            let mut url = sqlite_url(&dir.path().join(format!("{worker}.db")));
+            if let Some(budget) = budget {
+                url.push_str(&format!("&inline_read_budget_us={budget}"));
+            }
+            let mut conn = sqlx::sqlite::SqliteConnectOptions::from_str(&sqlite_pool_url(&url))
+                .unwrap()
                 .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
                 .thread_name(move |_| worker.to_string())
-                .inline_read_budget(budget)
                 .connect()
                 .await
                 .unwrap();
@@ -1465,7 +1488,7 @@ mod tests {
                 pause().await;
                 read_switches += voluntary_switches(worker) - before;
             }
-            if budget.is_some() {
+            if budget.is_none() {
                 assert!(
                     read_switches < 25,
                     "100 queries woke the worker {read_switches} times (sqlx-sqlite without vendor/sqlx-sqlite.patch?)"
@@ -1642,9 +1665,11 @@ mod tests {
         );
         conn.close().await.unwrap();
         sqlx::any::install_default_drivers();
-        let mut any = sqlx::AnyConnection::connect(&sqlite_url(&dir.path().join("once.db")))
-            .await
-            .unwrap();
+        let mut any = sqlx::AnyConnection::connect(&sqlite_pool_url(&sqlite_url(
+            &dir.path().join("once.db"),
+        )))
+        .await
+        .unwrap();
         let rows = sqlx::query("SELECT count(*) FROM t; INSERT INTO t VALUES (3)")
             .fetch_all(&mut any)
             .await
@@ -1714,6 +1739,37 @@ mod tests {
         tx.rollback().await.unwrap();
         conn.close().await.unwrap();
         other.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_custom_begin_inside_the_applications_own_transaction_leaves_it_open() {
+        // A custom BEGIN on a connection inside a transaction the application opened with its
+        // own SQL (which sqlx does not count) fails, as in sqlx-sqlite 0.8.6; the patch's
+        // rollback of a failed custom BEGIN must not end that transaction and its writes.
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = wal_connection(dir.path(), "raw.db", "pw-raw-tx").await;
+        create_table_t(&mut conn).await;
+        sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
+        sqlx::query("INSERT INTO t VALUES (7)")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let nested = conn.begin_with("BEGIN IMMEDIATE").await.map(|_| ());
+        assert!(
+            matches!(nested, Err(sqlx::Error::Database(_))),
+            "{nested:?}"
+        );
+        sqlx::query("COMMIT").execute(&mut conn).await.unwrap();
+        let rows: Vec<i64> = sqlx::query_scalar("SELECT v FROM t")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(
+            rows,
+            vec![7],
+            "the application's transaction kept its insert"
+        );
+        conn.close().await.unwrap();
     }
 
     #[tokio::test]
@@ -1864,6 +1920,37 @@ mod tests {
             options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"),
             "SQLite was built without LIBSQLITE3_FLAGS=-DSQLITE_DEFAULT_MEMSTATUS=0: {options:?}"
         );
+    }
+
+    #[test]
+    fn the_store_pool_url_sets_the_inline_read_budget_unless_it_names_one() {
+        use std::str::FromStr;
+        assert_eq!(
+            sqlite_pool_url("sqlite:///d/paywarden.db"),
+            "sqlite:///d/paywarden.db?mode=rwc&inline_read_budget_us=200"
+        );
+        assert_eq!(
+            sqlite_pool_url("sqlite:///d/p.db?mode=ro"),
+            "sqlite:///d/p.db?mode=ro&inline_read_budget_us=200"
+        );
+        assert_eq!(
+            sqlite_pool_url("sqlite:///d/p.db?inline_read_budget_us=0"),
+            "sqlite:///d/p.db?inline_read_budget_us=0"
+        );
+        for url in [
+            "sqlite:///d/p.db?mode=rwc",
+            "sqlite:///d/p.db?inline_read_budget_us=0",
+        ] {
+            sqlx::sqlite::SqliteConnectOptions::from_str(&sqlite_pool_url(url)).unwrap();
+        }
+        // A budget that is not whole microseconds is refused with what to give instead.
+        let bad = sqlx::sqlite::SqliteConnectOptions::from_str(
+            "sqlite:///d/p.db?inline_read_budget_us=0.2ms",
+        )
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+        assert!(bad.contains("whole microseconds"), "{bad}");
     }
 
     #[test]

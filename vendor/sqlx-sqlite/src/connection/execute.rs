@@ -3,6 +3,8 @@ use crate::error::Error;
 use crate::logger::QueryLogger;
 use crate::statement::{StatementHandle, VirtualStatement};
 use crate::{SqliteArguments, SqliteQueryResult, SqliteRow};
+use log::LevelFilter;
+use sqlx_core::connection::LogSettings;
 use sqlx_core::Either;
 use std::borrow::Cow;
 
@@ -80,6 +82,21 @@ impl ExecuteIter<'_> {
     /// before running it (only with `queries_only`).
     pub(crate) fn refused(&self) -> bool {
         self.refused
+    }
+
+    /// paywarden's patch: resets the statement now (as dropping the iterator does), so that it
+    /// holds no read snapshot while the last row is handed over.
+    pub(crate) fn reset_statement(&mut self) {
+        self.statement.reset().ok();
+    }
+
+    /// paywarden's patch: this run is discarded and runs again on the worker, which logs it:
+    /// it is not logged (sqlx's `QueryLogger` logs when dropped).
+    pub(crate) fn discard_log(&mut self) {
+        let mut off = LogSettings::default();
+        off.statements_level = LevelFilter::Off;
+        off.slow_statements_level = LevelFilter::Off;
+        std::mem::forget(std::mem::replace(&mut self.logger, QueryLogger::new("", off)));
     }
 
     pub fn finish(&mut self) -> Result<(), Error> {

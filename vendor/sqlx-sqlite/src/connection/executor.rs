@@ -36,7 +36,7 @@ impl<'c> Executor<'c> for &'c mut SqliteConnection {
                 // paywarden's patch: a statement of a transaction that holds the write lock, or
                 // a query outside a transaction, runs on this thread when it can
                 // (`ConnectionWorker::inline`, `execute_inline`).
-                if let Some(mut inline) = self.worker.inline() {
+                if let Some(mut inline) = self.worker.inline(sql) {
                     if let Some(results) = execute_inline(
                         &self.worker,
                         &mut inline,
@@ -76,7 +76,7 @@ impl<'c> Executor<'c> for &'c mut SqliteConnection {
 
         Box::pin(async move {
             // paywarden's patch: as in `fetch_many`.
-            let inline = self.worker.inline().and_then(|mut inline| {
+            let inline = self.worker.inline(sql).and_then(|mut inline| {
                 execute_inline(&self.worker, &mut inline, sql, &arguments, persistent, Some(1))
             });
             if let Some(results) = inline {

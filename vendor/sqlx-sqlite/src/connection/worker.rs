@@ -10,6 +10,7 @@
 // "Queries on the caller's thread", in the paywarden repository).
 
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::ffi::c_void;
@@ -35,6 +36,7 @@ use crate::connection::establish::EstablishParams;
 use crate::connection::execute::{self, ExecuteIter};
 use crate::connection::handle::{has_primary_code, is_busy};
 use crate::connection::ConnectionState;
+use crate::statement::starts_as_query;
 use crate::{Sqlite, SqliteArguments, SqliteQueryResult, SqliteRow, SqliteStatement};
 
 use super::serialize::{deserialize, serialize, SchemaName, SqliteOwnedBuf};
@@ -180,9 +182,11 @@ impl ConnectionWorker {
                     // ends, however it ends (after the answer was sent).
                     let _unfinished = unfinished;
                     // paywarden's patch: a connection left in a state nothing can repair
-                    // (`WorkerSharedState::poisoned`) runs nothing more; the callers get
-                    // `WorkerCrashed`, as when sqlx-sqlite's worker stops.
+                    // (`WorkerSharedState::poisoned`) runs nothing more: the command is
+                    // answered `WorkerCrashed` (never dropped unanswered: a dropped row channel
+                    // reads as a statement that returned nothing) and the worker stops.
                     if shared.poisoned.load(Ordering::Acquire) {
+                        refuse(cmd);
                         break;
                     }
                     // paywarden's patch: the worker holds the connection only while it runs a
@@ -224,7 +228,9 @@ impl ConnectionWorker {
                                 }
                             };
                             // paywarden's patch: the loop, shared with `execute_inline`.
-                            run_statements(iter, limit, |res| tx.send(res).is_ok());
+                            let mut iter = iter;
+                            run_statements(&mut iter, limit, |res| tx.send(res).is_ok());
+                            drop(iter);
 
                             update_cached_statements_size(&conn, &shared.cached_statements_size);
                         }
@@ -552,13 +558,17 @@ impl ConnectionWorker {
     ///   lock it holds, so it never enters the busy handler; running it here spares the worker
     ///   thread's wake-up and the caller's while the write lock is held; or
     /// - ([`InlineMode::Read`]) no transaction is open, the connection has an inline read
-    ///   budget (`SqliteConnectOptions::inline_read_budget`) and the application set no
+    ///   budget (`SqliteConnectOptions::inline_read_budget`), `query` starts as a query
+    ///   (`starts_as_query`: writes go straight to the worker) and the application set no
     ///   progress handler: a query may run here within the budget.
     ///
     /// `None` otherwise: the statement goes to the worker.
-    pub(crate) fn inline(&self) -> Option<Inline<'_>> {
+    pub(crate) fn inline(&self, query: &str) -> Option<Inline<'_>> {
         if self.shared.get_transaction_depth() == 0 {
             let budget = self.shared.inline_read_budget?;
+            if !starts_as_query(query) {
+                return None;
+            }
             let conn = self.idle()?;
             return (!conn.has_progress_handler()).then_some(Inline {
                 conn,
@@ -710,39 +720,47 @@ pub(crate) fn execute_inline(
 ) -> Option<Vec<Result<Either<SqliteQueryResult, SqliteRow>, Error>>> {
     let conn = &mut *inline.conn;
     let mut results = Vec::new();
-    let run = |conn: &mut ConnectionState, queries_only: bool, results: &mut Vec<_>| {
+    // Runs the statements into `results`; `complete` tells whether they stand (`false`: the
+    // run is discarded, and not logged).
+    let run = |conn: &mut ConnectionState,
+               queries_only: bool,
+               results: &mut Vec<_>,
+               complete: &dyn Fn(bool, &[Result<Either<SqliteQueryResult, SqliteRow>, Error>]) -> bool| {
         match execute::iter_with(conn, query, Cow::Borrowed(arguments), persistent, queries_only)
         {
             Err(e) => {
                 results.push(Err(e));
-                false
+                complete(false, results)
             }
-            Ok(iter) => run_statements(iter, limit, |res| {
-                results.push(res);
-                true
-            }),
+            Ok(mut iter) => {
+                let refused = run_statements(&mut iter, limit, |res| {
+                    results.push(res);
+                    true
+                });
+                let complete = complete(refused, results);
+                if !complete {
+                    iter.discard_log();
+                }
+                complete
+            }
         }
     };
     let complete = match inline.mode {
-        InlineMode::Write => {
-            run(conn, false, &mut results);
-            true
-        }
+        InlineMode::Write => run(conn, false, &mut results, &|_, _| true),
         InlineMode::Read(budget) => {
-            let mut deadline = Deadline {
-                at: Instant::now() + budget,
-                passed: false,
+            let deadline = Deadline {
+                at: Instant::now().checked_add(budget),
+                passed: Cell::new(false),
             };
-            let refused = {
-                let _restore = ReadLimits::set(conn, &mut deadline)?;
-                run(conn, true, &mut results)
-            };
-            !refused
-                && !deadline.passed
-                && !results.iter().any(|res| match res {
-                    Err(e) => is_busy(e) || has_primary_code(e, SQLITE_INTERRUPT),
-                    Ok(_) => false,
-                })
+            let _restore = ReadLimits::set(conn, &deadline)?;
+            run(conn, true, &mut results, &|refused, results| {
+                !refused
+                    && !deadline.passed.get()
+                    && !results.iter().any(|res| match res {
+                        Err(e) => is_busy(e) || has_primary_code(e, SQLITE_INTERRUPT),
+                        Ok(_) => false,
+                    })
+            })
         }
     };
     update_cached_statements_size(conn, &worker.shared.cached_statements_size);
@@ -752,18 +770,21 @@ pub(crate) fn execute_inline(
 /// paywarden's patch: the deadline of a query on the caller's thread, read by
 /// [`deadline_passed`].
 struct Deadline {
-    at: Instant,
-    passed: bool,
+    /// `None`: the budget reaches past what `Instant` can hold (no deadline).
+    at: Option<Instant>,
+    /// Set by the handler when it interrupts the statement.
+    passed: Cell<bool>,
 }
 
 /// paywarden's patch: SQLite's progress handler for a query on the caller's thread: non-zero
 /// (interrupt the statement, `SQLITE_INTERRUPT`) once its deadline has passed.
 extern "C" fn deadline_passed(deadline: *mut c_void) -> c_int {
     // SAFETY: the handler is registered with a pointer to a `Deadline` that outlives the
-    // registration (`ReadLimits`), and nothing else touches it while SQLite runs.
-    let deadline = unsafe { &mut *deadline.cast::<Deadline>() };
-    if Instant::now() >= deadline.at {
-        deadline.passed = true;
+    // registration (`ReadLimits`); it is only ever shared (`passed` is a `Cell`), and SQLite
+    // calls the handler on the thread running the statement, which is the `Deadline`'s.
+    let deadline = unsafe { &*deadline.cast_const().cast::<Deadline>() };
+    if deadline.at.is_some_and(|at| Instant::now() >= at) {
+        deadline.passed.set(true);
         1
     } else {
         0
@@ -780,7 +801,7 @@ struct ReadLimits {
 
 impl ReadLimits {
     /// `None` (nothing changed) when the busy timeout cannot be read.
-    fn set(conn: &mut ConnectionState, deadline: *mut Deadline) -> Option<Self> {
+    fn set(conn: &mut ConnectionState, deadline: &Deadline) -> Option<Self> {
         let busy_timeout = conn.handle.pause_busy_handler()?;
         let db = conn.handle.as_ptr();
         // SAFETY: we have exclusive access to the database handle; `deadline` outlives the
@@ -790,7 +811,7 @@ impl ReadLimits {
                 db,
                 DEADLINE_CHECK_INSTRUCTIONS,
                 Some(deadline_passed),
-                deadline.cast(),
+                std::ptr::from_ref(deadline).cast_mut().cast(),
             );
         }
         Some(Self { db, busy_timeout })
@@ -814,7 +835,7 @@ impl Drop for ReadLimits {
 /// is handed over, as 0.8.6 did). Returns whether it stopped at a statement that is not a
 /// query, without running it (`ExecuteIter::refused`).
 fn run_statements(
-    mut iter: ExecuteIter<'_>,
+    iter: &mut ExecuteIter<'_>,
     limit: Option<usize>,
     mut send: impl FnMut(Result<Either<SqliteQueryResult, SqliteRow>, Error>) -> bool,
 ) -> bool {
@@ -823,7 +844,7 @@ fn run_statements(
         if matches!(&res, Ok(Either::Right(_))) {
             rows_returned += 1;
             if limit.is_some_and(|limit| rows_returned >= limit) {
-                drop(iter);
+                iter.reset_statement();
                 send(res);
                 return false;
             }
@@ -860,6 +881,9 @@ fn begin_on(
         Some(statement) => statement,
         None => begin_ansi_transaction_sql(depth),
     };
+    // A transaction the application opened with its own SQL (sqlx does not count it) is not
+    // this statement's to roll back.
+    let opened_before = conn.handle.in_transaction();
     let ran = if wait {
         conn.handle.exec(sql).map(|()| true)
     } else {
@@ -870,9 +894,19 @@ fn begin_on(
         Ok(true) if custom && !conn.handle.in_transaction() => Err(Error::BeginFailed),
         other => other,
     };
-    if !matches!(res, Ok(true)) && custom && depth == 0 && conn.handle.in_transaction() {
+    if !matches!(res, Ok(true))
+        && custom
+        && depth == 0
+        && !opened_before
+        && conn.handle.in_transaction()
+    {
         if let Err(error) = conn.handle.exec("ROLLBACK") {
-            return Err(poison(shared, error));
+            let rollback = poison(shared, error);
+            // The statement's own error is the answer; after a busy answer, the rollback's.
+            return Err(match res {
+                Err(e) => e,
+                Ok(_) => rollback,
+            });
         }
     }
     if let Ok(true) = res {
@@ -885,6 +919,29 @@ fn begin_on(
         shared.transaction_depth.fetch_add(1, Ordering::Release);
     }
     res
+}
+
+/// paywarden's patch: answers a command the worker will not run, on a poisoned connection,
+/// with `WorkerCrashed` (a ping has no error to carry: its sender is dropped, which its caller
+/// reads as `WorkerCrashed`); a shutdown is acknowledged.
+fn refuse(cmd: Command) {
+    match cmd {
+        Command::Prepare { tx, .. } => drop(tx.send(Err(Error::WorkerCrashed))),
+        Command::Describe { tx, .. } => drop(tx.send(Err(Error::WorkerCrashed))),
+        Command::Execute { tx, .. } => drop(tx.send(Err(Error::WorkerCrashed))),
+        Command::Begin { tx, .. } | Command::Commit { tx } => {
+            let _ = tx.blocking_send(Err(Error::WorkerCrashed));
+        }
+        Command::Rollback { tx } => {
+            if let Some(tx) = tx {
+                let _ = tx.blocking_send(Err(Error::WorkerCrashed));
+            }
+        }
+        Command::Serialize { tx, .. } => drop(tx.send(Err(Error::WorkerCrashed))),
+        Command::Deserialize { tx, .. } => drop(tx.send(Err(Error::WorkerCrashed))),
+        Command::ClearCache { tx } | Command::Ping { tx } => drop(tx),
+        Command::Shutdown { tx } => drop(tx.send(())),
+    }
 }
 
 /// paywarden's patch: marks the connection as beyond repair (see

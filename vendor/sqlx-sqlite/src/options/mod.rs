@@ -100,9 +100,6 @@ pub enum OptimizeOnClose {
     Disabled,
 }
 
-/// paywarden's patch: the default of [`SqliteConnectOptions::inline_read_budget`].
-pub(crate) const DEFAULT_INLINE_READ_BUDGET: Duration = Duration::from_micros(200);
-
 impl Default for SqliteConnectOptions {
     fn default() -> Self {
         Self::new()
@@ -214,7 +211,7 @@ impl SqliteConnectOptions {
             thread_name: Arc::new(DebugFn(|id| format!("sqlx-sqlite-worker-{id}"))),
             command_channel_size: 50,
             row_channel_size: 50,
-            inline_read_budget: Some(DEFAULT_INLINE_READ_BUDGET),
+            inline_read_budget: None,
             optimize_on_close: OptimizeOnClose::Disabled,
             #[cfg(feature = "regexp")]
             register_regexp_function: false,
@@ -431,10 +428,10 @@ impl SqliteConnectOptions {
         self
     }
 
-    /// paywarden's patch: how long a query outside a transaction may run on the calling
-    /// task's thread before it is stopped and sent to the connection's worker thread instead
-    /// (default 200 µs; `None`: every query outside a transaction goes to the worker, as in
-    /// sqlx-sqlite 0.8.6).
+    /// paywarden's patch: lets a query outside a transaction run on the calling task's thread
+    /// for about `budget` before it is stopped and sent to the connection's worker thread
+    /// instead (`None`, the default: every query outside a transaction goes to the worker, as
+    /// in sqlx-sqlite 0.8.6). In a URL: `inline_read_budget_us=<microseconds>` (0: `None`).
     ///
     /// A query (a read-only `SELECT`, `WITH` or `VALUES` statement) issued while the worker
     /// is idle runs where it is awaited, with SQLite's busy handler off and a progress handler
@@ -442,7 +439,20 @@ impl SqliteConnectOptions {
     /// caller's. A query that meets a lock (`SQLITE_BUSY`), runs past the budget, or comes in
     /// a multi-statement string with a statement that is not a query is discarded, with any
     /// rows it had produced, and run again on the worker, which waits in the busy handler and
-    /// streams its rows as before. Only queries are run again, so nothing is done twice.
+    /// streams its rows as before.
+    ///
+    /// Turn it on only where these hold:
+    /// - No query calls an application-defined function with side effects (SQLite reports such
+    ///   a `SELECT` read-only): a query stopped after the call runs again on the worker.
+    /// - The budget is checked every 1,000 SQLite instructions, so it bounds the time on the
+    ///   caller's thread only as well as SQLite's instructions are short: one instruction can
+    ///   do unbounded work (`SELECT count(*)` of a whole table is a single `OP_Count`; a large
+    ///   sort's final merge), and a WAL reader retries its snapshot with short sleeps that no
+    ///   busy handler governs.
+    /// - No busy or progress handler was set through the raw handle
+    ///   (`LockedSqliteHandle::as_raw_handle`): the busy timeout read from `PRAGMA
+    ///   busy_timeout` is what is put back, and the progress handler is removed afterwards.
+    ///   A progress handler set with `set_progress_handler` keeps queries on the worker.
     pub fn inline_read_budget(mut self, budget: Option<Duration>) -> Self {
         self.inline_read_budget = budget;
         self

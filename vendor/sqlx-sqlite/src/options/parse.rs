@@ -2,6 +2,7 @@ use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use percent_encoding::{percent_decode_str, percent_encode, AsciiSet};
 use url::Url;
@@ -102,6 +103,18 @@ impl SqliteConnectOptions {
 
                     "vfs" => options.vfs = Some(Cow::Owned(value.into_owned())),
 
+                    // paywarden's patch: `SqliteConnectOptions::inline_read_budget`.
+                    "inline_read_budget_us" => {
+                        let micros: u64 = value.parse().map_err(|_| {
+                            Error::Configuration(
+                                format!("unknown value {value:?} for `inline_read_budget_us`: give whole microseconds (0: off)")
+                                    .into(),
+                            )
+                        })?;
+                        options.inline_read_budget =
+                            (micros > 0).then(|| Duration::from_micros(micros));
+                    }
+
                     _ => {
                         return Err(Error::Configuration(
                             format!("unknown query parameter `{key}` while parsing connection URL")
@@ -156,6 +169,11 @@ impl SqliteConnectOptions {
 
         if let Some(vfs) = &self.vfs {
             url.query_pairs_mut().append_pair("vfs", vfs);
+        }
+
+        if let Some(budget) = self.inline_read_budget {
+            url.query_pairs_mut()
+                .append_pair("inline_read_budget_us", &budget.as_micros().max(1).to_string());
         }
 
         url

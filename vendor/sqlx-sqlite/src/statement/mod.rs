@@ -12,7 +12,7 @@ mod handle;
 pub(super) mod unlock_notify;
 mod r#virtual;
 
-pub(crate) use handle::StatementHandle;
+pub(crate) use handle::{starts_as_query, StatementHandle};
 pub(crate) use r#virtual::VirtualStatement;
 
 #[derive(Debug, Clone)]
