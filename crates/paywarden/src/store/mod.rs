@@ -304,7 +304,9 @@ pub(crate) fn sqlite_pool_url(url: &str) -> String {
     } else {
         format!("{url}?mode=rwc")
     };
-    if !url.contains("inline_read_budget_us=") {
+    let query = url.split_once('?').map_or("", |(_, query)| query);
+    if !url::form_urlencoded::parse(query.as_bytes()).any(|(key, _)| key == "inline_read_budget_us")
+    {
         url.push_str(&format!("&inline_read_budget_us={INLINE_READ_BUDGET_US}"));
     }
     url
@@ -1638,6 +1640,25 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(total, 40, "each write ran once");
+        // A write between queries, before a query that runs past the budget (so the string is
+        // run again on the worker): the write runs once. Twice, so that the second run finds
+        // the statements the worker prepared in the statement cache.
+        for round in 1..=2_i64 {
+            let counts: Vec<i64> = sqlx::query_scalar(
+                "SELECT 1; INSERT INTO t VALUES (5); \
+                 WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 300000) \
+                 SELECT count(*) FROM c",
+            )
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+            assert_eq!(counts, vec![1, 300_000]);
+            let fives: i64 = sqlx::query_scalar("SELECT count(*) FROM t WHERE v = 5")
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+            assert_eq!(fives, round, "round {round}: the insert ran once");
+        }
         sqlx::query("PRAGMA busy_timeout = 4321")
             .execute(&mut conn)
             .await
@@ -1739,6 +1760,43 @@ mod tests {
         tx.rollback().await.unwrap();
         conn.close().await.unwrap();
         other.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_custom_begin_of_several_statements_that_meets_a_writer_runs_them_once() {
+        // `sqlite3_exec` commits the statements before the one that answers busy: a custom
+        // BEGIN of several statements must not be tried on the caller's thread (busy handler
+        // off) and then run again on the worker. Here its first statement writes to the temp
+        // database (no lock on the main one) and its `BEGIN IMMEDIATE` meets another writer.
+        let dir = tempfile::tempdir().unwrap();
+        let mut holder = wal_connection(dir.path(), "multi.db", "pw-multi-holder").await;
+        let mut conn = named_sqlite_connection(dir.path(), "multi.db", "pw-multi-begin").await;
+        create_table_t(&mut holder).await;
+        sqlx::query("CREATE TEMP TABLE x (v INTEGER)")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let held = holder.begin_with("BEGIN IMMEDIATE").await.unwrap();
+        let (began, ()) = tokio::join!(
+            async {
+                let tx = conn
+                    .begin_with("INSERT INTO temp.x VALUES (1); BEGIN IMMEDIATE")
+                    .await?;
+                tx.rollback().await
+            },
+            async {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                held.commit().await.unwrap();
+            }
+        );
+        began.expect("the BEGIN waits for the other writer");
+        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM temp.x")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(rows, 1, "the statement before the BEGIN ran once");
+        holder.close().await.unwrap();
+        conn.close().await.unwrap();
     }
 
     #[tokio::test]
@@ -1936,6 +1994,10 @@ mod tests {
         assert_eq!(
             sqlite_pool_url("sqlite:///d/p.db?inline_read_budget_us=0"),
             "sqlite:///d/p.db?inline_read_budget_us=0"
+        );
+        assert_eq!(
+            sqlite_pool_url("sqlite:///d/p.db?inline%5Fread%5Fbudget%5Fus=0"),
+            "sqlite:///d/p.db?inline%5Fread%5Fbudget%5Fus=0"
         );
         for url in [
             "sqlite:///d/p.db?mode=rwc",

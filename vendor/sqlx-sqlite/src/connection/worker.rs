@@ -182,12 +182,15 @@ impl ConnectionWorker {
                     // ends, however it ends (after the answer was sent).
                     let _unfinished = unfinished;
                     // paywarden's patch: a connection left in a state nothing can repair
-                    // (`WorkerSharedState::poisoned`) runs nothing more: the command is
-                    // answered `WorkerCrashed` (never dropped unanswered: a dropped row channel
-                    // reads as a statement that returned nothing) and the worker stops.
-                    if shared.poisoned.load(Ordering::Acquire) {
+                    // (`WorkerSharedState::poisoned`) runs nothing more: every command but the
+                    // shutdown is answered `WorkerCrashed` (never dropped unanswered: a dropped
+                    // row channel reads as a statement that returned nothing), until the pool,
+                    // whose ping now fails, closes the connection.
+                    if shared.poisoned.load(Ordering::Acquire)
+                        && !matches!(cmd, Command::Shutdown { .. })
+                    {
                         refuse(cmd);
-                        break;
+                        continue;
                     }
                     // paywarden's patch: the worker holds the connection only while it runs a
                     // command (declared after `_unfinished`, so released before the command
@@ -426,6 +429,15 @@ impl ConnectionWorker {
     /// waits in the busy handler). Synchronous, so a cancelled caller cannot leave a
     /// transaction it does not know of.
     fn begin_inline(&self, statement: &Option<Cow<'static, str>>) -> Option<Result<(), Error>> {
+        // A custom statement of several statements goes to the worker: one that answered busy
+        // part-way may have run (and committed) the statements before, which the worker would
+        // then run again.
+        if statement
+            .as_deref()
+            .is_some_and(|sql| sql.trim().trim_end_matches(';').contains(';'))
+        {
+            return None;
+        }
         let mut conn = self.idle()?;
         match begin_on(&self.shared, &mut conn, statement.clone(), false) {
             Ok(true) => Some(Ok(())),
@@ -923,7 +935,7 @@ fn begin_on(
 
 /// paywarden's patch: answers a command the worker will not run, on a poisoned connection,
 /// with `WorkerCrashed` (a ping has no error to carry: its sender is dropped, which its caller
-/// reads as `WorkerCrashed`); a shutdown is acknowledged.
+/// reads as `WorkerCrashed`). The worker shuts down as usual instead of refusing a shutdown.
 fn refuse(cmd: Command) {
     match cmd {
         Command::Prepare { tx, .. } => drop(tx.send(Err(Error::WorkerCrashed))),

@@ -173,7 +173,10 @@ impl SqliteConnectOptions {
 
         if let Some(budget) = self.inline_read_budget {
             url.query_pairs_mut()
-                .append_pair("inline_read_budget_us", &budget.as_micros().max(1).to_string());
+                .append_pair(
+                    "inline_read_budget_us",
+                    &u64::try_from(budget.as_micros()).unwrap_or(u64::MAX).max(1).to_string(),
+                );
         }
 
         url
