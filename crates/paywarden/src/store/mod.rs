@@ -1125,6 +1125,26 @@ mod tests {
         conn
     }
 
+    /// The checks after a statement met another connection's lock, held for 300 ms with one
+    /// row written: it waited for the lock (250 ms or more), it sees the row (`rows` = 1),
+    /// and `conn`'s busy timeout is still the 7000 ms the test set.
+    async fn assert_waited_for_the_lock(
+        conn: &mut sqlx::SqliteConnection,
+        waited: Duration,
+        rows: i64,
+    ) {
+        assert!(
+            waited >= Duration::from_millis(250),
+            "it answered after {waited:?}, while the lock was held"
+        );
+        assert_eq!(rows, 1, "it sees the other connection's commit");
+        let timeout: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
+            .fetch_one(conn)
+            .await
+            .unwrap();
+        assert_eq!(timeout, 7000, "the busy timeout is put back");
+    }
+
     /// Creates the tests' table `t (v INTEGER)`.
     async fn create_table_t(conn: &mut sqlx::SqliteConnection) {
         sqlx::query("CREATE TABLE t (v INTEGER)")
@@ -1373,16 +1393,7 @@ mod tests {
         );
         let (waited, rows) =
             began.expect("the second writer waits for the lock instead of failing");
-        assert!(
-            waited >= Duration::from_millis(250),
-            "it began after {waited:?}, while the lock was held"
-        );
-        assert_eq!(rows, 1, "it sees the first writer's commit");
-        let timeout: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
-            .fetch_one(&mut waiter)
-            .await
-            .unwrap();
-        assert_eq!(timeout, 7000);
+        assert_waited_for_the_lock(&mut waiter, waited, rows).await;
         let total: i64 = sqlx::query_scalar("SELECT count(*) FROM t")
             .fetch_one(&mut holder)
             .await
@@ -1599,16 +1610,7 @@ mod tests {
             }
         );
         let (waited, rows) = read.expect("the query waits for the lock instead of failing");
-        assert!(
-            waited >= Duration::from_millis(250),
-            "it answered after {waited:?}, while the lock was held"
-        );
-        assert_eq!(rows, 1, "it sees the writer's commit");
-        let timeout: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
-            .fetch_one(&mut reader)
-            .await
-            .unwrap();
-        assert_eq!(timeout, 7000);
+        assert_waited_for_the_lock(&mut reader, waited, rows).await;
         holder.close().await.unwrap();
         reader.close().await.unwrap();
     }
