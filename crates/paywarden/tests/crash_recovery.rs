@@ -139,7 +139,12 @@ async fn debits(opp: &OppClient) -> Vec<String> {
 
 /// Fires a refund of every debit at once (key `burst-i`) at `url` and kills `server` with
 /// SIGKILL once a quarter have answered. Returns how many had answered.
-async fn burst_then_kill(url: &str, debits: &[String], server: &mut Server) -> usize {
+async fn burst_then_kill(
+    url: &str,
+    debits: &[String],
+    server: &mut Server,
+    watch: &paywarden::store::Store,
+) -> usize {
     let client = connect_client(url, "/mcp", Era::Legacy, DEMO_ENTITY_ID, DEMO_TOKEN).await;
     let client = std::sync::Arc::new(client);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -158,6 +163,16 @@ async fn burst_then_kill(url: &str, debits: &[String], server: &mut Server) -> u
             Ok(Some(_)) => answered += 1,
             _ => break,
         }
+    }
+    // Then as soon as the server's database shows a call holding its key (the test's
+    // premise: calls queue on the entity's limit lock, so at a given instant none may hold
+    // one), within microseconds of that call's milliseconds-long request to OPP.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while watch.open_idempotency_keys().await.unwrap().is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+    while rx.try_recv().is_ok() {
+        answered += 1;
     }
     server.0.kill().expect("kill -9");
     server.0.wait().unwrap();
@@ -296,7 +311,9 @@ async fn a_kill_mid_burst_leaves_every_key_resolvable_and_every_refund_recorded(
     let emulator_url = std::fs::read_to_string(dir.path().join("emulator.url")).unwrap();
     let opp = OppClient::new(emulator_url.trim(), Duration::from_secs(10)).unwrap();
     let debits = debits(&opp).await;
-    let answered = burst_then_kill(&url, &debits, &mut server).await;
+    let watch = database.store(dir.path()).await;
+    let answered = burst_then_kill(&url, &debits, &mut server, &watch).await;
+    watch.close().await;
     // The premise: the dead server left keys held by calls that will never finish.
     let left_open = open_keys(database.store(dir.path()).await).await;
     assert!(left_open > 0, "no key was left in progress");
@@ -333,10 +350,10 @@ async fn a_replica_killed_mid_burst_is_recovered_by_the_other() {
     let (_b, b_url) = serve_with(&b_dir, Some(&database_url), Some(&emulator.base_url));
     let opp = OppClient::new(&emulator.base_url, Duration::from_secs(10)).unwrap();
     let debits = debits(&opp).await;
-    let answered = burst_then_kill(&a_url, &debits, &mut a).await;
     let store = paywarden::store::Store::connect(&database_url)
         .await
         .unwrap();
+    let answered = burst_then_kill(&a_url, &debits, &mut a, &store).await;
     let left_open = store.open_idempotency_keys().await.unwrap().len();
     assert!(left_open > 0, "no key was left in progress");
 
