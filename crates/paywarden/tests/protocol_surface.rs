@@ -212,3 +212,66 @@ fn the_session_idle_timeout_is_configurable_and_defaults_to_five_minutes() {
         toml::from_str("[http]\nsession_idle_timeout_secs = 60\n").expect("config");
     assert_eq!(parsed.http.session_idle_timeout_secs, 60);
 }
+
+/// A stateless (2026-07-28) `tools/call` whose `Mcp-Method` and `Mcp-Name` headers are
+/// `method` and `name` and whose body calls `revenue_summary`: (HTTP status, body).
+async fn stateless_call_with_headers(base: &str, method: &str, name: &str) -> (u16, String) {
+    let body = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {
+    "name": "revenue_summary",
+    "arguments": {"start_date": "2026-01-01", "end_date": "2026-12-31"},
+    "_meta": {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "headers", "version": "1"},
+        "io.modelcontextprotocol/clientCapabilities": {}
+    }}});
+    let response = raw_client()
+        .post(format!("{base}/mcp"))
+        .header("MCP-Protocol-Version", "2026-07-28")
+        .header("Mcp-Method", method)
+        .header("Mcp-Name", name)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
+}
+
+/// SEP-2243: middleboxes route a 2026-07-28 request on its `Mcp-Method` and `Mcp-Name` headers
+/// without reading the body, so a `tools/call` whose headers name another method or tool is
+/// refused before any tool runs (rmcp checks them against the body; paywarden's rmcp patch
+/// gives that check only the call's method, name and arguments instead of the whole message:
+/// docs/performance.md, "Where an audited read's CPU goes").
+#[tokio::test]
+async fn a_tool_call_whose_headers_name_another_tool_or_method_is_refused() {
+    let app = spawn_app().await;
+    let rows = |app: &TestApp| {
+        let store = app.store.clone();
+        async move { store.audit_records(None).await.unwrap().len() }
+    };
+    let (status, body) =
+        stateless_call_with_headers(&app.base_url, "tools/call", "revenue_summary").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"result\""), "{body}");
+    let before = rows(&app).await;
+    assert!(before >= 1);
+
+    for (method, name, says) in [
+        (
+            "tools/call",
+            "get_transactions",
+            "Mcp-Name header `get_transactions` does not match body value `revenue_summary`",
+        ),
+        (
+            "resources/read",
+            "revenue_summary",
+            "Mcp-Method header `resources/read` does not match body method `tools/call`",
+        ),
+    ] {
+        let (status, body) = stateless_call_with_headers(&app.base_url, method, name).await;
+        assert!(!body.contains("\"result\""), "{method} {name}: {body}");
+        assert!(body.contains(says), "{method} {name}: {status} {body}");
+    }
+    // Neither refused call reached a tool: no audit row was appended for them.
+    assert_eq!(rows(&app).await, before);
+}

@@ -92,18 +92,36 @@ const INSERT_CHUNKS: [usize; 4] = [64, 16, 4, 1];
 /// The columns of one audit row, in the order `insert_audit_rows` binds them.
 const AUDIT_COLUMNS: usize = 16;
 
-/// `INSERT INTO audit_log ... VALUES (...), (...)` with `$n` placeholders, one per size of
-/// [`INSERT_CHUNKS`] (largest first), built once.
-fn insert_statements() -> &'static [(usize, String)] {
-    static STATEMENTS: std::sync::OnceLock<Vec<(usize, String)>> = std::sync::OnceLock::new();
-    STATEMENTS.get_or_init(|| {
+/// `INSERT INTO audit_log ... VALUES (...), (...)` for `engine`, one per size of
+/// [`INSERT_CHUNKS`] (largest first), built once per engine.
+///
+/// PostgreSQL's placeholders are numbered (`$1`, `$2`, ...). SQLite's are anonymous (`?`), bound
+/// in the order they appear (the order `insert_audit_rows` binds): SQLite keeps the names of
+/// named or numbered parameters in a list that it searches from the start for each one
+/// (`sqlite3_bind_parameter_name`, which sqlx-sqlite calls for every parameter it binds), so
+/// binding the 1,024 numbered parameters of a 64-row statement cost about half a million list
+/// steps; a frame-pointer profile of audited reads found 1.7 % of the server's CPU there
+/// (docs/performance.md, "Where an audited read's CPU goes").
+fn insert_statements(engine: super::Engine) -> &'static [(usize, String)] {
+    static POSTGRES: std::sync::OnceLock<Vec<(usize, String)>> = std::sync::OnceLock::new();
+    static SQLITE: std::sync::OnceLock<Vec<(usize, String)>> = std::sync::OnceLock::new();
+    let statements = match engine {
+        super::Engine::Postgres => &POSTGRES,
+        super::Engine::Sqlite => &SQLITE,
+    };
+    statements.get_or_init(|| {
         INSERT_CHUNKS
             .iter()
             .map(|&n| {
                 let rows: Vec<String> = (0..n)
                     .map(|row| {
                         let placeholders: Vec<String> = (1..=AUDIT_COLUMNS)
-                            .map(|column| format!("${}", row * AUDIT_COLUMNS + column))
+                            .map(|column| match engine {
+                                super::Engine::Postgres => {
+                                    format!("${}", row * AUDIT_COLUMNS + column)
+                                }
+                                super::Engine::Sqlite => "?".to_string(),
+                            })
                             .collect();
                         format!("({})", placeholders.join(", "))
                     })
@@ -424,7 +442,7 @@ impl Store {
         }
         let mut rest = rows.as_slice();
         // The largest statement that fits; the smallest is one row, so one always does.
-        while let Some((size, sql)) = insert_statements()
+        while let Some((size, sql)) = insert_statements(self.engine())
             .iter()
             .find(|(n, _)| !rest.is_empty() && *n <= rest.len())
         {
@@ -571,5 +589,24 @@ impl Store {
             expected_prev = record.hash;
         }
         Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_binds_audit_rows_to_anonymous_placeholders_and_postgres_to_numbered_ones() {
+        for (n, sql) in insert_statements(crate::store::Engine::Sqlite) {
+            assert_eq!(sql.matches('?').count(), n * AUDIT_COLUMNS, "{sql}");
+            assert!(!sql.contains('$'), "numbered parameters: {sql}");
+        }
+        for (n, sql) in insert_statements(crate::store::Engine::Postgres) {
+            let last = n * AUDIT_COLUMNS;
+            assert!(sql.contains(&format!("${last})")), "{sql}");
+            assert!(!sql.contains(&format!("${}", last + 1)), "{sql}");
+            assert!(!sql.contains('?'), "{sql}");
+        }
     }
 }

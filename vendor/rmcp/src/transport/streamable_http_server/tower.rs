@@ -1044,8 +1044,30 @@ fn validate_standard_headers(
         _ => return Ok(()),
     };
 
-    let Ok(value) = serde_json::to_value(message) else {
-        return Ok(());
+    // What `validate_request_headers` reads of the body: its `method`, and `params`' name and
+    // (for `tools/call`) `arguments`. A `tools/call`, the request every tool call makes, is
+    // given exactly those instead of the whole message serialised into a `Value` again
+    // (its `_meta` included): paywarden's patch (docs/performance.md, "Where an audited
+    // read's CPU goes").
+    let call_value = match message {
+        ClientJsonRpcMessage::Request(req) => match &req.request {
+            ClientRequest::CallToolRequest(call) => Some(serde_json::json!({
+                "method": <crate::model::CallToolRequestMethod as crate::model::ConstString>::VALUE,
+                "params": {
+                    "name": call.params.name,
+                    "arguments": call.params.arguments,
+                },
+            })),
+            _ => None,
+        },
+        _ => None,
+    };
+    let value = match call_value {
+        Some(value) => value,
+        None => match serde_json::to_value(message) {
+            Ok(value) => value,
+            Err(_) => return Ok(()),
+        },
     };
     // For tools/call, look up the tool schema so Mcp-Param-* headers are validated.
     let schema = value
