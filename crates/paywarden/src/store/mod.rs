@@ -901,6 +901,61 @@ mod tests {
         assert!(store.verify_audit().await.unwrap().is_none());
     }
 
+    /// An audit entry whose every column holds a value of its own (`i`), none of them NULL.
+    fn varied_audit_entry(i: i64) -> AuditEntry {
+        AuditEntry {
+            entity_id: format!("entity-{i}"),
+            client_name: Some(format!("client-{i}")),
+            toolset: format!("toolset-{i}"),
+            tool: format!("tool-{i}"),
+            arguments: serde_json::json!({ "i": i }),
+            outcome: format!("outcome-{i}"),
+            result_code: Some(format!("000.{i:03}.000")),
+            provider_request_id: Some(format!("request-{i}")),
+            transaction_id: Some(format!("transaction-{i}")),
+            message: Some(format!("message {i}")),
+            duration_ms: 1_000 + i,
+            sandbox: i % 2 == 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn every_column_of_every_row_of_a_group_is_stored_where_it_belongs() {
+        let (_dir, store, sync) = file_store().await;
+        // Groups form while the fsync is held: the multi-row INSERTs of 64, 16, 4 and 1 rows.
+        let held = sync.hold_fsyncs().await;
+        let appends: Vec<_> = (0..150)
+            .map(|i| {
+                let store = store.clone();
+                let entry = varied_audit_entry(i);
+                tokio::spawn(async move { (store.append_audit(&entry).await, entry) })
+            })
+            .collect();
+        eventually("not every append was committed", || async {
+            audit_rows(&store).await == 150
+        })
+        .await;
+        drop(held);
+        let records: std::collections::HashMap<i64, AuditRecord> = store
+            .audit_records(None)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.seq, r))
+            .collect();
+        for append in appends {
+            let (seq, entry) = append.await.unwrap();
+            let record = &records[&seq.unwrap()];
+            assert_eq!(
+                record.entry,
+                crate::mask::audit_entry(&entry),
+                "row {}",
+                record.seq
+            );
+        }
+        assert!(store.verify_audit().await.unwrap().is_none());
+    }
+
     #[tokio::test]
     async fn an_append_whose_caller_is_gone_is_still_written_while_a_group_waits_for_its_fsync() {
         use futures::FutureExt;

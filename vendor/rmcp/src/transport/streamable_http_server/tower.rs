@@ -1,6 +1,8 @@
-// Modified for paywarden (2026-12-04): rmcp 3.9.0 with vendor/rmcp.patch applied, which boxes
-// the messages of per-session channels and the session handshake's future (see
-// docs/performance.md, "Per-session memory", in the paywarden repository).
+// Modified for paywarden (2026-12-04, 2026-12-05): rmcp 3.9.0 with vendor/rmcp.patch applied,
+// which boxes the messages of per-session channels and the session handshake's future, and gives
+// a tools/call's SEP-2243 header check the call's method, name and arguments instead of the
+// whole message re-serialised (see docs/performance.md, "Per-session memory" and "Where an
+// audited read's CPU goes", in the paywarden repository).
 
 use std::{
     borrow::Cow,
