@@ -25,6 +25,12 @@ impl Pipeline {
         }
     }
 
+    /// A result's text: the sandbox banner when the provider is the emulator, `text`, a line
+    /// break and `structured` as compact JSON ([`text_with_json`]).
+    pub fn text_with_json(&self, text: &str, structured: &serde_json::Value) -> String {
+        text_with_json(self.sandbox.then_some(&*self.banner), text, structured)
+    }
+
     /// Prefixes text with the sandbox banner when the provider is the emulator.
     pub fn decorate(&self, text: &str) -> String {
         if self.sandbox {
@@ -74,6 +80,30 @@ impl Pipeline {
         };
         Ok(self.store.append_audit(&entry).await?)
     }
+}
+
+/// `banner` and a line break (when given), `text`, a line break and `structured` as compact
+/// JSON: the bytes of `format!("{banner}\n{text}\n{structured}")`, written into one buffer
+/// instead of formatted twice (a read's answer is built once per call and its JSON is most of
+/// it: docs/performance.md, "Where an audited read's CPU goes").
+pub(crate) fn text_with_json(
+    banner: Option<&str>,
+    text: &str,
+    structured: &serde_json::Value,
+) -> String {
+    let mut out: Vec<u8> = Vec::with_capacity(banner.map_or(0, str::len) + text.len() + 4096);
+    if let Some(banner) = banner {
+        out.extend_from_slice(banner.as_bytes());
+        out.push(b'\n');
+    }
+    out.extend_from_slice(text.as_bytes());
+    out.push(b'\n');
+    if let Err(e) = serde_json::to_writer(&mut out, structured) {
+        // Writing a `Value` into a `Vec` cannot fail.
+        tracing::error!(error = %e, "could not write a result's JSON");
+    }
+    // The banner, `text` and serde_json's output are UTF-8.
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 pub(super) fn first_line(text: &str) -> String {

@@ -247,6 +247,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_results_text_is_its_banner_text_and_json_as_formatting_them_gives() {
+        let structured = serde_json::json!({
+            "days": [{"currency": "EUR", "net": "1.50", "note": "quote \" and \u{e9}"}],
+            "sandbox": true,
+            "total": 150
+        });
+        let text = "Revenue 2026-01-01 to 2026-12-31";
+        assert_eq!(
+            audit::text_with_json(Some(SANDBOX_BANNER), text, &structured),
+            format!("{SANDBOX_BANNER}\n{text}\n{structured}")
+        );
+        assert_eq!(
+            audit::text_with_json(None, text, &structured),
+            format!("{text}\n{structured}")
+        );
+    }
+
+    #[test]
     fn redaction_removes_secrets_at_any_depth() {
         let v = serde_json::json!({
             "referenceId": "abc", "token": "t", "X-Token": "x",

@@ -124,7 +124,7 @@ impl OppService {
                             _ => format!("Approval {} is {}: waiting for a person at {}.", approval.id, view.status, view.url),
                         };
                         Ok(ToolOutcome {
-                            text: self.pipeline.decorate(&format!("{text}\n{structured}")),
+                            text: self.pipeline.text_with_json(&text, &structured),
                             structured,
                             is_error: false,
                             audit: AuditFacts { outcome: "ok".into(), transaction_id: Some(approval.id.clone()), ..AuditFacts::default() },

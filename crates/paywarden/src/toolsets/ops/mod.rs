@@ -180,7 +180,7 @@ impl OpsService {
 
     fn ok(&self, structured: serde_json::Value, text: String, facts: AuditFacts) -> ToolOutcome {
         ToolOutcome {
-            text: self.pipeline.decorate(&format!("{text}\n{structured}")),
+            text: self.pipeline.text_with_json(&text, &structured),
             structured,
             is_error: false,
             audit: AuditFacts {
