@@ -731,49 +731,54 @@ pub(crate) fn execute_inline(
     limit: Option<usize>,
 ) -> Option<Vec<Result<Either<SqliteQueryResult, SqliteRow>, Error>>> {
     let conn = &mut *inline.conn;
+    // A query's deadline; `None` for the statements of a write transaction.
+    let deadline = match inline.mode {
+        InlineMode::Write => None,
+        InlineMode::Read(budget) => Some(Deadline {
+            at: Instant::now().checked_add(budget),
+            passed: Cell::new(false),
+        }),
+    };
     let mut results = Vec::new();
-    // Runs the statements into `results`; `complete` tells whether they stand (`false`: the
-    // run is discarded, and not logged).
-    let run = |conn: &mut ConnectionState,
-               queries_only: bool,
-               results: &mut Vec<_>,
-               complete: &dyn Fn(bool, &[Result<Either<SqliteQueryResult, SqliteRow>, Error>]) -> bool| {
-        match execute::iter_with(conn, query, Cow::Borrowed(arguments), persistent, queries_only)
-        {
+    let complete = {
+        // Declared before the statements, so dropped after them.
+        let _limits = match &deadline {
+            Some(deadline) => Some(ReadLimits::set(conn, deadline)?),
+            None => None,
+        };
+        let (refused, mut iter) = match execute::iter_with(
+            conn,
+            query,
+            Cow::Borrowed(arguments),
+            persistent,
+            deadline.is_some(),
+        ) {
             Err(e) => {
                 results.push(Err(e));
-                complete(false, results)
+                (false, None)
             }
             Ok(mut iter) => {
                 let refused = run_statements(&mut iter, limit, |res| {
                     results.push(res);
                     true
                 });
-                let complete = complete(refused, results);
-                if !complete {
-                    iter.discard_log();
-                }
-                complete
+                (refused, Some(iter))
             }
+        };
+        // A query stands unless a limit stopped it: a statement that is not a query, the
+        // deadline, or a lock (`SQLITE_BUSY`) or interruption met on the way.
+        let complete = deadline.as_ref().is_none_or(|deadline| {
+            !refused
+                && !deadline.passed.get()
+                && !results.iter().any(|res| match res {
+                    Err(e) => is_busy(e) || has_primary_code(e, SQLITE_INTERRUPT),
+                    Ok(_) => false,
+                })
+        });
+        if let (false, Some(iter)) = (complete, iter.as_mut()) {
+            iter.discard_log();
         }
-    };
-    let complete = match inline.mode {
-        InlineMode::Write => run(conn, false, &mut results, &|_, _| true),
-        InlineMode::Read(budget) => {
-            let deadline = Deadline {
-                at: Instant::now().checked_add(budget),
-                passed: Cell::new(false),
-            };
-            let _restore = ReadLimits::set(conn, &deadline)?;
-            run(conn, true, &mut results, &|refused, results| {
-                !refused
-                    && !deadline.passed.get()
-                    && !results.iter().any(|res| match res {
-                        Err(e) => is_busy(e) || has_primary_code(e, SQLITE_INTERRUPT),
-                        Ok(_) => false,
-                    })
-            })
-        }
+        complete
     };
     update_cached_statements_size(conn, &worker.shared.cached_statements_size);
     complete.then_some(results)
