@@ -70,32 +70,46 @@ pub fn router(
     // One handler per endpoint, cloned for each session: the tools and their schemas are
     // built once, not once per session (which cost most of a session's memory).
     let unified = PaywardenMcp::for_endpoint(state.clone(), Endpoint::Unified);
-    let mcp = StreamableHttpService::new(move || Ok(unified.clone()), sessions(), config.clone());
+    let mcp = SharedMcpService::new(StreamableHttpService::new(
+        move || Ok(unified.clone()),
+        sessions(),
+        config.clone(),
+    ));
     let opp_compat = PaywardenMcp::for_endpoint(state.clone(), Endpoint::OppCompat);
-    let opp = StreamableHttpService::new(move || Ok(opp_compat.clone()), sessions(), config);
+    let opp = SharedMcpService::new(StreamableHttpService::new(
+        move || Ok(opp_compat.clone()),
+        sessions(),
+        config,
+    ));
     let endpoints = Router::new()
         .route_service("/mcp", mcp)
         .route_service("/agentic/v1/mcp", opp)
         .merge(sse)
-        // Innermost first: a session slot only for an authenticated caller, authentication
-        // only for well-formed JSON. The HTTP+SSE routes get the same authentication.
-        .route_layer(middleware::from_fn_with_state(limits, limit_sessions))
-        .route_layer(middleware::from_fn_with_state(
-            authenticator,
-            require_authentication,
-        ))
-        .route_layer(middleware::from_fn(reject_malformed_json))
-        .route_layer(middleware::from_fn(session_deleted_ok))
-        // Host and Origin before credentials: a foreign name or page gets 403, never a 401
-        // that explains how to authenticate. rmcp checks both again inside.
-        .route_layer(middleware::from_fn_with_state(
-            Arc::new(http.allowed_origins.clone()),
-            check_origin,
-        ))
-        .route_layer(middleware::from_fn_with_state(
-            Arc::new(http.allowed_hosts.clone()),
-            check_host,
-        ));
+        // One typed stack, outermost first, in one `route_layer`: each `route_layer` of its own
+        // would box the routes once more, and every boxed layer clones all the layers inside
+        // it for every request (docs/performance.md, "Sixth sitting").
+        .route_layer(
+            tower::ServiceBuilder::new()
+                // Host and Origin before credentials: a foreign name or page gets 403, never
+                // a 401 that explains how to authenticate. rmcp checks both again inside.
+                .layer(middleware::from_fn_with_state(
+                    Arc::new(http.allowed_hosts.clone()),
+                    check_host,
+                ))
+                .layer(middleware::from_fn_with_state(
+                    Arc::new(http.allowed_origins.clone()),
+                    check_origin,
+                ))
+                .layer(middleware::from_fn(session_deleted_ok))
+                // Authentication only for well-formed JSON, a session slot only for an
+                // authenticated caller. The HTTP+SSE routes get the same authentication.
+                .layer(middleware::from_fn(reject_malformed_json))
+                .layer(middleware::from_fn_with_state(
+                    authenticator,
+                    require_authentication,
+                ))
+                .layer(middleware::from_fn_with_state(limits, limit_sessions)),
+        );
     Router::new()
         .route(
             "/healthz",
@@ -114,6 +128,47 @@ pub fn router(
         // Outside the body-limit layer: `/mcp/payments/` checks Host names and bounds bodies
         // itself, so that its 403 and 413 carry the seed's CORS headers and JSON-RPC error.
         .merge(ifthenpay.unwrap_or_default())
+}
+
+/// rmcp's Streamable HTTP service for one endpoint, behind an `Arc`.
+///
+/// axum clones a route's service for every request, and every `route_layer` middleware clones
+/// the service inside it once more per request. Cloning rmcp's `StreamableHttpService` copies its
+/// configuration (the allowed `Host` and `Origin` lists, a string each) and its cancellation
+/// token (a mutex shared by every clone), so an audited read paid for about seven such copies
+/// and drops; cloning this wrapper is one atomic increment. Requests are served by
+/// `StreamableHttpService::handle`, exactly as its own `tower::Service` implementation does.
+/// docs/performance.md, "Sixth sitting".
+#[derive(Clone)]
+pub(crate) struct SharedMcpService(Arc<StreamableHttpService<PaywardenMcp, BoundedSessions>>);
+
+impl SharedMcpService {
+    pub(crate) fn new(service: StreamableHttpService<PaywardenMcp, BoundedSessions>) -> Self {
+        Self(Arc::new(service))
+    }
+
+    /// Serves one request (rmcp's `StreamableHttpService::handle`).
+    pub(crate) async fn handle(&self, request: Request<Body>) -> Response {
+        self.0.handle(request).await.map(Body::new)
+    }
+}
+
+impl tower::Service<Request<Body>> for SharedMcpService {
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = futures::future::BoxFuture<'static, Result<Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let service = self.clone();
+        Box::pin(async move { Ok(service.handle(request).await) })
+    }
 }
 
 /// The approval page answers only under the allowed `Host` names (as rmcp does for the MCP

@@ -64,7 +64,7 @@ pub const SANDBOX_INSTRUCTIONS: &str = "SANDBOX: paywarden's offline ifthenpay e
 #[derive(Clone)]
 struct Payments {
     state: Arc<McpState>,
-    mcp: StreamableHttpService<PaywardenMcp, BoundedSessions>,
+    mcp: crate::http::SharedMcpService,
     limits: Arc<SessionLimits>,
     max_body_bytes: usize,
 }
@@ -82,7 +82,11 @@ pub fn router(
     let hosts = Arc::new(config.allowed_hosts.clone());
     // Built once and cloned per session (see crate::http::router).
     let handler = PaywardenMcp::for_endpoint(state.clone(), Endpoint::IfthenpayCompat);
-    let mcp = StreamableHttpService::new(move || Ok(handler.clone()), sessions, config);
+    let mcp = crate::http::SharedMcpService::new(StreamableHttpService::new(
+        move || Ok(handler.clone()),
+        sessions,
+        config,
+    ));
     let payments = Payments {
         state: state.clone(),
         mcp,
@@ -196,7 +200,7 @@ async fn endpoint(State(payments): State<Payments>, request: Request) -> Respons
             Ok(guard) => guard,
             Err(refusal) => return refusal.into_response(),
         };
-        let response = payments.mcp.handle(request).await.map(Body::new);
+        let response = payments.mcp.handle(request).await;
         drop(guard);
         return response;
     }
