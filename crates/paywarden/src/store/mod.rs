@@ -1993,6 +1993,77 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn the_busy_timeout_put_back_is_the_one_set_last_however_it_was_set() {
+        // The patched sqlx-sqlite reads a connection's busy timeout once and keeps it for the
+        // statements it runs on the caller's thread with the busy handler off (and puts back
+        // afterwards). Set anew between them, through a PRAGMA statement, a PRAGMA inside a
+        // transaction's own BEGIN, or the raw handle, the new one is what they put back.
+        extern "C" {
+            fn sqlite3_busy_timeout(
+                db: *mut std::ffi::c_void,
+                ms: std::ffi::c_int,
+            ) -> std::ffi::c_int;
+        }
+        // Statements run on the caller's thread: queries, and a transaction begun there. The
+        // first reads the busy timeout (reading it with `PRAGMA busy_timeout` forgets it).
+        async fn on_the_callers_thread(conn: &mut sqlx::SqliteConnection) {
+            for _ in 0..3 {
+                let _: i64 = sqlx::query_scalar("SELECT count(*) FROM t")
+                    .fetch_one(&mut *conn)
+                    .await
+                    .unwrap();
+            }
+            let tx = conn.begin_with("BEGIN IMMEDIATE").await.unwrap();
+            tx.commit().await.unwrap();
+        }
+        async fn busy_timeout(conn: &mut sqlx::SqliteConnection) -> i64 {
+            sqlx::query_scalar("PRAGMA busy_timeout")
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap()
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = wal_connection(dir.path(), "timeout.db", "pw-busy-timeout").await;
+        create_table_t(&mut conn).await;
+        on_the_callers_thread(&mut conn).await;
+        assert_eq!(busy_timeout(&mut conn).await, 5000, "sqlx's default");
+
+        on_the_callers_thread(&mut conn).await;
+        sqlx::query("pragma BUSY_TIMEOUT = 2345")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        on_the_callers_thread(&mut conn).await;
+        assert_eq!(
+            busy_timeout(&mut conn).await,
+            2345,
+            "after a PRAGMA statement"
+        );
+
+        on_the_callers_thread(&mut conn).await;
+        let tx = conn
+            .begin_with("PRAGMA busy_timeout = 3456; BEGIN IMMEDIATE")
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        on_the_callers_thread(&mut conn).await;
+        assert_eq!(
+            busy_timeout(&mut conn).await,
+            3456,
+            "after a PRAGMA in a BEGIN"
+        );
+
+        on_the_callers_thread(&mut conn).await;
+        {
+            let mut handle = conn.lock_handle().await.unwrap();
+            // SAFETY: the handle is locked for this block, and the timeout is a plain setting.
+            unsafe { sqlite3_busy_timeout(handle.as_raw_handle().as_ptr().cast(), 4567) };
+        }
+        on_the_callers_thread(&mut conn).await;
+        assert_eq!(busy_timeout(&mut conn).await, 4567, "after the raw handle");
+    }
+
     #[test]
     fn the_bundled_sqlite_allocates_through_mimalloc() {
         // crates/paywarden/Cargo.toml: mimalloc's `override` feature makes it the C heap too

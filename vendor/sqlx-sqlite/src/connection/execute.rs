@@ -46,6 +46,8 @@ pub(crate) fn iter_with<'a>(
     persistent: bool,
     queries_only: bool,
 ) -> Result<ExecuteIter<'a>, Error> {
+    // paywarden's patch: SQL that may set the busy timeout.
+    conn.handle.forget_if_pragma(query);
     // fetch the cached statement or allocate a new one
     let statement = conn.statements.get(query, persistent)?;
 

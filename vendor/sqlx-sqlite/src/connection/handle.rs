@@ -16,7 +16,15 @@ use crate::{statement::unlock_notify, SqliteError};
 /// Managed handle to the raw SQLite3 database handle.
 /// The database handle will be closed when this is dropped and no `ConnectionHandleRef`s exist.
 #[derive(Debug)]
-pub(crate) struct ConnectionHandle(NonNull<sqlite3>);
+pub(crate) struct ConnectionHandle {
+    db: NonNull<sqlite3>,
+    /// paywarden's patch: the connection's busy timeout (`PRAGMA busy_timeout`) as
+    /// [`Self::pause_busy_handler`] last read it, so that it is read once instead of before
+    /// every statement run on the caller's thread; forgotten ([`Self::forget_busy_timeout`])
+    /// whenever SQL that names a pragma runs on the connection ([`Self::forget_if_pragma`]) and
+    /// whenever the raw handle is handed out, the only ways to change it after `establish`.
+    busy_timeout: Option<c_int>,
+}
 
 // A SQLite3 handle is safe to send between threads, provided not more than
 // one is accessing it at the same time. This is upheld as long as [SQLITE_CONFIG_MULTITHREAD] is
@@ -32,16 +40,39 @@ unsafe impl Send for ConnectionHandle {}
 impl ConnectionHandle {
     #[inline]
     pub(super) unsafe fn new(ptr: *mut sqlite3) -> Self {
-        Self(NonNull::new_unchecked(ptr))
+        Self {
+            db: NonNull::new_unchecked(ptr),
+            busy_timeout: None,
+        }
     }
 
     #[inline]
     pub(crate) fn as_ptr(&self) -> *mut sqlite3 {
-        self.0.as_ptr()
+        self.db.as_ptr()
     }
 
     pub(crate) fn as_non_null_ptr(&self) -> NonNull<sqlite3> {
-        self.0
+        self.db
+    }
+
+    /// paywarden's patch: forgets the busy timeout read before (the next
+    /// [`Self::pause_busy_handler`] reads it again).
+    pub(crate) fn forget_busy_timeout(&mut self) {
+        self.busy_timeout = None;
+    }
+
+    /// paywarden's patch: forgets the busy timeout read before when `sql` names a pragma
+    /// (`pragma`, any case, anywhere in the text: `PRAGMA busy_timeout = ...`, a pragma
+    /// function, or only a mention; a false alarm costs one read).
+    pub(crate) fn forget_if_pragma(&mut self, sql: &str) {
+        if self.busy_timeout.is_some()
+            && sql
+                .as_bytes()
+                .windows(6)
+                .any(|w| w.eq_ignore_ascii_case(b"pragma"))
+        {
+            self.busy_timeout = None;
+        }
     }
 
     /// Whether a transaction is open on the connection (it is not in autocommit mode).
@@ -101,9 +132,16 @@ impl ConnectionHandle {
     /// answers `SQLITE_BUSY` at once) and returns the busy timeout to put back with
     /// [`Self::resume_busy_handler`]; `None` (nothing changed) when it cannot be read.
     pub(crate) fn pause_busy_handler(&mut self) -> Option<c_int> {
-        // SAFETY (the closure): `stmt` is on a row.
-        let timeout =
-            self.pragma(c"PRAGMA busy_timeout", |stmt| unsafe { sqlite3_column_int(stmt, 0) })?;
+        let timeout = match self.busy_timeout {
+            Some(timeout) => timeout,
+            None => {
+                // SAFETY (the closure): `stmt` is on a row.
+                let timeout = self
+                    .pragma(c"PRAGMA busy_timeout", |stmt| unsafe { sqlite3_column_int(stmt, 0) })?;
+                self.busy_timeout = Some(timeout);
+                timeout
+            }
+        };
         // SAFETY: we have exclusive access to the database handle
         unsafe { sqlite3_busy_timeout(self.as_ptr(), 0) };
         Some(timeout)
@@ -151,6 +189,7 @@ impl ConnectionHandle {
 
     pub(crate) fn exec(&mut self, query: impl Into<String>) -> Result<(), Error> {
         let query = query.into();
+        self.forget_if_pragma(&query);
         let query = CString::new(query).map_err(|_| err_protocol!("query contains nul bytes"))?;
 
         // SAFETY: we have exclusive access to the database handle
@@ -181,11 +220,11 @@ impl Drop for ConnectionHandle {
     fn drop(&mut self) {
         unsafe {
             // https://sqlite.org/c3ref/close.html
-            let status = sqlite3_close(self.0.as_ptr());
+            let status = sqlite3_close(self.db.as_ptr());
             if status != SQLITE_OK {
                 // this should *only* happen due to an internal bug in SQLite where we left
                 // SQLite handles open
-                panic!("{}", SqliteError::new(self.0.as_ptr()));
+                panic!("{}", SqliteError::new(self.db.as_ptr()));
             }
         }
     }

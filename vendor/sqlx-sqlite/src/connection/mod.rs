@@ -383,6 +383,8 @@ impl LockedSqliteHandle<'_> {
     ///
     /// See [the driver root docs][crate] for details.
     pub fn as_raw_handle(&mut self) -> NonNull<sqlite3> {
+        // paywarden's patch: the caller may set the busy timeout through it.
+        self.guard.handle.forget_busy_timeout();
         self.guard.handle.as_non_null_ptr()
     }
 
