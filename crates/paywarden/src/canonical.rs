@@ -11,9 +11,10 @@ pub fn canonical_json(value: &serde_json::Value) -> String {
     String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
-/// Writes `value` into `out`. Keys and scalars go through `serde_json`'s own writer, with no
-/// string allocated per key or scalar (the audit chain hashes every row this way).
-fn write(value: &serde_json::Value, out: &mut Vec<u8>) {
+/// Writes `value` into `out`, as [`canonical_json`] gives it. Keys and scalars go through
+/// `serde_json`'s own writer, with no string allocated per key or scalar (the audit chain
+/// hashes every row this way).
+pub(crate) fn write(value: &serde_json::Value, out: &mut Vec<u8>) {
     match value {
         serde_json::Value::Object(map) => {
             let mut entries: Vec<(&String, &serde_json::Value)> = map.iter().collect();
@@ -45,7 +46,7 @@ fn write(value: &serde_json::Value, out: &mut Vec<u8>) {
 
 /// A string, number, boolean or null as `serde_json` writes it. Writing these into a `Vec`
 /// cannot fail; were it to, the error is logged and the hash over the bytes simply differs.
-fn scalar<T: serde::Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) {
+pub(crate) fn scalar<T: serde::Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) {
     if let Err(e) = serde_json::to_writer(&mut *out, value) {
         tracing::error!(error = %e, "could not write a JSON scalar");
     }

@@ -73,16 +73,60 @@ pub struct ChainBreak {
     pub reason: String,
 }
 
+/// A row's hash: SHA-256 (hex) of `prev_hash`, a line break and the canonical JSON
+/// ([`crate::canonical`]) of the entry with its `at`: the bytes of
+/// `canonical_json(to_value(entry) + {"at": at})`, written from the fields in key order without
+/// building that value (test `a_rows_hashed_bytes_are_the_canonical_json_of_the_entry_and_its_time`).
 fn chain_hash(prev_hash: &str, at: &str, entry: &AuditEntry) -> Result<String, StoreError> {
-    let mut value = serde_json::to_value(entry)?;
-    if let serde_json::Value::Object(map) = &mut value {
-        map.insert("at".into(), serde_json::Value::String(at.to_string()));
-    }
-    let canonical = crate::canonical::canonical_json(&value);
+    use crate::canonical::{scalar, write};
+    // Every field by name: a field added to `AuditEntry` does not compile until it is hashed.
+    let AuditEntry {
+        entity_id,
+        client_name,
+        toolset,
+        tool,
+        arguments,
+        outcome,
+        result_code,
+        provider_request_id,
+        transaction_id,
+        message,
+        duration_ms,
+        sandbox,
+    } = entry;
+    let mut out: Vec<u8> = Vec::with_capacity(512);
+    // The keys in byte order, as `canonical_json` sorts them.
+    out.extend_from_slice(b"{\"arguments\":");
+    write(arguments, &mut out);
+    out.extend_from_slice(b",\"at\":");
+    scalar(at, &mut out);
+    out.extend_from_slice(b",\"client_name\":");
+    scalar(client_name, &mut out);
+    out.extend_from_slice(b",\"duration_ms\":");
+    scalar(duration_ms, &mut out);
+    out.extend_from_slice(b",\"entity_id\":");
+    scalar(entity_id, &mut out);
+    out.extend_from_slice(b",\"message\":");
+    scalar(message, &mut out);
+    out.extend_from_slice(b",\"outcome\":");
+    scalar(outcome, &mut out);
+    out.extend_from_slice(b",\"provider_request_id\":");
+    scalar(provider_request_id, &mut out);
+    out.extend_from_slice(b",\"result_code\":");
+    scalar(result_code, &mut out);
+    out.extend_from_slice(b",\"sandbox\":");
+    scalar(sandbox, &mut out);
+    out.extend_from_slice(b",\"tool\":");
+    scalar(tool, &mut out);
+    out.extend_from_slice(b",\"toolset\":");
+    scalar(toolset, &mut out);
+    out.extend_from_slice(b",\"transaction_id\":");
+    scalar(transaction_id, &mut out);
+    out.push(b'}');
     let mut hasher = Sha256::new();
     hasher.update(prev_hash.as_bytes());
     hasher.update(b"\n");
-    hasher.update(canonical.as_bytes());
+    hasher.update(&out);
     Ok(hex::encode(hasher.finalize()))
 }
 
@@ -607,6 +651,76 @@ mod tests {
             assert!(sql.contains(&format!("${last})")), "{sql}");
             assert!(!sql.contains(&format!("${}", last + 1)), "{sql}");
             assert!(!sql.contains('?'), "{sql}");
+        }
+    }
+
+    #[test]
+    fn a_rows_hashed_bytes_are_the_canonical_json_of_the_entry_and_its_time() {
+        // The definition the chain was written with (and that rows written by earlier builds
+        // verify against): the entry as a JSON value, its `at` added, canonical JSON, SHA-256.
+        fn by_definition(prev_hash: &str, at: &str, entry: &AuditEntry) -> String {
+            let mut value = serde_json::to_value(entry).unwrap();
+            value
+                .as_object_mut()
+                .unwrap()
+                .insert("at".into(), serde_json::Value::String(at.to_string()));
+            let mut hasher = Sha256::new();
+            hasher.update(prev_hash.as_bytes());
+            hasher.update(b"\n");
+            hasher.update(crate::canonical::canonical_json(&value).as_bytes());
+            hex::encode(hasher.finalize())
+        }
+        let some = |s: &str| Some(s.to_string());
+        let full = AuditEntry {
+            entity_id: "8ac7a4c9000000000000000000000001".into(),
+            client_name: some("Claude \"Desktop\" \u{e9}\u{1F600}"),
+            toolset: "opp".into(),
+            tool: "perform_refund".into(),
+            arguments: serde_json::json!({
+                "z": [1, -2.5, null, true, {"b": "x", "a": "tab\t"}],
+                "amount": "10.00",
+                "": {},
+                "referenceId": "8ac7a4a1"
+            }),
+            outcome: "ok".into(),
+            result_code: some("000.100.110"),
+            provider_request_id: some("ndc-1"),
+            transaction_id: some("8ac7a4a2"),
+            message: some("line\nbreak and \u{2028}"),
+            duration_ms: -3,
+            sandbox: true,
+        };
+        let empty = AuditEntry {
+            entity_id: String::new(),
+            client_name: None,
+            toolset: String::new(),
+            tool: String::new(),
+            arguments: serde_json::Value::Null,
+            outcome: String::new(),
+            result_code: None,
+            provider_request_id: None,
+            transaction_id: None,
+            message: None,
+            duration_ms: i64::MAX,
+            sandbox: false,
+        };
+        for (prev, at, entry) in [
+            (GENESIS, "2026-12-05T18:00:00.123456Z", &full),
+            ("ab", "", &empty),
+            (
+                GENESIS,
+                "2026-12-05T18:00:00Z",
+                &AuditEntry {
+                    arguments: serde_json::json!("text"),
+                    ..full.clone()
+                },
+            ),
+        ] {
+            assert_eq!(
+                chain_hash(prev, at, entry).unwrap(),
+                by_definition(prev, at, entry),
+                "{entry:?}"
+            );
         }
     }
 }
