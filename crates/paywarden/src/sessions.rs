@@ -208,10 +208,7 @@ impl SessionLimits {
         if request.method() != Method::POST {
             return Ok(None);
         }
-        let Ok(message) = serde_json::from_slice::<serde_json::Value>(body) else {
-            return Ok(None);
-        };
-        if message.get("method").and_then(|m| m.as_str()) != Some("initialize") {
+        if !is_initialize(body) {
             return Ok(None);
         }
         match self.try_reserve(&entity) {
@@ -222,9 +219,34 @@ impl SessionLimits {
             }
             Err(hit) => Err(SessionRefusal::Limit {
                 hit,
-                id: message.get("id").cloned().unwrap_or_default(),
+                id: serde_json::from_slice::<serde_json::Value>(body)
+                    .ok()
+                    .and_then(|message| message.get("id").cloned())
+                    .unwrap_or_default(),
             }),
         }
+    }
+}
+
+/// Whether `body` is one JSON object whose `method` is the string `initialize`. Read without
+/// building the message (every stateless call passes here; its arguments and `_meta` are only
+/// skipped); a body that does not fit that shape (a duplicate `method` key, a `method` that is
+/// not a string) is read whole, as `serde_json::Value` reads it (the last of duplicate keys).
+fn is_initialize(body: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Head<'a> {
+        #[serde(borrow)]
+        method: Option<std::borrow::Cow<'a, str>>,
+    }
+    // serde's derived structs also read arrays (by position): only an object is a message.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return false;
+    }
+    match serde_json::from_slice::<Head<'_>>(body) {
+        Ok(head) => head.method.as_deref() == Some("initialize"),
+        Err(_) => serde_json::from_slice::<serde_json::Value>(body).is_ok_and(|message| {
+            message.get("method").and_then(|m| m.as_str()) == Some("initialize")
+        }),
     }
 }
 
@@ -442,6 +464,40 @@ impl SessionManager for BoundedSessions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_initialize_is_recognised_as_reading_the_whole_message_recognises_it() {
+        let by_definition = |body: &[u8]| {
+            serde_json::from_slice::<serde_json::Value>(body)
+                .is_ok_and(|m| m.get("method").and_then(|m| m.as_str()) == Some("initialize"))
+        };
+        let bodies: [&[u8]; 15] = [
+            br#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25"}}"#,
+            br#" {"method":"initi\u0061lize"}"#,
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"initialize"}}"#,
+            br#"{"method":"tools/call","method":"initialize"}"#,
+            br#"{"method":"initialize","method":"tools/call"}"#,
+            br#"{"method":1}"#,
+            br#"{"method":null}"#,
+            br#"{"params":{"method":"initialize"}}"#,
+            br#"["initialize"]"#,
+            br#"[{"jsonrpc":"2.0","id":1,"method":"initialize"}]"#,
+            br#""initialize""#,
+            br#"{"method":"initialize""#,
+            b"",
+            br#"{}"#,
+            br#"{"method":"Initialize"}"#,
+        ];
+        for body in bodies {
+            assert_eq!(
+                is_initialize(body),
+                by_definition(body),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        assert!(is_initialize(bodies[0]) && is_initialize(bodies[1]) && is_initialize(bodies[3]));
+    }
 
     #[test]
     fn reservations_count_until_dropped_or_closed() {
