@@ -380,6 +380,7 @@ mod tests {
             "refund of 10.00 EUR for order 1001",
             "zelda@leak.example asked",
             "CPF 123.456.789-09 and 12345678909",
+            "123.456.789-09",
             "call +351 912 345 678 or 351#912345678",
             "+351256245560 and 74026594025 are the seed's examples",
             "\u{661}\u{662}\u{663}\u{664}\u{665}\u{666}\u{667}\u{668}\u{669}\u{660}\u{661}",

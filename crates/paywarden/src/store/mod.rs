@@ -1998,7 +1998,8 @@ mod tests {
         // The patched sqlx-sqlite reads a connection's busy timeout once and keeps it for the
         // statements it runs on the caller's thread with the busy handler off (and puts back
         // afterwards). Set anew between them, through a PRAGMA statement, a PRAGMA inside a
-        // transaction's own BEGIN, or the raw handle, the new one is what they put back.
+        // transaction's own BEGIN, the raw handle, or a PRAGMA only prepared, the new one is
+        // what they put back.
         extern "C" {
             fn sqlite3_busy_timeout(
                 db: *mut std::ffi::c_void,
@@ -2062,6 +2063,19 @@ mod tests {
         }
         on_the_callers_thread(&mut conn).await;
         assert_eq!(busy_timeout(&mut conn).await, 4567, "after the raw handle");
+
+        // SQLite applies the PRAGMA when it compiles it: prepared, never run.
+        on_the_callers_thread(&mut conn).await;
+        {
+            use sqlx::Executor;
+            conn.prepare("PRAGMA busy_timeout = 5678").await.unwrap();
+        }
+        on_the_callers_thread(&mut conn).await;
+        assert_eq!(
+            busy_timeout(&mut conn).await,
+            5678,
+            "after a prepared PRAGMA"
+        );
     }
 
     #[test]

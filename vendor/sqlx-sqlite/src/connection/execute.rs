@@ -47,7 +47,7 @@ pub(crate) fn iter_with<'a>(
     queries_only: bool,
 ) -> Result<ExecuteIter<'a>, Error> {
     // paywarden's patch: SQL that may set the busy timeout.
-    conn.handle.forget_if_pragma(query);
+    conn.handle.forget_if_pragma(query.as_bytes());
     // fetch the cached statement or allocate a new one
     let statement = conn.statements.get(query, persistent)?;
 

@@ -20,9 +20,12 @@ pub(crate) struct ConnectionHandle {
     db: NonNull<sqlite3>,
     /// paywarden's patch: the connection's busy timeout (`PRAGMA busy_timeout`) as
     /// [`Self::pause_busy_handler`] last read it, so that it is read once instead of before
-    /// every statement run on the caller's thread; forgotten ([`Self::forget_busy_timeout`])
-    /// whenever SQL that names a pragma runs on the connection ([`Self::forget_if_pragma`]) and
-    /// whenever the raw handle is handed out, the only ways to change it after `establish`.
+    /// every statement run on the caller's thread. Forgotten ([`Self::forget_busy_timeout`])
+    /// whenever SQL that names a pragma is prepared (SQLite applies `PRAGMA busy_timeout = N`
+    /// when it compiles it) or run on the connection ([`Self::forget_if_pragma`]), and whenever
+    /// the raw handle is handed out: the ways sqlx gives to change it after `establish`. Code
+    /// given the raw handle that changes the timeout later (a hook, an application-defined
+    /// function) is not seen. Never read while paused: pauses do not nest.
     busy_timeout: Option<c_int>,
 }
 
@@ -64,10 +67,9 @@ impl ConnectionHandle {
     /// paywarden's patch: forgets the busy timeout read before when `sql` names a pragma
     /// (`pragma`, any case, anywhere in the text: `PRAGMA busy_timeout = ...`, a pragma
     /// function, or only a mention; a false alarm costs one read).
-    pub(crate) fn forget_if_pragma(&mut self, sql: &str) {
+    pub(crate) fn forget_if_pragma(&mut self, sql: &[u8]) {
         if self.busy_timeout.is_some()
             && sql
-                .as_bytes()
                 .windows(6)
                 .any(|w| w.eq_ignore_ascii_case(b"pragma"))
         {
@@ -189,7 +191,7 @@ impl ConnectionHandle {
 
     pub(crate) fn exec(&mut self, query: impl Into<String>) -> Result<(), Error> {
         let query = query.into();
-        self.forget_if_pragma(&query);
+        self.forget_if_pragma(query.as_bytes());
         let query = CString::new(query).map_err(|_| err_protocol!("query contains nul bytes"))?;
 
         // SAFETY: we have exclusive access to the database handle

@@ -452,8 +452,9 @@ impl SqliteConnectOptions {
     /// - No busy or progress handler was set through the raw handle
     ///   (`LockedSqliteHandle::as_raw_handle`): the busy timeout read from `PRAGMA
     ///   busy_timeout` is what is put back, and the progress handler is removed afterwards.
-    ///   The busy timeout is read once and kept until SQL that names a pragma runs on the
-    ///   connection or the raw handle is handed out (either may change it).
+    ///   The busy timeout is read once and kept until SQL that names a pragma is prepared or
+    ///   run on the connection or the raw handle is handed out; code given the raw handle must
+    ///   not change it later (from a hook or an application-defined function, say).
     ///   A progress handler set with `set_progress_handler` keeps queries on the worker.
     pub fn inline_read_budget(mut self, budget: Option<Duration>) -> Self {
         self.inline_read_budget = budget;

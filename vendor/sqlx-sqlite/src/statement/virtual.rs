@@ -88,6 +88,8 @@ impl VirtualStatement {
                 return Ok(None);
             }
 
+            // paywarden's patch: SQLite applies a `PRAGMA busy_timeout = N` as it prepares it.
+            conn.forget_if_pragma(&self.tail);
             if let Some(statement) = prepare(conn.as_ptr(), &mut self.tail, self.persistent)? {
                 let num = statement.column_count();
 
