@@ -87,7 +87,7 @@ pub fn router(
         .merge(sse)
         // One typed stack, outermost first, in one `route_layer`: each `route_layer` of its own
         // would box the routes once more, and every boxed layer clones all the layers inside
-        // it for every request (docs/performance.md, "Sixth sitting").
+        // it for every request (docs/performance.md, "The MCP service, copied per request").
         .route_layer(
             tower::ServiceBuilder::new()
                 // Host and Origin before credentials: a foreign name or page gets 403, never
@@ -138,7 +138,7 @@ pub fn router(
 /// token (a mutex shared by every clone), so an audited read paid for about seven such copies
 /// and drops; cloning this wrapper is one atomic increment. Requests are served by
 /// `StreamableHttpService::handle`, exactly as its own `tower::Service` implementation does.
-/// docs/performance.md, "Sixth sitting".
+/// docs/performance.md, "The MCP service, copied per request".
 #[derive(Clone)]
 pub(crate) struct SharedMcpService(Arc<StreamableHttpService<PaywardenMcp, BoundedSessions>>);
 
