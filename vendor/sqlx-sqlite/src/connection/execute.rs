@@ -46,10 +46,13 @@ pub(crate) fn iter_with<'a>(
     persistent: bool,
     queries_only: bool,
 ) -> Result<ExecuteIter<'a>, Error> {
-    // paywarden's patch: SQL that may set the busy timeout.
-    conn.handle.forget_if_pragma(query.as_bytes());
     // fetch the cached statement or allocate a new one
     let statement = conn.statements.get(query, persistent)?;
+    // paywarden's patch: SQL that may set the busy timeout (also when SQLite prepares it
+    // again, after a schema change).
+    if statement.names_pragma {
+        conn.handle.forget_busy_timeout();
+    }
 
     let logger = QueryLogger::new(query, conn.log_settings.clone());
 

@@ -68,11 +68,7 @@ impl ConnectionHandle {
     /// (`pragma`, any case, anywhere in the text: `PRAGMA busy_timeout = ...`, a pragma
     /// function, or only a mention; a false alarm costs one read).
     pub(crate) fn forget_if_pragma(&mut self, sql: &[u8]) {
-        if self.busy_timeout.is_some()
-            && sql
-                .windows(6)
-                .any(|w| w.eq_ignore_ascii_case(b"pragma"))
-        {
+        if self.busy_timeout.is_some() && names_pragma(sql) {
             self.busy_timeout = None;
         }
     }
@@ -230,6 +226,11 @@ impl Drop for ConnectionHandle {
             }
         }
     }
+}
+
+/// paywarden's patch: whether `sql` contains `pragma`, in any case.
+pub(crate) fn names_pragma(sql: &[u8]) -> bool {
+    sql.windows(6).any(|w| w.eq_ignore_ascii_case(b"pragma"))
 }
 
 /// paywarden's patch: whether `error` is SQLite's `SQLITE_BUSY` (any extended code).

@@ -18,7 +18,7 @@ use libsqlite3_sys::{
 #[cfg(feature = "preupdate-hook")]
 pub use preupdate_hook::*;
 
-pub(crate) use handle::ConnectionHandle;
+pub(crate) use handle::{names_pragma, ConnectionHandle};
 use sqlx_core::common::StatementCache;
 pub(crate) use sqlx_core::connection::*;
 use sqlx_core::error::Error;

@@ -44,6 +44,11 @@ pub struct VirtualStatement {
 
     // each set of column names
     pub(crate) column_names: SmallVec<[Arc<HashMap<UStr, usize>>; 1]>,
+
+    /// paywarden's patch: whether the SQL names a pragma (it may set the connection's busy
+    /// timeout when prepared: [`ConnectionHandle::forget_if_pragma`]), found once per
+    /// statement instead of at each run.
+    pub(crate) names_pragma: bool,
 }
 
 pub struct PreparedStatement<'a> {
@@ -65,6 +70,7 @@ impl VirtualStatement {
 
         Ok(Self {
             persistent,
+            names_pragma: crate::connection::names_pragma(query.as_bytes()),
             tail: Bytes::from(String::from(query)),
             handles: SmallVec::with_capacity(1),
             index: None,
@@ -89,7 +95,9 @@ impl VirtualStatement {
             }
 
             // paywarden's patch: SQLite applies a `PRAGMA busy_timeout = N` as it prepares it.
-            conn.forget_if_pragma(&self.tail);
+            if self.names_pragma {
+                conn.forget_busy_timeout();
+            }
             if let Some(statement) = prepare(conn.as_ptr(), &mut self.tail, self.persistent)? {
                 let num = statement.column_count();
 
