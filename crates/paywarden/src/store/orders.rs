@@ -613,7 +613,9 @@ impl Store {
             .map(|row| {
                 let day: String = row.try_get("day")?;
                 Ok(RevenueLine {
-                    day: NaiveDate::parse_from_str(&day, "%Y-%m-%d").map_err(|e| {
+                    // `YYYY-MM-DD` (the `substr` above): chrono's fixed ISO 8601 parser, not a
+                    // format string read again for every row.
+                    day: day.parse::<NaiveDate>().map_err(|e| {
                         StoreError::Json(serde::de::Error::custom(format!(
                             "order day {day:?}: {e}"
                         )))

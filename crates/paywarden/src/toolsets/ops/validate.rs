@@ -98,13 +98,19 @@ pub(super) fn currency_of(code: &str) -> Result<Currency, ServiceError> {
     Currency::from_code(&code.trim().to_ascii_uppercase()).map_err(|e| invalid(e.to_string()))
 }
 
+/// `cents` minor units of `currency` (any case) as a decimal string in the currency's
+/// minor-unit precision and the upper-case ISO 4217 code: `(4999, "usd")` gives `("49.99",
+/// "USD")`. A code that is not an active ISO 4217 currency, or a negative amount, gives the
+/// minor units as they are (`"-150"`).
 pub(super) fn money(cents: i64, currency: &str) -> (String, String) {
-    match Currency::from_code(&currency.to_ascii_uppercase())
+    let code = currency.to_ascii_uppercase();
+    match Currency::from_code(&code)
         .ok()
         .and_then(|c| Money::from_minor(cents, c).ok())
     {
-        Some(m) => (m.to_decimal_string(), m.currency().code().to_string()),
-        None => (cents.to_string(), currency.to_ascii_uppercase()),
+        // `from_code` matched `code` exactly, so it is the currency's own code.
+        Some(m) => (m.to_decimal_string(), code),
+        None => (cents.to_string(), code),
     }
 }
 
@@ -229,6 +235,17 @@ pub(super) fn validate_refund(params: IssueRefundParams) -> Result<RefundCommand
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn money_is_the_decimal_amount_and_the_upper_case_code() {
+        assert_eq!(money(4999, "usd"), ("49.99".into(), "USD".into()));
+        assert_eq!(money(5, "EUR"), ("0.05".into(), "EUR".into()));
+        assert_eq!(money(1000, "jpy"), ("1000".into(), "JPY".into()));
+        assert_eq!(money(1234, "kwd"), ("1.234".into(), "KWD".into()));
+        // Not an active ISO 4217 currency, or a negative amount: the minor units as they are.
+        assert_eq!(money(150, "xyz"), ("150".into(), "XYZ".into()));
+        assert_eq!(money(-150, "usd"), ("-150".into(), "USD".into()));
+    }
 
     #[test]
     fn emails_and_ids_are_validated() {
