@@ -809,9 +809,12 @@ impl ServerHandler for PaywardenMcp {
                 .await
             {
                 Ok(answer) => answer,
+                // Boxed, as in `get_task` and `cancel_task`: an approval's answer runs the
+                // approved call's whole pipeline (~39 KB of future state), and inline it would
+                // make every request's future that large, copied into each request's task
+                // (docs/performance.md, "Handler futures kept small").
                 Err(context) => {
-                    self.finish_approval_question(&sealed, &request, &context)
-                        .await
+                    Box::pin(self.finish_approval_question(&sealed, &request, &context)).await
                 }
             };
         }
@@ -888,7 +891,8 @@ impl ServerHandler for PaywardenMcp {
         request: rmcp::model::GetTaskParams,
         context: RequestContext<RoleServer>,
     ) -> Result<rmcp::model::GetTaskResult, McpError> {
-        self.get_stored_task(&request.task_id, context).await
+        // Boxed: see `call_tool`'s approval answer.
+        Box::pin(self.get_stored_task(&request.task_id, context)).await
     }
 
     async fn cancel_task(
@@ -896,7 +900,8 @@ impl ServerHandler for PaywardenMcp {
         request: rmcp::model::CancelTaskParams,
         context: RequestContext<RoleServer>,
     ) -> Result<(), McpError> {
-        self.cancel_stored_task(&request.task_id, context).await
+        // Boxed: see `call_tool`'s approval answer.
+        Box::pin(self.cancel_stored_task(&request.task_id, context)).await
     }
 
     async fn update_task(
@@ -995,4 +1000,34 @@ pub fn server_capabilities() -> ServerCapabilities {
             JsonObject::new(),
         );
     capabilities
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The size of the future a method of [`PaywardenMcp`] returns, without calling it.
+    fn future_size<A, B, F: std::future::Future>(_: fn(&'static PaywardenMcp, A, B) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// rmcp spawns the future of every request as a task of its own, so its whole state is
+    /// allocated and copied once per request. The approval paths run a money-moving call's
+    /// whole pipeline and are boxed; inline, they made every request's future ~43 KB in a
+    /// release build (docs/performance.md, "Handler futures kept small").
+    #[test]
+    fn a_requests_future_stays_small_whatever_the_request_might_run() {
+        let request = future_size(<PaywardenMcp as rmcp::Service<RoleServer>>::handle_request);
+        let call_tool = future_size(<PaywardenMcp as ServerHandler>::call_tool);
+        let get_task = future_size(<PaywardenMcp as ServerHandler>::get_task);
+        let cancel_task = future_size(<PaywardenMcp as ServerHandler>::cancel_task);
+        for (what, size) in [
+            ("a request", request),
+            ("tools/call", call_tool),
+            ("tasks/get", get_task),
+            ("tasks/cancel", cancel_task),
+        ] {
+            assert!(size <= 16 * 1024, "{what}'s future is {size} bytes");
+        }
+    }
 }
