@@ -1,6 +1,7 @@
-// Modified for paywarden (2026-12-04): rmcp 3.9.0 with vendor/rmcp.patch applied, which boxes
-// the messages of per-session channels and the session handshake's future (see
-// docs/performance.md, "Per-session memory", in the paywarden repository).
+// Modified for paywarden (2026-12-04, 2026-12-05): rmcp 3.9.0 with vendor/rmcp.patch applied,
+// which boxes the messages of per-session channels and the session handshake's future, shares
+// one closed placeholder for sessions' standalone streams and keeps a session worker's task
+// small (see docs/performance.md, "Per-session memory", in the paywarden repository).
 
 use std::{
     borrow::Cow,
@@ -12,6 +13,7 @@ use std::{
     time::Duration,
 };
 
+use futures::FutureExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, Level};
 
@@ -230,33 +232,40 @@ impl<W: Worker> WorkerTransport<W> {
             cancellation_token: transport_task_ct.clone(),
         };
 
-        let join_handle = tokio::spawn(async move {
+        // Spawned as a combinator, not an `async move` block: a block would keep `worker` and
+        // `context` beside the running future that already holds them (paywarden's patch; a
+        // session's task is among the largest parts of its memory). The span is made here, with
+        // no parent, as the block made it on its first poll.
+        let join_handle = tokio::spawn(
             worker
                 .run(context)
                 .instrument(tracing::span!(
+                    parent: None,
                     Level::TRACE,
                     "transport_worker",
                     name = worker_name,
                 ))
-                .await
-                .inspect_err(|e| match e {
-                    WorkerQuitReason::Cancelled
-                    | WorkerQuitReason::TransportClosed
-                    | WorkerQuitReason::HandlerTerminated
-                    | WorkerQuitReason::IdleTimeout(_) => {
-                        tracing::debug!("worker quit with reason: {:?}", e);
-                    }
-                    WorkerQuitReason::Join(e) => {
-                        tracing::error!("worker quit with join error: {:?}", e);
-                    }
-                    WorkerQuitReason::Fatal { error, context } => {
-                        tracing::error!("worker quit with fatal: {error}, when {context}");
-                    }
-                })
-                .inspect(|_| {
-                    tracing::debug!("worker quit");
-                })
-        });
+                .map(|result| {
+                    result
+                        .inspect_err(|e| match e {
+                            WorkerQuitReason::Cancelled
+                            | WorkerQuitReason::TransportClosed
+                            | WorkerQuitReason::HandlerTerminated
+                            | WorkerQuitReason::IdleTimeout(_) => {
+                                tracing::debug!("worker quit with reason: {:?}", e);
+                            }
+                            WorkerQuitReason::Join(e) => {
+                                tracing::error!("worker quit with join error: {:?}", e);
+                            }
+                            WorkerQuitReason::Fatal { error, context } => {
+                                tracing::error!("worker quit with fatal: {error}, when {context}");
+                            }
+                        })
+                        .inspect(|_| {
+                            tracing::debug!("worker quit");
+                        })
+                }),
+        );
         Self {
             rx: from_transport_rx,
             send_service: to_transport_tx,

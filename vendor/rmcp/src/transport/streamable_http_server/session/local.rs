@@ -1,6 +1,7 @@
-// Modified for paywarden (2026-12-04): rmcp 3.9.0 with vendor/rmcp.patch applied, which boxes
-// the messages of per-session channels and the session handshake's future (see
-// docs/performance.md, "Per-session memory", in the paywarden repository).
+// Modified for paywarden (2026-12-04, 2026-12-05): rmcp 3.9.0 with vendor/rmcp.patch applied,
+// which boxes the messages of per-session channels and the session handshake's future, shares
+// one closed placeholder for sessions' standalone streams and keeps a session worker's task
+// small (see docs/performance.md, "Per-session memory", in the paywarden repository).
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
@@ -16,7 +17,7 @@ use tokio::sync::{
     oneshot,
 };
 use tokio_stream::wrappers::ReceiverStream;
-use tracing::instrument;
+use tracing::Instrument;
 
 use crate::{
     RoleServer,
@@ -265,12 +266,23 @@ impl CachedTx {
             event_store,
         }
     }
+    /// The standalone (`GET`) stream's sender of a new session, before a client opens that
+    /// stream: [`closed_common_sender`], whose receiver is gone (as the per-session channel it
+    /// replaces had no receiver), with the replay cache sized for `capacity` messages.
     fn new_common(
-        tx: Sender<ServerSseMessage>,
+        capacity: usize,
         session_id: &SessionId,
         event_store: Option<Arc<dyn EventStore>>,
     ) -> Self {
-        Self::new(tx, None, 0, format!("{session_id}:common"), event_store)
+        let mut common = Self::new(
+            closed_common_sender(),
+            None,
+            0,
+            format!("{session_id}:common"),
+            event_store,
+        );
+        common.capacity = capacity;
+        common
     }
 
     fn next_event_id(&self) -> EventId {
@@ -789,8 +801,7 @@ impl LocalSessionWorker {
                 }
 
                 // Close the stream by dropping the sender
-                let (tx, _rx) = tokio::sync::mpsc::channel(1);
-                self.common.tx = tx;
+                self.common.tx = closed_common_sender();
 
                 // Also close all shadow streams
                 self.shadow_txs.clear();
@@ -1059,55 +1070,31 @@ impl Worker for LocalSessionWorker {
             channel_buffer_capacity: self.session_config.channel_capacity,
         }
     }
-    #[instrument(name = "streamable_http_session", skip_all, fields(id = self.id.as_ref()))]
-    async fn run(
+    fn run(
+        self,
+        context: WorkerContext<Self>,
+    ) -> impl Future<Output = Result<(), WorkerQuitReason<Self::Error>>> + Send {
+        // The span `#[instrument]` made, without that wrapper's second and third copy of the
+        // worker in the task's future (paywarden's patch: see `serve`).
+        let span = tracing::info_span!("streamable_http_session", id = self.id.as_ref());
+        self.serve(context).instrument(span)
+    }
+}
+
+impl LocalSessionWorker {
+    /// The session's loop ([`Worker::run`]). Paywarden's patch keeps this future small, since
+    /// a session's task holds it for the session's whole life: the handshake runs in a box of
+    /// its own (`wait_for_initialize`), freed when it is over, and the loop's largest await
+    /// (`handle_server_message`) is boxed.
+    async fn serve(
         mut self,
         mut context: WorkerContext<Self>,
-    ) -> Result<(), WorkerQuitReason<Self::Error>> {
+    ) -> Result<(), WorkerQuitReason<LocalSessionWorkerError>> {
         enum InnerEvent {
             FromHttpService(SessionEvent),
             FromHandler(WorkerSendRequest<LocalSessionWorker>),
         }
-        let init_timeout = self.session_config.init_timeout.unwrap_or(Duration::MAX);
-        let evt = tokio::select! {
-            evt = recv_event(&mut self.event_rx) => evt.ok_or_else(|| {
-                WorkerQuitReason::fatal(
-                    LocalSessionWorkerError::TransportTerminated,
-                    "get initialize request",
-                )
-            })?,
-            _ = context.cancellation_token.cancelled() => {
-                return Err(WorkerQuitReason::Cancelled);
-            }
-            _ = tokio::time::sleep(init_timeout) => {
-                return Err(WorkerQuitReason::fatal(
-                    LocalSessionWorkerError::InitTimeout(init_timeout),
-                    "waiting for initialize request",
-                ));
-            }
-        };
-        let SessionEvent::InitializeRequest { request, responder } = evt else {
-            return Err(WorkerQuitReason::fatal(
-                LocalSessionWorkerError::UnexpectedEvent(evt),
-                "get initialize request",
-            ));
-        };
-        context.send_to_handler(request).await?;
-        let send_initialize_response = context.recv_from_handler().await?;
-        responder
-            .send(Ok(send_initialize_response.message))
-            .map_err(|_| {
-                WorkerQuitReason::fatal(
-                    LocalSessionWorkerError::FailToSendInitializeRequest(
-                        SessionError::SessionServiceTerminated,
-                    ),
-                    "send initialize response",
-                )
-            })?;
-        send_initialize_response
-            .responder
-            .send(Ok(()))
-            .map_err(|_| WorkerQuitReason::HandlerTerminated)?;
+        Box::pin(self.wait_for_initialize(&mut context)).await?;
         let ct = context.cancellation_token.clone();
         let keep_alive = self.session_config.keep_alive.unwrap_or(Duration::MAX);
         loop {
@@ -1149,8 +1136,9 @@ impl Worker for LocalSessionWorker {
                             // no need to unregister resource
                         }
                     };
-                    let handle_result = self
-                        .handle_server_message(message)
+                    // Boxed (paywarden's patch): this await's state is the largest of the
+                    // loop's, and every session's task would be sized for it while idle.
+                    let handle_result = Box::pin(self.handle_server_message(message))
                         .await
                         .map_err(LocalSessionWorkerError::FailToHandleMessage);
                     let _ = responder.send(handle_result).inspect_err(|error| {
@@ -1218,6 +1206,54 @@ impl Worker for LocalSessionWorker {
                 }
             }
         }
+    }
+
+    /// Waits for the `initialize` request, hands it to the handler and answers it.
+    async fn wait_for_initialize(
+        &mut self,
+        context: &mut WorkerContext<Self>,
+    ) -> Result<(), WorkerQuitReason<LocalSessionWorkerError>> {
+        let init_timeout = self.session_config.init_timeout.unwrap_or(Duration::MAX);
+        let evt = tokio::select! {
+            evt = recv_event(&mut self.event_rx) => evt.ok_or_else(|| {
+                WorkerQuitReason::fatal(
+                    LocalSessionWorkerError::TransportTerminated,
+                    "get initialize request",
+                )
+            })?,
+            _ = context.cancellation_token.cancelled() => {
+                return Err(WorkerQuitReason::Cancelled);
+            }
+            _ = tokio::time::sleep(init_timeout) => {
+                return Err(WorkerQuitReason::fatal(
+                    LocalSessionWorkerError::InitTimeout(init_timeout),
+                    "waiting for initialize request",
+                ));
+            }
+        };
+        let SessionEvent::InitializeRequest { request, responder } = evt else {
+            return Err(WorkerQuitReason::fatal(
+                LocalSessionWorkerError::UnexpectedEvent(evt),
+                "get initialize request",
+            ));
+        };
+        context.send_to_handler(request).await?;
+        let send_initialize_response = context.recv_from_handler().await?;
+        responder
+            .send(Ok(send_initialize_response.message))
+            .map_err(|_| {
+                WorkerQuitReason::fatal(
+                    LocalSessionWorkerError::FailToSendInitializeRequest(
+                        SessionError::SessionServiceTerminated,
+                    ),
+                    "send initialize response",
+                )
+            })?;
+        send_initialize_response
+            .responder
+            .send(Ok(()))
+            .map_err(|_| WorkerQuitReason::HandlerTerminated)?;
+        Ok(())
     }
 }
 
@@ -1290,6 +1326,18 @@ pub fn create_local_session(
     create_local_session_with_event_store(id, config, None)
 }
 
+/// A sender whose receiver is gone, shared by every session whose client has not opened its
+/// standalone stream: a tokio channel allocates its shared state and first block of 32 slots
+/// when it is made (~2 KiB for `ServerSseMessage`), which each session paid for a channel
+/// nothing could receive from. Sends fail as they did on that channel (the message stays in
+/// the replay cache), and `is_closed` is true, so the first `GET` replaces it as before.
+fn closed_common_sender() -> Sender<ServerSseMessage> {
+    static CLOSED: std::sync::OnceLock<Sender<ServerSseMessage>> = std::sync::OnceLock::new();
+    CLOSED
+        .get_or_init(|| tokio::sync::mpsc::channel(1).0)
+        .clone()
+}
+
 fn create_local_session_with_event_store(
     id: impl Into<SessionId>,
     config: SessionConfig,
@@ -1297,8 +1345,7 @@ fn create_local_session_with_event_store(
 ) -> (LocalSessionHandle, LocalSessionWorker) {
     let id = id.into();
     let (event_tx, event_rx) = tokio::sync::mpsc::channel(config.channel_capacity);
-    let (common_tx, _) = tokio::sync::mpsc::channel(config.channel_capacity);
-    let common = CachedTx::new_common(common_tx, &id, event_store.clone());
+    let common = CachedTx::new_common(config.channel_capacity, &id, event_store.clone());
     tracing::info!(session_id = ?id, "create new session");
     let handle = LocalSessionHandle {
         event_tx,
