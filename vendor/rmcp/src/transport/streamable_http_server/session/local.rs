@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use thiserror::Error;
 use tokio::sync::{
     mpsc::{Receiver, Sender},
@@ -1074,10 +1074,15 @@ impl Worker for LocalSessionWorker {
         self,
         context: WorkerContext<Self>,
     ) -> impl Future<Output = Result<(), WorkerQuitReason<Self::Error>>> + Send {
-        // The span `#[instrument]` made, without that wrapper's second and third copy of the
-        // worker in the task's future (paywarden's patch: see `serve`).
-        let span = tracing::info_span!("streamable_http_session", id = self.id.as_ref());
-        self.serve(context).instrument(span)
+        // The span `#[instrument]` made, made as it did on the first poll (inside the
+        // `transport_worker` span, its parent), without that wrapper's second and third copy of
+        // the worker in the task's future (paywarden's patch: see `serve`). `lazy(..).flatten()`
+        // keeps the worker in the closure until then, in the same place the loop's future takes.
+        futures::future::lazy(move |_| {
+            let span = tracing::info_span!("streamable_http_session", id = self.id.as_ref());
+            self.serve(context).instrument(span)
+        })
+        .flatten()
     }
 }
 
