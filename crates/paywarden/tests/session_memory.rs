@@ -6,13 +6,13 @@
 //! holds JSON-RPC messages by value (~12 KiB each) and the session handshake's future inline in
 //! the session's task for the session's whole life (~40 KiB in a release build, more in a debug
 //! one): this test counted 129,711 bytes per session in a debug build without the patch and
-//! 18,553 with its first part (docs/performance.md, "Per-session memory"). The patch's second
-//! part (2026-12-05) gives every session one shared placeholder for its standalone stream
-//! instead of a channel nobody could receive from (~2 KiB), and keeps the session worker's task
+//! 18,553 with its parts 1 to 4 (docs/performance.md, "Per-session memory"). Part 5
+//! (2026-12-05) gives every session one shared placeholder for its standalone stream instead of
+//! a channel nobody could receive from (~2 KiB), and part 6 keeps the session worker's task
 //! small (its handshake and its largest await boxed, no second and third copy of the worker in
 //! the task: ~2.9 KiB): 13,587 to 13,673 bytes per session, against a bound of 14.5 KiB that
-//! either part undone exceeds (15,665 with a channel per session again; 15,273 with only the
-//! boxes undone).
+//! either part undone exceeds (15,665 with a channel per session again; 15,273 with only part
+//! 6's boxes and combinator undone).
 //! A memory bound, not a timing: the count does not depend on the machine's load.
 
 mod common;
