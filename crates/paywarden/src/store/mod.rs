@@ -1609,6 +1609,14 @@ mod tests {
         assert_eq!((count, sum), (3_000_000, 3_000_000 * 3_000_001 / 2));
         let ticked = ticks.load(std::sync::atomic::Ordering::Relaxed);
         ticker.abort();
+        // The worker sleeps on its command channel again after it sends the answer, and
+        // only then counts a switch: on a loaded machine that may come after the caller has
+        // read the answer, so wait for it (a worker that never ran the query never counts
+        // one).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while voluntary_switches(WORKER) <= before && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         assert!(
             voluntary_switches(WORKER) > before,
             "the worker did not run the long query"
