@@ -389,13 +389,6 @@ impl Store {
         let Some(mut tx) = self.begin_write_until(wait_until).await? else {
             return Ok(LimitDecision::TimedOut);
         };
-        // The key's own row names the reservation before the limit row is taken: nobody else
-        // writes that row, the transaction's rollback undoes it with the rest, and on
-        // PostgreSQL the limit row's lock, which every decider of this entity and currency
-        // waits for, is then held for three statements and the commit instead of five.
-        if let Some(key) = key {
-            record_reservation_on_key(&mut tx, &id, entity_id, key).await?;
-        }
         // Taking the row (absent, or an expired lease of an earlier version) locks it until
         // this transaction ends; a concurrent decider's statement waits here.
         let taken = sqlx::query(
@@ -434,37 +427,42 @@ impl Store {
             tx.rollback().await?;
             return Ok(LimitDecision::Refused(refused));
         }
-        let (sql, binds_lock) = match self.engine {
-            // One round trip while the row is locked: the reservation and the row's removal
-            // in one statement (a data-modifying `WITH`, which SQLite does not have).
-            Engine::Postgres => (
-                "WITH unlocked AS (DELETE FROM transaction_locks WHERE entity_id = $2 AND reference_id = $7) \
-                 INSERT INTO limit_reservations (id, entity_id, currency, amount_minor, created_at, expires_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-                true,
-            ),
-            Engine::Sqlite => (INSERT_RESERVATION, false),
-        };
-        let query = bind_reservation(
-            sqlx::query(sql),
-            &id,
-            entity_id,
-            currency,
-            amount_minor,
-            now,
-        );
-        let query = if binds_lock {
-            query.bind(&lock_name)
-        } else {
-            query
-        };
-        query.execute(&mut *tx).await?;
-        if !binds_lock {
-            sqlx::query("DELETE FROM transaction_locks WHERE entity_id = $1 AND reference_id = $2")
+        match self.engine {
+            // PostgreSQL: the reservation, its name on the key and the limit row's removal in
+            // one statement (data-modifying `WITH`s, which SQLite does not have): this process's
+            // deciders queue at an in-process gate held for the whole decision
+            // (`Pipeline::reserve_checked`), other processes' at the row's lock, so every round
+            // trip spared here is spared for all of them. A `NULL` key names no row.
+            Engine::Postgres => {
+                bind_reservation(
+                    sqlx::query(
+                        "WITH unlocked AS (DELETE FROM transaction_locks WHERE entity_id = $2 AND reference_id = $7), \
+                         named AS (UPDATE idempotency_keys SET reservation_id = $1 WHERE entity_id = $2 AND idempotency_key = $8) \
+                         INSERT INTO limit_reservations (id, entity_id, currency, amount_minor, created_at, expires_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6)",
+                    ),
+                    &id,
+                    entity_id,
+                    currency,
+                    amount_minor,
+                    now,
+                )
+                .bind(&lock_name)
+                .bind(key)
+                .execute(&mut *tx)
+                .await?;
+            }
+            Engine::Sqlite => {
+                insert_reservation(&mut tx, &id, entity_id, currency, amount_minor, key, now)
+                    .await?;
+                sqlx::query(
+                    "DELETE FROM transaction_locks WHERE entity_id = $1 AND reference_id = $2",
+                )
                 .bind(entity_id)
                 .bind(&lock_name)
                 .execute(&mut *tx)
                 .await?;
+            }
         }
         tx.commit().await?;
         Ok(LimitDecision::Reserved(id))
