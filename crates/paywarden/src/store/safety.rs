@@ -527,7 +527,14 @@ async fn insert_reservation(
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     if let Some(key) = key {
-        record_reservation_on_key(tx, id, entity_id, key).await?;
+        sqlx::query(
+            "UPDATE idempotency_keys SET reservation_id = $1 WHERE entity_id = $2 AND idempotency_key = $3",
+        )
+        .bind(id)
+        .bind(entity_id)
+        .bind(key)
+        .execute(&mut **tx)
+        .await?;
     }
     bind_reservation(
         sqlx::query(INSERT_RESERVATION),
@@ -551,37 +558,18 @@ const INSERT_RESERVATION: &str = "INSERT INTO limit_reservations (id, entity_id,
 /// at the end of `now`'s UTC day.
 fn bind_reservation<'q>(
     query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
-    id: &str,
-    entity_id: &str,
-    currency: &str,
+    id: &'q str,
+    entity_id: &'q str,
+    currency: &'q str,
     amount_minor: i64,
     now: DateTime<Utc>,
 ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
     let end_of_day = utc_midnight(now) + Duration::days(1);
     query
-        .bind(id.to_owned())
-        .bind(entity_id.to_owned())
-        .bind(currency.to_owned())
+        .bind(id)
+        .bind(entity_id)
+        .bind(currency)
         .bind(amount_minor.max(0))
         .bind(ts(now))
         .bind(ts(end_of_day))
-}
-
-/// Names reservation `id` on idempotency key `key` of `entity_id`, inside the caller's write
-/// transaction.
-async fn record_reservation_on_key(
-    tx: &mut super::WriteTx,
-    id: &str,
-    entity_id: &str,
-    key: &str,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE idempotency_keys SET reservation_id = $1 WHERE entity_id = $2 AND idempotency_key = $3",
-    )
-    .bind(id)
-    .bind(entity_id)
-    .bind(key)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
 }
