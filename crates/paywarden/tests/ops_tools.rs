@@ -1026,3 +1026,252 @@ async fn a_database_failure_after_stripe_created_a_payment_link_never_says_nothi
         "{message}"
     );
 }
+
+/// `revenue_summary` reads the daily totals `order_days` (migration 0016) that triggers keep.
+/// They must be exactly what grouping the orders by UTC day and currency gives, whoever writes
+/// the orders: the totals backfilled from orders written before the migration; orders paywarden
+/// adds and refunds; and orders the merchant's own application inserts, refunds, moves to
+/// another day, currency or entity and deletes with plain SQL. Also 20 concurrent inserts of
+/// one day. Runs on SQLite, or PostgreSQL with `PAYWARDEN_TEST_DATABASE=postgres`.
+#[tokio::test]
+async fn revenue_days_are_the_orders_grouped_by_day_whatever_writes_them() {
+    use chrono::{NaiveDate, TimeZone, Utc};
+    use paywarden::store::{NewOrder, RevenueLine, Store};
+    use sqlx::Row;
+
+    let db = TestDatabase::fresh().await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = db.url.clone().unwrap_or_else(|| {
+        format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("paywarden.db").display()
+        )
+    });
+    // The schema before the daily totals (migrations up to 0015), with orders written then.
+    let mut before = match &db.url {
+        Some(_) => sqlx::migrate!("./migrations/postgres"),
+        None => sqlx::migrate!("./migrations/sqlite"),
+    };
+    before.migrations = before
+        .migrations
+        .iter()
+        .filter(|m| m.version <= 15)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    sqlx::any::install_default_drivers();
+    // The merchant's application: a connection of its own, plain SQL.
+    let app = sqlx::AnyPool::connect(&url).await.unwrap();
+    before.run(&app).await.unwrap();
+    for (customer, entity) in [("c1", "e1"), ("c2", "e2")] {
+        sqlx::query(
+            "INSERT INTO customers (id, entity_id, email, name, stripe_customer_id, created_at) \
+             VALUES ($1, $2, $3, 'N', NULL, '2026-01-01T00:00:00.000000Z')",
+        )
+        .bind(customer)
+        .bind(entity)
+        .bind(format!("{customer}@example.com"))
+        .execute(&app)
+        .await
+        .unwrap();
+    }
+    let insert = |id: &'static str,
+                  entity: &'static str,
+                  amount: i64,
+                  refunded: i64,
+                  currency: &'static str,
+                  at: &'static str| {
+        let app = app.clone();
+        async move {
+            let customer = if entity == "e1" { "c1" } else { "c2" };
+            let status = match refunded {
+                0 => "paid",
+                r if r == amount => "refunded",
+                _ => "partially_refunded",
+            };
+            sqlx::query(
+                "INSERT INTO orders (id, entity_id, customer_id, stripe_charge_id, amount_cents, \
+                 refunded_cents, currency, status, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(id)
+            .bind(entity)
+            .bind(customer)
+            .bind(format!("pi_{id}"))
+            .bind(amount)
+            .bind(refunded)
+            .bind(currency)
+            .bind(status)
+            .bind(at)
+            .execute(&app)
+            .await
+            .unwrap();
+        }
+    };
+    for (id, entity, amount, refunded, currency, at) in [
+        ("o1", "e1", 1_000, 0, "eur", "2026-03-01T00:00:00.000000Z"),
+        ("o2", "e1", 2_500, 500, "eur", "2026-03-01T23:59:59.999999Z"),
+        ("o3", "e1", 700, 0, "usd", "2026-03-01T12:00:00.000000Z"),
+        ("o4", "e1", 999, 999, "eur", "2026-03-02T08:00:00.000000Z"),
+        ("o5", "e2", 4_000, 0, "eur", "2026-03-01T09:00:00.000000Z"),
+        ("o6", "e1", 123, 0, "eur", "2026-02-28T23:59:59.999999Z"),
+    ] {
+        insert(id, entity, amount, refunded, currency, at).await;
+    }
+
+    // What the orders themselves say, grouped as the summary groups them.
+    let grouped = |entity: &'static str| {
+        let app = app.clone();
+        async move {
+            sqlx::query(
+                "SELECT substr(created_at, 1, 10) AS day, currency, CAST(count(*) AS BIGINT) AS n, \
+                 CAST(sum(amount_cents) AS BIGINT) AS gross, CAST(sum(refunded_cents) AS BIGINT) AS refunded \
+                 FROM orders WHERE entity_id = $1 GROUP BY substr(created_at, 1, 10), currency \
+                 ORDER BY substr(created_at, 1, 10), currency",
+            )
+            .bind(entity)
+            .fetch_all(&app)
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| RevenueLine {
+                day: row.get::<String, _>("day").parse().unwrap(),
+                currency: row.get("currency"),
+                orders: row.get("n"),
+                gross_cents: row.get("gross"),
+                refunded_cents: row.get("refunded"),
+            })
+            .collect::<Vec<_>>()
+        }
+    };
+    let first = NaiveDate::from_ymd_opt(2000, 1, 1).unwrap();
+    let last = NaiveDate::from_ymd_opt(2099, 12, 31).unwrap();
+    let store: Store = db.store(dir.path()).await;
+    let agrees = |store: Store, what: &'static str| {
+        let grouped = &grouped;
+        async move {
+            for entity in ["e1", "e2"] {
+                let read = store.revenue(entity, first, last).await.unwrap();
+                assert_eq!(read, grouped(entity).await, "{what}: entity {entity}");
+            }
+        }
+    };
+
+    // Opening the store applies 0016: the backfill.
+    agrees(store.clone(), "backfilled").await;
+    let day = |d: u32| NaiveDate::from_ymd_opt(2026, 3, d).unwrap();
+    let march_1 = store.revenue("e1", day(1), day(1)).await.unwrap();
+    assert_eq!(
+        march_1,
+        vec![
+            RevenueLine {
+                day: day(1),
+                currency: "eur".into(),
+                orders: 2,
+                gross_cents: 3_500,
+                refunded_cents: 500
+            },
+            RevenueLine {
+                day: day(1),
+                currency: "usd".into(),
+                orders: 1,
+                gross_cents: 700,
+                refunded_cents: 0
+            },
+        ],
+        "a one-day range holds that day only, both ends included"
+    );
+    assert!(store.revenue("e3", first, last).await.unwrap().is_empty());
+
+    // paywarden's own writes: an order added, refunded in part and then in full.
+    let added = store
+        .insert_order(&NewOrder {
+            entity_id: "e1",
+            customer_id: "c1",
+            stripe_charge_id: "pi_added",
+            amount_cents: 5_000,
+            currency: "eur",
+            created_at: Utc.with_ymd_and_hms(2026, 3, 2, 10, 0, 0).unwrap(),
+        })
+        .await
+        .unwrap();
+    agrees(store.clone(), "an order added").await;
+    store
+        .record_refund(
+            "e1",
+            &added.id,
+            "re_1",
+            1_000,
+            1_000,
+            "x",
+            "agent",
+            "succeeded",
+        )
+        .await
+        .unwrap();
+    store
+        .record_refund(
+            "e1",
+            &added.id,
+            "re_2",
+            4_000,
+            5_000,
+            "x",
+            "agent",
+            "succeeded",
+        )
+        .await
+        .unwrap();
+    agrees(store.clone(), "an order refunded").await;
+
+    // The merchant's application: a refund, a move to another day, currency and entity, a
+    // change of amount with a move, a change of something else, and removals.
+    for (statement, what) in [
+        ("UPDATE orders SET refunded_cents = 1000, status = 'refunded' WHERE id = 'o1'", "refunded by the application"),
+        ("UPDATE orders SET created_at = '2026-03-05T01:00:00.000000Z' WHERE id = 'o2'", "moved to another day"),
+        ("UPDATE orders SET currency = 'usd' WHERE id = 'o4'", "moved to another currency"),
+        ("UPDATE orders SET entity_id = 'e2', customer_id = 'c2' WHERE id = 'o6'", "moved to another entity"),
+        ("UPDATE orders SET amount_cents = 9000, created_at = '2026-03-09T01:00:00.000000Z' WHERE id = 'o3'", "changed and moved at once"),
+        ("UPDATE orders SET status = 'paid', stripe_charge_id = 'pi_other' WHERE id = 'o5'", "a column the totals do not hold"),
+        ("DELETE FROM orders WHERE id = 'o5'", "the only order of its day removed"),
+        ("DELETE FROM refund_log", "refund log cleared"),
+        ("DELETE FROM orders WHERE entity_id = 'e1' AND currency = 'eur'", "several removed at once"),
+    ] {
+        sqlx::query(statement).execute(&app).await.unwrap();
+        agrees(store.clone(), what).await;
+    }
+    assert!(
+        store
+            .revenue("e2", day(1), day(1))
+            .await
+            .unwrap()
+            .is_empty(),
+        "a day whose orders are all gone has no line"
+    );
+
+    // Concurrent orders of one entity, day and currency: none is lost.
+    let writers: Vec<_> = (0..20)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .insert_order(&NewOrder {
+                        entity_id: "e1",
+                        customer_id: "c1",
+                        stripe_charge_id: &format!("pi_concurrent_{i}"),
+                        amount_cents: 100 + i,
+                        currency: "gbp",
+                        created_at: Utc.with_ymd_and_hms(2026, 3, 7, 12, 0, 0).unwrap(),
+                    })
+                    .await
+                    .unwrap();
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    agrees(store.clone(), "20 concurrent orders").await;
+    let gbp = store.revenue("e1", day(7), day(7)).await.unwrap();
+    assert_eq!((gbp[0].orders, gbp[0].gross_cents), (20, 2_000 + 190));
+    app.close().await;
+}

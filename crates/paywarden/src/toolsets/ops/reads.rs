@@ -372,14 +372,10 @@ impl OpsService {
                     "the range is longer than 10 years; ask for a shorter one",
                 ));
             }
-            let from = start.and_time(chrono::NaiveTime::MIN).and_utc();
-            let to = (end + ChronoDuration::days(1))
-                .and_time(chrono::NaiveTime::MIN)
-                .and_utc();
             let lines = self
                 .pipeline
                 .store()
-                .revenue(&caller.entity_id, from, to)
+                .revenue(&caller.entity_id, start, end)
                 .await?;
             let day = |day: String, currency: &str, orders: i64, gross: i64, refunded: i64| {
                 let (net, code) = money(gross - refunded, currency);
