@@ -4,7 +4,10 @@
 -- the first ten characters of `orders.created_at` (RFC 3339, UTC: `YYYY-MM-DD`), as the summary
 -- groups them. Triggers keep the rows in the same transaction as every insert, change and
 -- removal of an order, whoever writes it (paywarden, the seed, or the merchant's own
--- application sharing this database); a day and currency without orders has no row.
+-- application sharing this database); a day and currency without orders has no row. A row
+-- deleted by `REPLACE` conflict resolution fires `orders_day_delete` only on a connection with
+-- `PRAGMA recursive_triggers = ON` (paywarden's connections set it; an application that writes
+-- orders with `REPLACE` must set it too).
 CREATE TABLE order_days (
     entity_id       TEXT    NOT NULL,
     day             TEXT    NOT NULL,

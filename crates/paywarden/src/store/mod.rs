@@ -392,7 +392,11 @@ impl Store {
                     if engine == Engine::Sqlite {
                         // `synchronous = NORMAL`: a commit does not fsync; every write of the
                         // store waits for the WAL's group fsync instead (durability.rs).
-                        conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;")
+                        // `recursive_triggers = ON`: a row that a `REPLACE` conflict resolution
+                        // deletes fires its delete triggers (SQLite fires them only with this
+                        // on, "The ON CONFLICT Clause"), so the daily totals kept by triggers
+                        // (`order_days`, `movement_days`) cannot count a replaced row twice.
+                        conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; PRAGMA recursive_triggers = ON;")
                             .await?;
                     }
                     Ok(())

@@ -743,4 +743,48 @@ mod tests {
         assert_eq!(revenue[0].gross_cents, 4999);
         assert_eq!(revenue[0].refunded_cents, 4999);
     }
+
+    /// SQLite fires the delete triggers of a row that a `REPLACE` conflict resolution deletes
+    /// only with `recursive_triggers` on ("The ON CONFLICT Clause"); without it, the daily totals
+    /// would count a replaced order twice. Every connection of the store's pool has it on.
+    #[tokio::test]
+    async fn an_order_replaced_through_the_store_is_counted_once_in_the_daily_totals() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("p.db")).await.unwrap();
+        let c = store
+            .ensure_customer("e1", "sarah@example.com", "Sarah", Some("cus_1"))
+            .await
+            .unwrap();
+        // Eight connections held at once: the statements below run on each of them.
+        let mut held = Vec::new();
+        for _ in 0..8 {
+            held.push(store.pool().acquire().await.unwrap());
+        }
+        for (i, conn) in held.iter_mut().enumerate() {
+            let amount = 1_000 + i64::try_from(i).unwrap();
+            for _ in 0..2 {
+                sqlx::query(
+                    "INSERT OR REPLACE INTO orders (id, entity_id, customer_id, stripe_charge_id, \
+                     amount_cents, refunded_cents, currency, status, created_at) \
+                     VALUES ($1, 'e1', $2, $3, $4, 0, 'eur', 'paid', '2026-03-01T10:00:00.000000Z')",
+                )
+                .bind(format!("o{i}"))
+                .bind(&c.id)
+                .bind(format!("pi_{i}"))
+                .bind(amount)
+                .execute(&mut **conn)
+                .await
+                .unwrap();
+            }
+        }
+        drop(held);
+        let day = NaiveDate::from_ymd_opt(2026, 3, 1).unwrap();
+        let revenue = store.revenue("e1", day, day).await.unwrap();
+        assert_eq!(revenue.len(), 1);
+        assert_eq!(
+            (revenue[0].orders, revenue[0].gross_cents),
+            (8, 8 * 1_000 + 28),
+            "each order once"
+        );
+    }
 }
