@@ -1041,24 +1041,9 @@ async fn revenue_days_are_the_orders_grouped_by_day_whatever_writes_them() {
 
     let db = TestDatabase::fresh().await;
     let dir = tempfile::tempdir().unwrap();
-    let url = db.url.clone().unwrap_or_else(|| {
-        format!(
-            "sqlite://{}?mode=rwc",
-            dir.path().join("paywarden.db").display()
-        )
-    });
+    let url = db.url_in(dir.path());
     // The schema before the daily totals (migrations up to 0015), with orders written then.
-    let mut before = match &db.url {
-        Some(_) => sqlx::migrate!("./migrations/postgres"),
-        None => sqlx::migrate!("./migrations/sqlite"),
-    };
-    before.migrations = before
-        .migrations
-        .iter()
-        .filter(|m| m.version <= 15)
-        .cloned()
-        .collect::<Vec<_>>()
-        .into();
+    let before = db.migrations_up_to(15);
     sqlx::any::install_default_drivers();
     // The merchant's application: a connection of its own, plain SQL.
     let app = sqlx::AnyPool::connect(&url).await.unwrap();

@@ -1151,23 +1151,8 @@ async fn the_daily_total_is_the_sum_of_the_days_movements() {
     let dir = tempfile::tempdir().unwrap();
     // The schema as it was before the daily totals (migrations up to 0014), with movements of
     // today and yesterday recorded then.
-    let mut before = match &db.url {
-        Some(_) => sqlx::migrate!("./migrations/postgres"),
-        None => sqlx::migrate!("./migrations/sqlite"),
-    };
-    before.migrations = before
-        .migrations
-        .iter()
-        .filter(|m| m.version <= 14)
-        .cloned()
-        .collect::<Vec<_>>()
-        .into();
-    let url = db.url.clone().unwrap_or_else(|| {
-        format!(
-            "sqlite://{}?mode=rwc",
-            dir.path().join("paywarden.db").display()
-        )
-    });
+    let before = db.migrations_up_to(14);
+    let url = db.url_in(dir.path());
     sqlx::any::install_default_drivers();
     let pool = sqlx::AnyPool::connect(&url).await.unwrap();
     before.run(&pool).await.unwrap();

@@ -121,6 +121,31 @@ impl TestDatabase {
         }
     }
 
+    /// This database's URL: PostgreSQL's, or SQLite's `paywarden.db` in `dir` (created if
+    /// missing), for a test's own connections beside the store's.
+    pub fn url_in(&self, dir: &std::path::Path) -> String {
+        self.url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", dir.join("paywarden.db").display()))
+    }
+
+    /// The store's migrations for this database's engine up to `version`: the schema as an
+    /// earlier paywarden left it, for tests of a later migration's backfill.
+    pub fn migrations_up_to(&self, version: i64) -> sqlx::migrate::Migrator {
+        let mut migrator = match &self.url {
+            Some(_) => sqlx::migrate!("./migrations/postgres"),
+            None => sqlx::migrate!("./migrations/sqlite"),
+        };
+        migrator.migrations = migrator
+            .migrations
+            .iter()
+            .filter(|m| m.version <= version)
+            .cloned()
+            .collect::<Vec<_>>()
+            .into();
+        migrator
+    }
+
     /// Opens this database's store (SQLite: `paywarden.db` in `dir`).
     pub async fn store(&self, dir: &std::path::Path) -> Store {
         match &self.url {
