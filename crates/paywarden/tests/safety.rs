@@ -332,6 +332,92 @@ async fn fifty_concurrent_refunds_never_exceed_the_refundable_amount() {
     assert_eq!(total, 10_000);
 }
 
+/// The confirmed path of the test above, as an agent refunding one payment from many
+/// conversations would: 20 previews of 7.00 EUR on a 100.00 EUR debit, then all 20
+/// confirmations at once through 5 clients. A confirmation checks OPP's rules on the payment
+/// under the payment's lease (taken before its check, `Operation::lease_before_check`), so
+/// exactly 14 execute and the other 6 are refused by paywarden before anything is sent: none of
+/// them reached OPP. A confirmation whose check ran outside the lease would pass it on a stale
+/// remainder and be sent, and OPP's own refusal ("OPP rejected it") fails this test.
+#[tokio::test]
+async fn twenty_concurrent_confirmed_refunds_are_checked_under_the_payments_lease() {
+    let app = guarded_app().await;
+    let db = app
+        .create_payment(
+            &demo_credentials(),
+            PaymentType::Debit,
+            "100.00",
+            Currency::EUR,
+        )
+        .await;
+    let mut clients = Vec::new();
+    for _ in 0..5 {
+        clients.push(std::sync::Arc::new(
+            app.client("/mcp", Era::Stateless).await,
+        ));
+    }
+    let args = json!({"referenceId": db, "amount": "7.00", "currency": "EUR"});
+    let mut confirmations = Vec::new();
+    for i in 0..20 {
+        let preview = call_ok(&clients[i % clients.len()], "perform_refund", args.clone()).await;
+        assert_eq!(preview["status"], "confirmation_required", "{preview}");
+        let mut confirmed = args.clone();
+        confirmed["confirmationToken"] = preview["confirmation"]["token"].clone();
+        confirmations.push(confirmed);
+    }
+    let mut handles = Vec::new();
+    for (i, confirmed) in confirmations.into_iter().enumerate() {
+        let client = clients[i % clients.len()].clone();
+        handles.push(tokio::spawn(async move {
+            let result = call(&client, "perform_refund", confirmed)
+                .await
+                .expect("tool call answered");
+            let text = text(&result);
+            (result.is_error, result.structured_content, text)
+        }));
+    }
+    let mut executed = 0;
+    let mut refused = Vec::new();
+    for h in handles {
+        match h.await.unwrap() {
+            (Some(false), structured, _) => {
+                let structured = structured.unwrap_or_default();
+                assert_eq!(structured["status"], "executed", "{structured}");
+                executed += 1;
+            }
+            (_, _, text) => refused.push(text),
+        }
+    }
+    assert_eq!(
+        executed, 14,
+        "exactly 100.00 / 7.00 refunds execute: {refused:?}"
+    );
+    assert_eq!(refused.len(), 6);
+    for text in &refused {
+        // The tool error's words for a refusal by OPP's rules before sending (`sentToProvider:
+        // false`); OPP's own refusal says "OPP rejected it".
+        assert!(
+            text.contains("paywarden refused it before sending anything to OPP")
+                && text.contains("700.400.200"),
+            "refused by paywarden's check under the lease, never sent to OPP: {text}"
+        );
+    }
+    let linked = call_ok(
+        &clients[0],
+        "get_transactions",
+        json!({"id": db, "paymentTypes": ["RF"]}),
+    )
+    .await;
+    let refunds = linked["payments"].as_array().unwrap();
+    assert_eq!(refunds.len(), 14, "{linked}");
+    assert!(refunds.iter().all(|r| r["resultCategory"] == "success"));
+    let total: i64 = refunds
+        .iter()
+        .map(|r| r["amountMinor"].as_i64().unwrap())
+        .sum();
+    assert_eq!(total, 9_800);
+}
+
 #[tokio::test]
 async fn fifty_concurrent_retries_with_one_key_make_one_provider_call() {
     let app = spawn_app().await;

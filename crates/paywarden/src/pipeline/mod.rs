@@ -33,7 +33,10 @@
 //!                   cumulative-limit reservation; it and the approval are recorded on the key
 //!  9. fresh state   the lease on the referenced transaction or order (Operation::lease,
 //!                   lease.rs) is taken and Operation::recheck checks again on fresh provider
-//!                   state, on exactly what was agreed
+//!                   state, on exactly what was agreed; a call that carries a confirmation
+//!                   token or an approval id, of an operation whose arguments name its lease
+//!                   (Operation::lease_before_check), takes the lease before step 6 instead,
+//!                   and its one check, made under the lease, is this one
 //! 10. execute       Operation::intent recorded on the key, then Operation::send, the connector
 //!                   call; a connector error becomes an outcome that says whether anything was
 //!                   sent (Operation::failure: final, nothing sent, or unknown)

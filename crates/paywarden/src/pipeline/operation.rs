@@ -121,6 +121,17 @@ pub trait Operation: Sync {
     /// provider object (a creation).
     fn lease(&self, caller: &Caller, checked: &Self::Checked) -> Option<TransactionLease>;
 
+    /// The lease of [`Operation::lease`] when the call's arguments alone name the provider
+    /// object, for an operation whose [`Operation::recheck`] is nothing but
+    /// [`Operation::check`] run again (it adds no check of its own). A call that expects to
+    /// execute (it carries a confirmation token or an approval id) then takes this lease
+    /// before step 6, and step 6's check, run under the lease, is also step 9's: one read of
+    /// provider state instead of two, and still the execution relies only on a check made
+    /// under the lease. `None` (the default) checks outside the lease and again under it.
+    fn lease_before_check(&self, _caller: &Caller) -> Option<TransactionLease> {
+        None
+    }
+
     /// Step 9: under the lease, checks again on fresh provider state, on exactly what was
     /// agreed (`checked`), and returns what will be sent.
     fn recheck(
@@ -182,6 +193,24 @@ impl Reconciler for NotReconciled {
     }
 }
 
+/// When a money-moving call takes its operation's lease (step 9's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Leased {
+    /// Before the check ([`Operation::lease_before_check`]): everything from step 6 on runs
+    /// under it.
+    BeforeCheck,
+    /// At step 9, after the gate, when the operation has one ([`Operation::lease`]).
+    AtExecution,
+}
+
+/// What step 9 does with the state step 6 checked.
+enum Checking<T> {
+    /// Checked under the lease already: sent as is.
+    Done(T),
+    /// Checked before the lease: checked again under it ([`Operation::recheck`]).
+    Again(T),
+}
+
 impl Pipeline {
     /// Runs one admitted money-moving call through steps 3 to 13 (see the module docs of
     /// [`crate::pipeline`]): late arrivals and an unknown outcome of its key first, then the
@@ -222,7 +251,10 @@ impl Pipeline {
         .await
     }
 
-    /// Steps 6 to 12 under the claimed key (held by `holder`).
+    /// Steps 6 to 12 under the claimed key (held by `holder`). A call that expects to execute
+    /// (a confirmation token or an approval id) of an operation with
+    /// [`Operation::lease_before_check`] runs them all under that lease, its one check standing
+    /// for step 9's as well; any other call takes the lease at step 9.
     async fn decide<O: Operation>(
         &self,
         caller: &Caller,
@@ -230,6 +262,34 @@ impl Pipeline {
         key: Option<&str>,
         holder: Option<String>,
         op: &O,
+    ) -> Result<Stop, ServiceError> {
+        let expects_execution = call.confirmation_token.is_some() || call.approval_id.is_some();
+        match op.lease_before_check(caller).filter(|_| expects_execution) {
+            Some(lease) => {
+                self.under_transaction_lease(
+                    caller,
+                    &lease,
+                    self.decide_under(caller, call, key, holder, op, Leased::BeforeCheck),
+                )
+                .await
+            }
+            None => {
+                self.decide_under(caller, call, key, holder, op, Leased::AtExecution)
+                    .await
+            }
+        }
+    }
+
+    /// Steps 6 to 12; `leased` says whether the operation's lease is already held (taken
+    /// before the check) or is taken at step 9.
+    async fn decide_under<O: Operation>(
+        &self,
+        caller: &Caller,
+        call: &Call<'_>,
+        key: Option<&str>,
+        holder: Option<String>,
+        op: &O,
+        leased: Leased,
     ) -> Result<Stop, ServiceError> {
         // 6. The check on fresh provider state, and what would move.
         let checked = match op.check(caller).await? {
@@ -279,17 +339,22 @@ impl Pipeline {
         };
         // 9, 10 and 11: under the lease, the check again, the intent, the provider call and
         // the toolset's records.
-        let (mut outcome, settlement) = match op.lease(caller, &checked) {
-            Some(lease) => {
+        let (mut outcome, settlement) = match (leased, op.lease(caller, &checked)) {
+            // The check above ran under the lease: it is the check again.
+            (Leased::BeforeCheck, _) => {
+                self.execute(caller, key, holder.as_deref(), op, Checking::Done(checked))
+                    .await?
+            }
+            (Leased::AtExecution, Some(lease)) => {
                 self.under_transaction_lease(
                     caller,
                     &lease,
-                    self.execute(caller, key, holder.as_deref(), op, checked),
+                    self.execute(caller, key, holder.as_deref(), op, Checking::Again(checked)),
                 )
                 .await?
             }
-            None => {
-                self.execute(caller, key, holder.as_deref(), op, checked)
+            (Leased::AtExecution, None) => {
+                self.execute(caller, key, holder.as_deref(), op, Checking::Again(checked))
                     .await?
             }
         };
@@ -309,7 +374,8 @@ impl Pipeline {
         Ok((outcome, settlement))
     }
 
-    /// Steps 9 to 11 (the caller holds the lease, if any): the check again, the intent
+    /// Steps 9 to 11 (the caller holds the lease, if any): the check again (unless `checked`
+    /// was already made under the lease), the intent
     /// recorded on the key, the provider call and its records. The intent is recorded only
     /// while this call still holds its key (`holder`), renewing the key's lease in the same
     /// statement: a call that stalled past its lease (a frozen process) and whose key recovery
@@ -320,11 +386,14 @@ impl Pipeline {
         key: Option<&str>,
         holder: Option<&str>,
         op: &O,
-        checked: O::Checked,
+        checked: Checking<O::Checked>,
     ) -> Result<Stop, ServiceError> {
-        let checked = match op.recheck(caller, checked, key).await? {
-            Ok(checked) => checked,
-            Err(stop) => return Ok(stop),
+        let checked = match checked {
+            Checking::Done(checked) => checked,
+            Checking::Again(agreed) => match op.recheck(caller, agreed, key).await? {
+                Ok(checked) => checked,
+                Err(stop) => return Ok(stop),
+            },
         };
         if let (Some(key), Some(holder)) = (key, holder) {
             let store = self.store();

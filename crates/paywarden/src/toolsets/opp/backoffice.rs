@@ -396,7 +396,13 @@ impl PipelineOperation for Backoffice<'_> {
         }
     }
 
-    fn lease(&self, _: &Caller, _: &CheckedBackoffice) -> Option<TransactionLease> {
+    fn lease(&self, caller: &Caller, _: &CheckedBackoffice) -> Option<TransactionLease> {
+        self.lease_before_check(caller)
+    }
+
+    /// The referenced transaction, named by the arguments (`referenceId`); the check again
+    /// under it ([`PipelineOperation::recheck`]) is the check itself.
+    fn lease_before_check(&self, _: &Caller) -> Option<TransactionLease> {
         let command = &self.command;
         Some(TransactionLease {
             resource: command.reference_id.clone(),
