@@ -1332,3 +1332,66 @@ async fn the_daily_total_is_the_sum_of_the_days_movements() {
     }
     assert_eq!(store.moved_today("e1", "EUR").await.unwrap(), 3_262);
 }
+
+/// The cumulative-limit decision across versions: a paywarden of an earlier version decides
+/// under a lease row on (entity, `limits:<currency>`) rather than a lock. While such a lease is
+/// live, this version's decision must not read or reserve anything (`Held`); once it has
+/// expired, the decision goes ahead and leaves the reservation. On SQLite the decision only
+/// reads that row (its write transaction is the lock); a check that ignored the row would
+/// reserve beside an earlier version's decision in flight.
+#[tokio::test]
+async fn an_earlier_versions_live_limit_lease_holds_the_decision_until_it_expires() {
+    use paywarden::store::{limit_lease_name, LimitDecision};
+    let app = guarded_app().await;
+    let entity = paywarden_emulator::DEMO_ENTITY_ID;
+    let deadline = || tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    assert!(app
+        .store
+        .try_lock_transaction(
+            entity,
+            &limit_lease_name("EUR"),
+            "an-earlier-version",
+            chrono::Duration::seconds(60),
+        )
+        .await
+        .unwrap());
+    let held = app
+        .store
+        .decide_and_reserve(entity, "EUR", 500, None, deadline(), |_| None::<()>)
+        .await
+        .unwrap();
+    assert!(matches!(held, LimitDecision::Held), "{held:?}");
+    assert_eq!(app.store.reserved_today(entity, "EUR").await.unwrap(), 0);
+    // Another currency's limit is not held by it.
+    let other = app
+        .store
+        .decide_and_reserve(entity, "USD", 700, None, deadline(), |_| None::<()>)
+        .await
+        .unwrap();
+    assert!(matches!(other, LimitDecision::Reserved(_)), "{other:?}");
+    // Expired: the earlier version's lease no longer holds anything.
+    app.store
+        .unlock_transaction(entity, &limit_lease_name("EUR"), "an-earlier-version")
+        .await
+        .unwrap();
+    assert!(app
+        .store
+        .try_lock_transaction(
+            entity,
+            &limit_lease_name("EUR"),
+            "an-earlier-version",
+            chrono::Duration::seconds(-1),
+        )
+        .await
+        .unwrap());
+    let reserved = app
+        .store
+        .decide_and_reserve(entity, "EUR", 500, None, deadline(), |_| None::<()>)
+        .await
+        .unwrap();
+    assert!(
+        matches!(reserved, LimitDecision::Reserved(_)),
+        "{reserved:?}"
+    );
+    assert_eq!(app.store.reserved_today(entity, "EUR").await.unwrap(), 500);
+}

@@ -389,22 +389,41 @@ impl Store {
         let Some(mut tx) = self.begin_write_until(wait_until).await? else {
             return Ok(LimitDecision::TimedOut);
         };
-        // Taking the row (absent, or an expired lease of an earlier version) locks it until
-        // this transaction ends; a concurrent decider's statement waits here.
-        let taken = sqlx::query(
-            "INSERT INTO transaction_locks (entity_id, reference_id, holder, expires_at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (entity_id, reference_id) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at \
-             WHERE transaction_locks.expires_at < $5",
-        )
-        .bind(entity_id)
-        .bind(&lock_name)
-        .bind(&id)
-        .bind(ts(now + Duration::seconds(10)))
-        .bind(ts(now))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if taken != 1 {
+        let taken = match self.engine {
+            // Taking the row (absent, or an expired lease of an earlier version) locks it until
+            // this transaction ends; a concurrent decider's statement waits here.
+            Engine::Postgres => {
+                sqlx::query(
+                    "INSERT INTO transaction_locks (entity_id, reference_id, holder, expires_at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (entity_id, reference_id) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at \
+                     WHERE transaction_locks.expires_at < $5",
+                )
+                .bind(entity_id)
+                .bind(&lock_name)
+                .bind(&id)
+                .bind(ts(now + Duration::seconds(10)))
+                .bind(ts(now))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    == 1
+            }
+            // The write transaction is the lock: no other connection writes until it ends, so
+            // the row is only read, for an earlier version's lease that has not expired (a
+            // write and a delete of the row would lock nothing more).
+            Engine::Sqlite => {
+                sqlx::query_scalar::<_, i64>(
+                    "SELECT COUNT(*) FROM transaction_locks WHERE entity_id = $1 AND reference_id = $2 AND expires_at >= $3",
+                )
+                .bind(entity_id)
+                .bind(&lock_name)
+                .bind(ts(now))
+                .fetch_one(&mut *tx)
+                .await?
+                    == 0
+            }
+        };
+        if !taken {
             tx.rollback().await?;
             return Ok(LimitDecision::Held);
         }
@@ -455,13 +474,6 @@ impl Store {
             Engine::Sqlite => {
                 insert_reservation(&mut tx, &id, entity_id, currency, amount_minor, key, now)
                     .await?;
-                sqlx::query(
-                    "DELETE FROM transaction_locks WHERE entity_id = $1 AND reference_id = $2",
-                )
-                .bind(entity_id)
-                .bind(&lock_name)
-                .execute(&mut *tx)
-                .await?;
             }
         }
         tx.commit().await?;
