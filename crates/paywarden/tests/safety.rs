@@ -1395,3 +1395,94 @@ async fn an_earlier_versions_live_limit_lease_holds_the_decision_until_it_expire
     );
     assert_eq!(app.store.reserved_today(entity, "EUR").await.unwrap(), 500);
 }
+
+/// A confirmation token is spent in one statement (`Store::use_confirmation`), and a token it
+/// does not spend says why, in this order: never issued, another entity's, other arguments or
+/// tool, already used, expired. Ten concurrent uses of one token: exactly one spends it.
+#[tokio::test]
+async fn a_confirmation_token_is_spent_once_and_a_refused_one_says_why() {
+    use paywarden::store::{Confirmation, ConfirmationError};
+    let app = spawn_app().await;
+    let store = &app.store;
+    let entity = paywarden_emulator::DEMO_ENTITY_ID;
+    let binding = |minutes: i64| Confirmation {
+        entity_id: entity.into(),
+        tool: "perform_refund".into(),
+        request_hash: "hash-a".into(),
+        preview: json!({"amount": "5.00", "currency": "EUR"}),
+        rule: "confirm small refunds".into(),
+        expires_at: chrono::Utc::now() + chrono::Duration::minutes(minutes),
+    };
+    store
+        .create_confirmation("tok-live", &binding(10))
+        .await
+        .unwrap();
+    store
+        .create_confirmation("tok-old", &binding(-1))
+        .await
+        .unwrap();
+    let refusal = |r: Result<Confirmation, ConfirmationError>| match r {
+        Err(e) => format!("{e:?}"),
+        Ok(c) => panic!("spent: {c:?}"),
+    };
+    let use_as =
+        |token: &'static str, entity: &'static str, tool: &'static str, hash: &'static str| {
+            let store = store.clone();
+            async move { store.use_confirmation(token, entity, tool, hash).await }
+        };
+    assert_eq!(
+        refusal(use_as("tok-none", entity, "perform_refund", "hash-a").await),
+        "Unknown"
+    );
+    assert_eq!(
+        refusal(
+            use_as(
+                "tok-live",
+                paywarden_emulator::SECOND_ENTITY_ID,
+                "perform_refund",
+                "hash-a"
+            )
+            .await
+        ),
+        "WrongEntity"
+    );
+    assert_eq!(
+        refusal(use_as("tok-live", entity, "perform_refund", "hash-b").await),
+        "Mismatch"
+    );
+    assert_eq!(
+        refusal(use_as("tok-live", entity, "perform_capture", "hash-a").await),
+        "Mismatch"
+    );
+    assert!(
+        refusal(use_as("tok-old", entity, "perform_refund", "hash-a").await).starts_with("Expired")
+    );
+    // None of those spent the live token; ten at once spend it once.
+    let uses: Vec<_> = (0..10)
+        .map(|_| tokio::spawn(use_as("tok-live", entity, "perform_refund", "hash-a")))
+        .collect();
+    let mut spent = Vec::new();
+    let mut refused = Vec::new();
+    for u in uses {
+        match u.await.unwrap() {
+            Ok(c) => spent.push(c),
+            Err(e) => refused.push(format!("{e:?}")),
+        }
+    }
+    assert_eq!(spent.len(), 1, "{refused:?}");
+    assert_eq!(
+        spent[0].preview,
+        json!({"amount": "5.00", "currency": "EUR"})
+    );
+    assert_eq!(spent[0].rule, "confirm small refunds");
+    assert!(refused.iter().all(|e| e == "Used"), "{refused:?}");
+    assert_eq!(
+        refusal(use_as("tok-live", entity, "perform_refund", "hash-a").await),
+        "Used"
+    );
+    // Given back (the execution sent nothing), it is spendable once more.
+    assert!(store.release_confirmation("tok-live").await.unwrap());
+    assert!(use_as("tok-live", entity, "perform_refund", "hash-a")
+        .await
+        .is_ok());
+}

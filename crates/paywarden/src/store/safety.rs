@@ -157,50 +157,81 @@ impl Store {
         tool: &str,
         request_hash: &str,
     ) -> Result<Confirmation, ConfirmationError> {
-        let mut tx = self.begin_write().await?;
-        let row = sqlx::query(&format!(
-            "SELECT entity_id, tool, request_hash, preview, rule, expires_at, used_at FROM confirmations WHERE token_hash = $1{}",
-            self.for_update()
-        ))
-        .bind(token_hash)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or(ConfirmationError::Unknown)?;
-        let stored_entity: String = row.try_get("entity_id")?;
-        if stored_entity != entity_id {
-            return Err(ConfirmationError::WrongEntity);
-        }
-        let stored_tool: String = row.try_get("tool")?;
-        let stored_hash: String = row.try_get("request_hash")?;
-        if stored_tool != tool || stored_hash != request_hash {
-            return Err(ConfirmationError::Mismatch);
-        }
-        let used: Option<String> = row.try_get("used_at")?;
-        if used.is_some() {
-            return Err(ConfirmationError::Used);
-        }
-        let expires_at = parse_ts(&row.try_get::<String, _>("expires_at")?)?;
-        if expires_at <= Utc::now() {
-            return Err(ConfirmationError::Expired(expires_at));
-        }
-        sqlx::query(
-            "UPDATE confirmations SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL",
+        let now = Utc::now();
+        // One statement spends a token that is this entity's, for exactly this tool and these
+        // arguments, unused and unexpired: a concurrent use of the same token finds it spent.
+        let spent = sqlx::query(
+            "UPDATE confirmations SET used_at = $1 \
+             WHERE token_hash = $2 AND entity_id = $3 AND tool = $4 AND request_hash = $5 \
+             AND used_at IS NULL AND expires_at > $1 \
+             RETURNING preview, rule, expires_at",
         )
-        .bind(ts(Utc::now()))
+        .bind(ts(now))
         .bind(token_hash)
-        .execute(&mut *tx)
+        .bind(entity_id)
+        .bind(tool)
+        .bind(request_hash)
+        .fetch_optional(&mut *self.write_conn().await?)
         .await?;
+        let Some(row) = spent else {
+            return Err(self
+                .why_not_spent(token_hash, entity_id, tool, request_hash)
+                .await);
+        };
+        self.written().await?;
         let preview: String = row.try_get("preview")?;
-        let confirmation = Confirmation {
-            entity_id: stored_entity,
-            tool: stored_tool,
-            request_hash: stored_hash,
+        Ok(Confirmation {
+            entity_id: entity_id.to_string(),
+            tool: tool.to_string(),
+            request_hash: request_hash.to_string(),
             preview: serde_json::from_str(&preview).map_err(StoreError::from)?,
             rule: row.try_get("rule")?,
-            expires_at,
+            expires_at: parse_ts(&row.try_get::<String, _>("expires_at")?)?,
+        })
+    }
+
+    /// Why [`Store::use_confirmation`] spent no token, in the order a caller should hear it:
+    /// never issued, another entity's, other arguments, used, expired.
+    async fn why_not_spent(
+        &self,
+        token_hash: &str,
+        entity_id: &str,
+        tool: &str,
+        request_hash: &str,
+    ) -> ConfirmationError {
+        let row = match sqlx::query(
+            "SELECT entity_id, tool, request_hash, expires_at, used_at FROM confirmations WHERE token_hash = $1",
+        )
+        .bind(token_hash)
+        .fetch_optional(self.pool())
+        .await
+        {
+            Ok(Some(row)) => row,
+            Ok(None) => return ConfirmationError::Unknown,
+            Err(e) => return e.into(),
         };
-        tx.commit().await?;
-        Ok(confirmation)
+        let explain = || -> Result<ConfirmationError, ConfirmationError> {
+            if row.try_get::<String, _>("entity_id")? != entity_id {
+                return Ok(ConfirmationError::WrongEntity);
+            }
+            if row.try_get::<String, _>("tool")? != tool
+                || row.try_get::<String, _>("request_hash")? != request_hash
+            {
+                return Ok(ConfirmationError::Mismatch);
+            }
+            if row.try_get::<Option<String>, _>("used_at")?.is_some() {
+                return Ok(ConfirmationError::Used);
+            }
+            // Unused and matching, so its expiry is what refused it (or it was spent and
+            // given back, `release_confirmation`, between the two statements).
+            let expires_at = parse_ts(&row.try_get::<String, _>("expires_at")?)?;
+            Ok(if expires_at <= Utc::now() {
+                ConfirmationError::Expired(expires_at)
+            } else {
+                ConfirmationError::Used
+            })
+        };
+        explain().unwrap_or_else(|e| e)
     }
 
     /// Spends an unused confirmation token without executing anything: the user declined the
