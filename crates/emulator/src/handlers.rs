@@ -1075,17 +1075,17 @@ async fn query_by_id(
     if TransactionId::parse(&id).is_err() {
         return cannot_find(entity_id);
     }
-    let tx = match shared.store.find(entity_id, &id).await {
+    if !linked {
+        return match shared.store.find(entity_id, &id).await {
+            Err(e) => internal(e, entity_id),
+            Ok(None) => cannot_find(entity_id),
+            Ok(Some(tx)) => wire::reply(StatusCode::OK, wire::transaction(&tx)),
+        };
+    }
+    let tree = match shared.store.with_tree(entity_id, &id).await {
         Err(e) => return internal(e, entity_id),
         Ok(None) => return cannot_find(entity_id),
-        Ok(Some(tx)) => tx,
-    };
-    if !linked {
-        return wire::reply(StatusCode::OK, wire::transaction(&tx));
-    }
-    let tree = match shared.store.tree(entity_id, &tx.root_id).await {
-        Err(e) => return internal(e, entity_id),
-        Ok(tree) => tree,
+        Ok(Some((_, tree))) => tree,
     };
     let kept: Vec<Tx> = tree.into_iter().filter(|t| filters.keeps(t)).collect();
     successful_list("payments", &kept, Map::new(), entity_id)

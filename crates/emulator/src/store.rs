@@ -172,14 +172,16 @@ impl Store {
         find(&mut conn, entity_id, id).await
     }
 
-    /// Every transaction of the payment rooted at `root_id`, oldest first.
-    pub(crate) async fn tree(
+    /// Transaction `id` of `entity_id` and every transaction of its payment (the tree it
+    /// belongs to, itself included), oldest first, read in one statement; `None` when `id` is
+    /// not a transaction of `entity_id`.
+    pub(crate) async fn with_tree(
         &self,
         entity_id: &str,
-        root_id: &str,
-    ) -> Result<Vec<Tx>, EmulatorError> {
+        id: &str,
+    ) -> Result<Option<(Tx, Vec<Tx>)>, EmulatorError> {
         let mut conn = self.pool.acquire().await?;
-        tree(&mut conn, entity_id, root_id).await
+        with_tree(&mut conn, entity_id, id).await
     }
 
     /// A back-office operation on `id`, atomically: inside one `BEGIN IMMEDIATE` write
@@ -196,11 +198,10 @@ impl Store {
     ) -> Result<Option<Result<Tx, R>>, EmulatorError> {
         let _turn = self.write_turn.lock().await;
         let mut db_tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let Some(target) = find(&mut db_tx, entity_id, id).await? else {
+        let Some((target, tree)) = with_tree(&mut db_tx, entity_id, id).await? else {
             db_tx.rollback().await?;
             return Ok(None);
         };
-        let tree = tree(&mut db_tx, entity_id, &target.root_id).await?;
         match build(&target, &tree) {
             Ok(new_tx) => {
                 insert(&mut db_tx, &new_tx).await?;
@@ -514,6 +515,28 @@ async fn find(
     .fetch_optional(&mut *conn)
     .await?;
     row.as_ref().map(from_row).transpose()
+}
+
+async fn with_tree(
+    conn: &mut sqlx::SqliteConnection,
+    entity_id: &str,
+    id: &str,
+) -> Result<Option<(Tx, Vec<Tx>)>, EmulatorError> {
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM transactions WHERE entity_id = ?1 AND root_id = \
+         (SELECT root_id FROM transactions WHERE entity_id = ?1 AND id = ?2) \
+         ORDER BY created_at, seq"
+    ))
+    .bind(entity_id)
+    .bind(id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let tree = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
+    Ok(tree
+        .iter()
+        .find(|t| t.id == id)
+        .cloned()
+        .map(|target| (target, tree)))
 }
 
 async fn tree(
