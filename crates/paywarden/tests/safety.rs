@@ -281,20 +281,7 @@ async fn a_denied_approval_never_moves_money() {
 #[tokio::test]
 async fn fifty_concurrent_refunds_never_exceed_the_refundable_amount() {
     let app = spawn_app().await; // allow-all: the invariants hold without any confirmation
-    let db = app
-        .create_payment(
-            &demo_credentials(),
-            PaymentType::Debit,
-            "100.00",
-            Currency::EUR,
-        )
-        .await;
-    let mut clients = Vec::new();
-    for _ in 0..5 {
-        clients.push(std::sync::Arc::new(
-            app.client("/mcp", Era::Stateless).await,
-        ));
-    }
+    let (db, clients) = debit_and_five_clients(&app).await;
     let mut handles = Vec::new();
     for i in 0..50 {
         let client = clients[i % clients.len()].clone();
@@ -315,33 +302,12 @@ async fn fifty_concurrent_refunds_never_exceed_the_refundable_amount() {
         ok += usize::from(h.await.unwrap());
     }
     assert_eq!(ok, 20, "exactly 100.00 / 5.00 refunds succeed");
-    let linked = call_ok(
-        &clients[0],
-        "get_transactions",
-        json!({"id": db, "paymentTypes": ["RF"]}),
-    )
-    .await;
-    let refunds = linked["payments"].as_array().unwrap();
     // paywarden serialised them and refused the rest before sending: OPP saw no refused refund.
-    assert_eq!(refunds.len(), 20, "{linked}");
-    assert!(refunds.iter().all(|r| r["resultCategory"] == "success"));
-    let total: i64 = refunds
-        .iter()
-        .map(|r| r["amountMinor"].as_i64().unwrap())
-        .sum();
-    assert_eq!(total, 10_000);
+    assert_refunded(&clients[0], &db, 20, 10_000).await;
 }
 
-/// The confirmed path of the test above, as an agent refunding one payment from many
-/// conversations would: 20 previews of 7.00 EUR on a 100.00 EUR debit, then all 20
-/// confirmations at once through 5 clients. A confirmation checks OPP's rules on the payment
-/// under the payment's lease (taken before its check, `Operation::lease_before_check`), so
-/// exactly 14 execute and the other 6 are refused by paywarden before anything is sent: none of
-/// them reached OPP. A confirmation whose check ran outside the lease would pass it on a stale
-/// remainder and be sent, and OPP's own refusal ("OPP rejected it") fails this test.
-#[tokio::test]
-async fn twenty_concurrent_confirmed_refunds_are_checked_under_the_payments_lease() {
-    let app = guarded_app().await;
+/// A 100.00 EUR debit at the emulator and five stateless clients of `app`.
+async fn debit_and_five_clients(app: &TestApp) -> (String, Vec<std::sync::Arc<Client>>) {
     let db = app
         .create_payment(
             &demo_credentials(),
@@ -356,6 +322,38 @@ async fn twenty_concurrent_confirmed_refunds_are_checked_under_the_payments_leas
             app.client("/mcp", Era::Stateless).await,
         ));
     }
+    (db, clients)
+}
+
+/// OPP holds exactly `count` refunds of `db`, all successful, of `total_minor` together.
+async fn assert_refunded(client: &Client, db: &str, count: usize, total_minor: i64) {
+    let linked = call_ok(
+        client,
+        "get_transactions",
+        json!({"id": db, "paymentTypes": ["RF"]}),
+    )
+    .await;
+    let refunds = linked["payments"].as_array().unwrap();
+    assert_eq!(refunds.len(), count, "{linked}");
+    assert!(refunds.iter().all(|r| r["resultCategory"] == "success"));
+    let total: i64 = refunds
+        .iter()
+        .map(|r| r["amountMinor"].as_i64().unwrap())
+        .sum();
+    assert_eq!(total, total_minor);
+}
+
+/// The confirmed path of the test above, as an agent refunding one payment from many
+/// conversations would: 20 previews of 7.00 EUR on a 100.00 EUR debit, then all 20
+/// confirmations at once through 5 clients. A confirmation checks OPP's rules on the payment
+/// under the payment's lease (taken before its check, `Operation::lease_before_check`), so
+/// exactly 14 execute and the other 6 are refused by paywarden before anything is sent: none of
+/// them reached OPP. A confirmation whose check ran outside the lease would pass it on a stale
+/// remainder and be sent, and OPP's own refusal ("OPP rejected it") fails this test.
+#[tokio::test]
+async fn twenty_concurrent_confirmed_refunds_are_checked_under_the_payments_lease() {
+    let app = guarded_app().await;
+    let (db, clients) = debit_and_five_clients(&app).await;
     let args = json!({"referenceId": db, "amount": "7.00", "currency": "EUR"});
     let mut confirmations = Vec::new();
     for i in 0..20 {
@@ -402,20 +400,7 @@ async fn twenty_concurrent_confirmed_refunds_are_checked_under_the_payments_leas
             "refused by paywarden's check under the lease, never sent to OPP: {text}"
         );
     }
-    let linked = call_ok(
-        &clients[0],
-        "get_transactions",
-        json!({"id": db, "paymentTypes": ["RF"]}),
-    )
-    .await;
-    let refunds = linked["payments"].as_array().unwrap();
-    assert_eq!(refunds.len(), 14, "{linked}");
-    assert!(refunds.iter().all(|r| r["resultCategory"] == "success"));
-    let total: i64 = refunds
-        .iter()
-        .map(|r| r["amountMinor"].as_i64().unwrap())
-        .sum();
-    assert_eq!(total, 9_800);
+    assert_refunded(&clients[0], &db, 14, 9_800).await;
 }
 
 #[tokio::test]
