@@ -173,12 +173,14 @@ impl Store {
         .bind(request_hash)
         .fetch_optional(&mut *self.write_conn().await?)
         .await?;
+        if spent.is_some() {
+            self.written().await?;
+        }
         let Some(row) = spent else {
             return Err(self
                 .why_not_spent(token_hash, entity_id, tool, request_hash)
                 .await);
         };
-        self.written().await?;
         let preview: String = row.try_get("preview")?;
         Ok(Confirmation {
             entity_id: entity_id.to_string(),
