@@ -138,7 +138,9 @@ async fn debits(opp: &OppClient) -> Vec<String> {
 }
 
 /// Fires a refund of every debit at once (key `burst-i`) at `url` and kills `server` with
-/// SIGKILL once a quarter have answered. Returns how many had answered.
+/// SIGKILL once a quarter have answered and a call holds its key. Returns how many had
+/// answered: all of them when, on a loaded machine, the burst finished before the kill (the
+/// callers then set the scenario up again).
 async fn burst_then_kill(
     url: &str,
     debits: &[String],
@@ -176,7 +178,6 @@ async fn burst_then_kill(
     }
     server.0.kill().expect("kill -9");
     server.0.wait().unwrap();
-    assert!(answered < BURST, "the server died mid-burst");
     answered
 }
 
@@ -322,10 +323,11 @@ async fn a_kill_mid_burst_leaves_every_key_resolvable_and_every_refund_recorded(
         let answered = burst_then_kill(&url, &debits, &mut server, &watch).await;
         watch.close().await;
         let left_open = open_keys(database.store(dir.path()).await).await;
-        if left_open > 0 || attempts == 5 {
+        if (answered < BURST && left_open > 0) || attempts == 5 {
             break (dir, database, debits, answered, left_open);
         }
     };
+    assert!(answered < BURST, "the server died mid-burst");
     assert!(
         left_open > 0,
         "no key was left in progress in {attempts} attempts"
@@ -348,27 +350,42 @@ async fn a_kill_mid_burst_leaves_every_key_resolvable_and_every_refund_recorded(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_killed_mid_burst_is_recovered_by_the_other() {
     // Two replicas on one database and one OPP; one dies mid-burst, the other (never
-    // restarted) resolves every key once its leases have run out.
-    let dir = tempfile::tempdir().unwrap();
-    let emulator = in_process_emulator(dir.path()).await;
-    let database = TestDatabase::fresh().await;
-    let database_url = database
-        .url
-        .clone()
-        .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("shared.db").display()));
-    let (a_dir, b_dir) = (dir.path().join("a"), dir.path().join("b"));
-    std::fs::create_dir_all(&a_dir).unwrap();
-    std::fs::create_dir_all(&b_dir).unwrap();
-    let (mut a, a_url) = serve_with(&a_dir, Some(&database_url), Some(&emulator.base_url));
-    let (_b, b_url) = serve_with(&b_dir, Some(&database_url), Some(&emulator.base_url));
-    let opp = OppClient::new(&emulator.base_url, Duration::from_secs(10)).unwrap();
-    let debits = debits(&opp).await;
-    let store = paywarden::store::Store::connect(&database_url)
-        .await
-        .unwrap();
-    let answered = burst_then_kill(&a_url, &debits, &mut a, &store).await;
-    let left_open = store.open_idempotency_keys().await.unwrap().len();
-    assert!(left_open > 0, "no key was left in progress");
+    // restarted) resolves every key once its leases have run out. As in the test above, a
+    // burst that finished before the kill on a loaded machine is set up again (at most five
+    // times).
+    let mut attempts = 0;
+    let (_dir, _emulator, _database, _b, b_url, opp, debits, store, answered, left_open) = loop {
+        attempts += 1;
+        let dir = tempfile::tempdir().unwrap();
+        let emulator = in_process_emulator(dir.path()).await;
+        let database = TestDatabase::fresh().await;
+        let database_url = database
+            .url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("shared.db").display()));
+        let (a_dir, b_dir) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::create_dir_all(&a_dir).unwrap();
+        std::fs::create_dir_all(&b_dir).unwrap();
+        let (mut a, a_url) = serve_with(&a_dir, Some(&database_url), Some(&emulator.base_url));
+        let (b, b_url) = serve_with(&b_dir, Some(&database_url), Some(&emulator.base_url));
+        let opp = OppClient::new(&emulator.base_url, Duration::from_secs(10)).unwrap();
+        let debits = debits(&opp).await;
+        let store = paywarden::store::Store::connect(&database_url)
+            .await
+            .unwrap();
+        let answered = burst_then_kill(&a_url, &debits, &mut a, &store).await;
+        let left_open = store.open_idempotency_keys().await.unwrap().len();
+        if (answered < BURST && left_open > 0) || attempts == 5 {
+            break (
+                dir, emulator, database, b, b_url, opp, debits, store, answered, left_open,
+            );
+        }
+    };
+    assert!(answered < BURST, "the server died mid-burst");
+    assert!(
+        left_open > 0,
+        "no key was left in progress in {attempts} attempts"
+    );
 
     let executed = retry_every_key(&b_url, &debits).await;
     let (reconciled, released) = assert_recorded_once(&opp, &store, &debits, &executed).await;
