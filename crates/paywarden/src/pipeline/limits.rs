@@ -133,6 +133,12 @@ fn is_busy(e: &sqlx::Error) -> bool {
 /// How long a call waits for its entity's limit decision before answering `busy`.
 pub(super) const LIMIT_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
 
+/// The longest a call can wait in the gate (step 7 and 8): [`LIMIT_WAIT`] for its limit
+/// decision, then the database's wait for the write lock (SQLite's `busy_timeout`, 10 s).
+/// A lease held across the gate ([`super::operation::Operation::lease_before_check`]) is
+/// this much longer.
+pub(super) const GATE_WAIT: chrono::Duration = chrono::Duration::seconds(30);
+
 /// The in-process gates of limit decisions on PostgreSQL, by (entity id, ISO 4217 currency
 /// code).
 pub(super) type LimitGates =

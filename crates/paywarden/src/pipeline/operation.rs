@@ -127,7 +127,9 @@ pub trait Operation: Sync {
     /// execute (it carries a confirmation token or an approval id) then takes this lease
     /// before step 6, and step 6's check, run under the lease, is also step 9's: one read of
     /// provider state instead of two, and still the execution relies only on a check made
-    /// under the lease. `None` (the default) checks outside the lease and again under it.
+    /// under the lease. Taken this early, the lease is held 30 s longer than its `duration`,
+    /// the longest the gate can wait. `None` (the default) checks outside the lease and again
+    /// under it.
     fn lease_before_check(&self, _caller: &Caller) -> Option<TransactionLease> {
         None
     }
@@ -266,6 +268,14 @@ impl Pipeline {
         let expects_execution = call.confirmation_token.is_some() || call.approval_id.is_some();
         match op.lease_before_check(caller).filter(|_| expects_execution) {
             Some(lease) => {
+                // Held from the check on, the lease must also outlast the gate: its limit
+                // decision may queue for up to `LIMIT_WAIT` and then for the database's write
+                // lock. A lease that ran out while its holder still waited would let another
+                // call check and send on the same payment beside it.
+                let lease = TransactionLease {
+                    duration: lease.duration + super::limits::GATE_WAIT,
+                    ..lease
+                };
                 self.under_transaction_lease(
                     caller,
                     &lease,
