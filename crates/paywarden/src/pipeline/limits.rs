@@ -137,7 +137,12 @@ pub(super) const LIMIT_WAIT: std::time::Duration = std::time::Duration::from_sec
 /// decision, then the database's wait for the write lock (SQLite's `busy_timeout`, 10 s).
 /// A lease held across the gate ([`super::operation::Operation::lease_before_check`]) is
 /// this much longer.
-pub(super) const GATE_WAIT: chrono::Duration = chrono::Duration::seconds(30);
+pub(super) const GATE_WAIT: chrono::Duration =
+    chrono::Duration::seconds(LIMIT_WAIT.as_secs() as i64 + SQLITE_BUSY_TIMEOUT_SECS);
+
+/// SQLite's `busy_timeout` on paywarden's connections (`PRAGMA busy_timeout = 10000`,
+/// `crate::store`), in seconds.
+const SQLITE_BUSY_TIMEOUT_SECS: i64 = 10;
 
 /// The in-process gates of limit decisions on PostgreSQL, by (entity id, ISO 4217 currency
 /// code).
