@@ -19,6 +19,7 @@
 
 mod approvals;
 mod audit;
+mod batch;
 mod durability;
 mod events;
 mod idempotency;
@@ -173,35 +174,52 @@ pub struct Store {
     engine: Engine,
     // Audit appends waiting for their group commit (audit::Store::append_audit).
     audit: std::sync::Arc<audit::AuditQueue>,
-    // SQLite: this process's writers take turns here (FIFO) before they ask the file for its
-    // one write lock ([`Store::begin_write`], [`Store::write_conn`]).
-    write_gate: std::sync::Arc<tokio::sync::Mutex<()>>,
+    // SQLite: this process's writers take turns here (FIFO) at its writer connection, where
+    // their transactions share write transactions ([`Store::begin_write`],
+    // [`Store::write_conn`], batch.rs).
+    batches: std::sync::Arc<batch::Batches>,
     // SQLite with a database file: the group fsync every write waits for (durability.rs).
     wal_sync: Option<std::sync::Arc<durability::WalSync>>,
 }
 
-/// A connection to write on, holding (on SQLite) this process's turn at the file's write lock
+/// A connection to write on, holding (on SQLite) this process's turn at the writer connection
 /// until it is dropped: [`WriteTx`] from [`Store::begin_write`], [`WriteConn`] from
 /// [`Store::write_conn`]. Derefs to the connection, so `&mut *w` is an executor.
 pub(crate) struct WithTurn<C> {
     conn: C,
-    // Declared after `conn`, so it is dropped after it: a dropped transaction has queued its
-    // rollback before the next writer gets the turn.
-    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
     // What a commit waits for before it returns (SQLite with a file: the WAL's group fsync).
     wal_sync: Option<std::sync::Arc<durability::WalSync>>,
 }
 
-/// A write transaction from [`Store::begin_write`] with this process's turn.
-pub(crate) type WriteTx = WithTurn<sqlx::Transaction<'static, sqlx::Any>>;
+/// A write transaction from [`Store::begin_write`]: on SQLite a savepoint in the process's
+/// shared write transaction, holding the turn (batch.rs); on PostgreSQL a transaction of its
+/// own. Dropped without [`WriteTx::commit`] or [`WriteTx::rollback`], it is rolled back.
+pub(crate) type WriteTx = WithTurn<TxConn>;
 
-/// A pooled connection for one autocommit write statement from [`Store::write_conn`] with this
-/// process's turn.
-pub(crate) type WriteConn = WithTurn<sqlx::pool::PoolConnection<sqlx::Any>>;
+/// The connection of a [`WriteTx`].
+pub(crate) enum TxConn {
+    /// SQLite: a savepoint in the process's shared write transaction.
+    Shared(batch::Member),
+    /// PostgreSQL: a transaction of its own.
+    Own(sqlx::Transaction<'static, sqlx::Any>),
+}
+
+/// The connection for one autocommit write statement from [`Store::write_conn`].
+pub(crate) enum SoloConn {
+    /// SQLite: the writer connection, holding the turn, with no shared transaction open.
+    Writer(batch::Solo),
+    /// PostgreSQL: a pooled connection.
+    Pooled(sqlx::pool::PoolConnection<sqlx::Any>),
+}
+
+/// A connection for one autocommit write statement from [`Store::write_conn`], holding (on
+/// SQLite) this process's turn.
+pub(crate) type WriteConn = WithTurn<SoloConn>;
 
 impl WriteTx {
     /// Commits the transaction, gives the turn to the next writer, and returns once the
-    /// commit is durable (SQLite: the WAL's group fsync, [`durability`]).
+    /// commit is durable (SQLite: its shared transaction committed, batch.rs, and then the
+    /// WAL's group fsync, [`durability`]).
     ///
     /// # Errors
     /// The commit's error; or, after it, the fsync's (as [`sqlx::Error::Io`]).
@@ -211,20 +229,65 @@ impl WriteTx {
         durable(wal_sync.as_deref()).await.map_err(sqlx::Error::Io)
     }
 
-    /// Commits the transaction and gives the turn to the next writer without waiting for the
-    /// commit to be durable: the caller must wait for [`Store::written`] before it answers
-    /// anyone or relies on the write. Only the audit chain's group commit uses it, so that a
-    /// failed fsync is not mistaken for a failed transaction (which it retries).
+    /// Commits the transaction (SQLite: once its shared transaction committed) and gives the
+    /// turn to the next writer without waiting for the commit to be durable: the caller must
+    /// wait for [`Store::written`] before it answers anyone or relies on the write. Only the
+    /// audit chain's group commit uses it, so that a failed fsync is not mistaken for a failed
+    /// transaction (which it retries).
     ///
     /// # Errors
     /// The commit's error.
     pub(crate) async fn commit_unsynced(self) -> Result<(), sqlx::Error> {
-        self.conn.commit().await
+        match self.conn {
+            TxConn::Shared(member) => member.release().await,
+            TxConn::Own(tx) => tx.commit().await,
+        }
     }
 
     /// Rolls the transaction back, then gives the turn to the next writer.
     pub(crate) async fn rollback(self) -> Result<(), sqlx::Error> {
-        self.conn.rollback().await
+        match self.conn {
+            TxConn::Shared(member) => member.rollback().await,
+            TxConn::Own(tx) => tx.rollback().await,
+        }
+    }
+}
+
+impl std::ops::Deref for TxConn {
+    type Target = sqlx::AnyConnection;
+    fn deref(&self) -> &Self::Target {
+        match self {
+            Self::Shared(member) => member,
+            Self::Own(tx) => tx,
+        }
+    }
+}
+
+impl std::ops::DerefMut for TxConn {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        match self {
+            Self::Shared(member) => member,
+            Self::Own(tx) => tx,
+        }
+    }
+}
+
+impl std::ops::Deref for SoloConn {
+    type Target = sqlx::AnyConnection;
+    fn deref(&self) -> &Self::Target {
+        match self {
+            Self::Writer(conn) => conn,
+            Self::Pooled(conn) => conn,
+        }
+    }
+}
+
+impl std::ops::DerefMut for SoloConn {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        match self {
+            Self::Writer(conn) => conn,
+            Self::Pooled(conn) => conn,
+        }
     }
 }
 
@@ -414,7 +477,7 @@ impl Store {
             pool,
             engine,
             audit: std::sync::Arc::default(),
-            write_gate: std::sync::Arc::default(),
+            batches: std::sync::Arc::default(),
             wal_sync,
         })
     }
@@ -516,6 +579,7 @@ impl Store {
     /// Closes every connection of this store (and of its clones); later queries fail.
     pub async fn close(&self) {
         self.pool.close().await;
+        self.batches.close().await;
     }
 
     /// Reads a metadata value.
@@ -603,42 +667,40 @@ impl Store {
         self.begin_on_turn(turn).await.map(Some)
     }
 
-    async fn begin_on_turn(
-        &self,
-        turn: Option<tokio::sync::OwnedMutexGuard<()>>,
-    ) -> Result<WriteTx, sqlx::Error> {
-        let tx = match self.engine {
-            Engine::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Engine::Postgres => self.pool.begin().await?,
+    async fn begin_on_turn(&self, turn: Option<batch::Turn>) -> Result<WriteTx, sqlx::Error> {
+        let conn = match turn {
+            Some(turn) => TxConn::Shared(self.batches.join(turn, &self.pool).await?),
+            None => TxConn::Own(self.pool.begin().await?),
         };
         Ok(WithTurn {
-            conn: tx,
-            _turn: turn,
+            conn,
             wal_sync: self.wal_sync.clone(),
         })
     }
 
     /// A connection for one autocommit write statement (`INSERT`, `UPDATE`, `DELETE`), holding
-    /// this process's turn at SQLite's write lock while it lives: use it as a temporary,
+    /// this process's turn at SQLite's writer connection while it lives (an open shared
+    /// transaction is committed first, batch.rs): use it as a temporary,
     /// `.fetch_one(&mut *store.write_conn().await?)`, so the turn ends with the statement, and
     /// then wait for [`Store::written`] before anything relies on the write;
     /// [`WriteStatement::write_on`] does both for `execute`. Nothing that writes may be awaited
     /// while it is held (the turn is not re-entrant).
     pub(crate) async fn write_conn(&self) -> Result<WriteConn, sqlx::Error> {
-        let turn = self.write_turn().await;
-        let conn = self.pool.acquire().await?;
+        let conn = match self.write_turn().await {
+            Some(turn) => SoloConn::Writer(self.batches.solo(turn, &self.pool).await?),
+            None => SoloConn::Pooled(self.pool.acquire().await?),
+        };
         Ok(WithTurn {
             conn,
-            _turn: turn,
             wal_sync: self.wal_sync.clone(),
         })
     }
 
-    /// This process's turn at SQLite's one write lock (FIFO); none on PostgreSQL, whose row
-    /// locks let writers of different rows proceed together.
-    async fn write_turn(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+    /// This process's turn at SQLite's writer connection (FIFO); none on PostgreSQL, whose
+    /// row locks let writers of different rows proceed together.
+    async fn write_turn(&self) -> Option<batch::Turn> {
         match self.engine {
-            Engine::Sqlite => Some(self.write_gate.clone().lock_owned().await),
+            Engine::Sqlite => Some(self.batches.turn().await),
             Engine::Postgres => None,
         }
     }
@@ -1016,7 +1078,7 @@ mod tests {
         first.block_on(async {
             // The writer takes the first append and waits for the write turn (held here);
             // the second append waits in the queue behind it.
-            let turn = store.write_gate.clone().lock_owned().await;
+            let turn = store.batches.turn().await;
             for tool in ["first", "second"] {
                 let (store, entry) = (store.clone(), audit_entry(tool));
                 tokio::spawn(async move { store.append_audit(&entry).await });

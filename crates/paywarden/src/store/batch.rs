@@ -1,0 +1,387 @@
+//! SQLite: the process's writes share write transactions (docs/performance.md, "Shared write
+//! transactions").
+//!
+//! The process's writers take turns (FIFO) at one writer connection ([`Batches::turn`]). The
+//! first writer of a batch opens it with `BEGIN IMMEDIATE`; every writer's transaction
+//! ([`super::Store::begin_write`]) is a savepoint inside it (`SAVEPOINT`, then `RELEASE` to
+//! keep it or `ROLLBACK TO` to undo it). A writer that released its savepoint hands the turn
+//! on and then waits for whichever comes first: the batch's outcome, or the turn again. Who
+//! gets the turn while its batch is still open commits it (`COMMIT`) and tells every writer of
+//! the batch the outcome. So concurrent writes share one `BEGIN`, one `COMMIT`, and the WAL
+//! frames of the pages they touch; a writer alone commits at once (it gets the turn straight
+//! back).
+//!
+//! What holds:
+//! - **Nobody is answered before its batch's `COMMIT` returned.** [`Batches::settle`] returns
+//!   only with the outcome of the `COMMIT` that holds the write; a failed `COMMIT` (the batch is
+//!   then rolled back) fails every write of the batch. Durability (the WAL's fsync) is waited
+//!   for after it, as before ([`super::durability`]).
+//! - **A write that rolls back leaves no trace**, and the batch's other writes stay:
+//!   `ROLLBACK TO` its savepoint. A writer dropped mid-way (an error returned with `?`, a
+//!   cancelled future) queues the same rollback on the connection's worker, which runs it
+//!   before anything else on the connection (sqlx's `start_rollback`); a batch left with no
+//!   write in it is rolled back whole, so it does not keep SQLite's write lock.
+//! - **A batch is committed even when its writers go away**: a writer cancelled while it waits
+//!   for the outcome leaves a task that commits the batch if nobody else did.
+//! - **No write can bypass the batch**: the writer connection is reached only through the
+//!   turn; an autocommit statement ([`super::Store::write_conn`]) commits the open batch first.
+//! - A batch takes at most [`MAX_WRITES`] writes; the writer that fills it commits it at once.
+//!
+//! PostgreSQL does not batch: its writers of different rows proceed together.
+
+use std::sync::Arc;
+
+use sqlx::{Any, AnyConnection, AnyPool, TransactionManager};
+use tokio::sync::{watch, Mutex, OwnedMappedMutexGuard, OwnedMutexGuard};
+
+type Tm = <Any as sqlx::Database>::TransactionManager;
+
+/// The most writes one shared transaction holds; the writer that adds the last commits it.
+pub(crate) const MAX_WRITES: usize = 64;
+
+/// The outcome of a batch's `COMMIT`: the error's text when it failed.
+type Outcome = Result<(), Arc<str>>;
+
+/// The turn, the writer connection behind it, and the open batch.
+#[derive(Debug, Default)]
+pub(crate) struct Batches {
+    // The turn (tokio's mutex is FIFO) and the writer connection: opened by the pool at its
+    // first use (with the pool's settings) and detached from it, so that the pool's
+    // connections all stay for reads.
+    turn: Arc<Mutex<Option<AnyConnection>>>,
+    // Changed only by the turn's holder.
+    state: std::sync::Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    // The open batch's number; a new batch gets the next.
+    id: u64,
+    // A batch is open on the writer connection (`BEGIN IMMEDIATE` ran, no `COMMIT` yet).
+    open: bool,
+    // Writes of the open batch that released their savepoints (kept, waiting for `COMMIT`).
+    writes: usize,
+    // Where the open batch's outcome is told.
+    outcome: watch::Sender<Option<Outcome>>,
+    // The writer connection failed in a way that leaves its state unknown: the next turn
+    // holder closes it and takes another.
+    broken: bool,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        Self {
+            id: 0,
+            open: false,
+            writes: 0,
+            outcome: watch::channel(None).0,
+            broken: false,
+        }
+    }
+}
+
+/// The turn, held (on SQLite): the writer connection, when it has been taken.
+pub(crate) type Turn = OwnedMutexGuard<Option<AnyConnection>>;
+
+/// A writer's transaction in the open batch (its savepoint), holding the turn. Dropped without
+/// [`Member::release`] or [`Member::rollback`], its savepoint is rolled back.
+pub(crate) struct Member {
+    conn: OwnedMappedMutexGuard<Option<AnyConnection>, AnyConnection>,
+    batches: Arc<Batches>,
+    savepoint: bool,
+}
+
+/// The writer connection for one autocommit statement, holding the turn, with no batch open.
+pub(crate) type Solo = OwnedMappedMutexGuard<Option<AnyConnection>, AnyConnection>;
+
+impl Batches {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Waits for the turn (FIFO).
+    pub(crate) async fn turn(&self) -> Turn {
+        self.turn.clone().lock_owned().await
+    }
+
+    /// Closes the writer connection (after the pool was closed, so no other is opened): an open
+    /// batch is rolled back and its writers told it failed.
+    pub(crate) async fn close(&self) {
+        let mut turn = self.turn().await;
+        {
+            let mut state = self.state();
+            if std::mem::take(&mut state.open) {
+                state.writes = 0;
+                state
+                    .outcome
+                    .send_replace(Some(Err(Arc::from("the store was closed"))));
+            }
+        }
+        if let Some(conn) = turn.take() {
+            // Closing discards what the connection had not committed.
+            let _ = sqlx::Connection::close(conn).await;
+        }
+    }
+
+    /// The writer connection on a held turn: the kept one, or one from `pool`.
+    async fn connection(&self, turn: &mut Turn, pool: &AnyPool) -> Result<(), sqlx::Error> {
+        if std::mem::take(&mut self.state().broken) {
+            // Dropped, the connection closes (SQLite discards what it had not committed).
+            drop(turn.take());
+            let mut state = self.state();
+            state.open = false;
+            state.writes = 0;
+        }
+        if turn.is_none() {
+            **turn = Some(pool.acquire().await?.detach());
+        }
+        Ok(())
+    }
+
+    /// Begins a writer's transaction on a held turn: the batch opened if none is, then a
+    /// savepoint in it.
+    ///
+    /// # Errors
+    /// The `BEGIN IMMEDIATE`'s or the `SAVEPOINT`'s error; nothing is left begun.
+    pub(crate) async fn join(
+        self: &Arc<Self>,
+        mut turn: Turn,
+        pool: &AnyPool,
+    ) -> Result<Member, sqlx::Error> {
+        self.connection(&mut turn, pool).await?;
+        let Some(conn) = turn.as_mut() else {
+            return Err(sqlx::Error::PoolClosed);
+        };
+        let open = self.state().open;
+        if !open || Tm::get_transaction_depth(conn) == 0 {
+            Tm::begin(conn, Some("BEGIN IMMEDIATE".into())).await?;
+            let mut state = self.state();
+            state.id += 1;
+            state.open = true;
+            state.writes = 0;
+            state.outcome = watch::channel(None).0;
+        }
+        if let Err(e) = Tm::begin(conn, None).await {
+            self.close_if_empty(conn).await;
+            return Err(e);
+        }
+        let conn =
+            OwnedMutexGuard::try_map(turn, Option::as_mut).map_err(|_| sqlx::Error::PoolClosed)?;
+        Ok(Member {
+            conn,
+            batches: self.clone(),
+            savepoint: true,
+        })
+    }
+
+    /// The writer connection for one autocommit statement on a held turn: the open batch is
+    /// committed first (its writers told), so the statement commits on its own.
+    ///
+    /// # Errors
+    /// The connection could not be had from the pool.
+    pub(crate) async fn solo(
+        self: &Arc<Self>,
+        mut turn: Turn,
+        pool: &AnyPool,
+    ) -> Result<Solo, sqlx::Error> {
+        if let Some(conn) = turn.as_mut() {
+            if self.state().open {
+                // Its writers hear the outcome; this statement does not depend on it.
+                let _ = self.commit_open(conn).await;
+            }
+        }
+        self.connection(&mut turn, pool).await?;
+        OwnedMutexGuard::try_map(turn, Option::as_mut).map_err(|_| sqlx::Error::PoolClosed)
+    }
+
+    /// Rolls the open batch back when no write of it is kept (so it does not hold SQLite's
+    /// write lock for nobody).
+    async fn close_if_empty(&self, conn: &mut AnyConnection) {
+        let empty = {
+            let state = self.state();
+            state.open && state.writes == 0
+        };
+        if empty {
+            if Tm::rollback(conn).await.is_err() {
+                self.state().broken = true;
+            }
+            self.state().open = false;
+        }
+    }
+
+    /// Commits the open batch on the held turn's connection and tells its writers.
+    async fn commit_open(&self, conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
+        let result = Tm::commit(conn).await;
+        if result.is_err()
+            && Tm::get_transaction_depth(conn) > 0
+            && Tm::rollback(conn).await.is_err()
+        {
+            self.state().broken = true;
+        }
+        let outcome: Outcome = match &result {
+            Ok(()) => Ok(()),
+            Err(e) => Err(Arc::from(e.to_string())),
+        };
+        let mut state = self.state();
+        state.open = false;
+        state.writes = 0;
+        state.outcome.send_replace(Some(outcome));
+        result
+    }
+
+    /// Waits for batch `id`'s outcome; when the turn comes first with the batch still open,
+    /// commits it.
+    async fn settle(
+        self: &Arc<Self>,
+        id: u64,
+        mut outcome: watch::Receiver<Option<Outcome>>,
+    ) -> Result<(), sqlx::Error> {
+        let mut pending = Pending {
+            batches: Some(self.clone()),
+            id,
+        };
+        let told = async {
+            loop {
+                if let Some(told) = outcome.borrow_and_update().clone() {
+                    return Some(told);
+                }
+                if outcome.changed().await.is_err() {
+                    return None;
+                }
+            }
+        };
+        let committed = tokio::select! {
+            biased;
+            told = told => Some(told_result(told)),
+            turn = self.turn() => self.commit_if_open(turn, id).await,
+        };
+        pending.batches = None;
+        // The turn came after another holder committed the batch: it told the outcome before
+        // it let go of the turn.
+        committed.unwrap_or_else(|| told_result(outcome.borrow().clone()))
+    }
+
+    /// On a held turn: commits batch `id` if it is still open (`Some` with the `COMMIT`'s
+    /// result); `None` when another holder committed it.
+    async fn commit_if_open(&self, mut turn: Turn, id: u64) -> Option<Result<(), sqlx::Error>> {
+        let still_open = {
+            let state = self.state();
+            state.open && state.id == id
+        };
+        match turn.as_mut() {
+            Some(conn) if still_open => Some(self.commit_open(conn).await),
+            _ => None,
+        }
+    }
+}
+
+/// What a writer of a batch answers for the batch's told outcome (`None`: never told, which
+/// the store does not do: a batch's sender is replaced only after it told).
+fn told_result(told: Option<Outcome>) -> Result<(), sqlx::Error> {
+    match told {
+        Some(Ok(())) => Ok(()),
+        Some(Err(e)) => Err(sqlx::Error::Protocol(format!(
+            "the shared write transaction's COMMIT failed: {e}"
+        ))),
+        None => Err(sqlx::Error::Protocol(
+            "the shared write transaction ended without an outcome".into(),
+        )),
+    }
+}
+
+/// A kept write waiting for its batch's outcome; dropped before it came (the waiter was
+/// cancelled), it leaves a task that commits the batch if nobody else did.
+struct Pending {
+    batches: Option<Arc<Batches>>,
+    id: u64,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        let (Some(batches), Ok(runtime)) =
+            (self.batches.take(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        let id = self.id;
+        runtime.spawn(async move {
+            let turn = batches.turn().await;
+            let _ = batches.commit_if_open(turn, id).await;
+        });
+    }
+}
+
+impl Member {
+    /// Keeps the write (`RELEASE` of its savepoint), gives the turn on, and returns once the
+    /// batch that holds it has committed: by this writer when the turn comes back to it first
+    /// or the batch is full, by another writer otherwise.
+    ///
+    /// # Errors
+    /// The `RELEASE`'s error (the write is rolled back), or the batch's `COMMIT`'s.
+    pub(crate) async fn release(mut self) -> Result<(), sqlx::Error> {
+        Tm::commit(&mut self.conn).await?;
+        self.savepoint = false;
+        let batches = self.batches.clone();
+        let (id, outcome, full) = {
+            let mut state = batches.state();
+            state.writes += 1;
+            (
+                state.id,
+                state.outcome.subscribe(),
+                state.writes >= MAX_WRITES,
+            )
+        };
+        if full {
+            return batches.commit_open(&mut self.conn).await;
+        }
+        drop(self);
+        batches.settle(id, outcome).await
+    }
+
+    /// Undoes the write (`ROLLBACK TO` its savepoint); the batch's other writes stay. A batch
+    /// with no write left in it is rolled back whole.
+    ///
+    /// # Errors
+    /// The `ROLLBACK TO`'s error.
+    pub(crate) async fn rollback(mut self) -> Result<(), sqlx::Error> {
+        let rolled = Tm::rollback(&mut self.conn).await;
+        self.savepoint = false;
+        if rolled.is_err() {
+            self.batches.state().broken = true;
+        }
+        let batches = self.batches.clone();
+        batches.close_if_empty(&mut self.conn).await;
+        rolled
+    }
+}
+
+impl std::ops::Deref for Member {
+    type Target = AnyConnection;
+    fn deref(&self) -> &Self::Target {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for Member {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.conn
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        if !self.savepoint {
+            return;
+        }
+        // Queued on the connection's worker, which runs it before any later statement.
+        Tm::start_rollback(&mut self.conn);
+        let mut state = self.batches.state();
+        if state.open && state.writes == 0 {
+            // Nothing of the batch is kept: roll it back whole (also queued, after the first).
+            Tm::start_rollback(&mut self.conn);
+            state.open = false;
+        }
+    }
+}
