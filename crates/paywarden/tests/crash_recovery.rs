@@ -447,3 +447,98 @@ async fn keyed_calls_renewing_their_leases_under_load_are_all_answered() {
         }
     }
 }
+
+/// Every refund answered before a `kill -9` is on disk, with everything a replay and an
+/// operator rely on: its key completed with the answer, its movement in the daily total, its
+/// `ok` audit row and its receipt. Concurrent calls' writes share write transactions on SQLite
+/// (docs/performance.md, "Shared write transactions"), so this kills the server while batches
+/// are committing: nothing is answered before its batch's `COMMIT` and the WAL's fsync.
+#[tokio::test]
+async fn every_refund_answered_before_a_kill_is_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = TestDatabase::fresh().await;
+    let (mut server, url) = serve(dir.path(), &database);
+    let emulator_url = std::fs::read_to_string(dir.path().join("emulator.url")).unwrap();
+    let opp = OppClient::new(emulator_url.trim(), Duration::from_secs(10)).unwrap();
+    let debits = debits(&opp).await;
+    // Eight clients, so the calls' writes meet at the write turn.
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        clients.push(std::sync::Arc::new(
+            connect_client(&url, "/mcp", Era::Legacy, DEMO_ENTITY_ID, DEMO_TOKEN).await,
+        ));
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    for (i, debit) in debits.iter().enumerate() {
+        let (client, tx, debit) = (clients[i % 8].clone(), tx.clone(), debit.clone());
+        tokio::spawn(async move {
+            let key = format!("burst-{i}");
+            let answer = common::call(&client, "perform_refund", refund_args(&debit, &key)).await;
+            if let Ok(answer) = answer {
+                if answer.is_error != Some(true) {
+                    let out = answer.structured_content.unwrap();
+                    let _ = tx.send((key, out["id"].as_str().unwrap().to_string()));
+                }
+            }
+        });
+    }
+    drop(tx);
+    // Killed right as the half-way answer arrives: the others are mid-flight.
+    let mut answered = Vec::new();
+    while answered.len() < BURST / 2 {
+        match tokio::time::timeout(Duration::from_secs(60), rx.recv()).await {
+            Ok(Some(done)) => answered.push(done),
+            _ => break,
+        }
+    }
+    server.0.kill().expect("kill -9");
+    while let Ok(done) = rx.try_recv() {
+        answered.push(done);
+    }
+    server.0.wait().unwrap();
+    assert!(
+        answered.len() >= BURST / 2,
+        "only {} answered",
+        answered.len()
+    );
+
+    let store = database.store(dir.path()).await;
+    let records = store.audit_records(Some(DEMO_ENTITY_ID)).await.unwrap();
+    let receipts = store.receipts(Some(DEMO_ENTITY_ID)).await.unwrap();
+    for (key, refund) in &answered {
+        let stored = store
+            .idempotency_key(DEMO_ENTITY_ID, key)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{key} (refund {refund}) answered, but its key is gone"));
+        assert_eq!(
+            stored.state,
+            paywarden::store::KeyState::Completed,
+            "{key} answered {refund}"
+        );
+        let replayed = stored.response.unwrap_or_default().to_string();
+        assert!(replayed.contains(refund.as_str()), "{key}: {replayed}");
+        assert!(
+            records.iter().any(|r| r.entry.outcome == "ok"
+                && r.entry.transaction_id.as_deref() == Some(refund.as_str())),
+            "{key}: no ok audit row for the answered refund {refund}"
+        );
+        assert!(
+            receipts
+                .iter()
+                .any(|r| r.transaction_id.as_deref() == Some(refund.as_str())),
+            "{key}: no receipt for the answered refund {refund}"
+        );
+    }
+    let moved = store.moved_today(DEMO_ENTITY_ID, "EUR").await.unwrap();
+    assert!(
+        moved >= 1_000 * answered.len() as i64,
+        "the daily total {moved} misses answered refunds ({} answered)",
+        answered.len()
+    );
+    assert_eq!(store.verify_audit().await.unwrap(), None);
+    eprintln!(
+        "{} of {BURST} refunds answered before kill -9, each found on disk",
+        answered.len()
+    );
+}

@@ -385,3 +385,234 @@ impl Drop for Member {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::store::Store;
+
+    async fn store_with_table(dir: &std::path::Path) -> Store {
+        let store = Store::open(&dir.join("p.db")).await.unwrap();
+        sqlx::query("CREATE TABLE t (k TEXT PRIMARY KEY)")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        store
+    }
+
+    async fn rows(store: &Store) -> Vec<String> {
+        sqlx::query_scalar("SELECT k FROM t ORDER BY k")
+            .fetch_all(store.pool())
+            .await
+            .unwrap()
+    }
+
+    /// One writer's transaction: inserts `k`, then commits, rolls back, or fails (dropped);
+    /// after a commit, whether another connection of the pool sees the row.
+    async fn write(store: Store, k: &'static str, end: &'static str) -> Result<bool, String> {
+        let mut tx = store.begin_write().await.map_err(|e| e.to_string())?;
+        sqlx::query("INSERT INTO t (k) VALUES ($1)")
+            .bind(k)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| e.to_string())?;
+        match end {
+            "commit" => tx.commit().await.map_err(|e| e.to_string())?,
+            "rollback" => {
+                tx.rollback().await.map_err(|e| e.to_string())?;
+                return Ok(false);
+            }
+            _ => return Err("dropped".into()),
+        }
+        let seen: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM t WHERE k = $1")
+            .bind(k)
+            .fetch_one(store.pool())
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(seen == 1)
+    }
+
+    fn batches_opened(store: &Store) -> u64 {
+        store.batches.state().id
+    }
+
+    #[tokio::test]
+    async fn queued_writers_share_one_commit_and_each_returns_with_its_row_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_table(dir.path()).await;
+        let before = batches_opened(&store);
+        // The turn held here, six writers queue behind it.
+        let turn = store.batches.turn().await;
+        let mut writers = Vec::new();
+        for (k, end) in [
+            ("a", "commit"),
+            ("b", "commit"),
+            ("c", "rollback"),
+            ("d", "commit"),
+            ("e", "drop"),
+            ("f", "commit"),
+        ] {
+            writers.push((k, tokio::spawn(write(store.clone(), k, end))));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        drop(turn);
+        for (k, writer) in writers {
+            let answer = writer.await.unwrap();
+            match k {
+                "c" => assert_eq!(answer, Ok(false)),
+                "e" => assert_eq!(answer, Err("dropped".into())),
+                // Committed, and visible to other connections, when its commit returned.
+                _ => assert_eq!(answer, Ok(true), "{k}"),
+            }
+        }
+        // The rolled-back and the dropped writes left nothing; the others all stayed.
+        assert_eq!(rows(&store).await, ["a", "b", "d", "f"]);
+        assert_eq!(
+            batches_opened(&store) - before,
+            1,
+            "the six writers shared one transaction"
+        );
+        // A lone writer commits at once, in a batch of its own.
+        assert_eq!(write(store.clone(), "g", "commit").await, Ok(true));
+        assert_eq!(batches_opened(&store) - before, 2);
+    }
+
+    #[tokio::test]
+    async fn a_failed_commit_fails_every_writer_of_the_batch_and_keeps_none_of_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_table(dir.path()).await;
+        // A deferred foreign key is checked at COMMIT, not at a savepoint's RELEASE.
+        sqlx::query("CREATE TABLE parent (id TEXT PRIMARY KEY)")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        sqlx::query(
+            "CREATE TABLE child (p TEXT REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED)",
+        )
+        .execute(store.pool())
+        .await
+        .unwrap();
+        let turn = store.batches.turn().await;
+        let good = tokio::spawn(write(store.clone(), "a", "commit"));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let bad = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut tx = store.begin_write().await?;
+                sqlx::query("INSERT INTO child (p) VALUES ('missing')")
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(turn);
+        let good = good.await.unwrap();
+        let bad = bad.await.unwrap();
+        assert!(
+            good.as_ref().is_err_and(|e| e.contains("FOREIGN KEY")),
+            "{good:?}"
+        );
+        assert!(bad.is_err(), "{bad:?}");
+        assert!(rows(&store).await.is_empty());
+        let children: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM child")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(children, 0);
+        // The writer connection goes on.
+        assert_eq!(write(store.clone(), "b", "commit").await, Ok(true));
+    }
+
+    #[tokio::test]
+    async fn a_writer_is_not_answered_before_its_batch_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_table(dir.path()).await;
+        let turn = store.batches.turn().await;
+        let writer = tokio::spawn(write(store.clone(), "a", "commit"));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Queued right behind the writer: the turn comes here once the writer has released
+        // its savepoint. Its batch cannot commit while the turn is held here.
+        let next = {
+            let batches = store.batches.clone();
+            tokio::spawn(async move { batches.turn().await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(turn);
+        let turn = next.await.unwrap();
+        assert_eq!(
+            store.batches.state().writes,
+            1,
+            "the write waits in the batch"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !writer.is_finished(),
+            "the writer was answered before its batch committed"
+        );
+        assert!(rows(&store).await.is_empty());
+        drop(turn);
+        assert_eq!(writer.await.unwrap(), Ok(true));
+    }
+
+    #[tokio::test]
+    async fn a_writer_cancelled_while_it_waits_for_the_commit_is_still_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_table(dir.path()).await;
+        let turn = store.batches.turn().await;
+        let writer = tokio::spawn(write(store.clone(), "a", "commit"));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Queued right behind the writer: the turn comes here once it has released its
+        // savepoint, while it waits for the batch's outcome.
+        let next = {
+            let batches = store.batches.clone();
+            tokio::spawn(async move { batches.turn().await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(turn);
+        let turn = next.await.unwrap();
+        assert_eq!(
+            store.batches.state().writes,
+            1,
+            "the write waits in the batch"
+        );
+        writer.abort();
+        assert!(writer.await.unwrap_err().is_cancelled());
+        assert!(rows(&store).await.is_empty(), "not committed yet");
+        drop(turn);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while rows(&store).await.is_empty() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the cancelled writer's batch was never committed"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(rows(&store).await, ["a"]);
+    }
+
+    #[tokio::test]
+    async fn an_autocommit_statement_commits_the_open_batch_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_table(dir.path()).await;
+        let turn = store.batches.turn().await;
+        let writer = tokio::spawn(write(store.clone(), "a", "commit"));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let solo = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                sqlx::query("INSERT INTO t (k) VALUES ('b')")
+                    .execute(&mut *store.write_conn().await?)
+                    .await?;
+                store.written().await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(turn);
+        assert_eq!(writer.await.unwrap(), Ok(true));
+        solo.await.unwrap().unwrap();
+        assert_eq!(rows(&store).await, ["a", "b"]);
+        assert!(!store.batches.state().open, "no batch is left open");
+    }
+}
