@@ -24,7 +24,9 @@
 //! - **A batch is committed even when its writers go away**: a writer cancelled while it waits
 //!   for the outcome leaves a task that commits the batch if nobody else did.
 //! - **No write can bypass the batch**: the writer connection is reached only through the
-//!   turn; an autocommit statement ([`super::Store::write_conn`]) commits the open batch first.
+//!   turn. Single statements ([`super::Store::write_conn`]) run in the batch too, without a
+//!   savepoint (a failing statement undoes only itself, SQLite's default `ABORT`), and
+//!   [`super::WriteConn::written`] waits for the batch's `COMMIT` like a transaction's commit.
 //! - A batch takes at most [`MAX_WRITES`] writes; the writer that fills it commits it at once.
 //!
 //! PostgreSQL does not batch: its writers of different rows proceed together.
@@ -83,16 +85,18 @@ impl Default for State {
 /// The turn, held (on SQLite): the writer connection, when it has been taken.
 pub(crate) type Turn = OwnedMutexGuard<Option<AnyConnection>>;
 
-/// A writer's transaction in the open batch (its savepoint), holding the turn. Dropped without
-/// [`Member::release`] or [`Member::rollback`], its savepoint is rolled back.
+/// A writer in the open batch, holding the turn: a transaction (its savepoint, from
+/// [`Batches::join`]) or single statements (from [`Batches::solo`], no savepoint). Dropped
+/// without [`Member::release`] or [`Member::rollback`], its savepoint is rolled back, and a
+/// batch with no kept write is rolled back whole.
 pub(crate) struct Member {
     conn: OwnedMappedMutexGuard<Option<AnyConnection>, AnyConnection>,
     batches: Arc<Batches>,
+    // Its savepoint is open (a transaction's, not yet released or rolled back).
     savepoint: bool,
+    // Counted among the batch's kept writes.
+    kept: bool,
 }
-
-/// The writer connection for one autocommit statement, holding the turn, with no batch open.
-pub(crate) type Solo = OwnedMappedMutexGuard<Option<AnyConnection>, AnyConnection>;
 
 impl Batches {
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -140,6 +144,20 @@ impl Batches {
         Ok(())
     }
 
+    /// Opens a batch on a held turn's connection when none is open.
+    async fn open(&self, conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
+        let open = self.state().open;
+        if !open || Tm::get_transaction_depth(conn) == 0 {
+            Tm::begin(conn, Some("BEGIN IMMEDIATE".into())).await?;
+            let mut state = self.state();
+            state.id += 1;
+            state.open = true;
+            state.writes = 0;
+            state.outcome = watch::channel(None).0;
+        }
+        Ok(())
+    }
+
     /// Begins a writer's transaction on a held turn: the batch opened if none is, then a
     /// savepoint in it.
     ///
@@ -154,46 +172,42 @@ impl Batches {
         let Some(conn) = turn.as_mut() else {
             return Err(sqlx::Error::PoolClosed);
         };
-        let open = self.state().open;
-        if !open || Tm::get_transaction_depth(conn) == 0 {
-            Tm::begin(conn, Some("BEGIN IMMEDIATE".into())).await?;
-            let mut state = self.state();
-            state.id += 1;
-            state.open = true;
-            state.writes = 0;
-            state.outcome = watch::channel(None).0;
-        }
+        self.open(conn).await?;
         if let Err(e) = Tm::begin(conn, None).await {
             self.close_if_empty(conn).await;
             return Err(e);
         }
+        self.member(turn, true)
+    }
+
+    /// The writer connection for single write statements on a held turn, in the open batch
+    /// (opened if none is): a statement that fails undoes only itself (SQLite's default
+    /// `ABORT`); [`Member::release`] keeps what ran and waits for the batch's `COMMIT`.
+    ///
+    /// # Errors
+    /// The `BEGIN IMMEDIATE`'s error, or no connection from the pool.
+    pub(crate) async fn solo(
+        self: &Arc<Self>,
+        mut turn: Turn,
+        pool: &AnyPool,
+    ) -> Result<Member, sqlx::Error> {
+        self.connection(&mut turn, pool).await?;
+        let Some(conn) = turn.as_mut() else {
+            return Err(sqlx::Error::PoolClosed);
+        };
+        self.open(conn).await?;
+        self.member(turn, false)
+    }
+
+    fn member(self: &Arc<Self>, turn: Turn, savepoint: bool) -> Result<Member, sqlx::Error> {
         let conn =
             OwnedMutexGuard::try_map(turn, Option::as_mut).map_err(|_| sqlx::Error::PoolClosed)?;
         Ok(Member {
             conn,
             batches: self.clone(),
-            savepoint: true,
+            savepoint,
+            kept: false,
         })
-    }
-
-    /// The writer connection for one autocommit statement on a held turn: the open batch is
-    /// committed first (its writers told), so the statement commits on its own.
-    ///
-    /// # Errors
-    /// The connection could not be had from the pool.
-    pub(crate) async fn solo(
-        self: &Arc<Self>,
-        mut turn: Turn,
-        pool: &AnyPool,
-    ) -> Result<Solo, sqlx::Error> {
-        if let Some(conn) = turn.as_mut() {
-            if self.state().open {
-                // Its writers hear the outcome; this statement does not depend on it.
-                let _ = self.commit_open(conn).await;
-            }
-        }
-        self.connection(&mut turn, pool).await?;
-        OwnedMutexGuard::try_map(turn, Option::as_mut).map_err(|_| sqlx::Error::PoolClosed)
     }
 
     /// Rolls the open batch back when no write of it is kept (so it does not hold SQLite's
@@ -314,15 +328,18 @@ impl Drop for Pending {
 }
 
 impl Member {
-    /// Keeps the write (`RELEASE` of its savepoint), gives the turn on, and returns once the
+    /// Keeps the write (`RELEASE` of its savepoint, if it has one), gives the turn on, and returns once the
     /// batch that holds it has committed: by this writer when the turn comes back to it first
     /// or the batch is full, by another writer otherwise.
     ///
     /// # Errors
     /// The `RELEASE`'s error (the write is rolled back), or the batch's `COMMIT`'s.
     pub(crate) async fn release(mut self) -> Result<(), sqlx::Error> {
-        Tm::commit(&mut self.conn).await?;
-        self.savepoint = false;
+        if self.savepoint {
+            Tm::commit(&mut self.conn).await?;
+            self.savepoint = false;
+        }
+        self.kept = true;
         let batches = self.batches.clone();
         let (id, outcome, full) = {
             let mut state = batches.state();
@@ -346,7 +363,11 @@ impl Member {
     /// # Errors
     /// The `ROLLBACK TO`'s error.
     pub(crate) async fn rollback(mut self) -> Result<(), sqlx::Error> {
-        let rolled = Tm::rollback(&mut self.conn).await;
+        let rolled = if self.savepoint {
+            Tm::rollback(&mut self.conn).await
+        } else {
+            Ok(())
+        };
         self.savepoint = false;
         if rolled.is_err() {
             self.batches.state().broken = true;
@@ -372,11 +393,13 @@ impl std::ops::DerefMut for Member {
 
 impl Drop for Member {
     fn drop(&mut self) {
-        if !self.savepoint {
+        if self.kept {
             return;
         }
-        // Queued on the connection's worker, which runs it before any later statement.
-        Tm::start_rollback(&mut self.conn);
+        if self.savepoint {
+            // Queued on the connection's worker, which runs it before any later statement.
+            Tm::start_rollback(&mut self.conn);
+        }
         let mut state = self.batches.state();
         if state.open && state.writes == 0 {
             // Nothing of the batch is kept: roll it back whole (also queued, after the first).
@@ -593,26 +616,50 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_autocommit_statement_commits_the_open_batch_first() {
+    async fn single_statements_share_the_batch_and_are_answered_once_it_committed() {
         let dir = tempfile::tempdir().unwrap();
         let store = store_with_table(dir.path()).await;
+        let before = batches_opened(&store);
         let turn = store.batches.turn().await;
         let writer = tokio::spawn(write(store.clone(), "a", "commit"));
         tokio::time::sleep(Duration::from_millis(20)).await;
-        let solo = {
+        let solo = |k: &'static str, keep: bool| {
             let store = store.clone();
             tokio::spawn(async move {
-                sqlx::query("INSERT INTO t (k) VALUES ('b')")
-                    .execute(&mut *store.write_conn().await?)
+                let insert = sqlx::query("INSERT INTO t (k) VALUES ($1)").bind(k);
+                let mut conn = store.write_conn().await?;
+                let inserted = insert.execute(&mut *conn).await;
+                if inserted.is_ok() && keep {
+                    conn.written().await?;
+                } else {
+                    // A statement that fails (here: the key exists) undoes only itself.
+                    return inserted.map(|_| false);
+                }
+                let seen: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM t WHERE k = $1")
+                    .bind(k)
+                    .fetch_one(store.pool())
                     .await?;
-                store.written().await
+                Ok::<_, sqlx::Error>(seen == 1)
             })
         };
+        let b = solo("b", true);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let duplicate = solo("a", true);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let c = solo("c", true);
         tokio::time::sleep(Duration::from_millis(20)).await;
         drop(turn);
         assert_eq!(writer.await.unwrap(), Ok(true));
-        solo.await.unwrap().unwrap();
-        assert_eq!(rows(&store).await, ["a", "b"]);
+        assert_eq!(b.await.unwrap().unwrap(), true, "b committed when answered");
+        assert!(duplicate.await.unwrap().is_err());
+        assert_eq!(c.await.unwrap().unwrap(), true, "c committed when answered");
+        assert_eq!(rows(&store).await, ["a", "b", "c"]);
+        assert_eq!(batches_opened(&store) - before, 1, "one shared transaction");
+        // A connection dropped without `written` when nothing else of its batch is kept: its
+        // statement is undone and no transaction is left open.
+        assert_eq!(solo("d", false).await.unwrap().unwrap(), false);
         assert!(!store.batches.state().open, "no batch is left open");
+        assert_eq!(write(store.clone(), "e", "commit").await, Ok(true));
+        assert_eq!(rows(&store).await, ["a", "b", "c", "e"]);
     }
 }

@@ -60,7 +60,7 @@ impl Store {
         &self,
         event: &NewProviderEvent,
     ) -> Result<Option<i64>, StoreError> {
-        let id: Option<i64> = sqlx::query_scalar(
+        let insert = sqlx::query_scalar(
             "INSERT INTO provider_events (provider, event_id, entity_id, payment_id, event_type, object_id, \
              status, amount_minor, currency, outcome, summary, received_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
@@ -78,9 +78,10 @@ impl Store {
         .bind(&event.outcome)
         .bind(event.summary.to_string())
         .bind(Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true))
-        .fetch_optional(&mut *self.write_conn().await?)
-        .await?;
-        self.written().await?;
+        ;
+        let mut conn = self.write_conn().await?;
+        let id: Option<i64> = insert.fetch_optional(&mut *conn).await?;
+        conn.written().await?;
         Ok(id)
     }
 

@@ -131,7 +131,7 @@ impl Store {
         &self,
         new: &NewIfthenpayRequest,
     ) -> Result<i64, StoreError> {
-        let id: i64 = sqlx::query_scalar(
+        let insert = sqlx::query_scalar(
             "INSERT INTO ifthenpay_requests (entity_id, tool, method, key_id, order_id, request_id, \
              mb_entity, reference, amount_minor, currency, status, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'pending', $11) RETURNING id",
@@ -146,10 +146,10 @@ impl Store {
         .bind(&new.reference)
         .bind(new.amount_minor)
         .bind(&new.currency)
-        .bind(now())
-        .fetch_one(&mut *self.write_conn().await?)
-        .await?;
-        self.written().await?;
+        .bind(now());
+        let mut conn = self.write_conn().await?;
+        let id: i64 = insert.fetch_one(&mut *conn).await?;
+        conn.written().await?;
         Ok(id)
     }
 

@@ -204,17 +204,35 @@ pub(crate) enum TxConn {
     Own(sqlx::Transaction<'static, sqlx::Any>),
 }
 
-/// The connection for one autocommit write statement from [`Store::write_conn`].
+/// The connection for single write statements from [`Store::write_conn`].
 pub(crate) enum SoloConn {
-    /// SQLite: the writer connection, holding the turn, with no shared transaction open.
-    Writer(batch::Solo),
+    /// SQLite: the writer connection, holding the turn, in the shared write transaction.
+    Writer(batch::Member),
     /// PostgreSQL: a pooled connection.
     Pooled(sqlx::pool::PoolConnection<sqlx::Any>),
 }
 
-/// A connection for one autocommit write statement from [`Store::write_conn`], holding (on
-/// SQLite) this process's turn.
+/// A connection for single write statements from [`Store::write_conn`], holding (on SQLite)
+/// this process's turn until [`WriteConn::written`].
 pub(crate) type WriteConn = WithTurn<SoloConn>;
+
+impl WriteConn {
+    /// Gives the turn to the next writer and returns once the statements run on this
+    /// connection are committed (SQLite: the shared write transaction that holds them,
+    /// batch.rs) and durable (the WAL's group fsync). Dropped instead, the connection's
+    /// statements may or may not be kept (on SQLite they are undone when no other write of
+    /// their batch is kept): drop it only when nothing was written or nobody relies on it.
+    ///
+    /// # Errors
+    /// The commit's error; or, after it, the fsync's (as [`sqlx::Error::Io`]).
+    pub(crate) async fn written(self) -> Result<(), sqlx::Error> {
+        let wal_sync = self.wal_sync.clone();
+        if let SoloConn::Writer(member) = self.conn {
+            member.release().await?;
+        }
+        durable(wal_sync.as_deref()).await.map_err(sqlx::Error::Io)
+    }
+}
 
 impl WriteTx {
     /// Commits the transaction, gives the turn to the next writer, and returns once the
@@ -304,9 +322,9 @@ async fn durable(wal_sync: Option<&durability::WalSync>) -> std::io::Result<()> 
 /// One write statement (`INSERT`, `UPDATE`, `DELETE`) of the store, run with
 /// [`WriteStatement::write_on`]: on this process's write turn, and answered once durable.
 pub(crate) trait WriteStatement {
-    /// Runs the statement on this process's write turn (SQLite: in a `BEGIN IMMEDIATE`
-    /// transaction of its own; PostgreSQL: on a [`Store::write_conn`]), gives the turn back,
-    /// and returns its result once the write is durable.
+    /// Runs the statement on this process's write turn (SQLite: as a savepoint in the shared
+    /// write transaction, batch.rs; PostgreSQL: on a [`Store::write_conn`]), gives the turn
+    /// back, and returns its result once the write is committed and durable.
     ///
     /// # Errors
     /// The statement's error; or, after it ran, the fsync's (as [`sqlx::Error::Io`]).
@@ -319,11 +337,11 @@ pub(crate) trait WriteStatement {
 impl<'q> WriteStatement for sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
     async fn write_on(self, store: &Store) -> Result<sqlx::any::AnyQueryResult, sqlx::Error> {
         match store.engine {
-            // In a `BEGIN IMMEDIATE` transaction of its own: with the write lock free (this
-            // process's writers take turns), its `BEGIN`, the statement and its `COMMIT` all
-            // run on this thread (vendor/sqlx-sqlite.patch), where an autocommit statement,
-            // which may have to wait for the lock, is a round trip through sqlx's worker
-            // thread while the turn is held.
+            // As a savepoint in the shared write transaction (batch.rs), which holds the
+            // write lock: its `SAVEPOINT`, the statement and its `RELEASE` all run on this
+            // thread (vendor/sqlx-sqlite.patch), where an autocommit statement, which may
+            // have to wait for the lock, is a round trip through sqlx's worker thread while
+            // the turn is held.
             Engine::Sqlite => {
                 let mut tx = store.begin_write().await?;
                 let done = self.execute(&mut *tx).await?;
@@ -331,8 +349,9 @@ impl<'q> WriteStatement for sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArgu
                 Ok(done)
             }
             Engine::Postgres => {
-                let done = self.execute(&mut *store.write_conn().await?).await?;
-                store.written().await?;
+                let mut conn = store.write_conn().await?;
+                let done = self.execute(&mut *conn).await?;
+                conn.written().await?;
                 Ok(done)
             }
         }
@@ -678,13 +697,13 @@ impl Store {
         })
     }
 
-    /// A connection for one autocommit write statement (`INSERT`, `UPDATE`, `DELETE`), holding
-    /// this process's turn at SQLite's writer connection while it lives (an open shared
-    /// transaction is committed first, batch.rs): use it as a temporary,
-    /// `.fetch_one(&mut *store.write_conn().await?)`, so the turn ends with the statement, and
-    /// then wait for [`Store::written`] before anything relies on the write;
-    /// [`WriteStatement::write_on`] does both for `execute`. Nothing that writes may be awaited
-    /// while it is held (the turn is not re-entrant).
+    /// A connection for single write statements (`INSERT`, `UPDATE`, `DELETE`, with
+    /// `RETURNING`), holding this process's turn at SQLite's writer connection (in the shared
+    /// write transaction, batch.rs) until [`WriteConn::written`]:
+    /// `let mut conn = store.write_conn().await?; ... .fetch_one(&mut *conn).await?;
+    /// conn.written().await?;` before anything relies on the write (on PostgreSQL the
+    /// statements are autocommit). [`WriteStatement::write_on`] does it for `execute`. Nothing
+    /// that writes may be awaited while it is held (the turn is not re-entrant).
     pub(crate) async fn write_conn(&self) -> Result<WriteConn, sqlx::Error> {
         let conn = match self.write_turn().await {
             Some(turn) => SoloConn::Writer(self.batches.solo(turn, &self.pool).await?),
@@ -1108,8 +1127,8 @@ mod tests {
     #[test]
     fn no_write_of_the_store_skips_the_wal_fsync() {
         // Every write goes through WriteTx::commit, WriteStatement::write_on, or a
-        // Store::write_conn statement followed by Store::written: a write_conn use without
-        // `written()` in the next lines would answer before its fsync.
+        // Store::write_conn statement followed by WriteConn::written: a write_conn use without
+        // `written()` in the next lines would answer before its commit and its fsync.
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/store");
         let mut checked = 0;
         for entry in std::fs::read_dir(&dir).unwrap() {

@@ -160,7 +160,7 @@ impl Store {
         let now = Utc::now();
         // One statement spends a token that is this entity's, for exactly this tool and these
         // arguments, unused and unexpired: a concurrent use of the same token finds it spent.
-        let spent = sqlx::query(
+        let spend = sqlx::query(
             "UPDATE confirmations SET used_at = $1 \
              WHERE token_hash = $2 AND entity_id = $3 AND tool = $4 AND request_hash = $5 \
              AND used_at IS NULL AND expires_at > $1 \
@@ -170,11 +170,11 @@ impl Store {
         .bind(token_hash)
         .bind(entity_id)
         .bind(tool)
-        .bind(request_hash)
-        .fetch_optional(&mut *self.write_conn().await?)
-        .await?;
+        .bind(request_hash);
+        let mut conn = self.write_conn().await?;
+        let spent = spend.fetch_optional(&mut *conn).await?;
         if spent.is_some() {
-            self.written().await?;
+            conn.written().await?;
         }
         let Some(row) = spent else {
             return Err(self
