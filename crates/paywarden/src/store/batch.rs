@@ -650,14 +650,14 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(20)).await;
         drop(turn);
         assert_eq!(writer.await.unwrap(), Ok(true));
-        assert_eq!(b.await.unwrap().unwrap(), true, "b committed when answered");
+        assert!(b.await.unwrap().unwrap(), "b committed when answered");
         assert!(duplicate.await.unwrap().is_err());
-        assert_eq!(c.await.unwrap().unwrap(), true, "c committed when answered");
+        assert!(c.await.unwrap().unwrap(), "c committed when answered");
         assert_eq!(rows(&store).await, ["a", "b", "c"]);
         assert_eq!(batches_opened(&store) - before, 1, "one shared transaction");
         // A connection dropped without `written` when nothing else of its batch is kept: its
         // statement is undone and no transaction is left open.
-        assert_eq!(solo("d", false).await.unwrap().unwrap(), false);
+        assert!(!solo("d", false).await.unwrap().unwrap());
         assert!(!store.batches.state().open, "no batch is left open");
         assert_eq!(write(store.clone(), "e", "commit").await, Ok(true));
         assert_eq!(rows(&store).await, ["a", "b", "c", "e"]);
