@@ -137,6 +137,18 @@ async fn debits(opp: &OppClient) -> Vec<String> {
     debits
 }
 
+/// A server on a new data directory and database, with the demo OPP emulator it started
+/// and `BURST` debits made there.
+async fn fresh_server() -> (tempfile::TempDir, TestDatabase, Server, String, Vec<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let database = TestDatabase::fresh().await;
+    let (server, url) = serve(dir.path(), &database);
+    let emulator_url = std::fs::read_to_string(dir.path().join("emulator.url")).unwrap();
+    let opp = OppClient::new(emulator_url.trim(), Duration::from_secs(10)).unwrap();
+    let debits = debits(&opp).await;
+    (dir, database, server, url, debits)
+}
+
 /// Fires a refund of every debit at once (key `burst-i`) at `url` and kills `server` with
 /// SIGKILL once a quarter have answered and a call holds its key. Returns how many had
 /// answered: all of them when, on a loaded machine, the burst finished before the kill (the
@@ -313,12 +325,7 @@ async fn a_kill_mid_burst_leaves_every_key_resolvable_and_every_refund_recorded(
     let mut attempts = 0;
     let (dir, database, debits, answered, left_open) = loop {
         attempts += 1;
-        let dir = tempfile::tempdir().unwrap();
-        let database = TestDatabase::fresh().await;
-        let (mut server, url) = serve(dir.path(), &database);
-        let emulator_url = std::fs::read_to_string(dir.path().join("emulator.url")).unwrap();
-        let opp = OppClient::new(emulator_url.trim(), Duration::from_secs(10)).unwrap();
-        let debits = debits(&opp).await;
+        let (dir, database, mut server, url, debits) = fresh_server().await;
         let watch = database.store(dir.path()).await;
         let answered = burst_then_kill(&url, &debits, &mut server, &watch).await;
         watch.close().await;
@@ -455,12 +462,7 @@ async fn keyed_calls_renewing_their_leases_under_load_are_all_answered() {
 /// are committing: nothing is answered before its batch's `COMMIT` and the WAL's fsync.
 #[tokio::test]
 async fn every_refund_answered_before_a_kill_is_on_disk() {
-    let dir = tempfile::tempdir().unwrap();
-    let database = TestDatabase::fresh().await;
-    let (mut server, url) = serve(dir.path(), &database);
-    let emulator_url = std::fs::read_to_string(dir.path().join("emulator.url")).unwrap();
-    let opp = OppClient::new(emulator_url.trim(), Duration::from_secs(10)).unwrap();
-    let debits = debits(&opp).await;
+    let (dir, database, mut server, url, debits) = fresh_server().await;
     // Eight clients, so the calls' writes meet at the write turn.
     let mut clients = Vec::new();
     for _ in 0..8 {

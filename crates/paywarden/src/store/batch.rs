@@ -165,19 +165,10 @@ impl Batches {
     /// The `BEGIN IMMEDIATE`'s or the `SAVEPOINT`'s error; nothing is left begun.
     pub(crate) async fn join(
         self: &Arc<Self>,
-        mut turn: Turn,
+        turn: Turn,
         pool: &AnyPool,
     ) -> Result<Member, sqlx::Error> {
-        self.connection(&mut turn, pool).await?;
-        let Some(conn) = turn.as_mut() else {
-            return Err(sqlx::Error::PoolClosed);
-        };
-        self.open(conn).await?;
-        if let Err(e) = Tm::begin(conn, None).await {
-            self.close_if_empty(conn).await;
-            return Err(e);
-        }
-        self.member(turn, true)
+        self.enter(turn, pool, true).await
     }
 
     /// The writer connection for single write statements on a held turn, in the open batch
@@ -188,18 +179,29 @@ impl Batches {
     /// The `BEGIN IMMEDIATE`'s error, or no connection from the pool.
     pub(crate) async fn solo(
         self: &Arc<Self>,
+        turn: Turn,
+        pool: &AnyPool,
+    ) -> Result<Member, sqlx::Error> {
+        self.enter(turn, pool, false).await
+    }
+
+    async fn enter(
+        self: &Arc<Self>,
         mut turn: Turn,
         pool: &AnyPool,
+        savepoint: bool,
     ) -> Result<Member, sqlx::Error> {
         self.connection(&mut turn, pool).await?;
         let Some(conn) = turn.as_mut() else {
             return Err(sqlx::Error::PoolClosed);
         };
         self.open(conn).await?;
-        self.member(turn, false)
-    }
-
-    fn member(self: &Arc<Self>, turn: Turn, savepoint: bool) -> Result<Member, sqlx::Error> {
+        if savepoint {
+            if let Err(e) = Tm::begin(conn, None).await {
+                self.close_if_empty(conn).await;
+                return Err(e);
+            }
+        }
         let conn =
             OwnedMutexGuard::try_map(turn, Option::as_mut).map_err(|_| sqlx::Error::PoolClosed)?;
         Ok(Member {
@@ -548,15 +550,14 @@ mod tests {
         assert_eq!(write(store.clone(), "b", "commit").await, Ok(true));
     }
 
-    #[tokio::test]
-    async fn a_writer_is_not_answered_before_its_batch_commits() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = store_with_table(dir.path()).await;
+    /// A writer of `a` that has released its savepoint and waits for its batch's outcome,
+    /// and the turn, held here right behind it (its batch cannot commit meanwhile).
+    async fn writer_waiting_in_a_batch(
+        store: &Store,
+    ) -> (tokio::task::JoinHandle<Result<bool, String>>, super::Turn) {
         let turn = store.batches.turn().await;
         let writer = tokio::spawn(write(store.clone(), "a", "commit"));
         tokio::time::sleep(Duration::from_millis(20)).await;
-        // Queued right behind the writer: the turn comes here once the writer has released
-        // its savepoint. Its batch cannot commit while the turn is held here.
         let next = {
             let batches = store.batches.clone();
             tokio::spawn(async move { batches.turn().await })
@@ -569,6 +570,14 @@ mod tests {
             1,
             "the write waits in the batch"
         );
+        (writer, turn)
+    }
+
+    #[tokio::test]
+    async fn a_writer_is_not_answered_before_its_batch_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_table(dir.path()).await;
+        let (writer, turn) = writer_waiting_in_a_batch(&store).await;
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(
             !writer.is_finished(),
@@ -583,23 +592,7 @@ mod tests {
     async fn a_writer_cancelled_while_it_waits_for_the_commit_is_still_committed() {
         let dir = tempfile::tempdir().unwrap();
         let store = store_with_table(dir.path()).await;
-        let turn = store.batches.turn().await;
-        let writer = tokio::spawn(write(store.clone(), "a", "commit"));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        // Queued right behind the writer: the turn comes here once it has released its
-        // savepoint, while it waits for the batch's outcome.
-        let next = {
-            let batches = store.batches.clone();
-            tokio::spawn(async move { batches.turn().await })
-        };
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        drop(turn);
-        let turn = next.await.unwrap();
-        assert_eq!(
-            store.batches.state().writes,
-            1,
-            "the write waits in the batch"
-        );
+        let (writer, turn) = writer_waiting_in_a_batch(&store).await;
         writer.abort();
         assert!(writer.await.unwrap_err().is_cancelled());
         assert!(rows(&store).await.is_empty(), "not committed yet");
