@@ -4,12 +4,12 @@
 //! The process's writers take turns (FIFO) at one writer connection ([`Batches::turn`]). The
 //! first writer of a batch opens it with `BEGIN IMMEDIATE`; every writer's transaction
 //! ([`super::Store::begin_write`]) is a savepoint inside it (`SAVEPOINT`, then `RELEASE` to
-//! keep it or `ROLLBACK TO` to undo it). A writer that released its savepoint hands the turn
-//! on and then waits for whichever comes first: the batch's outcome, or the turn again. Who
-//! gets the turn while its batch is still open commits it (`COMMIT`) and tells every writer of
-//! the batch the outcome. So concurrent writes share one `BEGIN`, one `COMMIT`, and the WAL
-//! frames of the pages they touch; a writer alone commits at once (it gets the turn straight
-//! back).
+//! keep it or `ROLLBACK TO` to undo it). A writer that released its savepoint while others
+//! wait for the turn hands the turn on and then waits for whichever comes first: the batch's
+//! outcome, or the turn again. Who gets the turn while its batch is still open commits it
+//! (`COMMIT`) and tells every writer of the batch the outcome. So concurrent writes share one
+//! `BEGIN`, one `COMMIT`, and the WAL frames of the pages they touch; a writer with nobody
+//! waiting commits at once.
 //!
 //! What holds:
 //! - **Nobody is answered before its batch's `COMMIT` returned.** [`Batches::settle`] returns
@@ -53,6 +53,25 @@ pub(crate) struct Batches {
     turn: Arc<Mutex<Option<AnyConnection>>>,
     // Changed only by the turn's holder.
     state: std::sync::Mutex<State>,
+    // Tasks waiting for the turn: a writer that keeps its write with nobody waiting commits
+    // at once instead of handing the turn on.
+    waiting: std::sync::atomic::AtomicUsize,
+}
+
+/// Counts a task among those waiting for the turn until it has it (or stops waiting).
+struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(waiting: &'a std::sync::atomic::AtomicUsize) -> Self {
+        waiting.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Self(waiting)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 #[derive(Debug)]
@@ -107,6 +126,7 @@ impl Batches {
 
     /// Waits for the turn (FIFO).
     pub(crate) async fn turn(&self) -> Turn {
+        let _waiting = Waiting::new(&self.waiting);
         self.turn.clone().lock_owned().await
     }
 
@@ -352,7 +372,9 @@ impl Member {
                 state.writes >= MAX_WRITES,
             )
         };
-        if full {
+        // Full, or nobody to share it with: commit now (committing early is always safe).
+        let alone = batches.waiting.load(std::sync::atomic::Ordering::Acquire) == 0;
+        if full || alone {
             return batches.commit_open(&mut self.conn).await;
         }
         drop(self);
