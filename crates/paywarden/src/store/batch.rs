@@ -327,8 +327,10 @@ fn told_result(told: Option<Outcome>) -> Result<(), sqlx::Error> {
     }
 }
 
-/// A kept write waiting for its batch's outcome; dropped before it came (the waiter was
-/// cancelled), it leaves a task that commits the batch if nobody else did.
+/// A kept write waiting for its batch's outcome, or committing it; dropped before the outcome
+/// came (the writer was cancelled), it leaves a task that commits the batch if nobody else
+/// did (a `COMMIT` that already ran finds nothing left to commit and succeeds) and tells its
+/// writers.
 struct Pending {
     batches: Option<Arc<Batches>>,
     id: u64,
@@ -350,9 +352,10 @@ impl Drop for Pending {
 }
 
 impl Member {
-    /// Keeps the write (`RELEASE` of its savepoint, if it has one), gives the turn on, and returns once the
-    /// batch that holds it has committed: by this writer when the turn comes back to it first
-    /// or the batch is full, by another writer otherwise.
+    /// Keeps the write (`RELEASE` of its savepoint, if it has one), gives the turn on, and
+    /// returns once the batch that holds it has committed: by this writer when nobody waits
+    /// for the turn, the batch is full or the turn comes back to it first; by another writer
+    /// otherwise.
     ///
     /// # Errors
     /// The `RELEASE`'s error (the write is rolled back), or the batch's `COMMIT`'s.
@@ -375,7 +378,15 @@ impl Member {
         // Full, or nobody to share it with: commit now (committing early is always safe).
         let alone = batches.waiting.load(std::sync::atomic::Ordering::Acquire) == 0;
         if full || alone {
-            return batches.commit_open(&mut self.conn).await;
+            // Cancelled mid-`COMMIT` (one sent to the connection's worker runs anyway), it
+            // leaves the task that finishes the batch and tells its writers.
+            let mut pending = Pending {
+                batches: Some(batches.clone()),
+                id,
+            };
+            let committed = batches.commit_open(&mut self.conn).await;
+            pending.batches = None;
+            return committed;
         }
         drop(self);
         batches.settle(id, outcome).await
