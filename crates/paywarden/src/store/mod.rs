@@ -322,9 +322,9 @@ async fn durable(wal_sync: Option<&durability::WalSync>) -> std::io::Result<()> 
 /// One write statement (`INSERT`, `UPDATE`, `DELETE`) of the store, run with
 /// [`WriteStatement::write_on`]: on this process's write turn, and answered once durable.
 pub(crate) trait WriteStatement {
-    /// Runs the statement on this process's write turn (SQLite: as a savepoint in the shared
-    /// write transaction, batch.rs; PostgreSQL: on a [`Store::write_conn`]), gives the turn
-    /// back, and returns its result once the write is committed and durable.
+    /// Runs the statement on a [`Store::write_conn`] (SQLite: in the shared write transaction,
+    /// batch.rs; PostgreSQL: autocommit), gives the turn back, and returns its result once the
+    /// write is committed and durable.
     ///
     /// # Errors
     /// The statement's error; or, after it ran, the fsync's (as [`sqlx::Error::Io`]).
@@ -336,25 +336,13 @@ pub(crate) trait WriteStatement {
 
 impl<'q> WriteStatement for sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
     async fn write_on(self, store: &Store) -> Result<sqlx::any::AnyQueryResult, sqlx::Error> {
-        match store.engine {
-            // As a savepoint in the shared write transaction (batch.rs), which holds the
-            // write lock: its `SAVEPOINT`, the statement and its `RELEASE` all run on this
-            // thread (vendor/sqlx-sqlite.patch), where an autocommit statement, which may
-            // have to wait for the lock, is a round trip through sqlx's worker thread while
-            // the turn is held.
-            Engine::Sqlite => {
-                let mut tx = store.begin_write().await?;
-                let done = self.execute(&mut *tx).await?;
-                tx.commit().await?;
-                Ok(done)
-            }
-            Engine::Postgres => {
-                let mut conn = store.write_conn().await?;
-                let done = self.execute(&mut *conn).await?;
-                conn.written().await?;
-                Ok(done)
-            }
-        }
+        // SQLite: in the shared write transaction (batch.rs), which holds the write lock, so
+        // the statement runs on this thread (vendor/sqlx-sqlite.patch); one statement needs
+        // no savepoint of its own (a failing one undoes only itself). PostgreSQL: autocommit.
+        let mut conn = store.write_conn().await?;
+        let done = self.execute(&mut *conn).await?;
+        conn.written().await?;
+        Ok(done)
     }
 }
 
