@@ -36,10 +36,10 @@ use rmcp::{
 };
 use serde_json::{json, Value};
 
-/// The same allocator as the `paywarden` binary (mimalloc), so that the baselines and the
+/// The same allocator as the `paywarden` binary (jemalloc), so that the baselines and the
 /// audited reads are compared on equal terms.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 const ENTITY: &str = "8ac7a4c9000000000000000000000001";
 const TOKEN: &str = "pw_demo_sandbox_token_only_valid_against_the_paywarden_emulator";

@@ -41,11 +41,11 @@
 #![warn(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
-// mimalloc with its `override` feature defines C's malloc/free: linked into every binary that
-// links this library (the server, its tests, the benchmark), so all of them run SQLite and the
-// other C code on the heap the server runs them on (docs/performance.md, "SQLite on
-// mimalloc"). The server also makes it the Rust allocator (src/main.rs).
-extern crate mimalloc as _;
+// jemalloc, built unprefixed, defines C's malloc/free: linked into every binary that links this
+// library (the server, its tests, the benchmark), so all of them run SQLite and the other C code
+// on the heap the server runs them on (docs/performance.md, "The allocator: jemalloc"). The
+// server also makes it the Rust allocator (src/main.rs).
+extern crate tikv_jemalloc_sys as _;
 
 pub mod app;
 pub mod approvals_http;

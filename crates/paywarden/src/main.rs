@@ -16,12 +16,14 @@ use paywarden_emulator::{Emulator, EmulatorConfig, DEMO_ENTITY_ID, DEMO_TOKEN};
 use rmcp::ServiceExt;
 use tokio::net::TcpListener;
 
-/// The server's allocator: mimalloc. Under 64 concurrent calls glibc's malloc spent about a fifth
-/// of the server's CPU in `malloc`/`free` and in waits on its arena locks (a `perf` profile of
-/// the audited read, docs/performance.md). With its `override` feature it also serves C's
+/// The server's allocator: jemalloc. Under 64 concurrent calls glibc's malloc spent about a fifth
+/// of the server's CPU in `malloc`/`free` and in waits on its arena locks, and mimalloc (the
+/// allocator until 2026-12-06) about as much in its allocation path and in collecting blocks
+/// freed by other threads; jemalloc spends about 7 % (`perf` profiles of the audited read,
+/// docs/performance.md, "The allocator: jemalloc"). Built unprefixed, it also serves C's
 /// `malloc`/`free`, which the bundled SQLite allocates with.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// paywarden: a payments MCP server whose safety the server, not the model, enforces.
 #[derive(Debug, Parser)]

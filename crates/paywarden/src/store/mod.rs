@@ -2160,26 +2160,37 @@ mod tests {
     }
 
     #[test]
-    fn the_bundled_sqlite_allocates_through_mimalloc() {
-        // crates/paywarden/Cargo.toml: mimalloc's `override` feature makes it the C heap too
-        // (malloc/free), so SQLite's allocations no longer take glibc's arena locks
-        // (docs/performance.md, "SQLite on mimalloc").
+    fn the_bundled_sqlite_allocates_through_jemalloc() {
+        // crates/paywarden/Cargo.toml: jemalloc built unprefixed defines C's malloc/free, so
+        // SQLite's allocations do not take glibc's arena locks (docs/performance.md, "The
+        // allocator: jemalloc"). SQLite's default memory methods call `malloc`; the symbol the
+        // C code of this binary resolves `malloc` to must be jemalloc's. Built prefixed (the
+        // feature off), jemalloc's is `_rjem_malloc` and `malloc` is glibc's: this fails.
         use std::ffi::{c_int, c_void};
         extern "C" {
+            fn malloc(size: usize) -> *mut c_void;
             fn sqlite3_malloc(n: c_int) -> *mut c_void;
             fn sqlite3_free(p: *mut c_void);
-            fn mi_is_in_heap_region(p: *const c_void) -> bool;
         }
+        let c_malloc = malloc as *const () as usize;
+        let jemalloc = tikv_jemalloc_sys::malloc as *const () as usize;
+        assert_eq!(
+            c_malloc, jemalloc,
+            "C's malloc is not jemalloc's: is `unprefixed_malloc_on_supported_platforms` on?"
+        );
+        // And a block SQLite allocates is one jemalloc can size (its usable size covers the
+        // request), which a block from another heap would not give.
         // SAFETY: sqlite3_malloc returns memory (or null) that sqlite3_free releases; the
-        // pointer is only compared, never dereferenced.
+        // size query reads jemalloc's own metadata for a block that, by the check above, it
+        // allocated.
         unsafe {
             let p = sqlite3_malloc(100);
             assert!(!p.is_null());
-            let in_mimalloc = mi_is_in_heap_region(p);
+            let usable = tikv_jemalloc_sys::malloc_usable_size(p);
             sqlite3_free(p);
             assert!(
-                in_mimalloc,
-                "SQLite's allocation is not in mimalloc's heap: is the `override` feature on?"
+                usable >= 100,
+                "jemalloc sizes SQLite's block at {usable} bytes"
             );
         }
     }
