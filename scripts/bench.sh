@@ -77,7 +77,9 @@ wait_http() { # URL
 rss_mb() { awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 
 RESULTS=()
-row() { RESULTS+=("| $1 | $2 | $3 | $4 | $5 | $6 |"); echo "$1: $2 req/s, p50 $3 ms, p99 $4 ms ($5 ok, $6 errors)" >&2; }
+row() { LAST_RPS="$2"; RESULTS+=("| $1 | $2 | $3 | $4 | $5 | $6 |"); echo "$1: $2 req/s, p50 $3 ms, p99 $4 ms ($5 ok, $6 errors)" >&2; }
+# Ratios of adjacent rows (see noop_row), printed under the table.
+RATIOS=()
 
 # The end of every wrk script: an answer that is not HTTP 200 with a successful result counts as
 # an error, and `done` prints "RESULT req/s p50 p99 ok errors p95" (ms) for the table.
@@ -151,11 +153,19 @@ wait_http "http://127.0.0.1:$port/"
 wrk_run "axum JSON-RPC echo" "http://127.0.0.1:$port/mcp" '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{}}' x
 kill "${PIDS[-1]}"
 
-port=$(free_port)
-"$BENCH" noop --listen "127.0.0.1:$port" & PIDS+=($!)
-wait_http "http://127.0.0.1:$port/"
-wrk_run "rmcp stateless no-op tool" "http://127.0.0.1:$port/mcp" "$(call_body noop '{}')" noop
-kill "${PIDS[-1]}"
+# noop_row LABEL: rmcp's stateless no-op tool, a server of its own for the row. It runs first
+# and again right after each engine's audited read, because a shared machine's speed drifts
+# within one run (by a third between rows of one run, seen here); the read's ratio to the
+# no-op is taken against the no-op row next to it (RATIOS, under the table).
+noop_row() {
+    local port
+    port=$(free_port)
+    "$BENCH" noop --listen "127.0.0.1:$port" & PIDS+=($!)
+    wait_http "http://127.0.0.1:$port/"
+    wrk_run "$1" "http://127.0.0.1:$port/mcp" "$(call_body noop '{}')" noop
+    kill "${PIDS[-1]}"
+}
+noop_row "rmcp stateless no-op tool"
 
 # FastMCP (Python) serving the same stateless no-op call: the issue's "Python peers' stack", in a
 # venv of its own (fastmcp pinned; created once, BENCH_FASTMCP=0 skips the row).
@@ -227,6 +237,12 @@ print(best["id"], best["currency"])')
         "$(call_body revenue_summary "$REVENUE_ARGS")" revenue_summary 1 1
     wrk_run "$engine: revenue_summary (audited read)" "$url" \
         "$(call_body revenue_summary "$REVENUE_ARGS")" revenue_summary
+    read_rps="$LAST_RPS"
+    # The server stays up (idle) while the no-op server next to it is measured.
+    noop_row "rmcp stateless no-op tool, again right after the $engine read"
+    if [ "${LAST_RPS:-0}" -gt 0 ]; then
+        RATIOS+=("- $engine: audited read / rmcp no-op measured right after it: $read_rps / $LAST_RPS = $((read_rps * 100 / LAST_RPS)) %")
+    fi
     wrk_run "$engine: get_transactions (audited read + OPP emulator)" "$url" \
         "$(call_body get_transactions '{"limit":5,"includeLinkedTransactions":false}')" get_transactions
     line=$("$BENCH" refund --url "$url" --connections "$CONNS" --seconds "$SECONDS_EACH" \
@@ -370,4 +386,6 @@ fi
     echo "| what | req/s | p50 ms | p99 ms | ok | errors |"
     echo "|---|---|---|---|---|---|"
     printf '%s\n' "${RESULTS[@]}"
+    echo
+    printf '%s\n' "${RATIOS[@]}"
 } | tee "$OUT/results.md"
