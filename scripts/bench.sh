@@ -153,14 +153,15 @@ wait_http "http://127.0.0.1:$port/"
 wrk_run "axum JSON-RPC echo" "http://127.0.0.1:$port/mcp" '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{}}' x
 kill "${PIDS[-1]}"
 
-# noop_row LABEL: rmcp's stateless no-op tool, a server of its own for the row. It runs first
-# and again right after each engine's audited read, because a shared machine's speed drifts
-# within one run (by a third between rows of one run, seen here); the read's ratio to the
-# no-op is taken against the no-op row next to it (RATIOS, under the table).
+# noop_row LABEL [ARGS...]: rmcp's stateless no-op tool (`bench noop ARGS...`), a server of its
+# own for the row. It runs first and again right after each engine's audited read, because a
+# shared machine's speed drifts within one run (by a third between rows of one run, seen here);
+# the read's ratio to the no-op is taken against the no-op row next to it (RATIOS, under the
+# table). With `--answer FILE` it answers every call with that result instead.
 noop_row() {
     local port
     port=$(free_port)
-    "$BENCH" noop --listen "127.0.0.1:$port" & PIDS+=($!)
+    "$BENCH" noop --listen "127.0.0.1:$port" "${@:2}" & PIDS+=($!)
     wait_http "http://127.0.0.1:$port/"
     wrk_run "$1" "http://127.0.0.1:$port/mcp" "$(call_body noop '{}')" noop
     kill "${PIDS[-1]}"
@@ -223,12 +224,8 @@ print(best["id"], best["currency"])')
     if [ ! -f "$OUT/answer.json" ]; then
         call_once "$url" revenue_summary "$REVENUE_ARGS" | sed -n 's/^data: //p' |
             python3 -c 'import json, sys; json.dump(json.load(sys.stdin)["result"], sys.stdout)' >"$OUT/answer.json"
-        aport=$(free_port)
-        "$BENCH" noop --listen "127.0.0.1:$aport" --answer "$OUT/answer.json" & PIDS+=($!)
-        wait_http "http://127.0.0.1:$aport/"
-        wrk_run "rmcp stateless tool answering revenue_summary's answer ($(wc -c <"$OUT/answer.json") bytes)" \
-            "http://127.0.0.1:$aport/mcp" "$(call_body noop '{}')" noop
-        kill "${PIDS[-1]}"
+        noop_row "rmcp stateless tool answering revenue_summary's answer ($(wc -c <"$OUT/answer.json") bytes)" \
+            --answer "$OUT/answer.json"
     fi
     sleep 1
     idle=$(rss_mb "$server")
