@@ -4,11 +4,13 @@
 # The workspace uses each through `[patch.crates-io]` in Cargo.toml until the change is released
 # upstream (docs/performance.md: "Per-session memory" for rmcp; "sqlx's ping on release", "One
 # round trip per BEGIN", "Write transactions on the caller's thread" and "Queries on the
-# caller's thread" for sqlx-sqlite).
+# caller's thread" for sqlx-sqlite; "PostgreSQL: no ping round trip on a busy connection" for
+# sqlx-postgres).
 #
 #   scripts/vendor.sh rmcp                 re-create vendor/rmcp from the version it has now
 #   scripts/vendor.sh rmcp 3.10.0          move to another release (the patch must still apply)
 #   scripts/vendor.sh sqlx-sqlite
+#   scripts/vendor.sh sqlx-postgres
 #
 # What is kept: src/, the licence files, README.md (rmcp's lib.rs includes it) and a Cargo.toml
 # without its build script (rmcp's configures git hooks in its own repository), tests, examples,

@@ -27,6 +27,8 @@ mod ifthenpay;
 mod late;
 mod mcp_state;
 mod orders;
+#[cfg(test)]
+mod pg_ping_tests;
 mod receipts;
 mod refund_status;
 mod safety;

@@ -1,0 +1,272 @@
+//! The store's PostgreSQL pool with the workspace's patched driver (vendor/sqlx-postgres.patch):
+//! a connection in steady use is not pinged, one idle for longer than a second is, and one
+//! whose server ended is never handed out twice. They run in scripts/test.sh's PostgreSQL pass
+//! (`PAYWARDEN_TEST_DATABASE=postgres`, the server at `PAYWARDEN_TEST_PG_URL`).
+
+use super::*;
+use sqlx::Connection;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// The tests' PostgreSQL server URL, or `None` (the test is skipped) outside the PostgreSQL
+/// pass.
+fn pg_server() -> Option<url::Url> {
+    if !matches!(
+        std::env::var("PAYWARDEN_TEST_DATABASE").as_deref(),
+        Ok("postgres") | Ok("postgresql")
+    ) {
+        eprintln!("skipped: runs with PAYWARDEN_TEST_DATABASE=postgres (scripts/test.sh)");
+        return None;
+    }
+    let url = std::env::var("PAYWARDEN_TEST_PG_URL")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432".to_string());
+    Some(url::Url::parse(url.trim_end_matches('/')).unwrap())
+}
+
+/// A fresh database on `server` (named as scripts/test.sh's clean-up expects); its URL.
+async fn fresh_database(server: &url::Url) -> (url::Url, String) {
+    let run = std::env::var("PAYWARDEN_TEST_RUN_ID")
+        .ok()
+        .filter(|r| !r.is_empty() && r.chars().all(|c| c.is_ascii_alphanumeric()))
+        .map(|r| format!("{}_", r.to_ascii_lowercase()))
+        .unwrap_or_default();
+    let name = format!("pw_test_{run}{}", hex::encode(rand::random::<[u8; 8]>()));
+    let mut admin = admin(server).await;
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let mut url = server.clone();
+    url.set_path(&name);
+    (url, name)
+}
+
+async fn admin(server: &url::Url) -> sqlx::PgConnection {
+    let mut url = server.clone();
+    url.set_path("postgres");
+    sqlx::PgConnection::connect(url.as_str()).await.unwrap()
+}
+
+async fn drop_database(server: &url::Url, name: &str) {
+    let mut admin = admin(server).await;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+}
+
+/// A TCP proxy to `upstream` that counts the Sync messages the clients send (PostgreSQL
+/// protocol 3: after the untyped SSLRequest/GSSENCRequest and StartupMessage, every frontend
+/// message is a type byte and a big-endian length that counts itself; Sync is `S`). The URL to
+/// connect through it (TLS off, so that the messages can be read) and the count.
+async fn counting_proxy(upstream: &url::Url) -> (url::Url, Arc<AtomicUsize>) {
+    let target = format!(
+        "{}:{}",
+        upstream.host_str().unwrap(),
+        upstream.port().unwrap_or(5432)
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut url = upstream.clone();
+    url.set_host(Some("127.0.0.1")).unwrap();
+    url.set_port(Some(listener.local_addr().unwrap().port()))
+        .unwrap();
+    url.set_query(Some("sslmode=disable"));
+    let syncs = Arc::new(AtomicUsize::new(0));
+    let counted = syncs.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = TcpStream::connect(&target).await else {
+                continue;
+            };
+            let counted = counted.clone();
+            tokio::spawn(async move {
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut server_read, mut server_write) = server.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
+                });
+                let mut pending = Vec::new();
+                let mut typed = false;
+                let mut chunk = [0u8; 16384];
+                loop {
+                    let n = match client_read.read(&mut chunk).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    if server_write.write_all(&chunk[..n]).await.is_err() {
+                        break;
+                    }
+                    pending.extend_from_slice(&chunk[..n]);
+                    loop {
+                        let word = |at: usize| {
+                            u32::from_be_bytes([
+                                pending[at],
+                                pending[at + 1],
+                                pending[at + 2],
+                                pending[at + 3],
+                            ]) as usize
+                        };
+                        if !typed {
+                            if pending.len() < 8 || pending.len() < word(0) {
+                                break;
+                            }
+                            let (len, code) = (word(0), word(4));
+                            pending.drain(..len);
+                            // SSLRequest and GSSENCRequest come before the StartupMessage.
+                            typed = code != 80_877_103 && code != 80_877_104;
+                        } else {
+                            if pending.len() < 5 || pending.len() < 1 + word(1) {
+                                break;
+                            }
+                            if pending[0] == b'S' {
+                                counted.fetch_add(1, Ordering::SeqCst);
+                            }
+                            let len = 1 + word(1);
+                            pending.drain(..len);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (url, syncs)
+}
+
+/// Runs one statement through the store's pool, then lets the pool take the connection back
+/// (sqlx returns it from a task of its own) before the next.
+async fn one_statement(store: &Store, n: usize) -> Result<(), sqlx::Error> {
+    match n % 3 {
+        0 => sqlx::query("SELECT 1 AS one")
+            .fetch_all(store.pool())
+            .await
+            .map(drop),
+        // The `Any` driver's fetch_optional leaves the statement's end unread: the release
+        // finishes it.
+        1 => sqlx::query("SELECT seq FROM audit_log ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(store.pool())
+            .await
+            .map(drop),
+        _ => sqlx::query("UPDATE meta SET value = value WHERE key = 'no such key'")
+            .execute(store.pool())
+            .await
+            .map(drop),
+    }?;
+    tokio::time::sleep(Duration::from_millis(3)).await;
+    Ok(())
+}
+
+/// The store's connections to database `name`, as the server lists them.
+async fn backends(server: &url::Url, name: &str) -> Vec<i32> {
+    let mut admin = admin(server).await;
+    sqlx::query_scalar("SELECT pid FROM pg_stat_activity WHERE datname = $1")
+        .bind(name)
+        .fetch_all(&mut admin)
+        .await
+        .unwrap()
+}
+
+/// Ends every connection to database `name` (as a server restart or an administrator would)
+/// and waits until the server no longer lists them; how many there were.
+async fn end_backends(server: &url::Url, name: &str) -> usize {
+    let pids = backends(server, name).await;
+    let mut admin = admin(server).await;
+    for pid in &pids {
+        sqlx::query("SELECT pg_terminate_backend($1)")
+            .bind(pid)
+            .execute(&mut admin)
+            .await
+            .unwrap();
+    }
+    for _ in 0..100 {
+        if backends(server, name).await.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    pids.len()
+}
+
+#[tokio::test]
+async fn pg_a_connection_in_steady_use_makes_one_round_trip_per_statement() {
+    let Some(server) = pg_server() else { return };
+    let (url, name) = fresh_database(&server).await;
+    let (through_proxy, syncs) = counting_proxy(&url).await;
+    let store = Store::connect(through_proxy.as_str()).await.unwrap();
+    // Every statement prepared on the connections the pool has now.
+    for n in 0..30 {
+        one_statement(&store, n).await.unwrap();
+    }
+    let before = syncs.load(Ordering::SeqCst);
+    let statements = 60;
+    for n in 0..statements {
+        one_statement(&store, n).await.unwrap();
+    }
+    let sent = syncs.load(Ordering::SeqCst) - before;
+    // One Sync per statement. Unpatched, sqlx pings each connection it hands out
+    // (`test_before_acquire`) and each it takes back, with a Sync round trip each: 3 per
+    // statement.
+    assert!(
+        (statements..=statements + 5).contains(&sent),
+        "{sent} Sync messages for {statements} statements"
+    );
+    drop(store);
+    drop_database(&server, &name).await;
+}
+
+#[tokio::test]
+async fn pg_a_connection_idle_for_over_a_second_is_pinged_and_replaced_when_its_server_ended() {
+    let Some(server) = pg_server() else { return };
+    let (url, name) = fresh_database(&server).await;
+    let store = Store::connect(url.as_str()).await.unwrap();
+    for n in 0..6 {
+        one_statement(&store, n).await.unwrap();
+    }
+    let ended = end_backends(&server, &name).await;
+    assert!(ended >= 1, "the pool kept a connection");
+    // Past the window in which the server's last answer stands for a ping.
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    for n in 0..10 {
+        one_statement(&store, n)
+            .await
+            .unwrap_or_else(|e| panic!("statement {n} after the server ended {ended}: {e}"));
+    }
+    drop(store);
+    drop_database(&server, &name).await;
+}
+
+#[tokio::test]
+async fn pg_a_connection_whose_server_ended_within_the_second_fails_one_statement_and_is_closed() {
+    let Some(server) = pg_server() else { return };
+    let (url, name) = fresh_database(&server).await;
+    let store = Store::connect(url.as_str()).await.unwrap();
+    for n in 0..6 {
+        one_statement(&store, n).await.unwrap();
+    }
+    let ended = end_backends(&server, &name).await;
+    assert!(ended >= 1, "the pool kept a connection");
+    // Within the second: the pool hands out connections without a round trip, so each ended
+    // one fails the statement it is given, and the ping that takes it back (which waits for
+    // the statement's end) fails and closes it. It is never handed out again.
+    let mut failed = 0;
+    for n in 0..30 {
+        if one_statement(&store, n).await.is_err() {
+            failed += 1;
+        }
+    }
+    eprintln!("{failed} of 30 statements failed after the server ended {ended} connections");
+    assert!(
+        failed <= ended,
+        "{failed} of 30 statements failed after the server ended {ended} connections: an ended \
+         connection was handed out again"
+    );
+    for n in 0..10 {
+        one_statement(&store, n).await.unwrap();
+    }
+    drop(store);
+    drop_database(&server, &name).await;
+}
