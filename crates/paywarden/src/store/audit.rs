@@ -446,15 +446,20 @@ impl Store {
     /// Appends `entries` (already masked) in one transaction under the chain lock, chained in
     /// order; returns their `seq`s.
     async fn insert_audit_rows(&self, entries: &[&AuditEntry]) -> Result<Vec<i64>, StoreError> {
-        let mut tx = self.begin_write().await?;
-        if self.engine() == super::Engine::Postgres {
+        let mut tx = match self.engine() {
             // One appender at a time across every process on this database: the lock is held
-            // until this transaction commits or rolls back.
-            sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                .bind(AUDIT_CHAIN_LOCK)
-                .execute(&mut *tx)
-                .await?;
-        }
+            // until this transaction commits or rolls back. It is taken in the simple query
+            // that begins the transaction (one round trip, not two); the head is read by the
+            // next statement, whose snapshot is taken once the lock is held.
+            super::Engine::Postgres => {
+                self.begin_write_with(format!(
+                    "BEGIN; SELECT pg_advisory_xact_lock({AUDIT_CHAIN_LOCK})"
+                ))
+                .await?
+            }
+            // The write transaction is the lock.
+            super::Engine::Sqlite => self.begin_write().await?,
+        };
         let head = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
             .fetch_optional(&mut *tx)
             .await?;

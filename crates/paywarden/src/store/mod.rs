@@ -661,6 +661,24 @@ impl Store {
         self.begin_on_turn(turn).await
     }
 
+    /// [`Store::begin_write`] whose transaction PostgreSQL begins with `begin`, a simple query
+    /// (no parameters) that starts with `BEGIN` and may go on with more statements, all in one
+    /// round trip (sqlx's `begin_with`; a `begin` that leaves no transaction open fails with
+    /// `sqlx::Error::BeginFailed`). On SQLite `begin` is not sent: the transaction is the
+    /// write turn's shared one, as for [`Store::begin_write`].
+    ///
+    /// # Errors
+    /// As [`Store::begin_write`], and the database's error for a statement of `begin`.
+    pub(crate) async fn begin_write_with(&self, begin: String) -> Result<WriteTx, sqlx::Error> {
+        match self.write_turn().await {
+            Some(turn) => self.begin_on_turn(Some(turn)).await,
+            None => Ok(WithTurn {
+                conn: TxConn::Own(self.pool.begin_with(begin).await?),
+                wal_sync: self.wal_sync.clone(),
+            }),
+        }
+    }
+
     /// [`Store::begin_write`], giving up (`Ok(None)`, nothing begun) when this process's
     /// write turn has not come by `deadline` (SQLite; PostgreSQL has no turn to wait for).
     ///

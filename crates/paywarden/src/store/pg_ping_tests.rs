@@ -60,11 +60,27 @@ async fn drop_database(server: &url::Url, name: &str) {
         .unwrap();
 }
 
-/// A TCP proxy to `upstream` that counts the Sync messages the clients send (PostgreSQL
-/// protocol 3: after the untyped SSLRequest/GSSENCRequest and StartupMessage, every frontend
-/// message is a type byte and a big-endian length that counts itself; Sync is `S`). The URL to
-/// connect through it (TLS off, so that the messages can be read) and the count.
-async fn counting_proxy(upstream: &url::Url) -> (url::Url, Arc<AtomicUsize>) {
+/// What a [`counting_proxy`] counted of the frontend's messages: each ends in a round trip
+/// (the server answers it with ReadyForQuery).
+#[derive(Clone, Default)]
+struct Counted {
+    /// Sync (`S`): the end of an extended-protocol statement, or a ping.
+    syncs: Arc<AtomicUsize>,
+    /// Query (`Q`): a simple query (`BEGIN`, `COMMIT`, a custom `BEGIN ...`).
+    queries: Arc<AtomicUsize>,
+}
+
+impl Counted {
+    fn round_trips(&self) -> usize {
+        self.syncs.load(Ordering::SeqCst) + self.queries.load(Ordering::SeqCst)
+    }
+}
+
+/// A TCP proxy to `upstream` that counts the Sync and Query messages the clients send
+/// (PostgreSQL protocol 3: after the untyped SSLRequest/GSSENCRequest and StartupMessage, every
+/// frontend message is a type byte and a big-endian length that counts itself). The URL to
+/// connect through it (TLS off, so that the messages can be read) and the counts.
+async fn counting_proxy(upstream: &url::Url) -> (url::Url, Counted) {
     let target = format!(
         "{}:{}",
         upstream.host_str().unwrap(),
@@ -76,8 +92,8 @@ async fn counting_proxy(upstream: &url::Url) -> (url::Url, Arc<AtomicUsize>) {
     url.set_port(Some(listener.local_addr().unwrap().port()))
         .unwrap();
     url.set_query(Some("sslmode=disable"));
-    let syncs = Arc::new(AtomicUsize::new(0));
-    let counted = syncs.clone();
+    let counts = Counted::default();
+    let counted = counts.clone();
     tokio::spawn(async move {
         while let Ok((client, _)) = listener.accept().await {
             let Ok(server) = TcpStream::connect(&target).await else {
@@ -123,9 +139,11 @@ async fn counting_proxy(upstream: &url::Url) -> (url::Url, Arc<AtomicUsize>) {
                             if pending.len() < 5 || pending.len() < 1 + word(1) {
                                 break;
                             }
-                            if pending[0] == b'S' {
-                                counted.fetch_add(1, Ordering::SeqCst);
-                            }
+                            match pending[0] {
+                                b'S' => counted.syncs.fetch_add(1, Ordering::SeqCst),
+                                b'Q' => counted.queries.fetch_add(1, Ordering::SeqCst),
+                                _ => 0,
+                            };
                             let len = 1 + word(1);
                             pending.drain(..len);
                         }
@@ -134,7 +152,7 @@ async fn counting_proxy(upstream: &url::Url) -> (url::Url, Arc<AtomicUsize>) {
             });
         }
     });
-    (url, syncs)
+    (url, counts)
 }
 
 /// Runs one statement through the store's pool, then lets the pool take the connection back
@@ -195,7 +213,8 @@ async fn end_backends(server: &url::Url, name: &str) -> usize {
 async fn pg_a_connection_in_steady_use_makes_one_round_trip_per_statement() {
     let Some(server) = pg_server() else { return };
     let (url, name) = fresh_database(&server).await;
-    let (through_proxy, syncs) = counting_proxy(&url).await;
+    let (through_proxy, counted) = counting_proxy(&url).await;
+    let syncs = counted.syncs;
     let store = Store::connect(through_proxy.as_str()).await.unwrap();
     // Every statement prepared on the connections the pool has now.
     for n in 0..30 {
@@ -267,6 +286,49 @@ async fn pg_a_connection_whose_server_ended_within_the_second_fails_one_statemen
     for n in 0..10 {
         one_statement(&store, n).await.unwrap();
     }
+    drop(store);
+    drop_database(&server, &name).await;
+}
+
+#[tokio::test]
+async fn pg_an_audit_append_makes_four_round_trips_and_the_chain_verifies() {
+    let Some(server) = pg_server() else { return };
+    let (url, name) = fresh_database(&server).await;
+    let (through_proxy, counted) = counting_proxy(&url).await;
+    let store = Store::connect(through_proxy.as_str()).await.unwrap();
+    let entry = |n: usize| AuditEntry {
+        entity_id: "8ac7a4c9000000000000000000000001".into(),
+        client_name: Some("pg_ping_tests".into()),
+        toolset: "ops".into(),
+        tool: "revenue_summary".into(),
+        arguments: serde_json::json!({ "n": n }),
+        outcome: "ok".into(),
+        result_code: None,
+        provider_request_id: None,
+        transaction_id: None,
+        message: None,
+        duration_ms: 1,
+        sandbox: true,
+    };
+    for n in 0..5 {
+        store.append_audit(&entry(n)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    let before = counted.round_trips();
+    let appends = 20;
+    for n in 0..appends {
+        let seq = store.append_audit(&entry(n)).await.unwrap();
+        assert_eq!(seq, 6 + n as i64);
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    let made = counted.round_trips() - before;
+    // Each append alone in its group: `BEGIN` with the chain's lock, the head, the `INSERT`,
+    // `COMMIT`. With `BEGIN` and the lock sent apart: 5.
+    assert!(
+        (4 * appends..=4 * appends + 3).contains(&made),
+        "{made} round trips for {appends} audit appends"
+    );
+    assert!(store.verify_audit().await.unwrap().is_none());
     drop(store);
     drop_database(&server, &name).await;
 }
