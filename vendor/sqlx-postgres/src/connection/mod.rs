@@ -190,12 +190,17 @@ impl Connection for PgConnection {
             // paywarden's patch: no round trip when the server's answer is already known.
             // - Something in flight (a dropped query's rows, a dropped transaction's queued
             //   ROLLBACK): finishing it is the server's answer.
-            // - Nothing in flight and the server's last ReadyForQuery less than
-            //   `PING_ANSWERED_WITHIN` ago: that answer stands for this ping. The pool pings
-            //   every connection it takes back and, with `test_before_acquire`, every one it
-            //   hands out: on a busy pool two Sync round trips for each query.
-            // - Otherwise (idle longer, or never answered since it was made): a Sync round trip.
-            // A connection whose server ended within the window fails its next query; that
+            // - Nothing in flight, the server's last ReadyForQuery less than
+            //   `PING_ANSWERED_WITHIN` ago, and nothing received since (looked at without
+            //   waiting): that answer stands for this ping. The pool pings every connection it
+            //   takes back and, with `test_before_acquire`, every one it hands out: on a busy
+            //   pool two Sync round trips for each query. A backend that is ended (a restart,
+            //   `pg_terminate_backend`) sends a FATAL ErrorResponse and closes the socket, so
+            //   its connection has something to read (or EOF) and takes the round trip below,
+            //   which fails.
+            // - Otherwise (idle longer, never answered since it was made, or something
+            //   received): a Sync round trip.
+            // A connection that dies silently within the window fails its next query; that
             // query leaves a ReadyForQuery pending, so the ping when the pool takes the
             // connection back waits for the server, fails and closes it.
             if self.inner.pending_ready_for_query_count > 0
@@ -208,7 +213,23 @@ impl Connection for PgConnection {
                 .last_ready_at
                 .is_some_and(|at| at.elapsed() < PING_ANSWERED_WITHIN)
             {
-                return Ok(());
+                // Polled once: `None` when nothing is buffered and the socket has nothing to
+                // read. What it reads stays buffered for the round trip (the callback never
+                // takes it), and dropping it unfinished is safe (`BufferedSocket::try_read`).
+                let received = self
+                    .inner
+                    .stream
+                    .try_read(|buf| {
+                        Ok(if buf.is_empty() {
+                            std::ops::ControlFlow::Continue(1)
+                        } else {
+                            std::ops::ControlFlow::Break(())
+                        })
+                    })
+                    .now_or_never();
+                if received.is_none() {
+                    return Ok(());
+                }
             }
             // The simplest call-and-response that's possible.
             self.write_sync();
