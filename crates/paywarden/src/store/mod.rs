@@ -850,8 +850,8 @@ mod tests {
         assert!(synced >= end);
     }
 
-    /// An audit entry for the group-commit tests.
-    fn audit_entry(tool: &str) -> AuditEntry {
+    /// An audit entry for the group-commit tests (and pg_ping_tests).
+    pub(super) fn audit_entry(tool: &str) -> AuditEntry {
         AuditEntry {
             entity_id: "e".into(),
             client_name: None,

@@ -249,8 +249,12 @@ async fn pg_a_connection_in_steady_use_makes_one_round_trip_per_statement() {
     drop_database(&server, &name).await;
 }
 
-#[tokio::test]
-async fn pg_a_connection_idle_for_over_a_second_is_pinged_and_replaced_when_its_server_ended() {
+/// A store on a fresh database whose pool has served a few statements; the server then ends
+/// every connection to it and, after `pause`, `statements` more must all succeed.
+async fn every_statement_succeeds_after_the_server_ends_the_pool(
+    pause: Duration,
+    statements: usize,
+) {
     let Some(server) = pg_server() else { return };
     let (url, name) = fresh_database(&server).await;
     let store = Store::connect(url.as_str()).await.unwrap();
@@ -259,9 +263,8 @@ async fn pg_a_connection_idle_for_over_a_second_is_pinged_and_replaced_when_its_
     }
     let ended = end_backends(&server, &name).await;
     assert!(ended >= 1, "the pool kept a connection");
-    // Past the window in which the server's last answer stands for a ping.
-    tokio::time::sleep(Duration::from_millis(1_200)).await;
-    for n in 0..10 {
+    tokio::time::sleep(pause).await;
+    for n in 0..statements {
         one_statement(&store, n)
             .await
             .unwrap_or_else(|e| panic!("statement {n} after the server ended {ended}: {e}"));
@@ -271,25 +274,18 @@ async fn pg_a_connection_idle_for_over_a_second_is_pinged_and_replaced_when_its_
 }
 
 #[tokio::test]
+async fn pg_a_connection_idle_for_over_a_second_is_pinged_and_replaced_when_its_server_ended() {
+    // Past the window in which the server's last answer stands for a ping.
+    every_statement_succeeds_after_the_server_ends_the_pool(Duration::from_millis(1_200), 10).await;
+}
+
+#[tokio::test]
 async fn pg_a_connection_whose_server_ended_it_within_the_second_is_replaced_before_use() {
-    let Some(server) = pg_server() else { return };
-    let (url, name) = fresh_database(&server).await;
-    let store = Store::connect(url.as_str()).await.unwrap();
-    for n in 0..6 {
-        one_statement(&store, n).await.unwrap();
-    }
-    let ended = end_backends(&server, &name).await;
-    assert!(ended >= 1, "the pool kept a connection");
     // Within the second: an ended backend sent its FATAL ErrorResponse and closed the socket,
-    // which the ping sees without waiting; it makes the round trip, fails, and the pool
-    // replaces the connection before handing it out.
-    for n in 0..20 {
-        one_statement(&store, n)
-            .await
-            .unwrap_or_else(|e| panic!("statement {n} after the server ended {ended}: {e}"));
-    }
-    drop(store);
-    drop_database(&server, &name).await;
+    // which the ping sees without waiting (the runtime has seen it: this test's thread sleeps
+    // between statements); it makes the round trip, fails, and the pool replaces the
+    // connection before handing it out.
+    every_statement_succeeds_after_the_server_ends_the_pool(Duration::ZERO, 20).await;
 }
 
 #[tokio::test]
@@ -331,28 +327,20 @@ async fn pg_an_audit_append_makes_four_round_trips_and_the_chain_verifies() {
     let (url, name) = fresh_database(&server).await;
     let (through_proxy, counted) = counting_proxy(&url).await;
     let store = Store::connect(through_proxy.as_str()).await.unwrap();
-    let entry = |n: usize| AuditEntry {
-        entity_id: "8ac7a4c9000000000000000000000001".into(),
-        client_name: Some("pg_ping_tests".into()),
-        toolset: "ops".into(),
-        tool: "revenue_summary".into(),
-        arguments: serde_json::json!({ "n": n }),
-        outcome: "ok".into(),
-        result_code: None,
-        provider_request_id: None,
-        transaction_id: None,
-        message: None,
-        duration_ms: 1,
-        sandbox: true,
-    };
-    for n in 0..5 {
-        store.append_audit(&entry(n)).await.unwrap();
+    for _ in 0..5 {
+        store
+            .append_audit(&super::tests::audit_entry("revenue_summary"))
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(3)).await;
     }
     let before = counted.round_trips();
     let appends = 20;
     for n in 0..appends {
-        let seq = store.append_audit(&entry(n)).await.unwrap();
+        let seq = store
+            .append_audit(&super::tests::audit_entry("revenue_summary"))
+            .await
+            .unwrap();
         assert_eq!(seq, 6 + n as i64);
         tokio::time::sleep(Duration::from_millis(3)).await;
     }
