@@ -15,6 +15,11 @@ use super::{Store, StoreError, WriteStatement};
 /// (an arbitrary constant: "pwaudit" in ASCII).
 const AUDIT_CHAIN_LOCK: i64 = 0x0070_7761_7564_6974;
 
+/// The simple query that begins an audit group's transaction on PostgreSQL and takes
+/// [`AUDIT_CHAIN_LOCK`] in it (one round trip), written once.
+static AUDIT_BEGIN_POSTGRES: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("BEGIN; SELECT pg_advisory_xact_lock({AUDIT_CHAIN_LOCK})"));
+
 /// The chain's first `prev_hash`.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -451,12 +456,7 @@ impl Store {
             // until this transaction commits or rolls back. It is taken in the simple query
             // that begins the transaction (one round trip, not two); the head is read by the
             // next statement, whose snapshot is taken once the lock is held.
-            super::Engine::Postgres => {
-                self.begin_write_with(format!(
-                    "BEGIN; SELECT pg_advisory_xact_lock({AUDIT_CHAIN_LOCK})"
-                ))
-                .await?
-            }
+            super::Engine::Postgres => self.begin_write_with(AUDIT_BEGIN_POSTGRES.as_str()).await?,
             // The write transaction is the lock.
             super::Engine::Sqlite => self.begin_write().await?,
         };

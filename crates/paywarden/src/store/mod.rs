@@ -669,7 +669,10 @@ impl Store {
     ///
     /// # Errors
     /// As [`Store::begin_write`], and the database's error for a statement of `begin`.
-    pub(crate) async fn begin_write_with(&self, begin: String) -> Result<WriteTx, sqlx::Error> {
+    pub(crate) async fn begin_write_with(
+        &self,
+        begin: &'static str,
+    ) -> Result<WriteTx, sqlx::Error> {
         match self.write_turn().await {
             Some(turn) => self.begin_on_turn(Some(turn)).await,
             None => Ok(WithTurn {
