@@ -22,15 +22,14 @@
 //! releases whatever it had claimed (see [`crate::service::Settlement::NotSent`]).
 
 use std::{
-    sync::{Arc, Mutex},
+    sync::Mutex,
     time::{Duration, Instant},
 };
 
 use axum::{
     body::Body,
-    extract::{Request, State},
+    extract::Request,
     http::{HeaderMap, HeaderValue, StatusCode},
-    middleware::Next,
     response::{IntoResponse, Response},
     Json,
 };
@@ -260,26 +259,6 @@ impl Authenticator {
             if let Ok(authenticated) = self.authenticate_headers(request.headers()).await {
                 request.extensions_mut().insert(authenticated);
             }
-        }
-    }
-}
-
-/// Middleware: [`Authenticator::authenticate_request`] for every request but CORS preflight
-/// (`OPTIONS`).
-pub async fn require_authentication(
-    State(authenticator): State<Arc<Authenticator>>,
-    mut request: Request<Body>,
-    next: Next,
-) -> Response {
-    if request.method() == http::Method::OPTIONS {
-        return next.run(request).await;
-    }
-    match authenticator.authenticate_request(&mut request).await {
-        Ok(()) => next.run(request).await,
-        Err(refusal) => {
-            // The message never holds the token.
-            tracing::debug!(error = %refusal, "request refused before it was served");
-            refusal.into_response()
         }
     }
 }

@@ -26,9 +26,8 @@ use std::{
 
 use axum::{
     body::Body,
-    extract::{Request, State},
+    extract::Request,
     http::{HeaderValue, Method, StatusCode},
-    middleware::Next,
     response::{IntoResponse, Response},
     Json,
 };
@@ -317,35 +316,6 @@ fn limit_response(hit: LimitHit, id: serde_json::Value) -> Response {
             .insert(http::header::RETRY_AFTER, HeaderValue::from_static("30"));
     }
     response
-}
-
-/// Middleware: [`SessionLimits::admit`] around the Streamable HTTP service. The body (read
-/// only for a POST without `Mcp-Session-Id`) is already bounded by the body-limit layer.
-pub async fn limit_sessions(
-    State(limits): State<Arc<SessionLimits>>,
-    request: Request<Body>,
-    next: Next,
-) -> Response {
-    let (parts, body) = request.into_parts();
-    if parts.method != Method::POST || parts.headers.contains_key("mcp-session-id") {
-        let mut request = Request::from_parts(parts, body);
-        return match limits.admit(&mut request, &[]) {
-            Ok(_) => next.run(request).await,
-            Err(refusal) => refusal.into_response(),
-        };
-    }
-    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
-        return StatusCode::BAD_REQUEST.into_response();
-    };
-    let mut request = Request::from_parts(parts, Body::from(bytes.clone()));
-    match limits.admit(&mut request, &bytes) {
-        Ok(guard) => {
-            let response = next.run(request).await;
-            drop(guard);
-            response
-        }
-        Err(refusal) => refusal.into_response(),
-    }
 }
 
 /// Errors of [`BoundedSessions`].
