@@ -11,7 +11,7 @@ use rmcp::{
 };
 use secrecy::SecretString;
 
-use super::{input_schema, render, PaywardenMcp, HEADER_ENTITY_ID, HEADER_TOKEN};
+use super::{input_schema, render, CallContext, PaywardenMcp, HEADER_ENTITY_ID, HEADER_TOKEN};
 use crate::service::{
     ifthenpay::{
         CheckoutOutput, CofidisParams, CreditCardParams, Identity, IfthenpayService,
@@ -77,7 +77,7 @@ impl PaywardenMcp {
     async fn multibanco_create_reference(
         &self,
         Parameters(arguments): Parameters<JsonObject>,
-        context: RequestContext<RoleServer>,
+        CallContext(context): CallContext,
     ) -> Result<CallToolResult, McpError> {
         self.ifthenpay("multibanco_create_reference", arguments, &context)
             .await
@@ -92,7 +92,7 @@ impl PaywardenMcp {
     async fn mbway_request_payment(
         &self,
         Parameters(arguments): Parameters<JsonObject>,
-        context: RequestContext<RoleServer>,
+        CallContext(context): CallContext,
     ) -> Result<CallToolResult, McpError> {
         self.ifthenpay("mbway_request_payment", arguments, &context)
             .await
@@ -107,7 +107,7 @@ impl PaywardenMcp {
     async fn mbway_check_status(
         &self,
         Parameters(arguments): Parameters<JsonObject>,
-        context: RequestContext<RoleServer>,
+        CallContext(context): CallContext,
     ) -> Result<CallToolResult, McpError> {
         self.ifthenpay("mbway_check_status", arguments, &context)
             .await
@@ -122,7 +122,7 @@ impl PaywardenMcp {
     async fn payshop_create_reference(
         &self,
         Parameters(arguments): Parameters<JsonObject>,
-        context: RequestContext<RoleServer>,
+        CallContext(context): CallContext,
     ) -> Result<CallToolResult, McpError> {
         self.ifthenpay("payshop_create_reference", arguments, &context)
             .await
@@ -137,7 +137,7 @@ impl PaywardenMcp {
     async fn creditcard_create_payment(
         &self,
         Parameters(arguments): Parameters<JsonObject>,
-        context: RequestContext<RoleServer>,
+        CallContext(context): CallContext,
     ) -> Result<CallToolResult, McpError> {
         self.ifthenpay("creditcard_create_payment", arguments, &context)
             .await
@@ -152,7 +152,7 @@ impl PaywardenMcp {
     async fn pinpay_create_payment(
         &self,
         Parameters(arguments): Parameters<JsonObject>,
-        context: RequestContext<RoleServer>,
+        CallContext(context): CallContext,
     ) -> Result<CallToolResult, McpError> {
         self.ifthenpay("pinpay_create_payment", arguments, &context)
             .await
@@ -167,7 +167,7 @@ impl PaywardenMcp {
     async fn cofidis_create_payment(
         &self,
         Parameters(arguments): Parameters<JsonObject>,
-        context: RequestContext<RoleServer>,
+        CallContext(context): CallContext,
     ) -> Result<CallToolResult, McpError> {
         self.ifthenpay("cofidis_create_payment", arguments, &context)
             .await
@@ -182,7 +182,7 @@ impl PaywardenMcp {
     async fn pix_create_payment(
         &self,
         Parameters(arguments): Parameters<JsonObject>,
-        context: RequestContext<RoleServer>,
+        CallContext(context): CallContext,
     ) -> Result<CallToolResult, McpError> {
         self.ifthenpay("pix_create_payment", arguments, &context)
             .await
@@ -197,7 +197,7 @@ impl PaywardenMcp {
     async fn payments_list(
         &self,
         Parameters(arguments): Parameters<JsonObject>,
-        context: RequestContext<RoleServer>,
+        CallContext(context): CallContext,
     ) -> Result<CallToolResult, McpError> {
         self.ifthenpay("payments_list", arguments, &context).await
     }

@@ -12,7 +12,7 @@ use rmcp::{
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use super::{input_schema, render, PaywardenMcp};
+use super::{input_schema, render, CallContext, PaywardenMcp};
 use crate::service::{
     opp::{
         BackofficeOutput, BackofficeParams, LookupOutput, LookupParams, SearchOutput, SearchParams,
@@ -305,7 +305,7 @@ impl PaywardenMcp {
     async fn perform_capture(
         &self,
         Parameters(arguments): Parameters<JsonObject>,
-        context: RequestContext<RoleServer>,
+        CallContext(context): CallContext,
     ) -> Result<CallToolResult, McpError> {
         let (p, caller) = self
             .parse::<CaptureParams>("perform_capture", &arguments, &context)
@@ -332,7 +332,7 @@ impl PaywardenMcp {
     async fn perform_reversal(
         &self,
         Parameters(arguments): Parameters<JsonObject>,
-        context: RequestContext<RoleServer>,
+        CallContext(context): CallContext,
     ) -> Result<CallToolResult, McpError> {
         let (p, caller) = self
             .parse::<ReversalParams>("perform_reversal", &arguments, &context)
@@ -358,7 +358,7 @@ impl PaywardenMcp {
     async fn perform_refund(
         &self,
         Parameters(arguments): Parameters<JsonObject>,
-        context: RequestContext<RoleServer>,
+        CallContext(context): CallContext,
     ) -> Result<CallToolResult, McpError> {
         let (p, caller) = self
             .parse::<RefundParams>("perform_refund", &arguments, &context)
@@ -385,7 +385,7 @@ impl PaywardenMcp {
     async fn perform_rebill(
         &self,
         Parameters(arguments): Parameters<JsonObject>,
-        context: RequestContext<RoleServer>,
+        CallContext(context): CallContext,
     ) -> Result<CallToolResult, McpError> {
         let (p, caller) = self
             .parse::<RebillParams>("perform_rebill", &arguments, &context)
@@ -412,7 +412,7 @@ impl PaywardenMcp {
     async fn perform_chargeback(
         &self,
         Parameters(arguments): Parameters<JsonObject>,
-        context: RequestContext<RoleServer>,
+        CallContext(context): CallContext,
     ) -> Result<CallToolResult, McpError> {
         let (p, caller) = self
             .parse::<ChargebackParams>("perform_chargeback", &arguments, &context)
@@ -439,7 +439,7 @@ impl PaywardenMcp {
     async fn perform_chargeback_reversal(
         &self,
         Parameters(arguments): Parameters<JsonObject>,
-        context: RequestContext<RoleServer>,
+        CallContext(context): CallContext,
     ) -> Result<CallToolResult, McpError> {
         let (p, caller) = self
             .parse::<ChargebackReversalParams>("perform_chargeback_reversal", &arguments, &context)
@@ -471,7 +471,7 @@ impl PaywardenMcp {
     async fn get_transactions(
         &self,
         Parameters(arguments): Parameters<JsonObject>,
-        context: RequestContext<RoleServer>,
+        CallContext(context): CallContext,
     ) -> Result<CallToolResult, McpError> {
         let (p, caller) = self
             .parse::<GetTransactionsParams>("get_transactions", &arguments, &context)
@@ -504,7 +504,7 @@ impl PaywardenMcp {
     async fn search_transactions(
         &self,
         Parameters(arguments): Parameters<JsonObject>,
-        context: RequestContext<RoleServer>,
+        CallContext(context): CallContext,
     ) -> Result<CallToolResult, McpError> {
         let (p, caller) = self
             .parse::<SearchTransactionsParams>("search_transactions", &arguments, &context)
@@ -542,7 +542,7 @@ impl PaywardenMcp {
     async fn get_approval(
         &self,
         Parameters(arguments): Parameters<JsonObject>,
-        context: RequestContext<RoleServer>,
+        CallContext(context): CallContext,
     ) -> Result<CallToolResult, McpError> {
         let (p, caller) = self
             .parse::<GetApprovalParams>("get_approval", &arguments, &context)

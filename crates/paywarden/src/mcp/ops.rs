@@ -9,11 +9,10 @@ use rmcp::{
         CallToolResult, CompletionInfo, GetPromptResult, JsonObject, Prompt, PromptArgument,
         PromptMessage, ReadResourceResult, ResourceContents, ResourceTemplate, Role,
     },
-    service::RequestContext,
-    tool, tool_router, ErrorData as McpError, RoleServer,
+    tool, tool_router, ErrorData as McpError,
 };
 
-use super::{input_schema, render, PaywardenMcp};
+use super::{input_schema, render, CallContext, PaywardenMcp};
 use crate::service::{
     ops::{
         EmailParams, FlagOutput, FlagParams, IssueRefundOutput, IssueRefundParams,
@@ -45,7 +44,7 @@ impl PaywardenMcp {
     async fn lookup_customer(
         &self,
         Parameters(arguments): Parameters<JsonObject>,
-        context: RequestContext<RoleServer>,
+        CallContext(context): CallContext,
     ) -> Result<CallToolResult, McpError> {
         let (p, caller) = self
             .parse::<EmailParams>("lookup_customer", &arguments, &context)
@@ -67,7 +66,7 @@ impl PaywardenMcp {
     async fn list_payments(
         &self,
         Parameters(arguments): Parameters<JsonObject>,
-        context: RequestContext<RoleServer>,
+        CallContext(context): CallContext,
     ) -> Result<CallToolResult, McpError> {
         let (p, caller) = self
             .parse::<ListPaymentsParams>("list_payments", &arguments, &context)
@@ -89,7 +88,7 @@ impl PaywardenMcp {
     async fn get_order_history(
         &self,
         Parameters(arguments): Parameters<JsonObject>,
-        context: RequestContext<RoleServer>,
+        CallContext(context): CallContext,
     ) -> Result<CallToolResult, McpError> {
         let (p, caller) = self
             .parse::<EmailParams>("get_order_history", &arguments, &context)
@@ -111,7 +110,7 @@ impl PaywardenMcp {
     async fn issue_refund(
         &self,
         Parameters(arguments): Parameters<JsonObject>,
-        context: RequestContext<RoleServer>,
+        CallContext(context): CallContext,
     ) -> Result<CallToolResult, McpError> {
         let (p, caller) = self
             .parse::<IssueRefundParams>("issue_refund", &arguments, &context)
@@ -133,7 +132,7 @@ impl PaywardenMcp {
     async fn create_payment_link(
         &self,
         Parameters(arguments): Parameters<JsonObject>,
-        context: RequestContext<RoleServer>,
+        CallContext(context): CallContext,
     ) -> Result<CallToolResult, McpError> {
         let (p, caller) = self
             .parse::<PaymentLinkParams>("create_payment_link", &arguments, &context)
@@ -155,7 +154,7 @@ impl PaywardenMcp {
     async fn revenue_summary(
         &self,
         Parameters(arguments): Parameters<JsonObject>,
-        context: RequestContext<RoleServer>,
+        CallContext(context): CallContext,
     ) -> Result<CallToolResult, McpError> {
         let (p, caller) = self
             .parse::<RevenueParams>("revenue_summary", &arguments, &context)
@@ -177,7 +176,7 @@ impl PaywardenMcp {
     async fn flag_for_review(
         &self,
         Parameters(arguments): Parameters<JsonObject>,
-        context: RequestContext<RoleServer>,
+        CallContext(context): CallContext,
     ) -> Result<CallToolResult, McpError> {
         let (p, caller) = self
             .parse::<FlagParams>("flag_for_review", &arguments, &context)
