@@ -243,6 +243,10 @@ struct McpGuard {
 ///    slot, held until the service has answered ([`crate::sessions::SessionRefusal`] at a
 ///    limit or for another entity's session).
 ///
+/// Host and Origin come before credentials, so a foreign name or page gets 403, never a 401
+/// that explains how to authenticate (rmcp checks both again inside); credentials are looked
+/// at only for well-formed JSON, and a session slot is reserved only for a caller they admit.
+///
 /// A session ended by the client's `DELETE` is answered 200 OK, not rmcp's 202 Accepted: the
 /// session is closed by then, and the official SDKs count only 200 and 204 as success (the
 /// Python SDK logs "Session termination failed: 202" on every exit otherwise). The MCP spec
