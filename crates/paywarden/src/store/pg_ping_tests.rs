@@ -82,6 +82,15 @@ impl Counted {
     }
 }
 
+/// A store on a fresh database of `server`, connected through [`counting_proxy`]; the
+/// database's name, for [`drop_database`].
+async fn store_through_proxy(server: &url::Url) -> (Store, Counted, String) {
+    let (url, name) = fresh_database(server).await;
+    let (through_proxy, counted) = counting_proxy(&url).await;
+    let store = Store::connect(through_proxy.as_str()).await.unwrap();
+    (store, counted, name)
+}
+
 /// A TCP proxy to `upstream` that counts the Sync and Query messages the clients send
 /// (PostgreSQL protocol 3: after the untyped SSLRequest/GSSENCRequest and StartupMessage, every
 /// frontend message is a type byte and a big-endian length that counts itself). The URL to
@@ -224,10 +233,8 @@ async fn end_backends(server: &url::Url, name: &str) -> usize {
 #[tokio::test]
 async fn pg_a_connection_in_steady_use_makes_one_round_trip_per_statement() {
     let Some(server) = pg_server() else { return };
-    let (url, name) = fresh_database(&server).await;
-    let (through_proxy, counted) = counting_proxy(&url).await;
+    let (store, counted, name) = store_through_proxy(&server).await;
     let syncs = counted.syncs;
-    let store = Store::connect(through_proxy.as_str()).await.unwrap();
     // Every statement prepared on the connections the pool has now.
     for n in 0..30 {
         one_statement(&store, n).await.unwrap();
@@ -291,9 +298,7 @@ async fn pg_a_connection_whose_server_ended_it_within_the_second_is_replaced_bef
 #[tokio::test]
 async fn pg_a_connection_that_died_silently_fails_one_statement_and_is_closed() {
     let Some(server) = pg_server() else { return };
-    let (url, name) = fresh_database(&server).await;
-    let (through_proxy, counted) = counting_proxy(&url).await;
-    let store = Store::connect(through_proxy.as_str()).await.unwrap();
+    let (store, counted, name) = store_through_proxy(&server).await;
     for n in 0..6 {
         one_statement(&store, n).await.unwrap();
     }
@@ -324,9 +329,7 @@ async fn pg_a_connection_that_died_silently_fails_one_statement_and_is_closed() 
 #[tokio::test]
 async fn pg_an_audit_append_makes_four_round_trips_and_the_chain_verifies() {
     let Some(server) = pg_server() else { return };
-    let (url, name) = fresh_database(&server).await;
-    let (through_proxy, counted) = counting_proxy(&url).await;
-    let store = Store::connect(through_proxy.as_str()).await.unwrap();
+    let (store, counted, name) = store_through_proxy(&server).await;
     for _ in 0..5 {
         store
             .append_audit(&super::tests::audit_entry("revenue_summary"))
