@@ -314,12 +314,11 @@ impl McpGuard {
             }
         }
         // Admission reads the body only for a POST without `Mcp-Session-Id` (an `initialize`
-        // there reserves a slot).
-        let body: &[u8] = match &bytes {
-            Some(bytes) if !request.headers().contains_key("mcp-session-id") => bytes,
-            _ => &[],
-        };
-        match self.limits.admit(&mut request, body) {
+        // there reserves a slot); other requests have none to give.
+        match self
+            .limits
+            .admit(&mut request, bytes.as_deref().unwrap_or_default())
+        {
             Ok(slot) => {
                 let response = next.run(request).await;
                 drop(slot);
