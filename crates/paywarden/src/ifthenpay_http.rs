@@ -409,7 +409,8 @@ async fn call(
         }
     };
     match state.ifthenpay.call(identity, name, &arguments).await {
-        Ok(outcome) => {
+        Ok(mut outcome) => {
+            let structured = std::mem::take(outcome.structured_mut());
             let text = if outcome.is_error {
                 crate::mask::text(&outcome.text)
             } else {
@@ -420,7 +421,7 @@ async fn call(
                 "isError": outcome.is_error,
             });
             if !outcome.is_error {
-                result["structuredContent"] = outcome.structured;
+                result["structuredContent"] = structured;
             }
             Ok(result)
         }

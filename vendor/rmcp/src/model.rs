@@ -1,3 +1,7 @@
+// Modified for paywarden (2026-12-06): rmcp 3.9.0 with vendor/rmcp.patch applied, which lets
+// CallToolResult carry its structured content already serialized (structured_content_json; see
+// docs/performance.md, "A result serialized once", in the paywarden repository).
+
 // Internal references to the SEP-2577-deprecated Roots/Sampling/Logging types
 // defined in this module are expected; the deprecation is advisory for downstream users.
 #![expect(deprecated)]
@@ -4132,9 +4136,12 @@ where
 ///
 /// Contains the content returned by the tool execution and an optional
 /// flag indicating whether the operation resulted in an error.
-#[derive(Debug, Serialize, Clone, PartialEq)]
-#[serde(rename_all = "camelCase")]
+//
+// paywarden's patch: `Serialize` and `PartialEq` are written out below (not derived) for
+// `structured_content_json`.
+#[derive(Debug, Clone)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "schemars", serde(rename_all = "camelCase"))]
 #[non_exhaustive]
 pub struct CallToolResult {
     /// Result type discriminator (SEP-2322). Required by the [spec schema]
@@ -4147,22 +4154,74 @@ pub struct CallToolResult {
     /// negotiated an older version.
     ///
     /// [spec schema]: https://github.com/modelcontextprotocol/modelcontextprotocol/blob/271ecc9accafdd9b83a3c869fa67c22953b2af80/schema/2026-07-28/schema.ts#L219-L235
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schemars", serde(default, skip_serializing_if = "Option::is_none"))]
     pub result_type: Option<ResultType>,
     /// The content returned by the tool (text, images, etc.)
-    #[serde(default)]
+    #[cfg_attr(feature = "schemars", serde(default))]
     pub content: Vec<ContentBlock>,
     /// An optional JSON value that represents the structured result of the tool call.
     /// It can be any JSON value, including `null`; an explicit `null` is kept
     /// distinct from an absent field.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schemars", serde(skip_serializing_if = "Option::is_none"))]
     pub structured_content: Option<Value>,
+    /// paywarden's patch: the structured result already serialized, written as it is as
+    /// `structuredContent` (in place of `structured_content`, which a server setting this
+    /// leaves `None`). A server that builds its answer once sends it without turning it into
+    /// a [`Value`] and back. Only for sending: a received result has it `None` and its
+    /// `structuredContent` in `structured_content`. See
+    /// [`CallToolResult::structured_value`] to read either.
+    #[cfg_attr(feature = "schemars", schemars(skip))]
+    pub structured_content_json: Option<Box<serde_json::value::RawValue>>,
     /// Whether this result represents an error condition
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schemars", serde(skip_serializing_if = "Option::is_none"))]
     pub is_error: Option<bool>,
     /// Optional protocol-level metadata for this result
-    #[serde(rename = "_meta", skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schemars", serde(rename = "_meta", skip_serializing_if = "Option::is_none"))]
     pub meta: Option<MetaObject>,
+}
+
+// paywarden's patch: what `#[derive(Serialize)]` wrote (the same fields, names and order), with
+// `structured_content_json` written as `structuredContent` when it is set.
+impl Serialize for CallToolResult {
+    fn serialize<S>(&self, serializer: S) -> Result<S::Ok, S::Error>
+    where
+        S: serde::Serializer,
+    {
+        use serde::ser::SerializeStruct;
+        let mut out = serializer.serialize_struct("CallToolResult", 5)?;
+        match &self.result_type {
+            Some(result_type) => out.serialize_field("resultType", result_type)?,
+            None => out.skip_field("resultType")?,
+        }
+        out.serialize_field("content", &self.content)?;
+        match (&self.structured_content_json, &self.structured_content) {
+            (Some(json), _) => out.serialize_field("structuredContent", json)?,
+            (None, Some(value)) => out.serialize_field("structuredContent", value)?,
+            (None, None) => out.skip_field("structuredContent")?,
+        }
+        match &self.is_error {
+            Some(is_error) => out.serialize_field("isError", is_error)?,
+            None => out.skip_field("isError")?,
+        }
+        match &self.meta {
+            Some(meta) => out.serialize_field("_meta", meta)?,
+            None => out.skip_field("_meta")?,
+        }
+        out.end()
+    }
+}
+
+// paywarden's patch: the derived comparison, with `structured_content_json` compared as text.
+impl PartialEq for CallToolResult {
+    fn eq(&self, other: &Self) -> bool {
+        self.result_type == other.result_type
+            && self.content == other.content
+            && self.structured_content == other.structured_content
+            && self.structured_content_json.as_ref().map(|j| j.get())
+                == other.structured_content_json.as_ref().map(|j| j.get())
+            && self.is_error == other.is_error
+            && self.meta == other.meta
+    }
 }
 
 // Custom Deserialize implementation that:
@@ -4218,6 +4277,7 @@ impl<'de> Deserialize<'de> for CallToolResult {
             result_type: helper.result_type,
             content: helper.content.unwrap_or_default(),
             structured_content: helper.structured_content,
+            structured_content_json: None,
             is_error: helper.is_error,
             meta: helper.meta,
         })
@@ -4230,6 +4290,7 @@ impl Default for CallToolResult {
             result_type: Some(ResultType::COMPLETE),
             content: Vec::new(),
             structured_content: None,
+            structured_content_json: None,
             is_error: None,
             meta: None,
         }
@@ -4243,6 +4304,7 @@ impl CallToolResult {
             result_type: Some(ResultType::COMPLETE),
             content,
             structured_content: None,
+            structured_content_json: None,
             is_error: Some(false),
             meta: None,
         }
@@ -4301,6 +4363,7 @@ impl CallToolResult {
             result_type: Some(ResultType::COMPLETE),
             content,
             structured_content: None,
+            structured_content_json: None,
             is_error: Some(true),
             meta: None,
         }
@@ -4324,6 +4387,7 @@ impl CallToolResult {
             result_type: Some(ResultType::COMPLETE),
             content: vec![ContentBlock::text(value.to_string())],
             structured_content: Some(value),
+            structured_content_json: None,
             is_error: Some(false),
             meta: None,
         }
@@ -4351,6 +4415,7 @@ impl CallToolResult {
             result_type: Some(ResultType::COMPLETE),
             content: vec![ContentBlock::text(value.to_string())],
             structured_content: Some(value),
+            structured_content_json: None,
             is_error: Some(true),
             meta: None,
         }
@@ -4360,6 +4425,28 @@ impl CallToolResult {
     pub fn with_meta(mut self, meta: Option<MetaObject>) -> Self {
         self.meta = meta;
         self
+    }
+
+    /// paywarden's patch: the structured result, from `structured_content` or, when it was
+    /// sent already serialized, parsed from `structured_content_json` (`None` when it has
+    /// neither, or when that JSON does not parse).
+    pub fn structured_value(&self) -> Option<std::borrow::Cow<'_, Value>> {
+        match (&self.structured_content_json, &self.structured_content) {
+            (Some(json), _) => serde_json::from_str(json.get())
+                .ok()
+                .map(std::borrow::Cow::Owned),
+            (None, value) => value.as_ref().map(std::borrow::Cow::Borrowed),
+        }
+    }
+
+    /// paywarden's patch: the structured result as a [`Value`] to change in place; one sent
+    /// already serialized is parsed into `structured_content` first (and
+    /// `structured_content_json` cleared).
+    pub fn structured_value_mut(&mut self) -> Option<&mut Value> {
+        if let Some(json) = self.structured_content_json.take() {
+            self.structured_content = serde_json::from_str(json.get()).ok();
+        }
+        self.structured_content.as_mut()
     }
 
     /// Convert the `structured_content` part of response into a certain type.

@@ -281,6 +281,7 @@ impl PaywardenMcp {
             _ => "paywarden",
         };
         let outcome = ToolOutcome {
+            structured_json: None,
             structured: serde_json::Value::Null,
             is_error: result.is_err(),
             text: result
@@ -443,7 +444,7 @@ fn approval_question(
     request_hash: String,
     codec: &rmcp::model::RequestStateCodec,
 ) -> Option<rmcp::model::InputRequiredResult> {
-    let structured = result.structured_content.as_ref()?;
+    let structured = result.structured_value()?;
     if structured["status"] != "approval_pending" {
         return None;
     }
@@ -500,7 +501,11 @@ pub(crate) fn render(
                 CallToolResult::success(vec![ContentBlock::text(outcome.text)])
             };
             if !outcome.is_error {
-                rendered.structured_content = Some(outcome.structured);
+                match outcome.structured_json {
+                    // Serialized once by the tool; rmcp writes it as it is.
+                    Some(json) => rendered.structured_content_json = Some(json.0),
+                    None => rendered.structured_content = Some(outcome.structured),
+                }
             }
             Ok(rendered)
         }
@@ -1022,6 +1027,68 @@ pub fn server_capabilities() -> ServerCapabilities {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(serde::Serialize)]
+    struct Answer {
+        total: i64,
+        currency: &'static str,
+        days: Vec<(&'static str, i64)>,
+        note: &'static str,
+    }
+
+    const ANSWER: Answer = Answer {
+        total: 150,
+        currency: "EUR",
+        days: Vec::new(),
+        note: "quote \" and \u{e9}",
+    };
+
+    /// A result serialized once goes out as the same JSON a `Value` would have given (keys in
+    /// field order), in the text and as `structuredContent`, and reads back as that value.
+    #[test]
+    fn a_result_serialized_once_is_sent_and_read_as_its_value() {
+        let outcome =
+            ToolOutcome::serialized(Some("[SANDBOX]"), "Revenue", &ANSWER, Default::default())
+                .unwrap();
+        let value = serde_json::to_value(&ANSWER).unwrap();
+        assert_eq!(outcome.structured, serde_json::Value::Null);
+        assert_eq!(*outcome.structured_value(), value);
+        assert_eq!(
+            outcome.text,
+            format!(
+                "[SANDBOX]\nRevenue\n{}",
+                serde_json::to_string(&ANSWER).unwrap()
+            )
+        );
+        let rendered = render(Ok(outcome.clone())).unwrap();
+        assert_eq!(rendered.structured_content, None);
+        assert_eq!(rendered.structured_value().as_deref(), Some(&value));
+        let wire = serde_json::to_value(&rendered).unwrap();
+        assert_eq!(wire["structuredContent"], value);
+        assert_eq!(wire["content"][0]["text"], outcome.text.as_str());
+        // What a client receives: the same result, with the value in `structured_content`.
+        let received: CallToolResult = serde_json::from_value(wire.clone()).unwrap();
+        assert_eq!(received.structured_content.as_ref(), Some(&value));
+        // Written out field by field as the derive did: a result without structured content
+        // or flags has neither key.
+        let plain = serde_json::to_value(CallToolResult::success(vec![])).unwrap();
+        assert_eq!(
+            plain,
+            serde_json::json!({"resultType": "complete", "content": [], "isError": false})
+        );
+        // Changed in place, it is parsed first.
+        let mut changed = rendered;
+        changed.structured_value_mut().unwrap()["total"] = 1.into();
+        assert!(changed.structured_content_json.is_none());
+        assert_eq!(
+            serde_json::to_value(&changed).unwrap()["structuredContent"]["total"],
+            1
+        );
+        let mut outcome = outcome;
+        outcome.structured_mut()["total"] = 2.into();
+        assert_eq!(outcome.structured_json, None);
+        assert_eq!(outcome.structured["total"], 2);
+    }
 
     /// The size of the future a method of [`PaywardenMcp`] returns, without calling it.
     fn future_size<A, B, F: std::future::Future>(_: fn(&'static PaywardenMcp, A, B) -> F) -> usize {

@@ -91,7 +91,7 @@ impl PaywardenMcp {
         arguments: &rmcp::model::JsonObject,
         result: &CallToolResult,
     ) -> Result<Option<InputRequiredResult>, McpError> {
-        let Some(structured) = result.structured_content.as_ref() else {
+        let Some(structured) = result.structured_value() else {
             return Ok(None);
         };
         if structured["status"] != "confirmation_required" {

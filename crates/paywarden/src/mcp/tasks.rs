@@ -106,7 +106,7 @@ impl PaywardenMcp {
         if result.is_error == Some(true) {
             return Ok(None);
         }
-        let Some(out) = result.structured_content.as_ref() else {
+        let Some(out) = result.structured_value() else {
             return Ok(None);
         };
         if out["status"] == "approval_pending" {
@@ -340,16 +340,14 @@ impl PaywardenMcp {
             let result =
                 super::render(self.resolve_approval(caller, &arguments, id.clone()).await)?;
             let pending = result
-                .structured_content
-                .as_ref()
+                .structured_value()
                 .is_some_and(|s| s["status"] == "approval_pending");
             if !pending {
                 return Ok(Now::completed(&result, None));
             }
         }
         let approval = first
-            .structured_content
-            .as_ref()
+            .structured_value()
             .map(|s| s["approval"].clone())
             .unwrap_or_default();
         let url = approval["url"].as_str().unwrap_or_default().to_string();
@@ -430,8 +428,7 @@ impl PaywardenMcp {
             "paid" => {
                 let mut result = first;
                 if let Some(out) = result
-                    .structured_content
-                    .as_mut()
+                    .structured_value_mut()
                     .filter(|o| o.get("status").is_some())
                 {
                     out["status"] = "paid".into();
@@ -477,7 +474,7 @@ impl PaywardenMcp {
             ))),
             "succeeded" => {
                 let mut result = first;
-                if let Some(out) = result.structured_content.as_mut() {
+                if let Some(out) = result.structured_value_mut() {
                     out["status"] = "executed".into();
                     out["refund"]["status"] = "succeeded".into();
                 }
@@ -544,7 +541,7 @@ impl PaywardenMcp {
                 .unwrap_or_default()
         );
         let mut settled = first;
-        if let Some(out) = settled.structured_content.as_mut() {
+        if let Some(out) = settled.structured_value_mut() {
             for field in ["result", "resultFamily", "resultCategory", "timestamp"] {
                 out[field] = transaction[field].clone();
             }

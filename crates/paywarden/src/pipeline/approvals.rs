@@ -98,6 +98,7 @@ impl Pipeline {
         );
         Ok((
             ToolOutcome {
+                structured_json: None,
                 structured,
                 is_error: false,
                 text: self.decorate(&text),

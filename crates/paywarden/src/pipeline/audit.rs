@@ -11,6 +11,7 @@ impl Pipeline {
         result_code: Option<&str>,
     ) -> ToolOutcome {
         ToolOutcome {
+            structured_json: None,
             structured: serde_json::json!({
                 "error": { "kind": kind, "message": message, "resultCode": result_code },
                 "sandbox": self.sandbox,
@@ -29,6 +30,27 @@ impl Pipeline {
     /// break and `structured` as compact JSON ([`text_with_json`]).
     pub fn text_with_json(&self, text: &str, structured: &serde_json::Value) -> String {
         text_with_json(self.sandbox.then_some(&*self.banner), text, structured)
+    }
+
+    /// A success whose structured result `output` is serialized once, with the sandbox
+    /// banner when the provider is the emulator ([`ToolOutcome::serialized`]): the text
+    /// [`Pipeline::text_with_json`] gives, except that an object's keys come in the order of
+    /// its type's fields (a `Value`'s come sorted); `structuredContent` is that same JSON.
+    ///
+    /// # Errors
+    /// [`crate::store::StoreError::Json`] when `output` cannot be serialized.
+    pub fn serialized_outcome<T: serde::Serialize>(
+        &self,
+        text: &str,
+        output: &T,
+        audit: AuditFacts,
+    ) -> Result<ToolOutcome, crate::store::StoreError> {
+        Ok(ToolOutcome::serialized(
+            self.sandbox.then_some(&*self.banner),
+            text,
+            output,
+            audit,
+        )?)
     }
 
     /// Prefixes text with the sandbox banner when the provider is the emulator.

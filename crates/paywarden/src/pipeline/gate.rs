@@ -436,7 +436,7 @@ impl Pipeline {
         }
         if let Some(id) = &claims.approval_id {
             let record = serde_json::json!({
-                "structured": outcome.structured,
+                "structured": outcome.structured_value(),
                 "text": outcome.text,
                 "isError": outcome.is_error,
             });
@@ -506,6 +506,7 @@ impl Pipeline {
         );
         Ok((
             ToolOutcome {
+                structured_json: None,
                 structured,
                 is_error: false,
                 text: self.decorate(&text),

@@ -114,6 +114,7 @@ impl Pipeline {
                     .map(|t| t.trim_start_matches('\n'))
                     .unwrap_or(text);
                 Ok(ToolOutcome {
+                    structured_json: None,
                     structured,
                     is_error,
                     text: self.decorate(&format!(
@@ -202,7 +203,7 @@ impl Pipeline {
                             key,
                             holder,
                             &serde_json::json!({
-                                "structured": outcome.structured,
+                                "structured": outcome.structured_value(),
                                 "text": outcome.text,
                                 "audit": outcome.audit,
                             }),

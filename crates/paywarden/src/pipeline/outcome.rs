@@ -28,13 +28,85 @@ impl std::fmt::Debug for Caller {
 pub struct ToolOutcome {
     /// Structured result (the tool's output schema) for successes; for tool errors a JSON
     /// object describing the error.
+    /// `Null` when the result was serialized once instead ([`ToolOutcome::structured_json`]).
     pub structured: serde_json::Value,
+    /// The structured result already serialized, for a success whose answer was built once
+    /// ([`ToolOutcome::serialized`]): sent as it is as `structuredContent`, and `structured` is
+    /// `Null`. Read either with [`ToolOutcome::structured_value`].
+    pub structured_json: Option<SerializedJson>,
     /// Whether this is a tool error (`isError: true`).
     pub is_error: bool,
     /// Text for `content[0]`: what happened, and for errors what to do.
     pub text: String,
     /// Facts for the audit log.
     pub audit: AuditFacts,
+}
+
+impl ToolOutcome {
+    /// A success whose structured result `output` is serialized once: the compact JSON is
+    /// both `structuredContent` (sent as it is, never turned into a [`serde_json::Value`]) and
+    /// the end of the text: `banner` (when given), `text` and the JSON on their own lines, as
+    /// [`crate::pipeline::audit::text_with_json`] writes them, with an object's keys in the
+    /// order of its type's fields (serde's derive) rather than sorted (a `Value`'s map).
+    ///
+    /// # Errors
+    /// [`serde_json::Error`] when `output` cannot be serialized (a map with non-string keys).
+    pub fn serialized<T: serde::Serialize>(
+        banner: Option<&str>,
+        text: &str,
+        output: &T,
+        audit: AuditFacts,
+    ) -> Result<ToolOutcome, serde_json::Error> {
+        let json = serde_json::value::to_raw_value(output)?;
+        let mut full =
+            String::with_capacity(banner.map_or(0, str::len) + text.len() + json.get().len() + 2);
+        if let Some(banner) = banner {
+            full.push_str(banner);
+            full.push('\n');
+        }
+        full.push_str(text);
+        full.push('\n');
+        full.push_str(json.get());
+        Ok(ToolOutcome {
+            structured: serde_json::Value::Null,
+            structured_json: Some(SerializedJson(json)),
+            is_error: false,
+            text: full,
+            audit,
+        })
+    }
+
+    /// The structured result as a [`serde_json::Value`]: `structured`, or the serialized
+    /// result parsed (`Null` if it does not parse, which JSON serde_json wrote always does).
+    pub fn structured_value(&self) -> std::borrow::Cow<'_, serde_json::Value> {
+        match &self.structured_json {
+            Some(json) => std::borrow::Cow::Owned(
+                serde_json::from_str(json.0.get()).unwrap_or(serde_json::Value::Null),
+            ),
+            None => std::borrow::Cow::Borrowed(&self.structured),
+        }
+    }
+}
+
+impl ToolOutcome {
+    /// The structured result to change in place: a serialized one is parsed into
+    /// `structured` first (and `structured_json` cleared).
+    pub fn structured_mut(&mut self) -> &mut serde_json::Value {
+        if let Some(json) = self.structured_json.take() {
+            self.structured = serde_json::from_str(json.0.get()).unwrap_or(serde_json::Value::Null);
+        }
+        &mut self.structured
+    }
+}
+
+/// A structured result serialized once (compact JSON), compared by its text.
+#[derive(Debug, Clone)]
+pub struct SerializedJson(pub Box<serde_json::value::RawValue>);
+
+impl PartialEq for SerializedJson {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.get() == other.0.get()
+    }
 }
 
 /// The audit-relevant facts of an outcome.

@@ -75,7 +75,7 @@ impl Pipeline {
                 let id = receipt.id.clone();
                 match serde_json::to_value(&receipt) {
                     Ok(value) => {
-                        if let serde_json::Value::Object(map) = &mut outcome.structured {
+                        if let serde_json::Value::Object(map) = outcome.structured_mut() {
                             map.insert("receipt".into(), value);
                         }
                         // The text keeps its shape (summary lines, then the structured result

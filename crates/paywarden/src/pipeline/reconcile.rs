@@ -218,7 +218,7 @@ impl Pipeline {
                         &caller.entity_id,
                         key,
                         &serde_json::json!({
-                            "structured": outcome.structured,
+                            "structured": outcome.structured_value(),
                             "text": outcome.text,
                             "audit": outcome.audit,
                         }),
@@ -409,7 +409,7 @@ impl Pipeline {
                             &watched.tool,
                             &watched.request_hash,
                             &serde_json::json!({
-                                "structured": outcome.structured,
+                                "structured": outcome.structured_value(),
                                 "text": outcome.text,
                                 "audit": outcome.audit,
                             }),

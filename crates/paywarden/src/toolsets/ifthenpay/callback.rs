@@ -186,6 +186,7 @@ impl IfthenpayService {
             format!("callback refused: {}", reason.unwrap_or_default())
         };
         let audited = ToolOutcome {
+            structured_json: None,
             structured: json!({}),
             is_error: !accepted,
             text: message,

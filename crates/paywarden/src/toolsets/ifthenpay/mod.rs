@@ -355,6 +355,7 @@ impl IfthenpayService {
     /// A tool-error outcome: the message as `content[0].text`.
     fn error(&self, kind: &str, message: &str) -> ToolOutcome {
         ToolOutcome {
+            structured_json: None,
             structured: json!({"error": {"kind": kind, "message": message}, "sandbox": self.sandbox}),
             is_error: true,
             text: message.to_string(),
@@ -373,6 +374,7 @@ impl IfthenpayService {
     /// seed's order).
     fn success<T: Serialize>(&self, output: &T, request_id: Option<String>) -> ToolOutcome {
         ToolOutcome {
+            structured_json: None,
             text: serde_json::to_string(output).unwrap_or_default(),
             structured: to_value(output),
             is_error: false,

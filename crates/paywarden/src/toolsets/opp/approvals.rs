@@ -93,6 +93,7 @@ impl OppService {
                             .map(|t| t.trim_start_matches('\n'))
                             .unwrap_or(text);
                         Ok(ToolOutcome {
+                            structured_json: None,
                             structured,
                             is_error: outcome.get("isError").and_then(|v| v.as_bool()).unwrap_or(false),
                             text: self.pipeline.decorate(&format!("Approval {} was executed; this is its outcome (no money moved again).\n{text}", approval.id)),
@@ -124,6 +125,7 @@ impl OppService {
                             _ => format!("Approval {} is {}: waiting for a person at {}.", approval.id, view.status, view.url),
                         };
                         Ok(ToolOutcome {
+                            structured_json: None,
                             text: self.pipeline.text_with_json(&text, &structured),
                             structured,
                             is_error: false,
@@ -159,6 +161,7 @@ impl OppService {
             category.guidance(),
         );
         ToolOutcome {
+            structured_json: None,
             structured: serde_json::json!({
                 "error": {
                     "kind": "rejected",

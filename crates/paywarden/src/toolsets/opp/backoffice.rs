@@ -335,6 +335,7 @@ impl OppService {
         let structured = serde_json::to_value(&output)?;
         Ok((
             ToolOutcome {
+                structured_json: None,
                 text: self
                     .pipeline
                     .decorate(&format!("{summary}\n{}", structured)),

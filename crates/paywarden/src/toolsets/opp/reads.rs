@@ -208,24 +208,18 @@ impl OppService {
                             recent: None,
                             sandbox: self.pipeline.sandbox(),
                         };
-                        let structured =
-                            serde_json::to_value(&output).map_err(crate::store::StoreError::from)?;
-                        Ok(ToolOutcome {
-                            text: self.pipeline.decorate(&format!(
-                                "Found {} transaction(s).\n{}",
-                                output.payments.len(),
-                                structured
-                            )),
-                            structured,
-                            is_error: false,
-                            audit: AuditFacts {
+                        let text = format!("Found {} transaction(s).", output.payments.len());
+                        Ok(self.pipeline.serialized_outcome(
+                            &text,
+                            &output,
+                            AuditFacts {
                                 outcome: "ok".into(),
                                 result_code: Some(code.to_string()),
                                 provider_request_id: None,
                                 transaction_id: query.id.clone(),
                                 receipt: None,
                             },
-                        })
+                        )?)
                     }
                     Err(OppError::NotFound { result }) => Ok(self.pipeline.error_outcome(
                         "not_found",
@@ -293,23 +287,21 @@ impl OppService {
             }),
             sandbox: self.pipeline.sandbox(),
         };
-        let structured = serde_json::to_value(&output).map_err(crate::store::StoreError::from)?;
-        Ok(ToolOutcome {
-            text: self.pipeline.decorate(&format!(
-                "No id or merchantTransactionId given: the most recent transactions of the last {RECENT_WINDOW_DAYS} days, newest first; page {page_no} of {} ({} shown of {total_count}{}).\n{}",
-                total_pages.max(1),
-                output.payments.len(),
-                if truncated { ", older ones not read: narrow the range with search_transactions" } else { "" },
-                structured
-            )),
-            structured,
-            is_error: false,
-            audit: AuditFacts {
+        let text = format!(
+            "No id or merchantTransactionId given: the most recent transactions of the last {RECENT_WINDOW_DAYS} days, newest first; page {page_no} of {} ({} shown of {total_count}{}).",
+            total_pages.max(1),
+            output.payments.len(),
+            if truncated { ", older ones not read: narrow the range with search_transactions" } else { "" },
+        );
+        Ok(self.pipeline.serialized_outcome(
+            &text,
+            &output,
+            AuditFacts {
                 outcome: "ok".into(),
                 result_code: Some(code.to_string()),
                 ..AuditFacts::default()
             },
-        })
+        )?)
     }
 
     /// `search_transactions`: OPP's transaction report for the date range. Every filter OPP's
@@ -542,31 +534,29 @@ impl OppService {
                     truncated,
                     sandbox: self.pipeline.sandbox(),
                 };
-                let structured = serde_json::to_value(&output).map_err(crate::store::StoreError::from)?;
-                Ok(ToolOutcome {
-                    text: self.pipeline.decorate(&format!(
-                        "{} match(es) between {} and {} UTC; page {} of {} ({} shown).{}\n{}",
-                        total_count,
-                        output.date_from,
-                        output.date_to,
-                        page_no,
-                        total_pages.max(1),
-                        output.records.len(),
-                        if truncated {
-                            " The report is INCOMPLETE: OPP's report could not be read to its end (too many matches, or OPP did not page); narrow the date range."
-                        } else {
-                            ""
-                        },
-                        structured
-                    )),
-                    structured,
-                    is_error: false,
-                    audit: AuditFacts {
+                let text = format!(
+                    "{} match(es) between {} and {} UTC; page {} of {} ({} shown).{}",
+                    total_count,
+                    output.date_from,
+                    output.date_to,
+                    page_no,
+                    total_pages.max(1),
+                    output.records.len(),
+                    if truncated {
+                        " The report is INCOMPLETE: OPP's report could not be read to its end (too many matches, or OPP did not page); narrow the date range."
+                    } else {
+                        ""
+                    },
+                );
+                Ok(self.pipeline.serialized_outcome(
+                    &text,
+                    &output,
+                    AuditFacts {
                         outcome: "ok".into(),
                         result_code: Some(code.to_string()),
                         ..AuditFacts::default()
                     },
-                })
+                )?)
             })
             .await
     }

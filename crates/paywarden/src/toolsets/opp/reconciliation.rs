@@ -105,6 +105,7 @@ impl Reconciler for OppService {
             tx.result.description
         ));
         Ok(ToolOutcome {
+            structured_json: None,
             structured,
             is_error: false,
             text,

@@ -180,6 +180,7 @@ impl OpsService {
 
     fn ok(&self, structured: serde_json::Value, text: String, facts: AuditFacts) -> ToolOutcome {
         ToolOutcome {
+            structured_json: None,
             text: self.pipeline.text_with_json(&text, &structured),
             structured,
             is_error: false,
@@ -188,6 +189,23 @@ impl OpsService {
                 ..facts
             },
         }
+    }
+
+    /// A success whose structured result `output` is serialized once
+    /// ([`ToolOutcome::serialized`]), never turned into a [`serde_json::Value`].
+    fn ok_serialized<T: serde::Serialize>(
+        &self,
+        output: &T,
+        text: &str,
+    ) -> Result<ToolOutcome, ServiceError> {
+        Ok(self.pipeline.serialized_outcome(
+            text,
+            output,
+            AuditFacts {
+                outcome: "ok".into(),
+                ..AuditFacts::default()
+            },
+        )?)
     }
 
     fn not_found(&self, what: &str) -> ToolOutcome {

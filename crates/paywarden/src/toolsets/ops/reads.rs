@@ -19,9 +19,7 @@ impl OpsService {
                 Ok(found) => found,
                 Err(outcome) => return Ok(outcome),
             };
-            let structured =
-                serde_json::to_value(&output).map_err(crate::store::StoreError::from)?;
-            Ok(self.ok(structured, text, AuditFacts::default()))
+            self.ok_serialized(&output, &text)
         })
         .await
     }
@@ -194,9 +192,7 @@ impl OpsService {
                     lines.join("\n")
                 }
             );
-            let structured =
-                serde_json::to_value(&output).map_err(crate::store::StoreError::from)?;
-            Ok(self.ok(structured, text, AuditFacts::default()))
+            self.ok_serialized(&output, &text)
         })
         .await
     }
@@ -300,9 +296,7 @@ impl OpsService {
                     lines.join("\n")
                 }
             );
-            let structured =
-                serde_json::to_value(&output).map_err(crate::store::StoreError::from)?;
-            Ok(self.ok(structured, text, AuditFacts::default()))
+            self.ok_serialized(&output, &text)
         })
         .await
     }
@@ -430,9 +424,7 @@ impl OpsService {
                 days,
                 totals,
             };
-            let structured =
-                serde_json::to_value(&output).map_err(crate::store::StoreError::from)?;
-            Ok(self.ok(structured, text, AuditFacts::default()))
+            self.ok_serialized(&output, &text)
         })
         .await
     }
