@@ -27,8 +27,8 @@ impl std::fmt::Debug for Caller {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ToolOutcome {
     /// Structured result (the tool's output schema) for successes; for tool errors a JSON
-    /// object describing the error.
-    /// `Null` when the result was serialized once instead ([`ToolOutcome::structured_json`]).
+    /// object describing the error. `Null` when the result was serialized once instead
+    /// ([`ToolOutcome::structured_json`]).
     pub structured: serde_json::Value,
     /// The structured result already serialized, for a success whose answer was built once
     /// ([`ToolOutcome::serialized`]): sent as it is as `structuredContent`, and `structured` is
@@ -77,7 +77,7 @@ impl ToolOutcome {
     }
 
     /// The structured result as a [`serde_json::Value`]: `structured`, or the serialized
-    /// result parsed (`Null` if it does not parse, which JSON serde_json wrote always does).
+    /// result parsed (JSON serde_json wrote always parses; `Null` if it did not).
     pub fn structured_value(&self) -> std::borrow::Cow<'_, serde_json::Value> {
         match &self.structured_json {
             Some(json) => std::borrow::Cow::Owned(
@@ -86,9 +86,7 @@ impl ToolOutcome {
             None => std::borrow::Cow::Borrowed(&self.structured),
         }
     }
-}
 
-impl ToolOutcome {
     /// The structured result to change in place: a serialized one is parsed into
     /// `structured` first (and `structured_json` cleared).
     pub fn structured_mut(&mut self) -> &mut serde_json::Value {
