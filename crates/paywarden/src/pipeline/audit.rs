@@ -105,27 +105,28 @@ impl Pipeline {
 }
 
 /// `banner` and a line break (when given), `text`, a line break and `structured` as compact
-/// JSON: the bytes of `format!("{banner}\n{text}\n{structured}")`, written into one buffer
-/// instead of formatted twice (a read's answer is built once per call and its JSON is most of
-/// it: docs/performance.md, "Where an audited read's CPU goes").
+/// JSON: the bytes of `format!("{banner}\n{text}\n{structured}")` ([`text_with_serialized`]).
 pub(crate) fn text_with_json(
     banner: Option<&str>,
     text: &str,
     structured: &serde_json::Value,
 ) -> String {
-    let mut out: Vec<u8> = Vec::with_capacity(banner.map_or(0, str::len) + text.len() + 4096);
+    text_with_serialized(banner, text, &structured.to_string())
+}
+
+/// `banner` and a line break (when given), `text`, a line break and `json` (a result's
+/// compact JSON, already serialized): a result's text, built in one allocation.
+pub(crate) fn text_with_serialized(banner: Option<&str>, text: &str, json: &str) -> String {
+    let mut out =
+        String::with_capacity(banner.map_or(0, |b| b.len() + 1) + text.len() + 1 + json.len());
     if let Some(banner) = banner {
-        out.extend_from_slice(banner.as_bytes());
-        out.push(b'\n');
+        out.push_str(banner);
+        out.push('\n');
     }
-    out.extend_from_slice(text.as_bytes());
-    out.push(b'\n');
-    if let Err(e) = serde_json::to_writer(&mut out, structured) {
-        // Writing a `Value` into a `Vec` cannot fail.
-        tracing::error!(error = %e, "could not write a result's JSON");
-    }
-    // The banner, `text` and serde_json's output are UTF-8.
-    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+    out.push_str(text);
+    out.push('\n');
+    out.push_str(json);
+    out
 }
 
 pub(super) fn first_line(text: &str) -> String {

@@ -58,20 +58,11 @@ impl ToolOutcome {
         audit: AuditFacts,
     ) -> Result<ToolOutcome, serde_json::Error> {
         let json = serde_json::value::to_raw_value(output)?;
-        let mut full =
-            String::with_capacity(banner.map_or(0, str::len) + text.len() + json.get().len() + 2);
-        if let Some(banner) = banner {
-            full.push_str(banner);
-            full.push('\n');
-        }
-        full.push_str(text);
-        full.push('\n');
-        full.push_str(json.get());
         Ok(ToolOutcome {
+            text: super::audit::text_with_serialized(banner, text, json.get()),
             structured: serde_json::Value::Null,
             structured_json: Some(SerializedJson(json)),
             is_error: false,
-            text: full,
             audit,
         })
     }
@@ -99,7 +90,10 @@ impl ToolOutcome {
 
 /// A structured result serialized once (compact JSON), compared by its text.
 #[derive(Debug, Clone)]
-pub struct SerializedJson(pub Box<serde_json::value::RawValue>);
+pub struct SerializedJson(
+    /// The JSON as serde_json wrote it (`serde_json::value::to_raw_value`).
+    pub Box<serde_json::value::RawValue>,
+);
 
 impl PartialEq for SerializedJson {
     fn eq(&self, other: &Self) -> bool {
