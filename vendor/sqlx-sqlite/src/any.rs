@@ -97,25 +97,40 @@ impl AnyConnectionBackend for SqliteConnection {
                 // paywarden's patch: a statement of a transaction that holds the write lock, or
                 // a query outside a transaction, runs on this thread when it can
                 // (`ConnectionWorker::inline`, `execute_inline`).
+                // Its rows are read straight into `AnyRow`s (`CurrentRow`).
                 if let Some(mut inline) = self.worker.inline(query) {
-                    if let Some(results) =
-                        execute_inline(&self.worker, &mut inline, query, &args, persistent, None)
-                    {
-                        return Ok(futures_util::stream::iter(results).left_stream());
+                    if let Some(results) = execute_inline::<AnyRow>(
+                        &self.worker,
+                        &mut inline,
+                        query,
+                        &args,
+                        persistent,
+                        None,
+                    ) {
+                        return Ok(futures_util::stream::iter(results)
+                            .map_ok(|res| res.map_left(map_result))
+                            .left_stream());
                     }
                 }
                 self.worker
                     .execute(query, args, self.row_channel_size, persistent, None)
                     .await
-                    .map(|rx| rx.into_stream().right_stream())
+                    .map(|rx| {
+                        rx.into_stream()
+                            .map(
+                                move |res: sqlx_core::Result<
+                                    Either<SqliteQueryResult, SqliteRow>,
+                                >| match res? {
+                                    Either::Left(result) => Ok(Either::Left(map_result(result))),
+                                    Either::Right(row) => {
+                                        Ok(Either::Right(AnyRow::try_from(&row)?))
+                                    }
+                                },
+                            )
+                            .right_stream()
+                    })
             }
-            .try_flatten_stream()
-            .map(
-                    move |res: sqlx_core::Result<Either<SqliteQueryResult, SqliteRow>>| match res? {
-                        Either::Left(result) => Ok(Either::Left(map_result(result))),
-                        Either::Right(row) => Ok(Either::Right(AnyRow::try_from(&row)?)),
-                    },
-                ),
+            .try_flatten_stream(),
         )
     }
 
@@ -132,12 +147,19 @@ impl AnyConnectionBackend for SqliteConnection {
             // paywarden's patch: as in `fetch_many`.
             // Only the first result counts, as on the worker's path below.
             let inline = self.worker.inline(query).and_then(|mut inline| {
-                execute_inline(&self.worker, &mut inline, query, &args, persistent, Some(1))
+                execute_inline::<AnyRow>(
+                    &self.worker,
+                    &mut inline,
+                    query,
+                    &args,
+                    persistent,
+                    Some(1),
+                )
             });
             if let Some(results) = inline {
                 let first = results.into_iter().next().transpose()?;
                 if let Some(Either::Right(row)) = first {
-                    return Ok(Some(AnyRow::try_from(&row)?));
+                    return Ok(Some(row));
                 }
                 return Ok(None);
             }

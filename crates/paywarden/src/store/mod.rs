@@ -1324,6 +1324,83 @@ mod tests {
 
     #[cfg(target_os = "linux")]
     #[tokio::test]
+    async fn rows_read_on_the_callers_thread_are_the_rows_the_worker_gives_the_any_driver() {
+        // vendor/sqlx-sqlite.patch ("Rows read once"): a query the `Any` driver runs on the
+        // caller's thread reads its rows straight into `AnyRow`s; on the worker each row is a
+        // `SqliteRow` converted by sqlx's `AnyRow::try_from`. Both must give the same columns,
+        // the same values and the same errors, for every storage class, `NULL` in columns of
+        // every declared type, and text that is not UTF-8. The inline connection's worker must
+        // not have run the queries (or both sides would be the worker's).
+        use futures::TryStreamExt;
+        use sqlx_core::any::AnyConnectionBackend;
+        const INLINE: &str = "pw-anyrow-inline";
+        let dir = tempfile::tempdir().unwrap();
+        let mut inline = wal_connection(dir.path(), "rows.db", INLINE).await;
+        sqlx::query(
+            "CREATE TABLE v (i INTEGER, r REAL, t TEXT, b BLOB, n NUMERIC, u, flag BOOLEAN, d DATETIME); \
+             INSERT INTO v VALUES (1, 1.5, 'a', x'00ff', 10, 'x', 1, '2026-12-07'); \
+             INSERT INTO v VALUES (NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL); \
+             INSERT INTO v VALUES (9223372036854775807, -0.0, '', x'', 2.5, 3, 0, NULL); \
+             INSERT INTO v VALUES ('text', 'r', 7, 'blob as text', 'n', x'01', NULL, 5)",
+        )
+        .execute(&mut inline)
+        .await
+        .unwrap();
+        let mut worker = {
+            use sqlx::ConnectOptions;
+            sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(dir.path().join("rows.db"))
+                .inline_read_budget(None)
+                .connect()
+                .await
+                .unwrap()
+        };
+        let queries = [
+            "SELECT i, r, t, b, n, u FROM v ORDER BY rowid",
+            "SELECT i FROM v WHERE i IS NULL",
+            "SELECT flag FROM v ORDER BY rowid",
+            "SELECT d FROM v WHERE d IS NULL",
+            "SELECT 1 + 1 AS two, NULL AS none_here, 0.25 AS quarter, 'é' AS text, x'' AS empty",
+            "SELECT CAST(x'ff' AS TEXT) AS not_utf8",
+            "SELECT count(*) AS c, max(t) AS m FROM v",
+            "SELECT i FROM v WHERE i > 1e30",
+        ];
+        async fn read(conn: &mut sqlx::SqliteConnection, sql: &str) -> Result<Vec<String>, String> {
+            AnyConnectionBackend::fetch_many(conn, sql, false, None)
+                .try_filter_map(|r| async move {
+                    Ok(r.right()
+                        .map(|row| format!("{:?} {:?}", row.columns, row.values)))
+                })
+                .try_collect()
+                .await
+                .map_err(|e| e.to_string())
+        }
+        let pause = || tokio::time::sleep(std::time::Duration::from_millis(1));
+        let mut switches = 0;
+        let mut answered = 0;
+        for _ in 0..10 {
+            for sql in queries {
+                pause().await;
+                let before = voluntary_switches(INLINE);
+                let here = read(&mut inline, sql).await;
+                pause().await;
+                switches += voluntary_switches(INLINE) - before;
+                let there = read(&mut worker, sql).await;
+                assert_eq!(here, there, "{sql}");
+                answered += usize::from(here.is_ok());
+            }
+        }
+        // Three fail on both sides, 10 times each: the declared types sqlx's `Any` driver does
+        // not convert (`BOOLEAN`, `DATETIME`) and the text that is not UTF-8.
+        assert_eq!(answered, 50, "of 80 queries");
+        assert!(
+            switches < 40,
+            "80 queries woke the inline connection's worker {switches} times"
+        );
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
     async fn an_idle_connection_is_pinged_without_waking_its_worker() {
         // vendor/sqlx-sqlite.patch: sqlx pings every connection that returns to the pool, and
         // sqlx-sqlite's ping was a round trip through the connection's worker thread. With the

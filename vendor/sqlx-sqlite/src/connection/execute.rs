@@ -2,13 +2,107 @@ use crate::connection::{ConnectionHandle, ConnectionState};
 use crate::error::Error;
 use crate::logger::QueryLogger;
 use crate::statement::{StatementHandle, VirtualStatement};
-use crate::{SqliteArguments, SqliteQueryResult, SqliteRow};
+#[cfg(feature = "any")]
+use crate::type_info::DataType;
+use crate::{SqliteArguments, SqliteColumn, SqliteQueryResult, SqliteRow};
+#[cfg(feature = "any")]
+use libsqlite3_sys::SQLITE_NULL;
 use log::LevelFilter;
+#[cfg(feature = "any")]
+use sqlx_core::any::{AnyColumn, AnyRow, AnyTypeInfo, AnyTypeInfoKind, AnyValue, AnyValueKind};
 use sqlx_core::connection::LogSettings;
+use sqlx_core::ext::ustr::UStr;
 use sqlx_core::Either;
+use sqlx_core::HashMap;
 use std::borrow::Cow;
+use std::marker::PhantomData;
+use std::sync::Arc;
 
-pub struct ExecuteIter<'a> {
+/// paywarden's patch: how [`ExecuteIter`] reads the row a statement stands on: as a
+/// [`SqliteRow`] (each value copied with `sqlite3_value_dup`, as 0.8.6 does), or, for the `Any`
+/// driver, straight into an [`AnyRow`], with the values `AnyRow::try_from(&SqliteRow)` would
+/// give and without the intermediate copy (docs/performance.md, "Rows read once").
+pub(crate) trait CurrentRow: Sized {
+    /// The row `statement` stands on (after a `sqlite3_step` that answered `SQLITE_ROW`).
+    fn current(
+        statement: &StatementHandle,
+        columns: &Arc<Vec<SqliteColumn>>,
+        column_names: &Arc<HashMap<UStr, usize>>,
+    ) -> Result<Self, Error>;
+}
+
+impl CurrentRow for SqliteRow {
+    fn current(
+        statement: &StatementHandle,
+        columns: &Arc<Vec<SqliteColumn>>,
+        column_names: &Arc<HashMap<UStr, usize>>,
+    ) -> Result<Self, Error> {
+        Ok(SqliteRow::current(statement, columns, column_names))
+    }
+}
+
+#[cfg(feature = "any")]
+impl CurrentRow for AnyRow {
+    /// What `AnyRow::map_from` gives for the [`SqliteRow`] of this statement, read with the
+    /// `sqlite3_column_*` functions: each column as `AnyColumn::try_from` converts it; a value's
+    /// type is its storage class (`sqlite3_column_type`), or the column's type when it is
+    /// `NULL`, as `SqliteValueRef::type_info` answers; integers as `i64`, reals as `f64`, text
+    /// checked as UTF-8 and blobs copied, as sqlx-sqlite's `Decode` impls read them.
+    fn current(
+        statement: &StatementHandle,
+        columns: &Arc<Vec<SqliteColumn>>,
+        column_names: &Arc<HashMap<UStr, usize>>,
+    ) -> Result<Self, Error> {
+        let mut row = AnyRow {
+            column_names: Arc::clone(column_names),
+            columns: Vec::with_capacity(columns.len()),
+            values: Vec::with_capacity(columns.len()),
+        };
+        for (i, col) in columns.iter().enumerate() {
+            let any_col = AnyColumn::try_from(col)?;
+            let code = statement.column_type(i);
+            let null = code == SQLITE_NULL;
+            let type_info = if null {
+                AnyTypeInfo::try_from(&col.type_info)
+            } else {
+                AnyTypeInfo::try_from(&crate::SqliteTypeInfo(DataType::from_code(code)))
+            }
+            .map_err(|e| Error::ColumnDecode {
+                index: col.ordinal.to_string(),
+                source: e.into(),
+            })?;
+            let kind = match type_info.kind {
+                k if null => AnyValueKind::Null(k),
+                AnyTypeInfoKind::Null => AnyValueKind::Null(AnyTypeInfoKind::Null),
+                AnyTypeInfoKind::Integer => AnyValueKind::Integer(statement.column_int(i)),
+                AnyTypeInfoKind::BigInt => AnyValueKind::BigInt(statement.column_int64(i)),
+                AnyTypeInfoKind::Double => AnyValueKind::Double(statement.column_double(i)),
+                AnyTypeInfoKind::Blob => {
+                    AnyValueKind::Blob(statement.column_blob(i).to_vec().into())
+                }
+                AnyTypeInfoKind::Text => AnyValueKind::Text(
+                    statement
+                        .column_text(i)
+                        .map_err(Error::decode)?
+                        .to_owned()
+                        .into(),
+                ),
+                // `from_code` gives none of the others for a value that is not `NULL`.
+                other => {
+                    return Err(Error::ColumnDecode {
+                        index: col.ordinal.to_string(),
+                        source: format!("SQLite has no value of the Any type {other:?}").into(),
+                    })
+                }
+            };
+            row.columns.push(any_col);
+            row.values.push(AnyValue { kind });
+        }
+        Ok(row)
+    }
+}
+
+pub struct ExecuteIter<'a, R = SqliteRow> {
     handle: &'a mut ConnectionHandle,
     statement: &'a mut VirtualStatement,
     logger: QueryLogger<'a>,
@@ -26,6 +120,9 @@ pub struct ExecuteIter<'a> {
     args_used: usize,
 
     goto_next: bool,
+
+    /// paywarden's patch: the rows it reads ([`CurrentRow`]).
+    rows: PhantomData<fn() -> R>,
 }
 
 pub(crate) fn iter<'a>(
@@ -38,14 +135,14 @@ pub(crate) fn iter<'a>(
 }
 
 /// paywarden's patch: [`iter`] with the arguments borrowed or owned, running only queries when
-/// `queries_only` ([`ExecuteIter::refused`]).
-pub(crate) fn iter_with<'a>(
+/// `queries_only` ([`ExecuteIter::refused`]), reading rows as `R`.
+pub(crate) fn iter_with<'a, R: CurrentRow>(
     conn: &'a mut ConnectionState,
     query: &'a str,
     args: Cow<'a, Option<SqliteArguments<'a>>>,
     persistent: bool,
     queries_only: bool,
-) -> Result<ExecuteIter<'a>, Error> {
+) -> Result<ExecuteIter<'a, R>, Error> {
     // fetch the cached statement or allocate a new one
     let statement = conn.statements.get(query, persistent)?;
     // paywarden's patch: SQL that may set the busy timeout (also when SQLite prepares it
@@ -65,6 +162,7 @@ pub(crate) fn iter_with<'a>(
         refused: false,
         args_used: 0,
         goto_next: true,
+        rows: PhantomData,
     })
 }
 
@@ -82,7 +180,7 @@ fn bind(
     Ok(n)
 }
 
-impl ExecuteIter<'_> {
+impl<R: CurrentRow> ExecuteIter<'_, R> {
     /// paywarden's patch: whether the iteration stopped at a statement that is not a query,
     /// before running it (only with `queries_only`).
     pub(crate) fn refused(&self) -> bool {
@@ -113,8 +211,8 @@ impl ExecuteIter<'_> {
     }
 }
 
-impl Iterator for ExecuteIter<'_> {
-    type Item = Result<Either<SqliteQueryResult, SqliteRow>, Error>;
+impl<R: CurrentRow> Iterator for ExecuteIter<'_, R> {
+    type Item = Result<Either<SqliteQueryResult, R>, Error>;
 
     fn next(&mut self) -> Option<Self::Item> {
         let statement = if self.goto_next {
@@ -159,11 +257,10 @@ impl Iterator for ExecuteIter<'_> {
             Ok(true) => {
                 self.logger.increment_rows_returned();
 
-                Some(Ok(Either::Right(SqliteRow::current(
-                    statement.handle,
-                    statement.columns,
-                    statement.column_names,
-                ))))
+                Some(
+                    R::current(statement.handle, statement.columns, statement.column_names)
+                        .map(Either::Right),
+                )
             }
             Ok(false) => {
                 let last_insert_rowid = self.handle.last_insert_rowid();
@@ -185,7 +282,7 @@ impl Iterator for ExecuteIter<'_> {
     }
 }
 
-impl Drop for ExecuteIter<'_> {
+impl<R> Drop for ExecuteIter<'_, R> {
     fn drop(&mut self) {
         self.statement.reset().ok();
     }

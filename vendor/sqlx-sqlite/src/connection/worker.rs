@@ -33,7 +33,7 @@ use sqlx_core::Either;
 
 use crate::connection::describe::describe;
 use crate::connection::establish::EstablishParams;
-use crate::connection::execute::{self, ExecuteIter};
+use crate::connection::execute::{self, CurrentRow, ExecuteIter};
 use crate::connection::handle::{has_primary_code, is_busy};
 use crate::connection::ConnectionState;
 use crate::statement::starts_as_query;
@@ -710,8 +710,9 @@ const DEADLINE_CHECK_INSTRUCTIONS: c_int = 1000;
 /// paywarden's patch: runs `query` on the caller's thread on a connection that
 /// [`ConnectionWorker::inline`] locked, as the worker's `Execute` command would
 /// ([`run_statements`]: the same statement cache, at most `limit` rows, stopping at the first
-/// error), and returns what the worker would have sent, in order; or `None`, having changed
-/// nothing, when the worker has to run it (then `arguments` go to the worker).
+/// error), and returns what the worker would have sent, in order, its rows read as `R`
+/// (`CurrentRow`: the `Any` driver's rows without a `SqliteRow` in between); or `None`, having
+/// changed nothing, when the worker has to run it (then `arguments` go to the worker).
 ///
 /// It runs to the end before returning: the rows are held in memory at once, and a caller
 /// that stops reading early does not stop the later statements of a multi-statement query.
@@ -722,14 +723,14 @@ const DEADLINE_CHECK_INSTRUCTIONS: c_int = 1000;
 ///   discarded: they came from queries only, so running them again repeats nothing) when a
 ///   statement is not a query (it did not run), meets a lock (`SQLITE_BUSY`), or is
 ///   interrupted at the deadline; also when the busy timeout cannot be read.
-pub(crate) fn execute_inline(
+pub(crate) fn execute_inline<R: CurrentRow>(
     worker: &ConnectionWorker,
     inline: &mut Inline<'_>,
     query: &str,
     arguments: &Option<SqliteArguments<'_>>,
     persistent: bool,
     limit: Option<usize>,
-) -> Option<Vec<Result<Either<SqliteQueryResult, SqliteRow>, Error>>> {
+) -> Option<Vec<Result<Either<SqliteQueryResult, R>, Error>>> {
     let conn = &mut *inline.conn;
     // A query's deadline; `None` for the statements of a write transaction.
     let deadline = match inline.mode {
@@ -851,10 +852,10 @@ impl Drop for ReadLimits {
 /// after the first error, or with the `limit`-th row (the statement is reset before that row
 /// is handed over, as 0.8.6 did). Returns whether it stopped at a statement that is not a
 /// query, without running it (`ExecuteIter::refused`).
-fn run_statements(
-    iter: &mut ExecuteIter<'_>,
+fn run_statements<R: CurrentRow>(
+    iter: &mut ExecuteIter<'_, R>,
     limit: Option<usize>,
-    mut send: impl FnMut(Result<Either<SqliteQueryResult, SqliteRow>, Error>) -> bool,
+    mut send: impl FnMut(Result<Either<SqliteQueryResult, R>, Error>) -> bool,
 ) -> bool {
     let mut rows_returned = 0;
     while let Some(res) = iter.next() {
