@@ -87,10 +87,8 @@ impl Pipeline {
                 if let serde_json::Value::Object(map) = &mut structured {
                     map.insert("idempotentReplay".into(), serde_json::Value::Bool(true));
                 }
-                let text = response
-                    .get("text")
-                    .and_then(|t| t.as_str())
-                    .unwrap_or_default();
+                let stored = stored_text(&response).unwrap_or_default();
+                let text: &str = &stored;
                 let mut audit: AuditFacts = AuditFacts {
                     outcome: "replay".into(),
                     ..AuditFacts::default()
@@ -202,11 +200,7 @@ impl Pipeline {
                             entity,
                             key,
                             holder,
-                            &serde_json::json!({
-                                "structured": outcome.structured_value(),
-                                "text": outcome.text,
-                                "audit": outcome.audit,
-                            }),
+                            &outcome.key_record(),
                             outcome.is_error,
                             outcome.audit.transaction_id.as_deref(),
                         )

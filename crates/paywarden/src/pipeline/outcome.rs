@@ -88,6 +88,60 @@ impl ToolOutcome {
     }
 }
 
+impl ToolOutcome {
+    /// What an idempotency key stores of this outcome, for a replay: a JSON object with
+    /// `structured` (the structured result), `audit` (the [`AuditFacts`] a replay reports) and
+    /// the text. A text that ends with a line break and `structured` as compact JSON (every
+    /// success's: [`crate::pipeline::audit::text_with_json`]) is stored as `text_head`, the text
+    /// without that ending, so that the result's JSON is stored once rather than twice (as an
+    /// object, and escaped again inside the text); any other text, and any result holding a
+    /// floating-point number (whose JSON might not read back to the same digits), is stored
+    /// whole as `text`. [`stored_text`] gives the text back, byte for byte.
+    pub fn key_record(&self) -> serde_json::Value {
+        let structured = self.structured_value().into_owned();
+        let mut record = serde_json::Map::new();
+        record.insert(
+            "audit".into(),
+            serde_json::to_value(&self.audit).unwrap_or_default(),
+        );
+        let head = (!holds_float(&structured))
+            .then(|| structured.to_string())
+            .and_then(|json| {
+                self.text
+                    .strip_suffix(json.as_str())
+                    .and_then(|t| t.strip_suffix('\n'))
+                    .map(str::to_owned)
+            });
+        match head {
+            Some(head) => record.insert("text_head".into(), serde_json::Value::String(head)),
+            None => record.insert("text".into(), serde_json::Value::String(self.text.clone())),
+        };
+        record.insert("structured".into(), structured);
+        serde_json::Value::Object(record)
+    }
+}
+
+/// A stored outcome's text ([`ToolOutcome::key_record`]; an approval's stores `text`): its `text`, or its `text_head`, a line
+/// break and its `structured` as compact JSON; `None` when it holds neither.
+pub fn stored_text(record: &serde_json::Value) -> Option<std::borrow::Cow<'_, str>> {
+    if let Some(text) = record.get("text").and_then(|t| t.as_str()) {
+        return Some(std::borrow::Cow::Borrowed(text));
+    }
+    let head = record.get("text_head").and_then(|t| t.as_str())?;
+    let structured = record.get("structured").unwrap_or(&serde_json::Value::Null);
+    Some(std::borrow::Cow::Owned(format!("{head}\n{structured}")))
+}
+
+/// Whether `value` holds a floating-point number anywhere.
+fn holds_float(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::Number(n) => n.is_f64(),
+        serde_json::Value::Array(items) => items.iter().any(holds_float),
+        serde_json::Value::Object(map) => map.values().any(holds_float),
+        _ => false,
+    }
+}
+
 /// A structured result serialized once (compact JSON), compared by its text.
 #[derive(Debug, Clone)]
 pub struct SerializedJson(
@@ -159,4 +213,103 @@ pub enum Settlement {
     /// answer paywarden could not record): block the key until it is reconciled
     /// ([`reconcile`]).
     Unknown,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A key's record as the store keeps it: written as a JSON string, read back.
+    fn stored_and_read(outcome: &ToolOutcome) -> serde_json::Value {
+        serde_json::from_str(&outcome.key_record().to_string()).expect("a key record parses")
+    }
+
+    fn success(structured: serde_json::Value) -> ToolOutcome {
+        ToolOutcome {
+            text: audit::text_with_json(
+                Some(SANDBOX_BANNER),
+                "perform_refund succeeded: refund 20.00 EUR",
+                &structured,
+            ),
+            structured,
+            structured_json: None,
+            is_error: false,
+            audit: AuditFacts {
+                outcome: "ok".into(),
+                transaction_id: Some("8ac7a4c9".into()),
+                ..AuditFacts::default()
+            },
+        }
+    }
+
+    #[test]
+    fn a_successes_key_record_holds_its_json_once_and_gives_its_text_back_byte_for_byte() {
+        let outcome = success(serde_json::json!({
+            "amount": "20.00", "amountMinor": 2000, "idempotentReplay": false,
+            "note": "quote \" backslash \\ line\nbreak \u{e9} \u{1F4B3}",
+            "receipt": {"audit": {"seq": 2}, "sig": "VQfi+/="}, "list": [1, -2, null, true],
+        }));
+        let record = stored_and_read(&outcome);
+        assert!(record.get("text").is_none(), "{record}");
+        let head = record["text_head"].as_str().expect("text_head");
+        assert!(
+            !head.contains("amountMinor"),
+            "the JSON is stored twice: {head}"
+        );
+        assert_eq!(stored_text(&record).as_deref(), Some(outcome.text.as_str()));
+        assert_eq!(record["structured"], outcome.structured);
+        assert_eq!(record["audit"]["transaction_id"], "8ac7a4c9");
+        let json = record.to_string();
+        assert_eq!(json.matches("amountMinor").count(), 1, "{json}");
+    }
+
+    #[test]
+    fn a_text_that_does_not_end_with_its_json_or_a_result_with_a_float_is_stored_whole() {
+        let mut error = success(serde_json::json!({"error": "refund_exceeds_remainder"}));
+        error.text = "perform_refund refused: 20.00 EUR is more than the 10.00 EUR left".into();
+        error.is_error = true;
+        let float = success(serde_json::json!({"amount": 25.1, "ratio": 0.1}));
+        let mut other = success(serde_json::json!({"a": 1}));
+        other.text = format!("{SANDBOX_BANNER}\n{{\"a\":2}}");
+        for outcome in [error, float, other] {
+            let record = stored_and_read(&outcome);
+            assert!(record.get("text_head").is_none(), "{record}");
+            assert_eq!(record["text"], outcome.text.as_str());
+            assert_eq!(stored_text(&record).as_deref(), Some(outcome.text.as_str()));
+        }
+    }
+
+    #[test]
+    fn a_result_serialized_in_its_fields_order_gives_its_text_back_byte_for_byte() {
+        #[derive(serde::Serialize)]
+        struct Output {
+            zeta: &'static str,
+            alpha: u32,
+        }
+        let outcome = ToolOutcome::serialized(
+            Some(SANDBOX_BANNER),
+            "revenue",
+            &Output {
+                zeta: "z",
+                alpha: 2,
+            },
+            AuditFacts::default(),
+        )
+        .expect("serializes");
+        assert!(outcome.text.ends_with("{\"zeta\":\"z\",\"alpha\":2}"));
+        let record = stored_and_read(&outcome);
+        assert_eq!(stored_text(&record).as_deref(), Some(outcome.text.as_str()));
+    }
+
+    #[test]
+    fn a_record_stored_before_text_head_existed_gives_its_text() {
+        let record = serde_json::json!({
+            "structured": {"amount": "1.00"}, "text": "done\n{\"amount\":\"1.00\"}", "audit": {}
+        });
+        assert_eq!(
+            stored_text(&record).as_deref(),
+            Some("done\n{\"amount\":\"1.00\"}")
+        );
+        assert_eq!(stored_text(&serde_json::json!({"structured": {}})), None);
+    }
 }

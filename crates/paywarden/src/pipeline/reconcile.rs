@@ -217,11 +217,7 @@ impl Pipeline {
                     .settle_unknown_idempotent(
                         &caller.entity_id,
                         key,
-                        &serde_json::json!({
-                            "structured": outcome.structured_value(),
-                            "text": outcome.text,
-                            "audit": outcome.audit,
-                        }),
+                        &outcome.key_record(),
                         outcome.is_error,
                         Some(&found.transaction_id),
                     )
@@ -408,11 +404,7 @@ impl Pipeline {
                             &watched.key,
                             &watched.tool,
                             &watched.request_hash,
-                            &serde_json::json!({
-                                "structured": outcome.structured_value(),
-                                "text": outcome.text,
-                                "audit": outcome.audit,
-                            }),
+                            &outcome.key_record(),
                             outcome.is_error,
                             &found.transaction_id,
                         )

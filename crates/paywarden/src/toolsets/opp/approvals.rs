@@ -87,7 +87,8 @@ impl OppService {
                         if let serde_json::Value::Object(map) = &mut structured {
                             map.insert("idempotentReplay".into(), serde_json::Value::Bool(true));
                         }
-                        let text = outcome.get("text").and_then(|t| t.as_str()).unwrap_or_default();
+                        let stored = crate::pipeline::stored_text(&outcome).unwrap_or_default();
+                        let text: &str = &stored;
                         let text = text
                             .strip_prefix(crate::pipeline::SANDBOX_BANNER)
                             .map(|t| t.trim_start_matches('\n'))
