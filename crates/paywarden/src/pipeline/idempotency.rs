@@ -87,7 +87,7 @@ impl Pipeline {
                 if let serde_json::Value::Object(map) = &mut structured {
                     map.insert("idempotentReplay".into(), serde_json::Value::Bool(true));
                 }
-                let stored = stored_text(&response).unwrap_or_default();
+                let stored = crate::store::stored_text(&response).unwrap_or_default();
                 let text: &str = &stored;
                 let mut audit: AuditFacts = AuditFacts {
                     outcome: "replay".into(),

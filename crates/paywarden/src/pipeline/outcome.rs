@@ -96,7 +96,8 @@ impl ToolOutcome {
     /// without that ending, so that the result's JSON is stored once rather than twice (as an
     /// object, and escaped again inside the text); any other text, and any result holding a
     /// floating-point number (whose JSON might not read back to the same digits), is stored
-    /// whole as `text`. [`stored_text`] gives the text back, byte for byte.
+    /// whole as `text`. [`crate::store::stored_text`] gives the text back, byte for
+    /// byte.
     pub fn key_record(&self) -> serde_json::Value {
         let structured = self.structured_value().into_owned();
         let mut record = serde_json::Map::new();
@@ -119,17 +120,6 @@ impl ToolOutcome {
         record.insert("structured".into(), structured);
         serde_json::Value::Object(record)
     }
-}
-
-/// A stored outcome's text ([`ToolOutcome::key_record`]; an approval's stores `text`): its `text`, or its `text_head`, a line
-/// break and its `structured` as compact JSON; `None` when it holds neither.
-pub fn stored_text(record: &serde_json::Value) -> Option<std::borrow::Cow<'_, str>> {
-    if let Some(text) = record.get("text").and_then(|t| t.as_str()) {
-        return Some(std::borrow::Cow::Borrowed(text));
-    }
-    let head = record.get("text_head").and_then(|t| t.as_str())?;
-    let structured = record.get("structured").unwrap_or(&serde_json::Value::Null);
-    Some(std::borrow::Cow::Owned(format!("{head}\n{structured}")))
 }
 
 /// Whether `value` holds a floating-point number anywhere.
@@ -218,6 +208,7 @@ pub enum Settlement {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::stored_text;
 
     /// A key's record as the store keeps it: written as a JSON string, read back.
     fn stored_and_read(outcome: &ToolOutcome) -> serde_json::Value {

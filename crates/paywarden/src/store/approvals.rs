@@ -725,7 +725,7 @@ impl Store {
                 let is_error = super::get_bool(&row, "is_error")?.unwrap_or(false);
                 let outcome = serde_json::json!({
                     "structured": response.get("structured"),
-                    "text": crate::pipeline::stored_text(&response),
+                    "text": super::stored_text(&response),
                     "isError": is_error,
                 });
                 sqlx::query("UPDATE approvals SET status = 'executed', outcome = $1, executed_at = $2 WHERE id = $3 AND status = 'executing'")

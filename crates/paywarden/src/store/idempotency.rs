@@ -617,3 +617,16 @@ impl Store {
         Ok(bound > 0)
     }
 }
+
+/// The text of an outcome a key stored (the pipeline's `ToolOutcome::key_record`; an
+/// approval's outcome stores it whole): its `text`, or its `text_head`, a line break and its
+/// `structured` as compact JSON, byte for byte the text first answered; `None` when the record
+/// holds neither.
+pub fn stored_text(record: &serde_json::Value) -> Option<std::borrow::Cow<'_, str>> {
+    if let Some(text) = record.get("text").and_then(|t| t.as_str()) {
+        return Some(std::borrow::Cow::Borrowed(text));
+    }
+    let head = record.get("text_head").and_then(|t| t.as_str())?;
+    let structured = record.get("structured").unwrap_or(&serde_json::Value::Null);
+    Some(std::borrow::Cow::Owned(format!("{head}\n{structured}")))
+}

@@ -44,7 +44,7 @@ use sqlx::{
 pub use approvals::{Approval, ApprovalError, ApprovalStatus, NewApproval, UnknownApprovalStatus};
 pub use audit::{AuditEntry, AuditRecord, ChainBreak, GENESIS};
 pub use events::{NewProviderEvent, ProviderEvent};
-pub use idempotency::{Begin, IdempotencyError, KeyRecord, KeyState};
+pub use idempotency::{stored_text, Begin, IdempotencyError, KeyRecord, KeyState};
 pub use ifthenpay::{IfthenpayCallback, IfthenpayRequest, NewIfthenpayRequest};
 pub use late::{LateKind, LateOutcome, LATE_WATCH};
 pub use mcp_state::{RequestStateUse, StoredTask, TaskKind};

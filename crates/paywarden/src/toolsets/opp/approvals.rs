@@ -87,7 +87,7 @@ impl OppService {
                         if let serde_json::Value::Object(map) = &mut structured {
                             map.insert("idempotentReplay".into(), serde_json::Value::Bool(true));
                         }
-                        let stored = crate::pipeline::stored_text(&outcome).unwrap_or_default();
+                        let stored = crate::store::stored_text(&outcome).unwrap_or_default();
                         let text: &str = &stored;
                         let text = text
                             .strip_prefix(crate::pipeline::SANDBOX_BANNER)
