@@ -1518,12 +1518,15 @@ where
                         ct.cancel();
                         let send = transport.send(m);
                         let current_span = tracing::Span::current();
-                        response_send_tasks.spawn(async move {
+                        // Boxed: the send future is KiBs (the transport's send state inline),
+                        // and tokio copies a task's whole stage (future or output) when it
+                        // spawns, finishes and is joined; the box is copied once.
+                        response_send_tasks.spawn(Box::pin(async move {
                             let send_result = send.await;
                             if let Err(error) = send_result {
                                 tracing::error!(%error, "fail to response message");
                             }
-                        }.instrument(current_span));
+                        }.instrument(current_span)));
                     }
                 }
                 Event::ProxyMessage(PeerSinkMessage::Request {
@@ -1539,10 +1542,10 @@ where
                     {
                         let id = id.clone();
                         let current_span = tracing::Span::current();
-                        send_task_set.spawn(send.map(move |r| SendTaskResult::Request {
+                        send_task_set.spawn(Box::pin(send.map(move |r| SendTaskResult::Request {
                             id,
                             result: r.map_err(DynamicTransportError::new::<T, R>),
-                        }).instrument(current_span));
+                        }).instrument(current_span)));
                     }
                 }
                 Event::ProxyMessage(PeerSinkMessage::Notification {
@@ -1560,11 +1563,11 @@ where
                     };
                     let send = transport.send(JsonRpcMessage::notification(notification));
                     let current_span = tracing::Span::current();
-                    send_task_set.spawn(send.map(move |result| SendTaskResult::Notification {
+                    send_task_set.spawn(Box::pin(send.map(move |result| SendTaskResult::Notification {
                         responder,
                         cancellation_param,
                         result: result.map_err(DynamicTransportError::new::<T, R>),
-                    }).instrument(current_span));
+                    }).instrument(current_span)));
                 }
                 Event::PeerMessage(JsonRpcMessage::Request(JsonRpcRequest {
                     id,
@@ -1583,11 +1586,11 @@ where
                         // local_ct_pool
                         let send = transport.send(JsonRpcMessage::error(error, Some(id)));
                         let current_span = tracing::Span::current();
-                        response_send_tasks.spawn(async move {
+                        response_send_tasks.spawn(Box::pin(async move {
                             if let Err(error) = send.await {
                                 tracing::error!(%error, "fail to send rejection error");
                             }
-                        }.instrument(current_span));
+                        }.instrument(current_span)));
                         continue;
                     }
                     {

@@ -265,7 +265,9 @@ impl Writing {
     fn spawn(self) {
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let tasks = self.store.audit_queue().tasks.clone();
-            tasks.spawn_on(write_audit_groups(self), &runtime);
+            // Boxed: the writer's future is KiBs, and tokio copies a task's whole stage when
+            // it spawns and finishes (docs/performance.md, "Spawned futures boxed").
+            tasks.spawn_on(Box::pin(write_audit_groups(self)), &runtime);
         }
     }
 }
@@ -334,10 +336,9 @@ async fn write_audit_groups(mut writing: Writing) {
         {
             Ok(committed) => {
                 let answering = store.clone();
-                store
-                    .audit_queue()
-                    .tasks
-                    .spawn(async move { answering.answer_when_durable(committed).await });
+                store.audit_queue().tasks.spawn(Box::pin(async move {
+                    answering.answer_when_durable(committed).await
+                }));
             }
             Err(_) => tracing::error!(
                 "writing an audit group failed (a panic); its callers are told it was aborted"
