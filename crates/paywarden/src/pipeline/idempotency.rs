@@ -66,7 +66,12 @@ impl Pipeline {
         let result = match begin {
             Ok(Begin::Proceed) => {
                 let ran = self
-                    .with_lease(&caller.entity_id, key, &holder, run(Some(holder.clone())))
+                    .with_lease(
+                        &caller.entity_id,
+                        key,
+                        &holder,
+                        Box::pin(run(Some(holder.clone()))),
+                    )
                     .await;
                 return self
                     .settle_key(

@@ -11,12 +11,17 @@ impl Pipeline {
     /// so a renewal must never stop the call from being polled. When the call ends, a renewal
     /// still waiting or in flight is dropped (an `UPDATE` that only extends a lease this call no
     /// longer needs).
+    ///
+    /// `call` comes boxed: an `async fn`'s future keeps its arguments apart from its locals, so
+    /// a future passed inline would be held twice, and each wrapper around a money-moving
+    /// call's pipeline doubled its state (a refund's tool future was 114,776 bytes in a release
+    /// build; docs/performance.md, "Spawned futures boxed").
     pub(super) async fn with_lease<F: std::future::Future>(
         &self,
         entity_id: &str,
         key: &str,
         holder: &str,
-        call: F,
+        call: std::pin::Pin<Box<F>>,
     ) -> F::Output {
         let lease = self.key_lease();
         let every = (lease / 3)
@@ -51,11 +56,13 @@ impl Pipeline {
     ///
     /// # Errors
     /// [`ServiceError::Store`] when the lease cannot be taken (nothing was sent), or `call`'s.
+    ///
+    /// `call` comes boxed, for the reason [`Pipeline::with_lease`] gives.
     pub(super) async fn under_transaction_lease<F>(
         &self,
         caller: &Caller,
         lease: &super::operation::TransactionLease,
-        call: F,
+        call: std::pin::Pin<Box<F>>,
     ) -> Result<super::operation::Stop, ServiceError>
     where
         F: std::future::Future<Output = Result<super::operation::Stop, ServiceError>>,

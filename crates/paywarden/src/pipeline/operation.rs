@@ -279,7 +279,7 @@ impl Pipeline {
                 self.under_transaction_lease(
                     caller,
                     &lease,
-                    self.decide_under(caller, call, key, holder, op, Leased::BeforeCheck),
+                    Box::pin(self.decide_under(caller, call, key, holder, op, Leased::BeforeCheck)),
                 )
                 .await
             }
@@ -359,7 +359,13 @@ impl Pipeline {
                 self.under_transaction_lease(
                     caller,
                     &lease,
-                    self.execute(caller, key, holder.as_deref(), op, Checking::Again(checked)),
+                    Box::pin(self.execute(
+                        caller,
+                        key,
+                        holder.as_deref(),
+                        op,
+                        Checking::Again(checked),
+                    )),
                 )
                 .await?
             }

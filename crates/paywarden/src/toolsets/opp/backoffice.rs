@@ -550,3 +550,26 @@ impl PipelineOperation for Backoffice<'_> {
 fn sent_amount(command: &BackofficeCommand, amount: Money) -> Option<Money> {
     (command.operation != Operation::Reversal).then_some(amount)
 }
+
+#[cfg(test)]
+mod future_size_tests {
+    use super::*;
+
+    /// The size of the future `OppService::backoffice` returns, without calling it.
+    fn backoffice_future_size<A, B, C, D, F: std::future::Future>(
+        _: fn(&'static OppService, A, B, C, D) -> F,
+    ) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// rmcp's tool router boxes each call's future, so its whole state is allocated and copied
+    /// once per call. The pipeline's lease wrappers take the future they run boxed: an `async
+    /// fn` keeps its arguments apart from its locals, so a future passed inline was held twice
+    /// at each wrapper, and a refund's future was 114,776 bytes in a release build
+    /// (docs/performance.md, "Spawned futures boxed").
+    #[test]
+    fn a_back_office_operations_future_holds_its_pipeline_once() {
+        let size = backoffice_future_size(OppService::backoffice);
+        assert!(size <= 16 * 1024, "the back-office future is {size} bytes");
+    }
+}
