@@ -2,10 +2,10 @@
 # Re-creates vendor/CRATE: the crates.io release of CRATE (its version now in vendor/CRATE, or
 # VERSION), taken through cargo's own cache, with paywarden's patch vendor/CRATE.patch applied.
 # The workspace uses each through `[patch.crates-io]` in Cargo.toml until the change is released
-# upstream (docs/performance.md: "Per-session memory" and "A result serialized once" for rmcp;
-# "sqlx's ping on release", "One round trip per BEGIN", "Write transactions on the caller's
-# thread", "Queries on the caller's thread" and "Rows read once" for sqlx-sqlite; "PostgreSQL:
-# no ping round trip on a busy connection" for sqlx-postgres).
+# upstream (docs/performance.md: "Per-session memory", "A result serialized once" and "Spawned
+# futures boxed" for rmcp; "sqlx's ping on release", "One round trip per BEGIN", "Write
+# transactions on the caller's thread", "Queries on the caller's thread" and "Rows read once"
+# for sqlx-sqlite; "PostgreSQL: no ping round trip on a busy connection" for sqlx-postgres).
 #
 #   scripts/vendor.sh rmcp                 re-create vendor/rmcp from the version it has now
 #   scripts/vendor.sh rmcp 3.10.0          move to another release (the patch must still apply)
