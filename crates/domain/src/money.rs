@@ -289,15 +289,31 @@ impl Money {
 
     /// The amount as OPP expects it: major units, `.`, and exactly `exponent` fraction digits
     /// ("10.00" EUR, "1000" JPY, "1.500" KWD). [`Money::parse`] reads it back to the same value.
+    ///
+    /// Built from the minor units' digits, zero-padded to at least `exponent + 1` digits, with
+    /// the `.` put in before the last `exponent` of them: the same bytes as
+    /// `format!("{major}.{fraction:0exponent$}")`, without the formatting machinery (amounts
+    /// are formatted for every line of a result; docs/performance.md, "An audited read's own
+    /// formatting").
     pub fn to_decimal_string(&self) -> String {
         let exponent = usize::from(self.currency.exponent());
-        if exponent == 0 {
-            return self.minor.to_string();
+        let digits = self.minor.to_string();
+        if exponent == 0 || self.minor < 0 {
+            // No fraction; or a negative amount, which no constructor makes (kept as it was).
+            if exponent == 0 {
+                return digits;
+            }
+            let per_major = self.currency.minor_units_per_major();
+            let major = self.minor / per_major;
+            let fraction = self.minor % per_major;
+            return format!("{major}.{fraction:0exponent$}");
         }
-        let per_major = self.currency.minor_units_per_major();
-        let major = self.minor / per_major;
-        let fraction = self.minor % per_major;
-        format!("{major}.{fraction:0exponent$}")
+        let pad = (exponent + 1).saturating_sub(digits.len());
+        let mut out = String::with_capacity(pad + digits.len() + 1);
+        out.extend(std::iter::repeat_n('0', pad));
+        out.push_str(&digits);
+        out.insert(out.len() - exponent, '.');
+        out
     }
 
     /// Adds two amounts of the same currency.
@@ -607,6 +623,41 @@ mod tests {
         assert_eq!(m(1000, Currency::EUR).to_string(), "10.00 EUR");
         assert_eq!(m(1000, Currency::JPY).to_string(), "1000 JPY");
         assert_eq!(m(1500, Currency::KWD).to_string(), "1.500 KWD");
+    }
+
+    #[test]
+    fn decimal_strings_are_the_bytes_of_major_dot_padded_fraction() {
+        // The definition the faster construction must match, for every exponent in use.
+        fn by_definition(minor: i64, currency: Currency) -> String {
+            let exponent = usize::from(currency.exponent());
+            if exponent == 0 {
+                return minor.to_string();
+            }
+            let per_major = currency.minor_units_per_major();
+            format!("{}.{:0exponent$}", minor / per_major, minor % per_major)
+        }
+        let currencies = [
+            Currency::JPY,
+            Currency::EUR,
+            Currency::KWD,
+            Currency::from_code("CLF").unwrap(),
+        ];
+        let mut amounts: Vec<i64> = (0..2_000).collect();
+        for power in 0..19 {
+            let p = 10_i64.pow(power);
+            amounts.extend([p - 1, p, p + 1, p * 7 + 3]);
+        }
+        amounts.push(i64::MAX);
+        for currency in currencies {
+            for &minor in &amounts {
+                let amount = Money { minor, currency };
+                assert_eq!(
+                    amount.to_decimal_string(),
+                    by_definition(minor, currency),
+                    "{minor} minor units of {currency}"
+                );
+            }
+        }
     }
 
     #[test]

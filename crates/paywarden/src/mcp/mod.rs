@@ -109,6 +109,12 @@ pub struct PaywardenMcp {
     tool_router: Arc<ToolRouter<PaywardenMcp>>,
     ops_enabled: bool,
     endpoint: Endpoint,
+    /// What `get_info` answers, built on its first call and shared by every clone: rmcp asks
+    /// for it on every stateless request, and building it (the instructions grown piece by
+    /// piece) was 0.5 % of an audited read's CPU (docs/performance.md, "An audited read's own
+    /// formatting"). What it is built from (the endpoint, the toolsets, sandbox) does not change
+    /// while the server runs.
+    info: Arc<std::sync::OnceLock<ServerConfig>>,
 }
 
 impl PaywardenMcp {
@@ -153,6 +159,7 @@ impl PaywardenMcp {
             tool_router: Arc::new(tool_router),
             ops_enabled,
             endpoint,
+            info: Arc::default(),
         }
     }
 
@@ -533,8 +540,9 @@ pub(crate) fn input_schema<T: schemars::JsonSchema + 'static>() -> Arc<JsonObjec
         .unwrap_or_else(|_| rmcp::handler::server::common::schema_for_type::<T>())
 }
 
-impl ServerHandler for PaywardenMcp {
-    fn get_info(&self) -> ServerConfig {
+impl PaywardenMcp {
+    /// The server's info and instructions for this endpoint ([`ServerHandler::get_info`]).
+    fn server_info(&self) -> ServerConfig {
         if self.endpoint == Endpoint::IfthenpayCompat {
             return self.ifthenpay_compat_info();
         }
@@ -574,6 +582,12 @@ impl ServerHandler for PaywardenMcp {
         ServerConfig::new(server_capabilities())
             .with_server_info(implementation)
             .with_instructions(instructions)
+    }
+}
+
+impl ServerHandler for PaywardenMcp {
+    fn get_info(&self) -> ServerConfig {
+        self.info.get_or_init(|| self.server_info()).clone()
     }
 
     async fn list_resource_templates(

@@ -1016,6 +1016,46 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn sqlite_audit_inserts_cannot_abort_partway_so_keep_no_statement_journal() {
+        // SQLite keeps a statement journal (a copy of every page before the statement first
+        // changes it) for a statement that writes several rows and may abort partway: one with a
+        // constraint check resolved by ABORT, or a function call (`sqlite3MayAbort`). EXPLAIN
+        // shows a constraint check as a `Halt`/`HaltIfNull` with a constraint error code (P1) and
+        // its resolution in P2 (OE_Rollback 1, OE_Abort 2, OE_Fail 3). Plain `INSERT` fails
+        // here: the `seq` key's uniqueness and each NOT NULL column are checked with ABORT.
+        let (_dir, store, _sync) = file_store().await;
+        for (n, sql) in audit::insert_statements(Engine::Sqlite) {
+            let explain_sql = format!("EXPLAIN {sql}");
+            let mut explain = sqlx::query(&explain_sql);
+            for _ in 0..n * 16 {
+                explain = explain.bind(None::<String>);
+            }
+            let program = explain.fetch_all(store.pool()).await.unwrap();
+            let mut checks = 0;
+            for op in &program {
+                let opcode: String = op.try_get("opcode").unwrap();
+                let p1: i64 = op.try_get("p1").unwrap();
+                let p2: i64 = op.try_get("p2").unwrap();
+                assert!(
+                    !opcode.contains("Function"),
+                    "the {n}-row audit insert calls a function: {opcode}"
+                );
+                if matches!(opcode.as_str(), "Halt" | "HaltIfNull") && p1 != 0 {
+                    checks += 1;
+                    assert_ne!(
+                        p2, 2,
+                        "the {n}-row audit insert has a constraint check that aborts the statement ({opcode} {p1} {p2})"
+                    );
+                }
+            }
+            assert!(
+                checks > 0,
+                "the {n}-row audit insert's constraint checks are in its program"
+            );
+        }
+    }
+
+    #[tokio::test]
     async fn every_column_of_every_row_of_a_group_is_stored_where_it_belongs() {
         let (_dir, store, sync) = file_store().await;
         // Groups form while the fsync is held: the multi-row INSERTs of 64, 16, 4 and 1 rows.

@@ -387,7 +387,7 @@ impl OpsService {
                 .iter()
                 .map(|l| {
                     day(
-                        l.day.to_string(),
+                        iso_day(l.day),
                         &l.currency,
                         l.orders,
                         l.gross_cents,
@@ -406,6 +406,7 @@ impl OpsService {
                 .iter()
                 .map(|(c, (o, g, r))| day("total".into(), c, *o, *g, *r))
                 .collect();
+            let (start, end) = (iso_day(start), iso_day(end));
             let text = if totals.is_empty() {
                 format!("No paid orders found between {start} and {end}.")
             } else {
@@ -419,8 +420,8 @@ impl OpsService {
                 )
             };
             let output = RevenueOutput {
-                start_date: start.to_string(),
-                end_date: end.to_string(),
+                start_date: start,
+                end_date: end,
                 days,
                 totals,
             };
