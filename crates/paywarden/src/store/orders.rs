@@ -616,9 +616,11 @@ impl Store {
         .bind(last.to_string())
         .fetch_all(self.pool())
         .await?;
+        // Columns by position (the SELECT's order above), not by name: a name is looked up
+        // in the row's column map for every value of every row.
         rows.iter()
             .map(|row| {
-                let day: String = row.try_get("day")?;
+                let day: String = row.try_get(0)?;
                 Ok(RevenueLine {
                     // `YYYY-MM-DD` (the `substr` above): chrono's fixed ISO 8601 parser, not a
                     // format string read again for every row.
@@ -627,10 +629,10 @@ impl Store {
                             "order day {day:?}: {e}"
                         )))
                     })?,
-                    currency: row.try_get("currency")?,
-                    orders: row.try_get("orders")?,
-                    gross_cents: row.try_get("gross")?,
-                    refunded_cents: row.try_get("refunded")?,
+                    currency: row.try_get(1)?,
+                    orders: row.try_get(2)?,
+                    gross_cents: row.try_get(3)?,
+                    refunded_cents: row.try_get(4)?,
                 })
             })
             .collect()
