@@ -693,20 +693,6 @@ mod tests {
         .execute(store.pool())
         .await
         .unwrap();
-        let entry = |tool: &str| AuditEntry {
-            entity_id: "e1".into(),
-            client_name: Some("client".into()),
-            toolset: "ops".into(),
-            tool: tool.into(),
-            arguments: serde_json::json!({ "tool": tool }),
-            outcome: "ok".into(),
-            result_code: None,
-            provider_request_id: None,
-            transaction_id: None,
-            message: None,
-            duration_ms: 1,
-            sandbox: true,
-        };
         // Four appends: one statement of four rows, the third refused.
         let (group, mut answers): (Vec<Pending>, Vec<_>) = ["a", "b", "poison", "d"]
             .into_iter()
@@ -714,7 +700,7 @@ mod tests {
                 let (answer, answered) = tokio::sync::oneshot::channel();
                 (
                     Pending {
-                        entry: entry(tool),
+                        entry: crate::store::tests::audit_entry(tool),
                         answer,
                     },
                     answered,
