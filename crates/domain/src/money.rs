@@ -298,15 +298,17 @@ impl Money {
     pub fn to_decimal_string(&self) -> String {
         let exponent = usize::from(self.currency.exponent());
         let digits = self.minor.to_string();
-        if exponent == 0 || self.minor < 0 {
-            // No fraction; or a negative amount, which no constructor makes (kept as it was).
-            if exponent == 0 {
-                return digits;
-            }
+        if exponent == 0 {
+            return digits;
+        }
+        if self.minor < 0 {
+            // No constructor makes a negative amount; written as it always was.
             let per_major = self.currency.minor_units_per_major();
-            let major = self.minor / per_major;
-            let fraction = self.minor % per_major;
-            return format!("{major}.{fraction:0exponent$}");
+            return format!(
+                "{}.{:0exponent$}",
+                self.minor / per_major,
+                self.minor % per_major
+            );
         }
         let pad = (exponent + 1).saturating_sub(digits.len());
         let mut out = String::with_capacity(pad + digits.len() + 1);

@@ -86,9 +86,7 @@ impl ToolOutcome {
         }
         &mut self.structured
     }
-}
 
-impl ToolOutcome {
     /// What an idempotency key stores of this outcome, for a replay: a JSON object with
     /// `structured` (the structured result), `audit` (the [`AuditFacts`] a replay reports) and
     /// the text. A text that ends with a line break and `structured` as compact JSON (every
