@@ -16,6 +16,8 @@
 #
 # Environment: BENCH_SECONDS (per measurement, default 10), BENCH_CONNECTIONS (default 64),
 # BENCH_REFUND_PAYMENTS (payments each connection of the refund row rotates over, default 8),
+# BENCH_RATIO_ROUNDS and BENCH_RATIO_SECONDS (the read against the no-op in alternating rounds,
+# default 3 rounds of 5 s; see ratio_rounds),
 # BENCH_ENGINES (default "sqlite postgres"), BENCH_FASTMCP (0 skips the FastMCP row; it is
 # installed once into $CARGO_TARGET_DIR/bench-fastmcp-venv with PYTHON >= 3.10), BENCH_PAYWARDEN (the server binary to measure;
 # default this tree's release build), BENCH_PG_URL (default
@@ -168,6 +170,53 @@ noop_row() {
 }
 noop_row "rmcp stateless no-op tool"
 
+# ratio_rounds ENGINE URL: the audited read and rmcp's no-op tool measured in turn,
+# BENCH_RATIO_ROUNDS times (default 3; 0 skips), BENCH_RATIO_SECONDS each (default 5): no-op,
+# read, no-op, read, ..., no-op, with one no-op server kept up (idle while the read runs) and the
+# engine's paywarden idle while the no-op runs. Each read is divided by the mean of the two no-op
+# runs around it, so that a drift of the machine's speed between rows (by up to a third within
+# one run on the shared 2-core machine) falls on both sides of the ratio. The line under the
+# table gives every round and their median; the median is what the target is read from.
+RATIO_ROUNDS="${BENCH_RATIO_ROUNDS:-3}"
+RATIO_SECONDS="${BENCH_RATIO_SECONDS:-5}"
+ratio_rounds() {
+    [ "$RATIO_ROUNDS" -gt 0 ] || return 0
+    local port noop_url lua_read lua_noop before after rd line rounds=() percents=()
+    port=$(free_port)
+    "$BENCH" noop --listen "127.0.0.1:$port" & PIDS+=($!)
+    wait_http "http://127.0.0.1:$port/"
+    noop_url="http://127.0.0.1:$port/mcp"
+    lua_read=$(wrk_lua "ratio_read_$1" "$2" "$(call_body revenue_summary "$REVENUE_ARGS")" revenue_summary)
+    lua_noop=$(wrk_lua "ratio_noop_$1" "$noop_url" "$(call_body noop '{}')" noop)
+    # rate LUA URL: the run's req/s, or "failed" when any answer was an error.
+    rate() {
+        line=$(wrk -t2 -c"$CONNS" -d"${RATIO_SECONDS}s" --timeout 10s -s "$1" "$2" | grep '^RESULT')
+        if [ "$(echo "$line" | cut -d' ' -f6)" != 0 ]; then echo failed; else echo "$line" | cut -d' ' -f2; fi
+    }
+    before=$(rate "$lua_noop" "$noop_url")
+    for _ in $(seq 1 "$RATIO_ROUNDS"); do
+        rd=$(rate "$lua_read" "$2")
+        after=$(rate "$lua_noop" "$noop_url")
+        if [ "$before" = failed ] || [ "$rd" = failed ] || [ "$after" = failed ]; then
+            rounds+=("an error in the round (not counted)")
+        else
+            percents+=("$((rd * 200 * 10 / (before + after)))")
+            rounds+=("$rd / mean($before, $after) = $(printf '%d.%d' $((${percents[-1]} / 10)) $((${percents[-1]} % 10))) %")
+        fi
+        before="$after"
+    done
+    kill "${PIDS[-1]}"
+    local median="none (every round failed)"
+    if [ "${#percents[@]}" -gt 0 ]; then
+        local sorted m
+        sorted=($(printf '%s\n' "${percents[@]}" | sort -n))
+        m=${sorted[$(((${#sorted[@]} - 1) / 2))]}
+        median="$((m / 10)).$((m % 10)) %"
+    fi
+    RATIOS+=("- $1: audited read / rmcp no-op in $RATIO_ROUNDS alternating rounds of $RATIO_SECONDS s (each read against the mean of the no-op runs before and after it): $(IFS=';'; echo "${rounds[*]}" | sed 's/;/; /g'); **median $median**")
+    echo "$1 ratio rounds: ${rounds[*]}; median $median" >&2
+}
+
 # FastMCP (Python) serving the same stateless no-op call: the issue's "Python peers' stack", in a
 # venv of its own (fastmcp pinned; created once, BENCH_FASTMCP=0 skips the row).
 if [ "${BENCH_FASTMCP:-1}" != 0 ]; then
@@ -240,6 +289,7 @@ print(best["id"], best["currency"])')
     if [ "${LAST_RPS:-0}" -gt 0 ]; then
         RATIOS+=("- $engine: audited read / rmcp no-op measured right after it: $read_rps / $LAST_RPS = $((read_rps * 100 / LAST_RPS)) %")
     fi
+    ratio_rounds "$engine" "$url"
     wrk_run "$engine: get_transactions (audited read + OPP emulator)" "$url" \
         "$(call_body get_transactions '{"limit":5,"includeLinkedTransactions":false}')" get_transactions
     line=$("$BENCH" refund --url "$url" --connections "$CONNS" --seconds "$SECONDS_EACH" \
