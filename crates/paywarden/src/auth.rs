@@ -15,7 +15,11 @@
 //!    result for good ones. A verdict is reused for [`crate::config::HttpConfig::auth_cache_ttl_secs`]
 //!    from a size-capped LRU cache ([`hashlink::LruCache`]) keyed by HMAC-SHA-256 of entity and
 //!    token under a per-process random key: the token itself is never kept. When OPP cannot be
-//!    asked (unreachable, timeout), nothing is cached and the request gets HTTP 503.
+//!    asked (unreachable, timeout), nothing is cached and the request gets HTTP 503. Requests
+//!    for the same credentials that arrive while their check is in flight wait for its verdict
+//!    (or its failure) instead of asking again, so a burst of first requests (a fleet of agents
+//!    starting at once) asks OPP once per pair of credentials, and at most 32 checks are in
+//!    flight at once.
 //!
 //! OPP still judges the token on every call paywarden makes with it; when it refuses one that
 //! passed here (revoked since, or a configured entity OPP does not accept), the operation
@@ -132,6 +136,49 @@ struct ProviderJudge {
     key: [u8; 32],
     cache: Mutex<LruCache<[u8; 32], Verdict>>,
     in_flight: tokio::sync::Semaphore,
+    /// The checks in flight, by cache key: the requests for one pair of credentials that
+    /// arrive before its verdict share one question to OPP ([`Share`]).
+    asking: Mutex<std::collections::HashMap<[u8; 32], Asking>>,
+}
+
+/// One credential check in flight, shared by every request for the same pair of credentials
+/// that arrives before its verdict: `Ok` with [`ProviderJudge::verdict`]'s answer, or `Err`
+/// with why OPP could not be asked (which is not cached: the next burst asks again).
+type Asking = std::sync::Arc<tokio::sync::OnceCell<Result<Option<String>, String>>>;
+
+/// A request's share of a check in flight ([`ProviderJudge::asking`]). The last share to go,
+/// whether its check answered, failed, or every request waiting on it was cancelled, removes
+/// the check, so nothing stays behind per pair of credentials once its burst is over.
+struct Share<'a> {
+    judge: &'a ProviderJudge,
+    key: [u8; 32],
+    cell: Option<Asking>,
+}
+
+impl Share<'_> {
+    fn cell(&self) -> Option<&Asking> {
+        self.cell.as_ref()
+    }
+}
+
+impl Drop for Share<'_> {
+    fn drop(&mut self) {
+        let Ok(mut asking) = self.judge.asking.lock() else {
+            return;
+        };
+        // Shares are made and dropped under this lock, so the count is exact here: the map's
+        // and this one's mean this is the last share.
+        if let Some(cell) = self.cell.take() {
+            let last = std::sync::Arc::strong_count(&cell) == 2
+                && asking
+                    .get(&self.key)
+                    .is_some_and(|c| std::sync::Arc::ptr_eq(c, &cell));
+            drop(cell);
+            if last {
+                asking.remove(&self.key);
+            }
+        }
+    }
 }
 
 /// Judges `X-Entity-Id` / `X-Token`; shared by every HTTP transport.
@@ -166,6 +213,7 @@ impl Authenticator {
                 key: rand::random(),
                 cache: Mutex::new(LruCache::new(capacity)),
                 in_flight: tokio::sync::Semaphore::new(MAX_VERIFICATIONS_IN_FLIGHT),
+                asking: Mutex::default(),
             })),
         }
     }
@@ -287,19 +335,54 @@ impl ProviderJudge {
         }
     }
 
+    /// This request's share of the check of `key` in flight, starting one when none is.
+    fn share(&self, key: [u8; 32]) -> Share<'_> {
+        let cell = self
+            .asking
+            .lock()
+            .ok()
+            .map(|mut asking| std::sync::Arc::clone(asking.entry(key).or_default()));
+        Share {
+            judge: self,
+            key,
+            cell,
+        }
+    }
+
     /// `None` when OPP accepts the credentials, `Some(reason)` when it refuses them.
+    ///
+    /// A verdict is cached for the TTL. Requests for the same credentials that arrive while
+    /// their check is in flight wait for its verdict (or its failure) instead of asking OPP
+    /// again: a burst of first requests asks once.
     async fn verdict(&self, entity_id: &str, token: &str) -> Result<Option<String>, AuthError> {
         let key = self.cache_key(entity_id, token);
         if let Some(verdict) = self.cached(&key) {
             return Ok(verdict);
         }
-        let _permit = self
-            .in_flight
-            .acquire()
-            .await
-            .map_err(|e| AuthError::Unavailable(e.to_string()))?;
-        // Another request may have asked while this one waited.
-        if let Some(verdict) = self.cached(&key) {
+        let share = self.share(key);
+        let outcome = match share.cell() {
+            Some(cell) => cell
+                .get_or_init(|| self.ask(&key, entity_id, token))
+                .await
+                .clone(),
+            // The map's lock was poisoned (a panic while holding it): ask on this request's own.
+            None => self.ask(&key, entity_id, token).await,
+        };
+        drop(share);
+        outcome.map_err(AuthError::Unavailable)
+    }
+
+    /// Asks OPP about the credentials (at most [`MAX_VERIFICATIONS_IN_FLIGHT`] checks at once)
+    /// and caches its verdict; `Err` when OPP could not be asked.
+    async fn ask(
+        &self,
+        key: &[u8; 32],
+        entity_id: &str,
+        token: &str,
+    ) -> Result<Option<String>, String> {
+        let _permit = self.in_flight.acquire().await.map_err(|e| e.to_string())?;
+        // A check that finished just before this one was started may have cached a verdict.
+        if let Some(verdict) = self.cached(key) {
             return Ok(verdict);
         }
         let credentials = OppCredentials {
@@ -320,12 +403,12 @@ impl ProviderJudge {
                 "OPP refused the entity id ({} {})",
                 result.code, result.description
             )),
-            Err(e) => return Err(AuthError::Unavailable(e.to_string())),
+            Err(e) => return Err(e.to_string()),
         };
         if let Ok(mut cache) = self.cache.lock() {
             let until = Instant::now() + self.ttl;
             cache.insert(
-                key,
+                *key,
                 Verdict {
                     refusal: verdict.clone(),
                     until,
@@ -333,5 +416,75 @@ impl ProviderJudge {
             );
         }
         Ok(verdict)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use paywarden_emulator::{Emulator, EmulatorConfig, DEMO_ENTITY_ID, DEMO_TOKEN};
+
+    /// The checks in flight that `auth` still keeps.
+    fn checks_kept(auth: &Authenticator) -> usize {
+        match &auth.judge {
+            Judge::Provider(judge) => judge.asking.lock().unwrap().len(),
+            Judge::Entities(_) => 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_check_whose_every_request_was_cancelled_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let emulator = Emulator::open(EmulatorConfig::demo(dir.path().join("emulator.db")))
+            .await
+            .unwrap()
+            .spawn(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap())
+            .await
+            .unwrap();
+        // OPP holds every query 300 ms: the requests below are cancelled while it answers.
+        let armed = reqwest::Client::new()
+            .post(format!("{}/__emulator/faults", emulator.base_url))
+            .json(&serde_json::json!({"path": "/v1/query",
+                "action": {"kind": "delay", "delay_ms": 300}, "times": 100}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(armed.status(), 201);
+        let client = OppClient::new(&emulator.base_url, Duration::from_secs(5)).unwrap();
+        let auth = std::sync::Arc::new(Authenticator::with_provider(
+            client,
+            Duration::from_secs(60),
+            16,
+        ));
+        // Callers that go away (a client disconnecting) while their shared check is in flight:
+        // the same pair of credentials, and a different token each.
+        let mut callers = Vec::new();
+        for i in 0..6 {
+            let auth = auth.clone();
+            let token = if i % 2 == 0 {
+                DEMO_TOKEN.to_string()
+            } else {
+                format!("made-up-{i}")
+            };
+            callers.push(tokio::spawn(async move {
+                auth.authenticate(DEMO_ENTITY_ID, &token).await
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(checks_kept(&auth), 4, "one check per pair in flight");
+        for caller in &callers {
+            caller.abort();
+        }
+        for caller in callers {
+            assert!(caller.await.unwrap_err().is_cancelled());
+        }
+        assert_eq!(checks_kept(&auth), 0, "nothing kept for abandoned checks");
+        // The next request for the same credentials asks again and gets its verdict.
+        auth.authenticate(DEMO_ENTITY_ID, DEMO_TOKEN).await.unwrap();
+        assert!(matches!(
+            auth.authenticate(DEMO_ENTITY_ID, "made-up-1").await,
+            Err(AuthError::Refused(_))
+        ));
+        assert_eq!(checks_kept(&auth), 0);
     }
 }

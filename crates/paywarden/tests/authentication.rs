@@ -379,6 +379,84 @@ async fn an_unreachable_opp_is_a_503_not_a_verdict() {
     }
 }
 
+/// How many requests the emulator's OPP query endpoint received while a `Delay` fault with
+/// `times: 1000` was armed on it (each one it held used one).
+async fn delayed_queries(app: &TestApp) -> u32 {
+    let url = format!("{}/__emulator/faults", app.emulator_url.as_deref().unwrap());
+    let armed: Vec<Value> = reqwest::get(url).await.unwrap().json().await.unwrap();
+    let left = armed
+        .iter()
+        .find(|f| f["path"] == "/v1/query")
+        .map_or(0, |f| f["times"].as_u64().unwrap());
+    u32::try_from(1000 - left).unwrap()
+}
+
+/// Arms a 400 ms delay on every OPP query (the credential check is one), 1,000 times.
+async fn slow_opp_queries(app: &TestApp) {
+    let url = format!("{}/__emulator/faults", app.emulator_url.as_deref().unwrap());
+    let armed = reqwest::Client::new()
+        .post(url)
+        .json(
+            &json!({"provider": "opp", "method": "GET", "path": "/v1/query",
+            "action": {"kind": "delay", "delay_ms": 400}, "times": 1000}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(armed.status(), 201);
+}
+
+#[tokio::test]
+async fn a_burst_of_first_requests_asks_opp_about_the_credentials_once() {
+    // A fleet of agents starting at once (or a load test's first second): every request
+    // arrives before any verdict is cached. Each asking OPP on its own multiplies OPP's load
+    // by the burst (up to 32 at once), and against a slow OPP every one of them waits its
+    // turn behind the others. One question per pair of credentials in flight; the others wait
+    // for its verdict.
+    let app = spawn_app().await;
+    slow_opp_queries(&app).await;
+    let http = reqwest::Client::new();
+    let good =
+        (0..12).map(|_| raw_initialize(&http, &app.base_url, "/mcp", DEMO_ENTITY_ID, DEMO_TOKEN));
+    let statuses: Vec<u16> = futures::future::join_all(good)
+        .await
+        .iter()
+        .map(|r| r.status().as_u16())
+        .collect();
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(
+        delayed_queries(&app).await,
+        1,
+        "one credential check for the burst"
+    );
+
+    // Refused credentials: the same, and every caller of the burst is refused.
+    let bad =
+        (0..12).map(|_| raw_initialize(&http, &app.base_url, "/mcp", DEMO_ENTITY_ID, GARBAGE));
+    let statuses: Vec<u16> = futures::future::join_all(bad)
+        .await
+        .iter()
+        .map(|r| r.status().as_u16())
+        .collect();
+    assert!(statuses.iter().all(|s| *s == 401), "{statuses:?}");
+    assert_eq!(
+        delayed_queries(&app).await,
+        2,
+        "one more check for the refused pair"
+    );
+
+    // Verdicts are per pair: another entity's burst asks once more, on its own.
+    let other = (0..6)
+        .map(|_| raw_initialize(&http, &app.base_url, "/mcp", SECOND_ENTITY_ID, SECOND_TOKEN));
+    let statuses: Vec<u16> = futures::future::join_all(other)
+        .await
+        .iter()
+        .map(|r| r.status().as_u16())
+        .collect();
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(delayed_queries(&app).await, 3);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Sessions
 
