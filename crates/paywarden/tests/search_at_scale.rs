@@ -245,3 +245,82 @@ async fn paging_through_a_seeded_history_returns_each_match_once_with_exact_tota
     .await;
     assert_eq!(scanned["truncated"], true, "{}", scanned["totalCount"]);
 }
+
+/// The `created_at` of each transaction `get_transactions` listed (`payments[].timestamp`,
+/// `YYYY-MM-DD HH:MM:SS+0000`), as the emulator stores it.
+fn listed_times(answer: &Value) -> Vec<String> {
+    answer["payments"]
+        .as_array()
+        .expect("payments")
+        .iter()
+        .map(|p| p["timestamp"].as_str().expect("timestamp")[..19].to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_most_recent_transactions_of_a_busy_account_are_its_newest() {
+    // 3,000 transactions in the last 20 days: more than the 2,000 paywarden scans. Before, the
+    // scan read OPP's report oldest first, stopped at 2,000 and listed the newest of those as
+    // "the most recent": transactions from 20 days ago, with `totalCount` 2,000 and
+    // `truncated`, while the account's last hours were never shown.
+    let (app, rows, _) = seeded_app(3_000, 20).await;
+    let client = app.client("/mcp", Era::Stateless).await;
+    let newest_first: Vec<String> = rows.iter().rev().map(|r| r.created_at.clone()).collect();
+
+    let first = call_ok(&client, "get_transactions", json!({"limit": 7})).await;
+    let recent = &first["recent"];
+    assert_eq!(recent["totalCount"], 3_000, "{recent}");
+    assert_eq!(recent["totalPages"], 429, "{recent}");
+    assert_eq!(recent["truncated"], false, "{recent}");
+    let times = listed_times(&first);
+    assert_eq!(times.len(), 7);
+    assert!(
+        times.windows(2).all(|w| w[0] >= w[1]),
+        "newest first: {times:?}"
+    );
+    // The seventh newest transaction's second: page 1 holds nothing older (ties at that second
+    // may be ordered either way).
+    assert!(
+        times.iter().all(|t| *t >= newest_first[6]),
+        "{times:?} against {:?}",
+        &newest_first[..7]
+    );
+    assert_eq!(times[0], newest_first[0]);
+
+    // A page in the middle and the last page: the same ranks from the newest.
+    let page = call_ok(
+        &client,
+        "get_transactions",
+        json!({"limit": 7, "pageNo": 200}),
+    )
+    .await;
+    let times = listed_times(&page);
+    assert_eq!(times.len(), 7);
+    assert!(
+        times
+            .iter()
+            .all(|t| *t <= newest_first[199 * 7] && *t >= newest_first[199 * 7 + 6]),
+        "{times:?}"
+    );
+    let last = call_ok(
+        &client,
+        "get_transactions",
+        json!({"limit": 7, "pageNo": 429}),
+    )
+    .await;
+    let times = listed_times(&last);
+    assert_eq!(times.len(), 3_000 - 428 * 7);
+    assert!(
+        times.iter().all(|t| *t <= newest_first[428 * 7]),
+        "{times:?}"
+    );
+    assert_eq!(times.last(), newest_first.last());
+    let past = call_ok(
+        &client,
+        "get_transactions",
+        json!({"limit": 7, "pageNo": 430}),
+    )
+    .await;
+    assert_eq!(listed_times(&past).len(), 0);
+    assert_eq!(past["recent"]["totalCount"], 3_000);
+}

@@ -50,6 +50,24 @@ impl OppService {
         payment_types: &[PaymentType],
         payment_methods: &[String],
     ) -> Result<(Vec<Transaction>, bool), OppError> {
+        self.scan_report_from(credentials, from, to, payment_types, payment_methods, None)
+            .await
+    }
+
+    /// [`Self::scan_report`], starting from OPP's page 1 (`limit` 100) when the caller has
+    /// already read it.
+    ///
+    /// # Errors
+    /// The first [`OppError`] of a report page.
+    async fn scan_report_from(
+        &self,
+        credentials: &OppCredentials,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        payment_types: &[PaymentType],
+        payment_methods: &[String],
+        mut first: Option<crate::connectors::opp::ReportPage>,
+    ) -> Result<(Vec<Transaction>, bool), OppError> {
         let mut scanned = Vec::new();
         let mut opp_page = 1;
         let mut truncated = false;
@@ -63,7 +81,10 @@ impl OppService {
                 limit: 100,
                 page_no: opp_page,
             };
-            let page = self.client.report(credentials, &report).await?;
+            let page = match first.take() {
+                Some(page) if opp_page == 1 => page,
+                _ => self.client.report(credentials, &report).await?,
+            };
             // Paging follows what OPP returned (`record_count`), not the transactions kept
             // after mapping: a page of 100 records with some paywarden cannot map is still full.
             let n = page.record_count;
@@ -235,6 +256,54 @@ impl OppService {
             .await
     }
 
+    /// Page `page_no` (of `limit`) of the report's `total` matches counted newest first, read
+    /// from OPP's oldest-first report: ranks `(page_no - 1) * limit ..` from the newest are
+    /// OPP's positions `total - page_no * limit .. total - (page_no - 1) * limit`, on at most
+    /// two of OPP's pages of `limit`. Newest first, ties (the same second) by id as the scan
+    /// orders them. Transactions that arrived since OPP counted `total` shift the positions by
+    /// as many (the report is read in separate requests, as every paged read of it is).
+    ///
+    /// # Errors
+    /// The first [`OppError`] of a report page.
+    async fn newest_first_page(
+        &self,
+        credentials: &OppCredentials,
+        report: &impl Fn(u32, u32) -> ReportQuery,
+        total: u64,
+        limit: u32,
+        page_no: u32,
+    ) -> Result<Vec<Transaction>, OppError> {
+        let size = u64::from(limit);
+        let end = total.saturating_sub(u64::from(page_no - 1) * size);
+        if end == 0 {
+            return Ok(Vec::new());
+        }
+        let start = total.saturating_sub(u64::from(page_no) * size);
+        let (first_page, last_page) = (start / size + 1, (end - 1) / size + 1);
+        let mut positioned = Vec::new();
+        for opp_page in first_page..=last_page {
+            let opp_page_no = u32::try_from(opp_page).unwrap_or(u32::MAX);
+            let page = self
+                .client
+                .report(credentials, &report(limit, opp_page_no))
+                .await?;
+            let first_position = (opp_page - 1) * size;
+            positioned.extend(
+                page.transactions
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, t)| (first_position + i as u64, t)),
+            );
+        }
+        let mut page: Vec<Transaction> = positioned
+            .into_iter()
+            .filter(|(position, _)| (start..end).contains(position))
+            .map(|(_, t)| t)
+            .collect();
+        newest_first(&mut page);
+        Ok(page)
+    }
+
     /// `get_transactions` without an id: the last [`RECENT_WINDOW_DAYS`] days of OPP's report,
     /// newest first, one page of `limit` (default 20).
     pub(super) async fn recent_transactions(
@@ -254,24 +323,62 @@ impl OppService {
         let to = Utc::now();
         let from = to - ChronoDuration::days(RECENT_WINDOW_DAYS);
         let credentials = Self::credentials(caller);
-        let (mut scanned, truncated) = match self
-            .scan_report(&credentials, from, to, &query.payment_types, &[])
-            .await
-        {
-            Ok(found) => found,
+        let report = |limit: u32, page_no: u32| ReportQuery {
+            from,
+            to,
+            payment_types: query.payment_types.clone(),
+            payment_methods: Vec::new(),
+            limit,
+            page_no,
+        };
+        // OPP's report answers oldest first. Its first page (100) says how many match
+        // (`totalCount`): up to SEARCH_SCAN_LIMIT they are all read and sorted newest first
+        // here; beyond, the page asked for is read straight from the end of the report, since
+        // reading from its start would stop at the oldest SEARCH_SCAN_LIMIT and never reach
+        // the newest.
+        let first = match self.client.report(&credentials, &report(100, 1)).await {
+            Ok(first) => first,
             Err(e) => return Ok(self.provider_failure("get_transactions", e, true).0),
         };
-        // Newest first; ties (same second) by id so pages are stable.
-        scanned.sort_by(|a, b| b.timestamp.cmp(&a.timestamp).then_with(|| b.id.cmp(&a.id)));
-        let total_count = scanned.len() as u64;
-        let total_pages = u32::try_from(scanned.len().div_ceil(limit as usize)).unwrap_or(u32::MAX);
-        let start = (page_no as usize - 1).saturating_mul(limit as usize);
-        let payments: Vec<TransactionView> = scanned
-            .iter()
-            .skip(start)
-            .take(limit as usize)
-            .map(Transaction::view)
-            .collect();
+        let (payments, total_count, truncated): (Vec<TransactionView>, u64, bool) =
+            match first.total_count {
+                Some(total) if total > SEARCH_SCAN_LIMIT as u64 => {
+                    let page = match self
+                        .newest_first_page(&credentials, &report, total, limit, page_no)
+                        .await
+                    {
+                        Ok(page) => page,
+                        Err(e) => return Ok(self.provider_failure("get_transactions", e, true).0),
+                    };
+                    (page.iter().map(Transaction::view).collect(), total, false)
+                }
+                _ => {
+                    let (mut scanned, truncated) = match self
+                        .scan_report_from(
+                            &credentials,
+                            from,
+                            to,
+                            &query.payment_types,
+                            &[],
+                            Some(first),
+                        )
+                        .await
+                    {
+                        Ok(found) => found,
+                        Err(e) => return Ok(self.provider_failure("get_transactions", e, true).0),
+                    };
+                    newest_first(&mut scanned);
+                    let start = (page_no as usize - 1).saturating_mul(limit as usize);
+                    let payments = scanned
+                        .iter()
+                        .skip(start)
+                        .take(limit as usize)
+                        .map(Transaction::view)
+                        .collect();
+                    (payments, scanned.len() as u64, truncated)
+                }
+            };
+        let total_pages = u32::try_from(total_count.div_ceil(u64::from(limit))).unwrap_or(u32::MAX);
         let (code, description) = paywarden_domain::result_code::codes::SUCCESSFUL_REQUEST;
         let output = LookupOutput {
             result: ResultInfo::new(code, description),
@@ -560,4 +667,9 @@ impl OppService {
             })
             .await
     }
+}
+
+/// Newest first; ties (the same second) by id, so that pages are stable.
+fn newest_first(transactions: &mut [Transaction]) {
+    transactions.sort_by(|a, b| b.timestamp.cmp(&a.timestamp).then_with(|| b.id.cmp(&a.id)));
 }
