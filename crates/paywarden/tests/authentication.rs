@@ -406,6 +406,17 @@ async fn slow_opp_queries(app: &TestApp) {
     assert_eq!(armed.status(), 201);
 }
 
+/// The HTTP statuses of `n` concurrent `initialize`s at `/mcp` as `entity` with `token`.
+async fn burst(app: &TestApp, n: usize, entity: &str, token: &str) -> Vec<u16> {
+    let http = reqwest::Client::new();
+    let requests = (0..n).map(|_| raw_initialize(&http, &app.base_url, "/mcp", entity, token));
+    futures::future::join_all(requests)
+        .await
+        .iter()
+        .map(|r| r.status().as_u16())
+        .collect()
+}
+
 #[tokio::test]
 async fn a_burst_of_first_requests_asks_opp_about_the_credentials_once() {
     // A fleet of agents starting at once (or a load test's first second): every request
@@ -415,14 +426,7 @@ async fn a_burst_of_first_requests_asks_opp_about_the_credentials_once() {
     // for its verdict.
     let app = spawn_app().await;
     slow_opp_queries(&app).await;
-    let http = reqwest::Client::new();
-    let good =
-        (0..12).map(|_| raw_initialize(&http, &app.base_url, "/mcp", DEMO_ENTITY_ID, DEMO_TOKEN));
-    let statuses: Vec<u16> = futures::future::join_all(good)
-        .await
-        .iter()
-        .map(|r| r.status().as_u16())
-        .collect();
+    let statuses = burst(&app, 12, DEMO_ENTITY_ID, DEMO_TOKEN).await;
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     assert_eq!(
         delayed_queries(&app).await,
@@ -431,13 +435,7 @@ async fn a_burst_of_first_requests_asks_opp_about_the_credentials_once() {
     );
 
     // Refused credentials: the same, and every caller of the burst is refused.
-    let bad =
-        (0..12).map(|_| raw_initialize(&http, &app.base_url, "/mcp", DEMO_ENTITY_ID, GARBAGE));
-    let statuses: Vec<u16> = futures::future::join_all(bad)
-        .await
-        .iter()
-        .map(|r| r.status().as_u16())
-        .collect();
+    let statuses = burst(&app, 12, DEMO_ENTITY_ID, GARBAGE).await;
     assert!(statuses.iter().all(|s| *s == 401), "{statuses:?}");
     assert_eq!(
         delayed_queries(&app).await,
@@ -446,13 +444,7 @@ async fn a_burst_of_first_requests_asks_opp_about_the_credentials_once() {
     );
 
     // Verdicts are per pair: another entity's burst asks once more, on its own.
-    let other = (0..6)
-        .map(|_| raw_initialize(&http, &app.base_url, "/mcp", SECOND_ENTITY_ID, SECOND_TOKEN));
-    let statuses: Vec<u16> = futures::future::join_all(other)
-        .await
-        .iter()
-        .map(|r| r.status().as_u16())
-        .collect();
+    let statuses = burst(&app, 6, SECOND_ENTITY_ID, SECOND_TOKEN).await;
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     assert_eq!(delayed_queries(&app).await, 3);
 }

@@ -37,29 +37,13 @@ impl OppService {
     }
 
     /// Reads OPP's transaction report for `from..=to` page by page (100 per OPP page), up to
-    /// [`SEARCH_SCAN_LIMIT`] transactions; the flag is true when the report is incomplete: more
+    /// [`SEARCH_SCAN_LIMIT`] transactions, starting from `first` when the caller has already
+    /// read OPP's page 1 (`limit` 100); the flag is true when the report is incomplete: more
     /// matched and were not read, or OPP answered the same page twice (it ignored `pageNo`).
     ///
     /// # Errors
     /// The first [`OppError`] of a report page.
     pub(super) async fn scan_report(
-        &self,
-        credentials: &OppCredentials,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-        payment_types: &[PaymentType],
-        payment_methods: &[String],
-    ) -> Result<(Vec<Transaction>, bool), OppError> {
-        self.scan_report_from(credentials, from, to, payment_types, payment_methods, None)
-            .await
-    }
-
-    /// [`Self::scan_report`], starting from OPP's page 1 (`limit` 100) when the caller has
-    /// already read it.
-    ///
-    /// # Errors
-    /// The first [`OppError`] of a report page.
-    async fn scan_report_from(
         &self,
         credentials: &OppCredentials,
         from: DateTime<Utc>,
@@ -261,7 +245,9 @@ impl OppService {
     /// OPP's positions `total - page_no * limit .. total - (page_no - 1) * limit`, on at most
     /// two of OPP's pages of `limit`. Newest first, ties (the same second) by id as the scan
     /// orders them. Transactions that arrived since OPP counted `total` shift the positions by
-    /// as many (the report is read in separate requests, as every paged read of it is).
+    /// as many (the report is read in separate requests, as every paged read of it is), and so
+    /// does a record of an OPP page that paywarden cannot map (it is skipped, as the scan skips
+    /// it).
     ///
     /// # Errors
     /// The first [`OppError`] of a report page.
@@ -354,7 +340,7 @@ impl OppService {
                 }
                 _ => {
                     let (mut scanned, truncated) = match self
-                        .scan_report_from(
+                        .scan_report(
                             &credentials,
                             from,
                             to,
@@ -597,6 +583,7 @@ impl OppService {
                                     to,
                                     &payment_types,
                                     &params.payment_methods,
+                                    None,
                                 )
                                 .await
                             {
