@@ -494,9 +494,14 @@ mod tests {
         assert!(ra.iter().all(
             |(_, t)| t.as_str() <= "2026-11-30 12:00:00" && t.as_str() >= "2026-10-31 12:00:00"
         ));
-        // The per-day counts follow the rows.
+        // The per-day and per-hour counts follow the rows.
         let store = Store::open(&a).await.unwrap();
         let counted: i64 = sqlx::query_scalar("SELECT SUM(n) FROM transaction_day_counts")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(counted, 1_234);
+        let counted: i64 = sqlx::query_scalar("SELECT SUM(n) FROM transaction_hour_counts")
             .fetch_one(store.pool())
             .await
             .unwrap();
@@ -519,7 +524,7 @@ mod tests {
         .is_err());
     }
 
-    /// Paged date-range searches (the day-count seek) return exactly what a plain
+    /// Paged date-range searches (the hour- and day-count seek) return exactly what a plain
     /// `ORDER BY created_at, seq LIMIT/OFFSET` over the range returns, with the same count, for
     /// ranges that cut through days, single days, empty ranges and type filters.
     #[tokio::test]
@@ -555,6 +560,16 @@ mod tests {
             ("2026-11-15 23:59:59", "2026-11-16 00:00:00"),
             ("2026-11-17 00:00:00", "2026-11-17 23:59:59"),
             ("2025-01-01 00:00:00", "2025-02-01 00:00:00"),
+            // The hour pieces (migration 0008): one hour, two adjacent hours, whole hours
+            // inside one day, a midnight without whole days, whole days without whole hours
+            // at the ends, and ends on hour boundaries.
+            ("2026-11-15 13:00:00", "2026-11-15 13:59:59"),
+            ("2026-11-15 13:59:59", "2026-11-15 14:00:00"),
+            ("2026-11-15 13:20:00", "2026-11-15 17:10:00"),
+            ("2026-11-14 22:30:00", "2026-11-15 01:15:00"),
+            ("2026-11-14 23:10:00", "2026-11-16 00:05:00"),
+            ("2026-11-14 00:00:00", "2026-11-16 23:59:59"),
+            ("2026-11-13 07:00:00", "2026-11-19 07:00:00"),
         ];
         let type_sets: [Option<Vec<PaymentType>>; 3] = [
             None,

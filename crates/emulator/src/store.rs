@@ -5,7 +5,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use chrono::NaiveDateTime;
+use chrono::{NaiveDateTime, Timelike};
 use paywarden_domain::{Currency, Money, PaymentType, TxRecord};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
@@ -323,12 +323,17 @@ impl Store {
 }
 
 /// One page of the date-range report `from..=to` and its total count, without walking the
-/// whole range: the range is cut into its first (partial) day, the whole days inside it and
-/// its last (partial) day. The partial days are counted on the `(entity_id, created_at, seq)`
-/// index; the whole days come from `transaction_day_counts` (migration 0006), one row per day
-/// and payment type, summed in SQL (one row back, with the first day whose running count
-/// passes the page's offset). The page then seeks on the index to that piece's first second,
-/// and OFFSET skips only rows of that piece: at most one day of rows, whatever the page number.
+/// whole range: the range is cut into time-ordered pieces (`report_pieces`: its first partial
+/// hour, the whole hours left in its first day, its whole days, the whole hours of its last
+/// day, its last partial hour), each counted the cheapest way: the partial hours on the
+/// `(entity_id, created_at, seq)` index, the whole hours from `transaction_hour_counts`
+/// (migration 0008) and the whole days from `transaction_day_counts` (migration 0006), one row
+/// per hour or day. One statement sums them and finds the first piece row (partial hour, hour
+/// or day) whose running count passes the page's offset; a day is then narrowed to its hour
+/// by that day's hour counts (a second statement, 24 rows at most). The page seeks on the
+/// index to that hour's (or partial hour's) first second, and OFFSET skips only its rows: at
+/// most one hour of rows, whatever the page number. All statements run on `conn`, in the
+/// caller's read transaction, so count and page agree.
 async fn report_page(
     conn: &mut sqlx::SqliteConnection,
     entity_id: &str,
@@ -337,91 +342,217 @@ async fn report_page(
     to: NaiveDateTime,
     page: Page,
 ) -> Result<(Vec<Tx>, u64), EmulatorError> {
-    let first_day = from.date();
-    let last_day = to.date();
-    let offset = u64::from(page.page_no.saturating_sub(1)) * u64::from(page.limit);
-    // The page's seek point and how many matches lie before it.
-    let (total, start, before) = if last_day <= first_day {
-        (
-            count_range(conn, entity_id, filter, from, to).await?,
-            from,
-            0,
-        )
-    } else {
-        let first_end = first_day.and_hms_opt(23, 59, 59).unwrap_or(to).min(to);
-        let head = count_range(conn, entity_id, filter, from, first_end).await?;
-        let last_start = last_day.and_hms_opt(0, 0, 0).unwrap_or(from).max(from);
-        let tail = count_range(conn, entity_id, filter, last_start, to).await?;
-        // The whole days: their total, and the first day whose running count passes the
-        // offset (one row back, whatever the number of days).
-        let mut days = QueryBuilder::<Sqlite>::new(
-            "WITH d AS (SELECT day, SUM(n) AS n FROM transaction_day_counts WHERE entity_id = ",
-        );
-        days.push_bind(entity_id.to_string());
-        days.push(" AND day > ");
-        days.push_bind(first_day.format("%Y-%m-%d").to_string());
-        days.push(" AND day < ");
-        days.push_bind(last_day.format("%Y-%m-%d").to_string());
-        push_types(&mut days, filter);
-        days.push(
-            " GROUP BY day), c AS (SELECT day, n, SUM(n) OVER (ORDER BY day) AS cum FROM d) \
-             SELECT t.total, s.day, s.before FROM (SELECT COALESCE(SUM(n), 0) AS total FROM d) t \
-             LEFT JOIN (SELECT day, cum - n AS before FROM c WHERE cum > ",
-        );
-        days.push_bind(i64::try_from(offset.saturating_sub(head)).unwrap_or(i64::MAX));
-        days.push(" ORDER BY day LIMIT 1) s ON 1");
-        let (middle, seek_day, seek_before): (i64, Option<String>, Option<i64>) =
-            days.build_query_as().fetch_one(&mut *conn).await?;
-        let middle = u64::try_from(middle).unwrap_or(0);
-        let total = head + middle + tail;
-        if offset < head {
-            (total, from, 0)
-        } else if let (Some(day), Some(day_before)) = (seek_day, seek_before) {
-            let start = chrono::NaiveDate::parse_from_str(&day, "%Y-%m-%d")
-                .ok()
-                .and_then(|d| d.and_hms_opt(0, 0, 0))
-                .ok_or_else(|| EmulatorError::Corrupt(format!("day count for {day:?}")))?;
-            (total, start, head + u64::try_from(day_before).unwrap_or(0))
-        } else {
-            (total, last_start, head + middle)
-        }
-    };
-    if offset >= total {
-        return Ok((Vec::new(), total));
+    if from > to {
+        return Ok((Vec::new(), 0));
     }
+    let offset = u64::from(page.page_no.saturating_sub(1)) * u64::from(page.limit);
+    let pieces = report_pieces(from, to);
+    let mut seek = QueryBuilder::<Sqlite>::new("WITH p AS MATERIALIZED (");
+    for (k, piece) in pieces.iter().enumerate() {
+        if k > 0 {
+            seek.push(" UNION ALL ");
+        }
+        seek.push(format!("SELECT {k} AS k, "));
+        match piece {
+            Piece::Rows { from, to } => {
+                seek.push_bind(from.format(DB_TIME_FORMAT).to_string());
+                seek.push(" AS start, (SELECT COUNT(*) FROM transactions WHERE entity_id = ");
+                seek.push_bind(entity_id.to_string());
+                seek.push(" AND created_at >= ");
+                seek.push_bind(from.format(DB_TIME_FORMAT).to_string());
+                seek.push(" AND created_at <= ");
+                seek.push_bind(to.format(DB_TIME_FORMAT).to_string());
+                push_types(&mut seek, filter);
+                seek.push(") AS n");
+            }
+            Piece::Hours { first, last } => {
+                seek.push(
+                    "hour || ':00:00', SUM(n) FROM transaction_hour_counts WHERE entity_id = ",
+                );
+                seek.push_bind(entity_id.to_string());
+                seek.push(" AND hour >= ");
+                seek.push_bind(first.format(HOUR_FORMAT).to_string());
+                seek.push(" AND hour <= ");
+                seek.push_bind(last.format(HOUR_FORMAT).to_string());
+                push_types(&mut seek, filter);
+                seek.push(" GROUP BY hour");
+            }
+            Piece::Days { first, last } => {
+                seek.push(
+                    "day || ' 00:00:00', SUM(n) FROM transaction_day_counts WHERE entity_id = ",
+                );
+                seek.push_bind(entity_id.to_string());
+                seek.push(" AND day >= ");
+                seek.push_bind(first.format("%Y-%m-%d").to_string());
+                seek.push(" AND day <= ");
+                seek.push_bind(last.format("%Y-%m-%d").to_string());
+                push_types(&mut seek, filter);
+                seek.push(" GROUP BY day");
+            }
+        }
+    }
+    seek.push(
+        "), c AS (SELECT k, start, n, SUM(n) OVER (ORDER BY k, start) AS cum FROM p) \
+         SELECT t.total, s.k, s.start, s.before FROM (SELECT COALESCE(SUM(n), 0) AS total FROM p) t \
+         LEFT JOIN (SELECT k, start, cum - n AS before FROM c WHERE cum > ",
+    );
+    seek.push_bind(offset_i64(offset));
+    seek.push(" ORDER BY k, start LIMIT 1) s ON 1");
+    let (total, seek_k, seek_start, seek_before): (i64, Option<i64>, Option<String>, Option<i64>) =
+        seek.build_query_as().fetch_one(&mut *conn).await?;
+    let total = u64::try_from(total).unwrap_or(0);
+    let (Some(seek_k), Some(mut seek_start), Some(mut before)) = (seek_k, seek_start, seek_before)
+    else {
+        // The offset is at or past the last match.
+        return Ok((Vec::new(), total));
+    };
+    if matches!(
+        usize::try_from(seek_k).ok().and_then(|k| pieces.get(k)),
+        Some(Piece::Days { .. })
+    ) {
+        // The offset falls in a whole day: the hour of that day it falls in, so that the page
+        // skips at most an hour of rows.
+        let day = seek_start.get(..10).unwrap_or_default().to_string();
+        let mut hours = QueryBuilder::<Sqlite>::new(
+            "WITH h AS (SELECT hour, SUM(n) AS n FROM transaction_hour_counts WHERE entity_id = ",
+        );
+        hours.push_bind(entity_id.to_string());
+        hours.push(" AND hour >= ");
+        hours.push_bind(format!("{day} 00"));
+        hours.push(" AND hour <= ");
+        hours.push_bind(format!("{day} 23"));
+        push_types(&mut hours, filter);
+        hours.push(
+            " GROUP BY hour), c AS (SELECT hour, n, SUM(n) OVER (ORDER BY hour) AS cum FROM h) \
+             SELECT hour || ':00:00', cum - n FROM c WHERE cum > ",
+        );
+        hours.push_bind(offset_i64(
+            offset.saturating_sub(u64::try_from(before).unwrap_or(0)),
+        ));
+        hours.push(" ORDER BY hour LIMIT 1");
+        // None only if the hour counts disagreed with the day's; the day's start is then
+        // still a correct (slower) seek point.
+        if let Some((hour_start, hour_before)) = hours
+            .build_query_as::<(String, i64)>()
+            .fetch_optional(&mut *conn)
+            .await?
+        {
+            seek_start = hour_start;
+            before += hour_before;
+        }
+    }
+    let start = NaiveDateTime::parse_from_str(&seek_start, DB_TIME_FORMAT)
+        .map_err(|_| EmulatorError::Corrupt(format!("report piece start {seek_start:?}")))?;
+    let before = u64::try_from(before).unwrap_or(0);
     let mut select = QueryBuilder::<Sqlite>::new(format!("SELECT {COLUMNS} FROM transactions"));
     push_filter(&mut select, entity_id, filter, Some(start));
     select.push(" ORDER BY created_at, seq LIMIT ");
     select.push_bind(i64::from(page.limit));
     select.push(" OFFSET ");
-    select.push_bind(i64::try_from(offset - before).unwrap_or(i64::MAX));
+    select.push_bind(offset_i64(offset.saturating_sub(before)));
     let rows = select.build().fetch_all(&mut *conn).await?;
     let txs = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
     Ok((txs, total))
 }
 
-/// How many transactions of `entity_id` of `filter`'s types fall in `from..=to` (an index
-/// range count; used for the partial days at the ends of a report range).
-async fn count_range(
-    conn: &mut sqlx::SqliteConnection,
-    entity_id: &str,
-    filter: &Filter,
-    from: NaiveDateTime,
-    to: NaiveDateTime,
-) -> Result<u64, EmulatorError> {
-    if from > to {
-        return Ok(0);
+/// A row offset as SQLite's integer (saturating: no report has 2^63 rows).
+fn offset_i64(offset: u64) -> i64 {
+    i64::try_from(offset).unwrap_or(i64::MAX)
+}
+
+/// How `transaction_hour_counts.hour` is written: the first 13 characters of a stored time.
+const HOUR_FORMAT: &str = "%Y-%m-%d %H";
+
+/// One piece of a report range (see `report_pieces`), in UTC, both ends inclusive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Piece {
+    /// The transactions in `from..=to`, counted on the `(entity_id, created_at, seq)` index.
+    Rows {
+        from: NaiveDateTime,
+        to: NaiveDateTime,
+    },
+    /// The whole hours starting at `first` through the one starting at `last`.
+    Hours {
+        first: NaiveDateTime,
+        last: NaiveDateTime,
+    },
+    /// The whole days `first..=last`.
+    Days {
+        first: chrono::NaiveDate,
+        last: chrono::NaiveDate,
+    },
+}
+
+/// `from..=to` (`from <= to`) cut into disjoint, time-ordered pieces that cover it exactly:
+/// its first partial hour and its last partial hour as `Rows` (one piece when both ends fall
+/// in one hour), and between them the whole hours of its first day, its whole days and the
+/// whole hours of its last day (the whole hours between the ends when both fall in one day).
+/// A range whose hour arithmetic would leave chrono's range is one `Rows` piece.
+fn report_pieces(from: NaiveDateTime, to: NaiveDateTime) -> Vec<Piece> {
+    let whole = vec![Piece::Rows { from, to }];
+    let hour_of = |t: NaiveDateTime| t.date().and_hms_opt(t.hour(), 0, 0);
+    let (Some(first_hour), Some(last_hour)) = (hour_of(from), hour_of(to)) else {
+        return whole;
+    };
+    if first_hour == last_hour {
+        return whole;
     }
-    let mut count =
-        QueryBuilder::<Sqlite>::new("SELECT COUNT(*) FROM transactions WHERE entity_id = ");
-    count.push_bind(entity_id.to_string());
-    count.push(" AND created_at >= ");
-    count.push_bind(from.format(DB_TIME_FORMAT).to_string());
-    count.push(" AND created_at <= ");
-    count.push_bind(to.format(DB_TIME_FORMAT).to_string());
-    push_types(&mut count, filter);
-    let n: i64 = count.build_query_scalar().fetch_one(&mut *conn).await?;
-    Ok(u64::try_from(n).unwrap_or(0))
+    let hour = chrono::Duration::hours(1);
+    let second = chrono::Duration::seconds(1);
+    let (Some(after_first), Some(before_last)) = (
+        first_hour.checked_add_signed(hour),
+        last_hour.checked_sub_signed(hour),
+    ) else {
+        return whole;
+    };
+    let Some(first_end) = after_first.checked_sub_signed(second) else {
+        return whole;
+    };
+    let mut pieces = vec![Piece::Rows {
+        from,
+        to: first_end,
+    }];
+    let (first_day, last_day) = (from.date(), to.date());
+    if first_day == last_day {
+        if after_first <= before_last {
+            pieces.push(Piece::Hours {
+                first: after_first,
+                last: before_last,
+            });
+        }
+    } else {
+        let (Some(first_day_last_hour), Some(last_day_first_hour)) = (
+            first_day.and_hms_opt(23, 0, 0),
+            last_day.and_hms_opt(0, 0, 0),
+        ) else {
+            return whole;
+        };
+        if after_first <= first_day_last_hour {
+            pieces.push(Piece::Hours {
+                first: after_first,
+                last: first_day_last_hour,
+            });
+        }
+        if let (Some(d1), Some(d2)) = (first_day.succ_opt(), last_day.pred_opt()) {
+            if d1 <= d2 {
+                pieces.push(Piece::Days {
+                    first: d1,
+                    last: d2,
+                });
+            }
+        }
+        if last_day_first_hour <= before_last {
+            pieces.push(Piece::Hours {
+                first: last_day_first_hour,
+                last: before_last,
+            });
+        }
+    }
+    pieces.push(Piece::Rows {
+        from: last_hour,
+        to,
+    });
+    pieces
 }
 
 /// ` AND payment_type IN (...)` for `filter`'s types (` AND 0` for an empty list).
@@ -659,6 +790,65 @@ mod tests {
             .map(|r| r.try_get::<String, _>("detail").unwrap())
             .collect::<Vec<_>>()
             .join("\n")
+    }
+
+    /// Every range is cut into pieces that follow each other second by second from `from` to
+    /// `to`, whole hours and days on their boundaries, at most one piece of each kind at each
+    /// end: ranges within an hour, across hours, across midnight, over many days, on and off
+    /// the boundaries.
+    #[test]
+    fn a_report_range_is_cut_into_pieces_that_cover_it_exactly() {
+        use chrono::Duration;
+        let t = |s: &str| NaiveDateTime::parse_from_str(s, DB_TIME_FORMAT).unwrap();
+        let bounds = |p: &Piece| match *p {
+            Piece::Rows { from, to } => (from, to),
+            Piece::Hours { first, last } => {
+                assert_eq!((first.minute(), first.second()), (0, 0), "{p:?}");
+                assert_eq!((last.minute(), last.second()), (0, 0), "{p:?}");
+                (first, last + Duration::seconds(3599))
+            }
+            Piece::Days { first, last } => (
+                first.and_hms_opt(0, 0, 0).unwrap(),
+                last.and_hms_opt(23, 59, 59).unwrap(),
+            ),
+        };
+        let base = t("2026-03-28 00:00:00");
+        // Offsets in seconds from `base`: boundaries, one second either side, and odd times.
+        let marks: Vec<i64> = [0, 1, 3599, 3600, 3601, 7199, 7200, 86_399, 86_400, 86_401]
+            .into_iter()
+            .chain([5_000, 40_000, 90_061, 172_799, 172_800, 200_000, 2_600_000])
+            .collect();
+        for &a in &marks {
+            for &b in &marks {
+                if a > b {
+                    continue;
+                }
+                let (from, to) = (base + Duration::seconds(a), base + Duration::seconds(b));
+                let pieces = report_pieces(from, to);
+                assert!(!pieces.is_empty());
+                let mut next = from;
+                for p in &pieces {
+                    let (start, end) = bounds(p);
+                    assert_eq!(start, next, "{from}..{to}: {pieces:?}");
+                    assert!(start <= end, "{from}..{to}: {pieces:?}");
+                    next = end + Duration::seconds(1);
+                }
+                assert_eq!(next, to + Duration::seconds(1), "{from}..{to}: {pieces:?}");
+                assert!(pieces.len() <= 5, "{from}..{to}: {pieces:?}");
+                let rows = pieces
+                    .iter()
+                    .filter(|p| matches!(p, Piece::Rows { .. }))
+                    .count();
+                assert!(rows <= 2, "{from}..{to}: {pieces:?}");
+                // No partial-hour piece is longer than an hour: what a page skips row by
+                // row at the ends.
+                for p in &pieces {
+                    if let Piece::Rows { from, to } = *p {
+                        assert!(to - from < Duration::hours(1), "{p:?}");
+                    }
+                }
+            }
+        }
     }
 
     #[tokio::test]
