@@ -328,9 +328,10 @@ impl Store {
 /// day, its last partial hour), each counted the cheapest way: the partial hours on the
 /// `(entity_id, created_at, seq)` index, the whole hours from `transaction_hour_counts`
 /// (migration 0008) and the whole days from `transaction_day_counts` (migration 0006), one row
-/// per hour or day. One statement sums them and finds the first piece row (partial hour, hour
-/// or day) whose running count passes the page's offset; a day is then narrowed to its hour
-/// by that day's hour counts (a second statement, 24 rows at most). The page seeks on the
+/// per hour or day. One statement reads a count per partial hour, hour and day of the range
+/// (about 75 rows for 30 days; summed here, `locate`, which finds the first one whose running
+/// count passes the page's offset); a day is then narrowed to its hour by that day's hour
+/// counts (a second statement, 24 rows at most). The page seeks on the
 /// index to that hour's (or partial hour's) first second, and OFFSET skips only its rows: at
 /// most one hour of rows, whatever the page number. All statements run on `conn`, in the
 /// caller's read transaction, so count and page agree.
@@ -347,7 +348,7 @@ async fn report_page(
     }
     let offset = u64::from(page.page_no.saturating_sub(1)) * u64::from(page.limit);
     let pieces = report_pieces(from, to);
-    let mut seek = QueryBuilder::<Sqlite>::new("WITH p AS MATERIALIZED (");
+    let mut seek = QueryBuilder::<Sqlite>::new("");
     for (k, piece) in pieces.iter().enumerate() {
         if k > 0 {
             seek.push(" UNION ALL ");
@@ -391,18 +392,11 @@ async fn report_page(
             }
         }
     }
-    seek.push(
-        "), c AS (SELECT k, start, n, SUM(n) OVER (ORDER BY k, start) AS cum FROM p) \
-         SELECT t.total, s.k, s.start, s.before FROM (SELECT COALESCE(SUM(n), 0) AS total FROM p) t \
-         LEFT JOIN (SELECT k, start, cum - n AS before FROM c WHERE cum > ",
-    );
-    seek.push_bind(offset_i64(offset));
-    seek.push(" ORDER BY k, start LIMIT 1) s ON 1");
-    let (total, seek_k, seek_start, seek_before): (i64, Option<i64>, Option<String>, Option<i64>) =
-        seek.build_query_as().fetch_one(&mut *conn).await?;
-    let total = u64::try_from(total).unwrap_or(0);
-    let (Some(seek_k), Some(mut seek_start), Some(mut before)) = (seek_k, seek_start, seek_before)
-    else {
+    // The counts per piece row (a partial hour, an hour or a day), summed here: a window
+    // function and its sorts in SQL cost more than the counting itself.
+    let counts: Vec<(i64, String, i64)> = seek.build_query_as().fetch_all(&mut *conn).await?;
+    let (total, found) = locate(counts, offset);
+    let Some((seek_k, mut seek_start, mut before)) = found else {
         // The offset is at or past the last match.
         return Ok((Vec::new(), total));
     };
@@ -414,7 +408,7 @@ async fn report_page(
         // skips at most an hour of rows.
         let day = seek_start.get(..10).unwrap_or_default().to_string();
         let mut hours = QueryBuilder::<Sqlite>::new(
-            "WITH h AS (SELECT hour, SUM(n) AS n FROM transaction_hour_counts WHERE entity_id = ",
+            "SELECT 0, hour || ':00:00', SUM(n) FROM transaction_hour_counts WHERE entity_id = ",
         );
         hours.push_bind(entity_id.to_string());
         hours.push(" AND hour >= ");
@@ -422,20 +416,12 @@ async fn report_page(
         hours.push(" AND hour <= ");
         hours.push_bind(format!("{day} 23"));
         push_types(&mut hours, filter);
-        hours.push(
-            " GROUP BY hour), c AS (SELECT hour, n, SUM(n) OVER (ORDER BY hour) AS cum FROM h) \
-             SELECT hour || ':00:00', cum - n FROM c WHERE cum > ",
-        );
-        hours.push_bind(offset_i64(
-            offset.saturating_sub(u64::try_from(before).unwrap_or(0)),
-        ));
-        hours.push(" ORDER BY hour LIMIT 1");
+        hours.push(" GROUP BY hour");
+        let counts: Vec<(i64, String, i64)> = hours.build_query_as().fetch_all(&mut *conn).await?;
         // None only if the hour counts disagreed with the day's; the day's start is then
         // still a correct (slower) seek point.
-        if let Some((hour_start, hour_before)) = hours
-            .build_query_as::<(String, i64)>()
-            .fetch_optional(&mut *conn)
-            .await?
+        if let (_, Some((_, hour_start, hour_before))) =
+            locate(counts, offset.saturating_sub(before))
         {
             seek_start = hour_start;
             before += hour_before;
@@ -443,7 +429,6 @@ async fn report_page(
     }
     let start = NaiveDateTime::parse_from_str(&seek_start, DB_TIME_FORMAT)
         .map_err(|_| EmulatorError::Corrupt(format!("report piece start {seek_start:?}")))?;
-    let before = u64::try_from(before).unwrap_or(0);
     let mut select = QueryBuilder::<Sqlite>::new(format!("SELECT {COLUMNS} FROM transactions"));
     push_filter(&mut select, entity_id, filter, Some(start));
     select.push(" ORDER BY created_at, seq LIMIT ");
@@ -453,6 +438,23 @@ async fn report_page(
     let rows = select.build().fetch_all(&mut *conn).await?;
     let txs = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
     Ok((txs, total))
+}
+
+/// The total of `counts` (rows of piece index, bucket start, count) and the bucket that holds
+/// match number `offset` (0-based) in time order: its piece index, its start and how many
+/// matches lie before it. `None` when `offset` is at or past the total.
+fn locate(mut counts: Vec<(i64, String, i64)>, offset: u64) -> (u64, Option<(i64, String, u64)>) {
+    counts.sort_unstable_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    let mut total = 0u64;
+    let mut found = None;
+    for (k, start, n) in counts {
+        let n = u64::try_from(n).unwrap_or(0);
+        if found.is_none() && n > 0 && total + n > offset {
+            found = Some((k, start, total));
+        }
+        total += n;
+    }
+    (total, found)
 }
 
 /// A row offset as SQLite's integer (saturating: no report has 2^63 rows).
