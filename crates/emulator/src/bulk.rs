@@ -524,6 +524,63 @@ mod tests {
         .is_err());
     }
 
+    /// A range ending after the year 9999 (chrono parses and writes it signed,
+    /// "+10000-01-01 00:30:00", which sorts before every 4-digit year as text) is counted as
+    /// the plain scan counts it: before the fallback in `report_pieces`, the whole days up to
+    /// 9999-12-31 were counted from the day counts (300 against 0).
+    #[tokio::test]
+    async fn a_report_to_after_the_year_9999_counts_what_the_plain_scan_counts() {
+        use crate::store::{Filter, Page};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.db");
+        let until = NaiveDateTime::parse_from_str("2026-01-01 12:00:00", DB_TIME_FORMAT).unwrap();
+        bulk_seed(
+            &path,
+            &BulkSeed {
+                entity_id: crate::DEMO_ENTITY_ID.into(),
+                transactions: 300,
+                days: 3,
+                until,
+                seed: 11,
+            },
+        )
+        .await
+        .unwrap();
+        let store = Store::open(&path).await.unwrap();
+        let t = |s: &str| NaiveDateTime::parse_from_str(s, DB_TIME_FORMAT).unwrap();
+        for (from, to) in [
+            ("2025-01-01 00:00:00", "+10000-01-01 00:30:00"),
+            ("2025-12-30 13:30:00", "+10000-01-01 00:00:00"),
+        ] {
+            let filter = Filter {
+                from: Some(t(from)),
+                to: Some(t(to)),
+                methods_match: true,
+                ..Filter::default()
+            };
+            let (plain, plain_total) = store
+                .search(crate::DEMO_ENTITY_ID, &filter, None)
+                .await
+                .unwrap();
+            let (page, total) = store
+                .search(
+                    crate::DEMO_ENTITY_ID,
+                    &filter,
+                    Some(Page {
+                        limit: 100,
+                        page_no: 1,
+                    }),
+                )
+                .await
+                .unwrap();
+            assert_eq!(
+                (total, page.len()),
+                (plain_total, plain.len().min(100)),
+                "{from}..{to}"
+            );
+        }
+    }
+
     /// Paged date-range searches (the hour- and day-count seek) return exactly what a plain
     /// `ORDER BY created_at, seq LIMIT/OFFSET` over the range returns, with the same count, for
     /// ranges that cut through days, single days, empty ranges and type filters.

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use chrono::{NaiveDateTime, Timelike};
+use chrono::{Datelike, NaiveDateTime, Timelike};
 use paywarden_domain::{Currency, Money, PaymentType, TxRecord};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
@@ -489,9 +489,17 @@ enum Piece {
 /// its first partial hour and its last partial hour as `Rows` (one piece when both ends fall
 /// in one hour), and between them the whole hours of its first day, its whole days and the
 /// whole hours of its last day (the whole hours between the ends when both fall in one day).
-/// A range whose hour arithmetic would leave chrono's range is one `Rows` piece.
+/// A range with an end outside the years 0000..=9999, or whose hour arithmetic would leave
+/// chrono's range, is one `Rows` piece.
 fn report_pieces(from: NaiveDateTime, to: NaiveDateTime) -> Vec<Piece> {
     let whole = vec![Piece::Rows { from, to }];
+    // The count tables' keys are the stored text's first 13 and 10 characters, which order
+    // and cut like the times only for 4-digit years (chrono writes other years signed:
+    // "-0001-12-31 …", "+10000-01-01 …"). A range reaching outside them is counted on the
+    // index, as the plain scan compares it.
+    if ![from, to].iter().all(|t| (0..=9999).contains(&t.year())) {
+        return whole;
+    }
     let hour_of = |t: NaiveDateTime| t.date().and_hms_opt(t.hour(), 0, 0);
     let (Some(first_hour), Some(last_hour)) = (hour_of(from), hour_of(to)) else {
         return whole;

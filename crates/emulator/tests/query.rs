@@ -369,3 +369,26 @@ async fn entities_are_isolated() {
     let r = h.op(SECOND, &mine, &[("paymentType", "RF")]).await;
     assert_eq!(r.code(), "700.100.100");
 }
+
+/// A sandbox timestamp in the year 0 with a positive offset is stored in the year -1 (UTC,
+/// "-0001-12-31 23:30:00"), whose text the hour and day counts cannot key; a report range
+/// reaching into it is counted on the index, as the plain scan compares it (before the
+/// fallback in `report_pieces`, the first range below answered `totalCount` 0).
+#[tokio::test]
+async fn a_transaction_stored_in_the_year_minus_one_is_reported() {
+    let h = start().await;
+    h.paid(MAIN, &[(TS, "0000-01-01T00:30:00+01:00")]).await;
+    for (from, to) in [
+        ("-0001-12-31 22:30:00", "0000-01-01 00:10:00"),
+        ("-0001-12-31 23:00:00", "-0001-12-31 23:59:59"),
+    ] {
+        let q = h.query(MAIN, &[("date.from", from), ("date.to", to)]).await;
+        assert_eq!(q.status, 200, "{from}..{to}: {}", q.body);
+        assert_eq!(q.body["totalCount"], 1, "{from}..{to}: {}", q.body);
+        assert_eq!(
+            q.body["records"].as_array().map(Vec::len),
+            Some(1),
+            "{from}..{to}"
+        );
+    }
+}
