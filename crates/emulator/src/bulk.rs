@@ -524,6 +524,252 @@ mod tests {
         .is_err());
     }
 
+    /// Random ranges (on, near and off hour and day boundaries, one second, `from == to`,
+    /// across a month's and a year's end), type filters, limits and pages (first, last, one
+    /// past, offsets on and next to hour boundaries), each page against the plain path's
+    /// `ORDER BY created_at, seq` and `COUNT(*)`, with inserts through `Store::insert` and
+    /// deletes between rounds; at the end the hour counts equal the rows. Written by an
+    /// adversarial review of the hour counts (it ran 148,000 paged queries; here 200 cases,
+    /// `PAYWARDEN_REPORT_CASES` for more). Adding 1 to a single hour count fails it.
+    #[tokio::test]
+    async fn random_report_pages_match_the_plain_scan() {
+        use crate::store::{Filter, Page};
+        use chrono::Timelike;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.db");
+        let until = NaiveDateTime::parse_from_str("2026-01-01 12:00:00", DB_TIME_FORMAT).unwrap();
+        let spec = BulkSeed {
+            entity_id: crate::DEMO_ENTITY_ID.into(),
+            transactions: 3_000,
+            days: 3,
+            until,
+            seed: 11,
+        };
+        bulk_seed(&path, &spec).await.unwrap();
+        bulk_seed(
+            &path,
+            &BulkSeed {
+                entity_id: crate::SECOND_ENTITY_ID.into(),
+                transactions: 300,
+                seed: 12,
+                ..spec.clone()
+            },
+        )
+        .await
+        .unwrap();
+        let store = Store::open(&path).await.unwrap();
+        let start = until - Duration::days(3);
+        let mut rng = StdRng::seed_from_u64(1);
+        let cases: usize = std::env::var("PAYWARDEN_REPORT_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(200);
+        let all_types = PaymentType::ALL;
+        let fmt = |t: NaiveDateTime| t.format(DB_TIME_FORMAT).to_string();
+        let mut queries = 0u64;
+        let mut next_id = 0u64;
+        for case in 0..cases {
+            // Mutations between rounds: inserts through the store (clones of stored rows at
+            // boundary and random times, both entities) and deletes.
+            if case % 100 == 50 {
+                let ids: Vec<(String, String)> = sqlx::query_as(
+                    "SELECT entity_id, id FROM transactions ORDER BY random() LIMIT 30",
+                )
+                .fetch_all(store.pool())
+                .await
+                .unwrap();
+                for (e, id) in &ids[..20] {
+                    let mut tx = store.find(e, id).await.unwrap().unwrap();
+                    next_id += 1;
+                    tx.id = format!("{:032x}", 0xfeed_0000_0000u64 + next_id);
+                    let h = start
+                        + Duration::hours(rng.gen_range(-2..76))
+                        + Duration::seconds([0, 3599, 3598, 1, 1800][rng.gen_range(0..5)]);
+                    tx.created_at = h;
+                    tx.payment_type = all_types[rng.gen_range(0..all_types.len())];
+                    store.insert(&tx).await.unwrap();
+                }
+                for (_, id) in &ids[20..] {
+                    sqlx::query("DELETE FROM transactions WHERE id = ?")
+                        .bind(id)
+                        .execute(store.pool())
+                        .await
+                        .unwrap();
+                }
+            }
+            let times: Vec<String> =
+                sqlx::query_scalar("SELECT created_at FROM transactions ORDER BY random() LIMIT 1")
+                    .fetch_all(store.pool())
+                    .await
+                    .unwrap();
+            let tx_time = NaiveDateTime::parse_from_str(&times[0], DB_TIME_FORMAT).unwrap();
+            let point = |rng: &mut StdRng| -> NaiveDateTime {
+                let d = Duration::seconds(rng.gen_range(-1..=1));
+                match rng.gen_range(0..5) {
+                    0 => {
+                        start - Duration::hours(6)
+                            + Duration::seconds(rng.gen_range(0..(84 * 3600)))
+                    }
+                    1 => {
+                        start.date().and_hms_opt(0, 0, 0).unwrap()
+                            + Duration::hours(rng.gen_range(0..100))
+                            + d
+                    }
+                    2 => {
+                        start.date().and_hms_opt(0, 0, 0).unwrap()
+                            + Duration::days(rng.gen_range(0..5))
+                            + d
+                    }
+                    3 => tx_time + d,
+                    _ => {
+                        start.date().and_hms_opt(0, 0, 0).unwrap()
+                            + Duration::hours(rng.gen_range(0..100))
+                            + Duration::minutes(rng.gen_range(0..60))
+                    }
+                }
+            };
+            let a = point(&mut rng);
+            let (from, to) = match rng.gen_range(0..6) {
+                0 => (a, a),
+                1 => (a, a + Duration::seconds(1)),
+                2 => (
+                    a,
+                    a + Duration::seconds(
+                        [59, 3599, 3600, 3601, 86_399, 86_400][rng.gen_range(0..6)],
+                    ),
+                ),
+                _ => {
+                    let b = point(&mut rng);
+                    (a.min(b), a.max(b))
+                }
+            };
+            let types = if rng.gen_bool(0.4) {
+                None
+            } else {
+                let mut v: Vec<PaymentType> = all_types
+                    .iter()
+                    .copied()
+                    .filter(|_| rng.gen_bool(0.3))
+                    .collect();
+                if v.is_empty() {
+                    v.push(all_types[rng.gen_range(0..all_types.len())]);
+                }
+                Some(v)
+            };
+            let filter = Filter {
+                from: Some(from),
+                to: Some(to),
+                payment_types: types.clone(),
+                methods_match: true,
+                ..Filter::default()
+            };
+            // The plain path (no page): every match, ORDER BY created_at, seq, COUNT(*).
+            let (all, plain_total) = store
+                .search(crate::DEMO_ENTITY_ID, &filter, None)
+                .await
+                .unwrap();
+            let expected: Vec<String> = all.iter().map(|t| t.id.clone()).collect();
+            assert_eq!(plain_total, expected.len() as u64);
+            let n = expected.len() as u64;
+            // Cumulative counts at every hour boundary inside the range.
+            let mut cums = vec![0u64];
+            let mut h = from.date().and_hms_opt(from.hour(), 0, 0).unwrap() + Duration::hours(1);
+            while h <= to {
+                let hs = fmt(h);
+                cums.push(all.iter().filter(|t| fmt(t.created_at) < hs).count() as u64);
+                h += Duration::hours(1);
+            }
+            let mut probes: Vec<(u32, u32)> = Vec::new();
+            let limit = [1u32, 2, 3, 7, 37, 100, rng.gen_range(1..=250)][rng.gen_range(0..7)];
+            let last = u32::try_from(n.div_ceil(u64::from(limit))).unwrap();
+            for p in [
+                1,
+                last.max(1),
+                last + 1,
+                last + 2,
+                rng.gen_range(1..=last + 1),
+            ] {
+                probes.push((limit, p));
+            }
+            for _ in 0..3 {
+                let c = cums[rng.gen_range(0..cums.len())];
+                for c in [c.saturating_sub(1), c, c + 1] {
+                    probes.push((1, u32::try_from(c).unwrap() + 1));
+                    if c > 0 {
+                        // limit c: page 2 starts exactly at c; a divisor too.
+                        let l = u32::try_from(c).unwrap();
+                        probes.push((l, 2));
+                        let dvs: Vec<u32> = (1..=l).filter(|x| l % x == 0).collect();
+                        let dv = dvs[rng.gen_range(0..dvs.len())];
+                        probes.push((dv, l / dv + 1));
+                    }
+                }
+            }
+            for (limit, page_no) in probes {
+                let (txs, total) = store
+                    .search(
+                        crate::DEMO_ENTITY_ID,
+                        &filter,
+                        Some(Page { limit, page_no }),
+                    )
+                    .await
+                    .unwrap();
+                queries += 1;
+                let off = (u64::from(page_no) - 1) * u64::from(limit);
+                let want: Vec<String> = expected
+                    .iter()
+                    .skip(usize::try_from(off).unwrap())
+                    .take(limit as usize)
+                    .cloned()
+                    .collect();
+                let got: Vec<String> = txs.into_iter().map(|t| t.id).collect();
+                assert_eq!(
+                    (total, &got),
+                    (n, &want),
+                    "case {case}: {}..{} {types:?} limit {limit} page {page_no}",
+                    fmt(from),
+                    fmt(to)
+                );
+            }
+            // Sometimes the whole walk.
+            if case % 20 == 0 {
+                let limit = [1u32, 13, 100][rng.gen_range(0..3)];
+                let mut got = Vec::new();
+                let mut page_no = 1;
+                loop {
+                    let (txs, total) = store
+                        .search(
+                            crate::DEMO_ENTITY_ID,
+                            &filter,
+                            Some(Page { limit, page_no }),
+                        )
+                        .await
+                        .unwrap();
+                    queries += 1;
+                    assert_eq!(total, n);
+                    if txs.is_empty() {
+                        break;
+                    }
+                    got.extend(txs.into_iter().map(|t| t.id));
+                    page_no += 1;
+                }
+                assert_eq!(got, expected, "walk case {case}");
+            }
+        }
+        // The counts still equal the rows after the mutations.
+        let bad: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM (SELECT entity_id, substr(created_at,1,13) h, payment_type, COUNT(*) c \
+             FROM transactions GROUP BY 1,2,3) t FULL JOIN transaction_hour_counts x \
+             ON x.entity_id = t.entity_id AND x.hour = t.h AND x.payment_type = t.payment_type \
+             WHERE COALESCE(x.n,0) <> COALESCE(t.c,0)",
+        )
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+        assert_eq!(bad, 0);
+        assert!(queries > cases as u64 * 5, "{queries} paged queries");
+    }
+
     /// A range ending after the year 9999 (chrono parses and writes it signed,
     /// "+10000-01-01 00:30:00", which sorts before every 4-digit year as text) is counted as
     /// the plain scan counts it: before the fallback in `report_pieces`, the whole days up to
