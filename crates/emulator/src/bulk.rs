@@ -524,6 +524,37 @@ mod tests {
         .is_err());
     }
 
+    /// A store at `path` with `transactions` of the demo entity over the `days` before
+    /// `until` (random seed `seed`) and, with `second = Some((n, seed))`, `n` of the second
+    /// entity over the same days.
+    async fn seeded_store(
+        path: &Path,
+        transactions: u64,
+        days: u32,
+        until: NaiveDateTime,
+        seed: u64,
+        second: Option<(u64, u64)>,
+    ) -> Store {
+        let spec = BulkSeed {
+            entity_id: crate::DEMO_ENTITY_ID.into(),
+            transactions,
+            days,
+            until,
+            seed,
+        };
+        bulk_seed(path, &spec).await.unwrap();
+        if let Some((transactions, seed)) = second {
+            let spec = BulkSeed {
+                entity_id: crate::SECOND_ENTITY_ID.into(),
+                transactions,
+                seed,
+                ..spec
+            };
+            bulk_seed(path, &spec).await.unwrap();
+        }
+        Store::open(path).await.unwrap()
+    }
+
     /// Random ranges (on, near and off hour and day boundaries, one second, `from == to`,
     /// across a month's and a year's end), type filters, limits and pages (first, last, one
     /// past, offsets on and next to hour boundaries), each page against the plain path's
@@ -538,26 +569,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("e.db");
         let until = NaiveDateTime::parse_from_str("2026-01-01 12:00:00", DB_TIME_FORMAT).unwrap();
-        let spec = BulkSeed {
-            entity_id: crate::DEMO_ENTITY_ID.into(),
-            transactions: 3_000,
-            days: 3,
-            until,
-            seed: 11,
-        };
-        bulk_seed(&path, &spec).await.unwrap();
-        bulk_seed(
-            &path,
-            &BulkSeed {
-                entity_id: crate::SECOND_ENTITY_ID.into(),
-                transactions: 300,
-                seed: 12,
-                ..spec.clone()
-            },
-        )
-        .await
-        .unwrap();
-        let store = Store::open(&path).await.unwrap();
+        let store = seeded_store(&path, 3_000, 3, until, 11, Some((300, 12))).await;
         let start = until - Duration::days(3);
         let mut rng = StdRng::seed_from_u64(1);
         let cases: usize = std::env::var("PAYWARDEN_REPORT_CASES")
@@ -780,19 +792,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("e.db");
         let until = NaiveDateTime::parse_from_str("2026-01-01 12:00:00", DB_TIME_FORMAT).unwrap();
-        bulk_seed(
-            &path,
-            &BulkSeed {
-                entity_id: crate::DEMO_ENTITY_ID.into(),
-                transactions: 300,
-                days: 3,
-                until,
-                seed: 11,
-            },
-        )
-        .await
-        .unwrap();
-        let store = Store::open(&path).await.unwrap();
+        let store = seeded_store(&path, 300, 3, until, 11, None).await;
         let t = |s: &str| NaiveDateTime::parse_from_str(s, DB_TIME_FORMAT).unwrap();
         for (from, to) in [
             ("2025-01-01 00:00:00", "+10000-01-01 00:30:00"),
@@ -836,25 +836,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("e.db");
         let until = NaiveDateTime::parse_from_str("2026-11-30 12:00:00", DB_TIME_FORMAT).unwrap();
-        let spec = BulkSeed {
-            entity_id: crate::DEMO_ENTITY_ID.into(),
-            transactions: 4_000,
-            days: 20,
-            until,
-            seed: 3,
-        };
-        bulk_seed(&path, &spec).await.unwrap();
-        bulk_seed(
-            &path,
-            &BulkSeed {
-                entity_id: crate::SECOND_ENTITY_ID.into(),
-                transactions: 500,
-                ..spec.clone()
-            },
-        )
-        .await
-        .unwrap();
-        let store = Store::open(&path).await.unwrap();
+        let store = seeded_store(&path, 4_000, 20, until, 3, Some((500, 3))).await;
         let t = |s: &str| NaiveDateTime::parse_from_str(s, DB_TIME_FORMAT).unwrap();
         let ranges = [
             ("2026-11-10 00:00:00", "2026-11-30 12:00:00"),

@@ -348,53 +348,9 @@ async fn report_page(
     }
     let offset = u64::from(page.page_no.saturating_sub(1)) * u64::from(page.limit);
     let pieces = report_pieces(from, to);
-    let mut seek = QueryBuilder::<Sqlite>::new("");
-    for (k, piece) in pieces.iter().enumerate() {
-        if k > 0 {
-            seek.push(" UNION ALL ");
-        }
-        seek.push(format!("SELECT {k} AS k, "));
-        match piece {
-            Piece::Rows { from, to } => {
-                seek.push_bind(from.format(DB_TIME_FORMAT).to_string());
-                seek.push(" AS start, (SELECT COUNT(*) FROM transactions WHERE entity_id = ");
-                seek.push_bind(entity_id.to_string());
-                seek.push(" AND created_at >= ");
-                seek.push_bind(from.format(DB_TIME_FORMAT).to_string());
-                seek.push(" AND created_at <= ");
-                seek.push_bind(to.format(DB_TIME_FORMAT).to_string());
-                push_types(&mut seek, filter);
-                seek.push(") AS n");
-            }
-            Piece::Hours { first, last } => {
-                seek.push(
-                    "hour || ':00:00', SUM(n) FROM transaction_hour_counts WHERE entity_id = ",
-                );
-                seek.push_bind(entity_id.to_string());
-                seek.push(" AND hour >= ");
-                seek.push_bind(first.format(HOUR_FORMAT).to_string());
-                seek.push(" AND hour <= ");
-                seek.push_bind(last.format(HOUR_FORMAT).to_string());
-                push_types(&mut seek, filter);
-                seek.push(" GROUP BY hour");
-            }
-            Piece::Days { first, last } => {
-                seek.push(
-                    "day || ' 00:00:00', SUM(n) FROM transaction_day_counts WHERE entity_id = ",
-                );
-                seek.push_bind(entity_id.to_string());
-                seek.push(" AND day >= ");
-                seek.push_bind(first.format("%Y-%m-%d").to_string());
-                seek.push(" AND day <= ");
-                seek.push_bind(last.format("%Y-%m-%d").to_string());
-                push_types(&mut seek, filter);
-                seek.push(" GROUP BY day");
-            }
-        }
-    }
     // The counts per piece row (a partial hour, an hour or a day), summed here: a window
     // function and its sorts in SQL cost more than the counting itself.
-    let counts: Vec<(i64, String, i64)> = seek.build_query_as().fetch_all(&mut *conn).await?;
+    let counts = piece_counts(conn, entity_id, filter, &pieces).await?;
     let (total, found) = locate(counts, offset);
     let Some((seek_k, mut seek_start, mut before)) = found else {
         // The offset is at or past the last match.
@@ -406,29 +362,21 @@ async fn report_page(
     ) {
         // The offset falls in a whole day: the hour of that day it falls in, so that the page
         // skips at most an hour of rows.
-        let day = seek_start.get(..10).unwrap_or_default().to_string();
-        let mut hours = QueryBuilder::<Sqlite>::new(
-            "SELECT 0, hour || ':00:00', SUM(n) FROM transaction_hour_counts WHERE entity_id = ",
-        );
-        hours.push_bind(entity_id.to_string());
-        hours.push(" AND hour >= ");
-        hours.push_bind(format!("{day} 00"));
-        hours.push(" AND hour <= ");
-        hours.push_bind(format!("{day} 23"));
-        push_types(&mut hours, filter);
-        hours.push(" GROUP BY hour");
-        let counts: Vec<(i64, String, i64)> = hours.build_query_as().fetch_all(&mut *conn).await?;
-        // None only if the hour counts disagreed with the day's; the day's start is then
-        // still a correct (slower) seek point.
-        if let (_, Some((_, hour_start, hour_before))) =
-            locate(counts, offset.saturating_sub(before))
-        {
-            seek_start = hour_start;
-            before += hour_before;
+        let day = parse_db_time(&seek_start)?.date();
+        if let (Some(first), Some(last)) = (day.and_hms_opt(0, 0, 0), day.and_hms_opt(23, 0, 0)) {
+            let counts =
+                piece_counts(conn, entity_id, filter, &[Piece::Hours { first, last }]).await?;
+            // None only if the hour counts disagreed with the day's; the day's start is then
+            // still a correct (slower) seek point.
+            if let (_, Some((_, hour_start, hour_before))) =
+                locate(counts, offset.saturating_sub(before))
+            {
+                seek_start = hour_start;
+                before += hour_before;
+            }
         }
     }
-    let start = NaiveDateTime::parse_from_str(&seek_start, DB_TIME_FORMAT)
-        .map_err(|_| EmulatorError::Corrupt(format!("report piece start {seek_start:?}")))?;
+    let start = parse_db_time(&seek_start)?;
     let mut select = QueryBuilder::<Sqlite>::new(format!("SELECT {COLUMNS} FROM transactions"));
     push_filter(&mut select, entity_id, filter, Some(start));
     select.push(" ORDER BY created_at, seq LIMIT ");
@@ -438,6 +386,73 @@ async fn report_page(
     let rows = select.build().fetch_all(&mut *conn).await?;
     let txs = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
     Ok((txs, total))
+}
+
+/// One row per partial hour, hour and day of `pieces` (in no particular order): the piece's
+/// index in `pieces`, the bucket's first second (`DB_TIME_FORMAT`) and how many of
+/// `entity_id`'s transactions of `filter`'s types it holds. One statement: a `UNION ALL` of an
+/// index count per `Rows` piece and a `GROUP BY` over `transaction_hour_counts` or
+/// `transaction_day_counts` per `Hours` or `Days` piece.
+async fn piece_counts(
+    conn: &mut sqlx::SqliteConnection,
+    entity_id: &str,
+    filter: &Filter,
+    pieces: &[Piece],
+) -> Result<Vec<(i64, String, i64)>, EmulatorError> {
+    let mut q = QueryBuilder::<Sqlite>::new("");
+    for (k, piece) in pieces.iter().enumerate() {
+        if k > 0 {
+            q.push(" UNION ALL ");
+        }
+        q.push(format!("SELECT {k}, "));
+        // A count table, its key column, what makes a key a time, and the piece's keys.
+        let (table, column, to_time, first, last) = match piece {
+            Piece::Rows { from, to } => {
+                let from = from.format(DB_TIME_FORMAT).to_string();
+                q.push_bind(from.clone());
+                q.push(", (SELECT COUNT(*) FROM transactions WHERE entity_id = ");
+                q.push_bind(entity_id.to_string());
+                q.push(" AND created_at >= ");
+                q.push_bind(from);
+                q.push(" AND created_at <= ");
+                q.push_bind(to.format(DB_TIME_FORMAT).to_string());
+                push_types(&mut q, filter);
+                q.push(")");
+                continue;
+            }
+            Piece::Hours { first, last } => (
+                "transaction_hour_counts",
+                "hour",
+                ":00:00",
+                first.format(HOUR_FORMAT).to_string(),
+                last.format(HOUR_FORMAT).to_string(),
+            ),
+            Piece::Days { first, last } => (
+                "transaction_day_counts",
+                "day",
+                " 00:00:00",
+                first.format("%Y-%m-%d").to_string(),
+                last.format("%Y-%m-%d").to_string(),
+            ),
+        };
+        q.push(format!(
+            "{column} || '{to_time}', SUM(n) FROM {table} WHERE entity_id = "
+        ));
+        q.push_bind(entity_id.to_string());
+        q.push(format!(" AND {column} >= "));
+        q.push_bind(first);
+        q.push(format!(" AND {column} <= "));
+        q.push_bind(last);
+        push_types(&mut q, filter);
+        q.push(format!(" GROUP BY {column}"));
+    }
+    Ok(q.build_query_as().fetch_all(&mut *conn).await?)
+}
+
+/// A stored time (`DB_TIME_FORMAT`), or `Corrupt`.
+fn parse_db_time(raw: &str) -> Result<NaiveDateTime, EmulatorError> {
+    NaiveDateTime::parse_from_str(raw, DB_TIME_FORMAT)
+        .map_err(|_| EmulatorError::Corrupt(format!("report piece start {raw:?}")))
 }
 
 /// The total of `counts` (rows of piece index, bucket start, count) and the bucket that holds
