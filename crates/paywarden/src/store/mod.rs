@@ -1785,6 +1785,142 @@ mod tests {
     }
 
     #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_query_in_a_read_transaction_runs_without_waking_the_worker_and_reads_its_snapshot() {
+        // vendor/sqlx-sqlite.patch: in a WAL transaction that has not written (the OPP
+        // emulator's search: a count and a page that must agree) a query went to the worker
+        // thread and back, although it cannot meet a lock once the transaction has its
+        // snapshot. With the patch it runs on the caller's thread within the read budget, as a
+        // query outside a transaction does; and it still reads the transaction's snapshot: a
+        // row another connection commits between two queries of the transaction is not seen
+        // by the second, whichever thread runs it.
+        let dir = tempfile::tempdir().unwrap();
+        for (worker, budget) in [("pw-rtx-inline", true), ("pw-rtx-worker", false)] {
+            let file = format!("{worker}.db");
+            let mut conn = if budget {
+                wal_connection(dir.path(), &file, worker).await
+            } else {
+                use sqlx::ConnectOptions;
+                sqlx::sqlite::SqliteConnectOptions::new()
+                    .filename(dir.path().join(&file))
+                    .create_if_missing(true)
+                    .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+                    .thread_name(move |_| worker.to_string())
+                    .connect()
+                    .await
+                    .unwrap()
+            };
+            create_table_t(&mut conn).await;
+            let mut writer = wal_connection(dir.path(), &file, "pw-rtx-writer").await;
+            let pause = || tokio::time::sleep(std::time::Duration::from_millis(1));
+            let mut switches = 0;
+            for i in 0..50_i64 {
+                sqlx::query("INSERT INTO t VALUES ($1)")
+                    .bind(i)
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                pause().await;
+                let before = voluntary_switches(worker);
+                let mut tx = conn.begin().await.unwrap();
+                let counted: i64 = sqlx::query_scalar("SELECT count(*) FROM t WHERE v < 1000")
+                    .fetch_one(&mut *tx)
+                    .await
+                    .unwrap();
+                assert_eq!(counted, i + 1);
+                // Committed by another connection after the transaction took its snapshot.
+                sqlx::query("INSERT INTO t VALUES ($1)")
+                    .bind(1000 + i)
+                    .execute(&mut writer)
+                    .await
+                    .unwrap();
+                let rows: Vec<i64> = sqlx::query_scalar("SELECT v FROM t ORDER BY v")
+                    .fetch_all(&mut *tx)
+                    .await
+                    .unwrap();
+                let snapshot: Vec<i64> = (0..=i).chain(1000..1000 + i).collect();
+                assert_eq!(rows, snapshot, "round {i}: the transaction's snapshot");
+                tx.commit().await.unwrap();
+                pause().await;
+                switches += voluntary_switches(worker) - before;
+            }
+            if budget {
+                assert!(
+                    switches < 25,
+                    "100 queries in read transactions woke the worker {switches} times"
+                );
+            } else {
+                assert!(
+                    switches >= 80,
+                    "100 queries in read transactions on the worker woke it only {switches} times"
+                );
+            }
+            writer.close().await.unwrap();
+            conn.close().await.unwrap();
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_query_past_its_budget_in_a_read_transaction_runs_on_the_worker_in_its_snapshot() {
+        // A query of a read transaction that runs past its budget on the caller's thread is
+        // interrupted there and run again on the worker: in the same transaction (SQLite rolls
+        // nothing back for a read-only statement it interrupts), so it reads the snapshot the
+        // transaction's first query took, not a row committed since.
+        const WORKER: &str = "pw-rtx-long";
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = wal_connection(dir.path(), "rtx-long.db", WORKER).await;
+        create_table_t(&mut conn).await;
+        let mut writer = wal_connection(dir.path(), "rtx-long.db", "pw-rtx-long-writer").await;
+        sqlx::query("INSERT INTO t VALUES (1)")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let mut tx = conn.begin().await.unwrap();
+        let counted: i64 = sqlx::query_scalar("SELECT count(*) FROM t")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        assert_eq!(counted, 1);
+        sqlx::query("INSERT INTO t VALUES (2)")
+            .execute(&mut writer)
+            .await
+            .unwrap();
+        let before = voluntary_switches(WORKER);
+        let (count, rows): (i64, i64) = sqlx::query_as(
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 2000000) \
+             SELECT count(*), (SELECT count(*) FROM t) FROM c",
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+        assert_eq!((count, rows), (2_000_000, 1), "the transaction's snapshot");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while voluntary_switches(WORKER) <= before && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(
+            voluntary_switches(WORKER) > before,
+            "the worker did not run the long query"
+        );
+        // A write in the read transaction goes to the worker and upgrades it to a writer: the
+        // other connection's commit since the snapshot makes that a busy snapshot error, as in
+        // sqlx-sqlite 0.8.6, and the transaction can still be rolled back.
+        let write = sqlx::query("INSERT INTO t VALUES (3)")
+            .execute(&mut *tx)
+            .await;
+        assert!(matches!(write, Err(sqlx::Error::Database(_))), "{write:?}");
+        tx.rollback().await.unwrap();
+        let rows: Vec<i64> = sqlx::query_scalar("SELECT v FROM t ORDER BY v")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(rows, vec![1, 2]);
+        writer.close().await.unwrap();
+        conn.close().await.unwrap();
+    }
+
+    #[cfg(target_os = "linux")]
     #[tokio::test(flavor = "current_thread")]
     async fn a_query_past_its_budget_runs_on_the_worker_without_holding_the_callers_thread() {
         // A query outside a transaction runs on the caller's thread for at most its budget

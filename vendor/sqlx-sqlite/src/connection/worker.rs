@@ -4,8 +4,8 @@
 // thread instead of in a second round trip, rolling back one that failed after opening it; and
 // runs on the caller's thread, without the worker, what cannot wait for a lock: a `BEGIN` or
 // `COMMIT` that SQLite answers without its busy handler, the statements of a transaction that
-// holds the write lock, and queries outside a transaction within a time budget, run again on
-// the worker when they meet a lock or run past it (see docs/performance.md, "sqlx's ping on
+// holds the write lock, and queries outside a transaction or in a WAL read transaction within a
+// time budget, run again on the worker when they meet a lock or run past it (see docs/performance.md, "sqlx's ping on
 // release", "One round trip per BEGIN", "Write transactions on the caller's thread" and
 // "Queries on the caller's thread", in the paywarden repository).
 
@@ -569,31 +569,43 @@ impl ConnectionWorker {
     ///   has written). Such a statement reads its transaction's snapshot and writes under the
     ///   lock it holds, so it never enters the busy handler; running it here spares the worker
     ///   thread's wake-up and the caller's while the write lock is held; or
-    /// - ([`InlineMode::Read`]) no transaction is open, the connection has an inline read
-    ///   budget (`SqliteConnectOptions::inline_read_budget`), `query` starts as a query
+    /// - ([`InlineMode::Read`]) no transaction is open, or a transaction begun on the caller's
+    ///   thread on a database in WAL mode is open without the write lock (a read transaction:
+    ///   its statements so far only read), the connection has an inline read budget
+    ///   (`SqliteConnectOptions::inline_read_budget`), `query` starts as a query
     ///   (`starts_as_query`: writes go straight to the worker) and the application set no
-    ///   progress handler: a query may run here within the budget.
+    ///   progress handler: a query may run here within the budget. In a WAL read transaction a
+    ///   query reads the transaction's snapshot (taken by its first read, here or on the
+    ///   worker) and, once that is taken, cannot meet a lock; SQLite rolls nothing back for a
+    ///   read-only statement it interrupts or answers busy, so the transaction and its snapshot
+    ///   stay as they were for the worker's run of it.
     ///
     /// `None` otherwise: the statement goes to the worker.
     pub(crate) fn inline(&self, query: &str) -> Option<Inline<'_>> {
-        if self.shared.get_transaction_depth() == 0 {
-            let budget = self.shared.inline_read_budget?;
-            if !starts_as_query(query) {
-                return None;
-            }
-            let conn = self.idle()?;
-            return (!conn.has_progress_handler()).then_some(Inline {
-                conn,
-                mode: InlineMode::Read(budget),
-            });
+        let in_transaction = self.shared.get_transaction_depth() != 0;
+        if in_transaction && !self.shared.wal_transaction.load(Ordering::Acquire) {
+            return None;
         }
-        if !self.shared.wal_transaction.load(Ordering::Acquire) {
+        // The budget and the query's text are checked before the lock, so that a write
+        // outside a transaction (it never runs here) does not take it.
+        let budget = self
+            .shared
+            .inline_read_budget
+            .filter(|_| starts_as_query(query));
+        if !in_transaction && budget.is_none() {
             return None;
         }
         let mut conn = self.idle()?;
-        conn.handle.holds_write_lock().then_some(Inline {
+        if in_transaction && conn.handle.holds_write_lock() {
+            return Some(Inline {
+                conn,
+                mode: InlineMode::Write,
+            });
+        }
+        let budget = budget.filter(|_| !conn.has_progress_handler())?;
+        Some(Inline {
             conn,
-            mode: InlineMode::Write,
+            mode: InlineMode::Read(budget),
         })
     }
 
@@ -717,7 +729,7 @@ const DEADLINE_CHECK_INSTRUCTIONS: c_int = 1000;
 /// It runs to the end before returning: the rows are held in memory at once, and a caller
 /// that stops reading early does not stop the later statements of a multi-statement query.
 /// - In a write transaction ([`InlineMode::Write`]) every statement runs here.
-/// - Outside a transaction ([`InlineMode::Read`]) only queries run here
+/// - Outside a transaction, or in a WAL read transaction ([`InlineMode::Read`]), only queries run here
 ///   (`StatementHandle::is_query`), with SQLite's busy handler off and a progress handler
 ///   that interrupts the statement once the budget is spent. `None` (the results so far
 ///   discarded: they came from queries only, so running them again repeats nothing) when a
