@@ -368,7 +368,7 @@ impl OppClient {
         ];
         let url = format!("{}/v1/query", self.base_url);
         let (status, body) = self.get(credentials, &url, &query).await?;
-        let envelope: WireQuery = from_value(status, parse_json(status, &body)?)?;
+        let envelope: WireQuery = parse_as(status, &body)?;
         self.query_envelope(status, envelope).map(|(txs, _)| txs)
     }
 
@@ -396,7 +396,7 @@ impl OppClient {
         }
         let url = format!("{}/v1/query", self.base_url);
         let (status, body) = self.get(credentials, &url, &query).await?;
-        let envelope: WireQuery = from_value(status, parse_json(status, &body)?)?;
+        let envelope: WireQuery = parse_as(status, &body)?;
         let page_no = envelope.page_no.unwrap_or(report.page_no);
         let total_pages = envelope.total_pages;
         let total_count = envelope.total_count;
@@ -460,7 +460,7 @@ impl OppClient {
             .bearer_auth(credentials.token.expose_secret())
             .form(form);
         let (status, body) = self.send(request).await?;
-        let payment: WirePayment = from_value(status, parse_json(status, &body)?)?;
+        let payment: WirePayment = parse_as(status, &body)?;
         let result = payment.result.to_model();
         classify_common_failure(status, &payment.result)?;
         if result.is_success() || result.family() == paywarden_domain::ResultFamily::Pending {
@@ -617,6 +617,20 @@ fn parse_json(status: u16, body: &str) -> Result<serde_json::Value, OppError> {
     serde_json::from_str(body).map_err(|e| OppError::UnexpectedResponse {
         status,
         reason: format!("not JSON ({e})"),
+    })
+}
+
+/// `body` read as `T` in one pass, without a `serde_json::Value` in between (a report page's
+/// 20 records are about 500 values): [`OppError::UnexpectedResponse`] with "not JSON (...)"
+/// when it is not JSON, or with serde's reason when it is JSON of another shape.
+fn parse_as<T: serde::de::DeserializeOwned>(status: u16, body: &str) -> Result<T, OppError> {
+    serde_json::from_str(body).map_err(|e| OppError::UnexpectedResponse {
+        status,
+        reason: if e.is_data() {
+            e.to_string()
+        } else {
+            format!("not JSON ({e})")
+        },
     })
 }
 
