@@ -16,7 +16,7 @@ use axum::Router;
 use chrono::{DateTime, NaiveDate, NaiveDateTime};
 use paywarden_domain::ledger::{self, Operation};
 use paywarden_domain::{Currency, Money, PaymentType, TransactionId};
-use serde_json::{json, Map, Value};
+use serde_json::Value;
 
 use crate::card::{self, CardOutcome};
 use crate::codes;
@@ -1024,23 +1024,6 @@ fn cannot_find(entity_id: &str) -> Response {
     )
 }
 
-fn successful_list(key: &str, txs: &[Tx], extra: Map<String, Value>, entity_id: &str) -> Response {
-    let mut fields = Map::new();
-    fields.insert(
-        key.to_string(),
-        Value::Array(txs.iter().map(wire::transaction).collect()),
-    );
-    fields.extend(extra);
-    wire::reply(
-        StatusCode::OK,
-        wire::envelope(
-            wire::result(codes::SUCCESSFUL_REQUEST),
-            fields,
-            Some(entity_id),
-        ),
-    )
-}
-
 /// `GET /v1/query/{id}`: one transaction, or with `includeLinkedTransactions=true` every
 /// transaction of its payment (oldest first), optionally filtered.
 async fn query_by_id(
@@ -1088,7 +1071,7 @@ async fn query_by_id(
         Ok(Some((_, tree))) => tree,
     };
     let kept: Vec<Tx> = tree.into_iter().filter(|t| filters.keeps(t)).collect();
-    successful_list("payments", &kept, Map::new(), entity_id)
+    wire::list_reply(wire::ListKey::Payments, &kept, None, entity_id)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1162,7 +1145,7 @@ async fn query(
         return match shared.store.search(entity_id, &filter, None).await {
             Err(e) => internal(e, entity_id),
             Ok((txs, _)) if txs.is_empty() => cannot_find(entity_id),
-            Ok((txs, _)) => successful_list("payments", &txs, Map::new(), entity_id),
+            Ok((txs, _)) => wire::list_reply(wire::ListKey::Payments, &txs, None, entity_id),
         };
     }
 
@@ -1172,15 +1155,17 @@ async fn query(
     };
     match shared.store.search(entity_id, &filter, Some(page)).await {
         Err(e) => internal(e, entity_id),
-        Ok((txs, total)) => {
-            let total_pages = total.div_ceil(u64::from(page.limit));
-            let mut extra = Map::new();
-            extra.insert("pageNo".into(), json!(page.page_no));
-            extra.insert("limit".into(), json!(page.limit));
-            extra.insert("totalCount".into(), json!(total));
-            extra.insert("totalPages".into(), json!(total_pages));
-            successful_list("records", &txs, extra, entity_id)
-        }
+        Ok((txs, total)) => wire::list_reply(
+            wire::ListKey::Records,
+            &txs,
+            Some(wire::Paging {
+                page_no: page.page_no,
+                limit: page.limit,
+                total_count: total,
+                total_pages: total.div_ceil(u64::from(page.limit)),
+            }),
+            entity_id,
+        ),
     }
 }
 
