@@ -29,6 +29,8 @@ mod mcp_state;
 mod orders;
 #[cfg(test)]
 mod pg_ping_tests;
+#[cfg(test)]
+mod read_tx_review_tests;
 mod receipts;
 mod refund_status;
 mod safety;

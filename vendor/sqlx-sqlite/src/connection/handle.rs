@@ -80,16 +80,19 @@ impl ConnectionHandle {
         unsafe { sqlite3_get_autocommit(self.as_ptr()) == 0 }
     }
 
-    /// paywarden's patch: whether the open transaction holds the write lock of the main
-    /// database (`sqlite3_txn_state(db, "main")` is `SQLITE_TXN_WRITE`, SQLite 3.34+) and no
-    /// other database is attached (a statement writing to one whose lock the transaction does
-    /// not hold would wait for it; the temp database takes no file lock).
-    pub(crate) fn holds_write_lock(&mut self) -> bool {
+    /// paywarden's patch: whether the main database's transaction holds its write lock
+    /// (`sqlite3_txn_state(db, "main")` is `SQLITE_TXN_WRITE`).
+    pub(crate) fn main_writes(&mut self) -> bool {
         // SAFETY: we have exclusive access to the database handle
-        unsafe {
-            sqlite3_txn_state(self.as_ptr(), c"main".as_ptr()) == SQLITE_TXN_WRITE
-                && sqlite3_db_name(self.as_ptr(), 2).is_null()
-        }
+        unsafe { sqlite3_txn_state(self.as_ptr(), c"main".as_ptr()) == SQLITE_TXN_WRITE }
+    }
+
+    /// paywarden's patch: whether a database other than `main` and `temp` is attached (its
+    /// locks are not the main database's: in rollback-journal or shared-cache mode a read of
+    /// it can wait, and a shared-cache lock waits in `unlock_notify` on the running thread).
+    pub(crate) fn has_attached(&mut self) -> bool {
+        // SAFETY: we have exclusive access to the database handle
+        unsafe { !sqlite3_db_name(self.as_ptr(), 2).is_null() }
     }
 
     /// paywarden's patch: whether the main database is in WAL mode (`PRAGMA

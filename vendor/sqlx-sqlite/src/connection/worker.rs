@@ -21,7 +21,10 @@ use std::time::{Duration, Instant};
 
 use futures_channel::oneshot;
 use futures_intrusive::sync::{Mutex, MutexGuard};
-use libsqlite3_sys::{sqlite3, sqlite3_busy_timeout, sqlite3_progress_handler, SQLITE_INTERRUPT};
+use libsqlite3_sys::{
+    sqlite3, sqlite3_busy_timeout, sqlite3_next_stmt, sqlite3_progress_handler, sqlite3_stmt_busy,
+    sqlite3_stmt_readonly, sqlite3_txn_state, SQLITE_INTERRUPT, SQLITE_TXN_WRITE,
+};
 use tracing::span::Span;
 
 use sqlx_core::describe::Describe;
@@ -34,7 +37,7 @@ use sqlx_core::Either;
 use crate::connection::describe::describe;
 use crate::connection::establish::EstablishParams;
 use crate::connection::execute::{self, CurrentRow, ExecuteIter};
-use crate::connection::handle::{has_primary_code, is_busy};
+use crate::connection::handle::{has_primary_code, is_busy, names_pragma};
 use crate::connection::ConnectionState;
 use crate::statement::starts_as_query;
 use crate::{Sqlite, SqliteArguments, SqliteQueryResult, SqliteRow, SqliteStatement};
@@ -565,20 +568,27 @@ impl ConnectionWorker {
     /// has finished, so the statement does not overtake one) and either
     /// - ([`InlineMode::Write`]) a transaction begun on the caller's thread on a database in
     ///   WAL mode is open and holds the main database's write lock with no other database
-    ///   attached (`ConnectionHandle::holds_write_lock`: it began with `BEGIN IMMEDIATE` or
-    ///   has written). Such a statement reads its transaction's snapshot and writes under the
-    ///   lock it holds, so it never enters the busy handler; running it here spares the worker
-    ///   thread's wake-up and the caller's while the write lock is held; or
+    ///   attached (`ConnectionHandle::main_writes`, `has_attached`: it began with `BEGIN
+    ///   IMMEDIATE` or has written). Such a statement reads its transaction's snapshot and
+    ///   writes under the lock it holds, so it never enters the busy handler; running it here
+    ///   spares the worker thread's wake-up and the caller's while the write lock is held; or
     /// - ([`InlineMode::Read`]) no transaction is open, or a transaction begun on the caller's
-    ///   thread on a database in WAL mode is open without the write lock (a read transaction:
-    ///   its statements so far only read), the connection has an inline read budget
+    ///   thread on a database in WAL mode is open without the main database's write lock (a
+    ///   read transaction: its statements so far only read), no other database is attached
+    ///   (its locks are not the main database's), the connection has an inline read budget
     ///   (`SqliteConnectOptions::inline_read_budget`), `query` starts as a query
-    ///   (`starts_as_query`: writes go straight to the worker) and the application set no
+    ///   (`starts_as_query`: writes go straight to the worker) and names no pragma
+    ///   (`names_pragma`: a table-valued pragma reads or sets the busy timeout `ReadLimits`
+    ///   changes, or writes through statements of its own), and the application set no
     ///   progress handler: a query may run here within the budget. In a WAL read transaction a
     ///   query reads the transaction's snapshot (taken by its first read, here or on the
     ///   worker) and, once that is taken, cannot meet a lock; SQLite rolls nothing back for a
-    ///   read-only statement it interrupts or answers busy, so the transaction and its snapshot
-    ///   stay as they were for the worker's run of it.
+    ///   read-only statement it interrupts or answers busy, so the transaction and its
+    ///   snapshot stay as they were for the worker's run of it. A query that writes through
+    ///   statements of its own (an FTS3/4 `optimize()`) is never interrupted once it writes
+    ///   ([`deadline_passed`]), since that would roll the whole transaction back; should
+    ///   SQLite still end the transaction, the statement answers an error and the connection
+    ///   is closed ([`execute_inline`]) rather than run again outside it.
     ///
     /// `None` otherwise: the statement goes to the worker.
     pub(crate) fn inline(&self, query: &str) -> Option<Inline<'_>> {
@@ -587,25 +597,35 @@ impl ConnectionWorker {
             return None;
         }
         // The budget and the query's text are checked before the lock, so that a write
-        // outside a transaction (it never runs here) does not take it.
+        // outside a transaction (it never runs here) does not take it. A text that names a
+        // pragma stays on the worker: a table-valued pragma (`pragma_busy_timeout`,
+        // `pragma_optimize`) is a query that reads or sets what `ReadLimits` changes, or
+        // writes through statements of its own.
         let budget = self
             .shared
             .inline_read_budget
-            .filter(|_| starts_as_query(query));
+            .filter(|_| starts_as_query(query) && !names_pragma(query.as_bytes()));
         if !in_transaction && budget.is_none() {
             return None;
         }
         let mut conn = self.idle()?;
-        if in_transaction && conn.handle.holds_write_lock() {
-            return Some(Inline {
+        if in_transaction && conn.handle.main_writes() {
+            // A write transaction: every statement runs here, unless a database is attached
+            // (its lock is not the one the transaction holds): then all go to the worker.
+            return (!conn.handle.has_attached()).then_some(Inline {
                 conn,
                 mode: InlineMode::Write,
             });
         }
-        let budget = budget.filter(|_| !conn.has_progress_handler())?;
+        if conn.handle.has_attached() || conn.has_progress_handler() {
+            return None;
+        }
         Some(Inline {
             conn,
-            mode: InlineMode::Read(budget),
+            mode: InlineMode::Read {
+                budget: budget?,
+                in_transaction,
+            },
         })
     }
 
@@ -711,8 +731,12 @@ pub(crate) struct Inline<'a> {
 enum InlineMode {
     /// A statement of a write transaction that holds its lock: it cannot wait for one.
     Write,
-    /// A query outside a transaction, for at most this long.
-    Read(Duration),
+    /// A query outside a transaction (`in_transaction` false) or in a WAL read transaction,
+    /// interrupted once `budget` is spent (unless it has begun to write: [`deadline_passed`]).
+    Read {
+        budget: Duration,
+        in_transaction: bool,
+    },
 }
 
 /// paywarden's patch: how often (in SQLite virtual machine instructions) a query on the
@@ -745,12 +769,19 @@ pub(crate) fn execute_inline<R: CurrentRow>(
 ) -> Option<Vec<Result<Either<SqliteQueryResult, R>, Error>>> {
     let conn = &mut *inline.conn;
     // A query's deadline; `None` for the statements of a write transaction.
-    let deadline = match inline.mode {
-        InlineMode::Write => None,
-        InlineMode::Read(budget) => Some(Deadline {
-            at: Instant::now().checked_add(budget),
-            passed: Cell::new(false),
-        }),
+    let (deadline, in_transaction) = match inline.mode {
+        InlineMode::Write => (None, true),
+        InlineMode::Read {
+            budget,
+            in_transaction,
+        } => (
+            Some(Deadline {
+                at: Instant::now().checked_add(budget),
+                passed: Cell::new(false),
+                db: conn.handle.as_ptr(),
+            }),
+            in_transaction,
+        ),
     };
     let mut results = Vec::new();
     let complete = {
@@ -794,6 +825,20 @@ pub(crate) fn execute_inline<R: CurrentRow>(
         complete
     };
     update_cached_statements_size(conn, &worker.shared.cached_statements_size);
+    if in_transaction && !conn.handle.in_transaction() {
+        // SQLite ended the transaction (it rolls back the whole transaction when a statement
+        // that writes fails with `SQLITE_NOMEM`, `SQLITE_IOERR` or `SQLITE_FULL`): running
+        // the query again, on the worker, would run it outside the transaction the caller
+        // holds. The connection cannot be trusted with the caller's transaction any more.
+        return Some(vec![Err(poison(
+            &worker.shared,
+            Error::Protocol(
+                "SQLite ended the transaction while a statement ran on the caller's thread; \
+                 the connection is closed (paywarden's sqlx-sqlite patch)"
+                    .into(),
+            ),
+        ))]);
+    }
     complete.then_some(results)
 }
 
@@ -804,20 +849,50 @@ struct Deadline {
     at: Option<Instant>,
     /// Set by the handler when it interrupts the statement.
     passed: Cell<bool>,
+    /// The connection running the query.
+    db: *mut sqlite3,
 }
 
 /// paywarden's patch: SQLite's progress handler for a query on the caller's thread: non-zero
-/// (interrupt the statement, `SQLITE_INTERRUPT`) once its deadline has passed.
+/// (interrupt the statement, `SQLITE_INTERRUPT`) once its deadline has passed, unless the
+/// query has begun to write ([`writing`]): SQLite rolls back the whole transaction when it
+/// interrupts a statement that writes (`sqlite3VdbeHalt`: only a read-only statement's
+/// interruption leaves it), and a query can write through statements of its own (an FTS3/4
+/// `optimize()`), so such a query runs to its end here, past the budget, and its results
+/// stand.
 extern "C" fn deadline_passed(deadline: *mut c_void) -> c_int {
     // SAFETY: the handler is registered with a pointer to a `Deadline` that outlives the
     // registration (`ReadLimits`); it is only ever shared (`passed` is a `Cell`), and SQLite
     // calls the handler on the thread running the statement, which is the `Deadline`'s.
     let deadline = unsafe { &*deadline.cast_const().cast::<Deadline>() };
-    if deadline.at.is_some_and(|at| Instant::now() >= at) {
+    if deadline.at.is_some_and(|at| Instant::now() >= at) && !writing(deadline.db) {
         deadline.passed.set(true);
         1
     } else {
         0
+    }
+}
+
+/// paywarden's patch: whether a statement of `db` that writes is running
+/// (`sqlite3_stmt_busy` and not `sqlite3_stmt_readonly`: a query's own statements, prepared
+/// and stepped while it runs, are among the connection's statements) or a database of it
+/// holds its write lock (`sqlite3_txn_state` is `SQLITE_TXN_WRITE`: a write has happened).
+fn writing(db: *mut sqlite3) -> bool {
+    // SAFETY: called from the progress handler, on the thread that holds the connection, with
+    // the connection's own handle; `sqlite3_next_stmt` walks its statements without changing
+    // them, and none is finalized while the handler runs.
+    unsafe {
+        if sqlite3_txn_state(db, std::ptr::null()) == SQLITE_TXN_WRITE {
+            return true;
+        }
+        let mut stmt = sqlite3_next_stmt(db, std::ptr::null_mut());
+        while !stmt.is_null() {
+            if sqlite3_stmt_busy(stmt) != 0 && sqlite3_stmt_readonly(stmt) == 0 {
+                return true;
+            }
+            stmt = sqlite3_next_stmt(db, stmt);
+        }
+        false
     }
 }
 
