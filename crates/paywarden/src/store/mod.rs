@@ -29,7 +29,7 @@ mod mcp_state;
 mod orders;
 #[cfg(test)]
 mod pg_ping_tests;
-#[cfg(test)]
+#[cfg(all(test, target_os = "linux"))]
 mod read_tx_review_tests;
 mod receipts;
 mod refund_status;
@@ -1287,7 +1287,7 @@ mod tests {
 
     /// Voluntary context switches so far of this process's threads named `name` (Linux).
     #[cfg(target_os = "linux")]
-    fn voluntary_switches(name: &str) -> u64 {
+    pub(super) fn voluntary_switches(name: &str) -> u64 {
         let mut total = 0;
         for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
             let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use sqlx::{Connection, SqliteConnection};
 
+use super::tests::voluntary_switches;
 use super::INLINE_READ_BUDGET_US;
 
 extern "C" {
@@ -40,24 +41,6 @@ const LONG: &str =
 
 /// SQLite raises "integer overflow" for this at run time.
 const OVERFLOW: &str = "SELECT abs(-9223372036854775808)";
-
-/// Voluntary context switches so far of this process's threads named `name` (Linux).
-fn voluntary_switches(name: &str) -> u64 {
-    let mut total = 0;
-    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
-        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        if comm.trim_end() != name {
-            continue;
-        }
-        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
-        total += status
-            .lines()
-            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .unwrap_or(0);
-    }
-    total
-}
 
 /// Waits (up to 10 s) until the worker `name` has switched since `before`.
 fn worker_switched_since(name: &str, before: u64) -> bool {
