@@ -86,7 +86,7 @@ pub async fn bulk_seed(
         return Err(EmulatorError::Config("the entity id is empty".into()));
     }
     // Creates the file and applies the migrations.
-    Store::open(database_path).await?.pool().close().await;
+    Store::open(database_path).await?.close().await;
     // One writer connection tuned for a bulk load: a large page cache (the random-keyed `id`
     // and `root_id` indexes outgrow SQLite's default 2 MB at a few hundred thousand rows) and
     // no fsync per commit (a crash mid-seed loses seeded rows only; WAL keeps the file sound).

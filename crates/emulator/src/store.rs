@@ -103,6 +103,9 @@ pub(crate) struct Page {
 #[derive(Debug, Clone)]
 pub(crate) struct Store {
     pool: SqlitePool,
+    /// The search's connections (`Store::search`): the same file read through a memory map
+    /// (`MMAP_SIZE`); every other statement uses `pool`.
+    scans: SqlitePool,
     /// This process's turn at the file's one write lock, taken before every write
     /// transaction. SQLite's busy handler waits for a lock by sleeping (1, 2, 5, 10 ms and
     /// longer), so writers of one process that met at the lock slept long after it was free;
@@ -124,15 +127,24 @@ pub(crate) const COLUMNS: &str =
 /// function with side effects; a longer one runs again on the worker.
 const INLINE_READ_BUDGET: std::time::Duration = std::time::Duration::from_micros(200);
 
-/// How much of the file each connection reads through a memory map (`PRAGMA mmap_size`, in
-/// bytes: 1 GiB) instead of copying pages out of the OS page cache with `pread`. A search over
-/// the 1,000,000-transaction benchmark database (690 MB) reads pages all over the file, and
-/// the copies and SQLite's page cache lookups were about a fifth of the server's CPU
-/// (docs/performance.md, "Search at scale"). The mapped pages are the page cache's own, so
-/// `VmRSS` counts them once per connection that touched them (`RssFile`; `Pss_File` in
-/// `/proc/PID/smaps_rollup` counts them once); a file beyond 1 GiB is read with `pread` past
-/// that. SQLite's caveat applies: an I/O error on a mapped page is a `SIGBUS`, not an error
-/// code (the emulator's file is its own; a real provider's data is not on this machine).
+/// How much of the file each connection of the search pool (`Store::scans`) reads through a
+/// memory map (`PRAGMA mmap_size`, in bytes: 1 GiB) instead of copying pages out of the OS
+/// page cache with `pread`. A search over the 1,000,000-transaction benchmark database (690 MB)
+/// reads pages all over the file, and the copies and SQLite's page cache lookups were about a
+/// fifth of the server's CPU (docs/performance.md, "Search at scale"). The mapped pages are the
+/// page cache's own, so `VmRSS` counts them once per connection that touched them (`RssFile`;
+/// `Pss_File` in `/proc/PID/smaps_rollup` counts them once); a file beyond 1 GiB is read with
+/// `pread` past that. SQLite's caveat applies: an I/O error on a mapped page is a `SIGBUS`, not
+/// an error code (the emulator's file is its own; a real provider's data is not on this
+/// machine).
+///
+/// Only the search pool maps the file. A connection that begins a read transaction after
+/// another connection committed drops its whole map (`pagerBeginReadTransaction` in SQLite's
+/// `pager.c` calls `sqlite3OsUnfetch(fd, 0, 0)` when the WAL changed) and faults the pages back
+/// in; with every connection mapping the file, each payment, capture or refund cost every
+/// other connection an `munmap` (a TLB shoot-down across the process's threads): 6.4 % of the
+/// server's CPU in the confirmed refund flow (docs/performance.md, "The emulator's map, for
+/// searches only").
 const MMAP_SIZE: &str = "1073741824";
 
 impl Store {
@@ -145,21 +157,32 @@ impl Store {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true)
-            .inline_read_budget(Some(INLINE_READ_BUDGET))
-            .pragma("mmap_size", MMAP_SIZE);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .connect_with(options)
-            .await
-            .map_err(|source| EmulatorError::Open {
-                path: path.to_path_buf(),
-                source,
-            })?;
+            .inline_read_budget(Some(INLINE_READ_BUDGET));
+        let open = |options: SqliteConnectOptions| {
+            SqlitePoolOptions::new()
+                .max_connections(8)
+                .connect_with(options)
+        };
+        let opened = |source| EmulatorError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let pool = open(options.clone()).await.map_err(opened)?;
         sqlx::migrate!("./migrations").run(&pool).await?;
+        let scans = open(options.pragma("mmap_size", MMAP_SIZE))
+            .await
+            .map_err(opened)?;
         Ok(Store {
             pool,
+            scans,
             write_turn: std::sync::Arc::default(),
         })
+    }
+
+    /// Closes both pools, waiting for their connections to close.
+    pub(crate) async fn close(&self) {
+        self.pool.close().await;
+        self.scans.close().await;
     }
 
     /// The connection pool (the ifthenpay side keeps its tables in the same file).
@@ -299,7 +322,7 @@ impl Store {
         if !filter.methods_match || filter.payment_types.as_ref().is_some_and(Vec::is_empty) {
             return Ok((Vec::new(), 0));
         }
-        let mut db_tx = self.pool.begin().await?;
+        let mut db_tx = self.scans.begin().await?;
         let found = match (
             page,
             filter.from,
@@ -885,6 +908,84 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// A debit of 10.50 EUR of the demo entity at `at`, its own root.
+    fn debit(id: &str, at: &str) -> Tx {
+        let eur = Currency::from_code("EUR").unwrap();
+        Tx {
+            id: id.into(),
+            entity_id: crate::DEMO_ENTITY_ID.into(),
+            root_id: id.into(),
+            referenced_id: None,
+            payment_type: PaymentType::Debit,
+            payment_brand: "VISA".into(),
+            amount: Money::from_minor(1050, eur).unwrap(),
+            descriptor: "PAYWARDEN_SANDBOX".into(),
+            merchant_transaction_id: Some(format!("order-{id}")),
+            succeeded: true,
+            result_code: "000.100.110".into(),
+            result_description: "Request successfully processed".into(),
+            result_reason: None,
+            card: None,
+            connector_tx_id: "PWSBX0011223344556677".into(),
+            ndc: "ndc".into(),
+            created_at: NaiveDateTime::parse_from_str(at, DB_TIME_FORMAT).unwrap(),
+            custom_parameters: Vec::new(),
+        }
+    }
+
+    /// Only the search's connections map the file (`MMAP_SIZE`): a commit makes every other
+    /// mapping connection drop its map at its next read. A search on a mapping connection that
+    /// has read before still sees each transaction the other pool committed since (SQLite
+    /// drops the stale map when the WAL changed), in a paged range and by merchant reference.
+    #[tokio::test]
+    async fn only_the_search_pool_maps_the_file_and_its_searches_see_each_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("emulator.db")).await.unwrap();
+        let mmap_size = |pool: SqlitePool| async move {
+            sqlx::query_scalar::<_, i64>("PRAGMA mmap_size")
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        };
+        assert_eq!(mmap_size(store.pool.clone()).await, 0);
+        assert_eq!(mmap_size(store.scans.clone()).await.to_string(), MMAP_SIZE);
+        let t = |s: &str| NaiveDateTime::parse_from_str(s, DB_TIME_FORMAT).unwrap();
+        let range = Filter {
+            from: Some(t("2026-03-01 00:00:00")),
+            to: Some(t("2026-03-31 23:59:59")),
+            methods_match: true,
+            ..Filter::default()
+        };
+        let page = Some(Page {
+            limit: 20,
+            page_no: 1,
+        });
+        let entity = crate::DEMO_ENTITY_ID;
+        let (found, total) = store.search(entity, &range, page).await.unwrap();
+        assert_eq!((found.len(), total), (0, 0));
+        for (n, at) in [
+            "2026-03-02 10:00:00",
+            "2026-03-20 23:30:00",
+            "2026-03-31 23:59:59",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let id = format!("8ac7a4a100000000000000000000000{n}");
+            store.insert(&debit(&id, at)).await.unwrap();
+            let (found, total) = store.search(entity, &range, page).await.unwrap();
+            assert_eq!(total, n as u64 + 1, "after {id}");
+            assert_eq!(found.last().map(|t| t.id.as_str()), Some(id.as_str()));
+            let by_reference = Filter {
+                merchant_transaction_id: Some(format!("order-{id}")),
+                methods_match: true,
+                ..Filter::default()
+            };
+            let (found, _) = store.search(entity, &by_reference, None).await.unwrap();
+            assert_eq!(found.len(), 1, "by reference, after {id}");
         }
     }
 
