@@ -403,6 +403,69 @@ async fn twenty_concurrent_confirmed_refunds_are_checked_under_the_payments_leas
     assert_refunded(&clients[0], &db, 14, 9_800).await;
 }
 
+/// Confirmations of one payment that arrive while another holds the payment's lease run in
+/// the order they arrived: each refund is held 400 ms at OPP (an emulator delay), eight
+/// confirmations arrive 150 ms apart, and they execute first come, first served. Before the
+/// in-process gate every waiting call polled the database's lease every 15 ms and whichever
+/// polled first after a release took it, so the order was a lottery (and a call could wait
+/// its whole 30 s while later ones went ahead).
+#[tokio::test]
+async fn confirmations_waiting_for_a_payments_lease_run_in_the_order_they_arrived() {
+    let app = guarded_app().await;
+    let db = app
+        .create_payment(
+            &demo_credentials(),
+            PaymentType::Debit,
+            "100.00",
+            Currency::EUR,
+        )
+        .await;
+    let args = json!({"referenceId": db, "amount": "1.00", "currency": "EUR"});
+    let mut clients = Vec::new();
+    let mut confirmations = Vec::new();
+    for _ in 0..8 {
+        let client = std::sync::Arc::new(app.client("/mcp", Era::Stateless).await);
+        let preview = call_ok(&client, "perform_refund", args.clone()).await;
+        assert_eq!(preview["status"], "confirmation_required", "{preview}");
+        let mut confirmed = args.clone();
+        confirmed["confirmationToken"] = preview["confirmation"]["token"].clone();
+        confirmations.push(confirmed);
+        clients.push(client);
+    }
+    let faults = format!("{}/__emulator/faults", app.emulator_url.as_deref().unwrap());
+    let armed = reqwest::Client::new()
+        .post(faults)
+        .json(
+            &json!({"provider": "opp", "method": "POST", "path": "/v1/payments/*",
+                      "action": {"kind": "delay", "delay_ms": 400}, "times": 8}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(armed.status(), 201);
+    let finished = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut handles = Vec::new();
+    for (n, (client, confirmed)) in clients.into_iter().zip(confirmations).enumerate() {
+        let finished = finished.clone();
+        handles.push(tokio::spawn(async move {
+            let done = call_ok(&client, "perform_refund", confirmed).await;
+            finished.lock().unwrap().push(n);
+            done
+        }));
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    }
+    for h in handles {
+        let done = h.await.unwrap();
+        assert_eq!(done["status"], "executed", "{done}");
+    }
+    assert_eq!(
+        *finished.lock().unwrap(),
+        (0..8).collect::<Vec<_>>(),
+        "first come, first served"
+    );
+    assert_refunded(&app.client("/mcp", Era::Stateless).await, &db, 8, 800).await;
+}
+
 #[tokio::test]
 async fn fifty_concurrent_retries_with_one_key_make_one_provider_call() {
     let app = spawn_app().await;

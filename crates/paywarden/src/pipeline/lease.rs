@@ -54,6 +54,15 @@ impl Pipeline {
     /// (nothing sent). The lease is given back afterwards; past the send, a failure to give it
     /// back only lets it run out on its own.
     ///
+    /// The lease is a row in the database (`transaction_locks`), so it holds across
+    /// processes and runs out after a crash. This process's calls on one object first wait at
+    /// an in-process gate, in the order they came, and only the call at the front polls the
+    /// database (every 15 ms, while another process holds the lease); before the gate, every
+    /// waiting call polled, as a write, and the lease went to whichever call polled first
+    /// (docs/performance.md, "Waiting for a payment's lease"). A call of this process that
+    /// holds the lease past its `duration` (a provider answering slowly) keeps the ones behind
+    /// it waiting until it ends or their 30 s pass; another process may take the run-out lease.
+    ///
     /// # Errors
     /// [`ServiceError::Store`] when the lease cannot be taken (nothing was sent), or `call`'s.
     ///
@@ -69,16 +78,29 @@ impl Pipeline {
     {
         let store = self.store();
         let holder = uuid::Uuid::new_v4().to_string();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        let busy = || {
+            Ok((
+                self.error_outcome("busy", &lease.busy, None),
+                Settlement::NotSent,
+            ))
+        };
+        // This process's calls on the object wait here in the order they came, so that only
+        // the first of them asks the database (where the lease of another process, or of one
+        // that crashed, keeps it waiting); held until the lease is given back below.
+        let Some(_turn) = self
+            .lease_gates
+            .pass(&caller.entity_id, &lease.resource, deadline)
+            .await
+        else {
+            return busy();
+        };
         while !store
             .try_lock_transaction(&caller.entity_id, &lease.resource, &holder, lease.duration)
             .await?
         {
-            if std::time::Instant::now() > deadline {
-                return Ok((
-                    self.error_outcome("busy", &lease.busy, None),
-                    Settlement::NotSent,
-                ));
+            if tokio::time::Instant::now() > deadline {
+                return busy();
             }
             tokio::time::sleep(std::time::Duration::from_millis(15)).await;
         }

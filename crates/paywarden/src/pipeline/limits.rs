@@ -1,7 +1,5 @@
 //! Cumulative limits: the policy re-evaluated on what moved plus what is reserved today, and the call's amount reserved in the same step, under the entity's limit lock.
 
-use std::sync::Arc;
-
 use super::gate::strength;
 use super::{Caller, Pipeline, ServiceError, ToolOutcome};
 use crate::policy::{Decision, PolicyInput, Verdict};
@@ -59,8 +57,11 @@ impl Pipeline {
         // decision on SQLite"). Either way the cap itself is kept by the transaction.
         let _queued = match store.engine() {
             Engine::Postgres => {
-                let gate = self.limit_gate(&caller.entity_id, &currency);
-                let Ok(queued) = tokio::time::timeout_at(deadline, gate.lock_owned()).await else {
+                let Some(queued) = self
+                    .limit_gates
+                    .pass(&caller.entity_id, &currency, deadline)
+                    .await
+                else {
                     return Ok(busy());
                 };
                 Some(queued)
@@ -105,18 +106,6 @@ impl Pipeline {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
     }
-
-    /// The in-process gate of one entity's limit decisions in one currency.
-    fn limit_gate(&self, entity_id: &str, currency: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut gates = self
-            .limit_gates
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        gates
-            .entry((entity_id.to_string(), currency.to_string()))
-            .or_default()
-            .clone()
-    }
 }
 
 /// Whether a database error is SQLite's "database is locked" (the write lock was not taken
@@ -143,11 +132,6 @@ pub(super) const GATE_WAIT: chrono::Duration =
 /// SQLite's `busy_timeout` on paywarden's connections (`PRAGMA busy_timeout = 10000`,
 /// `crate::store`), in seconds.
 const SQLITE_BUSY_TIMEOUT_SECS: i64 = 10;
-
-/// The in-process gates of limit decisions on PostgreSQL, by (entity id, ISO 4217 currency
-/// code).
-pub(super) type LimitGates =
-    std::sync::Mutex<std::collections::HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>>;
 
 /// What re-evaluating the cumulative limits under the lease gave.
 pub(super) enum Reserve {

@@ -78,6 +78,7 @@
 mod approvals;
 mod audit;
 pub mod gate;
+mod gates;
 mod idempotency;
 mod lease;
 mod limits;
@@ -107,8 +108,12 @@ pub struct Pipeline {
     receipts: Option<crate::receipts::ReceiptSigner>,
     provider: std::sync::Arc<str>,
     settle_window: std::time::Duration,
-    /// In-process gates of cumulative-limit decisions, shared by every toolset's pipeline.
-    limit_gates: std::sync::Arc<limits::LimitGates>,
+    /// In-process gates of cumulative-limit decisions (PostgreSQL), by entity and currency,
+    /// shared by every toolset's pipeline.
+    limit_gates: std::sync::Arc<gates::Gates>,
+    /// In-process gates of the leases on provider objects, by entity and object, shared by
+    /// every toolset's pipeline ([`Pipeline::under_transaction_lease`]).
+    lease_gates: std::sync::Arc<gates::Gates>,
 }
 
 /// The first line of every result's text when the offline emulator answered.
@@ -145,6 +150,7 @@ impl Pipeline {
             provider: "OPP".into(),
             settle_window: crate::config::Config::settle_window(10_000, None),
             limit_gates: std::sync::Arc::default(),
+            lease_gates: std::sync::Arc::default(),
         }
     }
 
@@ -203,6 +209,7 @@ impl Pipeline {
             provider: provider.into(),
             settle_window: self.settle_window,
             limit_gates: self.limit_gates.clone(),
+            lease_gates: self.lease_gates.clone(),
         }
     }
 
