@@ -393,17 +393,11 @@ async fn delayed_queries(app: &TestApp) -> u32 {
 
 /// Arms a 400 ms delay on every OPP query (the credential check is one), 1,000 times.
 async fn slow_opp_queries(app: &TestApp) {
-    let url = format!("{}/__emulator/faults", app.emulator_url.as_deref().unwrap());
-    let armed = reqwest::Client::new()
-        .post(url)
-        .json(
-            &json!({"provider": "opp", "method": "GET", "path": "/v1/query",
-            "action": {"kind": "delay", "delay_ms": 400}, "times": 1000}),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(armed.status(), 201);
+    app.arm_fault(
+        json!({"provider": "opp", "method": "GET", "path": "/v1/query",
+        "action": {"kind": "delay", "delay_ms": 400}, "times": 1000}),
+    )
+    .await;
 }
 
 /// The HTTP statuses of `n` concurrent `initialize`s at `/mcp` as `entity` with `token`.

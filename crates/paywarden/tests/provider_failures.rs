@@ -54,14 +54,7 @@ async fn ops_app() -> TestApp {
 
 /// Arms a fault at the emulator.
 async fn arm(app: &TestApp, fault: Value) {
-    let url = format!("{}/__emulator/faults", app.emulator_url.as_deref().unwrap());
-    let response = reqwest::Client::new()
-        .post(url)
-        .json(&fault)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+    app.arm_fault(fault).await;
 }
 
 /// Sarah's newest $49.99 charge.

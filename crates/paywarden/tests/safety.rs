@@ -432,17 +432,11 @@ async fn confirmations_waiting_for_a_payments_lease_run_in_the_order_they_arrive
         confirmations.push(confirmed);
         clients.push(client);
     }
-    let faults = format!("{}/__emulator/faults", app.emulator_url.as_deref().unwrap());
-    let armed = reqwest::Client::new()
-        .post(faults)
-        .json(
-            &json!({"provider": "opp", "method": "POST", "path": "/v1/payments/*",
-                      "action": {"kind": "delay", "delay_ms": 400}, "times": 8}),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(armed.status(), 201);
+    app.arm_fault(
+        json!({"provider": "opp", "method": "POST", "path": "/v1/payments/*",
+                         "action": {"kind": "delay", "delay_ms": 400}, "times": 8}),
+    )
+    .await;
     let finished = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut handles = Vec::new();
     for (n, (client, confirmed)) in clients.into_iter().zip(confirmations).enumerate() {

@@ -265,6 +265,23 @@ pub fn second_credentials() -> OppCredentials {
 }
 
 impl TestApp {
+    /// Arms a fault at the emulator (`POST /__emulator/faults`, docs/emulator.md), failing the
+    /// test unless the emulator accepted it (HTTP 201).
+    pub async fn arm_fault(&self, fault: serde_json::Value) {
+        let url = format!(
+            "{}/__emulator/faults",
+            self.emulator_url.as_deref().expect("emulator")
+        );
+        let response = reqwest::Client::new()
+            .post(url)
+            .json(&fault)
+            .send()
+            .await
+            .expect("fault armed");
+        let status = response.status();
+        assert_eq!(status, 201, "{}", response.text().await.unwrap_or_default());
+    }
+
     pub fn opp(&self) -> OppClient {
         OppClient::new(
             self.emulator_url.as_deref().expect("emulator"),
