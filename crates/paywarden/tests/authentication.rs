@@ -382,8 +382,7 @@ async fn an_unreachable_opp_is_a_503_not_a_verdict() {
 /// How many requests the emulator's OPP query endpoint received while a `Delay` fault with
 /// `times: 1000` was armed on it (each one it held used one).
 async fn delayed_queries(app: &TestApp) -> u32 {
-    let url = format!("{}/__emulator/faults", app.emulator_url.as_deref().unwrap());
-    let armed: Vec<Value> = reqwest::get(url).await.unwrap().json().await.unwrap();
+    let armed = app.armed_faults().await;
     let left = armed
         .iter()
         .find(|f| f["path"] == "/v1/query")

@@ -109,19 +109,11 @@ async fn pending_refund(app: &TestApp, client: &Client) -> (String, String) {
     .await;
     let mut args = json!({"email": SARAH, "charge_id": pi});
     args["confirmation_token"] = preview["confirmation"]["token"].clone();
-    let armed = reqwest::Client::new()
-        .post(format!(
-            "{}/__emulator/faults",
-            app.emulator_url.as_deref().unwrap()
-        ))
-        .json(
-            &json!({"provider": "stripe", "method": "POST", "path": "/v1/refunds",
-            "action": {"kind": "refund_pending"}}),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(armed.status(), 201);
+    app.arm_fault(
+        json!({"provider": "stripe", "method": "POST", "path": "/v1/refunds",
+        "action": {"kind": "refund_pending"}}),
+    )
+    .await;
     let pending = call_ok(client, "issue_refund", args).await;
     assert_eq!(pending["status"], "pending", "{pending}");
     let refund = pending["refund"]["stripe_refund_id"]

@@ -27,7 +27,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{call, connect_client, text, Client, Era, TestDatabase};
+use common::{arm_fault_at, call, connect_client, text, Client, Era, TestDatabase};
 use indicatif::ProgressBar;
 use paywarden::{
     connectors::{
@@ -677,18 +677,12 @@ async fn a_replica_frozen_past_its_key_lease_does_not_send_after_its_key_was_rel
     let first = cluster.debit_in("450.00", chf).await;
     let args = json!({"referenceId": first, "amount": "450.00", "currency": "CHF", "idempotencyKey": "frozen-1"});
     let args = confirmed(&clients[0], args).await;
-    let faults = format!("{}/__emulator/faults", cluster.emulator_url);
-    let http = reqwest::Client::new();
-    http.post(&faults)
-        .json(
-            &json!({"provider": "opp", "method": "GET", "path": "/v1/query/*",
-                      "action": {"kind": "delay", "delay_ms": 6000}, "times": 2}),
-        )
-        .send()
-        .await
-        .expect("fault armed")
-        .error_for_status()
-        .expect("fault accepted");
+    arm_fault_at(
+        &cluster.emulator_url,
+        json!({"provider": "opp", "method": "GET", "path": "/v1/query/*",
+               "action": {"kind": "delay", "delay_ms": 6000}, "times": 2}),
+    )
+    .await;
     let frozen_client = clients[0].clone();
     let frozen = tokio::spawn(async move {
         call(&frozen_client, "perform_refund", args)

@@ -485,19 +485,11 @@ async fn a_pending_stripe_refund_task_completes_when_stripe_settles_it() {
     let mut args = json!({"email": "sarah@example.com", "charge_id": pi});
     let preview = call_ok(&client, "issue_refund", args.clone()).await;
     args["confirmation_token"] = preview["confirmation"]["token"].clone();
-    let response = reqwest::Client::new()
-        .post(format!(
-            "{}/__emulator/faults",
-            app.emulator_url.as_deref().unwrap()
-        ))
-        .json(
-            &json!({"provider": "stripe", "method": "POST", "path": "/v1/refunds",
-            "action": {"kind": "refund_pending"}}),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
+    app.arm_fault(
+        json!({"provider": "stripe", "method": "POST", "path": "/v1/refunds",
+        "action": {"kind": "refund_pending"}}),
+    )
+    .await;
     let id = start_task(&client, "issue_refund", args).await;
     let waiting = get(&client, &id).await;
     assert_eq!(waiting.task.task.status, TaskStatus::Working);
@@ -564,19 +556,11 @@ async fn a_pending_stripe_refund_task_completes_when_stripe_settles_it() {
     let CallToolResponse::InputRequired(asked) = asked else {
         panic!("a form: {asked:?}");
     };
-    let response = reqwest::Client::new()
-        .post(format!(
-            "{}/__emulator/faults",
-            app.emulator_url.as_deref().unwrap()
-        ))
-        .json(
-            &json!({"provider": "stripe", "method": "POST", "path": "/v1/refunds",
-            "action": {"kind": "refund_pending"}}),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
+    app.arm_fault(
+        json!({"provider": "stripe", "method": "POST", "path": "/v1/refunds",
+        "action": {"kind": "refund_pending"}}),
+    )
+    .await;
     let mut retry = CallToolRequestParams::new("issue_refund")
         .with_arguments(args.as_object().unwrap().clone())
         .with_request_state(asked.request_state.unwrap());
@@ -752,14 +736,11 @@ async fn a_pending_opp_transaction_task_follows_opp_until_it_settles() {
         )
         .await;
     let client = task_client(&app, Era::Stateless, DEMO_ENTITY_ID, DEMO_TOKEN).await;
-    let (status, _) = emulator_post(
-        &app,
-        "/__emulator/faults",
+    app.arm_fault(
         json!({"provider": "opp", "method": "POST", "path": "/v1/payments/*",
-               "action": {"kind": "opp_pending"}}),
+        "action": {"kind": "opp_pending"}}),
     )
     .await;
-    assert_eq!(status, 201);
     let id = start_task(
         &client,
         "perform_refund",
@@ -839,11 +820,9 @@ async fn a_pending_opp_transaction_task_follows_opp_until_it_settles() {
     assert!(format!("{err:?}").contains("nothing to cancel"), "{err:?}");
 
     // Another pending refund, declined in the end.
-    emulator_post(
-        &app,
-        "/__emulator/faults",
+    app.arm_fault(
         json!({"provider": "opp", "method": "POST", "path": "/v1/payments/*",
-               "action": {"kind": "opp_pending"}}),
+        "action": {"kind": "opp_pending"}}),
     )
     .await;
     let id = start_task(

@@ -264,22 +264,36 @@ pub fn second_credentials() -> OppCredentials {
     }
 }
 
+/// Arms a fault at the emulator serving `emulator_url` (`POST /__emulator/faults`,
+/// docs/emulator.md), failing the test unless the emulator accepted it (HTTP 201).
+pub async fn arm_fault_at(emulator_url: &str, fault: serde_json::Value) {
+    let response = reqwest::Client::new()
+        .post(format!("{emulator_url}/__emulator/faults"))
+        .json(&fault)
+        .send()
+        .await
+        .expect("fault armed");
+    let status = response.status();
+    assert_eq!(status, 201, "{}", response.text().await.unwrap_or_default());
+}
+
 impl TestApp {
     /// Arms a fault at the emulator (`POST /__emulator/faults`, docs/emulator.md), failing the
     /// test unless the emulator accepted it (HTTP 201).
     pub async fn arm_fault(&self, fault: serde_json::Value) {
+        arm_fault_at(self.emulator_url.as_deref().expect("emulator"), fault).await;
+    }
+
+    /// The emulator's armed faults (`GET /__emulator/faults`): each as the emulator lists it,
+    /// with `times` counting down as requests use it.
+    pub async fn armed_faults(&self) -> Vec<serde_json::Value> {
         let url = format!(
             "{}/__emulator/faults",
             self.emulator_url.as_deref().expect("emulator")
         );
-        let response = reqwest::Client::new()
-            .post(url)
-            .json(&fault)
-            .send()
-            .await
-            .expect("fault armed");
-        let status = response.status();
-        assert_eq!(status, 201, "{}", response.text().await.unwrap_or_default());
+        let response = reqwest::get(url).await.expect("faults listed");
+        assert_eq!(response.status(), 200);
+        response.json().await.expect("a list of faults")
     }
 
     pub fn opp(&self) -> OppClient {
