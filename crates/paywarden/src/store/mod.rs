@@ -29,6 +29,8 @@ mod mcp_state;
 mod orders;
 #[cfg(test)]
 mod pg_ping_tests;
+#[cfg(test)]
+mod plan_tests;
 #[cfg(all(test, target_os = "linux"))]
 mod read_tx_review_tests;
 mod receipts;

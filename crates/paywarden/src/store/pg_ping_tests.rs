@@ -13,7 +13,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// The tests' PostgreSQL server URL, or `None` (the test is skipped) outside the PostgreSQL
 /// pass.
-fn pg_server() -> Option<url::Url> {
+pub(super) fn pg_server() -> Option<url::Url> {
     if !matches!(
         std::env::var("PAYWARDEN_TEST_DATABASE").as_deref(),
         Ok("postgres") | Ok("postgresql")
@@ -29,7 +29,7 @@ fn pg_server() -> Option<url::Url> {
 }
 
 /// A fresh database on `server` (named as scripts/test.sh's clean-up expects); its URL.
-async fn fresh_database(server: &url::Url) -> (url::Url, String) {
+pub(super) async fn fresh_database(server: &url::Url) -> (url::Url, String) {
     let run = std::env::var("PAYWARDEN_TEST_RUN_ID")
         .ok()
         .filter(|r| !r.is_empty() && r.chars().all(|c| c.is_ascii_alphanumeric()))
@@ -52,7 +52,7 @@ async fn admin(server: &url::Url) -> sqlx::PgConnection {
     sqlx::PgConnection::connect(url.as_str()).await.unwrap()
 }
 
-async fn drop_database(server: &url::Url, name: &str) {
+pub(super) async fn drop_database(server: &url::Url, name: &str) {
     let mut admin = admin(server).await;
     sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         .execute(&mut admin)
