@@ -48,6 +48,16 @@ const LOOKUPS: &[(&str, &str)] = &[
         "SELECT * FROM customers WHERE entity_id = $1 AND lower(email) = lower($2) LIMIT 1",
         "customers_entity_email_lower",
     ),
+    // A movement and an audit row by transaction (`store/late.rs`, `store/safety.rs`): right
+    // today; here so that an index added later cannot take their place unnoticed.
+    (
+        "SELECT COUNT(*) FROM movements WHERE entity_id = $1 AND transaction_id = $2",
+        "movements_transaction",
+    ),
+    (
+        "SELECT COUNT(*) FROM audit_log WHERE entity_id = $1 AND transaction_id = $2 AND outcome = $3",
+        "audit_log_transaction",
+    ),
 ];
 
 /// The primary key of `idempotency_keys` (PostgreSQL's name; SQLite's is its autoindex).
@@ -60,6 +70,8 @@ const OTHERS: &[&str] = &[
     "idempotency_keys_open",
     "idempotency_keys_approval",
     "customers_entity_id_email_key",
+    "movements_entity_day",
+    "audit_log_entity",
 ];
 
 fn check(sql: &str, index: &str, plan: &str) {
