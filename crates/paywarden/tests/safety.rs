@@ -281,7 +281,7 @@ async fn a_denied_approval_never_moves_money() {
 #[tokio::test]
 async fn fifty_concurrent_refunds_never_exceed_the_refundable_amount() {
     let app = spawn_app().await; // allow-all: the invariants hold without any confirmation
-    let (db, clients) = debit_and_five_clients(&app).await;
+    let (db, clients) = debit_and_clients(&app, 5).await;
     let mut handles = Vec::new();
     for i in 0..50 {
         let client = clients[i % clients.len()].clone();
@@ -306,8 +306,8 @@ async fn fifty_concurrent_refunds_never_exceed_the_refundable_amount() {
     assert_refunded(&clients[0], &db, 20, 10_000).await;
 }
 
-/// A 100.00 EUR debit at the emulator and five stateless clients of `app`.
-async fn debit_and_five_clients(app: &TestApp) -> (String, Vec<std::sync::Arc<Client>>) {
+/// A 100.00 EUR debit at the emulator and `n` stateless clients of `app`.
+async fn debit_and_clients(app: &TestApp, n: usize) -> (String, Vec<std::sync::Arc<Client>>) {
     let db = app
         .create_payment(
             &demo_credentials(),
@@ -317,7 +317,7 @@ async fn debit_and_five_clients(app: &TestApp) -> (String, Vec<std::sync::Arc<Cl
         )
         .await;
     let mut clients = Vec::new();
-    for _ in 0..5 {
+    for _ in 0..n {
         clients.push(std::sync::Arc::new(
             app.client("/mcp", Era::Stateless).await,
         ));
@@ -353,7 +353,7 @@ async fn assert_refunded(client: &Client, db: &str, count: usize, total_minor: i
 #[tokio::test]
 async fn twenty_concurrent_confirmed_refunds_are_checked_under_the_payments_lease() {
     let app = guarded_app().await;
-    let (db, clients) = debit_and_five_clients(&app).await;
+    let (db, clients) = debit_and_clients(&app, 5).await;
     let args = json!({"referenceId": db, "amount": "7.00", "currency": "EUR"});
     let mut confirmations = Vec::new();
     for i in 0..20 {
@@ -412,25 +412,15 @@ async fn twenty_concurrent_confirmed_refunds_are_checked_under_the_payments_leas
 #[tokio::test]
 async fn confirmations_waiting_for_a_payments_lease_run_in_the_order_they_arrived() {
     let app = guarded_app().await;
-    let db = app
-        .create_payment(
-            &demo_credentials(),
-            PaymentType::Debit,
-            "100.00",
-            Currency::EUR,
-        )
-        .await;
+    let (db, clients) = debit_and_clients(&app, 8).await;
     let args = json!({"referenceId": db, "amount": "1.00", "currency": "EUR"});
-    let mut clients = Vec::new();
     let mut confirmations = Vec::new();
-    for _ in 0..8 {
-        let client = std::sync::Arc::new(app.client("/mcp", Era::Stateless).await);
-        let preview = call_ok(&client, "perform_refund", args.clone()).await;
+    for client in &clients {
+        let preview = call_ok(client, "perform_refund", args.clone()).await;
         assert_eq!(preview["status"], "confirmation_required", "{preview}");
         let mut confirmed = args.clone();
         confirmed["confirmationToken"] = preview["confirmation"]["token"].clone();
         confirmations.push(confirmed);
-        clients.push(client);
     }
     app.arm_fault(
         json!({"provider": "opp", "method": "POST", "path": "/v1/payments/*",
