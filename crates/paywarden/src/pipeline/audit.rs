@@ -73,6 +73,22 @@ impl Pipeline {
         started: Instant,
         _money_moving: bool,
     ) -> Result<i64, ServiceError> {
+        self.audit_row(caller, toolset, tool, arguments, result.as_ref(), started)
+            .await
+            .map(|row| row.seq)
+    }
+
+    /// [`Pipeline::audit`], answering with the appended row's `seq` and chain hash (a
+    /// receipt names both).
+    pub(super) async fn audit_row(
+        &self,
+        caller: &Caller,
+        toolset: &str,
+        tool: &str,
+        arguments: &serde_json::Value,
+        result: Result<&ToolOutcome, &ServiceError>,
+        started: Instant,
+    ) -> Result<crate::store::AuditAppended, ServiceError> {
         let (facts, message) = match result {
             Ok(outcome) => (
                 outcome.audit.clone(),
@@ -100,7 +116,7 @@ impl Pipeline {
             duration_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
             sandbox: self.sandbox,
         };
-        Ok(self.store.append_audit(&entry).await?)
+        Ok(self.store.append_audit_row(&entry).await?)
     }
 }
 

@@ -47,27 +47,20 @@ impl Pipeline {
         let Some(signer) = &self.receipts else {
             return false;
         };
-        let seq = match self
-            .audit(
-                caller,
-                toolset,
-                tool,
-                arguments,
-                &Ok(outcome.clone()),
-                started,
-                true,
-            )
+        let row = match self
+            .audit_row(caller, toolset, tool, arguments, Ok(outcome), started)
             .await
         {
-            Ok(seq) => seq,
+            Ok(row) => row,
             Err(error) => {
                 tracing::error!(%error, "could not append the audit row of an executed movement; no receipt");
                 return false;
             }
         };
+        let seq = row.seq;
         match self
             .issue_receipt(
-                signer, caller, toolset, tool, arguments, outcome, *draft, seq,
+                signer, caller, toolset, tool, arguments, outcome, *draft, row,
             )
             .await
         {
@@ -99,6 +92,8 @@ impl Pipeline {
         true
     }
 
+    /// Signs and stores the receipt of `draft`, naming the execution's audit row `row` (its
+    /// `seq` and chain hash, as its append returned them).
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn issue_receipt(
         &self,
@@ -109,9 +104,9 @@ impl Pipeline {
         arguments: &serde_json::Value,
         outcome: &ToolOutcome,
         draft: crate::receipts::ReceiptDraft,
-        seq: i64,
+        row: crate::store::AuditAppended,
     ) -> Result<crate::receipts::Receipt, crate::store::StoreError> {
-        let hash = self.store.audit_hash(seq).await?.unwrap_or_default();
+        let crate::store::AuditAppended { seq, hash } = row;
         let approval = match &draft.approval_id {
             Some(id) => self.store.approval(id).await?,
             None => None,

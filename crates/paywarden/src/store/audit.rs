@@ -209,7 +209,19 @@ const MAX_GROUP: usize = 256;
 /// An append waiting for its group commit, and where its answer goes.
 struct Pending {
     entry: AuditEntry,
-    answer: tokio::sync::oneshot::Sender<Result<i64, StoreError>>,
+    answer: tokio::sync::oneshot::Sender<Result<AuditAppended, StoreError>>,
+}
+
+/// An appended audit row, as its append returns it once the row is durable: its place in the
+/// chain (`seq`, from 1) and its chain `hash` (lowercase hex SHA-256 over the previous row's
+/// hash, the row's time and its canonical JSON, [`chain_hash`]). A receipt names both, so the
+/// append hands the hash back rather than the receipt reading the row again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditAppended {
+    /// The row's `seq`.
+    pub seq: i64,
+    /// The row's `hash`.
+    pub hash: String,
 }
 
 /// The appends of concurrent callers waiting to be written together (group commit), whether
@@ -382,6 +394,14 @@ impl Store {
     /// each caller gets its own append's outcome), [`StoreError::AuditAppendAborted`] when the
     /// writing task ended without an answer.
     pub async fn append_audit(&self, entry: &AuditEntry) -> Result<i64, StoreError> {
+        self.append_audit_row(entry).await.map(|row| row.seq)
+    }
+
+    /// [`Store::append_audit`], answering with the row's `seq` and its chain `hash`.
+    ///
+    /// # Errors
+    /// As [`Store::append_audit`].
+    pub async fn append_audit_row(&self, entry: &AuditEntry) -> Result<AuditAppended, StoreError> {
         // Whoever appends, no secret or personal data reaches the row (crate::mask).
         let entry = crate::mask::audit_entry(entry);
         let (answer, answered) = tokio::sync::oneshot::channel();
@@ -415,16 +435,16 @@ impl Store {
     async fn commit_audit_group(
         &self,
         group: Vec<Pending>,
-    ) -> Vec<(Pending, Result<i64, StoreError>)> {
+    ) -> Vec<(Pending, Result<AuditAppended, StoreError>)> {
         if group.is_empty() {
             return Vec::new();
         }
         let entries: Vec<&AuditEntry> = group.iter().map(|p| &p.entry).collect();
         match self.insert_audit_rows(&entries).await {
-            Ok(seqs) => group
+            Ok(rows) => group
                 .into_iter()
-                .zip(seqs)
-                .map(|(pending, seq)| (pending, Ok(seq)))
+                .zip(rows)
+                .map(|(pending, row)| (pending, Ok(row)))
                 .collect(),
             Err(error) if group.len() == 1 => group
                 .into_iter()
@@ -438,8 +458,10 @@ impl Store {
                     let result = self
                         .insert_audit_rows(&[&pending.entry])
                         .await
-                        .and_then(|seqs| {
-                            seqs.first().copied().ok_or(StoreError::AuditAppendAborted)
+                        .and_then(|rows| {
+                            rows.into_iter()
+                                .next()
+                                .ok_or(StoreError::AuditAppendAborted)
                         });
                     answers.push((pending, result));
                 }
@@ -451,7 +473,10 @@ impl Store {
     /// Answers each caller of a committed group once its rows are durable. A failed fsync
     /// fails the appends it was to make durable, which are committed and therefore never
     /// written again.
-    async fn answer_when_durable(&self, committed: Vec<(Pending, Result<i64, StoreError>)>) {
+    async fn answer_when_durable(
+        &self,
+        committed: Vec<(Pending, Result<AuditAppended, StoreError>)>,
+    ) {
         let durable = super::durable(self.wal_sync.as_deref()).await;
         for (pending, result) in committed {
             let result = match (&durable, result) {
@@ -467,8 +492,11 @@ impl Store {
     }
 
     /// Appends `entries` (already masked) in one transaction under the chain lock, chained in
-    /// order; returns their `seq`s.
-    async fn insert_audit_rows(&self, entries: &[&AuditEntry]) -> Result<Vec<i64>, StoreError> {
+    /// order; returns their `seq`s and hashes, in the order of `entries`.
+    async fn insert_audit_rows(
+        &self,
+        entries: &[&AuditEntry],
+    ) -> Result<Vec<AuditAppended>, StoreError> {
         let mut tx = match self.engine() {
             // One appender at a time across every process on this database: the lock is held
             // until this transaction commits or rolls back. It is taken in the simple query
@@ -537,10 +565,13 @@ impl Store {
             query.execute(&mut *tx).await?;
             rest = tail;
         }
-        let seqs = rows.iter().map(|r| r.0).collect();
+        let appended = rows
+            .into_iter()
+            .map(|(seq, _, _, _, _, hash)| AuditAppended { seq, hash })
+            .collect();
         // Durable once commit_audit_group's Store::written returns.
         tx.commit_unsynced().await?;
-        Ok(seqs)
+        Ok(appended)
     }
 
     /// Every audit row, oldest first; `entity_id` limits it to one entity.
@@ -714,8 +745,8 @@ mod tests {
         for answered in &mut answers {
             outcomes.push(answered.await.unwrap());
         }
-        assert_eq!(outcomes[0].as_ref().unwrap(), &1);
-        assert_eq!(outcomes[1].as_ref().unwrap(), &2);
+        assert_eq!(outcomes[0].as_ref().unwrap().seq, 1);
+        assert_eq!(outcomes[1].as_ref().unwrap().seq, 2);
         assert!(
             outcomes[2]
                 .as_ref()
@@ -725,14 +756,22 @@ mod tests {
             "{:?}",
             outcomes[2]
         );
-        assert_eq!(outcomes[3].as_ref().unwrap(), &3);
-        let rows: Vec<(i64, String)> = store
-            .audit_records(None)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|r| (r.seq, r.entry.tool))
+        assert_eq!(outcomes[3].as_ref().unwrap().seq, 3);
+        let records = store.audit_records(None).await.unwrap();
+        // Each caller is answered with its own row's chain hash, as stored (a receipt names it).
+        let answered: Vec<AuditAppended> = outcomes
+            .iter()
+            .filter_map(|o| o.as_ref().ok().cloned())
             .collect();
+        let stored: Vec<AuditAppended> = records
+            .iter()
+            .map(|r| AuditAppended {
+                seq: r.seq,
+                hash: r.hash.clone(),
+            })
+            .collect();
+        assert_eq!(answered, stored);
+        let rows: Vec<(i64, String)> = records.into_iter().map(|r| (r.seq, r.entry.tool)).collect();
         assert_eq!(
             rows,
             vec![

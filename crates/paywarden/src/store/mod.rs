@@ -46,7 +46,7 @@ use sqlx::{
 };
 
 pub use approvals::{Approval, ApprovalError, ApprovalStatus, NewApproval, UnknownApprovalStatus};
-pub use audit::{AuditEntry, AuditRecord, ChainBreak, GENESIS};
+pub use audit::{AuditAppended, AuditEntry, AuditRecord, ChainBreak, GENESIS};
 pub use events::{NewProviderEvent, ProviderEvent};
 pub use idempotency::{stored_text, Begin, IdempotencyError, KeyRecord, KeyState};
 pub use ifthenpay::{IfthenpayCallback, IfthenpayRequest, NewIfthenpayRequest};

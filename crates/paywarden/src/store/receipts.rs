@@ -86,18 +86,6 @@ impl Store {
         };
         rows.iter().map(from_row).collect()
     }
-
-    /// The hash of the audit row at `seq`, when it exists.
-    ///
-    /// # Errors
-    /// [`StoreError`] on database failure.
-    pub async fn audit_hash(&self, seq: i64) -> Result<Option<String>, StoreError> {
-        let row = sqlx::query("SELECT hash FROM audit_log WHERE seq = $1")
-            .bind(seq)
-            .fetch_optional(self.pool())
-            .await?;
-        Ok(row.map(|r| r.try_get("hash")).transpose()?)
-    }
 }
 
 fn from_row(row: &sqlx::any::AnyRow) -> Result<StoredReceipt, StoreError> {
