@@ -22,7 +22,11 @@
 # installed once into $CARGO_TARGET_DIR/bench-fastmcp-venv with PYTHON >= 3.10), BENCH_PAYWARDEN (the server binary to measure;
 # default this tree's release build), BENCH_PG_URL (default
 # postgres://postgres@127.0.0.1:5432, trust auth; a paywarden_bench database there is dropped
-# and created), CARGO_TARGET_DIR (honoured). Needs wrk (Debian: apt-get install wrk; installed
+# and created; query parameters are kept after the database name, e.g.
+# postgres://postgres@localhost?host=/var/run/postgresql for the Unix socket),
+# BENCH_PG_SOCKET_URL (default postgres://postgres@localhost?host=/var/run/postgresql: the
+# same server through its Unix socket, for one more audited-read row; "" skips it),
+# CARGO_TARGET_DIR (honoured). Needs wrk (Debian: apt-get install wrk; installed
 # here when missing and running as root) and curl. Not part of scripts/test.sh: speed is
 # measured here, never asserted by a test.
 set -euo pipefail
@@ -35,6 +39,14 @@ SECONDS_EACH="${BENCH_SECONDS:-10}"
 CONNS="${BENCH_CONNECTIONS:-64}"
 ENGINES="${BENCH_ENGINES:-sqlite postgres}"
 PG_URL="${BENCH_PG_URL:-postgres://postgres@127.0.0.1:5432}"
+PG_SOCKET_URL="${BENCH_PG_SOCKET_URL-postgres://postgres@localhost?host=/var/run/postgresql}"
+# pg_db URL DB: URL naming database DB, its query parameters (sslmode, host=/socket/dir) kept.
+pg_db() {
+    case "$1" in
+        *\?*) echo "${1%%\?*}/$2?${1#*\?}" ;;
+        *) echo "$1/$2" ;;
+    esac
+}
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 OUT="$TARGET/bench"
 ENTITY=8ac7a4c9000000000000000000000001
@@ -234,6 +246,36 @@ if [ "${BENCH_FASTMCP:-1}" != 0 ]; then
     kill "${PIDS[-1]}"
 fi
 
+# socket_read_rows: the PostgreSQL audited read once more with paywarden connected through the
+# server's Unix socket (BENCH_PG_SOCKET_URL) instead of TCP with sqlx's default sslmode=prefer
+# (TLS whenever the server offers it, as Debian's does): what a database on the same host
+# costs when connected the way docs/deploy.md advises. Its own server and database, the row and
+# its ratio rounds; skipped with a note when the socket does not answer.
+socket_read_rows() {
+    if ! psql "$(pg_db "$PG_SOCKET_URL" postgres)" -qc 'SELECT 1' >/dev/null 2>&1; then
+        echo "bench.sh: no PostgreSQL at BENCH_PG_SOCKET_URL=$PG_SOCKET_URL; its row is skipped" >&2
+        return 0
+    fi
+    local sdir="$OUT/postgres-socket" sport surl
+    mkdir -p "$sdir"
+    psql "$(pg_db "$PG_SOCKET_URL" postgres)" -qc 'DROP DATABASE IF EXISTS paywarden_bench_socket' >/dev/null
+    psql "$(pg_db "$PG_SOCKET_URL" postgres)" -qc 'CREATE DATABASE paywarden_bench_socket' >/dev/null
+    sport=$(free_port)
+    DATABASE_URL="$(pg_db "$PG_SOCKET_URL" paywarden_bench_socket)" "$PAYWARDEN" serve \
+        --config "$dir/paywarden.toml" --listen "127.0.0.1:$sport" --data-dir "$sdir/data" \
+        >"$sdir/server.log" 2>&1 & PIDS+=($!)
+    local sserver=${PIDS[-1]}
+    wait_http "http://127.0.0.1:$sport/healthz"
+    surl="http://127.0.0.1:$sport/mcp"
+    call_once "$surl" revenue_summary "$REVENUE_ARGS" | grep -q '"result"'
+    # The TCP server stays up, idle, as it does while the no-op rows run.
+    wrk_run "postgres over its Unix socket: revenue_summary (audited read)" "$surl" \
+        "$(call_body revenue_summary "$REVENUE_ARGS")" revenue_summary
+    ratio_rounds "postgres over its Unix socket" "$surl"
+    kill "$sserver"
+    wait "$sserver" 2>/dev/null || true
+}
+
 # --- paywarden -----------------------------------------------------------------------------------
 YEAR=$(date -u +%Y)
 REVENUE_ARGS="{\"start_date\":\"$YEAR-01-01\",\"end_date\":\"$YEAR-12-31\"}"
@@ -246,9 +288,10 @@ for engine in $ENGINES; do
         echo 'max_sessions_per_entity = 2000'
     } >"$dir/paywarden.toml"
     if [ "$engine" = postgres ]; then
-        psql "$PG_URL/postgres" -qc 'DROP DATABASE IF EXISTS paywarden_bench' >/dev/null
-        psql "$PG_URL/postgres" -qc 'CREATE DATABASE paywarden_bench' >/dev/null
-        export DATABASE_URL="$PG_URL/paywarden_bench"
+        psql "$(pg_db "$PG_URL" postgres)" -qc 'DROP DATABASE IF EXISTS paywarden_bench' >/dev/null
+        psql "$(pg_db "$PG_URL" postgres)" -qc 'CREATE DATABASE paywarden_bench' >/dev/null
+        DATABASE_URL="$(pg_db "$PG_URL" paywarden_bench)"
+        export DATABASE_URL
     else
         unset DATABASE_URL
     fi
@@ -290,6 +333,9 @@ print(best["id"], best["currency"])')
         RATIOS+=("- $engine: audited read / rmcp no-op measured right after it: $read_rps / $LAST_RPS = $((read_rps * 100 / LAST_RPS)) %")
     fi
     ratio_rounds "$engine" "$url"
+    if [ "$engine" = postgres ] && [ -n "$PG_SOCKET_URL" ]; then
+        socket_read_rows
+    fi
     wrk_run "$engine: get_transactions (audited read + OPP emulator)" "$url" \
         "$(call_body get_transactions '{"limit":5,"includeLinkedTransactions":false}')" get_transactions
     line=$("$BENCH" refund --url "$url" --connections "$CONNS" --seconds "$SECONDS_EACH" \
@@ -399,9 +445,10 @@ EOF
         # The seeded database, shared (SQLite resolves the link: -wal/-shm sit beside the target).
         ln -sf "$seeded/emulator.db" "$dir/data/emulator.db"
         if [ "$engine" = postgres ]; then
-            psql "$PG_URL/postgres" -qc 'DROP DATABASE IF EXISTS paywarden_bench_search' >/dev/null
-            psql "$PG_URL/postgres" -qc 'CREATE DATABASE paywarden_bench_search' >/dev/null
-            export DATABASE_URL="$PG_URL/paywarden_bench_search"
+            psql "$(pg_db "$PG_URL" postgres)" -qc 'DROP DATABASE IF EXISTS paywarden_bench_search' >/dev/null
+            psql "$(pg_db "$PG_URL" postgres)" -qc 'CREATE DATABASE paywarden_bench_search' >/dev/null
+            DATABASE_URL="$(pg_db "$PG_URL" paywarden_bench_search)"
+            export DATABASE_URL
         else
             unset DATABASE_URL
         fi

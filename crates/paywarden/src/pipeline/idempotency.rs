@@ -8,20 +8,29 @@ impl Pipeline {
     /// other arguments is a tool error. `run` returns the outcome and whether the provider's
     /// answer is unknown (a timeout), in which case the key is kept blocked.
     ///
+    /// The key is claimed first (one insert); only when it is already taken by a call whose
+    /// outcome is unknown (or whose holder's lease ran out) is `reconcile` run, which looks the
+    /// key up and resolves it at the provider ([`Pipeline::reconcile`]), and the claim tried
+    /// once more. A first call under a new key thus makes no lookup before its claim.
+    ///
     /// # Errors
-    /// [`ServiceError`] when the store fails.
-    pub async fn write<F, Fut>(
+    /// [`ServiceError`] when the store fails; `reconcile`'s error as it returns it.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn write<F, Fut, R, RFut>(
         &self,
         caller: &Caller,
         toolset: &str,
         tool: &str,
         arguments: &serde_json::Value,
         idempotency_key: Option<&str>,
+        reconcile: R,
         run: F,
     ) -> Result<ToolOutcome, ServiceError>
     where
         F: FnOnce(Option<String>) -> Fut,
         Fut: std::future::Future<Output = Result<(ToolOutcome, Settlement), ServiceError>>,
+        R: FnOnce(String) -> RFut,
+        RFut: std::future::Future<Output = Result<(), ServiceError>>,
     {
         let started = Instant::now();
         let Some(key) = idempotency_key else {
@@ -52,9 +61,8 @@ impl Pipeline {
         };
         let hash = safety::binding_hash(tool, arguments);
         let holder = uuid::Uuid::new_v4().to_string();
-        let begin = self
-            .store
-            .begin_idempotent(
+        let claim = || {
+            self.store.begin_idempotent(
                 &caller.entity_id,
                 key,
                 (toolset, tool),
@@ -62,7 +70,14 @@ impl Pipeline {
                 &holder,
                 self.key_lease(),
             )
-            .await;
+        };
+        let mut begin = claim().await;
+        if matches!(begin, Err(IdempotencyError::Unknown { .. })) {
+            // Taken by a call whose outcome is unknown: resolved at the provider first (which
+            // may settle the key or release it), then claimed again.
+            Box::pin(reconcile(key.to_string())).await?;
+            begin = claim().await;
+        }
         let result = match begin {
             Ok(Begin::Proceed) => {
                 let ran = self

@@ -16,7 +16,8 @@
 //!  2. read?         Pipeline::read: the policy for reads too, run, audit. A read ends here.
 //!  3. unknown?      late arrivals of this entity's watched keys noted; an earlier call of this
 //!                   key whose answer never came is looked up at the provider first
-//!                   (reconcile.rs, Pipeline::reconcile with Operation::reconciler)
+//!                   (reconcile.rs, Pipeline::reconcile with Operation::reconciler), when
+//!                   step 4's claim finds the key taken by it; then the key is claimed again
 //!  4. idempotency   Pipeline::write (idempotency.rs): the key (Operation::key: the caller's, or
 //!                   derived from the confirmation token or approval: gate::derived_key) is
 //!                   claimed; a retry replays the first outcome, other arguments under the key

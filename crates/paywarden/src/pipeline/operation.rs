@@ -232,14 +232,12 @@ impl Pipeline {
     ) -> Result<ToolOutcome, ServiceError> {
         let key = op.key(caller, &call);
         // 3. Operations that reached the provider after their key was released are recorded
-        // and reported first; then an unknown outcome of this key is resolved at the provider
-        // before anything is sent.
-        if let Some(reconciler) = op.reconciler() {
+        // and reported first; an unknown outcome of this key is resolved at the provider
+        // before anything is sent (when the claim below finds the key taken by one).
+        let reconciler = op.reconciler();
+        let binding = call.binding.as_str();
+        if let Some(reconciler) = reconciler {
             self.check_late(reconciler, caller, call.toolset).await;
-            if let Some(key) = &key {
-                self.reconcile(reconciler, caller, key, &call.binding)
-                    .await?;
-            }
         }
         // 4, 5 and 13: the key claimed, held and settled around the call.
         self.write(
@@ -248,6 +246,12 @@ impl Pipeline {
             call.tool,
             call.arguments,
             key.as_deref(),
+            |key| async move {
+                match reconciler {
+                    Some(reconciler) => self.reconcile(reconciler, caller, &key, binding).await,
+                    None => Ok(()),
+                }
+            },
             |holder| self.decide(caller, &call, key.as_deref(), holder, op),
         )
         .await
