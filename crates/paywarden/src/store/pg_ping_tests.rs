@@ -358,3 +358,43 @@ async fn pg_an_audit_append_makes_four_round_trips_and_the_chain_verifies() {
     drop(store);
     drop_database(&server, &name).await;
 }
+
+/// docs/deploy.md's `DATABASE_URL` for a database on the same host: the server's Unix socket
+/// directory as `host`. The store connects, migrates, appends and verifies through it, and the
+/// connection is the socket's (PostgreSQL reports no client address for one). The socket's
+/// directory is `PAYWARDEN_TEST_PG_SOCKET_DIR` (default Debian's `/var/run/postgresql`); the
+/// test says it is skipped when the server has no socket there.
+#[tokio::test]
+async fn pg_a_database_on_the_same_host_is_reached_through_its_unix_socket() {
+    let Some(server) = pg_server() else { return };
+    let dir = std::env::var("PAYWARDEN_TEST_PG_SOCKET_DIR")
+        .ok()
+        .filter(|d| !d.is_empty())
+        .unwrap_or_else(|| "/var/run/postgresql".to_string());
+    let port = server.port().unwrap_or(5432);
+    if !std::path::Path::new(&format!("{dir}/.s.PGSQL.{port}")).exists() {
+        eprintln!(
+            "skipped: no PostgreSQL socket {dir}/.s.PGSQL.{port} (PAYWARDEN_TEST_PG_SOCKET_DIR)"
+        );
+        return;
+    }
+    let (_, name) = fresh_database(&server).await;
+    let url = format!(
+        "postgres://{}@localhost/{name}?host={dir}&port={port}",
+        server.username()
+    );
+    let store = Store::connect(&url).await.unwrap();
+    let seq = store
+        .append_audit(&super::tests::audit_entry("revenue_summary"))
+        .await
+        .unwrap();
+    assert_eq!(seq, 1);
+    assert!(store.verify_audit().await.unwrap().is_none());
+    let client: Option<String> = sqlx::query_scalar("SELECT inet_client_addr()::text")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(client, None, "connected over TCP, not through {dir}");
+    drop(store);
+    drop_database(&server, &name).await;
+}
