@@ -47,6 +47,13 @@ pg_db() {
         *) echo "$1/$2" ;;
     esac
 }
+# fresh_pg_db URL DB: drops and creates database DB on the server at URL; prints its URL. Fails
+# when psql does (chained: `set -e` does not reach into the command substitution it runs in).
+fresh_pg_db() {
+    psql "$(pg_db "$1" postgres)" -qc "DROP DATABASE IF EXISTS $2" >/dev/null &&
+        psql "$(pg_db "$1" postgres)" -qc "CREATE DATABASE $2" >/dev/null &&
+        pg_db "$1" "$2"
+}
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 OUT="$TARGET/bench"
 ENTITY=8ac7a4c9000000000000000000000001
@@ -256,12 +263,11 @@ socket_read_rows() {
         echo "bench.sh: no PostgreSQL at BENCH_PG_SOCKET_URL=$PG_SOCKET_URL; its row is skipped" >&2
         return 0
     fi
-    local sdir="$OUT/postgres-socket" sport surl
+    local sdir="$OUT/postgres-socket" sport surl sdb
     mkdir -p "$sdir"
-    psql "$(pg_db "$PG_SOCKET_URL" postgres)" -qc 'DROP DATABASE IF EXISTS paywarden_bench_socket' >/dev/null
-    psql "$(pg_db "$PG_SOCKET_URL" postgres)" -qc 'CREATE DATABASE paywarden_bench_socket' >/dev/null
+    sdb=$(fresh_pg_db "$PG_SOCKET_URL" paywarden_bench_socket)
     sport=$(free_port)
-    DATABASE_URL="$(pg_db "$PG_SOCKET_URL" paywarden_bench_socket)" "$PAYWARDEN" serve \
+    DATABASE_URL="$sdb" "$PAYWARDEN" serve \
         --config "$dir/paywarden.toml" --listen "127.0.0.1:$sport" --data-dir "$sdir/data" \
         >"$sdir/server.log" 2>&1 & PIDS+=($!)
     local sserver=${PIDS[-1]}
@@ -288,9 +294,7 @@ for engine in $ENGINES; do
         echo 'max_sessions_per_entity = 2000'
     } >"$dir/paywarden.toml"
     if [ "$engine" = postgres ]; then
-        psql "$(pg_db "$PG_URL" postgres)" -qc 'DROP DATABASE IF EXISTS paywarden_bench' >/dev/null
-        psql "$(pg_db "$PG_URL" postgres)" -qc 'CREATE DATABASE paywarden_bench' >/dev/null
-        DATABASE_URL="$(pg_db "$PG_URL" paywarden_bench)"
+        DATABASE_URL=$(fresh_pg_db "$PG_URL" paywarden_bench)
         export DATABASE_URL
     else
         unset DATABASE_URL
@@ -445,9 +449,7 @@ EOF
         # The seeded database, shared (SQLite resolves the link: -wal/-shm sit beside the target).
         ln -sf "$seeded/emulator.db" "$dir/data/emulator.db"
         if [ "$engine" = postgres ]; then
-            psql "$(pg_db "$PG_URL" postgres)" -qc 'DROP DATABASE IF EXISTS paywarden_bench_search' >/dev/null
-            psql "$(pg_db "$PG_URL" postgres)" -qc 'CREATE DATABASE paywarden_bench_search' >/dev/null
-            DATABASE_URL="$(pg_db "$PG_URL" paywarden_bench_search)"
+            DATABASE_URL=$(fresh_pg_db "$PG_URL" paywarden_bench_search)
             export DATABASE_URL
         else
             unset DATABASE_URL
