@@ -313,8 +313,9 @@ impl Emulator {
     pub async fn open(config: EmulatorConfig) -> Result<Emulator, EmulatorError> {
         config.validate()?;
         let store = store::Store::open(&config.database_path).await?;
-        // The same file; the schema (including the Stripe tables) was just migrated.
-        let stripe_store = stripe::StripeStore::open(&config.database_path).await?;
+        // The same file and its one connection; the schema (the Stripe tables included) was
+        // just migrated.
+        let stripe_store = stripe::StripeStore::new(store.pool().clone());
         tracing::info!(
             path = %config.database_path.display(),
             entities = config.entities.len(),

@@ -102,17 +102,33 @@ pub(crate) struct Page {
 /// The emulator's SQLite database.
 #[derive(Debug, Clone)]
 pub(crate) struct Store {
+    /// The file's one connection for every statement but the search's ([`CONNECTIONS`]):
+    /// OPP's, ifthenpay's and Stripe's reads and writes take turns at it (sqlx's pool hands it
+    /// out first come, first served), so the process's writers never meet at SQLite's write
+    /// lock, and its page cache outlives its own commits.
     pool: SqlitePool,
     /// The search's connections (`Store::search`): the same file read through a memory map
     /// (`MMAP_SIZE`); every other statement uses `pool`.
     scans: SqlitePool,
-    /// This process's turn at the file's one write lock, taken before every write
-    /// transaction. SQLite's busy handler waits for a lock by sleeping (1, 2, 5, 10 ms and
-    /// longer), so writers of one process that met at the lock slept long after it was free;
-    /// queued here they follow each other at once. Other processes still wait in the busy
-    /// handler (`BUSY_TIMEOUT`).
-    write_turn: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
+
+/// How many connections the emulator's file has for everything but the search: one.
+///
+/// A SQLite connection in WAL mode empties its whole page cache when it begins a read after
+/// *another* connection committed (`pagerBeginReadTransaction` in `pager.c`: `pager_reset`
+/// when the WAL changed); after its own commits it keeps it. With 8 pooled connections every
+/// payment, capture or refund the emulator stored made the next read on each other connection
+/// read its pages from the file again (`pread`, then SQLite's page cache rebuilt): 23 % of
+/// the emulator's CPU in the confirmed refund flow, and with it about 6 % of the server's
+/// (docs/performance.md, "The emulator's file: one connection"). With one connection the
+/// pages its statements touch stay cached across the commits; the statements are short
+/// (10-250 µs: a payment's transactions, one insert), so taking turns costs less than
+/// re-reading. Other processes on the same file (a second emulator) still wait for SQLite's
+/// write lock in its busy handler (`BUSY_TIMEOUT`).
+pub(crate) const CONNECTIONS: u32 = 1;
+
+/// How many connections the search (`Store::scans`) reads the file through.
+const SEARCH_CONNECTIONS: u32 = 8;
 
 pub(crate) const COLUMNS: &str =
     "id, entity_id, root_id, referenced_id, payment_type, payment_brand, \
@@ -158,25 +174,21 @@ impl Store {
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true)
             .inline_read_budget(Some(INLINE_READ_BUDGET));
-        let open = |options: SqliteConnectOptions| {
+        let open = |options: SqliteConnectOptions, connections: u32| {
             SqlitePoolOptions::new()
-                .max_connections(8)
+                .max_connections(connections)
                 .connect_with(options)
         };
         let opened = |source| EmulatorError::Open {
             path: path.to_path_buf(),
             source,
         };
-        let pool = open(options.clone()).await.map_err(opened)?;
+        let pool = open(options.clone(), CONNECTIONS).await.map_err(opened)?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        let scans = open(options.pragma("mmap_size", MMAP_SIZE))
+        let scans = open(options.pragma("mmap_size", MMAP_SIZE), SEARCH_CONNECTIONS)
             .await
             .map_err(opened)?;
-        Ok(Store {
-            pool,
-            scans,
-            write_turn: std::sync::Arc::default(),
-        })
+        Ok(Store { pool, scans })
     }
 
     /// Closes both pools, waiting for their connections to close.
@@ -185,14 +197,14 @@ impl Store {
         self.scans.close().await;
     }
 
-    /// The connection pool (the ifthenpay side keeps its tables in the same file).
+    /// The file's one connection's pool ([`CONNECTIONS`]), shared by the ifthenpay and Stripe
+    /// sides, whose tables are in the same file.
     pub(crate) fn pool(&self) -> &SqlitePool {
         &self.pool
     }
 
     /// Stores an initial payment (PA/DB) in its own transaction.
     pub(crate) async fn insert(&self, tx: &Tx) -> Result<(), EmulatorError> {
-        let _turn = self.write_turn.lock().await;
         let mut conn = self.pool.acquire().await?;
         insert(&mut conn, tx).await
     }
@@ -231,7 +243,6 @@ impl Store {
         id: &str,
         build: impl FnOnce(&Tx, &[Tx]) -> Result<Tx, R>,
     ) -> Result<Option<Result<Tx, R>>, EmulatorError> {
-        let _turn = self.write_turn.lock().await;
         let mut db_tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let Some((target, tree)) = with_tree(&mut db_tx, entity_id, id).await? else {
             db_tx.rollback().await?;
@@ -260,7 +271,6 @@ impl Store {
         id: &str,
         settle: impl FnOnce(&Tx, &Tx, &[Tx]) -> Result<Tx, R>,
     ) -> Result<Option<Result<Tx, R>>, EmulatorError> {
-        let _turn = self.write_turn.lock().await;
         let mut db_tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let entity: Option<String> =
             sqlx::query_scalar("SELECT entity_id FROM transactions WHERE id = ?")
@@ -934,6 +944,114 @@ mod tests {
             created_at: NaiveDateTime::parse_from_str(at, DB_TIME_FORMAT).unwrap(),
             custom_parameters: Vec::new(),
         }
+    }
+
+    extern "C" {
+        // The bundled SQLite that libsqlite3-sys links into the test binary.
+        fn sqlite3_db_status(
+            db: *mut std::ffi::c_void,
+            op: std::ffi::c_int,
+            current: *mut std::ffi::c_int,
+            highwater: *mut std::ffi::c_int,
+            reset: std::ffi::c_int,
+        ) -> std::ffi::c_int;
+    }
+
+    /// Pages `conn` read from the file (or the WAL) since its counter was last reset
+    /// (`SQLITE_DBSTATUS_CACHE_MISS`, 8 in sqlite3.h), resetting it.
+    async fn cache_misses(conn: &mut sqlx::SqliteConnection) -> i64 {
+        const SQLITE_DBSTATUS_CACHE_MISS: std::ffi::c_int = 8;
+        let mut handle = conn.lock_handle().await.unwrap();
+        let (mut current, mut highwater) = (0, 0);
+        // SAFETY: the handle is locked for this block; the call only reads and resets counters.
+        let rc = unsafe {
+            sqlite3_db_status(
+                handle.as_raw_handle().as_ptr().cast(),
+                SQLITE_DBSTATUS_CACHE_MISS,
+                &mut current,
+                &mut highwater,
+                1,
+            )
+        };
+        assert_eq!(rc, 0, "sqlite3_db_status");
+        i64::from(current)
+    }
+
+    /// Cache misses summed over the pool's open connections (resetting them), and how many
+    /// connections it has open.
+    async fn pool_cache_misses(pool: &SqlitePool) -> (i64, usize) {
+        let mut conns = Vec::new();
+        while let Some(conn) = pool.try_acquire() {
+            conns.push(conn);
+        }
+        let mut misses = 0;
+        for conn in &mut conns {
+            misses += cache_misses(conn).await;
+        }
+        (misses, conns.len())
+    }
+
+    /// Every statement but the search's runs on the file's one connection (`CONNECTIONS`),
+    /// shared with the Stripe and ifthenpay sides, so the pages a payment's query needs stay
+    /// cached across the emulator's own commits. With the 8 pooled connections of before, a
+    /// query on a connection other than the one that had just committed found its page cache
+    /// emptied (SQLite resets it when another connection changed the WAL) and read every page
+    /// again: this test counted 265 pages read from the file in 20 rounds of a payment and a
+    /// Stripe row stored, then the payment queried.
+    #[tokio::test]
+    async fn a_payment_queried_after_the_emulator_stored_it_is_read_from_the_page_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("emulator.db");
+        let store = Store::open(&path).await.unwrap();
+        let entity = crate::DEMO_ENTITY_ID;
+        let first = "8ac7a4a1000000000000000000000000";
+        store
+            .insert(&debit(first, "2026-03-02 10:00:00"))
+            .await
+            .unwrap();
+        // Concurrent writes and queries: a pool of several connections opens them here.
+        let mut tasks = Vec::new();
+        for n in 1..=16 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let id = format!("8ac7a4a1{n:024}");
+                store
+                    .insert(&debit(&id, "2026-03-03 10:00:00"))
+                    .await
+                    .unwrap();
+                store.with_tree(entity, first).await.unwrap().unwrap();
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let (_, open) = pool_cache_misses(&store.pool).await;
+        assert_eq!(open, CONNECTIONS as usize, "the file's connections");
+        // The Stripe side writes on the same connection (crate::Emulator::open).
+        let stripe = crate::stripe::StripeStore::new(store.pool().clone());
+        for n in 100..120 {
+            let id = format!("8ac7a4a1{n:024}");
+            store
+                .insert(&debit(&id, "2026-03-04 10:00:00"))
+                .await
+                .unwrap();
+            sqlx::query(
+                "INSERT INTO stripe_idempotency \
+                 (account, idempotency_key, request_fingerprint, status, body, created) \
+                 VALUES ('acct_test', ?, 'f', 200, '{}', 0)",
+            )
+            .bind(&id)
+            .execute(&stripe.pool)
+            .await
+            .unwrap();
+            let (target, tree) = store.with_tree(entity, &id).await.unwrap().unwrap();
+            assert_eq!((target.id.as_str(), tree.len()), (id.as_str(), 1));
+        }
+        let (misses, _) = pool_cache_misses(&store.pool).await;
+        assert_eq!(
+            misses, 0,
+            "pages read from the file by the emulator's queries"
+        );
     }
 
     /// Only the search's connections map the file (`MMAP_SIZE`): a commit makes every other

@@ -2,21 +2,13 @@
 //! `migrations/0002_stripe.sql`): every object as its Stripe JSON representation plus the
 //! indexed columns the list and search endpoints filter on.
 
-use std::path::Path;
-use std::time::Duration;
-
 use serde_json::Value;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::SqlitePool;
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 
 use super::error::ApiError;
 use super::form::CreatedRange;
 use crate::error::EmulatorError;
-
-/// How long a writer waits for SQLite's write lock before failing.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Stripe object types (the `object` field) the emulator stores.
 pub(crate) mod kind {
@@ -29,32 +21,18 @@ pub(crate) mod kind {
     pub(crate) const PAYMENT_LINK: &str = "payment_link";
 }
 
-/// The Stripe state's connection pool (same SQLite file as the OPP side; the schema is
-/// applied by the OPP store's migrations, which include `0002_stripe.sql`).
+/// The Stripe state's connection pool: the OPP store's one connection to the same file
+/// (`crate::store::CONNECTIONS`; the schema, the Stripe tables included, is applied by the OPP
+/// store's migrations, which include `0002_stripe.sql`).
 #[derive(Debug, Clone)]
 pub(crate) struct StripeStore {
     pub(crate) pool: SqlitePool,
 }
 
 impl StripeStore {
-    /// Opens a pool on the (already migrated) file.
-    pub(crate) async fn open(path: &Path) -> Result<StripeStore, EmulatorError> {
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(BUSY_TIMEOUT)
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .connect_with(options)
-            .await
-            .map_err(|source| EmulatorError::Open {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        Ok(StripeStore { pool })
+    /// The Stripe side on the OPP store's pool (already migrated).
+    pub(crate) fn new(pool: SqlitePool) -> StripeStore {
+        StripeStore { pool }
     }
 }
 
