@@ -138,9 +138,11 @@ pub(crate) const COLUMNS: &str =
 
 /// How long a query outside a transaction may run on the calling task's thread before it is
 /// sent to its connection's worker thread (`SqliteConnectOptions::inline_read_budget`,
-/// paywarden's sqlx-sqlite patch; docs/performance.md, "Queries on the caller's thread"). The
-/// emulator's queries (a payment's transactions, a page of a search) take 10-250 µs and call no
-/// function with side effects; a longer one runs again on the worker.
+/// paywarden's sqlx-sqlite patch; docs/performance.md, "Queries on the caller's thread"). It
+/// applies to every query on the file's connections, OPP's, ifthenpay's and Stripe's alike (they
+/// share [`CONNECTIONS`]): a payment's transactions or a page of a search take 10-250 µs, and no
+/// query calls a function with side effects (`random()`, `changes()`), so one past the budget
+/// that runs again on the worker answers the same.
 const INLINE_READ_BUDGET: std::time::Duration = std::time::Duration::from_micros(200);
 
 /// How much of the file each connection of the search pool (`Store::scans`) reads through a
